@@ -1,0 +1,337 @@
+"""asyncio adapters for the STUN client and server: sockets and one timer, nothing else.
+
+All protocol decisions live in :mod:`ice.stun`; this module only moves datagrams and re-arms a single timer
+(the aioquic pattern: after every call into the core, send what it queued and re-arm at ``next_timeout()``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from ice.errors import StunErrorResponse, StunTimeout, StunUnreachable
+from ice.stun.attributes import (
+    Address,
+    Attribute,
+    MappedAddress,
+    OtherAddress,
+    ResponseOrigin,
+    Software,
+    XorMappedAddress,
+)
+from ice.stun.message import Message, MessageClass, Method
+from ice.stun.server import StunServer, StunServerConfig
+from ice.stun.transaction import (
+    RetransmissionConfig,
+    StunClient,
+    TransactionFailed,
+    TransactionSucceeded,
+    TransactionTimedOut,
+)
+
+
+def parse_hostport(text: str, default_port: int | None = 3478) -> Address:
+    """``"1.2.3.4:3478"``, ``"[::1]:3478"`` or ``"host"`` -> (host, port); raises ValueError with a clear message."""
+    text = text.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port_s = rest[1:] if rest.startswith(":") else ""
+    elif text.count(":") == 1:
+        host, port_s = text.split(":")
+    else:
+        host, port_s = text, ""
+    if not host:
+        raise ValueError(f"{text!r}: missing host (expected HOST:PORT)")
+    if not port_s:
+        if default_port is None:
+            raise ValueError(f"{text!r}: missing port (expected HOST:PORT)")
+        return host, default_port
+    if not port_s.isdigit() or not 0 <= int(port_s) <= 65535:
+        raise ValueError(f"{text!r}: {port_s!r} is not a port number (0-65535)")
+    return host, int(port_s)
+
+
+def format_address(addr: Address) -> str:
+    host, port = addr[0], addr[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+async def resolve(addr: Address) -> Address:
+    """Resolve a host name to a literal address (UDP); literals are returned unchanged."""
+    host, port = addr
+    try:
+        socket.inet_pton(_family(host), host)
+        return host, port
+    except OSError:
+        pass
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    if not infos:
+        raise OSError(f"cannot resolve {host}")
+    sa = infos[0][4]
+    return str(sa[0]), int(sa[1])
+
+
+class _Protocol(asyncio.DatagramProtocol):
+    def __init__(self, on_datagram: Callable[[bytes, Address], None]) -> None:
+        self.on_datagram = on_datagram
+        self.error: Exception | None = None
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int] | tuple[str, int, int, int]) -> None:
+        self.on_datagram(data, (addr[0], addr[1]))
+
+    def error_received(self, exc: Exception) -> None:
+        self.error = exc
+        if self.on_error is not None:
+            self.on_error(exc)
+
+    on_error: Callable[[Exception], None] | None = None
+
+
+@dataclass(frozen=True)
+class BindingResult:
+    """What one Binding transaction learned."""
+
+    local: Address
+    server: Address
+    mapped: Address
+    """XOR-MAPPED-ADDRESS (or MAPPED-ADDRESS from an RFC 3489 server)."""
+    response_origin: Address | None
+    other_address: Address | None
+    software: str | None
+    rtt: float
+    sends: int
+    source: Address
+    """Where the response actually came from."""
+
+
+class StunEndpoint:
+    """One UDP socket driving a sans-IO :class:`StunClient` (and optionally receiving stray requests)."""
+
+    def __init__(self, config: RetransmissionConfig | None = None, icmp_errors: bool = True) -> None:
+        self.client = StunClient(config or RetransmissionConfig())
+        self.icmp_errors = icmp_errors
+        """Fail pending transactions at once when the kernel reports ICMP port unreachable (connection refused).
+        The socket cannot tell which destination refused, so turn this off when talking to several servers."""
+        self._transport: asyncio.DatagramTransport | None = None
+        self._waiters: dict[bytes, asyncio.Future[TransactionSucceeded]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self.on_other: Callable[[bytes, Address], None] | None = None
+        """Called with datagrams that are not responses to our transactions (e.g. a hairpinned request)."""
+
+    @property
+    def local(self) -> Address:
+        assert self._transport is not None
+        sa = self._transport.get_extra_info("sockname")
+        return str(sa[0]), int(sa[1])
+
+    async def open(self, bind: Address = ("0.0.0.0", 0), connect: Address | None = None) -> StunEndpoint:
+        """Bind a UDP socket; with ``connect``, also connect it (only that peer's datagrams arrive, and the kernel
+        reports ICMP port-unreachable, which unconnected UDP sockets never see)."""
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(_family(bind[0]), socket.SOCK_DGRAM)
+        try:
+            sock.bind(bind)
+            if connect is not None:
+                sock.connect(connect)
+        except OSError as exc:
+            sock.close()
+            raise OSError(f"cannot bind {format_address(bind)}: {exc.strerror}") from None
+        protocol = _Protocol(self._received)
+        protocol.on_error = self._socket_error
+        transport, _ = await loop.create_datagram_endpoint(lambda: protocol, sock=sock)
+        self._transport = transport
+        return self
+
+    def _socket_error(self, exc: Exception) -> None:
+        if not (self.icmp_errors and isinstance(exc, ConnectionRefusedError)):
+            return
+        for tid, fut in list(self._waiters.items()):
+            self.client.cancel(tid)
+            if not fut.done():
+                fut.set_exception(StunUnreachable("port unreachable (the host answered with ICMP)"))
+
+    def close(self) -> None:
+        if self._timer:
+            self._timer.cancel()
+        if self._transport:
+            self._transport.close()
+        for fut in self._waiters.values():
+            if not fut.done():
+                fut.cancel()
+
+    async def __aenter__(self) -> StunEndpoint:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+    def send_raw(self, data: bytes, remote: Address) -> None:
+        assert self._transport is not None
+        if self._transport.get_extra_info("peername") is not None:
+            self._transport.sendto(data)
+        else:
+            self._transport.sendto(data, remote)
+
+    # -- core driving -------------------------------------------------------------------------------------------
+
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def _received(self, data: bytes, source: Address) -> None:
+        if not self.client.handle_datagram(self._now(), data, source) and self.on_other is not None:
+            self.on_other(data, source)
+        self._flush()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        at = self._timer_at or 0.0
+        self._timer_at = None
+        self.client.handle_timeout(max(at, self._now()))  # never fire early (aioquic's rule)
+        self._flush()
+
+    def _flush(self) -> None:
+        while (tx := self.client.poll_transmit()) is not None:
+            self.send_raw(tx.data, tx.remote)
+        while (ev := self.client.next_event()) is not None:
+            fut = self._waiters.pop(ev.transaction_id, None)
+            if fut is None or fut.done():
+                continue
+            if isinstance(ev, TransactionSucceeded):
+                fut.set_result(ev)
+            elif isinstance(ev, TransactionFailed):
+                fut.set_exception(StunErrorResponse(ev.code, ev.reason))
+            elif isinstance(ev, TransactionTimedOut):
+                fut.set_exception(
+                    StunTimeout(f"{ev.sends} requests over {ev.elapsed:.1f} s went unanswered")
+                )
+        at = self.client.next_timeout()
+        if at != self._timer_at:
+            if self._timer:
+                self._timer.cancel()
+            self._timer = asyncio.get_running_loop().call_at(at, self._on_timer) if at is not None else None
+            self._timer_at = at
+
+    async def request(self, message: Message, server: Address) -> TransactionSucceeded:
+        """Run one transaction; raises StunTimeout or StunErrorResponse."""
+        fut: asyncio.Future[TransactionSucceeded] = asyncio.get_running_loop().create_future()
+        self._waiters[message.transaction_id] = fut
+        self.client.request(self._now(), message, server)
+        self._flush()
+        try:
+            return await fut
+        finally:
+            self.client.cancel(message.transaction_id)
+            self._waiters.pop(message.transaction_id, None)
+
+    async def binding(self, server: Address, attributes: Iterable[Attribute] = ()) -> BindingResult:
+        """Send a Binding request (RFC 8489 §3) and report the mapping it revealed."""
+        ev = await self.request(Message(Method.BINDING, MessageClass.REQUEST, attributes=attributes), server)
+        resp = ev.response
+        xma = resp.get(XorMappedAddress)
+        ma = resp.get(MappedAddress)
+        mapped = xma.address if xma else ma.address if ma else None
+        if mapped is None:
+            raise StunErrorResponse(0, "the success response has no XOR-MAPPED-ADDRESS or MAPPED-ADDRESS")
+        origin = resp.get(ResponseOrigin)
+        other = resp.get(OtherAddress)
+        sw = resp.get(Software)
+        return BindingResult(
+            local=self.local,
+            server=server,
+            mapped=mapped,
+            response_origin=origin.address if origin else None,
+            other_address=other.address if other else None,
+            software=sw.text if sw else None,
+            rtt=ev.rtt,
+            sends=ev.sends,
+            source=ev.source,
+        )
+
+
+async def stun_binding(
+    server: Address, bind: Address | None = None, config: RetransmissionConfig | None = None
+) -> BindingResult:
+    """Learn the mapping of a fresh UDP socket from ``server`` (the seed milestone: ``icelab stun``)."""
+    server = await resolve(server)
+    if bind is None:
+        bind = ("::", 0) if ":" in server[0] else ("0.0.0.0", 0)
+    endpoint = await StunEndpoint(config).open(bind, connect=server)
+    try:
+        return await endpoint.binding(server)
+    finally:
+        endpoint.close()
+
+
+class _ServerProtocol(asyncio.DatagramProtocol):
+    def __init__(self, owner: StunServerRunner, local: Address) -> None:
+        self.owner = owner
+        self.local = local
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int] | tuple[str, int, int, int]) -> None:
+        self.owner._datagram(self.local, data, (addr[0], addr[1]))
+
+    def error_received(self, exc: Exception) -> None:
+        self.owner.server.stats["socket-error"] += 1
+
+
+class StunServerRunner:
+    """The embedded STUN server on asyncio: one UDP socket per local address of the config."""
+
+    def __init__(self, config: StunServerConfig, log: Callable[[dict[str, object]], None] | None = None) -> None:
+        self.server = StunServer(config)
+        self.config = config
+        self.log = log
+        self._transports: dict[Address, asyncio.DatagramTransport] = {}
+
+    async def start(self) -> StunServerRunner:
+        loop = asyncio.get_running_loop()
+        try:
+            for local in self.config.local_addresses:
+                sock = socket.socket(_family(local[0]), socket.SOCK_DGRAM)
+                try:
+                    sock.bind(local)
+                except OSError as exc:
+                    sock.close()
+                    raise OSError(f"cannot listen on {format_address(local)}: {exc.strerror}") from None
+                bound = sock.getsockname()
+                addr = (str(bound[0]), int(bound[1]))
+                transport, _ = await loop.create_datagram_endpoint(
+                    lambda addr=addr: _ServerProtocol(self, addr), sock=sock  # type: ignore[misc]
+                )
+                self._transports[addr] = transport
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    @property
+    def addresses(self) -> list[Address]:
+        return list(self._transports)
+
+    def _datagram(self, local: Address, data: bytes, remote: Address) -> None:
+        out = self.server.handle(local, remote, data)
+        if out is None:
+            return
+        transport = self._transports.get(out.local or local)
+        if transport is None:
+            return
+        transport.sendto(out.data, out.remote)
+        if self.log is not None:
+            self.log({"event": "binding", "from": format_address(remote), "to": format_address(out.remote),
+                      "via": format_address(out.local or local)})
+
+    def close(self) -> None:
+        for t in self._transports.values():
+            t.close()
+        self._transports.clear()

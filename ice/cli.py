@@ -1,0 +1,318 @@
+"""The ``icelab`` command line (the top layer: it may import everything, nothing imports it)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from ice import __version__
+from ice.errors import IcelabError, StunErrorResponse, StunTimeout, UserError
+from ice.stun.attributes import Address
+from ice.stun.transaction import RetransmissionConfig
+
+
+def _event_loop_policy() -> None:
+    """Use uvloop when it is installed (faster datagram paths); plain asyncio otherwise."""
+    try:
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    except ImportError:
+        pass
+
+
+def repo_root() -> Path:
+    """The source checkout icelab runs from (``icelab test`` and ``icelab bench`` need it)."""
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "pyproject.toml").is_file():
+        raise UserError("this command needs the icelab source checkout: run it as ./icelab from the repository")
+    return root
+
+
+def _address(text: str, default_port: int | None = None) -> Address:
+    from ice.aio.stun import parse_hostport
+
+    try:
+        return parse_hostport(text, default_port)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _retrans(args: argparse.Namespace, default: RetransmissionConfig) -> RetransmissionConfig:
+    try:
+        return RetransmissionConfig(
+            rto=default.rto if args.rto is None else args.rto, rc=default.rc if args.rc is None else args.rc,
+            rm=default.rm,
+        )
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _print_json(obj: object) -> None:
+    print(json.dumps(obj, indent=2, sort_keys=False))
+
+
+# ---------------------------------------------------------------------------------------------------------- stun
+
+
+def cmd_stun(args: argparse.Namespace) -> int:
+    from ice.aio.discovery import FAST_PROBE, discover_behaviour
+    from ice.aio.stun import format_address, stun_binding
+
+    server = _address(args.server, 3478)
+    bind = _address(args.bind, 0) if args.bind else None
+    if args.behaviour:
+        report = asyncio.run(discover_behaviour(server, bind, _retrans(args, FAST_PROBE)))
+        if args.json:
+            _print_json(report.as_json())
+        else:
+            print(f"local        {format_address(report.local)}")
+            nat = "behind a NAT" if report.behind_nat else "no NAT"
+            print(f"mapped       {format_address(report.mapped)}  ({nat})")
+            print(f"mapping      {report.mapping.value if report.mapping else '-'}")
+            print(f"filtering    {report.filtering.value if report.filtering else '-'}")
+            hp = report.hairpinning
+            print(f"hairpinning  {'-' if hp is None else 'yes' if hp else 'no'}")
+            for note in report.notes:
+                print(f"note         {note}")
+        return 0
+    result = asyncio.run(stun_binding(server, bind, _retrans(args, RetransmissionConfig())))
+    doc = {
+        "server": format_address(result.server),
+        "local": format_address(result.local),
+        "mapped": format_address(result.mapped),
+        "mapped_address": {"host": result.mapped[0], "port": result.mapped[1]},
+        "rtt_ms": round(result.rtt * 1000, 3),
+        "requests_sent": result.sends,
+        "software": result.software,
+        "response_origin": format_address(result.response_origin) if result.response_origin else None,
+        "other_address": format_address(result.other_address) if result.other_address else None,
+    }
+    if args.json:
+        _print_json(doc)
+    else:
+        print(f"mapped {doc['mapped']} (local {doc['local']}) via {doc['server']}: rtt {doc['rtt_ms']} ms, "
+              f"server software {result.software or '-'}")
+    return 0
+
+
+# -------------------------------------------------------------------------------------------------------- server
+
+
+def cmd_server_stun(args: argparse.Namespace) -> int:
+    from ice.aio.stun import StunServerRunner, format_address
+    from ice.stun.server import StunServerConfig
+
+    primary = _address(args.listen)
+    alt = _address(args.alt) if args.alt else None
+    try:
+        config = StunServerConfig(primary, alt, software=f"icelab {__version__}")
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+    def log(event: dict[str, object]) -> None:
+        print(json.dumps({"ts": round(time.time(), 6), **event}), flush=True)
+
+    async def main() -> None:
+        runner = await StunServerRunner(config, log if args.json_log else None).start()
+        addrs = ", ".join(format_address(a) for a in runner.addresses)
+        msg = {"event": "listening", "addresses": [format_address(a) for a in runner.addresses],
+               "rfc5780": alt is not None}
+        if args.json_log:
+            log(msg)
+        else:
+            print(f"icelab STUN server listening on {addrs}" + (" (RFC 5780)" if alt else ""), flush=True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            runner.close()
+            if args.json_log:
+                log({"event": "stopped", "stats": dict(runner.server.stats)})
+
+    _event_loop_policy()
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------- run
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Today's main job: the embedded server and the client on loopback (the NAT matrix comes with the lab)."""
+    from ice.aio.discovery import discover_behaviour
+    from ice.aio.stun import StunServerRunner, format_address, stun_binding
+    from ice.stun.server import StunServerConfig
+
+    async def main() -> int:
+        config = StunServerConfig(("127.0.0.1", 0))
+        runner = await StunServerRunner(config).start()
+        try:
+            server = runner.addresses[0]
+            print(f"embedded STUN server on {format_address(server)}")
+            res = await stun_binding(server, ("127.0.0.1", 0))
+            print(f"STUN client learned its mapping: {format_address(res.local)} -> {format_address(res.mapped)} "
+                  f"(rtt {res.rtt * 1000:.2f} ms, server '{res.software}')")
+        finally:
+            runner.close()
+        # RFC 5780 needs two addresses: 127.0.0.1 and 127.0.0.2 both live on lo.
+        ports = _free_udp_ports(2)
+        cfg2 = StunServerConfig(("127.0.0.1", ports[0]), ("127.0.0.2", ports[1]))
+        runner = await StunServerRunner(cfg2).start()
+        try:
+            rep = await discover_behaviour(cfg2.primary, ("127.0.0.1", 0))
+            print(f"RFC 5780 behaviour on loopback: mapping {rep.mapping.value if rep.mapping else '-'}, "
+                  f"filtering {rep.filtering.value if rep.filtering else '-'}"
+                  f" ({'behind a NAT' if rep.behind_nat else 'no NAT, as expected'})")
+        finally:
+            runner.close()
+        print("next: the NAT x NAT matrix arrives with the lab (issues 4-7); see README.")
+        return 0
+
+    return asyncio.run(main())
+
+
+def _free_udp_ports(n: int) -> list[int]:
+    import socket
+
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+# ---------------------------------------------------------------------------------------------------------- test
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    """ruff, mypy --strict ice/, then pytest -n auto (pytest's "no tests collected" is a failure)."""
+    root = repo_root()
+    py = sys.executable
+    steps: list[tuple[str, list[str]]] = [
+        ("ruff", [py, "-m", "ruff", "check", "."]),
+        ("mypy", [py, "-m", "mypy", "--strict", "ice/"]),
+        ("pytest", [py, "-m", "pytest", "-n", args.jobs, *args.pytest_args]),
+    ]
+    for name, cmd in steps:
+        if args.only and name not in args.only:
+            continue
+        print(f"==> {name}: {' '.join(cmd[2:])}", flush=True)
+        rc = subprocess.call(cmd, cwd=root)
+        if rc != 0:
+            print(f"icelab test: {name} failed (exit {rc})", file=sys.stderr)
+            return rc
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------------- bench
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import importlib
+
+    root = repo_root()
+    sys.path.insert(0, str(root))
+    module = importlib.import_module(f"bench.{args.what}")
+    rc: int = module.main(args)
+    return rc
+
+
+# --------------------------------------------------------------------------------------------------------- doctor
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from ice.doctor import run_checks
+
+    return run_checks(json_out=args.json, root=repo_root())
+
+
+# ------------------------------------------------------------------------------------------------------- parsing
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="icelab",
+        description="A sans-IO ICE/STUN/TURN stack and the emulated-network lab that proves it works.",
+    )
+    p.add_argument("--version", action="version", version=f"icelab {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    r = sub.add_parser("run", help="the main job: embedded STUN server + client (the NAT matrix comes later)")
+    r.set_defaults(func=cmd_run)
+
+    t = sub.add_parser("test", help="ruff, mypy --strict ice/, then pytest -n auto over the whole suite")
+    t.add_argument("-n", "--jobs", default="auto", help="pytest-xdist workers (default: auto)")
+    t.add_argument("--only", action="append", choices=["ruff", "mypy", "pytest"], help="run only this step")
+    t.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
+    t.set_defaults(func=cmd_test)
+
+    d = sub.add_parser("doctor", help="check root, kernel features, mininet and interop tools")
+    d.add_argument("--json", action="store_true")
+    d.set_defaults(func=cmd_doctor)
+
+    s = sub.add_parser("stun", help="learn this host's external mapping from a STUN server")
+    s.add_argument("server", metavar="HOST:PORT", help="STUN server (port defaults to 3478)")
+    s.add_argument("--bind", metavar="IP:PORT", help="local address to send from (default: any, ephemeral port)")
+    s.add_argument("--json", action="store_true", help="print a JSON document")
+    s.add_argument("--behaviour", "--behavior", action="store_true",
+                   help="RFC 5780 NAT mapping/filtering/hairpinning discovery (server needs --alt)")
+    s.add_argument("--rto", type=float, help="initial retransmission timeout in s (default 0.5; 0.1 for --behaviour)")
+    s.add_argument("--rc", type=int, help="requests before giving up (default 7 per RFC 8489; 3 for --behaviour)")
+    s.set_defaults(func=cmd_stun)
+
+    sv = sub.add_parser("server", help="run an embedded server")
+    svs = sv.add_subparsers(dest="kind", metavar="KIND")
+    ss = svs.add_parser("stun", help="STUN Binding server, RFC 5780 with --alt")
+    ss.add_argument("--listen", required=True, metavar="IP:PORT", help="primary address")
+    ss.add_argument("--alt", metavar="IP:PORT", help="alternate address (other IP and port) for RFC 5780")
+    ss.add_argument("--json-log", action="store_true", help="one JSON object per line on stdout")
+    ss.set_defaults(func=cmd_server_stun)
+
+    b = sub.add_parser("bench", help="benchmarks against peers, side by side in one run")
+    b.add_argument("what", choices=["codec", "server"])
+    b.add_argument("--json", action="store_true")
+    b.add_argument("--seconds", type=float, default=0.4, help="codec: time per measurement")
+    b.add_argument("--requests", type=int, default=100_000, help="server: Binding requests per server")
+    b.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return 2
+    try:
+        return func(args)
+    except KeyboardInterrupt:
+        print("icelab: interrupted", file=sys.stderr)
+        return 130
+    except StunTimeout as exc:
+        print(f"icelab: no answer from the STUN server: {exc}", file=sys.stderr)
+        return 1
+    except StunErrorResponse as exc:
+        print(f"icelab: the server answered with an error: {exc}", file=sys.stderr)
+        return 1
+    except (UserError, IcelabError) as exc:
+        print(f"icelab: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"icelab: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,163 @@
+"""Sans-IO STUN Binding server with RFC 5780 behaviour-discovery support (RFC 8489 §6.3, RFC 5780 §6).
+
+The server owns up to four transport addresses: the primary ``(IP1, P1)``, and with an alternate ``(IP2, P2)`` also
+``(IP1, P2)`` and ``(IP2, P1)``. :meth:`StunServer.handle` takes the local address a datagram arrived on, the
+remote address and the bytes, and returns the :class:`~ice.stun.transaction.Transmit` to send (from which local
+address, to where) or None. It never raises for network input: malformed datagrams are counted and dropped;
+requests it cannot serve get 400 or 420.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from ice.errors import StunParseError
+from ice.stun.attributes import (
+    Address,
+    Attribute,
+    ChangedAddress,
+    ChangeRequest,
+    ErrorCode,
+    MappedAddress,
+    OtherAddress,
+    Padding,
+    ResponseOrigin,
+    ResponsePort,
+    Software,
+    SourceAddress,
+    UnknownAttributes,
+    XorMappedAddress,
+)
+from ice.stun.message import Message, MessageClass, Method, parse
+from ice.stun.transaction import Transmit
+
+DEFAULT_SOFTWARE = "icelab"
+
+
+@dataclass(frozen=True)
+class StunServerConfig:
+    """What the Binding server answers and from where."""
+
+    primary: Address
+    """The address clients send to first (IP1, P1)."""
+    alternate: Address | None = None
+    """The other IP and port (IP2, P2) for RFC 5780; None for a single-address server."""
+    software: str | None = DEFAULT_SOFTWARE
+    """SOFTWARE attribute in every response (None: leave it out)."""
+    fingerprint: bool = True
+    """Add FINGERPRINT to responses (RFC 8489 §7: recommended when multiplexed with other protocols)."""
+    legacy: bool = True
+    """Answer RFC 3489 requests (no magic cookie) with MAPPED-ADDRESS, SOURCE-ADDRESS and CHANGED-ADDRESS."""
+
+    def __post_init__(self) -> None:
+        if self.alternate is not None:
+            if self.alternate[0] == self.primary[0] or self.alternate[1] == self.primary[1]:
+                raise ValueError("the alternate address needs a different IP and a different port (RFC 5780 §6)")
+            if (":" in self.alternate[0]) != (":" in self.primary[0]):
+                raise ValueError("the primary and alternate addresses must be of the same IP family")
+
+    @property
+    def local_addresses(self) -> list[Address]:
+        """Every address the server must listen on: 1, or 4 with an alternate."""
+        if self.alternate is None:
+            return [self.primary]
+        (ip1, p1), (ip2, p2) = self.primary, self.alternate
+        return [(ip1, p1), (ip1, p2), (ip2, p1), (ip2, p2)]
+
+
+@dataclass
+class StunServer:
+    """Answers Binding requests (RFC 8489 §6.3) and CHANGE-REQUEST/RESPONSE-PORT/PADDING (RFC 5780 §6.1)."""
+
+    config: StunServerConfig
+    stats: Counter[str] = field(default_factory=Counter)
+
+    def __post_init__(self) -> None:
+        c = self.config
+        self._software: list[Attribute] = [Software(c.software)] if c.software else []
+        self._ips = (c.primary[0], c.alternate[0] if c.alternate else None)
+        self._ports = (c.primary[1], c.alternate[1] if c.alternate else None)
+
+    def _other(self, local: Address, change_ip: bool, change_port: bool) -> Address | None:
+        """The local address obtained by swapping the IP and/or port to the other one (None if impossible)."""
+        ip, port = local
+        ip1, ip2 = self._ips
+        p1, p2 = self._ports
+        if change_ip:
+            if ip2 is None:
+                return None
+            ip = ip2 if ip == ip1 else ip1
+        if change_port:
+            if p2 is None:
+                return None
+            port = p2 if port == p1 else p1
+        return (ip, port)
+
+    def handle(self, local: Address, remote: Address, data: bytes) -> Transmit | None:
+        """Process one datagram received on ``local`` from ``remote``."""
+        try:
+            req = parse(data, legacy=self.config.legacy)
+        except StunParseError:
+            self.stats["malformed"] += 1
+            return None
+        if req.message_class is not MessageClass.REQUEST:
+            self.stats["not-a-request"] += 1  # RFC 8489 §6.3: indications and stray responses are dropped
+            return None
+        legacy = len(req.transaction_id) == 16
+        try:
+            return self._answer(req, local, remote, legacy)
+        except StunParseError:
+            self.stats["bad-request"] += 1
+            return self._error(req, local, remote, 400, "Bad Request", legacy)
+
+    def _error(
+        self, req: Message, local: Address, remote: Address, code: int, reason: str, legacy: bool, *extra: Attribute
+    ) -> Transmit:
+        attrs: list[Attribute] = [ErrorCode(code, reason), *extra, *self._software]
+        resp = Message(req.method, MessageClass.ERROR, req.transaction_id, attrs)
+        return Transmit(remote, resp.encode(fingerprint=self.config.fingerprint and not legacy), local)
+
+    def _answer(self, req: Message, local: Address, remote: Address, legacy: bool) -> Transmit:
+        if req.method != Method.BINDING:
+            self.stats["unsupported-method"] += 1
+            return self._error(req, local, remote, 400, "Bad Request: only Binding is served here", legacy)
+        unknown = req.unknown_comprehension_required()
+        if unknown:
+            self.stats["unknown-attribute"] += 1
+            return self._error(
+                req, local, remote, 420, "Unknown Attribute", legacy, UnknownAttributes(tuple(unknown[:32]))
+            )
+        source = local
+        destination = remote
+        change = req.get(ChangeRequest)
+        if change is not None and (change.change_ip or change.change_port):
+            other = self._other(local, change.change_ip, change.change_port)
+            if other is None:
+                # RFC 5780 §6.1: a server without an alternate address rejects CHANGE-REQUEST with 420.
+                self.stats["change-request-unsupported"] += 1
+                return self._error(
+                    req, local, remote, 420, "Unknown Attribute: CHANGE-REQUEST needs an alternate address",
+                    legacy, UnknownAttributes((ChangeRequest.TYPE,)),
+                )
+            source = other
+        response_port = req.get(ResponsePort)
+        if response_port is not None:
+            destination = (remote[0], response_port.port)  # RFC 5780 §6.1: same IP, the requested port
+        self.stats["binding"] += 1
+        attrs: list[Attribute]
+        if legacy:
+            attrs = [MappedAddress(*remote), SourceAddress(*source)]
+        else:
+            attrs = [XorMappedAddress(*remote), MappedAddress(*remote)]
+            if self._ips[1] is not None:
+                attrs.append(ResponseOrigin(*source))
+        other_addr = self._other(local, True, True)
+        if other_addr is not None:
+            attrs.append(ChangedAddress(*other_addr) if legacy else OtherAddress(*other_addr))
+        padding = req.get(Padding)
+        if padding is not None and not legacy:
+            attrs.append(Padding(bytes(len(padding.data))))
+        attrs.extend(self._software)
+        resp = Message(Method.BINDING, MessageClass.SUCCESS, req.transaction_id, attrs)
+        return Transmit(destination, resp.encode(fingerprint=self.config.fingerprint and not legacy), source)

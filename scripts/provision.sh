@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# scripts/provision.sh: install everything icelab touches on Debian 12, then build the venv.
+#
+# One install script for every place icelab runs: a developer's machine (through ./icelab),
+# CI (.ci/run -> ./icelab test), and the Vagrant VM (Vagrantfile). Idempotent: apt only runs
+# when a package is missing, the venv is only created when absent, and the editable install
+# is repeated only when pyproject.toml or this file changed (see the stamp at the end).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+VENV="$ROOT/.venv"
+STAMP="$VENV/.icelab-provisioned"
+
+say() { printf 'provision: %s\n' "$*" >&2; }
+die() { printf 'provision: error: %s\n' "$*" >&2; exit 1; }
+
+# Debian packages, grouped by what needs them.
+APT_PACKAGES=(
+  # Python: the venv is made from Debian's interpreter so Debian's mininet imports.
+  python3 python3-venv python3-pip python3-dev python3-gi
+  # The lab: Mininet (without Open vSwitch, which needs a kernel module), netfilter and tools.
+  mininet iproute2 iptables nftables conntrack tcpdump iputils-ping procps psmisc util-linux ethtool
+  # Interop peers for STUN/TURN: coturn, stund and its classic client.
+  coturn stun-server stun-client
+  # Vagrantfile checks (ruby -c, vagrant validate).
+  ruby vagrant
+  # Everyday tools the scripts use.
+  ca-certificates git
+)
+
+[ -r /etc/debian_version ] || die "this script supports Debian 12 only (no /etc/debian_version here)."
+
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then SUDO=(sudo); else
+    die "installing Debian packages needs root: run it as root or install sudo."; fi
+else
+  SUDO=()
+fi
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  "${SUDO[@]}" apt-get update -qq
+  # --no-install-recommends keeps openvswitch-switch (mininet's recommendation) out: the lab uses Linux bridges.
+  "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Daemons that Debian packages might start must not run: the lab starts its own servers on demand.
+for svc in coturn stun-server; do
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
+    "${SUDO[@]}" systemctl disable --now "$svc" >/dev/null 2>&1 || true
+  fi
+done
+
+want=$(cat "$ROOT/scripts/provision.sh" "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && [ -x "$VENV/bin/icelab" ]; then
+  say "already provisioned"
+  exit 0
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  say "creating $VENV from /usr/bin/python3 (with system site-packages, for Debian's mininet)"
+  /usr/bin/python3 -m venv --system-site-packages "$VENV"
+fi
+say "installing icelab and its development tools into $VENV"
+log="$VENV/pip-install.log"
+if ! { "$VENV/bin/python" -m pip install --upgrade pip setuptools wheel &&
+       "$VENV/bin/python" -m pip install -e "$ROOT[dev]"; } >"$log" 2>&1; then
+  tail -n 30 "$log" >&2
+  die "pip install failed (full log: $log)."
+fi
+"$VENV/bin/python" -c "import mininet.net" || die "Debian's mininet does not import inside the venv."
+echo "$want" > "$STAMP"
+say "done"
