@@ -1,0 +1,140 @@
+"""Property tests: every attribute type round-trips; no input makes the codec raise anything but StunParseError."""
+
+from __future__ import annotations
+
+import socket
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ice.errors import StunParseError
+from ice.stun import ATTRIBUTES, Attribute, Integrity, Message, MessageClass, parse, short_term_key
+from ice.stun import attributes as a
+from ice.stun.server import StunServer, StunServerConfig
+
+KEY = short_term_key("hypothesis")
+
+ipv4 = st.ip_addresses(v=4).map(str)
+# The codec emits the kernel's canonical text form (inet_ntop), so generate hosts in that form.
+ipv6 = st.ip_addresses(v=6).map(lambda ip: socket.inet_ntop(socket.AF_INET6, ip.packed))
+hosts = st.one_of(ipv4, ipv6)
+ports = st.integers(0, 0xFFFF)
+u32 = st.integers(0, 2**32 - 1)
+u64 = st.integers(0, 2**64 - 1)
+text = st.text(max_size=60).filter(lambda s: len(s.encode()) <= 509)
+
+
+def address_attr(cls: type[a.Attribute]) -> st.SearchStrategy[Attribute]:
+    return st.builds(cls, hosts, ports)
+
+
+STRATEGIES: dict[type[Attribute], st.SearchStrategy[Attribute]] = {
+    a.MappedAddress: address_attr(a.MappedAddress),
+    a.SourceAddress: address_attr(a.SourceAddress),
+    a.ChangedAddress: address_attr(a.ChangedAddress),
+    a.XorMappedAddress: address_attr(a.XorMappedAddress),
+    a.XorPeerAddress: address_attr(a.XorPeerAddress),
+    a.XorRelayedAddress: address_attr(a.XorRelayedAddress),
+    a.AlternateServer: address_attr(a.AlternateServer),
+    a.ResponseOrigin: address_attr(a.ResponseOrigin),
+    a.OtherAddress: address_attr(a.OtherAddress),
+    a.Priority: st.builds(a.Priority, u32),
+    a.IceControlled: st.builds(a.IceControlled, u64),
+    a.IceControlling: st.builds(a.IceControlling, u64),
+    a.Lifetime: st.builds(a.Lifetime, u32),
+    a.ReservationToken: st.builds(a.ReservationToken, u64),
+    a.ChangeRequest: st.builds(a.ChangeRequest, st.booleans(), st.booleans()),
+    a.ResponsePort: st.builds(a.ResponsePort, ports),
+    a.ChannelNumber: st.builds(a.ChannelNumber, st.integers(0x4000, 0x4FFF)),
+    a.RequestedTransport: st.builds(a.RequestedTransport, st.integers(0, 255)),
+    a.RequestedAddressFamily: st.builds(a.RequestedAddressFamily, st.sampled_from([1, 2])),
+    a.AdditionalAddressFamily: st.builds(a.AdditionalAddressFamily, st.sampled_from([1, 2])),
+    a.EvenPort: st.builds(a.EvenPort, st.booleans()),
+    a.UseCandidate: st.builds(a.UseCandidate),
+    a.DontFragment: st.builds(a.DontFragment),
+    a.Username: st.builds(a.Username, text),
+    a.Realm: st.builds(a.Realm, text),
+    a.Nonce: st.builds(a.Nonce, text),
+    a.Software: st.builds(a.Software, text),
+    a.AlternateDomain: st.builds(a.AlternateDomain, text),
+    a.Data: st.builds(a.Data, st.binary(max_size=200)),
+    a.Padding: st.builds(a.Padding, st.binary(max_size=200)),
+    a.UserHash: st.builds(a.UserHash, st.binary(min_size=32, max_size=32)),
+    a.ErrorCode: st.builds(
+        a.ErrorCode, st.integers(3, 6).flatmap(lambda h: st.integers(h * 100, h * 100 + 99)), text
+    ),
+    a.UnknownAttributes: st.builds(a.UnknownAttributes, st.lists(st.integers(0, 0xFFFF), max_size=8).map(tuple)),
+    a.PasswordAlgorithm: st.builds(a.PasswordAlgorithm, st.integers(0, 0xFFFF), st.binary(max_size=9)),
+    a.PasswordAlgorithms: st.builds(
+        a.PasswordAlgorithms,
+        st.lists(st.tuples(st.integers(0, 0xFFFF), st.binary(max_size=9)), max_size=4).map(tuple),
+    ),
+}
+TRAILERS = {a.MessageIntegrity, a.MessageIntegritySha256, a.Fingerprint}
+
+
+def test_every_registered_attribute_has_a_strategy() -> None:
+    assert set(ATTRIBUTES.values()) - TRAILERS == set(STRATEGIES)
+
+
+any_attribute = st.one_of(*STRATEGIES.values())
+messages = st.builds(
+    Message,
+    st.integers(0, 0xFFF),
+    st.sampled_from(list(MessageClass)),
+    st.binary(min_size=12, max_size=12),
+    st.lists(any_attribute, max_size=6),
+)
+
+
+@settings(max_examples=400)
+@given(messages, st.sampled_from([None, *Integrity]), st.booleans())
+def test_build_parse_roundtrip(msg: Message, integrity: Integrity | None, fingerprint: bool) -> None:
+    key = KEY if integrity else None
+    raw = msg.encode(key, integrity=integrity or Integrity.SHA1, fingerprint=fingerprint)
+    p = parse(raw)
+    assert (p.method, p.message_class, p.transaction_id) == (msg.method, msg.message_class, msg.transaction_id)
+    assert p.attributes == msg.attributes
+    assert p.has_fingerprint == fingerprint
+    assert p.check_integrity(KEY) == (integrity is not None)
+    for attr in msg.attributes:  # get() returns the first of each class
+        assert p.get(type(attr)) == next(x for x in msg.attributes if type(x) is type(attr))
+
+
+def _exercise(data: bytes) -> None:
+    try:
+        m = parse(data, legacy=True)
+        _ = m.attributes
+        m.check_integrity(KEY)
+        m.unknown_comprehension_required()
+        repr(m)
+    except StunParseError:
+        pass
+
+
+@settings(max_examples=500)
+@given(st.binary(max_size=120))
+def test_random_bytes_only_raise_parse_error(data: bytes) -> None:
+    _exercise(data)
+    _exercise(b"\x00\x01" + len(data).to_bytes(2, "big")[-2:] + b"\x21\x12\xa4\x42" + bytes(12) + data)
+
+
+@settings(max_examples=500)
+@given(messages, st.data())
+def test_mutated_messages_only_raise_parse_error(msg: Message, data: st.DataObject) -> None:
+    raw = bytearray(msg.encode(KEY, fingerprint=data.draw(st.booleans())))
+    for _ in range(data.draw(st.integers(1, 4))):
+        i = data.draw(st.integers(0, len(raw) - 1))
+        raw[i] = data.draw(st.integers(0, 255))
+    if data.draw(st.booleans()):
+        raw = raw[: data.draw(st.integers(0, len(raw)))]
+    _exercise(bytes(raw))
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=200))
+def test_server_never_raises(data: bytes) -> None:
+    server = StunServer(StunServerConfig(("127.0.0.1", 3478), ("127.0.0.2", 3479)))
+    server.handle(("127.0.0.1", 3478), ("10.0.0.1", 5000), data)
+    req = b"\x00\x01" + len(data).to_bytes(2, "big") + b"\x21\x12\xa4\x42" + bytes(12) + data
+    server.handle(("127.0.0.1", 3478), ("10.0.0.1", 5000), req)
