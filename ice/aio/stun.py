@@ -15,6 +15,7 @@ from ice.errors import StunErrorResponse, StunTimeout, StunUnreachable
 from ice.stun.attributes import (
     Address,
     Attribute,
+    ChangedAddress,
     MappedAddress,
     OtherAddress,
     ResponseOrigin,
@@ -240,7 +241,7 @@ class StunEndpoint:
         if mapped is None:
             raise StunErrorResponse(0, "the success response has no XOR-MAPPED-ADDRESS or MAPPED-ADDRESS")
         origin = resp.get(ResponseOrigin)
-        other = resp.get(OtherAddress)
+        other = resp.get(OtherAddress) or resp.get(ChangedAddress)  # RFC 3489 servers (stund) say CHANGED-ADDRESS
         sw = resp.get(Software)
         return BindingResult(
             local=self.local,

@@ -1,0 +1,94 @@
+"""The icelab command as a user runs it: real processes, loopback only."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+from conftest import ICELAB, ROOT, free_udp_ports
+
+
+def icelab(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*ICELAB, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+def test_stun_learns_mapping_json(icelab_server: tuple[str, int]) -> None:
+    host, port = icelab_server
+    (local,) = free_udp_ports(1)
+    p = icelab("stun", f"{host}:{port}", "--json", "--bind", f"127.0.0.1:{local}")
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(p.stdout)
+    assert doc["mapped"] == f"127.0.0.1:{local}" and doc["local"] == f"127.0.0.1:{local}"
+    assert doc["mapped_address"] == {"host": "127.0.0.1", "port": local}
+    assert doc["software"].startswith("icelab ")
+    assert doc["other_address"].startswith("127.0.0.2:")
+    assert doc["response_origin"] == f"{host}:{port}"
+    assert doc["rtt_ms"] > 0 and doc["requests_sent"] == 1
+
+
+def test_stun_human_output(icelab_server: tuple[str, int]) -> None:
+    host, port = icelab_server
+    p = icelab("stun", f"{host}:{port}", "--bind", "127.0.0.1:0")
+    assert p.returncode == 0 and p.stdout.startswith("mapped 127.0.0.1:"), p.stderr
+
+
+def test_behaviour_on_loopback_is_no_nat(icelab_server: tuple[str, int]) -> None:
+    host, port = icelab_server
+    p = icelab("stun", "--behaviour", f"{host}:{port}", "--json")
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(p.stdout)
+    assert doc["behind_nat"] is False
+    assert (doc["mapping"], doc["filtering"], doc["hairpinning"]) == ("endpoint-independent",) * 2 + (None,)
+    assert doc["other_address"].startswith("127.0.0.2:")
+
+
+def test_unreachable_server_is_one_line_error() -> None:
+    (port,) = free_udp_ports(1)  # nothing listens there: the kernel answers ICMP port unreachable
+    p = icelab("stun", f"127.0.0.1:{port}", "--json", timeout=20)
+    assert p.returncode == 1
+    assert "Traceback" not in p.stderr and p.stderr.count("\n") == 1
+    assert "unreachable" in p.stderr
+
+
+def test_silent_server_fails_after_the_schedule() -> None:
+    """A blackhole (a bound socket that never answers) exhausts the schedule: --rto 0.05 --rc 2 -> 0.05 + 0.8 s."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as hole:
+        hole.bind(("127.0.0.1", 0))
+        p = icelab("stun", f"127.0.0.1:{hole.getsockname()[1]}", "--rto", "0.05", "--rc", "2", timeout=20)
+    assert p.returncode == 1 and "2 requests" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_usage_errors_are_one_sentence() -> None:
+    for args in (["stun", "no-port-here:x"], ["server", "stun", "--listen", "127.0.0.1:1", "--alt", "127.0.0.1:2"],
+                 ["stun", "127.0.0.1:3478", "--rto", "-1"]):
+        p = icelab(*args)
+        assert p.returncode == 2, (args, p.stderr)
+        assert p.stderr.startswith("icelab: ") and "Traceback" not in p.stderr and p.stderr.count("\n") == 1
+
+
+def test_server_refuses_busy_port_clearly() -> None:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        p = icelab("server", "stun", "--listen", f"127.0.0.1:{busy.getsockname()[1]}")
+    assert p.returncode == 1 and "cannot listen on 127.0.0.1:" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_run_prints_a_mapping() -> None:
+    p = icelab("run")
+    assert p.returncode == 0, p.stderr
+    assert "STUN client learned its mapping: 127.0.0.1:" in p.stdout
+    assert "mapping endpoint-independent, filtering endpoint-independent" in p.stdout
+
+
+def test_doctor_reports_every_check_as_json() -> None:
+    p = icelab("doctor", "--json")
+    doc = json.loads(p.stdout)
+    names = {c["name"] for c in doc["checks"]}
+    assert {"root", "netns", "nftables", "conntrack-kernel", "netem", "mininet", "turnserver", "stund"} <= names
+    assert p.returncode == (0 if doc["ok"] else 1)
+    netem = next(c for c in doc["checks"] if c["name"] == "netem")
+    assert netem["required"] is False
