@@ -138,3 +138,24 @@ def test_server_never_raises(data: bytes) -> None:
     server.handle(("127.0.0.1", 3478), ("10.0.0.1", 5000), data)
     req = b"\x00\x01" + len(data).to_bytes(2, "big") + b"\x21\x12\xa4\x42" + bytes(12) + data
     server.handle(("127.0.0.1", 3478), ("10.0.0.1", 5000), req)
+
+
+@settings(max_examples=300)
+@given(
+    st.sampled_from([("127.0.0.1", 3478), ("127.0.0.1", 3479), ("127.0.0.2", 3478), ("127.0.0.2", 3479)]),
+    ipv4,
+    ports,
+    st.booleans(),
+    st.booleans(),
+    st.binary(min_size=12, max_size=12),
+)
+def test_server_fast_path_matches_general_path(
+    local: tuple[str, int], host: str, port: int, alt: bool, fingerprint: bool, tid: bytes
+) -> None:
+    config = StunServerConfig(("127.0.0.1", 3478), ("127.0.0.2", 3479) if alt else None, fingerprint=fingerprint)
+    server = StunServer(config)
+    request = Message(0x001, MessageClass.REQUEST, tid).encode()
+    fast = server.handle(local, (host, port), request)
+    general = server.handle_general(local, (host, port), request)
+    assert fast == general and fast is not None
+    assert server.stats["binding"] == 2

@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from ice.errors import StunParseError
 from ice.stun.attributes import Address, ErrorCode
@@ -48,9 +49,11 @@ class TransactionState(enum.Enum):
     TIMED_OUT = "timed-out"
 
 
-@dataclass(frozen=True)
-class Transmit:
-    """A datagram the caller must send: from ``local`` (None: the caller's only socket) to ``remote``."""
+class Transmit(NamedTuple):
+    """A datagram the caller must send: from ``local`` (None: the caller's only socket) to ``remote``.
+
+    A NamedTuple rather than a dataclass: servers emit one per datagram and tuples are 3x cheaper to make.
+    """
 
     remote: Address
     data: bytes

@@ -1,0 +1,121 @@
+"""``icelab bench server``: Binding requests/s answered by our embedded server and by coturn, same run, loopback.
+
+Each server runs in its own process on 127.0.0.1; the load comes from a separate process (bench.stunload) with a
+window of outstanding requests. Rounds alternate between the servers and the median is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+WINDOW = 64
+ROUNDS = 3
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u, socket.socket() as t:
+        u.bind(("127.0.0.1", 0))
+        port = int(u.getsockname()[1])
+        t.bind(("127.0.0.1", port))  # coturn also opens TCP on the port
+        return port
+
+
+def _wait(port: int, proc: subprocess.Popen[bytes], seconds: float = 10.0) -> None:
+    req = b"\x00\x01\x00\x00\x21\x12\xa4\x42" + b"benchbenchbe"
+    deadline = time.monotonic() + seconds
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        s.settimeout(0.2)
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited early with {proc.returncode}")
+            s.sendto(req, ("127.0.0.1", port))
+            try:
+                s.recvfrom(2048)
+                return
+            except OSError:
+                continue
+    raise RuntimeError(f"no STUN answer on 127.0.0.1:{port} within {seconds} s")
+
+
+@contextmanager
+def _server(cmd: list[str], port: int, cwd: str | None = None) -> Iterator[None]:
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait(port, proc)
+        yield
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _load(port: int, requests: int) -> dict[str, float]:
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.stunload", "127.0.0.1", str(port), str(requests), str(WINDOW)],
+        capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[1],
+    ).stdout
+    result: dict[str, float] = json.loads(out)
+    return result
+
+
+def main(args: argparse.Namespace) -> int:
+    requests = int(getattr(args, "requests", 100_000))
+    if shutil.which("turnserver") is None:
+        print("icelab bench server: coturn (turnserver) is not installed; run ./icelab once to provision it",
+              file=sys.stderr)
+        return 2
+    ours_port, coturn_port = _free_port(), _free_port()
+    rounds: dict[str, list[dict[str, float]]] = {"icelab": [], "coturn": []}
+    with tempfile.TemporaryDirectory(prefix="icelab-bench-") as tmp:
+        ours = [sys.executable, "-m", "ice.cli", "server", "stun", "--listen", f"127.0.0.1:{ours_port}"]
+        coturn = [
+            "turnserver", "-n", "--listening-ip=127.0.0.1", f"--listening-port={coturn_port}", "--no-tls",
+            "--no-dtls", "--no-cli", "--stun-only", f"--pidfile={tmp}/turnserver.pid", f"--db={tmp}/turndb.sqlite",
+            "--log-file=stdout", "--simple-log", "--no-stdout-log",
+        ]
+        with _server(ours, ours_port), _server(coturn, coturn_port, cwd=tmp):
+            _load(ours_port, 2000)  # warm-up
+            _load(coturn_port, 2000)
+            for i in range(ROUNDS):
+                for name, port in (("icelab", ours_port), ("coturn", coturn_port)):
+                    r = _load(port, requests)
+                    rounds[name].append(r)
+                    if not args.json:
+                        print(f"  round {i + 1}: {name:<7} {r['rps']:>10,.0f} req/s  (lost {r['lost']:.0f})",
+                              file=sys.stderr, flush=True)
+    rps = {name: round(statistics.median(r["rps"] for r in rs)) for name, rs in rounds.items()}
+    lost = {name: int(sum(r["lost"] for r in rs)) for name, rs in rounds.items()}
+    ratio = round(rps["icelab"] / rps["coturn"], 2) if rps["coturn"] else 0.0
+    doc = {
+        "benchmark": "server",
+        "python": f"{platform.python_implementation()} {platform.python_version()} ({sys.executable})",
+        "requests_per_round": requests,
+        "window": WINDOW,
+        "rounds": ROUNDS,
+        "requests_per_second": rps,
+        "lost": lost,
+        "ratio": ratio,
+        "target_ratio": 0.5,
+        "note": "one load process; coturn is usually limited by the load process, so its figure is a lower bound",
+    }
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        print(f"icelab {rps['icelab']:,} req/s, coturn {rps['coturn']:,} req/s: ratio {ratio:.2f}x (target >= 0.5x)")
+    return 0
