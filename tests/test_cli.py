@@ -92,3 +92,24 @@ def test_doctor_reports_every_check_as_json() -> None:
     assert p.returncode == (0 if doc["ok"] else 1)
     netem = next(c for c in doc["checks"] if c["name"] == "netem")
     assert netem["required"] is False
+
+
+def test_bench_codec_json_reports_both_implementations() -> None:
+    """Structure only: speed is reported by the benchmark, never asserted by a test."""
+    p = icelab("bench", "codec", "--json", "--seconds", "0.01")
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(p.stdout)
+    ops = {"build", "parse", "response"}
+    assert set(doc["ops_per_second"]) == {"icelab", "aioice"}
+    assert set(doc["ops_per_second"]["icelab"]) == ops == set(doc["ops_per_second"]["aioice"]) == set(doc["ratio"])
+    for op in ops:
+        assert doc["ratio"][op] == round(doc["ops_per_second"]["icelab"][op] / doc["ops_per_second"]["aioice"][op], 2)
+
+
+def test_bench_server_json_compares_with_coturn() -> None:
+    p = icelab("bench", "server", "--json", "--requests", "3000", timeout=120)
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(p.stdout)
+    assert set(doc["requests_per_second"]) == {"icelab", "coturn"}
+    assert doc["lost"] == {"icelab": 0, "coturn": 0}
+    assert doc["ratio"] == round(doc["requests_per_second"]["icelab"] / doc["requests_per_second"]["coturn"], 2)

@@ -75,7 +75,7 @@ def test_attributes_after_integrity_are_ignored() -> None:
 
 def test_trailer_attributes_cannot_be_encoded_by_hand() -> None:
     for attr in (MessageIntegrity(bytes(20)), Fingerprint(0), UnknownAttribute(0x0008, bytes(20))):
-        with pytest.raises(ValueError, match="added by Message.encode"):
+        with pytest.raises(ValueError, match=r"added by Message\.encode"):
             Message(Method.BINDING, MessageClass.REQUEST, attributes=[attr]).encode()
 
 
