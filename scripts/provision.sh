@@ -18,6 +18,8 @@ die() { printf 'provision: error: %s\n' "$*" >&2; exit 1; }
 APT_PACKAGES=(
   # Python: the venv is made from Debian's interpreter so Debian's mininet imports.
   python3 python3-venv python3-pip python3-dev python3-gi
+  # The codec's optional C accelerator (ice/stun/_speedups.c).
+  gcc libc6-dev libssl-dev zlib1g-dev
   # The lab: Mininet (without Open vSwitch, which needs a kernel module), netfilter and tools.
   mininet iproute2 iptables nftables conntrack tcpdump iputils-ping procps psmisc util-linux ethtool
   # Interop peers for STUN/TURN: coturn, stund and its classic client.
@@ -56,7 +58,7 @@ for svc in coturn stun-server; do
   fi
 done
 
-want=$(cat "$ROOT/scripts/provision.sh" "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)
+want=$(bash "$ROOT/scripts/stamp")
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && [ -x "$VENV/bin/icelab" ]; then
   say "already provisioned"
   exit 0

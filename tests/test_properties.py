@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 
 from hypothesis import given, settings
@@ -159,3 +160,50 @@ def test_server_fast_path_matches_general_path(
     general = server.handle_general(local, (host, port), request)
     assert fast == general and fast is not None
     assert server.stats["binding"] == 2
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The optional C accelerator must behave exactly like the pure-Python reference.
+
+from ice.stun import integrity, message  # noqa: E402
+
+
+def test_speedups_are_built_in_the_provisioned_environment() -> None:
+    if os.environ.get("ICELAB_PURE_PYTHON"):
+        assert not integrity.speedups_enabled()
+    else:
+        assert integrity.speedups_enabled(), "ice/stun/_speedups.c was not built: provision.sh installs gcc/libssl-dev"
+
+
+def _outcome(scan: object, data: bytes) -> object:
+    try:
+        return scan(data, True)  # type: ignore[operator]
+    except StunParseError as exc:
+        return ("error", str(exc))
+
+
+@settings(max_examples=500)
+@given(messages, st.data())
+def test_c_scan_equals_python_scan(msg: Message, data: st.DataObject) -> None:
+    if integrity._speedups is None:
+        return
+    raw = bytearray(msg.encode(KEY, integrity=data.draw(st.sampled_from(list(Integrity))),
+                               fingerprint=data.draw(st.booleans())))
+    for _ in range(data.draw(st.integers(0, 3))):
+        raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
+    if data.draw(st.booleans()):
+        raw = raw[: data.draw(st.integers(0, len(raw)))]
+    assert _outcome(integrity._speedups.scan, bytes(raw)) == _outcome(message._scan_py, bytes(raw))
+
+
+@settings(max_examples=200)
+@given(st.binary(max_size=100), st.binary(max_size=300), st.integers(0, 400))
+def test_c_hmac_equals_python_hmac(key: bytes, data: bytes, pos: int) -> None:
+    import hashlib
+    import hmac as std_hmac
+
+    k = integrity.IntegrityKey(key)
+    assert k.sha1(data) == std_hmac.digest(key, data, hashlib.sha1) == k._sha1(data)
+    assert k.sha256(data) == std_hmac.digest(key, data, hashlib.sha256) == k._sha256(data)
+    assert k.check_sha1(data, pos) == k._check_sha1(data, pos)
+    assert k.check_sha256(data, pos) == k._check_sha256(data, pos)

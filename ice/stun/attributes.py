@@ -117,6 +117,11 @@ class Attribute:
     def decode(cls, value: bytes, transaction_id: bytes) -> Self:
         raise NotImplementedError
 
+    @classmethod
+    def decode_at(cls, raw: bytes, offset: int, length: int, transaction_id: bytes) -> Self:
+        """Decode the value at ``raw[offset:offset + length]`` (subclasses skip the slice where they can)."""
+        return cls.decode(raw[offset : offset + length], transaction_id)
+
     def value(self, transaction_id: bytes) -> bytes:
         raise NotImplementedError
 
@@ -316,6 +321,12 @@ class _U32Attribute(Attribute):
             raise StunParseError(f"attribute {cls.TYPE:#06x} must be 4 bytes, got {len(value)}")
         return cls(_U32.unpack(value)[0])
 
+    @classmethod
+    def decode_at(cls, raw: bytes, offset: int, length: int, transaction_id: bytes) -> Self:
+        if length != 4:
+            raise StunParseError(f"attribute {cls.TYPE:#06x} must be 4 bytes, got {length}")
+        return cls(_U32.unpack_from(raw, offset)[0])
+
     def value(self, transaction_id: bytes) -> bytes:
         return _U32.pack(self.number)
 
@@ -332,6 +343,12 @@ class _U64Attribute(Attribute):
         if len(value) != 8:
             raise StunParseError(f"attribute {cls.TYPE:#06x} must be 8 bytes, got {len(value)}")
         return cls(_U64.unpack(value)[0])
+
+    @classmethod
+    def decode_at(cls, raw: bytes, offset: int, length: int, transaction_id: bytes) -> Self:
+        if length != 8:
+            raise StunParseError(f"attribute {cls.TYPE:#06x} must be 8 bytes, got {length}")
+        return cls(_U64.unpack_from(raw, offset)[0])
 
     def value(self, transaction_id: bytes) -> bytes:
         return _U64.pack(self.number)
@@ -502,6 +519,12 @@ class _FlagAttribute(Attribute):
             raise StunParseError(f"attribute {cls.TYPE:#06x} must be empty")
         return cls()
 
+    @classmethod
+    def decode_at(cls, raw: bytes, offset: int, length: int, transaction_id: bytes) -> Self:
+        if length:
+            raise StunParseError(f"attribute {cls.TYPE:#06x} must be empty")
+        return cls()
+
     def value(self, transaction_id: bytes) -> bytes:
         return b""
 
@@ -538,6 +561,15 @@ class _TextAttribute(Attribute):
             raise StunParseError(f"attribute {cls.TYPE:#06x} longer than {cls.MAX_BYTES} bytes")
         try:
             return cls(value.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise StunParseError(f"attribute {cls.TYPE:#06x} is not valid UTF-8") from None
+
+    @classmethod
+    def decode_at(cls, raw: bytes, offset: int, length: int, transaction_id: bytes) -> Self:
+        if length > cls.MAX_BYTES:
+            raise StunParseError(f"attribute {cls.TYPE:#06x} longer than {cls.MAX_BYTES} bytes")
+        try:
+            return cls(str(raw[offset : offset + length], "utf-8"))
         except UnicodeDecodeError:
             raise StunParseError(f"attribute {cls.TYPE:#06x} is not valid UTF-8") from None
 

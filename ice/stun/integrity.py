@@ -9,10 +9,26 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import hmac
+import os
 import stringprep
 import unicodedata
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
+
+_speedups: Any = None
+if not os.environ.get("ICELAB_PURE_PYTHON"):
+    try:
+        from ice.stun import _speedups  # type: ignore[attr-defined, no-redef]
+    except ImportError:  # not built (no compiler or OpenSSL headers): the pure-Python code below is complete
+        _speedups = None
+
+
+def speedups_enabled() -> bool:
+    """Whether the optional C accelerator (ice/stun/_speedups.c) is in use."""
+    return _speedups is not None
+
 
 _IPAD = bytes(x ^ 0x36 for x in range(256))
 _OPAD = bytes(x ^ 0x5C for x in range(256))
@@ -21,7 +37,7 @@ _OPAD = bytes(x ^ 0x5C for x in range(256))
 class IntegrityKey:
     """An HMAC key for MESSAGE-INTEGRITY (SHA-1) and MESSAGE-INTEGRITY-SHA256 with precomputed pad states."""
 
-    __slots__ = ("_i1", "_i256", "_o1", "_o256", "key")
+    __slots__ = ("_i1", "_i256", "_o1", "_o256", "check_sha1", "check_sha256", "key", "sha1", "sha256")
 
     def __init__(self, key: bytes) -> None:
         self.key = bytes(key)
@@ -33,8 +49,19 @@ class IntegrityKey:
         self._o1: Any = hashlib.sha1(k1.translate(_OPAD))
         self._i256: Any = hashlib.sha256(k256.translate(_IPAD))
         self._o256: Any = hashlib.sha256(k256.translate(_OPAD))
+        if _speedups is not None:
+            c = _speedups.HmacKey(self.key)
+            self.sha1: Callable[[bytes], bytes] = c.sha1
+            self.sha256: Callable[[bytes], bytes] = c.sha256
+            self.check_sha1: Callable[[bytes, int], bool] = c.check_sha1
+            self.check_sha256: Callable[[bytes, int], bool] = c.check_sha256
+            return
+        self.sha1 = self._sha1
+        self.sha256 = self._sha256
+        self.check_sha1 = self._check_sha1
+        self.check_sha256 = self._check_sha256
 
-    def sha1(self, data: bytes) -> bytes:
+    def _sha1(self, data: bytes) -> bytes:
         """HMAC-SHA1 (RFC 2104)."""
         inner = self._i1.copy()
         inner.update(data)
@@ -42,13 +69,30 @@ class IntegrityKey:
         outer.update(inner.digest())
         return outer.digest()  # type: ignore[no-any-return]
 
-    def sha256(self, data: bytes) -> bytes:
+    def _sha256(self, data: bytes) -> bytes:
         """HMAC-SHA256 (RFC 2104)."""
         inner = self._i256.copy()
         inner.update(data)
         outer = self._o256.copy()
         outer.update(inner.digest())
         return outer.digest()  # type: ignore[no-any-return]
+
+    def _check(self, raw: bytes, pos: int, mac: Callable[[bytes], bytes], sha256: bool) -> bool:
+        if pos < 20 or pos + 4 > len(raw):
+            return False
+        n = int.from_bytes(raw[pos + 2 : pos + 4], "big")
+        if pos + 4 + n > len(raw) or (not sha256 and n != 20) or n > 32:
+            return False
+        digest = mac(raw[0:2] + (pos + 4 + n - 20).to_bytes(2, "big") + raw[4:pos])
+        return hmac.compare_digest(digest[:n], raw[pos + 4 : pos + 4 + n])
+
+    def _check_sha1(self, raw: bytes, pos: int) -> bool:
+        """Verify the MESSAGE-INTEGRITY at ``pos`` of a STUN message (RFC 8489 §14.5: length adjusted)."""
+        return self._check(raw, pos, self._sha1, False)
+
+    def _check_sha256(self, raw: bytes, pos: int) -> bool:
+        """Verify the MESSAGE-INTEGRITY-SHA256 at ``pos`` of a STUN message (RFC 8489 §14.6)."""
+        return self._check(raw, pos, self._sha256, True)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, IntegrityKey) and other.key == self.key

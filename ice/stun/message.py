@@ -13,7 +13,6 @@ FINGERPRINT) and after MESSAGE-INTEGRITY-SHA256 (other than FINGERPRINT) are ign
 from __future__ import annotations
 
 import enum
-import hmac
 import os
 import zlib
 from collections.abc import Iterable
@@ -29,7 +28,7 @@ from ice.stun.attributes import (
     ErrorCode,
     decode_attribute,
 )
-from ice.stun.integrity import IntegrityKey, as_key
+from ice.stun.integrity import IntegrityKey, _speedups, as_key
 
 A = TypeVar("A", bound=Attribute)
 
@@ -139,7 +138,7 @@ class Message:
     def attributes(self) -> list[Attribute]:
         """All attributes except the integrity/fingerprint trailer, decoded (raises StunParseError if malformed)."""
         if self._attrs is None:
-            raw, index, _ = self._parsed  # type: ignore[misc]
+            raw, index, _, _ = self._parsed  # type: ignore[misc]
             tid = self.transaction_id
             self._attrs = [decode_attribute(t, raw[o : o + n], tid) for t, o, n in index]
         return self._attrs
@@ -152,17 +151,16 @@ class Message:
                 if type(a) is cls:
                     return a
             return None
-        code = cls.TYPE
-        raw, index, _ = self._parsed  # type: ignore[misc]
-        for t, o, n in index:
-            if t == code:
-                try:
-                    return cls.decode(raw[o : o + n], self.transaction_id)
-                except StunParseError:
-                    raise
-                except (ValueError, OSError, IndexError) as exc:
-                    raise StunParseError(f"attribute {code:#06x}: {exc}") from None
-        return None
+        p = self._parsed
+        entry = p[3].get(cls.TYPE)  # type: ignore[index]
+        if entry is None:
+            return None
+        try:
+            return cls.decode_at(p[0], entry[1], entry[2], self.transaction_id)  # type: ignore[index]
+        except StunParseError:
+            raise
+        except (ValueError, OSError, IndexError) as exc:
+            raise StunParseError(f"attribute {cls.TYPE:#06x}: {exc}") from None
 
     def has(self, code: int) -> bool:
         """Whether an attribute with this type code is present (without decoding it)."""
@@ -217,16 +215,11 @@ class Message:
         p = self._parsed
         if p is None:
             return False
-        raw, _, (mi, mi256, _) = p
-        k = key if isinstance(key, IntegrityKey) else as_key(key)
+        mi, mi256, _ = p[2]
+        k = key if key.__class__ is IntegrityKey else as_key(key)
         if mi256 >= 0:
-            n = _TL.unpack_from(raw, mi256)[1]
-            digest = k.sha256(raw[0:2] + _U16.pack(mi256 + n - 16) + raw[4:mi256])
-            return hmac.compare_digest(digest[:n], raw[mi256 + 4 : mi256 + 4 + n])
-        if mi < 0:
-            return False
-        digest = k.sha1(raw[0:2] + _U16.pack(mi + 4) + raw[4:mi])
-        return hmac.compare_digest(digest, raw[mi + 4 : mi + 24])
+            return k.check_sha256(p[0], mi256)
+        return mi >= 0 and k.check_sha1(p[0], mi)
 
     # ---------------------------------------------------------------------------------------------- building
 
@@ -307,10 +300,29 @@ def parse(data: bytes, *, legacy: bool = False) -> Message:
     ID is the 16 bytes after the length. Raises :class:`StunParseError` if ``data`` is not a well-formed STUN
     message or its FINGERPRINT is wrong.
     """
+    data = bytes(data)
+    mtype, tid, index, first, mi, mi256, fp = _scan(data, legacy)
+    split = _SPLIT.get(mtype)
+    if split is None:
+        method, cls = split_message_type(mtype)
+        split = _SPLIT[mtype] = (method, cls)
+    msg = _new_message(Message)
+    msg.method, msg.message_class = split
+    msg.transaction_id = tid
+    msg._attrs = None
+    msg._parsed = (data, index, (mi, mi256, fp), first)
+    return msg
+
+
+def _scan_py(data: bytes, legacy: bool) -> _Scan:
+    """The framing walk: message type, transaction ID, [(type, offset, length)] in order, the first entry of each
+    type, and the offsets of MESSAGE-INTEGRITY, MESSAGE-INTEGRITY-SHA256 and FINGERPRINT (-1 when absent).
+
+    The reference implementation; ``_speedups.scan`` is the same in C (a property test compares them).
+    """
     n = len(data)
     if n < 20:
         raise StunParseError("shorter than the 20-byte STUN header")
-    data = bytes(data)
     mtype, length, cookie = _HDR.unpack_from(data)
     if mtype & 0xC000:
         raise StunParseError("the two most significant bits of a STUN message must be zero")
@@ -320,24 +332,20 @@ def parse(data: bytes, *, legacy: bool = False) -> Message:
         raise StunParseError(f"header says {length} bytes of attributes, datagram has {n - 20}")
     if length & 3:
         raise StunParseError("message length is not a multiple of 4")
-    split = _SPLIT.get(mtype)
-    if split is None:
-        method, cls = split_message_type(mtype)
-        split = _SPLIT[mtype] = (method, cls)
     index: list[tuple[int, int, int]] = []
-    append = index.append
+    first: dict[int, tuple[int, int, int]] = {}
     unpack = _TL.unpack_from
     pos = 20
-    # Fast loop: ordinary attributes. Every position is a multiple of 4 below n (n is), so a header always fits.
+    # Ordinary attributes. Every position is a multiple of 4 below n (n is), so a header always fits.
     while pos < n:
         t, alen = unpack(data, pos)
         if t in _TRAILER_TYPES:
             break
-        append((t, pos + 4, alen))
+        entry = (t, pos + 4, alen)
+        index.append(entry)
+        first.setdefault(t, entry)
         pos += 4 + alen + (-alen & 3)
     mi = mi256 = fp = -1
-    if pos == n - 32 and data[pos : pos + 4] == _MI_TL and data[n - 8 : n - 4] == _FP_TL:
-        mi, fp, pos = n - 32, n - 8, n  # the usual ICE/TURN trailer: MESSAGE-INTEGRITY, FINGERPRINT
     while pos < n:  # the trailer: MESSAGE-INTEGRITY, MESSAGE-INTEGRITY-SHA256, FINGERPRINT (RFC 8489 §14.5-7)
         t, alen = unpack(data, pos)
         if pos + 4 + alen > n:
@@ -365,16 +373,21 @@ def parse(data: bytes, *, legacy: bool = False) -> Message:
         raise StunParseError("an attribute overruns the message")
     if fp >= 0 and zlib.crc32(data[:fp]) ^ FINGERPRINT_XOR != _U32.unpack_from(data, fp + 4)[0]:
         raise StunParseError("FINGERPRINT does not match")
-    msg = _new_message(Message)
-    msg.method, msg.message_class = split
-    msg.transaction_id = data[8:20] if cookie == MAGIC_COOKIE else data[4:20]
-    msg._attrs = None
-    msg._parsed = (data, index, (mi, mi256, fp))
-    return msg
+    tid = data[8:20] if cookie == MAGIC_COOKIE else data[4:20]
+    return mtype, tid, index, first, mi, mi256, fp
 
 
-_Parsed = tuple[bytes, list[tuple[int, int, int]], tuple[int, int, int]]
-"""Raw bytes, (type, value offset, length) per attribute, offsets of MI, MI-SHA256 and FINGERPRINT (-1: absent)."""
+_scan = _scan_py
+if _speedups is not None:
+    _speedups.set_error(StunParseError)
+    _scan = _speedups.scan
+
+
+_Entry = tuple[int, int, int]
+_Scan = tuple[int, bytes, list[_Entry], dict[int, _Entry], int, int, int]
+_Parsed = tuple[bytes, list[_Entry], tuple[int, int, int], dict[int, _Entry]]
+"""Raw bytes, (type, value offset, length) per attribute, offsets of MI, MI-SHA256 and FINGERPRINT (-1: absent),
+and the first entry of each type (what :meth:`Message.get` returns, RFC 8489 §5)."""
 
 
 _new_message = object.__new__
