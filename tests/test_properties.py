@@ -207,3 +207,20 @@ def test_c_hmac_equals_python_hmac(key: bytes, data: bytes, pos: int) -> None:
     assert k.sha256(data) == std_hmac.digest(key, data, hashlib.sha256) == k._sha256(data)
     assert k.check_sha1(data, pos) == k._check_sha1(data, pos)
     assert k.check_sha256(data, pos) == k._check_sha256(data, pos)
+
+
+@settings(max_examples=500)
+@given(st.binary(max_size=40), st.binary(min_size=12, max_size=12), st.data())
+def test_c_get_equals_python_decode(value: bytes, tid: bytes, data: st.DataObject) -> None:
+    """Whatever the value bytes, the C decoder returns what the Python decoder returns (or defers to it)."""
+    cls = data.draw(st.sampled_from(sorted(set(ATTRIBUTES.values()) - TRAILERS, key=lambda c: c.TYPE)))
+    raw = Message(1, MessageClass.REQUEST, tid, [a.UnknownAttribute(cls.TYPE, value)]).encode()
+    try:
+        expected: object = cls.decode(value, tid)
+    except StunParseError as exc:
+        expected = ("error", str(exc))
+    try:
+        got: object = parse(raw).get(cls)
+    except StunParseError as exc:
+        got = ("error", str(exc))
+    assert got == expected and type(got) is type(expected)

@@ -14,6 +14,7 @@
 #define PY_SSIZE_T_CLEAN
 #define OPENSSL_SUPPRESS_DEPRECATED
 #include <Python.h>
+#include <structmember.h>
 #include <openssl/sha.h>
 #include <string.h>
 #include <zlib.h>
@@ -137,6 +138,125 @@ static PyObject *crc32_py(PyObject *self, PyObject *arg) {  /* for the equivalen
     uint32_t c = crc32_ieee((const unsigned char *)b.buf, b.len);
     PyBuffer_Release(&b);
     return PyLong_FromUnsignedLong(c);
+}
+
+/* ------------------------------------------------------------------------------------------- get(): decode */
+/*
+ * get(first, raw, transaction_id, cls) decodes the first attribute of class cls without running Python code
+ * for the common value kinds, building the slotted dataclass instance directly (its fields are member
+ * descriptors, whose offsets are read once at register() time). Kinds it does not know, and IPv6 addresses,
+ * return NotImplemented so the Python decoder (the reference) handles them.
+ */
+enum { K_U32 = 1, K_U64 = 2, K_FLAG = 3, K_TEXT = 4, K_XOR_ADDR = 5 };
+
+typedef struct {
+    int kind;
+    long code;
+    Py_ssize_t off1, off2, max_len;
+} Kind;
+
+static PyObject *kinds = NULL; /* dict: class -> capsule(Kind) */
+
+static Py_ssize_t member_offset(PyObject *cls, const char *name) {
+    PyObject *d = PyObject_GetAttrString(cls, name);
+    if (!d) return -1;
+    if (!Py_IS_TYPE(d, &PyMemberDescr_Type)) {
+        Py_DECREF(d);
+        PyErr_Format(PyExc_TypeError, "%s is not a slot", name);
+        return -1;
+    }
+    Py_ssize_t off = ((PyMemberDescrObject *)d)->d_member->offset;
+    Py_DECREF(d);
+    return off;
+}
+
+/* register(cls, kind, code, field1 or None, field2 or None, max_len) */
+static PyObject *register_kind(PyObject *self, PyObject *args) {
+    PyObject *cls, *f1, *f2;
+    int kind;
+    long code;
+    Py_ssize_t max_len;
+    if (!PyArg_ParseTuple(args, "OilOOn", &cls, &kind, &code, &f1, &f2, &max_len)) return NULL;
+    if (!PyType_Check(cls)) { PyErr_SetString(PyExc_TypeError, "cls must be a type"); return NULL; }
+    Kind *k = PyMem_Malloc(sizeof(Kind));
+    if (!k) return PyErr_NoMemory();
+    k->kind = kind; k->code = code; k->max_len = max_len; k->off1 = k->off2 = -1;
+    if (f1 != Py_None && (k->off1 = member_offset(cls, PyUnicode_AsUTF8(f1))) < 0) { PyMem_Free(k); return NULL; }
+    if (f2 != Py_None && (k->off2 = member_offset(cls, PyUnicode_AsUTF8(f2))) < 0) { PyMem_Free(k); return NULL; }
+    PyObject *cap = PyCapsule_New(k, NULL, NULL);
+    if (!cap) { PyMem_Free(k); return NULL; }
+    if (!kinds && !(kinds = PyDict_New())) { Py_DECREF(cap); return NULL; }
+    int rc = PyDict_SetItem(kinds, cls, cap);
+    Py_DECREF(cap);
+    if (rc < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *new_instance(PyTypeObject *t, Kind *k, PyObject *v1, PyObject *v2) {
+    PyObject *obj = t->tp_alloc(t, 0);
+    if (!obj) { Py_XDECREF(v1); Py_XDECREF(v2); return NULL; }
+    if (k->off1 >= 0) *(PyObject **)((char *)obj + k->off1) = v1;
+    if (k->off2 >= 0) *(PyObject **)((char *)obj + k->off2) = v2;
+    return obj;
+}
+
+static PyObject *get(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4 || !PyDict_Check(args[0]) || !PyBytes_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "get(first: dict, raw: bytes, transaction_id: bytes, cls)");
+        return NULL;
+    }
+    PyObject *cap = kinds ? PyDict_GetItemWithError(kinds, args[3]) : NULL;
+    if (!cap) {
+        if (PyErr_Occurred()) return NULL;
+        Py_RETURN_NOTIMPLEMENTED;
+    }
+    Kind *k = PyCapsule_GetPointer(cap, NULL);
+    PyObject *code = PyLong_FromLong(k->code);
+    if (!code) return NULL;
+    PyObject *entry = PyDict_GetItemWithError(args[0], code);
+    Py_DECREF(code);
+    if (!entry) {
+        if (PyErr_Occurred()) return NULL;
+        Py_RETURN_NONE;
+    }
+    Py_ssize_t off = PyLong_AsSsize_t(PyTuple_GET_ITEM(entry, 1));
+    Py_ssize_t len = PyLong_AsSsize_t(PyTuple_GET_ITEM(entry, 2));
+    const unsigned char *d = (const unsigned char *)PyBytes_AS_STRING(args[1]);
+    if (off < 0 || len < 0 || off + len > PyBytes_GET_SIZE(args[1])) Py_RETURN_NOTIMPLEMENTED;
+    d += off;
+    PyTypeObject *t = (PyTypeObject *)args[3];
+    switch (k->kind) {
+    case K_U32:
+        if (len != 4) Py_RETURN_NOTIMPLEMENTED; /* the Python decoder raises the precise error */
+        return new_instance(t, k, PyLong_FromUnsignedLong(rd32(d)), NULL);
+    case K_U64:
+        if (len != 8) Py_RETURN_NOTIMPLEMENTED;
+        return new_instance(t, k, PyLong_FromUnsignedLongLong(((unsigned long long)rd32(d) << 32) | rd32(d + 4)),
+                            NULL);
+    case K_FLAG:
+        if (len != 0) Py_RETURN_NOTIMPLEMENTED;
+        return new_instance(t, k, NULL, NULL);
+    case K_TEXT: {
+        if (len > k->max_len) Py_RETURN_NOTIMPLEMENTED;
+        PyObject *text = PyUnicode_DecodeUTF8((const char *)d, len, "strict");
+        if (!text) {
+            PyErr_Clear();
+            Py_RETURN_NOTIMPLEMENTED;
+        }
+        return new_instance(t, k, text, NULL);
+    }
+    case K_XOR_ADDR: {
+        if (len != 8 || d[1] != 1) Py_RETURN_NOTIMPLEMENTED; /* IPv4 only; IPv6 goes through Python */
+        uint32_t ip = rd32(d + 4) ^ 0x2112A442u;
+        PyObject *host = PyUnicode_FromFormat("%u.%u.%u.%u", (ip >> 24) & 0xFF, (ip >> 16) & 0xFF,
+                                              (ip >> 8) & 0xFF, ip & 0xFF);
+        if (!host) return NULL;
+        PyObject *port = PyLong_FromLong((long)(rd16(d + 2) ^ 0x2112));
+        if (!port) { Py_DECREF(host); return NULL; }
+        return new_instance(t, k, host, port);
+    }
+    }
+    Py_RETURN_NOTIMPLEMENTED;
 }
 
 /* ---------------------------------------------------------------------------------------------- HmacKey */
@@ -279,6 +399,8 @@ static PyObject *set_error(PyObject *self, PyObject *cls) {
 static PyMethodDef methods[] = {
     {"scan", (PyCFunction)(void (*)(void))scan, METH_FASTCALL, "Walk a STUN message's framing (see module doc)."},
     {"crc32", crc32_py, METH_O, "CRC-32 (IEEE 802.3), as zlib.crc32."},
+    {"get", (PyCFunction)(void (*)(void))get, METH_FASTCALL, "Decode the first attribute of a class (see above)."},
+    {"register", register_kind, METH_VARARGS, "Register a class's value kind and slot names for get()."},
     {"set_error", set_error, METH_O, "Register the exception class raised for malformed input."},
     {NULL, NULL, 0, NULL},
 };

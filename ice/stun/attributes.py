@@ -862,6 +862,21 @@ ATTRIBUTES: dict[int, type[Attribute]] = {
 """The registry: attribute type code -> typed class."""
 
 
+def register_speedups(speedups: object) -> None:
+    """Tell the C accelerator which classes it may decode itself, and into which slots (see _speedups.c get())."""
+    register = speedups.register  # type: ignore[attr-defined]
+    kinds: list[tuple[int, tuple[type[Attribute], ...], str | None, str | None]] = [
+        (1, (Priority, Lifetime), "number", None),
+        (2, (IceControlled, IceControlling, ReservationToken), "number", None),
+        (3, (UseCandidate, DontFragment), None, None),
+        (4, (Username, Realm, Nonce, Software, AlternateDomain), "text", None),
+        (5, (XorMappedAddress, XorPeerAddress, XorRelayedAddress), "host", "port"),
+    ]
+    for kind, classes, field1, field2 in kinds:
+        for cls in classes:
+            register(cls, kind, cls.TYPE, field1, field2, getattr(cls, "MAX_BYTES", 0))
+
+
 def decode_attribute(code: int, value: bytes, transaction_id: bytes) -> Attribute:
     """Decode one attribute value; unknown codes become :class:`UnknownAttribute`."""
     cls = ATTRIBUTES.get(code)

@@ -17,7 +17,7 @@ import os
 import zlib
 from collections.abc import Iterable
 from struct import Struct
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ice.errors import StunParseError
 from ice.stun.attributes import (
@@ -27,6 +27,7 @@ from ice.stun.attributes import (
     AttributeType,
     ErrorCode,
     decode_attribute,
+    register_speedups,
 )
 from ice.stun.integrity import IntegrityKey, _speedups, as_key
 
@@ -109,7 +110,7 @@ def new_transaction_id() -> bytes:
 class Message:
     """A STUN message: class, method, transaction ID and an ordered list of attributes."""
 
-    __slots__ = ("_attrs", "_parsed", "message_class", "method", "transaction_id")
+    __slots__ = ("_attrs", "_first", "_parsed", "_raw", "message_class", "method", "transaction_id")
 
     method: int
     message_class: MessageClass
@@ -131,6 +132,8 @@ class Message:
         self.transaction_id = transaction_id
         self._attrs: list[Attribute] | None = list(attributes)
         self._parsed: _Parsed | None = None
+        self._raw = b""
+        self._first: dict[int, _Entry] | None = None
 
     # ---------------------------------------------------------------------------------------------- attributes
 
@@ -151,12 +154,16 @@ class Message:
                 if type(a) is cls:
                     return a
             return None
-        p = self._parsed
-        entry = p[3].get(cls.TYPE)  # type: ignore[index]
+        first = self._first
+        if _c_get is not None:
+            found = _c_get(first, self._raw, self.transaction_id, cls)
+            if found is not NotImplemented:
+                return found  # type: ignore[no-any-return]
+        entry = first.get(cls.TYPE)  # type: ignore[union-attr]
         if entry is None:
             return None
         try:
-            return cls.decode_at(p[0], entry[1], entry[2], self.transaction_id)  # type: ignore[index]
+            return cls.decode_at(self._raw, entry[1], entry[2], self.transaction_id)
         except StunParseError:
             raise
         except (ValueError, OSError, IndexError) as exc:
@@ -300,7 +307,8 @@ def parse(data: bytes, *, legacy: bool = False) -> Message:
     ID is the 16 bytes after the length. Raises :class:`StunParseError` if ``data`` is not a well-formed STUN
     message or its FINGERPRINT is wrong.
     """
-    data = bytes(data)
+    if data.__class__ is not bytes:
+        data = bytes(data)
     mtype, tid, index, first, mi, mi256, fp = _scan(data, legacy)
     split = _SPLIT.get(mtype)
     if split is None:
@@ -311,6 +319,8 @@ def parse(data: bytes, *, legacy: bool = False) -> Message:
     msg.transaction_id = tid
     msg._attrs = None
     msg._parsed = (data, index, (mi, mi256, fp), first)
+    msg._raw = data
+    msg._first = first
     return msg
 
 
@@ -378,9 +388,12 @@ def _scan_py(data: bytes, legacy: bool) -> _Scan:
 
 
 _scan = _scan_py
+_c_get: Any = None
 if _speedups is not None:
     _speedups.set_error(StunParseError)
+    register_speedups(_speedups)
     _scan = _speedups.scan
+    _c_get = _speedups.get
 
 
 _Entry = tuple[int, int, int]
