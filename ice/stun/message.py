@@ -48,7 +48,6 @@ _MI256_TL = _TL.pack(AttributeType.MESSAGE_INTEGRITY_SHA256, 32)
 _T_MI = int(AttributeType.MESSAGE_INTEGRITY)
 _T_MI256 = int(AttributeType.MESSAGE_INTEGRITY_SHA256)
 _T_FP = int(AttributeType.FINGERPRINT)
-_ZERO_PADS = (b"", b"\x00\x00\x00", b"\x00\x00", b"\x00")
 _TRAILER_TYPES = frozenset((_T_MI, _T_MI256, _T_FP))
 
 
@@ -123,7 +122,7 @@ class Message:
         transaction_id: bytes | None = None,
         attributes: Iterable[Attribute] = (),
     ) -> None:
-        self.method = int(method)
+        self.method = method
         self.message_class = message_class
         if transaction_id is None:
             transaction_id = os.urandom(12)
@@ -131,8 +130,7 @@ class Message:
             raise ValueError("a STUN transaction ID is 12 bytes (16 for an RFC 3489 message without magic cookie)")
         self.transaction_id = transaction_id
         self._attrs: list[Attribute] | None = list(attributes)
-        self._parsed: _Parsed | None = None
-        self._raw = b""
+        # Built messages leave _parsed and _raw unset; _first is None exactly when the message was not parsed.
         self._first: dict[int, _Entry] | None = None
 
     # ---------------------------------------------------------------------------------------------- attributes
@@ -194,8 +192,7 @@ class Message:
     # ------------------------------------------------------------------------------------------------- trailer
 
     def _trailer(self) -> tuple[int, int, int]:
-        p = self._parsed
-        return p[2] if p is not None else (-1, -1, -1)
+        return self._parsed[2] if self._first is not None else (-1, -1, -1)
 
     @property
     def has_integrity(self) -> bool:
@@ -211,17 +208,16 @@ class Message:
     @property
     def raw(self) -> bytes:
         """The bytes this message was parsed from (empty for messages built locally)."""
-        p = self._parsed
-        return p[0] if p is not None else b""
+        return self._raw if self._first is not None else b""
 
     def check_integrity(self, key: bytes | IntegrityKey) -> bool:
         """Verify MESSAGE-INTEGRITY-SHA256 if present, else MESSAGE-INTEGRITY (RFC 8489 §9.1.3, §9.2.4).
 
         False when neither is present or the HMAC does not match. Uses a constant-time comparison.
         """
-        p = self._parsed
-        if p is None:
+        if self._first is None:
             return False
+        p = self._parsed
         mi, mi256, _ = p[2]
         k = key if key.__class__ is IntegrityKey else as_key(key)
         if mi256 >= 0:
@@ -245,14 +241,19 @@ class Message:
         """
         tid = self.transaction_id
         attrs = self._attrs if self._attrs is not None else self.attributes
-        pads = _ZERO_PADS if padding == b"\x00" else (b"", padding * 3, padding * 2, padding)
-        body = b"".join([a.tlv(tid, pads) for a in attrs])  # trailer attributes refuse to encode themselves
+        # Trailer attributes (MESSAGE-INTEGRITY, FINGERPRINT) refuse to encode themselves.
+        if padding == b"\x00":
+            body = b"".join([a.tlv(tid) for a in attrs])
+        else:
+            pads = (b"", padding * 3, padding * 2, padding)
+            body = b"".join([a.tlv(tid, pads) for a in attrs])
         length = len(body)
-        method = self.method
-        mbits = _METHOD_BITS.get(method)
+        mbits = _METHOD_BITS.get(self.method)
         if mbits is None:
-            mbits = message_type(method, 0)
+            mbits = message_type(self.method, 0)
         mtype = _CLASS_BITS[self.message_class] | mbits
+        if key is None and not fingerprint and len(tid) == 12:
+            return _HDR.pack(mtype, length, MAGIC_COOKIE) + tid + body
         if key is not None:
             k = key if isinstance(key, IntegrityKey) else as_key(key)
             if integrity is not Integrity.SHA256:
