@@ -114,6 +114,10 @@ class Message:
     method: int
     message_class: MessageClass
     transaction_id: bytes
+    _attrs: list[Attribute] | None
+    _first: dict[int, _Entry] | None
+    _parsed: _Parsed
+    _raw: bytes
 
     def __init__(
         self,
@@ -129,9 +133,9 @@ class Message:
         elif len(transaction_id) not in (12, 16):
             raise ValueError("a STUN transaction ID is 12 bytes (16 for an RFC 3489 message without magic cookie)")
         self.transaction_id = transaction_id
-        self._attrs: list[Attribute] | None = list(attributes)
+        self._attrs = list(attributes)
         # Built messages leave _parsed and _raw unset; _first is None exactly when the message was not parsed.
-        self._first: dict[int, _Entry] | None = None
+        self._first = None
 
     # ---------------------------------------------------------------------------------------------- attributes
 
@@ -139,7 +143,7 @@ class Message:
     def attributes(self) -> list[Attribute]:
         """All attributes except the integrity/fingerprint trailer, decoded (raises StunParseError if malformed)."""
         if self._attrs is None:
-            raw, index, _, _ = self._parsed  # type: ignore[misc]
+            raw, index, _, _ = self._parsed
             tid = self.transaction_id
             self._attrs = [decode_attribute(t, raw[o : o + n], tid) for t, o, n in index]
         return self._attrs
@@ -171,13 +175,13 @@ class Message:
         """Whether an attribute with this type code is present (without decoding it)."""
         if self._attrs is not None:
             return any(a.code == code for a in self._attrs)
-        return any(t == code for t, _, _ in self._parsed[1])  # type: ignore[index]
+        return any(t == code for t, _, _ in self._parsed[1])
 
     def unknown_comprehension_required(self) -> list[int]:
         """Codes in 0x0000-0x7FFF this codec does not know: a server answers 420 listing them (RFC 8489 §6.3.1)."""
         if self._attrs is not None:
             return [a.code for a in self._attrs if a.code < 0x8000 and a.code not in ATTRIBUTES]
-        return [t for t, _, _ in self._parsed[1] if t < 0x8000 and t not in ATTRIBUTES]  # type: ignore[index]
+        return [t for t, _, _ in self._parsed[1] if t < 0x8000 and t not in ATTRIBUTES]
 
     def add(self, attribute: Attribute) -> Message:
         """Append an attribute; returns self for chaining."""
