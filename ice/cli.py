@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -129,8 +130,12 @@ def cmd_server_stun(args: argparse.Namespace) -> int:
             log(msg)
         else:
             print(f"icelab STUN server listening on {addrs}" + (" (RFC 5780)" if alt else ""), flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
         try:
-            await asyncio.Event().wait()
+            await stop.wait()
         finally:
             runner.close()
             if args.json_log:

@@ -113,3 +113,33 @@ def test_bench_server_json_compares_with_coturn() -> None:
     assert set(doc["requests_per_second"]) == {"icelab", "coturn"}
     assert doc["lost"] == {"icelab": 0, "coturn": 0}
     assert doc["ratio"] == round(doc["requests_per_second"]["icelab"] / doc["requests_per_second"]["coturn"], 2)
+
+
+def test_server_json_log_and_clean_stop_with_counters() -> None:
+    """--json-log: a 'listening' line, one line per answer, and on SIGTERM a 'stopped' line with the counters."""
+    import signal
+    import socket
+
+    (port,) = free_udp_ports(1)
+    proc = subprocess.Popen([*ICELAB, "server", "stun", "--listen", f"127.0.0.1:{port}", "--json-log"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert proc.stdout is not None
+        first = json.loads(proc.stdout.readline())
+        assert first == {"ts": first["ts"], "event": "listening", "addresses": [f"127.0.0.1:{port}"], "rfc5780": False}
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            s.settimeout(5)
+            s.sendto(b"junk", ("127.0.0.1", port))  # same socket, so it is handled before the request below
+            s.sendto(b"\x00\x01\x00\x00\x21\x12\xa4\x42" + bytes(12), ("127.0.0.1", port))
+            assert s.recvfrom(2048)[0][:2] == b"\x01\x01"
+        binding = json.loads(proc.stdout.readline())
+        assert binding["event"] == "binding" and binding["via"] == f"127.0.0.1:{port}"
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0 and "Traceback" not in err
+    stopped = json.loads(out.strip().splitlines()[-1])
+    assert stopped["event"] == "stopped" and stopped["stats"] == {"binding": 1, "malformed": 1}
