@@ -111,7 +111,7 @@ def main(args: argparse.Namespace) -> int:
         "requests_per_second": rps,
         "lost": lost,
         "ratio": ratio,
-        "target_ratio": 0.5,
+        "goal": "icelab at least 0.5x coturn",
         "note": "one load process; coturn is usually limited by the load process, so its figure is a lower bound",
     }
     if args.json:
