@@ -7,11 +7,14 @@ import enum
 import socket
 from dataclasses import asdict, dataclass, field
 
-from ice.aio.stun import StunEndpoint, format_address, resolve
+from collections.abc import Callable, Iterable
+from typing import Protocol
+
+from ice.aio.stun import BindingResult, StunEndpoint, format_address, resolve
 from ice.errors import StunTimeout, UserError
-from ice.stun.attributes import Address, ChangeRequest
+from ice.stun.attributes import Address, Attribute, ChangeRequest
 from ice.stun.message import Message, MessageClass, Method, parse
-from ice.stun.transaction import RetransmissionConfig
+from ice.stun.transaction import RetransmissionConfig, TransactionSucceeded
 
 FAST_PROBE = RetransmissionConfig(rto=0.1, rc=3, rm=4)
 """Probes expect silence as an answer, so they give up after 1.1 s instead of the default 39.5 s."""
@@ -56,7 +59,7 @@ def route_source(server: Address) -> str:
         return str(s.getsockname()[0])
 
 
-async def _maybe_binding(ep: StunEndpoint, server: Address, change: ChangeRequest | None = None) -> Address | None:
+async def _maybe_binding(ep: Endpoint, server: Address, change: ChangeRequest | None = None) -> Address | None:
     try:
         res = await ep.binding(server, [change] if change else [])
     except StunTimeout:
@@ -64,10 +67,28 @@ async def _maybe_binding(ep: StunEndpoint, server: Address, change: ChangeReques
     return res.mapped
 
 
+class Endpoint(Protocol):
+    """What discovery needs from a socket (StunEndpoint; tests substitute an in-memory NAT)."""
+
+    on_other: Callable[[bytes, Address], None] | None
+
+    @property
+    def local(self) -> Address: ...
+
+    async def open(self, bind: Address = ..., connect: Address | None = ...) -> Endpoint: ...
+
+    def close(self) -> None: ...
+
+    async def binding(self, server: Address, attributes: Iterable[Attribute] = ()) -> BindingResult: ...
+
+    async def request(self, message: Message, server: Address) -> TransactionSucceeded: ...
+
+
 async def discover_behaviour(
     server: Address,
     bind: Address | None = None,
     config: RetransmissionConfig = FAST_PROBE,
+    endpoint: Callable[[RetransmissionConfig], Endpoint] = StunEndpoint,
 ) -> BehaviourReport:
     """Classify the NAT between ``bind`` and ``server`` (which must have an alternate address, RFC 5780 §6)."""
     server = await resolve(server)
@@ -76,8 +97,10 @@ async def discover_behaviour(
         bind = (route_source(server), bind[1] if bind else 0)
     notes: list[str] = []
 
-    # Mapping (RFC 5780 §4.3).
-    ep = await StunEndpoint(config).open(bind)
+    # One socket for everything, filtering first: CHANGE-REQUEST answers create no NAT state, while the mapping
+    # tests send to the alternate address and would open the very holes the filtering tests look for (and a
+    # second socket could be given the same local port, and so the same NAT binding, again).
+    ep = await endpoint(config).open(bind)
     try:
         first = await ep.binding(server)
         if first.other_address is None:
@@ -89,6 +112,22 @@ async def discover_behaviour(
         local = ep.local
         m1 = first.mapped
         behind_nat = m1 != local
+
+        # Filtering (RFC 5780 §4.4): test II asks for an answer from the other IP and port, test III from the
+        # other port only.
+        if await _maybe_binding(ep, server, ChangeRequest(change_ip=True, change_port=True)) is not None:
+            filtering = Behaviour.ENDPOINT_INDEPENDENT
+        elif await _maybe_binding(ep, server, ChangeRequest(change_ip=False, change_port=True)) is not None:
+            filtering = Behaviour.ADDRESS_DEPENDENT
+        else:
+            filtering = Behaviour.ADDRESS_AND_PORT_DEPENDENT
+
+        # Hairpinning (RFC 5780 §4.5).
+        hairpinning = await _hairpin(ep, m1, config) if behind_nat else None
+        if hairpinning is None:
+            notes.append("hairpinning not tested: no NAT on this path")
+
+        # Mapping (RFC 5780 §4.3): test II to the other IP (primary port), test III to the other IP and port.
         mapping: Behaviour | None
         if not behind_nat:
             mapping = Behaviour.ENDPOINT_INDEPENDENT
@@ -102,26 +141,10 @@ async def discover_behaviour(
                 mapping = Behaviour.ADDRESS_DEPENDENT if m3 == m2 else Behaviour.ADDRESS_AND_PORT_DEPENDENT
     finally:
         ep.close()
-
-    # Filtering (RFC 5780 §4.4), on a fresh socket so the mapping tests opened no holes for it.
-    ep = await StunEndpoint(config).open(bind)
-    try:
-        mapped = (await ep.binding(server)).mapped
-        if await _maybe_binding(ep, server, ChangeRequest(change_ip=True, change_port=True)) is not None:
-            filtering = Behaviour.ENDPOINT_INDEPENDENT
-        elif await _maybe_binding(ep, server, ChangeRequest(change_ip=False, change_port=True)) is not None:
-            filtering = Behaviour.ADDRESS_DEPENDENT
-        else:
-            filtering = Behaviour.ADDRESS_AND_PORT_DEPENDENT
-        hairpinning = await _hairpin(ep, mapped, config) if behind_nat else None
-        if hairpinning is None:
-            notes.append("hairpinning not tested: no NAT on this path")
-    finally:
-        ep.close()
     return BehaviourReport(local, m1, behind_nat, mapping, filtering, hairpinning, server, other, notes)
 
 
-async def _hairpin(ep: StunEndpoint, mapped: Address, config: RetransmissionConfig) -> bool:
+async def _hairpin(ep: Endpoint, mapped: Address, config: RetransmissionConfig) -> bool:
     """RFC 5780 §4.5: send a Binding request to our own mapped address; hairpinning works if it comes back."""
     loop = asyncio.get_running_loop()
     seen: asyncio.Future[object] = loop.create_future()
