@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import enum
 import socket
-from dataclasses import asdict, dataclass, field
-
 from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
 from ice.aio.stun import BindingResult, StunEndpoint, format_address, resolve
