@@ -233,6 +233,37 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return rc
 
 
+# ------------------------------------------------------------------------------------------------------------ nat
+
+
+def cmd_nat_list(args: argparse.Namespace) -> int:
+    from ice.lab.nat import PRESETS
+
+    rows = [{"name": name, "rfc4787": b.name, **b.as_json()} for name, b in PRESETS.items()]
+    if args.json:
+        _print_json({"presets": rows})
+        return 0
+    width = max(len(name) for name in PRESETS)
+    for name, b in PRESETS.items():
+        extra = [] if b.port_preservation else ["no port preservation"]
+        if b.hairpinning:
+            extra.append("hairpin")
+        print(f"{name:<{width}}  {b.name:<11}  {b.description}" + (f" [{', '.join(extra)}]" if extra else ""))
+    return 0
+
+
+def cmd_nat_rules(args: argparse.Namespace) -> int:
+    from ice.lab.nat import NatInterfaces, compile_ruleset, preset
+
+    behaviour = preset(args.preset)
+    try:
+        ifaces = NatInterfaces(args.wan, args.lan, args.public, args.lan_subnet)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    sys.stdout.write(compile_ruleset(behaviour, ifaces))
+    return 0
+
+
 # --------------------------------------------------------------------------------------------------------- doctor
 
 
@@ -283,6 +314,19 @@ def build_parser() -> argparse.ArgumentParser:
     ss.add_argument("--alt", metavar="IP:PORT", help="alternate address (other IP and port) for RFC 5780")
     ss.add_argument("--json-log", action="store_true", help="one JSON object per line on stdout")
     ss.set_defaults(func=cmd_server_stun)
+
+    n = sub.add_parser("nat", help="NAT presets (RFC 4787 behaviours) and the rules the lab loads for them")
+    ns = n.add_subparsers(dest="nat_command", metavar="SUBCOMMAND")
+    nl = ns.add_parser("list", help="every preset with its RFC 4787 mapping and filtering")
+    nl.add_argument("--json", action="store_true")
+    nl.set_defaults(func=cmd_nat_list)
+    nr = ns.add_parser("rules", help="print the nftables ruleset for a preset (load it with nft -f)")
+    nr.add_argument("preset", help="a name from `icelab nat list`")
+    nr.add_argument("--wan", required=True, metavar="IFACE", help="the NAT's outside interface")
+    nr.add_argument("--lan", required=True, metavar="IFACE", help="the NAT's inside interface")
+    nr.add_argument("--public", required=True, metavar="IP", help="the NAT's public IPv4 address (on --wan)")
+    nr.add_argument("--lan-subnet", metavar="CIDR", help="translate only packets from this subnet")
+    nr.set_defaults(func=cmd_nat_rules)
 
     b = sub.add_parser("bench", help="benchmarks against peers, side by side in one run")
     b.add_argument("what", choices=["codec", "server"])

@@ -1,0 +1,38 @@
+"""The golden NAT rulesets: every preset and a few variants, compiled for fixed interface names.
+
+``python -m tests.golden_nat --write`` (scripts/update-golden) regenerates the files; tests/test_nat_rules.py
+compares the compiler's output with them byte for byte.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from ice.lab.nat import PRESETS, NatBehaviour, NatInterfaces, compile_ruleset
+
+GOLDEN = Path(__file__).resolve().parent / "golden" / "nat"
+IFACES = NatInterfaces("nat-wan", "nat-lan", "203.0.113.1", "10.0.0.0/24")
+
+
+def cases() -> dict[str, NatBehaviour]:
+    variants = {
+        "eim-apdf-pp0-ir0-range": PRESETS["eim-apdf"].with_(
+            port_preservation=False, inbound_refresh=False, port_range=(40000, 40999), udp_timeout=5
+        ),
+        "adm-eif-nohairpin": PRESETS["adm-eif"].with_(hairpinning=False),
+        "masq-random-range": PRESETS["linux-masquerade"].with_(port_preservation=False, port_range=(40000, 40999)),
+    }
+    return {**PRESETS, **variants}
+
+
+def main() -> None:
+    if "--write" in sys.argv:
+        GOLDEN.mkdir(parents=True, exist_ok=True)
+        for name, behaviour in cases().items():
+            (GOLDEN / f"{name}.nft").write_text(compile_ruleset(behaviour, IFACES))
+        print(f"wrote {len(cases())} files to {GOLDEN}")
+
+
+if __name__ == "__main__":
+    main()
