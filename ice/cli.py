@@ -264,6 +264,32 @@ def cmd_nat_rules(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_nat_probe(args: argparse.Namespace) -> int:
+    from ice.lab.isolate import reexec_isolated
+    from ice.lab.mn import require_root
+    from ice.lab.nat import preset
+    from ice.lab.probe import probe
+
+    behaviour = preset(args.preset)
+    require_root()
+    reexec_isolated(sys.argv[1:])
+    result = probe(args.preset, behaviour, timeout_check=not args.no_timeout_check)
+    if args.json:
+        _print_json(result.as_json())
+    else:
+        from dataclasses import asdict
+
+        print(f"{args.preset}: {'conforms' if result.ok else 'DOES NOT CONFORM'} "
+              f"(lab built in {result.build_seconds * 1000:.0f} ms, probed in {result.probe_seconds:.2f} s)")
+        print(f"  {'check':<22} {'measured':<28} expected from the declaration")
+        want = asdict(result.expected)
+        for key, got in asdict(result.measured).items():
+            print(f"  {key:<22} {got!s:<28} {'(not checked)' if want[key] is None else want[key]}")
+        for m in result.mismatches:
+            print(f"  mismatch: {m}")
+    return 0 if result.ok else 1
+
+
 # --------------------------------------------------------------------------------------------------------- doctor
 
 
@@ -327,6 +353,11 @@ def build_parser() -> argparse.ArgumentParser:
     nr.add_argument("--public", required=True, metavar="IP", help="the NAT's public IPv4 address (on --wan)")
     nr.add_argument("--lan-subnet", metavar="CIDR", help="translate only packets from this subnet")
     nr.set_defaults(func=cmd_nat_rules)
+    npr = ns.add_parser("probe", help="build a minimal lab around a preset and check it behaves as declared (root)")
+    npr.add_argument("preset", help="a name from `icelab nat list`")
+    npr.add_argument("--json", action="store_true")
+    npr.add_argument("--no-timeout-check", action="store_true", help="skip the mapping-timeout check (saves ~4 s)")
+    npr.set_defaults(func=cmd_nat_probe)
 
     b = sub.add_parser("bench", help="benchmarks against peers, side by side in one run")
     b.add_argument("what", choices=["codec", "server"])

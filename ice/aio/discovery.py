@@ -96,11 +96,13 @@ async def discover_behaviour(
         bind = (route_source(server), bind[1] if bind else 0)
     notes: list[str] = []
 
-    # One socket for everything, filtering first: CHANGE-REQUEST answers create no NAT state, while the mapping
-    # tests send to the alternate address and would open the very holes the filtering tests look for (and a
-    # second socket could be given the same local port, and so the same NAT binding, again).
+    # Two sockets, both open from the start so they cannot share a local port (and so a NAT binding): the
+    # mapping tests send to the alternate address and would open the holes the filtering tests look for, and
+    # inbound flows let in by the filtering tests would be reused by the mapping tests' outbound packets.
     ep = await endpoint(config).open(bind)
+    fep: Endpoint | None = None
     try:
+        fep = await endpoint(config).open((bind[0], 0))
         first = await ep.binding(server)
         if first.other_address is None:
             raise UserError(
@@ -111,20 +113,6 @@ async def discover_behaviour(
         local = ep.local
         m1 = first.mapped
         behind_nat = m1 != local
-
-        # Filtering (RFC 5780 §4.4): test II asks for an answer from the other IP and port, test III from the
-        # other port only.
-        if await _maybe_binding(ep, server, ChangeRequest(change_ip=True, change_port=True)) is not None:
-            filtering = Behaviour.ENDPOINT_INDEPENDENT
-        elif await _maybe_binding(ep, server, ChangeRequest(change_ip=False, change_port=True)) is not None:
-            filtering = Behaviour.ADDRESS_DEPENDENT
-        else:
-            filtering = Behaviour.ADDRESS_AND_PORT_DEPENDENT
-
-        # Hairpinning (RFC 5780 §4.5).
-        hairpinning = await _hairpin(ep, m1, config) if behind_nat else None
-        if hairpinning is None:
-            notes.append("hairpinning not tested: no NAT on this path")
 
         # Mapping (RFC 5780 §4.3): test II to the other IP (primary port), test III to the other IP and port.
         mapping: Behaviour | None
@@ -138,8 +126,25 @@ async def discover_behaviour(
             else:
                 m3 = (await ep.binding(other)).mapped
                 mapping = Behaviour.ADDRESS_DEPENDENT if m3 == m2 else Behaviour.ADDRESS_AND_PORT_DEPENDENT
+
+        # Filtering (RFC 5780 §4.4) on the second socket: test II asks for an answer from the other IP and port,
+        # test III from the other port only.
+        fmapped = (await fep.binding(server)).mapped
+        if await _maybe_binding(fep, server, ChangeRequest(change_ip=True, change_port=True)) is not None:
+            filtering = Behaviour.ENDPOINT_INDEPENDENT
+        elif await _maybe_binding(fep, server, ChangeRequest(change_ip=False, change_port=True)) is not None:
+            filtering = Behaviour.ADDRESS_DEPENDENT
+        else:
+            filtering = Behaviour.ADDRESS_AND_PORT_DEPENDENT
+
+        # Hairpinning (RFC 5780 §4.5), also on the second socket.
+        hairpinning = await _hairpin(fep, fmapped, config) if behind_nat else None
+        if hairpinning is None:
+            notes.append("hairpinning not tested: no NAT on this path")
     finally:
         ep.close()
+        if fep is not None:
+            fep.close()
     return BehaviourReport(local, m1, behind_nat, mapping, filtering, hairpinning, server, other, notes)
 
 

@@ -136,7 +136,7 @@ class StunEndpoint:
         """Bind a UDP socket; with ``connect``, also connect it (only that peer's datagrams arrive, and the kernel
         reports ICMP port-unreachable, which unconnected UDP sockets never see)."""
         loop = asyncio.get_running_loop()
-        sock = socket.socket(_family(bind[0]), socket.SOCK_DGRAM)
+        sock = self.make_socket(_family(bind[0]))
         try:
             sock.bind(bind)
             if connect is not None:
@@ -149,6 +149,10 @@ class StunEndpoint:
         transport, _ = await loop.create_datagram_endpoint(lambda: protocol, sock=sock)
         self._transport = transport
         return self
+
+    def make_socket(self, family: socket.AddressFamily) -> socket.socket:
+        """A new UDP socket (the lab overrides this to open it inside a network namespace)."""
+        return socket.socket(family, socket.SOCK_DGRAM)
 
     def _socket_error(self, exc: Exception) -> None:
         if not (self.icmp_errors and isinstance(exc, ConnectionRefusedError)):
@@ -289,7 +293,13 @@ class _ServerProtocol(asyncio.DatagramProtocol):
 class StunServerRunner:
     """The embedded STUN server on asyncio: one UDP socket per local address of the config."""
 
-    def __init__(self, config: StunServerConfig, log: Callable[[dict[str, object]], None] | None = None) -> None:
+    def __init__(
+        self,
+        config: StunServerConfig,
+        log: Callable[[dict[str, object]], None] | None = None,
+        make_socket: Callable[[socket.AddressFamily], socket.socket] | None = None,
+    ) -> None:
+        self.make_socket = make_socket or (lambda family: socket.socket(family, socket.SOCK_DGRAM))
         self.server = StunServer(config)
         self.config = config
         self.log = log
@@ -299,7 +309,7 @@ class StunServerRunner:
         loop = asyncio.get_running_loop()
         try:
             for local in self.config.local_addresses:
-                sock = socket.socket(_family(local[0]), socket.SOCK_DGRAM)
+                sock = self.make_socket(_family(local[0]))
                 try:
                     sock.bind(local)
                 except OSError as exc:

@@ -1,0 +1,211 @@
+"""Realise a :class:`TopologySpec` with Mininet nodes: namespaces, veth links, addresses, routes, NAT rules.
+
+Only Mininet's ``Node`` and ``Link`` are used, never the ``Mininet`` object (its ``init()`` raises host-wide
+sysctls and limits), never ``NAT``/``addNAT`` (they edit host files and the root namespace) and never ``mn -c``.
+Links are created inside the nodes' namespaces, bridges live in switch nodes' own namespaces, and the NAT rules
+are loaded in the NAT node's namespace, so a lab leaves nothing in the root namespace. Every lab has a short
+unique name prefix (interface names stay within 15 characters) and :meth:`Lab.stop` removes exactly what the lab
+made: its processes by PID, which takes their namespaces, links and rules with them.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from typing import Any
+
+from ice.errors import UserError
+from ice.lab import netns
+from ice.lab.nat.nft import NatInterfaces, compile_ruleset, sysctls
+from ice.lab.spec import NodeKind, TopologySpec
+
+_counter = 0
+
+
+def new_prefix() -> str:
+    """A short name prefix unique to this process and lab: ``i`` + base-36 PID + a per-process counter."""
+    global _counter
+    _counter += 1
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    n, pid36 = os.getpid(), ""
+    while n:
+        n, r = divmod(n, 36)
+        pid36 = digits[r] + pid36
+    return f"i{pid36[-4:]}{digits[_counter % 36]}"
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        raise UserError("the lab creates network namespaces and netfilter rules: run it as root (sudo ./icelab ...)")
+
+
+@dataclass
+class Lab:
+    """A running lab. Use as a context manager: ``with Lab(spec) as lab: ...``."""
+
+    spec: TopologySpec
+    prefix: str = field(default_factory=new_prefix)
+    nodes: dict[str, Any] = field(default_factory=dict)
+    """Spec node name -> Mininet Node."""
+    interfaces: dict[tuple[int, str], str] = field(default_factory=dict)
+    """(link index, spec node name) -> interface name."""
+    build_seconds: float = 0.0
+    processes: list[subprocess.Popen[Any]] = field(default_factory=list)
+
+    def __enter__(self) -> Lab:
+        self.build()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------------------------------------- build
+
+    def build(self) -> None:
+        require_root()
+        try:
+            from mininet.link import Link
+            from mininet.node import Node
+        except ImportError:
+            raise UserError("Debian's mininet is not importable: run ./icelab once to provision it") from None
+        started = time.perf_counter()
+        try:
+            for i, n in enumerate(self.spec.nodes):
+                self.nodes[n.name] = Node(f"{self.prefix}{i}", inNamespace=True)
+            seen: dict[str, int] = {}
+            for i, link in enumerate(self.spec.links):
+                names = []
+                for end in (link.a, link.b):
+                    k = seen.get(end.node, 0)
+                    seen[end.node] = k + 1
+                    name = f"{self.nodes[end.node].name}-e{k}"
+                    self.interfaces[(i, end.node)] = name
+                    names.append(name)
+                Link(self.nodes[link.a.node], self.nodes[link.b.node], intfName1=names[0], intfName2=names[1])
+            for n in self.spec.nodes:
+                self._configure(n.name)
+        except BaseException:
+            self.stop()
+            raise
+        self.build_seconds = time.perf_counter() - started
+
+    def _configure(self, name: str) -> None:
+        spec = self.spec.node(name)
+        cmds = ["ip link set lo up", "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1"]
+        ends = self.spec.ends(name)
+        if spec.kind is NodeKind.SWITCH:
+            cmds += ["ip link add br0 type bridge", "ip link set br0 up",
+                     "sysctl -qw net.bridge.bridge-nf-call-iptables=0 net.bridge.bridge-nf-call-arptables=0"]
+            cmds += [f"ip link set {self.interfaces[(i, name)]} master br0" for i, _ in ends]
+        for i, end in ends:
+            intf = self.interfaces[(i, name)]
+            cmds += [f"ip addr add {cidr} dev {intf}" for cidr in end.addresses]
+            cmds.append(f"ip link set {intf} up")
+        for dest, via in spec.routes:
+            cmds.append(f"ip route add {dest} via {via}")
+        if spec.kind in (NodeKind.NAT, NodeKind.ROUTER):
+            cmds.append("sysctl -qw net.ipv4.ip_forward=1")
+        self.run(name, " && ".join(cmds))
+        if spec.kind is NodeKind.NAT:
+            self.load_nat(name)
+
+    def nat_interfaces(self, name: str) -> NatInterfaces:
+        wan, lan = self.spec.nat_interfaces(name)
+        links = {end: i for i, end in self.spec.ends(name)}
+        public = str(next(iter(wan.addresses)).split("/")[0])
+        subnet = str(_network(lan.addresses[0])) if lan.addresses else None
+        return NatInterfaces(self.interfaces[(links[wan], name)], self.interfaces[(links[lan], name)], public, subnet)
+
+    def ruleset(self, name: str) -> str:
+        behaviour = self.spec.node(name).nat
+        assert behaviour is not None
+        return compile_ruleset(behaviour, self.nat_interfaces(name))
+
+    def load_nat(self, name: str) -> None:
+        """Load (or reload) the NAT's rules and timeouts in its namespace, then flush its conntrack table."""
+        behaviour = self.spec.node(name).nat
+        assert behaviour is not None
+        settings = " ".join(f"{k}={v}" for k, v in sysctls(behaviour).items())
+        with tempfile.NamedTemporaryFile("w", suffix=".nft", prefix=f"{self.prefix}-", delete=False) as f:
+            f.write(self.ruleset(name))
+        try:
+            self.run(name, f"sysctl -qw {settings} && nft -f {shlex.quote(f.name)} && conntrack -F 2>/dev/null; true")
+            out = self.run(name, "nft list table ip icelab >/dev/null && echo loaded")
+            if "loaded" not in out:
+                raise RuntimeError(f"NAT {name}: the ruleset did not load: {out.strip()}")
+        finally:
+            os.unlink(f.name)
+
+    def flush_conntrack(self, name: str) -> None:
+        self.run(name, "conntrack -F 2>/dev/null; true")
+
+    # ------------------------------------------------------------------------------------------------ use
+
+    def run(self, name: str, command: str) -> str:
+        """Run a shell command in node ``name``; raise with its output if it fails."""
+        node = self.nodes[name]
+        out: str = node.cmd(f"( {command} ) 2>&1; echo __rc=$?")
+        body, _, rc = out.rpartition("__rc=")
+        if rc.strip() != "0":
+            raise RuntimeError(f"{name}: `{command}` failed: {body.strip()}")
+        return body
+
+    def pid(self, name: str) -> int:
+        return int(self.nodes[name].pid)
+
+    def socket(self, name: str, family: socket.AddressFamily = socket.AF_INET,
+               kind: socket.SocketKind = socket.SOCK_DGRAM) -> socket.socket:
+        return netns.socket_in(self.pid(name), family, kind)
+
+    def popen(self, name: str, argv: list[str], **kwargs: Any) -> subprocess.Popen[Any]:
+        """Start a program in node ``name``; :meth:`stop` terminates it (by PID) before the nodes go."""
+        proc = subprocess.Popen([*netns.nsenter(self.pid(name)), *argv], **kwargs)
+        self.processes.append(proc)
+        return proc
+
+    @contextmanager
+    def inside(self, name: str) -> Iterator[None]:
+        with netns.inside(self.pid(name)):
+            yield
+
+    # ----------------------------------------------------------------------------------------------- stop
+
+    def stop(self) -> None:
+        """Stop what the lab started, by PID: first the processes run in it, then the node shells (SIGHUP to
+        each shell's process group). The namespaces, links and rules go with the last process inside them."""
+        for proc in self.processes:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.processes:
+            try:
+                proc.wait(2)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.processes.clear()
+        for node in self.nodes.values():
+            with suppress(Exception):  # teardown goes on for the other nodes whatever one of them does
+                node.terminate()
+        for node in self.nodes.values():
+            shell = getattr(node, "shell", None)
+            if shell is None:
+                continue
+            try:
+                shell.wait(2)
+            except subprocess.TimeoutExpired:
+                shell.kill()
+                shell.wait()
+        self.nodes.clear()
+
+
+def _network(cidr: str) -> object:
+    import ipaddress
+
+    return ipaddress.ip_interface(cidr).network

@@ -1,0 +1,53 @@
+"""Network namespaces of lab nodes: open sockets inside them and run commands in them.
+
+A socket belongs to the namespace it was created in, so one process can hold sockets in every node of a lab
+(``setns(2)`` on the creating thread, then straight back). Python 3.11 has no ``os.setns``; ctypes calls libc.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL("libc.so.6", use_errno=True)
+_lock = threading.Lock()
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns: {os.strerror(err)}")
+
+
+@contextmanager
+def inside(pid: int) -> Iterator[None]:
+    """Run the body with this thread in the network namespace of process ``pid``."""
+    with _lock:
+        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        target = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
+        try:
+            _setns(target)
+            try:
+                yield
+            finally:
+                _setns(home)
+        finally:
+            os.close(target)
+            os.close(home)
+
+
+def socket_in(pid: int, family: socket.AddressFamily = socket.AF_INET,
+              kind: socket.SocketKind = socket.SOCK_DGRAM) -> socket.socket:
+    """A new socket that lives in the network namespace of process ``pid``."""
+    with inside(pid):
+        return socket.socket(family, kind)
+
+
+def nsenter(pid: int) -> list[str]:
+    """Command prefix that runs a program in the network namespace of ``pid``."""
+    return ["nsenter", f"--net=/proc/{pid}/ns/net", "--"]

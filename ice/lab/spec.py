@@ -1,0 +1,97 @@
+"""Topologies as data: nodes, point-to-point links and addresses, realised later by :mod:`ice.lab.mn`.
+
+A :class:`TopologySpec` is pure (no root, no processes), so it can be printed, compared and tested, and the same
+value can be turned into a Mininet ``Topo`` for ``mn --custom`` users. Every multi-member segment is a ``switch``
+node: a Linux bridge inside its own namespace, so nothing of a lab appears in the root namespace.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from dataclasses import dataclass, field
+
+from ice.lab.nat.behaviour import NatBehaviour, NatKind
+
+
+class NodeKind(enum.Enum):
+    HOST = "host"
+    """An end host (a peer or a server)."""
+    NAT = "nat"
+    """A routed box that loads the compiled rules of its :class:`NatBehaviour`."""
+    ROUTER = "router"
+    """A plain router (IP forwarding, no NAT)."""
+    SWITCH = "switch"
+    """A Linux bridge in its own namespace: every interface of the node is a bridge port."""
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    name: str
+    kind: NodeKind = NodeKind.HOST
+    nat: NatBehaviour | None = None
+    routes: tuple[tuple[str, str], ...] = ()
+    """(destination CIDR or "default", gateway IP)."""
+
+    def __post_init__(self) -> None:
+        if (self.kind is NodeKind.NAT) != (self.nat is not None):
+            raise ValueError(f"node {self.name}: a NAT node needs a behaviour, and only a NAT node has one")
+
+
+@dataclass(frozen=True)
+class End:
+    """One end of a link: the node, the interface's role on it (``wan``/``lan`` for NATs) and its addresses."""
+
+    node: str
+    addresses: tuple[str, ...] = ()
+    role: str = ""
+
+
+@dataclass(frozen=True)
+class LinkSpec:
+    a: End
+    b: End
+
+
+@dataclass(frozen=True)
+class TopologySpec:
+    name: str
+    nodes: tuple[NodeSpec, ...]
+    links: tuple[LinkSpec, ...]
+    facts: dict[str, str] = field(default_factory=dict, compare=False)
+    """Addresses scenarios need (e.g. ``stun_primary``), as strings."""
+
+    def __post_init__(self) -> None:
+        names = [n.name for n in self.nodes]
+        if len(set(names)) != len(names):
+            raise ValueError(f"topology {self.name}: duplicate node names")
+        for link in self.links:
+            for end in (link.a, link.b):
+                if end.node not in names:
+                    raise ValueError(f"topology {self.name}: link to unknown node {end.node!r}")
+                for cidr in end.addresses:
+                    ipaddress.ip_interface(cidr)
+
+    def node(self, name: str) -> NodeSpec:
+        return next(n for n in self.nodes if n.name == name)
+
+    def ends(self, node: str) -> list[tuple[int, End]]:
+        """(link index, end) for every interface of ``node``, in link order."""
+        out: list[tuple[int, End]] = []
+        for i, link in enumerate(self.links):
+            out.extend((i, end) for end in (link.a, link.b) if end.node == node)
+        return out
+
+    def nat_interfaces(self, node: str) -> tuple[End, End]:
+        """The (wan, lan) ends of a NAT node."""
+        ends = dict((e.role, e) for _, e in self.ends(node))
+        if "wan" not in ends or "lan" not in ends:
+            raise ValueError(f"topology {self.name}: NAT {node} needs one link with role wan and one with role lan")
+        return ends["wan"], ends["lan"]
+
+
+def nat_or_router(name: str, behaviour: NatBehaviour, routes: tuple[tuple[str, str], ...] = ()) -> NodeSpec:
+    """A NAT node, or a plain router when the behaviour is ``none`` (public addresses behind it)."""
+    if behaviour.kind is NatKind.NONE:
+        return NodeSpec(name, NodeKind.ROUTER, routes=routes)
+    return NodeSpec(name, NodeKind.NAT, behaviour, routes=routes)
