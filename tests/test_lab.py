@@ -86,10 +86,10 @@ def test_killed_lab_leaves_nothing_behind(sig: signal.Signals) -> None:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 20
     shells: set[int] = set()
-    while time.monotonic() < deadline and len(shells) < 3:  # client, nat and server node shells
+    while time.monotonic() < deadline and len(shells) < 3:  # client, nat and server node shells (+ forks)
         shells = {p for p in _descendants(proc.pid) if "mininet:" in _cmdline(p)}
         time.sleep(0.02)  # polling the process table: there is no event to wait on from outside the lab
-    assert len(shells) == 3, "the lab never came up"
+    assert len(shells) >= 3, "the lab never came up"
     tree = _descendants(proc.pid)
     os.kill(proc.pid, sig)
     proc.wait(10)
