@@ -98,3 +98,60 @@ def test_killed_lab_leaves_nothing_behind(sig: signal.Signals) -> None:
         time.sleep(0.02)
     assert not [p for p in tree if Path(f"/proc/{p}").exists()], "lab processes survived"
     assert root_links() == links_before and netns_list() == netns_before
+
+
+@pytest.mark.parametrize(("name", "other_ip_gets_in"), [("full-cone", True), ("port-restricted-cone", False)])
+def test_printed_rules_work_in_namespaces_made_by_hand(name: str, other_ip_gets_in: bool) -> None:
+    """`icelab nat rules` output, loaded with nft -f into plain `ip netns` namespaces, behaves as declared."""
+    from ice.lab.netns import socket_in
+
+    tag = f"ih{os.getpid() % 100000}"
+    c, n, s = f"{tag}c", f"{tag}n", f"{tag}s"
+
+    def sh(*cmd: str) -> None:
+        subprocess.run(cmd, check=True, capture_output=True)
+
+    try:
+        for ns in (c, n, s):
+            sh("ip", "netns", "add", ns)
+            sh("ip", "-n", ns, "link", "set", "lo", "up")
+        sh("ip", "-n", c, "link", "add", "lan0", "type", "veth", "peer", "name", "nlan", "netns", n)
+        sh("ip", "-n", n, "link", "add", "nwan", "type", "veth", "peer", "name", "wan0", "netns", s)
+        for ns, dev, cidrs in ((c, "lan0", ["10.0.0.2/24"]), (n, "nlan", ["10.0.0.1/24"]),
+                               (n, "nwan", ["203.0.113.1/24"]), (s, "wan0", ["203.0.113.10/24", "203.0.113.11/24"])):
+            for cidr in cidrs:
+                sh("ip", "-n", ns, "addr", "add", cidr, "dev", dev)
+            sh("ip", "-n", ns, "link", "set", dev, "up")
+        sh("ip", "-n", c, "route", "add", "default", "via", "10.0.0.1")
+        sh("ip", "netns", "exec", n, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        rules = subprocess.run([*ICELAB, "nat", "rules", name, "--wan", "nwan", "--lan", "nlan", "--public",
+                                "203.0.113.1", "--lan-subnet", "10.0.0.0/24"], capture_output=True, text=True,
+                               check=True, cwd=ROOT).stdout
+        subprocess.run(["ip", "netns", "exec", n, "nft", "-f", "-"], input=rules, text=True, check=True)
+
+        client = socket_in(f"/run/netns/{c}")
+        s1, s2 = socket_in(f"/run/netns/{s}"), socket_in(f"/run/netns/{s}")
+        try:
+            client.bind(("10.0.0.2", 40000))
+            s1.bind(("203.0.113.10", 3478))
+            s2.bind(("203.0.113.11", 3478))
+            for sock in (client, s1, s2):
+                sock.settimeout(1)
+            client.sendto(b"hello", ("203.0.113.10", 3478))
+            data, mapped = s1.recvfrom(100)
+            assert data == b"hello" and mapped == ("203.0.113.1", 40000)  # EIM with port preservation
+            s1.sendto(b"reply", mapped)
+            assert client.recvfrom(100) == (b"reply", ("203.0.113.10", 3478))
+            s2.sendto(b"stranger", mapped)  # an endpoint the client never contacted
+            try:
+                got: bytes | None = client.recvfrom(100)[0]
+            except TimeoutError:
+                got = None
+            assert (got == b"stranger") is other_ip_gets_in
+        finally:
+            for sock in (client, s1, s2):
+                sock.close()
+    finally:
+        for ns in (c, n, s):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    assert tag not in netns_list()

@@ -25,11 +25,13 @@ def _setns(fd: int) -> None:
 
 
 @contextmanager
-def inside(pid: int) -> Iterator[None]:
-    """Run the body with this thread in the network namespace of process ``pid``."""
+def inside(pid: int | str) -> Iterator[None]:
+    """Run the body with this thread in the network namespace of process ``pid`` (or at a path such as
+    ``/run/netns/NAME`` for a namespace made with ``ip netns add``)."""
+    path = pid if isinstance(pid, str) else f"/proc/{pid}/ns/net"
     with _lock:
         home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-        target = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
+        target = os.open(path, os.O_RDONLY)
         try:
             _setns(target)
             try:
@@ -41,9 +43,9 @@ def inside(pid: int) -> Iterator[None]:
             os.close(home)
 
 
-def socket_in(pid: int, family: socket.AddressFamily = socket.AF_INET,
+def socket_in(pid: int | str, family: socket.AddressFamily = socket.AF_INET,
               kind: socket.SocketKind = socket.SOCK_DGRAM) -> socket.socket:
-    """A new socket that lives in the network namespace of process ``pid``."""
+    """A new socket that lives in the network namespace of process ``pid`` (or at a namespace path)."""
     with inside(pid):
         return socket.socket(family, kind)
 
