@@ -155,3 +155,62 @@ def test_printed_rules_work_in_namespaces_made_by_hand(name: str, other_ip_gets_
         for ns in (c, n, s):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
     assert tag not in netns_list()
+
+
+# Each topology: (builder args, {peer: expected mapped IP, or None when UDP cannot get out}).
+TOPOLOGY_CASES = {
+    "two_nats": ((), {"a": "203.0.113.1", "b": "203.0.113.2"}),
+    "same_nat": (("full-cone",), {"a": "203.0.113.1", "b": "203.0.113.1"}),
+    "double_nat": ((), {"a": "203.0.113.1", "b": "203.0.113.101"}),  # A is seen at the CGN's public address
+    "one_public": (("symmetric",), {"a": "203.0.113.1", "b": "203.0.113.101"}),
+    "udp_blocked": ((), {"a": None, "b": "203.0.113.2"}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TOPOLOGY_CASES))
+def test_topology_builds_and_peers_learn_their_mappings(name: str) -> None:
+    import asyncio
+
+    from ice.aio.stun import parse_hostport
+    from ice.errors import StunTimeout
+    from ice.lab.mn import Lab
+    from ice.lab.stun import LabEndpoint, start_stun_server
+    from ice.lab.topo import topology
+    from ice.stun.transaction import RetransmissionConfig
+
+    args, expected = TOPOLOGY_CASES[name]
+    spec = topology(name, *args)
+    links_before = root_links()
+
+    async def learn(lab: Lab) -> dict[str, str | None]:
+        runner = await start_stun_server(lab)
+        seen: dict[str, str | None] = {}
+        try:
+            for peer in expected:
+                ep = await LabEndpoint(lab, peer, RetransmissionConfig(rto=0.05, rc=3, rm=4)).open(
+                    (spec.facts[peer], 0))
+                try:
+                    seen[peer] = (await ep.binding(parse_hostport(spec.facts["stun_primary"]))).mapped[0]
+                except StunTimeout:
+                    seen[peer] = None
+                finally:
+                    ep.close()
+        finally:
+            runner.close()
+        return seen
+
+    with Lab(spec) as lab:
+        assert lab.build_seconds < 2.0
+        assert asyncio.run(learn(lab)) == expected
+    assert root_links() == links_before
+
+
+def test_topology_registry_finds_every_module_and_rejects_typos() -> None:
+    from ice.errors import UserError
+    from ice.lab.topo import registry, topology
+
+    assert set(registry()) == {"two_nats", "same_nat", "double_nat", "one_public", "udp_blocked"}
+    with pytest.raises(UserError, match="unknown topology 'two_nat'; valid topologies: double_nat"):
+        topology("two_nat")
+    with pytest.raises(UserError, match="unknown NAT preset 'fullcone'"):
+        topology("two_nats", "fullcone")

@@ -79,16 +79,10 @@ class Lab:
         try:
             for i, n in enumerate(self.spec.nodes):
                 self.nodes[n.name] = Node(f"{self.prefix}{i}", inNamespace=True)
-            seen: dict[str, int] = {}
+            self.interfaces = interface_names(self.spec, {k: v.name for k, v in self.nodes.items()})
             for i, link in enumerate(self.spec.links):
-                names = []
-                for end in (link.a, link.b):
-                    k = seen.get(end.node, 0)
-                    seen[end.node] = k + 1
-                    name = f"{self.nodes[end.node].name}-e{k}"
-                    self.interfaces[(i, end.node)] = name
-                    names.append(name)
-                Link(self.nodes[link.a.node], self.nodes[link.b.node], intfName1=names[0], intfName2=names[1])
+                Link(self.nodes[link.a.node], self.nodes[link.b.node],
+                     intfName1=self.interfaces[(i, link.a.node)], intfName2=self.interfaces[(i, link.b.node)])
             for n in self.spec.nodes:
                 self._configure(n.name)
         except BaseException:
@@ -97,31 +91,12 @@ class Lab:
         self.build_seconds = time.perf_counter() - started
 
     def _configure(self, name: str) -> None:
-        spec = self.spec.node(name)
-        cmds = ["ip link set lo up", "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1"]
-        ends = self.spec.ends(name)
-        if spec.kind is NodeKind.SWITCH:
-            cmds += ["ip link add br0 type bridge", "ip link set br0 up",
-                     "sysctl -qw net.bridge.bridge-nf-call-iptables=0 net.bridge.bridge-nf-call-arptables=0"]
-            cmds += [f"ip link set {self.interfaces[(i, name)]} master br0" for i, _ in ends]
-        for i, end in ends:
-            intf = self.interfaces[(i, name)]
-            cmds += [f"ip addr add {cidr} dev {intf}" for cidr in end.addresses]
-            cmds.append(f"ip link set {intf} up")
-        for dest, via in spec.routes:
-            cmds.append(f"ip route add {dest} via {via}")
-        if spec.kind in (NodeKind.NAT, NodeKind.ROUTER):
-            cmds.append("sysctl -qw net.ipv4.ip_forward=1")
-        self.run(name, " && ".join(cmds))
-        if spec.kind is NodeKind.NAT:
+        self.run(name, " && ".join(node_commands(self.spec, name, self.interfaces)))
+        if self.spec.node(name).kind is NodeKind.NAT:
             self.load_nat(name)
 
     def nat_interfaces(self, name: str) -> NatInterfaces:
-        wan, lan = self.spec.nat_interfaces(name)
-        links = {end: i for i, end in self.spec.ends(name)}
-        public = str(next(iter(wan.addresses)).split("/")[0])
-        subnet = str(_network(lan.addresses[0])) if lan.addresses else None
-        return NatInterfaces(self.interfaces[(links[wan], name)], self.interfaces[(links[lan], name)], public, subnet)
+        return nat_interfaces(self.spec, name, self.interfaces)
 
     def ruleset(self, name: str) -> str:
         behaviour = self.spec.node(name).nat
@@ -205,7 +180,43 @@ class Lab:
         self.nodes.clear()
 
 
-def _network(cidr: str) -> object:
+def interface_names(spec: TopologySpec, mn_names: dict[str, str]) -> dict[tuple[int, str], str]:
+    """(link index, node) -> interface name: ``<mininet node name>-e<k>`` for the node's k-th link."""
+    names: dict[tuple[int, str], str] = {}
+    seen: dict[str, int] = {}
+    for i, link in enumerate(spec.links):
+        for end in (link.a, link.b):
+            k = seen.get(end.node, 0)
+            seen[end.node] = k + 1
+            names[(i, end.node)] = f"{mn_names[end.node]}-e{k}"
+    return names
+
+
+def node_commands(spec: TopologySpec, name: str, interfaces: dict[tuple[int, str], str]) -> list[str]:
+    """Shell commands that configure node ``name`` of a built topology (run inside its namespace)."""
+    node = spec.node(name)
+    cmds = ["ip link set lo up", "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1"]
+    ends = spec.ends(name)
+    if node.kind is NodeKind.SWITCH:
+        cmds += ["ip link add br0 type bridge", "ip link set br0 up",
+                 "sysctl -qw net.bridge.bridge-nf-call-iptables=0 net.bridge.bridge-nf-call-arptables=0"]
+        cmds += [f"ip link set {interfaces[(i, name)]} master br0" for i, _ in ends]
+    for i, end in ends:
+        intf = interfaces[(i, name)]
+        cmds += [f"ip addr add {cidr} dev {intf}" for cidr in end.addresses]
+        cmds.append(f"ip link set {intf} up")
+    cmds += [f"ip route add {dest} via {via}" for dest, via in node.routes]
+    if node.kind in (NodeKind.NAT, NodeKind.ROUTER):
+        cmds.append("sysctl -qw net.ipv4.ip_forward=1")
+    return cmds
+
+
+def nat_interfaces(spec: TopologySpec, name: str, interfaces: dict[tuple[int, str], str]) -> NatInterfaces:
+    """The WAN/LAN interface names, public address and LAN subnet of NAT node ``name``."""
     import ipaddress
 
-    return ipaddress.ip_interface(cidr).network
+    wan, lan = spec.nat_interfaces(name)
+    index = {id(end): i for i, end in spec.ends(name)}
+    public = wan.addresses[0].split("/")[0]
+    subnet = str(ipaddress.ip_interface(lan.addresses[0]).network) if lan.addresses else None
+    return NatInterfaces(interfaces[(index[id(wan)], name)], interfaces[(index[id(lan)], name)], public, subnet)

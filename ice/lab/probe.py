@@ -8,16 +8,16 @@ embedded STUN server and RFC 5780 discovery on one event loop; raw UDP sockets c
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from dataclasses import asdict, dataclass, field
 
 from ice.aio.discovery import Behaviour, BehaviourReport, discover_behaviour
-from ice.aio.stun import StunEndpoint, StunServerRunner
+from ice.aio.stun import StunServerRunner
 from ice.errors import StunTimeout
 from ice.lab.mn import Lab
 from ice.lab.nat.behaviour import NatBehaviour, NatKind
 from ice.lab.spec import End, LinkSpec, NodeSpec, TopologySpec, nat_or_router
+from ice.lab.stun import LabEndpoint
 from ice.stun.server import StunServerConfig
 from ice.stun.transaction import RetransmissionConfig
 
@@ -109,15 +109,6 @@ def expected(behaviour: NatBehaviour) -> Measured:
     )
 
 
-class _LabEndpoint(StunEndpoint):
-    def __init__(self, lab: Lab, node: str, config: RetransmissionConfig) -> None:
-        super().__init__(config, icmp_errors=False)
-        self._lab, self._node = lab, node
-
-    def make_socket(self, family: socket.AddressFamily) -> socket.socket:
-        return self._lab.socket(self._node, family)
-
-
 async def _measure(lab: Lab, behaviour: NatBehaviour, timeout_check: bool) -> Measured:
     cfg = StunServerConfig(SERVER_1, SERVER_2, software="icelab probe")
     runner = await StunServerRunner(cfg, make_socket=lambda fam: lab.socket("server", fam)).start()
@@ -126,7 +117,7 @@ async def _measure(lab: Lab, behaviour: NatBehaviour, timeout_check: bool) -> Me
     try:
         try:
             rep: BehaviourReport = await discover_behaviour(
-                SERVER_1, (client_ip, CLIENT_PORT), _RETRANS, endpoint=lambda c: _LabEndpoint(lab, "client", c)
+                SERVER_1, (client_ip, CLIENT_PORT), _RETRANS, endpoint=lambda c: LabEndpoint(lab, "client", c)
             )
         except StunTimeout:
             m.udp = False

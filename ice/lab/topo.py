@@ -1,0 +1,149 @@
+"""Building blocks for topology modules (``topologies/*.py``), and the registry that finds them.
+
+A topology module is one small file in ``topologies/`` with a ``build(...) -> TopologySpec`` function (its
+parameters are NAT presets and options) and, for ``mn --custom`` users, a ``topos`` dict made with
+:func:`mn_topos`. The CLI, the probe and the pytest plugin find every module there by name: adding a file is all
+it takes (docs/topologies.md).
+
+Addressing: the public segment is 203.0.113.0/24 (a bridge in its own namespace) with the STUN/TURN host at
+203.0.113.10 and 203.0.113.11 (two addresses for RFC 5780); NAT WAN addresses are 203.0.113.1, .2, ...; peers
+with public addresses get 203.0.113.101, .102, ...; private LANs are 10.0.N.0/24 and the carrier-grade segment
+100.64.0.0/10. The public segment has no route to any private subnet.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ice.errors import UserError
+from ice.lab.nat.behaviour import NatBehaviour, NatKind, preset
+from ice.lab.spec import End, LinkSpec, NodeKind, NodeSpec, TopologySpec
+
+STUN_PRIMARY = ("203.0.113.10", 3478)
+STUN_ALTERNATE = ("203.0.113.11", 3479)
+TURN_PORT = 3478
+
+
+def behaviour(nat: NatBehaviour | str) -> NatBehaviour:
+    return preset(nat) if isinstance(nat, str) else nat
+
+
+@dataclass
+class TopologyBuilder:
+    """Accumulates nodes and links; :meth:`spec` freezes them into a :class:`TopologySpec`."""
+
+    name: str
+    nodes: list[NodeSpec] = field(default_factory=list)
+    links: list[LinkSpec] = field(default_factory=list)
+    facts: dict[str, str] = field(default_factory=dict)
+    _next_public_host: int = 101
+    _next_nat_wan: int = 1
+
+    def add(self, node: NodeSpec) -> str:
+        self.nodes.append(node)
+        return node.name
+
+    def link(self, a: End, b: End) -> None:
+        self.links.append(LinkSpec(a, b))
+
+    def switch(self, name: str) -> str:
+        return self.add(NodeSpec(name, NodeKind.SWITCH))
+
+    def public_segment(self) -> str:
+        """The internet: a switch with the STUN/TURN host on two addresses."""
+        inet = self.switch("inet")
+        self.add(NodeSpec("stun"))
+        self.link(End("stun", (f"{STUN_PRIMARY[0]}/24", f"{STUN_ALTERNATE[0]}/24")), End(inet))
+        self.facts.update(stun_primary=f"{STUN_PRIMARY[0]}:{STUN_PRIMARY[1]}",
+                          stun_alternate=f"{STUN_ALTERNATE[0]}:{STUN_ALTERNATE[1]}",
+                          turn=f"{STUN_PRIMARY[0]}:{TURN_PORT}")
+        return inet
+
+    def public_host(self, name: str, segment: str) -> str:
+        ip = f"203.0.113.{self._next_public_host}"
+        self._next_public_host += 1
+        self.add(NodeSpec(name))
+        self.link(End(name, (f"{ip}/24",)), End(segment))
+        self.facts[name] = ip
+        return ip
+
+    def nat(self, name: str, nat: NatBehaviour, lan_subnet: str, upstream: str, wan_cidr: str | None = None,
+            gateway: str | None = None) -> tuple[str, str]:
+        """A NAT between ``upstream`` (a switch, or another NAT's LAN node) and a new LAN ``lan_subnet`` (x.y.z).
+
+        Returns the LAN switch's name and the NAT's LAN address (the peers' gateway).
+        """
+        if wan_cidr is None:
+            wan_cidr = f"203.0.113.{self._next_nat_wan}/24"
+            self._next_nat_wan += 1
+        routes = (("default", gateway),) if gateway else ()
+        self.add(NodeSpec(name, NodeKind.NAT, nat, routes=routes))
+        self.link(End(name, (wan_cidr,), "wan"), End(upstream))
+        lan = self.switch(f"{name}-lan")
+        self.link(End(name, (f"{lan_subnet}.1/24",), "lan"), End(lan))
+        self.facts[f"{name}_public"] = wan_cidr.split("/")[0]
+        return lan, f"{lan_subnet}.1"
+
+    def private_host(self, name: str, lan: str, ip: str, gateway: str) -> str:
+        self.add(NodeSpec(name, routes=(("default", gateway),)))
+        self.link(End(name, (f"{ip}/24",)), End(lan))
+        self.facts[name] = ip
+        return ip
+
+    def peer(self, name: str, nat: NatBehaviour, segment: str, lan_subnet: str) -> None:
+        """A peer behind its own NAT, or on the public segment when the preset is ``none``."""
+        if nat.kind is NatKind.NONE:
+            self.public_host(name, segment)
+            return
+        lan, gw = self.nat(f"nat-{name}", nat, lan_subnet, segment)
+        self.private_host(name, lan, f"{lan_subnet}.2", gw)
+
+    def spec(self) -> TopologySpec:
+        return TopologySpec(self.name, tuple(self.nodes), tuple(self.links), dict(self.facts))
+
+
+# ------------------------------------------------------------------------------------------------- registry
+
+TOPOLOGY_DIR = Path(__file__).resolve().parents[2] / "topologies"
+Builder = Callable[..., TopologySpec]
+
+
+def _load(path: Path) -> Any:
+    spec = importlib.util.spec_from_file_location(f"icelab_topologies.{path.stem}", path)
+    if spec is None or spec.loader is None:
+        raise UserError(f"cannot load topology module {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def registry(directory: Path = TOPOLOGY_DIR) -> dict[str, Builder]:
+    """Every ``build`` function in ``directory/*.py`` by module name (files starting with ``_`` are helpers)."""
+    found: dict[str, Builder] = {}
+    for path in sorted(directory.glob("*.py")):
+        if path.name.startswith("_"):
+            continue
+        module = _load(path)
+        build = getattr(module, "build", None)
+        if callable(build):
+            found[path.stem] = build
+    return found
+
+
+def topology(name: str, *args: str, **kwargs: Any) -> TopologySpec:
+    """Build topology ``name`` with NAT presets as positional arguments (``topology("two_nats", "full-cone",
+    "symmetric")``); unknown names are a :class:`UserError` that lists the valid ones."""
+    builders = registry()
+    if name not in builders:
+        raise UserError(f"unknown topology {name!r}; valid topologies: {', '.join(builders)}")
+    return builders[name](*args, **kwargs)
+
+
+def describe(build: Builder) -> str:
+    doc = inspect.getdoc(build) or ""
+    return doc.splitlines()[0] if doc else ""

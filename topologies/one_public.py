@@ -1,0 +1,29 @@
+"""one_public: peer A behind a NAT, peer B with a public address on the public segment.
+
+    mn --custom topologies/one_public.py --topo one_public,symmetric --controller none
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(inspect.getfile(inspect.currentframe())))))  # type: ignore[arg-type]
+
+from ice.lab.mnstub import mn_topos
+from ice.lab.nat.behaviour import NatBehaviour
+from ice.lab.spec import TopologySpec
+from ice.lab.topo import TopologyBuilder, behaviour
+
+
+def build(nat: NatBehaviour | str = "port-restricted-cone") -> TopologySpec:
+    """Peer A (10.0.1.2) behind a NAT; peer B on 203.0.113.101 with no NAT."""
+    b = TopologyBuilder("one_public")
+    inet = b.public_segment()
+    b.peer("a", behaviour(nat), inet, "10.0.1")
+    b.public_host("b", inet)
+    return b.spec()
+
+
+topos = mn_topos("one_public", build)

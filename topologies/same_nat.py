@@ -1,0 +1,30 @@
+"""same_nat: two peers on one LAN behind one NAT (host pairs win; with hairpinning, srflx pairs work too).
+
+    mn --custom topologies/same_nat.py --topo same_nat,port-restricted-cone --controller none
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(inspect.getfile(inspect.currentframe())))))  # type: ignore[arg-type]
+
+from ice.lab.mnstub import mn_topos
+from ice.lab.nat.behaviour import NatBehaviour
+from ice.lab.spec import TopologySpec
+from ice.lab.topo import TopologyBuilder, behaviour
+
+
+def build(nat: NatBehaviour | str = "port-restricted-cone") -> TopologySpec:
+    """Peers A (10.0.0.2) and B (10.0.0.3) on one LAN behind one NAT; STUN/TURN on the public segment."""
+    b = TopologyBuilder("same_nat")
+    inet = b.public_segment()
+    lan, gw = b.nat("nat", behaviour(nat), "10.0.0", inet)
+    b.private_host("a", lan, "10.0.0.2", gw)
+    b.private_host("b", lan, "10.0.0.3", gw)
+    return b.spec()
+
+
+topos = mn_topos("same_nat", build)
