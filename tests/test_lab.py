@@ -214,3 +214,73 @@ def test_topology_registry_finds_every_module_and_rejects_typos() -> None:
         topology("two_nat")
     with pytest.raises(UserError, match="unknown NAT preset 'fullcone'"):
         topology("two_nats", "fullcone")
+
+
+def test_delay_and_jitter_give_the_configured_rtt() -> None:
+    """20 ms +/- 2 ms one way on A's uplink: every A <-> STUN round trip takes 36..44 ms (plus scheduling)."""
+    import asyncio
+    import statistics
+
+    from ice.aio.stun import parse_hostport
+    from ice.lab.mn import Lab
+    from ice.lab.stun import LabEndpoint, start_stun_server
+    from ice.lab.topo import topology
+
+    spec = topology("two_nats", "full-cone", "full-cone", delay_ms=20, jitter_ms=2, seed=7)
+
+    async def rtts(lab: Lab) -> list[float]:
+        runner = await start_stun_server(lab)
+        ep = await LabEndpoint(lab, "a").open((spec.facts["a"], 0))
+        try:
+            server = parse_hostport(spec.facts["stun_primary"])
+            await ep.binding(server)  # resolves ARP across the wire first
+            return [(await ep.binding(server)).rtt * 1000 for _ in range(20)]
+        finally:
+            ep.close()
+            runner.close()
+
+    with Lab(spec) as lab:
+        assert len(lab.wires) == 1
+        measured = asyncio.run(rtts(lab))
+    assert min(measured) >= 36.0
+    assert 38.0 <= statistics.median(measured) <= 46.0
+    assert max(measured) < 60.0
+
+
+def test_deterministic_loss_drops_exactly_every_nth_packet_each_way() -> None:
+    from ice.lab.mn import Lab
+    from ice.lab.topo import topology
+
+    spec = topology("one_public", "full-cone", loss=0.1, loss_mode="nth")
+    with Lab(spec) as lab:
+        a, s = lab.socket("a"), lab.socket("stun")
+        try:
+            a.bind((spec.facts["a"], 5000))
+            s.bind(("203.0.113.10", 6000))
+            a.settimeout(0.5)
+            s.settimeout(0.5)
+            for i in range(100):
+                a.sendto(b"%d" % i, ("203.0.113.10", 6000))
+            up = _drain(s)
+            mapped = ("203.0.113.1", 5000)  # full cone with port preservation
+            for i in range(100):
+                s.sendto(b"%d" % i, mapped)
+            down = _drain(a)
+        finally:
+            a.close()
+            s.close()
+    every_tenth = set(range(0, 100, 10))  # each ingress counter starts at 0 and ARP is not IPv4
+    assert set(range(100)) - {int(x) for x in up} == every_tenth
+    assert set(range(100)) - {int(x) for x in down} == every_tenth
+
+
+def _drain(sock: object) -> list[bytes]:
+    import socket
+
+    assert isinstance(sock, socket.socket)
+    got = []
+    while True:
+        try:
+            got.append(sock.recv(100))
+        except TimeoutError:
+            return got

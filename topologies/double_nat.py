@@ -8,21 +8,22 @@ from __future__ import annotations
 import inspect
 import os
 import sys
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(inspect.getfile(inspect.currentframe())))))  # type: ignore[arg-type]
 
 from ice.lab.mnstub import mn_topos
 from ice.lab.nat.behaviour import NatBehaviour
 from ice.lab.spec import TopologySpec
-from ice.lab.topo import TopologyBuilder, behaviour
+from ice.lab.topo import TopologyBuilder, behaviour, conditions
 
 
 def build(inner: NatBehaviour | str = "port-restricted-cone", outer: NatBehaviour | str = "symmetric",
-          nat_b: NatBehaviour | str = "none") -> TopologySpec:
+          nat_b: NatBehaviour | str = "none", **link: Any) -> TopologySpec:
     """A: 192.168.1.2 -> home NAT (WAN 100.64.0.2) -> CGN (LAN 100.64.0.1) -> 203.0.113.1; B as nat_b says."""
     b = TopologyBuilder("double_nat")
     inet = b.public_segment()
-    cgn_lan, cgn_gw = b.nat("cgn", behaviour(outer), "100.64.0", inet)
+    cgn_lan, cgn_gw = b.nat("cgn", behaviour(outer), "100.64.0", inet, impairments=conditions(**link))
     # The home NAT's WAN sits on the carrier's shared address space (RFC 6598), its LAN is a home subnet.
     home_lan, home_gw = b.nat("home", behaviour(inner), "192.168.1", cgn_lan, wan_cidr="100.64.0.2/24",
                               gateway=cgn_gw)

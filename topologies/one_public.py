@@ -8,20 +8,21 @@ from __future__ import annotations
 import inspect
 import os
 import sys
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(inspect.getfile(inspect.currentframe())))))  # type: ignore[arg-type]
 
 from ice.lab.mnstub import mn_topos
 from ice.lab.nat.behaviour import NatBehaviour
 from ice.lab.spec import TopologySpec
-from ice.lab.topo import TopologyBuilder, behaviour
+from ice.lab.topo import TopologyBuilder, behaviour, conditions
 
 
-def build(nat: NatBehaviour | str = "port-restricted-cone") -> TopologySpec:
+def build(nat: NatBehaviour | str = "port-restricted-cone", **link: Any) -> TopologySpec:
     """Peer A (10.0.1.2) behind a NAT; peer B on 203.0.113.101 with no NAT."""
     b = TopologyBuilder("one_public")
     inet = b.public_segment()
-    b.peer("a", behaviour(nat), inet, "10.0.1")
+    b.peer("a", behaviour(nat), inet, "10.0.1", conditions(**link))
     b.public_host("b", inet)
     return b.spec()
 

@@ -8,20 +8,21 @@ from __future__ import annotations
 import inspect
 import os
 import sys
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(inspect.getfile(inspect.currentframe())))))  # type: ignore[arg-type]
 
 from ice.lab.mnstub import mn_topos
 from ice.lab.nat.behaviour import NatBehaviour
 from ice.lab.spec import TopologySpec
-from ice.lab.topo import TopologyBuilder, behaviour
+from ice.lab.topo import TopologyBuilder, behaviour, conditions
 
 
-def build(nat: NatBehaviour | str = "port-restricted-cone") -> TopologySpec:
+def build(nat: NatBehaviour | str = "port-restricted-cone", **link: Any) -> TopologySpec:
     """Peers A (10.0.0.2) and B (10.0.0.3) on one LAN behind one NAT; STUN/TURN on the public segment."""
     b = TopologyBuilder("same_nat")
     inet = b.public_segment()
-    lan, gw = b.nat("nat", behaviour(nat), "10.0.0", inet)
+    lan, gw = b.nat("nat", behaviour(nat), "10.0.0", inet, impairments=conditions(**link))
     b.private_host("a", lan, "10.0.0.2", gw)
     b.private_host("b", lan, "10.0.0.3", gw)
     return b.spec()

@@ -8,21 +8,22 @@ from __future__ import annotations
 import inspect
 import os
 import sys
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(inspect.getfile(inspect.currentframe())))))  # type: ignore[arg-type]
 
 from ice.lab.mnstub import mn_topos
 from ice.lab.nat.behaviour import NatBehaviour
 from ice.lab.spec import TopologySpec
-from ice.lab.topo import TopologyBuilder, behaviour
+from ice.lab.topo import TopologyBuilder, behaviour, conditions
 
 
 def build(nat_a: NatBehaviour | str = "port-restricted-cone", nat_b: NatBehaviour | str = "port-restricted-cone",
-          ) -> TopologySpec:
+          **link: Any) -> TopologySpec:
     """Peer A behind NAT-a and peer B behind NAT-b (10.0.1.0/24 and 10.0.2.0/24); STUN/TURN on 203.0.113.10/.11."""
     b = TopologyBuilder("two_nats")
     inet = b.public_segment()
-    b.peer("a", behaviour(nat_a), inet, "10.0.1")
+    b.peer("a", behaviour(nat_a), inet, "10.0.1", conditions(**link))
     b.peer("b", behaviour(nat_b), inet, "10.0.2")
     return b.spec()
 

@@ -14,6 +14,7 @@ import os
 import shlex
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -58,6 +59,8 @@ class Lab:
     """(link index, spec node name) -> interface name."""
     build_seconds: float = 0.0
     processes: list[subprocess.Popen[Any]] = field(default_factory=list)
+    wires: dict[int, Any] = field(default_factory=dict)
+    """Link index -> the Mininet node that carries a delayed link's forwarder."""
 
     def __enter__(self) -> Lab:
         self.build()
@@ -81,10 +84,18 @@ class Lab:
                 self.nodes[n.name] = Node(f"{self.prefix}{i}", inNamespace=True)
             self.interfaces = interface_names(self.spec, {k: v.name for k, v in self.nodes.items()})
             for i, link in enumerate(self.spec.links):
-                Link(self.nodes[link.a.node], self.nodes[link.b.node],
-                     intfName1=self.interfaces[(i, link.a.node)], intfName2=self.interfaces[(i, link.b.node)])
+                a, b = self.nodes[link.a.node], self.nodes[link.b.node]
+                ia, ib = self.interfaces[(i, link.a.node)], self.interfaces[(i, link.b.node)]
+                if link.conditions is not None and link.conditions.delay_ms > 0:
+                    wire = self.wires[i] = Node(f"{self.prefix}w{i}", inNamespace=True)
+                    Link(a, wire, intfName1=ia, intfName2=f"{wire.name}-0")
+                    Link(wire, b, intfName1=f"{wire.name}-1", intfName2=ib)
+                else:
+                    Link(a, b, intfName1=ia, intfName2=ib)
             for n in self.spec.nodes:
                 self._configure(n.name)
+            for i, wire in self.wires.items():
+                self._start_wire(i, wire)
         except BaseException:
             self.stop()
             raise
@@ -94,6 +105,17 @@ class Lab:
         self.run(name, " && ".join(node_commands(self.spec, name, self.interfaces)))
         if self.spec.node(name).kind is NodeKind.NAT:
             self.load_nat(name)
+
+    def _start_wire(self, i: int, wire: Any) -> None:
+        c = self.spec.links[i].conditions
+        assert c is not None
+        wire.cmd(f"ip link set lo up; ip link set {wire.name}-0 up; ip link set {wire.name}-1 up")
+        proc = self.popen_node(wire, [sys.executable, "-m", "ice.lab.wire", f"{wire.name}-0", f"{wire.name}-1",
+                                      "--delay-ms", str(c.delay_ms), "--jitter-ms", str(c.jitter_ms),
+                                      "--seed", str(c.seed)], stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"the delay forwarder on link {i} did not start")
 
     def nat_interfaces(self, name: str) -> NatInterfaces:
         return nat_interfaces(self.spec, name, self.interfaces)
@@ -141,7 +163,10 @@ class Lab:
 
     def popen(self, name: str, argv: list[str], **kwargs: Any) -> subprocess.Popen[Any]:
         """Start a program in node ``name``; :meth:`stop` terminates it (by PID) before the nodes go."""
-        proc = subprocess.Popen([*netns.nsenter(self.pid(name)), *argv], **kwargs)
+        return self.popen_node(self.nodes[name], argv, **kwargs)
+
+    def popen_node(self, node: Any, argv: list[str], **kwargs: Any) -> subprocess.Popen[Any]:
+        proc = subprocess.Popen([*netns.nsenter(int(node.pid)), *argv], **kwargs)
         self.processes.append(proc)
         return proc
 
@@ -165,10 +190,11 @@ class Lab:
                 proc.kill()
                 proc.wait()
         self.processes.clear()
-        for node in self.nodes.values():
+        every = [*self.nodes.values(), *self.wires.values()]
+        for node in every:
             with suppress(Exception):  # teardown goes on for the other nodes whatever one of them does
                 node.terminate()
-        for node in self.nodes.values():
+        for node in every:
             shell = getattr(node, "shell", None)
             if shell is None:
                 continue
@@ -178,6 +204,7 @@ class Lab:
                 shell.kill()
                 shell.wait()
         self.nodes.clear()
+        self.wires.clear()
 
 
 def interface_names(spec: TopologySpec, mn_names: dict[str, str]) -> dict[tuple[int, str], str]:
@@ -205,6 +232,14 @@ def node_commands(spec: TopologySpec, name: str, interfaces: dict[tuple[int, str
         intf = interfaces[(i, name)]
         cmds += [f"ip addr add {cidr} dev {intf}" for cidr in end.addresses]
         cmds.append(f"ip link set {intf} up")
+        conditions = spec.links[i].conditions
+        rule = conditions.loss_rule() if conditions else None
+        if rule:  # loss at this end's ingress: both ends together impair both directions
+            chain = f"in_{intf.replace('-', '_')}"
+            cmds += ["nft add table netdev icelab_link",
+                     f"nft add chain netdev icelab_link {chain} "
+                     f"'{{ type filter hook ingress device \"{intf}\" priority 0; policy accept; }}'",
+                     f"nft add rule netdev icelab_link {chain} {rule}"]
     cmds += [f"ip route add {dest} via {via}" for dest, via in node.routes]
     if node.kind in (NodeKind.NAT, NodeKind.ROUTER):
         cmds.append("sysctl -qw net.ipv4.ip_forward=1")

@@ -47,10 +47,47 @@ class End:
     role: str = ""
 
 
+class LossMode(enum.Enum):
+    RANDOM = "random"
+    """Each packet is dropped with probability ``loss`` (nft ``numgen random``)."""
+    NTH = "nth"
+    """Exactly every round(1/loss)-th packet is dropped (nft ``numgen inc``): reproducible."""
+
+
+@dataclass(frozen=True)
+class LinkConditions:
+    """Impairments of one link, applied in both directions (no netem here: recipes B.7)."""
+
+    delay_ms: float = 0.0
+    """One-way delay, by a userspace forwarder spliced into the link (ice/lab/wire.py)."""
+    jitter_ms: float = 0.0
+    """Uniform +/- variation of the delay; frames are never reordered."""
+    loss: float = 0.0
+    """Fraction of IPv4 packets dropped in each direction, by nft at each end's ingress."""
+    loss_mode: LossMode = LossMode.RANDOM
+    seed: int = 0
+    """Seeds the forwarder's jitter."""
+
+    def __post_init__(self) -> None:
+        if self.delay_ms < 0 or self.jitter_ms < 0 or self.jitter_ms > self.delay_ms:
+            raise ValueError("delay and jitter must be >= 0 and jitter <= delay")
+        if not 0 <= self.loss < 1:
+            raise ValueError("loss is a fraction in [0, 1)")
+
+    def loss_rule(self) -> str | None:
+        """The nft expression that drops this link's share of IPv4 packets (None: no loss)."""
+        if self.loss <= 0:
+            return None
+        if self.loss_mode is LossMode.NTH:
+            return f"meta protocol ip numgen inc mod {round(1 / self.loss)} 0 drop"
+        return f"meta protocol ip numgen random mod 1000000 < {round(self.loss * 1_000_000)} drop"
+
+
 @dataclass(frozen=True)
 class LinkSpec:
     a: End
     b: End
+    conditions: LinkConditions | None = None
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from typing import Any
 
 from ice.errors import UserError
 from ice.lab.nat.behaviour import NatBehaviour, NatKind, preset
-from ice.lab.spec import End, LinkSpec, NodeKind, NodeSpec, TopologySpec
+from ice.lab.spec import End, LinkConditions, LinkSpec, LossMode, NodeKind, NodeSpec, TopologySpec
 
 STUN_PRIMARY = ("203.0.113.10", 3478)
 STUN_ALTERNATE = ("203.0.113.11", 3479)
@@ -31,6 +31,17 @@ TURN_PORT = 3478
 
 def behaviour(nat: NatBehaviour | str) -> NatBehaviour:
     return preset(nat) if isinstance(nat, str) else nat
+
+
+def conditions(delay_ms: float = 0, jitter_ms: float = 0, loss: float = 0, loss_mode: str = "random",
+               seed: int = 0) -> LinkConditions | None:
+    """Link impairments from topology-builder keyword arguments (None when there are none)."""
+    if not (delay_ms or jitter_ms or loss):
+        return None
+    try:
+        return LinkConditions(float(delay_ms), float(jitter_ms), float(loss), LossMode(loss_mode), int(seed))
+    except ValueError as exc:
+        raise UserError(f"bad link conditions: {exc} (loss_mode is 'random' or 'nth')") from None
 
 
 @dataclass
@@ -48,8 +59,8 @@ class TopologyBuilder:
         self.nodes.append(node)
         return node.name
 
-    def link(self, a: End, b: End) -> None:
-        self.links.append(LinkSpec(a, b))
+    def link(self, a: End, b: End, impairments: LinkConditions | None = None) -> None:
+        self.links.append(LinkSpec(a, b, impairments))
 
     def switch(self, name: str) -> str:
         return self.add(NodeSpec(name, NodeKind.SWITCH))
@@ -64,16 +75,16 @@ class TopologyBuilder:
                           turn=f"{STUN_PRIMARY[0]}:{TURN_PORT}")
         return inet
 
-    def public_host(self, name: str, segment: str) -> str:
+    def public_host(self, name: str, segment: str, impairments: LinkConditions | None = None) -> str:
         ip = f"203.0.113.{self._next_public_host}"
         self._next_public_host += 1
         self.add(NodeSpec(name))
-        self.link(End(name, (f"{ip}/24",)), End(segment))
+        self.link(End(name, (f"{ip}/24",)), End(segment), impairments)
         self.facts[name] = ip
         return ip
 
     def nat(self, name: str, nat: NatBehaviour, lan_subnet: str, upstream: str, wan_cidr: str | None = None,
-            gateway: str | None = None) -> tuple[str, str]:
+            gateway: str | None = None, impairments: LinkConditions | None = None) -> tuple[str, str]:
         """A NAT between ``upstream`` (a switch, or another NAT's LAN node) and a new LAN ``lan_subnet`` (x.y.z).
 
         Returns the LAN switch's name and the NAT's LAN address (the peers' gateway).
@@ -83,7 +94,7 @@ class TopologyBuilder:
             self._next_nat_wan += 1
         routes = (("default", gateway),) if gateway else ()
         self.add(NodeSpec(name, NodeKind.NAT, nat, routes=routes))
-        self.link(End(name, (wan_cidr,), "wan"), End(upstream))
+        self.link(End(name, (wan_cidr,), "wan"), End(upstream), impairments)
         lan = self.switch(f"{name}-lan")
         self.link(End(name, (f"{lan_subnet}.1/24",), "lan"), End(lan))
         self.facts[f"{name}_public"] = wan_cidr.split("/")[0]
@@ -95,12 +106,14 @@ class TopologyBuilder:
         self.facts[name] = ip
         return ip
 
-    def peer(self, name: str, nat: NatBehaviour, segment: str, lan_subnet: str) -> None:
-        """A peer behind its own NAT, or on the public segment when the preset is ``none``."""
+    def peer(self, name: str, nat: NatBehaviour, segment: str, lan_subnet: str,
+             impairments: LinkConditions | None = None) -> None:
+        """A peer behind its own NAT, or on the public segment when the preset is ``none``. ``impairments``
+        apply to its access link (the NAT's WAN link, or the public peer's link)."""
         if nat.kind is NatKind.NONE:
-            self.public_host(name, segment)
+            self.public_host(name, segment, impairments)
             return
-        lan, gw = self.nat(f"nat-{name}", nat, lan_subnet, segment)
+        lan, gw = self.nat(f"nat-{name}", nat, lan_subnet, segment, impairments=impairments)
         self.private_host(name, lan, f"{lan_subnet}.2", gw)
 
     def spec(self) -> TopologySpec:
