@@ -360,10 +360,11 @@ def build_parser() -> argparse.ArgumentParser:
     npr.set_defaults(func=cmd_nat_probe)
 
     b = sub.add_parser("bench", help="benchmarks against peers, side by side in one run")
-    b.add_argument("what", choices=["codec", "server"])
+    b.add_argument("what", choices=["codec", "server", "lab"])
     b.add_argument("--json", action="store_true")
     b.add_argument("--seconds", type=float, default=0.4, help="codec: time per measurement")
     b.add_argument("--requests", type=int, default=100_000, help="server: Binding requests per server")
+    b.add_argument("--rounds", type=int, help="lab: build/teardown rounds per topology (default 5)")
     b.set_defaults(func=cmd_bench)
     return p
 

@@ -285,3 +285,17 @@ def _drain(sock: object) -> list[bytes]:
             got.append(sock.recv(100))
         except TimeoutError:
             return got
+
+
+def test_bench_lab_reports_every_topology() -> None:
+    """Structure only (speed is the benchmark's business): every topology and the probed presets appear."""
+    from ice.lab.topo import registry
+
+    p = subprocess.run([*ICELAB, "bench", "lab", "--json", "--rounds", "1"], capture_output=True, text=True,
+                       timeout=120, cwd=ROOT)
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(p.stdout)
+    assert set(doc["topologies"]) == set(registry())
+    for row in doc["topologies"].values():
+        assert row["build_ms"] > 0 and row["teardown_ms"] > 0 and row["reset_ms"] > 0
+    assert all(probe["ok"] for probe in doc["probes"].values())
