@@ -299,3 +299,25 @@ def test_bench_lab_reports_every_topology() -> None:
     for row in doc["topologies"].values():
         assert row["build_ms"] > 0 and row["teardown_ms"] > 0 and row["reset_ms"] > 0
     assert all(probe["ok"] for probe in doc["probes"].values())
+
+
+def test_in_process_lab_dies_with_its_process() -> None:
+    """A Lab used directly (as tests and scenario runners do) is also gone when its process is SIGKILLed:
+    node shells and forwarders carry PR_SET_PDEATHSIG."""
+    links_before = root_links()
+    code = ("from ice.lab.mn import Lab; from ice.lab.topo import topology; import time; "
+            "lab = Lab(topology('two_nats', delay_ms=5)); lab.build(); print('up', flush=True); time.sleep(60)")
+    proc = subprocess.Popen([ICELAB[0], "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "up"
+        tree = _descendants(proc.pid)
+        assert len([p for p in tree if "mininet:" in _cmdline(p)]) >= 8
+        assert any("ice.lab.wire" in _cmdline(p) for p in tree)
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in tree):
+        time.sleep(0.02)
+    assert not [p for p in tree if Path(f"/proc/{p}").exists()]
+    assert root_links() == links_before

@@ -81,14 +81,15 @@ class Lab:
             raise UserError("Debian's mininet is not importable: run ./icelab once to provision it") from None
         started = time.perf_counter()
         try:
+            LabNode = _lab_node_class(Node)
             for i, n in enumerate(self.spec.nodes):
-                self.nodes[n.name] = Node(f"{self.prefix}{i}", inNamespace=True)
+                self.nodes[n.name] = LabNode(f"{self.prefix}{i}", inNamespace=True)
             self.interfaces = interface_names(self.spec, {k: v.name for k, v in self.nodes.items()})
             for i, link in enumerate(self.spec.links):
                 a, b = self.nodes[link.a.node], self.nodes[link.b.node]
                 ia, ib = self.interfaces[(i, link.a.node)], self.interfaces[(i, link.b.node)]
                 if link.conditions is not None and link.conditions.delay_ms > 0:
-                    wire = self.wires[i] = Node(f"{self.prefix}w{i}", inNamespace=True)
+                    wire = self.wires[i] = LabNode(f"{self.prefix}w{i}", inNamespace=True)
                     Link(a, wire, intfName1=ia, intfName2=f"{wire.name}-0")
                     Link(wire, b, intfName1=f"{wire.name}-1", intfName2=ib)
                 else:
@@ -174,6 +175,7 @@ class Lab:
         return self.popen_node(self.nodes[name], argv, **kwargs)
 
     def popen_node(self, node: Any, argv: list[str], **kwargs: Any) -> subprocess.Popen[Any]:
+        kwargs.setdefault("preexec_fn", netns.die_with_parent)
         proc = subprocess.Popen([*netns.nsenter(int(node.pid)), *argv], **kwargs)
         self.processes.append(proc)
         return proc
@@ -215,6 +217,17 @@ class Lab:
         self.nodes.clear()
         self.wires.clear()
         self.teardown_seconds = time.perf_counter() - started
+
+
+def _lab_node_class(node_class: Any) -> Any:
+    """Mininet's Node whose shell dies with us (PR_SET_PDEATHSIG), whatever kills us."""
+
+    class LabNode(node_class):  # type: ignore[misc]
+        def _popen(self, cmd: list[str], **params: Any) -> Any:
+            params.setdefault("preexec_fn", netns.die_with_parent)
+            return super()._popen(cmd, **params)
+
+    return LabNode
 
 
 def interface_names(spec: TopologySpec, mn_names: dict[str, str]) -> dict[tuple[int, str], str]:

@@ -50,6 +50,17 @@ def socket_in(pid: int | str, family: socket.AddressFamily = socket.AF_INET,
         return socket.socket(family, kind)
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """``preexec_fn`` for lab processes: the kernel sends SIGKILL when the process that started them dies (even by
+    SIGKILL), so a crashed test or CLI never leaves a node shell, and so a namespace, behind."""
+    import signal
+
+    _libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+
+
 def nsenter(pid: int) -> list[str]:
     """Command prefix that runs a program in the network namespace of ``pid``."""
     return ["nsenter", f"--net=/proc/{pid}/ns/net", "--"]
