@@ -10,6 +10,7 @@ import asyncio
 import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Self
 
 from ice.errors import StunErrorResponse, StunTimeout, StunUnreachable
 from ice.stun.attributes import (
@@ -132,7 +133,7 @@ class StunEndpoint:
         sa = self._transport.get_extra_info("sockname")
         return str(sa[0]), int(sa[1])
 
-    async def open(self, bind: Address = ("0.0.0.0", 0), connect: Address | None = None) -> StunEndpoint:
+    async def open(self, bind: Address = ("0.0.0.0", 0), connect: Address | None = None) -> Self:
         """Bind a UDP socket; with ``connect``, also connect it (only that peer's datagrams arrive, and the kernel
         reports ICMP port-unreachable, which unconnected UDP sockets never see)."""
         loop = asyncio.get_running_loop()

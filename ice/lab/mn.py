@@ -24,6 +24,7 @@ from typing import Any
 
 from ice.errors import UserError
 from ice.lab import netns
+from ice.lab.nat.behaviour import NatBehaviour, NatKind
 from ice.lab.nat.nft import NatInterfaces, compile_ruleset, sysctls
 from ice.lab.spec import NodeKind, TopologySpec
 
@@ -60,6 +61,7 @@ class Lab:
     build_seconds: float = 0.0
     teardown_seconds: float = 0.0
     processes: list[subprocess.Popen[Any]] = field(default_factory=list)
+    nat_overrides: dict[str, NatBehaviour] = field(default_factory=dict)
     wires: dict[int, Any] = field(default_factory=dict)
     """Link index -> the Mininet node that carries a delayed link's forwarder."""
 
@@ -122,15 +124,26 @@ class Lab:
     def nat_interfaces(self, name: str) -> NatInterfaces:
         return nat_interfaces(self.spec, name, self.interfaces)
 
+    def behaviour(self, name: str) -> NatBehaviour:
+        """The behaviour NAT ``name`` runs now (the spec's, unless :meth:`set_nat` changed it)."""
+        behaviour = self.nat_overrides.get(name) or self.spec.node(name).nat
+        assert behaviour is not None, f"{name} is not a NAT"
+        return behaviour
+
+    def set_nat(self, name: str, behaviour: NatBehaviour) -> None:
+        """Give NAT ``name`` another behaviour in place (reload its rules, flush conntrack): reusing a built lab
+        across scenarios costs milliseconds instead of a rebuild."""
+        if self.spec.node(name).kind is not NodeKind.NAT or behaviour.kind is NatKind.NONE:
+            raise ValueError(f"{name} is a {self.spec.node(name).kind.value}; only NAT nodes take NAT presets")
+        self.nat_overrides[name] = behaviour
+        self.load_nat(name)
+
     def ruleset(self, name: str) -> str:
-        behaviour = self.spec.node(name).nat
-        assert behaviour is not None
-        return compile_ruleset(behaviour, self.nat_interfaces(name))
+        return compile_ruleset(self.behaviour(name), self.nat_interfaces(name))
 
     def load_nat(self, name: str) -> None:
         """Load (or reload) the NAT's rules and timeouts in its namespace, then flush its conntrack table."""
-        behaviour = self.spec.node(name).nat
-        assert behaviour is not None
+        behaviour = self.behaviour(name)
         settings = " ".join(f"{k}={v}" for k, v in sysctls(behaviour).items())
         with tempfile.NamedTemporaryFile("w", suffix=".nft", prefix=f"{self.prefix}-", delete=False) as f:
             f.write(self.ruleset(name))
