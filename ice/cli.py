@@ -290,6 +290,82 @@ def cmd_nat_probe(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+def cmd_nat_grid(args: argparse.Namespace) -> int:
+    from ice.lab.isolate import reexec_isolated
+    from ice.lab.mn import Lab, require_root
+    from ice.lab.nat import preset
+    from ice.lab.nat.reach import direct_possible
+    from ice.lab.punch import punch
+    from ice.lab.topo import topology
+
+    names = args.presets or ["linux-masquerade", "eim-eif", "eim-adf", "eim-apdf", "adm-adf", "adm-apdf",
+                             "apdm-apdf"]
+    behaviours = [preset(n) for n in names]
+    require_root()
+    reexec_isolated(sys.argv[1:])
+    cells = []
+    with Lab(topology("two_nats")) as lab:
+        for i, (ra, a) in enumerate(zip(names, behaviours, strict=True)):
+            for j, (rb, b) in enumerate(zip(names, behaviours, strict=True)):
+                lab.set_nat("nat-a", a)
+                lab.set_nat("nat-b", b)
+                got = asyncio.run(punch(lab, port=42000 + i * len(names) + j)).direct
+                cells.append({"a": ra, "b": rb, "direct": got, "expected": direct_possible(a, b)})
+    bad = [c for c in cells if c["direct"] != c["expected"]]
+    if args.json:
+        _print_json({"cells": cells, "mismatches": bad})
+    else:
+        width = max(len(n) for n in names)
+        corner = "A \\ B"
+        print(f"{corner:<{width}}  " + "  ".join(f"{n[:9]:>9}" for n in names))
+        for ra in names:
+            row = [c for c in cells if c["a"] == ra]
+            marks = ["yes" if c["direct"] else "-" for c in row]
+            marks = [m + ("!" if c["direct"] != c["expected"] else "") for m, c in zip(marks, row, strict=True)]
+            print(f"{ra:<{width}}  " + "  ".join(f"{m:>9}" for m in marks))
+        print("yes: direct UDP worked (both ways); -: it did not; !: differs from ice.lab.nat.reach")
+    return 1 if bad else 0
+
+
+def cmd_topo_list(args: argparse.Namespace) -> int:
+    import inspect as _inspect
+
+    from ice.lab.topo import describe, registry
+
+    builders = registry()
+    rows = [{"name": name, "description": describe(b), "parameters": list(_inspect.signature(b).parameters)}
+            for name, b in builders.items()]
+    if args.json:
+        _print_json({"topologies": rows})
+    else:
+        for r in rows:
+            print(f"{r['name']:<12} {r['description']}")
+    return 0
+
+
+def cmd_topo_check(args: argparse.Namespace) -> int:
+    from ice.lab.check import check
+    from ice.lab.isolate import reexec_isolated
+    from ice.lab.mn import require_root
+    from ice.lab.topo import topology
+
+    spec = topology(args.name, *args.args)
+    require_root()
+    reexec_isolated(sys.argv[1:])
+    build, paths = check(spec)
+    if args.json:
+        _print_json({"topology": args.name, "build_seconds": round(build, 3), "peers": [p.as_json() for p in paths]})
+    else:
+        print(f"{args.name}: built in {build * 1000:.0f} ms")
+        for p in paths:
+            if p.mapped is None:
+                print(f"  {p.peer:<4} {p.address:<15} no UDP path to the STUN server")
+            else:
+                print(f"  {p.peer:<4} {p.address:<15} -> {p.mapped:<21} mapping {p.mapping}, filtering {p.filtering}, "
+                      f"hairpin {'-' if p.hairpinning is None else p.hairpinning}")
+    return 0
+
+
 # --------------------------------------------------------------------------------------------------------- doctor
 
 
@@ -358,6 +434,22 @@ def build_parser() -> argparse.ArgumentParser:
     npr.add_argument("--json", action="store_true")
     npr.add_argument("--no-timeout-check", action="store_true", help="skip the mapping-timeout check (saves ~4 s)")
     npr.set_defaults(func=cmd_nat_probe)
+
+    ng = ns.add_parser("grid", help="hole-punch every pairing of NAT presets in a two-NAT lab (root)")
+    ng.add_argument("presets", nargs="*", help="presets to pair (default: seven representative ones)")
+    ng.add_argument("--json", action="store_true")
+    ng.set_defaults(func=cmd_nat_grid)
+
+    tp = sub.add_parser("topo", help="the lab's topologies (one module each in topologies/)")
+    ts = tp.add_subparsers(dest="topo_command", metavar="SUBCOMMAND")
+    tl = ts.add_parser("list", help="every topology module with its parameters")
+    tl.add_argument("--json", action="store_true")
+    tl.set_defaults(func=cmd_topo_list)
+    tc = ts.add_parser("check", help="build a topology and classify each peer's path to the STUN server (root)")
+    tc.add_argument("name")
+    tc.add_argument("args", nargs="*", help="the topology's NAT presets, in order")
+    tc.add_argument("--json", action="store_true")
+    tc.set_defaults(func=cmd_topo_check)
 
     b = sub.add_parser("bench", help="benchmarks against peers, side by side in one run")
     b.add_argument("what", choices=["codec", "server", "lab"])

@@ -351,3 +351,26 @@ def test_hole_punching_grid_matches_rfc4787_reasoning() -> None:
     assert observed[("linux-masquerade", "linux-masquerade")] is True
     assert observed[("apdm-apdf", "eim-apdf")] is False and observed[("apdm-apdf", "eim-adf")] is True
     assert observed[("adm-adf", "adm-adf")] is False
+
+
+def test_cli_topo_list_check_and_grid() -> None:
+    """Topology modules are picked up by the CLI; `topo check` classifies each peer's path; `nat grid` punches."""
+    from ice.lab.topo import registry
+
+    p = subprocess.run([*ICELAB, "topo", "list", "--json"], capture_output=True, text=True, cwd=ROOT)
+    assert [t["name"] for t in json.loads(p.stdout)["topologies"]] == list(registry())
+
+    p = subprocess.run([*ICELAB, "topo", "check", "two_nats", "full-cone", "symmetric", "--json"],
+                       capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert p.returncode == 0, p.stderr
+    paths = {x["peer"]: x for x in json.loads(p.stdout)["peers"]}
+    assert (paths["a"]["mapping"], paths["a"]["filtering"]) == ("endpoint-independent", "endpoint-independent")
+    assert (paths["b"]["mapping"], paths["b"]["filtering"]) == ("address-and-port-dependent",) * 2
+    assert paths["a"]["mapped"].startswith("203.0.113.1:") and paths["b"]["mapped"].startswith("203.0.113.2:")
+
+    p = subprocess.run([*ICELAB, "nat", "grid", "eim-apdf", "apdm-apdf", "--json"], capture_output=True, text=True,
+                       timeout=60, cwd=ROOT)
+    assert p.returncode == 0, p.stderr
+    cells = {(c["a"], c["b"]): c["direct"] for c in json.loads(p.stdout)["cells"]}
+    assert cells == {("eim-apdf", "eim-apdf"): True, ("eim-apdf", "apdm-apdf"): False,
+                     ("apdm-apdf", "eim-apdf"): False, ("apdm-apdf", "apdm-apdf"): False}
