@@ -271,9 +271,23 @@ def cmd_nat_probe(args: argparse.Namespace) -> int:
     from ice.lab.probe import probe
 
     behaviour = preset(args.preset)
+    changes: dict[str, object] = {}
+    if args.outbound_refresh:
+        changes["inbound_refresh"] = False
+    if args.no_hairpin:
+        changes["hairpinning"] = False
+    if args.no_port_preservation:
+        changes["port_preservation"] = False
+    if changes:
+        try:
+            behaviour = behaviour.with_(**changes)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+    if args.timeout < 1:
+        raise UserError("--timeout must be at least 1 second")
     require_root()
     reexec_isolated(sys.argv[1:])
-    result = probe(args.preset, behaviour, timeout_check=not args.no_timeout_check)
+    result = probe(args.preset, behaviour, timeout_check=not args.no_timeout_check, timeout=args.timeout)
     if args.json:
         _print_json(result.as_json())
     else:
@@ -432,7 +446,11 @@ def build_parser() -> argparse.ArgumentParser:
     npr = ns.add_parser("probe", help="build a minimal lab around a preset and check it behaves as declared (root)")
     npr.add_argument("preset", help="a name from `icelab nat list`")
     npr.add_argument("--json", action="store_true")
-    npr.add_argument("--no-timeout-check", action="store_true", help="skip the mapping-timeout check (saves ~4 s)")
+    npr.add_argument("--no-timeout-check", action="store_true", help="skip the mapping-timeout check (saves ~6 s)")
+    npr.add_argument("--timeout", type=int, default=2, help="mapping timeout the NAT is built with (default 2 s)")
+    npr.add_argument("--outbound-refresh", action="store_true", help="variant: only outbound packets refresh")
+    npr.add_argument("--no-hairpin", action="store_true", help="variant: no hairpinning")
+    npr.add_argument("--no-port-preservation", action="store_true", help="variant: random external ports")
     npr.set_defaults(func=cmd_nat_probe)
 
     ng = ns.add_parser("grid", help="hole-punch every pairing of NAT presets in a two-NAT lab (root)")

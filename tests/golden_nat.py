@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ice.lab.nat import PRESETS, NatBehaviour, NatInterfaces, compile_ruleset
+from ice.lab.nat import PRESETS, Mapping, NatBehaviour, NatInterfaces, compile_ruleset
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "nat"
 IFACES = NatInterfaces("nat-wan", "nat-lan", "203.0.113.1", "10.0.0.0/24")
@@ -21,7 +21,9 @@ def cases() -> dict[str, NatBehaviour]:
             port_preservation=False, inbound_refresh=False, port_range=(40000, 40999), udp_timeout=5
         ),
         "adm-eif-nohairpin": PRESETS["adm-eif"].with_(hairpinning=False),
-        "masq-random-range": PRESETS["linux-masquerade"].with_(port_preservation=False, port_range=(40000, 40999)),
+        "masq-random-range": PRESETS["linux-masquerade"].with_(
+            port_preservation=False, mapping=Mapping.ADDRESS_AND_PORT_DEPENDENT, port_range=(40000, 40999)
+        ),
     }
     return {**PRESETS, **variants}
 

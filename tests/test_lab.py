@@ -21,7 +21,7 @@ pytestmark = [
 
 # The mapping-timeout check takes ~4 s of real kernel time per preset; run it where the engine's timeout
 # handling differs (each filtering kind, outbound-only refresh is covered by the golden rules), skip it elsewhere.
-TIMEOUT_CHECKED = {"full-cone", "restricted-cone", "port-restricted-cone", "symmetric"}
+TIMEOUT_CHECKED = {"full-cone", "port-restricted-cone", "symmetric", "linux-masquerade"}
 
 
 def root_links() -> set[str]:
@@ -48,10 +48,34 @@ def test_probe_measures_what_the_preset_declares(name: str) -> None:
         assert measured["port_preservation"] is behaviour.port_preservation
     if name in TIMEOUT_CHECKED:
         assert measured["alive_before_timeout"] is True and measured["expired_after_timeout"] is True
+        assert measured["inbound_refreshes"] is True  # every preset refreshes on inbound, as Linux does
     if name == "udp-blocked":
         assert measured["udp"] is False
     if name == "none":
         assert measured["behind_nat"] is False
+
+
+@pytest.mark.parametrize(
+    ("args", "checks"),
+    [
+        (["eim-apdf", "--outbound-refresh"], {"inbound_refreshes": False, "expired_after_timeout": True}),
+        (["adm-eif", "--no-hairpin", "--no-port-preservation", "--no-timeout-check"],
+         {"hairpinning": False, "port_preservation": False, "mapping": "address-dependent"}),
+    ],
+)
+def test_probe_variants(args: list[str], checks: dict[str, object]) -> None:
+    """Field overrides reach the kernel: RFC 4787 outbound-only refresh, no hairpin, random external ports."""
+    p = subprocess.run([*ICELAB, "nat", "probe", *args, "--json"], capture_output=True, text=True, timeout=60,
+                       cwd=ROOT)
+    doc = json.loads(p.stdout)
+    assert p.returncode == 0 and doc["mismatches"] == [], (doc["mismatches"], p.stderr)
+    assert {k: doc["measured"][k] for k in checks} == checks
+
+
+def test_probe_refuses_an_impossible_variant() -> None:
+    p = subprocess.run([*ICELAB, "nat", "probe", "linux-masquerade", "--no-port-preservation"],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert p.returncode == 2 and "is apdm-apdf" in p.stderr and "Traceback" not in p.stderr
 
 
 def _descendants(pid: int) -> set[int]:

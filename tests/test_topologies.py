@@ -31,6 +31,20 @@ def test_interface_names_fit_ifnamsiz(name: str) -> None:
     assert max(len(v) for v in interface_names(spec, mn_names(spec)).values()) <= 15
 
 
+def test_mn_custom_loading_works_with_debians_python() -> None:
+    """Exactly what `mn --custom FILE --topo two_nats,full-cone,symmetric` does: exec the file into a dict under
+    Debian's /usr/bin/python3 (no venv), then call topos["two_nats"]("full-cone", "symmetric")."""
+    import subprocess
+
+    path = TOPOLOGY_DIR / "two_nats.py"
+    code = (f"d = {{}}; exec(compile(open({str(path)!r}).read(), {str(path)!r}, 'exec'), d, d); "
+            "t = d['topos']['two_nats']('full-cone', 'symmetric'); print(len(t.hosts()), len(t.links()))")
+    p = subprocess.run(["/usr/bin/python3", "-c", code], capture_output=True, text=True, cwd="/")
+    assert p.returncode == 0, p.stderr
+    spec = _load(path).build("full-cone", "symmetric")
+    assert p.stdout.split() == [str(len(spec.nodes)), str(len(spec.links))]
+
+
 def test_mn_custom_topo_mirrors_the_spec() -> None:
     module = _load(TOPOLOGY_DIR / "two_nats.py")
     topo = module.topos["two_nats"]("full-cone", "symmetric")

@@ -58,6 +58,7 @@ class Measured:
     hairpinning: bool | None = None
     port_preservation: bool | None = None
     alive_before_timeout: bool | None = None
+    inbound_refreshes: bool | None = None
     expired_after_timeout: bool | None = None
 
 
@@ -105,6 +106,7 @@ def expected(behaviour: NatBehaviour) -> Measured:
         hairpinning=behaviour.hairpinning,
         port_preservation=behaviour.port_preservation,
         alive_before_timeout=True,
+        inbound_refreshes=behaviour.inbound_refresh,
         expired_after_timeout=True,
     )
 
@@ -129,15 +131,21 @@ async def _measure(lab: Lab, behaviour: NatBehaviour, timeout_check: bool) -> Me
             m.hairpinning = rep.hairpinning
             m.port_preservation = rep.mapped[1] == CLIENT_PORT
             if timeout_check:
-                m.alive_before_timeout, m.expired_after_timeout = await _timeout_check(lab, behaviour)
+                m.alive_before_timeout, m.inbound_refreshes, m.expired_after_timeout = await _timeout_check(
+                    lab, behaviour)
     finally:
         runner.close()
     return m
 
 
-async def _timeout_check(lab: Lab, behaviour: NatBehaviour) -> tuple[bool, bool]:
-    """Send out once; the server answers after half the timeout (must arrive) and again after the full timeout
-    plus a margin with no traffic in between (must not: the mapping expired, RFC 4787 §4.3)."""
+async def _timeout_check(lab: Lab, behaviour: NatBehaviour) -> tuple[bool, bool, bool]:
+    """RFC 4787 §4.3 with one outbound packet at 0 and inbound ones from the same server endpoint after it:
+
+    * at 0.6 T: must arrive (the mapping is alive);
+    * at 1.2 T: arrives only if the inbound packet at 0.6 T refreshed the mapping (Linux does; RFC 4787's
+      outbound-only refresh does not);
+    * after T + 1 s of silence: must not arrive (expired).
+    """
     loop = asyncio.get_running_loop()
     t = behaviour.udp_timeout
     client = lab.socket("client")
@@ -148,41 +156,43 @@ async def _timeout_check(lab: Lab, behaviour: NatBehaviour) -> tuple[bool, bool]
         client.setblocking(False)
         server.setblocking(False)
         await loop.sock_sendto(client, b"out", (SERVER_1[0], 4000))
+        start = loop.time()
         _, mapped = await asyncio.wait_for(loop.sock_recvfrom(server, 100), 2)
 
-        async def inbound(after: float) -> bool:
-            await asyncio.sleep(after)  # the timeout under test is wall-clock kernel state: real time is the point
+        async def inbound(at: float) -> bool:
+            # The timeout under test is wall-clock kernel state: waiting in real time is the point here.
+            await asyncio.sleep(max(0.0, start + at - loop.time()))
             await loop.sock_sendto(server, b"in", mapped)
             try:
-                await asyncio.wait_for(loop.sock_recvfrom(client, 100), 0.5)
+                await asyncio.wait_for(loop.sock_recvfrom(client, 100), 0.3)
                 return True
             except TimeoutError:
                 return False
 
-        alive = await inbound(t / 2)
-        expired = not await inbound(t + 1.0)
-        return alive, expired
+        alive = await inbound(0.6 * t)
+        refreshed = await inbound(1.3 * t)
+        expired = not await inbound((1.3 * t if refreshed else 0.0) + t + 1.0)
+        return alive, refreshed, expired
     finally:
         client.close()
         server.close()
 
 
-def probe(name: str, behaviour: NatBehaviour, timeout_check: bool = True) -> ProbeResult:
+def probe(name: str, behaviour: NatBehaviour, timeout_check: bool = True, timeout: int = PROBE_TIMEOUT
+          ) -> ProbeResult:
     """Build the probe lab for ``behaviour`` (with a short mapping timeout) and compare measured with declared."""
-    under_test = behaviour.with_(udp_timeout=PROBE_TIMEOUT) if behaviour.kind is NatKind.ENGINE else behaviour
+    timed = behaviour.kind in (NatKind.ENGINE, NatKind.MASQUERADE)
+    under_test = behaviour.with_(udp_timeout=timeout) if timed else behaviour
     want = expected(under_test)
-    if not timeout_check:
-        want.alive_before_timeout = want.expired_after_timeout = None
+    if not (timeout_check and timed):
+        want.alive_before_timeout = want.inbound_refreshes = want.expired_after_timeout = None
     declared = under_test.as_json()
     with Lab(probe_topology(under_test)) as lab:
         started = time.perf_counter()
-        measured = asyncio.run(_measure(lab, under_test, timeout_check and under_test.kind is NatKind.ENGINE))
+        measured = asyncio.run(_measure(lab, under_test, timeout_check and timed))
         result = ProbeResult(name, declared, want, measured, build_seconds=lab.build_seconds,
                              probe_seconds=time.perf_counter() - started,
                              ruleset=lab.ruleset("nat") if under_test.kind is not NatKind.NONE else "")
-    if under_test.kind is NatKind.MASQUERADE:
-        # Plain MASQUERADE has no configurable timeout here; conntrack's own is checked by the engine presets.
-        want.alive_before_timeout = want.expired_after_timeout = None
     for key, value in asdict(want).items():
         got = getattr(measured, key)
         if value is not None and got != value:
