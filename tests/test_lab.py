@@ -398,3 +398,49 @@ def test_cli_topo_list_check_and_grid() -> None:
     cells = {(c["a"], c["b"]): c["direct"] for c in json.loads(p.stdout)["cells"]}
     assert cells == {("eim-apdf", "eim-apdf"): True, ("eim-apdf", "apdm-apdf"): False,
                      ("apdm-apdf", "eim-apdf"): False, ("apdm-apdf", "apdm-apdf"): False}
+
+
+def test_udp_blocked_firewall_lets_only_tcp_to_turn_ports_out() -> None:
+    """udp-blocked: no UDP gets out; TCP reaches the TURN port (3478) and nothing else (RFC 8656 §3.1 use case)."""
+    import socket
+
+    from ice.lab.mn import Lab
+    from ice.lab.topo import topology
+
+    spec = topology("udp_blocked")
+    with Lab(spec) as lab:
+        listeners = []
+        try:
+            for port in (3478, 8080):
+                srv = lab.socket("stun", socket.AF_INET, socket.SOCK_STREAM)
+                srv.bind(("203.0.113.10", port))
+                srv.listen()
+                listeners.append(srv)
+
+            def tcp_ok(port: int) -> bool:
+                c = lab.socket("a", socket.AF_INET, socket.SOCK_STREAM)
+                c.settimeout(0.5)
+                try:
+                    c.connect(("203.0.113.10", port))
+                    return True
+                except OSError:
+                    return False
+                finally:
+                    c.close()
+
+            udp_in = lab.socket("stun")
+            udp_in.bind(("203.0.113.10", 3478))
+            udp_in.settimeout(0.3)
+            udp_out = lab.socket("a")
+            udp_out.sendto(b"x", ("203.0.113.10", 3478))
+            try:
+                udp_in.recv(10)
+                udp_arrived = True
+            except TimeoutError:
+                udp_arrived = False
+            udp_in.close()
+            udp_out.close()
+            assert (tcp_ok(3478), tcp_ok(8080), udp_arrived) == (True, False, False)
+        finally:
+            for srv in listeners:
+                srv.close()
