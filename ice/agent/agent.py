@@ -1,0 +1,629 @@
+"""The sans-IO ICE agent (RFC 8445 full and lite, RFC 7675 consent, RFC 8838 trickle).
+
+Driving it::
+
+    agent.add_host_candidate(local_address)             # one per socket the caller owns
+    agent.gather_server_reflexive(now, local, stun)     # optional; RFC 8445 §5.1.1.2
+    agent.set_remote_credentials(ufrag, pwd)            # starts checks once there are remote candidates
+    agent.add_remote_candidate(now, candidate)          # trickled or all at once; None = end-of-candidates
+    agent.handle_datagram(now, local, remote, data)     # everything a socket receives
+    agent.handle_timeout(now)                           # when next_timeout() is due
+    while (t := agent.poll_transmit()): sock(t.local).sendto(t.data, t.remote)
+    while (e := agent.next_event()): ...
+
+Component 1 of one data stream. Bad input from the network is counted in ``stats`` or answered with a STUN error
+(400, 401, 420, 487); it never raises.
+"""
+
+from __future__ import annotations
+
+import random
+import secrets
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+from ice.agent.candidate import Candidate, CandidateType, candidate_priority, foundation, pair_priority
+from ice.agent.config import AgentConfig, Nomination
+from ice.agent.events import (
+    CandidateGathered,
+    ConsentLost,
+    DataReceived,
+    Event,
+    GatheringComplete,
+    PairStateChanged,
+    SelectedPairChanged,
+    StateChanged,
+)
+from ice.agent.states import AGENT_TRANSITIONS, AgentState, PairState
+from ice.errors import StunParseError
+from ice.stun.attributes import (
+    Address,
+    Attribute,
+    ErrorCode,
+    IceControlled,
+    IceControlling,
+    Priority,
+    Software,
+    UnknownAttributes,
+    UseCandidate,
+    Username,
+    XorMappedAddress,
+)
+from ice.stun.integrity import IntegrityKey
+from ice.stun.message import Message, MessageClass, Method, is_stun, parse
+from ice.stun.transaction import ClientTransaction, RetransmissionConfig, Transmit
+
+COMPONENT = 1
+
+
+@dataclass(eq=False)
+class Pair:
+    """A candidate pair (RFC 8445 §6.1.2). ``local`` is a host or relayed candidate (its own base), or a prflx one."""
+
+    local: Candidate
+    base: Address
+    remote: Candidate
+    priority: int
+    state: PairState = PairState.FROZEN
+    valid: bool = False
+    nominated: bool = False
+    remote_nominated: bool = False
+    """The controlled side received USE-CANDIDATE for this pair (RFC 8445 §7.3.1.5)."""
+    first_check_at: float | None = None
+    rtt: float | None = None
+
+    @property
+    def foundation(self) -> str:
+        return f"{self.local.foundation}:{self.remote.foundation}"
+
+    @property
+    def key(self) -> tuple[Address, Address]:
+        return (self.base, self.remote.address)
+
+
+@dataclass
+class _Check:
+    pair: Pair | None
+    tx: ClientTransaction
+    local: Address
+    nominating: bool = False
+    purpose: str = "check"  # "check", "gather", "consent"
+    server: Address | None = None
+    cancelled: bool = False
+    """RFC 8445 §7.3.1.4: no more retransmissions, but a response is still welcome until the timeout."""
+
+
+@dataclass
+class IceAgent:
+    controlling: bool
+    config: AgentConfig = field(default_factory=AgentConfig)
+    ufrag: str = ""
+    pwd: str = ""
+    tie_breaker: int = 0
+    rng: random.Random = field(default_factory=lambda: random.Random(secrets.randbits(64)))
+    stats: Counter[str] = field(default_factory=Counter)
+
+    def __post_init__(self) -> None:
+        if self.config.lite:
+            self.controlling = False
+        self.ufrag = self.ufrag or _token(self.rng, 8)
+        self.pwd = self.pwd or _token(self.rng, 24)
+        self.tie_breaker = self.tie_breaker or self.rng.getrandbits(64)
+        self._key = IntegrityKey(self.pwd.encode())
+        self.remote_ufrag: str | None = None
+        self._remote_key: IntegrityKey | None = None
+        self.remote_lite = False
+        self.local_candidates: list[Candidate] = []
+        self._bases: dict[Address, Candidate] = {}
+        self.remote_candidates: list[Candidate] = []
+        self.remote_end_of_candidates = False
+        self.pairs: list[Pair] = []
+        self._pairs_by_key: dict[tuple[Address, Address], Pair] = {}
+        self._triggered: deque[Pair] = deque()
+        self._checks: dict[bytes, _Check] = {}
+        self._transmits: deque[Transmit] = deque()
+        self._events: deque[Event] = deque()
+        self.state = AgentState.NEW
+        self.selected: Pair | None = None
+        self._next_check_at: float | None = None
+        self._gathering = 0
+        self._gathering_final = False
+        self._gathering_done_sent = False
+        self._consent_at: float | None = None
+        self._consent_ok_at = 0.0
+        self._consent_lost = False
+        self._first_valid_at: float | None = None
+        self._nomination_sent = False
+
+    # ================================================================================================ setup
+
+    def add_host_candidate(self, local: Address, local_preference: int | None = None) -> Candidate:
+        """A host candidate on a socket the caller owns (RFC 8445 §5.1.1.1). Distinct local preferences keep
+        priorities unique on multi-homed hosts (§5.1.2.1)."""
+        if local in self._bases:
+            return self._bases[local]
+        pref = local_preference if local_preference is not None else 65535 - len(self._bases)
+        cand = Candidate(foundation(CandidateType.HOST, local[0]), COMPONENT, "udp",
+                         candidate_priority(CandidateType.HOST, pref), local[0], local[1], CandidateType.HOST)
+        self._bases[local] = cand
+        self._add_local(cand)
+        return cand
+
+    def gather_server_reflexive(self, now: float, local: Address, server: Address) -> None:
+        """Ask ``server`` for this base's mapping; a srflx candidate follows (RFC 8445 §5.1.1.2)."""
+        msg = Message(Method.BINDING, MessageClass.REQUEST, self._tid())
+        cfg = RetransmissionConfig(rto=self.config.gather_rto, rc=self.config.gather_max_sends,
+                                   rm=2)
+        tx = ClientTransaction(msg.encode(fingerprint=True), msg.transaction_id, server, now, cfg)
+        self._checks[msg.transaction_id] = _Check(None, tx, local, purpose="gather", server=server)
+        self._gathering += 1
+        self._pump(tx, local)
+
+    def end_of_local_candidates(self) -> None:
+        """The caller will add no more host candidates or servers: GatheringComplete follows once pending
+        server-reflexive requests end."""
+        self._gathering_final = True
+        self._maybe_gathering_complete()
+
+    def set_remote_credentials(self, ufrag: str, pwd: str, lite: bool = False) -> None:
+        self.remote_ufrag = ufrag
+        self._remote_key = IntegrityKey(pwd.encode())
+        self.remote_lite = lite
+        if lite and not self.config.lite:
+            self.controlling = True  # RFC 8445 §6.1.1: a full agent facing a lite one is controlling
+
+    def add_remote_candidate(self, now: float, candidate: Candidate | None) -> None:
+        """A remote candidate (trickled or not); ``None`` signals end-of-candidates (RFC 8838 §11)."""
+        if candidate is None:
+            self.remote_end_of_candidates = True
+            self._check_failed()
+            return
+        if candidate.component != COMPONENT or candidate.transport != "udp":
+            self.stats["remote-candidate-ignored"] += 1
+            return
+        if any(c.address == candidate.address for c in self.remote_candidates):
+            return
+        self.remote_candidates.append(candidate)
+        for base, local in self._bases.items():
+            self._add_pair(local, base, candidate)
+        self._start_if_ready(now)
+
+    # ============================================================================================== checks
+
+    def _add_local(self, cand: Candidate) -> None:
+        self.local_candidates.append(cand)
+        self._events.append(CandidateGathered(cand))
+
+    def _add_pair(self, local: Candidate, base: Address, remote: Candidate, state: PairState = PairState.FROZEN
+                  ) -> Pair | None:
+        if (":" in base[0]) != (":" in remote.host):
+            return None  # address families differ (RFC 8445 §6.1.2.2)
+        key = (base, remote.address)
+        if key in self._pairs_by_key:
+            return self._pairs_by_key[key]
+        if len(self.pairs) >= self.config.max_pairs:
+            self.stats["pairs-over-limit"] += 1
+            return None
+        g, d = (local.priority, remote.priority) if self.controlling else (remote.priority, local.priority)
+        pair = Pair(local, base, remote, pair_priority(g, d), state)
+        self.pairs.append(pair)
+        self.pairs.sort(key=lambda p: -p.priority)
+        self._pairs_by_key[key] = pair
+        return pair
+
+    def _start_if_ready(self, now: float) -> None:
+        if self._remote_key is None or not self.pairs or self.state is AgentState.CLOSED:
+            return
+        if self.state is AgentState.NEW:
+            self._set_state(AgentState.CHECKING)
+        # RFC 8445 §6.1.2.6: per foundation, the highest-priority frozen pair becomes Waiting.
+        seen = {p.foundation for p in self.pairs if p.state is not PairState.FROZEN}
+        for p in self.pairs:
+            if p.state is PairState.FROZEN and p.foundation not in seen:
+                self._set_pair(p, PairState.WAITING)
+                seen.add(p.foundation)
+        if self.config.lite:
+            return
+        if self._next_check_at is None:
+            self._next_check_at = now  # the first check goes at once
+            self.handle_timeout(now)
+
+    def _set_pair(self, pair: Pair, state: PairState) -> None:
+        if pair.state is not state:
+            pair.state = state
+            self._events.append(PairStateChanged(pair.local, pair.remote, state))
+
+    def _set_state(self, state: AgentState) -> None:
+        if state is self.state:
+            return
+        if state not in AGENT_TRANSITIONS[self.state]:
+            return
+        self.state = state
+        self._events.append(StateChanged(state))
+
+    def _request(self, pair: Pair, nominating: bool) -> Message:
+        assert self.remote_ufrag is not None
+        local_prflx = candidate_priority(CandidateType.PEER_REFLEXIVE, pair.local.priority >> 8 & 0xFFFF)
+        attrs: list[Attribute] = [Username(f"{self.remote_ufrag}:{self.ufrag}"), Priority(local_prflx)]
+        attrs.append(IceControlling(self.tie_breaker) if self.controlling else IceControlled(self.tie_breaker))
+        if self.controlling and (nominating or self.config.nomination is Nomination.AGGRESSIVE):
+            attrs.append(UseCandidate())
+        if self.config.software:
+            attrs.append(Software(self.config.software))
+        return Message(Method.BINDING, MessageClass.REQUEST, self._tid(), attrs)
+
+    def _send_check(self, now: float, pair: Pair, nominating: bool = False) -> None:
+        assert self._remote_key is not None
+        msg = self._request(pair, nominating)
+        n = max(1, sum(1 for p in self.pairs if p.state in (PairState.WAITING, PairState.IN_PROGRESS)))
+        rto = max(self.config.check_rto, n * self.config.ta)  # RFC 8445 §14.3
+        cfg = RetransmissionConfig(rto=rto, rc=self.config.check_max_sends, rm=16)
+        tx = ClientTransaction(msg.encode(self._remote_key, fingerprint=True), msg.transaction_id,
+                               pair.remote.address, now, cfg, key=self._remote_key)
+        self._checks[msg.transaction_id] = _Check(pair, tx, pair.base, nominating or UseCandidate() in msg.attributes)
+        if pair.first_check_at is None:
+            pair.first_check_at = now
+        self._set_pair(pair, PairState.IN_PROGRESS)
+        self._pump(tx, pair.base)
+
+    def _pump(self, tx: ClientTransaction, local: Address) -> None:
+        while (out := tx.poll_transmit()) is not None:
+            self._transmits.append(Transmit(out.remote, out.data, local))
+
+    def _next_ordinary(self) -> Pair | None:
+        if self._triggered and self.config.pace_triggered:
+            return self._triggered.popleft()
+        for state in (PairState.WAITING, PairState.FROZEN):
+            for p in self.pairs:
+                if p.state is state:
+                    return p
+        return None
+
+    # ========================================================================================= timers
+
+    def next_timeout(self) -> float | None:
+        times = [t for c in self._checks.values() if (t := c.tx.next_timeout()) is not None]
+        if self._next_check_at is not None and self._next_ordinary() is not None and not self.config.lite:
+            times.append(self._next_check_at)
+        if self._consent_at is not None:
+            times.append(self._consent_at)
+        return min(times) if times else None
+
+    def handle_timeout(self, now: float) -> None:
+        if self.state is AgentState.CLOSED:
+            return
+        for tid, check in list(self._checks.items()):
+            timed_out = check.tx.handle_timeout(now)
+            if check.cancelled:
+                while check.tx.poll_transmit() is not None:
+                    pass
+            else:
+                self._pump(check.tx, check.local)
+            if timed_out is not None:
+                del self._checks[tid]
+                self._check_timed_out(now, check)
+        if (self._next_check_at is not None and now >= self._next_check_at and not self.config.lite
+                and self.state in (AgentState.CHECKING, AgentState.CONNECTED, AgentState.COMPLETED)):
+            pair = self._next_ordinary()
+            if pair is not None:
+                self._send_check(now, pair)
+                self._next_check_at = now + self.config.ta
+        if self._consent_at is not None and now >= self._consent_at:
+            self._consent_check(now)
+        self._maybe_nominate(now)
+
+    def _check_timed_out(self, now: float, check: _Check) -> None:
+        if check.purpose == "gather":
+            self._gathering -= 1
+            self._maybe_gathering_complete()
+            return
+        if check.purpose == "consent":
+            return
+        pair = check.pair
+        assert pair is not None
+        if not pair.valid and not any(c.pair is pair for c in self._checks.values()):
+            self._set_pair(pair, PairState.FAILED)
+        self._check_failed()
+
+    def _check_failed(self) -> None:
+        if self.selected is not None or not self.remote_end_of_candidates:
+            return
+        if self.pairs and all(p.state is PairState.FAILED for p in self.pairs) and not self._checks:
+            self._set_state(AgentState.FAILED)
+
+    def _maybe_gathering_complete(self) -> None:
+        if self._gathering_final and self._gathering == 0 and not self._gathering_done_sent:
+            self._gathering_done_sent = True
+            self._events.append(GatheringComplete())
+
+    # ======================================================================================== nomination
+
+    def _maybe_nominate(self, now: float) -> None:
+        """RFC 8445 §8.1.1, regular nomination: nominate the best valid pair once no better pair can still be
+        expected to succeed (better pairs not yet checked, or checked less than ``nomination_wait`` ago)."""
+        if not self.controlling or self._nomination_sent or self.config.nomination is Nomination.AGGRESSIVE:
+            return
+        valid = [p for p in self.pairs if p.valid]
+        if not valid:
+            return
+        best = max(valid, key=lambda p: p.priority)
+        for p in self.pairs:
+            if p.priority <= best.priority or p.state in (PairState.FAILED, PairState.SUCCEEDED):
+                continue
+            if p.state in (PairState.FROZEN, PairState.WAITING):
+                return
+            if p.first_check_at is not None and now - p.first_check_at < self.config.nomination_wait:
+                return
+        self._nomination_sent = True
+        if self.config.pace_triggered:
+            self._triggered.append(best)
+            best.nominated = True
+        else:
+            self._send_check(now, best, nominating=True)
+
+    def _select(self, now: float, pair: Pair) -> None:
+        if self.selected is pair:
+            return
+        self.selected = pair
+        self._events.append(SelectedPairChanged(pair.local, pair.remote, pair.base))
+        self._set_state(AgentState.CONNECTED)
+        self._consent_ok_at = now
+        self._schedule_consent(now)
+
+    # ========================================================================================= datagrams
+
+    def handle_datagram(self, now: float, local: Address, remote: Address, data: bytes) -> None:
+        """Feed one datagram received on ``local`` from ``remote``: a STUN check, a response, or data."""
+        if self.state is AgentState.CLOSED:
+            return
+        if not is_stun(data):
+            self._data(local, remote, data)
+            return
+        try:
+            msg = parse(data)
+        except StunParseError:
+            self.stats["malformed"] += 1
+            return
+        try:
+            if msg.message_class is MessageClass.REQUEST and msg.method == Method.BINDING:
+                self._on_request(now, local, remote, msg)
+            elif msg.message_class in (MessageClass.SUCCESS, MessageClass.ERROR):
+                self._on_response(now, local, remote, msg)
+            else:
+                self.stats["stun-ignored"] += 1
+        except StunParseError:
+            self.stats["malformed-attribute"] += 1
+        self._maybe_nominate(now)
+
+    def _data(self, local: Address, remote: Address, data: bytes) -> None:
+        if any(p.key == (local, remote) and p.valid for p in self.pairs) or (
+                self.selected is not None and self.selected.key == (local, remote)):
+            self._events.append(DataReceived(data, local, remote))
+        elif any(c.address == remote for c in self.remote_candidates):
+            self._events.append(DataReceived(data, local, remote))  # early data from a known peer address
+        else:
+            self.stats["data-from-unknown"] += 1
+
+    def _respond(self, local: Address, remote: Address, req: Message, attrs: list[Attribute],
+                 cls: MessageClass = MessageClass.SUCCESS) -> None:
+        resp = Message(Method.BINDING, cls, req.transaction_id, attrs)
+        self._transmits.append(Transmit(remote, resp.encode(self._key, fingerprint=True), local))
+
+    def _on_request(self, now: float, local: Address, remote: Address, req: Message) -> None:
+        # RFC 8445 §7.3: short-term credentials; USERNAME is "our ufrag:their ufrag".
+        user = req.get(Username)
+        if user is None or not req.has_integrity:
+            self.stats["check-unauthenticated"] += 1
+            self._respond(local, remote, req, [ErrorCode(400, "Bad Request")], MessageClass.ERROR)
+            return
+        if not user.text.startswith(self.ufrag + ":"):
+            self.stats["check-wrong-username"] += 1
+            self._respond(local, remote, req, [ErrorCode(401, "Unauthorized")], MessageClass.ERROR)
+            return
+        if not req.check_integrity(self._key):
+            self.stats["check-bad-integrity"] += 1
+            self._respond(local, remote, req, [ErrorCode(401, "Unauthorized")], MessageClass.ERROR)
+            return
+        unknown = req.unknown_comprehension_required()
+        if unknown:
+            self._respond(local, remote, req, [ErrorCode(420, "Unknown Attribute"), UnknownAttributes(tuple(unknown))],
+                          MessageClass.ERROR)
+            return
+        if local not in self._bases:
+            self.stats["check-on-unknown-base"] += 1
+            return
+        # Role conflict (RFC 8445 §7.3.1.1).
+        theirs_controlling = req.get(IceControlling)
+        theirs_controlled = req.get(IceControlled)
+        if self.controlling and theirs_controlling is not None:
+            if self.tie_breaker >= theirs_controlling.number:
+                self._respond(local, remote, req, [ErrorCode(487, "Role Conflict")], MessageClass.ERROR)
+                return
+            self._switch_role(False)
+        elif not self.controlling and theirs_controlled is not None:
+            if self.tie_breaker >= theirs_controlled.number:
+                self._switch_role(True)
+            else:
+                self._respond(local, remote, req, [ErrorCode(487, "Role Conflict")], MessageClass.ERROR)
+                return
+        self._respond(local, remote, req, [XorMappedAddress(*remote)])
+        if self.remote_ufrag is None:
+            return  # answered; pairing waits for the remote credentials (RFC 8445 §7.3.1.2 / trickle)
+        # Peer-reflexive remote candidate (RFC 8445 §7.3.1.3).
+        rcand = next((c for c in self.remote_candidates if c.address == remote), None)
+        if rcand is None:
+            prio = req.get(Priority)
+            rcand = Candidate(foundation(CandidateType.PEER_REFLEXIVE, remote[0]), COMPONENT, "udp",
+                              prio.number if prio else 0, remote[0], remote[1], CandidateType.PEER_REFLEXIVE)
+            self.remote_candidates.append(rcand)
+        pair = self._pairs_by_key.get((local, remote)) or self._add_pair(self._bases[local], local, rcand,
+                                                                          PairState.WAITING)
+        if pair is None:
+            return
+        use = req.get(UseCandidate) is not None
+        if use and not self.controlling:
+            pair.remote_nominated = True
+            if pair.valid:
+                self._select(now, pair)
+        # Triggered check (RFC 8445 §7.3.1.4).
+        if self.config.lite:
+            if use:
+                pair.valid = True
+                self._select(now, pair)
+            return
+        if pair.state is PairState.SUCCEEDED:
+            return
+        if pair.state is PairState.IN_PROGRESS:
+            for c in self._checks.values():
+                if c.pair is pair and c.purpose == "check":
+                    c.cancelled = True
+        self._start_if_ready(now)
+        if self.config.pace_triggered:
+            self._set_pair(pair, PairState.WAITING)
+            if pair not in self._triggered:
+                self._triggered.append(pair)
+        else:
+            self._send_check(now, pair)
+
+    def _switch_role(self, controlling: bool) -> None:
+        self.controlling = controlling
+        self.stats["role-switch"] += 1
+        for p in self.pairs:  # pair priorities depend on the role (RFC 8445 §6.1.2.3)
+            g, d = (p.local.priority, p.remote.priority) if controlling else (p.remote.priority, p.local.priority)
+            p.priority = pair_priority(g, d)
+        self.pairs.sort(key=lambda p: -p.priority)
+
+    def _on_response(self, now: float, local: Address, remote: Address, resp: Message) -> None:
+        check = self._checks.get(resp.transaction_id)
+        if check is None:
+            self.stats["response-unknown-transaction"] += 1
+            return
+        if check.purpose == "gather":
+            self._on_gather_response(check, local, resp)
+            return
+        if check.purpose != "consent" and not resp.check_integrity(self._remote_key):  # type: ignore[arg-type]
+            self.stats["response-bad-integrity"] += 1
+            return
+        del self._checks[resp.transaction_id]
+        pair = check.pair
+        assert pair is not None
+        if check.purpose == "consent":
+            if resp.message_class is MessageClass.SUCCESS and resp.check_integrity(self._remote_key):  # type: ignore[arg-type]
+                self._consent_ok_at = now
+                if self.state is AgentState.DISCONNECTED:
+                    self._set_state(AgentState.CONNECTED)
+            return
+        if resp.message_class is MessageClass.ERROR:
+            err = resp.error
+            if err is not None and err.code == 487:  # RFC 8445 §7.2.5.1: switch role, check again
+                self._switch_role(not self.controlling)
+                self._send_check(now, pair)
+                return
+            self._set_pair(pair, PairState.FAILED)
+            self._check_failed()
+            return
+        # RFC 8445 §7.2.5.2.1: the response must come from where the request went, to where it came from.
+        if remote != pair.remote.address or local != pair.base:
+            self._set_pair(pair, PairState.FAILED)
+            self.stats["response-asymmetric"] += 1
+            return
+        pair.rtt = now - (check.tx.sent_at[-1] if check.tx.sent_at else now)
+        self._set_pair(pair, PairState.SUCCEEDED)
+        valid = pair
+        xma = resp.get(XorMappedAddress)
+        if xma is not None and xma.address != pair.base and not any(
+                c.address == xma.address for c in self.local_candidates):
+            # A peer-reflexive local candidate (RFC 8445 §7.2.5.3.1): the valid pair uses it, same base.
+            prflx = Candidate(foundation(CandidateType.PEER_REFLEXIVE, pair.base[0]), COMPONENT, "udp",
+                              candidate_priority(CandidateType.PEER_REFLEXIVE, pair.local.priority >> 8 & 0xFFFF),
+                              xma.host, xma.port, CandidateType.PEER_REFLEXIVE, related=pair.base)
+            self.local_candidates.append(prflx)
+            valid = Pair(prflx, pair.base, pair.remote, pair.priority, PairState.SUCCEEDED, rtt=pair.rtt)
+            valid.first_check_at = pair.first_check_at
+            self.pairs.append(valid)
+            self.pairs.sort(key=lambda p: -p.priority)
+            pair.valid = True  # its key (base, remote) is the path; both describe it
+        valid.valid = True
+        pair.valid = True
+        if self._first_valid_at is None:
+            self._first_valid_at = now
+        # RFC 8445 §7.2.5.3.3: unfreeze pairs with the same foundation.
+        for p in self.pairs:
+            if p.state is PairState.FROZEN and p.foundation == pair.foundation:
+                self._set_pair(p, PairState.WAITING)
+        if self.controlling and (check.nominating or self.config.nomination is Nomination.AGGRESSIVE):
+            valid.nominated = pair.nominated = True
+            self._select(now, valid if valid.local.type is CandidateType.PEER_REFLEXIVE else pair)
+        elif self.remote_lite or (not self.controlling and pair.remote_nominated):
+            self._select(now, pair)  # a lite peer needs no nomination round trip (RFC 8445 §8.2)
+
+    def _on_gather_response(self, check: _Check, local: Address, resp: Message) -> None:
+        del self._checks[resp.transaction_id]
+        self._gathering -= 1
+        xma = resp.get(XorMappedAddress)
+        base = self._bases.get(local)
+        server = check.server or ("", 0)
+        if (resp.message_class is MessageClass.SUCCESS and xma is not None and base is not None
+                and xma.address != local and not any(c.address == xma.address for c in self.local_candidates)):
+            cand = Candidate(foundation(CandidateType.SERVER_REFLEXIVE, local[0], server[0]), COMPONENT,
+                             "udp", candidate_priority(CandidateType.SERVER_REFLEXIVE, base.priority >> 8 & 0xFFFF),
+                             xma.host, xma.port, CandidateType.SERVER_REFLEXIVE, related=local)
+            # RFC 8445 §6.1.2.4: a srflx candidate is paired through its base, so it adds no pairs.
+            self._add_local(cand)
+        self._maybe_gathering_complete()
+
+    # ============================================================================================ consent
+
+    def _schedule_consent(self, now: float) -> None:
+        jitter = self.rng.uniform(0.8, 1.2)  # RFC 7675 §5.1: randomised 4-6 s around 5 s
+        self._consent_at = now + self.config.consent_interval * jitter
+
+    def _consent_check(self, now: float) -> None:
+        pair = self.selected
+        if pair is None or self._remote_key is None:
+            self._consent_at = None
+            return
+        if now - self._consent_ok_at >= self.config.consent_timeout:
+            if not self._consent_lost:
+                self._consent_lost = True
+                self._events.append(ConsentLost(pair.base, pair.remote.address))
+                self._set_state(AgentState.FAILED)
+            self._consent_at = None
+            return
+        msg = self._request(pair, nominating=False)
+        cfg = RetransmissionConfig(rto=self.config.consent_rto, rc=3, rm=2)
+        tx = ClientTransaction(msg.encode(self._remote_key, fingerprint=True), msg.transaction_id,
+                               pair.remote.address, now, cfg, key=self._remote_key)
+        self._checks[msg.transaction_id] = _Check(pair, tx, pair.base, purpose="consent")
+        self._pump(tx, pair.base)
+        self._schedule_consent(now)
+
+    # =============================================================================================== I/O
+
+    def poll_transmit(self) -> Transmit | None:
+        return self._transmits.popleft() if self._transmits else None
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    def send(self, data: bytes) -> bool:
+        """Queue application data on the selected pair; False when there is none or consent was lost."""
+        pair = self.selected
+        if pair is None or self._consent_lost or self.state is AgentState.CLOSED:
+            return False
+        self._transmits.append(Transmit(pair.remote.address, data, pair.base))
+        return True
+
+    def close(self) -> None:
+        self._checks.clear()
+        self._consent_at = None
+        self._set_state(AgentState.CLOSED)
+
+    def _tid(self) -> bytes:
+        return self.rng.getrandbits(96).to_bytes(12, "big")
+
+
+def _token(rng: random.Random, n: int) -> str:
+    """ice-char tokens (RFC 8839 §5.4: ALPHA / DIGIT / "+" / "/")."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    return "".join(alphabet[rng.getrandbits(6)] for _ in range(n))

@@ -1,0 +1,47 @@
+"""Every timer and limit of the agent, in one place (RFC 8445 §14, RFC 7675 §5.1)."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Nomination(enum.Enum):
+    REGULAR = "regular"
+    """RFC 8445 §8.1.1: the controlling agent nominates a valid pair by repeating its check with USE-CANDIDATE."""
+    AGGRESSIVE = "aggressive"
+    """RFC 5245 §8.1.1.2 (for interop): every check carries USE-CANDIDATE; the first valid pair wins."""
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    ta: float = 0.05
+    """Pacing of ordinary connectivity checks (RFC 8445 §14.2: default 50 ms). The first check goes at once."""
+    pace_triggered: bool = False
+    """Also pace triggered and nominating checks by Ta (the RFC's letter). Off by default: a triggered check is
+    one packet in answer to the peer's, and sending it at once is what makes connecting through NATs fast."""
+    check_rto: float = 0.5
+    """Initial retransmission timeout of a check; RFC 8445 §14.3 uses max(500 ms, N x Ta)."""
+    check_max_sends: int = 7
+    """Rc for checks (RFC 8489 §6.2.1); a check fails after the full schedule."""
+    nomination_wait: float = 0.05
+    """How long a higher-priority pair still in progress may delay nominating a valid lower one. A check unanswered
+    for longer is most likely hopeless (a host pair across NATs): libnice waits seconds for those."""
+    nomination: Nomination = Nomination.REGULAR
+    lite: bool = False
+    """ICE-lite (RFC 8445 §2.5): no checks of our own, always controlled; answer checks, accept nominations."""
+    consent_interval: float = 5.0
+    """RFC 7675 §5.1: consent checks every 4-6 s (this value +/- 20 %, randomised)."""
+    consent_timeout: float = 30.0
+    """RFC 7675 §5.1: consent is lost when no check succeeded for this long."""
+    consent_rto: float = 0.5
+    max_pairs: int = 100
+    """RFC 8445 §6.1.2.5: a limit on the checklist size."""
+    gather_rto: float = 0.5
+    gather_max_sends: int = 3
+    """Server-reflexive gathering gives up sooner than a check: a missing STUN server must not delay ICE."""
+    software: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.ta < 0 or self.check_rto <= 0 or self.check_max_sends < 1:
+            raise ValueError("ta >= 0, check_rto > 0 and check_max_sends >= 1")

@@ -1,0 +1,61 @@
+"""Events the agent emits (``IceAgent.next_event()``): frozen dataclasses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ice.agent.candidate import Candidate
+from ice.agent.states import AgentState, PairState
+from ice.stun.attributes import Address
+
+
+@dataclass(frozen=True)
+class CandidateGathered:
+    """A local candidate to signal to the peer (trickle ICE, RFC 8838)."""
+
+    candidate: Candidate
+
+
+@dataclass(frozen=True)
+class GatheringComplete:
+    """No more local candidates: signal end-of-candidates (RFC 8838 §8.2)."""
+
+
+@dataclass(frozen=True)
+class PairStateChanged:
+    local: Candidate
+    remote: Candidate
+    state: PairState
+
+
+@dataclass(frozen=True)
+class SelectedPairChanged:
+    """The pair data now flows on (RFC 8445 §8.1.2): ``local`` and ``remote`` carry the candidate types."""
+
+    local: Candidate
+    remote: Candidate
+    base: Address
+
+
+@dataclass(frozen=True)
+class StateChanged:
+    state: AgentState
+
+
+@dataclass(frozen=True)
+class DataReceived:
+    data: bytes
+    local: Address
+    remote: Address
+
+
+@dataclass(frozen=True)
+class ConsentLost:
+    """RFC 7675 §5.1: no consent check on the selected pair succeeded for the consent timeout; sending stopped."""
+
+    local: Address
+    remote: Address
+
+
+Event = (CandidateGathered | GatheringComplete | PairStateChanged | SelectedPairChanged | StateChanged
+         | DataReceived | ConsentLost)
