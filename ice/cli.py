@@ -233,6 +233,29 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return rc
 
 
+# ----------------------------------------------------------------------------------------------------------- peer
+
+
+def cmd_peer(args: argparse.Namespace) -> int:
+    from ice.agent import Nomination
+    from ice.aio.peer import PeerOptions, run_peer
+
+    if args.turn or args.relay_only:
+        raise UserError("TURN relay candidates arrive with the TURN issue; run the peer without --turn/--relay-only")
+    opts = PeerOptions(
+        controlling=args.controlling,
+        echo=args.echo,
+        bind=args.bind or ["127.0.0.1"],
+        stun=[_address(s, 3478) for s in args.stun],
+        lite=args.lite,
+        nomination=Nomination.AGGRESSIVE if args.aggressive else Nomination.REGULAR,
+    )
+    _event_loop_policy()
+    with contextlib.suppress(KeyboardInterrupt, BrokenPipeError):
+        return asyncio.run(run_peer(opts))
+    return 0
+
+
 # ------------------------------------------------------------------------------------------------------------ nat
 
 
@@ -430,6 +453,19 @@ def build_parser() -> argparse.ArgumentParser:
     ss.add_argument("--alt", metavar="IP:PORT", help="alternate address (other IP and port) for RFC 5780")
     ss.add_argument("--json-log", action="store_true", help="one JSON object per line on stdout")
     ss.set_defaults(func=cmd_server_stun)
+
+    pe = sub.add_parser("peer", help="an ICE agent on the line protocol (stdin/stdout) of the interop harness")
+    pe.add_argument("--controlling", action="store_true")
+    pe.add_argument("--echo", action="store_true", help="send every received datagram back")
+    pe.add_argument("--bind", "--ip", action="append", metavar="IP", help="gather host candidates here (repeatable)")
+    pe.add_argument("--stun", action="append", default=[], metavar="HOST:PORT", help="STUN server for srflx")
+    pe.add_argument("--turn", nargs="+", metavar="ARG", help="TURN server (with the TURN issue)")
+    pe.add_argument("--relay-only", action="store_true")
+    pe.add_argument("--lite", action="store_true", help="ICE-lite (always controlled, no checks of its own)")
+    mode = pe.add_mutually_exclusive_group()
+    mode.add_argument("--regular", action="store_true", help="regular nomination (default, RFC 8445)")
+    mode.add_argument("--aggressive", action="store_true", help="aggressive nomination (RFC 5245, for interop)")
+    pe.set_defaults(func=cmd_peer)
 
     n = sub.add_parser("nat", help="NAT presets (RFC 4787 behaviours) and the rules the lab loads for them")
     ns = n.add_subparsers(dest="nat_command", metavar="SUBCOMMAND")

@@ -4,7 +4,7 @@ Driving it::
 
     agent.add_host_candidate(local_address)             # one per socket the caller owns
     agent.gather_server_reflexive(now, local, stun)     # optional; RFC 8445 §5.1.1.2
-    agent.set_remote_credentials(ufrag, pwd)            # starts checks once there are remote candidates
+    agent.set_remote_credentials(now, ufrag, pwd)       # checks start once there are remote candidates
     agent.add_remote_candidate(now, candidate)          # trickled or all at once; None = end-of-candidates
     agent.handle_datagram(now, local, remote, data)     # everything a socket receives
     agent.handle_timeout(now)                           # when next_timeout() is due
@@ -133,6 +133,7 @@ class IceAgent:
         self._consent_ok_at = 0.0
         self._consent_lost = False
         self._first_valid_at: float | None = None
+        self._early_checks: list[tuple[Address, Address, int, bool]] = []
         self._nomination_sent = False
 
     # ================================================================================================ setup
@@ -165,12 +166,17 @@ class IceAgent:
         self._gathering_final = True
         self._maybe_gathering_complete()
 
-    def set_remote_credentials(self, ufrag: str, pwd: str, lite: bool = False) -> None:
+    def set_remote_credentials(self, now: float, ufrag: str, pwd: str, lite: bool = False) -> None:
+        """The peer's ice-ufrag/ice-pwd (and whether it is ICE-lite); checks start once there are pairs."""
         self.remote_ufrag = ufrag
         self._remote_key = IntegrityKey(pwd.encode())
         self.remote_lite = lite
-        if lite and not self.config.lite:
-            self.controlling = True  # RFC 8445 §6.1.1: a full agent facing a lite one is controlling
+        if lite and not self.config.lite and not self.controlling:
+            self._switch_role(True)  # RFC 8445 §6.1.1: a full agent facing a lite one is controlling
+        early, self._early_checks = self._early_checks, []
+        for local, remote, priority, use in early:
+            self._learn_check(now, local, remote, priority, use)
+        self._start_if_ready(now)
 
     def add_remote_candidate(self, now: float, candidate: Candidate | None) -> None:
         """A remote candidate (trickled or not); ``None`` signals end-of-candidates (RFC 8838 §11)."""
@@ -447,20 +453,25 @@ class IceAgent:
                 self._respond(local, remote, req, [ErrorCode(487, "Role Conflict")], MessageClass.ERROR)
                 return
         self._respond(local, remote, req, [XorMappedAddress(*remote)])
+        prio = req.get(Priority)
+        use = req.get(UseCandidate) is not None
         if self.remote_ufrag is None:
-            return  # answered; pairing waits for the remote credentials (RFC 8445 §7.3.1.2 / trickle)
-        # Peer-reflexive remote candidate (RFC 8445 §7.3.1.3).
+            # Answered; the pair (and a nomination it carried) waits for the remote credentials (RFC 8838 §11).
+            self._early_checks.append((local, remote, prio.number if prio else 0, use))
+            return
+        self._learn_check(now, local, remote, prio.number if prio else 0, use)
+
+    def _learn_check(self, now: float, local: Address, remote: Address, priority: int, use: bool) -> None:
+        """What a valid incoming check teaches: a prflx remote candidate, a pair, a nomination, a triggered check."""
         rcand = next((c for c in self.remote_candidates if c.address == remote), None)
-        if rcand is None:
-            prio = req.get(Priority)
+        if rcand is None:  # peer-reflexive remote candidate (RFC 8445 §7.3.1.3)
             rcand = Candidate(foundation(CandidateType.PEER_REFLEXIVE, remote[0]), COMPONENT, "udp",
-                              prio.number if prio else 0, remote[0], remote[1], CandidateType.PEER_REFLEXIVE)
+                              priority, remote[0], remote[1], CandidateType.PEER_REFLEXIVE)
             self.remote_candidates.append(rcand)
         pair = self._pairs_by_key.get((local, remote)) or self._add_pair(self._bases[local], local, rcand,
                                                                           PairState.WAITING)
         if pair is None:
             return
-        use = req.get(UseCandidate) is not None
         if use and not self.controlling:
             pair.remote_nominated = True
             if pair.valid:
