@@ -158,7 +158,7 @@ class IceAgent:
         tx = ClientTransaction(msg.encode(fingerprint=True), msg.transaction_id, server, now, cfg)
         self._checks[msg.transaction_id] = _Check(None, tx, local, purpose="gather", server=server)
         self._gathering += 1
-        self._pump(tx, local)
+        self._pump(tx, local, now)
 
     def end_of_local_candidates(self) -> None:
         """The caller will add no more host candidates or servers: GatheringComplete follows once pending
@@ -270,9 +270,13 @@ class IceAgent:
         if pair.first_check_at is None:
             pair.first_check_at = now
         self._set_pair(pair, PairState.IN_PROGRESS)
-        self._pump(tx, pair.base)
+        self._pump(tx, pair.base, now)
 
-    def _pump(self, tx: ClientTransaction, local: Address) -> None:
+    def _pump(self, tx: ClientTransaction, local: Address, now: float | None = None) -> None:
+        """Queue what ``tx`` has to send; with ``now``, first let it queue the sends due by then (a new
+        transaction's first request goes out at once)."""
+        if now is not None:
+            tx.handle_timeout(now)
         while (out := tx.poll_transmit()) is not None:
             self._transmits.append(Transmit(out.remote, out.data, local))
 
@@ -606,7 +610,7 @@ class IceAgent:
         tx = ClientTransaction(msg.encode(self._remote_key, fingerprint=True), msg.transaction_id,
                                pair.remote.address, now, cfg, key=self._remote_key)
         self._checks[msg.transaction_id] = _Check(pair, tx, pair.base, purpose="consent")
-        self._pump(tx, pair.base)
+        self._pump(tx, pair.base, now)
         self._schedule_consent(now)
 
     # =============================================================================================== I/O

@@ -92,9 +92,9 @@ async def run_peer(opts: PeerOptions) -> int:
                 _out(f"error {exc}")
     finally:
         receiver.cancel()
-        if os.environ.get("ICELAB_PEER_DEBUG"):
+        if os.environ.get("ICELAB_PEER_DEBUG"):  # the agent's view at exit, for debugging a failed run
             agent = conn.agent
-            print(f"debug state={agent.state.value} stats={dict(agent.stats)} pairs="
-                  f"{[(p.remote.address, p.state.value, p.valid) for p in agent.pairs]}", file=sys.stderr)
+            pairs = [(p.remote.address, p.state.value, p.valid, p.nominated, p.remote_nominated) for p in agent.pairs]
+            print(f"debug state={agent.state.value} stats={dict(agent.stats)} pairs={pairs}", file=sys.stderr)
         conn.close()
     return 0
