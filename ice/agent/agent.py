@@ -91,6 +91,8 @@ class _Check:
     server: Address | None = None
     cancelled: bool = False
     """RFC 8445 §7.3.1.4: no more retransmissions, but a response is still welcome until the timeout."""
+    controlling: bool = False
+    """The role the request was sent in (a 487 answer means: take the other one, RFC 8445 §7.2.5.1)."""
 
 
 @dataclass
@@ -266,7 +268,8 @@ class IceAgent:
         cfg = RetransmissionConfig(rto=rto, rc=self.config.check_max_sends, rm=16)
         tx = ClientTransaction(msg.encode(self._remote_key, fingerprint=True), msg.transaction_id,
                                pair.remote.address, now, cfg, key=self._remote_key)
-        self._checks[msg.transaction_id] = _Check(pair, tx, pair.base, nominating or UseCandidate() in msg.attributes)
+        self._checks[msg.transaction_id] = _Check(pair, tx, pair.base, nominating or UseCandidate() in msg.attributes,
+                                                  controlling=self.controlling)
         if pair.first_check_at is None:
             pair.first_check_at = now
         self._set_pair(pair, PairState.IN_PROGRESS)
@@ -530,8 +533,9 @@ class IceAgent:
             return
         if resp.message_class is MessageClass.ERROR:
             err = resp.error
-            if err is not None and err.code == 487:  # RFC 8445 §7.2.5.1: switch role, check again
-                self._switch_role(not self.controlling)
+            if err is not None and err.code == 487:  # RFC 8445 §7.2.5.1: take the other role, check again
+                if self.controlling == check.controlling:
+                    self._switch_role(not check.controlling)
                 self._send_check(now, pair)
                 return
             self._set_pair(pair, PairState.FAILED)

@@ -1,0 +1,285 @@
+"""The sans-IO ICE agent on a virtual clock: pair selection, RFC timers, roles, nomination, lite, consent, errors."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+import pytest
+from agent_net import Net, exchange
+
+from ice.agent import AgentConfig, AgentState, Candidate, CandidateType, IceAgent, Nomination, PairState
+from ice.agent.candidate import candidate_priority, pair_priority
+from ice.agent.events import ConsentLost, SelectedPairChanged
+from ice.stun import Message, MessageClass, Method, parse, short_term_key
+from ice.stun.attributes import ErrorCode, IceControlling, Priority, UnknownAttribute, Username
+
+A1, A2 = ("10.0.0.1", 1000), ("10.0.0.1", 1001)
+B1 = ("10.0.0.2", 2000)
+
+
+def agents(seed: int = 1, cfg_a: AgentConfig | None = None, cfg_b: AgentConfig | None = None,
+           controlling_b: bool = False) -> tuple[IceAgent, IceAgent]:
+    a = IceAgent(True, cfg_a or AgentConfig(), rng=random.Random(seed))
+    b = IceAgent(controlling_b, cfg_b or AgentConfig(), rng=random.Random(seed + 100))
+    return a, b
+
+
+def connected(*xs: IceAgent) -> bool:
+    return all(x.selected is not None and x.state is AgentState.CONNECTED for x in xs)
+
+
+# ----------------------------------------------------------------------------------------------- candidates
+
+
+def test_priorities_follow_rfc8445() -> None:
+    assert candidate_priority(CandidateType.HOST) == (126 << 24) | (65535 << 8) | 255
+    assert candidate_priority(CandidateType.RELAYED, 0, 2) == 254
+    g, d = 2130706431, 1694498815
+    assert pair_priority(g, d) == (d << 32) + 2 * g + 1
+    assert pair_priority(d, g) == (d << 32) + 2 * g
+
+
+def test_sdp_candidate_lines_round_trip() -> None:
+    line = ("candidate:842163049 1 udp 1677729535 203.0.113.5 54400 typ srflx raddr 10.0.0.5 rport 54400 "
+            "generation 0 network-cost 999 ufrag abcd")
+    c = Candidate.from_sdp("a=" + line)
+    assert (c.type, c.address, c.related, c.generation) == (CandidateType.SERVER_REFLEXIVE, ("203.0.113.5", 54400),
+                                                            ("10.0.0.5", 54400), 0)
+    assert c.extensions == (("network-cost", "999"), ("ufrag", "abcd"))  # unknown extensions preserved in order
+    assert "candidate:" + c.to_sdp() == line
+    tcp = Candidate.from_sdp("1 1 TCP 2105524479 2001:db8::1 9 typ host tcptype active")
+    assert tcp.transport == "tcp" and tcp.tcptype == "active" and tcp.host == "2001:db8::1"
+    for bad in ("1 1 udp 1 10.0.0.1 9 type host", "1 1 udp x 10.0.0.1 9 typ host", "1 1 udp 1 10.0.0.1 9 typ nope",
+                "1 1 udp 1 not_an_ip 9 typ host", "1 1 udp 1 10.0.0.1 9 typ host raddr"):
+        with pytest.raises(ValueError):
+            Candidate.from_sdp(bad)
+
+
+# ------------------------------------------------------------------------------------------ connectivity
+
+
+def test_host_pair_connects_and_data_flows() -> None:
+    net = Net()
+    a, b = agents()
+    net.attach(a, A1)
+    net.attach(b, B1)
+    exchange(net, a, b)
+    net.run(1.0, stop=lambda: connected(a, b))
+    assert connected(a, b) and net.now <= 0.005  # first check at once, nomination without waiting for a tick
+    assert a.selected is not None and a.selected.key == (A1, B1) and a.selected.nominated
+    assert a.send(b"hello")
+    net.run(net.now + 0.01)
+    events = []
+    while (e := b.next_event()) is not None:
+        events.append(e)
+    assert any(getattr(e, "data", None) == b"hello" for e in events)
+    assert any(isinstance(e, SelectedPairChanged) and e.local.type is CandidateType.HOST for e in events)
+
+
+def test_ordinary_checks_are_paced_by_ta_and_retransmitted_per_rfc() -> None:
+    """Three remote candidates that never answer: checks at 0, Ta, 2Ta; the first one retransmitted at
+    RTO = max(500 ms, N x Ta) and doubling (RFC 8445 §14.3, RFC 8489 §6.2.1)."""
+    net = Net()
+    a, b = agents()
+    net.attach(a, A1)
+    a.set_remote_credentials(0.0, b.ufrag, b.pwd)
+    for port in (3000, 3001, 3002):
+        a.add_remote_candidate(0.0, Candidate("9", 1, "udp", candidate_priority(CandidateType.HOST, 100 + port),
+                                              "10.0.0.9", port, CandidateType.HOST))
+    net.run(1.6)
+    sent = [(round(t, 6), dst) for t, _, dst, _ in net.sent]
+    firsts: dict[tuple[str, int], float] = {}
+    for t, dst in sent:
+        firsts.setdefault(dst, t)
+    assert sorted(firsts.values()) == [0.0, 0.05, 0.1]
+    first = min(firsts, key=lambda k: firsts[k])
+    assert [t for t, dst in sent if dst == first] == [0.0, 0.5, 1.5]
+
+
+def test_triggered_check_answers_at_once_through_nats() -> None:
+    """A's first checks die in B's 'NAT' until B has sent to A: B's check then triggers A's check immediately."""
+    net = Net(latency=0.005)
+    a, b = agents()
+    net.attach(a, A1)
+    net.attach(b, B1)
+    opened: set[tuple[tuple[str, int], tuple[str, int]]] = set()
+
+    def nat_drop(src: tuple[str, int], dst: tuple[str, int], data: bytes) -> bool:
+        opened.add((src, dst))
+        return dst == B1 and (B1, src) not in opened  # B filters what it has not sent to (APDF)
+
+    net.drop = nat_drop
+    exchange(net, a, b)
+    net.run(2.0, stop=lambda: connected(a, b))
+    assert connected(a, b)
+    assert net.now < 0.05  # no 500 ms retransmission, no Ta wait
+
+
+def test_role_conflict_both_controlling_resolves() -> None:
+    net = Net()
+    a, b = agents(controlling_b=True)
+    net.attach(a, A1)
+    net.attach(b, B1)
+    exchange(net, a, b)
+    net.run(2.0, stop=lambda: connected(a, b))
+    assert connected(a, b)
+    assert a.controlling != b.controlling  # the larger tie-breaker stays controlling (RFC 8445 §7.3.1.1)
+    winner = a if a.tie_breaker > b.tie_breaker else b
+    assert winner.controlling
+    assert a.stats["role-switch"] + b.stats["role-switch"] >= 1
+
+
+def test_role_conflict_both_controlled_resolves() -> None:
+    net = Net()
+    a, b = agents()
+    a.controlling = False
+    net.attach(a, A1)
+    net.attach(b, B1)
+    exchange(net, a, b)
+    net.run(2.0, stop=lambda: connected(a, b))
+    assert connected(a, b) and a.controlling != b.controlling
+
+
+def test_aggressive_nomination_selects_on_first_success() -> None:
+    net = Net()
+    a, b = agents(cfg_a=AgentConfig(nomination=Nomination.AGGRESSIVE))
+    net.attach(a, A1)
+    net.attach(b, B1)
+    exchange(net, a, b)
+    net.run(1.0, stop=lambda: connected(a, b))
+    assert connected(a, b)
+    requests = [parse(d) for _, s, _, d in net.sent if s == A1 and d[:2] == b"\x00\x01"]
+    assert requests and all(m.has(0x0025) for m in requests)  # USE-CANDIDATE on every check
+
+
+def test_lite_peer_is_controlled_and_does_not_check() -> None:
+    net = Net()
+    a, b = agents(cfg_b=AgentConfig(lite=True))
+    net.attach(a, A1)
+    net.attach(b, B1)
+    exchange(net, a, b)
+    net.run(1.0, stop=lambda: connected(a, b))
+    assert connected(a, b) and a.controlling and not b.controlling
+    assert net.checks_from(B1) == []  # a lite agent only answers
+
+
+def test_nomination_does_not_wait_for_a_hopeless_better_pair() -> None:
+    """A has two bases; the better one can never reach B. A nominates the working pair once the better pair has
+    gone unanswered for nomination_wait, instead of waiting for its checks to time out (libnice: seconds)."""
+    net = Net()
+    a, b = agents()
+    net.attach(a, A1, A2)
+    net.attach(b, B1)
+    net.drop = lambda src, dst, data: A1 in (src, dst)
+    exchange(net, a, b)
+    net.run(5.0, stop=lambda: connected(a, b))
+    assert connected(a, b) and a.selected is not None and a.selected.base == A2
+    assert net.now < 0.2
+
+
+def test_trickled_candidates_after_credentials() -> None:
+    net = Net()
+    a, b = agents()
+    net.attach(a, A1)
+    net.attach(b, B1)
+    exchange(net, a, b, trickle_delay=0.1)
+    net.run(0.1)
+    assert not connected(a, b)
+    b.add_remote_candidate(net.now, a.local_candidates[0])  # only B learns A's candidate: prflx does the rest
+    net.run(1.0, stop=lambda: connected(a, b))
+    assert connected(a, b)
+    assert a.selected is not None and a.selected.remote.type is CandidateType.PEER_REFLEXIVE
+
+
+def test_check_before_remote_credentials_keeps_its_nomination() -> None:
+    """Regression: a USE-CANDIDATE check answered before B knew A's credentials must still nominate."""
+    net = Net()
+    a, b = agents(cfg_a=AgentConfig(nomination=Nomination.AGGRESSIVE))
+    net.attach(a, A1)
+    net.attach(b, B1)
+    a.set_remote_credentials(0.0, b.ufrag, b.pwd)
+    a.add_remote_candidate(0.0, b.local_candidates[0])
+    net.run(0.01)
+    assert b.remote_ufrag is None and a.selected is not None
+    b.set_remote_credentials(net.now, a.ufrag, a.pwd)
+    net.run(1.0, stop=lambda: connected(a, b))
+    assert connected(a, b)
+
+
+# -------------------------------------------------------------------------------------------- consent
+
+
+def test_consent_checks_every_4_to_6_s_and_loss_after_30_s() -> None:
+    net = Net()
+    a, b = agents()
+    net.attach(a, A1)
+    net.attach(b, B1)
+    exchange(net, a, b)
+    net.run(1.0, stop=lambda: connected(a, b))
+    t0 = net.now
+    net.run(t0 + 20)
+    consent = [t for t in net.checks_from(A1) if t > t0 + 0.01]
+    gaps = [y - x for x, y in itertools.pairwise(consent)]
+    assert len(consent) >= 3 and all(4.0 <= g <= 6.0 for g in gaps)  # RFC 7675 §5.1, randomised
+    net.drop = lambda src, dst, data: True  # the path dies
+    died = net.now
+    net.run(died + 40)
+    events = []
+    while (e := a.next_event()) is not None:
+        events.append(e)
+    lost = [e for e in events if isinstance(e, ConsentLost)]
+    assert lost and a.state is AgentState.FAILED and not a.send(b"x")
+    assert died + 30 - 6 <= net.now  # lost no earlier than the 30 s timeout allows
+
+
+# ---------------------------------------------------------------------------------------- bad input
+
+
+def _request(agent: IceAgent, username: str, key: bytes, *extra: object) -> bytes:
+    attrs = [Username(username), Priority(1), IceControlling(1), *extra]
+    return Message(Method.BINDING, MessageClass.REQUEST, attributes=attrs).encode(  # type: ignore[arg-type]
+        short_term_key(key.decode()), fingerprint=True)
+
+
+@pytest.mark.parametrize(
+    ("make", "code", "counter"),
+    [
+        (lambda ag: _request(ag, f"{ag.ufrag}:x", b"wrong-password"), 401, "check-bad-integrity"),
+        (lambda ag: _request(ag, "someone-else:x", ag.pwd.encode()), 401, "check-wrong-username"),
+        (lambda ag: _request(ag, f"{ag.ufrag}:x", ag.pwd.encode(), UnknownAttribute(0x7777, b"?")), 420, None),
+        (lambda ag: Message(Method.BINDING, MessageClass.REQUEST).encode(), 400, "check-unauthenticated"),
+    ],
+)
+def test_bad_checks_get_error_responses(make: object, code: int, counter: str | None) -> None:
+    a, _ = agents()
+    a.add_host_candidate(A1)
+    a.handle_datagram(0.0, A1, ("10.9.9.9", 9), make(a))  # type: ignore[operator]
+    out = a.poll_transmit()
+    assert out is not None and out.remote == ("10.9.9.9", 9)
+    resp = parse(out.data)
+    assert resp.message_class is MessageClass.ERROR and resp.get(ErrorCode).code == code  # type: ignore[union-attr]
+    if counter:
+        assert a.stats[counter] == 1
+
+
+def test_garbage_never_raises() -> None:
+    a, _ = agents()
+    a.add_host_candidate(A1)
+    for junk in (b"", b"\x00\x01\x00\x00\x21\x12\xa4\x42" + bytes(12) + b"\x00\x06\x00\x40", b"\x01" * 50,
+                 bytes(20)):
+        a.handle_datagram(0.0, A1, B1, junk)
+    assert a.state is AgentState.NEW and a.poll_transmit() is None
+    assert sum(a.stats.values()) >= 3
+
+
+def test_pair_states_reach_succeeded_and_failed() -> None:
+    net = Net()
+    a, b = agents(cfg_a=AgentConfig(check_max_sends=2, check_rto=0.05))
+    net.attach(a, A1, A2)
+    net.attach(b, B1)
+    net.drop = lambda src, dst, data: A1 in (src, dst)
+    exchange(net, a, b)
+    net.run(5.0)
+    states = {p.base: p.state for p in a.pairs if p.remote.address == B1}
+    assert states == {A1: PairState.FAILED, A2: PairState.SUCCEEDED}
