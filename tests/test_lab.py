@@ -347,7 +347,8 @@ def test_in_process_lab_dies_with_its_process() -> None:
     assert root_links() == links_before
 
 
-GRID = ["linux-masquerade", "eim-eif", "eim-adf", "eim-apdf", "adm-adf", "adm-apdf", "apdm-apdf"]
+GRID = ["linux-masquerade", "eim-eif", "eim-adf", "eim-apdf", "adm-eif", "adm-adf", "adm-apdf", "apdm-eif",
+        "apdm-apdf"]
 
 
 def test_hole_punching_grid_matches_rfc4787_reasoning() -> None:

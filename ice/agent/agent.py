@@ -334,6 +334,8 @@ class IceAgent:
             return
         pair = check.pair
         assert pair is not None
+        if check.nominating and not check.cancelled and self.selected is None:
+            self._nomination_sent = False  # the nomination went unanswered: nominate again (best valid pair)
         if not pair.valid and not any(c.pair is pair for c in self._checks.values()):
             self._set_pair(pair, PairState.FAILED)
         self._check_failed()
@@ -491,17 +493,19 @@ class IceAgent:
             return
         if pair.state is PairState.SUCCEEDED:
             return
+        nominating = False
         if pair.state is PairState.IN_PROGRESS:
             for c in self._checks.values():
-                if c.pair is pair and c.purpose == "check":
+                if c.pair is pair and c.purpose == "check" and not c.cancelled:
                     c.cancelled = True
+                    nominating = nominating or c.nominating  # the replacement carries the nomination on
         self._start_if_ready(now)
         if self.config.pace_triggered:
             self._set_pair(pair, PairState.WAITING)
             if pair not in self._triggered:
                 self._triggered.append(pair)
         else:
-            self._send_check(now, pair)
+            self._send_check(now, pair, nominating=nominating)
 
     def _switch_role(self, controlling: bool) -> None:
         self.controlling = controlling

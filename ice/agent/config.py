@@ -38,8 +38,9 @@ class AgentConfig:
     max_pairs: int = 100
     """RFC 8445 §6.1.2.5: a limit on the checklist size."""
     gather_rto: float = 0.5
-    gather_max_sends: int = 3
-    """Server-reflexive gathering gives up sooner than a check: a missing STUN server must not delay ICE."""
+    gather_max_sends: int = 7
+    """Server-reflexive gathering retransmits like any STUN transaction (Rc = 7) so a lossy path still yields a
+    srflx candidate; with trickle ICE it never delays the checks, only end-of-candidates."""
     software: str | None = None
 
     def __post_init__(self) -> None:

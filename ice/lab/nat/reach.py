@@ -8,40 +8,49 @@ from __future__ import annotations
 
 from ice.lab.nat.behaviour import Filtering, Mapping, NatBehaviour, NatKind
 
-_OPEN_FILTERS = (Filtering.ENDPOINT_INDEPENDENT, Filtering.ADDRESS_DEPENDENT)
 
-
-def predictable(nat: NatBehaviour) -> bool:
-    """The address a STUN server reports is the one the peer will see (RFC 4787 §4.1 endpoint-independent
-    mapping, or no NAT at all)."""
+def _eim(nat: NatBehaviour) -> bool:
     return nat.kind is NatKind.NONE or nat.mapping is Mapping.ENDPOINT_INDEPENDENT
 
 
-def admits_unknown_port(nat: NatBehaviour) -> bool:
-    """A packet from the right IP but an unexpected port gets in once the host has sent to that IP (RFC 4787 §5:
-    endpoint-independent or address-dependent filtering, or no NAT)."""
-    return nat.kind is NatKind.NONE or nat.filtering in _OPEN_FILTERS
+def _filtering(nat: NatBehaviour) -> Filtering:
+    if nat.kind is NatKind.NONE or nat.filtering is None:
+        return Filtering.ENDPOINT_INDEPENDENT
+    return nat.filtering
+
+
+def admits_first(receiver: NatBehaviour, sender: NatBehaviour) -> bool:
+    """Does the sender's first packet to the receiver's server-reflexive address get in (RFC 4787 §5)?
+
+    It arrives on the receiver's STUN-facing binding, from whatever binding the sender's NAT chose for the
+    receiver's address. Endpoint-independent filtering admits it. Otherwise the receiver must have sent to the
+    sender through that same binding (its mapping must be endpoint-independent, since it sent to another
+    address than the STUN server): address-dependent filtering then admits the sender's IP, and
+    address-and-port-dependent filtering only the sender's srflx port, so the sender's mapping must be
+    endpoint-independent too.
+    """
+    f = _filtering(receiver)
+    if f is Filtering.ENDPOINT_INDEPENDENT:
+        return True
+    if not _eim(receiver):
+        return False
+    return f is Filtering.ADDRESS_DEPENDENT or _eim(sender)
 
 
 def direct_possible(a: NatBehaviour, b: NatBehaviour) -> bool:
     """Can A and B exchange UDP directly, both sending to each other's server-reflexive address and answering
     whatever address they hear from (ICE's peer-reflexive learning)?
 
-    * Both mappings predictable: each side sends to the address the other will use, which opens each NAT for
-      the other (simultaneous open works even through address-and-port-dependent filtering).
-    * One mapping unpredictable (Y), one predictable (X): Y's packets come from a port X has never seen, so X's
-      filtering must admit an unknown port from an IP it has sent to (endpoint-independent or address-dependent
-      filtering). X then answers Y's real address, which Y's NAT lets in because Y sent to X's (right) address.
-    * Both unpredictable: each side sends to a stale port of the other; nothing ever gets in. A relay is needed.
+    Yes when, in one direction or the other, the first packet gets in (:func:`admits_first`). The answer then
+    always gets back: NATs track sessions (conntrack), so it leaves through the binding the packet came in on,
+    which is the very address the first sender sent to. That also makes the answer come from where the request
+    went, as an ICE check requires (RFC 8445 §7.2.5.2.1), so raw hole punching and ICE agree.
 
-    A UDP-blocked side never reaches anyone directly.
+    Examples (RFC 4787 names): full cone x anything works; port-restricted x port-restricted works; symmetric x
+    restricted cone works; symmetric x port-restricted and symmetric x symmetric need a relay; a UDP-blocked
+    side never reaches anyone directly. The in-memory simulation and the kernel lab's hole-punching grid are
+    tested against this function.
     """
     if NatKind.UDP_BLOCKED in (a.kind, b.kind):
         return False
-    if predictable(a) and predictable(b):
-        return True
-    if predictable(a):
-        return admits_unknown_port(a)
-    if predictable(b):
-        return admits_unknown_port(b)
-    return False
+    return admits_first(b, a) or admits_first(a, b)

@@ -1,0 +1,106 @@
+"""An in-memory NAT generated from the same :class:`NatBehaviour` the kernel lab compiles (RFC 4787).
+
+Mapping (§4.1), filtering (§5), port preservation (§4.2.1), hairpinning (§6), binding timeout (§4.3) with
+inbound or outbound-only refresh. UDP only; deterministic given its seed.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from ice.lab.nat.behaviour import Filtering, Mapping, NatBehaviour, NatKind
+from ice.stun.attributes import Address
+
+
+@dataclass
+class _Binding:
+    external_port: int
+    internal: Address
+    refreshed: float
+    contacted: dict[Address, float] = field(default_factory=dict)
+    """Remote endpoints this binding sent to, with when (filtering state, RFC 4787 §5)."""
+
+
+@dataclass
+class SimNat:
+    behaviour: NatBehaviour
+    public_ip: str
+    seed: int = 0
+    bindings: dict[tuple[object, ...], _Binding] = field(default_factory=dict)
+    by_port: dict[int, _Binding] = field(default_factory=dict)
+    sessions: dict[tuple[Address, Address], _Binding] = field(default_factory=dict)
+    """(internal, remote) -> the binding that flow uses. Like conntrack, a reply to a packet that came in keeps
+    the binding it came in on, whatever the mapping behaviour says about new flows."""
+
+    def __post_init__(self) -> None:
+        self._rng = random.Random(self.seed)
+        if self.behaviour.kind is NatKind.NONE:
+            raise ValueError("a 'none' preset is not a NAT: give the host a public address instead")
+
+    def _key(self, internal: Address, remote: Address) -> tuple[object, ...]:
+        mapping = self.behaviour.mapping
+        if mapping is Mapping.ENDPOINT_INDEPENDENT:
+            return (internal,)
+        if mapping is Mapping.ADDRESS_DEPENDENT:
+            return (internal, remote[0])
+        return (internal, remote)
+
+    def _alive(self, b: _Binding, now: float) -> bool:
+        return now - b.refreshed < self.behaviour.udp_timeout
+
+    def _allocate(self, internal: Address) -> int:
+        lo, hi = self.behaviour.port_range or (1024, 65535)
+        if self.behaviour.port_preservation and lo <= internal[1] <= hi and internal[1] not in self.by_port:
+            return internal[1]
+        while True:
+            port = self._rng.randint(lo, hi)
+            if port not in self.by_port:
+                return port
+
+    def outbound(self, now: float, internal: Address, remote: Address) -> Address | None:
+        """Translate a packet from ``internal`` to ``remote``; None if the NAT drops it."""
+        if self.behaviour.kind is NatKind.UDP_BLOCKED:
+            return None
+        session = self.sessions.get((internal, remote))
+        if session is not None and self._alive(session, now) and self.by_port.get(session.external_port) is session:
+            session.refreshed = now
+            session.contacted[remote] = now
+            return (self.public_ip, session.external_port)
+        key = self._key(internal, remote)
+        b = self.bindings.get(key)
+        if b is not None and not self._alive(b, now):
+            self._expire(key, b)
+            b = None
+        if b is None:
+            b = _Binding(self._allocate(internal), internal, now)
+            self.bindings[key] = b
+            self.by_port[b.external_port] = b
+        b.refreshed = now
+        b.contacted[remote] = now
+        self.sessions[(internal, remote)] = b
+        return (self.public_ip, b.external_port)
+
+    def _expire(self, key: tuple[object, ...], b: _Binding) -> None:
+        del self.bindings[key]
+        if self.by_port.get(b.external_port) is b:
+            del self.by_port[b.external_port]
+
+    def inbound(self, now: float, remote: Address, external_port: int) -> Address | None:
+        """Where a packet from ``remote`` to our public address and ``external_port`` goes; None if filtered."""
+        b = self.by_port.get(external_port)
+        if b is None or not self._alive(b, now):
+            return None
+        filtering = self.behaviour.filtering
+        if filtering is Filtering.ADDRESS_DEPENDENT:
+            allowed = any(ip == remote[0] for ip, _ in b.contacted)
+        elif filtering is Filtering.ADDRESS_AND_PORT_DEPENDENT:
+            allowed = remote in b.contacted
+        else:
+            allowed = True
+        if not allowed:
+            return None
+        if self.behaviour.inbound_refresh:
+            b.refreshed = now
+        self.sessions[(b.internal, remote)] = b
+        return b.internal

@@ -1,0 +1,167 @@
+"""The in-memory network: hosts behind :class:`SimNat`s and on a public segment, a virtual clock, seeded impairments.
+
+Routing mirrors the kernel lab's topologies: hosts on one LAN reach each other directly; a private address on
+another LAN is unreachable; everything else leaves through the LAN's NAT (or is dropped by it) and enters a
+destination NAT only where its filtering allows. Hairpinning follows the NAT's behaviour.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ice.agent import IceAgent
+from ice.agent.events import Event
+from ice.lab.nat.behaviour import NatBehaviour
+from ice.sim.nat import SimNat
+from ice.stun.attributes import Address
+from ice.stun.server import StunServer, StunServerConfig
+
+
+@dataclass
+class _Lan:
+    prefix: str
+    nat: SimNat
+
+
+@dataclass
+class SimNetwork:
+    latency: float = 0.001
+    """One-way delay of every packet, seconds."""
+    jitter: float = 0.0
+    loss: float = 0.0
+    seed: int = 0
+    now: float = 0.0
+    lans: list[_Lan] = field(default_factory=list)
+    agents: dict[Address, IceAgent] = field(default_factory=dict)
+    servers: dict[Address, StunServer] = field(default_factory=dict)
+    delivered: int = 0
+    dropped: int = 0
+    trace: list[tuple[float, str, Address, Address]] | None = None
+    """When a list, every packet's fate is appended: (time, "sent"/"dropped"/"delivered", src, dst)."""
+    on_event: Callable[[IceAgent, Event], None] | None = None
+    """Called with every agent event as virtual time advances (signalling, trickle ICE)."""
+
+    def __post_init__(self) -> None:
+        self._rng = random.Random(self.seed)
+        self._queue: list[tuple[float, int, Address, Address, bytes]] = []
+        self._seq = 0
+
+    # ------------------------------------------------------------------------------------------ building
+
+    def add_nat(self, behaviour: NatBehaviour, public_ip: str, lan_prefix: str) -> SimNat:
+        """A NAT with public address ``public_ip`` in front of the LAN whose addresses start with ``lan_prefix``."""
+        nat = SimNat(behaviour, public_ip, seed=self._rng.getrandbits(32))
+        self.lans.append(_Lan(lan_prefix, nat))
+        return nat
+
+    def add_agent(self, agent: IceAgent, *addresses: Address) -> None:
+        for a in addresses:
+            self.agents[a] = agent
+            agent.add_host_candidate(a)
+
+    def add_stun_server(self, primary: Address, alternate: Address | None = None) -> StunServer:
+        server = StunServer(StunServerConfig(primary, alternate, software="icelab sim"))
+        for local in server.config.local_addresses:
+            self.servers[local] = server
+        return server
+
+    # ------------------------------------------------------------------------------------------- routing
+
+    def _lan(self, ip: str) -> _Lan | None:
+        return next((lan for lan in self.lans if ip.startswith(lan.prefix)), None)
+
+    def _nat_by_public(self, ip: str) -> SimNat | None:
+        return next((lan.nat for lan in self.lans if lan.nat.public_ip == ip), None)
+
+    def send(self, src: Address, dst: Address, data: bytes) -> None:
+        """Route one datagram; it arrives after the latency (and jitter) unless something drops it."""
+        route = self._route(src, dst)
+        if route is None or (self.loss and self._rng.random() < self.loss):
+            self.dropped += 1
+            if self.trace is not None:
+                self.trace.append((self.now, "dropped", src, dst))
+            return
+        seen_src, final_dst = route
+        delay = self.latency + (self._rng.uniform(-self.jitter, self.jitter) if self.jitter else 0.0)
+        self._seq += 1
+        heapq.heappush(self._queue, (self.now + max(0.0, delay), self._seq, seen_src, final_dst, data))
+
+    def _route(self, src: Address, dst: Address) -> tuple[Address, Address] | None:
+        now = self.now
+        src_lan = self._lan(src[0])
+        dst_lan = self._lan(dst[0])
+        if src_lan is not None:
+            if dst_lan is src_lan:
+                return src, dst  # same LAN: no NAT involved
+            if dst_lan is not None:
+                return None  # another private network: no route
+            if dst[0] == src_lan.nat.public_ip:  # hairpin (RFC 4787 §6)
+                if not src_lan.nat.behaviour.hairpinning:
+                    return None
+                ext = src_lan.nat.outbound(now, src, dst)
+                binding = src_lan.nat.by_port.get(dst[1])
+                if ext is None or binding is None:
+                    return None
+                return ext, binding.internal
+            ext = src_lan.nat.outbound(now, src, dst)
+            if ext is None:
+                return None
+            src = ext
+        elif dst_lan is not None:
+            return None  # the public side has no route to private space
+        nat = self._nat_by_public(dst[0])
+        if nat is not None:
+            internal = nat.inbound(now, src, dst[1])
+            return (src, internal) if internal is not None else None
+        if dst in self.agents or dst in self.servers:
+            return src, dst
+        return None
+
+    # --------------------------------------------------------------------------------------------- clock
+
+    def _collect(self) -> None:
+        for agent in self._unique_agents():
+            if self.on_event is not None:
+                while (ev := agent.next_event()) is not None:
+                    self.on_event(agent, ev)
+            while (t := agent.poll_transmit()) is not None:
+                assert t.local is not None
+                if self.trace is not None:
+                    self.trace.append((self.now, "sent", t.local, t.remote))
+                self.send(t.local, t.remote, t.data)
+
+    def _unique_agents(self) -> list[IceAgent]:
+        return list({id(a): a for a in self.agents.values()}.values())
+
+    def run(self, until: float, stop: Callable[[], bool] = lambda: False) -> None:
+        """Advance virtual time event by event up to ``until`` (or until ``stop()``)."""
+        agents = self._unique_agents()
+        while True:
+            self._collect()
+            if stop():
+                return
+            times = [t for a in agents if (t := a.next_timeout()) is not None]
+            if self._queue:
+                times.append(self._queue[0][0])
+            if not times or min(times) > until:
+                self.now = max(self.now, until)
+                return
+            self.now = max(self.now, min(times))
+            while self._queue and self._queue[0][0] <= self.now:
+                _, _, src, dst, data = heapq.heappop(self._queue)
+                self.delivered += 1
+                if self.trace is not None:
+                    self.trace.append((self.now, "delivered", src, dst))
+                if dst in self.servers:
+                    out = self.servers[dst].handle(dst, src, data)
+                    if out is not None:
+                        self.send(out.local or dst, out.remote, out.data)
+                elif dst in self.agents:
+                    self.agents[dst].handle_datagram(self.now, dst, src, data)
+            for a in agents:
+                t = a.next_timeout()
+                if t is not None and t <= self.now:
+                    a.handle_timeout(self.now)

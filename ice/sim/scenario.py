@@ -1,0 +1,70 @@
+"""Two agents across two simulated NATs with a STUN server: the sim back-end of a scenario cell."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from ice.agent import AgentConfig, CandidateType, IceAgent
+from ice.agent.events import CandidateGathered, Event, GatheringComplete
+from ice.lab.nat.behaviour import NatBehaviour, NatKind
+from ice.sim.network import SimNetwork
+
+STUN = ("203.0.113.10", 3478)
+STUN_ALT = ("203.0.113.11", 3479)
+
+
+@dataclass(frozen=True)
+class SimResult:
+    connected: bool
+    seconds: float
+    """Virtual time from both agents having the remote credentials until both selected a pair."""
+    selected: tuple[CandidateType, CandidateType] | None
+    """(local type, remote type) of the controlling agent's selected pair."""
+    succeeded: frozenset[tuple[str, str]]
+    """Candidate-type pairs (local, remote) of A's pairs that succeeded."""
+
+    @property
+    def selected_name(self) -> str | None:
+        return f"{self.selected[0].value}-{self.selected[1].value}" if self.selected else None
+
+
+def _peer(net: SimNetwork, name: str, nat: NatBehaviour, index: int, agent: IceAgent) -> None:
+    if nat.kind is NatKind.NONE:
+        net.add_agent(agent, (f"203.0.113.{100 + index}", 5000))
+        return
+    net.add_nat(nat, f"203.0.113.{index}", f"10.0.{index}.")
+    net.add_agent(agent, (f"10.0.{index}.2", 5000))
+
+
+def two_nats(nat_a: NatBehaviour, nat_b: NatBehaviour, config: AgentConfig | None = None, seed: int = 0,
+             latency: float = 0.001, loss: float = 0.0, jitter: float = 0.0, timeout: float = 10.0) -> SimResult:
+    """Trickle ICE between A (controlling) and B: credentials at t = 0, every candidate signalled as soon as it
+    is gathered (host at once, srflx when the STUN server answers), end-of-candidates when gathering ends."""
+    net = SimNetwork(latency=latency, loss=loss, jitter=jitter, seed=seed)
+    net.add_stun_server(STUN, STUN_ALT)
+    cfg = config or AgentConfig()
+    a = IceAgent(True, cfg, rng=random.Random(seed * 2 + 1))
+    b = IceAgent(False, cfg, rng=random.Random(seed * 2 + 2))
+    peer = {id(a): b, id(b): a}
+
+    def signal(agent: IceAgent, ev: Event) -> None:  # an instant signalling channel
+        if isinstance(ev, CandidateGathered):
+            peer[id(agent)].add_remote_candidate(net.now, ev.candidate)
+        elif isinstance(ev, GatheringComplete):
+            peer[id(agent)].add_remote_candidate(net.now, None)
+
+    net.on_event = signal
+    _peer(net, "a", nat_a, 1, a)
+    _peer(net, "b", nat_b, 2, b)
+    for x, y in ((a, b), (b, a)):
+        y.set_remote_credentials(net.now, x.ufrag, x.pwd)
+    for agent in (a, b):
+        for base in list(agent._bases):
+            agent.gather_server_reflexive(net.now, base, STUN)
+        agent.end_of_local_candidates()
+    net.run(timeout, stop=lambda: a.selected is not None and b.selected is not None)
+    ok = a.selected is not None and b.selected is not None
+    sel = (a.selected.local.type, a.selected.remote.type) if a.selected is not None else None
+    succeeded = frozenset((p.local.type.value, p.remote.type.value) for p in a.pairs if p.valid)
+    return SimResult(ok, net.now, sel, succeeded)
