@@ -283,3 +283,43 @@ def test_pair_states_reach_succeeded_and_failed() -> None:
     net.run(5.0)
     states = {p.base: p.state for p in a.pairs if p.remote.address == B1}
     assert states == {A1: PairState.FAILED, A2: PairState.SUCCEEDED}
+
+
+def test_sdp_ice_attributes_round_trip() -> None:
+    from ice.agent.sdp import IceDescription
+
+    sdp = ("v=0\r\na=ice-lite\r\na=ice-ufrag:8hhY\r\na=ice-pwd:asd88fgpdd777uzjYhagZg\r\na=ice-options:trickle ice2\r\n"
+           "m=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=candidate:1 1 UDP 2130706431 10.0.1.1 8998 typ host\r\n"
+           "a=end-of-candidates\r\n")
+    d = IceDescription.from_lines(sdp)
+    assert (d.ufrag, d.pwd, d.options, d.lite, d.end_of_candidates) == (
+        "8hhY", "asd88fgpdd777uzjYhagZg", ("trickle", "ice2"), True, True)
+    assert d.candidates[0].address == ("10.0.1.1", 8998)
+    d.validate()
+    assert IceDescription.from_lines(d.to_lines()) == d
+    with pytest.raises(ValueError, match="ice-pwd"):
+        IceDescription(ufrag="abcd", pwd="short").validate()
+
+
+def test_ice_restart_keeps_data_flowing_until_the_new_pair_is_selected() -> None:
+    net = Net()
+    a, b = agents()
+    net.attach(a, A1)
+    net.attach(b, B1)
+    exchange(net, a, b)
+    net.run(1.0, stop=lambda: connected(a, b))
+    old_ufrag, old_pair = a.ufrag, a.selected
+    a.restart(net.now)
+    b.restart(net.now)
+    assert a.ufrag != old_ufrag and a.state is AgentState.CHECKING
+    assert a.send(b"during-restart")  # the old pair still carries data
+    net.run(net.now + 0.01)
+    got = []
+    while (e := b.next_event()) is not None:
+        got.append(getattr(e, "data", None))
+    assert b"during-restart" in got
+    exchange(net, a, b)
+    net.run(net.now + 1.0, stop=lambda: connected(a, b) and a.selected is not old_pair)
+    assert connected(a, b) and a.selected is not old_pair
+    checks = [parse(d) for _, s, _, d in net.sent if s == A1 and d[:2] == b"\x00\x01"]
+    assert checks[-1].get(Username) == Username(f"{b.ufrag}:{a.ufrag}")  # new credentials on the wire

@@ -136,6 +136,7 @@ class IceAgent:
         self._consent_lost = False
         self._first_valid_at: float | None = None
         self._early_checks: list[tuple[Address, Address, int, bool]] = []
+        self._restarting = False
         self._nomination_sent = False
 
     # ================================================================================================ setup
@@ -380,6 +381,7 @@ class IceAgent:
         if self.selected is pair:
             return
         self.selected = pair
+        self._restarting = False
         self._events.append(SelectedPairChanged(pair.local, pair.remote, pair.base))
         self._set_state(AgentState.CONNECTED)
         self._consent_ok_at = now
@@ -636,6 +638,29 @@ class IceAgent:
             return False
         self._transmits.append(Transmit(pair.remote.address, data, pair.base))
         return True
+
+    def restart(self, now: float) -> None:
+        """ICE restart (RFC 8445 §9): new local credentials, a fresh checklist, no remote credentials or candidates
+        until the peer signals its new ones. Data keeps flowing on the old selected pair until a new pair is
+        selected. Local candidates are kept (gather new server-reflexive ones if the network changed)."""
+        self.ufrag = _token(self.rng, 8)
+        self.pwd = _token(self.rng, 24)
+        self._key = IntegrityKey(self.pwd.encode())
+        self.remote_ufrag = None
+        self._remote_key = None
+        self.remote_candidates.clear()
+        self.remote_end_of_candidates = False
+        self.pairs.clear()
+        self._pairs_by_key.clear()
+        self._triggered.clear()
+        self._early_checks.clear()
+        self._checks = {tid: c for tid, c in self._checks.items() if c.purpose == "gather"}
+        self._next_check_at = None
+        self._nomination_sent = False
+        self._first_valid_at = None
+        self._consent_at = None  # consent resumes on the new pair
+        self._restarting = True
+        self._set_state(AgentState.CHECKING)
 
     def close(self) -> None:
         self._checks.clear()

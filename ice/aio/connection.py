@@ -136,6 +136,13 @@ class Connection:
         while True:
             yield await self._events.get()
 
+    def restart(self) -> None:
+        """ICE restart (RFC 8445 §9): new ufrag/pwd (signal them and the candidates again); data keeps flowing on
+        the current pair until a new one is selected."""
+        self.agent.restart(self._now())
+        self.selected = None
+        self._flush()
+
     def close(self) -> None:
         self.agent.close()
         if self._timer:
