@@ -13,6 +13,7 @@ import asyncio
 import json
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -97,17 +98,25 @@ def _stats(values: list[float]) -> dict[str, float]:
             "min_ms": round(ordered[0] * 1000, 3)}
 
 
-async def measure(runs: int, quiet: bool) -> dict[str, object]:
+def _impls(ip_a: str, ip_b: str, stun: str | None, wrap_a: list[str], wrap_b: list[str]
+           ) -> dict[str, tuple[list[str], list[str]]]:
     py = sys.executable
-    impls = {
-        "icelab": ([py, "-m", "ice.cli", "peer", "--controlling", "--bind", "127.0.0.1"],
-                   [py, "-m", "ice.cli", "peer", "--echo", "--bind", "127.0.0.1"]),
-        "aioice": ([py, str(HERE / "peers" / "aioice_peer.py"), "--controlling"],
-                   [py, str(HERE / "peers" / "aioice_peer.py"), "--echo"]),
+    ours = [py, "-m", "ice.cli", "peer"] + (["--stun", stun] if stun else [])
+    theirs = [py, str(HERE / "peers" / "aioice_peer.py")] + (["--stun", stun] if stun else [])
+    return {
+        "icelab": ([*wrap_a, *ours, "--controlling", "--bind", ip_a], [*wrap_b, *ours, "--echo", "--bind", ip_b]),
+        "aioice": ([*wrap_a, *theirs, "--controlling", "--ip", ip_a], [*wrap_b, *theirs, "--echo", "--ip", ip_b]),
     }
+
+
+async def measure(runs: int, quiet: bool, impls: dict[str, tuple[list[str], list[str]]] | None = None,
+                  between: object = None) -> dict[str, object]:
+    impls = impls or _impls("127.0.0.1", "127.0.0.1", None, [], [])
     results: dict[str, list[dict[str, float]]] = {name: [] for name in impls}
     for i in range(WARMUP + runs):
         for name, (ca, cb) in impls.items():
+            if callable(between):
+                between()  # fresh NAT state for every connection
             r = await one_run(ca, cb)
             if i >= WARMUP:
                 results[name].append(r)
@@ -124,6 +133,26 @@ async def measure(runs: int, quiet: bool) -> dict[str, object]:
     return summary
 
 
+def _main_lab(args: argparse.Namespace, runs: int) -> int:
+    """The same measurement through two Linux-router NATs (MASQUERADE + WAN input drop, as measured in
+    reference/connect-and-server-anchors.md), srflx candidates from the embedded STUN server on the public side."""
+    from ice.lab.isolate import reexec_isolated
+    from ice.lab.mn import Lab, require_root
+    from ice.lab.netns import nsenter
+    from ice.lab.topo import topology
+
+    require_root()
+    reexec_isolated(sys.argv[1:])
+    spec = topology("two_nats", "linux-masquerade", "linux-masquerade")
+    with Lab(spec) as lab:
+        stun = spec.facts["stun_primary"]
+        lab.popen("stun", [sys.executable, "-m", "ice.cli", "server", "stun", "--listen", stun],
+                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        impls = _impls(spec.facts["a"], spec.facts["b"], stun, nsenter(lab.pid("a")), nsenter(lab.pid("b")))
+        summary = asyncio.run(measure(runs, quiet=bool(args.json), impls=impls, between=lab.reset))
+    return _report(args, runs, summary, "two linux-masquerade NATs, srflx from the embedded STUN server")
+
+
 def main(args: argparse.Namespace) -> int:
     try:
         import aioice  # noqa: F401
@@ -132,13 +161,19 @@ def main(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     runs = int(getattr(args, "runs", None) or RUNS)
+    if getattr(args, "lab", False):
+        return _main_lab(args, runs)
     summary = asyncio.run(measure(runs, quiet=bool(args.json)))
+    return _report(args, runs, summary, "loopback, host candidates")
+
+
+def _report(args: argparse.Namespace, runs: int, summary: dict[str, object], topology: str) -> int:
     ours = summary["icelab"]["completed"]["median_ms"]  # type: ignore[index]
     theirs = summary["aioice"]["completed"]["median_ms"]  # type: ignore[index]
     ratio = round(ours / theirs, 4) if theirs else 0.0
     doc = {
         "benchmark": "connect",
-        "topology": "loopback, host candidates",
+        "topology": topology,
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "runs": runs,
         "results": summary,

@@ -512,6 +512,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--requests", type=int, default=100_000, help="server: Binding requests per server")
     b.add_argument("--rounds", type=int, help="lab: build/teardown rounds per topology (default 5)")
     b.add_argument("--runs", type=int, help="connect: measured connections per implementation (default 20)")
+    b.add_argument("--lab", action="store_true", help="connect: through two NATs in the kernel lab (root)")
     b.set_defaults(func=cmd_bench)
     return p
 

@@ -1,6 +1,6 @@
 """aioice 0.13 on the line protocol (adapted from shared/interop/aioicepeer.py), for `icelab bench connect`.
 
-usage: aioice_peer.py [--controlling] [--echo] [--ip 127.0.0.1]
+usage: aioice_peer.py [--controlling] [--echo] [--ip 127.0.0.1] [--stun HOST:PORT]
 """
 
 import asyncio
@@ -19,7 +19,11 @@ def out(s: str) -> None:
 
 
 async def main(argv: list[str]) -> None:
-    conn = aioice.Connection(ice_controlling="--controlling" in argv, use_ipv6=False)
+    kw = {}
+    if "--stun" in argv:
+        host, port = argv[argv.index("--stun") + 1].rsplit(":", 1)
+        kw["stun_server"] = (host, int(port))
+    conn = aioice.Connection(ice_controlling="--controlling" in argv, use_ipv6=False, **kw)
     out("ufrag " + conn.local_username)
     out("pwd " + conn.local_password)
     await conn.gather_candidates()
