@@ -65,3 +65,23 @@ def test_bench_connect_reports_both_and_the_ratio() -> None:
         assert r["completed"]["median_ms"] >= r["first_usable"]["median_ms"] > 0
     assert doc["ratio"] == round(doc["results"]["icelab"]["completed"]["median_ms"]
                                  / doc["results"]["aioice"]["completed"]["median_ms"], 4)
+
+
+def test_ipv6_loopback() -> None:
+    async def main() -> tuple[bytes, str]:
+        a, b = Connection(True, bind=["::1"]), Connection(False, bind=["::1"])
+        try:
+            await asyncio.gather(a.gather(), b.gather())
+            for x, y in ((a, b), (b, a)):
+                for c in x.local_candidates:
+                    y.add_remote_candidate(c)
+                y.add_remote_candidate(None)
+                y.set_remote_credentials(x.ufrag, x.pwd)
+            sel, _ = await asyncio.wait_for(asyncio.gather(a.connect(), b.connect()), 5)
+            a.send(b"v6")
+            return await asyncio.wait_for(b.recv(), 5), sel.remote.host
+        finally:
+            a.close()
+            b.close()
+
+    assert asyncio.run(main()) == (b"v6", "::1")

@@ -455,3 +455,50 @@ def test_bench_connect_through_two_nats_reports_both() -> None:
     doc = json.loads(p.stdout)
     assert doc["topology"].startswith("two linux-masquerade NATs")
     assert set(doc["results"]) == {"icelab", "aioice"} and doc["ratio"] > 0
+
+
+@pytest.mark.parametrize(("nat_a", "nat_b"), [("port-restricted-cone", "port-restricted-cone"),
+                                              ("symmetric", "restricted-cone"), ("symmetric", "port-restricted-cone")])
+def test_agents_through_kernel_nats_agree_with_the_sim(nat_a: str, nat_b: str) -> None:
+    """The same pairing in the kernel lab and in the simulation: both connect, or both cannot, as RFC 4787
+    reasoning predicts (a relay is the only way for the last one; TURN arrives with its own issue)."""
+    import asyncio
+
+    from ice.aio.connection import Connection
+    from ice.aio.stun import parse_hostport
+    from ice.lab.mn import Lab
+    from ice.lab.nat import preset
+    from ice.lab.nat.reach import direct_possible
+    from ice.lab.stun import start_stun_server
+    from ice.lab.topo import topology
+    from ice.sim.scenario import two_nats
+
+    spec = topology("two_nats", nat_a, nat_b)
+    stun = parse_hostport(spec.facts["stun_primary"])
+
+    async def connect(lab: Lab) -> bool:
+        runner = await start_stun_server(lab)
+        a = Connection(True, bind=[spec.facts["a"]], stun_servers=[stun], make_socket=lambda f: lab.socket("a", f))
+        b = Connection(False, bind=[spec.facts["b"]], stun_servers=[stun], make_socket=lambda f: lab.socket("b", f))
+        try:
+            await asyncio.gather(a.gather(), b.gather())
+            for x, y in ((a, b), (b, a)):
+                for c in x.local_candidates:
+                    y.add_remote_candidate(c)
+                y.add_remote_candidate(None)
+                y.set_remote_credentials(x.ufrag, x.pwd)
+            try:
+                await asyncio.wait_for(asyncio.gather(a.connect(), b.connect()), 2)
+            except TimeoutError:
+                return False
+            a.send(b"through the NATs")
+            return await asyncio.wait_for(b.recv(), 2) == b"through the NATs"
+        finally:
+            a.close()
+            b.close()
+            runner.close()
+
+    with Lab(spec) as lab:
+        kernel = asyncio.run(connect(lab))
+    sim = two_nats(preset(nat_a), preset(nat_b)).connected
+    assert kernel == sim == direct_possible(preset(nat_a), preset(nat_b))
