@@ -1,63 +1,35 @@
-"""A tiny in-memory network for agent tests: fixed latency, drop rules, virtual time (no sockets, no sleeping)."""
+"""Helpers for agent tests on the simulation tier's network (public addresses only, virtual time)."""
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from ice.agent import IceAgent
+from ice.sim.network import SimNetwork
 from ice.stun.attributes import Address
 
 
-@dataclass
-class Net:
-    latency: float = 0.001
-    now: float = 0.0
-    agents: dict[Address, IceAgent] = field(default_factory=dict)
-    drop: Callable[[Address, Address, bytes], bool] = lambda src, dst, data: False
-    sent: list[tuple[float, Address, Address, bytes]] = field(default_factory=list)
-    _queue: list[tuple[float, int, Address, Address, bytes]] = field(default_factory=list)
-    _seq: int = 0
+class Net(SimNetwork):
+    """A :class:`SimNetwork` that records what is sent, with the names the agent tests use."""
+
+    def __init__(self, latency: float = 0.001) -> None:
+        super().__init__(latency=latency)
+        self.sent = []
 
     def attach(self, agent: IceAgent, *addresses: Address) -> None:
-        for a in addresses:
-            self.agents[a] = agent
-            agent.add_host_candidate(a)
+        self.add_agent(agent, *addresses)
 
-    def _collect(self) -> None:
-        for agent in {id(a): a for a in self.agents.values()}.values():
-            while (t := agent.poll_transmit()) is not None:
-                assert t.local is not None
-                self.sent.append((self.now, t.local, t.remote, t.data))
-                if t.remote in self.agents and not self.drop(t.local, t.remote, t.data):
-                    self._seq += 1
-                    heapq.heappush(self._queue, (self.now + self.latency, self._seq, t.local, t.remote, t.data))
+    @property
+    def drop(self) -> Callable[[Address, Address, bytes], bool] | None:
+        return self.drop_if
 
-    def run(self, until: float, stop: Callable[[], bool] = lambda: False) -> None:
-        """Advance virtual time event by event (deliveries and agent timers) up to ``until`` or ``stop()``."""
-        agents = list({id(a): a for a in self.agents.values()}.values())
-        while True:
-            self._collect()
-            if stop():
-                return
-            times = [t for a in agents if (t := a.next_timeout()) is not None]
-            if self._queue:
-                times.append(self._queue[0][0])
-            if not times or min(times) > until:
-                self.now = until
-                return
-            self.now = max(self.now, min(times))
-            while self._queue and self._queue[0][0] <= self.now:
-                _, _, src, dst, data = heapq.heappop(self._queue)
-                self.agents[dst].handle_datagram(self.now, dst, src, data)
-            for a in agents:
-                t = a.next_timeout()
-                if t is not None and t <= self.now:
-                    a.handle_timeout(self.now)
+    @drop.setter
+    def drop(self, rule: Callable[[Address, Address, bytes], bool]) -> None:
+        self.drop_if = rule
 
     def checks_from(self, src: Address) -> list[float]:
         """Times at which ``src`` sent STUN Binding requests."""
+        assert self.sent is not None
         return [t for t, s, _, d in self.sent if s == src and d[:2] == b"\x00\x01"]
 
 

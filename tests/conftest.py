@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -135,3 +136,13 @@ def stund() -> Iterator[tuple[str, int]]:
 
 def run(coro: object) -> object:
     return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+async def signal_both(a: Any, b: Any) -> None:
+    """Gather two ice.aio Connections and signal candidates and credentials both ways (all at once)."""
+    await asyncio.gather(a.gather(), b.gather())
+    for x, y in ((a, b), (b, a)):
+        for c in x.local_candidates:
+            y.add_remote_candidate(c)
+        y.add_remote_candidate(None)
+        y.set_remote_credentials(x.ufrag, x.pwd)

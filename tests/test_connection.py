@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import ICELAB, ROOT
+from conftest import ICELAB, ROOT, signal_both
 
 from ice.agent import CandidateType
 from ice.aio.connection import Connection
@@ -20,12 +20,7 @@ def test_two_connections_on_loopback_exchange_data() -> None:
     async def main() -> tuple[bytes, bytes, CandidateType]:
         a, b = Connection(True), Connection(False)
         try:
-            await asyncio.gather(a.gather(), b.gather())
-            for x, y in ((a, b), (b, a)):
-                for c in x.local_candidates:
-                    y.add_remote_candidate(c)
-                y.add_remote_candidate(None)
-                y.set_remote_credentials(x.ufrag, x.pwd)
+            await signal_both(a, b)
             sel, _ = await asyncio.wait_for(asyncio.gather(a.connect(), b.connect()), 5)
             a.send(b"ping")
             got_b = await asyncio.wait_for(b.recv(), 5)
@@ -71,12 +66,7 @@ def test_ipv6_loopback() -> None:
     async def main() -> tuple[bytes, str]:
         a, b = Connection(True, bind=["::1"]), Connection(False, bind=["::1"])
         try:
-            await asyncio.gather(a.gather(), b.gather())
-            for x, y in ((a, b), (b, a)):
-                for c in x.local_candidates:
-                    y.add_remote_candidate(c)
-                y.add_remote_candidate(None)
-                y.set_remote_credentials(x.ufrag, x.pwd)
+            await signal_both(a, b)
             sel, _ = await asyncio.wait_for(asyncio.gather(a.connect(), b.connect()), 5)
             a.send(b"v6")
             return await asyncio.wait_for(b.recv(), 5), sel.remote.host

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ICELAB, ROOT
+from conftest import ICELAB, ROOT, signal_both
 
 from ice.lab.nat import PRESETS
 
@@ -481,12 +481,7 @@ def test_agents_through_kernel_nats_agree_with_the_sim(nat_a: str, nat_b: str) -
         a = Connection(True, bind=[spec.facts["a"]], stun_servers=[stun], make_socket=lambda f: lab.socket("a", f))
         b = Connection(False, bind=[spec.facts["b"]], stun_servers=[stun], make_socket=lambda f: lab.socket("b", f))
         try:
-            await asyncio.gather(a.gather(), b.gather())
-            for x, y in ((a, b), (b, a)):
-                for c in x.local_candidates:
-                    y.add_remote_candidate(c)
-                y.add_remote_candidate(None)
-                y.set_remote_credentials(x.ufrag, x.pwd)
+            await signal_both(a, b)
             try:
                 await asyncio.wait_for(asyncio.gather(a.connect(), b.connect()), 2)
             except TimeoutError:

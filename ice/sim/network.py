@@ -43,6 +43,10 @@ class SimNetwork:
     """When a list, every packet's fate is appended: (time, "sent"/"dropped"/"delivered", src, dst)."""
     on_event: Callable[[IceAgent, Event], None] | None = None
     """Called with every agent event as virtual time advances (signalling, trickle ICE)."""
+    drop_if: Callable[[Address, Address, bytes], bool] | None = None
+    """Extra drop rule (src, dst, data) -> True to drop, applied before routing (e.g. a dead path)."""
+    sent: list[tuple[float, Address, Address, bytes]] | None = None
+    """When a list, every datagram an agent sends is appended: (time, src, dst, data)."""
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
@@ -78,7 +82,7 @@ class SimNetwork:
 
     def send(self, src: Address, dst: Address, data: bytes) -> None:
         """Route one datagram; it arrives after the latency (and jitter) unless something drops it."""
-        route = self._route(src, dst)
+        route = None if self.drop_if is not None and self.drop_if(src, dst, data) else self._route(src, dst)
         if route is None or (self.loss and self._rng.random() < self.loss):
             self.dropped += 1
             if self.trace is not None:
@@ -131,6 +135,8 @@ class SimNetwork:
                 assert t.local is not None
                 if self.trace is not None:
                     self.trace.append((self.now, "sent", t.local, t.remote))
+                if self.sent is not None:
+                    self.sent.append((self.now, t.local, t.remote, t.data))
                 self.send(t.local, t.remote, t.data)
 
     def _unique_agents(self) -> list[IceAgent]:

@@ -312,49 +312,39 @@ class OtherAddress(_AddressAttribute):
 
 
 @dataclass(slots=True)
-class _U32Attribute(Attribute):
+class _IntAttribute(Attribute):
+    """An unsigned integer value of fixed size (``_VALUE`` packs it, ``_TLV`` packs type, length and value)."""
+
     number: int
+    _VALUE: ClassVar[Struct] = _U32
+    _TLV: ClassVar[Struct] = _TLU32
 
     @classmethod
     def decode(cls, value: bytes, transaction_id: bytes) -> Self:
-        if len(value) != 4:
-            raise StunParseError(f"attribute {cls.TYPE:#06x} must be 4 bytes, got {len(value)}")
-        return cls(_U32.unpack(value)[0])
+        return cls.decode_at(value, 0, len(value), transaction_id)
 
     @classmethod
     def decode_at(cls, raw: bytes, offset: int, length: int, transaction_id: bytes) -> Self:
-        if length != 4:
-            raise StunParseError(f"attribute {cls.TYPE:#06x} must be 4 bytes, got {length}")
-        return cls(_U32.unpack_from(raw, offset)[0])
+        if length != cls._VALUE.size:
+            raise StunParseError(f"attribute {cls.TYPE:#06x} must be {cls._VALUE.size} bytes, got {length}")
+        return cls(cls._VALUE.unpack_from(raw, offset)[0])
 
     def value(self, transaction_id: bytes) -> bytes:
-        return _U32.pack(self.number)
+        return self._VALUE.pack(self.number)
 
     def tlv(self, transaction_id: bytes, pads: tuple[bytes, ...] = ()) -> bytes:
-        return _TLU32.pack(self.TYPE, 4, self.number)
+        return self._TLV.pack(self.TYPE, self._VALUE.size, self.number)
 
 
 @dataclass(slots=True)
-class _U64Attribute(Attribute):
-    number: int
+class _U32Attribute(_IntAttribute):
+    pass
 
-    @classmethod
-    def decode(cls, value: bytes, transaction_id: bytes) -> Self:
-        if len(value) != 8:
-            raise StunParseError(f"attribute {cls.TYPE:#06x} must be 8 bytes, got {len(value)}")
-        return cls(_U64.unpack(value)[0])
 
-    @classmethod
-    def decode_at(cls, raw: bytes, offset: int, length: int, transaction_id: bytes) -> Self:
-        if length != 8:
-            raise StunParseError(f"attribute {cls.TYPE:#06x} must be 8 bytes, got {length}")
-        return cls(_U64.unpack_from(raw, offset)[0])
-
-    def value(self, transaction_id: bytes) -> bytes:
-        return _U64.pack(self.number)
-
-    def tlv(self, transaction_id: bytes, pads: tuple[bytes, ...] = ()) -> bytes:
-        return _TLU64.pack(self.TYPE, 8, self.number)
+@dataclass(slots=True)
+class _U64Attribute(_IntAttribute):
+    _VALUE: ClassVar[Struct] = _U64
+    _TLV: ClassVar[Struct] = _TLU64
 
 
 @dataclass(slots=True)
