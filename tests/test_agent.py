@@ -323,3 +323,25 @@ def test_ice_restart_keeps_data_flowing_until_the_new_pair_is_selected() -> None
     assert connected(a, b) and a.selected is not old_pair
     checks = [parse(d) for _, s, _, d in net.sent if s == A1 and d[:2] == b"\x00\x01"]
     assert checks[-1].get(Username) == Username(f"{b.ufrag}:{a.ufrag}")  # new credentials on the wire
+
+
+def test_two_components_each_get_a_pair_and_carry_their_own_data() -> None:
+    """RTP/RTCP style: component 2 has its own sockets, pairs, nomination and selected pair (RFC 8445 §6.1.2)."""
+    net = Net()
+    a, b = agents()
+    for agent, ip in ((a, "10.0.0.1"), (b, "10.0.0.2")):
+        net.add_agent(agent, (ip, 5000))
+        agent.add_host_candidate((ip, 5001), component=2)
+        net.agents[(ip, 5001)] = agent
+    exchange(net, a, b)
+    net.run(1.0, stop=lambda: connected(a, b))
+    assert connected(a, b)
+    assert {c: p.base[1] for c, p in a.selected_pairs.items()} == {1: 5000, 2: 5001}
+    assert all(p.local.component == p.remote.component for p in a.pairs)  # never paired across components
+    assert a.send(b"rtcp", component=2) and a.send(b"rtp")
+    net.run(net.now + 0.01)
+    got = []
+    while (e := b.next_event()) is not None:
+        if getattr(e, "data", None):
+            got.append((e.component, e.data))  # type: ignore[union-attr]
+    assert sorted(got) == [(1, b"rtp"), (2, b"rtcp")]

@@ -11,7 +11,8 @@ Driving it::
     while (t := agent.poll_transmit()): sock(t.local).sendto(t.data, t.remote)
     while (e := agent.next_event()): ...
 
-Component 1 of one data stream. Bad input from the network is counted in ``stats`` or answered with a STUN error
+One data stream with any number of components (RTP/RTCP style: each component has its own sockets, pairs,
+nomination and selected pair). Bad input from the network is counted in ``stats`` or answered with a STUN error
 (400, 401, 420, 487); it never raises.
 """
 
@@ -52,8 +53,6 @@ from ice.stun.attributes import (
 from ice.stun.integrity import IntegrityKey
 from ice.stun.message import Message, MessageClass, Method, is_stun, parse
 from ice.stun.transaction import ClientTransaction, RetransmissionConfig, Transmit
-
-COMPONENT = 1
 
 
 @dataclass(eq=False)
@@ -126,7 +125,8 @@ class IceAgent:
         self._transmits: deque[Transmit] = deque()
         self._events: deque[Event] = deque()
         self.state = AgentState.NEW
-        self.selected: Pair | None = None
+        self.selected_pairs: dict[int, Pair] = {}
+        """Component ID -> the pair data flows on (RFC 8445 §8.1.2)."""
         self._next_check_at: float | None = None
         self._gathering = 0
         self._gathering_final = False
@@ -137,18 +137,22 @@ class IceAgent:
         self._first_valid_at: float | None = None
         self._early_checks: list[tuple[Address, Address, int, bool]] = []
         self._restarting = False
-        self._nomination_sent = False
+        self._nominated: set[int] = set()
+        """Components whose nomination (regular) is on its way or done."""
 
     # ================================================================================================ setup
 
-    def add_host_candidate(self, local: Address, local_preference: int | None = None) -> Candidate:
-        """A host candidate on a socket the caller owns (RFC 8445 §5.1.1.1). Distinct local preferences keep
-        priorities unique on multi-homed hosts (§5.1.2.1)."""
+    def add_host_candidate(self, local: Address, local_preference: int | None = None, component: int = 1
+                           ) -> Candidate:
+        """A host candidate on a socket the caller owns (RFC 8445 §5.1.1.1), for ``component`` (1 = RTP, 2 = RTCP,
+        ...). Distinct local preferences keep priorities unique on multi-homed hosts (§5.1.2.1)."""
         if local in self._bases:
             return self._bases[local]
-        pref = local_preference if local_preference is not None else 65535 - len(self._bases)
-        cand = Candidate(foundation(CandidateType.HOST, local[0]), COMPONENT, "udp",
-                         candidate_priority(CandidateType.HOST, pref), local[0], local[1], CandidateType.HOST)
+        same = sum(1 for c in self._bases.values() if c.component == component)
+        pref = local_preference if local_preference is not None else 65535 - same
+        cand = Candidate(foundation(CandidateType.HOST, local[0]), component, "udp",
+                         candidate_priority(CandidateType.HOST, pref, component), local[0], local[1],
+                         CandidateType.HOST)
         self._bases[local] = cand
         self._add_local(cand)
         return cand
@@ -187,7 +191,7 @@ class IceAgent:
             self.remote_end_of_candidates = True
             self._check_failed()
             return
-        if candidate.component != COMPONENT or candidate.transport != "udp":
+        if candidate.transport != "udp" or candidate.component not in self.components:
             self.stats["remote-candidate-ignored"] += 1
             return
         if any(c.address == candidate.address for c in self.remote_candidates):
@@ -205,8 +209,8 @@ class IceAgent:
 
     def _add_pair(self, local: Candidate, base: Address, remote: Candidate, state: PairState = PairState.FROZEN
                   ) -> Pair | None:
-        if (":" in base[0]) != (":" in remote.host):
-            return None  # address families differ (RFC 8445 §6.1.2.2)
+        if (":" in base[0]) != (":" in remote.host) or local.component != remote.component:
+            return None  # address families or components differ (RFC 8445 §6.1.2.2)
         key = (base, remote.address)
         if key in self._pairs_by_key:
             return self._pairs_by_key[key]
@@ -335,14 +339,15 @@ class IceAgent:
             return
         pair = check.pair
         assert pair is not None
-        if check.nominating and not check.cancelled and self.selected is None:
-            self._nomination_sent = False  # the nomination went unanswered: nominate again (best valid pair)
+        component = pair.local.component
+        if check.nominating and not check.cancelled and component not in self.selected_pairs:
+            self._nominated.discard(component)  # the nomination went unanswered: nominate again
         if not pair.valid and not any(c.pair is pair for c in self._checks.values()):
             self._set_pair(pair, PairState.FAILED)
         self._check_failed()
 
     def _check_failed(self) -> None:
-        if self.selected is not None or not self.remote_end_of_candidates:
+        if self.selected_pairs or not self.remote_end_of_candidates:
             return
         if self.pairs and all(p.state is PairState.FAILED for p in self.pairs) and not self._checks:
             self._set_state(AgentState.FAILED)
@@ -355,37 +360,57 @@ class IceAgent:
     # ======================================================================================== nomination
 
     def _maybe_nominate(self, now: float) -> None:
-        """RFC 8445 §8.1.1, regular nomination: nominate the best valid pair once no better pair can still be
-        expected to succeed (better pairs not yet checked, or checked less than ``nomination_wait`` ago)."""
-        if not self.controlling or self._nomination_sent or self.config.nomination is Nomination.AGGRESSIVE:
+        """RFC 8445 §8.1.1, regular nomination, per component: nominate the best valid pair once no better pair can
+        still be expected to succeed (better pairs not yet checked, or checked less than ``nomination_wait`` ago)."""
+        if not self.controlling or self.config.nomination is Nomination.AGGRESSIVE:
             return
-        valid = [p for p in self.pairs if p.valid]
-        if not valid:
-            return
-        best = max(valid, key=lambda p: p.priority)
-        for p in self.pairs:
-            if p.priority <= best.priority or p.state in (PairState.FAILED, PairState.SUCCEEDED):
+        for component in self.components:
+            if component in self._nominated:
                 continue
-            if p.state in (PairState.FROZEN, PairState.WAITING):
-                return
-            if p.first_check_at is not None and now - p.first_check_at < self.config.nomination_wait:
-                return
-        self._nomination_sent = True
-        if self.config.pace_triggered:
-            self._triggered.append(best)
-            best.nominated = True
-        else:
-            self._send_check(now, best, nominating=True)
+            pairs = [p for p in self.pairs if p.local.component == component]
+            valid = [p for p in pairs if p.valid]
+            if not valid:
+                continue
+            best = max(valid, key=lambda p: p.priority)
+            if any(self._may_still_win(now, p, best) for p in pairs):
+                continue
+            self._nominated.add(component)
+            if self.config.pace_triggered:
+                self._triggered.append(best)
+                best.nominated = True
+            else:
+                self._send_check(now, best, nominating=True)
+
+    def _may_still_win(self, now: float, p: Pair, best: Pair) -> bool:
+        if p.priority <= best.priority or p.state in (PairState.FAILED, PairState.SUCCEEDED):
+            return False
+        if p.state in (PairState.FROZEN, PairState.WAITING):
+            return True
+        return p.first_check_at is not None and now - p.first_check_at < self.config.nomination_wait
+
+    @property
+    def components(self) -> list[int]:
+        """The components this agent has candidates for."""
+        return sorted({c.component for c in self._bases.values()}) or [1]
+
+    @property
+    def selected(self) -> Pair | None:
+        """The selected pair of the first component (most applications have one)."""
+        return self.selected_pairs.get(self.components[0])
 
     def _select(self, now: float, pair: Pair) -> None:
-        if self.selected is pair:
+        component = pair.local.component
+        if self.selected_pairs.get(component) is pair:
             return
-        self.selected = pair
-        self._restarting = False
-        self._events.append(SelectedPairChanged(pair.local, pair.remote, pair.base))
-        self._set_state(AgentState.CONNECTED)
-        self._consent_ok_at = now
-        self._schedule_consent(now)
+        if self._restarting:
+            self.selected_pairs.clear()  # the first new pair replaces the pre-restart ones (RFC 8445 §9)
+            self._restarting = False
+        self.selected_pairs[component] = pair
+        self._events.append(SelectedPairChanged(pair.local, pair.remote, pair.base, component))
+        if all(c in self.selected_pairs for c in self.components):
+            self._set_state(AgentState.CONNECTED)
+            self._consent_ok_at = now
+            self._schedule_consent(now)
 
     # ========================================================================================= datagrams
 
@@ -413,11 +438,12 @@ class IceAgent:
         self._maybe_nominate(now)
 
     def _data(self, local: Address, remote: Address, data: bytes) -> None:
-        if any(p.key == (local, remote) and p.valid for p in self.pairs) or (
-                self.selected is not None and self.selected.key == (local, remote)):
-            self._events.append(DataReceived(data, local, remote))
-        elif any(c.address == remote for c in self.remote_candidates):
-            self._events.append(DataReceived(data, local, remote))  # early data from a known peer address
+        base = self._bases.get(local)
+        component = base.component if base is not None else 1
+        if (any(p.key == (local, remote) and p.valid for p in self.pairs)
+                or any(p.key == (local, remote) for p in self.selected_pairs.values())
+                or any(c.address == remote for c in self.remote_candidates)):  # early data from a known address
+            self._events.append(DataReceived(data, local, remote, component))
         else:
             self.stats["data-from-unknown"] += 1
 
@@ -476,7 +502,7 @@ class IceAgent:
         """What a valid incoming check teaches: a prflx remote candidate, a pair, a nomination, a triggered check."""
         rcand = next((c for c in self.remote_candidates if c.address == remote), None)
         if rcand is None:  # peer-reflexive remote candidate (RFC 8445 §7.3.1.3)
-            rcand = Candidate(foundation(CandidateType.PEER_REFLEXIVE, remote[0]), COMPONENT, "udp",
+            rcand = Candidate(foundation(CandidateType.PEER_REFLEXIVE, remote[0]), self._bases[local].component, "udp",
                               priority, remote[0], remote[1], CandidateType.PEER_REFLEXIVE)
             self.remote_candidates.append(rcand)
         pair = self._pairs_by_key.get((local, remote)) or self._add_pair(self._bases[local], local, rcand,
@@ -559,7 +585,7 @@ class IceAgent:
         if xma is not None and xma.address != pair.base and not any(
                 c.address == xma.address for c in self.local_candidates):
             # A peer-reflexive local candidate (RFC 8445 §7.2.5.3.1): the valid pair uses it, same base.
-            prflx = Candidate(foundation(CandidateType.PEER_REFLEXIVE, pair.base[0]), COMPONENT, "udp",
+            prflx = Candidate(foundation(CandidateType.PEER_REFLEXIVE, pair.base[0]), pair.local.component, "udp",
                               candidate_priority(CandidateType.PEER_REFLEXIVE, pair.local.priority >> 8 & 0xFFFF),
                               xma.host, xma.port, CandidateType.PEER_REFLEXIVE, related=pair.base)
             self.local_candidates.append(prflx)
@@ -590,7 +616,7 @@ class IceAgent:
         server = check.server or ("", 0)
         if (resp.message_class is MessageClass.SUCCESS and xma is not None and base is not None
                 and xma.address != local and not any(c.address == xma.address for c in self.local_candidates)):
-            cand = Candidate(foundation(CandidateType.SERVER_REFLEXIVE, local[0], server[0]), COMPONENT,
+            cand = Candidate(foundation(CandidateType.SERVER_REFLEXIVE, local[0], server[0]), base.component,
                              "udp", candidate_priority(CandidateType.SERVER_REFLEXIVE, base.priority >> 8 & 0xFFFF),
                              xma.host, xma.port, CandidateType.SERVER_REFLEXIVE, related=local)
             # RFC 8445 §6.1.2.4: a srflx candidate is paired through its base, so it adds no pairs.
@@ -604,23 +630,25 @@ class IceAgent:
         self._consent_at = now + self.config.consent_interval * jitter
 
     def _consent_check(self, now: float) -> None:
-        pair = self.selected
-        if pair is None or self._remote_key is None:
+        """RFC 7675 §5.1 on every selected pair; consent is lost when none succeeded for ``consent_timeout``."""
+        if not self.selected_pairs or self._remote_key is None:
             self._consent_at = None
             return
         if now - self._consent_ok_at >= self.config.consent_timeout:
             if not self._consent_lost:
                 self._consent_lost = True
-                self._events.append(ConsentLost(pair.base, pair.remote.address))
+                for pair in self.selected_pairs.values():
+                    self._events.append(ConsentLost(pair.base, pair.remote.address))
                 self._set_state(AgentState.FAILED)
             self._consent_at = None
             return
-        msg = self._request(pair, nominating=False)
-        cfg = RetransmissionConfig(rto=self.config.consent_rto, rc=3, rm=2)
-        tx = ClientTransaction(msg.encode(self._remote_key, fingerprint=True), msg.transaction_id,
-                               pair.remote.address, now, cfg, key=self._remote_key)
-        self._checks[msg.transaction_id] = _Check(pair, tx, pair.base, purpose="consent")
-        self._pump(tx, pair.base, now)
+        for pair in self.selected_pairs.values():
+            msg = self._request(pair, nominating=False)
+            cfg = RetransmissionConfig(rto=self.config.consent_rto, rc=3, rm=2)
+            tx = ClientTransaction(msg.encode(self._remote_key, fingerprint=True), msg.transaction_id,
+                                   pair.remote.address, now, cfg, key=self._remote_key)
+            self._checks[msg.transaction_id] = _Check(pair, tx, pair.base, purpose="consent")
+            self._pump(tx, pair.base, now)
         self._schedule_consent(now)
 
     # =============================================================================================== I/O
@@ -631,9 +659,10 @@ class IceAgent:
     def next_event(self) -> Event | None:
         return self._events.popleft() if self._events else None
 
-    def send(self, data: bytes) -> bool:
-        """Queue application data on the selected pair; False when there is none or consent was lost."""
-        pair = self.selected
+    def send(self, data: bytes, component: int | None = None) -> bool:
+        """Queue application data on the selected pair of ``component`` (default: the first); False when there is
+        none or consent was lost."""
+        pair = self.selected if component is None else self.selected_pairs.get(component)
         if pair is None or self._consent_lost or self.state is AgentState.CLOSED:
             return False
         self._transmits.append(Transmit(pair.remote.address, data, pair.base))
@@ -656,7 +685,7 @@ class IceAgent:
         self._early_checks.clear()
         self._checks = {tid: c for tid, c in self._checks.items() if c.purpose == "gather"}
         self._next_check_at = None
-        self._nomination_sent = False
+        self._nominated.clear()
         self._first_valid_at = None
         self._consent_at = None  # consent resumes on the new pair
         self._restarting = True

@@ -35,6 +35,7 @@ class SelectedPairChanged:
     local: Candidate
     remote: Candidate
     base: Address
+    component: int = 1
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class DataReceived:
     data: bytes
     local: Address
     remote: Address
+    component: int = 1
 
 
 @dataclass(frozen=True)

@@ -50,8 +50,10 @@ class Connection:
         bind: Iterable[str] = ("127.0.0.1",),
         stun_servers: Iterable[Address] = (),
         make_socket: Callable[[socket.AddressFamily], socket.socket] | None = None,
+        components: int = 1,
     ) -> None:
         self.agent = IceAgent(controlling, config or AgentConfig())
+        self.components = components
         self.bind = list(bind)
         self.stun_servers = list(stun_servers)
         self._make_socket = make_socket or (lambda family: socket.socket(family, socket.SOCK_DGRAM))
@@ -83,15 +85,16 @@ class Connection:
     async def gather(self) -> list[Candidate]:
         """Open one UDP socket per bind address (host candidates), ask the STUN servers (srflx), wait for the end."""
         loop = asyncio.get_running_loop()
-        for ip in self.bind:
-            sock = self._make_socket(socket.AF_INET6 if ":" in ip else socket.AF_INET)
-            sock.bind((ip, 0))
-            sa = sock.getsockname()
-            local = (str(sa[0]), int(sa[1]))
-            proto = _Socket(self, local)
-            await loop.create_datagram_endpoint(lambda proto=proto: proto, sock=sock)  # type: ignore[misc]
-            self._sockets[local] = proto
-            self.agent.add_host_candidate(local)
+        for component in range(1, self.components + 1):
+            for ip in self.bind:
+                sock = self._make_socket(socket.AF_INET6 if ":" in ip else socket.AF_INET)
+                sock.bind((ip, 0))
+                sa = sock.getsockname()
+                local = (str(sa[0]), int(sa[1]))
+                proto = _Socket(self, local)
+                await loop.create_datagram_endpoint(lambda proto=proto: proto, sock=sock)  # type: ignore[misc]
+                self._sockets[local] = proto
+                self.agent.add_host_candidate(local, component=component)
         now = self._now()
         for local in self._sockets:
             for server in self.stun_servers:
@@ -124,8 +127,9 @@ class Connection:
 
         return await asyncio.wait_for(wait(), timeout)
 
-    def send(self, data: bytes) -> None:
-        if not self.agent.send(data):
+    def send(self, data: bytes, component: int | None = None) -> None:
+        """Send on the selected pair of ``component`` (default: the first)."""
+        if not self.agent.send(data, component):
             raise ConnectionError_("no selected pair (or consent lost): cannot send")
         self._flush()
 
