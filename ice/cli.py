@@ -249,7 +249,10 @@ def cmd_peer(args: argparse.Namespace) -> int:
         stun=[_address(s, 3478) for s in args.stun],
         lite=args.lite,
         nomination=Nomination.AGGRESSIVE if args.aggressive else Nomination.REGULAR,
+        ta=args.ta / 1000,
     )
+    if not 0 <= args.ta <= 1000:
+        raise UserError("--ta is in milliseconds, 0 to 1000 (RFC 8445 default: 50)")
     _event_loop_policy()
     with contextlib.suppress(KeyboardInterrupt, BrokenPipeError):
         return asyncio.run(run_peer(opts))
@@ -462,6 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     pe.add_argument("--turn", nargs="+", metavar="ARG", help="TURN server (with the TURN issue)")
     pe.add_argument("--relay-only", action="store_true")
     pe.add_argument("--lite", action="store_true", help="ICE-lite (always controlled, no checks of its own)")
+    pe.add_argument("--ta", type=float, default=50.0, metavar="MS", help="check pacing in ms (default 50, RFC 8445)")
     mode = pe.add_mutually_exclusive_group()
     mode.add_argument("--regular", action="store_true", help="regular nomination (default, RFC 8445)")
     mode.add_argument("--aggressive", action="store_true", help="aggressive nomination (RFC 5245, for interop)")

@@ -28,6 +28,7 @@ class PeerOptions:
     lite: bool = False
     nomination: Nomination = Nomination.REGULAR
     relay_only: bool = False
+    ta: float = 0.05
 
 
 def _out(line: str) -> None:
@@ -36,7 +37,7 @@ def _out(line: str) -> None:
 
 
 async def run_peer(opts: PeerOptions) -> int:
-    config = AgentConfig(nomination=opts.nomination, lite=opts.lite, software="icelab")
+    config = AgentConfig(nomination=opts.nomination, lite=opts.lite, software="icelab", ta=opts.ta)
     conn = Connection(opts.controlling, config, bind=opts.bind, stun_servers=opts.stun)
     connected = asyncio.Event()
 
