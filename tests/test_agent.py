@@ -345,3 +345,59 @@ def test_two_components_each_get_a_pair_and_carry_their_own_data() -> None:
         if getattr(e, "data", None):
             got.append((e.component, e.data))  # type: ignore[union-attr]
     assert sorted(got) == [(1, b"rtp"), (2, b"rtcp")]
+
+
+def test_session_with_two_streams_shares_ta_and_roles() -> None:
+    """RFC 8445 §6.1.2: two data streams, one checklist each; ordinary checks of both streams share one Ta."""
+    from ice.agent.session import IceSession
+
+    net = Net()
+    sa, sb = IceSession(True, streams=2, rng=random.Random(3)), IceSession(False, streams=2, rng=random.Random(4))
+    for session, ip in ((sa, "10.0.0.1"), (sb, "10.0.0.2")):
+        for i in range(2):
+            net.add_agent(session.stream(i), (ip, 5000 + i))
+    for x, y in ((sa, sb), (sb, sa)):
+        y.set_remote_credentials(0.0, x.ufrag, x.pwd)
+        for i in range(2):
+            for c in x.stream(i).local_candidates:
+                y.stream(i).add_remote_candidate(0.0, c)
+    net.run(1.0, stop=lambda: sa.connected and sb.connected)
+    assert sa.connected and sb.connected
+    assert [sa.stream(i).selected.base for i in range(2)] == [("10.0.0.1", 5000), ("10.0.0.1", 5001)]  # type: ignore[union-attr]
+    assert sa.stream(0).ufrag == sa.stream(1).ufrag and sa.stream(0).pacer is sa.stream(1).pacer
+
+    # Pacing across streams: with nothing answering, new checks of both streams are Ta apart.
+    quiet = Net()
+    q = IceSession(True, streams=2, rng=random.Random(5))
+    for i in range(2):
+        quiet.add_agent(q.stream(i), ("10.0.0.1", 6000 + i))
+    q.set_remote_credentials(0.0, "abcd", "x" * 22)
+    for i in range(2):
+        for port in (7000, 7001):
+            q.stream(i).add_remote_candidate(0.0, Candidate(str(port), 1, "udp", port, "10.0.0.9", port + 10 * i,
+                                                            CandidateType.HOST))
+    quiet.run(0.3)
+    firsts: dict[tuple[str, int], float] = {}
+    for t, _, dst, _ in quiet.sent:  # type: ignore[union-attr]
+        firsts.setdefault(dst, round(t, 6))
+    assert sorted(firsts.values()) == [0.0, 0.05, 0.1, 0.15]
+
+
+def test_session_role_conflict_switches_every_stream() -> None:
+    from ice.agent.session import IceSession
+
+    net = Net()
+    sa, sb = IceSession(True, streams=2, rng=random.Random(6)), IceSession(True, streams=2, rng=random.Random(7))
+    for session, ip in ((sa, "10.0.0.1"), (sb, "10.0.0.2")):
+        for i in range(2):
+            net.add_agent(session.stream(i), (ip, 5000 + i))
+    for x, y in ((sa, sb), (sb, sa)):
+        y.set_remote_credentials(0.0, x.ufrag, x.pwd)
+        for i in range(2):
+            for c in x.stream(i).local_candidates:
+                y.stream(i).add_remote_candidate(0.0, c)
+    net.run(2.0, stop=lambda: sa.connected and sb.connected)
+    assert sa.connected and sb.connected
+    assert sa.controlling != sb.controlling
+    assert all(a.controlling == sa.controlling for a in sa.agents) and all(
+        b.controlling == sb.controlling for b in sb.agents)

@@ -95,9 +95,18 @@ class _Check:
 
 
 @dataclass
+class Pacer:
+    """When the next ordinary check may go (RFC 8445 §6.1.4.2). Agents of one session share one (one Ta for the
+    whole checklist set)."""
+
+    next_at: float | None = None
+
+
+@dataclass
 class IceAgent:
     controlling: bool
     config: AgentConfig = field(default_factory=AgentConfig)
+    pacer: Pacer = field(default_factory=Pacer)
     ufrag: str = ""
     pwd: str = ""
     tie_breaker: int = 0
@@ -127,7 +136,7 @@ class IceAgent:
         self.state = AgentState.NEW
         self.selected_pairs: dict[int, Pair] = {}
         """Component ID -> the pair data flows on (RFC 8445 §8.1.2)."""
-        self._next_check_at: float | None = None
+        self._started = False
         self._gathering = 0
         self._gathering_final = False
         self._gathering_done_sent = False
@@ -237,8 +246,10 @@ class IceAgent:
                 seen.add(p.foundation)
         if self.config.lite:
             return
-        if self._next_check_at is None:
-            self._next_check_at = now  # the first check goes at once
+        if not self._started:
+            self._started = True
+            if self.pacer.next_at is None or self.pacer.next_at < now:
+                self.pacer.next_at = now  # the first check goes at once (unless another stream just sent one)
             self.handle_timeout(now)
 
     def _set_pair(self, pair: Pair, state: PairState) -> None:
@@ -301,8 +312,9 @@ class IceAgent:
 
     def next_timeout(self) -> float | None:
         times = [t for c in self._checks.values() if (t := c.tx.next_timeout()) is not None]
-        if self._next_check_at is not None and self._next_ordinary() is not None and not self.config.lite:
-            times.append(self._next_check_at)
+        at = self.pacer.next_at
+        if self._started and at is not None and self._next_ordinary() is not None and not self.config.lite:
+            times.append(at)
         if self._consent_at is not None:
             times.append(self._consent_at)
         return min(times) if times else None
@@ -320,12 +332,13 @@ class IceAgent:
             if timed_out is not None:
                 del self._checks[tid]
                 self._check_timed_out(now, check)
-        if (self._next_check_at is not None and now >= self._next_check_at and not self.config.lite
+        at = self.pacer.next_at
+        if (self._started and at is not None and now >= at and not self.config.lite
                 and self.state in (AgentState.CHECKING, AgentState.CONNECTED, AgentState.COMPLETED)):
             pair = self._next_ordinary()
             if pair is not None:
                 self._send_check(now, pair)
-                self._next_check_at = now + self.config.ta
+                self.pacer.next_at = now + self.config.ta
         if self._consent_at is not None and now >= self._consent_at:
             self._consent_check(now)
         self._maybe_nominate(now)
@@ -684,7 +697,7 @@ class IceAgent:
         self._triggered.clear()
         self._early_checks.clear()
         self._checks = {tid: c for tid, c in self._checks.items() if c.purpose == "gather"}
-        self._next_check_at = None
+        self._started = False
         self._nominated.clear()
         self._first_valid_at = None
         self._consent_at = None  # consent resumes on the new pair
