@@ -355,7 +355,8 @@ def test_session_with_two_streams_shares_ta_and_roles() -> None:
     sa, sb = IceSession(True, streams=2, rng=random.Random(3)), IceSession(False, streams=2, rng=random.Random(4))
     for session, ip in ((sa, "10.0.0.1"), (sb, "10.0.0.2")):
         for i in range(2):
-            net.add_agent(session.stream(i), (ip, 5000 + i))
+            session.stream(i).add_host_candidate((ip, 5000 + i))
+            net.agents[(ip, 5000 + i)] = session  # type: ignore[assignment]  # the session routes by socket
     for x, y in ((sa, sb), (sb, sa)):
         y.set_remote_credentials(0.0, x.ufrag, x.pwd)
         for i in range(2):
@@ -370,7 +371,8 @@ def test_session_with_two_streams_shares_ta_and_roles() -> None:
     quiet = Net()
     q = IceSession(True, streams=2, rng=random.Random(5))
     for i in range(2):
-        quiet.add_agent(q.stream(i), ("10.0.0.1", 6000 + i))
+        q.stream(i).add_host_candidate(("10.0.0.1", 6000 + i))
+        quiet.agents[("10.0.0.1", 6000 + i)] = q  # type: ignore[assignment]
     q.set_remote_credentials(0.0, "abcd", "x" * 22)
     for i in range(2):
         for port in (7000, 7001):
@@ -390,7 +392,8 @@ def test_session_role_conflict_switches_every_stream() -> None:
     sa, sb = IceSession(True, streams=2, rng=random.Random(6)), IceSession(True, streams=2, rng=random.Random(7))
     for session, ip in ((sa, "10.0.0.1"), (sb, "10.0.0.2")):
         for i in range(2):
-            net.add_agent(session.stream(i), (ip, 5000 + i))
+            session.stream(i).add_host_candidate((ip, 5000 + i))
+            net.agents[(ip, 5000 + i)] = session  # type: ignore[assignment]  # the session routes by socket
     for x, y in ((sa, sb), (sb, sa)):
         y.set_remote_credentials(0.0, x.ufrag, x.pwd)
         for i in range(2):
