@@ -26,7 +26,7 @@ def agents(seed: int = 1, cfg_a: AgentConfig | None = None, cfg_b: AgentConfig |
 
 
 def connected(*xs: IceAgent) -> bool:
-    return all(x.selected is not None and x.state is AgentState.CONNECTED for x in xs)
+    return all(x.selected is not None and x.state in (AgentState.CONNECTED, AgentState.COMPLETED) for x in xs)
 
 
 # ----------------------------------------------------------------------------------------------- candidates
@@ -404,3 +404,37 @@ def test_session_role_conflict_switches_every_stream() -> None:
     assert sa.controlling != sb.controlling
     assert all(a.controlling == sa.controlling for a in sa.agents) and all(
         b.controlling == sb.controlling for b in sb.agents)
+
+
+def test_states_completed_then_disconnected_and_back() -> None:
+    net = Net()
+    a, b = agents()
+    net.attach(a, A1)
+    net.attach(b, B1)
+    exchange(net, a, b)
+    net.run(1.0, stop=lambda: a.state is AgentState.COMPLETED and b.state is AgentState.COMPLETED)
+    assert (a.state, b.state) == (AgentState.COMPLETED, AgentState.COMPLETED)
+    net.drop = lambda src, dst, data: True
+    net.run(net.now + 17)  # the first consent tick after 11 s without a success falls within 17 s
+    assert a.state is AgentState.DISCONNECTED  # consent late: at least two missed rounds
+    net.drop = lambda src, dst, data: False
+    net.run(net.now + 7)
+    assert a.state in (AgentState.CONNECTED, AgentState.COMPLETED)
+
+
+def test_relayed_candidate_hook_carries_checks_and_data() -> None:
+    """A relayed candidate is its own base: its transmits name the relayed address as ``local`` (the TURN client
+    sends them through the allocation) and what the relay delivers comes back addressed to it."""
+    relayed = ("198.51.100.50", 49152)
+    net = Net()
+    a, b = agents()
+    cand = a.add_relayed_candidate(relayed, mapped=("203.0.113.7", 5000), server_ip="198.51.100.1")
+    net.agents[relayed] = a  # stands in for the TURN server relaying both ways
+    net.attach(b, B1)
+    exchange(net, a, b)
+    net.run(1.0, stop=lambda: connected(a, b))
+    assert connected(a, b)
+    assert cand.type is CandidateType.RELAYED and cand.related == ("203.0.113.7", 5000)
+    assert a.selected is not None and a.selected.local.type is CandidateType.RELAYED and a.selected.base == relayed
+    assert b.selected is not None and b.selected.remote.type is CandidateType.RELAYED
+    assert all(src == relayed for _, src, _, _ in net.sent if src[0] != B1[0])  # type: ignore[union-attr]

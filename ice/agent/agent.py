@@ -166,6 +166,25 @@ class IceAgent:
         self._add_local(cand)
         return cand
 
+    def add_relayed_candidate(self, relayed: Address, mapped: Address | None = None, server_ip: str | None = None,
+                              component: int = 1) -> Candidate:
+        """A relayed candidate (RFC 8445 §5.1.1.2), the hook for a TURN client: the relayed transport address is
+        its own base, so its pairs' transmits carry ``local=relayed`` and the caller sends them through the
+        allocation (Send indication or ChannelData); what the relay delivers comes back through
+        ``handle_datagram(now, relayed, peer, data)``. ``mapped`` (the allocation's XOR-MAPPED-ADDRESS) becomes
+        raddr/rport."""
+        if relayed in self._bases:
+            return self._bases[relayed]
+        same = sum(1 for c in self._bases.values() if c.component == component)
+        cand = Candidate(foundation(CandidateType.RELAYED, relayed[0], server_ip or relayed[0]), component, "udp",
+                         candidate_priority(CandidateType.RELAYED, 65535 - same, component), relayed[0], relayed[1],
+                         CandidateType.RELAYED, related=mapped)
+        self._bases[relayed] = cand
+        self._add_local(cand)
+        for remote in self.remote_candidates:
+            self._add_pair(cand, relayed, remote)
+        return cand
+
     def gather_server_reflexive(self, now: float, local: Address, server: Address) -> None:
         """Ask ``server`` for this base's mapping; a srflx candidate follows (RFC 8445 §5.1.1.2)."""
         msg = Message(Method.BINDING, MessageClass.REQUEST, self._tid())
@@ -342,6 +361,7 @@ class IceAgent:
         if self._consent_at is not None and now >= self._consent_at:
             self._consent_check(now)
         self._maybe_nominate(now)
+        self._maybe_completed()
 
     def _check_timed_out(self, now: float, check: _Check) -> None:
         if check.purpose == "gather":
@@ -411,6 +431,18 @@ class IceAgent:
         """The selected pair of the first component (most applications have one)."""
         return self.selected_pairs.get(self.components[0])
 
+    def _maybe_completed(self) -> None:
+        """RFC 8445 §6.1.3 / §8.1.2: completed once every component has its pair and no check is left to run."""
+        if self.state is not AgentState.CONNECTED:
+            return
+        busy = (PairState.FROZEN, PairState.WAITING, PairState.IN_PROGRESS)
+        if self.controlling and len(self._nominated) < len(self.components) and \
+                self.config.nomination is Nomination.REGULAR:
+            return
+        checking = any(c.purpose == "check" for c in self._checks.values())
+        if not checking and not any(p.state in busy for p in self.pairs):
+            self._set_state(AgentState.COMPLETED)
+
     def _select(self, now: float, pair: Pair) -> None:
         component = pair.local.component
         if self.selected_pairs.get(component) is pair:
@@ -449,6 +481,7 @@ class IceAgent:
         except StunParseError:
             self.stats["malformed-attribute"] += 1
         self._maybe_nominate(now)
+        self._maybe_completed()
 
     def _data(self, local: Address, remote: Address, data: bytes) -> None:
         base = self._bases.get(local)
@@ -575,6 +608,7 @@ class IceAgent:
                 self._consent_ok_at = now
                 if self.state is AgentState.DISCONNECTED:
                     self._set_state(AgentState.CONNECTED)
+                    self._maybe_completed()
             return
         if resp.message_class is MessageClass.ERROR:
             err = resp.error
@@ -647,6 +681,9 @@ class IceAgent:
         if not self.selected_pairs or self._remote_key is None:
             self._consent_at = None
             return
+        if (now - self._consent_ok_at >= self.config.disconnected_after
+                and self.state in (AgentState.CONNECTED, AgentState.COMPLETED)):
+            self._set_state(AgentState.DISCONNECTED)  # consent is late: data may not be getting through
         if now - self._consent_ok_at >= self.config.consent_timeout:
             if not self._consent_lost:
                 self._consent_lost = True

@@ -35,6 +35,9 @@ class AgentConfig:
     consent_timeout: float = 30.0
     """RFC 7675 §5.1: consent is lost when no check succeeded for this long."""
     consent_rto: float = 0.5
+    disconnected_after: float = 11.0
+    """State becomes disconnected when no consent check succeeded for this long (two missed 4-6 s rounds);
+    consent checks double as keepalives (RFC 7675 §5.1, RFC 8445 §11), so no separate keepalive timer runs."""
     max_pairs: int = 100
     """RFC 8445 §6.1.2.5: a limit on the checklist size."""
     gather_rto: float = 0.5
