@@ -1,0 +1,386 @@
+"""Sans-IO TURN server (RFC 8656) that also answers STUN Binding: the lab's one STUN+TURN process.
+
+The core never opens a socket. Relay addresses come from a :class:`RelayPorts` allocator the I/O layer provides
+(it binds a socket and says which address it got). :meth:`TurnServer.handle_client` takes what arrived on a
+listening address from a client; :meth:`TurnServer.handle_peer` takes what arrived on a relay address from a peer.
+Both return the datagrams to send as :class:`~ice.stun.transaction.Transmit` (``local`` = the address to send
+from). Nothing from the network raises: bad requests get the RFC's error code, everything else is a counted drop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import os
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from struct import Struct
+from typing import Protocol
+
+from ice.errors import StunParseError
+from ice.stun.attributes import (
+    Address,
+    Attribute,
+    ChannelNumber,
+    Data,
+    ErrorCode,
+    Lifetime,
+    Nonce,
+    Realm,
+    RequestedTransport,
+    Software,
+    UnknownAttributes,
+    Username,
+    XorMappedAddress,
+    XorPeerAddress,
+    XorRelayedAddress,
+)
+from ice.stun.integrity import IntegrityKey, long_term_key
+from ice.stun.message import Message, MessageClass, Method, parse
+from ice.stun.server import StunServer, StunServerConfig
+from ice.stun.transaction import Transmit
+
+_CHANNEL_HDR = Struct("!HH")
+UDP = 17
+
+DEFAULT_DENIED = ("0.0.0.0/8", "127.0.0.0/8", "224.0.0.0/4", "255.255.255.255/32", "::/128", "::1/128", "ff00::/8")
+"""Peers a relay refuses by default, as coturn does (RFC 8656 §21.2.3 asks operators to restrict them)."""
+
+
+class RelayPorts(Protocol):
+    """Where relayed addresses come from: the I/O layer binds and releases the sockets."""
+
+    def reserve(self, family: int) -> Address | None:
+        """A new relay transport address (a bound socket), or None when the range is exhausted."""
+
+    def release(self, relayed: Address) -> None:
+        """The allocation is gone: close that socket."""
+
+
+@dataclass(frozen=True)
+class TurnServerConfig:
+    listen: Address
+    realm: str = "icelab"
+    users: dict[str, str] = field(default_factory=dict)
+    """username -> password (long-term credentials, RFC 8489 §9.2)."""
+    software: str | None = "icelab"
+    default_lifetime: int = 600
+    """RFC 8656 §3.2: allocations last 10 minutes unless refreshed."""
+    max_lifetime: int = 3600
+    permission_lifetime: int = 300
+    """RFC 8656 §9: permissions last 5 minutes."""
+    channel_lifetime: int = 600
+    """RFC 8656 §12: channel bindings last 10 minutes."""
+    nonce_lifetime: int = 3600
+    """How long a NONCE is accepted before 438 Stale Nonce (RFC 8489 §9.2.4)."""
+    user_quota: int = 10
+    """Allocations one username may hold at once (486 Allocation Quota Reached beyond)."""
+    denied_peers: tuple[str, ...] = DEFAULT_DENIED
+    allowed_peers: tuple[str, ...] = ()
+    """Exceptions to ``denied_peers`` (the lab allows its own subnets, e.g. 127.0.0.0/8 on loopback)."""
+
+
+@dataclass
+class Allocation:
+    """RFC 8656 §2.2: keyed by the client's 5-tuple; owns one relayed transport address."""
+
+    client: Address
+    server: Address
+    relayed: Address
+    username: str
+    key: IntegrityKey
+    expires: float
+    permissions: dict[str, float] = field(default_factory=dict)
+    """Peer IP -> expiry (RFC 8656 §9: permissions are per IP, any port)."""
+    channels: dict[int, tuple[Address, float]] = field(default_factory=dict)
+    """Channel number -> (peer, expiry)."""
+    by_peer: dict[Address, int] = field(default_factory=dict)
+    """Peer -> channel number (a peer has at most one channel, RFC 8656 §12)."""
+
+
+class TurnServer:
+    """Allocations, permissions, channels, authentication and relaying (RFC 8656 §6-§12)."""
+
+    def __init__(self, config: TurnServerConfig, ports: RelayPorts, secret: bytes | None = None) -> None:
+        self.config = config
+        self.ports = ports
+        self.stats: Counter[str] = Counter()
+        self.stun = StunServer(StunServerConfig(config.listen, software=config.software))
+        self.allocations: dict[tuple[Address, Address], Allocation] = {}
+        self.by_relay: dict[Address, Allocation] = {}
+        self._secret = secret or os.urandom(16)
+        self._keys = {u: long_term_key(u, config.realm, p) for u, p in config.users.items()}
+        self._denied = [ipaddress.ip_network(n) for n in config.denied_peers]
+        self._allowed = [ipaddress.ip_network(n) for n in config.allowed_peers]
+        self._software: list[Attribute] = [Software(config.software)] if config.software else []
+
+    # ------------------------------------------------------------------------------------------ housekeeping
+
+    def next_timeout(self) -> float | None:
+        return min((a.expires for a in self.allocations.values()), default=None)
+
+    def handle_timeout(self, now: float) -> None:
+        """Expire allocations (RFC 8656 §6.2: their relay address is released)."""
+        for key, alloc in list(self.allocations.items()):
+            if alloc.expires <= now:
+                self._delete(key)
+                self.stats["allocation-expired"] += 1
+
+    def _delete(self, key: tuple[Address, Address]) -> None:
+        alloc = self.allocations.pop(key)
+        self.by_relay.pop(alloc.relayed, None)
+        self.ports.release(alloc.relayed)
+
+    # ----------------------------------------------------------------------------------------------- nonces
+
+    def _nonce(self, now: float) -> str:
+        """A stateless nonce: issue time and an HMAC of it, so any server instance can check its age."""
+        t = int(now)
+        mac = hmac.new(self._secret, t.to_bytes(8, "big"), hashlib.sha256).hexdigest()[:16]
+        return f"{t:x}-{mac}"
+
+    def _nonce_fresh(self, nonce: str, now: float) -> bool:
+        t_hex, _, mac = nonce.partition("-")
+        try:
+            t = int(t_hex, 16)
+        except ValueError:
+            return False
+        want = hmac.new(self._secret, t.to_bytes(8, "big"), hashlib.sha256).hexdigest()[:16]
+        return hmac.compare_digest(mac, want) and now - t < self.config.nonce_lifetime
+
+    # --------------------------------------------------------------------------------------------- clients
+
+    def handle_client(self, now: float, local: Address, client: Address, data: bytes) -> list[Transmit]:
+        """A datagram from a client on a listening address: STUN/TURN message or ChannelData (RFC 8656 §12.4)."""
+        if len(data) >= 4 and 0x40 <= data[0] <= 0x4F:
+            return self._channel_data_from_client(now, local, client, data)
+        try:
+            msg = parse(data)
+        except StunParseError:
+            self.stats["malformed"] += 1
+            return []
+        try:
+            return self._message(now, local, client, msg, data)
+        except StunParseError:
+            self.stats["bad-attribute"] += 1
+            if msg.message_class is MessageClass.REQUEST:
+                return [self._error(local, client, msg, 400, "Bad Request")]
+            return []
+
+    def _error(self, local: Address, client: Address, req: Message, code: int, reason: str,
+               *extra: Attribute, key: IntegrityKey | None = None) -> Transmit:
+        resp = Message(req.method, MessageClass.ERROR, req.transaction_id,
+                       [ErrorCode(code, reason), *extra, *self._software])
+        return Transmit(client, resp.encode(key, fingerprint=True), local)
+
+    def _ok(self, local: Address, client: Address, req: Message, attrs: Iterable[Attribute],
+            key: IntegrityKey) -> Transmit:
+        resp = Message(req.method, MessageClass.SUCCESS, req.transaction_id, [*attrs, *self._software])
+        return Transmit(client, resp.encode(key, fingerprint=True), local)
+
+    def _message(self, now: float, local: Address, client: Address, msg: Message, raw: bytes) -> list[Transmit]:
+        method, cls = msg.method, msg.message_class
+        if method == Method.BINDING:
+            out = self.stun.handle(local, client, raw)
+            return [out] if out is not None else []
+        if cls is MessageClass.INDICATION:
+            if method == Method.SEND:
+                return self._send_indication(now, local, client, msg)
+            self.stats["indication-ignored"] += 1
+            return []
+        if cls is not MessageClass.REQUEST:
+            self.stats["not-a-request"] += 1
+            return []
+        if method not in (Method.ALLOCATE, Method.REFRESH, Method.CREATE_PERMISSION, Method.CHANNEL_BIND):
+            return [self._error(local, client, msg, 400, "Bad Request: unknown method")]
+        unknown = msg.unknown_comprehension_required()
+        if unknown:
+            return [self._error(local, client, msg, 420, "Unknown Attribute", UnknownAttributes(tuple(unknown)))]
+        key = self._authenticate(now, msg)
+        if isinstance(key, tuple):
+            code, reason = key
+            self.stats[f"auth-{code}"] += 1
+            return [self._error(local, client, msg, code, reason, Realm(self.config.realm),
+                                Nonce(self._nonce(now)))]
+        username = msg.get(Username).text  # type: ignore[union-attr]  # checked by _authenticate
+        handler = {
+            Method.ALLOCATE: self._allocate,
+            Method.REFRESH: self._refresh,
+            Method.CREATE_PERMISSION: self._create_permission,
+            Method.CHANNEL_BIND: self._channel_bind,
+        }[Method(method)]
+        return [handler(now, local, client, msg, key, username)]
+
+    def _authenticate(self, now: float, msg: Message) -> IntegrityKey | tuple[int, str]:
+        """RFC 8489 §9.2.4: 401 without credentials or with wrong ones, 438 when the nonce is stale."""
+        user, realm, nonce = msg.get(Username), msg.get(Realm), msg.get(Nonce)
+        if not msg.has_integrity or user is None or realm is None or nonce is None:
+            return (401, "Unauthorized")
+        key = self._keys.get(user.text)
+        if key is None or realm.text != self.config.realm or not msg.check_integrity(key):
+            return (401, "Unauthorized")
+        if not self._nonce_fresh(nonce.text, now):
+            return (438, "Stale Nonce")
+        return key
+
+    # ----------------------------------------------------------------------------------------- requests
+
+    def _allocate(self, now: float, local: Address, client: Address, msg: Message, key: IntegrityKey,
+                  username: str) -> Transmit:
+        """RFC 8656 §7.2."""
+        five = (client, local)
+        if five in self.allocations:
+            return self._error(local, client, msg, 437, "Allocation Mismatch", key=key)
+        transport = msg.get(RequestedTransport)
+        if transport is None:
+            return self._error(local, client, msg, 400, "Bad Request: no REQUESTED-TRANSPORT", key=key)
+        if transport.protocol != UDP:
+            return self._error(local, client, msg, 442, "Unsupported Transport Protocol", key=key)
+        if sum(1 for a in self.allocations.values() if a.username == username) >= self.config.user_quota:
+            return self._error(local, client, msg, 486, "Allocation Quota Reached", key=key)
+        relayed = self.ports.reserve(6 if ":" in client[0] else 4)
+        if relayed is None:
+            return self._error(local, client, msg, 508, "Insufficient Capacity", key=key)
+        lifetime = self._lifetime(msg)
+        alloc = Allocation(client, local, relayed, username, key, now + lifetime)
+        self.allocations[five] = alloc
+        self.by_relay[relayed] = alloc
+        self.stats["allocate"] += 1
+        return self._ok(local, client, msg, [XorRelayedAddress(*relayed), XorMappedAddress(*client),
+                                             Lifetime(lifetime)], key)
+
+    def _lifetime(self, msg: Message) -> int:
+        asked = msg.get(Lifetime)
+        want = self.config.default_lifetime if asked is None else asked.number
+        return min(max(want, self.config.default_lifetime), self.config.max_lifetime)
+
+    def _refresh(self, now: float, local: Address, client: Address, msg: Message, key: IntegrityKey,
+                 username: str) -> Transmit:
+        """RFC 8656 §8: LIFETIME 0 deletes the allocation."""
+        five = (client, local)
+        alloc = self.allocations.get(five)
+        if alloc is None:
+            return self._error(local, client, msg, 437, "Allocation Mismatch", key=key)
+        if alloc.username != username:
+            return self._error(local, client, msg, 441, "Wrong Credentials", key=key)
+        asked = msg.get(Lifetime)
+        if asked is not None and asked.number == 0:
+            self._delete(five)
+            self.stats["deallocate"] += 1
+            return self._ok(local, client, msg, [Lifetime(0)], key)
+        lifetime = self._lifetime(msg)
+        alloc.expires = now + lifetime
+        self.stats["refresh"] += 1
+        return self._ok(local, client, msg, [Lifetime(lifetime)], key)
+
+    def _peer_allowed(self, host: str) -> bool:
+        ip = ipaddress.ip_address(host)
+        if any(ip in n for n in self._allowed):
+            return True
+        return not any(ip in n for n in self._denied)
+
+    def _owned(self, local: Address, client: Address, msg: Message, key: IntegrityKey, username: str
+               ) -> Allocation | Transmit:
+        alloc = self.allocations.get((client, local))
+        if alloc is None:
+            return self._error(local, client, msg, 437, "Allocation Mismatch", key=key)
+        if alloc.username != username:
+            return self._error(local, client, msg, 441, "Wrong Credentials", key=key)
+        return alloc
+
+    def _create_permission(self, now: float, local: Address, client: Address, msg: Message, key: IntegrityKey,
+                           username: str) -> Transmit:
+        """RFC 8656 §10: one or more XOR-PEER-ADDRESS; all or nothing."""
+        alloc = self._owned(local, client, msg, key, username)
+        if isinstance(alloc, Transmit):
+            return alloc
+        peers = [a for a in msg.attributes if isinstance(a, XorPeerAddress)]
+        if not peers:
+            return self._error(local, client, msg, 400, "Bad Request: no XOR-PEER-ADDRESS", key=key)
+        for p in peers:
+            if (":" in p.host) != (":" in alloc.relayed[0]):
+                return self._error(local, client, msg, 443, "Peer Address Family Mismatch", key=key)
+            if not self._peer_allowed(p.host):
+                self.stats["peer-forbidden"] += 1
+                return self._error(local, client, msg, 403, "Forbidden", key=key)
+        for p in peers:
+            alloc.permissions[p.host] = now + self.config.permission_lifetime
+        self.stats["create-permission"] += 1
+        return self._ok(local, client, msg, [], key)
+
+    def _channel_bind(self, now: float, local: Address, client: Address, msg: Message, key: IntegrityKey,
+                      username: str) -> Transmit:
+        """RFC 8656 §11.2: binds (or refreshes) a channel and installs/refreshes the permission."""
+        alloc = self._owned(local, client, msg, key, username)
+        if isinstance(alloc, Transmit):
+            return alloc
+        chan, peer = msg.get(ChannelNumber), msg.get(XorPeerAddress)
+        if chan is None or peer is None or not 0x4000 <= chan.number <= 0x4FFF:
+            return self._error(local, client, msg, 400, "Bad Request: channel 0x4000-0x4FFF and a peer", key=key)
+        if not self._peer_allowed(peer.host):
+            self.stats["peer-forbidden"] += 1
+            return self._error(local, client, msg, 403, "Forbidden", key=key)
+        bound = alloc.channels.get(chan.number)
+        other = alloc.by_peer.get(peer.address)
+        if (bound is not None and bound[0] != peer.address) or (other is not None and other != chan.number):
+            return self._error(local, client, msg, 400, "Bad Request: channel or peer already bound", key=key)
+        alloc.channels[chan.number] = (peer.address, now + self.config.channel_lifetime)
+        alloc.by_peer[peer.address] = chan.number
+        alloc.permissions[peer.host] = now + self.config.permission_lifetime
+        self.stats["channel-bind"] += 1
+        return self._ok(local, client, msg, [], key)
+
+    # -------------------------------------------------------------------------------------------- relaying
+
+    def _permitted(self, alloc: Allocation, peer: Address, now: float) -> bool:
+        expiry = alloc.permissions.get(peer[0])
+        return expiry is not None and expiry > now
+
+    def _send_indication(self, now: float, local: Address, client: Address, msg: Message) -> list[Transmit]:
+        """RFC 8656 §11.2: relay DATA to XOR-PEER-ADDRESS if a permission exists (no response either way)."""
+        alloc = self.allocations.get((client, local))
+        peer, data = msg.get(XorPeerAddress), msg.get(Data)
+        if alloc is None or peer is None or data is None or alloc.expires <= now:
+            self.stats["send-dropped"] += 1
+            return []
+        if not self._permitted(alloc, peer.address, now):
+            self.stats["send-no-permission"] += 1
+            return []
+        self.stats["relayed-to-peer"] += 1
+        return [Transmit(peer.address, data.data, alloc.relayed)]
+
+    def _channel_data_from_client(self, now: float, local: Address, client: Address, data: bytes
+                                  ) -> list[Transmit]:
+        """RFC 8656 §12.4: ChannelData from the client goes to the channel's peer."""
+        number, length = _CHANNEL_HDR.unpack_from(data)
+        alloc = self.allocations.get((client, local))
+        if alloc is None or length > len(data) - 4:
+            self.stats["channel-data-dropped"] += 1
+            return []
+        bound = alloc.channels.get(number)
+        if bound is None or bound[1] <= now or not self._permitted(alloc, bound[0], now):
+            self.stats["channel-data-unbound"] += 1
+            return []
+        self.stats["relayed-to-peer"] += 1
+        return [Transmit(bound[0], data[4 : 4 + length], alloc.relayed)]
+
+    def handle_peer(self, now: float, relayed: Address, peer: Address, data: bytes) -> list[Transmit]:
+        """A datagram from a peer to a relayed address: ChannelData if a channel is bound, else a Data
+        indication (RFC 8656 §11.3, §12.5); dropped without a permission for the peer's IP."""
+        alloc = self.by_relay.get(relayed)
+        if alloc is None or alloc.expires <= now:
+            self.stats["peer-data-no-allocation"] += 1
+            return []
+        if not self._permitted(alloc, peer, now):
+            self.stats["peer-data-no-permission"] += 1
+            return []
+        number = alloc.by_peer.get(peer)
+        if number is not None and alloc.channels[number][1] > now:
+            framed = _CHANNEL_HDR.pack(number, len(data)) + data  # no padding over UDP (RFC 8656 §12.5)
+            self.stats["relayed-to-client"] += 1
+            return [Transmit(alloc.client, framed, alloc.server)]
+        ind = Message(Method.DATA, MessageClass.INDICATION, attributes=[XorPeerAddress(*peer), Data(data)])
+        self.stats["relayed-to-client"] += 1
+        return [Transmit(alloc.client, ind.encode(fingerprint=True), alloc.server)]

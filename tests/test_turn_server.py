@@ -1,0 +1,174 @@
+"""The sans-IO TURN server core (RFC 8656) on a virtual clock: auth, allocations, permissions, channels, relaying."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ice.stun import Message, MessageClass, Method, long_term_key, parse
+from ice.stun.attributes import (
+    Address,
+    Attribute,
+    ChannelNumber,
+    Data,
+    ErrorCode,
+    Lifetime,
+    Nonce,
+    Realm,
+    RequestedTransport,
+    Username,
+    XorPeerAddress,
+    XorRelayedAddress,
+)
+from ice.turn.server import TurnServer, TurnServerConfig
+
+LISTEN = ("203.0.113.10", 3478)
+CLIENT = ("198.51.100.7", 40000)
+PEER = ("198.51.100.9", 50000)
+KEY = long_term_key("alice", "icelab", "secret")
+
+
+@dataclass
+class Ports:
+    next_port: int = 49152
+    released: list[Address] = field(default_factory=list)
+
+    def reserve(self, family: int) -> Address | None:
+        self.next_port += 1
+        return ("203.0.113.10", self.next_port)
+
+    def release(self, relayed: Address) -> None:
+        self.released.append(relayed)
+
+
+def server(**kw: object) -> tuple[TurnServer, Ports]:
+    ports = Ports()
+    cfg = TurnServerConfig(LISTEN, users={"alice": "secret"}, **kw)  # type: ignore[arg-type]
+    return TurnServer(cfg, ports, secret=b"k"), ports
+
+
+def request(srv: TurnServer, now: float, method: int, *attrs: Attribute, client: Address = CLIENT,
+            password: str = "secret", nonce: str | None = None) -> Message:
+    """Send one request the way a client does after the 401 dance; return the parsed response."""
+    if nonce is None:
+        first = srv.handle_client(now, LISTEN, client, Message(method, MessageClass.REQUEST,
+                                                               attributes=list(attrs)).encode())
+        nonce = parse(first[0].data).get(Nonce).text  # type: ignore[union-attr]
+    key = long_term_key("alice", "icelab", password)
+    msg = Message(method, MessageClass.REQUEST, attributes=[*attrs, Username("alice"), Realm("icelab"), Nonce(nonce)])
+    out = srv.handle_client(now, LISTEN, client, msg.encode(key, fingerprint=True))
+    assert len(out) == 1 and out[0].remote == client and out[0].local == LISTEN
+    return parse(out[0].data)
+
+
+def allocate(srv: TurnServer, now: float = 0.0, client: Address = CLIENT) -> Address:
+    resp = request(srv, now, Method.ALLOCATE, RequestedTransport(17), client=client)
+    assert resp.message_class is MessageClass.SUCCESS, resp.error
+    assert resp.check_integrity(KEY)
+    relayed = resp.get(XorRelayedAddress)
+    assert relayed is not None and resp.get(Lifetime) == Lifetime(600)
+    return relayed.address
+
+
+def test_401_then_allocate_then_wrong_password_and_stale_nonce() -> None:
+    srv, _ = server()
+    first = parse(srv.handle_client(0.0, LISTEN, CLIENT, Message(Method.ALLOCATE, MessageClass.REQUEST, attributes=[
+        RequestedTransport(17)]).encode())[0].data)
+    assert first.error == ErrorCode(401, "Unauthorized") and first.get(Realm) == Realm("icelab")
+    assert first.get(Nonce) is not None
+    assert request(srv, 0.0, Method.ALLOCATE, RequestedTransport(17), password="wrong").error.code == 401  # type: ignore[union-attr]
+    nonce = first.get(Nonce).text  # type: ignore[union-attr]
+    stale = request(srv, 4000.0, Method.ALLOCATE, RequestedTransport(17), nonce=nonce)
+    assert stale.error.code == 438 and stale.get(Nonce).text != nonce  # type: ignore[union-attr]
+    assert allocate(srv) == ("203.0.113.10", 49153)
+    assert request(srv, 1.0, Method.ALLOCATE, RequestedTransport(17)).error.code == 437  # type: ignore[union-attr]
+
+
+def test_quota_transport_and_capacity_errors() -> None:
+    srv, _ = server(user_quota=1)
+    allocate(srv)
+    other = ("198.51.100.8", 40001)
+    assert request(srv, 0, Method.ALLOCATE, RequestedTransport(17), client=other).error.code == 486  # type: ignore[union-attr]
+    srv2, _ = server()
+    assert request(srv2, 0, Method.ALLOCATE, RequestedTransport(6)).error.code == 442  # type: ignore[union-attr]
+    assert request(srv2, 0, Method.ALLOCATE).error.code == 400  # type: ignore[union-attr]
+
+
+def test_permission_send_indication_and_data_indication() -> None:
+    srv, _ = server()
+    relayed = allocate(srv)
+    send = Message(Method.SEND, MessageClass.INDICATION, attributes=[XorPeerAddress(*PEER), Data(b"hi")]).encode()
+    assert srv.handle_client(1, LISTEN, CLIENT, send) == []  # no permission yet (RFC 8656 §9)
+    assert srv.stats["send-no-permission"] == 1
+    assert srv.handle_peer(1, relayed, PEER, b"x") == [] and srv.stats["peer-data-no-permission"] == 1
+    assert request(srv, 1, Method.CREATE_PERMISSION, XorPeerAddress(*PEER)).message_class is MessageClass.SUCCESS
+    out = srv.handle_client(2, LISTEN, CLIENT, send)
+    assert [(t.local, t.remote, t.data) for t in out] == [(relayed, PEER, b"hi")]
+    back = srv.handle_peer(3, relayed, ("198.51.100.9", 50001), b"from another port of the same IP")
+    ind = parse(back[0].data)
+    assert back[0].remote == CLIENT and ind.method == Method.DATA and ind.message_class is MessageClass.INDICATION
+    assert ind.get(XorPeerAddress) == XorPeerAddress("198.51.100.9", 50001)
+    assert ind.get(Data) == Data(b"from another port of the same IP")
+    assert srv.handle_peer(400, relayed, PEER, b"late") == []  # the permission expired after 300 s
+
+
+def test_channel_bind_and_channel_data_both_ways() -> None:
+    srv, _ = server()
+    relayed = allocate(srv)
+    assert request(srv, 1, Method.CHANNEL_BIND, ChannelNumber(0x4001), XorPeerAddress(*PEER)).message_class \
+        is MessageClass.SUCCESS
+    out = srv.handle_client(2, LISTEN, CLIENT, b"\x40\x01\x00\x03abc")
+    assert [(t.local, t.remote, t.data) for t in out] == [(relayed, PEER, b"abc")]
+    back = srv.handle_peer(3, relayed, PEER, b"hello")
+    assert back[0].data == b"\x40\x01\x00\x05hello" and back[0].remote == CLIENT
+    # A peer keeps its channel; a channel keeps its peer (RFC 8656 §11.2).
+    assert request(srv, 4, Method.CHANNEL_BIND, ChannelNumber(0x4002), XorPeerAddress(*PEER)).error.code == 400  # type: ignore[union-attr]
+    other_peer = XorPeerAddress("198.51.100.9", 1)
+    assert request(srv, 4, Method.CHANNEL_BIND, ChannelNumber(0x4001), other_peer).error.code == 400  # type: ignore[union-attr]
+    assert request(srv, 4, Method.CHANNEL_BIND, ChannelNumber(0x3000), XorPeerAddress(*PEER)).error.code == 400  # type: ignore[union-attr]
+    assert srv.handle_client(5, LISTEN, CLIENT, b"\x40\x09\x00\x01z") == []  # unbound channel: dropped
+
+
+def test_refresh_delete_and_expiry_release_relay_ports() -> None:
+    srv, ports = server()
+    relayed = allocate(srv)
+    assert request(srv, 100, Method.REFRESH, Lifetime(1200)).get(Lifetime) == Lifetime(1200)
+    srv.handle_timeout(700)
+    assert relayed in srv.by_relay  # refreshed past the original 600 s
+    assert request(srv, 800, Method.REFRESH, Lifetime(0)).get(Lifetime) == Lifetime(0)
+    assert ports.released == [relayed] and not srv.allocations
+    assert request(srv, 801, Method.REFRESH).error.code == 437  # type: ignore[union-attr]
+    second = allocate(srv, 900)
+    assert srv.next_timeout() == 1500
+    srv.handle_timeout(1500)
+    assert ports.released == [relayed, second] and srv.stats["allocation-expired"] == 1
+
+
+def test_denied_peers_unless_allowed() -> None:
+    srv, _ = server()
+    allocate(srv)
+    assert request(srv, 1, Method.CREATE_PERMISSION, XorPeerAddress("127.0.0.1", 9)).error.code == 403  # type: ignore[union-attr]
+    srv2, _ = server(allowed_peers=("127.0.0.0/8",))
+    allocate(srv2)
+    assert request(srv2, 1, Method.CREATE_PERMISSION, XorPeerAddress("127.0.0.1", 9)).message_class \
+        is MessageClass.SUCCESS
+
+
+def test_binding_is_served_too() -> None:
+    srv, _ = server()
+    out = srv.handle_client(0, LISTEN, CLIENT, Message(Method.BINDING, MessageClass.REQUEST).encode())
+    assert parse(out[0].data).message_class is MessageClass.SUCCESS
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=120))
+def test_garbage_never_raises(data: bytes) -> None:
+    srv, _ = server()
+    relayed = allocate(srv)
+    srv.handle_client(1, LISTEN, CLIENT, data)
+    srv.handle_client(1, LISTEN, CLIENT, b"\x40\x01" + data)
+    srv.handle_peer(1, relayed, PEER, data)
+    stun = b"\x00\x03" + len(data).to_bytes(2, "big") + b"\x21\x12\xa4\x42" + bytes(12) + data
+    srv.handle_client(1, LISTEN, CLIENT, stun)
