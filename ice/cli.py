@@ -147,6 +147,64 @@ def cmd_server_stun(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_server_turn(args: argparse.Namespace) -> int:
+    import ipaddress
+
+    from ice.aio.turn_server import TurnServerRunner
+    from ice.turn.server import TurnServerConfig
+
+    listen = _address(args.listen)
+    users: dict[str, str] = {}
+    for spec in args.user or []:
+        name, sep, password = spec.partition(":")
+        if not sep or not name or not password:
+            raise UserError(f"--user {spec!r}: expected USER:PASSWORD")
+        users[name] = password
+    if not users:
+        raise UserError("a TURN server needs at least one --user USER:PASSWORD (long-term credentials)")
+    ports: tuple[int, int] | None = None
+    if args.relay_ports:
+        lo, _, hi = args.relay_ports.partition("-")
+        if not (lo.isdigit() and hi.isdigit() and 1 <= int(lo) <= int(hi) <= 65535):
+            raise UserError(f"--relay-ports {args.relay_ports!r}: expected LOW-HIGH, e.g. 49152-49999")
+        ports = (int(lo), int(hi))
+    for cidr in args.allow_peer or []:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise UserError(f"--allow-peer {cidr!r} is not an address range such as 127.0.0.0/8") from None
+    config = TurnServerConfig(listen, realm=args.realm, users=users, software=f"icelab {__version__}",
+                              allowed_peers=tuple(args.allow_peer or ()))
+
+    def log(event: dict[str, object]) -> None:
+        print(json.dumps({"ts": round(time.time(), 6), **event}), flush=True)
+
+    async def main() -> None:
+        runner = await TurnServerRunner(config, args.relay_ip or listen[0], ports).start()
+        where = f"{runner.address[0]}:{runner.address[1]}"
+        if args.json_log:
+            log({"event": "listening", "address": where, "realm": args.realm})
+        else:
+            print(f"icelab TURN server on {where} (realm {args.realm}, relay {args.relay_ip or listen[0]})",
+                  flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            stats = dict(runner.core.stats)
+            runner.close()
+            if args.json_log:
+                log({"event": "stopped", "stats": stats})
+
+    _event_loop_policy()
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())
+    return 0
+
+
 # ----------------------------------------------------------------------------------------------------------- run
 
 
@@ -456,6 +514,16 @@ def build_parser() -> argparse.ArgumentParser:
     ss.add_argument("--alt", metavar="IP:PORT", help="alternate address (other IP and port) for RFC 5780")
     ss.add_argument("--json-log", action="store_true", help="one JSON object per line on stdout")
     ss.set_defaults(func=cmd_server_stun)
+    st = svs.add_parser("turn", help="TURN server (RFC 8656) that answers STUN Binding too")
+    st.add_argument("--listen", required=True, metavar="IP:PORT")
+    st.add_argument("--realm", default="icelab")
+    st.add_argument("--user", action="append", metavar="USER:PASSWORD", help="long-term credentials (repeatable)")
+    st.add_argument("--relay-ip", metavar="IP", help="address relayed transport addresses use (default: --listen's)")
+    st.add_argument("--relay-ports", metavar="LOW-HIGH", help="relay port range (default: ephemeral ports)")
+    st.add_argument("--allow-peer", action="append", metavar="CIDR",
+                    help="allow relaying to this range although it is denied by default (loopback, multicast...)")
+    st.add_argument("--json-log", action="store_true")
+    st.set_defaults(func=cmd_server_turn)
 
     pe = sub.add_parser("peer", help="an ICE agent on the line protocol (stdin/stdout) of the interop harness")
     pe.add_argument("--controlling", action="store_true")

@@ -43,6 +43,9 @@ from ice.stun.server import StunServer, StunServerConfig
 from ice.stun.transaction import Transmit
 
 _CHANNEL_HDR = Struct("!HH")
+CHANNEL_MIN, CHANNEL_MAX = 0x4000, 0x7FFF
+"""RFC 8656 §12 narrowed channels to 0x4000-0x4FFF; RFC 5766 clients (coturn's among them) still use up to 0x7FFF,
+so the server accepts the old range, as coturn does. Clients of ours use the new one."""
 UDP = 17
 
 DEFAULT_DENIED = ("0.0.0.0/8", "127.0.0.0/8", "224.0.0.0/4", "255.255.255.255/32", "::/128", "::1/128", "ff00::/8")
@@ -154,7 +157,7 @@ class TurnServer:
 
     def handle_client(self, now: float, local: Address, client: Address, data: bytes) -> list[Transmit]:
         """A datagram from a client on a listening address: STUN/TURN message or ChannelData (RFC 8656 §12.4)."""
-        if len(data) >= 4 and 0x40 <= data[0] <= 0x4F:
+        if len(data) >= 4 and 0x40 <= data[0] <= 0x7F:
             return self._channel_data_from_client(now, local, client, data)
         try:
             msg = parse(data)
@@ -317,8 +320,8 @@ class TurnServer:
         if isinstance(alloc, Transmit):
             return alloc
         chan, peer = msg.get(ChannelNumber), msg.get(XorPeerAddress)
-        if chan is None or peer is None or not 0x4000 <= chan.number <= 0x4FFF:
-            return self._error(local, client, msg, 400, "Bad Request: channel 0x4000-0x4FFF and a peer", key=key)
+        if chan is None or peer is None or not CHANNEL_MIN <= chan.number <= CHANNEL_MAX:
+            return self._error(local, client, msg, 400, "Bad Request: channel 0x4000-0x7FFF and a peer", key=key)
         if not self._peer_allowed(peer.host):
             self.stats["peer-forbidden"] += 1
             return self._error(local, client, msg, 403, "Forbidden", key=key)

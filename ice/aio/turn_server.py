@@ -1,0 +1,156 @@
+"""The embedded TURN server on asyncio: non-blocking sockets read in batches by ``add_reader``, one re-armed timer.
+
+The relay path is the hot one: a readable socket is drained (up to ``BATCH`` datagrams) in one callback, and
+each datagram goes straight through the sans-IO core to ``sendto`` with no protocol objects in between.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Callable
+
+from ice.stun.attributes import Address
+from ice.stun.transaction import Transmit
+from ice.turn.server import TurnServer, TurnServerConfig
+
+BATCH = 64
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+class TurnServerRunner:
+    def __init__(self, config: TurnServerConfig, relay_ip: str, relay_ports: tuple[int, int] | None = None,
+                 log: Callable[[dict[str, object]], None] | None = None) -> None:
+        self.config = config
+        self.relay_ip = relay_ip
+        self.relay_ports = relay_ports
+        self.log = log
+        self.core = TurnServer(config, self)
+        self._socks: dict[Address, socket.socket] = {}
+        self._listen: Address | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._next_port = relay_ports[0] if relay_ports else 0
+
+    @property
+    def address(self) -> Address:
+        assert self._listen is not None
+        return self._listen
+
+    def _open(self, addr: Address, on_readable: Callable[[socket.socket, Address], None]) -> tuple[socket.socket,
+                                                                                                   Address]:
+        sock = socket.socket(_family(addr[0]), socket.SOCK_DGRAM)
+        try:
+            sock.bind(addr)
+        except OSError:
+            sock.close()
+            raise
+        sock.setblocking(False)
+        sa = sock.getsockname()
+        bound = (str(sa[0]), int(sa[1]))
+        asyncio.get_running_loop().add_reader(sock.fileno(), on_readable, sock, bound)
+        self._socks[bound] = sock
+        return sock, bound
+
+    async def start(self) -> TurnServerRunner:
+        try:
+            _, self._listen = self._open(self.config.listen, self._on_client)
+        except OSError as exc:
+            raise OSError(f"cannot listen on {self.config.listen[0]}:{self.config.listen[1]}: {exc.strerror}") from None
+        if self.config.listen[1] == 0:  # an ephemeral port: the core must know the real one
+            self.config = TurnServerConfig(**{**self.config.__dict__, "listen": self._listen})
+            self.core = TurnServer(self.config, self)
+        return self
+
+    # -- RelayPorts ------------------------------------------------------------------------------------------
+
+    def reserve(self, family: int) -> Address | None:
+        if self.relay_ports is None:
+            try:
+                return self._open((self.relay_ip, 0), self._on_peer)[1]
+            except OSError:
+                return None
+        lo, hi = self.relay_ports
+        for _ in range(hi - lo + 1):
+            port = self._next_port
+            self._next_port = lo if port >= hi else port + 1
+            if (self.relay_ip, port) in self._socks:
+                continue
+            try:
+                return self._open((self.relay_ip, port), self._on_peer)[1]
+            except OSError:
+                continue
+        return None
+
+    def release(self, relayed: Address) -> None:
+        sock = self._socks.pop(relayed, None)
+        if sock is not None:
+            asyncio.get_running_loop().remove_reader(sock.fileno())
+            sock.close()
+
+    # -- I/O -------------------------------------------------------------------------------------------------
+
+    def _send(self, outs: list[Transmit]) -> None:
+        socks = self._socks
+        for t in outs:
+            sock = socks.get(t.local) if t.local is not None else None
+            if sock is None:
+                continue
+            try:
+                sock.sendto(t.data, t.remote)
+            except (BlockingIOError, OSError):
+                self.core.stats["send-failed"] += 1
+
+    def _on_client(self, sock: socket.socket, local: Address) -> None:
+        now = asyncio.get_running_loop().time()
+        handle = self.core.handle_client
+        for _ in range(BATCH):
+            try:
+                data, addr = sock.recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                self.core.stats["recv-error"] += 1
+                break
+            self._send(handle(now, local, (addr[0], addr[1]), data))
+        self._rearm()
+
+    def _on_peer(self, sock: socket.socket, relayed: Address) -> None:
+        now = asyncio.get_running_loop().time()
+        handle = self.core.handle_peer
+        for _ in range(BATCH):
+            try:
+                data, addr = sock.recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                self.core.stats["recv-error"] += 1
+                break
+            self._send(handle(now, relayed, (addr[0], addr[1]), data))
+
+    def _rearm(self) -> None:
+        at = self.core.next_timeout()
+        if at == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_at(at, self._on_timer) if at is not None else None
+        self._timer_at = at
+
+    def _on_timer(self) -> None:
+        self._timer = self._timer_at = None
+        self.core.handle_timeout(asyncio.get_running_loop().time())
+        self._rearm()
+
+    def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sock in self._socks.values():
+            loop.remove_reader(sock.fileno())
+            sock.close()
+        self._socks.clear()
+        if self._timer is not None:
+            self._timer.cancel()
