@@ -578,10 +578,11 @@ def build_parser() -> argparse.ArgumentParser:
     tc.set_defaults(func=cmd_topo_check)
 
     b = sub.add_parser("bench", help="benchmarks against peers, side by side in one run")
-    b.add_argument("what", choices=["codec", "server", "lab", "connect"])
+    b.add_argument("what", choices=["codec", "server", "lab", "connect", "relay"])
     b.add_argument("--json", action="store_true")
     b.add_argument("--seconds", type=float, default=0.4, help="codec: time per measurement")
-    b.add_argument("--requests", type=int, default=100_000, help="server: Binding requests per server")
+    b.add_argument("--requests", type=int, default=100_000,
+                   help="server: Binding requests per server; relay: relayed packets per round")
     b.add_argument("--rounds", type=int, help="lab: build/teardown rounds per topology (default 5)")
     b.add_argument("--runs", type=int, help="connect: measured connections per implementation (default 20)")
     b.add_argument("--lab", action="store_true", help="connect: through two NATs in the kernel lab (root)")

@@ -41,3 +41,22 @@ def test_coturn_client_relays_through_our_server_without_loss() -> None:
     stats = json.loads(log.strip().splitlines()[-1])["stats"]
     assert stats["relayed-to-peer"] == stats["relayed-to-client"] == sent
     assert stats["auth-401"] >= 2 and stats["allocate"] >= 1 and stats.get("deallocate", 0) >= 1
+
+
+def test_bench_relay_compares_with_coturn() -> None:
+    """Structure only: both servers relay every packet of a small run; the ratio is what the JSON says."""
+    p = subprocess.run([*ICELAB, "bench", "relay", "--json", "--requests", "4000"], capture_output=True, text=True,
+                       timeout=120, cwd=ROOT)
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(p.stdout)
+    assert doc["lost"] == {"icelab": 0, "coturn": 0}
+    pps = doc["relayed_packets_per_second"]
+    assert doc["ratio"] == round(pps["icelab"] / pps["coturn"], 3)
+
+
+def test_server_turn_usage_errors_are_one_sentence() -> None:
+    for args in (["--listen", "127.0.0.1:0"], ["--listen", "127.0.0.1:0", "--user", "nopassword"],
+                 ["--listen", "127.0.0.1:0", "--user", "a:b", "--relay-ports", "9-1"],
+                 ["--listen", "127.0.0.1:0", "--user", "a:b", "--allow-peer", "nonsense"]):
+        p = subprocess.run([*ICELAB, "server", "turn", *args], capture_output=True, text=True, cwd=ROOT, timeout=30)
+        assert p.returncode == 2 and p.stderr.startswith("icelab: ") and "Traceback" not in p.stderr, args

@@ -1,0 +1,85 @@
+"""``icelab bench relay``: TURN relay throughput of our server and of coturn, same run, loopback, single flow.
+
+A load process (bench.turnload) allocates on each server, binds a channel to a local peer socket and keeps a
+window of ChannelData in flight; the peer echoes, so each round trip is two relayed packets. Rounds alternate
+between the servers and the median is reported. coturn relays about 126 k packets/s single-flow on a 4-vCPU
+droplet (shared/reference/ice-peers.md); here both share 2 cores with the load process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from bench.server import _free_port, _server
+
+ROUNDS = 3
+WINDOW = 64
+USER, PASSWORD, REALM = "bench", "bench-secret", "icelab"
+
+
+def _load(port: int, packets: int) -> dict[str, float]:
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.turnload", "127.0.0.1", str(port), USER, PASSWORD, str(packets), str(WINDOW)],
+        capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[1],
+    ).stdout
+    result: dict[str, float] = json.loads(out)
+    return result
+
+
+def main(args: argparse.Namespace) -> int:
+    round_trips = int(getattr(args, "requests", 100_000) or 100_000) // 2
+    if shutil.which("turnserver") is None:
+        print("icelab bench relay: coturn (turnserver) is not installed; run ./icelab once to provision it",
+              file=sys.stderr)
+        return 2
+    ours_port, coturn_port = _free_port(), _free_port()
+    rounds: dict[str, list[dict[str, float]]] = {"icelab": [], "coturn": []}
+    with tempfile.TemporaryDirectory(prefix="icelab-bench-") as tmp:
+        ours = [sys.executable, "-m", "ice.cli", "server", "turn", "--listen", f"127.0.0.1:{ours_port}",
+                "--realm", REALM, "--user", f"{USER}:{PASSWORD}", "--relay-ip", "127.0.0.1",
+                "--allow-peer", "127.0.0.0/8"]
+        coturn = [
+            "turnserver", "-n", "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1",
+            f"--listening-port={coturn_port}", f"--min-port={coturn_port + 1}", f"--max-port={coturn_port + 50}",
+            "--no-tls", "--no-dtls", "--no-cli", "--lt-cred-mech", f"--realm={REALM}", f"--user={USER}:{PASSWORD}",
+            "--fingerprint", f"--db={tmp}/turndb.sqlite", f"--pidfile={tmp}/turnserver.pid", "--log-file=stdout",
+            "--simple-log", "--no-stdout-log", "--allow-loopback-peers",
+        ]
+        with _server(ours, ours_port), _server(coturn, coturn_port, cwd=tmp):
+            _load(ours_port, 2000)  # warm-up
+            _load(coturn_port, 2000)
+            for i in range(ROUNDS):
+                for name, port in (("icelab", ours_port), ("coturn", coturn_port)):
+                    r = _load(port, round_trips)
+                    rounds[name].append(r)
+                    if not args.json:
+                        print(f"  round {i + 1}: {name:<7} {r['relayed_pps']:>10,.0f} relayed packets/s "
+                              f"(lost {r['lost']:.0f})", file=sys.stderr, flush=True)
+    pps = {name: round(statistics.median(r["relayed_pps"] for r in rs)) for name, rs in rounds.items()}
+    lost = {name: int(sum(r["lost"] for r in rs)) for name, rs in rounds.items()}
+    ratio = round(pps["icelab"] / pps["coturn"], 3) if pps["coturn"] else 0.0
+    doc = {
+        "benchmark": "relay",
+        "python": f"{platform.python_implementation()} {platform.python_version()} ({sys.executable})",
+        "relayed_packets_per_round": 2 * round_trips,
+        "window": WINDOW,
+        "rounds": ROUNDS,
+        "relayed_packets_per_second": pps,
+        "lost": lost,
+        "ratio": ratio,
+        "goal": "icelab at least half of coturn's relayed packets per second",
+    }
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        print(f"icelab {pps['icelab']:,} relayed packets/s, coturn {pps['coturn']:,}: ratio {ratio:.2f}x "
+              f"(goal >= 0.5x)")
+    return 0
