@@ -1,0 +1,127 @@
+"""The sans-IO TURN client against the sans-IO TURN server, in memory on a virtual clock."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ice.stun.attributes import Address
+from ice.turn.client import Allocated, AllocationFailed, PeerData, TurnClient, TurnClientConfig, TurnState
+from ice.turn.server import TurnServer, TurnServerConfig
+
+SERVER = ("203.0.113.10", 3478)
+CLIENT = ("198.51.100.7", 40000)
+PEER = ("198.51.100.9", 50000)
+
+
+@dataclass
+class Ports:
+    next_port: int = 49152
+    released: list[Address] = field(default_factory=list)
+
+    def reserve(self, family: int) -> Address | None:
+        self.next_port += 1
+        return ("203.0.113.10", self.next_port)
+
+    def release(self, relayed: Address) -> None:
+        self.released.append(relayed)
+
+
+@dataclass
+class World:
+    server: TurnServer
+    client: TurnClient
+    now: float = 0.0
+    to_peer: list[tuple[Address, bytes]] = field(default_factory=list)
+    events: list[object] = field(default_factory=list)
+
+    def pump(self) -> None:
+        """Deliver everything instantly until quiet."""
+        moved = True
+        while moved:
+            moved = False
+            while (data := self.client.poll_transmit()) is not None:
+                moved = True
+                for t in self.server.handle_client(self.now, SERVER, CLIENT, data):
+                    if t.remote == CLIENT:
+                        self.client.handle_datagram(self.now, t.data)
+                    else:
+                        self.to_peer.append((t.remote, t.data))
+            while (ev := self.client.next_event()) is not None:
+                self.events.append(ev)
+
+    def advance(self, until: float) -> None:
+        while True:
+            at = self.client.next_timeout()
+            if at is None or at > until:
+                self.now = until
+                return
+            self.now = at
+            self.client.handle_timeout(self.now)
+            self.server.handle_timeout(self.now)
+            self.pump()
+
+
+def world(password: str = "secret") -> World:
+    server = TurnServer(TurnServerConfig(SERVER, users={"alice": "secret"}), Ports(), secret=b"k")
+    client = TurnClient(TurnClientConfig(SERVER, "alice", password))
+    return World(server, client)
+
+
+def test_allocate_with_the_401_round_trip_and_relay_both_ways() -> None:
+    w = world()
+    w.client.allocate(0.0)
+    w.pump()
+    assert w.client.state is TurnState.ALLOCATED and w.client.relayed == ("203.0.113.10", 49153)
+    assert w.client.mapped == CLIENT and isinstance(w.events[0], Allocated)
+    assert w.server.stats["auth-401"] == 1 and w.server.stats["allocate"] == 1
+    # Before a channel: a CreatePermission goes first, then the data as a Send indication.
+    assert w.client.send(w.now, PEER, b"one")
+    w.pump()
+    assert w.to_peer == [(PEER, b"one")] and w.server.stats["create-permission"] == 1
+    number = w.client.bind_channel(w.now, PEER)
+    w.pump()
+    assert w.client.send(w.now, PEER, b"three")
+    w.pump()
+    assert w.to_peer[-1] == (PEER, b"three") and w.server.stats["channel-bind"] == 1
+    assert number == 0x4000
+    for t in w.server.handle_peer(w.now, w.client.relayed, PEER, b"back"):  # type: ignore[arg-type]
+        w.client.handle_datagram(w.now, t.data)
+    w.pump()
+    assert w.events[-1] == PeerData(PEER, b"back")
+
+
+def test_wrong_password_fails_clearly() -> None:
+    w = world(password="wrong")
+    w.client.allocate(0.0)
+    w.pump()
+    assert w.client.state is TurnState.FAILED
+    assert w.events == [AllocationFailed(401, "Unauthorized")]
+
+
+def test_refreshes_keep_allocation_permission_and_channel_alive() -> None:
+    w = world()
+    w.client.allocate(0.0)
+    w.pump()
+    w.client.bind_channel(w.now, PEER)
+    w.pump()
+    w.advance(2000.0)  # far past every lifetime: only refreshes keep things alive
+    relayed = w.client.relayed
+    assert relayed in w.server.by_relay and w.server.stats["refresh"] >= 3
+    assert w.server.stats["channel-bind"] >= 4  # re-bound every 540 s with the same number
+    assert w.client.channels == {PEER: 0x4000}
+    assert w.client.send(w.now, PEER, b"still here")
+    w.pump()
+    assert w.to_peer[-1] == (PEER, b"still here")
+
+
+def test_reallocate_after_437_and_deallocate_on_close() -> None:
+    w = world()
+    w.client.allocate(0.0)
+    w.pump()
+    first = w.client.relayed
+    w.server.handle_timeout(10_000)  # the server dropped the allocation behind the client's back
+    w.advance(541.0)  # the refresh gets 437: allocate again
+    assert w.client.state is TurnState.ALLOCATED and w.client.relayed != first
+    w.client.close(w.now)
+    w.pump()
+    assert not w.server.allocations and w.client.state is TurnState.CLOSED
