@@ -60,3 +60,75 @@ def test_server_turn_usage_errors_are_one_sentence() -> None:
                  ["--listen", "127.0.0.1:0", "--user", "a:b", "--allow-peer", "nonsense"]):
         p = subprocess.run([*ICELAB, "server", "turn", *args], capture_output=True, text=True, cwd=ROOT, timeout=30)
         assert p.returncode == 2 and p.stderr.startswith("icelab: ") and "Traceback" not in p.stderr, args
+
+
+@pytest.fixture
+def coturn_turn(tmp_path: object) -> object:
+    need_tool("turnserver")
+    (port,) = free_udp_ports(1)
+    proc = Proc(["turnserver", "-n", "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1", f"--listening-port={port}",
+                 f"--min-port={port + 1}", f"--max-port={port + 40}", "--no-tls", "--no-dtls", "--no-cli",
+                 "--lt-cred-mech", "--realm=icelab", "--user=alice:secret", "--fingerprint",
+                 f"--db={tmp_path}/turndb.sqlite", f"--pidfile={tmp_path}/turnserver.pid", "--log-file=stdout",
+                 "--simple-log", "--allow-loopback-peers"], cwd=tmp_path)  # type: ignore[arg-type]
+    try:
+        wait_stun("127.0.0.1", port)
+        yield ("127.0.0.1", port)
+    finally:
+        proc.stop()
+
+
+@pytest.mark.parametrize("which", ["coturn", "icelab"])
+def test_our_turn_client_relays_through_coturn_and_our_server(which: str, coturn_turn: tuple[str, int]) -> None:
+    import asyncio
+    import socket
+
+    from ice.aio.turn_client import TurnEndpoint, TurnError
+    from ice.turn.client import TurnClientConfig
+
+    if which == "coturn":
+        server, ours = coturn_turn, None
+    else:
+        (port,) = free_udp_ports(1)
+        ours = _server(port)
+        server = ("127.0.0.1", port)
+        wait_stun(*server)
+
+    async def main() -> tuple[bytes, bytes, str]:
+        peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        peer.bind(("127.0.0.1", 0))
+        peer.setblocking(False)
+        loop = asyncio.get_running_loop()
+        ep = TurnEndpoint(TurnClientConfig(server, "alice", "secret"), bind=("127.0.0.1", 0))
+        got: asyncio.Future[bytes] = loop.create_future()
+        ep.on_data = lambda src, data: got.done() or got.set_result(data)
+        try:
+            alloc = await ep.open()
+            assert alloc.relayed[0] == "127.0.0.1"
+            ep.send(peer.getsockname(), b"to-peer")  # permission first, then a Send indication
+            data, relayed = await asyncio.wait_for(loop.sock_recvfrom(peer, 100), 5)
+            assert await ep.bind_channel(peer.getsockname()) == 0x4000
+            ep.send(peer.getsockname(), b"over-the-channel")  # ChannelData now
+            assert (await asyncio.wait_for(loop.sock_recvfrom(peer, 100), 5))[0] == b"over-the-channel"
+            await loop.sock_sendto(peer, b"to-client", relayed)
+            back = await asyncio.wait_for(got, 5)
+            bad = TurnEndpoint(TurnClientConfig(server, "alice", "wrong"), bind=("127.0.0.1", 0))
+            try:
+                await bad.open()
+                refused = "no"
+            except TurnError as exc:
+                refused = str(exc)
+            finally:
+                bad.close()
+            return data, back, refused
+        finally:
+            ep.close()
+            peer.close()
+
+    try:
+        data, back, refused = asyncio.run(main())
+    finally:
+        if ours is not None:
+            ours.stop()
+    assert (data, back) == (b"to-peer", b"to-client")
+    assert refused.startswith("allocation refused: 401")

@@ -82,7 +82,15 @@ class PeerData:
     data: bytes
 
 
-TurnEvent = Allocated | AllocationFailed | PeerData
+@dataclass(frozen=True)
+class ChannelBound:
+    """The server confirmed the channel: data to this peer now goes as ChannelData (4-byte header)."""
+
+    peer: Address
+    number: int
+
+
+TurnEvent = Allocated | AllocationFailed | PeerData | ChannelBound
 
 
 @dataclass
@@ -267,6 +275,8 @@ class TurnClient:
         elif method == Method.CHANNEL_BIND:
             peer = request.get(XorPeerAddress)
             if peer is not None:
+                if peer.address not in self._channel_ok:
+                    self._events.append(ChannelBound(peer.address, self.channels[peer.address]))
                 self._channel_ok.add(peer.address)
 
     # ---------------------------------------------------------------------------------------------- timers

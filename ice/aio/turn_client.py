@@ -1,0 +1,122 @@
+"""asyncio adapter for the sans-IO TURN client: one UDP socket to the server, one re-armed timer."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Callable
+
+from ice.errors import IcelabError
+from ice.stun.attributes import Address
+from ice.turn.client import (
+    Allocated,
+    AllocationFailed,
+    ChannelBound,
+    PeerData,
+    TurnClient,
+    TurnClientConfig,
+    TurnState,
+)
+
+
+class TurnError(IcelabError):
+    """The TURN server refused or did not answer."""
+
+
+class _Proto(asyncio.DatagramProtocol):
+    def __init__(self, owner: TurnEndpoint) -> None:
+        self.owner = owner
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int] | tuple[str, int, int, int]) -> None:
+        self.owner._received(data)
+
+
+class TurnEndpoint:
+    """``await TurnEndpoint(config).open()`` -> allocated; ``send(peer, data)``; ``on_data(peer, data)`` callback."""
+
+    def __init__(self, config: TurnClientConfig, bind: Address | None = None,
+                 make_socket: Callable[[socket.AddressFamily], socket.socket] | None = None) -> None:
+        self.client = TurnClient(config)
+        self.bind = bind or (("::", 0) if ":" in config.server[0] else ("0.0.0.0", 0))
+        self._make_socket = make_socket or (lambda fam: socket.socket(fam, socket.SOCK_DGRAM))
+        self._transport: asyncio.DatagramTransport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._allocated: asyncio.Future[Allocated] | None = None
+        self.on_data: Callable[[Address, bytes], None] | None = None
+        self._bound: dict[Address, asyncio.Future[int]] = {}
+
+    @property
+    def relayed(self) -> Address | None:
+        return self.client.relayed
+
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    async def open(self, timeout: float = 10.0) -> Allocated:
+        loop = asyncio.get_running_loop()
+        sock = self._make_socket(socket.AF_INET6 if ":" in self.bind[0] else socket.AF_INET)
+        sock.bind(self.bind)
+        self._transport, _ = await loop.create_datagram_endpoint(lambda: _Proto(self), sock=sock)
+        self._allocated = loop.create_future()
+        self.client.allocate(self._now())
+        self._flush()
+        try:
+            return await asyncio.wait_for(self._allocated, timeout)
+        except TimeoutError:
+            raise TurnError(f"no allocation from {self.client.server[0]}:{self.client.server[1]}") from None
+
+    def send(self, peer: Address, data: bytes) -> bool:
+        ok = self.client.send(self._now(), peer, data)
+        self._flush()
+        return ok
+
+    async def bind_channel(self, peer: Address, timeout: float = 10.0) -> int:
+        """Bind a channel to ``peer`` and wait for the server's confirmation; returns the channel number."""
+        fut = self._bound.setdefault(peer, asyncio.get_running_loop().create_future())
+        self.client.bind_channel(self._now(), peer)
+        self._flush()
+        return await asyncio.wait_for(asyncio.shield(fut), timeout)
+
+    def _received(self, data: bytes) -> None:
+        self.client.handle_datagram(self._now(), data)
+        self._flush()
+
+    def _on_timer(self) -> None:
+        at = self._timer_at or 0.0
+        self._timer = self._timer_at = None
+        self.client.handle_timeout(max(at, self._now()))
+        self._flush()
+
+    def _flush(self) -> None:
+        client = self.client
+        while (data := client.poll_transmit()) is not None:
+            if self._transport is not None:
+                self._transport.sendto(data, client.server)
+        while (ev := client.next_event()) is not None:
+            if isinstance(ev, Allocated) and self._allocated is not None and not self._allocated.done():
+                self._allocated.set_result(ev)
+            elif isinstance(ev, AllocationFailed) and self._allocated is not None and not self._allocated.done():
+                self._allocated.set_exception(TurnError(f"allocation refused: {ev.code} {ev.reason}".strip()))
+            elif isinstance(ev, PeerData) and self.on_data is not None:
+                self.on_data(ev.peer, ev.data)
+            elif isinstance(ev, ChannelBound):
+                fut = self._bound.get(ev.peer)
+                if fut is not None and not fut.done():
+                    fut.set_result(ev.number)
+        at = client.next_timeout()
+        if at != self._timer_at:
+            if self._timer:
+                self._timer.cancel()
+            self._timer = asyncio.get_running_loop().call_at(at, self._on_timer) if at is not None else None
+            self._timer_at = at
+
+    def close(self) -> None:
+        if self.client.state is TurnState.ALLOCATED and self._transport is not None:
+            self.client.close(self._now())
+            while (data := self.client.poll_transmit()) is not None:
+                self._transport.sendto(data, self.client.server)
+        if self._timer:
+            self._timer.cancel()
+        if self._transport is not None:
+            self._transport.close()
