@@ -297,9 +297,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_peer(args: argparse.Namespace) -> int:
     from ice.agent import Nomination
     from ice.aio.peer import PeerOptions, run_peer
+    from ice.turn.client import TurnClientConfig
 
-    if args.turn or args.relay_only:
-        raise UserError("TURN relay candidates arrive with the TURN issue; run the peer without --turn/--relay-only")
+    turn = None
+    if args.turn:
+        if len(args.turn) != 4 or not args.turn[1].isdigit():
+            raise UserError("--turn takes HOST PORT USER PASSWORD (as the interop peers do)")
+        host, port, user, password = args.turn
+        turn = TurnClientConfig((host, int(port)), user, password)
+    if args.relay_only and turn is None:
+        raise UserError("--relay-only needs --turn HOST PORT USER PASSWORD")
     opts = PeerOptions(
         controlling=args.controlling,
         echo=args.echo,
@@ -308,6 +315,8 @@ def cmd_peer(args: argparse.Namespace) -> int:
         lite=args.lite,
         nomination=Nomination.AGGRESSIVE if args.aggressive else Nomination.REGULAR,
         ta=args.ta / 1000,
+        turn=turn,
+        relay_only=args.relay_only,
     )
     if not 0 <= args.ta <= 1000:
         raise UserError("--ta is in milliseconds, 0 to 1000 (RFC 8445 default: 50)")
@@ -530,7 +539,8 @@ def build_parser() -> argparse.ArgumentParser:
     pe.add_argument("--echo", action="store_true", help="send every received datagram back")
     pe.add_argument("--bind", "--ip", action="append", metavar="IP", help="gather host candidates here (repeatable)")
     pe.add_argument("--stun", action="append", default=[], metavar="HOST:PORT", help="STUN server for srflx")
-    pe.add_argument("--turn", nargs="+", metavar="ARG", help="TURN server (with the TURN issue)")
+    pe.add_argument("--turn", nargs=4, metavar=("HOST", "PORT", "USER", "PASSWORD"),
+                    help="TURN server for relayed candidates")
     pe.add_argument("--relay-only", action="store_true")
     pe.add_argument("--lite", action="store_true", help="ICE-lite (always controlled, no checks of its own)")
     pe.add_argument("--ta", type=float, default=50.0, metavar="MS", help="check pacing in ms (default 50, RFC 8445)")

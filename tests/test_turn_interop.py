@@ -132,3 +132,27 @@ def test_our_turn_client_relays_through_coturn_and_our_server(which: str, coturn
             ours.stop()
     assert (data, back) == (b"to-peer", b"to-client")
     assert refused.startswith("allocation refused: 401")
+
+
+def test_icelab_peers_relay_only_through_our_turn_server() -> None:
+    """ICE with relayed candidates only (RFC 8445 §5.1.1.2): the selected pair is relay on both sides."""
+    import sys
+    from pathlib import Path
+
+    (port,) = free_udp_ports(1)
+    proc = _server(port)
+    try:
+        wait_stun("127.0.0.1", port)
+        turn = f"--turn 127.0.0.1 {port} alice secret --relay-only"
+        cmd_a = f"{sys.executable} -m ice.cli peer --controlling --bind 127.0.0.1 {turn}"
+        cmd_b = f"{sys.executable} -m ice.cli peer --echo --bind 127.0.0.1 {turn}"
+        line_peer = Path(__file__).resolve().parent / "line_peer.py"
+        p = subprocess.run([sys.executable, str(line_peer), cmd_a, cmd_b], capture_output=True, text=True,
+                           timeout=60, cwd=ROOT)
+    finally:
+        proc.p.send_signal(signal.SIGTERM)
+        log = proc.stop()
+    assert "ROUNDTRIP OK" in p.stdout, p.stdout[-600:]
+    assert re.search(r"\[A\] selected relay 127\.0\.0\.1:\d+ \| relay 127\.0\.0\.1:\d+", p.stdout)
+    stats = json.loads(log.strip().splitlines()[-1])["stats"]
+    assert stats["allocate"] == 2 and stats["relayed-to-peer"] > 0

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from ice.agent import AgentConfig, Candidate, Nomination
 from ice.agent.events import Event, SelectedPairChanged, StateChanged
 from ice.aio.connection import Connection, describe_pair
+from ice.errors import IcelabError
 from ice.stun.attributes import Address
+from ice.turn.client import TurnClientConfig
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,7 @@ class PeerOptions:
     nomination: Nomination = Nomination.REGULAR
     relay_only: bool = False
     ta: float = 0.05
+    turn: TurnClientConfig | None = None
 
 
 def _out(line: str) -> None:
@@ -38,7 +41,8 @@ def _out(line: str) -> None:
 
 async def run_peer(opts: PeerOptions) -> int:
     config = AgentConfig(nomination=opts.nomination, lite=opts.lite, software="icelab", ta=opts.ta)
-    conn = Connection(opts.controlling, config, bind=opts.bind, stun_servers=opts.stun)
+    conn = Connection(opts.controlling, config, bind=opts.bind, stun_servers=opts.stun, turn=opts.turn,
+                      relay_only=opts.relay_only)
     connected = asyncio.Event()
 
     def on_event(ev: Event) -> None:
@@ -56,7 +60,12 @@ async def run_peer(opts: PeerOptions) -> int:
     conn.on_event = on_event
     _out(f"ufrag {conn.ufrag}")
     _out(f"pwd {conn.pwd}")
-    for cand in await conn.gather():
+    try:
+        candidates = await conn.gather()
+    except (IcelabError, OSError) as exc:
+        _out(f"error gathering failed: {exc}")
+        return 1
+    for cand in candidates:
         _out("candidate " + cand.to_sdp())
     _out("gathered")
 
