@@ -497,3 +497,45 @@ def test_agents_through_kernel_nats_agree_with_the_sim(nat_a: str, nat_b: str) -
         kernel = asyncio.run(connect(lab))
     sim = two_nats(preset(nat_a), preset(nat_b)).connected
     assert kernel == sim == direct_possible(preset(nat_a), preset(nat_b))
+
+
+def test_symmetric_nats_connect_through_a_relay_pair_on_the_embedded_server() -> None:
+    """RFC 4787 says no direct pair can work between two symmetric NATs; ICE must select a pair through TURN
+    (RFC 8656) served by our own server on the public segment."""
+    import asyncio
+
+    from ice.agent import CandidateType
+    from ice.aio.connection import Connection
+    from ice.aio.stun import parse_hostport
+    from ice.aio.turn_server import TurnServerRunner
+    from ice.lab.mn import Lab
+    from ice.lab.topo import topology
+    from ice.turn.client import TurnClientConfig
+    from ice.turn.server import TurnServerConfig
+
+    spec = topology("two_nats", "symmetric", "symmetric")
+    turn_addr = parse_hostport(spec.facts["turn"])
+
+    async def run(lab: Lab) -> tuple[CandidateType, CandidateType, bytes]:
+        runner = await TurnServerRunner(TurnServerConfig(turn_addr, users={"alice": "secret"}), turn_addr[0],
+                                        make_socket=lambda f: lab.socket("stun", f)).start()
+        turn = TurnClientConfig(turn_addr, "alice", "secret")
+        a = Connection(True, bind=[spec.facts["a"]], stun_servers=[turn_addr], turn=turn,
+                       make_socket=lambda f: lab.socket("a", f))
+        b = Connection(False, bind=[spec.facts["b"]], stun_servers=[turn_addr], turn=turn,
+                       make_socket=lambda f: lab.socket("b", f))
+        try:
+            await signal_both(a, b)
+            sel, _ = await asyncio.wait_for(asyncio.gather(a.connect(), b.connect()), 10)
+            a.send(b"via the relay")
+            got = await asyncio.wait_for(b.recv(), 5)
+            return sel.local.type, sel.remote.type, got
+        finally:
+            a.close()
+            b.close()
+            runner.close()
+
+    with Lab(spec) as lab:
+        local, remote, got = asyncio.run(run(lab))
+    assert got == b"via the relay"
+    assert CandidateType.RELAYED in (local, remote)

@@ -23,7 +23,9 @@ def _family(host: str) -> socket.AddressFamily:
 
 class TurnServerRunner:
     def __init__(self, config: TurnServerConfig, relay_ip: str, relay_ports: tuple[int, int] | None = None,
-                 log: Callable[[dict[str, object]], None] | None = None) -> None:
+                 log: Callable[[dict[str, object]], None] | None = None,
+                 make_socket: Callable[[socket.AddressFamily], socket.socket] | None = None) -> None:
+        self.make_socket = make_socket or (lambda family: socket.socket(family, socket.SOCK_DGRAM))
         self.config = config
         self.relay_ip = relay_ip
         self.relay_ports = relay_ports
@@ -42,7 +44,7 @@ class TurnServerRunner:
 
     def _open(self, addr: Address, on_readable: Callable[[socket.socket, Address], None]) -> tuple[socket.socket,
                                                                                                    Address]:
-        sock = socket.socket(_family(addr[0]), socket.SOCK_DGRAM)
+        sock = self.make_socket(_family(addr[0]))
         try:
             sock.bind(addr)
         except OSError:
