@@ -156,3 +156,27 @@ def test_icelab_peers_relay_only_through_our_turn_server() -> None:
     assert re.search(r"\[A\] selected relay 127\.0\.0\.1:\d+ \| relay 127\.0\.0\.1:\d+", p.stdout)
     stats = json.loads(log.strip().splitlines()[-1])["stats"]
     assert stats["allocate"] == 2 and stats["relayed-to-peer"] > 0
+
+
+def test_aioice_relays_through_our_turn_server_with_an_icelab_peer() -> None:
+    """aioice 0.13 (relay only) uses our server as its TURN server and connects to an icelab peer."""
+    import sys
+    from pathlib import Path
+
+    (port,) = free_udp_ports(1)
+    proc = _server(port)
+    try:
+        wait_stun("127.0.0.1", port)
+        aioice_peer = Path(__file__).resolve().parents[1] / "bench" / "peers" / "aioice_peer.py"
+        cmd_a = f"{sys.executable} {aioice_peer} --controlling --turn 127.0.0.1 {port} alice secret --relay-only"
+        cmd_b = f"{sys.executable} -m ice.cli peer --echo --bind 127.0.0.1"
+        line_peer = Path(__file__).resolve().parent / "line_peer.py"
+        p = subprocess.run([sys.executable, str(line_peer), cmd_a, cmd_b], capture_output=True, text=True,
+                           timeout=60, cwd=ROOT)
+    finally:
+        proc.p.send_signal(signal.SIGTERM)
+        log = proc.stop()
+    assert "ROUNDTRIP OK" in p.stdout, p.stdout[-800:] + p.stderr[-400:]
+    assert "[B] selected host 127.0.0.1:" in p.stdout and "| relay 127.0.0.1:" in p.stdout
+    stats = json.loads(log.strip().splitlines()[-1])["stats"]
+    assert stats["allocate"] >= 1 and stats["relayed-to-peer"] > 0 and stats["relayed-to-client"] > 0

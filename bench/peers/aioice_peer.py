@@ -1,6 +1,7 @@
 """aioice 0.13 on the line protocol (adapted from shared/interop/aioicepeer.py), for `icelab bench connect`.
 
-usage: aioice_peer.py [--controlling] [--echo] [--ip 127.0.0.1] [--stun HOST:PORT]
+usage: aioice_peer.py [--controlling] [--echo] [--ip 127.0.0.1] [--stun HOST:PORT] [--turn HOST PORT USER PASS]
+                     [--relay-only]
 """
 
 import asyncio
@@ -19,10 +20,15 @@ def out(s: str) -> None:
 
 
 async def main(argv: list[str]) -> None:
-    kw = {}
+    kw: dict[str, object] = {}
     if "--stun" in argv:
         host, port = argv[argv.index("--stun") + 1].rsplit(":", 1)
         kw["stun_server"] = (host, int(port))
+    if "--turn" in argv:
+        h, p, u, pw = argv[argv.index("--turn") + 1 : argv.index("--turn") + 5]
+        kw.update(turn_server=(h, int(p)), turn_username=u, turn_password=pw)
+    if "--relay-only" in argv:
+        kw["transport_policy"] = aioice.TransportPolicy.RELAY
     conn = aioice.Connection(ice_controlling="--controlling" in argv, use_ipv6=False, **kw)
     out("ufrag " + conn.local_username)
     out("pwd " + conn.local_password)
@@ -34,6 +40,8 @@ async def main(argv: list[str]) -> None:
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
 
+    connected = asyncio.Event()
+
     async def do_connect() -> None:
         try:
             await asyncio.wait_for(conn.connect(), 30)
@@ -41,6 +49,7 @@ async def main(argv: list[str]) -> None:
             out(f"error {e!r}")
             return
         out("connected")
+        connected.set()
         while True:
             try:
                 data = await conn.recv()
@@ -59,6 +68,9 @@ async def main(argv: list[str]) -> None:
             conn.remote_username, conn.remote_password = arg.split()[:2]
             await conn.add_remote_candidate(None)
             tasks.append(asyncio.ensure_future(do_connect()))
+        elif cmd == "send":
+            await asyncio.wait_for(connected.wait(), 10)
+            await conn.send(arg.encode())
         elif cmd == "quit":
             break
     await conn.close()
