@@ -78,8 +78,10 @@ def coturn_turn(tmp_path: object) -> object:
         proc.stop()
 
 
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
 @pytest.mark.parametrize("which", ["coturn", "icelab"])
-def test_our_turn_client_relays_through_coturn_and_our_server(which: str, coturn_turn: tuple[str, int]) -> None:
+def test_our_turn_client_relays_through_coturn_and_our_server(which: str, transport: str,
+                                                               coturn_turn: tuple[str, int]) -> None:
     import asyncio
     import socket
 
@@ -99,7 +101,7 @@ def test_our_turn_client_relays_through_coturn_and_our_server(which: str, coturn
         peer.bind(("127.0.0.1", 0))
         peer.setblocking(False)
         loop = asyncio.get_running_loop()
-        ep = TurnEndpoint(TurnClientConfig(server, "alice", "secret"), bind=("127.0.0.1", 0))
+        ep = TurnEndpoint(TurnClientConfig(server, "alice", "secret", transport=transport), bind=("127.0.0.1", 0))
         got: asyncio.Future[bytes] = loop.create_future()
         ep.on_data = lambda src, data: got.done() or got.set_result(data)
         try:
@@ -112,7 +114,7 @@ def test_our_turn_client_relays_through_coturn_and_our_server(which: str, coturn
             assert (await asyncio.wait_for(loop.sock_recvfrom(peer, 100), 5))[0] == b"over-the-channel"
             await loop.sock_sendto(peer, b"to-client", relayed)
             back = await asyncio.wait_for(got, 5)
-            bad = TurnEndpoint(TurnClientConfig(server, "alice", "wrong"), bind=("127.0.0.1", 0))
+            bad = TurnEndpoint(TurnClientConfig(server, "alice", "wrong", transport=transport), bind=("127.0.0.1", 0))
             try:
                 await bad.open()
                 refused = "no"

@@ -17,6 +17,7 @@ from ice.turn.client import (
     TurnClientConfig,
     TurnState,
 )
+from ice.turn.framing import split_frames
 
 
 class TurnError(IcelabError):
@@ -35,8 +36,12 @@ class TurnEndpoint:
     """``await TurnEndpoint(config).open()`` -> allocated; ``send(peer, data)``; ``on_data(peer, data)`` callback."""
 
     def __init__(self, config: TurnClientConfig, bind: Address | None = None,
-                 make_socket: Callable[[socket.AddressFamily], socket.socket] | None = None) -> None:
+                 make_socket: Callable[[socket.AddressFamily], socket.socket] | None = None,
+                 make_stream_socket: Callable[[socket.AddressFamily], socket.socket] | None = None) -> None:
         self.client = TurnClient(config)
+        self._make_stream_socket = make_stream_socket or (lambda fam: socket.socket(fam, socket.SOCK_STREAM))
+        self._writer: asyncio.StreamWriter | None = None
+        self._reader_task: asyncio.Task[None] | None = None
         self.bind = bind or (("::", 0) if ":" in config.server[0] else ("0.0.0.0", 0))
         self._make_socket = make_socket or (lambda fam: socket.socket(fam, socket.SOCK_DGRAM))
         self._transport: asyncio.DatagramTransport | None = None
@@ -55,9 +60,22 @@ class TurnEndpoint:
 
     async def open(self, timeout: float = 10.0) -> Allocated:
         loop = asyncio.get_running_loop()
-        sock = self._make_socket(socket.AF_INET6 if ":" in self.bind[0] else socket.AF_INET)
-        sock.bind(self.bind)
-        self._transport, _ = await loop.create_datagram_endpoint(lambda: _Proto(self), sock=sock)
+        family = socket.AF_INET6 if ":" in self.bind[0] else socket.AF_INET
+        if self.client.config.stream:  # TURN over TCP (RFC 8656 §3.1): framed messages on one connection
+            sock = self._make_stream_socket(family)
+            sock.bind(self.bind)
+            sock.setblocking(False)
+            try:
+                await asyncio.wait_for(loop.sock_connect(sock, self.client.server), timeout)
+            except (OSError, TimeoutError) as exc:
+                sock.close()
+                raise TurnError(f"cannot connect to TURN server over TCP: {exc}") from None
+            reader, self._writer = await asyncio.open_connection(sock=sock)
+            self._reader_task = asyncio.ensure_future(self._read_stream(reader))
+        else:
+            sock = self._make_socket(family)
+            sock.bind(self.bind)
+            self._transport, _ = await loop.create_datagram_endpoint(lambda: _Proto(self), sock=sock)
         self._allocated = loop.create_future()
         self.client.allocate(self._now())
         self._flush()
@@ -78,6 +96,18 @@ class TurnEndpoint:
         self._flush()
         return await asyncio.wait_for(asyncio.shield(fut), timeout)
 
+    async def _read_stream(self, reader: asyncio.StreamReader) -> None:
+        buffer = bytearray()
+        while chunk := await reader.read(65536):
+            buffer += chunk
+            try:
+                frames = split_frames(buffer)
+            except ValueError:
+                self.client.stats["stream-garbage"] += 1
+                return
+            for frame in frames:
+                self._received(frame)
+
     def _received(self, data: bytes) -> None:
         self.client.handle_datagram(self._now(), data)
         self._flush()
@@ -91,7 +121,9 @@ class TurnEndpoint:
     def _flush(self) -> None:
         client = self.client
         while (data := client.poll_transmit()) is not None:
-            if self._transport is not None:
+            if self._writer is not None:
+                self._writer.write(data)
+            elif self._transport is not None:
                 self._transport.sendto(data, client.server)
         while (ev := client.next_event()) is not None:
             if isinstance(ev, Allocated) and self._allocated is not None and not self._allocated.done():
@@ -112,11 +144,18 @@ class TurnEndpoint:
             self._timer_at = at
 
     def close(self) -> None:
-        if self.client.state is TurnState.ALLOCATED and self._transport is not None:
+        if self.client.state is TurnState.ALLOCATED:
             self.client.close(self._now())
             while (data := self.client.poll_transmit()) is not None:
-                self._transport.sendto(data, self.client.server)
+                if self._writer is not None:
+                    self._writer.write(data)
+                elif self._transport is not None:
+                    self._transport.sendto(data, self.client.server)
         if self._timer:
             self._timer.cancel()
         if self._transport is not None:
             self._transport.close()
+        if self._writer is not None:
+            self._writer.close()
+        if self._reader_task is not None:
+            self._reader_task.cancel()

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from ice.stun.attributes import Address
 from ice.stun.transaction import Transmit
+from ice.turn.framing import split_frames
 from ice.turn.server import TurnServer, TurnServerConfig
 
 BATCH = 64
@@ -24,14 +25,18 @@ def _family(host: str) -> socket.AddressFamily:
 class TurnServerRunner:
     def __init__(self, config: TurnServerConfig, relay_ip: str, relay_ports: tuple[int, int] | None = None,
                  log: Callable[[dict[str, object]], None] | None = None,
-                 make_socket: Callable[[socket.AddressFamily], socket.socket] | None = None) -> None:
+                 make_socket: Callable[[socket.AddressFamily], socket.socket] | None = None,
+                 make_stream_socket: Callable[[socket.AddressFamily], socket.socket] | None = None) -> None:
         self.make_socket = make_socket or (lambda family: socket.socket(family, socket.SOCK_DGRAM))
+        self.make_stream_socket = make_stream_socket or (lambda family: socket.socket(family, socket.SOCK_STREAM))
         self.config = config
         self.relay_ip = relay_ip
         self.relay_ports = relay_ports
         self.log = log
         self.core = TurnServer(config, self)
         self._socks: dict[Address, socket.socket] = {}
+        self._streams: dict[Address, asyncio.StreamWriter] = {}
+        self._tcp_server: asyncio.AbstractServer | None = None
         self._listen: Address | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -57,7 +62,8 @@ class TurnServerRunner:
         self._socks[bound] = sock
         return sock, bound
 
-    async def start(self) -> TurnServerRunner:
+    async def start(self, tcp: bool = True) -> TurnServerRunner:
+        """Listen on UDP and, with ``tcp``, on TCP at the same address (RFC 8656 §3.1: TURN over TCP)."""
         try:
             _, self._listen = self._open(self.config.listen, self._on_client)
         except OSError as exc:
@@ -65,7 +71,43 @@ class TurnServerRunner:
         if self.config.listen[1] == 0:  # an ephemeral port: the core must know the real one
             self.config = TurnServerConfig(**{**self.config.__dict__, "listen": self._listen})
             self.core = TurnServer(self.config, self)
+        if tcp:
+            sock = self.make_stream_socket(_family(self._listen[0]))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(self._listen)
+            except OSError as exc:
+                sock.close()
+                raise OSError(f"cannot listen on TCP {self._listen[0]}:{self._listen[1]}: {exc.strerror}") from None
+            self._tcp_server = await asyncio.start_server(self._on_tcp, sock=sock)
         return self
+
+    async def _on_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One TURN client over TCP: framed STUN and ChannelData (RFC 8656 §12.5); the allocation dies with it."""
+        peer = writer.get_extra_info("peername")
+        client = (str(peer[0]), int(peer[1]))
+        self._streams[client] = writer
+        buffer = bytearray()
+        loop = asyncio.get_running_loop()
+        try:
+            while chunk := await reader.read(65536):
+                buffer += chunk
+                try:
+                    frames = split_frames(buffer)
+                except ValueError:
+                    self.core.stats["stream-garbage"] += 1
+                    break
+                for frame in frames:
+                    self._send(self.core.handle_client(loop.time(), self.address, client, frame, stream=True))
+                self._rearm()
+        except ConnectionError:
+            pass
+        finally:
+            self._streams.pop(client, None)
+            key = (client, self.address)
+            if key in self.core.allocations:
+                self.core._delete(key)  # RFC 8656 §6: a TCP allocation ends with its connection
+            writer.close()
 
     # -- RelayPorts ------------------------------------------------------------------------------------------
 
@@ -97,7 +139,11 @@ class TurnServerRunner:
 
     def _send(self, outs: list[Transmit]) -> None:
         socks = self._socks
+        streams = self._streams
         for t in outs:
+            if streams and t.remote in streams and t.local == self._listen:
+                streams[t.remote].write(t.data)
+                continue
             sock = socks.get(t.local) if t.local is not None else None
             if sock is None:
                 continue
@@ -149,6 +195,10 @@ class TurnServerRunner:
         self._rearm()
 
     def close(self) -> None:
+        if self._tcp_server is not None:
+            self._tcp_server.close()
+        for writer in self._streams.values():
+            writer.close()
         loop = asyncio.get_running_loop()
         for sock in self._socks.values():
             loop.remove_reader(sock.fileno())

@@ -53,6 +53,12 @@ class TurnClientConfig:
     channel_refresh: float = 540.0
     """Channels last 600 s (RFC 8656 §12); refresh after 540 s."""
     retransmission: RetransmissionConfig = field(default_factory=RetransmissionConfig)
+    transport: str = "udp"
+    """"udp", or "tcp"/"tls": a stream, so requests are sent once (RFC 8489 §6.2.2) and ChannelData is padded."""
+
+    @property
+    def stream(self) -> bool:
+        return self.transport in ("tcp", "tls")
 
 
 class TurnState(enum.Enum):
@@ -141,7 +147,7 @@ class TurnClient:
         signed = Message(msg.method, MessageClass.REQUEST, None, full)
         data = signed.encode(self._key, fingerprint=True) if self._key is not None else signed.encode(fingerprint=True)
         tx = ClientTransaction(data, signed.transaction_id, self.server, now, self.config.retransmission,
-                               key=self._key)
+                               reliable=self.config.stream, key=self._key)
         tx.handle_timeout(now)
         self._pending[signed.transaction_id] = _Pending(tx, msg, attempts)
         self._drain(tx)
@@ -174,7 +180,8 @@ class TurnClient:
             self.create_permission(now, peer)
         number = self.channels.get(peer)
         if number is not None and peer in self._channel_ok:
-            self._out.append(_CHANNEL_HDR.pack(number, len(data)) + data)
+            frame = _CHANNEL_HDR.pack(number, len(data)) + data
+            self._out.append(frame + b"\x00" * (-len(data) & 3) if self.config.stream else frame)
         else:
             ind = Message(Method.SEND, MessageClass.INDICATION, attributes=[XorPeerAddress(*peer), Data(data)])
             self._out.append(ind.encode(fingerprint=True))

@@ -101,6 +101,8 @@ class Allocation:
     """Channel number -> (peer, expiry)."""
     by_peer: dict[Address, int] = field(default_factory=dict)
     """Peer -> channel number (a peer has at most one channel, RFC 8656 §12)."""
+    stream: bool = False
+    """The client reaches us over TCP/TLS: ChannelData to it is padded to four bytes (RFC 8656 §12.5)."""
 
 
 class TurnServer:
@@ -118,6 +120,7 @@ class TurnServer:
         self._denied = [ipaddress.ip_network(n) for n in config.denied_peers]
         self._allowed = [ipaddress.ip_network(n) for n in config.allowed_peers]
         self._software: list[Attribute] = [Software(config.software)] if config.software else []
+        self._stream = False
 
     # ------------------------------------------------------------------------------------------ housekeeping
 
@@ -155,8 +158,11 @@ class TurnServer:
 
     # --------------------------------------------------------------------------------------------- clients
 
-    def handle_client(self, now: float, local: Address, client: Address, data: bytes) -> list[Transmit]:
-        """A datagram from a client on a listening address: STUN/TURN message or ChannelData (RFC 8656 §12.4)."""
+    def handle_client(self, now: float, local: Address, client: Address, data: bytes, stream: bool = False
+                      ) -> list[Transmit]:
+        """A message from a client on a listening address: STUN/TURN message or ChannelData (RFC 8656 §12.4).
+        ``stream``: it came over TCP/TLS (one framed message per call)."""
+        self._stream = stream
         if len(data) >= 4 and 0x40 <= data[0] <= 0x7F:
             return self._channel_data_from_client(now, local, client, data)
         try:
@@ -247,7 +253,7 @@ class TurnServer:
         if relayed is None:
             return self._error(local, client, msg, 508, "Insufficient Capacity", key=key)
         lifetime = self._lifetime(msg)
-        alloc = Allocation(client, local, relayed, username, key, now + lifetime)
+        alloc = Allocation(client, local, relayed, username, key, now + lifetime, stream=self._stream)
         self.allocations[five] = alloc
         self.by_relay[relayed] = alloc
         self.stats["allocate"] += 1
@@ -382,6 +388,8 @@ class TurnServer:
         number = alloc.by_peer.get(peer)
         if number is not None and alloc.channels[number][1] > now:
             framed = _CHANNEL_HDR.pack(number, len(data)) + data  # no padding over UDP (RFC 8656 §12.5)
+            if alloc.stream:
+                framed += b"\x00" * (-len(data) & 3)
             self.stats["relayed-to-client"] += 1
             return [Transmit(alloc.client, framed, alloc.server)]
         ind = Message(Method.DATA, MessageClass.INDICATION, attributes=[XorPeerAddress(*peer), Data(data)])
