@@ -539,3 +539,46 @@ def test_symmetric_nats_connect_through_a_relay_pair_on_the_embedded_server() ->
         local, remote, got = asyncio.run(run(lab))
     assert got == b"via the relay"
     assert CandidateType.RELAYED in (local, remote)
+
+
+def test_udp_blocked_peer_connects_through_turn_over_tcp() -> None:
+    """Behind a firewall that drops all outbound UDP, TURN over TCP is the only way out (RFC 8656 §3.1)."""
+    import asyncio
+    import socket
+
+    from ice.agent import CandidateType
+    from ice.aio.connection import Connection
+    from ice.aio.stun import parse_hostport
+    from ice.aio.turn_server import TurnServerRunner
+    from ice.lab.mn import Lab
+    from ice.lab.topo import topology
+    from ice.turn.client import TurnClientConfig
+    from ice.turn.server import TurnServerConfig
+
+    spec = topology("udp_blocked")
+    turn_addr = parse_hostport(spec.facts["turn"])
+
+    async def run(lab: Lab) -> tuple[CandidateType, bytes]:
+        runner = await TurnServerRunner(
+            TurnServerConfig(turn_addr, users={"alice": "secret"}), turn_addr[0],
+            make_socket=lambda f: lab.socket("stun", f),
+            make_stream_socket=lambda f: lab.socket("stun", f, socket.SOCK_STREAM)).start()
+        over_tcp = TurnClientConfig(turn_addr, "alice", "secret", transport="tcp")
+        a = Connection(True, bind=[spec.facts["a"]], turn=over_tcp,
+                       make_socket=lambda f: lab.socket("a", f),
+                       make_stream_socket=lambda f: lab.socket("a", f, socket.SOCK_STREAM))
+        b = Connection(False, bind=[spec.facts["b"]], stun_servers=[turn_addr],
+                       make_socket=lambda f: lab.socket("b", f))
+        try:
+            await signal_both(a, b)
+            sel, _ = await asyncio.wait_for(asyncio.gather(a.connect(), b.connect()), 10)
+            b.send(b"to the firewalled peer")
+            return sel.local.type, await asyncio.wait_for(a.recv(), 5)
+        finally:
+            a.close()
+            b.close()
+            runner.close()
+
+    with Lab(spec) as lab:
+        local, got = asyncio.run(run(lab))
+    assert local is CandidateType.RELAYED and got == b"to the firewalled peer"

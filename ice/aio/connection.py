@@ -56,7 +56,9 @@ class Connection:
         components: int = 1,
         turn: TurnClientConfig | None = None,
         relay_only: bool = False,
+        make_stream_socket: Callable[[socket.AddressFamily], socket.socket] | None = None,
     ) -> None:
+        self._make_stream_socket = make_stream_socket
         self.agent = IceAgent(controlling, config or AgentConfig())
         self.components = components
         self.turn = turn
@@ -123,7 +125,8 @@ class Connection:
         """A TURN allocation per component; its relayed address becomes a relayed candidate (RFC 8445 §5.1.1.2)."""
         assert self.turn is not None
         ip = self.bind[0]
-        ep = TurnEndpoint(self.turn, bind=(ip, 0), make_socket=self._make_socket)
+        ep = TurnEndpoint(self.turn, bind=(ip, 0), make_socket=self._make_socket,
+                          make_stream_socket=self._make_stream_socket)
         alloc = await ep.open()
         self._relays[alloc.relayed] = ep
         ep.on_data = lambda peer, data, relayed=alloc.relayed: self._received(relayed, peer, data)
