@@ -518,7 +518,7 @@ def test_symmetric_nats_connect_through_a_relay_pair_on_the_embedded_server() ->
 
     async def run(lab: Lab) -> tuple[CandidateType, CandidateType, bytes]:
         runner = await TurnServerRunner(TurnServerConfig(turn_addr, users={"alice": "secret"}), turn_addr[0],
-                                        make_socket=lambda f: lab.socket("stun", f)).start()
+                                        make_socket=lambda f: lab.socket("stun", f)).start(tcp=False)
         turn = TurnClientConfig(turn_addr, "alice", "secret")
         a = Connection(True, bind=[spec.facts["a"]], stun_servers=[turn_addr], turn=turn,
                        make_socket=lambda f: lab.socket("a", f))
