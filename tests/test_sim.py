@@ -85,3 +85,19 @@ def test_sim_nat_follows_rfc4787() -> None:
     assert eif.inbound(1, s3, port) == inside
     assert eif.outbound(2, inside, s3) == ("203.0.113.1", port)  # a reply keeps the inbound flow's binding
     assert SimNat(PRESETS["udp-blocked"], "203.0.113.1").outbound(0, inside, s1) is None
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("a", NAMES)
+def test_every_preset_pairing_with_a_turn_server(a: str) -> None:
+    """With a TURN server on the public segment every pairing connects (but the UDP-blocked one: TCP is not
+    simulated), through a direct pair exactly when RFC 4787 reasoning allows one and a relayed pair otherwise."""
+    for b in NAMES:
+        na, nb = PRESETS[a], PRESETS[b]
+        r = two_nats(na, nb, turn=True)
+        blocked = NatKind.UDP_BLOCKED in (na.kind, nb.kind)
+        assert r.connected is not blocked, (a, b)
+        if r.connected:
+            assert r.selected is not None
+            relayed = CandidateType.RELAYED in r.selected
+            assert relayed is not direct_possible(na, nb), (a, b, r.selected_name)

@@ -419,7 +419,10 @@ class IceAgent:
             return False
         if p.state in (PairState.FROZEN, PairState.WAITING):
             return True
-        return p.first_check_at is not None and now - p.first_check_at < self.config.nomination_wait
+        relay = CandidateType.RELAYED
+        direct_vs_relay = relay in (best.local.type, best.remote.type) and relay not in (p.local.type, p.remote.type)
+        wait = self.config.relay_nomination_wait if direct_vs_relay else self.config.nomination_wait
+        return p.first_check_at is not None and now - p.first_check_at < wait
 
     @property
     def components(self) -> list[int]:

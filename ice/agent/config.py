@@ -27,6 +27,10 @@ class AgentConfig:
     nomination_wait: float = 0.05
     """How long a higher-priority pair still in progress may delay nominating a valid lower one. A check unanswered
     for longer is most likely hopeless (a host pair across NATs): libnice waits seconds for those."""
+    relay_nomination_wait: float = 1.0
+    """The same, when the valid pair is relayed and the better one is direct: a direct pair through a NAT that
+    filters by address often succeeds on its first retransmission (500 ms) once the peer's own check has opened
+    the way, and a relay costs latency and server capacity for the whole call."""
     nomination: Nomination = Nomination.REGULAR
     lite: bool = False
     """ICE-lite (RFC 8445 §2.5): no checks of our own, always controlled; answer checks, accept nominations."""

@@ -11,6 +11,7 @@ import heapq
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from ice.agent import IceAgent
 from ice.agent.events import Event
@@ -18,6 +19,22 @@ from ice.lab.nat.behaviour import NatBehaviour
 from ice.sim.nat import SimNat
 from ice.stun.attributes import Address
 from ice.stun.server import StunServer, StunServerConfig
+from ice.stun.transaction import Transmit
+from ice.turn.server import TurnServer, TurnServerConfig
+
+
+class Endpoint(Protocol):
+    """What the network drives: an IceAgent, or anything that behaves like one (e.g. a RelayedAgent)."""
+
+    def handle_datagram(self, now: float, local: Address, remote: Address, data: bytes) -> None: ...
+
+    def handle_timeout(self, now: float) -> None: ...
+
+    def next_timeout(self) -> float | None: ...
+
+    def poll_transmit(self) -> Transmit | None: ...
+
+    def next_event(self) -> Event | None: ...
 
 
 @dataclass
@@ -35,13 +52,15 @@ class SimNetwork:
     seed: int = 0
     now: float = 0.0
     lans: list[_Lan] = field(default_factory=list)
-    agents: dict[Address, IceAgent] = field(default_factory=dict)
+    agents: dict[Address, Endpoint] = field(default_factory=dict)
     servers: dict[Address, StunServer] = field(default_factory=dict)
+    turn_servers: dict[Address, TurnServer] = field(default_factory=dict)
+    relays: dict[Address, TurnServer] = field(default_factory=dict)
     delivered: int = 0
     dropped: int = 0
     trace: list[tuple[float, str, Address, Address]] | None = None
     """When a list, every packet's fate is appended: (time, "sent"/"dropped"/"delivered", src, dst)."""
-    on_event: Callable[[IceAgent, Event], None] | None = None
+    on_event: Callable[[Endpoint, Event], None] | None = None
     """Called with every agent event as virtual time advances (signalling, trickle ICE)."""
     drop_if: Callable[[Address, Address, bytes], bool] | None = None
     """Extra drop rule (src, dst, data) -> True to drop, applied before routing (e.g. a dead path)."""
@@ -62,9 +81,35 @@ class SimNetwork:
         return nat
 
     def add_agent(self, agent: IceAgent, *addresses: Address) -> None:
+        """An agent with a host candidate on each address."""
         for a in addresses:
             self.agents[a] = agent
             agent.add_host_candidate(a)
+
+    def add_endpoint(self, endpoint: Endpoint, *addresses: Address) -> None:
+        """Deliver what arrives on these addresses to ``endpoint`` (no candidates are added)."""
+        for a in addresses:
+            self.agents[a] = endpoint
+
+    def add_turn_server(self, listen: Address, users: dict[str, str]) -> TurnServer:
+        """A TURN server (which answers Binding too) on the public segment; relayed addresses share its IP."""
+        network = self
+
+        class Ports:
+            next_port = 49152
+
+            def reserve(self, family: int) -> Address | None:
+                Ports.next_port += 1
+                relayed = (listen[0], Ports.next_port)
+                network.relays[relayed] = server
+                return relayed
+
+            def release(self, relayed: Address) -> None:
+                network.relays.pop(relayed, None)
+
+        server = TurnServer(TurnServerConfig(listen, users=users, software="icelab sim"), Ports())
+        self.turn_servers[listen] = server
+        return server
 
     def add_stun_server(self, primary: Address, alternate: Address | None = None) -> StunServer:
         server = StunServer(StunServerConfig(primary, alternate, software="icelab sim"))
@@ -120,7 +165,7 @@ class SimNetwork:
         if nat is not None:
             internal = nat.inbound(now, src, dst[1])
             return (src, internal) if internal is not None else None
-        if dst in self.agents or dst in self.servers:
+        if dst in self.agents or dst in self.servers or dst in self.turn_servers or dst in self.relays:
             return src, dst
         return None
 
@@ -139,7 +184,7 @@ class SimNetwork:
                     self.sent.append((self.now, t.local, t.remote, t.data))
                 self.send(t.local, t.remote, t.data)
 
-    def _unique_agents(self) -> list[IceAgent]:
+    def _unique_agents(self) -> list[Endpoint]:
         return list({id(a): a for a in self.agents.values()}.values())
 
     def run(self, until: float, stop: Callable[[], bool] = lambda: False) -> None:
@@ -161,10 +206,16 @@ class SimNetwork:
                 self.delivered += 1
                 if self.trace is not None:
                     self.trace.append((self.now, "delivered", src, dst))
-                if dst in self.servers:
-                    out = self.servers[dst].handle(dst, src, data)
-                    if out is not None:
+                if dst in self.turn_servers:
+                    for out in self.turn_servers[dst].handle_client(self.now, dst, src, data):
                         self.send(out.local or dst, out.remote, out.data)
+                elif dst in self.relays:
+                    for out in self.relays[dst].handle_peer(self.now, dst, src, data):
+                        self.send(out.local or dst, out.remote, out.data)
+                elif dst in self.servers:
+                    answer = self.servers[dst].handle(dst, src, data)
+                    if answer is not None:
+                        self.send(answer.local or dst, answer.remote, answer.data)
                 elif dst in self.agents:
                     self.agents[dst].handle_datagram(self.now, dst, src, data)
             for a in agents:

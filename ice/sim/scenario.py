@@ -9,6 +9,8 @@ from ice.agent import AgentConfig, CandidateType, IceAgent
 from ice.agent.events import CandidateGathered, Event, GatheringComplete
 from ice.lab.nat.behaviour import NatBehaviour, NatKind
 from ice.sim.network import SimNetwork
+from ice.sim.turn import RelayedAgent
+from ice.turn.client import TurnClientConfig
 
 STUN = ("203.0.113.10", 3478)
 STUN_ALT = ("203.0.113.11", 3479)
@@ -29,40 +31,60 @@ class SimResult:
         return f"{self.selected[0].value}-{self.selected[1].value}" if self.selected else None
 
 
-def _peer(net: SimNetwork, name: str, nat: NatBehaviour, index: int, agent: IceAgent) -> None:
+def _peer(net: SimNetwork, nat: NatBehaviour, index: int, agent: IceAgent,
+          turn: TurnClientConfig | None) -> IceAgent | RelayedAgent:
+    """Put ``agent`` on the network (behind its NAT, or public for ``none``); with ``turn``, wrap it with a TURN
+    client on the next port of the same host."""
     if nat.kind is NatKind.NONE:
-        net.add_agent(agent, (f"203.0.113.{100 + index}", 5000))
-        return
-    net.add_nat(nat, f"203.0.113.{index}", f"10.0.{index}.")
-    net.add_agent(agent, (f"10.0.{index}.2", 5000))
+        host = f"203.0.113.{100 + index}"
+    else:
+        net.add_nat(nat, f"203.0.113.{index}", f"10.0.{index}.")
+        host = f"10.0.{index}.2"
+    net.add_agent(agent, (host, 5000))
+    if turn is None:
+        return agent
+    relayed = RelayedAgent(agent, turn, (host, 5001))
+    net.add_endpoint(relayed, (host, 5000), (host, 5001))
+    return relayed
 
 
 def two_nats(nat_a: NatBehaviour, nat_b: NatBehaviour, config: AgentConfig | None = None, seed: int = 0,
-             latency: float = 0.001, loss: float = 0.0, jitter: float = 0.0, timeout: float = 10.0) -> SimResult:
+             latency: float = 0.001, loss: float = 0.0, jitter: float = 0.0, timeout: float = 10.0,
+             turn: bool = False) -> SimResult:
     """Trickle ICE between A (controlling) and B: credentials at t = 0, every candidate signalled as soon as it
-    is gathered (host at once, srflx when the STUN server answers), end-of-candidates when gathering ends."""
+    is gathered (host at once, srflx when the STUN server answers, relayed when the TURN allocation succeeds),
+    end-of-candidates when gathering ends. With ``turn``, the server on the public segment is a TURN server
+    (which answers Binding too) and both agents allocate on it."""
     net = SimNetwork(latency=latency, loss=loss, jitter=jitter, seed=seed)
-    net.add_stun_server(STUN, STUN_ALT)
+    turn_config = None
+    if turn:
+        net.add_turn_server(STUN, {"alice": "secret"})
+        turn_config = TurnClientConfig(STUN, "alice", "secret")
+    else:
+        net.add_stun_server(STUN, STUN_ALT)
     cfg = config or AgentConfig()
     a = IceAgent(True, cfg, rng=random.Random(seed * 2 + 1))
     b = IceAgent(False, cfg, rng=random.Random(seed * 2 + 2))
-    peer = {id(a): b, id(b): a}
+    ea = _peer(net, nat_a, 1, a, turn_config)
+    eb = _peer(net, nat_b, 2, b, turn_config)
+    peer_of = {id(a): b, id(b): a, id(ea): b, id(eb): a}
 
-    def signal(agent: IceAgent, ev: Event) -> None:  # an instant signalling channel
+    def signal(endpoint: object, ev: Event) -> None:  # an instant signalling channel
         if isinstance(ev, CandidateGathered):
-            peer[id(agent)].add_remote_candidate(net.now, ev.candidate)
+            peer_of[id(endpoint)].add_remote_candidate(net.now, ev.candidate)
         elif isinstance(ev, GatheringComplete):
-            peer[id(agent)].add_remote_candidate(net.now, None)
+            peer_of[id(endpoint)].add_remote_candidate(net.now, None)
 
     net.on_event = signal
-    _peer(net, "a", nat_a, 1, a)
-    _peer(net, "b", nat_b, 2, b)
     for x, y in ((a, b), (b, a)):
         y.set_remote_credentials(net.now, x.ufrag, x.pwd)
-    for agent in (a, b):
+    for agent, endpoint in ((a, ea), (b, eb)):
         for base in list(agent._bases):
             agent.gather_server_reflexive(net.now, base, STUN)
-        agent.end_of_local_candidates()
+        if isinstance(endpoint, RelayedAgent):
+            endpoint.start(net.now)  # end-of-candidates follows the allocation
+        else:
+            agent.end_of_local_candidates()
     net.run(timeout, stop=lambda: a.selected is not None and b.selected is not None)
     ok = a.selected is not None and b.selected is not None
     sel = (a.selected.local.type, a.selected.remote.type) if a.selected is not None else None
