@@ -179,9 +179,24 @@ def cmd_server_turn(args: argparse.Namespace) -> int:
     def log(event: dict[str, object]) -> None:
         print(json.dumps({"ts": round(time.time(), 6), **event}), flush=True)
 
+    tls = None
+    if args.tls_listen or args.cert or args.key:
+        import ssl
+
+        if not (args.tls_listen and args.cert and args.key):
+            raise UserError("TURN over TLS needs --tls-listen IP:PORT, --cert FILE and --key FILE together")
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            tls.load_cert_chain(args.cert, args.key)
+        except (OSError, ssl.SSLError) as exc:
+            raise UserError(f"cannot load the TLS certificate or key: {exc}") from None
+    tls_listen = _address(args.tls_listen) if args.tls_listen else None
+
     async def main() -> None:
-        runner = await TurnServerRunner(config, args.relay_ip or listen[0], ports).start()
-        where = f"{runner.address[0]}:{runner.address[1]}"
+        runner = await TurnServerRunner(config, args.relay_ip or listen[0], ports).start(tls=tls,
+                                                                                          tls_listen=tls_listen)
+        where = f"{runner.address[0]}:{runner.address[1]}" + (
+            f", TLS {runner.tls_address[0]}:{runner.tls_address[1]}" if runner.tls_address else "")
         if args.json_log:
             log({"event": "listening", "address": where, "realm": args.realm})
         else:
@@ -531,6 +546,9 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--relay-ports", metavar="LOW-HIGH", help="relay port range (default: ephemeral ports)")
     st.add_argument("--allow-peer", action="append", metavar="CIDR",
                     help="allow relaying to this range although it is denied by default (loopback, multicast...)")
+    st.add_argument("--tls-listen", metavar="IP:PORT", help="also accept TURN over TLS here (with --cert/--key)")
+    st.add_argument("--cert", metavar="FILE", help="TLS certificate chain (PEM)")
+    st.add_argument("--key", metavar="FILE", help="TLS private key (PEM)")
     st.add_argument("--json-log", action="store_true")
     st.set_defaults(func=cmd_server_turn)
 

@@ -27,7 +27,7 @@ APT_PACKAGES=(
   # Vagrantfile checks (ruby -c, vagrant validate).
   ruby vagrant
   # Everyday tools the scripts use.
-  ca-certificates git
+  ca-certificates git openssl
 )
 
 [ -r /etc/debian_version ] || die "this script supports Debian 12 only (no /etc/debian_version here)."

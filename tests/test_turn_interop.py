@@ -57,7 +57,10 @@ def test_bench_relay_compares_with_coturn() -> None:
 def test_server_turn_usage_errors_are_one_sentence() -> None:
     for args in (["--listen", "127.0.0.1:0"], ["--listen", "127.0.0.1:0", "--user", "nopassword"],
                  ["--listen", "127.0.0.1:0", "--user", "a:b", "--relay-ports", "9-1"],
-                 ["--listen", "127.0.0.1:0", "--user", "a:b", "--allow-peer", "nonsense"]):
+                 ["--listen", "127.0.0.1:0", "--user", "a:b", "--allow-peer", "nonsense"],
+                 ["--listen", "127.0.0.1:0", "--user", "a:b", "--tls-listen", "127.0.0.1:0"],
+                 ["--listen", "127.0.0.1:0", "--user", "a:b", "--tls-listen", "127.0.0.1:0", "--cert", "/nonexistent",
+                  "--key", "/nonexistent"]):
         p = subprocess.run([*ICELAB, "server", "turn", *args], capture_output=True, text=True, cwd=ROOT, timeout=30)
         assert p.returncode == 2 and p.stderr.startswith("icelab: ") and "Traceback" not in p.stderr, args
 
@@ -182,3 +185,72 @@ def test_aioice_relays_through_our_turn_server_with_an_icelab_peer() -> None:
     assert "[B] selected host 127.0.0.1:" in p.stdout and "| relay 127.0.0.1:" in p.stdout
     stats = json.loads(log.strip().splitlines()[-1])["stats"]
     assert stats["allocate"] >= 1 and stats["relayed-to-peer"] > 0 and stats["relayed-to-client"] > 0
+
+
+def _make_ca(tmp: object) -> tuple[str, str, str]:
+    """A throwaway CA and a server certificate for 127.0.0.1 (openssl is installed by provision.sh)."""
+    from pathlib import Path
+
+    d = Path(str(tmp))
+    need_tool("openssl")
+
+    def ossl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
+
+    ossl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+         "-subj", "/CN=icelab test CA")
+    ossl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj",
+         "/CN=127.0.0.1")
+    (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    ossl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out",
+         "server.pem", "-days", "2", "-extfile", "ext.cnf")
+    return str(d / "ca.pem"), str(d / "server.pem"), str(d / "server.key")
+
+
+def test_turn_over_tls_with_a_test_ca(tmp_path: object) -> None:
+    """TURN over TLS (RFC 8656 §3.1): our client verifies our server's certificate against a CA the test made."""
+    import asyncio
+    import socket
+    import ssl
+
+    from ice.aio.turn_client import TurnEndpoint, TurnError
+    from ice.aio.turn_server import TurnServerRunner
+    from ice.turn.client import TurnClientConfig
+    from ice.turn.server import TurnServerConfig
+
+    ca, cert, key = _make_ca(tmp_path)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+
+    async def main() -> tuple[bytes, str]:
+        runner = await TurnServerRunner(TurnServerConfig(("127.0.0.1", 0), users={"alice": "secret"},
+                                                         allowed_peers=("127.0.0.0/8",)), "127.0.0.1").start(
+            tls=server_ctx, tls_listen=("127.0.0.1", 0))
+        assert runner.tls_address is not None
+        peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        peer.bind(("127.0.0.1", 0))
+        peer.setblocking(False)
+        loop = asyncio.get_running_loop()
+        good = TurnEndpoint(TurnClientConfig(runner.tls_address, "alice", "secret", transport="tls"),
+                            bind=("127.0.0.1", 0), ssl_context=ssl.create_default_context(cafile=ca))
+        untrusted = TurnEndpoint(TurnClientConfig(runner.tls_address, "alice", "secret", transport="tls"),
+                                 bind=("127.0.0.1", 0))  # the system trust store does not know our test CA
+        try:
+            await good.open()
+            good.send(peer.getsockname(), b"over tls")
+            data, _ = await asyncio.wait_for(loop.sock_recvfrom(peer, 100), 5)
+            try:
+                await untrusted.open()
+                refused = "no"
+            except TurnError as exc:
+                refused = str(exc)
+            return data, refused
+        finally:
+            good.close()
+            untrusted.close()
+            peer.close()
+            runner.close()
+
+    data, refused = asyncio.run(main())
+    assert data == b"over tls"
+    assert "CERTIFICATE_VERIFY_FAILED" in refused

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from collections.abc import Callable
 
 from ice.errors import IcelabError
@@ -37,8 +38,12 @@ class TurnEndpoint:
 
     def __init__(self, config: TurnClientConfig, bind: Address | None = None,
                  make_socket: Callable[[socket.AddressFamily], socket.socket] | None = None,
-                 make_stream_socket: Callable[[socket.AddressFamily], socket.socket] | None = None) -> None:
+                 make_stream_socket: Callable[[socket.AddressFamily], socket.socket] | None = None,
+                 ssl_context: ssl.SSLContext | None = None, server_hostname: str | None = None) -> None:
         self.client = TurnClient(config)
+        self.ssl_context = ssl_context
+        """For transport "tls": the client context (default: the system's trust store, hostname checked)."""
+        self.server_hostname = server_hostname
         self._make_stream_socket = make_stream_socket or (lambda fam: socket.socket(fam, socket.SOCK_STREAM))
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
@@ -70,7 +75,17 @@ class TurnEndpoint:
             except (OSError, TimeoutError) as exc:
                 sock.close()
                 raise TurnError(f"cannot connect to TURN server over TCP: {exc}") from None
-            reader, self._writer = await asyncio.open_connection(sock=sock)
+            tls = None
+            hostname = None
+            if self.client.config.transport == "tls":
+                tls = self.ssl_context or ssl.create_default_context()
+                hostname = self.server_hostname or self.client.server[0]
+            try:
+                connecting = asyncio.open_connection(sock=sock, ssl=tls, server_hostname=hostname)
+                reader, self._writer = await asyncio.wait_for(connecting, timeout)
+            except (OSError, ssl.SSLError, TimeoutError) as exc:
+                sock.close()
+                raise TurnError(f"cannot open TLS to the TURN server: {exc}") from None
             self._reader_task = asyncio.ensure_future(self._read_stream(reader))
         else:
             sock = self._make_socket(family)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from collections.abc import Callable
 
 from ice.stun.attributes import Address
@@ -35,8 +36,11 @@ class TurnServerRunner:
         self.log = log
         self.core = TurnServer(config, self)
         self._socks: dict[Address, socket.socket] = {}
-        self._streams: dict[Address, asyncio.StreamWriter] = {}
+        self._streams: dict[tuple[Address, Address], asyncio.StreamWriter] = {}
+        """(local, client) -> the connection of a TCP or TLS client."""
         self._tcp_server: asyncio.AbstractServer | None = None
+        self._tls_server: asyncio.AbstractServer | None = None
+        self.tls_address: Address | None = None
         self._listen: Address | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -62,8 +66,10 @@ class TurnServerRunner:
         self._socks[bound] = sock
         return sock, bound
 
-    async def start(self, tcp: bool = True) -> TurnServerRunner:
-        """Listen on UDP and, with ``tcp``, on TCP at the same address (RFC 8656 §3.1: TURN over TCP)."""
+    async def start(self, tcp: bool = True, tls: ssl.SSLContext | None = None, tls_listen: Address | None = None
+                    ) -> TurnServerRunner:
+        """Listen on UDP and, with ``tcp``, on TCP at the same address (RFC 8656 §3.1: TURN over TCP); with
+        ``tls`` (a server context) also on ``tls_listen`` over TLS (RFC 8656 §3.1, port 5349 by convention)."""
         try:
             _, self._listen = self._open(self.config.listen, self._on_client)
         except OSError as exc:
@@ -79,14 +85,30 @@ class TurnServerRunner:
             except OSError as exc:
                 sock.close()
                 raise OSError(f"cannot listen on TCP {self._listen[0]}:{self._listen[1]}: {exc.strerror}") from None
-            self._tcp_server = await asyncio.start_server(self._on_tcp, sock=sock)
+            self._tcp_server = await asyncio.start_server(
+                lambda r, w: self._on_stream(r, w, self.address), sock=sock)
+        if tls is not None:
+            where = tls_listen or (self.address[0], 0)
+            sock = self.make_stream_socket(_family(where[0]))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(where)
+            except OSError as exc:
+                sock.close()
+                raise OSError(f"cannot listen on TLS {where[0]}:{where[1]}: {exc.strerror}") from None
+            sa = sock.getsockname()
+            self.tls_address = (str(sa[0]), int(sa[1]))
+            tls_local = self.tls_address
+            self._tls_server = await asyncio.start_server(
+                lambda r, w: self._on_stream(r, w, tls_local), sock=sock, ssl=tls)
         return self
 
-    async def _on_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """One TURN client over TCP: framed STUN and ChannelData (RFC 8656 §12.5); the allocation dies with it."""
+    async def _on_stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, local: Address) -> None:
+        """One TURN client over TCP or TLS: framed STUN and ChannelData (RFC 8656 §12.5); its allocation ends
+        with the connection."""
         peer = writer.get_extra_info("peername")
         client = (str(peer[0]), int(peer[1]))
-        self._streams[client] = writer
+        self._streams[(local, client)] = writer
         buffer = bytearray()
         loop = asyncio.get_running_loop()
         try:
@@ -98,13 +120,13 @@ class TurnServerRunner:
                     self.core.stats["stream-garbage"] += 1
                     break
                 for frame in frames:
-                    self._send(self.core.handle_client(loop.time(), self.address, client, frame, stream=True))
+                    self._send(self.core.handle_client(loop.time(), local, client, frame, stream=True))
                 self._rearm()
-        except ConnectionError:
+        except (ConnectionError, ssl.SSLError):
             pass
         finally:
-            self._streams.pop(client, None)
-            key = (client, self.address)
+            self._streams.pop((local, client), None)
+            key = (client, local)
             if key in self.core.allocations:
                 self.core._delete(key)  # RFC 8656 §6: a TCP allocation ends with its connection
             writer.close()
@@ -141,9 +163,11 @@ class TurnServerRunner:
         socks = self._socks
         streams = self._streams
         for t in outs:
-            if streams and t.remote in streams and t.local == self._listen:
-                streams[t.remote].write(t.data)
-                continue
+            if streams and t.local is not None:
+                writer = streams.get((t.local, t.remote))
+                if writer is not None:
+                    writer.write(t.data)
+                    continue
             sock = socks.get(t.local) if t.local is not None else None
             if sock is None:
                 continue
@@ -195,8 +219,9 @@ class TurnServerRunner:
         self._rearm()
 
     def close(self) -> None:
-        if self._tcp_server is not None:
-            self._tcp_server.close()
+        for server in (self._tcp_server, self._tls_server):
+            if server is not None:
+                server.close()
         for writer in self._streams.values():
             writer.close()
         loop = asyncio.get_running_loop()
