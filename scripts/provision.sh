@@ -22,8 +22,8 @@ APT_PACKAGES=(
   gcc libc6-dev libssl-dev zlib1g-dev
   # The lab: Mininet (without Open vSwitch, which needs a kernel module), netfilter and tools.
   mininet iproute2 iptables nftables conntrack tcpdump iputils-ping procps psmisc util-linux ethtool
-  # Interop peers for STUN/TURN: coturn, stund and its classic client.
-  coturn stun-server stun-client
+  # Interop peers for STUN/TURN: coturn, stund and its classic client; pion (Go, built from Debian's sources).
+  coturn stun-server stun-client golang-go golang-github-pion-ice.v2-dev golang-github-pion-turn.v2-dev
   # Vagrantfile checks (ruby -c, vagrant validate).
   ruby vagrant
   # Everyday tools the scripts use.
@@ -76,5 +76,14 @@ if ! { "$VENV/bin/python" -m pip install --upgrade pip setuptools wheel &&
   die "pip install failed (full log: $log)."
 fi
 "$VENV/bin/python" -c "import mininet.net" || die "Debian's mininet does not import inside the venv."
+
+# Go interop peers (pion/turn server and client), built offline in GOPATH mode from Debian's sources.
+for prog in "$ROOT"/tests/interop/*/main.go; do
+  dir=$(dirname "$prog"); name=$(basename "$dir")
+  say "building $name (pion, Debian sources)"
+  (cd "$dir" && GO111MODULE=off GOPATH=/usr/share/gocode GOCACHE="$VENV/go-cache" GOFLAGS= \
+     go build -o "$VENV/bin/$name" .) >"$VENV/go-build-$name.log" 2>&1 ||
+    { tail -n 20 "$VENV/go-build-$name.log" >&2; die "building $name failed (log: $VENV/go-build-$name.log)."; }
+done
 echo "$want" > "$STAMP"
 say "done"

@@ -254,3 +254,72 @@ def test_turn_over_tls_with_a_test_ca(tmp_path: object) -> None:
     data, refused = asyncio.run(main())
     assert data == b"over tls"
     assert "CERTIFICATE_VERIFY_FAILED" in refused
+
+
+def _venv_tool(name: str) -> str:
+    """The Go interop peers are built into .venv/bin by scripts/provision.sh."""
+    import shutil
+    import sys
+    from pathlib import Path
+
+    path = Path(sys.executable).parent / name
+    if not path.exists():
+        found = shutil.which(name)
+        if found is None:
+            pytest.fail(f"{name} is not built: scripts/provision.sh builds it from Debian's pion sources")
+        return found
+    return str(path)
+
+
+def test_pion_turn_client_relays_through_our_server() -> None:
+    client = _venv_tool("pionturnclient")
+    (port,) = free_udp_ports(1)
+    proc = _server(port)
+    try:
+        wait_stun("127.0.0.1", port)
+        p = subprocess.run([client, "-server", f"127.0.0.1:{port}", "-user", "alice", "-pass", "secret",
+                            "-realm", "icelab", "-n", "20"], capture_output=True, text=True, timeout=60)
+        bad = subprocess.run([client, "-server", f"127.0.0.1:{port}", "-user", "alice", "-pass", "wrong",
+                              "-realm", "icelab", "-n", "1"], capture_output=True, text=True, timeout=60)
+    finally:
+        proc.p.send_signal(signal.SIGTERM)
+        proc.stop()
+    assert p.returncode == 0 and "OK 20 echoes through relay" in p.stdout, p.stdout + p.stderr
+    assert bad.returncode == 1 and "401" in bad.stdout
+
+
+def test_our_turn_client_relays_through_pion_turn_server() -> None:
+    import asyncio
+    import socket
+
+    from ice.aio.turn_client import TurnEndpoint
+    from ice.turn.client import TurnClientConfig
+
+    server_bin = _venv_tool("pionturn")
+    (port,) = free_udp_ports(1)
+    proc = Proc([server_bin, "-listen", f"127.0.0.1:{port}", "-user", "alice", "-pass", "secret", "-realm", "icelab"])
+
+    async def main() -> tuple[bytes, bytes]:
+        peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        peer.bind(("127.0.0.1", 0))
+        peer.setblocking(False)
+        loop = asyncio.get_running_loop()
+        ep = TurnEndpoint(TurnClientConfig(("127.0.0.1", port), "alice", "secret"), bind=("127.0.0.1", 0))
+        got: asyncio.Future[bytes] = loop.create_future()
+        ep.on_data = lambda src, data: got.done() or got.set_result(data)
+        try:
+            await ep.open()
+            await ep.bind_channel(peer.getsockname())
+            ep.send(peer.getsockname(), b"to-peer")
+            data, relayed = await asyncio.wait_for(loop.sock_recvfrom(peer, 100), 5)
+            await loop.sock_sendto(peer, b"to-client", relayed)
+            return data, await asyncio.wait_for(got, 5)
+        finally:
+            ep.close()
+            peer.close()
+
+    try:
+        wait_stun("127.0.0.1", port)
+        assert asyncio.run(main()) == (b"to-peer", b"to-client")
+    finally:
+        proc.stop()
