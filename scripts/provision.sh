@@ -17,7 +17,7 @@ die() { printf 'provision: error: %s\n' "$*" >&2; exit 1; }
 # Debian packages, grouped by what needs them.
 APT_PACKAGES=(
   # Python: the venv is made from Debian's interpreter so Debian's mininet imports.
-  python3 python3-venv python3-pip python3-dev python3-gi
+  python3 python3-venv python3-pip python3-dev python3-gi gir1.2-nice-0.1
   # The codec's optional C accelerator (ice/stun/_speedups.c).
   gcc libc6-dev libssl-dev zlib1g-dev
   # The lab: Mininet (without Open vSwitch, which needs a kernel module), netfilter and tools.

@@ -323,3 +323,28 @@ def test_our_turn_client_relays_through_pion_turn_server() -> None:
         assert asyncio.run(main()) == (b"to-peer", b"to-client")
     finally:
         proc.stop()
+
+
+def test_libnice_relays_through_our_turn_server_with_an_icelab_peer() -> None:
+    """libnice 0.1.21 (GObject introspection, Debian's python) uses our server as TURN, relay only."""
+    import sys
+    from pathlib import Path
+
+    need_tool("/usr/bin/python3")
+    (port,) = free_udp_ports(1)
+    proc = _server(port)
+    nicepeer = Path(__file__).resolve().parent / "interop" / "nicepeer.py"
+    try:
+        wait_stun("127.0.0.1", port)
+        cmd_a = f"/usr/bin/python3 {nicepeer} --controlling --turn 127.0.0.1 {port} alice secret --relay-only"
+        cmd_b = f"{sys.executable} -m ice.cli peer --echo --bind 127.0.0.1"
+        line_peer = Path(__file__).resolve().parent / "line_peer.py"
+        p = subprocess.run([sys.executable, str(line_peer), cmd_a, cmd_b], capture_output=True, text=True,
+                           timeout=60, cwd=ROOT)
+    finally:
+        proc.p.send_signal(signal.SIGTERM)
+        log = proc.stop()
+    assert "ROUNDTRIP OK" in p.stdout, p.stdout[-800:] + p.stderr[-400:]
+    assert "| relay 127.0.0.1:" in p.stdout  # the icelab side selected libnice's relayed candidate
+    stats = json.loads(log.strip().splitlines()[-1])["stats"]
+    assert stats["allocate"] >= 1 and stats["relayed-to-client"] > 0
