@@ -125,3 +125,24 @@ def test_reallocate_after_437_and_deallocate_on_close() -> None:
     w.client.close(w.now)
     w.pump()
     assert not w.server.allocations and w.client.state is TurnState.CLOSED
+
+
+def test_alternate_server_is_followed_once() -> None:
+    """RFC 8656 §7.3 / RFC 8489 §10: a 300 with ALTERNATE-SERVER moves the allocation there, once."""
+    from ice.stun import Message, MessageClass, parse
+    from ice.stun.attributes import AlternateServer, ErrorCode
+
+    other = ("203.0.113.20", 3478)
+    client = TurnClient(TurnClientConfig(SERVER, "alice", "secret"))
+    client.allocate(0.0)
+    request = parse(client.poll_transmit())  # type: ignore[arg-type]
+    redirect = Message(request.method, MessageClass.ERROR, request.transaction_id,
+                       [ErrorCode(300, "Try Alternate"), AlternateServer(*other)]).encode(fingerprint=True)
+    client.handle_datagram(0.1, redirect)
+    assert client.server == other
+    second = parse(client.poll_transmit())  # type: ignore[arg-type]
+    again = Message(second.method, MessageClass.ERROR, second.transaction_id,
+                    [ErrorCode(300, "Try Alternate"), AlternateServer(*SERVER)]).encode(fingerprint=True)
+    client.handle_datagram(0.2, again)
+    assert client.server == other and client.state is TurnState.FAILED  # not followed twice
+    assert client.next_event() == AllocationFailed(300, "Try Alternate")
