@@ -1,0 +1,1 @@
+"""Scenarios as data (``scenarios/``), their expected outcomes, two back-ends (sim, lab) and reports."""
