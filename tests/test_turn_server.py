@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -84,6 +85,14 @@ def test_401_then_allocate_then_wrong_password_and_stale_nonce() -> None:
     assert stale.error.code == 438 and stale.get(Nonce).text != nonce  # type: ignore[union-attr]
     assert allocate(srv) == ("203.0.113.10", 49153)
     assert request(srv, 1.0, Method.ALLOCATE, RequestedTransport(17)).error.code == 437  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("nonce", ["f" * 40 + "-" + "0" * 16, "-1-" + "0" * 15, "0-\u00e9" * 4, "zz-", "", "1-2"])
+def test_crafted_nonces_are_stale_not_crashes(nonce: str) -> None:
+    srv, _ = server()
+    resp = request(srv, 0.0, Method.ALLOCATE, RequestedTransport(17), nonce=nonce)
+    assert resp.error is not None and resp.error.code == 438
+    assert srv.allocations == {}
 
 
 def test_quota_transport_and_capacity_errors() -> None:

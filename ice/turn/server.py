@@ -149,12 +149,17 @@ class TurnServer:
 
     def _nonce_fresh(self, nonce: str, now: float) -> bool:
         t_hex, _, mac = nonce.partition("-")
+        # The nonce is network input: anything that is not exactly what _nonce() made is simply stale.
+        if len(t_hex) > 16 or len(mac) != 16 or not t_hex.isascii() or not mac.isascii():
+            return False
         try:
             t = int(t_hex, 16)
         except ValueError:
             return False
+        if t < 0:
+            return False
         want = hmac.new(self._secret, t.to_bytes(8, "big"), hashlib.sha256).hexdigest()[:16]
-        return hmac.compare_digest(mac, want) and now - t < self.config.nonce_lifetime
+        return hmac.compare_digest(mac.encode(), want.encode()) and now - t < self.config.nonce_lifetime
 
     # --------------------------------------------------------------------------------------------- clients
 
