@@ -438,3 +438,45 @@ def test_relayed_candidate_hook_carries_checks_and_data() -> None:
     assert a.selected is not None and a.selected.local.type is CandidateType.RELAYED and a.selected.base == relayed
     assert b.selected is not None and b.selected.remote.type is CandidateType.RELAYED
     assert all(src == relayed for _, src, _, _ in net.sent if src[0] != B1[0])  # type: ignore[union-attr]
+
+
+def _outage(net: Net, a: IceAgent, b: IceAgent, seconds: float) -> None:
+    net.drop_if = lambda s, d, x: True
+    net.run(net.now + seconds)
+    net.drop_if = None
+
+
+def test_restart_from_disconnected_checks_again_and_never_spins() -> None:
+    net = Net()
+    a, b = agents()
+    net.attach(a, A1)
+    net.attach(b, B1)
+    exchange(net, a, b)
+    net.run(1.0, stop=lambda: connected(a, b))
+    _outage(net, a, b, 20.0)
+    assert a.state is AgentState.DISCONNECTED
+    a.restart(net.now)
+    b.restart(net.now)
+    assert a.state is AgentState.CHECKING and b.state is AgentState.CHECKING
+    exchange(net, a, b)
+    deadline = a.next_timeout()
+    assert deadline is not None and deadline > net.now - 1e-9
+    net.run(net.now + 2.0, stop=lambda: connected(a, b))
+    assert connected(a, b) and a.send(b"back")
+
+
+def test_consent_lost_then_restart_recovers_and_no_data_on_the_dead_pair() -> None:
+    net = Net()
+    a, b = agents()
+    net.attach(a, A1)
+    net.attach(b, B1)
+    exchange(net, a, b)
+    net.run(1.0, stop=lambda: connected(a, b))
+    _outage(net, a, b, 40.0)
+    assert a.state is AgentState.FAILED and not a.send(b"dead")
+    a.restart(net.now)
+    b.restart(net.now)
+    assert not a.send(b"still-dead")  # consent expired on the old pair: nothing may go out on it
+    exchange(net, a, b)
+    net.run(net.now + 2.0, stop=lambda: connected(a, b))
+    assert connected(a, b) and a.send(b"alive") and b.send(b"alive")

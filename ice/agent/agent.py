@@ -332,8 +332,10 @@ class IceAgent:
     def next_timeout(self) -> float | None:
         times = [t for c in self._checks.values() if (t := c.tx.next_timeout()) is not None]
         at = self.pacer.next_at
-        if self._started and at is not None and self._next_ordinary() is not None and not self.config.lite:
-            times.append(at)
+        if (self._started and at is not None and not self.config.lite
+                and self.state in (AgentState.CHECKING, AgentState.CONNECTED, AgentState.COMPLETED)
+                and self._next_ordinary() is not None):
+            times.append(at)  # the same gate as handle_timeout, or the caller would spin on a past deadline
         if self._consent_at is not None:
             times.append(self._consent_at)
         return min(times) if times else None
@@ -457,6 +459,7 @@ class IceAgent:
         self._events.append(SelectedPairChanged(pair.local, pair.remote, pair.base, component))
         if all(c in self.selected_pairs for c in self.components):
             self._set_state(AgentState.CONNECTED)
+            self._consent_lost = False  # consent is fresh on the newly selected pairs
             self._consent_ok_at = now
             self._schedule_consent(now)
 
@@ -716,7 +719,7 @@ class IceAgent:
         """Queue application data on the selected pair of ``component`` (default: the first); False when there is
         none or consent was lost."""
         pair = self.selected if component is None else self.selected_pairs.get(component)
-        if pair is None or self._consent_lost or self.state is AgentState.CLOSED:
+        if pair is None or self._consent_lost or self.state in (AgentState.CLOSED, AgentState.FAILED):
             return False
         self._transmits.append(Transmit(pair.remote.address, data, pair.base))
         return True
@@ -741,6 +744,8 @@ class IceAgent:
         self._nominated.clear()
         self._first_valid_at = None
         self._consent_at = None  # consent resumes on the new pair
+        if self._consent_lost:
+            self.selected_pairs.clear()  # never send on a pair whose consent expired (RFC 7675 §5.2)
         self._restarting = True
         self._set_state(AgentState.CHECKING)
 

@@ -41,7 +41,7 @@ AGENT_TRANSITIONS: dict[AgentState, frozenset[AgentState]] = {
     AgentState.COMPLETED: frozenset({AgentState.DISCONNECTED, AgentState.FAILED, AgentState.CLOSED,
                                      AgentState.CHECKING}),
     AgentState.DISCONNECTED: frozenset({AgentState.CONNECTED, AgentState.COMPLETED, AgentState.FAILED,
-                                        AgentState.CLOSED}),
+                                        AgentState.CLOSED, AgentState.CHECKING}),
     AgentState.FAILED: frozenset({AgentState.CHECKING, AgentState.CLOSED}),
     AgentState.CLOSED: frozenset(),
 }
