@@ -19,7 +19,6 @@ nomination and selected pair). Bad input from the network is counted in ``stats`
 from __future__ import annotations
 
 import random
-import secrets
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
@@ -110,7 +109,9 @@ class IceAgent:
     ufrag: str = ""
     pwd: str = ""
     tie_breaker: int = 0
-    rng: random.Random = field(default_factory=lambda: random.Random(secrets.randbits(64)))
+    # Credentials, tie-breaker and transaction IDs must not be predictable from what is seen on the wire
+    # (RFC 8445 §5.3, RFC 8489 §6): the OS CSPRNG by default; tests pass a seeded Random for reproducibility.
+    rng: random.Random = field(default_factory=random.SystemRandom)
     stats: Counter[str] = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
