@@ -181,3 +181,19 @@ def test_garbage_never_raises(data: bytes) -> None:
     srv.handle_peer(1, relayed, PEER, data)
     stun = b"\x00\x03" + len(data).to_bytes(2, "big") + b"\x21\x12\xa4\x42" + bytes(12) + data
     srv.handle_client(1, LISTEN, CLIENT, stun)
+
+
+def test_retransmitted_allocate_gets_the_same_success_not_437() -> None:
+    srv, _ = server()
+    first = parse(srv.handle_client(0.0, LISTEN, CLIENT, Message(Method.ALLOCATE, MessageClass.REQUEST, attributes=[
+        RequestedTransport(17)]).encode())[0].data)
+    msg = Message(Method.ALLOCATE, MessageClass.REQUEST, attributes=[
+        RequestedTransport(17), Username("alice"), Realm("icelab"), first.get(Nonce)])  # type: ignore[list-item]
+    wire = msg.encode(KEY, fingerprint=True)
+    one = parse(srv.handle_client(0.0, LISTEN, CLIENT, wire)[0].data)
+    again = parse(srv.handle_client(0.5, LISTEN, CLIENT, wire)[0].data)  # the success was lost; same transaction
+    assert one.message_class is MessageClass.SUCCESS and again.message_class is MessageClass.SUCCESS
+    assert again.transaction_id == msg.transaction_id and again.check_integrity(KEY)
+    assert again.get(XorRelayedAddress) == one.get(XorRelayedAddress) and len(srv.allocations) == 1
+    other = Message(Method.ALLOCATE, MessageClass.REQUEST, attributes=list(msg.attributes))
+    assert parse(srv.handle_client(1.0, LISTEN, CLIENT, other.encode(KEY))[0].data).error.code == 437  # type: ignore[union-attr]

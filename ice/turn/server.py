@@ -101,6 +101,8 @@ class Allocation:
     """Channel number -> (peer, expiry)."""
     by_peer: dict[Address, int] = field(default_factory=dict)
     """Peer -> channel number (a peer has at most one channel, RFC 8656 §12)."""
+    allocate_tid: bytes = b""
+    """The Allocate request that made it: a retransmission gets the success again (RFC 8656 §7.2)."""
     stream: bool = False
     """The client reaches us over TCP/TLS: ChannelData to it is padded to four bytes (RFC 8656 §12.5)."""
 
@@ -245,7 +247,13 @@ class TurnServer:
                   username: str) -> Transmit:
         """RFC 8656 §7.2."""
         five = (client, local)
-        if five in self.allocations:
+        existing = self.allocations.get(five)
+        if existing is not None:
+            if existing.allocate_tid == msg.transaction_id and existing.username == username:
+                # Our success response was lost and the client retransmitted (RFC 8656 §7.2, step 1).
+                left = max(0, int(existing.expires - now))
+                return self._ok(local, client, msg, [XorRelayedAddress(*existing.relayed),
+                                                     XorMappedAddress(*client), Lifetime(left)], key)
             return self._error(local, client, msg, 437, "Allocation Mismatch", key=key)
         transport = msg.get(RequestedTransport)
         if transport is None:
@@ -258,7 +266,8 @@ class TurnServer:
         if relayed is None:
             return self._error(local, client, msg, 508, "Insufficient Capacity", key=key)
         lifetime = self._lifetime(msg)
-        alloc = Allocation(client, local, relayed, username, key, now + lifetime, stream=self._stream)
+        alloc = Allocation(client, local, relayed, username, key, now + lifetime, allocate_tid=msg.transaction_id,
+                           stream=self._stream)
         self.allocations[five] = alloc
         self.by_relay[relayed] = alloc
         self.stats["allocate"] += 1
