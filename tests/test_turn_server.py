@@ -165,6 +165,23 @@ def test_denied_peers_unless_allowed() -> None:
         is MessageClass.SUCCESS
 
 
+@pytest.mark.parametrize("peer", ["::ffff:127.0.0.1", "169.254.1.1", "fe80::1", "::1"])
+def test_mapped_loopback_and_link_local_peers_are_denied(peer: str) -> None:
+    srv, _ = server()
+    allocate(srv)
+    resp = request(srv, 1, Method.CREATE_PERMISSION, XorPeerAddress(peer, 9))
+    assert resp.error is not None and resp.error.code in (403, 443)
+    assert not any(a.permissions for a in srv.allocations.values())
+
+
+def test_integrity_without_username_realm_nonce_is_400_without_a_nonce() -> None:
+    srv, _ = server()
+    msg = Message(Method.ALLOCATE, MessageClass.REQUEST, attributes=[RequestedTransport(17), Username("alice")])
+    resp = parse(srv.handle_client(0.0, LISTEN, CLIENT, msg.encode(KEY))[0].data)
+    assert resp.error is not None and resp.error.code == 400
+    assert resp.get(Nonce) is None and resp.get(Realm) is None
+
+
 def test_binding_is_served_too() -> None:
     srv, _ = server()
     out = srv.handle_client(0, LISTEN, CLIENT, Message(Method.BINDING, MessageClass.REQUEST).encode())

@@ -48,7 +48,8 @@ CHANNEL_MIN, CHANNEL_MAX = 0x4000, 0x7FFF
 so the server accepts the old range, as coturn does. Clients of ours use the new one."""
 UDP = 17
 
-DEFAULT_DENIED = ("0.0.0.0/8", "127.0.0.0/8", "224.0.0.0/4", "255.255.255.255/32", "::/128", "::1/128", "ff00::/8")
+DEFAULT_DENIED = ("0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "255.255.255.255/32", "::/128",
+                  "::1/128", "fe80::/10", "ff00::/8")
 """Peers a relay refuses by default, as coturn does (RFC 8656 §21.2.3 asks operators to restrict them)."""
 
 
@@ -218,6 +219,8 @@ class TurnServer:
         if isinstance(key, tuple):
             code, reason = key
             self.stats[f"auth-{code}"] += 1
+            if code == 400:  # RFC 8489 §9.2.4: no REALM/NONCE in this one
+                return [self._error(local, client, msg, code, reason)]
             return [self._error(local, client, msg, code, reason, Realm(self.config.realm),
                                 Nonce(self._nonce(now)))]
         username = msg.get(Username).text  # type: ignore[union-attr]  # checked by _authenticate
@@ -232,8 +235,10 @@ class TurnServer:
     def _authenticate(self, now: float, msg: Message) -> IntegrityKey | tuple[int, str]:
         """RFC 8489 §9.2.4: 401 without credentials or with wrong ones, 438 when the nonce is stale."""
         user, realm, nonce = msg.get(Username), msg.get(Realm), msg.get(Nonce)
-        if not msg.has_integrity or user is None or realm is None or nonce is None:
+        if not msg.has_integrity:
             return (401, "Unauthorized")
+        if user is None or realm is None or nonce is None:
+            return (400, "Bad Request: MESSAGE-INTEGRITY without USERNAME, REALM and NONCE")
         key = self._keys.get(user.text)
         if key is None or realm.text != self.config.realm or not msg.check_integrity(key):
             return (401, "Unauthorized")
@@ -299,7 +304,9 @@ class TurnServer:
         return self._ok(local, client, msg, [Lifetime(lifetime)], key)
 
     def _peer_allowed(self, host: str) -> bool:
-        ip = ipaddress.ip_address(host)
+        ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(host)
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is loopback too
         if any(ip in n for n in self._allowed):
             return True
         return not any(ip in n for n in self._denied)
