@@ -146,3 +146,48 @@ def test_alternate_server_is_followed_once() -> None:
     client.handle_datagram(0.2, again)
     assert client.server == other and client.state is TurnState.FAILED  # not followed twice
     assert client.next_event() == AllocationFailed(300, "Try Alternate")
+
+
+def test_reallocation_after_437_installs_the_channel_again() -> None:
+    w = world()
+    w.client.allocate(0.0)
+    w.pump()
+    w.client.bind_channel(w.now, PEER)
+    w.pump()
+    w.server.handle_timeout(10_000)  # the server forgot the allocation, its permission and its channel
+    w.advance(541.0)
+    assert w.client.state is TurnState.ALLOCATED
+    (alloc,) = w.server.allocations.values()
+    assert alloc.relayed == w.client.relayed and PEER[0] in alloc.permissions and 0x4000 in alloc.channels
+    assert w.client.send(w.now, PEER, b"after")
+    w.pump()
+    assert w.to_peer[-1] == (PEER, b"after")
+
+
+def test_failed_refresh_is_retried_then_reported_when_the_allocation_expires() -> None:
+    w = world()
+    w.client.allocate(0.0)
+    w.pump()
+    server = w.server
+    w.server = TurnServer(TurnServerConfig(SERVER, users={}), Ports(), secret=b"other")  # answers nothing useful
+    w.server.handle_client = lambda *a, **k: []  # type: ignore[method-assign]  # the server went silent
+    w.advance(585.0)  # the Refresh at 540 s times out after ~40 s of retransmissions
+    assert w.client.state is TurnState.ALLOCATED and w.client.stats["refresh-failed"] >= 1
+    assert w.client.next_timeout() is not None  # a retry is scheduled, not abandoned
+    w.server = server
+    w.advance(595.0)  # the server is back before expiry: a retry succeeds
+    assert w.client.state is TurnState.ALLOCATED and server.stats["refresh"] >= 1
+    w.server = TurnServer(TurnServerConfig(SERVER, users={}), Ports(), secret=b"other")
+    w.server.handle_client = lambda *a, **k: []  # type: ignore[method-assign]
+    w.advance(3000.0)
+    assert w.client.state is TurnState.FAILED
+    assert isinstance(w.events[-1], AllocationFailed) and "expired" in w.events[-1].reason
+
+
+def test_close_while_allocating_stays_closed() -> None:
+    w = world()
+    w.client.allocate(0.0)
+    w.client.close(0.0)
+    w.pump()
+    w.advance(100.0)
+    assert w.client.state is TurnState.CLOSED and not any(isinstance(e, Allocated) for e in w.events)

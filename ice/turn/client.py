@@ -48,6 +48,8 @@ class TurnClientConfig:
     lifetime: int = 600
     refresh_margin: float = 60.0
     """Refresh this long before the allocation expires (libnice and libjuice use 60 s)."""
+    refresh_retry: float = 10.0
+    """After a Refresh failed (timeout or error), try again this much later while the allocation lives."""
     permission_refresh: float = 240.0
     """Permissions last 300 s (RFC 8656 §9); refresh them after 240 s."""
     channel_refresh: float = 540.0
@@ -191,6 +193,8 @@ class TurnClient:
         """Deallocate (Refresh with LIFETIME 0, RFC 8656 §8); no retransmission expected."""
         if self.state is TurnState.ALLOCATED:
             self._request(now, Method.REFRESH, [Lifetime(0)])
+        else:
+            self._pending.clear()  # an Allocate still in flight must not bring us back to life
         self.state = TurnState.CLOSED
 
     # -------------------------------------------------------------------------------------------- incoming
@@ -226,6 +230,8 @@ class TurnClient:
         if pending is None:
             self.stats["unknown-transaction"] += 1
             return
+        if self.state is TurnState.CLOSED:
+            return  # e.g. the answer to our deallocation
         method = pending.message.method
         if resp.message_class is MessageClass.SUCCESS:
             if self._key is not None and resp.has_integrity and not resp.check_integrity(self._key):
@@ -254,8 +260,13 @@ class TurnClient:
                 self.allocate(now)
                 return
         if code == 437 and method == Method.REFRESH and self.state is TurnState.ALLOCATED:
-            self.allocate(now)  # the server forgot us: allocate again (RFC 8656 §8)
+            # The server forgot us: allocate again (RFC 8656 §8). Its permissions and channels went with the old
+            # allocation; they are installed again once the new one exists (see _success).
+            self._channel_ok.clear()
+            self.allocate(now)
             return
+        if method == Method.REFRESH:
+            self._refresh_failed(now, code, err.reason if err else "")
         if method == Method.ALLOCATE:
             self.state = TurnState.FAILED
             self._events.append(AllocationFailed(code, err.reason if err else ""))
@@ -274,6 +285,10 @@ class TurnClient:
             self._refresh_at = now + max(1.0, seconds - self.config.refresh_margin)
             self.state = TurnState.ALLOCATED
             self._events.append(Allocated(self.relayed, self.mapped, seconds))
+            for bound in list(self.channels):  # a re-allocation after 437: the peers we had
+                self.bind_channel(now, bound)
+            for ip in [ip for ip in self.permissions if all(p[0] != ip for p in self.channels)]:
+                self.create_permission(now, (ip, 0))
         elif method == Method.REFRESH:
             lifetime = resp.get(Lifetime)
             if lifetime is not None and lifetime.number > 0:
@@ -287,6 +302,17 @@ class TurnClient:
                 self._channel_ok.add(peer.address)
 
     # ---------------------------------------------------------------------------------------------- timers
+
+    def _refresh_failed(self, now: float, code: int, reason: str) -> None:
+        """Try again while the allocation still lives; give up (AllocationFailed) once it would have expired."""
+        self.stats["refresh-failed"] += 1
+        if self.state is not TurnState.ALLOCATED:
+            return
+        if now + self.config.refresh_retry < self._expires:
+            self._refresh_at = now + self.config.refresh_retry
+            return
+        self.state = TurnState.FAILED
+        self._events.append(AllocationFailed(code, f"the allocation expired: Refresh failed ({reason})"))
 
     def next_timeout(self) -> float | None:
         times = [t for p in self._pending.values() if (t := p.tx.next_timeout()) is not None]
@@ -302,9 +328,11 @@ class TurnClient:
             self._drain(pending.tx)
             if timed_out is not None:
                 del self._pending[tid]
-                if pending.message.method == Method.ALLOCATE:
+                if pending.message.method == Method.ALLOCATE and self.state is TurnState.ALLOCATING:
                     self.state = TurnState.FAILED
                     self._events.append(AllocationFailed(408, "the TURN server did not answer"))
+                elif pending.message.method == Method.REFRESH:
+                    self._refresh_failed(now, 408, "the TURN server did not answer")
         if self.state is not TurnState.ALLOCATED:
             return
         if self._refresh_at is not None and now >= self._refresh_at:
