@@ -224,7 +224,17 @@ def cmd_server_turn(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Today's main job: the embedded server and the client on loopback (the NAT matrix comes with the lab)."""
+    """The NAT x NAT scenario matrix (issue 7): every cell, a grid, reports in --out."""
+    from pathlib import Path
+
+    from ice.scenario.run import main
+
+    return main(args.backend, args.presets, Path(args.out), args.update_expectations, quiet=args.quiet,
+                names=args.scenario)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The embedded STUN server and client on loopback: a mapping and an RFC 5780 classification."""
     from ice.aio.discovery import discover_behaviour
     from ice.aio.stun import StunServerRunner, format_address, stun_binding
     from ice.stun.server import StunServerConfig
@@ -251,7 +261,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                   f" ({'behind a NAT' if rep.behind_nat else 'no NAT, as expected'})")
         finally:
             runner.close()
-        print("next: the NAT x NAT matrix arrives with the lab (issues 4-7); see README.")
+        print("next: `icelab run` runs the NAT x NAT matrix; see README.")
         return 0
 
     return asyncio.run(main())
@@ -508,8 +518,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"icelab {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    r = sub.add_parser("run", help="the main job: embedded STUN server + client (the NAT matrix comes later)")
+    r = sub.add_parser("run", help="the main job: the NAT x NAT scenario matrix, a grid and reports")
+    r.add_argument("--backend", choices=["sim", "lab"], default="sim",
+                   help="sim: in-memory NATs, no root, seconds (default); lab: kernel NATs in Mininet")
+    r.add_argument("--presets", nargs="+", metavar="PRESET", help="only these NAT presets against each other")
+    r.add_argument("--scenario", action="append", metavar="NAME", help="only this cell (repeatable)")
+    r.add_argument("--out", default="results", help="report directory (default: results/)")
+    r.add_argument("--update-expectations", action="store_true",
+                   help="re-pin scenarios/expected.json from the RFC 4787 reasoning, then review the diff")
+    r.add_argument("-q", "--quiet", action="store_true", help="no per-cell progress lines")
     r.set_defaults(func=cmd_run)
+
+    demo = sub.add_parser("demo", help="embedded STUN server + client on loopback: a mapping and its RFC 5780 class")
+    demo.set_defaults(func=cmd_demo)
 
     t = sub.add_parser("test", help="ruff, mypy --strict ice/, then pytest -n auto over the whole suite")
     t.add_argument("-n", "--jobs", default="auto", help="pytest-xdist workers (default: auto)")

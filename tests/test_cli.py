@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
 from conftest import ICELAB, ROOT, free_udp_ports
 
@@ -77,8 +78,19 @@ def test_server_refuses_busy_port_clearly() -> None:
     assert p.returncode == 1 and "cannot listen on 127.0.0.1:" in p.stderr and "Traceback" not in p.stderr
 
 
-def test_run_prints_a_mapping() -> None:
-    p = icelab("run")
+def test_run_is_the_matrix_with_a_grid_and_every_report(tmp_path: Path) -> None:
+    p = icelab("run", "--presets", "eim-eif", "apdm-apdf", "--out", str(tmp_path))
+    assert p.returncode == 0, p.stderr
+    assert "4/4 cells as expected" in p.stdout and "A \\ B" in p.stdout
+    assert {f.name for f in tmp_path.iterdir()} >= {"results.json", "grid.md", "grid.html", "junit.xml"}
+    junit = (tmp_path / "junit.xml").read_text()
+    assert 'tests="4"' in junit and 'failures="0"' in junit
+    bad = icelab("run", "--scenario", "nope", "--out", str(tmp_path))
+    assert bad.returncode == 2 and "no scenario named nope" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_demo_prints_a_mapping() -> None:
+    p = icelab("demo")
     assert p.returncode == 0, p.stderr
     assert "STUN client learned its mapping: 127.0.0.1:" in p.stdout
     assert "mapping endpoint-independent, filtering endpoint-independent" in p.stdout

@@ -47,3 +47,24 @@ def test_main_writes_reports_and_exit_status(tmp_path: FsPath) -> None:
 def test_unknown_backend_is_a_clear_error(tmp_path: FsPath, capsys: pytest.CaptureFixture[str]) -> None:
     assert main("nope", None, tmp_path, update=False, quiet=True) == 2
     assert "--backend sim" in capsys.readouterr().err
+
+
+def test_a_broken_pinned_expectation_is_a_failed_cell(tmp_path: FsPath, monkeypatch: pytest.MonkeyPatch) -> None:
+    import ice.scenario.run as run
+
+    monkeypatch.setattr(run, "_pinned", lambda: {"eim-eifxeim-eif": {"path": "relay", "reason": "deliberately wrong"}})
+    rc = main("sim", ["eim-eif"], tmp_path, update=False, quiet=True)
+    assert rc == 1
+    (cell,) = json.loads((tmp_path / "results.json").read_text())["cells"]
+    assert not cell["pass"] and cell["expected"] == "relay" and cell["observed"] == "direct"
+    assert "the simulation selected host" in cell["reason"]
+    assert 'failures="1"' in (tmp_path / "junit.xml").read_text()
+    assert 'class="fail"' in (tmp_path / "grid.html").read_text()
+
+
+def test_pinned_expectations_match_the_reasoning() -> None:
+    """scenarios/expected.json is reviewed data; it must not drift from the documented RFC 4787 reasoning."""
+    pinned = json.loads((FsPath(__file__).parents[1] / "scenarios" / "expected.json").read_text())
+    cells = load_matrix()
+    assert set(pinned) == {c.name for c in cells}
+    assert {c.name: expect(c).path.value for c in cells} == {k: v["path"] for k, v in pinned.items()}
