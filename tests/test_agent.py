@@ -249,6 +249,9 @@ def _request(agent: IceAgent, username: str, key: bytes, *extra: object) -> byte
         (lambda ag: _request(ag, "someone-else:x", ag.pwd.encode()), 401, "check-wrong-username"),
         (lambda ag: _request(ag, f"{ag.ufrag}:x", ag.pwd.encode(), UnknownAttribute(0x7777, b"?")), 420, None),
         (lambda ag: Message(Method.BINDING, MessageClass.REQUEST).encode(), 400, "check-unauthenticated"),
+        (lambda ag: Message(Method.BINDING, MessageClass.REQUEST, attributes=[
+            Username(f"{ag.ufrag}:x"), IceControlling(1)]).encode(short_term_key(ag.pwd), fingerprint=True),
+         400, "check-without-priority"),
     ],
 )
 def test_bad_checks_get_error_responses(make: object, code: int, counter: str | None) -> None:
@@ -261,6 +264,8 @@ def test_bad_checks_get_error_responses(make: object, code: int, counter: str | 
     assert resp.message_class is MessageClass.ERROR and resp.get(ErrorCode).code == code  # type: ignore[union-attr]
     if counter:
         assert a.stats[counter] == 1
+    # An unauthenticated request gets an unsigned answer (RFC 8489 §9.1.3); an authenticated one a signed answer.
+    assert resp.has_integrity is (counter in (None, "check-without-priority"))
 
 
 def test_garbage_never_raises() -> None:

@@ -501,29 +501,35 @@ class IceAgent:
             self.stats["data-from-unknown"] += 1
 
     def _respond(self, local: Address, remote: Address, req: Message, attrs: list[Attribute],
-                 cls: MessageClass = MessageClass.SUCCESS) -> None:
+                 cls: MessageClass = MessageClass.SUCCESS, sign: bool = True) -> None:
+        """``sign=False`` for 400/401 to an unauthenticated request: no MESSAGE-INTEGRITY (RFC 8489 §9.1.3)."""
         resp = Message(Method.BINDING, cls, req.transaction_id, attrs)
-        self._transmits.append(Transmit(remote, resp.encode(self._key, fingerprint=True), local))
+        key = self._key if sign else None
+        self._transmits.append(Transmit(remote, resp.encode(key, fingerprint=True), local))
 
     def _on_request(self, now: float, local: Address, remote: Address, req: Message) -> None:
         # RFC 8445 §7.3: short-term credentials; USERNAME is "our ufrag:their ufrag".
         user = req.get(Username)
         if user is None or not req.has_integrity:
             self.stats["check-unauthenticated"] += 1
-            self._respond(local, remote, req, [ErrorCode(400, "Bad Request")], MessageClass.ERROR)
+            self._respond(local, remote, req, [ErrorCode(400, "Bad Request")], MessageClass.ERROR, sign=False)
             return
         if not user.text.startswith(self.ufrag + ":"):
             self.stats["check-wrong-username"] += 1
-            self._respond(local, remote, req, [ErrorCode(401, "Unauthorized")], MessageClass.ERROR)
+            self._respond(local, remote, req, [ErrorCode(401, "Unauthorized")], MessageClass.ERROR, sign=False)
             return
         if not req.check_integrity(self._key):
             self.stats["check-bad-integrity"] += 1
-            self._respond(local, remote, req, [ErrorCode(401, "Unauthorized")], MessageClass.ERROR)
+            self._respond(local, remote, req, [ErrorCode(401, "Unauthorized")], MessageClass.ERROR, sign=False)
             return
         unknown = req.unknown_comprehension_required()
         if unknown:
             self._respond(local, remote, req, [ErrorCode(420, "Unknown Attribute"), UnknownAttributes(tuple(unknown))],
                           MessageClass.ERROR)
+            return
+        if req.get(Priority) is None:  # RFC 8445 §7.1.1: every check carries PRIORITY
+            self.stats["check-without-priority"] += 1
+            self._respond(local, remote, req, [ErrorCode(400, "Bad Request: no PRIORITY")], MessageClass.ERROR)
             return
         if local not in self._bases:
             self.stats["check-on-unknown-base"] += 1
