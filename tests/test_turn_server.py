@@ -214,3 +214,27 @@ def test_retransmitted_allocate_gets_the_same_success_not_437() -> None:
     assert again.get(XorRelayedAddress) == one.get(XorRelayedAddress) and len(srv.allocations) == 1
     other = Message(Method.ALLOCATE, MessageClass.REQUEST, attributes=list(msg.attributes))
     assert parse(srv.handle_client(1.0, LISTEN, CLIENT, other.encode(KEY))[0].data).error.code == 437  # type: ignore[union-attr]
+
+
+def test_channel_bind_family_mismatch_is_443() -> None:
+    srv, _ = server()
+    allocate(srv)
+    resp = request(srv, 1, Method.CHANNEL_BIND, ChannelNumber(0x4000), XorPeerAddress("2001:db8::9", 9))
+    assert resp.error is not None and resp.error.code == 443
+
+
+def test_expired_permissions_and_channels_are_pruned_then_the_number_is_free() -> None:
+    srv, _ = server(channel_lifetime=10, channel_reserve=5.0)
+    allocate(srv)
+    peer, other = ("198.51.100.9", 9), ("198.51.100.10", 10)
+    assert request(srv, 0, Method.CHANNEL_BIND, ChannelNumber(0x4000), XorPeerAddress(*peer)).error is None
+    (alloc,) = srv.allocations.values()
+    assert srv.next_timeout() == 15.0  # the channel's reservation ends before the permission (300 s)
+    srv.handle_timeout(12.0)  # expired but still reserved for its peer: another peer may not take the number
+    assert 0x4000 in alloc.channels
+    assert request(srv, 12, Method.CHANNEL_BIND, ChannelNumber(0x4000), XorPeerAddress(*other)).error.code == 400  # type: ignore[union-attr]
+    srv.handle_timeout(15.0)
+    assert alloc.channels == {} and alloc.by_peer == {}
+    assert request(srv, 16, Method.CHANNEL_BIND, ChannelNumber(0x4000), XorPeerAddress(*other)).error is None
+    srv.handle_timeout(400.0)
+    assert alloc.permissions == {} and srv.allocations  # permissions went, the allocation (600 s) stays

@@ -77,6 +77,8 @@ class TurnServerConfig:
     """RFC 8656 §9: permissions last 5 minutes."""
     channel_lifetime: int = 600
     """RFC 8656 §12: channel bindings last 10 minutes."""
+    channel_reserve: float = 300.0
+    """After a channel expires its number stays reserved for its peer this long (RFC 8656 §12)."""
     nonce_lifetime: int = 3600
     """How long a NONCE is accepted before 438 Stale Nonce (RFC 8489 §9.2.4)."""
     user_quota: int = 10
@@ -128,14 +130,26 @@ class TurnServer:
     # ------------------------------------------------------------------------------------------ housekeeping
 
     def next_timeout(self) -> float | None:
-        return min((a.expires for a in self.allocations.values()), default=None)
+        times = []
+        for a in self.allocations.values():
+            times.append(a.expires)
+            times += a.permissions.values()
+            times += [at + self.config.channel_reserve for _, at in a.channels.values()]
+        return min(times, default=None)
 
     def handle_timeout(self, now: float) -> None:
-        """Expire allocations (RFC 8656 §6.2: their relay address is released)."""
+        """Expire allocations (RFC 8656 §6.2: their relay address is released), permissions (§9) and channels
+        (§12: a channel number stays reserved for its peer 5 minutes past its expiry, then is freed)."""
         for key, alloc in list(self.allocations.items()):
             if alloc.expires <= now:
                 self._delete(key)
                 self.stats["allocation-expired"] += 1
+                continue
+            for ip in [ip for ip, at in alloc.permissions.items() if at <= now]:
+                del alloc.permissions[ip]
+            for number in [n for n, (_, at) in alloc.channels.items() if at + self.config.channel_reserve <= now]:
+                peer, _ = alloc.channels.pop(number)
+                alloc.by_peer.pop(peer, None)
 
     def _delete(self, key: tuple[Address, Address]) -> None:
         alloc = self.allocations.pop(key)
@@ -349,6 +363,8 @@ class TurnServer:
         chan, peer = msg.get(ChannelNumber), msg.get(XorPeerAddress)
         if chan is None or peer is None or not CHANNEL_MIN <= chan.number <= CHANNEL_MAX:
             return self._error(local, client, msg, 400, "Bad Request: channel 0x4000-0x7FFF and a peer", key=key)
+        if (":" in peer.host) != (":" in alloc.relayed[0]):
+            return self._error(local, client, msg, 443, "Peer Address Family Mismatch", key=key)
         if not self._peer_allowed(peer.host):
             self.stats["peer-forbidden"] += 1
             return self._error(local, client, msg, 403, "Forbidden", key=key)
