@@ -485,3 +485,14 @@ def test_consent_lost_then_restart_recovers_and_no_data_on_the_dead_pair() -> No
     exchange(net, a, b)
     net.run(net.now + 2.0, stop=lambda: connected(a, b))
     assert connected(a, b) and a.send(b"alive") and b.send(b"alive")
+
+
+def test_mdns_remote_candidates_are_ignored_not_paired() -> None:
+    a, _ = agents()
+    a.add_host_candidate(A1)
+    a.set_remote_credentials(0.0, "ufrag", "p" * 22)
+    name = Candidate("1", 1, "udp", 2130706431, "1f2e3d4c-aaaa-bbbb-cccc-0123456789ab.local", 5000, CandidateType.HOST)
+    a.add_remote_candidate(0.0, name)
+    assert a.remote_candidates == [] and a.pairs == [] and a.stats["remote-candidate-not-an-ip"] == 1
+    a.add_remote_candidate(0.0, Candidate("1", 1, "udp", 2130706431, B1[0], B1[1], CandidateType.HOST))
+    assert [p.remote.address for p in a.pairs] == [B1]

@@ -18,6 +18,7 @@ nomination and selected pair). Bad input from the network is counted in ``stats`
 
 from __future__ import annotations
 
+import ipaddress
 import random
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -222,6 +223,11 @@ class IceAgent:
             return
         if candidate.transport != "udp" or candidate.component not in self.components:
             self.stats["remote-candidate-ignored"] += 1
+            return
+        if not _is_ip(candidate.host):
+            # An mDNS name (RFC 8839 §5.1, "<uuid>.local") or other FQDN: this core does no name resolution; the
+            # application resolves it and adds the candidate with the address.
+            self.stats["remote-candidate-not-an-ip"] += 1
             return
         if any(c.address == candidate.address for c in self.remote_candidates):
             return
@@ -763,6 +769,14 @@ class IceAgent:
 
     def _tid(self) -> bytes:
         return self.rng.getrandbits(96).to_bytes(12, "big")
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _token(rng: random.Random, n: int) -> str:
