@@ -25,6 +25,18 @@ def agents(seed: int = 1, cfg_a: AgentConfig | None = None, cfg_b: AgentConfig |
     return a, b
 
 
+def connected_pair() -> tuple[Net, IceAgent, IceAgent]:
+    """Two agents on one LAN, connected (host pair), on a fresh virtual network."""
+    net = Net()
+    a, b = agents()
+    net.attach(a, A1)
+    net.attach(b, B1)
+    exchange(net, a, b)
+    net.run(1.0, stop=lambda: connected(a, b))
+    assert connected(a, b)
+    return net, a, b
+
+
 def connected(*xs: IceAgent) -> bool:
     return all(x.selected is not None and x.state in (AgentState.CONNECTED, AgentState.COMPLETED) for x in xs)
 
@@ -60,12 +72,7 @@ def test_sdp_candidate_lines_round_trip() -> None:
 
 
 def test_host_pair_connects_and_data_flows() -> None:
-    net = Net()
-    a, b = agents()
-    net.attach(a, A1)
-    net.attach(b, B1)
-    exchange(net, a, b)
-    net.run(1.0, stop=lambda: connected(a, b))
+    net, a, b = connected_pair()
     assert connected(a, b) and net.now <= 0.005  # first check at once, nomination without waiting for a tick
     assert a.selected is not None and a.selected.key == (A1, B1) and a.selected.nominated
     assert a.send(b"hello")
@@ -211,12 +218,7 @@ def test_check_before_remote_credentials_keeps_its_nomination() -> None:
 
 
 def test_consent_checks_every_4_to_6_s_and_loss_after_30_s() -> None:
-    net = Net()
-    a, b = agents()
-    net.attach(a, A1)
-    net.attach(b, B1)
-    exchange(net, a, b)
-    net.run(1.0, stop=lambda: connected(a, b))
+    net, a, _b = connected_pair()
     t0 = net.now
     net.run(t0 + 20)
     consent = [t for t in net.checks_from(A1) if t > t0 + 0.01]
@@ -307,12 +309,7 @@ def test_sdp_ice_attributes_round_trip() -> None:
 
 
 def test_ice_restart_keeps_data_flowing_until_the_new_pair_is_selected() -> None:
-    net = Net()
-    a, b = agents()
-    net.attach(a, A1)
-    net.attach(b, B1)
-    exchange(net, a, b)
-    net.run(1.0, stop=lambda: connected(a, b))
+    net, a, b = connected_pair()
     old_ufrag, old_pair = a.ufrag, a.selected
     a.restart(net.now)
     b.restart(net.now)
@@ -445,20 +442,15 @@ def test_relayed_candidate_hook_carries_checks_and_data() -> None:
     assert all(src == relayed for _, src, _, _ in net.sent if src[0] != B1[0])  # type: ignore[union-attr]
 
 
-def _outage(net: Net, a: IceAgent, b: IceAgent, seconds: float) -> None:
+def _outage(net: Net, seconds: float) -> None:
     net.drop_if = lambda s, d, x: True
     net.run(net.now + seconds)
     net.drop_if = None
 
 
 def test_restart_from_disconnected_checks_again_and_never_spins() -> None:
-    net = Net()
-    a, b = agents()
-    net.attach(a, A1)
-    net.attach(b, B1)
-    exchange(net, a, b)
-    net.run(1.0, stop=lambda: connected(a, b))
-    _outage(net, a, b, 20.0)
+    net, a, b = connected_pair()
+    _outage(net, 20.0)
     assert a.state is AgentState.DISCONNECTED
     a.restart(net.now)
     b.restart(net.now)
@@ -471,13 +463,8 @@ def test_restart_from_disconnected_checks_again_and_never_spins() -> None:
 
 
 def test_consent_lost_then_restart_recovers_and_no_data_on_the_dead_pair() -> None:
-    net = Net()
-    a, b = agents()
-    net.attach(a, A1)
-    net.attach(b, B1)
-    exchange(net, a, b)
-    net.run(1.0, stop=lambda: connected(a, b))
-    _outage(net, a, b, 40.0)
+    net, a, b = connected_pair()
+    _outage(net, 40.0)
     assert a.state is AgentState.FAILED and not a.send(b"dead")
     a.restart(net.now)
     b.restart(net.now)
