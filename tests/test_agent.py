@@ -347,6 +347,10 @@ def test_two_components_each_get_a_pair_and_carry_their_own_data() -> None:
         if getattr(e, "data", None):
             got.append((e.component, e.data))  # type: ignore[union-attr]
     assert sorted(got) == [(1, b"rtp"), (2, b"rtcp")]
+    # PRIORITY in a check is the prflx priority of the sending candidate, with its component (RFC 8445 §7.1.1).
+    by_src = {s[1]: parse(d).get(Priority).number for _, s, _, d in net.sent  # type: ignore[union-attr]
+              if s[0] == "10.0.0.1" and d[:2] == b"\x00\x01"}
+    assert {port: prio & 0xFF for port, prio in by_src.items()} == {5000: 255, 5001: 254}
 
 
 def test_session_with_two_streams_shares_ta_and_roles() -> None:

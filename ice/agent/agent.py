@@ -293,7 +293,8 @@ class IceAgent:
 
     def _request(self, pair: Pair, nominating: bool) -> Message:
         assert self.remote_ufrag is not None
-        local_prflx = candidate_priority(CandidateType.PEER_REFLEXIVE, pair.local.priority >> 8 & 0xFFFF)
+        local_prflx = candidate_priority(CandidateType.PEER_REFLEXIVE, pair.local.priority >> 8 & 0xFFFF,
+                                         pair.local.component)
         attrs: list[Attribute] = [Username(f"{self.remote_ufrag}:{self.ufrag}"), Priority(local_prflx)]
         attrs.append(IceControlling(self.tie_breaker) if self.controlling else IceControlled(self.tie_breaker))
         if self.controlling and (nominating or self.config.nomination is Nomination.AGGRESSIVE):
@@ -652,7 +653,8 @@ class IceAgent:
                 c.address == xma.address for c in self.local_candidates):
             # A peer-reflexive local candidate (RFC 8445 §7.2.5.3.1): the valid pair uses it, same base.
             prflx = Candidate(foundation(CandidateType.PEER_REFLEXIVE, pair.base[0]), pair.local.component, "udp",
-                              candidate_priority(CandidateType.PEER_REFLEXIVE, pair.local.priority >> 8 & 0xFFFF),
+                              candidate_priority(CandidateType.PEER_REFLEXIVE, pair.local.priority >> 8 & 0xFFFF,
+                                                 pair.local.component),
                               xma.host, xma.port, CandidateType.PEER_REFLEXIVE, related=pair.base)
             self.local_candidates.append(prflx)
             valid = Pair(prflx, pair.base, pair.remote, pair.priority, PairState.SUCCEEDED, rtt=pair.rtt)
@@ -683,7 +685,8 @@ class IceAgent:
         if (resp.message_class is MessageClass.SUCCESS and xma is not None and base is not None
                 and xma.address != local and not any(c.address == xma.address for c in self.local_candidates)):
             cand = Candidate(foundation(CandidateType.SERVER_REFLEXIVE, local[0], server[0]), base.component,
-                             "udp", candidate_priority(CandidateType.SERVER_REFLEXIVE, base.priority >> 8 & 0xFFFF),
+                             "udp", candidate_priority(CandidateType.SERVER_REFLEXIVE, base.priority >> 8 & 0xFFFF,
+                                                       base.component),
                              xma.host, xma.port, CandidateType.SERVER_REFLEXIVE, related=local)
             # RFC 8445 §6.1.2.4: a srflx candidate is paired through its base, so it adds no pairs.
             self._add_local(cand)
