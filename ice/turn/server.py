@@ -126,16 +126,20 @@ class TurnServer:
         self._allowed = [ipaddress.ip_network(n) for n in config.allowed_peers]
         self._software: list[Attribute] = [Software(config.software)] if config.software else []
         self._stream = False
+        self._sweep_at: float | None = None
+        """The earliest time a permission or channel could need pruning (kept cheap: the relay loop asks often)."""
 
     # ------------------------------------------------------------------------------------------ housekeeping
 
     def next_timeout(self) -> float | None:
-        times = []
-        for a in self.allocations.values():
-            times.append(a.expires)
-            times += a.permissions.values()
-            times += [at + self.config.channel_reserve for _, at in a.channels.values()]
-        return min(times, default=None)
+        expiry = min((a.expires for a in self.allocations.values()), default=None)
+        if self._sweep_at is None or not self.allocations:
+            return expiry
+        return self._sweep_at if expiry is None else min(expiry, self._sweep_at)
+
+    def _sweep_no_later_than(self, at: float) -> None:
+        if self._sweep_at is None or at < self._sweep_at:
+            self._sweep_at = at
 
     def handle_timeout(self, now: float) -> None:
         """Expire allocations (RFC 8656 §6.2: their relay address is released), permissions (§9) and channels
@@ -150,6 +154,10 @@ class TurnServer:
             for number in [n for n, (_, at) in alloc.channels.items() if at + self.config.channel_reserve <= now]:
                 peer, _ = alloc.channels.pop(number)
                 alloc.by_peer.pop(peer, None)
+        if self._sweep_at is not None and self._sweep_at <= now:  # what is left decides the next sweep
+            pending = [t for a in self.allocations.values() for t in (
+                *a.permissions.values(), *(at + self.config.channel_reserve for _, at in a.channels.values()))]
+            self._sweep_at = min(pending, default=None)
 
     def _delete(self, key: tuple[Address, Address]) -> None:
         alloc = self.allocations.pop(key)
@@ -351,6 +359,7 @@ class TurnServer:
                 return self._error(local, client, msg, 403, "Forbidden", key=key)
         for p in peers:
             alloc.permissions[p.host] = now + self.config.permission_lifetime
+            self._sweep_no_later_than(now + self.config.permission_lifetime)
         self.stats["create-permission"] += 1
         return self._ok(local, client, msg, [], key)
 
@@ -375,6 +384,8 @@ class TurnServer:
         alloc.channels[chan.number] = (peer.address, now + self.config.channel_lifetime)
         alloc.by_peer[peer.address] = chan.number
         alloc.permissions[peer.host] = now + self.config.permission_lifetime
+        self._sweep_no_later_than(now + self.config.channel_lifetime + self.config.channel_reserve)
+        self._sweep_no_later_than(now + self.config.permission_lifetime)
         self.stats["channel-bind"] += 1
         return self._ok(local, client, msg, [], key)
 
