@@ -11,6 +11,7 @@ from agent_net import Net, exchange
 from ice.agent import AgentConfig, AgentState, Candidate, CandidateType, IceAgent, Nomination, PairState
 from ice.agent.candidate import candidate_priority, pair_priority
 from ice.agent.events import ConsentLost, SelectedPairChanged
+from ice.agent.session import IceSession
 from ice.stun import Message, MessageClass, Method, parse, short_term_key
 from ice.stun.attributes import ErrorCode, IceControlling, Priority, UnknownAttribute, Username
 
@@ -353,12 +354,8 @@ def test_two_components_each_get_a_pair_and_carry_their_own_data() -> None:
     assert {port: prio & 0xFF for port, prio in by_src.items()} == {5000: 255, 5001: 254}
 
 
-def test_session_with_two_streams_shares_ta_and_roles() -> None:
-    """RFC 8445 §6.1.2: two data streams, one checklist each; ordinary checks of both streams share one Ta."""
-    from ice.agent.session import IceSession
-
-    net = Net()
-    sa, sb = IceSession(True, streams=2, rng=random.Random(3)), IceSession(False, streams=2, rng=random.Random(4))
+def _wire_sessions(net: Net, sa: IceSession, sb: IceSession) -> None:
+    """Two-stream sessions on 10.0.0.1/10.0.0.2 ports 5000-5001, credentials and candidates exchanged."""
     for session, ip in ((sa, "10.0.0.1"), (sb, "10.0.0.2")):
         for i in range(2):
             session.stream(i).add_host_candidate((ip, 5000 + i))
@@ -368,6 +365,13 @@ def test_session_with_two_streams_shares_ta_and_roles() -> None:
         for i in range(2):
             for c in x.stream(i).local_candidates:
                 y.stream(i).add_remote_candidate(0.0, c)
+
+
+def test_session_with_two_streams_shares_ta_and_roles() -> None:
+    """RFC 8445 §6.1.2: two data streams, one checklist each; ordinary checks of both streams share one Ta."""
+    net = Net()
+    sa, sb = IceSession(True, streams=2, rng=random.Random(3)), IceSession(False, streams=2, rng=random.Random(4))
+    _wire_sessions(net, sa, sb)
     net.run(1.0, stop=lambda: sa.connected and sb.connected)
     assert sa.connected and sb.connected
     assert [sa.stream(i).selected.base for i in range(2)] == [("10.0.0.1", 5000), ("10.0.0.1", 5001)]  # type: ignore[union-attr]
@@ -392,19 +396,9 @@ def test_session_with_two_streams_shares_ta_and_roles() -> None:
 
 
 def test_session_role_conflict_switches_every_stream() -> None:
-    from ice.agent.session import IceSession
-
     net = Net()
     sa, sb = IceSession(True, streams=2, rng=random.Random(6)), IceSession(True, streams=2, rng=random.Random(7))
-    for session, ip in ((sa, "10.0.0.1"), (sb, "10.0.0.2")):
-        for i in range(2):
-            session.stream(i).add_host_candidate((ip, 5000 + i))
-            net.agents[(ip, 5000 + i)] = session  # type: ignore[assignment]  # the session routes by socket
-    for x, y in ((sa, sb), (sb, sa)):
-        y.set_remote_credentials(0.0, x.ufrag, x.pwd)
-        for i in range(2):
-            for c in x.stream(i).local_candidates:
-                y.stream(i).add_remote_candidate(0.0, c)
+    _wire_sessions(net, sa, sb)
     net.run(2.0, stop=lambda: sa.connected and sb.connected)
     assert sa.connected and sb.connected
     assert sa.controlling != sb.controlling

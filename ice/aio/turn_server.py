@@ -177,8 +177,16 @@ class TurnServerRunner:
                 self.core.stats["send-failed"] += 1
 
     def _on_client(self, sock: socket.socket, local: Address) -> None:
+        self._drain(sock, local, self.core.handle_client)
+        self._rearm()
+
+    def _on_peer(self, sock: socket.socket, relayed: Address) -> None:
+        self._drain(sock, relayed, self.core.handle_peer)
+
+    def _drain(self, sock: socket.socket, local: Address,
+               handle: Callable[[float, Address, Address, bytes], list[Transmit]]) -> None:
+        """Up to BATCH datagrams per readiness callback, all stamped with one loop time."""
         now = asyncio.get_running_loop().time()
-        handle = self.core.handle_client
         for _ in range(BATCH):
             try:
                 data, addr = sock.recvfrom(65535)
@@ -188,20 +196,6 @@ class TurnServerRunner:
                 self.core.stats["recv-error"] += 1
                 break
             self._send(handle(now, local, (addr[0], addr[1]), data))
-        self._rearm()
-
-    def _on_peer(self, sock: socket.socket, relayed: Address) -> None:
-        now = asyncio.get_running_loop().time()
-        handle = self.core.handle_peer
-        for _ in range(BATCH):
-            try:
-                data, addr = sock.recvfrom(65535)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError:
-                self.core.stats["recv-error"] += 1
-                break
-            self._send(handle(now, relayed, (addr[0], addr[1]), data))
 
     def _rearm(self) -> None:
         at = self.core.next_timeout()
