@@ -4,16 +4,23 @@
   tears it down after the test, also when the test fails (every lab process also dies with the test process);
 * ``nat_pair(nat_a, nat_b)`` is the common case: ``two_nats`` with the two presets;
 * markers ``lab`` (needs root and namespaces), ``sim``, ``interop``, ``slow``; ``lab`` tests are skipped with a
-  clear reason when not running as root.
+  clear reason when not running as root;
+* the scenario matrix as parameters: ``@pytest.mark.parametrize("cell", matrix_params("lab"))`` with the
+  ``matrix_lab`` fixture (one reused set of labs per pytest-xdist worker) runs every cell as its own test, so
+  ``pytest -n 2`` runs them in parallel; ``matrix_params("sim")`` with :func:`ice.scenario.run.run_sim` does the
+  same on the simulation.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from ice.scenario.model import CellResult, Scenario
 
 MARKERS = {
     "lab": "builds kernel-NAT labs (root, network namespaces)",
@@ -62,3 +69,40 @@ def lab_factory() -> Iterator[Callable[..., Any]]:
 def nat_pair(lab_factory: Callable[..., Any]) -> Callable[[str, str], Any]:
     """``nat_pair("port-restricted-cone", "symmetric")`` -> a ``two_nats`` lab (peers ``a`` and ``b``)."""
     return lambda nat_a, nat_b: lab_factory("two_nats", nat_a, nat_b)
+
+
+def matrix_params(backend: str, names: Iterable[str] | None = None) -> list[Any]:
+    """The default matrix's cells (or only ``names``) as ``pytest.param``s with ids and markers: ``lab`` or
+    ``sim``, plus ``slow`` for lab cells that wait on timers (relayed, lossy or failing ones)."""
+    from ice.scenario.model import Path
+    from ice.scenario.run import expected_path, load_matrix
+
+    wanted = None if names is None else list(names)
+    cells = load_matrix()
+    if wanted is not None:
+        unknown = sorted(set(wanted) - {c.name for c in cells})
+        if unknown:
+            raise ValueError(f"no scenario named {', '.join(unknown)}")
+        cells = [c for c in cells if c.name in wanted]
+    params = []
+    for c in cells:
+        marks = [getattr(pytest.mark, backend)]
+        if backend == "lab" and (expected_path(c) is not Path.DIRECT or c.loss):
+            marks.append(pytest.mark.slow)
+        params.append(pytest.param(c, id=c.name, marks=marks))
+    return params
+
+
+@pytest.fixture(scope="session")
+def matrix_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[Scenario], CellResult]]:
+    """Runs a matrix cell in this worker's kernel labs (built on first use, reused by later cells, torn down at
+    the end of the session) and checks it against the simulation; failed cells keep their artifacts under the
+    session's temporary directory (the path is in the result's ``artifacts``)."""
+    from ice.scenario.lab import LabBackend
+    from ice.scenario.run import expected_path, repro_command, with_sim_check
+
+    backend = LabBackend(tmp_path_factory.mktemp("matrix-artifacts"), repro=repro_command)
+    try:
+        yield lambda cell: with_sim_check(backend.run(cell, expected_path(cell)))
+    finally:
+        backend.close()

@@ -440,6 +440,29 @@ def test_relayed_candidate_hook_carries_checks_and_data() -> None:
     assert all(src == relayed for _, src, _, _ in net.sent if src[0] != B1[0])  # type: ignore[union-attr]
 
 
+def test_a_local_candidate_gathered_after_the_remote_ones_starts_checks_at_once() -> None:
+    """Trickle ICE (RFC 8838 §10): with the peer's candidates already known, a relayed (or host) candidate that
+    arrives later is paired and checked without waiting for anything else to happen (a relay-only agent has no
+    other candidate; found by the lab matrix, where such an agent never checked)."""
+    relayed = ("198.51.100.50", 49152)
+    net = Net()
+    a, b = agents()
+    net.attach(b, B1)
+    a.set_remote_credentials(net.now, b.ufrag, b.pwd)
+    b.set_remote_credentials(net.now, a.ufrag, a.pwd)
+    a.add_remote_candidate(net.now, b.local_candidates[0])
+    net.agents[relayed] = a
+    net.run(0.5)
+    assert a.state is AgentState.NEW and not net.checks_from(relayed)
+    t = net.now
+    cand = a.add_relayed_candidate(relayed)
+    assert a.next_timeout() is not None and a.next_timeout() <= t  # type: ignore[operator]
+    b.add_remote_candidate(net.now, cand)
+    net.run(t + 1.0, stop=lambda: connected(a, b))
+    assert net.checks_from(relayed)[0] == t
+    assert connected(a, b) and a.selected is not None and a.selected.local.type is CandidateType.RELAYED
+
+
 def _outage(net: Net, seconds: float) -> None:
     net.drop_if = lambda s, d, x: True
     net.run(net.now + seconds)

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ICELAB, ROOT, signal_both
+from conftest import ICELAB, ROOT
 
 from ice.lab.nat import PRESETS
 
@@ -457,128 +457,5 @@ def test_bench_connect_through_two_nats_reports_both() -> None:
     assert set(doc["results"]) == {"icelab", "aioice"} and doc["ratio"] > 0
 
 
-@pytest.mark.parametrize(("nat_a", "nat_b"), [("port-restricted-cone", "port-restricted-cone"),
-                                              ("symmetric", "restricted-cone"), ("symmetric", "port-restricted-cone")])
-def test_agents_through_kernel_nats_agree_with_the_sim(nat_a: str, nat_b: str) -> None:
-    """The same pairing in the kernel lab and in the simulation: both connect, or both cannot, as RFC 4787
-    reasoning predicts (a relay is the only way for the last one; TURN arrives with its own issue)."""
-    import asyncio
-
-    from ice.aio.connection import Connection
-    from ice.aio.stun import parse_hostport
-    from ice.lab.mn import Lab
-    from ice.lab.nat import preset
-    from ice.lab.nat.reach import direct_possible
-    from ice.lab.stun import start_stun_server
-    from ice.lab.topo import topology
-    from ice.sim.scenario import two_nats
-
-    spec = topology("two_nats", nat_a, nat_b)
-    stun = parse_hostport(spec.facts["stun_primary"])
-
-    async def connect(lab: Lab) -> bool:
-        runner = await start_stun_server(lab)
-        a = Connection(True, bind=[spec.facts["a"]], stun_servers=[stun], make_socket=lambda f: lab.socket("a", f))
-        b = Connection(False, bind=[spec.facts["b"]], stun_servers=[stun], make_socket=lambda f: lab.socket("b", f))
-        try:
-            await signal_both(a, b)
-            try:
-                await asyncio.wait_for(asyncio.gather(a.connect(), b.connect()), 2)
-            except TimeoutError:
-                return False
-            a.send(b"through the NATs")
-            return await asyncio.wait_for(b.recv(), 2) == b"through the NATs"
-        finally:
-            a.close()
-            b.close()
-            runner.close()
-
-    with Lab(spec) as lab:
-        kernel = asyncio.run(connect(lab))
-    sim = two_nats(preset(nat_a), preset(nat_b)).connected
-    assert kernel == sim == direct_possible(preset(nat_a), preset(nat_b))
-
-
-def test_symmetric_nats_connect_through_a_relay_pair_on_the_embedded_server() -> None:
-    """RFC 4787 says no direct pair can work between two symmetric NATs; ICE must select a pair through TURN
-    (RFC 8656) served by our own server on the public segment."""
-    import asyncio
-
-    from ice.agent import CandidateType
-    from ice.aio.connection import Connection
-    from ice.aio.stun import parse_hostport
-    from ice.aio.turn_server import TurnServerRunner
-    from ice.lab.mn import Lab
-    from ice.lab.topo import topology
-    from ice.turn.client import TurnClientConfig
-    from ice.turn.server import TurnServerConfig
-
-    spec = topology("two_nats", "symmetric", "symmetric")
-    turn_addr = parse_hostport(spec.facts["turn"])
-
-    async def run(lab: Lab) -> tuple[CandidateType, CandidateType, bytes]:
-        runner = await TurnServerRunner(TurnServerConfig(turn_addr, users={"alice": "secret"}), turn_addr[0],
-                                        make_socket=lambda f: lab.socket("stun", f)).start(tcp=False)
-        turn = TurnClientConfig(turn_addr, "alice", "secret")
-        a = Connection(True, bind=[spec.facts["a"]], stun_servers=[turn_addr], turn=turn,
-                       make_socket=lambda f: lab.socket("a", f))
-        b = Connection(False, bind=[spec.facts["b"]], stun_servers=[turn_addr], turn=turn,
-                       make_socket=lambda f: lab.socket("b", f))
-        try:
-            await signal_both(a, b)
-            sel, _ = await asyncio.wait_for(asyncio.gather(a.connect(), b.connect()), 10)
-            a.send(b"via the relay")
-            got = await asyncio.wait_for(b.recv(), 5)
-            return sel.local.type, sel.remote.type, got
-        finally:
-            a.close()
-            b.close()
-            runner.close()
-
-    with Lab(spec) as lab:
-        local, remote, got = asyncio.run(run(lab))
-    assert got == b"via the relay"
-    assert CandidateType.RELAYED in (local, remote)
-
-
-def test_udp_blocked_peer_connects_through_turn_over_tcp() -> None:
-    """Behind a firewall that drops all outbound UDP, TURN over TCP is the only way out (RFC 8656 §3.1)."""
-    import asyncio
-    import socket
-
-    from ice.agent import CandidateType
-    from ice.aio.connection import Connection
-    from ice.aio.stun import parse_hostport
-    from ice.aio.turn_server import TurnServerRunner
-    from ice.lab.mn import Lab
-    from ice.lab.topo import topology
-    from ice.turn.client import TurnClientConfig
-    from ice.turn.server import TurnServerConfig
-
-    spec = topology("udp_blocked")
-    turn_addr = parse_hostport(spec.facts["turn"])
-
-    async def run(lab: Lab) -> tuple[CandidateType, bytes]:
-        runner = await TurnServerRunner(
-            TurnServerConfig(turn_addr, users={"alice": "secret"}), turn_addr[0],
-            make_socket=lambda f: lab.socket("stun", f),
-            make_stream_socket=lambda f: lab.socket("stun", f, socket.SOCK_STREAM)).start()
-        over_tcp = TurnClientConfig(turn_addr, "alice", "secret", transport="tcp")
-        a = Connection(True, bind=[spec.facts["a"]], turn=over_tcp,
-                       make_socket=lambda f: lab.socket("a", f),
-                       make_stream_socket=lambda f: lab.socket("a", f, socket.SOCK_STREAM))
-        b = Connection(False, bind=[spec.facts["b"]], stun_servers=[turn_addr],
-                       make_socket=lambda f: lab.socket("b", f))
-        try:
-            await signal_both(a, b)
-            sel, _ = await asyncio.wait_for(asyncio.gather(a.connect(), b.connect()), 10)
-            b.send(b"to the firewalled peer")
-            return sel.local.type, await asyncio.wait_for(a.recv(), 5)
-        finally:
-            a.close()
-            b.close()
-            runner.close()
-
-    with Lab(spec) as lab:
-        local, got = asyncio.run(run(lab))
-    assert local is CandidateType.RELAYED and got == b"to the firewalled peer"
+# Agents through kernel NATs (direct, relayed, TURN over TCP, sim agreement): the scenario matrix's lab cells,
+# tests/test_matrix.py::test_lab_cell.

@@ -12,10 +12,37 @@ from ice.scenario.run import load_matrix, main, run_sim
 
 
 def test_default_matrix_covers_every_rfc4787_pair_and_the_special_boxes() -> None:
-    names = {c.name for c in load_matrix()}
-    assert len(names) == 81 + 4
-    assert "apdm-apdfxapdm-apdf" in names and "eim-eifxeim-eif" in names
-    assert "udp-blockedxeim-apdf" in names
+    cells = load_matrix()
+    names = {c.name for c in cells}
+    assert len(names) == len(cells)  # names are unique: they key expectations, artifacts and --scenario
+    groups = {g: [c for c in cells if c.group == g] for g in {c.group for c in cells}}
+    assert len(groups["rfc4787"]) == 81 and len(groups["special"]) == 4
+    assert "apdm-apdfxapdm-apdf" in names and "eim-eifxeim-eif" in names and "udp-blockedxeim-apdf" in names
+    assert {c.hairpin for c in groups["same-nat"]} == {True, False}
+    assert {c.topology for c in groups["double-nat"]} == {"double_nat"}
+    assert {c.loss for c in groups["impaired"]} >= {0.1, 0.3} and any(c.delay_ms == 50 for c in groups["impaired"])
+    assert {c.nomination for c in groups["options"]} == {"regular", "aggressive"}
+
+
+def test_a_double_nat_behaves_like_the_two_nats_composed() -> None:
+    from ice.lab.nat import preset
+    from ice.scenario.model import compose
+
+    assert compose(preset("eim-apdf"), preset("eim-eif")).name == "eim-apdf"
+    assert compose(preset("eim-eif"), preset("apdm-adf")).name == "apdm-adf"
+    assert compose(preset("adm-eif"), preset("eim-apdf")).name == "adm-apdf"
+    assert compose(preset("eim-apdf"), preset("none")) == preset("eim-apdf")
+    cell = Scenario("x", "eim-apdf", "eim-apdf", topology="double_nat", outer="apdm-apdf")
+    assert expect(cell).path is Path.RELAY  # symmetric CGN in front of a port-restricted peer
+    assert expect(Scenario("y", "eim-apdf", "eim-apdf", topology="double_nat", outer="eim-eif")).path is Path.DIRECT
+
+
+def test_same_nat_and_options_expectations() -> None:
+    assert expect(Scenario("s", "apdm-apdf", "apdm-apdf", topology="same_nat", hairpin=False)).path is Path.DIRECT
+    assert expect(Scenario("r", "eim-eif", "eim-eif", relay_only=True)).path is Path.RELAY
+    assert expect(Scenario("n", "apdm-apdf", "apdm-apdf", turn=False)).path is Path.NONE
+    with pytest.raises(ValueError, match="outer"):
+        Scenario("d", "eim-eif", "eim-eif", topology="double_nat")
 
 
 @pytest.mark.parametrize(("a", "b", "path"), [
@@ -47,6 +74,8 @@ def test_main_writes_reports_and_exit_status(tmp_path: FsPath) -> None:
 def test_unknown_backend_is_a_clear_error(tmp_path: FsPath, capsys: pytest.CaptureFixture[str]) -> None:
     assert main("nope", None, tmp_path, update=False, quiet=True) == 2
     assert "--backend sim" in capsys.readouterr().err
+    assert main("sim", None, tmp_path, update=False, quiet=True, names=["eim-eifxnope"]) == 2
+    assert "no scenario named eim-eifxnope" in capsys.readouterr().err
 
 
 def test_a_broken_pinned_expectation_is_a_failed_cell(tmp_path: FsPath, monkeypatch: pytest.MonkeyPatch) -> None:

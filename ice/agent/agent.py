@@ -148,6 +148,7 @@ class IceAgent:
         self._first_valid_at: float | None = None
         self._early_checks: list[tuple[Address, Address, int, bool]] = []
         self._restarting = False
+        self._start_pending = False
         self._nominated: set[int] = set()
         """Components whose nomination (regular) is on its way or done."""
 
@@ -166,7 +167,15 @@ class IceAgent:
                          CandidateType.HOST)
         self._bases[local] = cand
         self._add_local(cand)
+        self._pair_late_local(cand, local)
         return cand
+
+    def _pair_late_local(self, cand: Candidate, base: Address) -> None:
+        """Trickle ICE (RFC 8838 §10): a local candidate gathered after remote ones pairs with them at once; the
+        new pairs are unfrozen on the next ``handle_timeout`` (due immediately: this call has no ``now``)."""
+        added = [self._add_pair(cand, base, remote) for remote in self.remote_candidates]
+        if any(p is not None for p in added) and self._remote_key is not None:
+            self._start_pending = True
 
     def add_relayed_candidate(self, relayed: Address, mapped: Address | None = None, server_ip: str | None = None,
                               component: int = 1) -> Candidate:
@@ -183,8 +192,7 @@ class IceAgent:
                          CandidateType.RELAYED, related=mapped)
         self._bases[relayed] = cand
         self._add_local(cand)
-        for remote in self.remote_candidates:
-            self._add_pair(cand, relayed, remote)
+        self._pair_late_local(cand, relayed)
         return cand
 
     def gather_server_reflexive(self, now: float, local: Address, server: Address) -> None:
@@ -346,11 +354,16 @@ class IceAgent:
             times.append(at)  # the same gate as handle_timeout, or the caller would spin on a past deadline
         if self._consent_at is not None:
             times.append(self._consent_at)
+        if self._start_pending:
+            times.append(0.0)  # due at once: pairs made by a late local candidate wait to be unfrozen
         return min(times) if times else None
 
     def handle_timeout(self, now: float) -> None:
         if self.state is AgentState.CLOSED:
             return
+        if self._start_pending:
+            self._start_pending = False
+            self._start_if_ready(now)
         for tid, check in list(self._checks.items()):
             timed_out = check.tx.handle_timeout(now)
             if check.cancelled:

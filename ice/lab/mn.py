@@ -275,7 +275,7 @@ def node_commands(spec: TopologySpec, name: str, interfaces: dict[tuple[int, str
             cmds += ["nft add table netdev icelab_link",
                      f"nft add chain netdev icelab_link {chain} "
                      f"'{{ type filter hook ingress device \"{intf}\" priority 0; policy accept; }}'",
-                     f"nft add rule netdev icelab_link {chain} {rule}"]
+                     f"nft add rule netdev icelab_link {chain} {shlex.quote(rule)}"]
     cmds += [f"ip route add {dest} via {via}" for dest, via in node.routes]
     if node.kind in (NodeKind.NAT, NodeKind.ROUTER):
         cmds.append("sysctl -qw net.ipv4.ip_forward=1")

@@ -148,7 +148,7 @@ def registry(directory: Path = TOPOLOGY_DIR) -> dict[str, Builder]:
     return found
 
 
-def topology(name: str, *args: str, **kwargs: Any) -> TopologySpec:
+def topology(name: str, *args: str | NatBehaviour, **kwargs: Any) -> TopologySpec:
     """Build topology ``name`` with NAT presets as positional arguments (``topology("two_nats", "full-cone",
     "symmetric")``); unknown names are a :class:`UserError` that lists the valid ones."""
     builders = registry()

@@ -1,4 +1,4 @@
-"""A scenario cell: two peers, a NAT in front of each, a STUN/TURN server; and what must happen.
+"""A scenario cell: two peers, the NATs in front of them, a STUN/TURN server; and what must happen.
 
 Expectations come from RFC 4787 reasoning written once (:func:`expect`, over
 :func:`ice.lab.nat.reach.direct_possible`) and are pinned per cell as data in ``scenarios/expected.json`` so a reader
@@ -10,8 +10,10 @@ from __future__ import annotations
 import enum
 from dataclasses import asdict, dataclass, field
 
-from ice.lab.nat.behaviour import NatBehaviour, NatKind, preset
+from ice.lab.nat.behaviour import Filtering, Mapping, NatBehaviour, NatKind, preset
 from ice.lab.nat.reach import direct_possible
+
+TOPOLOGIES = ("two_nats", "same_nat", "double_nat")
 
 
 class Path(enum.Enum):
@@ -25,17 +27,85 @@ class Path(enum.Enum):
 
 @dataclass(frozen=True)
 class Scenario:
+    """One cell. ``nat_a``/``nat_b`` are preset names (``none``: a public peer). Topologies:
+
+    - ``two_nats``: A behind ``nat_a``, B behind ``nat_b`` (the 9 x 9 grid);
+    - ``same_nat``: A and B on one LAN behind one NAT ``nat_a`` (``nat_b`` repeats it), ``hairpin`` on or off;
+    - ``double_nat``: A behind a home NAT ``nat_a`` behind a carrier-grade NAT ``outer``; B behind ``nat_b``.
+    """
+
     name: str
     nat_a: str
     nat_b: str
+    topology: str = "two_nats"
     turn: bool = True
     """A TURN server on the public segment (both peers allocate)."""
     loss: float = 0.0
+    """Packet loss on A's access link (each direction)."""
     delay_ms: float = 0.0
+    """One-way delay on A's access link."""
+    hairpin: bool = True
+    """``same_nat``: does the NAT hairpin (RFC 4787 §6)?"""
+    outer: str | None = None
+    """``double_nat``: the carrier-grade NAT's preset."""
+    nomination: str = "regular"
+    """"regular" (RFC 8445 §8.1.1) or "aggressive" (RFC 5245 §8.1.1.2)."""
+    relay_only: bool = False
+    """Both peers offer relayed candidates only (the privacy policy)."""
+    trickle: bool = True
+    """Candidates are signalled as gathered (RFC 8838), or all at once when gathering ends."""
+    group: str = "rfc4787"
+    """Where reports show the cell: ``rfc4787`` is the NAT A x NAT B grid; other groups are listed below it."""
+
+    def __post_init__(self) -> None:
+        if self.topology not in TOPOLOGIES:
+            raise ValueError(f"scenario {self.name}: topology {self.topology!r} is not one of {', '.join(TOPOLOGIES)}")
+        if self.topology == "double_nat" and self.outer is None:
+            raise ValueError(f"scenario {self.name}: a double_nat cell names its outer (carrier-grade) NAT")
+        if self.nomination not in ("regular", "aggressive"):
+            raise ValueError(f"scenario {self.name}: nomination is 'regular' or 'aggressive'")
 
     @property
     def behaviours(self) -> tuple[NatBehaviour, NatBehaviour]:
-        return preset(self.nat_a), preset(self.nat_b)
+        """The behaviour of the NAT in front of A and of the one in front of B (for ``same_nat`` the one NAT, as
+        configured; for ``double_nat`` A's side is the home NAT)."""
+        a, b = preset(self.nat_a), preset(self.nat_b)
+        if self.topology == "same_nat" and not self.hairpin:
+            a = b = a.with_(hairpinning=False)
+        return a, b
+
+    @property
+    def outer_behaviour(self) -> NatBehaviour | None:
+        return preset(self.outer) if self.outer else None
+
+    @property
+    def effective(self) -> tuple[NatBehaviour, NatBehaviour]:
+        """What each peer's path to the internet behaves like: for a double NAT, the two NATs composed."""
+        a, b = self.behaviours
+        outer = self.outer_behaviour
+        return (compose(a, outer) if outer else a), b
+
+
+_MAPPING_ORDER = [Mapping.ENDPOINT_INDEPENDENT, Mapping.ADDRESS_DEPENDENT, Mapping.ADDRESS_AND_PORT_DEPENDENT]
+_FILTERING_ORDER = [Filtering.ENDPOINT_INDEPENDENT, Filtering.ADDRESS_DEPENDENT, Filtering.ADDRESS_AND_PORT_DEPENDENT]
+
+
+def compose(inner: NatBehaviour, outer: NatBehaviour) -> NatBehaviour:
+    """Two NATs in a row, as seen from the internet (RFC 4787 terms): the mapping depends on the destination as
+    soon as either NAT's does, and a packet must pass both filters (the outer NAT rewrites only the destination,
+    so the inner one filters on the same remote endpoint), so the stricter of each wins. A UDP-blocking box
+    anywhere blocks UDP."""
+    for box in (inner, outer):
+        if box.kind is NatKind.UDP_BLOCKED:
+            return box
+    if inner.kind is NatKind.NONE:
+        return outer
+    if outer.kind is NatKind.NONE:
+        return inner
+    assert inner.mapping and outer.mapping and inner.filtering and outer.filtering
+    mapping = max(inner.mapping, outer.mapping, key=_MAPPING_ORDER.index)
+    filtering = max(inner.filtering, outer.filtering, key=_FILTERING_ORDER.index)
+    return NatBehaviour(mapping, filtering, hairpinning=False, description=f"{inner.name} behind {outer.name}")
 
 
 @dataclass(frozen=True)
@@ -46,7 +116,13 @@ class Expected:
 
 def expect(s: Scenario) -> Expected:
     """What RFC 4787 reasoning predicts for a cell (see ice.lab.nat.reach for the reasoning itself)."""
-    a, b = s.behaviours
+    if s.relay_only:
+        if s.turn:
+            return Expected(Path.RELAY, "relay-only policy: only relayed candidates are offered")
+        return Expected(Path.NONE, "relay-only policy without a TURN server: nothing to offer")
+    if s.topology == "same_nat":
+        return Expected(Path.DIRECT, "both peers on one LAN: a host pair works whatever the NAT does")
+    a, b = s.effective
     blocked = NatKind.UDP_BLOCKED in (a.kind, b.kind)
     if not blocked and direct_possible(a, b):
         return Expected(Path.DIRECT, "a direct pair works (RFC 4787 mapping/filtering allow it)")
@@ -67,23 +143,37 @@ class CellResult:
     seconds: float | None
     succeeded: list[str] = field(default_factory=list)
     reason: str = ""
+    sim_observed: Path | None = None
+    """On the lab back-end, what the in-memory sim says for the same cell (they must agree)."""
+    artifacts: str | None = None
+    """Directory with this cell's artifacts (failed cells, or all with --keep-artifacts)."""
+    repro: str | None = None
+    """A command that runs just this cell again."""
+    extra: dict[str, object] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
-        return self.observed is self.expected
+        agree = self.sim_observed is None or self.sim_observed is self.observed
+        return self.observed is self.expected and agree
 
     def as_json(self) -> dict[str, object]:
         return {
             "scenario": self.scenario.name,
             "nat_a": self.scenario.nat_a,
             "nat_b": self.scenario.nat_b,
+            "topology": self.scenario.topology,
+            "group": self.scenario.group,
             "backend": self.backend,
             "expected": self.expected.value,
             "observed": self.observed.value,
+            "sim_observed": None if self.sim_observed is None else self.sim_observed.value,
             "selected": self.selected,
             "succeeded_pairs": self.succeeded,
             "seconds_to_connect": None if self.seconds is None else round(self.seconds, 4),
             "pass": self.passed,
             "reason": self.reason,
+            "artifacts": self.artifacts,
+            "repro": self.repro,
             "config": asdict(self.scenario),
+            **self.extra,
         }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from ice.agent import AgentConfig, CandidateType, IceAgent
+from ice.agent import AgentConfig, Candidate, CandidateType, IceAgent
 from ice.agent.events import CandidateGathered, Event, GatheringComplete
 from ice.lab.nat.behaviour import NatBehaviour, NatKind
 from ice.sim.network import SimNetwork
@@ -25,22 +25,34 @@ class SimResult:
     """(local type, remote type) of the controlling agent's selected pair."""
     succeeded: frozenset[tuple[str, str]]
     """Candidate-type pairs (local, remote) of A's pairs that succeeded."""
+    selected_b: tuple[CandidateType, CandidateType] | None = None
+    """The same for the controlled agent B."""
+
+    @property
+    def relayed(self) -> bool:
+        """Either side's selected pair has a relayed candidate."""
+        return any(s is not None and CandidateType.RELAYED in s for s in (self.selected, self.selected_b))
 
     @property
     def selected_name(self) -> str | None:
         return f"{self.selected[0].value}-{self.selected[1].value}" if self.selected else None
 
 
-def _peer(net: SimNetwork, nat: NatBehaviour, index: int, agent: IceAgent,
-          turn: TurnClientConfig | None) -> IceAgent | RelayedAgent:
+def _peer(net: SimNetwork, nat: NatBehaviour | None, index: int, agent: IceAgent, turn: TurnClientConfig | None,
+          relay_only: bool = False, lan: int | None = None) -> IceAgent | RelayedAgent:
     """Put ``agent`` on the network (behind its NAT, or public for ``none``); with ``turn``, wrap it with a TURN
-    client on the next port of the same host."""
-    if nat.kind is NatKind.NONE:
+    client on the next port of the same host. ``nat=None`` puts it on the LAN of an earlier peer (``lan``)."""
+    if nat is None:
+        host = f"10.0.{lan}.{1 + index}"
+    elif nat.kind is NatKind.NONE:
         host = f"203.0.113.{100 + index}"
     else:
         net.add_nat(nat, f"203.0.113.{index}", f"10.0.{index}.")
         host = f"10.0.{index}.2"
-    net.add_agent(agent, (host, 5000))
+    if relay_only:
+        net.add_endpoint(agent, (host, 5000))  # a socket, but no host candidate to offer
+    else:
+        net.add_agent(agent, (host, 5000))
     if turn is None:
         return agent
     relayed = RelayedAgent(agent, turn, (host, 5001))
@@ -50,11 +62,13 @@ def _peer(net: SimNetwork, nat: NatBehaviour, index: int, agent: IceAgent,
 
 def two_nats(nat_a: NatBehaviour, nat_b: NatBehaviour, config: AgentConfig | None = None, seed: int = 0,
              latency: float = 0.001, loss: float = 0.0, jitter: float = 0.0, timeout: float = 10.0,
-             turn: bool = False) -> SimResult:
-    """Trickle ICE between A (controlling) and B: credentials at t = 0, every candidate signalled as soon as it
-    is gathered (host at once, srflx when the STUN server answers, relayed when the TURN allocation succeeds),
-    end-of-candidates when gathering ends. With ``turn``, the server on the public segment is a TURN server
-    (which answers Binding too) and both agents allocate on it."""
+             turn: bool = False, same_lan: bool = False, relay_only: bool = False, trickle: bool = True
+             ) -> SimResult:
+    """ICE between A (controlling) and B: credentials at t = 0; with ``trickle`` every candidate is signalled as
+    soon as it is gathered (host at once, srflx when the STUN server answers, relayed when the TURN allocation
+    succeeds) and end-of-candidates when gathering ends, otherwise all of them at once then. With ``turn``, the
+    server on the public segment is a TURN server (which answers Binding too) and both agents allocate on it.
+    With ``same_lan``, B sits on A's LAN behind A's NAT (``nat_b`` is ignored)."""
     net = SimNetwork(latency=latency, loss=loss, jitter=jitter, seed=seed)
     turn_config = None
     if turn:
@@ -65,22 +79,31 @@ def two_nats(nat_a: NatBehaviour, nat_b: NatBehaviour, config: AgentConfig | Non
     cfg = config or AgentConfig()
     a = IceAgent(True, cfg, rng=random.Random(seed * 2 + 1))
     b = IceAgent(False, cfg, rng=random.Random(seed * 2 + 2))
-    ea = _peer(net, nat_a, 1, a, turn_config)
-    eb = _peer(net, nat_b, 2, b, turn_config)
+    ea = _peer(net, nat_a, 1, a, turn_config, relay_only)
+    eb = _peer(net, None if same_lan else nat_b, 2, b, turn_config, relay_only, lan=1)
     peer_of = {id(a): b, id(b): a, id(ea): b, id(eb): a}
+    held: dict[int, list[Candidate]] = {id(a): [], id(b): []}
 
     def signal(endpoint: object, ev: Event) -> None:  # an instant signalling channel
+        me = endpoint.agent if isinstance(endpoint, RelayedAgent) else endpoint
+        peer = peer_of[id(endpoint)]
         if isinstance(ev, CandidateGathered):
-            peer_of[id(endpoint)].add_remote_candidate(net.now, ev.candidate)
+            if trickle:
+                peer.add_remote_candidate(net.now, ev.candidate)
+            else:
+                held[id(me)].append(ev.candidate)
         elif isinstance(ev, GatheringComplete):
-            peer_of[id(endpoint)].add_remote_candidate(net.now, None)
+            for cand in held[id(me)]:
+                peer.add_remote_candidate(net.now, cand)
+            peer.add_remote_candidate(net.now, None)
 
     net.on_event = signal
     for x, y in ((a, b), (b, a)):
         y.set_remote_credentials(net.now, x.ufrag, x.pwd)
     for agent, endpoint in ((a, ea), (b, eb)):
-        for base in list(agent._bases):
-            agent.gather_server_reflexive(net.now, base, STUN)
+        if not relay_only:
+            for base in list(agent._bases):
+                agent.gather_server_reflexive(net.now, base, STUN)
         if isinstance(endpoint, RelayedAgent):
             endpoint.start(net.now)  # end-of-candidates follows the allocation
         else:
@@ -89,4 +112,5 @@ def two_nats(nat_a: NatBehaviour, nat_b: NatBehaviour, config: AgentConfig | Non
     ok = a.selected is not None and b.selected is not None
     sel = (a.selected.local.type, a.selected.remote.type) if a.selected is not None else None
     succeeded = frozenset((p.local.type.value, p.remote.type.value) for p in a.pairs if p.valid)
-    return SimResult(ok, net.now, sel, succeeded)
+    sel_b = (b.selected.local.type, b.selected.remote.type) if b.selected is not None else None
+    return SimResult(ok, net.now, sel, succeeded, sel_b)

@@ -1,0 +1,396 @@
+"""The kernel-lab back-end of the scenario matrix: real namespaces, real netfilter NATs, our agents over sockets.
+
+Labs are built once per shape (topology, which sides are public, link impairments) and reused: between cells
+only the NAT rules are reloaded (which empties their binding maps) and conntrack is flushed, which costs
+milliseconds instead of a rebuild. A tcpdump per interface runs for the lab's whole life; a failed cell (or every
+cell with ``keep_artifacts``) gets the slice of each capture covering its run, both agents' event traces as JSON
+lines, each NAT's live ruleset and conntrack table (dumped before the next cell resets them), the agents'
+counters and a one-line command that runs just that cell again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import socket
+import struct
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path as FsPath
+from typing import Any
+
+from ice.agent import AgentConfig, Candidate, CandidateType, Nomination
+from ice.agent.events import CandidateGathered, Event, GatheringComplete, SelectedPairChanged
+from ice.aio.connection import Connection
+from ice.aio.stun import parse_hostport
+from ice.lab.mn import Lab
+from ice.lab.nat.behaviour import NatBehaviour, NatKind
+from ice.lab.spec import NodeKind, TopologySpec
+from ice.lab.topo import topology
+from ice.scenario.model import CellResult, Path, Scenario
+
+LabKey = tuple[str, bool, bool, float, float]
+
+
+def lab_key(cell: Scenario) -> LabKey:
+    """Cells with the same key share one built lab (only the NAT behaviours change between them)."""
+    return (cell.topology, cell.nat_a == "none", cell.nat_b == "none", cell.loss, cell.delay_ms)
+
+
+def lab_spec(cell: Scenario) -> TopologySpec:
+    link: dict[str, Any] = {}
+    if cell.loss:
+        link["loss"] = cell.loss
+    if cell.delay_ms:
+        link["delay_ms"] = cell.delay_ms
+    a, b = cell.behaviours
+    if cell.topology == "same_nat":
+        return topology("same_nat", a, **link)
+    if cell.topology == "double_nat":
+        outer = cell.outer_behaviour
+        assert outer is not None
+        return topology("double_nat", a, outer, b, **link)
+    return topology("two_nats", a, b, **link)
+
+
+def nat_nodes(cell: Scenario) -> dict[str, NatBehaviour]:
+    """The behaviour each NAT node of the cell's lab must run."""
+    a, b = cell.behaviours
+    if cell.topology == "same_nat":
+        return {"nat": a}
+    nodes = {"home": a} if cell.topology == "double_nat" else {"nat-a": a}
+    outer = cell.outer_behaviour
+    if outer is not None:
+        nodes["cgn"] = outer
+    nodes["nat-b"] = b
+    return {k: v for k, v in nodes.items() if v.kind is not NatKind.NONE}
+
+
+def event_record(ev: Event) -> dict[str, object]:
+    """One agent event as a JSON-able dict (candidates as SDP candidate lines)."""
+    out: dict[str, object] = {"event": type(ev).__name__}
+    for name, value in vars(ev).items():
+        if isinstance(value, Candidate):
+            out[name] = value.to_sdp()
+        elif isinstance(value, bytes):
+            out[name] = len(value)
+        elif hasattr(value, "value"):
+            out[name] = value.value
+        elif isinstance(value, tuple):
+            out[name] = f"{value[0]}:{value[1]}" if len(value) == 2 else list(value)
+        else:
+            out[name] = value
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- captures
+
+
+@dataclass
+class Capture:
+    """``tcpdump -U -w`` on one interface of one node for the lab's whole life."""
+
+    node: str
+    interface: str
+    path: FsPath
+    proc: subprocess.Popen[bytes]
+
+    def slice(self, since: float, until: float, dest: FsPath) -> int:
+        """Copy the packets captured in [since, until] (wall clock) into a pcap at ``dest``; return how many."""
+        data = self.path.read_bytes() if self.path.exists() else b""
+        if len(data) < 24:
+            return 0
+        endian = "<" if data[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
+        nano = data[:4] in (b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d")
+        out, n, pos = [data[:24]], 0, 24
+        while pos + 16 <= len(data):
+            sec, frac, incl, _ = struct.unpack(endian + "IIII", data[pos:pos + 16])
+            end = pos + 16 + incl
+            if end > len(data):
+                break
+            t = sec + frac / (1e9 if nano else 1e6)
+            if since <= t <= until:
+                out.append(data[pos:end])
+                n += 1
+            pos = end
+        dest.write_bytes(b"".join(out))
+        return n
+
+
+def start_captures(lab: Lab, directory: FsPath) -> list[Capture]:
+    """A tcpdump on every interface of every host, NAT and router of ``lab`` (switches only forward)."""
+    tcpdump = shutil.which("tcpdump")
+    if tcpdump is None:
+        return []
+    caps: list[Capture] = []
+    for (_, node), intf in lab.interfaces.items():
+        if lab.spec.node(node).kind is NodeKind.SWITCH:
+            continue
+        path = directory / f"{node}-{intf}.pcap"
+        argv = [tcpdump, "-i", intf, "-U", "--immediate-mode", "-n", "-s", "512", "-w", str(path)]
+        proc = lab.popen(node, argv,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        caps.append(Capture(node, intf, path, proc))
+    for cap in caps:  # tcpdump says "listening on IF" once its socket is bound: nothing before that is lost
+        assert cap.proc.stderr is not None
+        cap.proc.stderr.readline()
+    return caps
+
+
+# ------------------------------------------------------------------------------------------------ runner
+
+
+@dataclass
+class _Outcome:
+    observed: Path
+    selected: str | None = None
+    selected_b: str | None = None
+    seconds: float | None = None
+    succeeded: list[str] = field(default_factory=list)
+    reason: str = ""
+    traces: dict[str, list[dict[str, object]]] = field(default_factory=dict)
+    stats: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+def path_of(sel_a: SelectedPairChanged, sel_b: SelectedPairChanged) -> Path:
+    """Relayed when either side's selected pair has a relayed candidate. One side alone can be fooled: when a
+    packet from a peer's relayed address reaches a NAT whose conntrack already holds the reverse tuple of
+    another flow, Linux gives it a new source port, and the receiver learns the relay as a peer-reflexive
+    candidate (seen in the lab with address-dependent filtering behind a port-dependent mapping)."""
+    types = {sel_a.local.type, sel_a.remote.type, sel_b.local.type, sel_b.remote.type}
+    return Path.RELAY if CandidateType.RELAYED in types else Path.DIRECT
+
+
+def _pair_name(ev: SelectedPairChanged) -> str:
+    return (f"{ev.local.type.value} {ev.local.host}:{ev.local.port} -> "
+            f"{ev.remote.type.value} {ev.remote.host}:{ev.remote.port}")
+
+
+@dataclass
+class LabBackend:
+    """Runs cells in reused kernel labs (one process, one cell at a time; ``-j`` runs several of these)."""
+
+    artifacts: FsPath | None = None
+    """Where failed cells' artifacts go (``<artifacts>/<cell>/``); None: nowhere."""
+    keep_artifacts: bool = False
+    repro: Callable[[Scenario], str] = lambda cell: f"sudo ./icelab run --scenario {cell.name}"
+    captures: bool = True
+    labs: dict[LabKey, Lab] = field(default_factory=dict)
+    _caps: dict[LabKey, list[Capture]] = field(default_factory=dict)
+    _tmp: FsPath | None = None
+
+    def close(self) -> None:
+        for lab in self.labs.values():
+            lab.stop()
+        self.labs.clear()
+        self._caps.clear()
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+    def __enter__(self) -> LabBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def lab_for(self, cell: Scenario) -> Lab:
+        key = lab_key(cell)
+        lab = self.labs.get(key)
+        if lab is None:
+            lab = Lab(lab_spec(cell))
+            lab.build()
+            self.labs[key] = lab
+            if self.captures:
+                if self._tmp is None:
+                    self._tmp = FsPath(tempfile.mkdtemp(prefix="icelab-pcap-"))
+                where = self._tmp / lab.prefix
+                where.mkdir()
+                self._caps[key] = start_captures(lab, where)
+        for node, behaviour in nat_nodes(cell).items():
+            lab.set_nat(node, behaviour)  # reload rules (empties the binding maps) and flush conntrack
+        return lab
+
+    def run(self, cell: Scenario, expected: Path) -> CellResult:
+        try:
+            lab = self.lab_for(cell)
+        except Exception as exc:  # a lab that cannot be built fails its cells, not the whole run
+            broken = self.labs.pop(lab_key(cell), None)
+            self._caps.pop(lab_key(cell), None)
+            if broken is not None:
+                broken.stop()
+            res = CellResult(cell, "lab", expected, Path.NONE, None, None,
+                             reason=f"the lab could not be built: {type(exc).__name__}: {exc}")
+            res.repro = self.repro(cell)
+            return res
+        wall0 = time.time()
+        try:
+            outcome = asyncio.run(_connect(lab, cell))
+        except Exception as exc:  # a broken cell is a failed cell with its artifacts, not a dead run
+            outcome = _Outcome(Path.NONE, reason=f"the cell crashed: {type(exc).__name__}: {exc}")
+        wall1 = time.time()
+        res = CellResult(cell, "lab", expected, outcome.observed, outcome.selected, outcome.seconds,
+                         outcome.succeeded, outcome.reason)
+        res.extra["selected_b"] = outcome.selected_b
+        if not res.passed and not res.reason:
+            res.reason = f"expected {expected.value}, the lab selected {outcome.selected or 'nothing'}"
+        res.repro = self.repro(cell)
+        if self.artifacts is not None and (self.keep_artifacts or not res.passed):
+            res.artifacts = str(self._write_artifacts(lab, cell, res, outcome, wall0, wall1))
+        return res
+
+    def _write_artifacts(self, lab: Lab, cell: Scenario, res: CellResult, outcome: _Outcome, wall0: float,
+                         wall1: float) -> FsPath:
+        assert self.artifacts is not None
+        d = self.artifacts / cell.name
+        d.mkdir(parents=True, exist_ok=True)
+        for who, records in outcome.traces.items():
+            (d / f"trace-{who}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+        (d / "stats.json").write_text(json.dumps(outcome.stats, indent=2, sort_keys=True) + "\n")
+        for node in nat_nodes(cell):
+            (d / f"{node}.nft").write_text(_run_quietly(lab, node, "nft list ruleset"))
+            (d / f"{node}.conntrack").write_text(_run_quietly(lab, node, "conntrack -L -p udp 2>&1; "
+                                                                          "conntrack -L -p tcp 2>&1"))
+        time.sleep(0.05)  # let tcpdump -U write the cell's last packets (failure path only)
+        for cap in self._caps.get(lab_key(cell), []):
+            cap.slice(wall0 - 0.01, wall1 + 0.05, d / cap.path.name)
+        (d / "repro.txt").write_text(res.repro + "\n" if res.repro else "")
+        (d / "result.json").write_text(json.dumps(res.as_json(), indent=2) + "\n")
+        return d
+
+
+def _run_quietly(lab: Lab, node: str, command: str) -> str:
+    try:
+        return lab.run(node, command)
+    except RuntimeError as exc:
+        return str(exc)
+
+
+async def _connect(lab: Lab, cell: Scenario) -> _Outcome:
+    """Two Connections in the lab's nodes ``a`` and ``b``, signalled in-process; the STUN/TURN server on
+    ``stun``. Measures from both having the other's credentials until both selected a pair, then checks that
+    data flows both ways on it."""
+    from ice.aio.turn_server import TurnServerRunner
+    from ice.lab.stun import start_stun_server
+    from ice.turn.client import TurnClientConfig
+    from ice.turn.server import TurnServerConfig
+
+    facts = lab.spec.facts
+    turn_addr = parse_hostport(facts["turn"])
+    loop = asyncio.get_running_loop()
+    behaviours = dict(zip("ab", cell.behaviours, strict=True))
+    blocked = any(b.kind is NatKind.UDP_BLOCKED for b in behaviours.values())
+    runner: Any
+    if cell.turn:
+        runner = await TurnServerRunner(
+            TurnServerConfig(turn_addr, users={"alice": "secret"}, software="icelab lab"), turn_addr[0],
+            make_socket=lambda f: lab.socket("stun", f),
+            make_stream_socket=lambda f: lab.socket("stun", f, socket.SOCK_STREAM)).start(tcp=blocked)
+    else:
+        runner = await start_stun_server(lab)
+    config = AgentConfig(nomination=Nomination(cell.nomination))
+    t0 = loop.time()
+    traces: dict[str, list[dict[str, object]]] = {"a": [], "b": []}
+
+    def connection(name: str, controlling: bool) -> Connection:
+        udp_blocked = behaviours[name].kind is NatKind.UDP_BLOCKED
+        turn = (TurnClientConfig(turn_addr, "alice", "secret", transport="tcp" if udp_blocked else "udp")
+                if cell.turn else None)
+        return Connection(controlling, config, bind=[facts[name]], stun_servers=[] if udp_blocked else [turn_addr],
+                          make_socket=lambda f: lab.socket(name, f),
+                          make_stream_socket=lambda f: lab.socket(name, f, socket.SOCK_STREAM),
+                          turn=turn, relay_only=cell.relay_only)
+
+    a, b = connection("a", True), connection("b", False)
+    held: dict[str, list[Candidate]] = {"a": [], "b": []}
+
+    def signalling(name: str, me: Connection, peer: Connection) -> Callable[[Event], None]:
+        def on_event(ev: Event) -> None:
+            traces[name].append({"t": round(loop.time() - t0, 6), **event_record(ev)})
+            if isinstance(ev, CandidateGathered):
+                if cell.trickle:
+                    peer.add_remote_candidate(ev.candidate)
+                else:
+                    held[name].append(ev.candidate)
+            elif isinstance(ev, GatheringComplete):
+                for cand in held[name]:
+                    peer.add_remote_candidate(cand)
+                peer.add_remote_candidate(None)
+
+        return on_event
+
+    a.on_event = signalling("a", a, b)
+    b.on_event = signalling("b", b, a)
+    timeout = 20.0 if cell.loss else 8.0
+    out = _Outcome(Path.NONE, traces=traces)
+    try:
+        a.set_remote_credentials(b.ufrag, b.pwd)
+        b.set_remote_credentials(a.ufrag, a.pwd)
+        gathering = asyncio.gather(a.gather(), b.gather())
+        try:
+            sel_a, sel_b = await asyncio.wait_for(asyncio.gather(a.connect(), b.connect()), timeout)
+        except Exception as exc:
+            out.reason = (f"no pair selected within {timeout:.0f} s" if isinstance(exc, TimeoutError)
+                          else f"ICE failed: {exc}")
+            gathering.cancel()
+            return out
+        out.seconds = loop.time() - t0
+        out.selected, out.selected_b = _pair_name(sel_a), _pair_name(sel_b)
+        try:
+            got = await asyncio.wait_for(_exchange_data(a, b), 10 if cell.loss else 3)
+        except TimeoutError:
+            out.reason = "a pair was selected but data did not flow on it"
+            return out
+        if list(got) != [b"a->b", b"b->a"]:
+            out.reason = f"data arrived garbled: {got!r}"
+            return out
+        out.observed = path_of(sel_a, sel_b)
+        out.succeeded = sorted({f"{p.local.type.value}-{p.remote.type.value}" for p in a.agent.pairs if p.valid})
+        await gathering
+        return out
+    finally:
+        out.stats = {"a": dict(a.agent.stats), "b": dict(b.agent.stats)}
+        a.close()
+        b.close()
+        runner.close()
+        await asyncio.sleep(0)  # let the transports' close callbacks run before the loop goes
+
+
+async def _exchange_data(a: Connection, b: Connection) -> list[bytes]:
+    """One datagram each way on the selected pairs, sent again every 100 ms until it arrives (links may lose)."""
+
+    async def one_way(src: Connection, dst: Connection, data: bytes) -> bytes:
+        receiving = asyncio.ensure_future(dst.recv())
+        try:
+            while True:
+                src.send(data)
+                done, _ = await asyncio.wait({receiving}, timeout=0.1)
+                if done:
+                    return receiving.result()
+        finally:
+            receiving.cancel()
+
+    return list(await asyncio.gather(one_way(a, b, b"a->b"), one_way(b, a, b"b->a")))
+
+
+def default_artifacts(out: FsPath) -> FsPath:
+    return out / "artifacts"
+
+
+def pcap_count(path: FsPath) -> int:
+    """Packets in a pcap file (for tests and reports)."""
+    data = path.read_bytes()
+    endian = "<" if data[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
+    n, pos = 0, 24
+    while pos + 16 <= len(data):
+        incl = struct.unpack(endian + "I", data[pos + 8:pos + 12])[0]
+        pos += 16 + incl
+        n += 1
+    return n
+
+
+__all__ = ["LabBackend", "default_artifacts", "event_record", "lab_key", "lab_spec", "nat_nodes", "pcap_count"]

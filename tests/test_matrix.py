@@ -1,0 +1,72 @@
+"""The scenario matrix as tests: every default cell on the simulation, a representative subset in the kernel lab
+(``ICELAB_FULL_MATRIX=1`` runs every cell there too), and the lab runner's reports and artifacts."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path as FsPath
+
+import pytest
+
+from ice.pytest_plugin import matrix_params
+from ice.scenario.model import CellResult, Path, Scenario
+from ice.scenario.run import run_sim
+
+LAB_SUBSET = [
+    "eim-eifxeim-eif", "eim-apdfxeim-apdf", "apdm-apdfxeim-adf",  # direct: srflx and peer-reflexive
+    "apdm-apdfxapdm-apdf", "apdm-adfxeim-apdf",  # relayed; the second is the conntrack source-port clash case
+    "udp-blockedxeim-apdf", "nonexapdm-apdf",  # TURN over TCP; a public peer
+    "same-nat-apdm-apdf-nohairpin", "double-nat-eim-apdf-behind-apdm-apdfxeim-apdf",
+    "delay50-eim-apdfxeim-apdf", "loss10-eim-apdfxeim-apdf", "relay-only-eim-eifxeim-eif",
+]
+
+
+@pytest.mark.parametrize("cell", matrix_params("sim"))
+def test_sim_cell(cell: Scenario) -> None:
+    r = run_sim(cell)
+    assert r.passed, r.reason
+    if r.observed is not Path.NONE and not r.reason.startswith("skipped"):
+        assert r.selected is not None and r.seconds is not None
+
+
+@pytest.mark.parametrize("cell", matrix_params("lab", None if os.environ.get("ICELAB_FULL_MATRIX") else LAB_SUBSET))
+def test_lab_cell(cell: Scenario, matrix_lab: object) -> None:
+    r: CellResult = matrix_lab(cell)  # type: ignore[operator]
+    assert r.passed, f"{r.reason} (artifacts: {r.artifacts}; repro: {r.repro})"
+    assert r.sim_observed in (r.observed, None)
+    if r.observed is not Path.NONE:
+        assert r.selected is not None and r.succeeded, r.succeeded
+
+
+@pytest.mark.lab
+def test_a_broken_expectation_fails_with_artifacts_and_a_repro(tmp_path: FsPath, monkeypatch: pytest.MonkeyPatch
+                                                                ) -> None:
+    """Two workers (-j 2), one deliberately wrong pin: that cell fails and leaves pcaps of the cell's packets,
+    both agents' traces, each NAT's rules and conntrack table and a repro command; the other cell passes."""
+    import ice.scenario.run as run
+
+    monkeypatch.setattr(run, "_pinned", lambda: {"eim-eifxeim-eif": {"path": "relay", "reason": "deliberately wrong"}})
+    rc = run.main("lab", None, tmp_path, update=False, quiet=True, names=["eim-eifxeim-eif", "apdm-apdfxeim-adf"],
+                  jobs=2)
+    doc = json.loads((tmp_path / "results.json").read_text())
+    assert rc == 1 and doc["passed"] == 1 and doc["failed"] == 1 and doc["jobs"] == 2
+    cells = {c["scenario"]: c for c in doc["cells"]}
+    bad = cells["eim-eifxeim-eif"]
+    assert not bad["pass"] and bad["expected"] == "relay" and bad["observed"] == "direct"
+    assert bad["sim_observed"] == "direct" and bad["repro"].endswith("--scenario eim-eifxeim-eif --keep-artifacts "
+                                                                     "--out results/eim-eifxeim-eif")
+    art = FsPath(bad["artifacts"])
+    names = {p.name for p in art.iterdir()}
+    assert {"trace-a.jsonl", "trace-b.jsonl", "nat-a.nft", "nat-b.nft", "nat-a.conntrack", "nat-b.conntrack",
+            "repro.txt", "result.json", "stats.json"} <= names
+    from ice.scenario.lab import pcap_count
+
+    pcaps = {p.name: pcap_count(p) for p in art.glob("*.pcap")}
+    assert len(pcaps) == 7 and all(n > 0 for n in pcaps.values()), pcaps  # every host and NAT interface
+    events = [json.loads(line)["event"] for line in (art / "trace-a.jsonl").read_text().splitlines()]
+    assert "SelectedPairChanged" in events and "CandidateGathered" in events
+    assert "table ip icelab" in (art / "nat-a.nft").read_text()
+    assert "dport=3478" in (art / "nat-a.conntrack").read_text()  # the STUN/TURN flow, before the reset
+    assert cells["apdm-apdfxeim-adf"]["pass"] and cells["apdm-apdfxeim-adf"]["artifacts"] is None
+    assert "❌" in (tmp_path / "grid.md").read_text() and "artifacts" in (tmp_path / "grid.md").read_text()
