@@ -99,10 +99,10 @@ def matrix_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[S
     the end of the session) and checks it against the simulation; failed cells keep their artifacts under the
     session's temporary directory (the path is in the result's ``artifacts``)."""
     from ice.scenario.lab import LabBackend
-    from ice.scenario.run import expected_path, repro_command, with_sim_check
+    from ice.scenario.run import pinned, repro_command, with_sim_check
 
     backend = LabBackend(tmp_path_factory.mktemp("matrix-artifacts"), repro=repro_command)
     try:
-        yield lambda cell: with_sim_check(backend.run(cell, expected_path(cell)))
+        yield lambda cell: with_sim_check(backend.run(cell, pinned(cell)))
     finally:
         backend.close()

@@ -86,7 +86,7 @@ def test_a_broken_pinned_expectation_is_a_failed_cell(tmp_path: FsPath, monkeypa
     assert rc == 1
     (cell,) = json.loads((tmp_path / "results.json").read_text())["cells"]
     assert not cell["pass"] and cell["expected"] == "relay" and cell["observed"] == "direct"
-    assert "the simulation selected host" in cell["reason"]
+    assert "sim selected srflx" in cell["reason"]
     assert 'failures="1"' in (tmp_path / "junit.xml").read_text()
     assert 'class="fail"' in (tmp_path / "grid.html").read_text()
 

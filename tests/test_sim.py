@@ -7,21 +7,19 @@ import pytest
 from ice.agent import CandidateType
 from ice.lab.nat import PRESETS, NatBehaviour, NatKind
 from ice.lab.nat.reach import direct_possible
+from ice.scenario.model import candidate_types
 from ice.sim.nat import SimNat
 from ice.sim.scenario import two_nats
 
 NAMES = list(PRESETS)
 
 
-def allowed_types(b: NatBehaviour) -> tuple[set[CandidateType], set[CandidateType]]:
-    """The (local, remote) types the controlling agent may select towards peer B. Local: its host base, or a
-    peer-reflexive candidate when its NAT mapped the check to a new address (RFC 8445 §7.2.5.3.1). Remote: B's
-    host candidate if B is public, else B's srflx or a prflx learnt from B's checks. Which one wins depends on
-    who sends first (NATs keep the binding of a flow that came in); scenario cells pin the exact pair."""
-    local = {CandidateType.HOST, CandidateType.PEER_REFLEXIVE}
-    if b.kind is NatKind.NONE:
-        return local, {CandidateType.HOST, CandidateType.PEER_REFLEXIVE}
-    return local, {CandidateType.SERVER_REFLEXIVE, CandidateType.PEER_REFLEXIVE}
+def allowed_types(a: NatBehaviour, b: NatBehaviour) -> tuple[set[CandidateType], set[CandidateType]]:
+    """The (local, remote) types the controlling agent may select towards peer B: the scenario model's RFC 8445
+    §7.2.5.3.1 reasoning (srflx behind an endpoint-independent mapping, peer-reflexive behind one that depends on
+    the destination, host without a NAT)."""
+    return ({CandidateType(t) for t in candidate_types(a, True, other=b)},
+            {CandidateType(t) for t in candidate_types(b, False, other=a)})
 
 
 @pytest.mark.sim
@@ -35,7 +33,7 @@ def test_every_preset_pairing(a: str) -> None:
         assert r.connected is direct_possible(na, nb), (a, b)
         if r.connected:
             assert r.selected is not None
-            local, remote = allowed_types(nb)
+            local, remote = allowed_types(na, nb)
             assert r.selected[0] in local and r.selected[1] in remote, (a, b, r.selected_name)
             assert (r.selected[0].value, r.selected[1].value) in r.succeeded
         else:
@@ -47,7 +45,7 @@ def test_port_restricted_pair_connects_without_retransmission_waits() -> None:
     """Through two port-restricted cones the first srflx check dies in the peer's NAT; the triggered check
     answers the peer's at once, so connecting takes about one Ta, not a 500 ms retransmission."""
     r = two_nats(PRESETS["port-restricted-cone"], PRESETS["port-restricted-cone"], latency=0.005)
-    assert r.connected and r.selected_name == "host-srflx"
+    assert r.connected and r.selected_name == "srflx-srflx"
     assert r.seconds < 0.1
 
 

@@ -70,6 +70,10 @@ class Pair:
     """The controlled side received USE-CANDIDATE for this pair (RFC 8445 §7.3.1.5)."""
     first_check_at: float | None = None
     rtt: float | None = None
+    valid_pair: Pair | None = None
+    """RFC 8445 §7.2.5.3.1: the valid pair this pair's successful check produced; its local candidate is the one
+    whose address is the mapped address (a srflx or prflx candidate of the same base) when that is not the
+    base. Selection and nomination use it, so a selected pair names what the peer sees."""
 
     @property
     def foundation(self) -> str:
@@ -591,7 +595,7 @@ class IceAgent:
         if use and not self.controlling:
             pair.remote_nominated = True
             if pair.valid:
-                self._select(now, pair)
+                self._select(now, pair.valid_pair or pair)  # RFC 8445 §7.3.1.5: the valid pair it generated
         # Triggered check (RFC 8445 §7.3.1.4).
         if self.config.lite:
             if use:
@@ -660,21 +664,8 @@ class IceAgent:
             return
         pair.rtt = now - (check.tx.sent_at[-1] if check.tx.sent_at else now)
         self._set_pair(pair, PairState.SUCCEEDED)
-        valid = pair
         xma = resp.get(XorMappedAddress)
-        if xma is not None and xma.address != pair.base and not any(
-                c.address == xma.address for c in self.local_candidates):
-            # A peer-reflexive local candidate (RFC 8445 §7.2.5.3.1): the valid pair uses it, same base.
-            prflx = Candidate(foundation(CandidateType.PEER_REFLEXIVE, pair.base[0]), pair.local.component, "udp",
-                              candidate_priority(CandidateType.PEER_REFLEXIVE, pair.local.priority >> 8 & 0xFFFF,
-                                                 pair.local.component),
-                              xma.host, xma.port, CandidateType.PEER_REFLEXIVE, related=pair.base)
-            self.local_candidates.append(prflx)
-            valid = Pair(prflx, pair.base, pair.remote, pair.priority, PairState.SUCCEEDED, rtt=pair.rtt)
-            valid.first_check_at = pair.first_check_at
-            self.pairs.append(valid)
-            self.pairs.sort(key=lambda p: -p.priority)
-            pair.valid = True  # its key (base, remote) is the path; both describe it
+        valid = self._valid_pair(pair, xma.address) if xma is not None and xma.address != pair.base else pair
         valid.valid = True
         pair.valid = True
         if self._first_valid_at is None:
@@ -685,9 +676,35 @@ class IceAgent:
                 self._set_pair(p, PairState.WAITING)
         if self.controlling and (check.nominating or self.config.nomination is Nomination.AGGRESSIVE):
             valid.nominated = pair.nominated = True
-            self._select(now, valid if valid.local.type is CandidateType.PEER_REFLEXIVE else pair)
+            self._select(now, valid)
         elif self.remote_lite or (not self.controlling and pair.remote_nominated):
-            self._select(now, pair)  # a lite peer needs no nomination round trip (RFC 8445 §8.2)
+            self._select(now, valid)  # a lite peer needs no nomination round trip (RFC 8445 §8.2)
+
+    def _valid_pair(self, pair: Pair, mapped: Address) -> Pair:
+        """RFC 8445 §7.2.5.3.1: the valid pair of a check whose response maps it to ``mapped`` (not the base): its
+        local candidate is the srflx or prflx candidate with that address, or a new prflx one (same base)."""
+        if pair.local.address == mapped or pair.local.type is CandidateType.RELAYED:
+            # Already a valid pair (a nomination or consent check repeats its check); or a relayed candidate,
+            # whose path is the relay whatever the peer's NAT did to the relay's source port on the way (Linux
+            # gives a packet a new source port when its conntrack tuple clashes with a flow going the other way).
+            return pair
+        if pair.valid_pair is not None and pair.valid_pair.local.address == mapped:
+            return pair.valid_pair
+        local = next((c for c in self.local_candidates if c.address == mapped
+                      and c.type in (CandidateType.SERVER_REFLEXIVE, CandidateType.PEER_REFLEXIVE)
+                      and c.related == pair.base), None)
+        if local is None:
+            local = Candidate(foundation(CandidateType.PEER_REFLEXIVE, pair.base[0]), pair.local.component, "udp",
+                              candidate_priority(CandidateType.PEER_REFLEXIVE, pair.local.priority >> 8 & 0xFFFF,
+                                                 pair.local.component),
+                              mapped[0], mapped[1], CandidateType.PEER_REFLEXIVE, related=pair.base)
+            self.local_candidates.append(local)
+        valid = Pair(local, pair.base, pair.remote, pair.priority, PairState.SUCCEEDED, rtt=pair.rtt)
+        valid.first_check_at = pair.first_check_at
+        pair.valid_pair = valid
+        self.pairs.append(valid)
+        self.pairs.sort(key=lambda p: -p.priority)
+        return valid
 
     def _on_gather_response(self, check: _Check, local: Address, resp: Message) -> None:
         del self._checks[resp.transaction_id]

@@ -31,7 +31,7 @@ from ice.lab.mn import Lab
 from ice.lab.nat.behaviour import NatBehaviour, NatKind
 from ice.lab.spec import NodeKind, TopologySpec
 from ice.lab.topo import topology
-from ice.scenario.model import CellResult, Path, Scenario
+from ice.scenario.model import CellResult, Expected, Path, Scenario
 
 LabKey = tuple[str, bool, bool, float, float]
 
@@ -149,6 +149,7 @@ class _Outcome:
     observed: Path
     selected: str | None = None
     selected_b: str | None = None
+    selected_types: str | None = None
     seconds: float | None = None
     succeeded: list[str] = field(default_factory=list)
     reason: str = ""
@@ -215,7 +216,7 @@ class LabBackend:
             lab.set_nat(node, behaviour)  # reload rules (empties the binding maps) and flush conntrack
         return lab
 
-    def run(self, cell: Scenario, expected: Path) -> CellResult:
+    def run(self, cell: Scenario, expected: Expected) -> CellResult:
         try:
             lab = self.lab_for(cell)
         except Exception as exc:  # a lab that cannot be built fails its cells, not the whole run
@@ -223,21 +224,21 @@ class LabBackend:
             self._caps.pop(lab_key(cell), None)
             if broken is not None:
                 broken.stop()
-            res = CellResult(cell, "lab", expected, Path.NONE, None, None,
+            res = CellResult(cell, "lab", expected.path, Path.NONE, None, None,
                              reason=f"the lab could not be built: {type(exc).__name__}: {exc}")
             res.repro = self.repro(cell)
-            return res
+            return res.expecting(expected)
         wall0 = time.time()
         try:
             outcome = asyncio.run(_connect(lab, cell))
         except Exception as exc:  # a broken cell is a failed cell with its artifacts, not a dead run
             outcome = _Outcome(Path.NONE, reason=f"the cell crashed: {type(exc).__name__}: {exc}")
         wall1 = time.time()
-        res = CellResult(cell, "lab", expected, outcome.observed, outcome.selected, outcome.seconds,
+        res = CellResult(cell, "lab", expected.path, outcome.observed, outcome.selected, outcome.seconds,
                          outcome.succeeded, outcome.reason)
+        res.selected_types = outcome.selected_types
         res.extra["selected_b"] = outcome.selected_b
-        if not res.passed and not res.reason:
-            res.reason = f"expected {expected.value}, the lab selected {outcome.selected or 'nothing'}"
+        res.expecting(expected)
         res.repro = self.repro(cell)
         if self.artifacts is not None and (self.keep_artifacts or not res.passed):
             res.artifacts = str(self._write_artifacts(lab, cell, res, outcome, wall0, wall1))
@@ -340,6 +341,7 @@ async def _connect(lab: Lab, cell: Scenario) -> _Outcome:
             return out
         out.seconds = loop.time() - t0
         out.selected, out.selected_b = _pair_name(sel_a), _pair_name(sel_b)
+        out.selected_types = f"{sel_a.local.type.value}-{sel_a.remote.type.value}"
         try:
             got = await asyncio.wait_for(_exchange_data(a, b), 10 if cell.loss else 3)
         except TimeoutError:

@@ -112,6 +112,42 @@ def compose(inner: NatBehaviour, outer: NatBehaviour) -> NatBehaviour:
 class Expected:
     path: Path
     reason: str
+    selected: tuple[str, ...] = ()
+    """For a direct path, the candidate-type pairs ("local-remote", the controlling agent's view) the selected
+    pair may be; empty: any."""
+    never: tuple[str, ...] = ()
+    """Pair types that must not succeed (e.g. ``host-host`` between two private networks)."""
+
+    def as_json(self) -> dict[str, object]:
+        return {"path": self.path.value, "reason": self.reason, "selected": list(self.selected),
+                "never": list(self.never)}
+
+    @classmethod
+    def from_json(cls, doc: dict[str, object]) -> Expected:
+        sel, never = doc.get("selected") or [], doc.get("never") or []
+        assert isinstance(sel, list) and isinstance(never, list)
+        return cls(Path(str(doc["path"])), str(doc.get("reason", "")), tuple(map(str, sel)), tuple(map(str, never)))
+
+
+def candidate_types(nat: NatBehaviour, local: bool, lossy: bool = False, other: NatBehaviour | None = None
+                    ) -> set[str]:
+    """The type a peer behind ``nat`` has in a direct selected pair (RFC 8445 §7.2.5.3.1 valid pairs), seen from
+    itself (``local``) or from the other side (behind ``other``).
+
+    No NAT: its host address. An endpoint-independent mapping gives the peer the same address towards everyone,
+    its srflx candidate, but the other side may learn it from a check before the signalled candidate arrives, as
+    peer-reflexive. A mapping that depends on the destination gives a new address (peer-reflexive), unless port
+    preservation happens to land on the srflx port again. Two more ways to a peer-reflexive local candidate: on
+    lossy links a check's answer can beat the STUN server's; and when the other NAT's mapping depends on the
+    destination, its peer's flow out to us and our flow in to it cross in its conntrack table, and Linux gives
+    our packets a new source port to resolve the tuple clash, so the peer reports us at that address."""
+    if nat.kind is NatKind.NONE:
+        return {"host"}
+    crossing = other is not None and other.kind is not NatKind.NONE and other.mapping is not None \
+        and other.mapping is not Mapping.ENDPOINT_INDEPENDENT
+    if nat.mapping is Mapping.ENDPOINT_INDEPENDENT and local and not lossy and not crossing:
+        return {"srflx"}
+    return {"srflx", "prflx"}
 
 
 def expect(s: Scenario) -> Expected:
@@ -121,15 +157,21 @@ def expect(s: Scenario) -> Expected:
             return Expected(Path.RELAY, "relay-only policy: only relayed candidates are offered")
         return Expected(Path.NONE, "relay-only policy without a TURN server: nothing to offer")
     if s.topology == "same_nat":
-        return Expected(Path.DIRECT, "both peers on one LAN: a host pair works whatever the NAT does")
+        return Expected(Path.DIRECT, "both peers on one LAN: the host pair works and wins whatever the NAT does",
+                        ("host-host",))
     a, b = s.effective
+    both_public = a.kind is NatKind.NONE and b.kind is NatKind.NONE
+    never = () if both_public else ("host-host",)  # private addresses are not routed between the networks
     blocked = NatKind.UDP_BLOCKED in (a.kind, b.kind)
     if not blocked and direct_possible(a, b):
-        return Expected(Path.DIRECT, "a direct pair works (RFC 4787 mapping/filtering allow it)")
+        lossy = s.loss > 0
+        types = tuple(sorted(f"{x}-{y}" for x in candidate_types(a, True, lossy, b)
+                             for y in candidate_types(b, False, lossy, a)))
+        return Expected(Path.DIRECT, "a direct pair works (RFC 4787 mapping/filtering allow it)", types, never)
     if s.turn:
         why = "UDP is blocked: TURN over TCP" if blocked else "no direct pair can work: relayed through TURN"
-        return Expected(Path.RELAY, why)
-    return Expected(Path.NONE, "no direct pair can work and there is no TURN server")
+        return Expected(Path.RELAY, why, (), never)
+    return Expected(Path.NONE, "no direct pair can work and there is no TURN server", (), never)
 
 
 @dataclass
@@ -139,9 +181,10 @@ class CellResult:
     expected: Path
     observed: Path
     selected: str | None
-    """e.g. "host 10.0.1.2:5000 -> srflx 203.0.113.2:5000" (controlling side)."""
+    """e.g. "srflx 203.0.113.1:5000 -> prflx 203.0.113.2:6000" (controlling side)."""
     seconds: float | None
     succeeded: list[str] = field(default_factory=list)
+    """Pair types ("local-remote") of the controlling agent's pairs that succeeded."""
     reason: str = ""
     sim_observed: Path | None = None
     """On the lab back-end, what the in-memory sim says for the same cell (they must agree)."""
@@ -150,11 +193,35 @@ class CellResult:
     repro: str | None = None
     """A command that runs just this cell again."""
     extra: dict[str, object] = field(default_factory=dict)
+    selected_types: str | None = None
+    """The selected pair's candidate types, "local-remote" (controlling side)."""
+    expected_selected: tuple[str, ...] = ()
+    never: tuple[str, ...] = ()
+
+    def expecting(self, exp: Expected) -> CellResult:
+        """Attach the pinned expectation's pair-type rules and explain a failure in ``reason``."""
+        self.expected_selected, self.never = exp.selected, exp.never
+        if not self.reason:
+            self.reason = self.verdict()
+        return self
+
+    def verdict(self) -> str:
+        """Why this cell fails its expectation ("" when it passes)."""
+        if self.observed is not self.expected:
+            return f"expected {self.expected.value}, {self.backend} selected {self.selected or 'nothing'}"
+        if (self.observed is Path.DIRECT and self.expected_selected
+                and self.selected_types not in self.expected_selected):
+            return (f"selected a {self.selected_types} pair; RFC 4787 reasoning allows "
+                    f"{', '.join(self.expected_selected)}")
+        bad = sorted(set(self.never) & set(self.succeeded))
+        if bad:
+            return f"pairs that cannot work succeeded: {', '.join(bad)}"
+        return ""
 
     @property
     def passed(self) -> bool:
         agree = self.sim_observed is None or self.sim_observed is self.observed
-        return self.observed is self.expected and agree
+        return agree and not self.verdict()
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -168,6 +235,9 @@ class CellResult:
             "observed": self.observed.value,
             "sim_observed": None if self.sim_observed is None else self.sim_observed.value,
             "selected": self.selected,
+            "selected_types": self.selected_types,
+            "expected_selected": list(self.expected_selected),
+            "never": list(self.never),
             "succeeded_pairs": self.succeeded,
             "seconds_to_connect": None if self.seconds is None else round(self.seconds, 4),
             "pass": self.passed,

@@ -22,7 +22,7 @@ from typing import Any, TextIO
 from ice.agent import AgentConfig, Nomination
 from ice.errors import UserError
 from ice.lab.nat.behaviour import NatKind
-from ice.scenario.model import CellResult, Path, Scenario, expect
+from ice.scenario.model import CellResult, Expected, Path, Scenario, expect
 from ice.scenario.report import html_grid, junit_xml
 
 SCENARIO_DIR = FsPath(__file__).resolve().parents[2] / "scenarios"
@@ -42,24 +42,28 @@ def expectations_file() -> FsPath:
     return SCENARIO_DIR / "expected.json"
 
 
-def pinned_expectations(cells: Iterable[Scenario]) -> dict[str, dict[str, str]]:
-    return {c.name: {"path": expect(c).path.value, "reason": expect(c).reason} for c in cells}
+def pinned_expectations(cells: Iterable[Scenario]) -> dict[str, dict[str, object]]:
+    return {c.name: expect(c).as_json() for c in cells}
 
 
 @functools.lru_cache(maxsize=1)
-def _pinned() -> dict[str, dict[str, str]]:
+def _pinned() -> dict[str, dict[str, object]]:
     try:
-        doc: dict[str, dict[str, str]] = json.loads(expectations_file().read_text())
+        doc: dict[str, dict[str, object]] = json.loads(expectations_file().read_text())
     except FileNotFoundError:
         return {}
     return doc
 
 
-def expected_path(cell: Scenario) -> Path:
+def pinned(cell: Scenario) -> Expected:
     """The pinned expectation (scenarios/expected.json, reviewed data) or, for a cell not pinned yet, the
     RFC 4787 reasoning of :func:`ice.scenario.model.expect`."""
-    pinned = _pinned().get(cell.name)
-    return Path(pinned["path"]) if pinned else expect(cell).path
+    doc = _pinned().get(cell.name)
+    return Expected.from_json(doc) if doc else expect(cell)
+
+
+def expected_path(cell: Scenario) -> Path:
+    return pinned(cell).path
 
 
 def run_sim(cell: Scenario) -> CellResult:
@@ -67,10 +71,10 @@ def run_sim(cell: Scenario) -> CellResult:
     composed (:func:`ice.scenario.model.compose`)."""
     from ice.sim.scenario import two_nats
 
-    expected = expected_path(cell)
+    exp = pinned(cell)
     a, b = cell.effective
     if NatKind.UDP_BLOCKED in (a.kind, b.kind):
-        return CellResult(cell, "sim", expected, expected, None, None,
+        return CellResult(cell, "sim", exp.path, exp.path, None, None,
                           reason="skipped: TURN over TCP is not simulated (the lab runs this cell)")
     config = AgentConfig(nomination=Nomination(cell.nomination))
     r = two_nats(a, b, config, turn=cell.turn, loss=cell.loss, latency=0.001 + cell.delay_ms / 1000,
@@ -82,11 +86,10 @@ def run_sim(cell: Scenario) -> CellResult:
     else:
         observed = Path.RELAY if r.relayed else Path.DIRECT
         selected = f"{r.selected[0].value} -> {r.selected[1].value}"
-    res = CellResult(cell, "sim", expected, observed, selected, r.seconds if r.connected else None,
+    res = CellResult(cell, "sim", exp.path, observed, selected, r.seconds if r.connected else None,
                      sorted(f"{x}-{y}" for x, y in r.succeeded))
-    if not res.passed:
-        res.reason = f"expected {expected.value}, the simulation selected {selected or 'nothing'}"
-    return res
+    res.selected_types = r.selected_name
+    return res.expecting(exp)
 
 
 def sim_path(cell: Scenario) -> Path | None:
@@ -113,6 +116,10 @@ def result_from_json(doc: dict[str, Any]) -> CellResult:
                      doc.get("repro"))
     known = {"scenario", "nat_a", "nat_b", "topology", "group", "backend", "expected", "observed", "sim_observed",
              "selected", "succeeded_pairs", "seconds_to_connect", "pass", "reason", "artifacts", "repro", "config"}
+    res.selected_types = doc.get("selected_types")
+    res.expected_selected = tuple(doc.get("expected_selected") or ())
+    res.never = tuple(doc.get("never") or ())
+    known |= {"selected_types", "expected_selected", "never"}
     res.extra = {k: v for k, v in doc.items() if k not in known}
     return res
 
@@ -152,7 +159,7 @@ def run_lab_inprocess(cells: list[Scenario], artifacts: FsPath, keep: bool, shel
     results = []
     with LabBackend(artifacts, keep, repro_command) as backend:
         for cell in _lab_order(cells):
-            r = with_sim_check(backend.run(cell, expected_path(cell)))
+            r = with_sim_check(backend.run(cell, pinned(cell)))
             results.append(r)
             if progress is not None:
                 progress(r)
@@ -193,7 +200,7 @@ class _Worker:
 
         assert self.proc.stdin is not None
         self.cell, self.key = cell, lab_key(cell)
-        self.proc.stdin.write(json.dumps({"cell": asdict(cell), "expected": expected_path(cell).value,
+        self.proc.stdin.write(json.dumps({"cell": asdict(cell), "expected": pinned(cell).as_json(),
                                           "repro": repro_command(cell)}) + "\n")
         self.proc.stdin.flush()
 

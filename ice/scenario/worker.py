@@ -14,7 +14,7 @@ import sys
 from pathlib import Path as FsPath
 
 from ice.scenario.lab import LabBackend
-from ice.scenario.model import Path, Scenario
+from ice.scenario.model import Expected, Scenario
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
             msg = json.loads(line)
             cell = Scenario(**msg["cell"])
             repro[cell.name] = msg.get("repro", "")
-            res = backend.run(cell, Path(msg["expected"]))
+            res = backend.run(cell, Expected.from_json(msg["expected"]))
             results.write(json.dumps(res.as_json()) + "\n")
             results.flush()
     return 0
