@@ -335,6 +335,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return rc
 
 
+def cmd_report_compare(args: argparse.Namespace) -> int:
+    from ice.scenario.compare import compare, load, render
+
+    c = compare(load(args.old), load(args.new))
+    print(json.dumps(c.as_json(), indent=2) if args.json else render(c, args.old, args.new))
+    return 1 if c.regressed else 0
+
+
 # ----------------------------------------------------------------------------------------------------------- peer
 
 
@@ -653,8 +661,16 @@ def build_parser() -> argparse.ArgumentParser:
     tc.add_argument("--json", action="store_true")
     tc.set_defaults(func=cmd_topo_check)
 
+    rep = sub.add_parser("report", help="work with matrix reports")
+    rsub = rep.add_subparsers(dest="report_command", metavar="ACTION", required=True)
+    cmp_ = rsub.add_parser("compare", help="what changed between two runs (exit 1 if a cell regressed)")
+    cmp_.add_argument("old", help="results.json of the earlier run (or its --out directory)")
+    cmp_.add_argument("new", help="results.json of the later run (or its --out directory)")
+    cmp_.add_argument("--json", action="store_true", help="machine-readable output")
+    cmp_.set_defaults(func=cmd_report_compare)
+
     b = sub.add_parser("bench", help="benchmarks against peers, side by side in one run")
-    b.add_argument("what", choices=["codec", "server", "lab", "connect", "relay"])
+    b.add_argument("what", choices=["codec", "server", "lab", "connect", "relay", "matrix"])
     b.add_argument("--json", action="store_true")
     b.add_argument("--seconds", type=float, default=0.4, help="codec: time per measurement")
     b.add_argument("--requests", type=int, default=100_000,
@@ -662,6 +678,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--rounds", type=int, help="lab: build/teardown rounds per topology (default 5)")
     b.add_argument("--runs", type=int, help="connect: measured connections per implementation (default 20)")
     b.add_argument("--lab", action="store_true", help="connect: through two NATs in the kernel lab (root)")
+    b.add_argument("--only", choices=["sim", "lab"], help="matrix: measure only this back-end")
     b.set_defaults(func=cmd_bench)
     return p
 

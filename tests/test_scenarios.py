@@ -97,3 +97,40 @@ def test_pinned_expectations_match_the_reasoning() -> None:
     cells = load_matrix()
     assert set(pinned) == {c.name for c in cells}
     assert {c.name: expect(c).path.value for c in cells} == {k: v["path"] for k, v in pinned.items()}
+
+
+def test_report_compare_names_regressions_fixes_and_path_changes(tmp_path: FsPath) -> None:
+    import subprocess
+    import sys
+
+    assert main("sim", ["eim-eif", "apdm-apdf"], tmp_path / "old", update=False, quiet=True) == 0
+    doc = json.loads((tmp_path / "old" / "results.json").read_text())
+    cells = {c["scenario"]: c for c in doc["cells"]}
+    cells["eim-eifxeim-eif"].update({"pass": False, "reason": "made up"})
+    cells["apdm-apdfxapdm-apdf"].update({"observed": "direct", "selected_types": "srflx-srflx"})
+    cells["eim-eifxapdm-apdf"]["seconds_to_connect"] = 3.0
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "results.json").write_text(json.dumps(doc))
+    cmd = [sys.executable, "-m", "ice.cli", "report", "compare"]
+    p = subprocess.run([*cmd, str(tmp_path / "old"), str(tmp_path / "new" / "results.json"), "--json"],
+                       capture_output=True, text=True)
+    assert p.returncode == 1, p.stderr
+    out = json.loads(p.stdout)
+    assert [r["scenario"] for r in out["regressed"]] == ["eim-eifxeim-eif"]
+    assert [r["scenario"] for r in out["path_changed"]] == ["apdm-apdfxapdm-apdf"]
+    assert [r["scenario"] for r in out["slower"]] == ["eim-eifxapdm-apdf"] and out["added"] == []
+    p = subprocess.run([*cmd, str(tmp_path / "new"), str(tmp_path / "old")], capture_output=True, text=True)
+    assert p.returncode == 0 and "fixed (1):" in p.stdout and "eim-eifxeim-eif" in p.stdout
+    p = subprocess.run([*cmd, str(tmp_path / "old"), str(tmp_path / "missing")], capture_output=True, text=True)
+    assert p.returncode == 2 and "does not exist" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_bench_matrix_reports_the_sim_against_its_goal() -> None:
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-m", "ice.cli", "bench", "matrix", "--only", "sim", "--json"],
+                       capture_output=True, text=True, cwd=FsPath(__file__).parents[1])
+    assert p.returncode == 0, p.stderr
+    sim = json.loads(p.stdout)["results"]["sim"]
+    assert sim["cells"] == len(load_matrix()) and sim["passed"] == sim["cells"] and sim["goal_seconds"] == 10

@@ -1,0 +1,113 @@
+"""``icelab report compare OLD NEW``: what changed between two matrix runs (two results.json files)."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path as FsPath
+from typing import Any
+
+from ice.errors import UserError
+
+
+def load(path: str | FsPath) -> dict[str, Any]:
+    """A results.json, given as the file or as the report directory that holds it."""
+    p = FsPath(path)
+    if p.is_dir():
+        p = p / "results.json"
+    try:
+        doc: dict[str, Any] = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{p} does not exist: give a results.json or the --out directory of a run") from None
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{p} is not a results.json ({exc})") from None
+    if not isinstance(doc.get("cells"), list):
+        raise UserError(f"{p} has no 'cells' list: is it a results.json written by `icelab run`?")
+    return doc
+
+
+@dataclass
+class Comparison:
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    regressed: list[dict[str, Any]] = field(default_factory=list)
+    """Passed before, fail now."""
+    fixed: list[dict[str, Any]] = field(default_factory=list)
+    path_changed: list[dict[str, Any]] = field(default_factory=list)
+    """The observed path (direct/relay/none) or the selected pair types changed."""
+    slower: list[dict[str, Any]] = field(default_factory=list)
+    faster: list[dict[str, Any]] = field(default_factory=list)
+    median_connect_ms: tuple[float | None, float | None] = (None, None)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"added": self.added, "removed": self.removed, "regressed": self.regressed, "fixed": self.fixed,
+                "path_changed": self.path_changed, "slower": self.slower, "faster": self.faster,
+                "median_connect_ms": {"old": self.median_connect_ms[0], "new": self.median_connect_ms[1]}}
+
+
+def _ms(cell: dict[str, Any]) -> float | None:
+    s = cell.get("seconds_to_connect")
+    return None if s is None else float(s) * 1000
+
+
+def _median(values: list[float | None]) -> float | None:
+    xs = [v for v in values if v is not None]
+    return round(statistics.median(xs), 1) if xs else None
+
+
+def compare(old: dict[str, Any], new: dict[str, Any], factor: float = 2.0, floor_ms: float = 50.0) -> Comparison:
+    """Cells are matched by scenario name. A connect time counts as changed when it moved by more than ``factor``
+    and by more than ``floor_ms`` (timer-bound times jitter by a few ms)."""
+    a = {c["scenario"]: c for c in old["cells"]}
+    b = {c["scenario"]: c for c in new["cells"]}
+    out = Comparison(sorted(set(b) - set(a)), sorted(set(a) - set(b)))
+    common = [n for n in b if n in a]
+    for name in common:
+        x, y = a[name], b[name]
+        row = {"scenario": name, "old": _summary(x), "new": _summary(y)}
+        if x.get("pass") and not y.get("pass"):
+            out.regressed.append({**row, "reason": y.get("reason", "")})
+        elif not x.get("pass") and y.get("pass"):
+            out.fixed.append(row)
+        if (x.get("observed"), x.get("selected_types")) != (y.get("observed"), y.get("selected_types")):
+            out.path_changed.append(row)
+        tx, ty = _ms(x), _ms(y)
+        if tx is not None and ty is not None and abs(ty - tx) > floor_ms:
+            if ty > tx * factor:
+                out.slower.append({"scenario": name, "old_ms": round(tx, 1), "new_ms": round(ty, 1)})
+            elif tx > ty * factor:
+                out.faster.append({"scenario": name, "old_ms": round(tx, 1), "new_ms": round(ty, 1)})
+    out.median_connect_ms = (_median([_ms(a[n]) for n in common]), _median([_ms(b[n]) for n in common]))
+    return out
+
+
+def _summary(cell: dict[str, Any]) -> str:
+    types = cell.get("selected_types")
+    verdict = "pass" if cell.get("pass") else "FAIL"
+    return f"{verdict} {cell.get('observed')}" + (f" ({types})" if types else "")
+
+
+def render(c: Comparison, old_name: str, new_name: str) -> str:
+    lines = [f"compare {old_name} -> {new_name}"]
+
+    def section(title: str, rows: list[dict[str, Any]], fmt: Any) -> None:
+        if rows:
+            lines.append(f"{title} ({len(rows)}):")
+            lines.extend("  " + fmt(r) for r in rows)
+
+    section("REGRESSED: passed before, fail now", c.regressed,
+            lambda r: f"{r['scenario']}: {r['old']} -> {r['new']}  {r['reason']}")
+    section("fixed", c.fixed, lambda r: f"{r['scenario']}: {r['old']} -> {r['new']}")
+    section("path or selected pair changed", c.path_changed, lambda r: f"{r['scenario']}: {r['old']} -> {r['new']}")
+    section("slower to connect", c.slower, lambda r: f"{r['scenario']}: {r['old_ms']} ms -> {r['new_ms']} ms")
+    section("faster to connect", c.faster, lambda r: f"{r['scenario']}: {r['old_ms']} ms -> {r['new_ms']} ms")
+    if c.added:
+        lines.append(f"new cells ({len(c.added)}): {', '.join(c.added)}")
+    if c.removed:
+        lines.append(f"cells gone ({len(c.removed)}): {', '.join(c.removed)}")
+    old_ms, new_ms = c.median_connect_ms
+    lines.append(f"median time to connect over common cells: {old_ms} ms -> {new_ms} ms")
+    if len(lines) == 2:
+        lines.insert(1, "no cell changed its verdict, path or selected pair")
+    return "\n".join(lines)
