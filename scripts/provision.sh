@@ -26,6 +26,8 @@ APT_PACKAGES=(
   coturn stun-server stun-client golang-go golang-github-pion-ice.v2-dev golang-github-pion-turn.v2-dev
   # Vagrantfile checks (ruby -c, vagrant validate).
   ruby vagrant
+  # The matrix report test renders grid.html in a headless browser.
+  chromium
   # Everyday tools the scripts use.
   ca-certificates git openssl
 )

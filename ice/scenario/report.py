@@ -11,12 +11,25 @@ from ice.scenario.model import CellResult, Path
 _COLOUR = {Path.DIRECT: "#2e7d32", Path.RELAY: "#1565c0", Path.NONE: "#616161"}
 
 
+def _td(r: CellResult) -> str:
+    cls = "pass" if r.passed else "fail"
+    types = f" {r.selected_types}" if r.selected_types else ""
+    return (f'<td class="{cls}" data-cell="{html.escape(r.scenario.name)}" style="color:{_COLOUR[r.observed]}" '
+            f'title="{html.escape(r.selected or r.reason)}">{r.observed.value}'
+            f'<small>{html.escape(types)}</small>{"" if r.passed else " ✗"}</td>')
+
+
 def html_grid(results: list[CellResult], backend: str, seconds: float) -> str:
-    """One page, no external assets: a NAT A x NAT B table; clicking a cell shows its full record."""
+    """One page, no external assets: a NAT A x NAT B table, the other cells in a list; clicking a cell (or opening
+    the page at ``#cell=NAME``, a link CI logs can print) shows its full record, artifacts and repro command."""
     rows: list[str] = []
     cols: list[str] = []
     by: dict[tuple[str, str], CellResult] = {}
+    rest: list[CellResult] = []
     for r in results:
+        if r.scenario.group not in ("rfc4787", "special"):
+            rest.append(r)
+            continue
         a, b = r.scenario.nat_a, r.scenario.nat_b
         rows += [a] if a not in rows else []
         cols += [b] if b not in cols else []
@@ -25,26 +38,25 @@ def html_grid(results: list[CellResult], backend: str, seconds: float) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
     body = []
     for a in rows:
-        tds = []
-        for b in cols:
-            found = by.get((a, b))
-            if found is None:
-                tds.append("<td></td>")
-                continue
-            r = found
-            cls = "pass" if r.passed else "fail"
-            tds.append(f'<td class="{cls}" data-cell="{html.escape(r.scenario.name)}" '
-                       f'style="color:{_COLOUR[r.observed]}" title="{html.escape(r.selected or r.reason)}">'
-                       f'{r.observed.value}{"" if r.passed else " ✗"}</td>')
+        tds = [_td(by[(a, b)]) if (a, b) in by else "<td></td>" for b in cols]
         body.append(f"<tr><th>{html.escape(a)}</th>{''.join(tds)}</tr>")
-    passed = sum(r.passed for r in results)
+    other_rows = "".join(
+        f"<tr><th>{html.escape(r.scenario.name)}</th><td>{html.escape(r.scenario.group)}</td>"
+        f"<td>{html.escape(r.expected.value)}</td>{_td(r)}</tr>" for r in rest)
+    failed = [r for r in results if not r.passed]
+    fail_list = "".join(f'<li><a href="#cell={html.escape(r.scenario.name)}">{html.escape(r.scenario.name)}</a>: '
+                        f"{html.escape(r.reason)}</li>" for r in failed)
+    passed = len(results) - len(failed)
+    others = ('<h2>Other scenarios</h2><table id="others"><tr><th>scenario</th><th>group</th><th>expected</th>'
+              f"<th>observed</th></tr>{other_rows}</table>") if rest else ""
     data = json.dumps(records).replace("</", "<\\/")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>icelab NAT matrix ({html.escape(backend)})</title>
 <style>
-body{{font-family:system-ui,sans-serif;margin:1.5em}} table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:center}} td{{cursor:pointer}}
-td.fail{{background:#ffebee;font-weight:bold}} td.pass{{background:#f1f8e9}}
+body{{font-family:system-ui,sans-serif;margin:1.5em}} table{{border-collapse:collapse;margin-bottom:1em}}
+td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:center}} td[data-cell]{{cursor:pointer}}
+td small{{display:block;color:#555;font-size:.75em}}
+td.fail{{background:#ffebee;font-weight:bold}} td.pass{{background:#f1f8e9}} td.selected{{outline:3px solid #ff9800}}
 #details{{white-space:pre-wrap;font-family:monospace;background:#fafafa;border:1px solid #ddd;
 padding:1em;margin-top:1em}}
 </style></head><body>
@@ -52,19 +64,37 @@ padding:1em;margin-top:1em}}
 <p id="summary">{passed}/{len(results)} cells as expected · back-end {html.escape(backend)} · {seconds:.1f} s</p>
 <p id="legend">Legend: <span style="color:{_COLOUR[Path.DIRECT]}">direct</span> = the selected pair has no relayed
 candidate · <span style="color:{_COLOUR[Path.RELAY]}">relay</span> = through TURN ·
-<span style="color:{_COLOUR[Path.NONE]}">none</span> = no connection · ✗ = differs from the pinned expectation.
-Rows: NAT of peer A; columns: NAT of peer B. Click a cell for its record.</p>
+<span style="color:{_COLOUR[Path.NONE]}">none</span> = no connection · small print: the selected pair's candidate
+types (local-remote, controlling peer A) · ✗ = differs from the pinned expectation. Rows: NAT of peer A; columns:
+NAT of peer B. Click a cell for its record, artifacts and repro command.</p>
+{f'<h2>Failed cells</h2><ul id="failed">{fail_list}</ul>' if failed else ''}
 <table id="grid"><tr><th>A \\ B</th>{head}</tr>
 {"".join(body)}
 </table>
+{others}
 <div id="details">Click a cell.</div>
 <script>
 const cells = {data};
+function show(name) {{
+  const rec = cells[name];
+  if (!rec) return;
+  for (const td of document.querySelectorAll("td.selected")) td.classList.remove("selected");
+  const td = document.querySelector(`td[data-cell="${{CSS.escape(name)}}"]`);
+  if (td) td.classList.add("selected");
+  document.getElementById("details").textContent = JSON.stringify(rec, null, 2);
+}}
 for (const td of document.querySelectorAll("td[data-cell]")) {{
   td.addEventListener("click", () => {{
-    document.getElementById("details").textContent = JSON.stringify(cells[td.dataset.cell], null, 2);
+    history.replaceState(null, "", "#cell=" + td.dataset.cell);
+    show(td.dataset.cell);
   }});
 }}
+function fromHash() {{
+  const m = location.hash.match(/^#cell=(.+)$/);
+  if (m) show(decodeURIComponent(m[1]));
+}}
+window.addEventListener("hashchange", fromHash);
+fromHash();
 </script>
 </body></html>
 """

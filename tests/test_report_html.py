@@ -1,0 +1,70 @@
+"""grid.html rendered by a real browser (Debian's chromium, headless): the page builds its grid, lists the failed
+cells and opens a cell's record from a ``#cell=NAME`` link, with no script errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path as FsPath
+
+import pytest
+
+from ice.scenario.run import main
+
+
+class _Page(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.cells: dict[str, list[str]] = {}
+        self.ids: dict[str, str] = {}
+        self._in: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "td" and a.get("data-cell"):
+            self.cells[str(a["data-cell"])] = (a.get("class") or "").split()
+        if a.get("id"):
+            self._in = str(a["id"])
+            self.ids.setdefault(self._in, "")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("div", "p", "ul"):
+            self._in = None
+
+    def handle_data(self, data: str) -> None:
+        if self._in is not None:
+            self.ids[self._in] += data
+
+
+def render(url: str, tmp: FsPath) -> tuple[_Page, str]:
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.fail("Debian's chromium is not installed: run ./icelab once (scripts/provision.sh installs it)")
+    p = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp / 'profile'}",
+                        "--enable-logging=stderr", "--v=0", "--dump-dom", url],
+                       capture_output=True, text=True, timeout=90)
+    assert p.returncode == 0, p.stderr[-1000:]
+    page = _Page()
+    page.feed(p.stdout)
+    return page, p.stderr
+
+
+def test_grid_html_in_headless_chromium(tmp_path: FsPath, monkeypatch: pytest.MonkeyPatch) -> None:
+    import ice.scenario.run as run
+
+    broken = "apdm-apdfxeim-apdf"
+    monkeypatch.setattr(run, "_pinned", lambda: {broken: {"path": "direct", "reason": "deliberately wrong"}})
+    assert main("sim", None, tmp_path / "out", update=False, quiet=True) == 1
+    page, log = render(f"file://{tmp_path / 'out' / 'grid.html'}#cell={broken}", tmp_path)
+    assert "Uncaught" not in log, log[-1000:]
+    total = len(json.loads((tmp_path / "out" / "results.json").read_text())["cells"])
+    assert len(page.cells) == total  # the grid and the list of other scenarios: every cell clickable
+    assert page.cells[broken] == ["fail", "selected"]  # the #cell= link selected it
+    assert all(cls == ["pass"] for name, cls in page.cells.items() if name != broken)
+    details = json.loads(page.ids["details"])
+    assert details["scenario"] == broken and details["pass"] is False and details["expected"] == "direct"
+    assert details["observed"] == "relay" and details["config"]["nat_a"] == "apdm-apdf"
+    assert f"{total - 1}/{total} cells as expected" in page.ids["summary"]
+    assert "Legend" in page.ids["legend"] and broken in page.ids["failed"]
