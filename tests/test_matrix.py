@@ -70,3 +70,21 @@ def test_a_broken_expectation_fails_with_artifacts_and_a_repro(tmp_path: FsPath,
     assert "dport=3478" in (art / "nat-a.conntrack").read_text()  # the STUN/TURN flow, before the reset
     assert cells["apdm-apdfxeim-adf"]["pass"] and cells["apdm-apdfxeim-adf"]["artifacts"] is None
     assert "❌" in (tmp_path / "grid.md").read_text() and "artifacts" in (tmp_path / "grid.md").read_text()
+
+
+@pytest.mark.lab
+def test_shell_on_failure_opens_a_shell_in_the_failed_lab(tmp_path: FsPath) -> None:
+    import subprocess
+    import sys
+
+    pins = tmp_path / "pins.json"
+    pins.write_text(json.dumps({"eim-eifxeim-eif": {"path": "relay", "reason": "deliberately wrong"}}))
+    p = subprocess.run([sys.executable, "-m", "ice.cli", "run", "--backend", "lab", "--scenario", "eim-eifxeim-eif",
+                        "--shell-on-failure", "--out", str(tmp_path / "out"), "-q"],
+                       input="ip -o -4 addr show; nft list tables; exit\n", capture_output=True, text=True,
+                       timeout=120, env={**os.environ, "ICELAB_EXPECTATIONS": str(pins)},
+                       cwd=FsPath(__file__).parents[1])
+    assert p.returncode == 1, p.stderr[-2000:]
+    assert "--shell-on-failure: eim-eifxeim-eif failed" in p.stderr
+    assert "inet 10.0.1.2/24" in p.stdout  # the shell ran in peer a's namespace, with the lab still up
+    assert "FAIL eim-eifxeim-eif" in p.stdout
