@@ -42,7 +42,8 @@ def impaired() -> list[Scenario]:
 
 
 def options() -> list[Scenario]:
-    """Agent options: aggressive nomination, the relay-only policy, all-at-once signalling, no TURN server."""
+    """Agent options: aggressive nomination, the relay-only policy, all-at-once signalling, no TURN server, B
+    controlling, and both controlling (the role conflict the tie-breakers resolve)."""
     return [
         Scenario("aggressive-eim-apdfxeim-apdf", "eim-apdf", "eim-apdf", nomination="aggressive", group="options"),
         Scenario("aggressive-apdm-apdfxapdm-apdf", "apdm-apdf", "apdm-apdf", nomination="aggressive",
@@ -50,6 +51,8 @@ def options() -> list[Scenario]:
         Scenario("relay-only-eim-eifxeim-eif", "eim-eif", "eim-eif", relay_only=True, group="options"),
         Scenario("no-trickle-apdm-apdfxeim-adf", "apdm-apdf", "eim-adf", trickle=False, group="options"),
         Scenario("no-turn-apdm-apdfxapdm-apdf", "apdm-apdf", "apdm-apdf", turn=False, group="options"),
+        Scenario("b-controls-apdm-apdfxeim-adf", "apdm-apdf", "eim-adf", controlling="b", group="options"),
+        Scenario("role-conflict-eim-apdfxeim-apdf", "eim-apdf", "eim-apdf", controlling="both", group="options"),
     ]
 
 

@@ -22,6 +22,7 @@ def test_default_matrix_covers_every_rfc4787_pair_and_the_special_boxes() -> Non
     assert {c.topology for c in groups["double-nat"]} == {"double_nat"}
     assert {c.loss for c in groups["impaired"]} >= {0.1, 0.3} and any(c.delay_ms == 50 for c in groups["impaired"])
     assert {c.nomination for c in groups["options"]} == {"regular", "aggressive"}
+    assert {c.controlling for c in groups["options"]} == {"a", "b", "both"}
 
 
 def test_a_double_nat_behaves_like_the_two_nats_composed() -> None:

@@ -306,7 +306,7 @@ async def _connect(lab: Lab, cell: Scenario) -> _Outcome:
                           make_stream_socket=lambda f: lab.socket(name, f, socket.SOCK_STREAM),
                           turn=turn, relay_only=cell.relay_only)
 
-    a, b = connection("a", True), connection("b", False)
+    a, b = connection("a", cell.controlling in ("a", "both")), connection("b", cell.controlling in ("b", "both"))
     held: dict[str, list[Candidate]] = {"a": [], "b": []}
 
     def signalling(name: str, me: Connection, peer: Connection) -> Callable[[Event], None]:

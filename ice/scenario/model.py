@@ -54,6 +54,8 @@ class Scenario:
     """Both peers offer relayed candidates only (the privacy policy)."""
     trickle: bool = True
     """Candidates are signalled as gathered (RFC 8838), or all at once when gathering ends."""
+    controlling: str = "a"
+    """Which agent starts controlling: "a", "b", or "both" (a role conflict, RFC 8445 §7.3.1.1)."""
     group: str = "rfc4787"
     """Where reports show the cell: ``rfc4787`` is the NAT A x NAT B grid; other groups are listed below it."""
 
@@ -62,6 +64,8 @@ class Scenario:
             raise ValueError(f"scenario {self.name}: topology {self.topology!r} is not one of {', '.join(TOPOLOGIES)}")
         if self.topology == "double_nat" and self.outer is None:
             raise ValueError(f"scenario {self.name}: a double_nat cell names its outer (carrier-grade) NAT")
+        if self.controlling not in ("a", "b", "both"):
+            raise ValueError(f"scenario {self.name}: controlling is 'a', 'b' or 'both'")
         if self.nomination not in ("regular", "aggressive"):
             raise ValueError(f"scenario {self.name}: nomination is 'regular' or 'aggressive'")
 
@@ -113,7 +117,7 @@ class Expected:
     path: Path
     reason: str
     selected: tuple[str, ...] = ()
-    """For a direct path, the candidate-type pairs ("local-remote", the controlling agent's view) the selected
+    """For a direct path, the candidate-type pairs ("local-remote", as peer A sees it) the selected
     pair may be; empty: any."""
     never: tuple[str, ...] = ()
     """Pair types that must not succeed (e.g. ``host-host`` between two private networks)."""
@@ -181,7 +185,7 @@ class CellResult:
     expected: Path
     observed: Path
     selected: str | None
-    """e.g. "srflx 203.0.113.1:5000 -> prflx 203.0.113.2:6000" (controlling side)."""
+    """e.g. "srflx 203.0.113.1:5000 -> prflx 203.0.113.2:6000" (peer A's view)."""
     seconds: float | None
     succeeded: list[str] = field(default_factory=list)
     """Pair types ("local-remote") of the controlling agent's pairs that succeeded."""
@@ -194,7 +198,7 @@ class CellResult:
     """A command that runs just this cell again."""
     extra: dict[str, object] = field(default_factory=dict)
     selected_types: str | None = None
-    """The selected pair's candidate types, "local-remote" (controlling side)."""
+    """The selected pair's candidate types, "local-remote" (peer A's view)."""
     expected_selected: tuple[str, ...] = ()
     never: tuple[str, ...] = ()
 

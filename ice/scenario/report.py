@@ -65,7 +65,7 @@ padding:1em;margin-top:1em}}
 <p id="legend">Legend: <span style="color:{_COLOUR[Path.DIRECT]}">direct</span> = the selected pair has no relayed
 candidate · <span style="color:{_COLOUR[Path.RELAY]}">relay</span> = through TURN ·
 <span style="color:{_COLOUR[Path.NONE]}">none</span> = no connection · small print: the selected pair's candidate
-types (local-remote, controlling peer A) · ✗ = differs from the pinned expectation. Rows: NAT of peer A; columns:
+types (local-remote, as peer A sees them) · ✗ = differs from the pinned expectation. Rows: NAT of peer A; columns:
 NAT of peer B. Click a cell for its record, artifacts and repro command.</p>
 {f'<h2>Failed cells</h2><ul id="failed">{fail_list}</ul>' if failed else ''}
 <table id="grid"><tr><th>A \\ B</th>{head}</tr>

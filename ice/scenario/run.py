@@ -81,7 +81,7 @@ def run_sim(cell: Scenario) -> CellResult:
     config = AgentConfig(nomination=Nomination(cell.nomination))
     r = two_nats(a, b, config, turn=cell.turn, loss=cell.loss, latency=0.001 + cell.delay_ms / 1000,
                  timeout=20.0 if cell.loss else 10.0, same_lan=cell.topology == "same_nat",
-                 relay_only=cell.relay_only, trickle=cell.trickle)
+                 relay_only=cell.relay_only, trickle=cell.trickle, controlling=cell.controlling)
     if not r.connected or r.selected is None:
         observed = Path.NONE
         selected = None

@@ -62,13 +62,14 @@ def _peer(net: SimNetwork, nat: NatBehaviour | None, index: int, agent: IceAgent
 
 def two_nats(nat_a: NatBehaviour, nat_b: NatBehaviour, config: AgentConfig | None = None, seed: int = 0,
              latency: float = 0.001, loss: float = 0.0, jitter: float = 0.0, timeout: float = 10.0,
-             turn: bool = False, same_lan: bool = False, relay_only: bool = False, trickle: bool = True
-             ) -> SimResult:
+             turn: bool = False, same_lan: bool = False, relay_only: bool = False, trickle: bool = True,
+             controlling: str = "a") -> SimResult:
     """ICE between A (controlling) and B: credentials at t = 0; with ``trickle`` every candidate is signalled as
     soon as it is gathered (host at once, srflx when the STUN server answers, relayed when the TURN allocation
     succeeds) and end-of-candidates when gathering ends, otherwise all of them at once then. With ``turn``, the
     server on the public segment is a TURN server (which answers Binding too) and both agents allocate on it.
-    With ``same_lan``, B sits on A's LAN behind A's NAT (``nat_b`` is ignored)."""
+    With ``same_lan``, B sits on A's LAN behind A's NAT (``nat_b`` is ignored). ``controlling`` says who starts
+    controlling: "a", "b" or "both" (a role conflict). Results are A's view."""
     net = SimNetwork(latency=latency, loss=loss, jitter=jitter, seed=seed)
     turn_config = None
     if turn:
@@ -77,8 +78,8 @@ def two_nats(nat_a: NatBehaviour, nat_b: NatBehaviour, config: AgentConfig | Non
     else:
         net.add_stun_server(STUN, STUN_ALT)
     cfg = config or AgentConfig()
-    a = IceAgent(True, cfg, rng=random.Random(seed * 2 + 1))
-    b = IceAgent(False, cfg, rng=random.Random(seed * 2 + 2))
+    a = IceAgent(controlling in ("a", "both"), cfg, rng=random.Random(seed * 2 + 1))
+    b = IceAgent(controlling in ("b", "both"), cfg, rng=random.Random(seed * 2 + 2))
     ea = _peer(net, nat_a, 1, a, turn_config, relay_only)
     eb = _peer(net, None if same_lan else nat_b, 2, b, turn_config, relay_only, lan=1)
     peer_of = {id(a): b, id(b): a, id(ea): b, id(eb): a}
