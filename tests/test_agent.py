@@ -186,6 +186,55 @@ def test_nomination_does_not_wait_for_a_hopeless_better_pair() -> None:
     assert net.now < 0.2
 
 
+def test_relay_nomination_wait_runs_on_its_own_timer() -> None:
+    """A relayed pair succeeds while the better direct pair's check goes unanswered: A nominates the relayed pair
+    the moment the direct one has waited ``relay_nomination_wait`` (1 s), not at the next retransmission (1.5 s)."""
+    relayed = ("198.51.100.50", 49152)
+    net = Net()
+    a, b = agents()
+    net.attach(a, A1)
+    a.add_relayed_candidate(relayed)
+    net.agents[relayed] = a
+    net.attach(b, B1)
+    net.drop = lambda src, dst, data: A1 in (src, dst)
+    exchange(net, a, b)
+    net.run(5.0, stop=lambda: connected(a, b))
+    assert connected(a, b) and a.selected is not None and a.selected.base == relayed
+    first_direct = min(t for t, src, _, _ in net.sent if src == A1)  # type: ignore[union-attr]
+    assert first_direct == 0.0 and 1.0 <= net.now < 1.0 + 0.01
+
+
+def test_ice_fails_when_every_pair_failed_and_no_candidate_can_come() -> None:
+    """RFC 8445 §8.1.2 / RFC 8838 §8: FAILED once both sides ended gathering and every check ran its whole
+    schedule (Rc = 7, RTO 500 ms: the last answer could come until 39.5 s)."""
+    net = Net()
+    a, b = agents()
+    net.attach(a, A1)
+    net.attach(b, B1)
+    net.drop = lambda src, dst, data: True
+    a.end_of_local_candidates()
+    b.end_of_local_candidates()
+    exchange(net, a, b)
+    net.run(39.0)
+    assert a.state is AgentState.CHECKING
+    net.run(41.0, stop=lambda: a.state is AgentState.FAILED)
+    assert a.state is AgentState.FAILED and net.now == pytest.approx(39.5)
+
+
+def test_ice_fails_at_once_with_an_empty_checklist() -> None:
+    """Nothing can be paired (an IPv4-only agent, an IPv6-only peer): FAILED as soon as both ends of candidates
+    are known, not never."""
+    a, b = agents()
+    a.add_host_candidate(A1)
+    b.add_host_candidate(("2001:db8::2", 2000))
+    a.end_of_local_candidates()
+    a.set_remote_credentials(0.0, b.ufrag, b.pwd)
+    a.add_remote_candidate(0.0, b.local_candidates[0])
+    assert a.state is AgentState.NEW and not a.pairs
+    a.add_remote_candidate(0.0, None)
+    assert a.state is AgentState.FAILED
+
+
 def test_trickled_candidates_after_credentials() -> None:
     net = Net()
     a, b = agents()

@@ -360,6 +360,9 @@ class IceAgent:
             times.append(self._consent_at)
         if self._start_pending:
             times.append(0.0)  # due at once: pairs made by a late local candidate wait to be unfrozen
+        nominate_at = self._nomination_at()
+        if nominate_at is not None:
+            times.append(nominate_at)
         return min(times) if times else None
 
     def handle_timeout(self, now: float) -> None:
@@ -407,15 +410,20 @@ class IceAgent:
         self._check_failed()
 
     def _check_failed(self) -> None:
-        if self.selected_pairs or not self.remote_end_of_candidates:
+        """RFC 8445 §8.1.2 with trickle ICE (RFC 8838 §8): ICE fails once no more candidates can come from either
+        side (local gathering done, remote end-of-candidates) and every pair failed, or there are no pairs."""
+        if self.selected_pairs or not self.remote_end_of_candidates or not self._gathering_done_sent:
             return
-        if self.pairs and all(p.state is PairState.FAILED for p in self.pairs) and not self._checks:
+        if self.state not in (AgentState.NEW, AgentState.CHECKING):
+            return
+        if all(p.state is PairState.FAILED for p in self.pairs) and not self._checks:
             self._set_state(AgentState.FAILED)
 
     def _maybe_gathering_complete(self) -> None:
         if self._gathering_final and self._gathering == 0 and not self._gathering_done_sent:
             self._gathering_done_sent = True
             self._events.append(GatheringComplete())
+            self._check_failed()
 
     # ======================================================================================== nomination
 
@@ -446,10 +454,37 @@ class IceAgent:
             return False
         if p.state in (PairState.FROZEN, PairState.WAITING):
             return True
+        return p.first_check_at is not None and now - p.first_check_at < self._wait(p, best)
+
+    def _wait(self, p: Pair, best: Pair) -> float:
         relay = CandidateType.RELAYED
         direct_vs_relay = relay in (best.local.type, best.remote.type) and relay not in (p.local.type, p.remote.type)
-        wait = self.config.relay_nomination_wait if direct_vs_relay else self.config.nomination_wait
-        return p.first_check_at is not None and now - p.first_check_at < wait
+        return self.config.relay_nomination_wait if direct_vs_relay else self.config.nomination_wait
+
+    def _nomination_at(self) -> float | None:
+        """When regular nomination becomes due on its own: the moment the last better pair still in progress has
+        waited ``nomination_wait`` (or ``relay_nomination_wait``). None when nothing waits on a clock (no valid
+        pair yet, or a better pair not yet checked, whose check is itself a paced event)."""
+        if not self.controlling or self.config.nomination is Nomination.AGGRESSIVE or self.config.lite:
+            return None
+        due: float | None = None
+        for component in self.components:
+            if component in self._nominated:
+                continue
+            pairs = [p for p in self.pairs if p.local.component == component]
+            valid = [p for p in pairs if p.valid]
+            if not valid:
+                continue
+            best = max(valid, key=lambda p: p.priority)
+            better = [p for p in pairs if p.priority > best.priority
+                      and p.state not in (PairState.FAILED, PairState.SUCCEEDED)]
+            if any(p.state is not PairState.IN_PROGRESS or p.first_check_at is None for p in better):
+                continue
+            if not better:
+                continue  # nominated at once by the event that made ``best`` valid
+            at = max(p.first_check_at + self._wait(p, best) for p in better)  # type: ignore[operator]
+            due = at if due is None else min(due, at)
+        return due
 
     @property
     def components(self) -> list[int]:

@@ -34,7 +34,7 @@ class AgentState(enum.Enum):
 
 
 AGENT_TRANSITIONS: dict[AgentState, frozenset[AgentState]] = {
-    AgentState.NEW: frozenset({AgentState.CHECKING, AgentState.CONNECTED, AgentState.CLOSED}),
+    AgentState.NEW: frozenset({AgentState.CHECKING, AgentState.CONNECTED, AgentState.FAILED, AgentState.CLOSED}),
     AgentState.CHECKING: frozenset({AgentState.CONNECTED, AgentState.FAILED, AgentState.CLOSED}),
     AgentState.CONNECTED: frozenset({AgentState.COMPLETED, AgentState.DISCONNECTED, AgentState.FAILED,
                                      AgentState.CLOSED, AgentState.CHECKING}),
