@@ -13,7 +13,7 @@ from ice.agent.candidate import candidate_priority, pair_priority
 from ice.agent.events import ConsentLost, SelectedPairChanged
 from ice.agent.session import IceSession
 from ice.stun import Message, MessageClass, Method, parse, short_term_key
-from ice.stun.attributes import ErrorCode, IceControlling, Priority, UnknownAttribute, Username
+from ice.stun.attributes import ErrorCode, IceControlling, Priority, UnknownAttribute, UseCandidate, Username
 
 A1, A2 = ("10.0.0.1", 1000), ("10.0.0.1", 1001)
 B1 = ("10.0.0.2", 2000)
@@ -553,3 +553,99 @@ def test_mdns_remote_candidates_are_ignored_not_paired() -> None:
     assert a.remote_candidates == [] and a.pairs == [] and a.stats["remote-candidate-not-an-ip"] == 1
     a.add_remote_candidate(0.0, Candidate("1", 1, "udp", 2130706431, B1[0], B1[1], CandidateType.HOST))
     assert [p.remote.address for p in a.pairs] == [B1]
+
+
+# ------------------------------------------------------------------------------------ review regressions
+
+
+def _responses(agent: IceAgent) -> list[Message]:
+    out = []
+    while (t := agent.poll_transmit()) is not None:
+        msg = parse(t.data)
+        if msg.message_class is not MessageClass.REQUEST:
+            out.append(msg)
+    return out
+
+
+def test_a_lite_agent_never_takes_the_controlling_role() -> None:
+    """RFC 8445 §6.1.1: a lite agent is always controlled; a conflict it would win by tie-breaker still gets 487,
+    so the full peer takes the controlling role."""
+    from ice.stun.attributes import IceControlled
+
+    lite = IceAgent(False, AgentConfig(lite=True), rng=random.Random(1))
+    lite.tie_breaker = 2**64 - 1  # it would win any tie-breaker
+    lite.add_host_candidate(A1)
+    lite.set_remote_credentials(0.0, "peer", "peer-password-peer-password")
+    req = Message(Method.BINDING, MessageClass.REQUEST, attributes=[
+        Username(f"{lite.ufrag}:peer"), Priority(1), IceControlled(5)]).encode(short_term_key(lite.pwd),
+                                                                            fingerprint=True)
+    lite.handle_datagram(0.0, A1, B1, req)
+    (resp,) = _responses(lite)
+    err = resp.get(ErrorCode)
+    assert resp.message_class is MessageClass.ERROR and err is not None and err.code == 487
+    assert not lite.controlling
+
+
+def test_paced_nomination_still_carries_use_candidate() -> None:
+    """With pace_triggered (the RFC's letter), the nominating check waits for its Ta slot but keeps USE-CANDIDATE;
+    without it the controlled side would never select."""
+    net = Net()
+    a, b = agents(cfg_a=AgentConfig(pace_triggered=True))
+    net.attach(a, A1)
+    net.attach(b, B1)
+    exchange(net, a, b)
+    net.run(2.0, stop=lambda: connected(a, b))
+    assert connected(a, b)
+    assert any(parse(d).get(UseCandidate) is not None for _, s, _, d in net.sent  # type: ignore[union-attr]
+               if s == A1 and d[:2] == b"\x00\x01")
+
+
+def test_an_unanswered_nomination_fails_its_pair_and_nominates_the_next() -> None:
+    """The best pair's check succeeded but its nomination is never answered (the path broke): after the full
+    schedule the pair fails and the next valid pair is nominated, so retries end."""
+    net = Net()
+    a, b = agents()
+    net.attach(a, A1, A2)
+    net.attach(b, B1)
+    net.drop = lambda src, dst, data: src == A1 and data[:2] == b"\x00\x01" and parse(data).get(
+        UseCandidate) is not None
+    exchange(net, a, b)
+    net.run(60.0, stop=lambda: connected(a, b))
+    assert connected(a, b) and a.selected is not None and a.selected.base == A2
+    assert net.now == pytest.approx(39.5, abs=0.1)
+    assert not any(p.valid for p in a.pairs if p.base == A1)
+
+
+def test_the_controlled_side_keeps_the_highest_priority_nominated_pair() -> None:
+    """RFC 8445 §8.1.1: with several nominations (aggressive), a lower-priority one never replaces the selection."""
+    net = Net()
+    a, b = agents(cfg_a=AgentConfig(nomination=Nomination.AGGRESSIVE))
+    net.attach(a, A1, A2)
+    net.attach(b, B1)
+    exchange(net, a, b)
+    net.run(2.0)
+    assert connected(a, b) and b.selected is not None
+    best = max((p for p in b.pairs if p.remote_nominated), key=lambda p: p.priority)
+    assert b.selected.priority == best.priority and b.selected.remote.address == best.remote.address
+
+
+def test_max_pairs_keeps_the_best_pairs() -> None:
+    """RFC 8445 §6.1.2.5: over the limit, a better pair displaces the worst unchecked one."""
+    a, _ = agents(cfg_a=AgentConfig(max_pairs=2))
+    a.add_host_candidate(A1)
+    for port, pref in ((3000, 1), (3001, 3), (3002, 2)):
+        a.add_remote_candidate(0.0, Candidate(str(port), 1, "udp", candidate_priority(CandidateType.HOST, pref),
+                                              "10.0.0.9", port, CandidateType.HOST))
+    assert sorted(p.remote.port for p in a.pairs) == [3001, 3002]
+    assert a.stats["pairs-over-limit"] == 1
+
+
+def test_early_checks_are_kept_once_per_path() -> None:
+    """Checks arriving before the remote credentials are remembered once per path (retransmissions do not pile up)
+    and a nomination among them sticks."""
+    _, b = agents()
+    b.add_host_candidate(B1)
+    for use in (False, True, False):
+        b.handle_datagram(0.0, B1, A1, _request(b, f"{b.ufrag}:x", b.pwd.encode(),
+                                                *([UseCandidate()] if use else [])))
+    assert len(b._early_checks) == 1 and b._early_checks[0][3] is True

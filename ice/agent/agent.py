@@ -261,11 +261,18 @@ class IceAgent:
         key = (base, remote.address)
         if key in self._pairs_by_key:
             return self._pairs_by_key[key]
-        if len(self.pairs) >= self.config.max_pairs:
-            self.stats["pairs-over-limit"] += 1
-            return None
         g, d = (local.priority, remote.priority) if self.controlling else (remote.priority, local.priority)
-        pair = Pair(local, base, remote, pair_priority(g, d), state)
+        priority = pair_priority(g, d)
+        if len(self.pairs) >= self.config.max_pairs:
+            # RFC 8445 §6.1.2.5: keep the highest-priority pairs; only a pair not yet checked can make room.
+            unchecked = [p for p in self.pairs if p.state in (PairState.FROZEN, PairState.WAITING)]
+            worst = min(unchecked, key=lambda p: p.priority, default=None)
+            self.stats["pairs-over-limit"] += 1
+            if worst is None or worst.priority >= priority:
+                return None
+            self.pairs.remove(worst)
+            self._pairs_by_key.pop(worst.key, None)
+        pair = Pair(local, base, remote, priority, state)
         self.pairs.append(pair)
         self.pairs.sort(key=lambda p: -p.priority)
         self._pairs_by_key[key] = pair
@@ -338,6 +345,11 @@ class IceAgent:
         while (out := tx.poll_transmit()) is not None:
             self._transmits.append(Transmit(out.remote, out.data, local))
 
+    def _has_ordinary(self) -> bool:
+        """Whether a paced check is due (no side effects: :meth:`_next_ordinary` pops the triggered queue)."""
+        return bool(self._triggered and self.config.pace_triggered) or any(
+            p.state in (PairState.WAITING, PairState.FROZEN) for p in self.pairs)
+
     def _next_ordinary(self) -> Pair | None:
         if self._triggered and self.config.pace_triggered:
             return self._triggered.popleft()
@@ -354,7 +366,7 @@ class IceAgent:
         at = self.pacer.next_at
         if (self._started and at is not None and not self.config.lite
                 and self.state in (AgentState.CHECKING, AgentState.CONNECTED, AgentState.COMPLETED)
-                and self._next_ordinary() is not None):
+                and self._has_ordinary()):
             times.append(at)  # the same gate as handle_timeout, or the caller would spin on a past deadline
         if self._consent_at is not None:
             times.append(self._consent_at)
@@ -386,7 +398,8 @@ class IceAgent:
                 and self.state in (AgentState.CHECKING, AgentState.CONNECTED, AgentState.COMPLETED)):
             pair = self._next_ordinary()
             if pair is not None:
-                self._send_check(now, pair)
+                # A nomination queued with pace_triggered keeps its USE-CANDIDATE (RFC 8445 §8.1.1).
+                self._send_check(now, pair, nominating=self.controlling and pair.nominated)
                 self.pacer.next_at = now + self.config.ta
         if self._consent_at is not None and now >= self._consent_at:
             self._consent_check(now)
@@ -404,7 +417,14 @@ class IceAgent:
         assert pair is not None
         component = pair.local.component
         if check.nominating and not check.cancelled and component not in self.selected_pairs:
-            self._nominated.discard(component)  # the nomination went unanswered: nominate again
+            # The nomination went unanswered for its whole schedule: the path broke after its check succeeded.
+            # The pair (and the valid pair it made) is no longer valid, so the next nomination picks another one
+            # and retries are bounded by the number of pairs.
+            for broken in (pair, pair.valid_pair):
+                if broken is not None:
+                    broken.valid = broken.nominated = False
+                    self._set_pair(broken, PairState.FAILED)
+            self._nominated.discard(component)
         if not pair.valid and not any(c.pair is pair for c in self._checks.values()):
             self._set_pair(pair, PairState.FAILED)
         self._check_failed()
@@ -510,8 +530,11 @@ class IceAgent:
 
     def _select(self, now: float, pair: Pair) -> None:
         component = pair.local.component
-        if self.selected_pairs.get(component) is pair:
+        current = self.selected_pairs.get(component)
+        if current is pair:
             return
+        if current is not None and not self._restarting and current.priority > pair.priority:
+            return  # RFC 8445 §8.1.1: of several nominated pairs, the highest-priority one is selected
         if self._restarting:
             self.selected_pairs.clear()  # the first new pair replaces the pre-restart ones (RFC 8445 §9)
             self._restarting = False
@@ -602,7 +625,7 @@ class IceAgent:
                 return
             self._switch_role(False)
         elif not self.controlling and theirs_controlled is not None:
-            if self.tie_breaker >= theirs_controlled.number:
+            if self.tie_breaker >= theirs_controlled.number and not self.config.lite:  # lite stays controlled
                 self._switch_role(True)
             else:
                 self._respond(local, remote, req, [ErrorCode(487, "Role Conflict")], MessageClass.ERROR)
@@ -612,7 +635,16 @@ class IceAgent:
         use = req.get(UseCandidate) is not None
         if self.remote_ufrag is None:
             # Answered; the pair (and a nomination it carried) waits for the remote credentials (RFC 8838 §11).
-            self._early_checks.append((local, remote, prio.number if prio else 0, use))
+            # One entry per path (retransmissions repeat it; a nomination sticks), and no more than a checklist.
+            for i, (l0, r0, p0, u0) in enumerate(self._early_checks):
+                if (l0, r0) == (local, remote):
+                    self._early_checks[i] = (l0, r0, p0, u0 or use)
+                    break
+            else:
+                if len(self._early_checks) < self.config.max_pairs:
+                    self._early_checks.append((local, remote, prio.number if prio else 0, use))
+                else:
+                    self.stats["early-checks-over-limit"] += 1
             return
         self._learn_check(now, local, remote, prio.number if prio else 0, use)
 
