@@ -99,3 +99,63 @@ def test_every_preset_pairing_with_a_turn_server(a: str) -> None:
             assert r.selected is not None
             relayed = CandidateType.RELAYED in r.selected
             assert relayed is not direct_possible(na, nb), (a, b, r.selected_name)
+
+
+def test_sim_nat_forgets_expired_bindings_and_reuses_their_ports() -> None:
+    """RFC 4787 §4.3: a binding past its timeout is gone: its flows are forgotten and its port can be given out
+    again (port preservation picks it), so a long simulation does not grow without bound."""
+    nat = SimNat(PRESETS["symmetric"].with_(udp_timeout=30), "203.0.113.1")
+    inside, server = ("10.0.0.2", 5000), ("198.51.100.1", 3478)
+    for port in range(3000, 3050):
+        nat.outbound(0, inside, ("198.51.100.9", port))
+    assert len(nat.bindings) == 50 and len(nat.sessions) == 50
+    assert nat.outbound(31, inside, server) == ("203.0.113.1", 5000)  # the first binding's port, free again
+    assert len(nat.bindings) == 1 and len(nat.sessions) == 1
+    assert nat.hairpin(31, 5000) == inside and nat.hairpin(62, 5000) is None  # hairpin only to live bindings
+
+
+@pytest.mark.sim
+def test_a_relayed_session_outlives_every_turn_lifetime() -> None:
+    """The sim drives the TURN server's timers too: two symmetric NATs connected through the relay stay connected
+    for 15 virtual minutes (allocation 10 min, permissions 5 min: the clients refresh them) while the allocation
+    of a client that went silent expires (RFC 8656 §6.2)."""
+    from ice.agent import AgentState, IceAgent
+    from ice.sim.network import SimNetwork
+    from ice.sim.turn import RelayedAgent
+    from ice.turn.client import TurnClientConfig
+
+    net = SimNetwork()
+    server = net.add_turn_server(("203.0.113.10", 3478), {"alice": "secret"})
+    turn = TurnClientConfig(("203.0.113.10", 3478), "alice", "secret")
+    agents = []
+    for i in (1, 2):
+        net.add_nat(PRESETS["symmetric"], f"203.0.113.{i}", f"10.0.{i}.")
+        agent = IceAgent(i == 1)
+        net.add_agent(agent, (f"10.0.{i}.2", 5000))
+        relayed = RelayedAgent(agent, turn, (f"10.0.{i}.2", 5001))
+        net.add_endpoint(relayed, (f"10.0.{i}.2", 5000), (f"10.0.{i}.2", 5001))
+        agents.append((agent, relayed))
+    (a, ra), (b, rb) = agents
+
+    def signal(endpoint: object, ev: object) -> None:
+        from ice.agent.events import CandidateGathered
+
+        if isinstance(ev, CandidateGathered):
+            (b if endpoint in (a, ra) else a).add_remote_candidate(net.now, ev.candidate)
+
+    net.on_event = signal
+    a.set_remote_credentials(0, b.ufrag, b.pwd)
+    b.set_remote_credentials(0, a.ufrag, a.pwd)
+    ra.start(0)
+    rb.start(0)
+    gone = RelayedAgent(IceAgent(False), turn, ("10.0.1.3", 5001))  # allocates, then leaves without a word
+    net.add_endpoint(gone, ("10.0.1.3", 5001))
+    gone.start(0)
+    net.run(5)
+    assert gone.relayed is not None and len(server.allocations) == 3
+    del net.agents[("10.0.1.3", 5001)]
+    net.run(900)
+    assert a.selected is not None and a.state in (AgentState.CONNECTED, AgentState.COMPLETED)
+    assert CandidateType.RELAYED in (a.selected.local.type, a.selected.remote.type)
+    assert server.stats["allocation-expired"] == 1 and len(server.allocations) == 2  # only the silent one
+    assert net.now == 900

@@ -73,6 +73,7 @@ class SimNat:
             self._expire(key, b)
             b = None
         if b is None:
+            self.sweep(now)
             b = _Binding(self._allocate(internal), internal, now)
             self.bindings[key] = b
             self.by_port[b.external_port] = b
@@ -85,6 +86,22 @@ class SimNat:
         del self.bindings[key]
         if self.by_port.get(b.external_port) is b:
             del self.by_port[b.external_port]
+
+    def sweep(self, now: float) -> None:
+        """Forget bindings past their timeout (RFC 4787 §4.3) and the flows that used them, so a long simulation
+        neither grows without bound nor keeps ports of dead bindings out of use."""
+        for key, b in list(self.bindings.items()):
+            if not self._alive(b, now):
+                self._expire(key, b)
+        self.sessions = {k: b for k, b in self.sessions.items() if self.by_port.get(b.external_port) is b}
+
+    def hairpin(self, now: float, external_port: int) -> Address | None:
+        """RFC 4787 §6: where a packet from the LAN to our own public address and ``external_port`` goes (a live
+        binding's internal endpoint). Filtering is not applied, as in the lab's nft rules (recipes: hairpin)."""
+        if not self.behaviour.hairpinning:
+            return None
+        b = self.by_port.get(external_port)
+        return b.internal if b is not None and self._alive(b, now) else None
 
     def inbound(self, now: float, remote: Address, external_port: int) -> Address | None:
         """Where a packet from ``remote`` to our public address and ``external_port`` goes; None if filtered."""

@@ -148,13 +148,11 @@ class SimNetwork:
             if dst_lan is not None:
                 return None  # another private network: no route
             if dst[0] == src_lan.nat.public_ip:  # hairpin (RFC 4787 §6)
-                if not src_lan.nat.behaviour.hairpinning:
+                target = src_lan.nat.hairpin(now, dst[1])
+                ext = src_lan.nat.outbound(now, src, dst) if target is not None else None
+                if ext is None or target is None:
                     return None
-                ext = src_lan.nat.outbound(now, src, dst)
-                binding = src_lan.nat.by_port.get(dst[1])
-                if ext is None or binding is None:
-                    return None
-                return ext, binding.internal
+                return ext, target
             ext = src_lan.nat.outbound(now, src, dst)
             if ext is None:
                 return None
@@ -195,6 +193,7 @@ class SimNetwork:
             if stop():
                 return
             times = [t for a in agents if (t := a.next_timeout()) is not None]
+            times += [t for srv in self.turn_servers.values() if (t := srv.next_timeout()) is not None]
             if self._queue:
                 times.append(self._queue[0][0])
             if not times or min(times) > until:
@@ -222,3 +221,7 @@ class SimNetwork:
                 t = a.next_timeout()
                 if t is not None and t <= self.now:
                     a.handle_timeout(self.now)
+            for srv in self.turn_servers.values():  # allocation, permission and channel lifetimes (RFC 8656)
+                t = srv.next_timeout()
+                if t is not None and t <= self.now:
+                    srv.handle_timeout(self.now)
