@@ -136,13 +136,13 @@ async def measure(runs: int, quiet: bool, impls: dict[str, tuple[list[str], list
 def _main_lab(args: argparse.Namespace, runs: int) -> int:
     """The same measurement through two Linux-router NATs (MASQUERADE + WAN input drop, as measured in
     reference/connect-and-server-anchors.md), srflx candidates from the embedded STUN server on the public side."""
-    from ice.lab.isolate import reexec_isolated
+    from ice.cli import isolate
     from ice.lab.mn import Lab, require_root
     from ice.lab.netns import nsenter
     from ice.lab.topo import topology
 
     require_root()
-    reexec_isolated(sys.argv[1:])
+    isolate()
     spec = topology("two_nats", "linux-masquerade", "linux-masquerade")
     with Lab(spec) as lab:
         stun = spec.facts["stun_primary"]

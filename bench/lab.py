@@ -17,14 +17,14 @@ PROBED = ("full-cone", "port-restricted-cone", "symmetric", "linux-masquerade")
 
 
 def main(args: argparse.Namespace) -> int:
-    from ice.lab.isolate import reexec_isolated
+    from ice.cli import isolate
     from ice.lab.mn import Lab, require_root
     from ice.lab.nat import preset
     from ice.lab.probe import probe
     from ice.lab.topo import registry
 
     require_root()
-    reexec_isolated(sys.argv[1:])
+    isolate()
     rounds = int(getattr(args, "rounds", None) or ROUNDS)
     topologies: dict[str, dict[str, float]] = {}
     for name, build in registry().items():

@@ -19,6 +19,15 @@ from ice.errors import IcelabError, StunErrorResponse, StunTimeout, UserError
 from ice.stun.attributes import Address
 from ice.stun.transaction import RetransmissionConfig
 
+ICELAB_COMMAND = [sys.executable, "-m", "ice.cli"]
+
+
+def isolate() -> None:
+    """Re-run this very command as PID 1 of a private PID namespace (see ice.lab.isolate)."""
+    from ice.lab.isolate import reexec_isolated
+
+    reexec_isolated([*ICELAB_COMMAND, *sys.argv[1:]])
+
 
 def _event_loop_policy() -> None:
     """Use uvloop when it is installed (faster datagram paths); plain asyncio otherwise."""
@@ -241,11 +250,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             print("icelab run: not root, so the in-memory sim back-end runs the matrix; `sudo ./icelab run` runs "
                   "it with kernel NATs.", file=sys.stderr)
     if backend == "lab" and not args.update_expectations:
-        from ice.lab.isolate import reexec_isolated
         from ice.lab.mn import require_root
 
         require_root()
-        reexec_isolated(sys.argv[1:])
+        isolate()
     jobs = args.jobs if args.jobs is not None else max(1, min(4, os.cpu_count() or 1))
     return main(backend, args.presets, Path(args.out), args.update_expectations, quiet=args.quiet,
                 names=args.scenario, jobs=jobs, keep_artifacts=args.keep_artifacts,
@@ -410,7 +418,6 @@ def cmd_nat_rules(args: argparse.Namespace) -> int:
 
 
 def cmd_nat_probe(args: argparse.Namespace) -> int:
-    from ice.lab.isolate import reexec_isolated
     from ice.lab.mn import require_root
     from ice.lab.nat import preset
     from ice.lab.probe import probe
@@ -431,7 +438,7 @@ def cmd_nat_probe(args: argparse.Namespace) -> int:
     if args.timeout < 1:
         raise UserError("--timeout must be at least 1 second")
     require_root()
-    reexec_isolated(sys.argv[1:])
+    isolate()
     result = probe(args.preset, behaviour, timeout_check=not args.no_timeout_check, timeout=args.timeout)
     if args.json:
         _print_json(result.as_json())
@@ -450,18 +457,17 @@ def cmd_nat_probe(args: argparse.Namespace) -> int:
 
 
 def cmd_nat_grid(args: argparse.Namespace) -> int:
-    from ice.lab.isolate import reexec_isolated
     from ice.lab.mn import Lab, require_root
     from ice.lab.nat import preset
-    from ice.lab.nat.reach import direct_possible
     from ice.lab.punch import punch
     from ice.lab.topo import topology
+    from ice.nat.reach import direct_possible
 
     names = args.presets or ["linux-masquerade", "eim-eif", "eim-adf", "eim-apdf", "adm-adf", "adm-apdf",
                              "apdm-apdf"]
     behaviours = [preset(n) for n in names]
     require_root()
-    reexec_isolated(sys.argv[1:])
+    isolate()
     cells = []
     with Lab(topology("two_nats")) as lab:
         for i, (ra, a) in enumerate(zip(names, behaviours, strict=True)):
@@ -482,7 +488,7 @@ def cmd_nat_grid(args: argparse.Namespace) -> int:
             marks = ["yes" if c["direct"] else "-" for c in row]
             marks = [m + ("!" if c["direct"] != c["expected"] else "") for m, c in zip(marks, row, strict=True)]
             print(f"{ra:<{width}}  " + "  ".join(f"{m:>9}" for m in marks))
-        print("yes: direct UDP worked (both ways); -: it did not; !: differs from ice.lab.nat.reach")
+        print("yes: direct UDP worked (both ways); -: it did not; !: differs from ice.nat.reach")
     return 1 if bad else 0
 
 
@@ -504,13 +510,12 @@ def cmd_topo_list(args: argparse.Namespace) -> int:
 
 def cmd_topo_check(args: argparse.Namespace) -> int:
     from ice.lab.check import check
-    from ice.lab.isolate import reexec_isolated
     from ice.lab.mn import require_root
     from ice.lab.topo import topology
 
     spec = topology(args.name, *args.args)
     require_root()
-    reexec_isolated(sys.argv[1:])
+    isolate()
     build, paths = check(spec)
     if args.json:
         _print_json({"topology": args.name, "build_seconds": round(build, 3), "peers": [p.as_json() for p in paths]})

@@ -353,14 +353,14 @@ GRID = ["linux-masquerade", "eim-eif", "eim-adf", "eim-apdf", "adm-eif", "adm-ad
 
 def test_hole_punching_grid_matches_rfc4787_reasoning() -> None:
     """The recipes' B.5 grid, reproduced on one reused lab: every pairing punches directly exactly when
-    ice.lab.nat.reach.direct_possible says it can (symmetric x port-restricted fails, cones work...)."""
+    ice.nat.reach.direct_possible says it can (symmetric x port-restricted fails, cones work...)."""
     import asyncio
 
     from ice.lab.mn import Lab
     from ice.lab.nat import preset
-    from ice.lab.nat.reach import direct_possible
     from ice.lab.punch import punch
     from ice.lab.topo import topology
+    from ice.nat.reach import direct_possible
 
     observed: dict[tuple[str, str], bool] = {}
     with Lab(topology("two_nats")) as lab:

@@ -6,7 +6,7 @@ import pytest
 
 from ice.agent import CandidateType
 from ice.lab.nat import PRESETS, NatBehaviour, NatKind
-from ice.lab.nat.reach import direct_possible
+from ice.nat.reach import direct_possible
 from ice.scenario.model import candidate_types
 from ice.sim.nat import SimNat
 from ice.sim.scenario import two_nats

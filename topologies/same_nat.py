@@ -13,9 +13,9 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(inspect.getfile(inspect.currentframe())))))  # type: ignore[arg-type]
 
 from ice.lab.mnstub import mn_topos
-from ice.lab.nat.behaviour import NatBehaviour
 from ice.lab.spec import TopologySpec
 from ice.lab.topo import TopologyBuilder, behaviour, conditions
+from ice.nat.behaviour import NatBehaviour
 
 
 def build(nat: NatBehaviour | str = "port-restricted-cone", **link: Any) -> TopologySpec:

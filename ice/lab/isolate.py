@@ -21,8 +21,9 @@ def isolated() -> bool:
     return os.environ.get(ENV) == "1"
 
 
-def reexec_isolated(argv: Sequence[str]) -> None:
-    """Replace this process with ``icelab ARGV`` inside a private PID namespace (no-op if already inside)."""
+def reexec_isolated(command: Sequence[str]) -> None:
+    """Replace this process with ``command`` (the caller's own command line: the lab layer does not know the CLI)
+    run inside a private PID namespace; a no-op when already inside."""
     if isolated():
         _as_init()
         return
@@ -30,7 +31,7 @@ def reexec_isolated(argv: Sequence[str]) -> None:
     if unshare is None:  # util-linux is part of every Debian; without it, run unisolated (Lab.stop still cleans up)
         return
     env = dict(os.environ, **{ENV: "1"})
-    cmd = [unshare, "--pid", "--fork", "--kill-child", "--mount-proc", sys.executable, "-m", "ice.cli", *argv]
+    cmd = [unshare, "--pid", "--fork", "--kill-child", "--mount-proc", *command]
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(unshare, cmd, env)

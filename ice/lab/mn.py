@@ -24,9 +24,9 @@ from typing import Any
 
 from ice.errors import UserError
 from ice.lab import netns
-from ice.lab.nat.behaviour import NatBehaviour, NatKind
 from ice.lab.nat.nft import NatInterfaces, compile_ruleset, sysctls
 from ice.lab.spec import NodeKind, TopologySpec
+from ice.nat.behaviour import NatBehaviour, NatKind
 
 _counter = 0
 

@@ -15,9 +15,9 @@ from ice.aio.discovery import Behaviour, BehaviourReport, discover_behaviour
 from ice.aio.stun import StunServerRunner
 from ice.errors import StunTimeout
 from ice.lab.mn import Lab
-from ice.lab.nat.behaviour import NatBehaviour, NatKind
 from ice.lab.spec import End, LinkSpec, NodeSpec, TopologySpec, nat_or_router
 from ice.lab.stun import LabEndpoint
+from ice.nat.behaviour import NatBehaviour, NatKind
 from ice.stun.server import StunServerConfig
 from ice.stun.transaction import RetransmissionConfig
 

@@ -11,7 +11,7 @@ import enum
 import ipaddress
 from dataclasses import dataclass, field
 
-from ice.lab.nat.behaviour import NatBehaviour, NatKind
+from ice.nat.behaviour import NatBehaviour, NatKind
 
 
 class NodeKind(enum.Enum):

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from ice.errors import UserError
-from ice.lab.nat.behaviour import NatBehaviour, NatKind, preset
 from ice.lab.spec import End, LinkConditions, LinkSpec, LossMode, NodeKind, NodeSpec, TopologySpec
+from ice.nat.behaviour import NatBehaviour, NatKind, preset
 
 STUN_PRIMARY = ("203.0.113.10", 3478)
 STUN_ALTERNATE = ("203.0.113.11", 3479)

@@ -28,9 +28,9 @@ from ice.agent.events import CandidateGathered, Event, GatheringComplete, Select
 from ice.aio.connection import Connection
 from ice.aio.stun import parse_hostport
 from ice.lab.mn import Lab
-from ice.lab.nat.behaviour import NatBehaviour, NatKind
 from ice.lab.spec import NodeKind, TopologySpec
 from ice.lab.topo import topology
+from ice.nat.behaviour import NatBehaviour, NatKind
 from ice.scenario.model import CellResult, Expected, Path, Scenario
 
 LabKey = tuple[str, bool, bool, float, float]

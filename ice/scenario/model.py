@@ -1,7 +1,7 @@
 """A scenario cell: two peers, the NATs in front of them, a STUN/TURN server; and what must happen.
 
 Expectations come from RFC 4787 reasoning written once (:func:`expect`, over
-:func:`ice.lab.nat.reach.direct_possible`) and are pinned per cell as data in ``scenarios/expected.json`` so a reader
+:func:`ice.nat.reach.direct_possible`) and are pinned per cell as data in ``scenarios/expected.json`` so a reader
 can review every one; a test keeps the file equal to the function's output.
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import enum
 from dataclasses import asdict, dataclass, field
 
-from ice.lab.nat.behaviour import Filtering, Mapping, NatBehaviour, NatKind, preset
-from ice.lab.nat.reach import direct_possible
+from ice.nat.behaviour import Filtering, Mapping, NatBehaviour, NatKind, preset
+from ice.nat.reach import direct_possible
 
 TOPOLOGIES = ("two_nats", "same_nat", "double_nat")
 
@@ -155,7 +155,7 @@ def candidate_types(nat: NatBehaviour, local: bool, lossy: bool = False, other: 
 
 
 def expect(s: Scenario) -> Expected:
-    """What RFC 4787 reasoning predicts for a cell (see ice.lab.nat.reach for the reasoning itself)."""
+    """What RFC 4787 reasoning predicts for a cell (see ice.nat.reach for the reasoning itself)."""
     if s.relay_only:
         if s.turn:
             return Expected(Path.RELAY, "relay-only policy: only relayed candidates are offered")

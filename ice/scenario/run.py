@@ -21,7 +21,7 @@ from typing import Any, TextIO
 
 from ice.agent import AgentConfig, Nomination
 from ice.errors import UserError
-from ice.lab.nat.behaviour import NatKind
+from ice.nat.behaviour import NatKind
 from ice.scenario.model import CellResult, Expected, Path, Scenario, expect
 from ice.scenario.report import html_grid, junit_xml
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from ice.lab.nat.behaviour import Filtering, Mapping, NatBehaviour, NatKind
+from ice.nat.behaviour import Filtering, Mapping, NatBehaviour, NatKind
 from ice.stun.attributes import Address
 
 

@@ -15,7 +15,7 @@ from typing import Protocol
 
 from ice.agent import IceAgent
 from ice.agent.events import Event
-from ice.lab.nat.behaviour import NatBehaviour
+from ice.nat.behaviour import NatBehaviour
 from ice.sim.nat import SimNat
 from ice.stun.attributes import Address
 from ice.stun.server import StunServer, StunServerConfig

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from ice.agent import AgentConfig, Candidate, CandidateType, IceAgent
 from ice.agent.events import CandidateGathered, Event, GatheringComplete
-from ice.lab.nat.behaviour import NatBehaviour, NatKind
+from ice.nat.behaviour import NatBehaviour, NatKind
 from ice.sim.network import SimNetwork
 from ice.sim.turn import RelayedAgent
 from ice.turn.client import TurnClientConfig

@@ -1,6 +1,7 @@
 """NAT behaviour (RFC 4787) as data and its compilation to nftables rulesets."""
 
-from ice.lab.nat.behaviour import (
+from ice.lab.nat.nft import NatInterfaces, compile_ruleset
+from ice.nat.behaviour import (
     PRESETS,
     Filtering,
     Mapping,
@@ -8,7 +9,6 @@ from ice.lab.nat.behaviour import (
     NatKind,
     preset,
 )
-from ice.lab.nat.nft import NatInterfaces, compile_ruleset
 
 __all__ = [
     "PRESETS",

@@ -15,7 +15,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
-from ice.lab.nat.behaviour import Filtering, Mapping, NatBehaviour, NatKind
+from ice.nat.behaviour import Filtering, Mapping, NatBehaviour, NatKind
 
 TABLE = "icelab"
 _IFNAME = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")

@@ -6,7 +6,7 @@ cell as data, so every expectation can be read and reviewed).
 
 from __future__ import annotations
 
-from ice.lab.nat.behaviour import Filtering, Mapping, NatBehaviour, NatKind
+from ice.nat.behaviour import Filtering, Mapping, NatBehaviour, NatKind
 
 
 def _eim(nat: NatBehaviour) -> bool:
