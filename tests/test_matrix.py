@@ -10,7 +10,7 @@ from pathlib import Path as FsPath
 import pytest
 
 from ice.pytest_plugin import matrix_params
-from ice.scenario.model import CellResult, Path, Scenario
+from ice.scenario.model import CellResult, Path, Scenario, Status
 from ice.scenario.run import run_sim
 
 LAB_SUBSET = [
@@ -25,18 +25,21 @@ LAB_SUBSET = [
 @pytest.mark.parametrize("cell", matrix_params("sim"))
 def test_sim_cell(cell: Scenario) -> None:
     r = run_sim(cell)
-    assert r.passed, r.reason
-    if r.observed is not Path.NONE and not r.reason.startswith("skipped"):
-        assert r.selected is not None and r.seconds is not None
+    if r.skipped:
+        pytest.skip(r.reason)
+    assert r.status is Status.PASS, r.reason
+    if r.observed is not Path.NONE:
+        assert r.selected is not None and r.seconds is not None and r.selected_types is not None
+        local, remote = r.selected_types.split("-")
+        assert r.selected.startswith(f"{local} ") and f" -> {remote} " in r.selected  # types with addresses
 
 
 @pytest.mark.parametrize("cell", matrix_params("lab", None if os.environ.get("ICELAB_FULL_MATRIX") else LAB_SUBSET))
 def test_lab_cell(cell: Scenario, matrix_lab: object) -> None:
     r: CellResult = matrix_lab(cell)  # type: ignore[operator]
-    assert r.passed, f"{r.reason} (artifacts: {r.artifacts}; repro: {r.repro})"
-    assert r.sim_observed in (r.observed, None)
+    assert r.status is Status.PASS, f"{r.reason} (artifacts: {r.artifacts}; repro: {r.repro})"
     if r.observed is not Path.NONE:
-        assert r.selected is not None and r.succeeded, r.succeeded
+        assert r.selected is not None and r.selected_b is not None and r.selected_types in r.succeeded
 
 
 @pytest.mark.lab

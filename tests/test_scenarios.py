@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path as FsPath
 
 import pytest
@@ -93,11 +95,15 @@ def test_a_broken_pinned_expectation_is_a_failed_cell(tmp_path: FsPath, monkeypa
 
 
 def test_pinned_expectations_match_the_reasoning() -> None:
-    """scenarios/expected.json is reviewed data; it must not drift from the documented RFC 4787 reasoning."""
+    """scenarios/expected.json is reviewed data; it must not drift from the documented RFC 4787 reasoning (every
+    field: path, reason, selected types, never, must_succeed; known_failure is the only hand-written one)."""
     pinned = json.loads((FsPath(__file__).parents[1] / "scenarios" / "expected.json").read_text())
     cells = load_matrix()
     assert set(pinned) == {c.name for c in cells}
-    assert {c.name: expect(c).path.value for c in cells} == {k: v["path"] for k, v in pinned.items()}
+    for c in cells:
+        doc = dict(pinned[c.name])
+        doc.pop("known_failure", None)
+        assert doc == expect(c).as_json(), c.name
 
 
 def test_report_compare_names_regressions_fixes_and_path_changes(tmp_path: FsPath) -> None:
@@ -135,3 +141,117 @@ def test_bench_matrix_reports_the_sim_against_its_goal() -> None:
     assert p.returncode == 0, p.stderr
     sim = json.loads(p.stdout)["results"]["sim"]
     assert sim["cells"] == len(load_matrix()) and sim["passed"] == sim["cells"] and sim["goal_seconds"] == 10
+    assert sim["within_goal"] == (sim["wall_seconds"] <= sim["goal_seconds"])  # reported, never asserted on
+
+
+def _pins(tmp_path: FsPath, monkeypatch: pytest.MonkeyPatch, doc: object) -> FsPath:
+    import ice.scenario.run as run
+
+    path = tmp_path / "pins.json"
+    path.write_text(doc if isinstance(doc, str) else json.dumps(doc))
+    monkeypatch.setenv("ICELAB_EXPECTATIONS", str(path))
+    run._pinned.cache_clear()  # and again after the test (the autouse fixture below)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _fresh_pins() -> object:
+    import ice.scenario.run as run
+
+    run._pinned.cache_clear()
+    yield
+    run._pinned.cache_clear()
+
+
+def test_known_failures_are_data_and_unexpected_passes_are_reported(tmp_path: FsPath,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pinned known_failure keeps a mismatching cell from failing the run; a known failure that passes is
+    reported as unexpectedly passing; both survive --update-expectations."""
+    relay = expect(Scenario("x", "apdm-apdf", "apdm-apdf")).as_json()
+    path = _pins(tmp_path, monkeypatch, {
+        "eim-eifxeim-eif": {"path": "relay", "reason": "r", "known_failure": "pretend the stack cannot yet"},
+        "apdm-apdfxapdm-apdf": {**relay, "known_failure": "pretend it was flaky"},
+    })
+    assert main("sim", ["eim-eif", "apdm-apdf"], tmp_path / "out", update=False, quiet=True) == 0
+    doc = json.loads((tmp_path / "out" / "results.json").read_text())
+    cells = {c["scenario"]: c for c in doc["cells"]}
+    assert cells["eim-eifxeim-eif"]["status"] == "known-failure" and cells["eim-eifxeim-eif"]["pass"] is True
+    assert cells["eim-eifxeim-eif"]["known_failure"] == "pretend the stack cannot yet"
+    assert cells["apdm-apdfxapdm-apdf"]["status"] == "unexpected-pass"
+    assert doc["unexpectedly_passing"] == ["apdm-apdfxapdm-apdf"] and doc["statuses"]["known-failure"] == 1
+    assert "Known failures" in (tmp_path / "out" / "grid.md").read_text()
+    assert main("sim", None, tmp_path / "out", update=True, quiet=True) == 0
+    kept = json.loads(path.read_text())
+    assert kept["eim-eifxeim-eif"]["known_failure"] == "pretend the stack cannot yet"
+    assert kept["eim-eifxeim-eif"]["path"] == "direct"  # the reasoning is re-pinned, the known failure kept
+    assert len(kept) == len(load_matrix())
+
+
+@pytest.mark.parametrize(("content", "says"), [
+    ("{not json", "is not valid JSON"),
+    ({"eim-eifxeim-eif": {"path": "sideways"}}, "'path' is 'sideways'"),
+    ({"eim-eifxeim-eif": {"path": "direct", "selected": "srflx-srflx"}}, "'selected' must be a list"),
+])
+def test_a_broken_pin_file_is_one_clear_sentence(tmp_path: FsPath, monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str], content: object,
+                                                 says: str) -> None:
+    _pins(tmp_path, monkeypatch, content)
+    assert main("sim", ["eim-eif"], tmp_path / "out", update=False, quiet=True) == 2
+    err = capsys.readouterr().err
+    assert says in err and err.count("\n") == 1 and not (tmp_path / "out").exists()
+
+
+def test_a_missing_override_file_is_an_error_not_a_fallback(tmp_path: FsPath, monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("ICELAB_EXPECTATIONS", str(tmp_path / "nope.json"))
+    assert main("sim", ["eim-eif"], tmp_path / "out", update=False, quiet=True) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_lab_and_sim_disagreeing_fails_the_cell_naming_both(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ice.scenario.run as run
+    from ice.scenario.model import CellResult, Status
+
+    cell = Scenario("eim-eifxeim-eif", "eim-eif", "eim-eif")
+    monkeypatch.setattr(run, "sim_path", lambda c: Path.RELAY)
+    lab = CellResult(cell, "lab", Path.DIRECT, Path.DIRECT, "srflx a -> srflx b", 0.05, ["srflx-srflx"],
+                     selected_types="srflx-srflx").expecting(run.pinned(cell))
+    assert lab.status is Status.PASS
+    r = run.with_sim_check(lab)
+    assert r.status is Status.FAIL and r.reason == "the lab and the sim disagree: lab direct, sim relay"
+
+
+def test_presets_with_a_public_peer_and_scenario_filters_within_them(tmp_path: FsPath) -> None:
+    assert main("sim", ["eim-eif", "none"], tmp_path, update=False, quiet=True, names=["eim-eifxnone"]) == 0
+    (cell,) = json.loads((tmp_path / "results.json").read_text())["cells"]
+    assert cell["scenario"] == "eim-eifxnone" and cell["status"] == "pass"
+    assert cell["repro"] == "./icelab run --backend sim --presets eim-eif none --scenario eim-eifxnone --out " \
+                            "results/eim-eifxnone"
+
+
+def test_a_dying_or_garbling_or_silent_worker_fails_only_its_cell(tmp_path: FsPath,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The -j runner survives its workers: each misbehaving one fails the cell it held, names why, and is
+    replaced; the run completes with every cell accounted for and no worker left running."""
+    import ice.scenario.run as run
+    from ice.scenario.model import MatrixTimers, Status
+
+    fake = tmp_path / "worker.py"
+    fake.write_text("import json, sys, time\n"
+                    "msg = json.loads(sys.stdin.readline())\n"
+                    "name = msg['cell']['name']\n"
+                    "if name == 'eim-eifxeim-eif': print('not json', flush=True); time.sleep(30)\n"
+                    "elif name == 'eim-eifxapdm-apdf': sys.exit(3)\n"
+                    "else: time.sleep(30)\n")
+    monkeypatch.setattr(run, "WORKER_COMMAND", [sys.executable, str(fake)])
+    cells = [c for c in load_matrix(["eim-eif", "apdm-apdf"]) if c.name != "apdm-apdfxeim-eif"]
+    results = run.run_lab_parallel(cells, 2, tmp_path / "artifacts", False, None,
+                                   MatrixTimers(cell_deadline=1.0, worker_stop=1.0))
+    reasons = {r.scenario.name: r.reason for r in results}
+    assert [r.scenario.name for r in results] == [c.name for c in cells]
+    assert all(r.status is Status.FAIL for r in results)
+    assert "answered garbage" in reasons["eim-eifxeim-eif"]
+    assert "died (exit status 3)" in reasons["eim-eifxapdm-apdf"]
+    assert "no answer from its lab worker within 1 s" in reasons["apdm-apdfxapdm-apdf"]
+    out = subprocess.run(["pgrep", "-f", str(fake)], capture_output=True, text=True).stdout
+    assert out == ""

@@ -507,6 +507,11 @@ class IceAgent:
         return due
 
     @property
+    def bases(self) -> list[Address]:
+        """The local transport addresses candidates are gathered on: host and relayed bases (RFC 8445 §5.1.1)."""
+        return list(self._bases)
+
+    @property
     def components(self) -> list[int]:
         """The components this agent has candidates for."""
         return sorted({c.component for c in self._bases.values()}) or [1]

@@ -17,14 +17,20 @@ def load(path: str | FsPath) -> dict[str, Any]:
     if p.is_dir():
         p = p / "results.json"
     try:
-        doc: dict[str, Any] = json.loads(p.read_text())
+        doc: Any = json.loads(p.read_text())
     except FileNotFoundError:
         raise UserError(f"{p} does not exist: give a results.json or the --out directory of a run") from None
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{p} is not a results.json ({exc})") from None
-    if not isinstance(doc.get("cells"), list):
-        raise UserError(f"{p} has no 'cells' list: is it a results.json written by `icelab run`?")
-    return doc
+    except IsADirectoryError:
+        raise UserError(f"{p} is a directory without a results.json") from None
+    cells = doc.get("cells") if isinstance(doc, dict) else None
+    if not isinstance(cells, list) or not all(isinstance(c, dict) and isinstance(c.get("scenario"), str)
+                                              for c in cells):
+        raise UserError(f"{p} has no list of cells with scenario names: is it a results.json written by "
+                        "`icelab run`?")
+    out: dict[str, Any] = doc
+    return out
 
 
 @dataclass

@@ -11,7 +11,10 @@ counters and a one-line command that runs just that cell again.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+import os
+import select
 import shutil
 import socket
 import struct
@@ -26,12 +29,12 @@ from typing import Any
 from ice.agent import AgentConfig, Candidate, CandidateType, Nomination
 from ice.agent.events import CandidateGathered, Event, GatheringComplete, SelectedPairChanged
 from ice.aio.connection import Connection
-from ice.aio.stun import parse_hostport
+from ice.aio.stun import StunServerRunner, parse_hostport
 from ice.lab.mn import Lab
 from ice.lab.spec import NodeKind, TopologySpec
 from ice.lab.topo import topology
 from ice.nat.behaviour import NatBehaviour, NatKind
-from ice.scenario.model import CellResult, Expected, Path, Scenario
+from ice.scenario.model import TIMERS, CellResult, Expected, MatrixTimers, Path, Scenario
 
 LabKey = tuple[str, bool, bool, float, float]
 
@@ -137,7 +140,9 @@ def start_captures(lab: Lab, directory: FsPath) -> list[Capture]:
         caps.append(Capture(node, intf, path, proc))
     for cap in caps:  # tcpdump says "listening on IF" once its socket is bound: nothing before that is lost
         assert cap.proc.stderr is not None
-        cap.proc.stderr.readline()
+        ready, _, _ = select.select([cap.proc.stderr], [], [], 5.0)
+        if ready:
+            cap.proc.stderr.readline()
     return caps
 
 
@@ -166,6 +171,10 @@ def path_of(sel_a: SelectedPairChanged, sel_b: SelectedPairChanged) -> Path:
     return Path.RELAY if CandidateType.RELAYED in types else Path.DIRECT
 
 
+def _cancel(fut: asyncio.Future[Any]) -> None:
+    fut.cancel()
+
+
 def _pair_name(ev: SelectedPairChanged) -> str:
     return (f"{ev.local.type.value} {ev.local.host}:{ev.local.port} -> "
             f"{ev.remote.type.value} {ev.remote.host}:{ev.remote.port}")
@@ -180,6 +189,7 @@ class LabBackend:
     keep_artifacts: bool = False
     repro: Callable[[Scenario], str] = lambda cell: f"sudo ./icelab run --scenario {cell.name}"
     captures: bool = True
+    timers: MatrixTimers = TIMERS
     labs: dict[LabKey, Lab] = field(default_factory=dict)
     _caps: dict[LabKey, list[Capture]] = field(default_factory=dict)
     _tmp: FsPath | None = None
@@ -199,6 +209,23 @@ class LabBackend:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def lab_of(self, cell: Scenario) -> Lab | None:
+        """The built lab the cell ran in (None if it could not be built)."""
+        return self.labs.get(lab_key(cell))
+
+    def _capture_dir(self, lab: Lab) -> FsPath:
+        """Whole-life captures live next to the artifacts (``<out>/.captures/<pid>/``, removed by :meth:`close`;
+        a killed run leaves them in its own report directory, not in /tmp)."""
+        if self._tmp is None:
+            if self.artifacts is not None:
+                self._tmp = self.artifacts.parent / ".captures" / str(os.getpid())
+                self._tmp.mkdir(parents=True, exist_ok=True)
+            else:
+                self._tmp = FsPath(tempfile.mkdtemp(prefix="icelab-pcap-"))
+        where = self._tmp / lab.prefix
+        where.mkdir(exist_ok=True)
+        return where
+
     def lab_for(self, cell: Scenario) -> Lab:
         key = lab_key(cell)
         lab = self.labs.get(key)
@@ -207,11 +234,7 @@ class LabBackend:
             lab.build()
             self.labs[key] = lab
             if self.captures:
-                if self._tmp is None:
-                    self._tmp = FsPath(tempfile.mkdtemp(prefix="icelab-pcap-"))
-                where = self._tmp / lab.prefix
-                where.mkdir()
-                self._caps[key] = start_captures(lab, where)
+                self._caps[key] = start_captures(lab, self._capture_dir(lab))
         for node, behaviour in nat_nodes(cell).items():
             lab.set_nat(node, behaviour)  # reload rules (empties the binding maps) and flush conntrack
         return lab
@@ -230,18 +253,20 @@ class LabBackend:
             return res.expecting(expected)
         wall0 = time.time()
         try:
-            outcome = asyncio.run(_connect(lab, cell))
+            outcome = asyncio.run(_connect(lab, cell, self.timers))
         except Exception as exc:  # a broken cell is a failed cell with its artifacts, not a dead run
             outcome = _Outcome(Path.NONE, reason=f"the cell crashed: {type(exc).__name__}: {exc}")
         wall1 = time.time()
         res = CellResult(cell, "lab", expected.path, outcome.observed, outcome.selected, outcome.seconds,
-                         outcome.succeeded, outcome.reason)
-        res.selected_types = outcome.selected_types
-        res.extra["selected_b"] = outcome.selected_b
+                         outcome.succeeded, outcome.reason, selected_types=outcome.selected_types,
+                         selected_b=outcome.selected_b)
         res.expecting(expected)
         res.repro = self.repro(cell)
         if self.artifacts is not None and (self.keep_artifacts or not res.passed):
-            res.artifacts = str(self._write_artifacts(lab, cell, res, outcome, wall0, wall1))
+            try:
+                res.artifacts = str(self._write_artifacts(lab, cell, res, outcome, wall0, wall1))
+            except OSError as exc:  # a full disk costs the artifacts, not the run
+                res.reason += f" (artifacts could not be written: {exc})"
         return res
 
     def _write_artifacts(self, lab: Lab, cell: Scenario, res: CellResult, outcome: _Outcome, wall0: float,
@@ -256,9 +281,9 @@ class LabBackend:
             (d / f"{node}.nft").write_text(_run_quietly(lab, node, "nft list ruleset"))
             (d / f"{node}.conntrack").write_text(_run_quietly(lab, node, "conntrack -L -p udp 2>&1; "
                                                                           "conntrack -L -p tcp 2>&1"))
-        time.sleep(0.05)  # let tcpdump -U write the cell's last packets (failure path only)
+        time.sleep(self.timers.capture_flush)  # tcpdump writes the cell's last packets (failure path only)
         for cap in self._caps.get(lab_key(cell), []):
-            cap.slice(wall0 - 0.01, wall1 + 0.05, d / cap.path.name)
+            cap.slice(wall0 - 0.01, wall1 + self.timers.capture_flush, d / cap.path.name)
         (d / "repro.txt").write_text(res.repro + "\n" if res.repro else "")
         (d / "result.json").write_text(json.dumps(res.as_json(), indent=2) + "\n")
         return d
@@ -271,12 +296,13 @@ def _run_quietly(lab: Lab, node: str, command: str) -> str:
         return str(exc)
 
 
-async def _connect(lab: Lab, cell: Scenario) -> _Outcome:
+async def _connect(lab: Lab, cell: Scenario, timers: MatrixTimers = TIMERS) -> _Outcome:
     """Two Connections in the lab's nodes ``a`` and ``b``, signalled in-process; the STUN/TURN server on
     ``stun``. Measures from both having the other's credentials until both selected a pair, then checks that
     data flows both ways on it."""
     from ice.aio.turn_server import TurnServerRunner
     from ice.lab.stun import start_stun_server
+    from ice.sim.scenario import valid_pair_types
     from ice.turn.client import TurnClientConfig
     from ice.turn.server import TurnServerConfig
 
@@ -285,17 +311,12 @@ async def _connect(lab: Lab, cell: Scenario) -> _Outcome:
     loop = asyncio.get_running_loop()
     behaviours = dict(zip("ab", cell.behaviours, strict=True))
     blocked = any(b.kind is NatKind.UDP_BLOCKED for b in behaviours.values())
-    runner: Any
-    if cell.turn:
-        runner = await TurnServerRunner(
-            TurnServerConfig(turn_addr, users={"alice": "secret"}, software="icelab lab"), turn_addr[0],
-            make_socket=lambda f: lab.socket("stun", f),
-            make_stream_socket=lambda f: lab.socket("stun", f, socket.SOCK_STREAM)).start(tcp=blocked)
-    else:
-        runner = await start_stun_server(lab)
     config = AgentConfig(nomination=Nomination(cell.nomination))
-    t0 = loop.time()
     traces: dict[str, list[dict[str, object]]] = {"a": [], "b": []}
+    held: dict[str, list[Candidate]] = {"a": [], "b": []}
+    out = _Outcome(Path.NONE, traces=traces)
+    lossy = cell.loss > 0
+    t0 = loop.time()
 
     def connection(name: str, controlling: bool) -> Connection:
         udp_blocked = behaviours[name].kind is NatKind.UDP_BLOCKED
@@ -306,10 +327,7 @@ async def _connect(lab: Lab, cell: Scenario) -> _Outcome:
                           make_stream_socket=lambda f: lab.socket(name, f, socket.SOCK_STREAM),
                           turn=turn, relay_only=cell.relay_only)
 
-    a, b = connection("a", cell.controlling in ("a", "both")), connection("b", cell.controlling in ("b", "both"))
-    held: dict[str, list[Candidate]] = {"a": [], "b": []}
-
-    def signalling(name: str, me: Connection, peer: Connection) -> Callable[[Event], None]:
+    def signalling(name: str, peer: Connection) -> Callable[[Event], None]:
         def on_event(ev: Event) -> None:
             traces[name].append({"t": round(loop.time() - t0, 6), **event_record(ev)})
             if isinstance(ev, CandidateGathered):
@@ -324,26 +342,42 @@ async def _connect(lab: Lab, cell: Scenario) -> _Outcome:
 
         return on_event
 
-    a.on_event = signalling("a", a, b)
-    b.on_event = signalling("b", b, a)
-    timeout = 20.0 if cell.loss else 8.0
-    out = _Outcome(Path.NONE, traces=traces)
+    closing: list[Callable[[], None]] = []
     try:
+        runner: TurnServerRunner | StunServerRunner
+        if cell.turn:
+            runner = TurnServerRunner(
+                TurnServerConfig(turn_addr, users={"alice": "secret"}, software="icelab lab"), turn_addr[0],
+                make_socket=lambda f: lab.socket("stun", f),
+                make_stream_socket=lambda f: lab.socket("stun", f, socket.SOCK_STREAM))
+            closing.append(runner.close)
+            await runner.start(tcp=blocked)
+        else:
+            runner = await start_stun_server(lab)
+            closing.append(runner.close)
+        a = connection("a", cell.controlling in ("a", "both"))
+        closing.append(a.close)
+        b = connection("b", cell.controlling in ("b", "both"))
+        closing.append(b.close)
+        a.on_event = signalling("a", b)
+        b.on_event = signalling("b", a)
+        t0 = loop.time()
         a.set_remote_credentials(b.ufrag, b.pwd)
         b.set_remote_credentials(a.ufrag, a.pwd)
         gathering = asyncio.gather(a.gather(), b.gather())
+        closing.append(functools.partial(_cancel, gathering))
+        timeout = timers.connect_for(lossy)
         try:
             sel_a, sel_b = await asyncio.wait_for(asyncio.gather(a.connect(), b.connect()), timeout)
         except Exception as exc:
             out.reason = (f"no pair selected within {timeout:.0f} s" if isinstance(exc, TimeoutError)
                           else f"ICE failed: {exc}")
-            gathering.cancel()
             return out
         out.seconds = loop.time() - t0
         out.selected, out.selected_b = _pair_name(sel_a), _pair_name(sel_b)
         out.selected_types = f"{sel_a.local.type.value}-{sel_a.remote.type.value}"
         try:
-            got = await asyncio.wait_for(_exchange_data(a, b), 10 if cell.loss else 3)
+            got = await asyncio.wait_for(_exchange_data(a, b, timers.data_resend), timers.data_for(lossy))
         except TimeoutError:
             out.reason = "a pair was selected but data did not flow on it"
             return out
@@ -351,26 +385,26 @@ async def _connect(lab: Lab, cell: Scenario) -> _Outcome:
             out.reason = f"data arrived garbled: {got!r}"
             return out
         out.observed = path_of(sel_a, sel_b)
-        out.succeeded = sorted({f"{p.local.type.value}-{p.remote.type.value}" for p in a.agent.pairs if p.valid})
         await gathering
         return out
     finally:
-        out.stats = {"a": dict(a.agent.stats), "b": dict(b.agent.stats)}
-        a.close()
-        b.close()
-        runner.close()
+        if len(closing) >= 3:  # both connections exist: record what they saw, whatever happened
+            out.succeeded = sorted(f"{x}-{y}" for x, y in valid_pair_types(a.agent))
+            out.stats = {"a": dict(a.agent.stats), "b": dict(b.agent.stats)}
+        for close in reversed(closing):
+            close()
         await asyncio.sleep(0)  # let the transports' close callbacks run before the loop goes
 
 
-async def _exchange_data(a: Connection, b: Connection) -> list[bytes]:
-    """One datagram each way on the selected pairs, sent again every 100 ms until it arrives (links may lose)."""
+async def _exchange_data(a: Connection, b: Connection, resend: float) -> list[bytes]:
+    """One datagram each way on the selected pairs, sent again every ``resend`` until it arrives (links lose)."""
 
     async def one_way(src: Connection, dst: Connection, data: bytes) -> bytes:
         receiving = asyncio.ensure_future(dst.recv())
         try:
             while True:
                 src.send(data)
-                done, _ = await asyncio.wait({receiving}, timeout=0.1)
+                done, _ = await asyncio.wait({receiving}, timeout=resend)
                 if done:
                     return receiving.result()
         finally:

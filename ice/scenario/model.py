@@ -14,6 +14,39 @@ from ice.nat.behaviour import Filtering, Mapping, NatBehaviour, NatKind, preset
 from ice.nat.reach import direct_possible
 
 TOPOLOGIES = ("two_nats", "same_nat", "double_nat")
+GRID_GROUPS = ("rfc4787", "special")
+"""Groups shown as the NAT A x NAT B grid; the others are listed below it."""
+
+
+@dataclass(frozen=True)
+class MatrixTimers:
+    """Every timer of a matrix run (both back-ends), in one place."""
+
+    connect: float = 8.0
+    """How long a cell may take to select a pair on both sides before it counts as not connected."""
+    connect_lossy: float = 20.0
+    """The same on lossy links (a check may need several retransmissions: 0.5 + 1 + 2 + 4 + 8 s)."""
+    data: float = 3.0
+    """After selection, how long one datagram each way may take to arrive (resent every ``data_resend``)."""
+    data_lossy: float = 10.0
+    data_resend: float = 0.1
+    capture_flush: float = 0.05
+    """Before slicing a failed cell's pcaps: tcpdump --immediate-mode -U writes within milliseconds."""
+    cell_deadline: float = 120.0
+    """A lab worker that returns nothing for this long is killed; its cell fails and the run goes on."""
+    worker_stop: float = 15.0
+    """How long a lab worker may take to tear its labs down after its last cell."""
+    sim_latency: float = 0.001
+    """One-way latency of every simulated packet (the lab's veth links are about that fast)."""
+
+    def connect_for(self, lossy: bool) -> float:
+        return self.connect_lossy if lossy else self.connect
+
+    def data_for(self, lossy: bool) -> float:
+        return self.data_lossy if lossy else self.data
+
+
+TIMERS = MatrixTimers()
 
 
 class Path(enum.Enum):
@@ -117,20 +150,44 @@ class Expected:
     path: Path
     reason: str
     selected: tuple[str, ...] = ()
-    """For a direct path, the candidate-type pairs ("local-remote", as peer A sees it) the selected
-    pair may be; empty: any."""
+    """The candidate-type pairs ("local-remote", as peer A sees it) the selected pair may be; empty: any (relayed
+    cells: the path says it; a peer's relay can reach A disguised as peer-reflexive, see docs/scenarios.md)."""
     never: tuple[str, ...] = ()
     """Pair types that must not succeed (e.g. ``host-host`` between two private networks)."""
+    must_succeed: tuple[str, ...] = ()
+    """Pair types that must have succeeded by the time both sides selected (e.g. ``host-host`` on a shared LAN)."""
+    known_failure: str | None = None
+    """Set by hand in the pin file: the stack is known not to meet this expectation yet, and why. Such a cell
+    does not fail the run; one that meets its expectation anyway is reported as unexpectedly passing."""
 
     def as_json(self) -> dict[str, object]:
-        return {"path": self.path.value, "reason": self.reason, "selected": list(self.selected),
-                "never": list(self.never)}
+        doc: dict[str, object] = {"path": self.path.value, "reason": self.reason, "selected": list(self.selected),
+                                  "never": list(self.never), "must_succeed": list(self.must_succeed)}
+        if self.known_failure is not None:
+            doc["known_failure"] = self.known_failure
+        return doc
 
     @classmethod
-    def from_json(cls, doc: dict[str, object]) -> Expected:
-        sel, never = doc.get("selected") or [], doc.get("never") or []
-        assert isinstance(sel, list) and isinstance(never, list)
-        return cls(Path(str(doc["path"])), str(doc.get("reason", "")), tuple(map(str, sel)), tuple(map(str, never)))
+    def from_json(cls, doc: object) -> Expected:
+        """Parse one pinned entry; raise ValueError saying what is wrong with it."""
+        if not isinstance(doc, dict):
+            raise ValueError("an entry must be an object with at least a 'path'")
+        try:
+            path = Path(doc.get("path"))
+        except ValueError:
+            raise ValueError(f"'path' is {doc.get('path')!r}, not one of direct, relay, none") from None
+
+        def strings(key: str) -> tuple[str, ...]:
+            value = doc.get(key) or []
+            if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+                raise ValueError(f"'{key}' must be a list of pair types such as \"srflx-prflx\"")
+            return tuple(value)
+
+        known = doc.get("known_failure")
+        if known is not None and not isinstance(known, str):
+            raise ValueError("'known_failure' must be a sentence saying why")
+        return cls(path, str(doc.get("reason", "")), strings("selected"), strings("never"), strings("must_succeed"),
+                   known)
 
 
 def candidate_types(nat: NatBehaviour, local: bool, lossy: bool = False, other: NatBehaviour | None = None
@@ -156,16 +213,18 @@ def candidate_types(nat: NatBehaviour, local: bool, lossy: bool = False, other: 
 
 def expect(s: Scenario) -> Expected:
     """What RFC 4787 reasoning predicts for a cell (see ice.nat.reach for the reasoning itself)."""
+    a, b = s.effective
+    # Private addresses are not routed between networks: a host-to-host pair (as A sees it: its host base, whose
+    # check the NAT did not translate, to B's host address) needs both peers public, or one LAN.
+    never = () if s.topology == "same_nat" or NatKind.NONE is a.kind is b.kind else ("host-host",)
     if s.relay_only:
         if s.turn:
-            return Expected(Path.RELAY, "relay-only policy: only relayed candidates are offered")
-        return Expected(Path.NONE, "relay-only policy without a TURN server: nothing to offer")
+            return Expected(Path.RELAY, "relay-only policy: only relayed candidates are offered", ("relay-relay",),
+                            never, ("relay-relay",))
+        return Expected(Path.NONE, "relay-only policy without a TURN server: nothing to offer", (), never)
     if s.topology == "same_nat":
         return Expected(Path.DIRECT, "both peers on one LAN: the host pair works and wins whatever the NAT does",
-                        ("host-host",))
-    a, b = s.effective
-    both_public = a.kind is NatKind.NONE and b.kind is NatKind.NONE
-    never = () if both_public else ("host-host",)  # private addresses are not routed between the networks
+                        ("host-host",), (), ("host-host",))
     blocked = NatKind.UDP_BLOCKED in (a.kind, b.kind)
     if not blocked and direct_possible(a, b):
         lossy = s.loss > 0
@@ -178,6 +237,17 @@ def expect(s: Scenario) -> Expected:
     return Expected(Path.NONE, "no direct pair can work and there is no TURN server", (), never)
 
 
+class Status(enum.Enum):
+    PASS = "pass"
+    FAIL = "fail"
+    KNOWN_FAILURE = "known-failure"
+    """Fails its expectation, as the pin file says it is known to (does not fail the run)."""
+    UNEXPECTED_PASS = "unexpected-pass"
+    """Pinned as a known failure but meets its expectation: time to remove the pin's known_failure."""
+    SKIPPED = "skipped"
+    """The back-end cannot run this cell (the sim has no TURN over TCP)."""
+
+
 @dataclass
 class CellResult:
     scenario: Scenario
@@ -188,7 +258,7 @@ class CellResult:
     """e.g. "srflx 203.0.113.1:5000 -> prflx 203.0.113.2:6000" (peer A's view)."""
     seconds: float | None
     succeeded: list[str] = field(default_factory=list)
-    """Pair types ("local-remote") of the controlling agent's pairs that succeeded."""
+    """Pair types ("local-remote") of peer A's valid pairs (RFC 8445 §7.2.5.3.1)."""
     reason: str = ""
     sim_observed: Path | None = None
     """On the lab back-end, what the in-memory sim says for the same cell (they must agree)."""
@@ -199,35 +269,55 @@ class CellResult:
     extra: dict[str, object] = field(default_factory=dict)
     selected_types: str | None = None
     """The selected pair's candidate types, "local-remote" (peer A's view)."""
-    expected_selected: tuple[str, ...] = ()
-    never: tuple[str, ...] = ()
+    selected_b: str | None = None
+    """Peer B's selected pair."""
+    expectation: Expected | None = None
+    skipped: bool = False
 
     def expecting(self, exp: Expected) -> CellResult:
-        """Attach the pinned expectation's pair-type rules and explain a failure in ``reason``."""
-        self.expected_selected, self.never = exp.selected, exp.never
-        if not self.reason:
+        """Attach the pinned expectation and explain a mismatch in ``reason``."""
+        self.expectation = exp
+        if not self.reason and not self.skipped:
             self.reason = self.verdict()
         return self
 
     def verdict(self) -> str:
-        """Why this cell fails its expectation ("" when it passes)."""
+        """Why this cell does not meet its expectation ("" when it does)."""
+        if self.skipped:
+            return ""
+        if self.sim_observed is not None and self.sim_observed is not self.observed:
+            return f"the lab and the sim disagree: lab {self.observed.value}, sim {self.sim_observed.value}"
         if self.observed is not self.expected:
             return f"expected {self.expected.value}, {self.backend} selected {self.selected or 'nothing'}"
-        if (self.observed is Path.DIRECT and self.expected_selected
-                and self.selected_types not in self.expected_selected):
-            return (f"selected a {self.selected_types} pair; RFC 4787 reasoning allows "
-                    f"{', '.join(self.expected_selected)}")
-        bad = sorted(set(self.never) & set(self.succeeded))
+        exp = self.expectation
+        if exp is None:
+            return ""
+        if self.observed is not Path.NONE and exp.selected and self.selected_types not in exp.selected:
+            return f"selected a {self.selected_types} pair; RFC 4787 reasoning allows {', '.join(exp.selected)}"
+        bad = sorted(set(exp.never) & set(self.succeeded))
         if bad:
             return f"pairs that cannot work succeeded: {', '.join(bad)}"
+        missing = sorted(set(exp.must_succeed) - set(self.succeeded))
+        if self.observed is not Path.NONE and missing:
+            return f"pairs that must work did not succeed: {', '.join(missing)}"
         return ""
 
     @property
+    def status(self) -> Status:
+        if self.skipped:
+            return Status.SKIPPED
+        bad = bool(self.verdict())
+        if self.expectation is not None and self.expectation.known_failure is not None:
+            return Status.KNOWN_FAILURE if bad else Status.UNEXPECTED_PASS
+        return Status.FAIL if bad else Status.PASS
+
+    @property
     def passed(self) -> bool:
-        agree = self.sim_observed is None or self.sim_observed is self.observed
-        return agree and not self.verdict()
+        """Does the cell leave the run green (a known failure does; a mismatch does not)?"""
+        return self.status is not Status.FAIL
 
     def as_json(self) -> dict[str, object]:
+        exp = self.expectation
         return {
             "scenario": self.scenario.name,
             "nat_a": self.scenario.nat_a,
@@ -236,14 +326,19 @@ class CellResult:
             "group": self.scenario.group,
             "backend": self.backend,
             "expected": self.expected.value,
-            "observed": self.observed.value,
+            "expected_reason": exp.reason if exp else None,
+            "expected_selected": list(exp.selected) if exp else [],
+            "never": list(exp.never) if exp else [],
+            "must_succeed": list(exp.must_succeed) if exp else [],
+            "known_failure": exp.known_failure if exp else None,
+            "observed": None if self.skipped else self.observed.value,
             "sim_observed": None if self.sim_observed is None else self.sim_observed.value,
             "selected": self.selected,
             "selected_types": self.selected_types,
-            "expected_selected": list(self.expected_selected),
-            "never": list(self.never),
+            "selected_b": self.selected_b,
             "succeeded_pairs": self.succeeded,
             "seconds_to_connect": None if self.seconds is None else round(self.seconds, 4),
+            "status": self.status.value,
             "pass": self.passed,
             "reason": self.reason,
             "artifacts": self.artifacts,

@@ -6,17 +6,23 @@ import html
 import json
 from xml.etree import ElementTree as ET
 
-from ice.scenario.model import CellResult, Path
+from ice.scenario.model import GRID_GROUPS, CellResult, Path, Status
 
 _COLOUR = {Path.DIRECT: "#2e7d32", Path.RELAY: "#1565c0", Path.NONE: "#616161"}
 
 
+_CLASS = {Status.PASS: "pass", Status.FAIL: "fail", Status.KNOWN_FAILURE: "known", Status.UNEXPECTED_PASS: "xpass",
+          Status.SKIPPED: "skipped"}
+_SUFFIX = {Status.PASS: "", Status.FAIL: " ✗", Status.KNOWN_FAILURE: " (known)", Status.UNEXPECTED_PASS: " ?",
+           Status.SKIPPED: ""}
+
+
 def _td(r: CellResult) -> str:
-    cls = "pass" if r.passed else "fail"
     types = f" {r.selected_types}" if r.selected_types else ""
-    return (f'<td class="{cls}" data-cell="{html.escape(r.scenario.name)}" style="color:{_COLOUR[r.observed]}" '
-            f'title="{html.escape(r.selected or r.reason)}">{r.observed.value}'
-            f'<small>{html.escape(types)}</small>{"" if r.passed else " ✗"}</td>')
+    text = "skipped" if r.skipped else r.observed.value
+    return (f'<td class="{_CLASS[r.status]}" data-cell="{html.escape(r.scenario.name)}" '
+            f'style="color:{_COLOUR[r.observed]}" title="{html.escape(r.selected or r.reason)}">{text}'
+            f'<small>{html.escape(types)}</small>{_SUFFIX[r.status]}</td>')
 
 
 def html_grid(results: list[CellResult], backend: str, seconds: float) -> str:
@@ -27,7 +33,7 @@ def html_grid(results: list[CellResult], backend: str, seconds: float) -> str:
     by: dict[tuple[str, str], CellResult] = {}
     rest: list[CellResult] = []
     for r in results:
-        if r.scenario.group not in ("rfc4787", "special"):
+        if r.scenario.group not in GRID_GROUPS:
             rest.append(r)
             continue
         a, b = r.scenario.nat_a, r.scenario.nat_b
@@ -43,7 +49,7 @@ def html_grid(results: list[CellResult], backend: str, seconds: float) -> str:
     other_rows = "".join(
         f"<tr><th>{html.escape(r.scenario.name)}</th><td>{html.escape(r.scenario.group)}</td>"
         f"<td>{html.escape(r.expected.value)}</td>{_td(r)}</tr>" for r in rest)
-    failed = [r for r in results if not r.passed]
+    failed = [r for r in results if r.status is Status.FAIL]
     fail_list = "".join(f'<li><a href="#cell={html.escape(r.scenario.name)}">{html.escape(r.scenario.name)}</a>: '
                         f"{html.escape(r.reason)}</li>" for r in failed)
     passed = len(results) - len(failed)
@@ -57,6 +63,7 @@ body{{font-family:system-ui,sans-serif;margin:1.5em}} table{{border-collapse:col
 td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:center}} td[data-cell]{{cursor:pointer}}
 td small{{display:block;color:#555;font-size:.75em}}
 td.fail{{background:#ffebee;font-weight:bold}} td.pass{{background:#f1f8e9}} td.selected{{outline:3px solid #ff9800}}
+td.known{{background:#fff8e1}} td.xpass{{background:#e3f2fd}} td.skipped{{background:#eeeeee}}
 #details{{white-space:pre-wrap;font-family:monospace;background:#fafafa;border:1px solid #ddd;
 padding:1em;margin-top:1em}}
 </style></head><body>
@@ -64,7 +71,8 @@ padding:1em;margin-top:1em}}
 <p id="summary">{passed}/{len(results)} cells as expected · back-end {html.escape(backend)} · {seconds:.1f} s</p>
 <p id="legend">Legend: <span style="color:{_COLOUR[Path.DIRECT]}">direct</span> = the selected pair has no relayed
 candidate · <span style="color:{_COLOUR[Path.RELAY]}">relay</span> = through TURN ·
-<span style="color:{_COLOUR[Path.NONE]}">none</span> = no connection · small print: the selected pair's candidate
+<span style="color:{_COLOUR[Path.NONE]}">none</span> = no connection · (known) = a pinned known failure · ? = a known
+failure that passed · skipped = this back-end cannot run the cell · small print: the selected pair's candidate
 types (local-remote, as peer A sees them) · ✗ = differs from the pinned expectation. Rows: NAT of peer A; columns:
 NAT of peer B. Click a cell for its record, artifacts and repro command.</p>
 {f'<h2>Failed cells</h2><ul id="failed">{fail_list}</ul>' if failed else ''}
@@ -101,15 +109,20 @@ fromHash();
 
 
 def junit_xml(results: list[CellResult], backend: str, seconds: float) -> str:
-    failures = sum(not r.passed for r in results)
+    failures = sum(r.status is Status.FAIL for r in results)
     suite = ET.Element("testsuite", name=f"icelab-matrix-{backend}", tests=str(len(results)),
                        failures=str(failures), errors="0", time=f"{seconds:.3f}")
     for r in results:
         case = ET.SubElement(suite, "testcase", classname=f"matrix.{backend}", name=r.scenario.name,
                              time=f"{r.seconds or 0:.3f}")
-        if not r.passed:
+        if r.status is Status.FAIL:
             fail = ET.SubElement(case, "failure", message=r.reason or f"observed {r.observed.value}")
             fail.text = json.dumps(r.as_json(), indent=2)
-        elif r.reason.startswith("skipped"):
+        elif r.status is Status.SKIPPED:
             ET.SubElement(case, "skipped", message=r.reason)
+        elif r.status is Status.KNOWN_FAILURE:
+            known = r.expectation.known_failure if r.expectation else ""
+            ET.SubElement(case, "skipped", message=f"known failure: {known} ({r.reason})")
+        elif r.status is Status.UNEXPECTED_PASS:
+            ET.SubElement(case, "system-out").text = "unexpectedly passing: remove its known_failure pin"
     return ET.tostring(suite, encoding="unicode", xml_declaration=True)

@@ -7,6 +7,7 @@ processes), each with its own labs; cells are handed out so that a worker keeps 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import json
@@ -17,16 +18,21 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict
 from pathlib import Path as FsPath
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from ice.agent import AgentConfig, Nomination
 from ice.errors import UserError
 from ice.nat.behaviour import NatKind
-from ice.scenario.model import CellResult, Expected, Path, Scenario, expect
+from ice.scenario.model import GRID_GROUPS, TIMERS, CellResult, Expected, MatrixTimers, Path, Scenario, Status, expect
 from ice.scenario.report import html_grid, junit_xml
 
+if TYPE_CHECKING:
+    from ice.scenario.lab import LabBackend
+
 SCENARIO_DIR = FsPath(__file__).resolve().parents[2] / "scenarios"
-GRID_GROUP = "rfc4787"
 
 
 def load_matrix(presets: list[str] | None = None) -> list[Scenario]:
@@ -44,16 +50,32 @@ def expectations_file() -> FsPath:
     return FsPath(override) if override else SCENARIO_DIR / "expected.json"
 
 
-def pinned_expectations(cells: Iterable[Scenario]) -> dict[str, dict[str, object]]:
-    return {c.name: expect(c).as_json() for c in cells}
+def pinned_expectations(cells: Iterable[Scenario], keep: dict[str, dict[str, object]] | None = None
+                        ) -> dict[str, dict[str, object]]:
+    """Every cell's expectation from the reasoning, keeping the hand-written ``known_failure`` of ``keep``."""
+    out = {}
+    for c in cells:
+        doc = expect(c).as_json()
+        known = (keep or {}).get(c.name, {}).get("known_failure")
+        if known is not None:
+            doc["known_failure"] = known
+        out[c.name] = doc
+    return out
 
 
 @functools.lru_cache(maxsize=1)
 def _pinned() -> dict[str, dict[str, object]]:
+    path = expectations_file()
     try:
-        doc: dict[str, dict[str, object]] = json.loads(expectations_file().read_text())
+        doc = json.loads(path.read_text())
     except FileNotFoundError:
+        if os.environ.get("ICELAB_EXPECTATIONS"):
+            raise UserError(f"ICELAB_EXPECTATIONS names {path}, which does not exist") from None
         return {}
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path} is not valid JSON ({exc}); fix it or re-pin with --update-expectations") from None
+    if not isinstance(doc, dict):
+        raise UserError(f"{path} must map scenario names to expectations")
     return doc
 
 
@@ -61,69 +83,70 @@ def pinned(cell: Scenario) -> Expected:
     """The pinned expectation (scenarios/expected.json, reviewed data) or, for a cell not pinned yet, the
     RFC 4787 reasoning of :func:`ice.scenario.model.expect`."""
     doc = _pinned().get(cell.name)
-    return Expected.from_json(doc) if doc else expect(cell)
+    if doc is None:
+        return expect(cell)
+    try:
+        return Expected.from_json(doc)
+    except ValueError as exc:
+        raise UserError(f"{expectations_file()}: the entry for {cell.name} is wrong: {exc}") from None
 
 
 def expected_path(cell: Scenario) -> Path:
     return pinned(cell).path
 
 
-def run_sim(cell: Scenario) -> CellResult:
-    """The in-memory back-end (ice.sim): deterministic, virtual time. A double NAT is simulated as the two NATs
-    composed (:func:`ice.scenario.model.compose`)."""
+def run_sim(cell: Scenario, timers: MatrixTimers = TIMERS) -> CellResult:
+    """The in-memory back-end (ice.sim): deterministic, virtual time, the cell's loss and delay on A's access link
+    as in the lab. A double NAT is simulated as the two NATs composed (:func:`ice.scenario.model.compose`)."""
     from ice.sim.scenario import two_nats
 
     exp = pinned(cell)
     a, b = cell.effective
     if NatKind.UDP_BLOCKED in (a.kind, b.kind):
-        return CellResult(cell, "sim", exp.path, exp.path, None, None,
-                          reason="skipped: TURN over TCP is not simulated (the lab runs this cell)")
+        res = CellResult(cell, "sim", exp.path, Path.NONE, None, None, skipped=True,
+                         reason="skipped: TURN over TCP is not simulated (the lab runs this cell)")
+        res.repro = repro_command(cell, "sim")
+        return res.expecting(exp)
     config = AgentConfig(nomination=Nomination(cell.nomination))
-    r = two_nats(a, b, config, turn=cell.turn, loss=cell.loss, latency=0.001 + cell.delay_ms / 1000,
-                 timeout=20.0 if cell.loss else 10.0, same_lan=cell.topology == "same_nat",
-                 relay_only=cell.relay_only, trickle=cell.trickle, controlling=cell.controlling)
-    if not r.connected or r.selected is None:
-        observed = Path.NONE
-        selected = None
-    else:
-        observed = Path.RELAY if r.relayed else Path.DIRECT
-        selected = f"{r.selected[0].value} -> {r.selected[1].value}"
-    res = CellResult(cell, "sim", exp.path, observed, selected, r.seconds if r.connected else None,
-                     sorted(f"{x}-{y}" for x, y in r.succeeded))
-    res.selected_types = r.selected_name
+    r = two_nats(a, b, config, turn=cell.turn, latency=timers.sim_latency, a_loss=cell.loss,
+                 a_delay=cell.delay_ms / 1000, timeout=timers.connect_for(cell.loss > 0),
+                 same_lan=cell.topology == "same_nat", relay_only=cell.relay_only, trickle=cell.trickle,
+                 controlling=cell.controlling)
+    observed = Path.NONE if not r.connected else Path.RELAY if r.relayed else Path.DIRECT
+    res = CellResult(cell, "sim", exp.path, observed, r.selected_pair, r.seconds if r.connected else None,
+                     sorted(f"{x}-{y}" for x, y in r.succeeded), selected_types=r.selected_name,
+                     selected_b=r.selected_pair_b)
+    res.repro = repro_command(cell, "sim")
     return res.expecting(exp)
 
 
 def sim_path(cell: Scenario) -> Path | None:
     """What the sim observes for ``cell`` (None where the sim cannot run it)."""
     r = run_sim(cell)
-    return None if r.reason.startswith("skipped") else r.observed
+    return None if r.skipped else r.observed
 
 
 def with_sim_check(res: CellResult) -> CellResult:
-    """Run the same cell in the sim; a disagreement with the lab fails the cell and names both results."""
+    """Run the same cell in the sim; a different path fails the cell and names both results."""
     res.sim_observed = sim_path(res.scenario)
     if res.sim_observed is not None and res.sim_observed is not res.observed:
-        res.reason = (f"the lab and the sim disagree: lab {res.observed.value}, sim {res.sim_observed.value}"
-                      + (f" ({res.reason})" if res.reason else ""))
+        res.reason = res.verdict() + (f" ({res.reason})" if res.reason else "")
     return res
 
 
-def result_from_json(doc: dict[str, Any]) -> CellResult:
-    config = dict(doc["config"])
-    cell = Scenario(**config)
-    res = CellResult(cell, str(doc["backend"]), Path(doc["expected"]), Path(doc["observed"]), doc.get("selected"),
-                     doc.get("seconds_to_connect"), list(doc.get("succeeded_pairs") or []), str(doc.get("reason", "")),
-                     Path(doc["sim_observed"]) if doc.get("sim_observed") else None, doc.get("artifacts"),
-                     doc.get("repro"))
-    known = {"scenario", "nat_a", "nat_b", "topology", "group", "backend", "expected", "observed", "sim_observed",
-             "selected", "succeeded_pairs", "seconds_to_connect", "pass", "reason", "artifacts", "repro", "config"}
-    res.selected_types = doc.get("selected_types")
-    res.expected_selected = tuple(doc.get("expected_selected") or ())
-    res.never = tuple(doc.get("never") or ())
-    known |= {"selected_types", "expected_selected", "never"}
+def result_from_json(doc: dict[str, Any], cell: Scenario, exp: Expected) -> CellResult:
+    """A worker's result line for the cell it was given; a malformed line raises ValueError."""
+    try:
+        observed = Path(doc["observed"]) if doc.get("observed") else Path.NONE
+        res = CellResult(cell, str(doc["backend"]), exp.path, observed, doc.get("selected"),
+                         doc.get("seconds_to_connect"), list(doc.get("succeeded_pairs") or []),
+                         str(doc.get("reason", "")), None, doc.get("artifacts"), doc.get("repro"),
+                         selected_types=doc.get("selected_types"), selected_b=doc.get("selected_b"))
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"a result line without {exc}") from None
+    known = set(res.as_json())
     res.extra = {k: v for k, v in doc.items() if k not in known}
-    return res
+    return res.expecting(exp)
 
 
 # ------------------------------------------------------------------------------------------------- running
@@ -140,15 +163,23 @@ def run_cells(cells: list[Scenario], backend: Callable[[Scenario], CellResult],
     return results
 
 
-def repro_command(cell: Scenario) -> str:
-    return f"sudo ./icelab run --backend lab --scenario {cell.name} --keep-artifacts --out results/{cell.name}"
+def repro_command(cell: Scenario, backend: str = "lab") -> str:
+    """One line that runs just this cell again (with every artifact kept)."""
+    default = {c.name for c in load_matrix()}
+    select = f"--scenario {cell.name}"
+    if cell.name not in default:  # a cell of a --presets sub-matrix
+        select = f"--presets {' '.join(sorted({cell.nat_a, cell.nat_b}))} {select}"
+    env = f"ICELAB_EXPECTATIONS={os.environ['ICELAB_EXPECTATIONS']} " if os.environ.get("ICELAB_EXPECTATIONS") else ""
+    if backend == "sim":
+        return f"{env}./icelab run --backend sim {select} --out results/{cell.name}"
+    return f"sudo {env}./icelab run --backend lab {select} --keep-artifacts --out results/{cell.name}"
 
 
 def _lab_order(cells: list[Scenario]) -> list[Scenario]:
     """Cells grouped by the lab they need (stable within a group), biggest group first."""
     from ice.scenario.lab import lab_key
 
-    groups: dict[Any, list[Scenario]] = {}
+    groups: dict[object, list[Scenario]] = {}
     for c in cells:
         groups.setdefault(lab_key(c), []).append(c)
     return [c for g in sorted(groups.values(), key=len, reverse=True) for c in g]
@@ -165,71 +196,89 @@ def run_lab_inprocess(cells: list[Scenario], artifacts: FsPath, keep: bool, shel
             results.append(r)
             if progress is not None:
                 progress(r)
-            if shell_on_failure and not r.passed:
+            if shell_on_failure and r.status is Status.FAIL:
                 _shell(backend, cell, r)
     return results
 
 
-def _shell(backend: Any, cell: Scenario, r: CellResult) -> None:
+def _shell(backend: LabBackend, cell: Scenario, r: CellResult) -> None:
     """Drop into a shell inside the failed cell's lab (node a), with the NAT state as the cell left it."""
     from ice.lab.netns import nsenter
-    from ice.scenario.lab import lab_key
 
-    lab = backend.labs[lab_key(cell)]
+    lab = backend.lab_of(cell)
+    if lab is None:
+        print(f"\n--shell-on-failure: {cell.name} failed before its lab was up ({r.reason}); no shell to open.",
+              file=sys.stderr)
+        return
     pids = "  ".join(f"{name}={lab.pid(name)}" for name in lab.nodes)
-    print(f"\n--shell-on-failure: {cell.name} failed ({r.reason}).\nA shell in node 'a' of the lab follows; the NATs "
-          f"still hold this cell's rules and conntrack entries.\nOther nodes: nsenter --net=/proc/PID/ns/net with "
-          f"PID from: {pids}\nArtifacts: {r.artifacts}. Exit the shell to go on with the run.", file=sys.stderr)
+    print(f"\n--shell-on-failure: {cell.name} failed ({r.reason}).\nA shell in node 'a' of the lab follows; the "
+          f"NATs still hold this cell's rules and conntrack entries.\nOther nodes: nsenter --net=/proc/PID/ns/net "
+          f"with PID from: {pids}\nArtifacts: {r.artifacts}. Exit the shell to go on with the run.", file=sys.stderr)
     env = dict(os.environ, PS1=f"icelab[{cell.name}:a]# ")
     subprocess.call([*nsenter(lab.pid("a")), "bash", "--norc", "-i"], env=env)
 
 
+WORKER_COMMAND = [sys.executable, "-m", "ice.scenario.worker"]
+
+
 class _Worker:
-    """One ``python -m ice.scenario.worker`` process: cells in on stdin, results out on stdout (JSON lines)."""
+    """One ``python -m ice.scenario.worker`` process: cells in on stdin, results out on stdout (JSON lines). It
+    sets its own death signal (no ``preexec_fn`` in a process that may run threads)."""
 
     def __init__(self, artifacts: FsPath, keep: bool) -> None:
-        from ice.lab.netns import die_with_parent
-
-        argv = [sys.executable, "-m", "ice.scenario.worker", "--artifacts", str(artifacts)]
+        argv = [*WORKER_COMMAND, "--artifacts", str(artifacts), "--parent", str(os.getpid())]
         self.proc = subprocess.Popen([*argv, *(["--keep-artifacts"] if keep else [])], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True, preexec_fn=die_with_parent,
-                                     cwd=str(SCENARIO_DIR.parent))
-        self.key: Any = None
+                                     stdout=subprocess.PIPE, text=True, cwd=str(SCENARIO_DIR.parent))
+        self.key: object = None
         self.cell: Scenario | None = None
+        self.expected: Expected | None = None
+        self.since = 0.0
 
     def give(self, cell: Scenario) -> None:
         from ice.scenario.lab import lab_key
 
         assert self.proc.stdin is not None
-        self.cell, self.key = cell, lab_key(cell)
-        self.proc.stdin.write(json.dumps({"cell": asdict(cell), "expected": pinned(cell).as_json(),
+        self.cell, self.key, self.expected, self.since = cell, lab_key(cell), pinned(cell), time.monotonic()
+        self.proc.stdin.write(json.dumps({"cell": asdict(cell), "expected": self.expected.as_json(),
                                           "repro": repro_command(cell)}) + "\n")
         self.proc.stdin.flush()
 
-    def stop(self) -> None:
-        if self.proc.stdin is not None:
-            self.proc.stdin.close()
+    def lost(self, why: str) -> CellResult:
+        """The in-flight cell, failed because its worker is gone."""
+        assert self.cell is not None and self.expected is not None
+        res = CellResult(self.cell, "lab", self.expected.path, Path.NONE, None, None, reason=why,
+                         repro=repro_command(self.cell))
+        return res.expecting(self.expected)
+
+    def stop(self, wait: float) -> None:
+        with contextlib.suppress(OSError):
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
         try:
-            self.proc.wait(15)
+            self.proc.wait(wait)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
 
 
 def run_lab_parallel(cells: list[Scenario], jobs: int, artifacts: FsPath, keep: bool,
-                     progress: Callable[[CellResult], None] | None) -> list[CellResult]:
+                     progress: Callable[[CellResult], None] | None, timers: MatrixTimers = TIMERS
+                     ) -> list[CellResult]:
     """Hand cells to ``jobs`` workers; a free worker takes another cell for the lab it already has when there is
-    one, else one from the biggest group left (so few labs get built)."""
+    one, else one from the biggest group left (so few labs get built). A worker that dies, garbles its answer or
+    says nothing for ``timers.cell_deadline`` fails its cell and is replaced; the run always completes."""
     import selectors
 
     from ice.scenario.lab import lab_key
 
-    pending: dict[Any, list[Scenario]] = {}
+    pending: dict[object, list[Scenario]] = {}
     for c in _lab_order(cells):
         pending.setdefault(lab_key(c), []).append(c)
 
-    def next_for(w: _Worker) -> Scenario | None:
-        if pending.get(w.key):
+    def next_for(w: _Worker | None) -> Scenario | None:
+        if w is not None and pending.get(w.key):
             group = pending[w.key]
         else:
             live = [g for g in pending.values() if g]
@@ -238,40 +287,84 @@ def run_lab_parallel(cells: list[Scenario], jobs: int, artifacts: FsPath, keep: 
             group = max(live, key=len)
         return group.pop(0)
 
-    workers = [_Worker(artifacts, keep) for _ in range(max(1, min(jobs, len(cells))))]
     sel = selectors.DefaultSelector()
     results: list[CellResult] = []
+    workers: list[_Worker] = []
+
+    def finish(r: CellResult) -> None:
+        r = with_sim_check(r)
+        results.append(r)
+        if progress is not None:
+            progress(r)
+
+    def start(cell: Scenario) -> None:
+        w = _Worker(artifacts, keep)
+        workers.append(w)
+        try:
+            w.give(cell)
+        except OSError as exc:
+            finish(w.lost(f"a lab worker could not start: {exc}"))
+            retire(w)
+            return
+        assert w.proc.stdout is not None
+        sel.register(w.proc.stdout, selectors.EVENT_READ, w)
+
+    def retire(w: _Worker, kill: bool = False) -> None:
+        if w.proc.stdout is not None and w.proc.stdout in sel.get_map():
+            sel.unregister(w.proc.stdout)
+        if kill:
+            w.proc.kill()
+        w.stop(timers.worker_stop)
+
     try:
-        busy = 0
-        for w in workers:
-            cell = next_for(w)
+        for _ in range(max(1, min(jobs, len(cells)))):
+            cell = next_for(None)
             if cell is None:
                 break
-            w.give(cell)
-            assert w.proc.stdout is not None
-            sel.register(w.proc.stdout, selectors.EVENT_READ, w)
-            busy += 1
-        while busy:
-            for key, _ in sel.select():
+            start(cell)
+        while sel.get_map():
+            ready = sel.select(timeout=1.0)
+            now = time.monotonic()
+            for key, _ in ready:
                 w = key.data
-                stream: TextIO = key.fileobj  # type: ignore[assignment]
-                line = stream.readline()
-                if not line:
-                    raise RuntimeError(f"a lab worker died (exit status {w.proc.wait()}) while running "
-                                       f"{w.cell.name if w.cell else '?'}; its stderr is above")
-                r = with_sim_check(result_from_json(json.loads(line)))
-                results.append(r)
-                if progress is not None:
-                    progress(r)
-                cell = next_for(w)
-                if cell is None:
-                    sel.unregister(stream)
-                    busy -= 1
+                line = w.proc.stdout.readline()
+                try:
+                    r = result_from_json(json.loads(line), w.cell, w.expected) if line else None
+                except ValueError as exc:
+                    finish(w.lost(f"its lab worker answered garbage ({exc}): {line[:120]!r}"))
+                    retire(w, kill=True)
                 else:
-                    w.give(cell)
+                    if r is None:
+                        finish(w.lost(f"its lab worker died (exit status {w.proc.wait()}); see its stderr above"))
+                        retire(w)
+                    else:
+                        finish(r)
+                        cell = next_for(w)
+                        if cell is None:
+                            retire(w)
+                            continue
+                        try:
+                            w.give(cell)
+                            continue
+                        except OSError as exc:
+                            finish(w.lost(f"its lab worker went away before taking it ({exc})"))
+                            retire(w, kill=True)
+                cell = next_for(w)  # a replacement worker takes the next cell
+                if cell is not None:
+                    start(cell)
+            for key in list(sel.get_map().values()):
+                w = key.data
+                if now - w.since > timers.cell_deadline:
+                    finish(w.lost(f"no answer from its lab worker within {timers.cell_deadline:.0f} s"))
+                    retire(w, kill=True)
+                    cell = next_for(w)
+                    if cell is not None:
+                        start(cell)
     finally:
         for w in workers:
-            w.stop()
+            if w.proc.returncode is None:
+                retire(w)
+        sel.close()
     order = {c.name: i for i, c in enumerate(cells)}
     return sorted(results, key=lambda r: order[r.scenario.name])
 
@@ -279,18 +372,27 @@ def run_lab_parallel(cells: list[Scenario], jobs: int, artifacts: FsPath, keep: 
 # ------------------------------------------------------------------------------------------------- reports
 
 
+_STATUS_MARK = {Status.PASS: "", Status.FAIL: "!", Status.KNOWN_FAILURE: "k", Status.UNEXPECTED_PASS: "?",
+                Status.SKIPPED: ""}
+
+
 def _mark(r: CellResult) -> str:
-    sym = {Path.DIRECT: "D", Path.RELAY: "R", Path.NONE: "-"}[r.observed]
-    return sym if r.passed else sym + "!"
+    if r.skipped:
+        return "s"
+    return {Path.DIRECT: "D", Path.RELAY: "R", Path.NONE: "-"}[r.observed] + _STATUS_MARK[r.status]
+
+
+LEGEND = ("D: direct pair selected, R: relayed pair, -: no connection, s: skipped by this back-end; "
+          "!: differs from the expectation, k: a known failure, ?: a known failure that passed")
 
 
 def grid(results: list[CellResult]) -> tuple[list[str], list[str], dict[tuple[str, str], CellResult]]:
-    """Rows (NAT A), columns (NAT B) and cells of the two-NAT grid (the ``rfc4787`` and ``special`` groups)."""
+    """Rows (NAT A), columns (NAT B) and cells of the two-NAT grid (the GRID_GROUPS)."""
     rows: list[str] = []
     cols: list[str] = []
     cells: dict[tuple[str, str], CellResult] = {}
     for r in results:
-        if r.scenario.group not in (GRID_GROUP, "special"):
+        if r.scenario.group not in GRID_GROUPS:
             continue
         a, b = r.scenario.nat_a, r.scenario.nat_b
         if a not in rows:
@@ -303,7 +405,7 @@ def grid(results: list[CellResult]) -> tuple[list[str], list[str], dict[tuple[st
 
 def others(results: list[CellResult]) -> list[CellResult]:
     """Cells outside the grid (same NAT, double NAT, impaired links, agent options)."""
-    return [r for r in results if r.scenario.group not in (GRID_GROUP, "special")]
+    return [r for r in results if r.scenario.group not in GRID_GROUPS]
 
 
 def terminal_grid(results: list[CellResult]) -> str:
@@ -321,12 +423,18 @@ def terminal_grid(results: list[CellResult]) -> str:
         w = max(len(r.scenario.name) for r in rest)
         lines.append("")
         lines += [f"{r.scenario.name.ljust(w)}  {_mark(r)}" for r in rest]
-    lines.append("D: direct pair selected, R: relayed pair, -: no connection, !: differs from the expectation")
+    lines.append(LEGEND)
     return "\n".join(lines)
 
 
 def _md_mark(r: CellResult) -> str:
-    return ("✅ " if r.passed else "❌ ") + r.observed.value
+    icon = {Status.PASS: "✅", Status.FAIL: "❌", Status.KNOWN_FAILURE: "⚠️", Status.UNEXPECTED_PASS: "❓",
+            Status.SKIPPED: "⏭️"}[r.status]
+    return f"{icon} {'skipped' if r.skipped else r.observed.value}"
+
+
+def summary(results: list[CellResult]) -> dict[str, int]:
+    return {s.value: sum(r.status is s for r in results) for s in Status}
 
 
 def markdown_grid(results: list[CellResult]) -> str:
@@ -341,13 +449,16 @@ def markdown_grid(results: list[CellResult]) -> str:
     if rest:
         out += ["", "| scenario | group | expected | observed |", "|---|---|---|---|"]
         out += [f"| {r.scenario.name} | {r.scenario.group} | {r.expected.value} | {_md_mark(r)} |" for r in rest]
-    passed = sum(r.passed for r in results)
-    out.append(f"\n{passed}/{len(results)} cells as expected.")
-    failed = [r for r in results if not r.passed]
-    if failed:
-        out.append("\nFailed cells:\n")
-        out += [f"- `{r.scenario.name}`: {r.reason}" + (f" (artifacts: `{r.artifacts}`)" if r.artifacts else "")
-                for r in failed]
+    counts = summary(results)
+    out.append(f"\n{sum(r.passed for r in results)}/{len(results)} cells as expected "
+               f"({', '.join(f'{n} {k}' for k, n in counts.items() if n)}).")
+    for title, status in (("Failed cells", Status.FAIL), ("Known failures", Status.KNOWN_FAILURE),
+                          ("Unexpectedly passing (remove their known_failure pin)", Status.UNEXPECTED_PASS)):
+        chosen = [r for r in results if r.status is status]
+        if chosen:
+            out.append(f"\n{title}:\n")
+            out += [f"- `{r.scenario.name}`: {r.reason or (r.expectation.known_failure if r.expectation else '')}"
+                    + (f" (artifacts: `{r.artifacts}`)" if r.artifacts else "") for r in chosen]
     return "\n".join(out)
 
 
@@ -361,8 +472,8 @@ def write_reports(results: list[CellResult], out: FsPath, backend: str, seconds:
         "cells": [r.as_json() for r in results],
         "passed": sum(r.passed for r in results),
         "failed": sum(not r.passed for r in results),
-        "unexpectedly_passing": [r.scenario.name for r in results
-                                 if r.expected is Path.NONE and r.observed is not Path.NONE],
+        "statuses": summary(results),
+        "unexpectedly_passing": [r.scenario.name for r in results if r.status is Status.UNEXPECTED_PASS],
     }
     (out / "results.json").write_text(json.dumps(doc, indent=2) + "\n")
     (out / "grid.txt").write_text(terminal_grid(results) + "\n")
@@ -375,33 +486,50 @@ def write_reports(results: list[CellResult], out: FsPath, backend: str, seconds:
 
 
 def select_cells(presets: list[str] | None, names: list[str] | None) -> list[Scenario]:
+    """The default matrix, or the RFC 4787 sub-matrix of ``presets``; then only the cells named (if any)."""
+    if presets:
+        from ice.nat.behaviour import preset
+
+        for name in presets:
+            preset(name)  # a typo is a UserError listing the presets
+    cells = load_matrix(presets)
     if names:
-        cells = load_matrix()
         unknown = sorted(set(names) - {c.name for c in cells})
         if unknown:
-            raise UserError(f"no scenario named {', '.join(unknown)}; names look like 'eim-eifxapdm-apdf' or "
-                            "'same-nat-eim-apdf-hairpin' (`icelab run --list` prints them all)")
-        return [c for c in cells if c.name in names]
-    return load_matrix(presets)
+            where = "in this --presets sub-matrix" if presets else "in the default matrix"
+            raise UserError(f"no scenario named {', '.join(unknown)} {where}; names look like 'eim-eifxapdm-apdf' "
+                            "or 'same-nat-eim-apdf-hairpin' (`icelab run --list` prints them all)")
+        cells = [c for c in cells if c.name in names]
+    return cells
 
 
 def main(backend_name: str, presets: list[str] | None, out: FsPath, update: bool, quiet: bool = False,
          names: list[str] | None = None, jobs: int = 1, keep_artifacts: bool = False,
          shell_on_failure: bool = False) -> int:
-    if update:
-        pinned = pinned_expectations(load_matrix())
-        expectations_file().write_text(json.dumps(pinned, indent=2, sort_keys=True) + "\n")
-        print(f"wrote {len(pinned)} expectations to {expectations_file()}")
-        return 0
-    if backend_name not in ("sim", "lab"):
-        print(f"icelab: unknown backend {backend_name!r}; use --backend lab (kernel NATs, root) or --backend sim "
-              "(in-memory).", file=sys.stderr)
-        return 2
     try:
-        cells = select_cells(presets, names)
+        return _main(backend_name, presets, out, update, quiet, names, jobs, keep_artifacts, shell_on_failure)
     except UserError as exc:
         print(f"icelab: {exc}", file=sys.stderr)
         return 2
+
+
+def _main(backend_name: str, presets: list[str] | None, out: FsPath, update: bool, quiet: bool,
+          names: list[str] | None, jobs: int, keep_artifacts: bool, shell_on_failure: bool) -> int:
+    if update:
+        path = expectations_file()
+        keep = _pinned() if path.exists() else {}
+        doc = pinned_expectations(load_matrix(), keep)
+        path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+        _pinned.cache_clear()
+        kept = sum("known_failure" in v for v in doc.values())
+        print(f"wrote {len(doc)} expectations to {path}" + (f" (kept {kept} known failures)" if kept else ""))
+        return 0
+    if backend_name not in ("sim", "lab"):
+        raise UserError(f"unknown backend {backend_name!r}; use --backend lab (kernel NATs, root) or --backend sim "
+                        "(in-memory)")
+    cells = select_cells(presets, names)
+    for c in cells:
+        pinned(c)  # a broken pin file is one clear error now, not a traceback halfway through the run
     artifacts = out / "artifacts"
     started = time.perf_counter()
     with _Progress(len(cells), quiet) as progress:
@@ -417,41 +545,41 @@ def main(backend_name: str, presets: list[str] | None, out: FsPath, update: bool
     write_reports(results, out, backend_name, elapsed, {"jobs": jobs if backend_name == "lab" else 1})
     print(terminal_grid(results))
     failed = [r for r in results if not r.passed]
+    counts = ", ".join(f"{n} {k}" for k, n in summary(results).items() if n and k != Status.PASS.value)
     print(f"{len(results) - len(failed)}/{len(results)} cells as expected in {elapsed:.1f} s ({backend_name}"
-          f"{f', -j {jobs}' if backend_name == 'lab' else ''}); reports in {out}/")
+          f"{f', -j {jobs}' if backend_name == 'lab' else ''}{'; ' + counts if counts else ''}); "
+          f"reports in {out}/")
     for r in failed:
         print(f"  FAIL {r.scenario.name}: {r.reason}")
         if r.artifacts:
             print(f"       artifacts: {r.artifacts}")
         if r.repro:
             print(f"       repro:     {r.repro}")
-    surprise = [r.scenario.name for r in results if r.expected is Path.NONE and r.observed is not Path.NONE]
+    surprise = [r.scenario.name for r in results if r.status is Status.UNEXPECTED_PASS]
     if surprise:
-        print(f"  unexpectedly passing (expected to fail): {', '.join(surprise)}")
+        print(f"  unexpectedly passing (pinned as known failures; remove their known_failure): {', '.join(surprise)}")
     return 1 if failed else 0
 
 
 class _Progress:
-    """A live progress bar (rich) with one line per finished cell; plain lines when stderr is not a terminal."""
+    """A progress bar (rich) with one line per finished cell; plain lines when stderr is not a terminal. The bar
+    is redrawn per cell, not by rich's refresh thread: the run starts processes, and forking next to a running
+    thread is what ``subprocess``'s documentation warns against."""
 
     def __init__(self, total: int, quiet: bool) -> None:
         self.total, self.quiet, self.done = total, quiet, 0
-        self._progress: Any = None
-        self._task: Any = None
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
 
     def __enter__(self) -> _Progress:
         if self.quiet:
             return self
-        try:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-        except ImportError:  # rich is a dependency; a broken install still gets plain lines
-            return self
         console = Console(stderr=True, highlight=False)
         self._progress = Progress(TextColumn("matrix"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                                  console=console, transient=True)
+                                  console=console, transient=True, auto_refresh=False)
         self._task = self._progress.add_task("cells", total=self.total)
         self._progress.start()
+        self._progress.refresh()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -463,9 +591,10 @@ class _Progress:
         if self.quiet:
             return
         line = _line(r, self.done, self.total)
-        if self._progress is not None:
+        if self._progress is not None and self._task is not None:
             self._progress.console.print(line, markup=False, soft_wrap=True)
             self._progress.advance(self._task)
+            self._progress.refresh()
         else:
             print(line, file=sys.stderr, flush=True)
 
@@ -473,11 +602,15 @@ class _Progress:
 def _line(r: CellResult, done: int, total: int) -> str:
     took = "" if r.seconds is None else f" in {r.seconds * 1000:.0f} ms"
     width = len(str(total))
-    status = "ok  " if r.passed else "FAIL"
-    return (f"[{done:>{width}}/{total}] {status} {r.scenario.name:<34} {r.observed.value:<6} "
+    status = {Status.PASS: "ok  ", Status.FAIL: "FAIL", Status.KNOWN_FAILURE: "xf  ", Status.UNEXPECTED_PASS: "XP  ",
+              Status.SKIPPED: "skip"}[r.status]
+    observed = "-" if r.skipped else r.observed.value
+    return (f"[{done:>{width}}/{total}] {status} {r.scenario.name:<34} {observed:<6} "
             f"{r.selected or r.reason}{took}")
 
 
 def iter_names(cells: Iterable[Scenario]) -> Iterator[str]:
     for c in cells:
-        yield f"{c.name}  ({c.group}, {c.topology}, expected {expected_path(c).value})"
+        exp = pinned(c)
+        known = f"; known failure: {exp.known_failure}" if exp.known_failure else ""
+        yield f"{c.name}  ({c.group}, {c.topology}, expected {exp.path.value}{known})"

@@ -13,30 +13,43 @@ import signal
 import sys
 from pathlib import Path as FsPath
 
+from ice.lab.netns import die_with_parent
 from ice.scenario.lab import LabBackend
-from ice.scenario.model import Expected, Scenario
+from ice.scenario.model import CellResult, Expected, Path, Scenario
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m ice.scenario.worker")
     p.add_argument("--artifacts", required=True)
     p.add_argument("--keep-artifacts", action="store_true")
+    p.add_argument("--parent", type=int, help="die with this process (the run that started us)")
     args = p.parse_args(argv)
+    if args.parent is not None:
+        die_with_parent()  # set here, not through preexec_fn: the parent may run threads
+        if os.getppid() != args.parent:
+            return 1  # the parent died before the death signal was armed
 
     def stop(signum: int, frame: object) -> None:
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, stop)
-    # The protocol owns the real stdout; anything else printed (Mininet's messages) goes to stderr.
+    # The protocol owns the real stdout; anything else written to fd 1 (Mininet's messages, a child process's
+    # output) goes to stderr instead.
     results = os.fdopen(os.dup(sys.stdout.fileno()), "w")
-    sys.stdout = sys.stderr
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     repro: dict[str, str] = {}
     with LabBackend(FsPath(args.artifacts), args.keep_artifacts, lambda c: repro.get(c.name, "")) as backend:
         for line in sys.stdin:
             msg = json.loads(line)
             cell = Scenario(**msg["cell"])
+            expected = Expected.from_json(msg["expected"])
             repro[cell.name] = msg.get("repro", "")
-            res = backend.run(cell, Expected.from_json(msg["expected"]))
+            try:
+                res = backend.run(cell, expected)
+            except Exception as exc:  # whatever breaks, the parent gets one answer per cell
+                res = CellResult(cell, "lab", expected.path, Path.NONE, None, None,
+                                 reason=f"the worker failed on this cell: {type(exc).__name__}: {exc}")
+                res.expecting(expected)
             results.write(json.dumps(res.as_json()) + "\n")
             results.flush()
     return 0

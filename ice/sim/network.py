@@ -66,6 +66,11 @@ class SimNetwork:
     """Extra drop rule (src, dst, data) -> True to drop, applied before routing (e.g. a dead path)."""
     sent: list[tuple[float, Address, Address, bytes]] | None = None
     """When a list, every datagram an agent sends is appended: (time, src, dst, data)."""
+    impaired: frozenset[str] = frozenset()
+    """Public IPs whose access link is impaired (as the lab impairs one NAT's WAN link): packets to or from them
+    on the public side also suffer ``impaired_loss`` and ``impaired_delay``."""
+    impaired_loss: float = 0.0
+    impaired_delay: float = 0.0
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
@@ -128,13 +133,19 @@ class SimNetwork:
     def send(self, src: Address, dst: Address, data: bytes) -> None:
         """Route one datagram; it arrives after the latency (and jitter) unless something drops it."""
         route = None if self.drop_if is not None and self.drop_if(src, dst, data) else self._route(src, dst)
-        if route is None or (self.loss and self._rng.random() < self.loss):
+        crosses = route is not None and bool(self.impaired) and (route[0][0] in self.impaired
+                                                                 or dst[0] in self.impaired)
+        lost = bool(self.loss) and self._rng.random() < self.loss
+        lost = lost or (crosses and bool(self.impaired_loss) and self._rng.random() < self.impaired_loss)
+        if route is None or lost:
             self.dropped += 1
             if self.trace is not None:
                 self.trace.append((self.now, "dropped", src, dst))
             return
         seen_src, final_dst = route
         delay = self.latency + (self._rng.uniform(-self.jitter, self.jitter) if self.jitter else 0.0)
+        if crosses:
+            delay += self.impaired_delay
         self._seq += 1
         heapq.heappush(self._queue, (self.now + max(0.0, delay), self._seq, seen_src, final_dst, data))
 

@@ -6,6 +6,7 @@ import random
 from dataclasses import dataclass
 
 from ice.agent import AgentConfig, Candidate, CandidateType, IceAgent
+from ice.agent.agent import Pair
 from ice.agent.events import CandidateGathered, Event, GatheringComplete
 from ice.nat.behaviour import NatBehaviour, NatKind
 from ice.sim.network import SimNetwork
@@ -22,11 +23,14 @@ class SimResult:
     seconds: float
     """Virtual time from both agents having the remote credentials until both selected a pair."""
     selected: tuple[CandidateType, CandidateType] | None
-    """(local type, remote type) of the controlling agent's selected pair."""
+    """(local type, remote type) of A's selected pair."""
     succeeded: frozenset[tuple[str, str]]
-    """Candidate-type pairs (local, remote) of A's pairs that succeeded."""
+    """Candidate-type pairs (local, remote) of A's valid pairs (RFC 8445 §7.2.5.3.1)."""
     selected_b: tuple[CandidateType, CandidateType] | None = None
-    """The same for the controlled agent B."""
+    """The same for B."""
+    selected_pair: str | None = None
+    """A's selected pair with addresses ("srflx 203.0.113.1:5000 -> prflx 203.0.113.2:6000")."""
+    selected_pair_b: str | None = None
 
     @property
     def relayed(self) -> bool:
@@ -63,14 +67,18 @@ def _peer(net: SimNetwork, nat: NatBehaviour | None, index: int, agent: IceAgent
 def two_nats(nat_a: NatBehaviour, nat_b: NatBehaviour, config: AgentConfig | None = None, seed: int = 0,
              latency: float = 0.001, loss: float = 0.0, jitter: float = 0.0, timeout: float = 10.0,
              turn: bool = False, same_lan: bool = False, relay_only: bool = False, trickle: bool = True,
-             controlling: str = "a") -> SimResult:
+             controlling: str = "a", a_loss: float = 0.0, a_delay: float = 0.0) -> SimResult:
     """ICE between A (controlling) and B: credentials at t = 0; with ``trickle`` every candidate is signalled as
     soon as it is gathered (host at once, srflx when the STUN server answers, relayed when the TURN allocation
     succeeds) and end-of-candidates when gathering ends, otherwise all of them at once then. With ``turn``, the
     server on the public segment is a TURN server (which answers Binding too) and both agents allocate on it.
     With ``same_lan``, B sits on A's LAN behind A's NAT (``nat_b`` is ignored). ``controlling`` says who starts
-    controlling: "a", "b" or "both" (a role conflict). Results are A's view."""
-    net = SimNetwork(latency=latency, loss=loss, jitter=jitter, seed=seed)
+    controlling: "a", "b" or "both" (a role conflict). ``a_loss``/``a_delay`` impair only A's access link, as
+    the lab does (``loss``/``latency``/``jitter`` apply to every packet). Results are A's view."""
+    a_public = "203.0.113.101" if nat_a.kind is NatKind.NONE else "203.0.113.1"
+    net = SimNetwork(latency=latency, loss=loss, jitter=jitter, seed=seed,
+                     impaired=frozenset({a_public}) if a_loss or a_delay else frozenset(),
+                     impaired_loss=a_loss, impaired_delay=a_delay)
     turn_config = None
     if turn:
         net.add_turn_server(STUN, {"alice": "secret"})
@@ -103,7 +111,7 @@ def two_nats(nat_a: NatBehaviour, nat_b: NatBehaviour, config: AgentConfig | Non
         y.set_remote_credentials(net.now, x.ufrag, x.pwd)
     for agent, endpoint in ((a, ea), (b, eb)):
         if not relay_only:
-            for base in list(agent._bases):
+            for base in agent.bases:
                 agent.gather_server_reflexive(net.now, base, STUN)
         if isinstance(endpoint, RelayedAgent):
             endpoint.start(net.now)  # end-of-candidates follows the allocation
@@ -112,6 +120,20 @@ def two_nats(nat_a: NatBehaviour, nat_b: NatBehaviour, config: AgentConfig | Non
     net.run(timeout, stop=lambda: a.selected is not None and b.selected is not None)
     ok = a.selected is not None and b.selected is not None
     sel = (a.selected.local.type, a.selected.remote.type) if a.selected is not None else None
-    succeeded = frozenset((p.local.type.value, p.remote.type.value) for p in a.pairs if p.valid)
     sel_b = (b.selected.local.type, b.selected.remote.type) if b.selected is not None else None
-    return SimResult(ok, net.now, sel, succeeded, sel_b)
+    return SimResult(ok, net.now, sel, frozenset(valid_pair_types(a)), sel_b, describe_pair(a.selected),
+                     describe_pair(b.selected))
+
+
+def valid_pair_types(agent: IceAgent) -> set[tuple[str, str]]:
+    """(local, remote) types of the agent's valid pairs: a checked pair whose check produced another valid pair
+    (RFC 8445 §7.2.5.3.1, e.g. srflx for a host base behind a NAT) counts as that one."""
+    return {(p.local.type.value, p.remote.type.value) for p in agent.pairs
+            if p.valid and (p.valid_pair is None or p.valid_pair is p)}
+
+
+def describe_pair(pair: Pair | None) -> str | None:
+    if pair is None:
+        return None
+    return (f"{pair.local.type.value} {pair.local.host}:{pair.local.port} -> "
+            f"{pair.remote.type.value} {pair.remote.host}:{pair.remote.port}")
