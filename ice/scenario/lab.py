@@ -11,6 +11,7 @@ counters and a one-line command that runs just that cell again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import os
@@ -201,6 +202,9 @@ class LabBackend:
         self._caps.clear()
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
+            if self._tmp.parent.name == ".captures":
+                with contextlib.suppress(OSError):  # the last worker out removes the shared parent
+                    self._tmp.parent.rmdir()
             self._tmp = None
 
     def __enter__(self) -> LabBackend:
