@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
 from typing import Any
@@ -97,7 +98,7 @@ def _summary(cell: dict[str, Any]) -> str:
 def render(c: Comparison, old_name: str, new_name: str) -> str:
     lines = [f"compare {old_name} -> {new_name}"]
 
-    def section(title: str, rows: list[dict[str, Any]], fmt: Any) -> None:
+    def section(title: str, rows: list[dict[str, Any]], fmt: Callable[[dict[str, Any]], str]) -> None:
         if rows:
             lines.append(f"{title} ({len(rows)}):")
             lines.extend("  " + fmt(r) for r in rows)
