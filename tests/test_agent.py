@@ -26,14 +26,15 @@ def agents(seed: int = 1, cfg_a: AgentConfig | None = None, cfg_b: AgentConfig |
     return a, b
 
 
-def connected_pair() -> tuple[Net, IceAgent, IceAgent]:
+def connected_pair(cfg_a: AgentConfig | None = None, cfg_b: AgentConfig | None = None
+                   ) -> tuple[Net, IceAgent, IceAgent]:
     """Two agents on one LAN, connected (host pair), on a fresh virtual network."""
     net = Net()
-    a, b = agents()
+    a, b = agents(cfg_a=cfg_a, cfg_b=cfg_b)
     net.attach(a, A1)
     net.attach(b, B1)
     exchange(net, a, b)
-    net.run(1.0, stop=lambda: connected(a, b))
+    net.run(2.0, stop=lambda: connected(a, b))
     assert connected(a, b)
     return net, a, b
 
@@ -162,13 +163,8 @@ def test_aggressive_nomination_selects_on_first_success() -> None:
 
 
 def test_lite_peer_is_controlled_and_does_not_check() -> None:
-    net = Net()
-    a, b = agents(cfg_b=AgentConfig(lite=True))
-    net.attach(a, A1)
-    net.attach(b, B1)
-    exchange(net, a, b)
-    net.run(1.0, stop=lambda: connected(a, b))
-    assert connected(a, b) and a.controlling and not b.controlling
+    net, a, b = connected_pair(cfg_b=AgentConfig(lite=True))
+    assert a.controlling and not b.controlling
     assert net.checks_from(B1) == []  # a lite agent only answers
 
 
@@ -589,13 +585,7 @@ def test_a_lite_agent_never_takes_the_controlling_role() -> None:
 def test_paced_nomination_still_carries_use_candidate() -> None:
     """With pace_triggered (the RFC's letter), the nominating check waits for its Ta slot but keeps USE-CANDIDATE;
     without it the controlled side would never select."""
-    net = Net()
-    a, b = agents(cfg_a=AgentConfig(pace_triggered=True))
-    net.attach(a, A1)
-    net.attach(b, B1)
-    exchange(net, a, b)
-    net.run(2.0, stop=lambda: connected(a, b))
-    assert connected(a, b)
+    net, _, _ = connected_pair(cfg_a=AgentConfig(pace_triggered=True))
     assert any(parse(d).get(UseCandidate) is not None for _, s, _, d in net.sent  # type: ignore[union-attr]
                if s == A1 and d[:2] == b"\x00\x01")
 

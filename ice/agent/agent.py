@@ -21,6 +21,7 @@ from __future__ import annotations
 import ipaddress
 import random
 from collections import Counter, deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from ice.agent.candidate import Candidate, CandidateType, candidate_priority, foundation, pair_priority
@@ -452,14 +453,7 @@ class IceAgent:
         still be expected to succeed (better pairs not yet checked, or checked less than ``nomination_wait`` ago)."""
         if not self.controlling or self.config.nomination is Nomination.AGGRESSIVE:
             return
-        for component in self.components:
-            if component in self._nominated:
-                continue
-            pairs = [p for p in self.pairs if p.local.component == component]
-            valid = [p for p in pairs if p.valid]
-            if not valid:
-                continue
-            best = max(valid, key=lambda p: p.priority)
+        for component, pairs, best in self._to_nominate():
             if any(self._may_still_win(now, p, best) for p in pairs):
                 continue
             self._nominated.add(component)
@@ -468,6 +462,16 @@ class IceAgent:
                 best.nominated = True
             else:
                 self._send_check(now, best, nominating=True)
+
+    def _to_nominate(self) -> Iterator[tuple[int, list[Pair], Pair]]:
+        """(component, its pairs, its best valid pair) for each component with a valid pair but no nomination."""
+        for component in self.components:
+            if component in self._nominated:
+                continue
+            pairs = [p for p in self.pairs if p.local.component == component]
+            valid = [p for p in pairs if p.valid]
+            if valid:
+                yield component, pairs, max(valid, key=lambda p: p.priority)
 
     def _may_still_win(self, now: float, p: Pair, best: Pair) -> bool:
         if p.priority <= best.priority or p.state in (PairState.FAILED, PairState.SUCCEEDED):
@@ -488,14 +492,7 @@ class IceAgent:
         if not self.controlling or self.config.nomination is Nomination.AGGRESSIVE or self.config.lite:
             return None
         due: float | None = None
-        for component in self.components:
-            if component in self._nominated:
-                continue
-            pairs = [p for p in self.pairs if p.local.component == component]
-            valid = [p for p in pairs if p.valid]
-            if not valid:
-                continue
-            best = max(valid, key=lambda p: p.priority)
+        for _, pairs, best in self._to_nominate():
             better = [p for p in pairs if p.priority > best.priority
                       and p.state not in (PairState.FAILED, PairState.SUCCEEDED)]
             if any(p.state is not PairState.IN_PROGRESS or p.first_check_at is None for p in better):
