@@ -117,6 +117,7 @@ def test_killed_lab_leaves_nothing_behind(sig: signal.Signals) -> None:
     tree = _descendants(proc.pid)
     os.kill(proc.pid, sig)
     proc.wait(10)
+    assert proc.returncode != 0  # stopped by the signal, not finished (unshare alone would ignore INT/TERM)
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in tree):
         time.sleep(0.02)

@@ -360,6 +360,11 @@ def run_lab_parallel(cells: list[Scenario], jobs: int, artifacts: FsPath, keep: 
                     cell = next_for(w)
                     if cell is not None:
                         start(cell)
+    except BaseException:  # Ctrl-C, SIGTERM: stop the workers now (they tear their labs down), not after a cell
+        for w in workers:
+            if w.proc.poll() is None:
+                w.proc.terminate()
+        raise
     finally:
         for w in workers:
             if w.proc.returncode is None:

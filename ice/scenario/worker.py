@@ -30,9 +30,12 @@ def main(argv: list[str] | None = None) -> int:
             return 1  # the parent died before the death signal was armed
 
     def stop(signum: int, frame: object) -> None:
-        raise SystemExit(128 + signum)
+        for sig in (signal.SIGTERM, signal.SIGINT):  # one stop is enough: let the labs' teardown finish
+            signal.signal(sig, signal.SIG_IGN)
+        raise SystemExit(128 + signum) if signum != signal.SIGINT else KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     # The protocol owns the real stdout; anything else written to fd 1 (Mininet's messages, a child process's
     # output) goes to stderr instead.
     results = os.fdopen(os.dup(sys.stdout.fileno()), "w")
