@@ -13,7 +13,15 @@ from ice.agent.candidate import candidate_priority, pair_priority
 from ice.agent.events import ConsentLost, SelectedPairChanged
 from ice.agent.session import IceSession
 from ice.stun import Message, MessageClass, Method, parse, short_term_key
-from ice.stun.attributes import ErrorCode, IceControlling, Priority, UnknownAttribute, UseCandidate, Username
+from ice.stun.attributes import (
+    ErrorCode,
+    IceControlling,
+    Priority,
+    UnknownAttribute,
+    UseCandidate,
+    Username,
+    XorMappedAddress,
+)
 
 A1, A2 = ("10.0.0.1", 1000), ("10.0.0.1", 1001)
 B1 = ("10.0.0.2", 2000)
@@ -639,3 +647,157 @@ def test_early_checks_are_kept_once_per_path() -> None:
         b.handle_datagram(0.0, B1, A1, _request(b, f"{b.ufrag}:x", b.pwd.encode(),
                                                 *([UseCandidate()] if use else [])))
     assert len(b._early_checks) == 1 and b._early_checks[0][3] is True
+
+
+def _spin_guard(agent: IceAgent, limit: int = 5000) -> None:
+    """Fail (instead of hanging) if the agent is asked to handle timeouts without time moving on."""
+    original = agent.handle_timeout
+    calls = 0
+
+    def counted(now: float) -> None:
+        nonlocal calls
+        calls += 1
+        if calls > limit:
+            raise AssertionError(f"busy-spin at {now!r}: next_timeout() = {agent.next_timeout()!r}")
+        original(now)
+
+    agent.handle_timeout = counted  # type: ignore[method-assign]
+
+
+@pytest.mark.parametrize("t0", [0.0, 0.037, 0.12, 1.0, 1.7])
+def test_the_nomination_deadline_fires_whatever_the_float_rounding(t0: float) -> None:
+    """The deadline (first check + wait) and the test in _may_still_win are one expression: 1.0 + 0.2 - 1.0 is
+    0.19999999999999996, and a deadline that did not count as reached would be returned forever."""
+    net = Net()
+    cfg = AgentConfig(nomination_wait=0.2)
+    a, b = agents(cfg_a=cfg, cfg_b=cfg)
+    net.attach(a, A1)
+    net.attach(b, ("2.0.0.1", 2000), ("2.0.0.2", 2000))
+    net.drop = lambda s, d, data: ("2.0.0.1", 2000) in (s, d)
+    net.run(t0)
+    exchange(net, a, b)
+    _spin_guard(a)
+    net.run(t0 + 2.0, stop=lambda: connected(a, b))
+    assert connected(a, b) and a.selected is not None and a.selected.remote.port == 2000
+
+
+def test_a_closed_agent_has_no_deadlines() -> None:
+    _, a, _ = connected_pair()
+    a.close()
+    assert a.next_timeout() is None
+    a.add_host_candidate(A2)  # a late candidate after close wakes nothing up
+    assert a.next_timeout() is None
+
+
+def test_failed_is_not_a_dead_end_for_peer_reflexive_pairs() -> None:
+    """The peer's only candidates were mDNS names A cannot resolve: A's checklist is empty and ICE fails at once,
+    but the peer's checks then make peer-reflexive pairs (RFC 8445 §7.3.1.3) and A connects after all."""
+    net = Net()
+    b, a = agents()  # B controlling
+    a.controlling, b.controlling = False, True
+    net.attach(a, A1)
+    net.attach(b, B1)
+    a.set_remote_credentials(0, b.ufrag, b.pwd)
+    b.set_remote_credentials(0, a.ufrag, a.pwd)
+    for c in a.local_candidates:
+        b.add_remote_candidate(0, c)
+    b.add_remote_candidate(0, None)
+    a.end_of_local_candidates()
+    b.end_of_local_candidates()
+    a.add_remote_candidate(0, None)
+    assert a.state is AgentState.FAILED
+    net.run(5.0, stop=lambda: connected(a, b))
+    assert connected(a, b) and a.send(b"after all")
+
+
+def test_the_controlled_side_follows_a_renomination_after_its_pair_broke() -> None:
+    """B accepted A1-B1, then B -> A1 broke: A's nomination goes unanswered, A fails that pair and nominates
+    A2-B1 (RFC 8445 §8.1.1 allows one nomination at a time); B, whose consent on A1-B1 has stopped succeeding,
+    follows instead of clinging to the higher-priority pair, so both end on the same one."""
+    net = Net()
+    a, b = agents()
+    net.attach(a, A1, A2)
+    net.attach(b, B1)
+    net.drop = lambda s, d, data: s == B1 and d == A1 and b.selected is not None
+    exchange(net, a, b)
+    net.run(60.0)
+    assert connected(a, b) and a.selected is not None and b.selected is not None
+    assert a.selected.base == A2 and b.selected.remote.address == A2
+
+
+def test_a_restart_whose_nominations_all_go_unanswered_fails_instead_of_stalling() -> None:
+    net, a, b = connected_pair()
+    a.end_of_local_candidates()
+    b.end_of_local_candidates()
+    a.restart(net.now)
+    b.restart(net.now)
+    net.drop = lambda s, d, data: data[:2] == b"\x00\x01" and parse(data).get(UseCandidate) is not None
+    exchange(net, a, b)
+    net.run(200.0, stop=lambda: a.state is AgentState.FAILED)
+    assert a.state is AgentState.FAILED and a.next_timeout() is None
+
+
+def test_pruning_never_drops_a_pair_a_check_or_the_triggered_queue_still_holds() -> None:
+    """max_pairs = 1 and a triggered check queued (pace_triggered): a better remote candidate arriving then must not
+    orphan the queued pair (it would be checked outside the checklist)."""
+    net = Net()
+    a, b = agents(cfg_a=AgentConfig(pace_triggered=True, max_pairs=1))
+    a.controlling, b.controlling = False, True
+    net.attach(a, A1)
+    net.attach(b, B1)
+    a.set_remote_credentials(0, b.ufrag, b.pwd)
+    b.set_remote_credentials(0, a.ufrag, a.pwd)
+    for c in a.local_candidates:
+        b.add_remote_candidate(0, c)
+    net.run(0.0011)  # B's first check reached A: a prflx pair waits in A's triggered queue
+    queued = list(a._triggered)
+    assert queued
+    a.add_remote_candidate(net.now, Candidate("x", 1, "udp", 2**31 - 1, "3.0.0.9", 9, CandidateType.HOST))
+    assert all(p in a.pairs for p in queued) and a.stats["pairs-over-limit"] == 1
+    net.run(3.0, stop=lambda: connected(a, b))
+    assert connected(a, b) and a.selected in a.pairs
+
+
+def test_a_check_from_a_relayed_candidate_keeps_the_relayed_pair_whatever_the_mapped_address() -> None:
+    """A peer's NAT may give our relay's packets a new source port (a Linux conntrack clash); the response then
+    maps us to an address that is not the relayed one. The valid pair is still the relayed pair, and no prflx
+    candidate is invented for an address that belongs to the relay."""
+    relayed = ("198.51.100.50", 49152)
+    a, b = agents()
+    a.add_relayed_candidate(relayed)
+    a.set_remote_credentials(0.0, b.ufrag, b.pwd)
+    a.add_remote_candidate(0.0, Candidate("1", 1, "udp", candidate_priority(CandidateType.HOST), B1[0], B1[1],
+                                          CandidateType.HOST))
+    a.handle_timeout(0.0)
+    t = a.poll_transmit()
+    assert t is not None and t.local == relayed
+    req = parse(t.data)
+    resp = Message(Method.BINDING, MessageClass.SUCCESS, req.transaction_id,
+                   [XorMappedAddress("198.51.100.50", 61000)]).encode(short_term_key(b.pwd), fingerprint=True)
+    a.handle_datagram(0.01, relayed, B1, resp)
+    (pair,) = [p for p in a.pairs if p.valid]
+    assert pair.local.type is CandidateType.RELAYED and pair.base == relayed
+    assert not any(c.type is CandidateType.PEER_REFLEXIVE for c in a.local_candidates)
+
+
+def test_ice_does_not_fail_while_local_gathering_may_still_add_candidates() -> None:
+    """Every pair failed, but a TURN allocation (or STUN answer) may still come: no FAILED before gathering ends."""
+    net = Net()
+    a, b = agents()
+    net.attach(a, A1)
+    net.attach(b, B1)
+    net.drop = lambda src, dst, data: True
+    b.end_of_local_candidates()
+    exchange(net, a, b)
+    net.run(45.0)
+    assert a.state is AgentState.CHECKING and all(p.state is PairState.FAILED for p in a.pairs)
+    a.end_of_local_candidates()
+    assert a.state is AgentState.FAILED
+
+
+def test_early_checks_are_bounded() -> None:
+    _, b = agents(cfg_b=AgentConfig(max_pairs=2))
+    b.add_host_candidate(B1)
+    for port in range(5):
+        b.handle_datagram(0.0, B1, ("10.0.0.1", 7000 + port), _request(b, f"{b.ufrag}:x", b.pwd.encode()))
+    assert len(b._early_checks) == 2 and b.stats["early-checks-over-limit"] == 3

@@ -266,7 +266,9 @@ class IceAgent:
         priority = pair_priority(g, d)
         if len(self.pairs) >= self.config.max_pairs:
             # RFC 8445 §6.1.2.5: keep the highest-priority pairs; only a pair not yet checked can make room.
-            unchecked = [p for p in self.pairs if p.state in (PairState.FROZEN, PairState.WAITING)]
+            busy = {id(c.pair) for c in self._checks.values()} | {id(p) for p in self._triggered}
+            unchecked = [p for p in self.pairs if p.state in (PairState.FROZEN, PairState.WAITING)
+                         and id(p) not in busy]
             worst = min(unchecked, key=lambda p: p.priority, default=None)
             self.stats["pairs-over-limit"] += 1
             if worst is None or worst.priority >= priority:
@@ -282,7 +284,9 @@ class IceAgent:
     def _start_if_ready(self, now: float) -> None:
         if self._remote_key is None or not self.pairs or self.state is AgentState.CLOSED:
             return
-        if self.state is AgentState.NEW:
+        if self.state in (AgentState.NEW, AgentState.FAILED):
+            # FAILED is not a dead end: a peer-reflexive pair from the peer's check (RFC 8445 §7.3.1.4) or a
+            # candidate gathered late (a TURN allocation) is checked again.
             self._set_state(AgentState.CHECKING)
         # RFC 8445 §6.1.2.6: per foundation, the highest-priority frozen pair becomes Waiting.
         seen = {p.foundation for p in self.pairs if p.state is not PairState.FROZEN}
@@ -363,6 +367,8 @@ class IceAgent:
     # ========================================================================================= timers
 
     def next_timeout(self) -> float | None:
+        if self.state is AgentState.CLOSED:
+            return None
         times = [t for c in self._checks.values() if (t := c.tx.next_timeout()) is not None]
         at = self.pacer.next_at
         if (self._started and at is not None and not self.config.lite
@@ -417,7 +423,7 @@ class IceAgent:
         pair = check.pair
         assert pair is not None
         component = pair.local.component
-        if check.nominating and not check.cancelled and component not in self.selected_pairs:
+        if check.nominating and not check.cancelled and (self._restarting or component not in self.selected_pairs):
             # The nomination went unanswered for its whole schedule: the path broke after its check succeeded.
             # The pair (and the valid pair it made) is no longer valid, so the next nomination picks another one
             # and retries are bounded by the number of pairs.
@@ -433,8 +439,9 @@ class IceAgent:
     def _check_failed(self) -> None:
         """RFC 8445 §8.1.2 with trickle ICE (RFC 8838 §8): ICE fails once no more candidates can come from either
         side (local gathering done, remote end-of-candidates) and every pair failed, or there are no pairs."""
-        if self.selected_pairs or not self.remote_end_of_candidates or not self._gathering_done_sent:
-            return
+        if (self.selected_pairs and not self._restarting) or not self.remote_end_of_candidates \
+                or not self._gathering_done_sent:
+            return  # (a restart whose every new pair failed fails too: the old pair has no consent to lean on)
         if self.state not in (AgentState.NEW, AgentState.CHECKING):
             return
         if all(p.state is PairState.FAILED for p in self.pairs) and not self._checks:
@@ -478,7 +485,13 @@ class IceAgent:
             return False
         if p.state in (PairState.FROZEN, PairState.WAITING):
             return True
-        return p.first_check_at is not None and now - p.first_check_at < self._wait(p, best)
+        return p.first_check_at is not None and now < self._give_up_at(p, best)
+
+    def _give_up_at(self, p: Pair, best: Pair) -> float:
+        """When in-progress pair ``p`` stops holding back the nomination of ``best`` (one expression for the check
+        and the deadline, or float rounding could leave a past deadline that never fires its nomination)."""
+        assert p.first_check_at is not None
+        return p.first_check_at + self._wait(p, best)
 
     def _wait(self, p: Pair, best: Pair) -> float:
         relay = CandidateType.RELAYED
@@ -499,7 +512,7 @@ class IceAgent:
                 continue
             if not better:
                 continue  # nominated at once by the event that made ``best`` valid
-            at = max(p.first_check_at + self._wait(p, best) for p in better)  # type: ignore[operator]
+            at = max(self._give_up_at(p, best) for p in better)
             due = at if due is None else min(due, at)
         return due
 
@@ -535,13 +548,19 @@ class IceAgent:
         current = self.selected_pairs.get(component)
         if current is pair:
             return
-        if current is not None and not self._restarting and current.priority > pair.priority:
-            return  # RFC 8445 §8.1.1: of several nominated pairs, the highest-priority one is selected
+        if (current is not None and not self._restarting and current.priority > pair.priority
+                and now - self._consent_ok_at < self.config.consent_interval):
+            # RFC 8445 §8.1.1: of several nominated pairs (aggressive nomination) the highest-priority one is
+            # selected. A later, lower nomination while consent on the current pair has stopped succeeding is the
+            # controlling side recovering from a pair that broke: follow it.
+            return
         if self._restarting:
             self.selected_pairs.clear()  # the first new pair replaces the pre-restart ones (RFC 8445 §9)
             self._restarting = False
         self.selected_pairs[component] = pair
         self._events.append(SelectedPairChanged(pair.local, pair.remote, pair.base, component))
+        if self.state is AgentState.FAILED:
+            self._set_state(AgentState.CHECKING)  # a new pair after consent loss or failure: the way back up
         if all(c in self.selected_pairs for c in self.components):
             self._set_state(AgentState.CONNECTED)
             self._consent_lost = False  # consent is fresh on the newly selected pairs
@@ -758,6 +777,8 @@ class IceAgent:
             # gives a packet a new source port when its conntrack tuple clashes with a flow going the other way).
             return pair
         if pair.valid_pair is not None and pair.valid_pair.local.address == mapped:
+            self._set_pair(pair.valid_pair, PairState.SUCCEEDED)  # it may have failed a nomination before
+            pair.valid_pair.rtt = pair.rtt
             return pair.valid_pair
         local = next((c for c in self.local_candidates if c.address == mapped
                       and c.type in (CandidateType.SERVER_REFLEXIVE, CandidateType.PEER_REFLEXIVE)
@@ -768,6 +789,8 @@ class IceAgent:
                                                  pair.local.component),
                               mapped[0], mapped[1], CandidateType.PEER_REFLEXIVE, related=pair.base)
             self.local_candidates.append(local)
+        # It keeps the checked pair's priority (not one computed from the srflx/prflx candidate): the checklist's
+        # order is what nomination and selection compare, and a pair and its valid pair are one path.
         valid = Pair(local, pair.base, pair.remote, pair.priority, PairState.SUCCEEDED, rtt=pair.rtt)
         valid.first_check_at = pair.first_check_at
         pair.valid_pair = valid
@@ -782,7 +805,10 @@ class IceAgent:
         base = self._bases.get(local)
         server = check.server or ("", 0)
         if (resp.message_class is MessageClass.SUCCESS and xma is not None and base is not None
-                and xma.address != local and not any(c.address == xma.address for c in self.local_candidates)):
+                and xma.address != local and not any(c.address == xma.address and c.type is not
+                                                     CandidateType.PEER_REFLEXIVE for c in self.local_candidates)):
+            # A check's answer may have beaten the server's and made this address a prflx candidate; the srflx
+            # one is still gathered and signalled (prflx candidates never are, RFC 8445 §7.2.5.3.1).
             cand = Candidate(foundation(CandidateType.SERVER_REFLEXIVE, local[0], server[0]), base.component,
                              "udp", candidate_priority(CandidateType.SERVER_REFLEXIVE, base.priority >> 8 & 0xFFFF,
                                                        base.component),
@@ -867,6 +893,7 @@ class IceAgent:
     def close(self) -> None:
         self._checks.clear()
         self._consent_at = None
+        self._start_pending = False
         self._set_state(AgentState.CLOSED)
 
     def _tid(self) -> bytes:
