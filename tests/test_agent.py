@@ -801,3 +801,32 @@ def test_early_checks_are_bounded() -> None:
     for port in range(5):
         b.handle_datagram(0.0, B1, ("10.0.0.1", 7000 + port), _request(b, f"{b.ufrag}:x", b.pwd.encode()))
     assert len(b._early_checks) == 2 and b.stats["early-checks-over-limit"] == 3
+
+
+def test_consent_goes_on_with_the_old_credentials_during_a_restart() -> None:
+    """RFC 8445 §9 / RFC 7675 §5.1: while a restart waits for the peer's new candidates, the old pair still carries
+    data, so its consent checks go on, with the old generation's credentials, and both sides answer them."""
+    net, a, b = connected_pair()
+    old = (a.ufrag, b.ufrag)
+    a.restart(net.now)
+    b.restart(net.now)
+    t = net.now
+    net.run(t + 40.0)  # no new signalling yet: longer than the 30 s consent timeout
+    consent = [parse(d) for ts, s, _, d in net.sent if s == A1 and d[:2] == b"\x00\x01" and ts > t]
+    assert consent and all(m.get(Username) == Username(f"{old[1]}:{old[0]}") for m in consent)
+    assert a.state is AgentState.CHECKING and not a._consent_lost and a.send(b"still flowing")
+    assert b.stats["check-previous-generation"] >= 6
+    exchange(net, a, b)
+    net.run(net.now + 1.0, stop=lambda: connected(a, b))
+    assert connected(a, b) and a._previous is None
+
+
+def test_consent_lost_during_a_restart_stops_the_old_pair() -> None:
+    net, a, b = connected_pair()
+    a.restart(net.now)
+    b.restart(net.now)
+    events: list[object] = []
+    net.on_event = lambda agent, ev: events.append(ev) if agent is a else None
+    _outage(net, 40.0)  # consent checks run every 4-6 s: the one after the 30 s mark finds consent lost
+    assert any(isinstance(e, ConsentLost) for e in events) and a.state is AgentState.FAILED
+    assert not a.send(b"no consent, no data")  # RFC 7675 §5.2

@@ -99,6 +99,17 @@ class _Check:
     """The role the request was sent in (a 487 answer means: take the other one, RFC 8445 §7.2.5.1)."""
 
 
+@dataclass(frozen=True)
+class _Generation:
+    """The credentials of the ICE generation an ICE restart replaces: consent on the old selected pair keeps using
+    them until a new pair is selected (RFC 8445 §9, RFC 7675 §5.1)."""
+
+    local_ufrag: str
+    local_key: IntegrityKey
+    remote_ufrag: str
+    remote_key: IntegrityKey
+
+
 @dataclass
 class Pacer:
     """When the next ordinary check may go (RFC 8445 §6.1.4.2). Agents of one session share one (one Ta for the
@@ -154,6 +165,7 @@ class IceAgent:
         self._early_checks: list[tuple[Address, Address, int, bool]] = []
         self._restarting = False
         self._start_pending = False
+        self._previous: _Generation | None = None
         self._nominated: set[int] = set()
         """Components whose nomination (regular) is on its way or done."""
 
@@ -315,11 +327,13 @@ class IceAgent:
         self.state = state
         self._events.append(StateChanged(state))
 
-    def _request(self, pair: Pair, nominating: bool) -> Message:
-        assert self.remote_ufrag is not None
+    def _request(self, pair: Pair, nominating: bool, generation: _Generation | None = None) -> Message:
+        remote_ufrag, ufrag = ((generation.remote_ufrag, generation.local_ufrag) if generation is not None
+                               else (self.remote_ufrag, self.ufrag))
+        assert remote_ufrag is not None
         local_prflx = candidate_priority(CandidateType.PEER_REFLEXIVE, pair.local.priority >> 8 & 0xFFFF,
                                          pair.local.component)
-        attrs: list[Attribute] = [Username(f"{self.remote_ufrag}:{self.ufrag}"), Priority(local_prflx)]
+        attrs: list[Attribute] = [Username(f"{remote_ufrag}:{ufrag}"), Priority(local_prflx)]
         attrs.append(IceControlling(self.tie_breaker) if self.controlling else IceControlled(self.tie_breaker))
         if self.controlling and (nominating or self.config.nomination is Nomination.AGGRESSIVE):
             attrs.append(UseCandidate())
@@ -441,10 +455,15 @@ class IceAgent:
         side (local gathering done, remote end-of-candidates) and every pair failed, or there are no pairs."""
         if (self.selected_pairs and not self._restarting) or not self.remote_end_of_candidates \
                 or not self._gathering_done_sent:
-            return  # (a restart whose every new pair failed fails too: the old pair has no consent to lean on)
+            return
         if self.state not in (AgentState.NEW, AgentState.CHECKING):
             return
-        if all(p.state is PairState.FAILED for p in self.pairs) and not self._checks:
+        if all(p.state is PairState.FAILED for p in self.pairs) and not any(
+                c.purpose == "check" for c in self._checks.values()):
+            if self._restarting:  # a restart whose every new pair failed: the old generation ends with it
+                self._consent_at = None
+                self._previous = None
+                self._checks = {t: c for t, c in self._checks.items() if c.purpose != "consent"}
             self._set_state(AgentState.FAILED)
 
     def _maybe_gathering_complete(self) -> None:
@@ -557,6 +576,7 @@ class IceAgent:
         if self._restarting:
             self.selected_pairs.clear()  # the first new pair replaces the pre-restart ones (RFC 8445 §9)
             self._restarting = False
+            self._previous = None
         self.selected_pairs[component] = pair
         self._events.append(SelectedPairChanged(pair.local, pair.remote, pair.base, component))
         if self.state is AgentState.FAILED:
@@ -616,6 +636,14 @@ class IceAgent:
         if user is None or not req.has_integrity:
             self.stats["check-unauthenticated"] += 1
             self._respond(local, remote, req, [ErrorCode(400, "Bad Request")], MessageClass.ERROR, sign=False)
+            return
+        old = self._previous if self._restarting else None
+        if old is not None and user.text.startswith(old.local_ufrag + ":") and req.check_integrity(old.local_key):
+            # The peer's consent check on the pair selected before the restart (RFC 8445 §9): answered, signed with
+            # the old password, and nothing more (pairs belong to the new generation).
+            self.stats["check-previous-generation"] += 1
+            resp = Message(Method.BINDING, MessageClass.SUCCESS, req.transaction_id, [XorMappedAddress(*remote)])
+            self._transmits.append(Transmit(remote, resp.encode(old.local_key, fingerprint=True), local))
             return
         if not user.text.startswith(self.ufrag + ":"):
             self.stats["check-wrong-username"] += 1
@@ -729,7 +757,8 @@ class IceAgent:
         pair = check.pair
         assert pair is not None
         if check.purpose == "consent":
-            if resp.message_class is MessageClass.SUCCESS and resp.check_integrity(self._remote_key):  # type: ignore[arg-type]
+            key = check.tx.key  # the generation the consent check was sent in (the old one during a restart)
+            if resp.message_class is MessageClass.SUCCESS and key is not None and resp.check_integrity(key):
                 self._consent_ok_at = now
                 if self.state is AgentState.DISCONNECTED:
                     self._set_state(AgentState.CONNECTED)
@@ -825,7 +854,9 @@ class IceAgent:
 
     def _consent_check(self, now: float) -> None:
         """RFC 7675 §5.1 on every selected pair; consent is lost when none succeeded for ``consent_timeout``."""
-        if not self.selected_pairs or self._remote_key is None:
+        generation = self._previous if self._restarting else None
+        remote_key = generation.remote_key if generation is not None else self._remote_key
+        if not self.selected_pairs or remote_key is None:
             self._consent_at = None
             return
         if (now - self._consent_ok_at >= self.config.disconnected_after
@@ -840,10 +871,10 @@ class IceAgent:
             self._consent_at = None
             return
         for pair in self.selected_pairs.values():
-            msg = self._request(pair, nominating=False)
+            msg = self._request(pair, nominating=False, generation=generation)
             cfg = RetransmissionConfig(rto=self.config.consent_rto, rc=3, rm=2)
-            tx = ClientTransaction(msg.encode(self._remote_key, fingerprint=True), msg.transaction_id,
-                                   pair.remote.address, now, cfg, key=self._remote_key)
+            tx = ClientTransaction(msg.encode(remote_key, fingerprint=True), msg.transaction_id,
+                                   pair.remote.address, now, cfg, key=remote_key)
             self._checks[msg.transaction_id] = _Check(pair, tx, pair.base, purpose="consent")
             self._pump(tx, pair.base, now)
         self._schedule_consent(now)
@@ -869,6 +900,9 @@ class IceAgent:
         """ICE restart (RFC 8445 §9): new local credentials, a fresh checklist, no remote credentials or candidates
         until the peer signals its new ones. Data keeps flowing on the old selected pair until a new pair is
         selected. Local candidates are kept (gather new server-reflexive ones if the network changed)."""
+        if self.selected_pairs and not self._consent_lost and self.remote_ufrag is not None \
+                and self._remote_key is not None and not self._restarting:
+            self._previous = _Generation(self.ufrag, self._key, self.remote_ufrag, self._remote_key)
         self.ufrag = _token(self.rng, 8)
         self.pwd = _token(self.rng, 24)
         self._key = IntegrityKey(self.pwd.encode())
@@ -884,8 +918,11 @@ class IceAgent:
         self._started = False
         self._nominated.clear()
         self._first_valid_at = None
-        self._consent_at = None  # consent resumes on the new pair
+        # Consent goes on, on the old pair with the old credentials, until a new pair is selected (RFC 7675 §5.1:
+        # data may only flow with fresh consent).
         if self._consent_lost:
+            self._consent_at = None
+            self._previous = None
             self.selected_pairs.clear()  # never send on a pair whose consent expired (RFC 7675 §5.2)
         self._restarting = True
         self._set_state(AgentState.CHECKING)
