@@ -830,3 +830,15 @@ def test_consent_lost_during_a_restart_stops_the_old_pair() -> None:
     _outage(net, 40.0)  # consent checks run every 4-6 s: the one after the 30 s mark finds consent lost
     assert any(isinstance(e, ConsentLost) for e in events) and a.state is AgentState.FAILED
     assert not a.send(b"no consent, no data")  # RFC 7675 §5.2
+
+
+@pytest.mark.parametrize("flag", [True, False])
+def test_consent_to_a_lite_peer_carries_use_candidate(flag: bool) -> None:
+    """Some ICE-lite servers ignore consent checks without USE-CANDIDATE (ex_ice#110): facing a lite peer, the
+    controlling agent's consent checks re-nominate the selected pair, unless configured not to."""
+    net, a, b = connected_pair(cfg_a=AgentConfig(lite_consent_use_candidate=flag), cfg_b=AgentConfig(lite=True))
+    t = net.now
+    net.run(t + 7.0)  # one consent round (4-6 s)
+    consent = [parse(d) for ts, s, _, d in net.sent if s == A1 and d[:2] == b"\x00\x01" and ts > t]
+    assert consent and all((m.get(UseCandidate) is not None) is flag for m in consent)
+    assert connected(a, b) and not a._consent_lost

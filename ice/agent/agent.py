@@ -871,7 +871,8 @@ class IceAgent:
             self._consent_at = None
             return
         for pair in self.selected_pairs.values():
-            msg = self._request(pair, nominating=False, generation=generation)
+            nominate = self.controlling and self.remote_lite and self.config.lite_consent_use_candidate
+            msg = self._request(pair, nominating=nominate, generation=generation)
             cfg = RetransmissionConfig(rto=self.config.consent_rto, rc=3, rm=2)
             tx = ClientTransaction(msg.encode(remote_key, fingerprint=True), msg.transaction_id,
                                    pair.remote.address, now, cfg, key=remote_key)

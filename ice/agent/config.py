@@ -42,6 +42,10 @@ class AgentConfig:
     disconnected_after: float = 11.0
     """State becomes disconnected when no consent check succeeded for this long (two missed 4-6 s rounds);
     consent checks double as keepalives (RFC 7675 §5.1, RFC 8445 §11), so no separate keepalive timer runs."""
+    lite_consent_use_candidate: bool = True
+    """Facing an ICE-lite peer as the controlling agent, consent checks also carry USE-CANDIDATE (re-nominating the
+    selected pair, which RFC 8445 §8.1.1 allows): some lite servers ignore consent checks without it and drop the
+    session (elixir-webrtc/ex_ice#110)."""
     max_pairs: int = 100
     """RFC 8445 §6.1.2.5: a limit on the checklist size."""
     gather_rto: float = 0.5
