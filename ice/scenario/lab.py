@@ -417,10 +417,6 @@ async def _exchange_data(a: Connection, b: Connection, resend: float) -> list[by
     return list(await asyncio.gather(one_way(a, b, b"a->b"), one_way(b, a, b"b->a")))
 
 
-def default_artifacts(out: FsPath) -> FsPath:
-    return out / "artifacts"
-
-
 def pcap_count(path: FsPath) -> int:
     """Packets in a pcap file (for tests and reports)."""
     data = path.read_bytes()
@@ -433,4 +429,4 @@ def pcap_count(path: FsPath) -> int:
     return n
 
 
-__all__ = ["LabBackend", "default_artifacts", "event_record", "lab_key", "lab_spec", "nat_nodes", "pcap_count"]
+__all__ = ["LabBackend", "event_record", "lab_key", "lab_spec", "nat_nodes", "path_of", "pcap_count"]
