@@ -247,7 +247,8 @@ class Message:
         attrs = self._attrs if self._attrs is not None else self.attributes
         # Trailer attributes (MESSAGE-INTEGRITY, FINGERPRINT) refuse to encode themselves.
         if padding == b"\x00":
-            body = b"".join([a.tlv(tid) for a in attrs])
+            # One attribute (a Binding success response) is the server's hot path: no list, no join.
+            body = attrs[0].tlv(tid) if len(attrs) == 1 else b"".join([a.tlv(tid) for a in attrs])
         else:
             pads = (b"", padding * 3, padding * 2, padding)
             body = b"".join([a.tlv(tid, pads) for a in attrs])
