@@ -77,6 +77,7 @@ def gather(root: Path | None = None) -> list[Check]:
         ("iptables", "iptables", "some NAT presets use iptables"),
         ("conntrack", "conntrack", "the lab flushes and dumps conntrack"),
         ("tcpdump", "tcpdump", "failed cells keep a pcap per interface"),
+        ("chromium", "chromium", "a test renders the matrix's grid.html in a headless browser"),
     ]:
         path = shutil.which(tool)
         checks.append(Check(tool, path is not None, path or "not found",
