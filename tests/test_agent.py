@@ -689,11 +689,11 @@ def test_a_closed_agent_has_no_deadlines() -> None:
     assert a.next_timeout() is None
 
 
-def test_failed_is_not_a_dead_end_for_peer_reflexive_pairs() -> None:
-    """The peer's only candidates were mDNS names A cannot resolve: A's checklist is empty and ICE fails at once,
-    but the peer's checks then make peer-reflexive pairs (RFC 8445 §7.3.1.3) and A connects after all."""
+def only_b_knows_a(cfg_a: AgentConfig | None = None) -> tuple[Net, IceAgent, IceAgent]:
+    """A controlled, B controlling, both with the other's credentials, but only B has A's candidates: A learns B
+    from B's checks (peer-reflexive), as when B's candidates were mDNS names A cannot resolve."""
     net = Net()
-    b, a = agents()  # B controlling
+    a, b = agents(cfg_a=cfg_a)
     a.controlling, b.controlling = False, True
     net.attach(a, A1)
     net.attach(b, B1)
@@ -701,6 +701,13 @@ def test_failed_is_not_a_dead_end_for_peer_reflexive_pairs() -> None:
     b.set_remote_credentials(0, a.ufrag, a.pwd)
     for c in a.local_candidates:
         b.add_remote_candidate(0, c)
+    return net, a, b
+
+
+def test_failed_is_not_a_dead_end_for_peer_reflexive_pairs() -> None:
+    """The peer's only candidates were mDNS names A cannot resolve: A's checklist is empty and ICE fails at once,
+    but the peer's checks then make peer-reflexive pairs (RFC 8445 §7.3.1.3) and A connects after all."""
+    net, a, b = only_b_knows_a()
     b.add_remote_candidate(0, None)
     a.end_of_local_candidates()
     b.end_of_local_candidates()
@@ -740,15 +747,7 @@ def test_a_restart_whose_nominations_all_go_unanswered_fails_instead_of_stalling
 def test_pruning_never_drops_a_pair_a_check_or_the_triggered_queue_still_holds() -> None:
     """max_pairs = 1 and a triggered check queued (pace_triggered): a better remote candidate arriving then must not
     orphan the queued pair (it would be checked outside the checklist)."""
-    net = Net()
-    a, b = agents(cfg_a=AgentConfig(pace_triggered=True, max_pairs=1))
-    a.controlling, b.controlling = False, True
-    net.attach(a, A1)
-    net.attach(b, B1)
-    a.set_remote_credentials(0, b.ufrag, b.pwd)
-    b.set_remote_credentials(0, a.ufrag, a.pwd)
-    for c in a.local_candidates:
-        b.add_remote_candidate(0, c)
+    net, a, b = only_b_knows_a(AgentConfig(pace_triggered=True, max_pairs=1))
     net.run(0.0011)  # B's first check reached A: a prflx pair waits in A's triggered queue
     queued = list(a._triggered)
     assert queued

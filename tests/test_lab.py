@@ -102,27 +102,34 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
-def test_killed_lab_leaves_nothing_behind(sig: signal.Signals) -> None:
-    """Kill a probe while its lab is up: its processes, namespaces and links must all be gone."""
+def kill_when_up(argv: list[str], marker: str, count: int, sig: signal.Signals, up_within: float = 20,
+                 gone_within: float = 10) -> None:
+    """Start ``argv``, wait until ``count`` of its descendants have ``marker`` in their command line (the lab is
+    up), send ``sig`` to it, and check that it stopped because of the signal and that every process it had, and
+    every namespace and root-namespace link it made, is gone."""
     links_before, netns_before = root_links(), netns_list()
-    proc = subprocess.Popen([*ICELAB, "nat", "probe", "full-cone", "--json"], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 20
-    shells: set[int] = set()
-    while time.monotonic() < deadline and len(shells) < 3:  # client, nat and server node shells (+ forks)
-        shells = {p for p in _descendants(proc.pid) if "mininet:" in _cmdline(p)}
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + up_within
+    seen: set[int] = set()
+    while time.monotonic() < deadline and len(seen) < count:
+        seen = {p for p in _descendants(proc.pid) if marker in _cmdline(p)}
         time.sleep(0.02)  # polling the process table: there is no event to wait on from outside the lab
-    assert len(shells) >= 3, "the lab never came up"
+    assert len(seen) >= count, "the lab never came up"
     tree = _descendants(proc.pid)
     os.kill(proc.pid, sig)
-    proc.wait(10)
+    proc.wait(gone_within * 2)
     assert proc.returncode != 0  # stopped by the signal, not finished (unshare alone would ignore INT/TERM)
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + gone_within
     while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in tree):
         time.sleep(0.02)
     assert not [p for p in tree if Path(f"/proc/{p}").exists()], "lab processes survived"
     assert root_links() == links_before and netns_list() == netns_before
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
+def test_killed_lab_leaves_nothing_behind(sig: signal.Signals) -> None:
+    """Kill a probe while its lab is up (client, NAT and server node shells): everything goes with it."""
+    kill_when_up([*ICELAB, "nat", "probe", "full-cone", "--json"], "mininet:", 3, sig, gone_within=5)
 
 
 @pytest.mark.parametrize(("name", "other_ip_gets_in"), [("full-cone", True), ("port-restricted-cone", False)])

@@ -97,30 +97,11 @@ def test_shell_on_failure_opens_a_shell_in_the_failed_lab(tmp_path: FsPath) -> N
 @pytest.mark.lab
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
 def test_an_interrupted_parallel_run_leaves_nothing_behind(sig: signal.Signals, tmp_path: FsPath) -> None:
-    """Ctrl-C (or SIGKILL) of `icelab run -j 2` while both workers have labs up: every worker, node shell,
-    tcpdump, namespace and link is gone afterwards."""
-    import subprocess
+    """Ctrl-C (or SIGKILL) of `icelab run -j 2` while both workers have labs up (7 tcpdumps per two-NAT lab): every
+    worker, node shell, tcpdump, namespace and link is gone afterwards."""
     import sys
-    import time
 
-    from test_lab import _cmdline, _descendants, netns_list, root_links
+    from test_lab import kill_when_up
 
-    links_before, netns_before = root_links(), netns_list()
-    proc = subprocess.Popen([sys.executable, "-m", "ice.cli", "run", "--backend", "lab", "-j", "2", "-q",
-                             "--out", str(tmp_path)], cwd=FsPath(__file__).parents[1],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    dumps: set[int] = set()
-    while time.monotonic() < deadline and len(dumps) < 14:  # 7 tcpdumps per two-NAT lab, one lab per worker
-        dumps = {p for p in _descendants(proc.pid) if "tcpdump" in _cmdline(p)}
-        time.sleep(0.05)  # polling the process table: there is no event to wait on from outside the run
-    assert len(dumps) >= 14, "the workers' labs never came up"
-    tree = _descendants(proc.pid)
-    os.kill(proc.pid, sig)
-    proc.wait(20)
-    assert proc.returncode != 0
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(FsPath(f"/proc/{p}").exists() for p in tree):
-        time.sleep(0.05)
-    assert not [p for p in tree if FsPath(f"/proc/{p}").exists()], "run processes survived"
-    assert root_links() == links_before and netns_list() == netns_before
+    kill_when_up([sys.executable, "-m", "ice.cli", "run", "--backend", "lab", "-j", "2", "-q", "--out",
+                  str(tmp_path)], "tcpdump", 14, sig, up_within=60)
