@@ -103,7 +103,7 @@ def _cmdline(pid: int) -> str:
 
 
 def kill_when_up(argv: list[str], marker: str, count: int, sig: signal.Signals, up_within: float = 20,
-                 gone_within: float = 10) -> None:
+                 gone_within: float = 10) -> int:
     """Start ``argv``, wait until ``count`` of its descendants have ``marker`` in their command line (the lab is
     up), send ``sig`` to it, and check that it stopped because of the signal and that every process it had, and
     every namespace and root-namespace link it made, is gone."""
@@ -124,6 +124,7 @@ def kill_when_up(argv: list[str], marker: str, count: int, sig: signal.Signals, 
         time.sleep(0.02)
     assert not [p for p in tree if Path(f"/proc/{p}").exists()], "lab processes survived"
     assert root_links() == links_before and netns_list() == netns_before
+    return proc.returncode
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
@@ -467,3 +468,17 @@ def test_bench_connect_through_two_nats_reports_both() -> None:
 
 # Agents through kernel NATs (direct, relayed, TURN over TCP, sim agreement): the scenario matrix's lab cells,
 # tests/test_matrix.py::test_lab_cell.
+
+
+def test_a_signal_before_the_lab_command_is_ready_still_stops_it() -> None:
+    """SIGTERM a few milliseconds after start, while the isolated command is still importing (a PID-namespace
+    init ignores signals it has no handler for): the run still ends with 143 and leaves nothing behind."""
+    links_before, netns_before = root_links(), netns_list()
+    proc = subprocess.Popen([*ICELAB, "nat", "probe", "full-cone", "--json"], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not any("unshare" in _cmdline(p) for p in _descendants(proc.pid)):
+        time.sleep(0.001)  # polling the process table for the moment unshare exists: the window under test
+    os.kill(proc.pid, signal.SIGTERM)
+    assert proc.wait(10) == 143
+    assert root_links() == links_before and netns_list() == netns_before

@@ -95,13 +95,19 @@ def test_shell_on_failure_opens_a_shell_in_the_failed_lab(tmp_path: FsPath) -> N
 
 
 @pytest.mark.lab
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
-def test_an_interrupted_parallel_run_leaves_nothing_behind(sig: signal.Signals, tmp_path: FsPath) -> None:
-    """Ctrl-C (or SIGKILL) of `icelab run -j 2` while both workers have labs up (7 tcpdumps per two-NAT lab): every
-    worker, node shell, tcpdump, namespace and link is gone afterwards."""
+@pytest.mark.parametrize(("sig", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 128 + 15),
+                                             (signal.SIGKILL, -9)])
+def test_an_interrupted_parallel_run_leaves_nothing_behind(sig: signal.Signals, status: int, tmp_path: FsPath
+                                                           ) -> None:
+    """Ctrl-C, SIGTERM (a CI runner cancelling) or SIGKILL of `icelab run -j 2` while both workers have labs up
+    (7 tcpdumps per two-NAT lab): the run stops because of the signal, and every worker, node shell, tcpdump,
+    namespace and link is gone; on INT/TERM the workers also removed their capture files themselves."""
     import sys
 
     from test_lab import kill_when_up
 
-    kill_when_up([sys.executable, "-m", "ice.cli", "run", "--backend", "lab", "-j", "2", "-q", "--out",
-                  str(tmp_path)], "tcpdump", 14, sig, up_within=60)
+    rc = kill_when_up([sys.executable, "-m", "ice.cli", "run", "--backend", "lab", "-j", "2", "-q", "--out",
+                       str(tmp_path)], "tcpdump", 14, sig, up_within=60)
+    assert rc == status
+    if sig is not signal.SIGKILL:
+        assert not (tmp_path / ".captures").exists()

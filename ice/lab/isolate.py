@@ -7,13 +7,18 @@ cleaned up by name or by a global sweep.
 
 The calling process stays as a thin parent: ``unshare`` blocks SIGINT and SIGTERM while it waits (so a
 ``kill -TERM`` or a CI runner's cancellation sent to the command's PID would otherwise be ignored), so the parent
-forwards SIGINT, SIGTERM and SIGHUP to the isolated command and exits with its status; if the parent is killed
-outright, ``unshare`` gets SIGKILL (PR_SET_PDEATHSIG) and ``--kill-child`` takes the command with it.
+forwards SIGINT, SIGTERM and SIGHUP to the isolated command and exits with its status. The command tells the
+parent (one byte on an inherited pipe) once its handlers are in place: a PID-namespace init ignores signals it
+has no handler for, so a signal that comes earlier ends the run by SIGKILL of ``unshare`` instead (its
+``--kill-child`` takes the command with it). If the parent itself is killed, ``unshare`` gets SIGKILL too
+(PR_SET_PDEATHSIG).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -22,6 +27,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 ENV = "ICELAB_ISOLATED"
+READY_ENV = "ICELAB_READY_FD"
+_FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def isolated() -> bool:
@@ -39,19 +46,42 @@ def reexec_isolated(command: Sequence[str]) -> None:
         return
     from ice.lab.netns import die_with_parent
 
-    env = dict(os.environ, **{ENV: "1"})
+    ready = False
+    early: list[int] = []
+    child: list[int] = []
+
+    def forward(signum: int, frame: object) -> None:
+        if not ready or not child:
+            early.append(signum)
+            return
+        inner = _child_of(child[0])
+        if inner is not None:
+            with contextlib.suppress(ProcessLookupError):  # it may just have exited
+                os.kill(inner, signum)
+
+    for sig in _FORWARDED:  # before anything starts: no moment in which a signal would take the default action
+        signal.signal(sig, forward)
+    ready_r, ready_w = os.pipe()
+    env = dict(os.environ, **{ENV: "1", READY_ENV: str(ready_w)})
     sys.stdout.flush()
     sys.stderr.flush()
     proc = subprocess.Popen([unshare, "--pid", "--fork", "--kill-child", "--mount-proc", *command], env=env,
-                            preexec_fn=die_with_parent)  # no threads run yet: the CLI has just started
-
-    def forward(signum: int, frame: object) -> None:
-        inner = _child_of(proc.pid)
-        if inner is not None:
-            os.kill(inner, signum)
-
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, forward)
+                            pass_fds=(ready_w,), preexec_fn=die_with_parent)  # no threads yet: the CLI just started
+    child.append(proc.pid)
+    os.close(ready_w)
+    while not ready and not early and proc.poll() is None:
+        readable, _, _ = select.select([ready_r], [], [], 0.1)
+        if readable:
+            ready = os.read(ready_r, 1) == b"1"  # b"": the command exited before it was ready
+            if not ready:
+                break
+    os.close(ready_r)
+    if early and not ready:
+        proc.kill()  # signalled before the command could take it: --kill-child ends it and its labs
+        proc.wait()
+        sys.exit(128 + early[0])
+    if early:  # it arrived while the ready byte was on its way: the command takes it now
+        forward(early[0], None)
     rc = proc.wait()
     sys.exit(rc if rc >= 0 else 128 - rc)
 
@@ -66,21 +96,25 @@ def _child_of(pid: int) -> int | None:
 
 
 def _as_init() -> None:
-    """PID 1 ignores signals it has no handler for: turn SIGTERM and SIGHUP into a normal, cleaning exit, and
-    take SIGINT once (a terminal's Ctrl-C reaches both this process and the parent that forwards it; a second
-    KeyboardInterrupt must not cut the cleanup short)."""
+    """PID 1 ignores signals it has no handler for: the first of SIGINT (KeyboardInterrupt), SIGTERM or SIGHUP
+    (SystemExit) starts a normal, cleaning exit, and later ones are ignored so they cannot cut the cleanup short
+    (a terminal's Ctrl-C or hangup reaches this process both directly and through the parent that forwards it).
+    Then tell the parent that signals will now be taken."""
+    stopping = False
 
     def stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        if stopping:
+            return
+        stopping = True
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
         raise SystemExit(128 + signum)
 
-    interrupted = False
-
-    def interrupt(signum: int, frame: object) -> None:
-        nonlocal interrupted
-        if not interrupted:
-            interrupted = True
-            raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGHUP, stop)
-    signal.signal(signal.SIGINT, interrupt)
+    for sig in _FORWARDED:
+        signal.signal(sig, stop)
+    fd = os.environ.pop(READY_ENV, None)
+    if fd is not None and fd.isdigit():
+        with contextlib.suppress(OSError):
+            os.write(int(fd), b"1")
+            os.close(int(fd))

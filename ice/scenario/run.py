@@ -12,6 +12,8 @@ import functools
 import importlib.util
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -136,14 +138,16 @@ def with_sim_check(res: CellResult) -> CellResult:
 
 def result_from_json(doc: dict[str, Any], cell: Scenario, exp: Expected) -> CellResult:
     """A worker's result line for the cell it was given; a malformed line raises ValueError."""
+    if not isinstance(doc, dict):
+        raise ValueError("a result line that is not a JSON object")
     try:
         observed = Path(doc["observed"]) if doc.get("observed") else Path.NONE
         res = CellResult(cell, str(doc["backend"]), exp.path, observed, doc.get("selected"),
                          doc.get("seconds_to_connect"), list(doc.get("succeeded_pairs") or []),
                          str(doc.get("reason", "")), None, doc.get("artifacts"), doc.get("repro"),
                          selected_types=doc.get("selected_types"), selected_b=doc.get("selected_b"))
-    except (KeyError, TypeError) as exc:
-        raise ValueError(f"a result line without {exc}") from None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"a malformed result line ({exc})") from None
     known = set(res.as_json())
     res.extra = {k: v for k, v in doc.items() if k not in known}
     return res.expecting(exp)
@@ -222,13 +226,18 @@ WORKER_COMMAND = [sys.executable, "-m", "ice.scenario.worker"]
 
 
 class _Worker:
-    """One ``python -m ice.scenario.worker`` process: cells in on stdin, results out on stdout (JSON lines). It
-    sets its own death signal (no ``preexec_fn`` in a process that may run threads)."""
+    """One ``python -m ice.scenario.worker`` process: cells in on stdin, results out on stdout (JSON lines, read
+    from the raw pipe so a partial line never blocks the run). It sets its own death signal (no ``preexec_fn`` in a
+    process that may run threads)."""
 
     def __init__(self, artifacts: FsPath, keep: bool) -> None:
+        self.artifacts = artifacts
         argv = [*WORKER_COMMAND, "--artifacts", str(artifacts), "--parent", str(os.getpid())]
         self.proc = subprocess.Popen([*argv, *(["--keep-artifacts"] if keep else [])], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True, cwd=str(SCENARIO_DIR.parent))
+                                     stdout=subprocess.PIPE, cwd=str(SCENARIO_DIR.parent))
+        assert self.proc.stdout is not None
+        self.fd = self.proc.stdout.fileno()
+        self.buffer = b""
         self.key: object = None
         self.cell: Scenario | None = None
         self.expected: Expected | None = None
@@ -239,21 +248,54 @@ class _Worker:
 
         assert self.proc.stdin is not None
         self.cell, self.key, self.expected, self.since = cell, lab_key(cell), pinned(cell), time.monotonic()
-        self.proc.stdin.write(json.dumps({"cell": asdict(cell), "expected": self.expected.as_json(),
-                                          "repro": repro_command(cell)}) + "\n")
+        line = json.dumps({"cell": asdict(cell), "expected": self.expected.as_json(), "repro": repro_command(cell)})
+        self.proc.stdin.write(line.encode() + b"\n")
         self.proc.stdin.flush()
+
+    def read(self) -> tuple[list[bytes], bool]:
+        """Complete lines that have arrived, and whether the worker closed its end."""
+        chunk = os.read(self.fd, 65536)
+        self.buffer += chunk
+        *lines, self.buffer = self.buffer.split(b"\n")
+        return lines, not chunk
+
+    def answer(self, line: bytes) -> CellResult:
+        """The result line for the cell in flight; ValueError if it is not one."""
+        assert self.cell is not None and self.expected is not None
+        try:
+            doc = json.loads(line)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"not JSON ({exc})") from None
+        if not isinstance(doc, dict) or doc.get("scenario") != self.cell.name:
+            raise ValueError("not a result for the cell it was given")
+        res = result_from_json(doc, self.cell, self.expected)
+        self.cell = self.expected = None
+        return res
 
     def lost(self, why: str) -> CellResult:
         """The in-flight cell, failed because its worker is gone."""
-        assert self.cell is not None and self.expected is not None
-        res = CellResult(self.cell, "lab", self.expected.path, Path.NONE, None, None, reason=why,
-                         repro=repro_command(self.cell))
-        return res.expecting(self.expected)
+        cell, exp = self.cell, self.expected
+        assert cell is not None and exp is not None
+        self.cell = self.expected = None
+        return CellResult(cell, "lab", exp.path, Path.NONE, None, None, reason=why,
+                          repro=repro_command(cell)).expecting(exp)
 
-    def stop(self, wait: float) -> None:
+    def status(self) -> str:
+        rc = self.proc.poll()
+        if rc is None:
+            return "still running"
+        if rc < 0:
+            return f"killed by {signal.Signals(-rc).name}"
+        return f"exit status {rc}"
+
+    def stop(self, wait: float, force: bool = False) -> None:
+        """End the worker: close its input (it tears its labs down and exits), or with ``force`` SIGTERM it; then
+        SIGKILL if it takes longer than ``wait``, and remove the captures a killed worker could not."""
         with contextlib.suppress(OSError):
             if self.proc.stdin is not None:
                 self.proc.stdin.close()
+        if force and self.proc.poll() is None:
+            self.proc.terminate()
         try:
             self.proc.wait(wait)
         except subprocess.TimeoutExpired:
@@ -261,6 +303,10 @@ class _Worker:
             self.proc.wait()
         if self.proc.stdout is not None:
             self.proc.stdout.close()
+        captures = self.artifacts.parent / ".captures"
+        shutil.rmtree(captures / str(self.proc.pid), ignore_errors=True)
+        with contextlib.suppress(OSError):
+            captures.rmdir()
 
 
 def run_lab_parallel(cells: list[Scenario], jobs: int, artifacts: FsPath, keep: bool,
@@ -268,7 +314,8 @@ def run_lab_parallel(cells: list[Scenario], jobs: int, artifacts: FsPath, keep: 
                      ) -> list[CellResult]:
     """Hand cells to ``jobs`` workers; a free worker takes another cell for the lab it already has when there is
     one, else one from the biggest group left (so few labs get built). A worker that dies, garbles its answer or
-    says nothing for ``timers.cell_deadline`` fails its cell and is replaced; the run always completes."""
+    says nothing for ``timers.cell_deadline`` fails the cell it held and is replaced; every cell gets exactly one
+    result and the run always completes."""
     import selectors
 
     from ice.scenario.lab import lab_key
@@ -277,9 +324,9 @@ def run_lab_parallel(cells: list[Scenario], jobs: int, artifacts: FsPath, keep: 
     for c in _lab_order(cells):
         pending.setdefault(lab_key(c), []).append(c)
 
-    def next_for(w: _Worker | None) -> Scenario | None:
-        if w is not None and pending.get(w.key):
-            group = pending[w.key]
+    def next_for(key: object) -> Scenario | None:
+        if pending.get(key):
+            group = pending[key]
         else:
             live = [g for g in pending.values() if g]
             if not live:
@@ -297,69 +344,74 @@ def run_lab_parallel(cells: list[Scenario], jobs: int, artifacts: FsPath, keep: 
         if progress is not None:
             progress(r)
 
-    def start(cell: Scenario) -> None:
-        w = _Worker(artifacts, keep)
-        workers.append(w)
+    def fail(cell: Scenario, why: str) -> None:
+        exp = pinned(cell)
+        finish(CellResult(cell, "lab", exp.path, Path.NONE, None, None, reason=why,
+                          repro=repro_command(cell)).expecting(exp))
+
+    def retire(w: _Worker, force: bool = False) -> None:
+        if w.fd in sel.get_map():
+            sel.unregister(w.fd)
+        w.stop(timers.worker_stop, force)
+
+    def assign(w: _Worker | None, key: object) -> None:
+        """Give the next cell to ``w`` (or to a new worker); a worker that cannot take it fails it and goes."""
+        cell = next_for(key)
+        if cell is None:
+            if w is not None:
+                retire(w)
+            return
+        if w is None:
+            try:
+                w = _Worker(artifacts, keep)
+            except OSError as exc:
+                fail(cell, f"a lab worker could not start: {exc}")
+                return
+            workers.append(w)
+            sel.register(w.fd, selectors.EVENT_READ, w)
         try:
             w.give(cell)
         except OSError as exc:
-            finish(w.lost(f"a lab worker could not start: {exc}"))
-            retire(w)
-            return
-        assert w.proc.stdout is not None
-        sel.register(w.proc.stdout, selectors.EVENT_READ, w)
+            finish(w.lost(f"its lab worker went away before taking it ({exc})"))
+            retire(w, force=True)
 
-    def retire(w: _Worker, kill: bool = False) -> None:
-        if w.proc.stdout is not None and w.proc.stdout in sel.get_map():
-            sel.unregister(w.proc.stdout)
-        if kill:
-            w.proc.kill()
-        w.stop(timers.worker_stop)
+    def lose(w: _Worker, why: str) -> None:
+        key = w.key
+        finish(w.lost(why))
+        retire(w, force=True)
+        assign(None, key)  # a replacement worker takes the next cell
 
     try:
         for _ in range(max(1, min(jobs, len(cells)))):
-            cell = next_for(None)
-            if cell is None:
-                break
-            start(cell)
-        while sel.get_map():
-            ready = sel.select(timeout=1.0)
-            now = time.monotonic()
-            for key, _ in ready:
+            assign(None, None)
+        while sel.get_map() or any(pending.values()):
+            if not sel.get_map():  # every worker is gone but cells are left: start another
+                assign(None, None)
+                continue
+            for key, _ in sel.select(timeout=1.0):
                 w = key.data
-                line = w.proc.stdout.readline()
-                try:
-                    r = result_from_json(json.loads(line), w.cell, w.expected) if line else None
-                except ValueError as exc:
-                    finish(w.lost(f"its lab worker answered garbage ({exc}): {line[:120]!r}"))
-                    retire(w, kill=True)
-                else:
-                    if r is None:
-                        finish(w.lost(f"its lab worker died (exit status {w.proc.wait()}); see its stderr above"))
-                        retire(w)
+                lines, closed = w.read()
+                for line in lines:
+                    if w.cell is None:
+                        continue  # after a lost cell the worker is on its way out
+                    try:
+                        finish(w.answer(line))
+                    except ValueError as exc:
+                        lose(w, f"its lab worker answered garbage ({exc}): {line[:120]!r}")
+                        break
+                    assign(w, w.key)
+                if closed and w.fd in sel.get_map():
+                    if w.cell is not None:
+                        with contextlib.suppress(subprocess.TimeoutExpired):
+                            w.proc.wait(timers.worker_stop)  # closed its output: reap it to say how it ended
+                        lose(w, f"its lab worker died ({w.status()}); see its stderr above")
                     else:
-                        finish(r)
-                        cell = next_for(w)
-                        if cell is None:
-                            retire(w)
-                            continue
-                        try:
-                            w.give(cell)
-                            continue
-                        except OSError as exc:
-                            finish(w.lost(f"its lab worker went away before taking it ({exc})"))
-                            retire(w, kill=True)
-                cell = next_for(w)  # a replacement worker takes the next cell
-                if cell is not None:
-                    start(cell)
+                        retire(w)
+            now = time.monotonic()
             for key in list(sel.get_map().values()):
                 w = key.data
-                if now - w.since > timers.cell_deadline:
-                    finish(w.lost(f"no answer from its lab worker within {timers.cell_deadline:.0f} s"))
-                    retire(w, kill=True)
-                    cell = next_for(w)
-                    if cell is not None:
-                        start(cell)
+                if w.cell is not None and now - w.since > timers.cell_deadline:
+                    lose(w, f"no answer from its lab worker within {timers.cell_deadline:.0f} s")
     except BaseException:  # Ctrl-C, SIGTERM: stop the workers now (they tear their labs down), not after a cell
         for w in workers:
             if w.proc.poll() is None:
