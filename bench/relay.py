@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.server import _free_port, _server
+from bench.server import _free_port, side_by_side
 
 ROUNDS = 3
 WINDOW = 64
@@ -41,7 +41,6 @@ def main(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     ours_port, coturn_port = _free_port(), _free_port()
-    rounds: dict[str, list[dict[str, float]]] = {"icelab": [], "coturn": []}
     with tempfile.TemporaryDirectory(prefix="icelab-bench-") as tmp:
         ours = [sys.executable, "-m", "ice.cli", "server", "turn", "--listen", f"127.0.0.1:{ours_port}",
                 "--realm", REALM, "--user", f"{USER}:{PASSWORD}", "--relay-ip", "127.0.0.1",
@@ -53,16 +52,8 @@ def main(args: argparse.Namespace) -> int:
             "--fingerprint", f"--db={tmp}/turndb.sqlite", f"--pidfile={tmp}/turnserver.pid", "--log-file=stdout",
             "--simple-log", "--no-stdout-log", "--allow-loopback-peers",
         ]
-        with _server(ours, ours_port), _server(coturn, coturn_port, cwd=tmp):
-            _load(ours_port, 2000)  # warm-up
-            _load(coturn_port, 2000)
-            for i in range(ROUNDS):
-                for name, port in (("icelab", ours_port), ("coturn", coturn_port)):
-                    r = _load(port, round_trips)
-                    rounds[name].append(r)
-                    if not args.json:
-                        print(f"  round {i + 1}: {name:<7} {r['relayed_pps']:>10,.0f} relayed packets/s "
-                              f"(lost {r['lost']:.0f})", file=sys.stderr, flush=True)
+        rounds = side_by_side(ours, ours_port, coturn, coturn_port, tmp, _load, round_trips, ROUNDS, args.json,
+                              lambda r: f"{r['relayed_pps']:>10,.0f} relayed packets/s (lost {r['lost']:.0f})")
     pps = {name: round(statistics.median(r["relayed_pps"] for r in rs)) for name, rs in rounds.items()}
     lost = {name: int(sum(r["lost"] for r in rs)) for name, rs in rounds.items()}
     ratio = round(pps["icelab"] / pps["coturn"], 3) if pps["coturn"] else 0.0

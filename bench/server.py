@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -74,6 +74,24 @@ def _load(port: int, requests: int) -> dict[str, float]:
     return result
 
 
+def side_by_side(ours: list[str], ours_port: int, coturn: list[str], coturn_port: int, tmp: str,
+                 load: Callable[[int, int], dict[str, float]], amount: int, rounds: int, quiet: bool,
+                 describe: Callable[[dict[str, float]], str]) -> dict[str, list[dict[str, float]]]:
+    """Start our server and coturn, warm both up, then alternate ``rounds`` measurements of ``load(port,
+    amount)`` between them (so drift in the machine hits both alike); one progress line per measurement."""
+    results: dict[str, list[dict[str, float]]] = {"icelab": [], "coturn": []}
+    with _server(ours, ours_port), _server(coturn, coturn_port, cwd=tmp):
+        load(ours_port, 2000)  # warm-up
+        load(coturn_port, 2000)
+        for i in range(rounds):
+            for name, port in (("icelab", ours_port), ("coturn", coturn_port)):
+                r = load(port, amount)
+                results[name].append(r)
+                if not quiet:
+                    print(f"  round {i + 1}: {name:<7} {describe(r)}", file=sys.stderr, flush=True)
+    return results
+
+
 def main(args: argparse.Namespace) -> int:
     requests = int(getattr(args, "requests", 100_000))
     if shutil.which("turnserver") is None:
@@ -81,7 +99,6 @@ def main(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     ours_port, coturn_port = _free_port(), _free_port()
-    rounds: dict[str, list[dict[str, float]]] = {"icelab": [], "coturn": []}
     with tempfile.TemporaryDirectory(prefix="icelab-bench-") as tmp:
         ours = [sys.executable, "-m", "ice.cli", "server", "stun", "--listen", f"127.0.0.1:{ours_port}"]
         coturn = [
@@ -89,16 +106,8 @@ def main(args: argparse.Namespace) -> int:
             "--no-dtls", "--no-cli", "--stun-only", f"--pidfile={tmp}/turnserver.pid", f"--db={tmp}/turndb.sqlite",
             "--log-file=stdout", "--simple-log", "--no-stdout-log",
         ]
-        with _server(ours, ours_port), _server(coturn, coturn_port, cwd=tmp):
-            _load(ours_port, 2000)  # warm-up
-            _load(coturn_port, 2000)
-            for i in range(ROUNDS):
-                for name, port in (("icelab", ours_port), ("coturn", coturn_port)):
-                    r = _load(port, requests)
-                    rounds[name].append(r)
-                    if not args.json:
-                        print(f"  round {i + 1}: {name:<7} {r['rps']:>10,.0f} req/s  (lost {r['lost']:.0f})",
-                              file=sys.stderr, flush=True)
+        rounds = side_by_side(ours, ours_port, coturn, coturn_port, tmp, _load, requests, ROUNDS, args.json,
+                              lambda r: f"{r['rps']:>10,.0f} req/s  (lost {r['lost']:.0f})")
     rps = {name: round(statistics.median(r["rps"] for r in rs)) for name, rs in rounds.items()}
     lost = {name: int(sum(r["lost"] for r in rs)) for name, rs in rounds.items()}
     ratio = round(rps["icelab"] / rps["coturn"], 2) if rps["coturn"] else 0.0

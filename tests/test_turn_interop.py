@@ -163,8 +163,9 @@ def test_icelab_peers_relay_only_through_our_turn_server() -> None:
     assert stats["allocate"] == 2 and stats["relayed-to-peer"] > 0
 
 
-def test_aioice_relays_through_our_turn_server_with_an_icelab_peer() -> None:
-    """aioice 0.13 (relay only) uses our server as its TURN server and connects to an icelab peer."""
+def _foreign_relay_only_peer(peer: str) -> tuple[subprocess.CompletedProcess[str], str]:
+    """Our TURN server on loopback; ``peer`` (a line-protocol program) as the controlling side, relay-only through
+    it, against an echoing icelab peer. Returns the line-protocol run and the server's JSON log."""
     import sys
     from pathlib import Path
 
@@ -172,8 +173,7 @@ def test_aioice_relays_through_our_turn_server_with_an_icelab_peer() -> None:
     proc = _server(port)
     try:
         wait_stun("127.0.0.1", port)
-        aioice_peer = Path(__file__).resolve().parents[1] / "bench" / "peers" / "aioice_peer.py"
-        cmd_a = f"{sys.executable} {aioice_peer} --controlling --turn 127.0.0.1 {port} alice secret --relay-only"
+        cmd_a = f"{peer} --controlling --turn 127.0.0.1 {port} alice secret --relay-only"
         cmd_b = f"{sys.executable} -m ice.cli peer --echo --bind 127.0.0.1"
         line_peer = Path(__file__).resolve().parent / "line_peer.py"
         p = subprocess.run([sys.executable, str(line_peer), cmd_a, cmd_b], capture_output=True, text=True,
@@ -181,6 +181,16 @@ def test_aioice_relays_through_our_turn_server_with_an_icelab_peer() -> None:
     finally:
         proc.p.send_signal(signal.SIGTERM)
         log = proc.stop()
+    return p, log
+
+
+def test_aioice_relays_through_our_turn_server_with_an_icelab_peer() -> None:
+    """aioice 0.13 (relay only) uses our server as its TURN server and connects to an icelab peer."""
+    import sys
+    from pathlib import Path
+
+    aioice_peer = Path(__file__).resolve().parents[1] / "bench" / "peers" / "aioice_peer.py"
+    p, log = _foreign_relay_only_peer(f"{sys.executable} {aioice_peer}")
     assert "ROUNDTRIP OK" in p.stdout, p.stdout[-800:] + p.stderr[-400:]
     assert "[B] selected host 127.0.0.1:" in p.stdout and "| relay 127.0.0.1:" in p.stdout
     stats = json.loads(log.strip().splitlines()[-1])["stats"]
@@ -327,23 +337,11 @@ def test_our_turn_client_relays_through_pion_turn_server() -> None:
 
 def test_libnice_relays_through_our_turn_server_with_an_icelab_peer() -> None:
     """libnice 0.1.21 (GObject introspection, Debian's python) uses our server as TURN, relay only."""
-    import sys
     from pathlib import Path
 
     need_tool("/usr/bin/python3")
-    (port,) = free_udp_ports(1)
-    proc = _server(port)
     nicepeer = Path(__file__).resolve().parent / "interop" / "nicepeer.py"
-    try:
-        wait_stun("127.0.0.1", port)
-        cmd_a = f"/usr/bin/python3 {nicepeer} --controlling --turn 127.0.0.1 {port} alice secret --relay-only"
-        cmd_b = f"{sys.executable} -m ice.cli peer --echo --bind 127.0.0.1"
-        line_peer = Path(__file__).resolve().parent / "line_peer.py"
-        p = subprocess.run([sys.executable, str(line_peer), cmd_a, cmd_b], capture_output=True, text=True,
-                           timeout=60, cwd=ROOT)
-    finally:
-        proc.p.send_signal(signal.SIGTERM)
-        log = proc.stop()
+    p, log = _foreign_relay_only_peer(f"/usr/bin/python3 {nicepeer}")
     assert "ROUNDTRIP OK" in p.stdout, p.stdout[-800:] + p.stderr[-400:]
     assert "| relay 127.0.0.1:" in p.stdout  # the icelab side selected libnice's relayed candidate
     stats = json.loads(log.strip().splitlines()[-1])["stats"]
