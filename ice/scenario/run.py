@@ -579,7 +579,11 @@ def _main(backend_name: str, presets: list[str] | None, out: FsPath, update: boo
         path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
         _pinned.cache_clear()
         kept = sum("known_failure" in v for v in doc.values())
+        changed = sorted(n for n in doc if keep.get(n) != doc[n])
         print(f"wrote {len(doc)} expectations to {path}" + (f" (kept {kept} known failures)" if kept else ""))
+        if changed:
+            shown = ", ".join(changed[:8]) + (f" and {len(changed) - 8} more" if len(changed) > 8 else "")
+            print(f"{len(changed)} changed or new: {shown}; review them (git diff {path.name}) before committing")
         return 0
     if backend_name not in ("sim", "lab"):
         raise UserError(f"unknown backend {backend_name!r}; use --backend lab (kernel NATs, root) or --backend sim "
