@@ -167,11 +167,15 @@ def run_cells(cells: list[Scenario], backend: Callable[[Scenario], CellResult],
     return results
 
 
+@functools.lru_cache(maxsize=1)
+def _default_names() -> frozenset[str]:
+    return frozenset(c.name for c in load_matrix())
+
+
 def repro_command(cell: Scenario, backend: str = "lab") -> str:
     """One line that runs just this cell again (with every artifact kept)."""
-    default = {c.name for c in load_matrix()}
     select = f"--scenario {cell.name}"
-    if cell.name not in default:  # a cell of a --presets sub-matrix
+    if cell.name not in _default_names():  # a cell of a --presets sub-matrix
         select = f"--presets {' '.join(sorted({cell.nat_a, cell.nat_b}))} {select}"
     env = f"ICELAB_EXPECTATIONS={os.environ['ICELAB_EXPECTATIONS']} " if os.environ.get("ICELAB_EXPECTATIONS") else ""
     if backend == "sim":
