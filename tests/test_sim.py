@@ -97,8 +97,8 @@ def test_every_preset_pairing_with_a_turn_server(a: str) -> None:
         assert r.connected is not blocked, (a, b)
         if r.connected:
             assert r.selected is not None
-            relayed = CandidateType.RELAYED in r.selected
-            assert relayed is not direct_possible(na, nb), (a, b, r.selected_name)
+            # either side's selected pair may show the relay (a peer's relay can reach A disguised as prflx)
+            assert r.relayed is not direct_possible(na, nb), (a, b, r.selected_name)
 
 
 def test_sim_nat_forgets_expired_bindings_and_reuses_their_ports() -> None:
@@ -159,3 +159,32 @@ def test_a_relayed_session_outlives_every_turn_lifetime() -> None:
     assert CandidateType.RELAYED in (a.selected.local.type, a.selected.remote.type)
     assert server.stats["allocation-expired"] == 1 and len(server.allocations) == 2  # only the silent one
     assert net.now == 900
+
+
+def test_sim_nat_rewrites_the_remote_port_on_a_conntrack_clash() -> None:
+    """Linux NAT behaviour the lab showed: the host has a flow to R through a destination-dependent binding, then
+    R's packet arrives on another binding (the host's srflx port). Its reply tuple would clash with the first
+    flow, so the NAT gives R's packets a new source port; the host's replies to that port go back to R."""
+    nat = SimNat(PRESETS["apdm-adf"], "203.0.113.1")
+    # R shares the STUN server's IP, as a peer's TURN relay does: address-dependent filtering on the srflx binding
+    # then admits it
+    inside, stun, r = ("10.0.0.2", 5000), ("203.0.113.10", 3478), ("203.0.113.10", 6000)
+    srflx = nat.outbound(0, inside, stun)
+    assert srflx is not None
+    to_r = nat.outbound(1, inside, r)
+    assert to_r is not None and to_r != srflx  # APDM: another binding for R
+    seen = nat.inbound_seen(2, r, srflx[1])  # R's check to the host's srflx
+    assert seen is not None and seen[1] == inside and seen[0][0] == r[0] and seen[0] != r
+    assert nat.inbound_seen(3, r, srflx[1]) == seen  # the same flow keeps its disguise
+    assert nat.outbound_to(4, inside, seen[0]) == (srflx, r)  # the reply leaves by the binding it came in on
+    assert nat.inbound_seen(5, r, to_r[1]) == (r, inside)  # on the flow's own binding nothing is rewritten
+
+
+@pytest.mark.sim
+def test_a_relay_disguised_as_peer_reflexive_does_not_beat_a_direct_pair() -> None:
+    """apdm-adf x eim-adf with TURN: B's relay reaches A through a rewritten port and looks peer-reflexive, with a
+    higher priority than B's srflx. A direct pair is possible (its check succeeds on a retransmission); the
+    controlling agent treats the disguised relay as the relay it is and nominates the direct pair."""
+    r = two_nats(PRESETS["apdm-adf"], PRESETS["eim-adf"], turn=True)
+    assert r.connected and not r.relayed, (r.selected_pair, r.selected_pair_b)
+    assert r.selected is not None and CandidateType.RELAYED not in r.selected

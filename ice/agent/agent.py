@@ -480,7 +480,7 @@ class IceAgent:
         if not self.controlling or self.config.nomination is Nomination.AGGRESSIVE:
             return
         for component, pairs, best in self._to_nominate():
-            if any(self._may_still_win(now, p, best) for p in pairs):
+            if any(self._may_still_win(now, p, best) for p in self._contenders(pairs, best)):
                 continue
             self._nominated.add(component)
             if self.config.pace_triggered:
@@ -496,12 +496,17 @@ class IceAgent:
                 continue
             pairs = [p for p in self.pairs if p.local.component == component]
             valid = [p for p in pairs if p.valid]
-            if valid:
-                yield component, pairs, max(valid, key=lambda p: p.priority)
+            if valid:  # a direct valid pair beats a relayed one whatever their priorities (see _relayed)
+                yield component, pairs, max(valid, key=lambda p: (not self._relayed(p), p.priority))
+
+    def _contenders(self, pairs: list[Pair], best: Pair) -> list[Pair]:
+        """Pairs not yet done that would be nominated instead of ``best`` if they succeeded: higher-priority ones,
+        and, when ``best`` is relayed, every direct one."""
+        relayed = self._relayed(best)
+        return [p for p in pairs if p.state not in (PairState.FAILED, PairState.SUCCEEDED)
+                and (p.priority > best.priority or (relayed and not self._relayed(p)))]
 
     def _may_still_win(self, now: float, p: Pair, best: Pair) -> bool:
-        if p.priority <= best.priority or p.state in (PairState.FAILED, PairState.SUCCEEDED):
-            return False
         if p.state in (PairState.FROZEN, PairState.WAITING):
             return True
         return p.first_check_at is not None and now < self._give_up_at(p, best)
@@ -513,9 +518,19 @@ class IceAgent:
         return p.first_check_at + self._wait(p, best)
 
     def _wait(self, p: Pair, best: Pair) -> float:
-        relay = CandidateType.RELAYED
-        direct_vs_relay = relay in (best.local.type, best.remote.type) and relay not in (p.local.type, p.remote.type)
+        direct_vs_relay = self._relayed(best) and not self._relayed(p)
         return self.config.relay_nomination_wait if direct_vs_relay else self.config.nomination_wait
+
+    def _relayed(self, pair: Pair) -> bool:
+        """Does the pair go through a TURN relay? Its candidates say so, or its remote is a peer-reflexive address
+        on the IP of one of the peer's relayed candidates: the peer's relay reached us through a NAT that rewrote
+        its source port (Linux does on a conntrack clash), and RFC 8445 gives such a candidate prflx priority. The
+        nomination policy (§8.1.1 leaves it to the controlling agent) treats it as the relay it is."""
+        relay = CandidateType.RELAYED
+        if relay in (pair.local.type, pair.remote.type):
+            return True
+        return pair.remote.type is CandidateType.PEER_REFLEXIVE and any(
+            c.type is relay and c.host == pair.remote.host for c in self.remote_candidates)
 
     def _nomination_at(self) -> float | None:
         """When regular nomination becomes due on its own: the moment the last better pair still in progress has
@@ -525,8 +540,7 @@ class IceAgent:
             return None
         due: float | None = None
         for _, pairs, best in self._to_nominate():
-            better = [p for p in pairs if p.priority > best.priority
-                      and p.state not in (PairState.FAILED, PairState.SUCCEEDED)]
+            better = self._contenders(pairs, best)
             if any(p.state is not PairState.IN_PROGRESS or p.first_check_at is None for p in better):
                 continue
             if not better:

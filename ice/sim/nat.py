@@ -32,6 +32,10 @@ class SimNat:
     sessions: dict[tuple[Address, Address], _Binding] = field(default_factory=dict)
     """(internal, remote) -> the binding that flow uses. Like conntrack, a reply to a packet that came in keeps
     the binding it came in on, whatever the mapping behaviour says about new flows."""
+    disguised: dict[tuple[Address, Address], tuple[Address, _Binding]] = field(default_factory=dict)
+    """(internal, the remote as the host sees it) -> (the real remote, the binding): flows whose remote port the
+    NAT rewrote on the way in (see :meth:`inbound_seen`)."""
+    _disguise_of: dict[tuple[Address, Address, int], Address] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
@@ -59,9 +63,27 @@ class SimNat:
                 return port
 
     def outbound(self, now: float, internal: Address, remote: Address) -> Address | None:
-        """Translate a packet from ``internal`` to ``remote``; None if the NAT drops it."""
+        """Translate a packet from ``internal`` to ``remote``: its external source, or None if the NAT drops it."""
+        routed = self.outbound_to(now, internal, remote)
+        return routed[0] if routed is not None else None
+
+    def outbound_to(self, now: float, internal: Address, remote: Address) -> tuple[Address, Address] | None:
+        """(external source, real destination) of a packet from ``internal`` to ``remote``; the destination differs
+        from ``remote`` when it is a disguised remote (a reply on a flow whose port was rewritten coming in)."""
         if self.behaviour.kind is NatKind.UDP_BLOCKED:
             return None
+        hidden = self.disguised.get((internal, remote))
+        if hidden is not None:
+            real, b = hidden
+            if self._alive(b, now) and self.by_port.get(b.external_port) is b:
+                b.refreshed = now
+                b.contacted[real] = now
+                return (self.public_ip, b.external_port), real
+            del self.disguised[(internal, remote)]
+        ext = self._outbound(now, internal, remote)
+        return (ext, remote) if ext is not None else None
+
+    def _outbound(self, now: float, internal: Address, remote: Address) -> Address | None:
         session = self.sessions.get((internal, remote))
         if session is not None and self._alive(session, now) and self.by_port.get(session.external_port) is session:
             session.refreshed = now
@@ -94,6 +116,9 @@ class SimNat:
             if not self._alive(b, now):
                 self._expire(key, b)
         self.sessions = {k: b for k, b in self.sessions.items() if self.by_port.get(b.external_port) is b}
+        self.disguised = {k: v for k, v in self.disguised.items() if self.by_port.get(v[1].external_port) is v[1]}
+        live = set(self.disguised)
+        self._disguise_of = {k: v for k, v in self._disguise_of.items() if (k[0], v) in live}
 
     def hairpin(self, now: float, external_port: int) -> Address | None:
         """RFC 4787 §6: where a packet from the LAN to our own public address and ``external_port`` goes (a live
@@ -105,6 +130,16 @@ class SimNat:
 
     def inbound(self, now: float, remote: Address, external_port: int) -> Address | None:
         """Where a packet from ``remote`` to our public address and ``external_port`` goes; None if filtered."""
+        seen = self.inbound_seen(now, remote, external_port)
+        return seen[1] if seen is not None else None
+
+    def inbound_seen(self, now: float, remote: Address, external_port: int) -> tuple[Address, Address] | None:
+        """(source as the internal host sees it, internal destination) of an inbound packet; None if filtered.
+
+        Like Linux conntrack: when the internal host already has a flow to ``remote`` through *another* binding
+        (a destination-dependent mapping gave it another external port), the new inbound flow's reply tuple would
+        clash with that flow, and the NAT gives the inbound packets a new source port instead. The host then sees
+        the remote at that disguised address, and its replies to it are translated back."""
         b = self.by_port.get(external_port)
         if b is None or not self._alive(b, now):
             return None
@@ -119,5 +154,17 @@ class SimNat:
             return None
         if self.behaviour.inbound_refresh:
             b.refreshed = now
+        other = self.sessions.get((b.internal, remote))
+        if other is not None and other is not b and self._alive(other, now) \
+                and self.by_port.get(other.external_port) is other:
+            seen = self._disguise_of.get((b.internal, remote, b.external_port))
+            if seen is None or self.disguised.get((b.internal, seen), (None, None))[1] is not b:
+                while True:  # a fresh port for the remote, unused by this host's flows
+                    seen = (remote[0], self._rng.randint(1024, 65535))
+                    if (b.internal, seen) not in self.sessions and (b.internal, seen) not in self.disguised:
+                        break
+                self._disguise_of[(b.internal, remote, b.external_port)] = seen
+                self.disguised[(b.internal, seen)] = (remote, b)
+            return seen, b.internal
         self.sessions[(b.internal, remote)] = b
-        return b.internal
+        return remote, b.internal

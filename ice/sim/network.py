@@ -164,16 +164,15 @@ class SimNetwork:
                 if ext is None or target is None:
                     return None
                 return ext, target
-            ext = src_lan.nat.outbound(now, src, dst)
-            if ext is None:
+            routed = src_lan.nat.outbound_to(now, src, dst)
+            if routed is None:
                 return None
-            src = ext
+            src, dst = routed
         elif dst_lan is not None:
             return None  # the public side has no route to private space
         nat = self._nat_by_public(dst[0])
         if nat is not None:
-            internal = nat.inbound(now, src, dst[1])
-            return (src, internal) if internal is not None else None
+            return nat.inbound_seen(now, src, dst[1])
         if dst in self.agents or dst in self.servers or dst in self.turn_servers or dst in self.relays:
             return src, dst
         return None
