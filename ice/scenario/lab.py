@@ -22,7 +22,7 @@ import struct
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
 from typing import Any
@@ -108,21 +108,25 @@ class Capture:
         data = self.path.read_bytes() if self.path.exists() else b""
         if len(data) < 24:
             return 0
-        endian = "<" if data[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
-        nano = data[:4] in (b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d")
-        out, n, pos = [data[:24]], 0, 24
-        while pos + 16 <= len(data):
-            sec, frac, incl, _ = struct.unpack(endian + "IIII", data[pos:pos + 16])
-            end = pos + 16 + incl
-            if end > len(data):
-                break
-            t = sec + frac / (1e9 if nano else 1e6)
-            if since <= t <= until:
-                out.append(data[pos:end])
-                n += 1
-            pos = end
-        dest.write_bytes(b"".join(out))
-        return n
+        kept = [record for t, record in pcap_records(data) if since <= t <= until]
+        dest.write_bytes(data[:24] + b"".join(kept))
+        return len(kept)
+
+
+def pcap_records(data: bytes) -> Iterator[tuple[float, bytes]]:
+    """(timestamp, whole record) of each packet of a pcap file (either byte order, micro- or nanoseconds); a
+    record cut short by a writer still at work ends the walk."""
+    endian = "<" if data[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
+    scale = 1e9 if data[:4] in (b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d") else 1e6
+    header = struct.Struct(endian + "IIII")
+    pos = 24
+    while pos + 16 <= len(data):
+        sec, frac, incl, _ = header.unpack_from(data, pos)
+        end = pos + 16 + incl
+        if end > len(data):
+            return
+        yield sec + frac / scale, data[pos:end]
+        pos = end
 
 
 def start_captures(lab: Lab, directory: FsPath) -> list[Capture]:
@@ -419,14 +423,7 @@ async def _exchange_data(a: Connection, b: Connection, resend: float) -> list[by
 
 def pcap_count(path: FsPath) -> int:
     """Packets in a pcap file (for tests and reports)."""
-    data = path.read_bytes()
-    endian = "<" if data[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
-    n, pos = 0, 24
-    while pos + 16 <= len(data):
-        incl = struct.unpack(endian + "I", data[pos + 8:pos + 12])[0]
-        pos += 16 + incl
-        n += 1
-    return n
+    return sum(1 for _ in pcap_records(path.read_bytes()))
 
 
-__all__ = ["LabBackend", "event_record", "lab_key", "lab_spec", "nat_nodes", "path_of", "pcap_count"]
+__all__ = ["LabBackend", "event_record", "lab_key", "lab_spec", "nat_nodes", "path_of", "pcap_count", "pcap_records"]
