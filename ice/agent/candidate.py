@@ -133,6 +133,15 @@ class Candidate:
                    generation, tuple(extensions))
 
 
+def pair_text(local: Candidate, remote: Candidate, separator: str = "->") -> str:
+    """``srflx 203.0.113.1:5000 -> prflx 203.0.113.2:6000``: a pair's candidate types and addresses, local first."""
+
+    def one(c: Candidate) -> str:
+        return f"{c.type.value} [{c.host}]:{c.port}" if ":" in c.host else f"{c.type.value} {c.host}:{c.port}"
+
+    return f"{one(local)} {separator} {one(remote)}"
+
+
 def _canonical_host(text: str) -> str:
     try:
         return str(ipaddress.ip_address(text))

@@ -8,6 +8,7 @@ import socket
 from collections.abc import AsyncIterator, Callable, Iterable
 
 from ice.agent import AgentConfig, AgentState, Candidate, IceAgent
+from ice.agent.candidate import pair_text
 from ice.agent.events import (
     ConsentLost,
     DataReceived,
@@ -16,7 +17,6 @@ from ice.agent.events import (
     SelectedPairChanged,
     StateChanged,
 )
-from ice.aio.stun import format_address
 from ice.aio.turn_client import TurnEndpoint
 from ice.errors import IcelabError
 from ice.stun.attributes import Address
@@ -242,5 +242,4 @@ async def _bind_quietly(relay: TurnEndpoint, peer: Address) -> None:
 
 def describe_pair(ev: SelectedPairChanged) -> str:
     """``host 127.0.0.1:5000 | srflx 203.0.113.2:6000`` (local first), as the line protocol prints it."""
-    return (f"{ev.local.type.value} {format_address(ev.local.address)} | "
-            f"{ev.remote.type.value} {format_address(ev.remote.address)}")
+    return pair_text(ev.local, ev.remote, "|")

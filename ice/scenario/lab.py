@@ -28,6 +28,7 @@ from pathlib import Path as FsPath
 from typing import Any
 
 from ice.agent import AgentConfig, Candidate, CandidateType, Nomination
+from ice.agent.candidate import pair_text
 from ice.agent.events import CandidateGathered, Event, GatheringComplete, SelectedPairChanged
 from ice.aio.connection import Connection
 from ice.aio.stun import StunServerRunner, parse_hostport
@@ -178,11 +179,6 @@ def path_of(sel_a: SelectedPairChanged, sel_b: SelectedPairChanged) -> Path:
 
 def _cancel(fut: asyncio.Future[Any]) -> None:
     fut.cancel()
-
-
-def _pair_name(ev: SelectedPairChanged) -> str:
-    return (f"{ev.local.type.value} {ev.local.host}:{ev.local.port} -> "
-            f"{ev.remote.type.value} {ev.remote.host}:{ev.remote.port}")
 
 
 @dataclass
@@ -382,7 +378,7 @@ async def _connect(lab: Lab, cell: Scenario, timers: MatrixTimers = TIMERS) -> _
                           else f"ICE failed: {exc}")
             return out
         out.seconds = loop.time() - t0
-        out.selected, out.selected_b = _pair_name(sel_a), _pair_name(sel_b)
+        out.selected, out.selected_b = pair_text(sel_a.local, sel_a.remote), pair_text(sel_b.local, sel_b.remote)
         out.selected_types = f"{sel_a.local.type.value}-{sel_a.remote.type.value}"
         try:
             got = await asyncio.wait_for(_exchange_data(a, b, timers.data_resend), timers.data_for(lossy))

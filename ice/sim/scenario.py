@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from ice.agent import AgentConfig, Candidate, CandidateType, IceAgent
 from ice.agent.agent import Pair
+from ice.agent.candidate import pair_text
 from ice.agent.events import CandidateGathered, Event, GatheringComplete
 from ice.nat.behaviour import NatBehaviour, NatKind
 from ice.sim.network import SimNetwork
@@ -133,7 +134,4 @@ def valid_pair_types(agent: IceAgent) -> set[tuple[str, str]]:
 
 
 def describe_pair(pair: Pair | None) -> str | None:
-    if pair is None:
-        return None
-    return (f"{pair.local.type.value} {pair.local.host}:{pair.local.port} -> "
-            f"{pair.remote.type.value} {pair.remote.host}:{pair.remote.port}")
+    return pair_text(pair.local, pair.remote) if pair is not None else None
