@@ -700,6 +700,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("icelab: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `icelab run --list | head`: the reader has gone, which is not an error to report
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except StunTimeout as exc:
         print(f"icelab: no answer from the STUN server: {exc}", file=sys.stderr)
         return 1
