@@ -430,7 +430,8 @@ def test_session_with_two_streams_shares_ta_and_roles() -> None:
     assert [sa.stream(i).selected.base for i in range(2)] == [("10.0.0.1", 5000), ("10.0.0.1", 5001)]  # type: ignore[union-attr]
     assert sa.stream(0).ufrag == sa.stream(1).ufrag and sa.stream(0).pacer is sa.stream(1).pacer
 
-    # Pacing across streams: with nothing answering, new checks of both streams are Ta apart.
+    # Pacing and freezing across streams (RFC 8445 §6.1.2.6): with nothing answering, stream 0's checks go Ta
+    # apart, and stream 1's pairs, whose foundations stream 0 is already checking, stay frozen.
     quiet = Net()
     q = IceSession(True, streams=2, rng=random.Random(5))
     for i in range(2):
@@ -445,7 +446,28 @@ def test_session_with_two_streams_shares_ta_and_roles() -> None:
     firsts: dict[tuple[str, int], float] = {}
     for t, _, dst, _ in quiet.sent:  # type: ignore[union-attr]
         firsts.setdefault(dst, round(t, 6))
-    assert sorted(firsts.values()) == [0.0, 0.05, 0.1, 0.15]
+    assert firsts == {("10.0.0.9", 7000): 0.0, ("10.0.0.9", 7001): 0.05}
+    assert {p.state for p in q.stream(1).pairs} == {PairState.FROZEN}
+    # With the same foundations in a second session whose stream 0 is answered, stream 1 unfreezes on the success
+    # (§7.2.5.3.3) and both connect: the first part of this test.
+
+
+def test_a_success_in_one_stream_unfreezes_its_foundation_in_the_others() -> None:
+    """RFC 8445 §6.1.2.6 / §7.2.5.3.3: stream 1's pairs share stream 0's foundations, so they wait frozen; the first
+    success in stream 0 unfreezes them, and only then does stream 1 send its first ordinary check."""
+    net = Net()
+    sa, sb = IceSession(True, streams=2, rng=random.Random(3)), IceSession(False, streams=2, rng=random.Random(4))
+    _wire_sessions(net, sa, sb)
+    net.drop = lambda s, d, data: net.now < 0.2 and 5000 in (s[1], d[1])  # stream 0's first check is lost
+    net.run(2.0, stop=lambda: sa.connected and sb.connected)
+    assert sa.connected and sb.connected
+
+    def first(src: tuple[str, int], kind: bytes) -> float:
+        return min(t for t, s, _, d in net.sent if s == src and d[:2] == kind)  # type: ignore[union-attr]
+
+    stream0_success = first(("10.0.0.2", 5000), b"\x01\x01")  # B answers A's stream-0 check
+    assert first(("10.0.0.1", 5001), b"\x00\x01") >= stream0_success
+    assert first(("10.0.0.1", 5000), b"\x00\x01") == 0.0
 
 
 def test_session_role_conflict_switches_every_stream() -> None:

@@ -113,9 +113,11 @@ class _Generation:
 @dataclass
 class Pacer:
     """When the next ordinary check may go (RFC 8445 §6.1.4.2). Agents of one session share one (one Ta for the
-    whole checklist set)."""
+    whole checklist set), and through it see each other's checklists for foundation freezing (§6.1.2.6)."""
 
     next_at: float | None = None
+    checklists: list[IceAgent] = field(default_factory=list)
+    """The agents (one checklist each) of the session, in checklist-set order; empty for a lone agent."""
 
 
 @dataclass
@@ -300,8 +302,9 @@ class IceAgent:
             # FAILED is not a dead end: a peer-reflexive pair from the peer's check (RFC 8445 §7.3.1.4) or a
             # candidate gathered late (a TURN allocation) is checked again.
             self._set_state(AgentState.CHECKING)
-        # RFC 8445 §6.1.2.6: per foundation, the highest-priority frozen pair becomes Waiting.
-        seen = {p.foundation for p in self.pairs if p.state is not PairState.FROZEN}
+        # RFC 8445 §6.1.2.6: per foundation, across the whole checklist set, one pair becomes Waiting (the first
+        # checklist's highest-priority one): a foundation already being checked in another stream stays frozen here.
+        seen = {p.foundation for p in self._checklist_set() if p.state is not PairState.FROZEN}
         for p in self.pairs:
             if p.state is PairState.FROZEN and p.foundation not in seen:
                 self._set_pair(p, PairState.WAITING)
@@ -364,19 +367,35 @@ class IceAgent:
         while (out := tx.poll_transmit()) is not None:
             self._transmits.append(Transmit(out.remote, out.data, local))
 
+    def _checklist_set(self) -> Iterator[Pair]:
+        for agent in self.pacer.checklists or [self]:
+            yield from agent.pairs
+
+    def _ordinary_candidate(self) -> Pair | None:
+        """The pair the next ordinary check goes to (RFC 8445 §6.1.4.2): the highest-priority Waiting one, else a
+        Frozen one whose foundation no *other* checklist of the set is checking (Waiting or In-Progress). Within
+        one checklist a frozen pair is checked once nothing waits, without waiting for its foundation's other
+        pairs to fail (39.5 s): two sockets on one IP share a foundation, yet one may work and the other not."""
+        frozen = None
+        for p in self.pairs:
+            if p.state is PairState.WAITING:
+                return p
+            if frozen is None and p.state is PairState.FROZEN:
+                frozen = p
+        if frozen is None or not self.pacer.checklists:
+            return frozen
+        busy = {p.foundation for agent in self.pacer.checklists if agent is not self for p in agent.pairs
+                if p.state in (PairState.WAITING, PairState.IN_PROGRESS)}
+        return next((p for p in self.pairs if p.state is PairState.FROZEN and p.foundation not in busy), None)
+
     def _has_ordinary(self) -> bool:
         """Whether a paced check is due (no side effects: :meth:`_next_ordinary` pops the triggered queue)."""
-        return bool(self._triggered and self.config.pace_triggered) or any(
-            p.state in (PairState.WAITING, PairState.FROZEN) for p in self.pairs)
+        return bool(self._triggered and self.config.pace_triggered) or self._ordinary_candidate() is not None
 
     def _next_ordinary(self) -> Pair | None:
         if self._triggered and self.config.pace_triggered:
             return self._triggered.popleft()
-        for state in (PairState.WAITING, PairState.FROZEN):
-            for p in self.pairs:
-                if p.state is state:
-                    return p
-        return None
+        return self._ordinary_candidate()
 
     # ========================================================================================= timers
 
@@ -801,10 +820,11 @@ class IceAgent:
         pair.valid = True
         if self._first_valid_at is None:
             self._first_valid_at = now
-        # RFC 8445 §7.2.5.3.3: unfreeze pairs with the same foundation.
-        for p in self.pairs:
-            if p.state is PairState.FROZEN and p.foundation == pair.foundation:
-                self._set_pair(p, PairState.WAITING)
+        # RFC 8445 §7.2.5.3.3: unfreeze pairs with the same foundation, in every checklist of the set.
+        for agent in self.pacer.checklists or [self]:
+            for p in agent.pairs:
+                if p.state is PairState.FROZEN and p.foundation == pair.foundation:
+                    agent._set_pair(p, PairState.WAITING)
         if self.controlling and (check.nominating or self.config.nomination is Nomination.AGGRESSIVE):
             valid.nominated = pair.nominated = True
             self._select(now, valid)

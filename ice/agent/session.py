@@ -35,6 +35,7 @@ class IceSession:
                      tie_breaker=first.tie_breaker, rng=self.rng)
             for _ in range(self.streams - 1)
         ]
+        pacer.checklists.extend(self.agents)  # the checklist set: foundations freeze across streams (§6.1.2.6)
         self._next_poll = 0
 
     @property
