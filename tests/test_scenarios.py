@@ -70,6 +70,7 @@ def test_main_writes_reports_and_exit_status(tmp_path: FsPath) -> None:
     assert rc == 0
     doc = json.loads((tmp_path / "results.json").read_text())
     assert doc["passed"] == 4 and doc["failed"] == 0
+    assert doc["environment"]["icelab"] and doc["environment"]["python"]  # what produced it, for later compares
     cells = {c["scenario"]: c for c in doc["cells"]}
     assert cells["apdm-apdfxapdm-apdf"]["observed"] == "relay"
     assert "apdm-apdf" in (tmp_path / "grid.md").read_text()

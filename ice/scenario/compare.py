@@ -46,11 +46,13 @@ class Comparison:
     slower: list[dict[str, Any]] = field(default_factory=list)
     faster: list[dict[str, Any]] = field(default_factory=list)
     median_connect_ms: tuple[float | None, float | None] = (None, None)
+    commits: tuple[str | None, str | None] = (None, None)
 
     def as_json(self) -> dict[str, Any]:
         return {"added": self.added, "removed": self.removed, "regressed": self.regressed, "fixed": self.fixed,
                 "path_changed": self.path_changed, "slower": self.slower, "faster": self.faster,
-                "median_connect_ms": {"old": self.median_connect_ms[0], "new": self.median_connect_ms[1]}}
+                "median_connect_ms": {"old": self.median_connect_ms[0], "new": self.median_connect_ms[1]},
+                "commits": {"old": self.commits[0], "new": self.commits[1]}}
 
 
 def _ms(cell: dict[str, Any]) -> float | None:
@@ -86,7 +88,13 @@ def compare(old: dict[str, Any], new: dict[str, Any], factor: float = 2.0, floor
             elif tx > ty * factor:
                 out.faster.append({"scenario": name, "old_ms": round(tx, 1), "new_ms": round(ty, 1)})
     out.median_connect_ms = (_median([_ms(a[n]) for n in common]), _median([_ms(b[n]) for n in common]))
+    out.commits = (_commit(old), _commit(new))
     return out
+
+
+def _commit(doc: dict[str, Any]) -> str | None:
+    env = doc.get("environment")
+    return str(env["commit"]) if isinstance(env, dict) and env.get("commit") else None
 
 
 def _summary(cell: dict[str, Any]) -> str:
@@ -96,7 +104,8 @@ def _summary(cell: dict[str, Any]) -> str:
 
 
 def render(c: Comparison, old_name: str, new_name: str) -> str:
-    lines = [f"compare {old_name} -> {new_name}"]
+    at = [f" (commit {commit})" if commit else "" for commit in c.commits]
+    lines = [f"compare {old_name}{at[0]} -> {new_name}{at[1]}"]
 
     def section(title: str, rows: list[dict[str, Any]], fmt: Callable[[dict[str, Any]], str]) -> None:
         if rows:

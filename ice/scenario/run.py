@@ -607,7 +607,8 @@ def _main(backend_name: str, presets: list[str] | None, out: FsPath, update: boo
         else:
             results = run_lab_parallel(cells, jobs, artifacts, keep_artifacts, progress.cell)
     elapsed = time.perf_counter() - started
-    write_reports(results, out, backend_name, elapsed, {"jobs": jobs if backend_name == "lab" else 1})
+    write_reports(results, out, backend_name, elapsed,
+                  {"jobs": jobs if backend_name == "lab" else 1, "environment": environment()})
     print(terminal_grid(results))
     failed = [r for r in results if not r.passed]
     counts = ", ".join(f"{n} {k}" for k, n in summary(results).items() if n and k != Status.PASS.value)
@@ -624,6 +625,21 @@ def _main(backend_name: str, presets: list[str] | None, out: FsPath, update: boo
     if surprise:
         print(f"  unexpectedly passing (pinned as known failures; remove their known_failure): {', '.join(surprise)}")
     return 1 if failed else 0
+
+
+def environment() -> dict[str, str | None]:
+    """What produced a results.json, so two runs compared later can be told apart."""
+    import platform
+
+    from ice import __version__
+
+    commit = None
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        done = subprocess.run(["git", "-C", str(SCENARIO_DIR.parent), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, timeout=5)
+        commit = done.stdout.strip() or None
+    return {"icelab": __version__, "commit": commit, "python": platform.python_version(),
+            "kernel": platform.release(), "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
 class _Progress:
