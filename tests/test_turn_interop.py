@@ -142,30 +142,18 @@ def test_our_turn_client_relays_through_coturn_and_our_server(which: str, transp
 def test_icelab_peers_relay_only_through_our_turn_server() -> None:
     """ICE with relayed candidates only (RFC 8445 §5.1.1.2): the selected pair is relay on both sides."""
     import sys
-    from pathlib import Path
 
-    (port,) = free_udp_ports(1)
-    proc = _server(port)
-    try:
-        wait_stun("127.0.0.1", port)
-        turn = f"--turn 127.0.0.1 {port} alice secret --relay-only"
-        cmd_a = f"{sys.executable} -m ice.cli peer --controlling --bind 127.0.0.1 {turn}"
-        cmd_b = f"{sys.executable} -m ice.cli peer --echo --bind 127.0.0.1 {turn}"
-        line_peer = Path(__file__).resolve().parent / "line_peer.py"
-        p = subprocess.run([sys.executable, str(line_peer), cmd_a, cmd_b], capture_output=True, text=True,
-                           timeout=60, cwd=ROOT)
-    finally:
-        proc.p.send_signal(signal.SIGTERM)
-        log = proc.stop()
+    p, log = _relay_only_peer(f"{sys.executable} -m ice.cli peer --bind 127.0.0.1", b_relay_only=True)
     assert "ROUNDTRIP OK" in p.stdout, p.stdout[-600:]
     assert re.search(r"\[A\] selected relay 127\.0\.0\.1:\d+ \| relay 127\.0\.0\.1:\d+", p.stdout)
     stats = json.loads(log.strip().splitlines()[-1])["stats"]
     assert stats["allocate"] == 2 and stats["relayed-to-peer"] > 0
 
 
-def _foreign_relay_only_peer(peer: str) -> tuple[subprocess.CompletedProcess[str], str]:
+def _relay_only_peer(peer: str, b_relay_only: bool = False) -> tuple[subprocess.CompletedProcess[str], str]:
     """Our TURN server on loopback; ``peer`` (a line-protocol program) as the controlling side, relay-only through
-    it, against an echoing icelab peer. Returns the line-protocol run and the server's JSON log."""
+    it, against an echoing icelab peer (relay-only too with ``b_relay_only``). Returns the line-protocol run and
+    the server's JSON log."""
     import sys
     from pathlib import Path
 
@@ -173,8 +161,9 @@ def _foreign_relay_only_peer(peer: str) -> tuple[subprocess.CompletedProcess[str
     proc = _server(port)
     try:
         wait_stun("127.0.0.1", port)
-        cmd_a = f"{peer} --controlling --turn 127.0.0.1 {port} alice secret --relay-only"
-        cmd_b = f"{sys.executable} -m ice.cli peer --echo --bind 127.0.0.1"
+        turn = f"--turn 127.0.0.1 {port} alice secret --relay-only"
+        cmd_a = f"{peer} --controlling {turn}"
+        cmd_b = f"{sys.executable} -m ice.cli peer --echo --bind 127.0.0.1" + (f" {turn}" if b_relay_only else "")
         line_peer = Path(__file__).resolve().parent / "line_peer.py"
         p = subprocess.run([sys.executable, str(line_peer), cmd_a, cmd_b], capture_output=True, text=True,
                            timeout=60, cwd=ROOT)
@@ -190,7 +179,7 @@ def test_aioice_relays_through_our_turn_server_with_an_icelab_peer() -> None:
     from pathlib import Path
 
     aioice_peer = Path(__file__).resolve().parents[1] / "bench" / "peers" / "aioice_peer.py"
-    p, log = _foreign_relay_only_peer(f"{sys.executable} {aioice_peer}")
+    p, log = _relay_only_peer(f"{sys.executable} {aioice_peer}")
     assert "ROUNDTRIP OK" in p.stdout, p.stdout[-800:] + p.stderr[-400:]
     assert "[B] selected host 127.0.0.1:" in p.stdout and "| relay 127.0.0.1:" in p.stdout
     stats = json.loads(log.strip().splitlines()[-1])["stats"]
@@ -341,7 +330,7 @@ def test_libnice_relays_through_our_turn_server_with_an_icelab_peer() -> None:
 
     need_tool("/usr/bin/python3")
     nicepeer = Path(__file__).resolve().parent / "interop" / "nicepeer.py"
-    p, log = _foreign_relay_only_peer(f"/usr/bin/python3 {nicepeer}")
+    p, log = _relay_only_peer(f"/usr/bin/python3 {nicepeer}")
     assert "ROUNDTRIP OK" in p.stdout, p.stdout[-800:] + p.stderr[-400:]
     assert "| relay 127.0.0.1:" in p.stdout  # the icelab side selected libnice's relayed candidate
     stats = json.loads(log.strip().splitlines()[-1])["stats"]
