@@ -457,36 +457,26 @@ def cmd_nat_probe(args: argparse.Namespace) -> int:
 
 
 def cmd_nat_grid(args: argparse.Namespace) -> int:
-    from ice.lab.mn import Lab, require_root
+    from ice.lab.mn import require_root
     from ice.lab.nat import preset
-    from ice.lab.punch import punch
-    from ice.lab.topo import topology
-    from ice.nat.reach import direct_possible
+    from ice.lab.punch import DEFAULT_GRID, punch_grid
 
-    names = args.presets or ["linux-masquerade", "eim-eif", "eim-adf", "eim-apdf", "adm-adf", "adm-apdf",
-                             "apdm-apdf"]
-    behaviours = [preset(n) for n in names]
+    names = args.presets or list(DEFAULT_GRID)
+    for name in names:  # an unknown preset is a usage error before root is asked for
+        preset(name)
     require_root()
     isolate()
-    cells = []
-    with Lab(topology("two_nats")) as lab:
-        for i, (ra, a) in enumerate(zip(names, behaviours, strict=True)):
-            for j, (rb, b) in enumerate(zip(names, behaviours, strict=True)):
-                lab.set_nat("nat-a", a)
-                lab.set_nat("nat-b", b)
-                got = asyncio.run(punch(lab, port=42000 + i * len(names) + j)).direct
-                cells.append({"a": ra, "b": rb, "direct": got, "expected": direct_possible(a, b)})
-    bad = [c for c in cells if c["direct"] != c["expected"]]
+    cells = punch_grid(names)
+    bad = [c for c in cells if not c.matches]
     if args.json:
-        _print_json({"cells": cells, "mismatches": bad})
+        _print_json({"cells": [c.as_json() for c in cells], "mismatches": [c.as_json() for c in bad]})
     else:
         width = max(len(n) for n in names)
         corner = "A \\ B"
         print(f"{corner:<{width}}  " + "  ".join(f"{n[:9]:>9}" for n in names))
         for ra in names:
-            row = [c for c in cells if c["a"] == ra]
-            marks = ["yes" if c["direct"] else "-" for c in row]
-            marks = [m + ("!" if c["direct"] != c["expected"] else "") for m, c in zip(marks, row, strict=True)]
+            row = [c for c in cells if c.a == ra]
+            marks = [("yes" if c.direct else "-") + ("" if c.matches else "!") for c in row]
             print(f"{ra:<{width}}  " + "  ".join(f"{m:>9}" for m in marks))
         print("yes: direct UDP worked (both ways); -: it did not; !: differs from ice.nat.reach")
     return 1 if bad else 0

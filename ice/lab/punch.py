@@ -2,17 +2,22 @@
 
 Both peers learn their server-reflexive address from the embedded STUN server, then send ``punch`` to each
 other's address every ``interval`` for ``rounds`` rounds (A first in each round) and answer whatever address
-they hear from (the peer-reflexive learning ICE does). The recipes' B.5 grid was measured the same way.
+they hear from (the peer-reflexive learning ICE does). The recipes' B.5 grid was measured the same way;
+:func:`punch_grid` repeats it for every pairing of NAT presets and compares with :mod:`ice.nat.reach`.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ice.aio.stun import parse_hostport
 from ice.lab.mn import Lab
 from ice.lab.stun import LabEndpoint, start_stun_server
+from ice.lab.topo import topology
+from ice.nat.behaviour import preset
+from ice.nat.reach import direct_possible
 from ice.stun.attributes import Address
 from ice.stun.transaction import RetransmissionConfig
 
@@ -64,3 +69,44 @@ async def punch(lab: Lab, port: int, a: str = "a", b: str = "b", rounds: int = 6
         eb.close()
         runner.close()
     return PunchResult(ma, mb, frozenset(heard[a]), frozenset(heard[b]))
+
+
+DEFAULT_GRID = ("linux-masquerade", "eim-eif", "eim-adf", "eim-apdf", "adm-adf", "adm-apdf", "apdm-apdf")
+"""Seven representative presets: the grid ``icelab nat grid`` punches when given none."""
+
+
+@dataclass(frozen=True)
+class GridCell:
+    """One pairing of the grid: A behind preset ``a``, B behind preset ``b``."""
+
+    a: str
+    b: str
+    direct: bool
+    """Direct UDP worked, both ways."""
+    expected: bool
+    """What :func:`ice.nat.reach.direct_possible` says for the two behaviours."""
+
+    @property
+    def matches(self) -> bool:
+        return self.direct == self.expected
+
+    def as_json(self) -> dict[str, object]:
+        return {"a": self.a, "b": self.b, "direct": self.direct, "expected": self.expected}
+
+
+def punch_grid(names: Sequence[str]) -> list[GridCell]:
+    """Hole-punch every pairing of the presets ``names`` (rows A, columns B, in order) on one reused two_nats lab.
+
+    Needs root (and, from the command line, the lab's isolation); an unknown name is a UserError before any lab
+    is built.
+    """
+    behaviours = [preset(n) for n in names]
+    cells = []
+    with Lab(topology("two_nats")) as lab:
+        for i, (ra, a) in enumerate(zip(names, behaviours, strict=True)):
+            for j, (rb, b) in enumerate(zip(names, behaviours, strict=True)):
+                lab.set_nat("nat-a", a)
+                lab.set_nat("nat-b", b)
+                got = asyncio.run(punch(lab, port=42000 + i * len(names) + j)).direct
+                cells.append(GridCell(ra, rb, got, direct_possible(a, b)))
+    return cells
