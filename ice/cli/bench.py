@@ -1,0 +1,36 @@
+"""``icelab bench``: the benchmarks in bench/."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING
+
+from ice.cli.common import repo_root
+
+if TYPE_CHECKING:
+    from ice.cli.common import Subparsers
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import importlib
+
+    root = repo_root()
+    sys.path.insert(0, str(root))
+    module = importlib.import_module(f"bench.{args.what}")
+    rc: int = module.main(args)
+    return rc
+
+
+def add_parser(sub: Subparsers) -> None:
+    b = sub.add_parser("bench", help="benchmarks against peers, side by side in one run")
+    b.add_argument("what", choices=["codec", "server", "lab", "connect", "relay", "matrix"])
+    b.add_argument("--json", action="store_true")
+    b.add_argument("--seconds", type=float, default=0.4, help="codec: time per measurement")
+    b.add_argument("--requests", type=int, default=100_000,
+                   help="server: Binding requests per server; relay: relayed packets per round")
+    b.add_argument("--rounds", type=int, help="lab: build/teardown rounds per topology (default 5)")
+    b.add_argument("--runs", type=int, help="connect: measured connections per implementation (default 20)")
+    b.add_argument("--lab", action="store_true", help="connect: through two NATs in the kernel lab (root)")
+    b.add_argument("--only", choices=["sim", "lab"], help="matrix: measure only this back-end")
+    b.set_defaults(func=cmd_bench)

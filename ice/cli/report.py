@@ -1,0 +1,28 @@
+"""``icelab report compare``: what changed between two matrix runs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ice.cli.common import Subparsers
+
+
+def cmd_report_compare(args: argparse.Namespace) -> int:
+    from ice.scenario.compare import compare, load, render
+
+    c = compare(load(args.old), load(args.new))
+    print(json.dumps(c.as_json(), indent=2) if args.json else render(c, args.old, args.new))
+    return 1 if c.regressed else 0
+
+
+def add_parser(sub: Subparsers) -> None:
+    rep = sub.add_parser("report", help="work with matrix reports")
+    rsub = rep.add_subparsers(dest="report_command", metavar="ACTION", required=True)
+    cmp_ = rsub.add_parser("compare", help="what changed between two runs (exit 1 if a cell regressed)")
+    cmp_.add_argument("old", help="results.json of the earlier run (or its --out directory)")
+    cmp_.add_argument("new", help="results.json of the later run (or its --out directory)")
+    cmp_.add_argument("--json", action="store_true", help="machine-readable output")
+    cmp_.set_defaults(func=cmd_report_compare)
