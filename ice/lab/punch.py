@@ -2,7 +2,7 @@
 
 Both peers learn their server-reflexive address from the embedded STUN server, then send ``punch`` to each
 other's address every ``interval`` for ``rounds`` rounds (A first in each round) and answer whatever address
-they hear from (the peer-reflexive learning ICE does). The recipes' B.5 grid was measured the same way.
+they hear from (the peer-reflexive learning ICE does).
 """
 
 from __future__ import annotations
