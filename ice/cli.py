@@ -234,7 +234,7 @@ def cmd_server_turn(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """The NAT x NAT scenario matrix (issue 7): every cell, a grid, reports in --out."""
+    """The NAT x NAT scenario matrix: every cell, a grid, reports in --out."""
     from pathlib import Path
 
     from ice.scenario.run import iter_names, main, select_cells
