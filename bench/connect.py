@@ -134,8 +134,8 @@ async def measure(runs: int, quiet: bool, impls: dict[str, tuple[list[str], list
 
 
 def _main_lab(args: argparse.Namespace, runs: int) -> int:
-    """The same measurement through two Linux-router NATs (MASQUERADE + WAN input drop, as measured in
-    reference/connect-and-server-anchors.md), srflx candidates from the embedded STUN server on the public side."""
+    """The same measurement through two Linux-router NATs (MASQUERADE + WAN input drop, the `linux-masquerade`
+    preset), srflx candidates from the embedded STUN server on the public side."""
     from ice.cli import isolate
     from ice.lab.mn import Lab, require_root
     from ice.lab.netns import nsenter

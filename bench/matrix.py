@@ -1,6 +1,6 @@
 """``icelab bench matrix``: wall time of the full default matrix, in the simulation and in the kernel lab.
 
-Goals (issue 7): the sim matrix in <= 10 s, the kernel-lab matrix in <= 120 s with ``-j 2`` on two cores. Both run
+Goals: the sim matrix in <= 10 s, the kernel-lab matrix in <= 120 s with ``-j 2`` on two cores. Both run
 as ``icelab run`` would (a child process each, so the lab run gets its own PID namespace), into a temporary report
 directory; reported: wall seconds, cells, how many passed, the median time to connect and the slowest cells.
 """

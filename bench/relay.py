@@ -3,7 +3,8 @@
 A load process (bench.turnload) allocates on each server, binds a channel to a local peer socket and keeps a
 window of ChannelData in flight; the peer echoes, so each round trip is two relayed packets. Rounds alternate
 between the servers and the median is reported. coturn relays about 126 k packets/s single-flow on a 4-vCPU
-droplet (shared/reference/ice-peers.md); here both share 2 cores with the load process.
+droplet (coturn's own load-test notes, docs/PerformanceIterationLog.md in coturn/coturn); here both share 2 cores
+with the load process.
 """
 
 from __future__ import annotations

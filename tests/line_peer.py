@@ -1,4 +1,4 @@
-"""Drive line-protocol ICE peers from Python (copied from shared/interop/line_peer.py for the tests)."""
+"""Drive line-protocol ICE peers from Python (a copy of the interop harness's driver, for the tests)."""
 import queue, subprocess, sys, threading, time
 
 class LinePeer:

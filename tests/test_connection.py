@@ -35,7 +35,7 @@ def test_two_connections_on_loopback_exchange_data() -> None:
 
 
 def test_icelab_peers_round_trip_over_the_line_protocol() -> None:
-    """The interop harness's own driver (a copy of shared/interop/line_peer.py) wires two `icelab peer`s."""
+    """The interop harness's own driver (copied as tests/line_peer.py) wires two `icelab peer`s."""
     cmd_a = f"{sys.executable} -m ice.cli peer --controlling --bind 127.0.0.1"
     cmd_b = f"{sys.executable} -m ice.cli peer --echo --bind 127.0.0.1"
     p = subprocess.run([sys.executable, str(LINE_PEER), cmd_a, cmd_b], capture_output=True, text=True, timeout=60,

@@ -361,7 +361,7 @@ GRID = ["linux-masquerade", "eim-eif", "eim-adf", "eim-apdf", "adm-eif", "adm-ad
 
 
 def test_hole_punching_grid_matches_rfc4787_reasoning() -> None:
-    """The recipes' B.5 grid, reproduced on one reused lab: every pairing punches directly exactly when
+    """The hole-punching grid (docs/lab.md), reproduced on one reused lab: every pairing punches directly exactly when
     ice.nat.reach.direct_possible says it can (symmetric x port-restricted fails, cones work...)."""
     import asyncio
 
@@ -381,7 +381,7 @@ def test_hole_punching_grid_matches_rfc4787_reasoning() -> None:
     expected = {(r, c): direct_possible(preset(r), preset(c)) for r in GRID for c in GRID}
     wrong = {cell: observed[cell] for cell in expected if observed[cell] != expected[cell]}
     assert wrong == {}, f"cells that differ from the expectation (observed shown): {wrong}"
-    # Spot checks against the recipes' measured grid, so the reasoning itself is pinned too.
+    # Spot checks against the grid measured by hand on this kernel, so the reasoning itself is pinned too.
     assert observed[("linux-masquerade", "linux-masquerade")] is True
     assert observed[("apdm-apdf", "eim-apdf")] is False and observed[("apdm-apdf", "eim-adf")] is True
     assert observed[("adm-adf", "adm-adf")] is False

@@ -1,4 +1,4 @@
-"""aioice 0.13 on the line protocol (adapted from shared/interop/aioicepeer.py), for `icelab bench connect`.
+"""aioice 0.13 on the line protocol (adapted from the interop harness's aioice peer), for `icelab bench connect`.
 
 usage: aioice_peer.py [--controlling] [--echo] [--ip 127.0.0.1] [--stun HOST:PORT] [--turn HOST PORT USER PASS]
                      [--relay-only]

@@ -1,4 +1,4 @@
-"""``icelab peer``: an ICE agent speaking the shared line protocol on stdin/stdout (reference/interop-peers.md).
+"""``icelab peer``: an ICE agent speaking the interop harness's line protocol on stdin/stdout.
 
 stdout: ufrag U | pwd P | candidate <value> | gathered | state <s> | connected | selected <l> | <r> | recv <text>
         | error <msg>

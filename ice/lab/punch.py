@@ -2,8 +2,8 @@
 
 Both peers learn their server-reflexive address from the embedded STUN server, then send ``punch`` to each
 other's address every ``interval`` for ``rounds`` rounds (A first in each round) and answer whatever address
-they hear from (the peer-reflexive learning ICE does). The recipes' B.5 grid was measured the same way;
-:func:`punch_grid` repeats it for every pairing of NAT presets and compares with :mod:`ice.nat.reach`.
+they hear from (the peer-reflexive learning ICE does). :func:`punch_grid` repeats it for every pairing of NAT
+presets and compares with :mod:`ice.nat.reach` (docs/lab.md, "How the NATs are built").
 """
 
 from __future__ import annotations

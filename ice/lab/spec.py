@@ -56,7 +56,7 @@ class LossMode(enum.Enum):
 
 @dataclass(frozen=True)
 class LinkConditions:
-    """Impairments of one link, applied in both directions (no netem here: recipes B.7)."""
+    """Impairments of one link, applied in both directions (no netem on this kernel: docs/lab.md)."""
 
     delay_ms: float = 0.0
     """One-way delay, by a userspace forwarder spliced into the link (ice/lab/wire.py)."""

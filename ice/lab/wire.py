@@ -1,9 +1,10 @@
 """A "slow wire": forwards Ethernet frames between two interfaces after a delay (no netem on this kernel).
 
-Runs in its own namespace, spliced into a link (recipes B.7): ``python -m ice.lab.wire IF0 IF1 --delay-ms 20
---jitter-ms 5 --seed 1``. Each direction is FIFO: jitter varies the delay without reordering (a later frame
-never overtakes an earlier one). Frames read from a veth may carry a partial L4 checksum (TX offload), so IPv4
-UDP/TCP checksums are recomputed before forwarding; other frames pass unchanged. Prints ``ready`` once bound.
+Runs in its own namespace, spliced into a link (docs/lab.md, 'How the NATs are built'):
+``python -m ice.lab.wire IF0 IF1 --delay-ms 20 --jitter-ms 5 --seed 1``. Each direction is FIFO: jitter varies
+the delay without reordering (a later frame never overtakes an earlier one). Frames read from a veth may carry a
+partial L4 checksum (TX offload), so IPv4 UDP/TCP checksums are recomputed before forwarding; other frames pass
+unchanged. Prints ``ready`` once bound.
 """
 
 from __future__ import annotations

@@ -86,8 +86,9 @@ class NatBehaviour:
         if self.kind is NatKind.ENGINE and (self.mapping is None or self.filtering is None):
             raise ValueError("an engine NAT needs both a mapping and a filtering behaviour")
         if self.kind is NatKind.MASQUERADE:
-            # What Linux MASQUERADE does (recipes A.2, B.3): it reuses a binding (EIM) and keeps the port unless
-            # told --random, which picks a new port per flow (APDM); it always filters by conntrack (APDF).
+            # What Linux MASQUERADE does (docs/lab.md, 'How the NATs are built'): it reuses a binding (EIM) and
+            # keeps the port unless told --random, which picks a new port per flow (APDM); it always filters by
+            # conntrack (APDF).
             mapping = Mapping.ENDPOINT_INDEPENDENT if self.port_preservation else Mapping.ADDRESS_AND_PORT_DEPENDENT
             if self.mapping is not mapping or self.filtering is not Filtering.ADDRESS_AND_PORT_DEPENDENT:
                 raise ValueError(

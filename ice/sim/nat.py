@@ -122,7 +122,7 @@ class SimNat:
 
     def hairpin(self, now: float, external_port: int) -> Address | None:
         """RFC 4787 §6: where a packet from the LAN to our own public address and ``external_port`` goes (a live
-        binding's internal endpoint). Filtering is not applied, as in the lab's nft rules (recipes: hairpin)."""
+        binding's internal endpoint). Filtering is not applied, as in the lab's nft rules (docs/lab.md)."""
         if not self.behaviour.hairpinning:
             return None
         b = self.by_port.get(external_port)

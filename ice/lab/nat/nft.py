@@ -1,10 +1,10 @@
 """Compile a :class:`NatBehaviour` to an nftables ruleset: a pure function, pinned by golden files.
 
-The engine is the "RFC 4787 engine" of ``shared/reference/nat-lab-recipes.md`` B.4 (verified there on this
-kernel): dynamic maps learn each binding after source NAT and steer inbound packets, which gives every mapping x
-filtering pair, hairpinning, port preservation, a binding timeout and either inbound or outbound-only refresh.
-Every ruleset also drops unsolicited input on the WAN interface (B.5): without it a peer's first packet confirms
-a conntrack entry in the NAT itself and port-preserving NATs silently turn symmetric.
+The engine (docs/lab.md, "How the NATs are built"): dynamic maps learn each binding after source NAT and steer
+inbound packets, which gives every mapping x filtering pair, hairpinning, port preservation, a binding timeout and
+either inbound or outbound-only refresh. Every ruleset also drops unsolicited input on the WAN interface: without
+it a peer's first packet confirms a conntrack entry in the NAT itself and port-preserving NATs silently turn
+symmetric.
 
 UDP is the protocol the behaviours describe; TCP is masqueraded (Linux EIM/APDF). IPv4 only.
 """
@@ -49,7 +49,8 @@ class NatInterfaces:
 
 
 def sysctls(behaviour: NatBehaviour) -> dict[str, str]:
-    """Per-namespace settings that go with the ruleset (both UDP conntrack timeouts: recipes B.6)."""
+    """Per-namespace settings that go with the ruleset: both UDP conntrack timeouts, since a replied flow moves
+    from the unreplied timeout to the stream one."""
     t = str(behaviour.udp_timeout)
     return {
         "net.ipv4.ip_forward": "1",
@@ -94,7 +95,9 @@ def _to(public_ip: str, port_range: tuple[int, int] | None) -> str:
 
 def _input_chain(wan: str) -> list[str]:
     return [
-        "  # Never let unsolicited WAN packets confirm a conntrack entry in the NAT itself (recipes B.5).",
+        "  # Never let unsolicited WAN packets confirm a conntrack entry in the NAT itself: that entry would hold",
+        "  # the tuple a LAN flow's preserved port needs, and the flow would get a new port.",
+        "  # See docs/lab.md, 'How the NATs are built'.",
         "  chain input {",
         "    type filter hook input priority filter; policy accept;",
         f"    iifname {_q(wan)} ct state established,related accept",
