@@ -139,7 +139,7 @@ def _main_lab(args: argparse.Namespace, runs: int) -> int:
     from ice.cli import isolate
     from ice.lab.mn import Lab, require_root
     from ice.lab.netns import nsenter
-    from ice.lab.topo import topology
+    from ice.topology.registry import topology
 
     require_root()
     isolate()

@@ -21,16 +21,16 @@ def main(args: argparse.Namespace) -> int:
     from ice.lab.mn import Lab, require_root
     from ice.lab.nat import preset
     from ice.lab.probe import probe
-    from ice.lab.topo import registry
+    from ice.topology.registry import Topologies
 
     require_root()
     isolate()
     rounds = int(getattr(args, "rounds", None) or ROUNDS)
     topologies: dict[str, dict[str, float]] = {}
-    for name, build in registry().items():
+    for name, topo in Topologies().all().items():
         builds, resets, teardowns = [], [], []
         for _ in range(rounds):
-            lab = Lab(build())
+            lab = Lab(topo.spec())
             with lab:
                 t = time.perf_counter()
                 lab.reset()
@@ -38,7 +38,7 @@ def main(args: argparse.Namespace) -> int:
             builds.append(lab.build_seconds)
             teardowns.append(lab.teardown_seconds)
         topologies[name] = {
-            "nodes": len(build().nodes),
+            "nodes": len(topo.spec().nodes),
             "build_ms": round(statistics.median(builds) * 1000, 1),
             "reset_ms": round(statistics.median(resets) * 1000, 1),
             "teardown_ms": round(statistics.median(teardowns) * 1000, 1),

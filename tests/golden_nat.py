@@ -18,7 +18,7 @@ IFACES = NatInterfaces("nat-wan", "nat-lan", "203.0.113.1", "10.0.0.0/24")
 def cases() -> dict[str, NatBehaviour]:
     variants = {
         "eim-apdf-pp0-ir0-range": PRESETS["eim-apdf"].with_(
-            port_preservation=False, inbound_refresh=False, port_range=(40000, 40999), udp_timeout=5
+            port_preservation=False, inbound_refresh=False, port_range=(40000, 40999), mapping_timeout=5
         ),
         "adm-eif-nohairpin": PRESETS["adm-eif"].with_(hairpinning=False),
         "masq-random-range": PRESETS["linux-masquerade"].with_(

@@ -104,7 +104,7 @@ def test_every_preset_pairing_with_a_turn_server(a: str) -> None:
 def test_sim_nat_forgets_expired_bindings_and_reuses_their_ports() -> None:
     """RFC 4787 §4.3: a binding past its timeout is gone: its flows are forgotten and its port can be given out
     again (port preservation picks it), so a long simulation does not grow without bound."""
-    nat = SimNat(PRESETS["symmetric"].with_(udp_timeout=30), "203.0.113.1")
+    nat = SimNat(PRESETS["symmetric"].with_(mapping_timeout=30), "203.0.113.1")
     inside, server = ("10.0.0.2", 5000), ("198.51.100.1", 3478)
     for port in range(3000, 3050):
         nat.outbound(0, inside, ("198.51.100.9", port))

@@ -11,7 +11,7 @@ if TYPE_CHECKING:
 
 
 def cmd_report_compare(args: argparse.Namespace) -> int:
-    from ice.scenario.compare import compare, load, render
+    from ice.report.compare import compare, load, render
 
     c = compare(load(args.old), load(args.new))
     print(json.dumps(c.as_json(), indent=2) if args.json else render(c, args.old, args.new))

@@ -1,8 +1,9 @@
-"""``icelab topo list|check``: the lab's topology modules."""
+"""``icelab topo list|check``: the topology modules (built-in, entry points, --topologies directories)."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ice.cli.common import isolate, print_json
@@ -12,27 +13,28 @@ if TYPE_CHECKING:
 
 
 def cmd_topo_list(args: argparse.Namespace) -> int:
-    import inspect as _inspect
+    from ice.topology.registry import Topologies
 
-    from ice.lab.topo import describe, registry
-
-    builders = registry()
-    rows = [{"name": name, "description": describe(b), "parameters": list(_inspect.signature(b).parameters)}
-            for name, b in builders.items()]
+    found = Topologies([Path(d) for d in args.topologies]).all()
+    rows = [{"name": t.name, "description": t.description, "roles": list(t.roles), "defaults": dict(t.defaults),
+             "link_conditions": t.takes_link, "origin": t.origin} for t in found.values()]
     if args.json:
         print_json({"topologies": rows})
     else:
+        width = max((len(r["name"]) for r in rows), default=0)  # type: ignore[arg-type]
         for r in rows:
-            print(f"{r['name']:<12} {r['description']}")
+            roles = ", ".join(f"{k}={v}" for k, v in r["defaults"].items())  # type: ignore[attr-defined]
+            origin = "" if r["origin"] == "built-in" else f"  [{r['origin']}]"
+            print(f"{r['name']:<{width}}  {r['description']}\n{'':<{width}}  roles: {roles or '-'}{origin}")
     return 0
 
 
 def cmd_topo_check(args: argparse.Namespace) -> int:
     from ice.lab.check import check
     from ice.lab.mn import require_root
-    from ice.lab.topo import topology
+    from ice.topology.registry import Topologies
 
-    spec = topology(args.name, *args.args)
+    spec = Topologies([Path(d) for d in args.topologies]).build(args.name, *args.args)
     require_root()
     isolate()
     build, paths = check(spec)
@@ -50,13 +52,17 @@ def cmd_topo_check(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: Subparsers) -> None:
-    tp = sub.add_parser("topo", help="the lab's topologies (one module each in topologies/)")
+    tp = sub.add_parser("topo", help="the topologies (built-in, entry points, --topologies DIR)")
     ts = tp.add_subparsers(dest="topo_command", metavar="SUBCOMMAND")
-    tl = ts.add_parser("list", help="every topology module with its parameters")
+    tl = ts.add_parser("list", help="every topology with its NAT roles and their default presets")
     tl.add_argument("--json", action="store_true")
+    tl.add_argument("--topologies", action="append", default=[], metavar="DIR",
+                    help="also load the topology modules in DIR (repeatable)")
     tl.set_defaults(func=cmd_topo_list)
     tc = ts.add_parser("check", help="build a topology and classify each peer's path to the STUN server (root)")
     tc.add_argument("name")
-    tc.add_argument("args", nargs="*", help="the topology's NAT presets, in order")
+    tc.add_argument("args", nargs="*", help="the topology's NAT presets, in role order")
     tc.add_argument("--json", action="store_true")
+    tc.add_argument("--topologies", action="append", default=[], metavar="DIR",
+                    help="also load the topology modules in DIR (repeatable)")
     tc.set_defaults(func=cmd_topo_check)

@@ -9,9 +9,9 @@ from ice.aio.discovery import discover_behaviour
 from ice.aio.stun import format_address, parse_hostport
 from ice.errors import StunTimeout
 from ice.lab.mn import Lab
-from ice.lab.spec import NodeKind, TopologySpec
 from ice.lab.stun import LabEndpoint, start_stun_server
 from ice.stun.transaction import RetransmissionConfig
+from ice.topology.spec import NodeKind, TopologySpec
 
 _RETRANS = RetransmissionConfig(rto=0.05, rc=3, rm=4)
 

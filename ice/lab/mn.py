@@ -25,8 +25,8 @@ from typing import Any
 from ice.errors import UserError
 from ice.lab import netns
 from ice.lab.nat.nft import NatInterfaces, compile_ruleset, sysctls
-from ice.lab.spec import NodeKind, TopologySpec
 from ice.nat.behaviour import NatBehaviour, NatKind
+from ice.topology.spec import NodeKind, TopologySpec
 
 _counter = 0
 

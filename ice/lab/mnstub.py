@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Callable
 from typing import Any
 
-from ice.lab.spec import NodeKind, TopologySpec
+from ice.topology.spec import NodeKind, TopologySpec
 
 
 def mn_names(spec: TopologySpec) -> dict[str, str]:

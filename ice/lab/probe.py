@@ -15,11 +15,11 @@ from ice.aio.discovery import Behaviour, BehaviourReport, discover_behaviour
 from ice.aio.stun import StunServerRunner
 from ice.errors import StunTimeout
 from ice.lab.mn import Lab
-from ice.lab.spec import End, LinkSpec, NodeSpec, TopologySpec, nat_or_router
 from ice.lab.stun import LabEndpoint
 from ice.nat.behaviour import NatBehaviour, NatKind
 from ice.stun.server import StunServerConfig
 from ice.stun.transaction import RetransmissionConfig
+from ice.topology.spec import End, LinkSpec, NodeSpec, TopologySpec, nat_or_router
 
 SERVER_1 = ("203.0.113.10", 3478)
 SERVER_2 = ("203.0.113.11", 3479)
@@ -147,7 +147,7 @@ async def _timeout_check(lab: Lab, behaviour: NatBehaviour) -> tuple[bool, bool,
     * after T + 1 s of silence: must not arrive (expired).
     """
     loop = asyncio.get_running_loop()
-    t = behaviour.udp_timeout
+    t = behaviour.mapping_timeout
     client = lab.socket("client")
     server = lab.socket("server")
     try:
@@ -182,7 +182,7 @@ def probe(name: str, behaviour: NatBehaviour, timeout_check: bool = True, timeou
           ) -> ProbeResult:
     """Build the probe lab for ``behaviour`` (with a short mapping timeout) and compare measured with declared."""
     timed = behaviour.kind in (NatKind.ENGINE, NatKind.MASQUERADE)
-    under_test = behaviour.with_(udp_timeout=timeout) if timed else behaviour
+    under_test = behaviour.with_(mapping_timeout=timeout) if timed else behaviour
     want = expected(under_test)
     if not (timeout_check and timed):
         want.alive_before_timeout = want.inbound_refreshes = want.expired_after_timeout = None

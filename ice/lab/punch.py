@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from ice.aio.stun import parse_hostport
 from ice.lab.mn import Lab
 from ice.lab.stun import LabEndpoint, start_stun_server
-from ice.lab.topo import topology
 from ice.nat.behaviour import preset
 from ice.nat.reach import direct_possible
 from ice.stun.attributes import Address
 from ice.stun.transaction import RetransmissionConfig
+from ice.topology.registry import topology
 
 _RETRANS = RetransmissionConfig(rto=0.05, rc=3, rm=4)
 

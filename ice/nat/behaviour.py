@@ -66,7 +66,7 @@ class NatBehaviour:
     """RFC 4787 §4.2.1: try to keep the internal port for a new mapping (REQ-3 leaves it optional)."""
     hairpinning: bool = True
     """RFC 4787 §6 REQ-9: packets from the LAN to the NAT's own external address loop back to the LAN."""
-    udp_timeout: int = 120
+    mapping_timeout: int = 120
     """Mapping idle timeout in seconds (RFC 4787 REQ-5: at least 120 s; the lab shortens it to test expiry)."""
     inbound_refresh: bool = True
     """True: inbound packets keep a mapping alive (Linux); False: only outbound ones (RFC 4787 REQ-6 "outbound")."""
@@ -77,8 +77,8 @@ class NatBehaviour:
     description: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
-        if self.udp_timeout < 1:
-            raise ValueError("udp_timeout must be at least 1 second")
+        if self.mapping_timeout < 1:
+            raise ValueError("mapping_timeout must be at least 1 second")
         if self.port_range is not None:
             lo, hi = self.port_range
             if not 1 <= lo <= hi <= 65535:

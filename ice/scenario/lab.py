@@ -31,48 +31,22 @@ from ice.agent import AgentConfig, Candidate, CandidateType, Nomination
 from ice.agent.candidate import pair_text
 from ice.agent.events import CandidateGathered, Event, GatheringComplete, SelectedPairChanged
 from ice.aio.connection import Connection
-from ice.aio.stun import StunServerRunner, parse_hostport
+from ice.aio.stun import StunServerRunner
 from ice.lab.mn import Lab
-from ice.lab.spec import NodeKind, TopologySpec
-from ice.lab.topo import topology
-from ice.nat.behaviour import NatBehaviour, NatKind
-from ice.scenario.model import TIMERS, CellResult, Expected, MatrixTimers, Path, Scenario
+from ice.nat.behaviour import NatKind
+from ice.scenario.cell import Cell, PathKind
+from ice.scenario.expect import Expected
+from ice.scenario.result import CellResult
+from ice.scenario.timers import TIMERS, MatrixTimers
+from ice.topology.fabric import Fabric
+from ice.topology.spec import NodeKind, TopologySpec
 
-LabKey = tuple[str, bool, bool, float, float]
-
-
-def lab_key(cell: Scenario) -> LabKey:
-    """Cells with the same key share one built lab (only the NAT behaviours change between them)."""
-    return (cell.topology, cell.nat_a == "none", cell.nat_b == "none", cell.loss, cell.delay_ms)
+LabKey = tuple[object, ...]
 
 
-def lab_spec(cell: Scenario) -> TopologySpec:
-    link: dict[str, Any] = {}
-    if cell.loss:
-        link["loss"] = cell.loss
-    if cell.delay_ms:
-        link["delay_ms"] = cell.delay_ms
-    a, b = cell.behaviours
-    if cell.topology == "same_nat":
-        return topology("same_nat", a, **link)
-    if cell.topology == "double_nat":
-        outer = cell.outer_behaviour
-        assert outer is not None
-        return topology("double_nat", a, outer, b, **link)
-    return topology("two_nats", a, b, **link)
-
-
-def nat_nodes(cell: Scenario) -> dict[str, NatBehaviour]:
-    """The behaviour each NAT node of the cell's lab must run."""
-    a, b = cell.behaviours
-    if cell.topology == "same_nat":
-        return {"nat": a}
-    nodes = {"home": a} if cell.topology == "double_nat" else {"nat-a": a}
-    outer = cell.outer_behaviour
-    if outer is not None:
-        nodes["cgn"] = outer
-    nodes["nat-b"] = b
-    return {k: v for k, v in nodes.items() if v.kind is not NatKind.NONE}
+def lab_key(spec: TopologySpec) -> LabKey:
+    """Cells whose specs have the same shape share one built lab (only the NAT behaviours change between them)."""
+    return spec.shape()
 
 
 def event_record(ev: Event) -> dict[str, object]:
@@ -157,7 +131,7 @@ def start_captures(lab: Lab, directory: FsPath) -> list[Capture]:
 
 @dataclass
 class _Outcome:
-    observed: Path
+    observed: PathKind
     selected: str | None = None
     selected_b: str | None = None
     selected_types: str | None = None
@@ -168,13 +142,13 @@ class _Outcome:
     stats: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
-def path_of(sel_a: SelectedPairChanged, sel_b: SelectedPairChanged) -> Path:
+def path_of(sel_a: SelectedPairChanged, sel_b: SelectedPairChanged) -> PathKind:
     """Relayed when either side's selected pair has a relayed candidate. One side alone can be fooled: when a
     packet from a peer's relayed address reaches a NAT whose conntrack already holds the reverse tuple of
     another flow, Linux gives it a new source port, and the receiver learns the relay as a peer-reflexive
     candidate (seen in the lab with address-dependent filtering behind a port-dependent mapping)."""
     types = {sel_a.local.type, sel_a.remote.type, sel_b.local.type, sel_b.remote.type}
-    return Path.RELAY if CandidateType.RELAYED in types else Path.DIRECT
+    return PathKind.RELAY if CandidateType.RELAYED in types else PathKind.DIRECT
 
 
 def _cancel(fut: asyncio.Future[Any]) -> None:
@@ -188,7 +162,7 @@ class LabBackend:
     artifacts: FsPath | None = None
     """Where failed cells' artifacts go (``<artifacts>/<cell>/``); None: nowhere."""
     keep_artifacts: bool = False
-    repro: Callable[[Scenario], str] = lambda cell: f"sudo ./icelab run --scenario {cell.name}"
+    repro: Callable[[Cell], str] = lambda cell: f"sudo ./icelab run --scenario {cell.name}"
     captures: bool = True
     timers: MatrixTimers = TIMERS
     labs: dict[LabKey, Lab] = field(default_factory=dict)
@@ -213,9 +187,9 @@ class LabBackend:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def lab_of(self, cell: Scenario) -> Lab | None:
-        """The built lab the cell ran in (None if it could not be built)."""
-        return self.labs.get(lab_key(cell))
+    def lab_of(self, spec: TopologySpec) -> Lab | None:
+        """The built lab a cell with this spec ran in (None if it could not be built)."""
+        return self.labs.get(lab_key(spec))
 
     def _capture_dir(self, lab: Lab) -> FsPath:
         """Whole-life captures live next to the artifacts (``<out>/.captures/<pid>/``, removed by :meth:`close`;
@@ -230,36 +204,37 @@ class LabBackend:
         where.mkdir(exist_ok=True)
         return where
 
-    def lab_for(self, cell: Scenario) -> Lab:
-        key = lab_key(cell)
+    def lab_for(self, spec: TopologySpec) -> Lab:
+        key = lab_key(spec)
         lab = self.labs.get(key)
         if lab is None:
-            lab = Lab(lab_spec(cell))
+            lab = Lab(spec)
             lab.build()
             self.labs[key] = lab
             if self.captures:
                 self._caps[key] = start_captures(lab, self._capture_dir(lab))
-        for node, behaviour in nat_nodes(cell).items():
+        for node, behaviour in spec.nat_behaviours().items():
             lab.set_nat(node, behaviour)  # reload rules (empties the binding maps) and flush conntrack
         return lab
 
-    def run(self, cell: Scenario, expected: Expected) -> CellResult:
+    def run(self, cell: Cell, spec: TopologySpec, expected: Expected) -> CellResult:
+        """Run ``cell`` in the lab for ``spec`` (built on first use, then reused with the cell's NAT rules)."""
         try:
-            lab = self.lab_for(cell)
+            lab = self.lab_for(spec)
         except Exception as exc:  # a lab that cannot be built fails its cells, not the whole run
-            broken = self.labs.pop(lab_key(cell), None)
-            self._caps.pop(lab_key(cell), None)
+            broken = self.labs.pop(lab_key(spec), None)
+            self._caps.pop(lab_key(spec), None)
             if broken is not None:
                 broken.stop()
-            res = CellResult(cell, "lab", expected.path, Path.NONE, None, None,
+            res = CellResult(cell, "lab", expected.path, PathKind.NONE, None, None,
                              reason=f"the lab could not be built: {type(exc).__name__}: {exc}")
             res.repro = self.repro(cell)
             return res.expecting(expected)
         wall0 = time.time()
         try:
-            outcome = asyncio.run(_connect(lab, cell, self.timers))
+            outcome = asyncio.run(_connect(lab, spec, cell, self.timers))
         except Exception as exc:  # a broken cell is a failed cell with its artifacts, not a dead run
-            outcome = _Outcome(Path.NONE, reason=f"the cell crashed: {type(exc).__name__}: {exc}")
+            outcome = _Outcome(PathKind.NONE, reason=f"the cell crashed: {type(exc).__name__}: {exc}")
         wall1 = time.time()
         res = CellResult(cell, "lab", expected.path, outcome.observed, outcome.selected, outcome.seconds,
                          outcome.succeeded, outcome.reason, selected_types=outcome.selected_types,
@@ -273,7 +248,7 @@ class LabBackend:
                 res.reason += f" (artifacts could not be written: {exc})"
         return res
 
-    def _write_artifacts(self, lab: Lab, cell: Scenario, res: CellResult, outcome: _Outcome, wall0: float,
+    def _write_artifacts(self, lab: Lab, cell: Cell, res: CellResult, outcome: _Outcome, wall0: float,
                          wall1: float) -> FsPath:
         assert self.artifacts is not None
         d = self.artifacts / cell.name
@@ -281,12 +256,12 @@ class LabBackend:
         for who, records in outcome.traces.items():
             (d / f"trace-{who}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
         (d / "stats.json").write_text(json.dumps(outcome.stats, indent=2, sort_keys=True) + "\n")
-        for node in nat_nodes(cell):
+        for node in lab.spec.nat_behaviours():
             (d / f"{node}.nft").write_text(_run_quietly(lab, node, "nft list ruleset"))
             (d / f"{node}.conntrack").write_text(_run_quietly(lab, node, "conntrack -L -p udp 2>&1; "
                                                                           "conntrack -L -p tcp 2>&1"))
         time.sleep(self.timers.capture_flush)  # tcpdump writes the cell's last packets (failure path only)
-        for cap in self._caps.get(lab_key(cell), []):
+        for cap in self._caps.get(lab_key(lab.spec), []):
             cap.slice(wall0 - 0.01, wall1 + self.timers.capture_flush, d / cap.path.name)
         (d / "repro.txt").write_text(res.repro + "\n" if res.repro else "")
         (d / "result.json").write_text(json.dumps(res.as_json(), indent=2) + "\n")
@@ -300,9 +275,11 @@ def _run_quietly(lab: Lab, node: str, command: str) -> str:
         return str(exc)
 
 
-async def _connect(lab: Lab, cell: Scenario, timers: MatrixTimers = TIMERS) -> _Outcome:
-    """Two Connections in the lab's nodes ``a`` and ``b``, signalled in-process; the STUN/TURN server on
-    ``stun``. Measures from both having the other's credentials until both selected a pair, then checks that
+async def _connect(lab: Lab, spec: TopologySpec, cell: Cell, timers: MatrixTimers = TIMERS) -> _Outcome:
+    """Two Connections in the lab's hosts ``a`` and ``b`` (on every address each has), signalled in-process; the
+    lab runs ``spec`` (the cell's NATs: a reused lab's own spec names the NATs it was built with); the
+    STUN/TURN server on the host holding the spec's ``turn``/``stun_primary`` address. Measures from both having
+    the other's credentials until both selected a pair, then checks that
     data flows both ways on it."""
     from ice.aio.turn_server import TurnServerRunner
     from ice.lab.stun import start_stun_server
@@ -310,23 +287,27 @@ async def _connect(lab: Lab, cell: Scenario, timers: MatrixTimers = TIMERS) -> _
     from ice.turn.client import TurnClientConfig
     from ice.turn.server import TurnServerConfig
 
-    facts = lab.spec.facts
-    turn_addr = parse_hostport(facts["turn"])
+    fabric = Fabric(spec)
+    turn_addr = spec.address("turn" if "turn" in spec.facts else "stun_primary")
+    server_host = fabric.owner(turn_addr[0])
+    assert server_host is not None, f"no host holds the server address {turn_addr[0]}"
     loop = asyncio.get_running_loop()
-    behaviours = dict(zip("ab", cell.behaviours, strict=True))
-    blocked = any(b.kind is NatKind.UDP_BLOCKED for b in behaviours.values())
+    nats = spec.nat_behaviours()
+    udp_blocked = {peer: any(nats[n].kind is NatKind.UDP_BLOCKED
+                             for n in fabric.walk(peer, turn_addr[0]).translated_by) for peer in "ab"}
+    blocked = any(udp_blocked.values())
     config = AgentConfig(nomination=Nomination(cell.nomination))
     traces: dict[str, list[dict[str, object]]] = {"a": [], "b": []}
     held: dict[str, list[Candidate]] = {"a": [], "b": []}
-    out = _Outcome(Path.NONE, traces=traces)
-    lossy = cell.loss > 0
+    out = _Outcome(PathKind.NONE, traces=traces)
+    lossy = cell.lossy
     t0 = loop.time()
 
     def connection(name: str, controlling: bool) -> Connection:
-        udp_blocked = behaviours[name].kind is NatKind.UDP_BLOCKED
-        turn = (TurnClientConfig(turn_addr, "alice", "secret", transport="tcp" if udp_blocked else "udp")
+        tcp = udp_blocked[name]
+        turn = (TurnClientConfig(turn_addr, "alice", "secret", transport="tcp" if tcp else "udp")
                 if cell.turn else None)
-        return Connection(controlling, config, bind=[facts[name]], stun_servers=[] if udp_blocked else [turn_addr],
+        return Connection(controlling, config, bind=fabric.addresses(name), stun_servers=[] if tcp else [turn_addr],
                           make_socket=lambda f: lab.socket(name, f),
                           make_stream_socket=lambda f: lab.socket(name, f, socket.SOCK_STREAM),
                           turn=turn, relay_only=cell.relay_only)
@@ -352,12 +333,12 @@ async def _connect(lab: Lab, cell: Scenario, timers: MatrixTimers = TIMERS) -> _
         if cell.turn:
             runner = TurnServerRunner(
                 TurnServerConfig(turn_addr, users={"alice": "secret"}, software="icelab lab"), turn_addr[0],
-                make_socket=lambda f: lab.socket("stun", f),
-                make_stream_socket=lambda f: lab.socket("stun", f, socket.SOCK_STREAM))
+                make_socket=lambda f: lab.socket(server_host, f),
+                make_stream_socket=lambda f: lab.socket(server_host, f, socket.SOCK_STREAM))
             closing.append(runner.close)
             await runner.start(tcp=blocked)
         else:
-            runner = await start_stun_server(lab)
+            runner = await start_stun_server(lab, server_host)
             closing.append(runner.close)
         a = connection("a", cell.controlling in ("a", "both"))
         closing.append(a.close)
@@ -422,4 +403,4 @@ def pcap_count(path: FsPath) -> int:
     return sum(1 for _ in pcap_records(path.read_bytes()))
 
 
-__all__ = ["LabBackend", "event_record", "lab_key", "lab_spec", "nat_nodes", "path_of", "pcap_count", "pcap_records"]
+__all__ = ["LabBackend", "event_record", "lab_key", "path_of", "pcap_count", "pcap_records"]

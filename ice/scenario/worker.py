@@ -14,14 +14,19 @@ import sys
 from pathlib import Path as FsPath
 
 from ice.lab.netns import die_with_parent
+from ice.scenario.cell import Cell, PathKind
+from ice.scenario.expect import Expected
 from ice.scenario.lab import LabBackend
-from ice.scenario.model import CellResult, Expected, Path, Scenario
+from ice.scenario.result import CellResult
+from ice.scenario.suite import Suite
+from ice.topology.registry import Topologies
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m ice.scenario.worker")
     p.add_argument("--artifacts", required=True)
     p.add_argument("--keep-artifacts", action="store_true")
+    p.add_argument("--topologies", action="append", default=[], help="topology directories of the run")
     p.add_argument("--parent", type=int, help="die with this process (the run that started us)")
     args = p.parse_args(argv)
     if args.parent is not None:
@@ -41,16 +46,18 @@ def main(argv: list[str] | None = None) -> int:
     results = os.fdopen(os.dup(sys.stdout.fileno()), "w")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     repro: dict[str, str] = {}
+    suite = Suite(Topologies(args.topologies))
     with LabBackend(FsPath(args.artifacts), args.keep_artifacts, lambda c: repro.get(c.name, "")) as backend:
         for line in sys.stdin:
             msg = json.loads(line)
-            cell = Scenario(**msg["cell"])
             expected = Expected.from_json(msg["expected"])
-            repro[cell.name] = msg.get("repro", "")
             try:
-                res = backend.run(cell, expected)
+                cell = Cell.from_table(msg["cell"])
+                repro[cell.name] = msg.get("repro", "")
+                res = backend.run(cell, suite.spec(cell), expected)
             except Exception as exc:  # whatever breaks, the parent gets one answer per cell
-                res = CellResult(cell, "lab", expected.path, Path.NONE, None, None,
+                cell = Cell(str(msg.get("cell", {}).get("name", "unknown")))
+                res = CellResult(cell, "lab", expected.path, PathKind.NONE, None, None,
                                  reason=f"the worker failed on this cell: {type(exc).__name__}: {exc}")
                 res.expecting(expected)
             results.write(json.dumps(res.as_json()) + "\n")

@@ -51,7 +51,7 @@ class SimNat:
         return (internal, remote)
 
     def _alive(self, b: _Binding, now: float) -> bool:
-        return now - b.refreshed < self.behaviour.udp_timeout
+        return now - b.refreshed < self.behaviour.mapping_timeout
 
     def _allocate(self, internal: Address) -> int:
         lo, hi = self.behaviour.port_range or (1024, 65535)

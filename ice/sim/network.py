@@ -1,8 +1,12 @@
-"""The in-memory network: hosts behind :class:`SimNat`s and on a public segment, a virtual clock, seeded impairments.
+"""The in-memory network: the nodes, links, NATs, addresses and routes of a :class:`TopologySpec`, a virtual clock,
+seeded impairments.
 
-Routing mirrors the kernel lab's topologies: hosts on one LAN reach each other directly; a private address on
-another LAN is unreachable; everything else leaves through the LAN's NAT (or is dropped by it) and enters a
-destination NAT only where its filtering allows. Hairpinning follows the NAT's behaviour.
+Given a spec, every datagram is forwarded hop by hop as the kernel lab forwards it (:class:`ice.topology.fabric.
+Fabric`): a NAT node translates what it forwards from LAN to WAN and what arrives for its own WAN address
+(:class:`SimNat`, generated from the node's :class:`NatBehaviour`), hairpins what its LAN sends to its own WAN
+address when it hairpins (RFC 4787 §6), and drops the rest; hosts deliver to the endpoint bound at the destination
+address; each link's conditions (loss, delay, jitter) apply when the packet crosses it. Without a spec every
+address is directly reachable (the agent tests' flat network).
 """
 
 from __future__ import annotations
@@ -13,13 +17,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ice.agent import IceAgent
 from ice.agent.events import Event
 from ice.nat.behaviour import NatBehaviour
 from ice.sim.nat import SimNat
 from ice.stun.attributes import Address
 from ice.stun.server import StunServer, StunServerConfig
 from ice.stun.transaction import Transmit
+from ice.topology.fabric import MAX_HOPS, Fabric, Interface
+from ice.topology.spec import LinkConditions, LossMode, NodeKind, TopologySpec
 from ice.turn.server import TurnServer, TurnServerConfig
 
 
@@ -37,25 +42,37 @@ class Endpoint(Protocol):
     def next_event(self) -> Event | None: ...
 
 
+class _Agent(Protocol):
+    def add_host_candidate(self, local: Address) -> object: ...
+
+
 @dataclass
-class _Lan:
-    prefix: str
-    nat: SimNat
+class _Packet:
+    """A datagram on its way: where it is, as whom, and what crossing links did to it."""
+
+    src: Address
+    dst: Address
+    delay: float = 0.0
+    lost: bool = False
 
 
 @dataclass
 class SimNetwork:
+    spec: TopologySpec | None = None
+    """The topology to realise (None: a flat network where every address reaches every other)."""
     latency: float = 0.001
-    """One-way delay of every packet, seconds."""
+    """One-way delay of every packet, seconds (on top of its links' delays)."""
     jitter: float = 0.0
     loss: float = 0.0
+    """Loss of every packet, wherever it goes (on top of its links' loss)."""
     seed: int = 0
     now: float = 0.0
-    lans: list[_Lan] = field(default_factory=list)
     agents: dict[Address, Endpoint] = field(default_factory=dict)
     servers: dict[Address, StunServer] = field(default_factory=dict)
     turn_servers: dict[Address, TurnServer] = field(default_factory=dict)
     relays: dict[Address, TurnServer] = field(default_factory=dict)
+    nats: dict[str, SimNat] = field(default_factory=dict)
+    """NAT node name -> its model (built from the spec's behaviours)."""
     delivered: int = 0
     dropped: int = 0
     trace: list[tuple[float, str, Address, Address]] | None = None
@@ -66,29 +83,32 @@ class SimNetwork:
     """Extra drop rule (src, dst, data) -> True to drop, applied before routing (e.g. a dead path)."""
     sent: list[tuple[float, Address, Address, bytes]] | None = None
     """When a list, every datagram an agent sends is appended: (time, src, dst, data)."""
-    impaired: frozenset[str] = frozenset()
-    """Public IPs whose access link is impaired (as the lab impairs one NAT's WAN link): packets to or from them
-    on the public side also suffer ``impaired_loss`` and ``impaired_delay``."""
-    impaired_loss: float = 0.0
-    impaired_delay: float = 0.0
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
         self._queue: list[tuple[float, int, Address, Address, bytes]] = []
         self._seq = 0
+        self._nth: dict[tuple[int, str], int] = {}
+        self.fabric = Fabric(self.spec) if self.spec is not None else None
+        if self.spec is not None:
+            for node in self.spec.nodes:
+                if node.kind is NodeKind.NAT and node.nat is not None:
+                    self.set_nat(node.name, node.nat)
 
     # ------------------------------------------------------------------------------------------ building
 
-    def add_nat(self, behaviour: NatBehaviour, public_ip: str, lan_prefix: str) -> SimNat:
-        """A NAT with public address ``public_ip`` in front of the LAN whose addresses start with ``lan_prefix``."""
-        nat = SimNat(behaviour, public_ip, seed=self._rng.getrandbits(32))
-        self.lans.append(_Lan(lan_prefix, nat))
+    def set_nat(self, node: str, behaviour: NatBehaviour) -> SimNat:
+        """(Re)build the model of NAT node ``node`` with ``behaviour``: every binding is new afterwards, as after
+        the lab reloads that NAT's rules and flushes its conntrack table."""
+        assert self.fabric is not None, "a flat network has no NATs"
+        nat = SimNat(behaviour, self.fabric.wan_address(node), seed=self._rng.getrandbits(32))
+        self.nats[node] = nat
         return nat
 
-    def add_agent(self, agent: IceAgent, *addresses: Address) -> None:
+    def add_agent(self, agent: _Agent, *addresses: Address) -> None:
         """An agent with a host candidate on each address."""
         for a in addresses:
-            self.agents[a] = agent
+            self.agents[a] = agent  # type: ignore[assignment]
             agent.add_host_candidate(a)
 
     def add_endpoint(self, endpoint: Endpoint, *addresses: Address) -> None:
@@ -97,7 +117,7 @@ class SimNetwork:
             self.agents[a] = endpoint
 
     def add_turn_server(self, listen: Address, users: dict[str, str]) -> TurnServer:
-        """A TURN server (which answers Binding too) on the public segment; relayed addresses share its IP."""
+        """A TURN server (which answers Binding too); relayed addresses share its IP."""
         network = self
 
         class Ports:
@@ -124,58 +144,94 @@ class SimNetwork:
 
     # ------------------------------------------------------------------------------------------- routing
 
-    def _lan(self, ip: str) -> _Lan | None:
-        return next((lan for lan in self.lans if ip.startswith(lan.prefix)), None)
-
-    def _nat_by_public(self, ip: str) -> SimNat | None:
-        return next((lan.nat for lan in self.lans if lan.nat.public_ip == ip), None)
-
     def send(self, src: Address, dst: Address, data: bytes) -> None:
-        """Route one datagram; it arrives after the latency (and jitter) unless something drops it."""
-        route = None if self.drop_if is not None and self.drop_if(src, dst, data) else self._route(src, dst)
-        crosses = route is not None and bool(self.impaired) and (route[0][0] in self.impaired
-                                                                 or dst[0] in self.impaired)
-        lost = bool(self.loss) and self._rng.random() < self.loss
-        lost = lost or (crosses and bool(self.impaired_loss) and self._rng.random() < self.impaired_loss)
-        if route is None or lost:
+        """Route one datagram; it arrives after the latency, its links' delays and jitter unless something drops
+        it (a NAT, a missing route, loss)."""
+        packet = None if self.drop_if is not None and self.drop_if(src, dst, data) else self._route(src, dst)
+        lost = packet is None or packet.lost or (bool(self.loss) and self._rng.random() < self.loss)
+        if packet is None or lost:
             self.dropped += 1
             if self.trace is not None:
                 self.trace.append((self.now, "dropped", src, dst))
             return
-        seen_src, final_dst = route
-        delay = self.latency + (self._rng.uniform(-self.jitter, self.jitter) if self.jitter else 0.0)
-        if crosses:
-            delay += self.impaired_delay
+        delay = self.latency + packet.delay + (self._rng.uniform(-self.jitter, self.jitter) if self.jitter else 0.0)
         self._seq += 1
-        heapq.heappush(self._queue, (self.now + max(0.0, delay), self._seq, seen_src, final_dst, data))
+        heapq.heappush(self._queue, (self.now + max(0.0, delay), self._seq, packet.src, packet.dst, data))
 
-    def _route(self, src: Address, dst: Address) -> tuple[Address, Address] | None:
+    def _cross(self, packet: _Packet, links: tuple[int, ...], into: str) -> None:
+        """What the links' conditions do to a packet crossing them towards node ``into``."""
+        assert self.spec is not None
+        for i in links:
+            c: LinkConditions | None = self.spec.links[i].conditions
+            if c is None:
+                continue
+            if c.delay_ms:
+                spread = self._rng.uniform(-c.jitter_ms, c.jitter_ms) if c.jitter_ms else 0.0
+                packet.delay += (c.delay_ms + spread) / 1000
+            if c.loss:
+                if c.loss_mode is LossMode.NTH:  # every round(1/loss)-th packet at each end's ingress, as nft does
+                    n = self._nth.get((i, into), 0)
+                    self._nth[(i, into)] = n + 1
+                    packet.lost = packet.lost or n % round(1 / c.loss) == 0
+                else:
+                    packet.lost = packet.lost or self._rng.random() < c.loss
+
+    def _route(self, src: Address, dst: Address) -> _Packet | None:
+        """Forward hop by hop from the node that owns ``src`` to the host that owns the (translated) destination:
+        the packet as it arrives there, or None if a NAT or a missing route drops it."""
+        fabric = self.fabric
+        if fabric is None:
+            return _Packet(src, dst) if self._bound(dst) else None
         now = self.now
-        src_lan = self._lan(src[0])
-        dst_lan = self._lan(dst[0])
-        if src_lan is not None:
-            if dst_lan is src_lan:
-                return src, dst  # same LAN: no NAT involved
-            if dst_lan is not None:
-                return None  # another private network: no route
-            if dst[0] == src_lan.nat.public_ip:  # hairpin (RFC 4787 §6)
-                target = src_lan.nat.hairpin(now, dst[1])
-                ext = src_lan.nat.outbound(now, src, dst) if target is not None else None
-                if ext is None or target is None:
-                    return None
-                return ext, target
-            routed = src_lan.nat.outbound_to(now, src, dst)
-            if routed is None:
+        packet = _Packet(src, dst)
+        node = fabric.owner(src[0])
+        ingress: Interface | None = None
+        translated_in = False
+        for _ in range(MAX_HOPS):
+            if node is None:
                 return None
-            src, dst = routed
-        elif dst_lan is not None:
-            return None  # the public side has no route to private space
-        nat = self._nat_by_public(dst[0])
-        if nat is not None:
-            return nat.inbound_seen(now, src, dst[1])
-        if dst in self.agents or dst in self.servers or dst in self.turn_servers or dst in self.relays:
-            return src, dst
+            kind = fabric.node(node).kind
+            nat = self.nats.get(node)
+            if fabric.owner(packet.dst[0]) == node:
+                if kind is NodeKind.HOST:
+                    return packet if self._bound(packet.dst) else None
+                if nat is None or ingress is None or translated_in:
+                    return None
+                if ingress.role == "wan":  # inbound to one of our bindings (RFC 4787 §5 filtering)
+                    seen = nat.inbound_seen(now, packet.src, packet.dst[1])
+                    if seen is None:
+                        return None
+                    packet.src, packet.dst = seen
+                else:  # hairpin (RFC 4787 §6): to the binding's internal endpoint, from the sender's mapping
+                    target = nat.hairpin(now, packet.dst[1])
+                    ext = nat.outbound(now, packet.src, packet.dst) if target is not None else None
+                    if target is None or ext is None:
+                        return None
+                    packet.src, packet.dst = ext, target
+                translated_in = True
+                continue
+            if ingress is not None and kind is NodeKind.HOST:
+                return None  # hosts do not forward
+            hop = fabric.step(node, packet.dst[0])
+            if hop is None:
+                return None
+            if nat is not None and ingress is not None and not translated_in:
+                if ingress.role == "lan" and hop.egress.role == "wan":
+                    routed = nat.outbound_to(now, packet.src, packet.dst)
+                    if routed is None:
+                        return None
+                    packet.src, packet.dst = routed
+                    hop = fabric.step(node, packet.dst[0])  # a disguised remote may change where it goes
+                    if hop is None:
+                        return None
+                elif ingress.role == "wan" and hop.egress.role == "lan":
+                    return None  # nothing unsolicited crosses a NAT inwards
+            self._cross(packet, hop.links, hop.next_node)
+            node, ingress, translated_in = hop.next_node, hop.ingress, False
         return None
+
+    def _bound(self, dst: Address) -> bool:
+        return dst in self.agents or dst in self.servers or dst in self.turn_servers or dst in self.relays
 
     # --------------------------------------------------------------------------------------------- clock
 

@@ -1,4 +1,5 @@
-"""Two agents across two simulated NATs with a STUN server: the sim back-end of a scenario cell."""
+"""Two ICE agents on hosts ``a`` and ``b`` of any topology spec, with its STUN/TURN server: what the sim back-end
+of a scenario cell runs."""
 
 from __future__ import annotations
 
@@ -9,13 +10,10 @@ from ice.agent import AgentConfig, Candidate, CandidateType, IceAgent
 from ice.agent.agent import Pair
 from ice.agent.candidate import pair_text
 from ice.agent.events import CandidateGathered, Event, GatheringComplete
-from ice.nat.behaviour import NatBehaviour, NatKind
 from ice.sim.network import SimNetwork
 from ice.sim.turn import RelayedAgent
+from ice.topology.spec import TopologySpec
 from ice.turn.client import TurnClientConfig
-
-STUN = ("203.0.113.10", 3478)
-STUN_ALT = ("203.0.113.11", 3479)
 
 
 @dataclass(frozen=True)
@@ -43,54 +41,56 @@ class SimResult:
         return f"{self.selected[0].value}-{self.selected[1].value}" if self.selected else None
 
 
-def _peer(net: SimNetwork, nat: NatBehaviour | None, index: int, agent: IceAgent, turn: TurnClientConfig | None,
-          relay_only: bool = False, lan: int | None = None) -> IceAgent | RelayedAgent:
-    """Put ``agent`` on the network (behind its NAT, or public for ``none``); with ``turn``, wrap it with a TURN
-    client on the next port of the same host. ``nat=None`` puts it on the LAN of an earlier peer (``lan``)."""
-    if nat is None:
-        host = f"10.0.{lan}.{1 + index}"
-    elif nat.kind is NatKind.NONE:
-        host = f"203.0.113.{100 + index}"
-    else:
-        net.add_nat(nat, f"203.0.113.{index}", f"10.0.{index}.")
-        host = f"10.0.{index}.2"
+PEERS = ("a", "b")
+"""The hosts of a topology the two ICE agents run on."""
+
+
+def _peer(net: SimNetwork, host: str, agent: IceAgent, turn: TurnClientConfig | None,
+          relay_only: bool) -> IceAgent | RelayedAgent:
+    """Put ``agent`` on every address of ``host`` (port 5000); with ``turn``, wrap it with a TURN client on port
+    5001 of the host's first address (as a real TURN client has its own socket)."""
+    assert net.fabric is not None
+    addresses = [(ip, 5000) for ip in net.fabric.addresses(host)]
+    if not addresses:
+        raise ValueError(f"topology {net.fabric.spec.name}: host {host} has no address")
     if relay_only:
-        net.add_endpoint(agent, (host, 5000))  # a socket, but no host candidate to offer
+        net.add_endpoint(agent, *addresses)  # sockets, but no host candidates to offer
     else:
-        net.add_agent(agent, (host, 5000))
+        net.add_agent(agent, *addresses)
     if turn is None:
         return agent
-    relayed = RelayedAgent(agent, turn, (host, 5001))
-    net.add_endpoint(relayed, (host, 5000), (host, 5001))
+    turn_local = (addresses[0][0], 5001)
+    relayed = RelayedAgent(agent, turn, turn_local)
+    net.add_endpoint(relayed, *addresses, turn_local)
     return relayed
 
 
-def two_nats(nat_a: NatBehaviour, nat_b: NatBehaviour, config: AgentConfig | None = None, seed: int = 0,
-             latency: float = 0.001, loss: float = 0.0, jitter: float = 0.0, timeout: float = 10.0,
-             turn: bool = False, same_lan: bool = False, relay_only: bool = False, trickle: bool = True,
-             controlling: str = "a", a_loss: float = 0.0, a_delay: float = 0.0) -> SimResult:
-    """ICE between A (controlling) and B: credentials at t = 0; with ``trickle`` every candidate is signalled as
-    soon as it is gathered (host at once, srflx when the STUN server answers, relayed when the TURN allocation
-    succeeds) and end-of-candidates when gathering ends, otherwise all of them at once then. With ``turn``, the
-    server on the public segment is a TURN server (which answers Binding too) and both agents allocate on it.
-    With ``same_lan``, B sits on A's LAN behind A's NAT (``nat_b`` is ignored). ``controlling`` says who starts
-    controlling: "a", "b" or "both" (a role conflict). ``a_loss``/``a_delay`` impair only A's access link, as
-    the lab does (``loss``/``latency``/``jitter`` apply to every packet). Results are A's view."""
-    a_public = "203.0.113.101" if nat_a.kind is NatKind.NONE else "203.0.113.1"
-    net = SimNetwork(latency=latency, loss=loss, jitter=jitter, seed=seed,
-                     impaired=frozenset({a_public}) if a_loss or a_delay else frozenset(),
-                     impaired_loss=a_loss, impaired_delay=a_delay)
+def run_pair(spec: TopologySpec, config: AgentConfig | None = None, seed: int = 0, latency: float = 0.001,
+             loss: float = 0.0, jitter: float = 0.0, timeout: float = 10.0, turn: bool = False,
+             relay_only: bool = False, trickle: bool = True, controlling: str = "a") -> SimResult:
+    """ICE between the agents on hosts ``a`` and ``b`` of ``spec``, with the spec's NATs, routes and link
+    conditions: credentials at t = 0; with ``trickle`` every candidate is signalled as soon as it is gathered (host
+    at once, srflx when the STUN server answers, relayed when the TURN allocation succeeds) and
+    end-of-candidates when gathering ends, otherwise all of them at once then. The server runs at the spec's
+    ``stun_primary``/``stun_alternate`` facts; with ``turn`` it is a TURN server (at ``turn``, answering Binding
+    too) and both agents allocate on it. ``controlling`` says who starts controlling: "a", "b" or "both" (a role
+    conflict). ``loss``/``latency``/``jitter`` apply to every packet, on top of the links' own conditions. Results
+    are A's view."""
+    net = SimNetwork(spec, latency=latency, loss=loss, jitter=jitter, seed=seed)
+    stun = spec.address("stun_primary")
     turn_config = None
     if turn:
-        net.add_turn_server(STUN, {"alice": "secret"})
-        turn_config = TurnClientConfig(STUN, "alice", "secret")
+        server = spec.address("turn" if "turn" in spec.facts else "stun_primary")
+        net.add_turn_server(server, {"alice": "secret"})
+        turn_config = TurnClientConfig(server, "alice", "secret")
+        stun = server
     else:
-        net.add_stun_server(STUN, STUN_ALT)
+        net.add_stun_server(stun, spec.address("stun_alternate") if "stun_alternate" in spec.facts else None)
     cfg = config or AgentConfig()
     a = IceAgent(controlling in ("a", "both"), cfg, rng=random.Random(seed * 2 + 1))
     b = IceAgent(controlling in ("b", "both"), cfg, rng=random.Random(seed * 2 + 2))
-    ea = _peer(net, nat_a, 1, a, turn_config, relay_only)
-    eb = _peer(net, None if same_lan else nat_b, 2, b, turn_config, relay_only, lan=1)
+    ea = _peer(net, PEERS[0], a, turn_config, relay_only)
+    eb = _peer(net, PEERS[1], b, turn_config, relay_only)
     peer_of = {id(a): b, id(b): a, id(ea): b, id(eb): a}
     held: dict[int, list[Candidate]] = {id(a): [], id(b): []}
 
@@ -113,7 +113,7 @@ def two_nats(nat_a: NatBehaviour, nat_b: NatBehaviour, config: AgentConfig | Non
     for agent, endpoint in ((a, ea), (b, eb)):
         if not relay_only:
             for base in agent.bases:
-                agent.gather_server_reflexive(net.now, base, STUN)
+                agent.gather_server_reflexive(net.now, base, stun)
         if isinstance(endpoint, RelayedAgent):
             endpoint.start(net.now)  # end-of-candidates follows the allocation
         else:

@@ -51,7 +51,7 @@ class NatInterfaces:
 def sysctls(behaviour: NatBehaviour) -> dict[str, str]:
     """Per-namespace settings that go with the ruleset: both UDP conntrack timeouts, since a replied flow moves
     from the unreplied timeout to the stream one."""
-    t = str(behaviour.udp_timeout)
+    t = str(behaviour.mapping_timeout)
     return {
         "net.ipv4.ip_forward": "1",
         "net.netfilter.nf_conntrack_udp_timeout": t,
@@ -107,7 +107,7 @@ def _input_chain(wan: str) -> list[str]:
 
 
 def _engine(b: NatBehaviour, i: NatInterfaces) -> list[str]:
-    t = f"timeout {b.udp_timeout}s;"
+    t = f"timeout {b.mapping_timeout}s;"
     wan, lan, pub, src = _q(i.wan), _q(i.lan), i.public_ip, _src(i)
     lines = [
         "  # Bindings, keyed as the mapping behaviour says (RFC 4787 section 4.1), learnt after source NAT.",

@@ -1,20 +1,13 @@
 """same_nat: two peers on one LAN behind one NAT (host pairs win; with hairpinning, srflx pairs work too).
 
-    mn --custom topologies/same_nat.py --topo same_nat,port-restricted-cone --controller none
+    mn --custom ice/topology/builtin/same_nat.py --topo same_nat,port-restricted-cone --controller none
 """
 
 from __future__ import annotations
 
-import inspect
-import os
-import sys
 from typing import Any
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(inspect.getfile(inspect.currentframe())))))  # type: ignore[arg-type]
-
-from ice.lab.mnstub import mn_topos
-from ice.lab.spec import TopologySpec
-from ice.lab.topo import TopologyBuilder, behaviour, conditions
+from ice.lab.topo import TopologyBuilder, TopologySpec, behaviour, conditions, mn_topos
 from ice.nat.behaviour import NatBehaviour
 
 

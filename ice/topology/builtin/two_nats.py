@@ -1,20 +1,13 @@
 """two_nats: peer A behind NAT-a, peer B behind NAT-b, the STUN/TURN host on the public segment.
 
-    mn --custom topologies/two_nats.py --topo two_nats,full-cone,symmetric --controller none
+    mn --custom ice/topology/builtin/two_nats.py --topo two_nats,full-cone,symmetric --controller none
 """
 
 from __future__ import annotations
 
-import inspect
-import os
-import sys
 from typing import Any
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(inspect.getfile(inspect.currentframe())))))  # type: ignore[arg-type]
-
-from ice.lab.mnstub import mn_topos
-from ice.lab.spec import TopologySpec
-from ice.lab.topo import TopologyBuilder, behaviour, conditions
+from ice.lab.topo import TopologyBuilder, TopologySpec, behaviour, conditions, mn_topos
 from ice.nat.behaviour import NatBehaviour
 
 

@@ -1,20 +1,13 @@
 """double_nat: peer A behind a home NAT behind a carrier-grade NAT (100.64.0.0/10); peer B behind its own NAT.
 
-    mn --custom topologies/double_nat.py --topo double_nat,port-restricted-cone,symmetric --controller none
+    mn --custom ice/topology/builtin/double_nat.py --topo double_nat,port-restricted-cone,symmetric --controller none
 """
 
 from __future__ import annotations
 
-import inspect
-import os
-import sys
 from typing import Any
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(inspect.getfile(inspect.currentframe())))))  # type: ignore[arg-type]
-
-from ice.lab.mnstub import mn_topos
-from ice.lab.spec import TopologySpec
-from ice.lab.topo import TopologyBuilder, behaviour, conditions
+from ice.lab.topo import TopologyBuilder, TopologySpec, behaviour, conditions, mn_topos
 from ice.nat.behaviour import NatBehaviour
 
 

@@ -112,6 +112,22 @@ class TopologySpec:
     def node(self, name: str) -> NodeSpec:
         return next(n for n in self.nodes if n.name == name)
 
+    def has_node(self, name: str) -> bool:
+        return any(n.name == name for n in self.nodes)
+
+    def address(self, fact: str) -> tuple[str, int]:
+        """A fact holding ``IP:PORT`` (``stun_primary``, ``turn``...) as an address."""
+        ip, _, port = self.facts[fact].rpartition(":")
+        return ip, int(port)
+
+    def nat_behaviours(self) -> dict[str, NatBehaviour]:
+        """Every NAT node's behaviour, by node name."""
+        return {n.name: n.nat for n in self.nodes if n.kind is NodeKind.NAT and n.nat is not None}
+
+    def shape(self) -> tuple[object, ...]:
+        """Everything but the NAT behaviours: two specs with one shape are one lab with other NAT rules."""
+        return (self.name, tuple((n.name, n.kind, n.routes) for n in self.nodes), self.links)
+
     def ends(self, node: str) -> list[tuple[int, End]]:
         """(link index, end) for every interface of ``node``, in link order."""
         out: list[tuple[int, End]] = []

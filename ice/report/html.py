@@ -1,14 +1,15 @@
-"""Report formats beyond JSON: a self-contained HTML grid (legend + a details panel per cell) and JUnit XML."""
+"""grid.html: one self-contained page (no external assets) with a legend, the grid, the other cells and a
+details panel per cell, deep-linkable as ``grid.html#cell=NAME``."""
 
 from __future__ import annotations
 
 import html
 import json
-from xml.etree import ElementTree as ET
 
-from ice.scenario.model import GRID_GROUPS, CellResult, Path, Status
+from ice.scenario.cell import PathKind
+from ice.scenario.result import CellResult, Status
 
-_COLOUR = {Path.DIRECT: "#2e7d32", Path.RELAY: "#1565c0", Path.NONE: "#616161"}
+_COLOUR = {PathKind.DIRECT: "#2e7d32", PathKind.RELAY: "#1565c0", PathKind.NONE: "#616161"}
 
 
 _CLASS = {Status.PASS: "pass", Status.FAIL: "fail", Status.KNOWN_FAILURE: "known", Status.UNEXPECTED_PASS: "xpass",
@@ -20,7 +21,7 @@ _SUFFIX = {Status.PASS: "", Status.FAIL: " ✗", Status.KNOWN_FAILURE: " (known)
 def _td(r: CellResult) -> str:
     types = f" {r.selected_types}" if r.selected_types else ""
     text = "skipped" if r.skipped else r.observed.value
-    return (f'<td class="{_CLASS[r.status]}" data-cell="{html.escape(r.scenario.name)}" '
+    return (f'<td class="{_CLASS[r.status]}" data-cell="{html.escape(r.cell.name)}" '
             f'style="color:{_COLOUR[r.observed]}" title="{html.escape(r.selected or r.reason)}">{text}'
             f'<small>{html.escape(types)}</small>{_SUFFIX[r.status]}</td>')
 
@@ -33,24 +34,25 @@ def html_grid(results: list[CellResult], backend: str, seconds: float) -> str:
     by: dict[tuple[str, str], CellResult] = {}
     rest: list[CellResult] = []
     for r in results:
-        if r.scenario.group not in GRID_GROUPS:
+        pos = r.cell.grid_position
+        if pos is None:
             rest.append(r)
             continue
-        a, b = r.scenario.nat_a, r.scenario.nat_b
+        a, b = pos
         rows += [a] if a not in rows else []
         cols += [b] if b not in cols else []
         by[(a, b)] = r
-    records = {r.scenario.name: r.as_json() for r in results}
+    records = {r.cell.name: r.as_json() for r in results}
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
     body = []
     for a in rows:
         tds = [_td(by[(a, b)]) if (a, b) in by else "<td></td>" for b in cols]
         body.append(f"<tr><th>{html.escape(a)}</th>{''.join(tds)}</tr>")
     other_rows = "".join(
-        f"<tr><th>{html.escape(r.scenario.name)}</th><td>{html.escape(r.scenario.group)}</td>"
+        f"<tr><th>{html.escape(r.cell.name)}</th><td>{html.escape(r.cell.group)}</td>"
         f"<td>{html.escape(r.expected.value)}</td>{_td(r)}</tr>" for r in rest)
     failed = [r for r in results if r.status is Status.FAIL]
-    fail_list = "".join(f'<li><a href="#cell={html.escape(r.scenario.name)}">{html.escape(r.scenario.name)}</a>: '
+    fail_list = "".join(f'<li><a href="#cell={html.escape(r.cell.name)}">{html.escape(r.cell.name)}</a>: '
                         f"{html.escape(r.reason)}</li>" for r in failed)
     passed = len(results) - len(failed)
     others = ('<h2>Other scenarios</h2><table id="others"><tr><th>scenario</th><th>group</th><th>expected</th>'
@@ -69,12 +71,12 @@ padding:1em;margin-top:1em}}
 </style></head><body>
 <h1>icelab NAT &times; NAT matrix</h1>
 <p id="summary">{passed}/{len(results)} cells as expected · back-end {html.escape(backend)} · {seconds:.1f} s</p>
-<p id="legend">Legend: <span style="color:{_COLOUR[Path.DIRECT]}">direct</span> = the selected pair has no relayed
-candidate · <span style="color:{_COLOUR[Path.RELAY]}">relay</span> = through TURN ·
-<span style="color:{_COLOUR[Path.NONE]}">none</span> = no connection · (known) = a pinned known failure · ? = a known
-failure that passed · skipped = this back-end cannot run the cell · small print: the selected pair's candidate
-types (local-remote, as peer A sees them) · ✗ = differs from the pinned expectation. Rows: NAT of peer A; columns:
-NAT of peer B. Click a cell for its record, artifacts and repro command.</p>
+<p id="legend">Legend: <span style="color:{_COLOUR[PathKind.DIRECT]}">direct</span> = the selected pair has no relayed
+candidate · <span style="color:{_COLOUR[PathKind.RELAY]}">relay</span> = through TURN ·
+<span style="color:{_COLOUR[PathKind.NONE]}">none</span> = no connection · (known) = a pinned known failure ·
+? = a known failure that passed · skipped = this back-end cannot run the cell · small print: the selected pair's
+candidate types (local-remote, as peer A sees them) · ✗ = differs from the pinned expectation. Rows: NAT of peer A;
+columns: NAT of peer B. Click a cell for its record, artifacts and repro command.</p>
 {f'<h2>Failed cells</h2><ul id="failed">{fail_list}</ul>' if failed else ''}
 <table id="grid"><tr><th>A \\ B</th>{head}</tr>
 {"".join(body)}
@@ -106,23 +108,3 @@ fromHash();
 </script>
 </body></html>
 """
-
-
-def junit_xml(results: list[CellResult], backend: str, seconds: float) -> str:
-    failures = sum(r.status is Status.FAIL for r in results)
-    suite = ET.Element("testsuite", name=f"icelab-matrix-{backend}", tests=str(len(results)),
-                       failures=str(failures), errors="0", time=f"{seconds:.3f}")
-    for r in results:
-        case = ET.SubElement(suite, "testcase", classname=f"matrix.{backend}", name=r.scenario.name,
-                             time=f"{r.seconds or 0:.3f}")
-        if r.status is Status.FAIL:
-            fail = ET.SubElement(case, "failure", message=r.reason or f"observed {r.observed.value}")
-            fail.text = json.dumps(r.as_json(), indent=2)
-        elif r.status is Status.SKIPPED:
-            ET.SubElement(case, "skipped", message=r.reason)
-        elif r.status is Status.KNOWN_FAILURE:
-            known = r.expectation.known_failure if r.expectation else ""
-            ET.SubElement(case, "skipped", message=f"known failure: {known} ({r.reason})")
-        elif r.status is Status.UNEXPECTED_PASS:
-            ET.SubElement(case, "system-out").text = "unexpectedly passing: remove its known_failure pin"
-    return ET.tostring(suite, encoding="unicode", xml_declaration=True)

@@ -1,0 +1,257 @@
+"""A cell: two ICE agents (on the hosts ``a`` and ``b`` of a topology), a NAT behaviour for each of the topology's
+NAT roles, link conditions and agent options. Cells are data: scenario files hold them as TOML tables (or a Python
+module's ``cells()`` returns them), workers receive them as JSON, reports echo them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ice.errors import UserError
+from ice.nat.behaviour import Filtering, NatBehaviour, NatKind, preset
+from ice.nat.behaviour import Mapping as MappingBehaviour
+
+GRID_GROUPS = ("rfc4787", "special")
+"""Groups shown as the NAT A x NAT B grid (rows: the cell's first NAT role, columns: its second); the others are
+listed below it."""
+
+NAT_FIELDS: dict[str, dataclasses.Field[Any]] = {
+    f.name: f for f in dataclasses.fields(NatBehaviour) if f.name != "description"}
+"""The NatBehaviour fields a cell may override by name (``hairpinning``, ``port_preservation``,
+``mapping_timeout``, ``filtering``...)."""
+
+_ENUMS: dict[str, type[enum.Enum]] = {"mapping": MappingBehaviour, "filtering": Filtering, "kind": NatKind}
+
+
+class PathKind(enum.Enum):
+    """Where a cell's data ends up flowing."""
+
+    DIRECT = "direct"
+    """The selected pair has no relayed candidate."""
+    RELAY = "relay"
+    """The selected pair goes through TURN."""
+    NONE = "none"
+    """ICE fails."""
+
+
+def _field_value(name: str, value: object) -> object:
+    """A TOML/JSON value as the NatBehaviour field ``name`` holds it; ValueError saying what is expected."""
+    if name in _ENUMS:
+        choices = [e.value for e in _ENUMS[name]] + [e.name.lower() for e in _ENUMS[name]]
+        shorts = {getattr(e, "short", None): e for e in _ENUMS[name]}
+        if value in shorts and value is not None:
+            return shorts[value]
+        try:
+            return _ENUMS[name](value)
+        except ValueError:
+            raise ValueError(f"{name} is {value!r}, not one of {', '.join(str(c) for c in choices)}") from None
+    if name in ("hairpinning", "port_preservation", "inbound_refresh"):
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} is true or false, not {value!r}")
+        return value
+    if name == "mapping_timeout":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"mapping_timeout is a whole number of seconds, not {value!r}")
+        return value
+    if name == "port_range":
+        if value is None:
+            return None
+        if not (isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, int) for v in value)):
+            raise ValueError(f"port_range is [low, high], not {value!r}")
+        return (value[0], value[1])
+    if name == "allowed_tcp_ports":
+        if not (isinstance(value, (list, tuple)) and all(isinstance(v, int) for v in value)):
+            raise ValueError(f"allowed_tcp_ports is a list of port numbers, not {value!r}")
+        return tuple(value)
+    raise ValueError(f"{name} cannot be set from a scenario")  # pragma: no cover - NAT_FIELDS lists the names
+
+
+@dataclass(frozen=True)
+class NatChoice:
+    """A role's NAT: a preset, optionally with some :class:`NatBehaviour` fields overridden by name."""
+
+    preset: str
+    overrides: tuple[tuple[str, Any], ...] = ()
+
+    @classmethod
+    def parse(cls, value: object) -> NatChoice:
+        """``"eim-eif"`` or ``{preset = "eim-eif", hairpinning = false}``; ValueError saying what is wrong."""
+        if isinstance(value, NatChoice):
+            return value
+        if isinstance(value, str):
+            choice = cls(value)
+        elif isinstance(value, Mapping):
+            table = dict(value)
+            name = table.pop("preset", None)
+            if not isinstance(name, str):
+                raise ValueError("a NAT table needs preset = \"NAME\" (e.g. { preset = \"eim-eif\", "
+                                 "hairpinning = false })")
+            unknown = sorted(set(table) - set(NAT_FIELDS))
+            if unknown:
+                raise ValueError(f"{', '.join(unknown)} is not a NAT field; valid fields: {', '.join(NAT_FIELDS)}")
+            choice = cls(name, tuple((k, _field_value(k, v)) for k, v in table.items()))
+        else:
+            raise ValueError(f"a NAT is a preset name or a table with a preset, not {value!r}")
+        choice.behaviour()  # a bad preset or an impossible combination fails here, with the reason
+        return choice
+
+    def behaviour(self) -> NatBehaviour:
+        try:
+            base = preset(self.preset)
+        except UserError as exc:
+            raise ValueError(str(exc)) from None
+        if not self.overrides:
+            return base
+        try:
+            return base.with_(**dict(self.overrides))
+        except ValueError as exc:
+            raise ValueError(f"{self.preset} with {self._text()}: {exc}") from None
+
+    def _text(self) -> str:
+        return ", ".join(f"{k}={str(_json_value(v)).lower()}" for k, v in self.overrides)
+
+    @property
+    def label(self) -> str:
+        """``eim-eif``, or ``eim-eif (hairpinning=false)`` with overrides."""
+        return f"{self.preset} ({self._text()})" if self.overrides else self.preset
+
+    @property
+    def slug(self) -> str:
+        """The label as a cell-name part: ``eim-eif``, or ``eim-eif+hairpinning=false``."""
+        return "+".join([self.preset, *(f"{k}={str(_json_value(v)).lower()}" for k, v in self.overrides)])
+
+    def as_json(self) -> str | dict[str, Any]:
+        if not self.overrides:
+            return self.preset
+        return {"preset": self.preset, **{k: _json_value(v) for k, v in self.overrides}}
+
+
+def _json_value(v: object) -> Any:
+    if isinstance(v, enum.Enum):
+        return v.value
+    if isinstance(v, tuple):
+        return list(v)
+    return v
+
+
+CELL_OPTIONS = ("turn", "relay_only", "nomination", "trickle", "controlling", "loss", "delay_ms", "group")
+"""What a cell may set besides its name, topology and NATs."""
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One cell of a scenario suite."""
+
+    name: str
+    topology: str = "two_nats"
+    nats: tuple[tuple[str, NatChoice], ...] = ()
+    """(role, NAT) for the topology's roles the cell sets; the others keep the topology's default."""
+    turn: bool = True
+    """A TURN server on the public segment (both peers allocate)."""
+    loss: float = 0.0
+    """Packet loss on A's access link (each direction), passed to the topology as a link condition."""
+    delay_ms: float = 0.0
+    """One-way delay on A's access link."""
+    nomination: str = "regular"
+    """"regular" (RFC 8445 §8.1.1) or "aggressive" (RFC 5245 §8.1.1.2)."""
+    relay_only: bool = False
+    """Both peers offer relayed candidates only (the privacy policy)."""
+    trickle: bool = True
+    """Candidates are signalled as gathered (RFC 8838), or all at once when gathering ends."""
+    controlling: str = "a"
+    """Which agent starts controlling: "a", "b", or "both" (a role conflict, RFC 8445 §7.3.1.1)."""
+    group: str = "rfc4787"
+    """Where reports show the cell: ``rfc4787`` and ``special`` are the NAT A x NAT B grid; other groups are
+    listed below it."""
+
+    def __post_init__(self) -> None:
+        if not self.name or any(c.isspace() for c in self.name) or "/" in self.name:
+            raise ValueError(f"cell name {self.name!r} must be non-empty, without spaces or '/'")
+        if self.controlling not in ("a", "b", "both"):
+            raise ValueError("controlling is 'a', 'b' or 'both'")
+        if self.nomination not in ("regular", "aggressive"):
+            raise ValueError("nomination is 'regular' or 'aggressive'")
+        if not 0 <= self.loss < 1:
+            raise ValueError("loss is a fraction in [0, 1)")
+        if self.delay_ms < 0:
+            raise ValueError("delay_ms must be >= 0")
+
+    def nat(self, role: str) -> NatChoice | None:
+        return next((c for r, c in self.nats if r == role), None)
+
+    def behaviours(self) -> dict[str, NatBehaviour]:
+        """The NAT behaviour of every role the cell sets."""
+        return {role: choice.behaviour() for role, choice in self.nats}
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {role: choice.label for role, choice in self.nats}
+
+    def link(self) -> dict[str, float]:
+        """The link conditions the topology builder gets (only those that are set)."""
+        return {k: v for k, v in (("loss", self.loss), ("delay_ms", self.delay_ms)) if v}
+
+    @property
+    def lossy(self) -> bool:
+        return self.loss > 0
+
+    @property
+    def grid_position(self) -> tuple[str, str] | None:
+        """(row, column) in the NAT A x NAT B grid: the labels of the first two roles (one role: itself twice)."""
+        labels = list(self.labels.values())
+        if self.group not in GRID_GROUPS or not labels:
+            return None
+        return labels[0], labels[1] if len(labels) > 1 else labels[0]
+
+    def as_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"name": self.name, "topology": self.topology,
+                               "nats": {role: choice.as_json() for role, choice in self.nats}}
+        for key in CELL_OPTIONS:
+            doc[key] = getattr(self, key)
+        return doc
+
+    @classmethod
+    def from_table(cls, table: Mapping[str, Any], where: str = "") -> Cell:
+        """A cell from its TOML/JSON table; anything wrong is a :class:`UserError` naming the cell and the place."""
+        name = table.get("name")
+        here = f"{where}: " if where else ""
+        if not isinstance(name, str):
+            raise UserError(f"{here}a cell needs name = \"...\" (got {name!r})")
+        here = f"{here}cell {name}: "
+        unknown = sorted(set(table) - {"name", "topology", "nats", *CELL_OPTIONS})
+        if unknown:
+            raise UserError(f"{here}unknown key {', '.join(unknown)}; a cell has name, topology, nats and "
+                            f"{', '.join(CELL_OPTIONS)}")
+        nats = table.get("nats", {})
+        if not isinstance(nats, Mapping):
+            raise UserError(f"{here}nats is a table of role = preset (e.g. nats = {{ nat_a = \"eim-eif\" }})")
+        choices = []
+        for role, nat in nats.items():
+            try:
+                choices.append((str(role), NatChoice.parse(nat)))
+            except ValueError as exc:
+                raise UserError(f"{here}NAT role {role}: {exc}") from None
+        options: dict[str, Any] = {}
+        types: dict[str, tuple[type, ...]] = {"turn": (bool,), "relay_only": (bool,), "trickle": (bool,),
+                                              "nomination": (str,), "controlling": (str,), "group": (str,),
+                                              "loss": (int, float), "delay_ms": (int, float)}
+        for key in CELL_OPTIONS:
+            if key in table:
+                raw: Any = table[key]
+                if not isinstance(raw, types[key]) or (isinstance(raw, bool) and bool not in types[key]):
+                    raise UserError(f"{here}{key} is {raw!r}; expected a {types[key][0].__name__}")
+                options[key] = raw
+        for key in ("loss", "delay_ms"):
+            if key in options:
+                options[key] = float(options[key])
+        topology = table.get("topology", "two_nats")
+        if not isinstance(topology, str):
+            raise UserError(f"{here}topology is a name such as \"two_nats\"")
+        try:
+            return cls(name, topology, tuple(choices), **options)
+        except ValueError as exc:
+            raise UserError(f"{here}{exc}") from None

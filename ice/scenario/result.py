@@ -1,0 +1,143 @@
+"""What a cell did on a back-end, judged against its expectation: one status per cell."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from ice.scenario.cell import Cell, PathKind
+from ice.scenario.expect import Expected
+
+
+class Status(enum.Enum):
+    PASS = "pass"
+    FAIL = "fail"
+    KNOWN_FAILURE = "known-failure"
+    """Fails its expectation, as the pin file says it is known to (does not fail the run)."""
+    UNEXPECTED_PASS = "unexpected-pass"
+    """Pinned as a known failure but meets its expectation: time to remove the pin's known_failure."""
+    SKIPPED = "skipped"
+    """The back-end cannot run this cell (the sim has no TURN over TCP)."""
+
+
+@dataclass
+class CellResult:
+    cell: Cell
+    backend: str
+    expected: PathKind
+    observed: PathKind
+    selected: str | None
+    """e.g. "srflx 203.0.113.1:5000 -> prflx 203.0.113.2:6000" (peer A's view)."""
+    seconds: float | None
+    succeeded: list[str] = field(default_factory=list)
+    """Pair types ("local-remote") of peer A's valid pairs (RFC 8445 §7.2.5.3.1)."""
+    reason: str = ""
+    sim_observed: PathKind | None = None
+    """On the lab back-end, what the in-memory sim says for the same cell (they must agree)."""
+    artifacts: str | None = None
+    """Directory with this cell's artifacts (failed cells, or all with --keep-artifacts)."""
+    repro: str | None = None
+    """A command that runs just this cell again."""
+    extra: dict[str, object] = field(default_factory=dict)
+    selected_types: str | None = None
+    """The selected pair's candidate types, "local-remote" (peer A's view)."""
+    selected_b: str | None = None
+    """Peer B's selected pair."""
+    expectation: Expected | None = None
+    skipped: bool = False
+    pinned: bool = True
+    """False: no pin file entry yet, so the cell was judged by the reasoning's answer (docs/scenarios.md)."""
+    source: str = ""
+    """The scenario file the cell came from."""
+
+    def expecting(self, exp: Expected) -> CellResult:
+        """Attach the pinned expectation and explain a mismatch in ``reason``."""
+        self.expectation = exp
+        if not self.reason and not self.skipped:
+            self.reason = self.verdict()
+        return self
+
+    def verdict(self) -> str:
+        """Why this cell does not meet its expectation ("" when it does)."""
+        if self.skipped:
+            return ""
+        if self.sim_observed is not None and self.sim_observed is not self.observed:
+            return f"the lab and the sim disagree: lab {self.observed.value}, sim {self.sim_observed.value}"
+        if self.observed is not self.expected:
+            return f"expected {self.expected.value}, {self.backend} selected {self.selected or 'nothing'}"
+        exp = self.expectation
+        if exp is None:
+            return ""
+        if self.observed is not PathKind.NONE and exp.selected and self.selected_types not in exp.selected:
+            return f"selected a {self.selected_types} pair; RFC 4787 reasoning allows {', '.join(exp.selected)}"
+        bad = sorted(set(exp.never) & set(self.succeeded))
+        if bad:
+            return f"pairs that cannot work succeeded: {', '.join(bad)}"
+        missing = sorted(set(exp.must_succeed) - set(self.succeeded))
+        if self.observed is not PathKind.NONE and missing:
+            return f"pairs that must work did not succeed: {', '.join(missing)}"
+        return ""
+
+    @property
+    def status(self) -> Status:
+        if self.skipped:
+            return Status.SKIPPED
+        bad = bool(self.verdict())
+        if self.expectation is not None and self.expectation.known_failure is not None:
+            return Status.KNOWN_FAILURE if bad else Status.UNEXPECTED_PASS
+        return Status.FAIL if bad else Status.PASS
+
+    @property
+    def passed(self) -> bool:
+        """Does the cell leave the run green (a known failure does; a mismatch does not)?"""
+        return self.status is not Status.FAIL
+
+    def as_json(self) -> dict[str, object]:
+        exp = self.expectation
+        return {
+            "scenario": self.cell.name,
+            "topology": self.cell.topology,
+            "nats": self.cell.labels,
+            "group": self.cell.group,
+            "source": self.source,
+            "pinned": self.pinned,
+            "backend": self.backend,
+            "expected": self.expected.value,
+            "expected_reason": exp.reason if exp else None,
+            "expected_selected": list(exp.selected) if exp else [],
+            "never": list(exp.never) if exp else [],
+            "must_succeed": list(exp.must_succeed) if exp else [],
+            "known_failure": exp.known_failure if exp else None,
+            "observed": None if self.skipped else self.observed.value,
+            "sim_observed": None if self.sim_observed is None else self.sim_observed.value,
+            "selected": self.selected,
+            "selected_types": self.selected_types,
+            "selected_b": self.selected_b,
+            "succeeded_pairs": self.succeeded,
+            "seconds_to_connect": None if self.seconds is None else round(self.seconds, 4),
+            "status": self.status.value,
+            "pass": self.passed,
+            "reason": self.reason,
+            "artifacts": self.artifacts,
+            "repro": self.repro,
+            "config": self.cell.as_json(),
+            **self.extra,
+        }
+
+
+def result_from_json(doc: dict[str, Any], cell: Cell, exp: Expected) -> CellResult:
+    """A worker's result line for the cell it was given; a malformed line raises ValueError."""
+    if not isinstance(doc, dict):
+        raise ValueError("a result line that is not a JSON object")
+    try:
+        observed = PathKind(doc["observed"]) if doc.get("observed") else PathKind.NONE
+        res = CellResult(cell, str(doc["backend"]), exp.path, observed, doc.get("selected"),
+                         doc.get("seconds_to_connect"), list(doc.get("succeeded_pairs") or []),
+                         str(doc.get("reason", "")), None, doc.get("artifacts"), doc.get("repro"),
+                         selected_types=doc.get("selected_types"), selected_b=doc.get("selected_b"))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"a malformed result line ({exc})") from None
+    known = set(res.as_json())
+    res.extra = {k: v for k, v in doc.items() if k not in known}
+    return res.expecting(exp)

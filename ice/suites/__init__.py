@@ -1,0 +1,1 @@
+"""Scenario suites shipped with icelab (data: ``default.toml`` and its pins ``default.expected.json``)."""
