@@ -197,6 +197,8 @@ TOPOLOGY_CASES = {
     "double_nat": ((), {"a": "203.0.113.1", "b": "203.0.113.101"}),  # A is seen at the CGN's public address
     "one_public": (("symmetric",), {"a": "203.0.113.1", "b": "203.0.113.101"}),
     "udp_blocked": ((), {"a": None, "b": "203.0.113.2"}),
+    "shared_cgn": ((), {"a": "203.0.113.1", "b": "203.0.113.1"}),  # both behind the one CGN address
+    "triple_nat": ((), {"a": "203.0.113.1", "b": "203.0.113.2"}),
 }
 
 
@@ -208,7 +210,7 @@ def test_topology_builds_and_peers_learn_their_mappings(name: str) -> None:
     from ice.errors import StunTimeout
     from ice.lab.mn import Lab
     from ice.lab.stun import LabEndpoint, start_stun_server
-    from ice.lab.topo import topology
+    from ice.topology.registry import topology
     from ice.stun.transaction import RetransmissionConfig
 
     args, expected = TOPOLOGY_CASES[name]
@@ -238,17 +240,6 @@ def test_topology_builds_and_peers_learn_their_mappings(name: str) -> None:
     assert root_links() == links_before
 
 
-def test_topology_registry_finds_every_module_and_rejects_typos() -> None:
-    from ice.errors import UserError
-    from ice.lab.topo import registry, topology
-
-    assert set(registry()) == {"two_nats", "same_nat", "double_nat", "one_public", "udp_blocked"}
-    with pytest.raises(UserError, match="unknown topology 'two_nat'; valid topologies: double_nat"):
-        topology("two_nat")
-    with pytest.raises(UserError, match="unknown NAT preset 'fullcone'"):
-        topology("two_nats", "fullcone")
-
-
 def test_delay_and_jitter_give_the_configured_rtt() -> None:
     """20 ms +/- 2 ms one way on A's uplink: every A <-> STUN round trip takes 36..44 ms (plus scheduling)."""
     import asyncio
@@ -257,7 +248,7 @@ def test_delay_and_jitter_give_the_configured_rtt() -> None:
     from ice.aio.stun import parse_hostport
     from ice.lab.mn import Lab
     from ice.lab.stun import LabEndpoint, start_stun_server
-    from ice.lab.topo import topology
+    from ice.topology.registry import topology
 
     spec = topology("two_nats", "full-cone", "full-cone", delay_ms=20, jitter_ms=2, seed=7)
 
@@ -282,7 +273,7 @@ def test_delay_and_jitter_give_the_configured_rtt() -> None:
 
 def test_deterministic_loss_drops_exactly_every_nth_packet_each_way() -> None:
     from ice.lab.mn import Lab
-    from ice.lab.topo import topology
+    from ice.topology.registry import topology
 
     spec = topology("one_public", "full-cone", loss=0.1, loss_mode="nth")
     with Lab(spec) as lab:
@@ -322,13 +313,13 @@ def _drain(sock: object) -> list[bytes]:
 
 def test_bench_lab_reports_every_topology() -> None:
     """Structure only (speed is the benchmark's business): every topology and the probed presets appear."""
-    from ice.lab.topo import registry
+    from ice.topology.registry import Topologies
 
     p = subprocess.run([*ICELAB, "bench", "lab", "--json", "--rounds", "1"], capture_output=True, text=True,
                        timeout=120, cwd=ROOT)
     assert p.returncode == 0, p.stderr
     doc = json.loads(p.stdout)
-    assert set(doc["topologies"]) == set(registry())
+    assert set(doc["topologies"]) == set(Topologies().all())
     for row in doc["topologies"].values():
         assert row["build_ms"] > 0 and row["teardown_ms"] > 0 and row["reset_ms"] > 0
     assert all(probe["ok"] for probe in doc["probes"].values())
@@ -338,7 +329,7 @@ def test_in_process_lab_dies_with_its_process() -> None:
     """A Lab used directly (as tests and scenario runners do) is also gone when its process is SIGKILLed:
     node shells and forwarders carry PR_SET_PDEATHSIG."""
     links_before = root_links()
-    code = ("from ice.lab.mn import Lab; from ice.lab.topo import topology; import time; "
+    code = ("from ice.lab.mn import Lab; from ice.topology.registry import topology; import time; "
             "lab = Lab(topology('two_nats', delay_ms=5)); lab.build(); print('up', flush=True); time.sleep(60)")
     proc = subprocess.Popen([ICELAB[0], "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
@@ -368,7 +359,7 @@ def test_hole_punching_grid_matches_rfc4787_reasoning() -> None:
     from ice.lab.mn import Lab
     from ice.lab.nat import preset
     from ice.lab.punch import punch
-    from ice.lab.topo import topology
+    from ice.topology.registry import topology
     from ice.nat.reach import direct_possible
 
     observed: dict[tuple[str, str], bool] = {}
@@ -389,10 +380,10 @@ def test_hole_punching_grid_matches_rfc4787_reasoning() -> None:
 
 def test_cli_topo_list_check_and_grid() -> None:
     """Topology modules are picked up by the CLI; `topo check` classifies each peer's path; `nat grid` punches."""
-    from ice.lab.topo import registry
+    from ice.topology.registry import Topologies
 
     p = subprocess.run([*ICELAB, "topo", "list", "--json"], capture_output=True, text=True, cwd=ROOT)
-    assert [t["name"] for t in json.loads(p.stdout)["topologies"]] == list(registry())
+    assert [t["name"] for t in json.loads(p.stdout)["topologies"]] == list(Topologies().all())
 
     p = subprocess.run([*ICELAB, "topo", "check", "two_nats", "full-cone", "symmetric", "--json"],
                        capture_output=True, text=True, timeout=60, cwd=ROOT)
@@ -415,7 +406,7 @@ def test_udp_blocked_firewall_lets_only_tcp_to_turn_ports_out() -> None:
     import socket
 
     from ice.lab.mn import Lab
-    from ice.lab.topo import topology
+    from ice.topology.registry import topology
 
     spec = topology("udp_blocked")
     with Lab(spec) as lab:

@@ -11,8 +11,9 @@ from pathlib import Path as FsPath
 import pytest
 
 from ice.pytest_plugin import matrix_params
-from ice.scenario.model import CellResult, Path, Scenario, Status
-from ice.scenario.run import run_sim
+from ice.scenario.cell import Cell
+from ice.scenario.cell import PathKind as Path
+from ice.scenario.result import CellResult, Status
 
 LAB_SUBSET = [
     "eim-eifxeim-eif", "eim-apdfxeim-apdf", "apdm-apdfxeim-adf",  # direct: srflx and peer-reflexive
@@ -24,8 +25,8 @@ LAB_SUBSET = [
 
 
 @pytest.mark.parametrize("cell", matrix_params("sim"))
-def test_sim_cell(cell: Scenario) -> None:
-    r = run_sim(cell)
+def test_sim_cell(cell: Cell, matrix_sim: object) -> None:
+    r: CellResult = matrix_sim(cell)  # type: ignore[operator]
     if r.skipped:
         pytest.skip(r.reason)
     assert r.status is Status.PASS, r.reason
@@ -36,7 +37,7 @@ def test_sim_cell(cell: Scenario) -> None:
 
 
 @pytest.mark.parametrize("cell", matrix_params("lab", None if os.environ.get("ICELAB_FULL_MATRIX") else LAB_SUBSET))
-def test_lab_cell(cell: Scenario, matrix_lab: object) -> None:
+def test_lab_cell(cell: Cell, matrix_lab: object) -> None:
     r: CellResult = matrix_lab(cell)  # type: ignore[operator]
     assert r.status is Status.PASS, f"{r.reason} (artifacts: {r.artifacts}; repro: {r.repro})"
     if r.observed is not Path.NONE:
@@ -50,9 +51,10 @@ def test_a_broken_expectation_fails_with_artifacts_and_a_repro(tmp_path: FsPath,
     both agents' traces, each NAT's rules and conntrack table and a repro command; the other cell passes."""
     import ice.scenario.run as run
 
-    monkeypatch.setattr(run, "_pinned", lambda: {"eim-eifxeim-eif": {"path": "relay", "reason": "deliberately wrong"}})
-    rc = run.main("lab", None, tmp_path, update=False, quiet=True, names=["eim-eifxeim-eif", "apdm-apdfxeim-adf"],
-                  jobs=2)
+    pins = tmp_path / "pins.json"
+    pins.write_text(json.dumps({"eim-eifxeim-eif": {"path": "relay", "reason": "deliberately wrong"}}))
+    monkeypatch.setenv("ICELAB_EXPECTATIONS", str(pins))
+    rc = run.main("lab", tmp_path, quiet=True, names=["eim-eifxeim-eif", "apdm-apdfxeim-adf"], jobs=2)
     doc = json.loads((tmp_path / "results.json").read_text())
     assert rc == 1 and doc["passed"] == 1 and doc["failed"] == 1 and doc["jobs"] == 2
     cells = {c["scenario"]: c for c in doc["cells"]}
@@ -60,6 +62,7 @@ def test_a_broken_expectation_fails_with_artifacts_and_a_repro(tmp_path: FsPath,
     assert not bad["pass"] and bad["expected"] == "relay" and bad["observed"] == "direct"
     assert bad["sim_observed"] == "direct" and bad["repro"].endswith("--scenario eim-eifxeim-eif --keep-artifacts "
                                                                      "--out results/eim-eifxeim-eif")
+    assert bad["pinned"] is True
     art = FsPath(bad["artifacts"])
     names = {p.name for p in art.iterdir()}
     assert {"trace-a.jsonl", "trace-b.jsonl", "nat-a.nft", "nat-b.nft", "nat-a.conntrack", "nat-b.conntrack",

@@ -52,11 +52,11 @@ def render(url: str, tmp: FsPath) -> tuple[_Page, str]:
 
 
 def test_grid_html_in_headless_chromium(tmp_path: FsPath, monkeypatch: pytest.MonkeyPatch) -> None:
-    import ice.scenario.run as run
-
     broken = "apdm-apdfxeim-apdf"
-    monkeypatch.setattr(run, "_pinned", lambda: {broken: {"path": "direct", "reason": "deliberately wrong"}})
-    assert main("sim", None, tmp_path / "out", update=False, quiet=True) == 1
+    pins = tmp_path / "pins.json"
+    pins.write_text(json.dumps({broken: {"path": "direct", "reason": "deliberately wrong"}}))
+    monkeypatch.setenv("ICELAB_EXPECTATIONS", str(pins))
+    assert main("sim", tmp_path / "out", quiet=True) == 1
     page, log = render(f"file://{tmp_path / 'out' / 'grid.html'}#cell={broken}", tmp_path)
     assert "Uncaught" not in log, log[-1000:]
     total = len(json.loads((tmp_path / "out" / "results.json").read_text())["cells"])
@@ -67,6 +67,6 @@ def test_grid_html_in_headless_chromium(tmp_path: FsPath, monkeypatch: pytest.Mo
     assert all(c == ["pass"] for n, c in others.items() if n != "udp-blockedxeim-apdf")
     details = json.loads(page.ids["details"])
     assert details["scenario"] == broken and details["pass"] is False and details["expected"] == "direct"
-    assert details["observed"] == "relay" and details["config"]["nat_a"] == "apdm-apdf"
+    assert details["observed"] == "relay" and details["config"]["nats"]["nat_a"] == "apdm-apdf"
     assert f"{total - 1}/{total} cells as expected" in page.ids["summary"]
     assert "Legend" in page.ids["legend"] and broken in page.ids["failed"]

@@ -6,12 +6,38 @@ import json
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace as dataclass_replace
 from pathlib import Path as FsPath
 
 import pytest
 
-from ice.scenario.model import Path, Scenario, expect
-from ice.scenario.run import load_matrix, main, run_sim
+from ice.scenario.cell import Cell, NatChoice, PathKind
+from ice.scenario.expect import compose, expect
+from ice.scenario.run import Runner, main
+from ice.scenario.suite import DEFAULT_SUITE, Suite, pins_path
+
+
+def load_matrix(presets: list[str] | None = None) -> list[Cell]:
+    return Suite.load((), presets=presets).cells
+
+
+def cell(name: str, nat_a: str, nat_b: str, topo: str = "two_nats", **options: object) -> Cell:
+    return Cell.from_table({"name": name, "topology": topo, "nats": {"nat_a": nat_a, "nat_b": nat_b}, **options})
+
+
+def reasoned(c: Cell) -> Path:
+    return expect(c, Suite.load((), presets=["none"]).topologies.get(c.topology).spec(c.behaviours(), **c.link())
+                  ).path
+
+
+def run_sim(c: Cell) -> object:
+    suite = Suite.load(())
+    suite.cells.append(c)
+    suite.source.setdefault(c.name, DEFAULT_SUITE)
+    return Runner(suite).sim(c)
+
+
+Path = PathKind
 
 
 def test_default_matrix_covers_every_rfc4787_pair_and_the_special_boxes() -> None:
@@ -21,7 +47,7 @@ def test_default_matrix_covers_every_rfc4787_pair_and_the_special_boxes() -> Non
     groups = {g: [c for c in cells if c.group == g] for g in {c.group for c in cells}}
     assert len(groups["rfc4787"]) == 81 and len(groups["special"]) == 4
     assert "apdm-apdfxapdm-apdf" in names and "eim-eifxeim-eif" in names and "udp-blockedxeim-apdf" in names
-    assert {c.hairpin for c in groups["same-nat"]} == {True, False}
+    assert {c.behaviours()["nat"].hairpinning for c in groups["same-nat"]} == {True, False}
     assert {c.topology for c in groups["double-nat"]} == {"double_nat"}
     assert {c.loss for c in groups["impaired"]} >= {0.1, 0.3} and any(c.delay_ms == 50 for c in groups["impaired"])
     assert {c.nomination for c in groups["options"]} == {"regular", "aggressive"}
@@ -30,23 +56,26 @@ def test_default_matrix_covers_every_rfc4787_pair_and_the_special_boxes() -> Non
 
 def test_a_double_nat_behaves_like_the_two_nats_composed() -> None:
     from ice.lab.nat import preset
-    from ice.scenario.model import compose
 
     assert compose(preset("eim-apdf"), preset("eim-eif")).name == "eim-apdf"
     assert compose(preset("eim-eif"), preset("apdm-adf")).name == "apdm-adf"
     assert compose(preset("adm-eif"), preset("eim-apdf")).name == "adm-apdf"
     assert compose(preset("eim-apdf"), preset("none")) == preset("eim-apdf")
-    cell = Scenario("x", "eim-apdf", "eim-apdf", topology="double_nat", outer="apdm-apdf")
-    assert expect(cell).path is Path.RELAY  # symmetric CGN in front of a port-restricted peer
-    assert expect(Scenario("y", "eim-apdf", "eim-apdf", topology="double_nat", outer="eim-eif")).path is Path.DIRECT
+
+    def double(outer: str) -> Cell:
+        return Cell.from_table({"name": "x", "topology": "double_nat",
+                                "nats": {"inner": "eim-apdf", "outer": outer, "nat_b": "eim-apdf"}})
+
+    assert reasoned(double("apdm-apdf")) is Path.RELAY  # symmetric CGN in front of a port-restricted peer
+    assert reasoned(double("eim-eif")) is Path.DIRECT
 
 
 def test_same_nat_and_options_expectations() -> None:
-    assert expect(Scenario("s", "apdm-apdf", "apdm-apdf", topology="same_nat", hairpin=False)).path is Path.DIRECT
-    assert expect(Scenario("r", "eim-eif", "eim-eif", relay_only=True)).path is Path.RELAY
-    assert expect(Scenario("n", "apdm-apdf", "apdm-apdf", turn=False)).path is Path.NONE
-    with pytest.raises(ValueError, match="outer"):
-        Scenario("d", "eim-eif", "eim-eif", topology="double_nat")
+    same = Cell.from_table({"name": "s", "topology": "same_nat",
+                            "nats": {"nat": {"preset": "apdm-apdf", "hairpinning": False}}})
+    assert reasoned(same) is Path.DIRECT
+    assert reasoned(cell("r", "eim-eif", "eim-eif", relay_only=True)) is Path.RELAY
+    assert reasoned(cell("n", "apdm-apdf", "apdm-apdf", turn=False)) is Path.NONE
 
 
 @pytest.mark.parametrize(("a", "b", "path"), [
@@ -57,16 +86,16 @@ def test_same_nat_and_options_expectations() -> None:
     ("apdm-apdf", "apdm-apdf", Path.RELAY),
 ])
 def test_expectation_and_sim_agree(a: str, b: str, path: Path) -> None:
-    cell = Scenario(f"{a}x{b}", a, b)
-    assert expect(cell).path is path
-    r = run_sim(cell)
+    c = cell(f"{a}x{b}", a, b)
+    assert reasoned(c) is path
+    r = run_sim(c)
     assert r.observed is path, r.reason
     assert r.selected is not None
     assert ("relay" in r.selected) == (path is Path.RELAY)
 
 
 def test_main_writes_reports_and_exit_status(tmp_path: FsPath) -> None:
-    rc = main("sim", ["eim-eif", "apdm-apdf"], tmp_path, update=False, quiet=True)
+    rc = main("sim", tmp_path, presets=["eim-eif", "apdm-apdf"], quiet=True)
     assert rc == 0
     doc = json.loads((tmp_path / "results.json").read_text())
     assert doc["passed"] == 4 and doc["failed"] == 0
@@ -77,17 +106,15 @@ def test_main_writes_reports_and_exit_status(tmp_path: FsPath) -> None:
 
 
 def test_unknown_backend_is_a_clear_error(tmp_path: FsPath, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main("nope", None, tmp_path, update=False, quiet=True) == 2
+    assert main("nope", tmp_path, quiet=True) == 2
     assert "--backend sim" in capsys.readouterr().err
-    assert main("sim", None, tmp_path, update=False, quiet=True, names=["eim-eifxnope"]) == 2
-    assert "no scenario named eim-eifxnope" in capsys.readouterr().err
+    assert main("sim", tmp_path, quiet=True, names=["eim-eifxnope"]) == 2
+    assert "no cell named eim-eifxnope" in capsys.readouterr().err
 
 
 def test_a_broken_pinned_expectation_is_a_failed_cell(tmp_path: FsPath, monkeypatch: pytest.MonkeyPatch) -> None:
-    import ice.scenario.run as run
-
-    monkeypatch.setattr(run, "_pinned", lambda: {"eim-eifxeim-eif": {"path": "relay", "reason": "deliberately wrong"}})
-    rc = main("sim", ["eim-eif"], tmp_path, update=False, quiet=True)
+    _pins(tmp_path, monkeypatch, {"eim-eifxeim-eif": {"path": "relay", "reason": "deliberately wrong"}})
+    rc = main("sim", tmp_path, presets=["eim-eif"], quiet=True)
     assert rc == 1
     (cell,) = json.loads((tmp_path / "results.json").read_text())["cells"]
     assert not cell["pass"] and cell["expected"] == "relay" and cell["observed"] == "direct"
@@ -99,20 +126,21 @@ def test_a_broken_pinned_expectation_is_a_failed_cell(tmp_path: FsPath, monkeypa
 def test_pinned_expectations_match_the_reasoning() -> None:
     """scenarios/expected.json is reviewed data; it must not drift from the documented RFC 4787 reasoning (every
     field: path, reason, selected types, never, must_succeed; known_failure is the only hand-written one)."""
-    pinned = json.loads((FsPath(__file__).parents[1] / "scenarios" / "expected.json").read_text())
-    cells = load_matrix()
-    assert set(pinned) == {c.name for c in cells}
-    for c in cells:
+    pinned = json.loads(pins_path(DEFAULT_SUITE).read_text())
+    suite = Suite.load()
+    assert set(pinned) == {c.name for c in suite.cells}
+    reasoning = suite.reasoning()
+    for c in suite.cells:
         doc = dict(pinned[c.name])
         doc.pop("known_failure", None)
-        assert doc == expect(c).as_json(), c.name
+        assert doc == reasoning[c.name].as_json(), c.name
 
 
 def test_report_compare_names_regressions_fixes_and_path_changes(tmp_path: FsPath) -> None:
     import subprocess
     import sys
 
-    assert main("sim", ["eim-eif", "apdm-apdf"], tmp_path / "old", update=False, quiet=True) == 0
+    assert main("sim", tmp_path / "old", presets=["eim-eif", "apdm-apdf"], quiet=True) == 0
     doc = json.loads((tmp_path / "old" / "results.json").read_text())
     cells = {c["scenario"]: c for c in doc["cells"]}
     cells["eim-eifxeim-eif"].update({"pass": False, "reason": "made up"})
@@ -142,39 +170,27 @@ def test_bench_matrix_reports_the_sim_against_its_goal() -> None:
                        capture_output=True, text=True, cwd=FsPath(__file__).parents[1])
     assert p.returncode == 0, p.stderr
     sim = json.loads(p.stdout)["results"]["sim"]
-    assert sim["cells"] == len(load_matrix()) and sim["passed"] == sim["cells"] and sim["goal_seconds"] == 10
+    assert sim["cells"] == len(load_matrix()) and sim["passed"] == sim["cells"] and sim["goal_seconds"] == 5
     assert sim["within_goal"] == (sim["wall_seconds"] <= sim["goal_seconds"])  # reported, never asserted on
 
 
 def _pins(tmp_path: FsPath, monkeypatch: pytest.MonkeyPatch, doc: object) -> FsPath:
-    import ice.scenario.run as run
-
     path = tmp_path / "pins.json"
     path.write_text(doc if isinstance(doc, str) else json.dumps(doc))
     monkeypatch.setenv("ICELAB_EXPECTATIONS", str(path))
-    run._pinned.cache_clear()  # and again after the test (the autouse fixture below)
     return path
-
-
-@pytest.fixture(autouse=True)
-def _fresh_pins() -> object:
-    import ice.scenario.run as run
-
-    run._pinned.cache_clear()
-    yield
-    run._pinned.cache_clear()
 
 
 def test_known_failures_are_data_and_unexpected_passes_are_reported(tmp_path: FsPath,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """A pinned known_failure keeps a mismatching cell from failing the run; a known failure that passes is
     reported as unexpectedly passing; both survive --update-expectations."""
-    relay = expect(Scenario("x", "apdm-apdf", "apdm-apdf")).as_json()
+    relay = Suite.load(presets=["apdm-apdf"]).reasoning()["apdm-apdfxapdm-apdf"].as_json()
     path = _pins(tmp_path, monkeypatch, {
         "eim-eifxeim-eif": {"path": "relay", "reason": "r", "known_failure": "pretend the stack cannot yet"},
         "apdm-apdfxapdm-apdf": {**relay, "known_failure": "pretend it was flaky"},
     })
-    assert main("sim", ["eim-eif", "apdm-apdf"], tmp_path / "out", update=False, quiet=True) == 0
+    assert main("sim", tmp_path / "out", presets=["eim-eif", "apdm-apdf"], quiet=True) == 0
     doc = json.loads((tmp_path / "out" / "results.json").read_text())
     cells = {c["scenario"]: c for c in doc["cells"]}
     assert cells["eim-eifxeim-eif"]["status"] == "known-failure" and cells["eim-eifxeim-eif"]["pass"] is True
@@ -182,7 +198,7 @@ def test_known_failures_are_data_and_unexpected_passes_are_reported(tmp_path: Fs
     assert cells["apdm-apdfxapdm-apdf"]["status"] == "unexpected-pass"
     assert doc["unexpectedly_passing"] == ["apdm-apdfxapdm-apdf"] and doc["statuses"]["known-failure"] == 1
     assert "Known failures" in (tmp_path / "out" / "grid.md").read_text()
-    assert main("sim", None, tmp_path / "out", update=True, quiet=True) == 0
+    assert main("sim", tmp_path / "out", update=True, quiet=True) == 0
     kept = json.loads(path.read_text())
     assert kept["eim-eifxeim-eif"]["known_failure"] == "pretend the stack cannot yet"
     assert kept["eim-eifxeim-eif"]["path"] == "direct"  # the reasoning is re-pinned, the known failure kept
@@ -198,7 +214,7 @@ def test_a_broken_pin_file_is_one_clear_sentence(tmp_path: FsPath, monkeypatch: 
                                                  capsys: pytest.CaptureFixture[str], content: object,
                                                  says: str) -> None:
     _pins(tmp_path, monkeypatch, content)
-    assert main("sim", ["eim-eif"], tmp_path / "out", update=False, quiet=True) == 2
+    assert main("sim", tmp_path / "out", presets=["eim-eif"], quiet=True) == 2
     err = capsys.readouterr().err
     assert says in err and err.count("\n") == 1 and not (tmp_path / "out").exists()
 
@@ -206,37 +222,40 @@ def test_a_broken_pin_file_is_one_clear_sentence(tmp_path: FsPath, monkeypatch: 
 def test_a_missing_override_file_is_an_error_not_a_fallback(tmp_path: FsPath, monkeypatch: pytest.MonkeyPatch,
                                                             capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("ICELAB_EXPECTATIONS", str(tmp_path / "nope.json"))
-    assert main("sim", ["eim-eif"], tmp_path / "out", update=False, quiet=True) == 2
+    assert main("sim", tmp_path / "out", presets=["eim-eif"], quiet=True) == 2
     assert "does not exist" in capsys.readouterr().err
 
 
 def test_lab_and_sim_disagreeing_fails_the_cell_naming_both(monkeypatch: pytest.MonkeyPatch) -> None:
-    import ice.scenario.run as run
-    from ice.scenario.model import CellResult, Status
+    from ice.scenario.result import CellResult, Status
 
-    cell = Scenario("eim-eifxeim-eif", "eim-eif", "eim-eif")
-    monkeypatch.setattr(run, "sim_path", lambda c: Path.RELAY)
-    lab = CellResult(cell, "lab", Path.DIRECT, Path.DIRECT, "srflx a -> srflx b", 0.05, ["srflx-srflx"],
-                     selected_types="srflx-srflx").expecting(run.pinned(cell))
+    suite = Suite.load(presets=["eim-eif"])
+    runner = Runner(suite)
+    (c,) = suite.cells
+    real = runner.sim
+    monkeypatch.setattr(runner, "sim", lambda c: dataclass_replace(real(c), observed=Path.RELAY))
+    lab = CellResult(c, "lab", Path.DIRECT, Path.DIRECT, "srflx a -> srflx b", 0.05, ["srflx-srflx"],
+                     selected_types="srflx-srflx").expecting(suite.expectation(c)[0])
     assert lab.status is Status.PASS
-    r = run.with_sim_check(lab)
+    r = runner.with_sim_check(lab)
     assert r.status is Status.FAIL and r.reason == "the lab and the sim disagree: lab direct, sim relay"
 
 
 def test_presets_with_a_public_peer_and_scenario_filters_within_them(tmp_path: FsPath) -> None:
-    assert main("sim", ["eim-eif", "none"], tmp_path, update=False, quiet=True, names=["eim-eifxnone"]) == 0
-    (cell,) = json.loads((tmp_path / "results.json").read_text())["cells"]
-    assert cell["scenario"] == "eim-eifxnone" and cell["status"] == "pass"
-    assert cell["repro"] == "./icelab run --backend sim --presets eim-eif none --scenario eim-eifxnone --out " \
-                            "results/eim-eifxnone"
+    assert main("sim", tmp_path, presets=["eim-eif", "none"], quiet=True, names=["eim-eifxnone"]) == 0
+    (doc,) = json.loads((tmp_path / "results.json").read_text())["cells"]
+    assert doc["scenario"] == "eim-eifxnone" and doc["status"] == "pass" and doc["pinned"] is False
+    assert doc["repro"] == "./icelab run --presets eim-eif none --backend sim --scenario eim-eifxnone --out " \
+                           "results/eim-eifxnone"
 
 
 def test_a_dying_or_garbling_or_silent_worker_fails_only_its_cell(tmp_path: FsPath,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """The -j runner survives its workers: each misbehaving one fails the cell it held, says why, and is replaced;
     well-behaved answers keep flowing; every cell gets exactly one result and no worker is left running."""
-    import ice.scenario.run as run
-    from ice.scenario.model import MatrixTimers, Status
+    import ice.scenario.pool as pool
+    from ice.scenario.result import Status
+    from ice.scenario.timers import MatrixTimers
 
     fake = tmp_path / "worker.py"
     fake.write_text(textwrap.dedent("""
@@ -265,12 +284,13 @@ def test_a_dying_or_garbling_or_silent_worker_fails_only_its_cell(tmp_path: FsPa
                 out.write(answer(msg))
             out.flush()
     """))
-    monkeypatch.setattr(run, "WORKER_COMMAND", [sys.executable, str(fake)])
-    cells = load_matrix(["eim-eif", "apdm-apdf", "adm-eif"])
-    results = run.run_lab_parallel(cells, 2, tmp_path / "out" / "artifacts", False, None,
-                                   MatrixTimers(cell_deadline=3.0, worker_stop=1.0))
-    assert sorted(r.scenario.name for r in results) == sorted(c.name for c in cells)  # one result per cell
-    reasons = {r.scenario.name: r.reason for r in results if r.status is Status.FAIL}
+    monkeypatch.setattr(pool, "WORKER_COMMAND", [sys.executable, str(fake)])
+    suite = Suite.load(presets=["eim-eif", "apdm-apdf", "adm-eif"])
+    cells = suite.cells
+    results = pool.run_lab_parallel(suite, 2, tmp_path / "out" / "artifacts", False, lambda r: r, None,
+                                    MatrixTimers(cell_deadline=3.0, worker_stop=1.0))
+    assert sorted(r.cell.name for r in results) == sorted(c.name for c in cells)  # one result per cell
+    reasons = {r.cell.name: r.reason for r in results if r.status is Status.FAIL}
     assert "died (exit status 3)" in reasons.pop("eim-eifxapdm-apdf")
     assert "not JSON" in reasons.pop("apdm-apdfxeim-eif")
     assert "not a result for the cell" in reasons.pop("apdm-apdfxapdm-apdf")

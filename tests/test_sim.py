@@ -7,9 +7,15 @@ import pytest
 from ice.agent import CandidateType
 from ice.lab.nat import PRESETS, NatBehaviour, NatKind
 from ice.nat.reach import direct_possible
-from ice.scenario.model import candidate_types
+from ice.scenario.expect import candidate_types
 from ice.sim.nat import SimNat
-from ice.sim.scenario import two_nats
+from ice.sim.scenario import SimResult, run_pair
+from ice.topology.registry import topology
+
+
+def two_nats(nat_a: NatBehaviour, nat_b: NatBehaviour, **options: object) -> SimResult:
+    """The two_nats topology with these NATs, run in the simulation."""
+    return run_pair(topology("two_nats", nat_a=nat_a, nat_b=nat_b), **options)  # type: ignore[arg-type]
 
 NAMES = list(PRESETS)
 
@@ -124,12 +130,11 @@ def test_a_relayed_session_outlives_every_turn_lifetime() -> None:
     from ice.sim.turn import RelayedAgent
     from ice.turn.client import TurnClientConfig
 
-    net = SimNetwork()
+    net = SimNetwork(topology("two_nats", nat_a="symmetric", nat_b="symmetric"))
     server = net.add_turn_server(("203.0.113.10", 3478), {"alice": "secret"})
     turn = TurnClientConfig(("203.0.113.10", 3478), "alice", "secret")
     agents = []
     for i in (1, 2):
-        net.add_nat(PRESETS["symmetric"], f"203.0.113.{i}", f"10.0.{i}.")
         agent = IceAgent(i == 1)
         net.add_agent(agent, (f"10.0.{i}.2", 5000))
         relayed = RelayedAgent(agent, turn, (f"10.0.{i}.2", 5001))
@@ -148,12 +153,12 @@ def test_a_relayed_session_outlives_every_turn_lifetime() -> None:
     b.set_remote_credentials(0, a.ufrag, a.pwd)
     ra.start(0)
     rb.start(0)
-    gone = RelayedAgent(IceAgent(False), turn, ("10.0.1.3", 5001))  # allocates, then leaves without a word
-    net.add_endpoint(gone, ("10.0.1.3", 5001))
+    gone = RelayedAgent(IceAgent(False), turn, ("10.0.1.2", 5002))  # allocates, then leaves without a word
+    net.add_endpoint(gone, ("10.0.1.2", 5002))
     gone.start(0)
     net.run(5)
     assert gone.relayed is not None and len(server.allocations) == 3
-    del net.agents[("10.0.1.3", 5001)]
+    del net.agents[("10.0.1.2", 5002)]
     net.run(900)
     assert a.selected is not None and a.state in (AgentState.CONNECTED, AgentState.COMPLETED)
     assert CandidateType.RELAYED in (a.selected.local.type, a.selected.remote.type)

@@ -1,55 +1,179 @@
-"""Topology modules as data (no root): specs, addressing rules, and the `mn --custom` Topo they export."""
+"""Topology modules as data (no root): specs, addressing rules, roles, where topologies come from, the stateless
+forwarding view, and the `mn --custom` Topo they export."""
 
 from __future__ import annotations
 
 import ipaddress
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 
+from ice.errors import UserError
 from ice.lab.mn import interface_names
 from ice.lab.mnstub import mn_names
-from ice.lab.topo import TOPOLOGY_DIR, _load, registry
+from ice.topology import builtin
+from ice.topology.fabric import Fabric
+from ice.topology.registry import Topologies, load_file, topology
 
-PRIVATE = [ipaddress.ip_network(n) for n in ("10.0.0.0/8", "192.168.0.0/16", "100.64.0.0/10")]
+PRIVATE = [ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10")]
+BUILTIN_DIR = Path(builtin.__file__).parent
+BUILTINS = sorted(Topologies(entry_points=False).all())
 
 
-@pytest.mark.parametrize("name", sorted(registry()))
+def test_the_built_in_topologies_and_their_roles() -> None:
+    found = Topologies(entry_points=False).all()
+    assert set(found) == {"two_nats", "same_nat", "double_nat", "one_public", "udp_blocked", "shared_cgn",
+                          "triple_nat"}
+    assert found["two_nats"].roles == ("nat_a", "nat_b") and found["two_nats"].takes_link
+    assert found["double_nat"].roles == ("inner", "outer", "nat_b")
+    assert found["shared_cgn"].roles == ("home_a", "home_b", "cgn")
+    assert dict(found["shared_cgn"].defaults)["cgn"] == "eim-eif"
+    assert found["triple_nat"].roles == ("home", "building", "cgn", "nat_b")
+    assert all(t.origin == "built-in" and t.description for t in found.values())
+
+
+def test_unknown_names_roles_presets_and_conditions_are_one_sentence() -> None:
+    with pytest.raises(UserError, match="unknown topology 'two_nat'; valid topologies: double_nat"):
+        topology("two_nat")
+    with pytest.raises(UserError, match="unknown NAT preset 'fullcone'"):
+        topology("two_nats", "fullcone")
+    with pytest.raises(UserError, match="topology two_nats has no NAT role nat_c; its roles are nat_a, nat_b"):
+        Topologies().get("two_nats").spec({"nat_c": "eim-eif"})
+    with pytest.raises(UserError, match="unknown link condition bandwidth"):
+        Topologies().get("two_nats").spec(bandwidth=3)
+    with pytest.raises(UserError, match="has 2 NAT role"):
+        topology("two_nats", "eim-eif", "eim-eif", "eim-eif")
+
+
+@pytest.mark.parametrize("name", BUILTINS)
 def test_public_segment_has_no_route_to_private_space(name: str) -> None:
-    spec = registry()[name]()
+    spec = topology(name)
     assert spec.node("stun").routes == ()  # the STUN/TURN host only knows its own /24
     stun_ips = [ipaddress.ip_interface(c).ip for _, end in spec.ends("stun") for c in end.addresses]
     assert len(stun_ips) == 2 and not any(ip in net for ip in stun_ips for net in PRIVATE)
     assert spec.facts["stun_primary"] == "203.0.113.10:3478" and spec.facts["stun_alternate"] == "203.0.113.11:3479"
+    fabric = Fabric(spec)
+    for peer in ("a", "b"):
+        for ip in fabric.addresses(peer):
+            if any(ipaddress.ip_address(ip) in net for net in PRIVATE):
+                assert fabric.walk("stun", ip).reached is None  # nothing on the public side reaches a private host
 
 
-@pytest.mark.parametrize("name", sorted(registry()))
+@pytest.mark.parametrize("name", BUILTINS)
 def test_interface_names_fit_ifnamsiz(name: str) -> None:
-    spec = registry()[name]()
+    spec = topology(name)
     for prefix_len in (6,):  # Lab prefixes are "i" + 4 base-36 digits + 1 counter digit, then the node index
         names = interface_names(spec, {n.name: "x" * prefix_len + str(i) for i, n in enumerate(spec.nodes)})
         assert max(len(v) for v in names.values()) <= 15
     assert max(len(v) for v in interface_names(spec, mn_names(spec)).values()) <= 15
 
 
+@pytest.mark.parametrize(("name", "chain_a", "chain_b"), [
+    ("two_nats", ("nat-a",), ("nat-b",)),
+    ("same_nat", ("nat",), ("nat",)),
+    ("double_nat", ("home", "cgn"), ()),
+    ("shared_cgn", ("home-a", "cgn"), ("home-b", "cgn")),
+    ("triple_nat", ("home", "building", "cgn"), ("nat-b",)),
+])
+def test_the_fabric_finds_the_nats_between_each_peer_and_the_internet(name: str, chain_a: tuple[str, ...],
+                                                                       chain_b: tuple[str, ...]) -> None:
+    fabric = Fabric(topology(name))
+    for peer, chain in (("a", chain_a), ("b", chain_b)):
+        walk = fabric.walk(peer, "203.0.113.10")
+        assert walk.reached == "stun" and walk.translated_by == chain
+    to_b = fabric.walk("a", fabric.addresses("b")[0])
+    assert (to_b.reached == "b" and not to_b.translated_by) is (name == "same_nat")  # host to host: one LAN only
+
+
+def _write(directory: Path, name: str, body: str) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.py"
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+SHOP = """
+    from ice.lab.topo import TopologyBuilder, behaviour
+
+
+    def build(shop="port-restricted-cone"):
+        \"\"\"Peer A behind a shop's NAT; B public.\"\"\"
+        b = TopologyBuilder("corner_shop")
+        inet = b.public_segment()
+        b.peer("a", behaviour(shop), inet, "10.9.0")
+        b.public_host("b", inet)
+        return b.spec()
+"""
+
+
+def test_topologies_from_a_directory_join_the_built_in_ones(tmp_path: Path) -> None:
+    _write(tmp_path, "corner_shop", SHOP)
+    _write(tmp_path, "_helpers", "X = 1\n")  # helpers are not topologies
+    found = Topologies([tmp_path]).all()
+    shop = found["corner_shop"]
+    assert shop.roles == ("shop",) and not shop.takes_link and shop.origin == str(tmp_path / "corner_shop.py")
+    assert "_helpers" not in found and "two_nats" in found
+    spec = shop.spec({"shop": "symmetric"})
+    assert spec.node("nat-a").nat is not None and spec.node("nat-a").nat.name == "apdm-apdf"
+    with pytest.raises(UserError, match="takes no link conditions"):
+        shop.spec(loss=0.1)
+
+
+def test_a_name_defined_twice_or_a_broken_file_is_one_sentence(tmp_path: Path) -> None:
+    _write(tmp_path, "two_nats", SHOP)
+    with pytest.raises(UserError, match=r"topology two_nats is defined twice \(built-in and .*two_nats.py\)"):
+        Topologies([tmp_path]).all()
+    _write(tmp_path / "bad", "broken", "import no_such_module\n")
+    with pytest.raises(UserError, match="broken.py does not import: ModuleNotFoundError"):
+        Topologies([tmp_path / "bad"]).all()
+    with pytest.raises(UserError, match="--topologies .*nowhere: no such directory"):
+        Topologies([tmp_path / "nowhere"]).all()
+
+
+def test_an_entry_point_adds_a_topology(tmp_path: Path) -> None:
+    """A distribution that declares ``[project.entry-points."icelab.topologies"] corner_shop = "mod"`` (here: a
+    .dist-info on sys.path, as pip would install it) adds its topology to every run, CLI included."""
+    site = tmp_path / "site"
+    _write(site, "shop_topos", SHOP)
+    info = site / "shoptopos-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: shoptopos\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[icelab.topologies]\ncorner_shop = shop_topos\n")
+    code = ("from ice.topology.registry import Topologies; t = Topologies().get('corner_shop'); "
+            "print(t.roles, t.origin)")
+    env = {"PYTHONPATH": f"{site}:{Path(__file__).parents[1]}"}
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "('shop',) entry point corner_shop (shop_topos)"
+
+
 def test_mn_custom_loading_works_with_debians_python() -> None:
     """Exactly what `mn --custom FILE --topo two_nats,full-cone,symmetric` does: exec the file into a dict under
-    Debian's /usr/bin/python3 (no venv), then call topos["two_nats"]("full-cone", "symmetric")."""
-    import subprocess
-
-    path = TOPOLOGY_DIR / "two_nats.py"
+    Debian's /usr/bin/python3 (no venv; icelab importable, as docs/lab.md says), then call
+    topos["two_nats"]("full-cone", "symmetric")."""
+    path = BUILTIN_DIR / "two_nats.py"
     code = (f"d = {{}}; exec(compile(open({str(path)!r}).read(), {str(path)!r}, 'exec'), d, d); "
             "t = d['topos']['two_nats']('full-cone', 'symmetric'); print(len(t.hosts()), len(t.links()))")
-    p = subprocess.run(["/usr/bin/python3", "-c", code], capture_output=True, text=True, cwd="/")
+    p = subprocess.run(["/usr/bin/python3", "-c", code], capture_output=True, text=True, cwd="/",
+                       env={"PYTHONPATH": str(Path(__file__).parents[1])})
     assert p.returncode == 0, p.stderr
-    spec = _load(path).build("full-cone", "symmetric")
+    spec = load_file(path).build("full-cone", "symmetric")
     assert p.stdout.split() == [str(len(spec.nodes)), str(len(spec.links))]
 
 
 def test_mn_custom_topo_mirrors_the_spec() -> None:
-    module = _load(TOPOLOGY_DIR / "two_nats.py")
+    module = load_file(BUILTIN_DIR / "two_nats.py")
     topo = module.topos["two_nats"]("full-cone", "symmetric")
     spec = module.build("full-cone", "symmetric")
     assert sorted(topo.hosts()) == sorted(mn_names(spec).values())
     assert len(topo.links()) == len(spec.links)
     nat_a = spec.node("nat-a")
     assert nat_a.nat is not None and nat_a.nat.name == "eim-eif" and spec.node("nat-b").nat.name == "apdm-apdf"  # type: ignore[union-attr]
+
+
+def test_topology_files_carry_no_path_hacks() -> None:
+    for path in BUILTIN_DIR.glob("*.py"):
+        assert "sys.path" not in path.read_text(), path

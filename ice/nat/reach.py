@@ -6,6 +6,8 @@ cell as data, so every expectation can be read and reviewed).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from ice.nat.behaviour import Filtering, Mapping, NatBehaviour, NatKind
 
 
@@ -54,3 +56,38 @@ def direct_possible(a: NatBehaviour, b: NatBehaviour) -> bool:
     if NatKind.UDP_BLOCKED in (a.kind, b.kind):
         return False
     return admits_first(b, a) or admits_first(a, b)
+
+
+def admits_first_through(receiver: Sequence[NatBehaviour], sender: Sequence[NatBehaviour]) -> bool:
+    """:func:`admits_first` for peers behind chains of NATs (innermost first).
+
+    The sender's first packet to the receiver's server-reflexive address crosses the receiver's NATs from the
+    outside in, each on the binding the receiver's STUN flow made, and each NAT filters it on its own: an
+    endpoint-independent filter lets it through; any other filter needs the receiver to have sent to the sender
+    through that very binding, which holds only when every NAT from the receiver up to this one maps
+    independently of the destination (the receiver's check then leaves through the STUN flow's bindings). An
+    address-dependent filter then admits the sender's IP. An address-and-port-dependent one admits only the
+    sender's server-reflexive port, so the sender's whole chain must map independently of the destination, and
+    so must the receiver's NATs further out: a destination-dependent one there gave the receiver's own packet to
+    the sender a flow of its own, and the sender's packet, arriving on the STUN flow's binding, clashes with it
+    in conntrack and gets a new source port (docs/lab.md). One NAT on each side gives :func:`admits_first`."""
+    inner_eim = True
+    whole_eim = all(_eim(n) for n in receiver)
+    for nat in receiver:
+        inner_eim = inner_eim and _eim(nat)
+        f = _filtering(nat)
+        if f is Filtering.ENDPOINT_INDEPENDENT:
+            continue
+        if not inner_eim:
+            return False
+        if f is Filtering.ADDRESS_AND_PORT_DEPENDENT and not (whole_eim and all(_eim(s) for s in sender)):
+            return False
+    return True
+
+
+def direct_possible_through(a: Sequence[NatBehaviour], b: Sequence[NatBehaviour]) -> bool:
+    """:func:`direct_possible` for peers behind chains of NATs (innermost first): in one direction or the other
+    the first packet gets in (:func:`admits_first_through`); a UDP-blocking box anywhere blocks it."""
+    if any(n.kind is NatKind.UDP_BLOCKED for n in (*a, *b)):
+        return False
+    return admits_first_through(b, a) or admits_first_through(a, b)

@@ -1,8 +1,9 @@
 """What RFC 4787 reasoning predicts for a cell, from its topology spec alone: written once, pinned as data.
 
-The reasoning walks each peer's way to the internet through the spec (:meth:`ice.topology.fabric.Fabric.walk`),
-composes the NATs it crosses (:func:`compose`) and asks :func:`ice.nat.reach.direct_possible` whether the two
-composed behaviours let a direct pair work. Peers behind a shared NAT meet at that NAT's hairpin: their
+The reasoning walks each peer's way to the internet through the spec (:meth:`ice.topology.fabric.Fabric.walk`)
+and asks :func:`ice.nat.reach.direct_possible_through` whether the two chains of NATs let a direct pair work
+(each NAT filters on its own binding; one NAT per side is RFC 4787's classic case). The NATs composed
+(:func:`compose`) say which candidate types the selected pair may have. Peers behind a shared NAT meet at that NAT's hairpin: their
 server-reflexive addresses are both on its public address, so a check from one to the other reaches it only if the
 NAT hairpins (RFC 4787 §6, REQ-9), and then carries the sender's external address, as the NAT's mapping chose it.
 The hairpinned packet is not filtered by the shared NAT (neither the kernel lab's rules nor the simulation filter
@@ -18,7 +19,7 @@ import functools
 from dataclasses import dataclass
 
 from ice.nat.behaviour import Filtering, Mapping, NatBehaviour, NatKind, preset
-from ice.nat.reach import direct_possible
+from ice.nat.reach import direct_possible_through
 from ice.scenario.cell import Cell, PathKind
 from ice.topology.fabric import Fabric
 from ice.topology.spec import TopologySpec
@@ -70,9 +71,10 @@ class PeerPaths:
     """NAT nodes both chains end with (both peers are behind them), innermost first."""
     host_reach: bool
     """Each peer reaches the other's host address untranslated (one LAN, or both public)."""
-    effective_a: NatBehaviour
-    """What A's way to B's server-reflexive address behaves like (its NATs composed)."""
-    effective_b: NatBehaviour
+    way_a: tuple[NatBehaviour, ...]
+    """The NATs A's packets to B's server-reflexive address cross, innermost first (through a shared NAT's
+    hairpin: that NAT's mapping without its filtering)."""
+    way_b: tuple[NatBehaviour, ...]
     no_hairpin: str | None
     """The shared NAT the peers' server-reflexive addresses meet at, when it does not hairpin."""
     blocked: bool
@@ -97,13 +99,22 @@ class PeerPaths:
             if not outer.hairpinning:
                 no_hairpin = shared[-1]
             meet = [nats[s] for s in shared[:-1]] + [_unfiltered(outer)]
-            eff_a = compose_all([nats[x] for x in chain_a[:len(chain_a) - n]] + meet)
-            eff_b = compose_all([nats[x] for x in chain_b[:len(chain_b) - n]] + meet)
+            way_a = [nats[x] for x in chain_a[:len(chain_a) - n]] + meet
+            way_b = [nats[x] for x in chain_b[:len(chain_b) - n]] + meet
         else:
-            eff_a = compose_all([nats[x] for x in chain_a])
-            eff_b = compose_all([nats[x] for x in chain_b])
+            way_a = [nats[x] for x in chain_a]
+            way_b = [nats[x] for x in chain_b]
         blocked = any(nats[x].kind is NatKind.UDP_BLOCKED for x in (*chain_a, *chain_b))
-        return cls(chain_a, chain_b, shared, reach, eff_a, eff_b, no_hairpin, blocked)
+        return cls(chain_a, chain_b, shared, reach, tuple(way_a), tuple(way_b), no_hairpin, blocked)
+
+    @property
+    def effective_a(self) -> NatBehaviour:
+        """A's NATs composed: what the peer's address towards others behaves like."""
+        return compose_all(list(self.way_a))
+
+    @property
+    def effective_b(self) -> NatBehaviour:
+        return compose_all(list(self.way_b))
 
 
 @dataclass(frozen=True)
@@ -187,7 +198,7 @@ def expect(cell: Cell, spec: TopologySpec) -> Expected:
     if p.host_reach and p.chain_a and p.chain_b:
         return Expected(PathKind.DIRECT, "both peers on one LAN: the host pair works and wins whatever the NAT does",
                         ("host-host",), (), ("host-host",))
-    if not p.blocked and p.no_hairpin is None and direct_possible(a, b):
+    if not p.blocked and p.no_hairpin is None and direct_possible_through(p.way_a, p.way_b):
         types = tuple(sorted(f"{x}-{y}" for x in candidate_types(a, True, cell.lossy, b)
                              for y in candidate_types(b, False, cell.lossy, a)))
         why = "a direct pair works (RFC 4787 mapping/filtering allow it)"

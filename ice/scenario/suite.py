@@ -1,7 +1,7 @@
 """Scenario files: where a run's cells come from, and the pins (expectations) kept beside each file.
 
-A scenario file is TOML (``[[cells]]`` tables, ``[[matrix]]`` tables expanded to the product of their NATs, an
-optional ``[defaults]`` table for every cell of the file) or a Python module whose ``cells()`` returns
+A scenario file is TOML (``[[matrix]]`` tables expanded to the product of their NATs, then ``[[cells]]`` tables,
+an optional ``[defaults]`` table for every cell of the file) or a Python module whose ``cells()`` returns
 :class:`Cell` values or tables of the same shape. Without a file, the default suite shipped in the package runs
 (``ice/suites/default.toml``). Each file's pins live beside it, ``NAME.expected.json`` for ``NAME.toml`` or
 ``NAME.py``; a cell without a pin is judged by the reasoning's answer and reported as unpinned. The format is
@@ -55,10 +55,10 @@ def _load_toml(path: Path) -> list[Cell]:
     matrices = doc.get("matrix", [])
     if not isinstance(tables, list) or not isinstance(matrices, list):
         raise UserError(f"{path}: cells and matrix are arrays of tables ([[cells]], [[matrix]])")
-    cells = [Cell.from_table({**defaults, **t}, str(path)) for t in tables]
-    for i, m in enumerate(matrices, 1):
+    cells = []
+    for i, m in enumerate(matrices, 1):  # matrices first: TOML keeps no order between the two arrays
         cells += expand_matrix({**defaults, **m}, f"{path}, matrix {i}")
-    return cells
+    return cells + [Cell.from_table({**defaults, **t}, str(path)) for t in tables]
 
 
 class _NamePart:
