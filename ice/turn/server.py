@@ -5,6 +5,11 @@ The core never opens a socket. Relay addresses come from a :class:`RelayPorts` a
 listening address from a client; :meth:`TurnServer.handle_peer` takes what arrived on a relay address from a peer.
 Both return the datagrams to send as :class:`~ice.stun.transaction.Transmit` (``local`` = the address to send
 from). Nothing from the network raises: bad requests get the RFC's error code, everything else is a counted drop.
+
+It also meets the endpoint contract (:mod:`ice.endpoint`): :meth:`TurnServer.handle_datagram` routes by the local
+address (a relayed address: from a peer; anything else: from a client) and queues the answers for
+:meth:`TurnServer.poll_transmit`. A TCP/TLS client's connection is announced with :meth:`TurnServer.stream_opened`
+and :meth:`TurnServer.stream_closed` (RFC 8656 §3.1, §6: its allocation ends with the connection).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import hashlib
 import hmac
 import ipaddress
 import os
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from struct import Struct
@@ -128,11 +133,49 @@ class TurnServer:
         self._stream = False
         self._sweep_at: float | None = None
         """The earliest time a permission or channel could need pruning (kept cheap: the relay loop asks often)."""
+        self._expiry: float | None = None
+        self._expiry_stale = False
+        """The earliest allocation expiry, recomputed only after an allocation was made, refreshed or deleted."""
+        self._out: deque[Transmit] = deque()
+        self._stream_clients: set[tuple[Address, Address]] = set()
+        """(local, client) of the connected TCP/TLS clients."""
+
+    # ------------------------------------------------------------------------------------- endpoint contract
+
+    def handle_datagram(self, now: float, local: Address, remote: Address, data: bytes) -> None:
+        """What arrived on ``local``: on a relayed address, from a peer (:meth:`handle_peer`); on a listening
+        address or a client's stream, from a client (:meth:`handle_client`). The answers queue for
+        :meth:`poll_transmit`."""
+        if local in self.by_relay:
+            self._out.extend(self.handle_peer(now, local, remote, data))
+        else:
+            stream = bool(self._stream_clients) and (local, remote) in self._stream_clients
+            self._out.extend(self.handle_client(now, local, remote, data, stream))
+
+    def poll_transmit(self) -> Transmit | None:
+        return self._out.popleft() if self._out else None
+
+    def next_event(self) -> None:
+        """The server emits no events (its counters are in ``stats``)."""
+        return None
+
+    def stream_opened(self, local: Address, client: Address) -> None:
+        """A client connected over TCP or TLS (RFC 8656 §3.1): its messages are framed, ChannelData padded."""
+        self._stream_clients.add((local, client))
+
+    def stream_closed(self, local: Address, client: Address) -> None:
+        """The client's connection ended: so does its allocation (RFC 8656 §6)."""
+        self._stream_clients.discard((local, client))
+        if (client, local) in self.allocations:
+            self._delete((client, local))
 
     # ------------------------------------------------------------------------------------------ housekeeping
 
     def next_timeout(self) -> float | None:
-        expiry = min((a.expires for a in self.allocations.values()), default=None)
+        if self._expiry_stale:
+            self._expiry = min((a.expires for a in self.allocations.values()), default=None)
+            self._expiry_stale = False
+        expiry = self._expiry
         if self._sweep_at is None or not self.allocations:
             return expiry
         return self._sweep_at if expiry is None else min(expiry, self._sweep_at)
@@ -160,6 +203,7 @@ class TurnServer:
             self._sweep_at = min(pending, default=None)
 
     def _delete(self, key: tuple[Address, Address]) -> None:
+        self._expiry_stale = True
         alloc = self.allocations.pop(key)
         self.by_relay.pop(alloc.relayed, None)
         self.ports.release(alloc.relayed)
@@ -297,6 +341,7 @@ class TurnServer:
                            stream=self._stream)
         self.allocations[five] = alloc
         self.by_relay[relayed] = alloc
+        self._expiry_stale = True
         self.stats["allocate"] += 1
         return self._ok(local, client, msg, [XorRelayedAddress(*relayed), XorMappedAddress(*client),
                                              Lifetime(lifetime)], key)
@@ -322,6 +367,7 @@ class TurnServer:
             return self._ok(local, client, msg, [Lifetime(0)], key)
         lifetime = self._lifetime(msg)
         alloc.expires = now + lifetime
+        self._expiry_stale = True
         self.stats["refresh"] += 1
         return self._ok(local, client, msg, [Lifetime(lifetime)], key)
 
