@@ -175,8 +175,9 @@ class Driver(Generic[E]):
                 while self._inbox:
                     local, remote, data = self._inbox.popleft()
                     endpoint.handle_datagram(self.loop.time(), local, remote, data)
-                while (t := endpoint.poll_transmit()) is not None:
-                    self.send(t)
+                poll, send = endpoint.poll_transmit, self.send
+                while (t := poll()) is not None:
+                    send(t)
                 evented = False
                 while (ev := endpoint.next_event()) is not None:
                     evented = True
@@ -202,7 +203,7 @@ class Driver(Generic[E]):
             self.stats["no-socket-for-transmit"] += 1
             return
         try:
-            if local in self._connected:
+            if self._connected and local in self._connected:
                 sock.send(t.data)
             else:
                 sock.sendto(t.data, t.remote)

@@ -146,11 +146,17 @@ class TurnServer:
         """What arrived on ``local``: on a relayed address, from a peer (:meth:`handle_peer`); on a listening
         address or a client's stream, from a client (:meth:`handle_client`). The answers queue for
         :meth:`poll_transmit`."""
-        if local in self.by_relay:
-            self._out.extend(self.handle_peer(now, local, remote, data))
+        alloc = self.by_relay.get(local)
+        if alloc is not None:
+            out = self._from_peer(now, alloc, remote, data)
+        elif len(data) >= 4 and 0x40 <= data[0] <= 0x7F:  # ChannelData, the other hot path (RFC 8656 §12.4)
+            out = self._channel_data_from_client(now, local, remote, data)
         else:
             stream = bool(self._stream_clients) and (local, remote) in self._stream_clients
             self._out.extend(self.handle_client(now, local, remote, data, stream))
+            return
+        if out is not None:
+            self._out.append(out)
 
     def poll_transmit(self) -> Transmit | None:
         return self._out.popleft() if self._out else None
@@ -172,6 +178,8 @@ class TurnServer:
     # ------------------------------------------------------------------------------------------ housekeeping
 
     def next_timeout(self) -> float | None:
+        if not self._expiry_stale and self._sweep_at is None:
+            return self._expiry  # the relay loop asks after every batch
         if self._expiry_stale:
             self._expiry = min((a.expires for a in self.allocations.values()), default=None)
             self._expiry_stale = False
@@ -238,7 +246,8 @@ class TurnServer:
         ``stream``: it came over TCP/TLS (one framed message per call)."""
         self._stream = stream
         if len(data) >= 4 and 0x40 <= data[0] <= 0x7F:
-            return self._channel_data_from_client(now, local, client, data)
+            out = self._channel_data_from_client(now, local, client, data)
+            return [out] if out is not None else []
         try:
             msg = parse(data)
         except StunParseError:
@@ -455,37 +464,40 @@ class TurnServer:
         return [Transmit(peer.address, data.data, alloc.relayed)]
 
     def _channel_data_from_client(self, now: float, local: Address, client: Address, data: bytes
-                                  ) -> list[Transmit]:
+                                  ) -> Transmit | None:
         """RFC 8656 §12.4: ChannelData from the client goes to the channel's peer."""
         number, length = _CHANNEL_HDR.unpack_from(data)
         alloc = self.allocations.get((client, local))
         if alloc is None or length > len(data) - 4:
             self.stats["channel-data-dropped"] += 1
-            return []
+            return None
         bound = alloc.channels.get(number)
         if bound is None or bound[1] <= now or not self._permitted(alloc, bound[0], now):
             self.stats["channel-data-unbound"] += 1
-            return []
+            return None
         self.stats["relayed-to-peer"] += 1
-        return [Transmit(bound[0], data[4 : 4 + length], alloc.relayed)]
+        return Transmit(bound[0], data[4 : 4 + length], alloc.relayed)
 
     def handle_peer(self, now: float, relayed: Address, peer: Address, data: bytes) -> list[Transmit]:
         """A datagram from a peer to a relayed address: ChannelData if a channel is bound, else a Data
         indication (RFC 8656 §11.3, §12.5); dropped without a permission for the peer's IP."""
-        alloc = self.by_relay.get(relayed)
+        out = self._from_peer(now, self.by_relay.get(relayed), peer, data)
+        return [out] if out is not None else []
+
+    def _from_peer(self, now: float, alloc: Allocation | None, peer: Address, data: bytes) -> Transmit | None:
         if alloc is None or alloc.expires <= now:
             self.stats["peer-data-no-allocation"] += 1
-            return []
+            return None
         if not self._permitted(alloc, peer, now):
             self.stats["peer-data-no-permission"] += 1
-            return []
+            return None
         number = alloc.by_peer.get(peer)
         if number is not None and alloc.channels[number][1] > now:
             framed = _CHANNEL_HDR.pack(number, len(data)) + data  # no padding over UDP (RFC 8656 §12.5)
             if alloc.stream:
                 framed += b"\x00" * (-len(data) & 3)
             self.stats["relayed-to-client"] += 1
-            return [Transmit(alloc.client, framed, alloc.server)]
+            return Transmit(alloc.client, framed, alloc.server)
         ind = Message(Method.DATA, MessageClass.INDICATION, attributes=[XorPeerAddress(*peer), Data(data)])
         self.stats["relayed-to-client"] += 1
-        return [Transmit(alloc.client, ind.encode(fingerprint=True), alloc.server)]
+        return Transmit(alloc.client, ind.encode(fingerprint=True), alloc.server)
