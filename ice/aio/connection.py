@@ -87,7 +87,7 @@ class Connection:
     @property
     def driver(self) -> Driver[Event]:
         if self._driver is None:
-            self._driver = Driver(self.endpoint, self._on_event, stats=self.agent.stats)
+            self._driver = Driver(self.endpoint, self._on_event, stats=self.agent.stats, batch=1)
         return self._driver
 
     def _now(self) -> float:

@@ -37,8 +37,12 @@ class Driver(Generic[E]):
     """Drives one endpoint on the running asyncio loop (or on ``loop``, e.g. a test's virtual clock)."""
 
     def __init__(self, endpoint: Endpoint[E], on_event: Callable[[E], None] | None = None,
-                 stats: Counter[str] | None = None, loop: asyncio.AbstractEventLoop | None = None) -> None:
+                 stats: Counter[str] | None = None, loop: asyncio.AbstractEventLoop | None = None,
+                 batch: int = BATCH) -> None:
         self.endpoint = endpoint
+        self.batch = batch
+        """Datagrams read per readable callback: a server drains many; a low-rate endpoint reads one and saves
+        the extra ``recvfrom`` that would find the socket empty."""
         self.on_event = on_event
         self.stats: Counter[str] = stats if stats is not None else Counter()
         """Socket-level counters (send-failed, recv-error, socket-error, no-socket-for-transmit, ...)."""
@@ -106,7 +110,7 @@ class Driver(Generic[E]):
     def _on_readable(self, sock: socket.socket, local: Address) -> None:
         now = self.loop.time()
         handle = self.endpoint.handle_datagram
-        for _ in range(BATCH):
+        for _ in range(self.batch):
             try:
                 data, addr = sock.recvfrom(65535)
             except (BlockingIOError, InterruptedError):
