@@ -68,7 +68,7 @@ def test_response_stops_retransmissions_and_reports_rtt() -> None:
     req = Message(Method.BINDING, MessageClass.REQUEST)
     client.request(0.0, req, SERVER)
     assert drive(client, until=1.6) == [0.0, 0.5, 1.5]
-    assert client.handle_datagram(1.75, _response(req), SERVER)
+    assert client.handle_response(1.75, _response(req), SERVER)
     ev = client.next_event()
     assert isinstance(ev, TransactionSucceeded)
     assert ev.sends == 3 and ev.rtt == pytest.approx(0.25)
@@ -80,7 +80,7 @@ def test_error_response_fails_the_transaction() -> None:
     client = StunClient()
     req = Message(Method.BINDING, MessageClass.REQUEST)
     client.request(0.0, req, SERVER)
-    client.handle_datagram(0.01, _response(req, MessageClass.ERROR), SERVER)
+    client.handle_response(0.01, _response(req, MessageClass.ERROR), SERVER)
     ev = client.next_event()
     assert isinstance(ev, TransactionFailed) and (ev.code, ev.reason) == (401, "nope")
 
@@ -90,18 +90,18 @@ def test_bad_integrity_response_is_ignored_and_counted() -> None:
     client = StunClient()
     req = Message(Method.BINDING, MessageClass.REQUEST)
     client.request(0.0, req, SERVER, key=key)
-    client.handle_datagram(0.01, _response(req, key=short_term_key("wrong")), SERVER)
+    client.handle_response(0.01, _response(req, key=short_term_key("wrong")), SERVER)
     assert client.next_event() is None and client.stats["bad-integrity"] == 1
     assert client.pending == 1  # still waiting: as if the response never arrived (RFC 8489 §9.1.4)
-    client.handle_datagram(0.02, _response(req, key=key), SERVER)
+    client.handle_response(0.02, _response(req, key=key), SERVER)
     assert isinstance(client.next_event(), TransactionSucceeded)
 
 
 def test_stray_and_malformed_datagrams_are_counted() -> None:
     client = StunClient()
-    client.handle_datagram(0.0, b"garbage", SERVER)
-    client.handle_datagram(0.0, Message(Method.BINDING, MessageClass.SUCCESS).encode(), SERVER)
-    client.handle_datagram(0.0, Message(Method.BINDING, MessageClass.REQUEST).encode(), SERVER)
+    client.handle_response(0.0, b"garbage", SERVER)
+    client.handle_response(0.0, Message(Method.BINDING, MessageClass.SUCCESS).encode(), SERVER)
+    client.handle_response(0.0, Message(Method.BINDING, MessageClass.REQUEST).encode(), SERVER)
     assert client.stats == {"malformed": 1, "unknown-transaction": 1, "not-a-response": 1}
 
 

@@ -1,9 +1,12 @@
-"""asyncio API over the sans-IO agent: sockets, one re-armed timer, futures and queues. No protocol logic here."""
+"""asyncio API over the sans-IO agent: the :class:`Driver` (sockets, one timer, the pump), futures and queues.
+
+No protocol logic here: with a TURN server the endpoint is the core's ICE-over-TURN composition
+(:class:`~ice.relayed.RelayedAgent`), otherwise the :class:`IceAgent` itself.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 from collections.abc import AsyncIterator, Callable, Iterable
 
@@ -17,29 +20,17 @@ from ice.agent.events import (
     SelectedPairChanged,
     StateChanged,
 )
-from ice.aio.turn_client import TurnEndpoint
+from ice.aio.driver import Driver
+from ice.aio.turn_client import TurnError, open_turn_stream
+from ice.endpoint import Endpoint
 from ice.errors import IcelabError
+from ice.relayed import RelayedAgent
 from ice.stun.attributes import Address
 from ice.turn.client import TurnClientConfig
 
 
 class ConnectionError_(IcelabError):
     """ICE failed (no pair worked) or the connection was closed."""
-
-
-class _Socket(asyncio.DatagramProtocol):
-    def __init__(self, owner: Connection, local: Address) -> None:
-        self.owner, self.local = owner, local
-        self.transport: asyncio.DatagramTransport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int] | tuple[str, int, int, int]) -> None:
-        self.owner._received(self.local, (addr[0], addr[1]), data)
-
-    def error_received(self, exc: Exception) -> None:
-        self.owner.agent.stats["socket-error"] += 1
 
 
 class Connection:
@@ -58,21 +49,22 @@ class Connection:
         relay_only: bool = False,
         make_stream_socket: Callable[[socket.AddressFamily], socket.socket] | None = None,
     ) -> None:
-        self._make_stream_socket = make_stream_socket
+        self._make_stream_socket = make_stream_socket or (lambda fam: socket.socket(fam, socket.SOCK_STREAM))
         self.agent = IceAgent(controlling, config or AgentConfig())
         self.components = components
         self.turn = turn
         self.relay_only = relay_only
         if relay_only and turn is None:
             raise ValueError("relay_only needs a TURN server")
-        self._relays: dict[Address, TurnEndpoint] = {}
-        self._tasks: set[asyncio.Future[None]] = set()
+        self.relayed = RelayedAgent(self.agent, turn) if turn is not None else None
+        """The ICE-over-TURN composition (RFC 8445 §5.1.1.2) when there is a TURN server."""
+        self.endpoint: Endpoint[Event] = self.relayed if self.relayed is not None else self.agent
+        self._driver: Driver[Event] | None = None
+        self._stream_tasks: set[asyncio.Task[None]] = set()
         self.bind = list(bind)
         self.stun_servers = list(stun_servers)
         self._make_socket = make_socket or (lambda family: socket.socket(family, socket.SOCK_DGRAM))
-        self._sockets: dict[Address, _Socket] = {}
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
+        self._hosts: list[Address] = []
         self._recv: asyncio.Queue[bytes] = asyncio.Queue()
         self._events: asyncio.Queue[Event] = asyncio.Queue()
         self._gathered = asyncio.Event()
@@ -92,53 +84,69 @@ class Connection:
     def local_candidates(self) -> list[Candidate]:
         return list(self.agent.local_candidates)
 
+    @property
+    def driver(self) -> Driver[Event]:
+        if self._driver is None:
+            self._driver = Driver(self.endpoint, self._on_event, stats=self.agent.stats, batch=1)
+        return self._driver
+
     def _now(self) -> float:
         return asyncio.get_running_loop().time()
 
     async def gather(self) -> list[Candidate]:
-        """Open one UDP socket per bind address (host candidates), ask the STUN servers (srflx), wait for the end."""
-        loop = asyncio.get_running_loop()
+        """Open one UDP socket per bind address (host candidates), ask the STUN servers (srflx), allocate on the
+        TURN server (relayed, one allocation per component), wait for the end of gathering. A failed allocation
+        only means no relayed candidate for that component."""
+        driver = self.driver
         for component in range(1, self.components + 1):
             for ip in self.bind:
                 sock = self._make_socket(socket.AF_INET6 if ":" in ip else socket.AF_INET)
                 sock.bind((ip, 0))
-                sa = sock.getsockname()
-                local = (str(sa[0]), int(sa[1]))
-                proto = _Socket(self, local)
-                await loop.create_datagram_endpoint(lambda proto=proto: proto, sock=sock)  # type: ignore[misc]
-                self._sockets[local] = proto
+                local = driver.add_socket(sock)
+                self._hosts.append(local)
                 if not self.relay_only:
                     self.agent.add_host_candidate(local, component=component)
-            if self.turn is not None:
-                await self._allocate_relay(component)
+            if self.relayed is not None:
+                await self._open_relay(self.relayed, component)
         now = self._now()
-        for local in self._sockets:
+        for local in self._hosts:
             for server in self.stun_servers if not self.relay_only else ():
                 if (":" in server[0]) == (":" in local[0]):
                     self.agent.gather_server_reflexive(now, local, server)
-        self.agent.end_of_local_candidates()
-        self._flush()
+        if self.relayed is not None:
+            self.relayed.start(now)  # end-of-candidates follows the allocations
+        else:
+            self.agent.end_of_local_candidates()
+        driver.pump()
         await self._gathered.wait()
         return self.local_candidates
 
-    async def _allocate_relay(self, component: int) -> None:
-        """A TURN allocation per component; its relayed address becomes a relayed candidate (RFC 8445 §5.1.1.2)."""
+    async def _open_relay(self, relayed: RelayedAgent, component: int) -> None:
+        """The socket (or TCP/TLS stream, RFC 8656 §3.1) a component's TURN allocation lives on."""
         assert self.turn is not None
-        ip = self.bind[0]
-        ep = TurnEndpoint(self.turn, bind=(ip, 0), make_socket=self._make_socket,
-                          make_stream_socket=self._make_stream_socket)
-        alloc = await ep.open()
-        self._relays[alloc.relayed] = ep
-        ep.on_data = lambda peer, data, relayed=alloc.relayed: self._received(relayed, peer, data)
-        self.agent.add_relayed_candidate(alloc.relayed, alloc.mapped, self.turn.server[0], component)
+        bind = (self.bind[0], 0)
+        if self.turn.stream:
+            try:
+                reader, writer, local = await open_turn_stream(self.turn, bind, self._make_stream_socket)
+            except TurnError:
+                self.agent.stats["turn-connect-failed"] += 1
+                return
+            task = self.driver.start_stream(reader, writer, local, self.turn.server)
+            self._stream_tasks.add(task)
+            task.add_done_callback(self._stream_tasks.discard)
+        else:
+            sock = self._make_socket(socket.AF_INET6 if ":" in bind[0] else socket.AF_INET)
+            sock.bind(bind)
+            local = self.driver.add_socket(sock)
+        relayed.add_allocation(local, component)
 
     def set_remote_credentials(self, ufrag: str, pwd: str, lite: bool = False) -> None:
         self.agent.set_remote_credentials(self._now(), ufrag, pwd, lite)
-        self._flush()
+        self.driver.pump()
 
     def add_remote_candidate(self, candidate: Candidate | None) -> None:
         self.agent.add_remote_candidate(self._now(), candidate)
-        self._flush()
+        self.driver.pump()
 
     async def connect(self, timeout: float | None = None) -> SelectedPairChanged:
         """Wait until a pair is selected; raises ConnectionError_ if ICE fails."""
@@ -158,7 +166,7 @@ class Connection:
         """Send on the selected pair of ``component`` (default: the first)."""
         if not self.agent.send(data, component):
             raise ConnectionError_("no selected pair (or consent lost): cannot send")
-        self._flush()
+        self.driver.pump()
 
     async def recv(self) -> bytes:
         return await self._recv.get()
@@ -172,72 +180,33 @@ class Connection:
         the current pair until a new one is selected."""
         self.agent.restart(self._now())
         self.selected = None
-        self._flush()
+        self.driver.pump()
 
     def close(self) -> None:
-        self.agent.close()
-        for relay in self._relays.values():
-            relay.close()
-        self._relays.clear()
-        if self._timer:
-            self._timer.cancel()
-        for s in self._sockets.values():
-            if s.transport:
-                s.transport.close()
-        self._sockets.clear()
+        if self.relayed is not None and self._driver is not None:
+            self.relayed.close(self._now())  # deallocate (RFC 8656 §8): sent by the driver's last pump
+        else:
+            self.agent.close()
+        if self._driver is not None:
+            self._driver.close()
+        for task in self._stream_tasks:
+            task.cancel()
         self._state_changed.set()
 
     # ------------------------------------------------------------------------------------------- plumbing
 
-    def _received(self, local: Address, remote: Address, data: bytes) -> None:
-        self.agent.handle_datagram(self._now(), local, remote, data)
-        self._flush()
-
-    def _on_timer(self) -> None:
-        at = self._timer_at or 0.0
-        self._timer = self._timer_at = None
-        self.agent.handle_timeout(max(at, self._now()))  # never fire early
-        self._flush()
-
-    def _flush(self) -> None:
-        agent = self.agent
-        while (t := agent.poll_transmit()) is not None:
-            sock = self._sockets.get(t.local) if t.local else None
-            if sock is not None and sock.transport is not None:
-                sock.transport.sendto(t.data, t.remote)
-            elif t.local in self._relays:
-                self._relays[t.local].send(t.remote, t.data)  # through the TURN allocation
-            else:
-                agent.stats["no-socket-for-transmit"] += 1
-        while (ev := agent.next_event()) is not None:
-            if isinstance(ev, DataReceived):
-                self._recv.put_nowait(ev.data)
-            elif isinstance(ev, SelectedPairChanged):
-                self.selected = ev
-                relay = self._relays.get(ev.base)
-                if relay is not None:  # data will flow: a channel saves 32 bytes per packet (RFC 8656 §12)
-                    task = asyncio.ensure_future(_bind_quietly(relay, ev.remote.address))
-                    self._tasks.add(task)
-                    task.add_done_callback(self._tasks.discard)
-            elif isinstance(ev, GatheringComplete):
-                self._gathered.set()
-            if isinstance(ev, (StateChanged, SelectedPairChanged, ConsentLost)):
-                self._state_changed.set()
-            self._events.put_nowait(ev)
-            if self.on_event is not None:
-                self.on_event(ev)
-        at = agent.next_timeout()
-        if at != self._timer_at:
-            if self._timer:
-                self._timer.cancel()
-            self._timer = asyncio.get_running_loop().call_at(at, self._on_timer) if at is not None else None
-            self._timer_at = at
-
-
-async def _bind_quietly(relay: TurnEndpoint, peer: Address) -> None:
-    """A channel is an optimisation: without it data still flows in Send/Data indications."""
-    with contextlib.suppress(Exception):
-        await relay.bind_channel(peer)
+    def _on_event(self, ev: Event) -> None:
+        if isinstance(ev, DataReceived):
+            self._recv.put_nowait(ev.data)
+        elif isinstance(ev, SelectedPairChanged):
+            self.selected = ev
+        elif isinstance(ev, GatheringComplete):
+            self._gathered.set()
+        if isinstance(ev, (StateChanged, SelectedPairChanged, ConsentLost)):
+            self._state_changed.set()
+        self._events.put_nowait(ev)
+        if self.on_event is not None:
+            self.on_event(ev)
 
 
 def describe_pair(ev: SelectedPairChanged) -> str:

@@ -1,7 +1,7 @@
 """asyncio adapters for the STUN client and server: sockets and one timer, nothing else.
 
-All protocol decisions live in :mod:`ice.stun`; this module only moves datagrams and re-arms a single timer
-(the aioquic pattern: after every call into the core, send what it queued and re-arm at ``next_timeout()``).
+All protocol decisions live in :mod:`ice.stun`; the sockets and the one timer are the :class:`Driver`'s (the aioquic
+pattern: after every call into the core, send what it queued and re-arm at ``next_timeout()``).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Self
 
+from ice.aio.driver import Driver
 from ice.errors import StunErrorResponse, StunTimeout, StunUnreachable
 from ice.stun.attributes import (
     Address,
@@ -28,9 +29,11 @@ from ice.stun.server import StunServer, StunServerConfig
 from ice.stun.transaction import (
     RetransmissionConfig,
     StunClient,
+    TransactionEvent,
     TransactionFailed,
     TransactionSucceeded,
     TransactionTimedOut,
+    Transmit,
 )
 
 
@@ -79,22 +82,6 @@ async def resolve(addr: Address) -> Address:
     return str(sa[0]), int(sa[1])
 
 
-class _Protocol(asyncio.DatagramProtocol):
-    def __init__(self, on_datagram: Callable[[bytes, Address], None]) -> None:
-        self.on_datagram = on_datagram
-        self.error: Exception | None = None
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int] | tuple[str, int, int, int]) -> None:
-        self.on_datagram(data, (addr[0], addr[1]))
-
-    def error_received(self, exc: Exception) -> None:
-        self.error = exc
-        if self.on_error is not None:
-            self.on_error(exc)
-
-    on_error: Callable[[Exception], None] | None = None
-
-
 @dataclass(frozen=True)
 class BindingResult:
     """What one Binding transaction learned."""
@@ -113,30 +100,29 @@ class BindingResult:
 
 
 class StunEndpoint:
-    """One UDP socket driving a sans-IO :class:`StunClient` (and optionally receiving stray requests)."""
+    """One UDP socket driving a sans-IO :class:`StunClient` (and optionally receiving stray requests).
+
+    It is the endpoint its :class:`Driver` drives: the client's, plus ``on_other`` for what is not a response."""
 
     def __init__(self, config: RetransmissionConfig | None = None, icmp_errors: bool = True) -> None:
         self.client = StunClient(config or RetransmissionConfig())
         self.icmp_errors = icmp_errors
         """Fail pending transactions at once when the kernel reports ICMP port unreachable (connection refused).
         The socket cannot tell which destination refused, so turn this off when talking to several servers."""
-        self._transport: asyncio.DatagramTransport | None = None
+        self._driver: Driver[TransactionEvent] | None = None
+        self._local: Address | None = None
         self._waiters: dict[bytes, asyncio.Future[TransactionSucceeded]] = {}
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
         self.on_other: Callable[[bytes, Address], None] | None = None
         """Called with datagrams that are not responses to our transactions (e.g. a hairpinned request)."""
 
     @property
     def local(self) -> Address:
-        assert self._transport is not None
-        sa = self._transport.get_extra_info("sockname")
-        return str(sa[0]), int(sa[1])
+        assert self._local is not None
+        return self._local
 
     async def open(self, bind: Address = ("0.0.0.0", 0), connect: Address | None = None) -> Self:
         """Bind a UDP socket; with ``connect``, also connect it (only that peer's datagrams arrive, and the kernel
         reports ICMP port-unreachable, which unconnected UDP sockets never see)."""
-        loop = asyncio.get_running_loop()
         sock = self.make_socket(_family(bind[0]))
         try:
             sock.bind(bind)
@@ -145,17 +131,16 @@ class StunEndpoint:
         except OSError as exc:
             sock.close()
             raise OSError(f"cannot bind {format_address(bind)}: {exc.strerror}") from None
-        protocol = _Protocol(self._received)
-        protocol.on_error = self._socket_error
-        transport, _ = await loop.create_datagram_endpoint(lambda: protocol, sock=sock)
-        self._transport = transport
+        self._driver = Driver(self, self._on_event, stats=self.client.stats)
+        self._driver.on_error = self._socket_error
+        self._local = self._driver.add_socket(sock)
         return self
 
     def make_socket(self, family: socket.AddressFamily) -> socket.socket:
         """A new UDP socket (the lab overrides this to open it inside a network namespace)."""
         return socket.socket(family, socket.SOCK_DGRAM)
 
-    def _socket_error(self, exc: Exception) -> None:
+    def _socket_error(self, local: Address, exc: OSError) -> None:
         if not (self.icmp_errors and isinstance(exc, ConnectionRefusedError)):
             return
         for tid, fut in list(self._waiters.items()):
@@ -164,10 +149,8 @@ class StunEndpoint:
                 fut.set_exception(StunUnreachable("port unreachable (the host answered with ICMP)"))
 
     def close(self) -> None:
-        if self._timer:
-            self._timer.cancel()
-        if self._transport:
-            self._transport.close()
+        if self._driver is not None:
+            self._driver.close()
         for fut in self._waiters.values():
             if not fut.done():
                 fut.cancel()
@@ -179,57 +162,48 @@ class StunEndpoint:
         self.close()
 
     def send_raw(self, data: bytes, remote: Address) -> None:
-        assert self._transport is not None
-        if self._transport.get_extra_info("peername") is not None:
-            self._transport.sendto(data)
-        else:
-            self._transport.sendto(data, remote)
+        assert self._driver is not None
+        self._driver.send(Transmit(remote, data, self._local))
 
-    # -- core driving -------------------------------------------------------------------------------------------
+    # -- the endpoint contract (ice.endpoint), for the driver ------------------------------------------------
+
+    def handle_datagram(self, now: float, local: Address, remote: Address, data: bytes) -> None:
+        if not self.client.handle_response(now, data, remote) and self.on_other is not None:
+            self.on_other(data, remote)
+
+    def handle_timeout(self, now: float) -> None:
+        self.client.handle_timeout(now)
+
+    def next_timeout(self) -> float | None:
+        return self.client.next_timeout()
+
+    def poll_transmit(self) -> Transmit | None:
+        return self.client.poll_transmit()
+
+    def next_event(self) -> TransactionEvent | None:
+        return self.client.next_event()
 
     def _now(self) -> float:
         return asyncio.get_running_loop().time()
 
-    def _received(self, data: bytes, source: Address) -> None:
-        if not self.client.handle_datagram(self._now(), data, source) and self.on_other is not None:
-            self.on_other(data, source)
-        self._flush()
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        at = self._timer_at or 0.0
-        self._timer_at = None
-        self.client.handle_timeout(max(at, self._now()))  # never fire early (aioquic's rule)
-        self._flush()
-
-    def _flush(self) -> None:
-        while (tx := self.client.poll_transmit()) is not None:
-            self.send_raw(tx.data, tx.remote)
-        while (ev := self.client.next_event()) is not None:
-            fut = self._waiters.pop(ev.transaction_id, None)
-            if fut is None or fut.done():
-                continue
-            if isinstance(ev, TransactionSucceeded):
-                fut.set_result(ev)
-            elif isinstance(ev, TransactionFailed):
-                fut.set_exception(StunErrorResponse(ev.code, ev.reason))
-            elif isinstance(ev, TransactionTimedOut):
-                fut.set_exception(
-                    StunTimeout(f"{ev.sends} requests over {ev.elapsed:.1f} s went unanswered")
-                )
-        at = self.client.next_timeout()
-        if at != self._timer_at:
-            if self._timer:
-                self._timer.cancel()
-            self._timer = asyncio.get_running_loop().call_at(at, self._on_timer) if at is not None else None
-            self._timer_at = at
+    def _on_event(self, ev: TransactionEvent) -> None:
+        fut = self._waiters.pop(ev.transaction_id, None)
+        if fut is None or fut.done():
+            return
+        if isinstance(ev, TransactionSucceeded):
+            fut.set_result(ev)
+        elif isinstance(ev, TransactionFailed):
+            fut.set_exception(StunErrorResponse(ev.code, ev.reason))
+        elif isinstance(ev, TransactionTimedOut):
+            fut.set_exception(StunTimeout(f"{ev.sends} requests over {ev.elapsed:.1f} s went unanswered"))
 
     async def request(self, message: Message, server: Address) -> TransactionSucceeded:
         """Run one transaction; raises StunTimeout or StunErrorResponse."""
         fut: asyncio.Future[TransactionSucceeded] = asyncio.get_running_loop().create_future()
         self._waiters[message.transaction_id] = fut
+        assert self._driver is not None, "open() the endpoint first"
         self.client.request(self._now(), message, server)
-        self._flush()
+        self._driver.pump()
         try:
             return await fut
         finally:
@@ -275,24 +249,23 @@ async def stun_binding(
         endpoint.close()
 
 
-class _ServerProtocol(asyncio.DatagramProtocol):
-    def __init__(self, owner: StunServerRunner, local: Address) -> None:
-        self.owner = owner
-        self.local = local
-        self.transport: asyncio.DatagramTransport | None = None
+@dataclass
+class _LoggedStunServer(StunServer):
+    """The Binding server with one log line per answer (``icelab server stun --json-log``)."""
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+    log: Callable[[dict[str, object]], None] = lambda _: None
 
-    def datagram_received(self, data: bytes, addr: tuple[str, int] | tuple[str, int, int, int]) -> None:
-        self.owner._datagram(self.local, data, (addr[0], addr[1]))
-
-    def error_received(self, exc: Exception) -> None:
-        self.owner.server.stats["socket-error"] += 1
+    def handle_datagram(self, now: float, local: Address, remote: Address, data: bytes) -> None:
+        out = self.handle(local, remote, data)
+        if out is None:
+            return
+        self._out.append(out)
+        self.log({"event": "binding", "from": format_address(remote), "to": format_address(out.remote),
+                  "via": format_address(out.local or local)})
 
 
 class StunServerRunner:
-    """The embedded STUN server on asyncio: one UDP socket per local address of the config."""
+    """The embedded STUN server on asyncio: one UDP socket per local address of the config, one :class:`Driver`."""
 
     def __init__(
         self,
@@ -301,13 +274,13 @@ class StunServerRunner:
         make_socket: Callable[[socket.AddressFamily], socket.socket] | None = None,
     ) -> None:
         self.make_socket = make_socket or (lambda family: socket.socket(family, socket.SOCK_DGRAM))
-        self.server = StunServer(config)
+        self.server = StunServer(config) if log is None else _LoggedStunServer(config, log=log)
         self.config = config
         self.log = log
-        self._transports: dict[Address, asyncio.DatagramTransport] = {}
+        self._driver: Driver[None] | None = None
 
     async def start(self) -> StunServerRunner:
-        loop = asyncio.get_running_loop()
+        self._driver = Driver(self.server, stats=self.server.stats)
         try:
             for local in self.config.local_addresses:
                 sock = self.make_socket(_family(local[0]))
@@ -316,12 +289,7 @@ class StunServerRunner:
                 except OSError as exc:
                     sock.close()
                     raise OSError(f"cannot listen on {format_address(local)}: {exc.strerror}") from None
-                bound = sock.getsockname()
-                addr = (str(bound[0]), int(bound[1]))
-                transport, _ = await loop.create_datagram_endpoint(
-                    lambda addr=addr: _ServerProtocol(self, addr), sock=sock  # type: ignore[misc]
-                )
-                self._transports[addr] = transport
+                self._driver.add_socket(sock)
         except BaseException:
             self.close()
             raise
@@ -329,21 +297,8 @@ class StunServerRunner:
 
     @property
     def addresses(self) -> list[Address]:
-        return list(self._transports)
-
-    def _datagram(self, local: Address, data: bytes, remote: Address) -> None:
-        out = self.server.handle(local, remote, data)
-        if out is None:
-            return
-        transport = self._transports.get(out.local or local)
-        if transport is None:
-            return
-        transport.sendto(out.data, out.remote)
-        if self.log is not None:
-            self.log({"event": "binding", "from": format_address(remote), "to": format_address(out.remote),
-                      "via": format_address(out.local or local)})
+        return list(self._driver.addresses) if self._driver is not None else []
 
     def close(self) -> None:
-        for t in self._transports.values():
-            t.close()
-        self._transports.clear()
+        if self._driver is not None:
+            self._driver.close()

@@ -4,14 +4,16 @@ The server owns up to four transport addresses: the primary ``(IP1, P1)``, and w
 ``(IP1, P2)`` and ``(IP2, P1)``. :meth:`StunServer.handle` takes the local address a datagram arrived on, the
 remote address and the bytes, and returns the :class:`~ice.stun.transaction.Transmit` to send (from which local
 address, to where) or None. It never raises for network input: malformed datagrams are counted and dropped;
-requests it cannot serve get 400 or 420.
+requests it cannot serve get 400 or 420. It also meets the endpoint contract (:mod:`ice.endpoint`):
+:meth:`StunServer.handle_datagram` queues the answer for :meth:`StunServer.poll_transmit`; it has no timers and
+emits no events.
 """
 
 from __future__ import annotations
 
 import socket
 import zlib
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from struct import Struct
 
@@ -90,6 +92,27 @@ class StunServer:
         self._software: list[Attribute] = [Software(c.software)] if c.software else []
         self._ips = (c.primary[0], c.alternate[0] if c.alternate else None)
         self._ports = (c.primary[1], c.alternate[1] if c.alternate else None)
+        self._out: deque[Transmit] = deque()
+
+    # ------------------------------------------------------------------------------------- endpoint contract
+
+    def handle_datagram(self, now: float, local: Address, remote: Address, data: bytes) -> None:
+        """:meth:`handle`, its answer queued for :meth:`poll_transmit` (a Binding server needs no clock)."""
+        out = self.handle(local, remote, data)
+        if out is not None:
+            self._out.append(out)
+
+    def handle_timeout(self, now: float) -> None:
+        """No timers: a Binding server keeps no state between requests (RFC 8489 §6.3)."""
+
+    def next_timeout(self) -> float | None:
+        return None
+
+    def poll_transmit(self) -> Transmit | None:
+        return self._out.popleft() if self._out else None
+
+    def next_event(self) -> None:
+        return None
 
     def _other(self, local: Address, change_ip: bool, change_port: bool) -> Address | None:
         """The local address obtained by swapping the IP and/or port to the other one (None if impossible)."""

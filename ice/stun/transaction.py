@@ -195,7 +195,11 @@ class StunClient:
     def cancel(self, transaction_id: bytes) -> None:
         self._transactions.pop(transaction_id, None)
 
-    def handle_datagram(self, now: float, data: bytes, source: Address) -> bool:
+    def handle_datagram(self, now: float, local: Address, remote: Address, data: bytes) -> None:
+        """The endpoint contract (:mod:`ice.endpoint`): a datagram received on the client's socket ``local``."""
+        self.handle_response(now, data, remote)
+
+    def handle_response(self, now: float, data: bytes, source: Address) -> bool:
         """Feed a received datagram; returns True if it completed (or belonged to) one of our transactions."""
         try:
             msg = parse(data)

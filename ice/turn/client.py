@@ -8,6 +8,8 @@ is bound, a Send indication before); data from peers comes out as :class:`PeerDa
 Long-term credentials with the 401 REALM/NONCE round trip and 438 Stale Nonce retry (RFC 8489 §9.2), Refresh
 before expiry and a new allocation after 437, CreatePermission and ChannelBind refreshed before they expire,
 stable channel numbers per peer, 300 ALTERNATE-SERVER followed once, deallocation on close.
+
+:class:`TurnClientEndpoint` is the client on its socket, on the endpoint contract (:mod:`ice.endpoint`).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from ice.stun.attributes import (
 )
 from ice.stun.integrity import IntegrityKey, long_term_key
 from ice.stun.message import Message, MessageClass, Method, parse
-from ice.stun.transaction import ClientTransaction, RetransmissionConfig
+from ice.stun.transaction import ClientTransaction, RetransmissionConfig, Transmit
 
 _CHANNEL_HDR = Struct("!HH")
 
@@ -351,3 +353,30 @@ class TurnClient:
 
     def next_event(self) -> TurnEvent | None:
         return self._events.popleft() if self._events else None
+
+
+class TurnClientEndpoint:
+    """A :class:`TurnClient` on its own socket ``local`` (UDP, or a TCP/TLS stream to the server, RFC 8656 §3.1),
+    on the endpoint contract (:mod:`ice.endpoint`): what the server sends comes in with ``handle_datagram``, what
+    to send to it goes out as :class:`~ice.stun.transaction.Transmit` from ``local`` to the current server
+    (after an ALTERNATE-SERVER redirection, the new one). ``local`` None: the driver's default socket."""
+
+    def __init__(self, config: TurnClientConfig, local: Address | None = None) -> None:
+        self.client = TurnClient(config)
+        self.local = local
+
+    def handle_datagram(self, now: float, local: Address, remote: Address, data: bytes) -> None:
+        self.client.handle_datagram(now, data)
+
+    def handle_timeout(self, now: float) -> None:
+        self.client.handle_timeout(now)
+
+    def next_timeout(self) -> float | None:
+        return self.client.next_timeout()
+
+    def poll_transmit(self) -> Transmit | None:
+        data = self.client.poll_transmit()
+        return Transmit(self.client.server, data, self.local) if data is not None else None
+
+    def next_event(self) -> TurnEvent | None:
+        return self.client.next_event()

@@ -5,6 +5,11 @@ The core never opens a socket. Relay addresses come from a :class:`RelayPorts` a
 listening address from a client; :meth:`TurnServer.handle_peer` takes what arrived on a relay address from a peer.
 Both return the datagrams to send as :class:`~ice.stun.transaction.Transmit` (``local`` = the address to send
 from). Nothing from the network raises: bad requests get the RFC's error code, everything else is a counted drop.
+
+It also meets the endpoint contract (:mod:`ice.endpoint`): :meth:`TurnServer.handle_datagram` routes by the local
+address (a relayed address: from a peer; anything else: from a client) and queues the answers for
+:meth:`TurnServer.poll_transmit`. A TCP/TLS client's connection is announced with :meth:`TurnServer.stream_opened`
+and :meth:`TurnServer.stream_closed` (RFC 8656 §3.1, §6: its allocation ends with the connection).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import hashlib
 import hmac
 import ipaddress
 import os
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from struct import Struct
@@ -128,11 +133,57 @@ class TurnServer:
         self._stream = False
         self._sweep_at: float | None = None
         """The earliest time a permission or channel could need pruning (kept cheap: the relay loop asks often)."""
+        self._expiry: float | None = None
+        self._expiry_stale = False
+        """The earliest allocation expiry, recomputed only after an allocation was made, refreshed or deleted."""
+        self._out: deque[Transmit] = deque()
+        self._stream_clients: set[tuple[Address, Address]] = set()
+        """(local, client) of the connected TCP/TLS clients."""
+
+    # ------------------------------------------------------------------------------------- endpoint contract
+
+    def handle_datagram(self, now: float, local: Address, remote: Address, data: bytes) -> None:
+        """What arrived on ``local``: on a relayed address, from a peer (:meth:`handle_peer`); on a listening
+        address or a client's stream, from a client (:meth:`handle_client`). The answers queue for
+        :meth:`poll_transmit`."""
+        alloc = self.by_relay.get(local)
+        if alloc is not None:
+            out = self._from_peer(now, alloc, remote, data)
+        elif len(data) >= 4 and 0x40 <= data[0] <= 0x7F:  # ChannelData, the other hot path (RFC 8656 §12.4)
+            out = self._channel_data_from_client(now, local, remote, data)
+        else:
+            stream = bool(self._stream_clients) and (local, remote) in self._stream_clients
+            self._out.extend(self.handle_client(now, local, remote, data, stream))
+            return
+        if out is not None:
+            self._out.append(out)
+
+    def poll_transmit(self) -> Transmit | None:
+        return self._out.popleft() if self._out else None
+
+    def next_event(self) -> None:
+        """The server emits no events (its counters are in ``stats``)."""
+        return None
+
+    def stream_opened(self, local: Address, client: Address) -> None:
+        """A client connected over TCP or TLS (RFC 8656 §3.1): its messages are framed, ChannelData padded."""
+        self._stream_clients.add((local, client))
+
+    def stream_closed(self, local: Address, client: Address) -> None:
+        """The client's connection ended: so does its allocation (RFC 8656 §6)."""
+        self._stream_clients.discard((local, client))
+        if (client, local) in self.allocations:
+            self._delete((client, local))
 
     # ------------------------------------------------------------------------------------------ housekeeping
 
     def next_timeout(self) -> float | None:
-        expiry = min((a.expires for a in self.allocations.values()), default=None)
+        if not self._expiry_stale and self._sweep_at is None:
+            return self._expiry  # the relay loop asks after every batch
+        if self._expiry_stale:
+            self._expiry = min((a.expires for a in self.allocations.values()), default=None)
+            self._expiry_stale = False
+        expiry = self._expiry
         if self._sweep_at is None or not self.allocations:
             return expiry
         return self._sweep_at if expiry is None else min(expiry, self._sweep_at)
@@ -160,6 +211,7 @@ class TurnServer:
             self._sweep_at = min(pending, default=None)
 
     def _delete(self, key: tuple[Address, Address]) -> None:
+        self._expiry_stale = True
         alloc = self.allocations.pop(key)
         self.by_relay.pop(alloc.relayed, None)
         self.ports.release(alloc.relayed)
@@ -194,7 +246,8 @@ class TurnServer:
         ``stream``: it came over TCP/TLS (one framed message per call)."""
         self._stream = stream
         if len(data) >= 4 and 0x40 <= data[0] <= 0x7F:
-            return self._channel_data_from_client(now, local, client, data)
+            out = self._channel_data_from_client(now, local, client, data)
+            return [out] if out is not None else []
         try:
             msg = parse(data)
         except StunParseError:
@@ -297,6 +350,7 @@ class TurnServer:
                            stream=self._stream)
         self.allocations[five] = alloc
         self.by_relay[relayed] = alloc
+        self._expiry_stale = True
         self.stats["allocate"] += 1
         return self._ok(local, client, msg, [XorRelayedAddress(*relayed), XorMappedAddress(*client),
                                              Lifetime(lifetime)], key)
@@ -322,6 +376,7 @@ class TurnServer:
             return self._ok(local, client, msg, [Lifetime(0)], key)
         lifetime = self._lifetime(msg)
         alloc.expires = now + lifetime
+        self._expiry_stale = True
         self.stats["refresh"] += 1
         return self._ok(local, client, msg, [Lifetime(lifetime)], key)
 
@@ -409,37 +464,40 @@ class TurnServer:
         return [Transmit(peer.address, data.data, alloc.relayed)]
 
     def _channel_data_from_client(self, now: float, local: Address, client: Address, data: bytes
-                                  ) -> list[Transmit]:
+                                  ) -> Transmit | None:
         """RFC 8656 §12.4: ChannelData from the client goes to the channel's peer."""
         number, length = _CHANNEL_HDR.unpack_from(data)
         alloc = self.allocations.get((client, local))
         if alloc is None or length > len(data) - 4:
             self.stats["channel-data-dropped"] += 1
-            return []
+            return None
         bound = alloc.channels.get(number)
         if bound is None or bound[1] <= now or not self._permitted(alloc, bound[0], now):
             self.stats["channel-data-unbound"] += 1
-            return []
+            return None
         self.stats["relayed-to-peer"] += 1
-        return [Transmit(bound[0], data[4 : 4 + length], alloc.relayed)]
+        return Transmit(bound[0], data[4 : 4 + length], alloc.relayed)
 
     def handle_peer(self, now: float, relayed: Address, peer: Address, data: bytes) -> list[Transmit]:
         """A datagram from a peer to a relayed address: ChannelData if a channel is bound, else a Data
         indication (RFC 8656 §11.3, §12.5); dropped without a permission for the peer's IP."""
-        alloc = self.by_relay.get(relayed)
+        out = self._from_peer(now, self.by_relay.get(relayed), peer, data)
+        return [out] if out is not None else []
+
+    def _from_peer(self, now: float, alloc: Allocation | None, peer: Address, data: bytes) -> Transmit | None:
         if alloc is None or alloc.expires <= now:
             self.stats["peer-data-no-allocation"] += 1
-            return []
+            return None
         if not self._permitted(alloc, peer, now):
             self.stats["peer-data-no-permission"] += 1
-            return []
+            return None
         number = alloc.by_peer.get(peer)
         if number is not None and alloc.channels[number][1] > now:
             framed = _CHANNEL_HDR.pack(number, len(data)) + data  # no padding over UDP (RFC 8656 §12.5)
             if alloc.stream:
                 framed += b"\x00" * (-len(data) & 3)
             self.stats["relayed-to-client"] += 1
-            return [Transmit(alloc.client, framed, alloc.server)]
+            return Transmit(alloc.client, framed, alloc.server)
         ind = Message(Method.DATA, MessageClass.INDICATION, attributes=[XorPeerAddress(*peer), Data(data)])
         self.stats["relayed-to-client"] += 1
-        return [Transmit(alloc.client, ind.encode(fingerprint=True), alloc.server)]
+        return Transmit(alloc.client, ind.encode(fingerprint=True), alloc.server)

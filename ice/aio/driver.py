@@ -1,0 +1,248 @@
+"""The one asyncio driver of every sans-IO endpoint (:mod:`ice.endpoint`): sockets, one timer, a pump.
+
+A :class:`Driver` owns the UDP sockets (and TCP/TLS streams) of one endpoint and one re-armed timer:
+
+* readable sockets are drained in batches (``add_reader``, up to ``BATCH`` datagrams per callback, all stamped
+  with one loop time) straight into ``endpoint.handle_datagram``; a stream delivers one framed message per call
+  (RFC 8656 §12.5 framing, :func:`~ice.turn.framing.split_frames`);
+* after every input :meth:`Driver.pump` sends what the endpoint queued (``poll_transmit``), hands its events to
+  ``on_event`` and re-arms the timer at ``next_timeout()`` -- only when that deadline changed, never early: the
+  endpoint sees ``handle_timeout(max(deadline, loop.time()))``;
+* the pump is not re-entrant. An ``on_event`` callback may call into the endpoint (send data, add a candidate)
+  or deliver a datagram (:meth:`Driver.datagram_received`): the nested pump returns at once, the datagram waits in
+  an inbox, and the running pump handles both after the current step, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from collections import Counter, deque
+from collections.abc import Callable, KeysView
+from typing import Generic, TypeVar
+
+from ice.endpoint import Endpoint
+from ice.stun.attributes import Address
+from ice.stun.transaction import Transmit
+from ice.turn.framing import split_frames
+
+E = TypeVar("E")
+
+BATCH = 64
+"""Datagrams read from one readable socket per loop callback."""
+
+
+class Driver(Generic[E]):
+    """Drives one endpoint on the running asyncio loop (or on ``loop``, e.g. a test's virtual clock)."""
+
+    def __init__(self, endpoint: Endpoint[E], on_event: Callable[[E], None] | None = None,
+                 stats: Counter[str] | None = None, loop: asyncio.AbstractEventLoop | None = None,
+                 batch: int = BATCH) -> None:
+        self.endpoint = endpoint
+        self.batch = batch
+        """Datagrams read per readable callback: a server drains many; a low-rate endpoint reads one and saves
+        the extra ``recvfrom`` that would find the socket empty."""
+        self.on_event = on_event
+        self.stats: Counter[str] = stats if stats is not None else Counter()
+        """Socket-level counters (send-failed, recv-error, socket-error, no-socket-for-transmit, ...)."""
+        self.on_error: Callable[[Address, OSError], None] | None = None
+        """Called with a socket's receive error (e.g. ICMP port unreachable on a connected UDP socket)."""
+        self._loop = loop
+        self._socks: dict[Address, socket.socket] = {}
+        self._connected: set[Address] = set()
+        self._default: Address | None = None
+        self._streams: dict[tuple[Address, Address], asyncio.StreamWriter] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._pumping = False
+        self._inbox: deque[tuple[Address, Address, bytes]] = deque()
+        self.closed = False
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
+
+    def time(self) -> float:
+        return self.loop.time()
+
+    @property
+    def timer_at(self) -> float | None:
+        """The deadline the timer is armed for (None: disarmed)."""
+        return self._timer_at
+
+    # ------------------------------------------------------------------------------------------- sockets
+
+    def add_socket(self, sock: socket.socket, default: bool = False) -> Address:
+        """Own a bound UDP socket: read it, send from it. ``default``: it sends transmits whose ``local`` is None.
+        A connected socket sends with ``send`` (only its peer's datagrams arrive, ICMP errors are reported)."""
+        sock.setblocking(False)
+        sa = sock.getsockname()
+        local = (str(sa[0]), int(sa[1]))
+        try:
+            sock.getpeername()
+            self._connected.add(local)
+        except OSError:
+            pass
+        self._socks[local] = sock
+        if default or self._default is None:
+            self._default = local
+        self.loop.add_reader(sock.fileno(), self._on_readable, sock, local)
+        return local
+
+    def remove_socket(self, local: Address) -> None:
+        sock = self._socks.pop(local, None)
+        self._connected.discard(local)
+        if sock is None:
+            return
+        if self._default == local:
+            self._default = next(iter(self._socks), None)
+        self.loop.remove_reader(sock.fileno())
+        sock.close()
+
+    @property
+    def addresses(self) -> KeysView[Address]:
+        """The local addresses of the sockets the driver owns."""
+        return self._socks.keys()
+
+    def _on_readable(self, sock: socket.socket, local: Address) -> None:
+        now = self.loop.time()
+        handle = self.endpoint.handle_datagram
+        for _ in range(self.batch):
+            try:
+                data, addr = sock.recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                self.stats["socket-error"] += 1
+                if self.on_error is not None:
+                    self.on_error(local, exc)
+                break
+            handle(now, local, (addr[0], addr[1]), data)
+        self.pump()
+
+    # ------------------------------------------------------------------------------------------- streams
+
+    def add_stream(self, writer: asyncio.StreamWriter, local: Address, remote: Address) -> None:
+        """Transmits from ``local`` to ``remote`` go on this stream (framed by the endpoint)."""
+        self._streams[(local, remote)] = writer
+
+    def start_stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, local: Address,
+                     remote: Address) -> asyncio.Task[None]:
+        """:meth:`run_stream` as a task; the stream takes transmits at once."""
+        self.add_stream(writer, local, remote)
+        return asyncio.ensure_future(self.run_stream(reader, writer, local, remote))
+
+    async def run_stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, local: Address,
+                         remote: Address) -> None:
+        """Read framed messages (STUN or ChannelData, RFC 8656 §12.5) until the stream ends; each is a datagram
+        received on ``local`` from ``remote``."""
+        self.add_stream(writer, local, remote)
+        buffer = bytearray()
+        try:
+            while chunk := await reader.read(65536):
+                buffer += chunk
+                try:
+                    frames = split_frames(buffer)
+                except ValueError:
+                    self.stats["stream-garbage"] += 1
+                    break
+                for frame in frames:
+                    self.datagram_received(local, remote, frame)
+        except (ConnectionError, ssl.SSLError):
+            pass
+        finally:
+            self._streams.pop((local, remote), None)
+            writer.close()
+
+    # --------------------------------------------------------------------------------------------- input
+
+    def datagram_received(self, local: Address, remote: Address, data: bytes) -> None:
+        """Feed one datagram and pump; during a pump it waits in the inbox and is handled after the current
+        step (the pump is never re-entered)."""
+        if self._pumping:
+            self._inbox.append((local, remote, data))
+            return
+        self.endpoint.handle_datagram(self.loop.time(), local, remote, data)
+        self.pump()
+
+    def pump(self) -> None:
+        """Send what the endpoint queued, deliver its events, re-arm the timer; again while callbacks add work."""
+        if self._pumping or self.closed:
+            return
+        self._pumping = True
+        endpoint = self.endpoint
+        try:
+            while True:
+                while self._inbox:
+                    local, remote, data = self._inbox.popleft()
+                    endpoint.handle_datagram(self.loop.time(), local, remote, data)
+                poll, send = endpoint.poll_transmit, self.send
+                while (t := poll()) is not None:
+                    send(t)
+                evented = False
+                while (ev := endpoint.next_event()) is not None:
+                    evented = True
+                    if self.on_event is not None:
+                        self.on_event(ev)
+                if not evented and not self._inbox:
+                    break
+        finally:
+            self._pumping = False
+        if not self.closed:
+            self._rearm()
+
+    def send(self, t: Transmit) -> None:
+        """Send one datagram now: on the stream or socket of ``t.local`` (None: the default socket)."""
+        if self._streams and t.local is not None:
+            writer = self._streams.get((t.local, t.remote))
+            if writer is not None:
+                writer.write(t.data)
+                return
+        local = t.local if t.local is not None else self._default
+        sock = self._socks.get(local) if local is not None else None
+        if sock is None:
+            self.stats["no-socket-for-transmit"] += 1
+            return
+        try:
+            if self._connected and local in self._connected:
+                sock.send(t.data)
+            else:
+                sock.sendto(t.data, t.remote)
+        except OSError:  # a full buffer (UDP: as if lost on the wire) or an unreachable destination
+            self.stats["send-failed"] += 1
+
+    # --------------------------------------------------------------------------------------------- timer
+
+    def _rearm(self) -> None:
+        at = self.endpoint.next_timeout()
+        if at == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self.loop.call_at(at, self._on_timer) if at is not None else None
+        self._timer_at = at
+
+    def _on_timer(self) -> None:
+        at = self._timer_at if self._timer_at is not None else 0.0
+        self._timer = self._timer_at = None
+        self.endpoint.handle_timeout(max(at, self.loop.time()))  # never early, whatever the loop's resolution
+        self.pump()
+
+    def close(self) -> None:
+        """Flush what the endpoint still queued (e.g. a deallocation), then stop the timer and close the sockets."""
+        self.pump()
+        self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._timer_at = None
+        for local in list(self._socks):
+            self.remove_socket(local)
+        for writer in self._streams.values():
+            writer.close()
+        self._streams.clear()
+
+
+__all__ = ["BATCH", "Driver"]
