@@ -210,8 +210,8 @@ def test_topology_builds_and_peers_learn_their_mappings(name: str) -> None:
     from ice.errors import StunTimeout
     from ice.lab.mn import Lab
     from ice.lab.stun import LabEndpoint, start_stun_server
-    from ice.topology.registry import topology
     from ice.stun.transaction import RetransmissionConfig
+    from ice.topology.registry import topology
 
     args, expected = TOPOLOGY_CASES[name]
     spec = topology(name, *args)
@@ -359,8 +359,8 @@ def test_hole_punching_grid_matches_rfc4787_reasoning() -> None:
     from ice.lab.mn import Lab
     from ice.lab.nat import preset
     from ice.lab.punch import punch
-    from ice.topology.registry import topology
     from ice.nat.reach import direct_possible
+    from ice.topology.registry import topology
 
     observed: dict[tuple[str, str], bool] = {}
     with Lab(topology("two_nats")) as lab:

@@ -11,7 +11,7 @@ from pathlib import Path as FsPath
 
 import pytest
 
-from ice.scenario.cell import Cell, NatChoice, PathKind
+from ice.scenario.cell import Cell, PathKind
 from ice.scenario.expect import compose, expect
 from ice.scenario.run import Runner, main
 from ice.scenario.suite import DEFAULT_SUITE, Suite, pins_path

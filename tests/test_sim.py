@@ -126,8 +126,8 @@ def test_a_relayed_session_outlives_every_turn_lifetime() -> None:
     for 15 virtual minutes (allocation 10 min, permissions 5 min: the clients refresh them) while the allocation
     of a client that went silent expires (RFC 8656 §6.2)."""
     from ice.agent import AgentState, IceAgent
+    from ice.relayed import RelayedAgent
     from ice.sim.network import SimNetwork
-    from ice.sim.turn import RelayedAgent
     from ice.turn.client import TurnClientConfig
 
     net = SimNetwork(topology("two_nats", nat_a="symmetric", nat_b="symmetric"))

@@ -127,9 +127,9 @@ def test_a_name_defined_twice_or_a_broken_file_is_one_sentence(tmp_path: Path) -
     with pytest.raises(UserError, match=r"topology two_nats is defined twice \(built-in and .*two_nats.py\)"):
         Topologies([tmp_path]).all()
     _write(tmp_path / "bad", "broken", "import no_such_module\n")
-    with pytest.raises(UserError, match="broken.py does not import: ModuleNotFoundError"):
+    with pytest.raises(UserError, match=r"broken\.py does not import: ModuleNotFoundError"):
         Topologies([tmp_path / "bad"]).all()
-    with pytest.raises(UserError, match="--topologies .*nowhere: no such directory"):
+    with pytest.raises(UserError, match=r"--topologies .*nowhere: no such directory"):
         Topologies([tmp_path / "nowhere"]).all()
 
 

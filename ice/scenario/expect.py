@@ -3,8 +3,9 @@
 The reasoning walks each peer's way to the internet through the spec (:meth:`ice.topology.fabric.Fabric.walk`)
 and asks :func:`ice.nat.reach.direct_possible_through` whether the two chains of NATs let a direct pair work
 (each NAT filters on its own binding; one NAT per side is RFC 4787's classic case). The NATs composed
-(:func:`compose`) say which candidate types the selected pair may have. Peers behind a shared NAT meet at that NAT's hairpin: their
-server-reflexive addresses are both on its public address, so a check from one to the other reaches it only if the
+(:func:`compose`) say which candidate types the selected pair may have.
+
+Peers behind a shared NAT meet at that NAT's hairpin: their server-reflexive addresses are both on its public address, so a check from one to the other reaches it only if the
 NAT hairpins (RFC 4787 §6, REQ-9), and then carries the sender's external address, as the NAT's mapping chose it.
 The hairpinned packet is not filtered by the shared NAT (neither the kernel lab's rules nor the simulation filter
 hairpinned packets), so each side behaves like its own NATs composed with the shared NAT's mapping behaviour.

@@ -10,8 +10,8 @@ from ice.agent import AgentConfig, Candidate, CandidateType, IceAgent
 from ice.agent.agent import Pair
 from ice.agent.candidate import pair_text
 from ice.agent.events import CandidateGathered, Event, GatheringComplete
+from ice.relayed import RelayedAgent
 from ice.sim.network import SimNetwork
-from ice.sim.turn import RelayedAgent
 from ice.topology.spec import TopologySpec
 from ice.turn.client import TurnClientConfig
 
