@@ -5,10 +5,11 @@ and asks :func:`ice.nat.reach.direct_possible_through` whether the two chains of
 (each NAT filters on its own binding; one NAT per side is RFC 4787's classic case). The NATs composed
 (:func:`compose`) say which candidate types the selected pair may have.
 
-Peers behind a shared NAT meet at that NAT's hairpin: their server-reflexive addresses are both on its public address, so a check from one to the other reaches it only if the
-NAT hairpins (RFC 4787 §6, REQ-9), and then carries the sender's external address, as the NAT's mapping chose it.
-The hairpinned packet is not filtered by the shared NAT (neither the kernel lab's rules nor the simulation filter
-hairpinned packets), so each side behaves like its own NATs composed with the shared NAT's mapping behaviour.
+Peers behind a shared NAT meet at that NAT's hairpin: their server-reflexive addresses are both on its public
+address, so a check from one to the other reaches it only if the NAT hairpins (RFC 4787 §6, REQ-9), and then carries
+the sender's external address, as the NAT's mapping chose it. The hairpinned packet is not filtered by the shared
+NAT (neither the kernel lab's rules nor the simulation filter hairpinned packets), so each side behaves like its own
+NATs composed with the shared NAT's mapping behaviour.
 
 Answers are pinned per cell beside each scenario file (``FILE.expected.json``) so a reader can review every one; a
 test keeps the default suite's pins equal to this module's output.
