@@ -67,7 +67,7 @@ def test_a_broken_expectation_fails_with_artifacts_and_a_repro(tmp_path: FsPath,
     names = {p.name for p in art.iterdir()}
     assert {"trace-a.jsonl", "trace-b.jsonl", "nat-a.nft", "nat-b.nft", "nat-a.conntrack", "nat-b.conntrack",
             "repro.txt", "result.json", "stats.json"} <= names
-    from ice.scenario.lab import pcap_count
+    from ice.lab.capture import pcap_count
 
     pcaps = {p.name: pcap_count(p) for p in art.glob("*.pcap")}
     assert len(pcaps) == 7 and all(n > 0 for n in pcaps.values()), pcaps  # every host and NAT interface

@@ -1,8 +1,8 @@
 """The kernel-lab back-end of the scenario matrix: real namespaces, real netfilter NATs, our agents over sockets.
 
-Labs are built once per shape (topology, which sides are public, link impairments) and reused: between cells
-only the NAT rules are reloaded (which empties their binding maps) and conntrack is flushed, which costs
-milliseconds instead of a rebuild. A tcpdump per interface runs for the lab's whole life; a failed cell (or every
+Labs are built once per shape (the cell's spec without its NAT behaviours) and reused: between cells only the NAT
+rules are reloaded (which empties their binding maps) and conntrack is flushed, which costs
+milliseconds instead of a rebuild. A tcpdump per interface runs for the lab's whole life (:mod:`ice.lab.capture`); a failed cell (or every
 cell with ``keep_artifacts``) gets the slice of each capture covering its run, both agents' event traces as JSON
 lines, each NAT's live ruleset and conntrack table (dumped before the next cell resets them), the agents'
 counters and a one-line command that runs just that cell again.
@@ -15,14 +15,11 @@ import contextlib
 import functools
 import json
 import os
-import select
 import shutil
 import socket
-import struct
-import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
 from typing import Any
@@ -32,6 +29,7 @@ from ice.agent.candidate import pair_text
 from ice.agent.events import CandidateGathered, Event, GatheringComplete, SelectedPairChanged
 from ice.aio.connection import Connection
 from ice.aio.stun import StunServerRunner
+from ice.lab.capture import Capture, start_captures
 from ice.lab.mn import Lab
 from ice.nat.behaviour import NatKind
 from ice.scenario.cell import Cell, PathKind
@@ -39,7 +37,7 @@ from ice.scenario.expect import Expected
 from ice.scenario.result import CellResult
 from ice.scenario.timers import TIMERS, MatrixTimers
 from ice.topology.fabric import Fabric
-from ice.topology.spec import NodeKind, TopologySpec
+from ice.topology.spec import TopologySpec
 
 LabKey = tuple[object, ...]
 
@@ -64,66 +62,6 @@ def event_record(ev: Event) -> dict[str, object]:
         else:
             out[name] = value
     return out
-
-
-# ----------------------------------------------------------------------------------------------- captures
-
-
-@dataclass
-class Capture:
-    """``tcpdump -U -w`` on one interface of one node for the lab's whole life."""
-
-    node: str
-    interface: str
-    path: FsPath
-    proc: subprocess.Popen[bytes]
-
-    def slice(self, since: float, until: float, dest: FsPath) -> int:
-        """Copy the packets captured in [since, until] (wall clock) into a pcap at ``dest``; return how many."""
-        data = self.path.read_bytes() if self.path.exists() else b""
-        if len(data) < 24:
-            return 0
-        kept = [record for t, record in pcap_records(data) if since <= t <= until]
-        dest.write_bytes(data[:24] + b"".join(kept))
-        return len(kept)
-
-
-def pcap_records(data: bytes) -> Iterator[tuple[float, bytes]]:
-    """(timestamp, whole record) of each packet of a pcap file (either byte order, micro- or nanoseconds); a
-    record cut short by a writer still at work ends the walk."""
-    endian = "<" if data[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
-    scale = 1e9 if data[:4] in (b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d") else 1e6
-    header = struct.Struct(endian + "IIII")
-    pos = 24
-    while pos + 16 <= len(data):
-        sec, frac, incl, _ = header.unpack_from(data, pos)
-        end = pos + 16 + incl
-        if end > len(data):
-            return
-        yield sec + frac / scale, data[pos:end]
-        pos = end
-
-
-def start_captures(lab: Lab, directory: FsPath) -> list[Capture]:
-    """A tcpdump on every interface of every host, NAT and router of ``lab`` (switches only forward)."""
-    tcpdump = shutil.which("tcpdump")
-    if tcpdump is None:
-        return []
-    caps: list[Capture] = []
-    for (_, node), intf in lab.interfaces.items():
-        if lab.spec.node(node).kind is NodeKind.SWITCH:
-            continue
-        path = directory / f"{node}-{intf}.pcap"
-        argv = [tcpdump, "-i", intf, "-U", "--immediate-mode", "-n", "-s", "512", "-w", str(path)]
-        proc = lab.popen(node, argv,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        caps.append(Capture(node, intf, path, proc))
-    for cap in caps:  # tcpdump says "listening on IF" once its socket is bound: nothing before that is lost
-        assert cap.proc.stderr is not None
-        ready, _, _ = select.select([cap.proc.stderr], [], [], 5.0)
-        if ready:
-            cap.proc.stderr.readline()
-    return caps
 
 
 # ------------------------------------------------------------------------------------------------ runner
@@ -398,9 +336,4 @@ async def _exchange_data(a: Connection, b: Connection, resend: float) -> list[by
     return list(await asyncio.gather(one_way(a, b, b"a->b"), one_way(b, a, b"b->a")))
 
 
-def pcap_count(path: FsPath) -> int:
-    """Packets in a pcap file (for tests and reports)."""
-    return sum(1 for _ in pcap_records(path.read_bytes()))
-
-
-__all__ = ["LabBackend", "event_record", "lab_key", "path_of", "pcap_count", "pcap_records"]
+__all__ = ["LabBackend", "event_record", "lab_key", "path_of"]
