@@ -1,11 +1,11 @@
 """The kernel-lab back-end of the scenario matrix: real namespaces, real netfilter NATs, our agents over sockets.
 
 Labs are built once per shape (the cell's spec without its NAT behaviours) and reused: between cells only the NAT
-rules are reloaded (which empties their binding maps) and conntrack is flushed, which costs
-milliseconds instead of a rebuild. A tcpdump per interface runs for the lab's whole life (:mod:`ice.lab.capture`); a failed cell (or every
+rules are reloaded (which empties their binding maps) and conntrack is flushed, which costs milliseconds instead of
+a rebuild. A tcpdump per interface runs for the lab's whole life (:mod:`ice.lab.capture`); a failed cell (or every
 cell with ``keep_artifacts``) gets the slice of each capture covering its run, both agents' event traces as JSON
-lines, each NAT's live ruleset and conntrack table (dumped before the next cell resets them), the agents'
-counters and a one-line command that runs just that cell again.
+lines, each NAT's live ruleset and conntrack table (dumped before the next cell resets them), the agents' counters
+and a one-line command that runs just that cell again.
 """
 
 from __future__ import annotations
