@@ -93,7 +93,7 @@ def test_a_python_scenario_module_and_the_matrix_form(tmp_path: Path) -> None:
         from ice.scenario.cell import Cell, NatChoice
 
         def cells():
-            yield {"name": "table-cell", "nats": {"nat_a": "eim-eif", "nat_b": "apdm-apdf"}}
+            yield {"name": "table-cell", "topology": "two_nats", "nats": {"nat_a": "eim-eif", "nat_b": "apdm-apdf"}}
             yield Cell("object-cell", "same_nat", (("nat", NatChoice("eim-apdf")),), group="mine")
     '''))
     (tmp_path / "grid.toml").write_text(textwrap.dedent('''
@@ -126,9 +126,10 @@ def test_a_python_scenario_module_and_the_matrix_form(tmp_path: Path) -> None:
      "cell c: NAT role nat_a: eim-eif with mapping_timeout=0: mapping_timeout must be at least 1 second"),
     ({"name": "c", "nats": {"nat_a": {"hairpinning": False}}}, "cell c: NAT role nat_a: a NAT table needs preset"),
     ({"name": "c", "nats": {"nat_a": "fullcone"}}, "cell c: NAT role nat_a: unknown NAT preset 'fullcone'"),
-    ({"name": "c", "turn": "yes"}, "cell c: turn is 'yes'; expected a bool"),
+    ({"name": "c", "topology": "two_nats", "turn": "yes"}, "cell c: turn is 'yes'; expected a bool"),
     ({"name": "c", "controling": "b"}, "cell c: unknown key controling"),
-    ({"name": "c", "nomination": "eager"}, "cell c: nomination is 'regular' or 'aggressive'"),
+    ({"name": "c", "topology": "two_nats", "nomination": "eager"}, "cell c: nomination is 'regular' or 'aggressive'"),
+    ({"name": "c", "nats": {"nat_a": "eim-eif"}}, "cell c: topology = \"NAME\" is missing"),
 ])
 def test_bad_cells_are_one_sentence_naming_the_cell(table: dict[str, object], says: str) -> None:
     with pytest.raises(UserError) as err:
@@ -157,24 +158,24 @@ def test_roles_and_hosts_are_checked_when_the_file_loads(tmp_path: Path, user_di
     with pytest.raises(UserError, match="cell x: topology corner_shop takes no link conditions"):
         Suite.load([bad], Topologies([user_dir / "topos"]))
     bad.write_text('[[cells]]\nname = "x"\ntopology = "corner_shop"\n')
-    with pytest.raises(UserError, match="unknown topology 'corner_shop'.*need --topologies DIR"):
+    with pytest.raises(UserError, match=r"unknown topology 'corner_shop'.*need --topologies DIR"):
         Suite.load([bad])
-    bad.write_text('[[matrix]]\nname = "{nat_c}"\nnats.nat_a = ["eim-eif"]\n')
-    with pytest.raises(UserError, match="the name template '{nat_c}' names 'nat_c', which is not a role"):
+    bad.write_text('[[matrix]]\ntopology = "two_nats"\nname = "{nat_c}"\nnats.nat_a = ["eim-eif"]\n')
+    with pytest.raises(UserError, match=r"the name template '\{nat_c\}' names 'nat_c', which is not a role"):
         Suite.load([bad])
-    bad.write_text('[[cells]]\nname = "x"\n[[cells]]\nname = "x"\n')
+    bad.write_text('[defaults]\ntopology = "two_nats"\n[[cells]]\nname = "x"\n[[cells]]\nname = "x"\n')
     with pytest.raises(UserError, match="cell x is defined twice"):
         Suite.load([bad])
     bad.write_text("[[cells]\n")
     with pytest.raises(UserError, match="is not valid TOML"):
         Suite.load([bad])
-    with pytest.raises(UserError, match="scenario file .*nope.toml does not exist"):
+    with pytest.raises(UserError, match=r"scenario file .*nope\.toml does not exist"):
         load_file(tmp_path / "nope.toml")
 
 
 def test_the_cli_says_what_is_wrong_in_one_sentence(user_dir: Path) -> None:
-    (user_dir / "typo.toml").write_text('[[cells]]\nname = "x"\nnats = { nat_a = { preset = "eim-eif", '
-                                        'hairpin = false } }\n')
+    (user_dir / "typo.toml").write_text('[[cells]]\nname = "x"\ntopology = "two_nats"\nnats = { nat_a = { '
+                                        'preset = "eim-eif", hairpin = false } }\n')
     p = run_cli("run", "--backend", "sim", "typo.toml", cwd=user_dir)
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert p.stderr.strip() == ("icelab: typo.toml: cell x: NAT role nat_a: hairpin is not a NAT field; valid "

@@ -147,7 +147,8 @@ class Cell:
     """One cell of a scenario suite."""
 
     name: str
-    topology: str = "two_nats"
+    topology: str
+    """The topology's name (built in, an entry point, or a ``--topologies`` directory)."""
     nats: tuple[tuple[str, NatChoice], ...] = ()
     """(role, NAT) for the topology's roles the cell sets; the others keep the topology's default."""
     turn: bool = True
@@ -248,9 +249,9 @@ class Cell:
         for key in ("loss", "delay_ms"):
             if key in options:
                 options[key] = float(options[key])
-        topology = table.get("topology", "two_nats")
+        topology = table.get("topology")
         if not isinstance(topology, str):
-            raise UserError(f"{here}topology is a name such as \"two_nats\"")
+            raise UserError(f"{here}topology = \"NAME\" is missing (`icelab topo list` names them)")
         try:
             return cls(name, topology, tuple(choices), **options)
         except ValueError as exc:
