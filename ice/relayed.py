@@ -33,7 +33,6 @@ from ice.turn.client import (
     PeerData,
     TurnClient,
     TurnClientConfig,
-    TurnClientEndpoint,
     TurnState,
 )
 
@@ -43,19 +42,15 @@ class Relay:
     """One component's TURN allocation, on its own local address."""
 
     component: int
-    endpoint: TurnClientEndpoint
+    client: TurnClient
     relayed: Address | None = None
     failed: bool = False
     started: bool = False
 
     @property
     def local(self) -> Address:
-        assert self.endpoint.local is not None
-        return self.endpoint.local
-
-    @property
-    def client(self) -> TurnClient:
-        return self.endpoint.client
+        assert self.client.local is not None
+        return self.client.local
 
     @property
     def done(self) -> bool:
@@ -87,7 +82,7 @@ class RelayedAgent:
 
     def add_allocation(self, local: Address, component: int = 1) -> Relay:
         """A TURN client for ``component`` on the local address ``local`` (a socket the driver owns)."""
-        relay = Relay(component, TurnClientEndpoint(self.turn, local))
+        relay = Relay(component, TurnClient(self.turn, local))
         self.relays.append(relay)
         self._by_local[local] = relay
         return relay
@@ -144,7 +139,7 @@ class RelayedAgent:
         self._now = now
         relay = self._by_local.get(local)
         if relay is not None:
-            relay.endpoint.handle_datagram(now, local, remote, data)
+            relay.client.handle_datagram(now, local, remote, data)
             self._pump_relay(now, relay)
         else:
             self.agent.handle_datagram(now, local, remote, data)
@@ -154,14 +149,14 @@ class RelayedAgent:
         self._now = now
         self.agent.handle_timeout(now)
         for relay in self.relays:
-            at = relay.endpoint.next_timeout()
+            at = relay.client.next_timeout()
             if at is not None and at <= now:
-                relay.endpoint.handle_timeout(now)
+                relay.client.handle_timeout(now)
                 self._pump_relay(now, relay)
         self._pull(now)
 
     def next_timeout(self) -> float | None:
-        times = [t for t in (self.agent.next_timeout(), *(r.endpoint.next_timeout() for r in self.relays))
+        times = [t for t in (self.agent.next_timeout(), *(r.client.next_timeout() for r in self.relays))
                  if t is not None]
         return min(times) if times else None
 
@@ -173,7 +168,7 @@ class RelayedAgent:
             if not relay.client.send(self._now, t.remote, t.data):  # RFC 8656 §11.2: Send, or ChannelData
                 self.agent.stats["relay-not-allocated"] += 1
         for relay in self.relays:
-            out = relay.endpoint.poll_transmit()
+            out = relay.client.poll_transmit()
             if out is not None:
                 return out
         return None
@@ -185,7 +180,7 @@ class RelayedAgent:
     # ------------------------------------------------------------------------------------------ plumbing
 
     def _pump_relay(self, now: float, relay: Relay) -> None:
-        while (ev := relay.endpoint.next_event()) is not None:
+        while (ev := relay.client.next_event()) is not None:
             if isinstance(ev, Allocated):
                 if relay.relayed is not None:
                     self._by_relayed.pop(relay.relayed, None)  # a new allocation after 437 (RFC 8656 §8)

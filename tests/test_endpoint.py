@@ -22,7 +22,7 @@ from ice.stun.attributes import Address, XorMappedAddress
 from ice.stun.message import Message, MessageClass, Method, parse
 from ice.stun.server import StunServer, StunServerConfig
 from ice.stun.transaction import StunClient, TransactionSucceeded, Transmit
-from ice.turn.client import Allocated, ChannelBound, TurnClientConfig, TurnClientEndpoint
+from ice.turn.client import Allocated, ChannelBound, TurnClient, TurnClientConfig
 from ice.turn.server import TurnServer, TurnServerConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -157,13 +157,21 @@ def test_the_stun_client_and_server_meet_over_the_contract() -> None:
 def test_the_turn_client_allocates_through_the_contract() -> None:
     net = Net()
     server = net.turn_server({"alice": "secret"})
-    client = TurnClientEndpoint(TurnClientConfig(TURN, "alice", "secret"), ("10.0.0.1", 4000))
+    client = TurnClient(TurnClientConfig(TURN, "alice", "secret"), ("10.0.0.1", 4000))
     net.attach(client, ("10.0.0.1", 4000))
-    client.client.allocate(0.0)
+    client.allocate(0.0)
     net.run(1.0)
     allocated = [ev for _, ev in net.events if isinstance(ev, Allocated)]
     assert len(allocated) == 1 and allocated[0].mapped == ("10.0.0.1", 4000)  # after the 401 round trip
     assert allocated[0].relayed in server.by_relay and server.stats["allocate"] == 1
+
+
+def test_the_turn_client_without_a_local_address_sends_from_the_default_socket() -> None:
+    client: Endpoint[object] = TurnClient(TurnClientConfig(TURN, "alice", "secret"))
+    assert isinstance(client, TurnClient)
+    client.allocate(0.0)
+    t = client.poll_transmit()
+    assert t is not None and (t.local, t.remote) == (None, TURN) and client.poll_transmit() is None
 
 
 def test_two_agents_and_two_sessions_connect_through_the_contract() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ice.stun.attributes import Address
+from ice.stun.transaction import Transmit
 from ice.turn.client import Allocated, AllocationFailed, PeerData, TurnClient, TurnClientConfig, TurnState
 from ice.turn.server import TurnServer, TurnServerConfig
 
@@ -35,19 +36,25 @@ class World:
     events: list[object] = field(default_factory=list)
 
     def pump(self) -> None:
-        """Deliver everything instantly until quiet."""
+        """Deliver everything instantly until quiet, both machines driven only through the endpoint contract."""
         moved = True
         while moved:
             moved = False
-            while (data := self.client.poll_transmit()) is not None:
+            while (sent := self.client.poll_transmit()) is not None:
                 moved = True
-                for t in self.server.handle_client(self.now, SERVER, CLIENT, data):
-                    if t.remote == CLIENT:
-                        self.client.handle_datagram(self.now, t.data)
-                    else:
-                        self.to_peer.append((t.remote, t.data))
+                assert sent == Transmit(SERVER, sent.data, CLIENT)
+                self.server.handle_datagram(self.now, SERVER, CLIENT, sent.data)
+                self.deliver()
             while (ev := self.client.next_event()) is not None:
                 self.events.append(ev)
+
+    def deliver(self) -> None:
+        """What the server sends: to the client, or to a peer."""
+        while (t := self.server.poll_transmit()) is not None:
+            if t.remote == CLIENT:
+                self.client.handle_datagram(self.now, CLIENT, t.local or SERVER, t.data)
+            else:
+                self.to_peer.append((t.remote, t.data))
 
     def advance(self, until: float) -> None:
         while True:
@@ -63,7 +70,7 @@ class World:
 
 def world(password: str = "secret") -> World:
     server = TurnServer(TurnServerConfig(SERVER, users={"alice": "secret"}), Ports(), secret=b"k")
-    client = TurnClient(TurnClientConfig(SERVER, "alice", password))
+    client = TurnClient(TurnClientConfig(SERVER, "alice", password), CLIENT)
     return World(server, client)
 
 
@@ -84,8 +91,9 @@ def test_allocate_with_the_401_round_trip_and_relay_both_ways() -> None:
     w.pump()
     assert w.to_peer[-1] == (PEER, b"three") and w.server.stats["channel-bind"] == 1
     assert number == 0x4000
-    for t in w.server.handle_peer(w.now, w.client.relayed, PEER, b"back"):  # type: ignore[arg-type]
-        w.client.handle_datagram(w.now, t.data)
+    assert w.client.relayed is not None
+    w.server.handle_datagram(w.now, w.client.relayed, PEER, b"back")
+    w.deliver()
     w.pump()
     assert w.events[-1] == PeerData(PEER, b"back")
 
@@ -133,17 +141,21 @@ def test_alternate_server_is_followed_once() -> None:
     from ice.stun.attributes import AlternateServer, ErrorCode
 
     other = ("203.0.113.20", 3478)
-    client = TurnClient(TurnClientConfig(SERVER, "alice", "secret"))
+    client = TurnClient(TurnClientConfig(SERVER, "alice", "secret"), CLIENT)
     client.allocate(0.0)
-    request = parse(client.poll_transmit())  # type: ignore[arg-type]
+    first = client.poll_transmit()
+    assert first is not None and (first.local, first.remote) == (CLIENT, SERVER)
+    request = parse(first.data)
     redirect = Message(request.method, MessageClass.ERROR, request.transaction_id,
                        [ErrorCode(300, "Try Alternate"), AlternateServer(*other)]).encode(fingerprint=True)
-    client.handle_datagram(0.1, redirect)
+    client.handle_datagram(0.1, CLIENT, SERVER, redirect)
     assert client.server == other
-    second = parse(client.poll_transmit())  # type: ignore[arg-type]
+    retry = client.poll_transmit()
+    assert retry is not None and (retry.local, retry.remote) == (CLIENT, other)  # to the new server
+    second = parse(retry.data)
     again = Message(second.method, MessageClass.ERROR, second.transaction_id,
                     [ErrorCode(300, "Try Alternate"), AlternateServer(*SERVER)]).encode(fingerprint=True)
-    client.handle_datagram(0.2, again)
+    client.handle_datagram(0.2, CLIENT, other, again)
     assert client.server == other and client.state is TurnState.FAILED  # not followed twice
     assert client.next_event() == AllocationFailed(300, "Try Alternate")
 
@@ -170,7 +182,7 @@ def test_failed_refresh_is_retried_then_reported_when_the_allocation_expires() -
     w.pump()
     server = w.server
     w.server = TurnServer(TurnServerConfig(SERVER, users={}), Ports(), secret=b"other")  # answers nothing useful
-    w.server.handle_client = lambda *a, **k: []  # type: ignore[method-assign]  # the server went silent
+    w.server.handle_datagram = lambda *a, **k: None  # type: ignore[method-assign]  # the server went silent
     w.advance(585.0)  # the Refresh at 540 s times out after ~40 s of retransmissions
     assert w.client.state is TurnState.ALLOCATED and w.client.stats["refresh-failed"] >= 1
     assert w.client.next_timeout() is not None  # a retry is scheduled, not abandoned
@@ -178,7 +190,7 @@ def test_failed_refresh_is_retried_then_reported_when_the_allocation_expires() -
     w.advance(595.0)  # the server is back before expiry: a retry succeeds
     assert w.client.state is TurnState.ALLOCATED and server.stats["refresh"] >= 1
     w.server = TurnServer(TurnServerConfig(SERVER, users={}), Ports(), secret=b"other")
-    w.server.handle_client = lambda *a, **k: []  # type: ignore[method-assign]
+    w.server.handle_datagram = lambda *a, **k: None  # type: ignore[method-assign]
     w.advance(3000.0)
     assert w.client.state is TurnState.FAILED
     assert isinstance(w.events[-1], AllocationFailed) and "expired" in w.events[-1].reason

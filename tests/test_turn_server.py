@@ -23,6 +23,7 @@ from ice.stun.attributes import (
     XorPeerAddress,
     XorRelayedAddress,
 )
+from ice.stun.transaction import Transmit
 from ice.turn.server import TurnServer, TurnServerConfig
 
 LISTEN = ("203.0.113.10", 3478)
@@ -50,16 +51,24 @@ def server(**kw: object) -> tuple[TurnServer, Ports]:
     return TurnServer(cfg, ports, secret=b"k"), ports
 
 
+def feed(srv: TurnServer, now: float, local: Address, remote: Address, data: bytes) -> list[Transmit]:
+    """One datagram through the endpoint contract: what arrived on ``local`` from ``remote``, and every answer."""
+    srv.handle_datagram(now, local, remote, data)
+    out = []
+    while (t := srv.poll_transmit()) is not None:
+        out.append(t)
+    return out
+
+
 def request(srv: TurnServer, now: float, method: int, *attrs: Attribute, client: Address = CLIENT,
             password: str = "secret", nonce: str | None = None) -> Message:
     """Send one request the way a client does after the 401 dance; return the parsed response."""
     if nonce is None:
-        first = srv.handle_client(now, LISTEN, client, Message(method, MessageClass.REQUEST,
-                                                               attributes=list(attrs)).encode())
+        first = feed(srv, now, LISTEN, client, Message(method, MessageClass.REQUEST, attributes=list(attrs)).encode())
         nonce = parse(first[0].data).get(Nonce).text  # type: ignore[union-attr]
     key = long_term_key("alice", "icelab", password)
     msg = Message(method, MessageClass.REQUEST, attributes=[*attrs, Username("alice"), Realm("icelab"), Nonce(nonce)])
-    out = srv.handle_client(now, LISTEN, client, msg.encode(key, fingerprint=True))
+    out = feed(srv, now, LISTEN, client, msg.encode(key, fingerprint=True))
     assert len(out) == 1 and out[0].remote == client and out[0].local == LISTEN
     return parse(out[0].data)
 
@@ -75,7 +84,7 @@ def allocate(srv: TurnServer, now: float = 0.0, client: Address = CLIENT) -> Add
 
 def test_401_then_allocate_then_wrong_password_and_stale_nonce() -> None:
     srv, _ = server()
-    first = parse(srv.handle_client(0.0, LISTEN, CLIENT, Message(Method.ALLOCATE, MessageClass.REQUEST, attributes=[
+    first = parse(feed(srv, 0.0, LISTEN, CLIENT, Message(Method.ALLOCATE, MessageClass.REQUEST, attributes=[
         RequestedTransport(17)]).encode())[0].data)
     assert first.error == ErrorCode(401, "Unauthorized") and first.get(Realm) == Realm("icelab")
     assert first.get(Nonce) is not None
@@ -109,18 +118,18 @@ def test_permission_send_indication_and_data_indication() -> None:
     srv, _ = server()
     relayed = allocate(srv)
     send = Message(Method.SEND, MessageClass.INDICATION, attributes=[XorPeerAddress(*PEER), Data(b"hi")]).encode()
-    assert srv.handle_client(1, LISTEN, CLIENT, send) == []  # no permission yet (RFC 8656 §9)
+    assert feed(srv, 1, LISTEN, CLIENT, send) == []  # no permission yet (RFC 8656 §9)
     assert srv.stats["send-no-permission"] == 1
-    assert srv.handle_peer(1, relayed, PEER, b"x") == [] and srv.stats["peer-data-no-permission"] == 1
+    assert feed(srv, 1, relayed, PEER, b"x") == [] and srv.stats["peer-data-no-permission"] == 1
     assert request(srv, 1, Method.CREATE_PERMISSION, XorPeerAddress(*PEER)).message_class is MessageClass.SUCCESS
-    out = srv.handle_client(2, LISTEN, CLIENT, send)
+    out = feed(srv, 2, LISTEN, CLIENT, send)
     assert [(t.local, t.remote, t.data) for t in out] == [(relayed, PEER, b"hi")]
-    back = srv.handle_peer(3, relayed, ("198.51.100.9", 50001), b"from another port of the same IP")
+    back = feed(srv, 3, relayed, ("198.51.100.9", 50001), b"from another port of the same IP")
     ind = parse(back[0].data)
     assert back[0].remote == CLIENT and ind.method == Method.DATA and ind.message_class is MessageClass.INDICATION
     assert ind.get(XorPeerAddress) == XorPeerAddress("198.51.100.9", 50001)
     assert ind.get(Data) == Data(b"from another port of the same IP")
-    assert srv.handle_peer(400, relayed, PEER, b"late") == []  # the permission expired after 300 s
+    assert feed(srv, 400, relayed, PEER, b"late") == []  # the permission expired after 300 s
 
 
 def test_channel_bind_and_channel_data_both_ways() -> None:
@@ -128,16 +137,16 @@ def test_channel_bind_and_channel_data_both_ways() -> None:
     relayed = allocate(srv)
     assert request(srv, 1, Method.CHANNEL_BIND, ChannelNumber(0x4001), XorPeerAddress(*PEER)).message_class \
         is MessageClass.SUCCESS
-    out = srv.handle_client(2, LISTEN, CLIENT, b"\x40\x01\x00\x03abc")
+    out = feed(srv, 2, LISTEN, CLIENT, b"\x40\x01\x00\x03abc")
     assert [(t.local, t.remote, t.data) for t in out] == [(relayed, PEER, b"abc")]
-    back = srv.handle_peer(3, relayed, PEER, b"hello")
+    back = feed(srv, 3, relayed, PEER, b"hello")
     assert back[0].data == b"\x40\x01\x00\x05hello" and back[0].remote == CLIENT
     # A peer keeps its channel; a channel keeps its peer (RFC 8656 §11.2).
     assert request(srv, 4, Method.CHANNEL_BIND, ChannelNumber(0x4002), XorPeerAddress(*PEER)).error.code == 400  # type: ignore[union-attr]
     other_peer = XorPeerAddress("198.51.100.9", 1)
     assert request(srv, 4, Method.CHANNEL_BIND, ChannelNumber(0x4001), other_peer).error.code == 400  # type: ignore[union-attr]
     assert request(srv, 4, Method.CHANNEL_BIND, ChannelNumber(0x3000), XorPeerAddress(*PEER)).error.code == 400  # type: ignore[union-attr]
-    assert srv.handle_client(5, LISTEN, CLIENT, b"\x40\x09\x00\x01z") == []  # unbound channel: dropped
+    assert feed(srv, 5, LISTEN, CLIENT, b"\x40\x09\x00\x01z") == []  # unbound channel: dropped
 
 
 def test_refresh_delete_and_expiry_release_relay_ports() -> None:
@@ -177,14 +186,14 @@ def test_mapped_loopback_and_link_local_peers_are_denied(peer: str) -> None:
 def test_integrity_without_username_realm_nonce_is_400_without_a_nonce() -> None:
     srv, _ = server()
     msg = Message(Method.ALLOCATE, MessageClass.REQUEST, attributes=[RequestedTransport(17), Username("alice")])
-    resp = parse(srv.handle_client(0.0, LISTEN, CLIENT, msg.encode(KEY))[0].data)
+    resp = parse(feed(srv, 0.0, LISTEN, CLIENT, msg.encode(KEY))[0].data)
     assert resp.error is not None and resp.error.code == 400
     assert resp.get(Nonce) is None and resp.get(Realm) is None
 
 
 def test_binding_is_served_too() -> None:
     srv, _ = server()
-    out = srv.handle_client(0, LISTEN, CLIENT, Message(Method.BINDING, MessageClass.REQUEST).encode())
+    out = feed(srv, 0, LISTEN, CLIENT, Message(Method.BINDING, MessageClass.REQUEST).encode())
     assert parse(out[0].data).message_class is MessageClass.SUCCESS
 
 
@@ -193,27 +202,27 @@ def test_binding_is_served_too() -> None:
 def test_garbage_never_raises(data: bytes) -> None:
     srv, _ = server()
     relayed = allocate(srv)
-    srv.handle_client(1, LISTEN, CLIENT, data)
-    srv.handle_client(1, LISTEN, CLIENT, b"\x40\x01" + data)
-    srv.handle_peer(1, relayed, PEER, data)
+    feed(srv, 1, LISTEN, CLIENT, data)
+    feed(srv, 1, LISTEN, CLIENT, b"\x40\x01" + data)
+    feed(srv, 1, relayed, PEER, data)
     stun = b"\x00\x03" + len(data).to_bytes(2, "big") + b"\x21\x12\xa4\x42" + bytes(12) + data
-    srv.handle_client(1, LISTEN, CLIENT, stun)
+    feed(srv, 1, LISTEN, CLIENT, stun)
 
 
 def test_retransmitted_allocate_gets_the_same_success_not_437() -> None:
     srv, _ = server()
-    first = parse(srv.handle_client(0.0, LISTEN, CLIENT, Message(Method.ALLOCATE, MessageClass.REQUEST, attributes=[
+    first = parse(feed(srv, 0.0, LISTEN, CLIENT, Message(Method.ALLOCATE, MessageClass.REQUEST, attributes=[
         RequestedTransport(17)]).encode())[0].data)
     msg = Message(Method.ALLOCATE, MessageClass.REQUEST, attributes=[
         RequestedTransport(17), Username("alice"), Realm("icelab"), first.get(Nonce)])  # type: ignore[list-item]
     wire = msg.encode(KEY, fingerprint=True)
-    one = parse(srv.handle_client(0.0, LISTEN, CLIENT, wire)[0].data)
-    again = parse(srv.handle_client(0.5, LISTEN, CLIENT, wire)[0].data)  # the success was lost; same transaction
+    one = parse(feed(srv, 0.0, LISTEN, CLIENT, wire)[0].data)
+    again = parse(feed(srv, 0.5, LISTEN, CLIENT, wire)[0].data)  # the success was lost; same transaction
     assert one.message_class is MessageClass.SUCCESS and again.message_class is MessageClass.SUCCESS
     assert again.transaction_id == msg.transaction_id and again.check_integrity(KEY)
     assert again.get(XorRelayedAddress) == one.get(XorRelayedAddress) and len(srv.allocations) == 1
     other = Message(Method.ALLOCATE, MessageClass.REQUEST, attributes=list(msg.attributes))
-    assert parse(srv.handle_client(1.0, LISTEN, CLIENT, other.encode(KEY))[0].data).error.code == 437  # type: ignore[union-attr]
+    assert parse(feed(srv, 1.0, LISTEN, CLIENT, other.encode(KEY))[0].data).error.code == 437  # type: ignore[union-attr]
 
 
 def test_channel_bind_family_mismatch_is_443() -> None:

@@ -16,8 +16,8 @@ from ice.turn.client import (
     AllocationFailed,
     ChannelBound,
     PeerData,
+    TurnClient,
     TurnClientConfig,
-    TurnClientEndpoint,
     TurnEvent,
     TurnState,
 )
@@ -30,14 +30,13 @@ class TurnError(IcelabError):
 class TurnEndpoint:
     """``await TurnEndpoint(config).open()`` -> allocated; ``send(peer, data)``; ``on_data(peer, data)`` callback.
 
-    The sans-IO :class:`TurnClientEndpoint` on one :class:`Driver` (its socket or stream, its one timer)."""
+    The sans-IO :class:`TurnClient` on one :class:`Driver` (its socket or stream, its one timer)."""
 
     def __init__(self, config: TurnClientConfig, bind: Address | None = None,
                  make_socket: Callable[[socket.AddressFamily], socket.socket] | None = None,
                  make_stream_socket: Callable[[socket.AddressFamily], socket.socket] | None = None,
                  ssl_context: ssl.SSLContext | None = None, server_hostname: str | None = None) -> None:
-        self.endpoint = TurnClientEndpoint(config)
-        self.client = self.endpoint.client
+        self.client = TurnClient(config)
         self.ssl_context = ssl_context
         """For transport "tls": the client context (default: the system's trust store, hostname checked)."""
         self.server_hostname = server_hostname
@@ -60,7 +59,7 @@ class TurnEndpoint:
     @property
     def driver(self) -> Driver[TurnEvent]:
         if self._driver is None:
-            self._driver = Driver(self.endpoint, self._on_event, stats=self.client.stats)
+            self._driver = Driver(self.client, self._on_event, stats=self.client.stats)
         return self._driver
 
     async def open(self, timeout: float = 10.0) -> Allocated:
@@ -69,12 +68,12 @@ class TurnEndpoint:
         if self.client.config.stream:  # TURN over TCP (RFC 8656 §3.1): framed messages on one connection
             reader, writer, local = await open_turn_stream(self.client.config, self.bind, self._make_stream_socket,
                                                            timeout, self.ssl_context, self.server_hostname)
-            self.endpoint.local = local
+            self.client.local = local
             self._reader_task = self.driver.start_stream(reader, writer, local, self.client.server)
         else:
             sock = self._make_socket(family)
             sock.bind(self.bind)
-            self.endpoint.local = self.driver.add_socket(sock)
+            self.client.local = self.driver.add_socket(sock)
         self._allocated = loop.create_future()
         self.client.allocate(self._now())
         self.driver.pump()

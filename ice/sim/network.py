@@ -7,6 +7,10 @@ Fabric`): a NAT node translates what it forwards from LAN to WAN and what arrive
 address when it hairpins (RFC 4787 §6), and drops the rest; hosts deliver to the endpoint bound at the destination
 address; each link's conditions (loss, delay, jitter) apply when the packet crosses it. Without a spec every
 address is directly reachable (the agent tests' flat network).
+
+Agents and servers alike are driven through the endpoint contract (:mod:`ice.endpoint`): what arrives is fed with
+``handle_datagram``, what they send is drained with ``poll_transmit``, and each timer runs at its
+``next_timeout``.
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ from ice.turn.server import TurnServer, TurnServerConfig
 
 
 class Endpoint(Protocol):
-    """What the network drives: an IceAgent, or anything that behaves like one (e.g. a RelayedAgent)."""
+    """What the network drives, the endpoint contract (:mod:`ice.endpoint`) with agent events: an IceAgent, anything
+    that behaves like one (e.g. a RelayedAgent), or a server (which emits no events)."""
 
     def handle_datagram(self, now: float, local: Address, remote: Address, data: bytes) -> None: ...
 
@@ -231,35 +236,48 @@ class SimNetwork:
         return None
 
     def _bound(self, dst: Address) -> bool:
-        return dst in self.agents or dst in self.servers or dst in self.turn_servers or dst in self.relays
+        return self._endpoint_at(dst) is not None
+
+    def _endpoint_at(self, dst: Address) -> Endpoint | None:
+        """Whoever receives what arrives at ``dst``: a server (on a listening or relayed address) or an agent."""
+        for where in (self.turn_servers, self.relays, self.servers, self.agents):
+            endpoint: Endpoint | None = where.get(dst)
+            if endpoint is not None:
+                return endpoint
+        return None
 
     # --------------------------------------------------------------------------------------------- clock
 
     def _collect(self) -> None:
-        for agent in self._unique_agents():
+        """Drain every endpoint: its events (the agents'), then what it sends."""
+        agents = {id(a) for a in self.agents.values()}
+        for endpoint in self._unique_endpoints():
             if self.on_event is not None:
-                while (ev := agent.next_event()) is not None:
-                    self.on_event(agent, ev)
-            while (t := agent.poll_transmit()) is not None:
-                assert t.local is not None
+                while (ev := endpoint.next_event()) is not None:
+                    self.on_event(endpoint, ev)
+            agent = id(endpoint) in agents
+            while (t := endpoint.poll_transmit()) is not None:
+                assert t.local is not None, "every endpoint in the simulation names its local address"
                 if self.trace is not None:
                     self.trace.append((self.now, "sent", t.local, t.remote))
-                if self.sent is not None:
+                if self.sent is not None and agent:
                     self.sent.append((self.now, t.local, t.remote, t.data))
                 self.send(t.local, t.remote, t.data)
 
-    def _unique_agents(self) -> list[Endpoint]:
-        return list({id(a): a for a in self.agents.values()}.values())
+    def _unique_endpoints(self) -> list[Endpoint]:
+        """The agents, then the servers (each once, whatever number of addresses it has)."""
+        everything: list[Endpoint] = [*self.agents.values(), *self.turn_servers.values(), *self.relays.values(),
+                                      *self.servers.values()]
+        return list({id(e): e for e in everything}.values())
 
     def run(self, until: float, stop: Callable[[], bool] = lambda: False) -> None:
         """Advance virtual time event by event up to ``until`` (or until ``stop()``)."""
-        agents = self._unique_agents()
         while True:
             self._collect()
             if stop():
                 return
-            times = [t for a in agents if (t := a.next_timeout()) is not None]
-            times += [t for srv in self.turn_servers.values() if (t := srv.next_timeout()) is not None]
+            endpoints = self._unique_endpoints()
+            times = [t for e in endpoints if (t := e.next_timeout()) is not None]
             if self._queue:
                 times.append(self._queue[0][0])
             if not times or min(times) > until:
@@ -271,23 +289,10 @@ class SimNetwork:
                 self.delivered += 1
                 if self.trace is not None:
                     self.trace.append((self.now, "delivered", src, dst))
-                if dst in self.turn_servers:
-                    for out in self.turn_servers[dst].handle_client(self.now, dst, src, data):
-                        self.send(out.local or dst, out.remote, out.data)
-                elif dst in self.relays:
-                    for out in self.relays[dst].handle_peer(self.now, dst, src, data):
-                        self.send(out.local or dst, out.remote, out.data)
-                elif dst in self.servers:
-                    answer = self.servers[dst].handle(dst, src, data)
-                    if answer is not None:
-                        self.send(answer.local or dst, answer.remote, answer.data)
-                elif dst in self.agents:
-                    self.agents[dst].handle_datagram(self.now, dst, src, data)
-            for a in agents:
-                t = a.next_timeout()
+                endpoint = self._endpoint_at(dst)
+                if endpoint is not None:
+                    endpoint.handle_datagram(self.now, dst, src, data)
+            for e in endpoints:
+                t = e.next_timeout()
                 if t is not None and t <= self.now:
-                    a.handle_timeout(self.now)
-            for srv in self.turn_servers.values():  # allocation, permission and channel lifetimes (RFC 8656)
-                t = srv.next_timeout()
-                if t is not None and t <= self.now:
-                    srv.handle_timeout(self.now)
+                    e.handle_timeout(self.now)

@@ -4,9 +4,10 @@ The server owns up to four transport addresses: the primary ``(IP1, P1)``, and w
 ``(IP1, P2)`` and ``(IP2, P1)``. :meth:`StunServer.handle` takes the local address a datagram arrived on, the
 remote address and the bytes, and returns the :class:`~ice.stun.transaction.Transmit` to send (from which local
 address, to where) or None. It never raises for network input: malformed datagrams are counted and dropped;
-requests it cannot serve get 400 or 420. It also meets the endpoint contract (:mod:`ice.endpoint`):
-:meth:`StunServer.handle_datagram` queues the answer for :meth:`StunServer.poll_transmit`; it has no timers and
-emits no events.
+requests it cannot serve get 400 or 420. It also meets the endpoint contract (:mod:`ice.endpoint`), which is how
+the asyncio runner and the simulation drive it: :meth:`StunServer.handle_datagram` queues the answer for
+:meth:`StunServer.poll_transmit`; it has no timers and emits no events. :meth:`StunServer.handle` stays the
+one-call form underneath (with the bare-Binding fast path); the TURN server answers Binding with it.
 """
 
 from __future__ import annotations

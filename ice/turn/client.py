@@ -1,15 +1,15 @@
 """Sans-IO TURN client (RFC 8656): one allocation on one server, with permissions and channels.
 
-Drive it like the agent: ``allocate(now)``, ``handle_datagram(now, data)`` for what the server sends,
-``handle_timeout(now)`` at ``next_timeout()``, ``poll_transmit()`` for what to send to the server and
+It meets the endpoint contract (:mod:`ice.endpoint`) on its own socket ``local`` (UDP, or a TCP/TLS stream to the
+server, RFC 8656 §3.1): ``allocate(now)``, ``handle_datagram(now, local, remote, data)`` for what the server sends,
+``handle_timeout(now)`` at ``next_timeout()``, ``poll_transmit()`` for the :class:`~ice.stun.transaction.Transmit`
+to send from ``local`` to the current server (after an ALTERNATE-SERVER redirection, the new one) and
 ``next_event()`` for what happened. ``send(now, peer, data)`` relays application data (ChannelData once a channel
 is bound, a Send indication before); data from peers comes out as :class:`PeerData` events.
 
 Long-term credentials with the 401 REALM/NONCE round trip and 438 Stale Nonce retry (RFC 8489 §9.2), Refresh
 before expiry and a new allocation after 437, CreatePermission and ChannelBind refreshed before they expire,
 stable channel numbers per peer, 300 ALTERNATE-SERVER followed once, deallocation on close.
-
-:class:`TurnClientEndpoint` is the client on its socket, on the endpoint contract (:mod:`ice.endpoint`).
 """
 
 from __future__ import annotations
@@ -111,8 +111,12 @@ class _Pending:
 
 
 class TurnClient:
-    def __init__(self, config: TurnClientConfig) -> None:
+    """One allocation on ``config.server``, from the local address ``local`` (None: the driver's default socket;
+    a driver that learns its address later may set it before the first ``poll_transmit``)."""
+
+    def __init__(self, config: TurnClientConfig, local: Address | None = None) -> None:
         self.config = config
+        self.local = local
         self.server = config.server
         self.state = TurnState.IDLE
         self.relayed: Address | None = None
@@ -201,8 +205,9 @@ class TurnClient:
 
     # -------------------------------------------------------------------------------------------- incoming
 
-    def handle_datagram(self, now: float, data: bytes) -> None:
-        """Everything the server sends: responses, Data indications, ChannelData."""
+    def handle_datagram(self, now: float, local: Address, remote: Address, data: bytes) -> None:
+        """Everything the server sends: responses, Data indications, ChannelData. The client has one socket, so
+        ``local`` and ``remote`` are not checked (responses are matched by transaction ID)."""
         if len(data) >= 4 and 0x40 <= data[0] <= 0x7F:
             number, length = _CHANNEL_HDR.unpack_from(data)
             peer = next((p for p, n in self.channels.items() if n == number), None)
@@ -347,36 +352,9 @@ class TurnClient:
             if now >= at:
                 self.bind_channel(now, peer)
 
-    def poll_transmit(self) -> bytes | None:
-        """The next datagram to send to ``self.server``."""
-        return self._out.popleft() if self._out else None
+    def poll_transmit(self) -> Transmit | None:
+        """The next datagram to send, from ``self.local`` to ``self.server``."""
+        return Transmit(self.server, self._out.popleft(), self.local) if self._out else None
 
     def next_event(self) -> TurnEvent | None:
         return self._events.popleft() if self._events else None
-
-
-class TurnClientEndpoint:
-    """A :class:`TurnClient` on its own socket ``local`` (UDP, or a TCP/TLS stream to the server, RFC 8656 §3.1),
-    on the endpoint contract (:mod:`ice.endpoint`): what the server sends comes in with ``handle_datagram``, what
-    to send to it goes out as :class:`~ice.stun.transaction.Transmit` from ``local`` to the current server
-    (after an ALTERNATE-SERVER redirection, the new one). ``local`` None: the driver's default socket."""
-
-    def __init__(self, config: TurnClientConfig, local: Address | None = None) -> None:
-        self.client = TurnClient(config)
-        self.local = local
-
-    def handle_datagram(self, now: float, local: Address, remote: Address, data: bytes) -> None:
-        self.client.handle_datagram(now, data)
-
-    def handle_timeout(self, now: float) -> None:
-        self.client.handle_timeout(now)
-
-    def next_timeout(self) -> float | None:
-        return self.client.next_timeout()
-
-    def poll_transmit(self) -> Transmit | None:
-        data = self.client.poll_transmit()
-        return Transmit(self.client.server, data, self.local) if data is not None else None
-
-    def next_event(self) -> TurnEvent | None:
-        return self.client.next_event()

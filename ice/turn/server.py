@@ -1,15 +1,13 @@
 """Sans-IO TURN server (RFC 8656) that also answers STUN Binding: the lab's one STUN+TURN process.
 
 The core never opens a socket. Relay addresses come from a :class:`RelayPorts` allocator the I/O layer provides
-(it binds a socket and says which address it got). :meth:`TurnServer.handle_client` takes what arrived on a
-listening address from a client; :meth:`TurnServer.handle_peer` takes what arrived on a relay address from a peer.
-Both return the datagrams to send as :class:`~ice.stun.transaction.Transmit` (``local`` = the address to send
-from). Nothing from the network raises: bad requests get the RFC's error code, everything else is a counted drop.
-
-It also meets the endpoint contract (:mod:`ice.endpoint`): :meth:`TurnServer.handle_datagram` routes by the local
-address (a relayed address: from a peer; anything else: from a client) and queues the answers for
-:meth:`TurnServer.poll_transmit`. A TCP/TLS client's connection is announced with :meth:`TurnServer.stream_opened`
-and :meth:`TurnServer.stream_closed` (RFC 8656 §3.1, §6: its allocation ends with the connection).
+(it binds a socket and says which address it got). It is driven only through the endpoint contract
+(:mod:`ice.endpoint`): :meth:`TurnServer.handle_datagram` routes by the local address (a relayed address: from a
+peer; anything else: from a client) and queues the datagrams to send for :meth:`TurnServer.poll_transmit` as
+:class:`~ice.stun.transaction.Transmit` (``local`` = the address to send from). Nothing from the network raises: bad
+requests get the RFC's error code, everything else is a counted drop. A TCP/TLS client's connection is announced
+with :meth:`TurnServer.stream_opened` and :meth:`TurnServer.stream_closed` (RFC 8656 §3.1, §6: its allocation ends
+with the connection).
 """
 
 from __future__ import annotations
@@ -143,9 +141,9 @@ class TurnServer:
     # ------------------------------------------------------------------------------------- endpoint contract
 
     def handle_datagram(self, now: float, local: Address, remote: Address, data: bytes) -> None:
-        """What arrived on ``local``: on a relayed address, from a peer (:meth:`handle_peer`); on a listening
-        address or a client's stream, from a client (:meth:`handle_client`). The answers queue for
-        :meth:`poll_transmit`."""
+        """What arrived on ``local``: on a relayed address, from a peer (a Data indication or ChannelData to its
+        client, RFC 8656 §11.3, §12.5); on a listening address or a client's stream, from a client (a STUN/TURN
+        message or ChannelData, RFC 8656 §12.4). The answers queue for :meth:`poll_transmit`."""
         alloc = self.by_relay.get(local)
         if alloc is not None:
             out = self._from_peer(now, alloc, remote, data)
@@ -153,7 +151,7 @@ class TurnServer:
             out = self._channel_data_from_client(now, local, remote, data)
         else:
             stream = bool(self._stream_clients) and (local, remote) in self._stream_clients
-            self._out.extend(self.handle_client(now, local, remote, data, stream))
+            self._out.extend(self._from_client(now, local, remote, data, stream))
             return
         if out is not None:
             self._out.append(out)
@@ -240,14 +238,11 @@ class TurnServer:
 
     # --------------------------------------------------------------------------------------------- clients
 
-    def handle_client(self, now: float, local: Address, client: Address, data: bytes, stream: bool = False
-                      ) -> list[Transmit]:
-        """A message from a client on a listening address: STUN/TURN message or ChannelData (RFC 8656 §12.4).
-        ``stream``: it came over TCP/TLS (one framed message per call)."""
+    def _from_client(self, now: float, local: Address, client: Address, data: bytes, stream: bool
+                     ) -> list[Transmit]:
+        """A STUN/TURN message from a client on a listening address (ChannelData takes the fast path in
+        :meth:`handle_datagram`). ``stream``: it came over TCP/TLS (one framed message per call)."""
         self._stream = stream
-        if len(data) >= 4 and 0x40 <= data[0] <= 0x7F:
-            out = self._channel_data_from_client(now, local, client, data)
-            return [out] if out is not None else []
         try:
             msg = parse(data)
         except StunParseError:
@@ -478,13 +473,9 @@ class TurnServer:
         self.stats["relayed-to-peer"] += 1
         return Transmit(bound[0], data[4 : 4 + length], alloc.relayed)
 
-    def handle_peer(self, now: float, relayed: Address, peer: Address, data: bytes) -> list[Transmit]:
+    def _from_peer(self, now: float, alloc: Allocation | None, peer: Address, data: bytes) -> Transmit | None:
         """A datagram from a peer to a relayed address: ChannelData if a channel is bound, else a Data
         indication (RFC 8656 §11.3, §12.5); dropped without a permission for the peer's IP."""
-        out = self._from_peer(now, self.by_relay.get(relayed), peer, data)
-        return [out] if out is not None else []
-
-    def _from_peer(self, now: float, alloc: Allocation | None, peer: Address, data: bytes) -> Transmit | None:
         if alloc is None or alloc.expires <= now:
             self.stats["peer-data-no-allocation"] += 1
             return None
