@@ -18,7 +18,7 @@ the driver drains the endpoint as after any input.
 
 The machines that meet it: :class:`~ice.agent.IceAgent`, :class:`~ice.agent.session.IceSession` (events tagged
 with the stream index), :class:`~ice.relayed.RelayedAgent` (ICE over TURN, RFC 8445 §5.1.1.2),
-:class:`~ice.turn.client.TurnClientEndpoint` (a TURN client on its socket, RFC 8656),
+:class:`~ice.turn.client.TurnClient` (a TURN client on its socket, RFC 8656),
 :class:`~ice.turn.server.TurnServer`, :class:`~ice.stun.server.StunServer` and
 :class:`~ice.stun.transaction.StunClientEndpoint`. Servers emit no events.
 """
