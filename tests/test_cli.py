@@ -86,7 +86,7 @@ def test_run_is_the_matrix_with_a_grid_and_every_report(tmp_path: Path) -> None:
     junit = (tmp_path / "junit.xml").read_text()
     assert 'tests="4"' in junit and 'failures="0"' in junit
     bad = icelab("run", "--scenario", "nope", "--out", str(tmp_path))
-    assert bad.returncode == 2 and "no scenario named nope" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.returncode == 2 and "no cell named nope" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_demo_prints_a_mapping() -> None:
