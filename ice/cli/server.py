@@ -18,6 +18,15 @@ if TYPE_CHECKING:
     from ice.cli.common import Subparsers
 
 
+async def until_signalled() -> None:
+    """Return on SIGTERM or SIGINT (a server runs until then)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
 def cmd_server_stun(args: argparse.Namespace) -> int:
     from ice.aio.stun import StunServerRunner, format_address
     from ice.stun.server import StunServerConfig
@@ -41,12 +50,8 @@ def cmd_server_stun(args: argparse.Namespace) -> int:
             log(msg)
         else:
             print(f"icelab STUN server listening on {addrs}" + (" (RFC 5780)" if alt else ""), flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
         try:
-            await stop.wait()
+            await until_signalled()
         finally:
             runner.close()
             if args.json_log:
@@ -113,12 +118,8 @@ def cmd_server_turn(args: argparse.Namespace) -> int:
         else:
             print(f"icelab TURN server on {where} (realm {args.realm}, relay {args.relay_ip or listen[0]})",
                   flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
         try:
-            await stop.wait()
+            await until_signalled()
         finally:
             stats = dict(runner.core.stats)
             runner.close()

@@ -10,7 +10,6 @@ documented in docs/scenarios.md.
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import json
 import os
@@ -23,7 +22,7 @@ from typing import Any
 from ice.errors import UserError
 from ice.scenario.cell import CELL_OPTIONS, Cell, NatChoice
 from ice.scenario.expect import Expected, expect
-from ice.topology.registry import Topologies
+from ice.topology.registry import Topologies, load_module
 from ice.topology.spec import TopologySpec
 
 SUITES = Path(__file__).resolve().parents[1] / "suites"
@@ -105,13 +104,9 @@ def expand_matrix(table: Mapping[str, Any], where: str) -> list[Cell]:
 
 
 def _load_python(path: Path) -> list[Cell]:
-    spec = importlib.util.spec_from_file_location(f"icelab_scenarios.{path.stem}", path)
-    if spec is None or spec.loader is None:
-        raise UserError(f"cannot load scenario module {path}")
-    module = importlib.util.module_from_spec(spec)
+    module = load_module(path, "scenario")
     try:
-        spec.loader.exec_module(module)
-        made = module.cells()
+        made = list(module.cells())
     except UserError:
         raise
     except Exception as exc:  # a user's module: one sentence, not a traceback

@@ -100,17 +100,24 @@ def describe_builder(name: str, build: Builder, origin: str) -> Topology:
     return Topology(name, build, origin, tuple(roles), tuple(defaults), link)
 
 
-def load_file(path: Path) -> ModuleType:
-    """Import a topology file by path (its name must not clash with an installed module)."""
-    spec = importlib.util.spec_from_file_location(f"icelab_topologies.{path.stem}", path)
+def load_module(path: Path, kind: str = "topology") -> ModuleType:
+    """Import a user's Python file by path (a topology or a scenario file); whatever it raises is one sentence."""
+    spec = importlib.util.spec_from_file_location(f"icelab_{kind}.{path.stem}", path)
     if spec is None or spec.loader is None:
-        raise UserError(f"cannot load topology module {path}")
+        raise UserError(f"cannot load {kind} file {path}")
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)
+    except UserError:
+        raise
     except Exception as exc:  # a user's file: one sentence, not a traceback
-        raise UserError(f"topology file {path} does not import: {type(exc).__name__}: {exc}") from None
+        raise UserError(f"{kind} file {path} does not import: {type(exc).__name__}: {exc}") from None
     return module
+
+
+def load_file(path: Path) -> ModuleType:
+    """Import a topology file by path (its name must not clash with an installed module)."""
+    return load_module(path, "topology")
 
 
 class Topologies:
