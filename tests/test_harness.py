@@ -259,3 +259,20 @@ def test_the_built_wheel_works_installed_outside_the_repository(tmp_path: Path, 
     p = run("run", "--backend", "sim", "--topologies", "topos", "shop.toml", "-q", "--out", "shop")
     assert p.returncode == 0, p.stdout[-1000:] + p.stderr[-1000:]
     assert json.loads((elsewhere / "shop" / "results.json").read_text())["passed"] == 2
+
+
+@pytest.mark.parametrize(("body", "says"), [
+    ("from ice.lab.topo import TopologyBuilder\n\ndef build(x='eim-eif'):\n    b = TopologyBuilder('t')\n"
+     "    b.public_segment()\n    return b.spec()\n", "has no host named 'a'"),
+    ("from ice.lab.topo import TopologyBuilder\n\ndef build(x='eim-eif'):\n    b = TopologyBuilder('t')\n"
+     "    b.switch('inet')\n    b.public_host('a', 'inet')\n    b.public_host('b', 'inet')\n    return b.spec()\n",
+     "has no stun_primary fact"),
+    ("def build(x='eim-eif'):\n    return 1 / 0\n", "build() failed: ZeroDivisionError"),
+])
+def test_a_topology_a_cell_cannot_run_in_is_one_sentence(tmp_path: Path, body: str, says: str) -> None:
+    (tmp_path / "topos").mkdir()
+    (tmp_path / "topos" / "t.py").write_text(body)
+    (tmp_path / "c.toml").write_text('[[cells]]\nname = "x"\ntopology = "t"\n')
+    with pytest.raises(UserError) as err:
+        Suite.load([tmp_path / "c.toml"], Topologies([tmp_path / "topos"]))
+    assert "c.toml, cell x: " in str(err.value) and says in str(err.value)

@@ -214,14 +214,14 @@ class Suite:
             try:
                 topo = self.topologies.get(cell.topology)
                 spec = topo.spec(cell.behaviours(), **cell.link())
-            except UserError as exc:
+                problem = runnable(spec)
+            except (UserError, ValueError) as exc:
                 raise UserError(f"{where}: {exc}") from None
-            except ValueError as exc:
-                raise UserError(f"{where}: {exc}") from None
-            for host in ("a", "b"):
-                if not spec.has_node(host):
-                    raise UserError(f"{where}: topology {cell.topology} has no host named {host!r} (the two ICE "
-                                    "agents run on hosts a and b)")
+            except Exception as exc:  # a user's build(): one sentence, not a traceback
+                raise UserError(f"{where}: topology {cell.topology}'s build() failed: {type(exc).__name__}: "
+                                f"{exc}") from None
+            if problem:
+                raise UserError(f"{where}: topology {cell.topology} {problem}")
             self._specs[cell.name] = spec
         return self._specs[cell.name]
 
@@ -273,6 +273,27 @@ class Suite:
             changed = sorted(n for n in doc if keep.get(n) != doc[n])
             out.append((path, len(doc), changed, sum("known_failure" in v for v in doc.values())))
         return out
+
+
+def runnable(spec: TopologySpec) -> str:
+    """What keeps a cell from running in ``spec`` ("" when nothing does): the agents run on hosts ``a`` and ``b``,
+    the STUN/TURN server on the host holding the ``stun_primary`` address (``TopologyBuilder.public_segment``)."""
+    from ice.topology.fabric import Fabric
+    from ice.topology.spec import NodeKind
+
+    for host in ("a", "b"):
+        if not spec.has_node(host) or spec.node(host).kind is not NodeKind.HOST:
+            return f"has no host named {host!r} (the two ICE agents run on hosts a and b)"
+    if "stun_primary" not in spec.facts:
+        return "has no stun_primary fact: give it a public segment (TopologyBuilder.public_segment())"
+    fabric = Fabric(spec)
+    for host in ("a", "b"):
+        if not fabric.addresses(host):
+            return f"gives host {host} no address"
+    server = fabric.owner(spec.address("stun_primary")[0])
+    if server is None or spec.node(server).kind is not NodeKind.HOST:
+        return "has no host holding its stun_primary address"
+    return ""
 
 
 def read_pins(path: Path) -> dict[str, Any]:
