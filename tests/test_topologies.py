@@ -3,6 +3,7 @@ forwarding view, and the `mn --custom` Topo they export."""
 
 from __future__ import annotations
 
+import ast
 import ipaddress
 import subprocess
 import sys
@@ -96,7 +97,7 @@ def _write(directory: Path, name: str, body: str) -> Path:
 
 
 SHOP = """
-    from ice.lab.topo import TopologyBuilder, behaviour
+    from ice.topology import TopologyBuilder, behaviour
 
 
     def build(shop="port-restricted-cone"):
@@ -177,3 +178,49 @@ def test_mn_custom_topo_mirrors_the_spec() -> None:
 def test_topology_files_carry_no_path_hacks() -> None:
     for path in BUILTIN_DIR.glob("*.py"):
         assert "sys.path" not in path.read_text(), path
+
+
+LOWER = ("ice/topology", "ice/sim")
+HIGHER = ("ice.lab", "ice.scenario", "ice.report", "ice.cli")
+
+
+def _top_level_imports(path: Path) -> list[str]:
+    """Modules a file imports when it is imported: module-level statements (including ``if``/``try`` blocks), not
+    the bodies of functions or classes (lazy imports are fine)."""
+    found: list[str] = []
+    todo: list[ast.stmt] = list(ast.parse(path.read_text()).body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, ast.Import):
+            found += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.append(node.module)
+        elif isinstance(node, ast.If) and not (isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"):
+            todo += node.body + node.orelse
+        elif isinstance(node, ast.Try):
+            todo += node.body + node.orelse + node.finalbody + [s for h in node.handlers for s in h.body]
+    return found
+
+
+def test_topologies_and_the_sim_never_import_the_layers_above_them() -> None:
+    """``ice/topology/`` (pure data) and ``ice/sim/`` sit below the lab, the scenarios, the reports and the CLI:
+    none of their modules imports those at module level (a function may import the lab lazily, as ``mn_topos``
+    does when Mininet calls it), and importing them (built-in topologies included) loads none of them."""
+    root = Path(__file__).parents[1]
+    bad = [f"{path.relative_to(root)} imports {name}" for d in LOWER for path in sorted((root / d).rglob("*.py"))
+           for name in _top_level_imports(path) if name.startswith(HIGHER)]
+    assert not bad
+    code = ("import sys, ice.topology, ice.topology.registry, ice.topology.fabric, ice.sim.network, ice.sim.scenario\n"
+            "ice.topology.registry.Topologies(entry_points=False).all()\n"
+            f"print(' '.join(sorted(m for m in sys.modules if m.startswith({HIGHER!r}))))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == ""
+
+
+def test_the_older_import_path_names_the_same_authoring_api() -> None:
+    import ice.lab.topo
+    import ice.topology
+
+    for name in ice.topology.__all__:
+        assert getattr(ice.lab.topo, name) is getattr(ice.topology, name)

@@ -1,6 +1,10 @@
-"""``mn --custom`` support: turn a topology module's ``build`` into the ``topos`` dict Mininet's CLI reads.
+r"""``mn --custom`` support: turn a topology spec into the Mininet ``Topo`` that Mininet's CLI builds.
 
-    mn --custom topologies/two_nats.py --topo two_nats,full-cone,symmetric --controller none
+    sudo PYTHONPATH=$PWD mn --custom ice/topology/builtin/two_nats.py --topo two_nats,full-cone,symmetric \
+        --controller none
+
+A topology module's ``topos = mn_topos(NAME, build)`` (:mod:`ice.topology.mn`) calls :func:`spec_topo` when
+Mininet asks for the topology.
 
 Each node becomes a host of class :class:`SpecNode`, which configures itself from the spec (addresses, routes,
 bridge, NAT rules) instead of taking Mininet's default IP. icelab itself never runs ``mn``: it realises specs
@@ -12,7 +16,6 @@ from __future__ import annotations
 import os
 import shlex
 import tempfile
-from collections.abc import Callable
 from typing import Any
 
 from ice.topology.spec import NodeKind, TopologySpec
@@ -60,7 +63,3 @@ def spec_topo(spec: TopologySpec) -> Any:
                      intfName1=interfaces[(i, link.a.node)], intfName2=interfaces[(i, link.b.node)])
     return topo
 
-
-def mn_topos(name: str, build: Callable[..., TopologySpec]) -> dict[str, Callable[..., Any]]:
-    """The ``topos`` dict for ``mn --custom``: ``--topo NAME,ARG,...`` calls ``build(ARG, ...)``."""
-    return {name: lambda *args, **kwargs: spec_topo(build(*args, **kwargs))}

@@ -1,8 +1,11 @@
-"""Topologies as data: nodes, point-to-point links and addresses, realised later by :mod:`ice.lab.mn`.
+"""Topologies as data: nodes, point-to-point links, addresses and routes.
 
-A :class:`TopologySpec` is pure (no root, no processes), so it can be printed, compared and tested, and the same
-value can be turned into a Mininet ``Topo`` for ``mn --custom`` users. Every multi-member segment is a ``switch``
-node: a Linux bridge inside its own namespace, so nothing of a lab appears in the root namespace.
+A :class:`TopologySpec` is pure (no root, no processes), so it can be printed, compared and tested. One spec has
+several readers: the kernel lab realises it with namespaces, veths and nft rules (:mod:`ice.lab.mn`), the
+simulation realises it in memory (:mod:`ice.sim.network`, forwarding along :mod:`ice.topology.fabric`), the
+expectation reasoning walks it to find the NATs between each peer and the internet, and ``mn --custom`` users get it
+as a Mininet ``Topo`` (:mod:`ice.topology.mn`). Every multi-member segment is a ``switch`` node: in the lab a Linux
+bridge inside its own namespace, so nothing of a lab appears in the root namespace.
 """
 
 from __future__ import annotations

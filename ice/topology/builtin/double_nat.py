@@ -1,14 +1,15 @@
-"""double_nat: peer A behind a home NAT behind a carrier-grade NAT (100.64.0.0/10); peer B behind its own NAT.
+r"""double_nat: peer A behind a home NAT behind a carrier-grade NAT (100.64.0.0/10); peer B behind its own NAT.
 
-    mn --custom ice/topology/builtin/double_nat.py --topo double_nat,port-restricted-cone,symmetric --controller none
+    sudo PYTHONPATH=$PWD mn --custom ice/topology/builtin/double_nat.py \
+        --topo double_nat,port-restricted-cone,symmetric --controller none
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ice.lab.topo import TopologyBuilder, TopologySpec, behaviour, conditions, mn_topos
 from ice.nat.behaviour import NatBehaviour
+from ice.topology import TopologyBuilder, TopologySpec, behaviour, conditions, mn_topos
 
 
 def build(inner: NatBehaviour | str = "port-restricted-cone", outer: NatBehaviour | str = "symmetric",

@@ -1,14 +1,14 @@
 """one_public: peer A behind a NAT, peer B with a public address on the public segment.
 
-    mn --custom ice/topology/builtin/one_public.py --topo one_public,symmetric --controller none
+    sudo PYTHONPATH=$PWD mn --custom ice/topology/builtin/one_public.py --topo one_public,symmetric --controller none
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ice.lab.topo import TopologyBuilder, TopologySpec, behaviour, conditions, mn_topos
 from ice.nat.behaviour import NatBehaviour
+from ice.topology import TopologyBuilder, TopologySpec, behaviour, conditions, mn_topos
 
 
 def build(nat: NatBehaviour | str = "port-restricted-cone", **link: Any) -> TopologySpec:

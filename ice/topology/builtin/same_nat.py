@@ -1,14 +1,15 @@
-"""same_nat: two peers on one LAN behind one NAT (host pairs win; with hairpinning, srflx pairs work too).
+r"""same_nat: two peers on one LAN behind one NAT (host pairs win; with hairpinning, srflx pairs work too).
 
-    mn --custom ice/topology/builtin/same_nat.py --topo same_nat,port-restricted-cone --controller none
+    sudo PYTHONPATH=$PWD mn --custom ice/topology/builtin/same_nat.py --topo same_nat,port-restricted-cone \
+        --controller none
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ice.lab.topo import TopologyBuilder, TopologySpec, behaviour, conditions, mn_topos
 from ice.nat.behaviour import NatBehaviour
+from ice.topology import TopologyBuilder, TopologySpec, behaviour, conditions, mn_topos
 
 
 def build(nat: NatBehaviour | str = "port-restricted-cone", **link: Any) -> TopologySpec:

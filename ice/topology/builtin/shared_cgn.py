@@ -1,6 +1,6 @@
-"""shared_cgn: two subscribers, each behind a home NAT, both behind one carrier-grade NAT (RFC 6598 space).
+r"""shared_cgn: two subscribers, each behind a home NAT, both behind one carrier-grade NAT (RFC 6598 space).
 
-    PYTHONPATH=. mn --custom ice/topology/builtin/shared_cgn.py --topo shared_cgn,eim-apdf,eim-apdf,eim-eif \
+    sudo PYTHONPATH=$PWD mn --custom ice/topology/builtin/shared_cgn.py --topo shared_cgn,eim-apdf,eim-apdf,eim-eif \
         --controller none
 
 The peers' server-reflexive addresses are both on the CGN's public address: a check from one to the other reaches
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ice.lab.topo import TopologyBuilder, TopologySpec, behaviour, conditions, mn_topos
 from ice.nat.behaviour import NatBehaviour
+from ice.topology import TopologyBuilder, TopologySpec, behaviour, conditions, mn_topos
 
 
 def build(home_a: NatBehaviour | str = "port-restricted-cone", home_b: NatBehaviour | str = "port-restricted-cone",

@@ -1,14 +1,14 @@
 """triple_nat: peer A behind three NAT levels (home, building, carrier-grade); peer B behind its own NAT.
 
-    PYTHONPATH=. mn --custom ice/topology/builtin/triple_nat.py --topo triple_nat --controller none
+    sudo PYTHONPATH=$PWD mn --custom ice/topology/builtin/triple_nat.py --topo triple_nat --controller none
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ice.lab.topo import TopologyBuilder, TopologySpec, behaviour, conditions, mn_topos
 from ice.nat.behaviour import NatBehaviour
+from ice.topology import TopologyBuilder, TopologySpec, behaviour, conditions, mn_topos
 
 
 def build(home: NatBehaviour | str = "port-restricted-cone", building: NatBehaviour | str = "eim-adf",

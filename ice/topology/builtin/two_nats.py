@@ -1,14 +1,15 @@
-"""two_nats: peer A behind NAT-a, peer B behind NAT-b, the STUN/TURN host on the public segment.
+r"""two_nats: peer A behind NAT-a, peer B behind NAT-b, the STUN/TURN host on the public segment.
 
-    mn --custom ice/topology/builtin/two_nats.py --topo two_nats,full-cone,symmetric --controller none
+    sudo PYTHONPATH=$PWD mn --custom ice/topology/builtin/two_nats.py --topo two_nats,full-cone,symmetric \
+        --controller none
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ice.lab.topo import TopologyBuilder, TopologySpec, behaviour, conditions, mn_topos
 from ice.nat.behaviour import NatBehaviour
+from ice.topology import TopologyBuilder, TopologySpec, behaviour, conditions, mn_topos
 
 
 def build(nat_a: NatBehaviour | str = "port-restricted-cone", nat_b: NatBehaviour | str = "port-restricted-cone",

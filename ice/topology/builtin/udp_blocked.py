@@ -1,14 +1,15 @@
-"""udp_blocked: peer A behind a firewall that drops all outbound UDP (TURN over TCP is its only way out).
+r"""udp_blocked: peer A behind a firewall that drops all outbound UDP (TURN over TCP is its only way out).
 
-    mn --custom ice/topology/builtin/udp_blocked.py --topo udp_blocked,port-restricted-cone --controller none
+    sudo PYTHONPATH=$PWD mn --custom ice/topology/builtin/udp_blocked.py --topo udp_blocked,port-restricted-cone \
+        --controller none
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ice.lab.topo import TopologyBuilder, TopologySpec, behaviour, conditions, mn_topos
 from ice.nat.behaviour import NatBehaviour
+from ice.topology import TopologyBuilder, TopologySpec, behaviour, conditions, mn_topos
 
 
 def build(nat_b: NatBehaviour | str = "port-restricted-cone", **link: Any) -> TopologySpec:
