@@ -276,3 +276,26 @@ def test_a_topology_a_cell_cannot_run_in_is_one_sentence(tmp_path: Path, body: s
     with pytest.raises(UserError) as err:
         Suite.load([tmp_path / "c.toml"], Topologies([tmp_path / "topos"]))
     assert "c.toml, cell x: " in str(err.value) and says in str(err.value)
+
+
+@pytest.mark.parametrize(("topology", "nats", "node", "role"), [
+    ("double_nat", '{ outer = "none" }', "cgn", "outer"),
+    ("shared_cgn", '{ cgn = "none" }', "cgn", "cgn"),
+    ("shared_cgn", '{ home_a = "none" }', "home-a", "home_a"),
+    ("triple_nat", '{ building = "none" }', "building", "building"),
+    ("double_nat", '{ outer = { preset = "eim-eif", kind = "none" } }', "cgn", "outer"),
+])
+def test_none_where_the_topology_places_a_nat_box_is_one_sentence(tmp_path: Path, topology: str, nats: str,
+                                                                  node: str, role: str) -> None:
+    (tmp_path / "c.toml").write_text(f'[[cells]]\nname = "x"\ntopology = "{topology}"\nnats = {nats}\n')
+    with pytest.raises(UserError) as err:
+        Suite.load([tmp_path / "c.toml"])
+    assert str(err.value) == (f"{tmp_path / 'c.toml'}, cell x: NAT {node}: 'none' (no NAT) cannot stand here; only "
+                              f"roles that place a peer (TopologyBuilder.peer) take it (the cell sets {role} to none)")
+
+
+def test_none_in_a_nat_box_role_is_exit_2_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "c.toml").write_text('[[cells]]\nname = "x"\ntopology = "shared_cgn"\nnats = { cgn = "none" }\n')
+    p = run_cli("run", "c.toml", "--backend", "sim", "--out", "out", cwd=tmp_path)
+    assert p.returncode == 2 and "Traceback" not in p.stderr and p.stderr.count("\n") == 1, p.stderr
+    assert p.stderr.startswith("icelab: c.toml, cell x: NAT cgn: 'none' (no NAT) cannot stand here")

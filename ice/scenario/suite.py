@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from ice.errors import UserError
+from ice.nat.behaviour import NatKind
 from ice.scenario.cell import CELL_OPTIONS, Cell, NatChoice
 from ice.scenario.expect import Expected, expect
+from ice.topology.builder import NoNatHere
 from ice.topology.registry import Topologies, load_module
 from ice.topology.spec import TopologySpec
 
@@ -215,6 +217,10 @@ class Suite:
                 topo = self.topologies.get(cell.topology)
                 spec = topo.spec(cell.behaviours(), **cell.link())
                 problem = runnable(spec)
+            except NoNatHere as exc:
+                roles = [r for r, b in cell.behaviours().items() if b.kind is NatKind.NONE]
+                said = f" (the cell sets {', '.join(roles)} to none)" if roles else ""
+                raise UserError(f"{where}: {exc}{said}") from None
             except (UserError, ValueError) as exc:
                 raise UserError(f"{where}: {exc}") from None
             except Exception as exc:  # a user's build(): one sentence, not a traceback

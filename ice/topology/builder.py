@@ -20,6 +20,10 @@ STUN_ALTERNATE = ("203.0.113.11", 3479)
 TURN_PORT = 3478
 
 
+class NoNatHere(UserError):
+    """A behaviour of kind ``none`` given to :meth:`TopologyBuilder.nat` (which places a NAT box)."""
+
+
 def behaviour(nat: NatBehaviour | str) -> NatBehaviour:
     return preset(nat) if isinstance(nat, str) else nat
 
@@ -78,8 +82,12 @@ class TopologyBuilder:
             gateway: str | None = None, impairments: LinkConditions | None = None) -> tuple[str, str]:
         """A NAT between ``upstream`` (a switch, or another NAT's LAN node) and a new LAN ``lan_subnet`` (x.y.z).
 
-        Returns the LAN switch's name and the NAT's LAN address (the peers' gateway).
+        Returns the LAN switch's name and the NAT's LAN address (the peers' gateway). A behaviour of kind
+        ``none`` (no NAT) is a :class:`NoNatHere` error: only a role that places a peer (:meth:`peer`) takes it.
         """
+        if nat.kind is NatKind.NONE:
+            raise NoNatHere(f"NAT {name}: 'none' (no NAT) cannot stand here; only roles that place a peer "
+                            "(TopologyBuilder.peer) take it")
         if wan_cidr is None:
             wan_cidr = f"203.0.113.{self._next_nat_wan}/24"
             self._next_nat_wan += 1
