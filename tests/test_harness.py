@@ -299,3 +299,47 @@ def test_none_in_a_nat_box_role_is_exit_2_in_one_line(tmp_path: Path) -> None:
     p = run_cli("run", "c.toml", "--backend", "sim", "--out", "out", cwd=tmp_path)
     assert p.returncode == 2 and "Traceback" not in p.stderr and p.stderr.count("\n") == 1, p.stderr
     assert p.stderr.startswith("icelab: c.toml, cell x: NAT cgn: 'none' (no NAT) cannot stand here")
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ('cells = ["x"]\n', "cells entry 1 is 'x', not a table; write [[cells]] tables"),
+    ("matrix = [1]\n", "matrix entry 1 is 1, not a table; write [[matrix]] tables"),
+    ('[[cells]]\nname = "x"\ntopology = "two_nats"\nnats = { nat_a = { preset = "eim-eif", mapping = [1] } }\n',
+     "cell x: NAT role nat_a: mapping is [1], not one of"),
+    ('[[cells]]\nname = "x"\ntopology = "two_nats"\nnats = { nat_a = { preset = "eim-eif", filtering = { a = 1 } } '
+     "}\n", "cell x: NAT role nat_a: filtering is {'a': 1}, not one of"),
+])
+def test_malformed_scenario_files_are_one_sentence(tmp_path: Path, text: str, says: str) -> None:
+    (tmp_path / "c.toml").write_text(text)
+    with pytest.raises(UserError) as err:
+        Suite.load([tmp_path / "c.toml"])
+    assert str(err.value).startswith(f"{tmp_path / 'c.toml'}: ") and says in str(err.value), str(err.value)
+
+
+def test_update_pins_with_an_entry_that_is_not_an_object_is_one_sentence(user_dir: Path) -> None:
+    (user_dir / "shop.expected.json").write_text('{"shop-cone": "direct"}\n')
+    suite = Suite.load([user_dir / "shop.toml"], Topologies([user_dir / "topos"]))
+    with pytest.raises(UserError, match=r"shop\.expected\.json: the entry for shop-cone is 'direct', not an object"):
+        suite.update_pins()
+
+
+def test_a_missing_topologies_directory_is_not_blamed_on_a_cell(user_dir: Path) -> None:
+    p = run_cli("run", "--backend", "sim", "--topologies", "nonexist", "shop.toml", cwd=user_dir)
+    assert p.returncode == 2 and p.stderr == "icelab: --topologies nonexist: no such directory\n", p.stderr
+
+
+@pytest.mark.parametrize(("body", "args", "says"), [
+    ("def build(x='eim-eif'):\n    return 1 / 0\n", [], "topology t's build() failed: ZeroDivisionError: division by "
+     "zero"),
+    ("from ice.topology import TopologyBuilder\n\ndef build(x='eim-eif'):\n    b = TopologyBuilder('t')\n"
+     "    b.switch('inet')\n    b.public_host('a', 'inet')\n    return b.spec()\n", [],
+     "topology t has no stun_primary fact: give it a public segment (TopologyBuilder.public_segment())"),
+    ("", ["double_nat", "eim-eif", "none"], "topology double_nat: NAT cgn: 'none' (no NAT) cannot stand here"),
+])
+def test_topo_check_of_a_topology_that_cannot_build_is_one_sentence(tmp_path: Path, body: str, args: list[str],
+                                                                    says: str) -> None:
+    (tmp_path / "topos").mkdir()
+    (tmp_path / "topos" / "t.py").write_text(body or "def build(x='eim-eif'):\n    return 1 / 0\n")
+    p = run_cli("topo", "check", *(args or ["t"]), "--topologies", "topos", cwd=tmp_path)
+    assert p.returncode == 2 and "Traceback" not in p.stderr and p.stderr.count("\n") == 1, p.stderr
+    assert p.stderr.startswith(f"icelab: {says}"), p.stderr

@@ -30,11 +30,25 @@ def cmd_topo_list(args: argparse.Namespace) -> int:
 
 
 def cmd_topo_check(args: argparse.Namespace) -> int:
+    from ice.errors import UserError
     from ice.lab.check import check
     from ice.lab.mn import require_root
+    from ice.topology.builder import NoNatHere, server_problem
     from ice.topology.registry import Topologies
 
-    spec = Topologies([Path(d) for d in args.topologies]).build(args.name, *args.args)
+    topologies = Topologies([Path(d) for d in args.topologies])
+    topologies.get(args.name)  # an unknown name or a bad --topologies directory: its own sentence, unprefixed
+    try:
+        spec = topologies.build(args.name, *args.args)
+        problem = server_problem(spec)
+    except (NoNatHere, ValueError) as exc:
+        raise UserError(f"topology {args.name}: {exc}") from None
+    except UserError:
+        raise  # already one sentence naming what is wrong
+    except Exception as exc:  # a user's build(): one sentence, not a traceback
+        raise UserError(f"topology {args.name}'s build() failed: {type(exc).__name__}: {exc}") from None
+    if problem:
+        raise UserError(f"topology {args.name} {problem}")
     require_root()
     isolate()
     build, paths = check(spec)

@@ -43,9 +43,11 @@ def _field_value(name: str, value: object) -> object:
     if name in _ENUMS:
         choices = [e.value for e in _ENUMS[name]] + [e.name.lower() for e in _ENUMS[name]]
         shorts = {getattr(e, "short", None): e for e in _ENUMS[name]}
-        if value in shorts and value is not None:
+        if isinstance(value, str) and value in shorts:
             return shorts[value]
         try:
+            if not isinstance(value, str):
+                raise ValueError(value)
             return _ENUMS[name](value)
         except ValueError:
             raise ValueError(f"{name} is {value!r}, not one of {', '.join(str(c) for c in choices)}") from None

@@ -23,7 +23,7 @@ from ice.errors import UserError
 from ice.nat.behaviour import NatKind
 from ice.scenario.cell import CELL_OPTIONS, Cell, NatChoice
 from ice.scenario.expect import Expected, expect
-from ice.topology.builder import NoNatHere
+from ice.topology.builder import NoNatHere, server_problem
 from ice.topology.registry import Topologies, load_module
 from ice.topology.spec import TopologySpec
 
@@ -57,6 +57,10 @@ def _load_toml(path: Path) -> list[Cell]:
     matrices = doc.get("matrix", [])
     if not isinstance(tables, list) or not isinstance(matrices, list):
         raise UserError(f"{path}: cells and matrix are arrays of tables ([[cells]], [[matrix]])")
+    for key, entries in (("matrix", matrices), ("cells", tables)):
+        for i, entry in enumerate(entries, 1):
+            if not isinstance(entry, dict):
+                raise UserError(f"{path}: {key} entry {i} is {entry!r}, not a table; write [[{key}]] tables")
     cells = []
     for i, m in enumerate(matrices, 1):  # matrices first: TOML keeps no order between the two arrays
         cells += expand_matrix({**defaults, **m}, f"{path}, matrix {i}")
@@ -163,6 +167,7 @@ class Suite:
         """The cells of ``files`` (the default suite when there are none; ``presets`` replaces it by a sub-matrix),
         every cell checked against its topology's roles now, so a mistake is one sentence before anything runs."""
         suite = cls(topologies or Topologies(), presets=tuple(presets or ()))
+        suite.topologies.all()  # a bad --topologies directory is its own sentence, not blamed on the first cell
         paths = [Path(f) for f in files]
         if presets:
             suite._add(presets_matrix(presets), DEFAULT_SUITE)
@@ -265,7 +270,11 @@ class Suite:
                 if self.source[c.name] != source:
                     continue
                 entry = expect(c, self.spec(c)).as_json()
-                known = (keep.get(c.name) or {}).get("known_failure")
+                kept = keep.get(c.name)
+                if kept is not None and not isinstance(kept, dict):
+                    raise UserError(f"{path}: the entry for {c.name} is {kept!r}, not an object; fix or delete it, "
+                                    "then re-pin")
+                known = (kept or {}).get("known_failure")
                 if known is not None:
                     entry["known_failure"] = known
                 doc[c.name] = entry
@@ -277,7 +286,8 @@ class Suite:
                 raise UserError(f"cannot write the pins {path}: {exc.strerror or exc}") from None
             self._pins.pop(path, None)
             changed = sorted(n for n in doc if keep.get(n) != doc[n])
-            out.append((path, len(doc), changed, sum("known_failure" in v for v in doc.values())))
+            out.append((path, len(doc), changed,
+                        sum(isinstance(v, dict) and "known_failure" in v for v in doc.values())))
         return out
 
 
@@ -290,15 +300,13 @@ def runnable(spec: TopologySpec) -> str:
     for host in ("a", "b"):
         if not spec.has_node(host) or spec.node(host).kind is not NodeKind.HOST:
             return f"has no host named {host!r} (the two ICE agents run on hosts a and b)"
-    if "stun_primary" not in spec.facts:
-        return "has no stun_primary fact: give it a public segment (TopologyBuilder.public_segment())"
+    problem = server_problem(spec)
+    if problem:
+        return problem
     fabric = Fabric(spec)
     for host in ("a", "b"):
         if not fabric.addresses(host):
             return f"gives host {host} no address"
-    server = fabric.owner(spec.address("stun_primary")[0])
-    if server is None or spec.node(server).kind is not NodeKind.HOST:
-        return "has no host holding its stun_primary address"
     return ""
 
 

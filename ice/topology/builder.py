@@ -117,3 +117,20 @@ class TopologyBuilder:
 
     def spec(self) -> TopologySpec:
         return TopologySpec(self.name, tuple(self.nodes), tuple(self.links), dict(self.facts))
+
+
+def server_problem(spec: TopologySpec) -> str:
+    """What keeps the STUN/TURN server from running in ``spec`` ("" when nothing does): it runs on the host holding
+    the ``stun_primary`` address, which :meth:`TopologyBuilder.public_segment` places."""
+    from ice.topology.fabric import Fabric
+
+    if "stun_primary" not in spec.facts:
+        return "has no stun_primary fact: give it a public segment (TopologyBuilder.public_segment())"
+    try:
+        ip = spec.address("stun_primary")[0]
+    except ValueError:
+        return f"has a stun_primary fact {spec.facts['stun_primary']!r} that is not IP:PORT"
+    server = Fabric(spec).owner(ip)
+    if server is None or not spec.has_node(server) or spec.node(server).kind is not NodeKind.HOST:
+        return "has no host holding its stun_primary address"
+    return ""
