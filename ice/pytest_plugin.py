@@ -111,7 +111,7 @@ def matrix_params(backend: str, names: Iterable[str] | None = None, files: Itera
 def matrix_sim() -> Callable[..., CellResult]:
     """``matrix_sim(cell)`` runs a cell of the default suite (or ``matrix_sim(cell, files=[...])``) in the
     simulation and judges it."""
-    from ice.scenario.run import Runner
+    from ice.scenario.runner import Runner
 
     def run(cell: Cell, files: Iterable[str] = (), topologies: Iterable[str] = ()) -> CellResult:
         result: CellResult = Runner(_suite(tuple(files), tuple(topologies))).sim(cell)
@@ -130,7 +130,7 @@ def matrix_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..
     backend = LabBackend(tmp_path_factory.mktemp("matrix-artifacts"))
 
     def run(cell: Cell, files: Iterable[str] = (), topologies: Iterable[str] = ()) -> CellResult:
-        from ice.scenario.run import Runner
+        from ice.scenario.runner import Runner
 
         runner = Runner(_suite(tuple(files), tuple(topologies)))
         backend.repro = runner.suite.repro

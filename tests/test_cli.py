@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 from conftest import ICELAB, ROOT, free_udp_ports
@@ -155,3 +156,27 @@ def test_server_json_log_and_clean_stop_with_counters() -> None:
     assert proc.returncode == 0 and "Traceback" not in err
     stopped = json.loads(out.strip().splitlines()[-1])
     assert stopped["event"] == "stopped" and stopped["stats"] == {"binding": 1, "malformed": 1}
+
+
+def test_run_records_the_commit_of_its_own_checkout_only(tmp_path: Path) -> None:
+    """results.json's environment names the checkout's commit when icelab runs from its source checkout, and no
+    commit when the package is installed, even into a venv that sits inside some other git repository."""
+    from ice.cli.run import environment, source_checkout
+
+    assert source_checkout() == ROOT.resolve()
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    if head.returncode == 0:
+        assert environment()["commit"] == head.stdout.strip()
+    # An installed copy of the package inside another repository: no pyproject.toml/icelab next to ice/.
+    other = tmp_path / "project"
+    (other / "venv" / "site-packages").mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", str(other)], check=True)
+    subprocess.run(["git", "-C", str(other), "-c", "user.name=x", "-c", "user.email=x@x", "commit", "-q",
+                    "--allow-empty", "-m", "someone else's project"], check=True)
+    subprocess.run(["cp", "-r", str(ROOT / "ice"), str(other / "venv" / "site-packages")], check=True)
+    code = ("import ice; from ice.cli.run import environment, source_checkout; "
+            "print(ice.__file__, source_checkout(), environment()['commit'])")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                       env={"PYTHONPATH": str(other / "venv" / "site-packages"), "PATH": "/usr/bin:/bin"})
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == [str(other / "venv" / "site-packages" / "ice" / "__init__.py"), "None", "None"]

@@ -6,13 +6,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-from pathlib import Path as FsPath
+from pathlib import Path
 
 import pytest
 
 from ice.pytest_plugin import matrix_params
-from ice.scenario.cell import Cell
-from ice.scenario.cell import PathKind as Path
+from ice.scenario.cell import Cell, PathKind
 from ice.scenario.result import CellResult, Status
 
 LAB_SUBSET = [
@@ -30,7 +29,7 @@ def test_sim_cell(cell: Cell, matrix_sim: object) -> None:
     if r.skipped:
         pytest.skip(r.reason)
     assert r.status is Status.PASS, r.reason
-    if r.observed is not Path.NONE:
+    if r.observed is not PathKind.NONE:
         assert r.selected is not None and r.seconds is not None and r.selected_types is not None
         local, remote = r.selected_types.split("-")
         assert r.selected.startswith(f"{local} ") and f" -> {remote} " in r.selected  # types with addresses
@@ -40,21 +39,21 @@ def test_sim_cell(cell: Cell, matrix_sim: object) -> None:
 def test_lab_cell(cell: Cell, matrix_lab: object) -> None:
     r: CellResult = matrix_lab(cell)  # type: ignore[operator]
     assert r.status is Status.PASS, f"{r.reason} (artifacts: {r.artifacts}; repro: {r.repro})"
-    if r.observed is not Path.NONE:
+    if r.observed is not PathKind.NONE:
         assert r.selected is not None and r.selected_b is not None and r.selected_types in r.succeeded
 
 
 @pytest.mark.lab
-def test_a_broken_expectation_fails_with_artifacts_and_a_repro(tmp_path: FsPath, monkeypatch: pytest.MonkeyPatch
+def test_a_broken_expectation_fails_with_artifacts_and_a_repro(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                                                                 ) -> None:
     """Two workers (-j 2), one deliberately wrong pin: that cell fails and leaves pcaps of the cell's packets,
     both agents' traces, each NAT's rules and conntrack table and a repro command; the other cell passes."""
-    import ice.scenario.run as run
+    from ice.cli.run import run_suite
 
     pins = tmp_path / "pins.json"
     pins.write_text(json.dumps({"eim-eifxeim-eif": {"path": "relay", "reason": "deliberately wrong"}}))
     monkeypatch.setenv("ICELAB_EXPECTATIONS", str(pins))
-    rc = run.main("lab", tmp_path, quiet=True, names=["eim-eifxeim-eif", "apdm-apdfxeim-adf"], jobs=2)
+    rc = run_suite("lab", tmp_path, quiet=True, names=["eim-eifxeim-eif", "apdm-apdfxeim-adf"], jobs=2)
     doc = json.loads((tmp_path / "results.json").read_text())
     assert rc == 1 and doc["passed"] == 1 and doc["failed"] == 1 and doc["jobs"] == 2
     cells = {c["scenario"]: c for c in doc["cells"]}
@@ -63,7 +62,7 @@ def test_a_broken_expectation_fails_with_artifacts_and_a_repro(tmp_path: FsPath,
     assert bad["sim_observed"] == "direct" and bad["repro"].endswith("--scenario eim-eifxeim-eif --keep-artifacts "
                                                                      "--out results/eim-eifxeim-eif")
     assert bad["pinned"] is True
-    art = FsPath(bad["artifacts"])
+    art = Path(bad["artifacts"])
     names = {p.name for p in art.iterdir()}
     assert {"trace-a.jsonl", "trace-b.jsonl", "nat-a.nft", "nat-b.nft", "nat-a.conntrack", "nat-b.conntrack",
             "repro.txt", "result.json", "stats.json"} <= names
@@ -80,7 +79,7 @@ def test_a_broken_expectation_fails_with_artifacts_and_a_repro(tmp_path: FsPath,
 
 
 @pytest.mark.lab
-def test_shell_on_failure_opens_a_shell_in_the_failed_lab(tmp_path: FsPath) -> None:
+def test_shell_on_failure_opens_a_shell_in_the_failed_lab(tmp_path: Path) -> None:
     import subprocess
     import sys
 
@@ -90,7 +89,7 @@ def test_shell_on_failure_opens_a_shell_in_the_failed_lab(tmp_path: FsPath) -> N
                         "--shell-on-failure", "--out", str(tmp_path / "out"), "-q"],
                        input="ip -o -4 addr show; nft list tables; exit\n", capture_output=True, text=True,
                        timeout=120, env={**os.environ, "ICELAB_EXPECTATIONS": str(pins)},
-                       cwd=FsPath(__file__).parents[1])
+                       cwd=Path(__file__).parents[1])
     assert p.returncode == 1, p.stderr[-2000:]
     assert "--shell-on-failure: eim-eifxeim-eif failed" in p.stderr
     assert "inet 10.0.1.2/24" in p.stdout  # the shell ran in peer a's namespace, with the lab still up
@@ -100,7 +99,7 @@ def test_shell_on_failure_opens_a_shell_in_the_failed_lab(tmp_path: FsPath) -> N
 @pytest.mark.lab
 @pytest.mark.parametrize(("sig", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 128 + 15),
                                              (signal.SIGKILL, -9)])
-def test_an_interrupted_parallel_run_leaves_nothing_behind(sig: signal.Signals, status: int, tmp_path: FsPath
+def test_an_interrupted_parallel_run_leaves_nothing_behind(sig: signal.Signals, status: int, tmp_path: Path
                                                            ) -> None:
     """Ctrl-C, SIGTERM (a CI runner cancelling) or SIGKILL of `icelab run -j 2` while both workers have labs up
     (7 tcpdumps per two-NAT lab): the run stops because of the signal, and every worker, node shell, tcpdump,

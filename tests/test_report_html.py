@@ -7,11 +7,11 @@ import json
 import shutil
 import subprocess
 from html.parser import HTMLParser
-from pathlib import Path as FsPath
+from pathlib import Path
 
 import pytest
 
-from ice.scenario.run import main
+from ice.cli.run import run_suite
 
 
 class _Page(HTMLParser):
@@ -38,7 +38,7 @@ class _Page(HTMLParser):
             self.ids[self._in] += data
 
 
-def render(url: str, tmp: FsPath) -> tuple[_Page, str]:
+def render(url: str, tmp: Path) -> tuple[_Page, str]:
     chromium = shutil.which("chromium")
     if chromium is None:
         pytest.fail("Debian's chromium is not installed: run ./icelab once (scripts/provision.sh installs it)")
@@ -51,12 +51,12 @@ def render(url: str, tmp: FsPath) -> tuple[_Page, str]:
     return page, p.stderr
 
 
-def test_grid_html_in_headless_chromium(tmp_path: FsPath, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_grid_html_in_headless_chromium(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     broken = "apdm-apdfxeim-apdf"
     pins = tmp_path / "pins.json"
     pins.write_text(json.dumps({broken: {"path": "direct", "reason": "deliberately wrong"}}))
     monkeypatch.setenv("ICELAB_EXPECTATIONS", str(pins))
-    assert main("sim", tmp_path / "out", quiet=True) == 1
+    assert run_suite("sim", tmp_path / "out", quiet=True) == 1
     page, log = render(f"file://{tmp_path / 'out' / 'grid.html'}#cell={broken}", tmp_path)
     assert "Uncaught" not in log, log[-1000:]
     total = len(json.loads((tmp_path / "out" / "results.json").read_text())["cells"])

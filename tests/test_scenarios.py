@@ -7,13 +7,14 @@ import subprocess
 import sys
 import textwrap
 from dataclasses import replace as dataclass_replace
-from pathlib import Path as FsPath
+from pathlib import Path
 
 import pytest
 
+from ice.cli.run import run_suite
 from ice.scenario.cell import Cell, PathKind
 from ice.scenario.expect import compose, expect
-from ice.scenario.run import Runner, main
+from ice.scenario.runner import Runner
 from ice.scenario.suite import DEFAULT_SUITE, Suite, pins_path
 
 
@@ -25,7 +26,7 @@ def cell(name: str, nat_a: str, nat_b: str, topo: str = "two_nats", **options: o
     return Cell.from_table({"name": name, "topology": topo, "nats": {"nat_a": nat_a, "nat_b": nat_b}, **options})
 
 
-def reasoned(c: Cell) -> Path:
+def reasoned(c: Cell) -> PathKind:
     return expect(c, Suite.load((), presets=["none"]).topologies.get(c.topology).spec(c.behaviours(), **c.link())
                   ).path
 
@@ -35,9 +36,6 @@ def run_sim(c: Cell) -> object:
     suite.cells.append(c)
     suite.source.setdefault(c.name, DEFAULT_SUITE)
     return Runner(suite).sim(c)
-
-
-Path = PathKind
 
 
 def test_default_matrix_covers_every_rfc4787_pair_and_the_special_boxes() -> None:
@@ -66,36 +64,36 @@ def test_a_double_nat_behaves_like_the_two_nats_composed() -> None:
         return Cell.from_table({"name": "x", "topology": "double_nat",
                                 "nats": {"inner": "eim-apdf", "outer": outer, "nat_b": "eim-apdf"}})
 
-    assert reasoned(double("apdm-apdf")) is Path.RELAY  # symmetric CGN in front of a port-restricted peer
-    assert reasoned(double("eim-eif")) is Path.DIRECT
+    assert reasoned(double("apdm-apdf")) is PathKind.RELAY  # symmetric CGN in front of a port-restricted peer
+    assert reasoned(double("eim-eif")) is PathKind.DIRECT
 
 
 def test_same_nat_and_options_expectations() -> None:
     same = Cell.from_table({"name": "s", "topology": "same_nat",
                             "nats": {"nat": {"preset": "apdm-apdf", "hairpinning": False}}})
-    assert reasoned(same) is Path.DIRECT
-    assert reasoned(cell("r", "eim-eif", "eim-eif", relay_only=True)) is Path.RELAY
-    assert reasoned(cell("n", "apdm-apdf", "apdm-apdf", turn=False)) is Path.NONE
+    assert reasoned(same) is PathKind.DIRECT
+    assert reasoned(cell("r", "eim-eif", "eim-eif", relay_only=True)) is PathKind.RELAY
+    assert reasoned(cell("n", "apdm-apdf", "apdm-apdf", turn=False)) is PathKind.NONE
 
 
 @pytest.mark.parametrize(("a", "b", "path"), [
-    ("eim-eif", "eim-eif", Path.DIRECT),
-    ("eim-apdf", "eim-apdf", Path.DIRECT),
-    ("apdm-apdf", "eim-eif", Path.DIRECT),
-    ("apdm-apdf", "eim-apdf", Path.RELAY),
-    ("apdm-apdf", "apdm-apdf", Path.RELAY),
+    ("eim-eif", "eim-eif", PathKind.DIRECT),
+    ("eim-apdf", "eim-apdf", PathKind.DIRECT),
+    ("apdm-apdf", "eim-eif", PathKind.DIRECT),
+    ("apdm-apdf", "eim-apdf", PathKind.RELAY),
+    ("apdm-apdf", "apdm-apdf", PathKind.RELAY),
 ])
-def test_expectation_and_sim_agree(a: str, b: str, path: Path) -> None:
+def test_expectation_and_sim_agree(a: str, b: str, path: PathKind) -> None:
     c = cell(f"{a}x{b}", a, b)
     assert reasoned(c) is path
     r = run_sim(c)
     assert r.observed is path, r.reason
     assert r.selected is not None
-    assert ("relay" in r.selected) == (path is Path.RELAY)
+    assert ("relay" in r.selected) == (path is PathKind.RELAY)
 
 
-def test_main_writes_reports_and_exit_status(tmp_path: FsPath) -> None:
-    rc = main("sim", tmp_path, presets=["eim-eif", "apdm-apdf"], quiet=True)
+def test_main_writes_reports_and_exit_status(tmp_path: Path) -> None:
+    rc = run_suite("sim", tmp_path, presets=["eim-eif", "apdm-apdf"], quiet=True)
     assert rc == 0
     doc = json.loads((tmp_path / "results.json").read_text())
     assert doc["passed"] == 4 and doc["failed"] == 0
@@ -105,16 +103,16 @@ def test_main_writes_reports_and_exit_status(tmp_path: FsPath) -> None:
     assert "apdm-apdf" in (tmp_path / "grid.md").read_text()
 
 
-def test_unknown_backend_is_a_clear_error(tmp_path: FsPath, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main("nope", tmp_path, quiet=True) == 2
+def test_unknown_backend_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_suite("nope", tmp_path, quiet=True) == 2
     assert "--backend sim" in capsys.readouterr().err
-    assert main("sim", tmp_path, quiet=True, names=["eim-eifxnope"]) == 2
+    assert run_suite("sim", tmp_path, quiet=True, names=["eim-eifxnope"]) == 2
     assert "no cell named eim-eifxnope" in capsys.readouterr().err
 
 
-def test_a_broken_pinned_expectation_is_a_failed_cell(tmp_path: FsPath, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_broken_pinned_expectation_is_a_failed_cell(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _pins(tmp_path, monkeypatch, {"eim-eifxeim-eif": {"path": "relay", "reason": "deliberately wrong"}})
-    rc = main("sim", tmp_path, presets=["eim-eif"], quiet=True)
+    rc = run_suite("sim", tmp_path, presets=["eim-eif"], quiet=True)
     assert rc == 1
     (cell,) = json.loads((tmp_path / "results.json").read_text())["cells"]
     assert not cell["pass"] and cell["expected"] == "relay" and cell["observed"] == "direct"
@@ -136,11 +134,11 @@ def test_pinned_expectations_match_the_reasoning() -> None:
         assert doc == reasoning[c.name].as_json(), c.name
 
 
-def test_report_compare_names_regressions_fixes_and_path_changes(tmp_path: FsPath) -> None:
+def test_report_compare_names_regressions_fixes_and_path_changes(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    assert main("sim", tmp_path / "old", presets=["eim-eif", "apdm-apdf"], quiet=True) == 0
+    assert run_suite("sim", tmp_path / "old", presets=["eim-eif", "apdm-apdf"], quiet=True) == 0
     doc = json.loads((tmp_path / "old" / "results.json").read_text())
     cells = {c["scenario"]: c for c in doc["cells"]}
     cells["eim-eifxeim-eif"].update({"pass": False, "reason": "made up"})
@@ -167,21 +165,21 @@ def test_bench_matrix_reports_the_sim_against_its_goal() -> None:
     import sys
 
     p = subprocess.run([sys.executable, "-m", "ice.cli", "bench", "matrix", "--only", "sim", "--json"],
-                       capture_output=True, text=True, cwd=FsPath(__file__).parents[1])
+                       capture_output=True, text=True, cwd=Path(__file__).parents[1])
     assert p.returncode == 0, p.stderr
     sim = json.loads(p.stdout)["results"]["sim"]
     assert sim["cells"] == len(load_matrix()) and sim["passed"] == sim["cells"] and sim["goal_seconds"] == 5
     assert sim["within_goal"] == (sim["wall_seconds"] <= sim["goal_seconds"])  # reported, never asserted on
 
 
-def _pins(tmp_path: FsPath, monkeypatch: pytest.MonkeyPatch, doc: object) -> FsPath:
+def _pins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, doc: object) -> Path:
     path = tmp_path / "pins.json"
     path.write_text(doc if isinstance(doc, str) else json.dumps(doc))
     monkeypatch.setenv("ICELAB_EXPECTATIONS", str(path))
     return path
 
 
-def test_known_failures_are_data_and_unexpected_passes_are_reported(tmp_path: FsPath,
+def test_known_failures_are_data_and_unexpected_passes_are_reported(tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """A pinned known_failure keeps a mismatching cell from failing the run; a known failure that passes is
     reported as unexpectedly passing; both survive --update-expectations."""
@@ -190,7 +188,7 @@ def test_known_failures_are_data_and_unexpected_passes_are_reported(tmp_path: Fs
         "eim-eifxeim-eif": {"path": "relay", "reason": "r", "known_failure": "pretend the stack cannot yet"},
         "apdm-apdfxapdm-apdf": {**relay, "known_failure": "pretend it was flaky"},
     })
-    assert main("sim", tmp_path / "out", presets=["eim-eif", "apdm-apdf"], quiet=True) == 0
+    assert run_suite("sim", tmp_path / "out", presets=["eim-eif", "apdm-apdf"], quiet=True) == 0
     doc = json.loads((tmp_path / "out" / "results.json").read_text())
     cells = {c["scenario"]: c for c in doc["cells"]}
     assert cells["eim-eifxeim-eif"]["status"] == "known-failure" and cells["eim-eifxeim-eif"]["pass"] is True
@@ -198,7 +196,7 @@ def test_known_failures_are_data_and_unexpected_passes_are_reported(tmp_path: Fs
     assert cells["apdm-apdfxapdm-apdf"]["status"] == "unexpected-pass"
     assert doc["unexpectedly_passing"] == ["apdm-apdfxapdm-apdf"] and doc["statuses"]["known-failure"] == 1
     assert "Known failures" in (tmp_path / "out" / "grid.md").read_text()
-    assert main("sim", tmp_path / "out", update=True, quiet=True) == 0
+    assert run_suite("sim", tmp_path / "out", update=True, quiet=True) == 0
     kept = json.loads(path.read_text())
     assert kept["eim-eifxeim-eif"]["known_failure"] == "pretend the stack cannot yet"
     assert kept["eim-eifxeim-eif"]["path"] == "direct"  # the reasoning is re-pinned, the known failure kept
@@ -210,19 +208,19 @@ def test_known_failures_are_data_and_unexpected_passes_are_reported(tmp_path: Fs
     ({"eim-eifxeim-eif": {"path": "sideways"}}, "'path' is 'sideways'"),
     ({"eim-eifxeim-eif": {"path": "direct", "selected": "srflx-srflx"}}, "'selected' must be a list"),
 ])
-def test_a_broken_pin_file_is_one_clear_sentence(tmp_path: FsPath, monkeypatch: pytest.MonkeyPatch,
+def test_a_broken_pin_file_is_one_clear_sentence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                  capsys: pytest.CaptureFixture[str], content: object,
                                                  says: str) -> None:
     _pins(tmp_path, monkeypatch, content)
-    assert main("sim", tmp_path / "out", presets=["eim-eif"], quiet=True) == 2
+    assert run_suite("sim", tmp_path / "out", presets=["eim-eif"], quiet=True) == 2
     err = capsys.readouterr().err
     assert says in err and err.count("\n") == 1 and not (tmp_path / "out").exists()
 
 
-def test_a_missing_override_file_is_an_error_not_a_fallback(tmp_path: FsPath, monkeypatch: pytest.MonkeyPatch,
+def test_a_missing_override_file_is_an_error_not_a_fallback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                             capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("ICELAB_EXPECTATIONS", str(tmp_path / "nope.json"))
-    assert main("sim", tmp_path / "out", presets=["eim-eif"], quiet=True) == 2
+    assert run_suite("sim", tmp_path / "out", presets=["eim-eif"], quiet=True) == 2
     assert "does not exist" in capsys.readouterr().err
 
 
@@ -233,23 +231,23 @@ def test_lab_and_sim_disagreeing_fails_the_cell_naming_both(monkeypatch: pytest.
     runner = Runner(suite)
     (c,) = suite.cells
     real = runner.sim
-    monkeypatch.setattr(runner, "sim", lambda c: dataclass_replace(real(c), observed=Path.RELAY))
-    lab = CellResult(c, "lab", Path.DIRECT, Path.DIRECT, "srflx a -> srflx b", 0.05, ["srflx-srflx"],
+    monkeypatch.setattr(runner, "sim", lambda c: dataclass_replace(real(c), observed=PathKind.RELAY))
+    lab = CellResult(c, "lab", PathKind.DIRECT, PathKind.DIRECT, "srflx a -> srflx b", 0.05, ["srflx-srflx"],
                      selected_types="srflx-srflx").expecting(suite.expectation(c)[0])
     assert lab.status is Status.PASS
     r = runner.with_sim_check(lab)
     assert r.status is Status.FAIL and r.reason == "the lab and the sim disagree: lab direct, sim relay"
 
 
-def test_presets_with_a_public_peer_and_scenario_filters_within_them(tmp_path: FsPath) -> None:
-    assert main("sim", tmp_path, presets=["eim-eif", "none"], quiet=True, names=["eim-eifxnone"]) == 0
+def test_presets_with_a_public_peer_and_scenario_filters_within_them(tmp_path: Path) -> None:
+    assert run_suite("sim", tmp_path, presets=["eim-eif", "none"], quiet=True, names=["eim-eifxnone"]) == 0
     (doc,) = json.loads((tmp_path / "results.json").read_text())["cells"]
     assert doc["scenario"] == "eim-eifxnone" and doc["status"] == "pass" and doc["pinned"] is False
     assert doc["repro"] == "./icelab run --presets eim-eif none --backend sim --scenario eim-eifxnone --out " \
                            "results/eim-eifxnone"
 
 
-def test_a_dying_or_garbling_or_silent_worker_fails_only_its_cell(tmp_path: FsPath,
+def test_a_dying_or_garbling_or_silent_worker_fails_only_its_cell(tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """The -j runner survives its workers: each misbehaving one fails the cell it held, says why, and is replaced;
     well-behaved answers keep flowing; every cell gets exactly one result and no worker is left running."""

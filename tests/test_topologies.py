@@ -210,6 +210,13 @@ def test_topologies_and_the_sim_never_import_the_layers_above_them() -> None:
     bad = [f"{path.relative_to(root)} imports {name}" for d in LOWER for path in sorted((root / d).rglob("*.py"))
            for name in _top_level_imports(path) if name.startswith(HIGHER)]
     assert not bad
+    # The scenarios sit below the reports and the CLI, anywhere in a module (they print and write nothing).
+    above = [f"{path.relative_to(root)} imports {name}" for path in sorted((root / "ice/scenario").rglob("*.py"))
+             for node in ast.walk(ast.parse(path.read_text()))
+             for name in ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                          [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+             if name.startswith(("ice.report", "ice.cli"))]
+    assert not above
     code = ("import sys, ice.topology, ice.topology.registry, ice.topology.fabric, ice.sim.network, ice.sim.scenario\n"
             "ice.topology.registry.Topologies(entry_points=False).all()\n"
             f"print(' '.join(sorted(m for m in sys.modules if m.startswith({HIGHER!r}))))")

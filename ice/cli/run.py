@@ -1,23 +1,39 @@
 """``icelab run [FILE ...]``: a suite of scenario cells (the default one, or your files) on the sim or the kernel
-lab, its grid and reports."""
+lab, its progress, grid and reports.
+
+The scenario layer judges the cells (:class:`ice.scenario.runner.Runner`); this module, the top layer, loads the
+suite, shows progress, prints the grid and writes the reports (:mod:`ice.report`).
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ice.cli.common import isolate
+from ice.errors import UserError
 
 if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
+
     from ice.cli.common import Subparsers
+    from ice.scenario.cell import Cell
+    from ice.scenario.lab import LabBackend
+    from ice.scenario.result import CellResult
+    from ice.scenario.suite import Suite
+    from ice.scenario.timers import MatrixTimers
+    from ice.topology.spec import TopologySpec
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Every cell of the suite, a grid, reports in --out."""
-    from ice.scenario.run import iter_names, main
     from ice.scenario.suite import Suite
     from ice.topology.registry import Topologies
 
@@ -41,9 +57,201 @@ def cmd_run(args: argparse.Namespace) -> int:
         require_root()
         isolate()
     jobs = args.jobs if args.jobs is not None else max(1, min(4, os.cpu_count() or 1))
-    return main(backend, Path(args.out), files, args.presets, args.update_expectations, quiet=args.quiet,
-                names=args.scenario, jobs=jobs, keep_artifacts=args.keep_artifacts,
-                shell_on_failure=args.shell_on_failure, topologies=topologies)
+    return run_suite(backend, Path(args.out), files, args.presets, args.update_expectations, quiet=args.quiet,
+                     names=args.scenario, jobs=jobs, keep_artifacts=args.keep_artifacts,
+                     shell_on_failure=args.shell_on_failure, topologies=topologies)
+
+
+def run_suite(backend_name: str, out: Path, files: list[Path] | None = None, presets: list[str] | None = None,
+              update: bool = False, quiet: bool = False, names: list[str] | None = None, jobs: int = 1,
+              keep_artifacts: bool = False, shell_on_failure: bool = False, topologies: list[Path] | None = None,
+              timers: MatrixTimers | None = None) -> int:
+    """``icelab run``: load the suite (``files``, or the default one), run it, print and write the reports.
+    Returns the exit status (1 if a cell failed, 2 for a usage error, said in one sentence)."""
+    from ice.scenario.suite import Suite
+    from ice.scenario.timers import TIMERS
+    from ice.topology.registry import Topologies
+
+    try:
+        suite = Suite.load(files or (), Topologies(topologies or ()), presets)
+        return _run(suite, backend_name, out, update, quiet, names, jobs, keep_artifacts, shell_on_failure,
+                    timers or TIMERS)
+    except UserError as exc:
+        print(f"icelab: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(suite: Suite, backend_name: str, out: Path, update: bool, quiet: bool, names: list[str] | None,
+         jobs: int, keep_artifacts: bool, shell_on_failure: bool, timers: MatrixTimers) -> int:
+    from ice.report.results import write_reports
+    from ice.report.text import summary, terminal_grid
+    from ice.scenario.result import Status
+    from ice.scenario.runner import Runner
+
+    if update:
+        for path, count, changed, kept in suite.update_pins():
+            print(f"wrote {count} expectations to {path}" + (f" (kept {kept} known failures)" if kept else ""))
+            if changed:
+                shown = ", ".join(changed[:8]) + (f" and {len(changed) - 8} more" if len(changed) > 8 else "")
+                print(f"{len(changed)} changed or new: {shown}; review them (git diff {path.name}) before "
+                      "committing")
+        return 0
+    if backend_name not in ("sim", "lab"):
+        raise UserError(f"unknown backend {backend_name!r}; use --backend lab (kernel NATs, root) or --backend sim "
+                        "(in-memory)")
+    suite = suite.select(names)
+    for c in suite.cells:
+        suite.expectation(c)  # a broken pin file is one clear error now, not a traceback halfway through the run
+    runner = Runner(suite, timers)
+    artifacts = out / "artifacts"
+    started = time.perf_counter()
+    with _Progress(len(suite.cells), quiet) as progress:
+        if backend_name == "sim":
+            results = []
+            for cell in suite.cells:
+                results.append(runner.sim(cell))
+                progress.cell(results[-1])
+        elif jobs <= 1 or shell_on_failure:
+            results = runner.lab_inprocess(artifacts, keep_artifacts, _shell if shell_on_failure else None,
+                                           progress.cell)
+        else:
+            results = runner.lab_parallel(jobs, artifacts, keep_artifacts, progress.cell)
+    elapsed = time.perf_counter() - started
+    write_reports(results, out, backend_name, elapsed,
+                  {"jobs": jobs if backend_name == "lab" else 1, "environment": environment(),
+                   "sources": sorted({str(p) for p in suite.source.values()})})
+    print(terminal_grid(results))
+    failed = [r for r in results if not r.passed]
+    counts = ", ".join(f"{n} {k}" for k, n in summary(results).items() if n and k != Status.PASS.value)
+    print(f"{len(results) - len(failed)}/{len(results)} cells as expected in {elapsed:.1f} s ({backend_name}"
+          f"{f', -j {jobs}' if backend_name == 'lab' else ''}{'; ' + counts if counts else ''}); "
+          f"reports in {out}/")
+    unpinned = [r.cell.name for r in results if not r.pinned]
+    if unpinned:
+        shown = ", ".join(unpinned[:6]) + (f" and {len(unpinned) - 6} more" if len(unpinned) > 6 else "")
+        print(f"  unpinned (judged by the reasoning; pin them with --update-expectations): {shown}")
+    for r in failed:
+        print(f"  FAIL {r.cell.name}: {r.reason}")
+        if r.artifacts:
+            print(f"       artifacts: {r.artifacts}")
+        if r.repro:
+            print(f"       repro:     {r.repro}")
+    surprise = [r.cell.name for r in results if r.status is Status.UNEXPECTED_PASS]
+    if surprise:
+        print(f"  unexpectedly passing (pinned as known failures; remove their known_failure): {', '.join(surprise)}")
+    return 1 if failed else 0
+
+
+def _shell(backend: LabBackend, cell: Cell, spec: TopologySpec, r: CellResult) -> None:
+    """``--shell-on-failure``: a shell inside the failed cell's lab (host a), with the NAT state as the cell left
+    it."""
+    from ice.lab.netns import nsenter
+
+    lab = backend.lab_of(spec)
+    if lab is None:
+        print(f"\n--shell-on-failure: {cell.name} failed before its lab was up ({r.reason}); no shell to open.",
+              file=sys.stderr)
+        return
+    pids = "  ".join(f"{name}={lab.pid(name)}" for name in lab.nodes)
+    print(f"\n--shell-on-failure: {cell.name} failed ({r.reason}).\nA shell in node 'a' of the lab follows; the "
+          f"NATs still hold this cell's rules and conntrack entries.\nOther nodes: nsenter --net=/proc/PID/ns/net "
+          f"with PID from: {pids}\nArtifacts: {r.artifacts}. Exit the shell to go on with the run.", file=sys.stderr)
+    env = dict(os.environ, PS1=f"icelab[{cell.name}:a]# ")
+    subprocess.call([*nsenter(lab.pid("a")), "bash", "--norc", "-i"], env=env)
+
+
+def source_checkout() -> Path | None:
+    """The source checkout the running ``ice`` package lives in (``pyproject.toml`` and the ``icelab`` script next
+    to ``ice/``), or None for an installed package."""
+    import ice
+
+    root = Path(ice.__file__).resolve().parents[1]
+    if (root / "pyproject.toml").is_file() and (root / "icelab").is_file() and (root / "ice").is_dir():
+        return root
+    return None
+
+
+def environment() -> dict[str, str | None]:
+    """What produced a results.json, so two runs compared later can be told apart. The commit is the checkout's
+    own (None for an installed package, even one inside some other repository, say a venv in a project)."""
+    import platform
+
+    from ice import __version__
+
+    commit = None
+    root = source_checkout()
+    if root is not None:
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            done = subprocess.run(["git", "-C", str(root), "rev-parse", "--show-toplevel", "--short", "HEAD"],
+                                  capture_output=True, text=True, timeout=5)
+            lines = done.stdout.split()
+            if done.returncode == 0 and len(lines) == 2 and Path(lines[0]).resolve() == root:
+                commit = lines[1]
+    return {"icelab": __version__, "commit": commit, "python": platform.python_version(),
+            "kernel": platform.release(), "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+class _Progress:
+    """A progress bar (rich) with one line per finished cell; plain lines when stderr is not a terminal. The bar
+    is redrawn per cell, not by rich's refresh thread: the run starts processes, and forking next to a running
+    thread is what ``subprocess``'s documentation warns against."""
+
+    def __init__(self, total: int, quiet: bool) -> None:
+        self.total, self.quiet, self.done = total, quiet, 0
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
+
+    def __enter__(self) -> _Progress:
+        if self.quiet:
+            return self
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        console = Console(stderr=True, highlight=False)
+        self._progress = Progress(TextColumn("matrix"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                                  console=console, transient=True, auto_refresh=False)
+        self._task = self._progress.add_task("cells", total=self.total)
+        self._progress.start()
+        self._progress.refresh()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def cell(self, r: CellResult) -> None:
+        self.done += 1
+        if self.quiet:
+            return
+        line = _line(r, self.done, self.total)
+        if self._progress is not None and self._task is not None:
+            self._progress.console.print(line, markup=False, soft_wrap=True)
+            self._progress.advance(self._task)
+            self._progress.refresh()
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+
+def _line(r: CellResult, done: int, total: int) -> str:
+    from ice.scenario.result import Status
+
+    took = "" if r.seconds is None else f" in {r.seconds * 1000:.0f} ms"
+    width = len(str(total))
+    status = {Status.PASS: "ok  ", Status.FAIL: "FAIL", Status.KNOWN_FAILURE: "xf  ", Status.UNEXPECTED_PASS: "XP  ",
+              Status.SKIPPED: "skip"}[r.status]
+    observed = "-" if r.skipped else r.observed.value
+    return (f"[{done:>{width}}/{total}] {status} {r.cell.name:<34} {observed:<6} "
+            f"{r.selected or r.reason}{took}")
+
+
+def iter_names(suite: Suite) -> Iterator[str]:
+    """One line per cell: name, group, topology and NATs, expectation (and whether it is pinned)."""
+    for c in suite.cells:
+        exp, pinned = suite.expectation(c)
+        known = f"; known failure: {exp.known_failure}" if exp.known_failure else ""
+        nats = ", ".join(f"{k}={v}" for k, v in c.labels.items())
+        yield (f"{c.name}  ({c.group}, {c.topology}{': ' + nats if nats else ''}; expected {exp.path.value}"
+               f"{'' if pinned else ', unpinned'}{known})")
 
 
 def add_parser(sub: Subparsers) -> None:
