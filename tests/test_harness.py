@@ -343,3 +343,26 @@ def test_topo_check_of_a_topology_that_cannot_build_is_one_sentence(tmp_path: Pa
     p = run_cli("topo", "check", *(args or ["t"]), "--topologies", "topos", cwd=tmp_path)
     assert p.returncode == 2 and "Traceback" not in p.stderr and p.stderr.count("\n") == 1, p.stderr
     assert p.stderr.startswith(f"icelab: {says}"), p.stderr
+
+
+@pytest.mark.parametrize(("name", "text", "says"), [
+    ("c.toml", '[[matrix]]\ntopology = "two_nats"\nnats.nat_a = []\nnats.nat_b = ["eim-eif"]\n',
+     ", matrix 1: NAT role nat_a is an empty list, so the matrix has no cells"),
+    ("c.toml", '[defaults]\ntopology = "two_nats"\n', " has no cells: a scenario file holds [[cells]] or [[matrix]] "
+     "tables"),
+    ("c.toml", "", " has no cells: a scenario file holds [[cells]] or [[matrix]] tables"),
+    ("c.py", "def cells():\n    return []\n", " has no cells: its cells() returned none"),
+])
+def test_a_file_or_matrix_without_cells_is_one_sentence(tmp_path: Path, name: str, text: str, says: str) -> None:
+    (tmp_path / name).write_text(text)
+    with pytest.raises(UserError) as err:
+        Suite.load([tmp_path / name])
+    assert str(err.value).startswith(f"{tmp_path / name}{says}"), str(err.value)
+    p = run_cli("run", "--backend", "sim", name, "--out", "out", cwd=tmp_path)
+    assert p.returncode == 2 and p.stderr.startswith(f"icelab: {name}{says}"), p.stderr
+
+
+def test_presets_still_fill_the_empty_roles_of_the_presets_matrix() -> None:
+    suite = Suite.load(presets=["eim-eif", "apdm-apdf"])
+    assert [c.name for c in suite.cells] == ["eim-eifxeim-eif", "eim-eifxapdm-apdf", "apdm-apdfxeim-eif",
+                                             "apdm-apdfxapdm-apdf"]

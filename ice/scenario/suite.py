@@ -94,6 +94,9 @@ def expand_matrix(table: Mapping[str, Any], where: str) -> list[Cell]:
     choices: list[list[tuple[str, NatChoice]]] = []
     for role in roles:
         values = nats[role] if isinstance(nats[role], list) else [nats[role]]
+        if not values:
+            raise UserError(f"{where}: NAT role {role} is an empty list, so the matrix has no cells; give it at least "
+                            "one NAT")
         try:
             choices.append([(role, NatChoice.parse(v)) for v in values])
         except ValueError as exc:
@@ -133,9 +136,15 @@ def load_file(path: Path) -> list[Cell]:
     if not path.is_file():
         raise UserError(f"scenario file {path} does not exist")
     if path.suffix == ".toml":
-        return _load_toml(path)
+        cells = _load_toml(path)
+        if not cells:
+            raise UserError(f"{path} has no cells: a scenario file holds [[cells]] or [[matrix]] tables")
+        return cells
     if path.suffix == ".py":
-        return _load_python(path)
+        cells = _load_python(path)
+        if not cells:
+            raise UserError(f"{path} has no cells: its cells() returned none")
+        return cells
     raise UserError(f"{path}: a scenario file is .toml or .py")
 
 
