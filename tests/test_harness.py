@@ -366,3 +366,25 @@ def test_presets_still_fill_the_empty_roles_of_the_presets_matrix() -> None:
     suite = Suite.load(presets=["eim-eif", "apdm-apdf"])
     assert [c.name for c in suite.cells] == ["eim-eifxeim-eif", "eim-eifxapdm-apdf", "apdm-apdfxeim-eif",
                                              "apdm-apdfxapdm-apdf"]
+
+
+def test_two_files_sharing_a_pin_file_are_refused(user_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (user_dir / "shop.py").write_text('def cells():\n    return [{"name": "py", "topology": "two_nats"}]\n')
+    monkeypatch.delenv("ICELAB_EXPECTATIONS", raising=False)
+    with pytest.raises(UserError) as err:
+        Suite.load([user_dir / "shop.toml", user_dir / "shop.py"], Topologies([user_dir / "topos"]))
+    assert str(err.value) == (f"{user_dir / 'shop.toml'} and {user_dir / 'shop.py'} would share the pins "
+                              f"{user_dir / 'shop.expected.json'}; rename one")
+
+
+def test_update_pins_writes_a_shared_pin_file_once_with_every_files_cells(user_dir: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    (user_dir / "other.py").write_text('def cells():\n    return [{"name": "py", "topology": "two_nats"}]\n')
+    pins = user_dir / "all.json"
+    pins.write_text('{"py": {"path": "direct", "known_failure": "kept"}}\n')
+    monkeypatch.setenv("ICELAB_EXPECTATIONS", str(pins))
+    suite = Suite.load([user_dir / "shop.toml", user_dir / "other.py"], Topologies([user_dir / "topos"]))
+    ((path, count, _, kept),) = suite.update_pins()
+    assert path == pins and count == 3 and kept == 1
+    doc = json.loads(pins.read_text())
+    assert set(doc) == {"shop-cone", "shop-symmetric-nohairpin", "py"} and doc["py"]["known_failure"] == "kept"

@@ -180,6 +180,12 @@ class Suite:
         paths = [Path(f) for f in files]
         if presets:
             suite._add(presets_matrix(presets), DEFAULT_SUITE)
+        if not os.environ.get("ICELAB_EXPECTATIONS"):
+            sharing: dict[Path, Path] = {}
+            for path in paths:
+                other = sharing.setdefault(pins_path(path).resolve(), path)
+                if other.resolve() != path.resolve():
+                    raise UserError(f"{other} and {path} would share the pins {pins_path(path)}; rename one")
         for path in paths or ([] if presets else [DEFAULT_SUITE]):
             suite._add(load_file(path), path)
         for cell in suite.cells:
@@ -269,14 +275,17 @@ class Suite:
 
     def update_pins(self) -> list[tuple[Path, int, list[str], int]]:
         """Re-pin every file's cells from the reasoning, keeping hand-written ``known_failure`` entries; returns
-        (pin file, cells, changed or new names, known failures kept) per file."""
-        out = []
+        (pin file, cells, changed or new names, known failures kept) per pin file. Files sharing a pin file
+        (ICELAB_EXPECTATIONS) write it once, with all their cells."""
+        groups: dict[Path, list[Path]] = {}
         for source in dict.fromkeys(self.source.values()):
-            path = pins_path(source)
+            groups.setdefault(pins_path(source), []).append(source)
+        out = []
+        for path, sources in groups.items():
             keep = read_pins(path) if path.exists() else {}
             doc = {}
             for c in self.cells:
-                if self.source[c.name] != source:
+                if self.source[c.name] not in sources:
                     continue
                 entry = expect(c, self.spec(c)).as_json()
                 kept = keep.get(c.name)
@@ -287,7 +296,7 @@ class Suite:
                 if known is not None:
                     entry["known_failure"] = known
                 doc[c.name] = entry
-            if source == DEFAULT_SUITE and path == pins_path(DEFAULT_SUITE):
+            if DEFAULT_SUITE in sources and path == pins_path(DEFAULT_SUITE):
                 doc = {**{k: v for k, v in keep.items() if k not in doc}, **doc}  # a --presets run keeps the rest
             try:
                 path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
