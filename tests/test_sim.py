@@ -193,3 +193,26 @@ def test_a_relay_disguised_as_peer_reflexive_does_not_beat_a_direct_pair() -> No
     r = two_nats(PRESETS["apdm-adf"], PRESETS["eim-adf"], turn=True)
     assert r.connected and not r.relayed, (r.selected_pair, r.selected_pair_b)
     assert r.selected is not None and CandidateType.RELAYED not in r.selected
+
+
+def test_valid_pair_types_count_a_check_as_the_pair_it_produced() -> None:
+    """``IceAgent.valid_pair_types()``: a host pair whose check came back with a NAT's mapping produced a srflx
+    valid pair (RFC 8445 §7.2.5.3.1), so it counts as srflx, not host; pairs that are not valid do not count. The
+    sim and the lab both report a cell's succeeded pairs this way."""
+    import random
+
+    from ice.agent import Candidate, IceAgent
+    from ice.agent.agent import Pair
+
+    def cand(kind: CandidateType, host: str) -> Candidate:
+        return Candidate("1", 1, "udp", 1, host, 5000, kind)
+
+    host, srflx = cand(CandidateType.HOST, "10.0.1.2"), cand(CandidateType.SERVER_REFLEXIVE, "203.0.113.1")
+    remote, relay = cand(CandidateType.SERVER_REFLEXIVE, "203.0.113.2"), cand(CandidateType.RELAYED, "203.0.113.10")
+    agent = IceAgent(True, rng=random.Random(1))
+    produced = Pair(srflx, host.address, remote, 2, valid=True)
+    checked = Pair(host, host.address, remote, 1, valid=True, valid_pair=produced)
+    failed = Pair(host, host.address, relay, 1)
+    agent.pairs = [checked, produced, failed]
+    assert agent.valid_pair_types() == {("srflx", "srflx")}
+    assert two_nats(PRESETS["eim-eif"], PRESETS["eim-eif"]).succeeded == frozenset({("srflx", "srflx")})

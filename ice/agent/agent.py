@@ -583,6 +583,13 @@ class IceAgent:
         """The selected pair of the first component (most applications have one)."""
         return self.selected_pairs.get(self.components[0])
 
+    def valid_pair_types(self) -> set[tuple[str, str]]:
+        """The (local, remote) candidate type names (``host``, ``srflx``, ...) of the valid pairs. A checked pair
+        whose successful check produced another valid pair (RFC 8445 §7.2.5.3.1, e.g. the srflx pair a host base
+        behind a NAT yields) counts as the pair it produced, not as itself."""
+        return {(p.local.type.value, p.remote.type.value) for p in self.pairs
+                if p.valid and (p.valid_pair is None or p.valid_pair is p)}
+
     def _maybe_completed(self) -> None:
         """RFC 8445 §6.1.3 / §8.1.2: completed once every component has its pair and no check is left to run."""
         if self.state is not AgentState.CONNECTED:

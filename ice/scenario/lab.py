@@ -21,7 +21,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path as FsPath
+from pathlib import Path
 from typing import Any
 
 from ice.agent import AgentConfig, Candidate, CandidateType, Nomination
@@ -97,7 +97,7 @@ def _cancel(fut: asyncio.Future[Any]) -> None:
 class LabBackend:
     """Runs cells in reused kernel labs (one process, one cell at a time; ``-j`` runs several of these)."""
 
-    artifacts: FsPath | None = None
+    artifacts: Path | None = None
     """Where failed cells' artifacts go (``<artifacts>/<cell>/``); None: nowhere."""
     keep_artifacts: bool = False
     repro: Callable[[Cell], str] = lambda cell: f"sudo ./icelab run --scenario {cell.name}"
@@ -105,7 +105,7 @@ class LabBackend:
     timers: MatrixTimers = TIMERS
     labs: dict[LabKey, Lab] = field(default_factory=dict)
     _caps: dict[LabKey, list[Capture]] = field(default_factory=dict)
-    _tmp: FsPath | None = None
+    _tmp: Path | None = None
 
     def close(self) -> None:
         for lab in self.labs.values():
@@ -129,7 +129,7 @@ class LabBackend:
         """The built lab a cell with this spec ran in (None if it could not be built)."""
         return self.labs.get(lab_key(spec))
 
-    def _capture_dir(self, lab: Lab) -> FsPath:
+    def _capture_dir(self, lab: Lab) -> Path:
         """Whole-life captures live next to the artifacts (``<out>/.captures/<pid>/``, removed by :meth:`close`;
         a killed run leaves them in its own report directory, not in /tmp)."""
         if self._tmp is None:
@@ -137,7 +137,7 @@ class LabBackend:
                 self._tmp = self.artifacts.parent / ".captures" / str(os.getpid())
                 self._tmp.mkdir(parents=True, exist_ok=True)
             else:
-                self._tmp = FsPath(tempfile.mkdtemp(prefix="icelab-pcap-"))
+                self._tmp = Path(tempfile.mkdtemp(prefix="icelab-pcap-"))
         where = self._tmp / lab.prefix
         where.mkdir(exist_ok=True)
         return where
@@ -187,7 +187,7 @@ class LabBackend:
         return res
 
     def _write_artifacts(self, lab: Lab, cell: Cell, res: CellResult, outcome: _Outcome, wall0: float,
-                         wall1: float) -> FsPath:
+                         wall1: float) -> Path:
         assert self.artifacts is not None
         d = self.artifacts / cell.name
         d.mkdir(parents=True, exist_ok=True)
@@ -221,7 +221,6 @@ async def _connect(lab: Lab, spec: TopologySpec, cell: Cell, timers: MatrixTimer
     data flows both ways on it."""
     from ice.aio.turn_server import TurnServerRunner
     from ice.lab.stun import start_stun_server
-    from ice.sim.scenario import valid_pair_types
     from ice.turn.client import TurnClientConfig
     from ice.turn.server import TurnServerConfig
 
@@ -312,7 +311,7 @@ async def _connect(lab: Lab, spec: TopologySpec, cell: Cell, timers: MatrixTimer
         return out
     finally:
         if len(closing) >= 3:  # both connections exist: record what they saw, whatever happened
-            out.succeeded = sorted(f"{x}-{y}" for x, y in valid_pair_types(a.agent))
+            out.succeeded = sorted(f"{x}-{y}" for x, y in a.agent.valid_pair_types())
             out.stats = {"a": dict(a.agent.stats), "b": dict(b.agent.stats)}
         for close in reversed(closing):
             close()

@@ -122,15 +122,8 @@ def run_pair(spec: TopologySpec, config: AgentConfig | None = None, seed: int = 
     ok = a.selected is not None and b.selected is not None
     sel = (a.selected.local.type, a.selected.remote.type) if a.selected is not None else None
     sel_b = (b.selected.local.type, b.selected.remote.type) if b.selected is not None else None
-    return SimResult(ok, net.now, sel, frozenset(valid_pair_types(a)), sel_b, describe_pair(a.selected),
+    return SimResult(ok, net.now, sel, frozenset(a.valid_pair_types()), sel_b, describe_pair(a.selected),
                      describe_pair(b.selected))
-
-
-def valid_pair_types(agent: IceAgent) -> set[tuple[str, str]]:
-    """(local, remote) types of the agent's valid pairs: a checked pair whose check produced another valid pair
-    (RFC 8445 §7.2.5.3.1, e.g. srflx for a host base behind a NAT) counts as that one."""
-    return {(p.local.type.value, p.remote.type.value) for p in agent.pairs
-            if p.valid and (p.valid_pair is None or p.valid_pair is p)}
 
 
 def describe_pair(pair: Pair | None) -> str | None:
