@@ -3,6 +3,7 @@ NATs as data in cells, pins beside each file, and an installed wheel that works 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -388,3 +389,31 @@ def test_update_pins_writes_a_shared_pin_file_once_with_every_files_cells(user_d
     assert path == pins and count == 3 and kept == 1
     doc = json.loads(pins.read_text())
     assert set(doc) == {"shop-cone", "shop-symmetric-nohairpin", "py"} and doc["py"]["known_failure"] == "kept"
+
+
+def test_python_cells_default_to_their_files_group_and_a_taken_grid_position_is_listed(tmp_path: Path) -> None:
+    from ice.report.html import html_grid
+    from ice.report.markdown import markdown_grid
+    from ice.report.text import grid, others, terminal_grid
+    from ice.scenario.cell import PathKind
+    from ice.scenario.result import CellResult
+
+    (tmp_path / "mine.py").write_text(textwrap.dedent('''
+        from ice.scenario.cell import Cell, NatChoice
+
+        def cells():
+            yield Cell("obj", "two_nats", (("nat_a", NatChoice("eim-eif")), ("nat_b", NatChoice("eim-eif"))))
+            yield {"name": "table", "topology": "two_nats", "nats": {"nat_a": "eim-eif"}}
+    '''))
+    suite = Suite.load([tmp_path / "mine.py"])
+    assert [c.group for c in suite.cells] == ["mine", "mine"]
+    assert Cell("c", "two_nats").group == ""
+    one = dataclasses.replace(suite.cells[0], group="rfc4787")  # two cells at one grid position
+    two = Cell("second", one.topology, one.nats, group="rfc4787")
+    results = [CellResult(c, "sim", PathKind.DIRECT, PathKind.DIRECT, None, 0.1) for c in (one, two)]
+    rows, cols, cells = grid(results)
+    assert (rows, cols, [r.cell.name for r in cells.values()]) == (["eim-eif"], ["eim-eif"], ["obj"])
+    assert [r.cell.name for r in others(results)] == ["second"]
+    assert "second" in terminal_grid(results) and "second" in markdown_grid(results)
+    page = html_grid(results, "sim", 0.1)
+    assert 'data-cell="obj"' in page and 'data-cell="second"' in page

@@ -6,6 +6,7 @@ from __future__ import annotations
 import html
 import json
 
+from ice.report.text import place
 from ice.scenario.cell import PathKind
 from ice.scenario.result import CellResult, Status
 
@@ -29,19 +30,7 @@ def _td(r: CellResult) -> str:
 def html_grid(results: list[CellResult], backend: str, seconds: float) -> str:
     """One page, no external assets: a NAT A x NAT B table, the other cells in a list; clicking a cell (or opening
     the page at ``#cell=NAME``, a link CI logs can print) shows its full record, artifacts and repro command."""
-    rows: list[str] = []
-    cols: list[str] = []
-    by: dict[tuple[str, str], CellResult] = {}
-    rest: list[CellResult] = []
-    for r in results:
-        pos = r.cell.grid_position
-        if pos is None:
-            rest.append(r)
-            continue
-        a, b = pos
-        rows += [a] if a not in rows else []
-        cols += [b] if b not in cols else []
-        by[(a, b)] = r
+    rows, cols, by, rest = place(results)  # a second cell at a taken grid position is listed, not overwritten
     records = {r.cell.name: r.as_json() for r in results}
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
     body = []

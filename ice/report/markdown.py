@@ -3,7 +3,7 @@ into a CI step summary."""
 
 from __future__ import annotations
 
-from ice.report.text import grid, others, summary
+from ice.report.text import place, summary
 from ice.scenario.result import CellResult, Status
 
 
@@ -14,14 +14,13 @@ def _md_mark(r: CellResult) -> str:
 
 
 def markdown_grid(results: list[CellResult]) -> str:
-    rows, cols, cells = grid(results)
+    rows, cols, cells, rest = place(results)
     out = []
     if rows:
         out += ["| A \\ B | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
         for a in rows:
             out.append(f"| {a} | " + " | ".join(_md_mark(cells[(a, b)]) if (a, b) in cells else "" for b in cols)
                        + " |")
-    rest = others(results)
     if rest:
         out += ["", "| scenario | group | expected | observed |", "|---|---|---|---|"]
         out += [f"| {r.cell.name} | {r.cell.group} | {r.expected.value} | {_md_mark(r)} |" for r in rest]

@@ -19,31 +19,42 @@ LEGEND = ("D: direct pair selected, R: relayed pair, -: no connection, s: skippe
           "!: differs from the expectation, k: a known failure, ?: a known failure that passed")
 
 
-def grid(results: list[CellResult]) -> tuple[list[str], list[str], dict[tuple[str, str], CellResult]]:
-    """Rows (NAT A), columns (NAT B) and cells of the two-NAT grid (the GRID_GROUPS)."""
+def place(results: list[CellResult]) -> tuple[list[str], list[str], dict[tuple[str, str], CellResult],
+                                              list[CellResult]]:
+    """Rows (NAT A), columns (NAT B) and cells of the two-NAT grid (the GRID_GROUPS), and the other cells: those
+    outside the grid groups, and any whose grid position an earlier cell already holds (never overwritten)."""
     rows: list[str] = []
     cols: list[str] = []
     cells: dict[tuple[str, str], CellResult] = {}
+    rest: list[CellResult] = []
     for r in results:
         pos = r.cell.grid_position
-        if pos is None:
+        if pos is None or pos in cells:
+            rest.append(r)
             continue
         a, b = pos
         if a not in rows:
             rows.append(a)
         if b not in cols:
             cols.append(b)
-        cells[(a, b)] = r
+        cells[pos] = r
+    return rows, cols, cells, rest
+
+
+def grid(results: list[CellResult]) -> tuple[list[str], list[str], dict[tuple[str, str], CellResult]]:
+    """Rows (NAT A), columns (NAT B) and cells of the two-NAT grid (the GRID_GROUPS)."""
+    rows, cols, cells, _ = place(results)
     return rows, cols, cells
 
 
 def others(results: list[CellResult]) -> list[CellResult]:
-    """Cells outside the grid (same NAT, double NAT, impaired links, agent options)."""
-    return [r for r in results if r.cell.grid_position is None]
+    """Cells outside the grid (same NAT, double NAT, impaired links, agent options, a second cell at a grid
+    position already taken)."""
+    return place(results)[3]
 
 
 def terminal_grid(results: list[CellResult]) -> str:
-    rows, cols, cells = grid(results)
+    rows, cols, cells, rest = place(results)
     lines = []
     if rows:
         corner = "A \\ B"
@@ -52,7 +63,6 @@ def terminal_grid(results: list[CellResult]) -> str:
         for a in rows:
             lines.append(a.ljust(w) + "  " + " ".join(f"{_mark(cells[(a, b)]) if (a, b) in cells else '':>9}"
                                                       for b in cols))
-    rest = others(results)
     if rest:
         w = max(len(r.cell.name) for r in rest)
         lines.append("")

@@ -167,9 +167,9 @@ class Cell:
     """Candidates are signalled as gathered (RFC 8838), or all at once when gathering ends."""
     controlling: str = "a"
     """Which agent starts controlling: "a", "b", or "both" (a role conflict, RFC 8445 §7.3.1.1)."""
-    group: str = "rfc4787"
+    group: str = ""
     """Where reports show the cell: ``rfc4787`` and ``special`` are the NAT A x NAT B grid; other groups are
-    listed below it."""
+    listed below it. Empty: the scenario file's name (the loaders fill it in)."""
 
     def __post_init__(self) -> None:
         if not self.name or any(c.isspace() for c in self.name) or "/" in self.name:

@@ -10,6 +10,7 @@ documented in docs/scenarios.md.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import os
@@ -123,11 +124,12 @@ def _load_python(path: Path) -> list[Cell]:
     cells = []
     for item in made:
         if isinstance(item, Cell):
-            cells.append(item)
+            cell = item
         elif isinstance(item, Mapping):
-            cells.append(Cell.from_table({"group": path.stem, **item}, str(path)))
+            cell = Cell.from_table(item, str(path))
         else:
             raise UserError(f"{path}: cells() must return Cell values or tables, not {type(item).__name__}")
+        cells.append(cell if cell.group else dataclasses.replace(cell, group=path.stem))  # as a TOML file's
     return cells
 
 
