@@ -231,3 +231,38 @@ def test_the_older_import_path_names_the_same_authoring_api() -> None:
 
     for name in ice.topology.__all__:
         assert getattr(ice.lab.topo, name) is getattr(ice.topology, name)
+
+
+def test_nat_roles_are_parameters_defaulting_to_a_preset_or_without_default(tmp_path: Path) -> None:
+    """A parameter is a NAT role when its default is a preset name or a NatBehaviour, or when it has none; any
+    other parameter (``subnet="10.9.0"``) is the file's own option, which a cell cannot set."""
+    _write(tmp_path, "options", """
+        from ice.nat.behaviour import preset
+        from ice.topology import TopologyBuilder, behaviour
+
+
+        def build(shop, home=preset("eim-adf"), isp="symmetric", subnet="10.9.0", hairpin=True, wan=None, **link):
+            \"\"\"Peer A behind home behind shop behind isp; B public.\"\"\"
+            b = TopologyBuilder("options")
+            inet = b.public_segment()
+            isp_lan, isp_gw = b.nat("isp", behaviour(isp), "100.64.0", inet)
+            shop_lan, shop_gw = b.nat("shop", behaviour(shop), "172.16.0", isp_lan, wan_cidr="100.64.0.2/24",
+                                      gateway=isp_gw)
+            home_lan, home_gw = b.nat("home", behaviour(home), subnet, shop_lan, wan_cidr="172.16.0.2/24",
+                                      gateway=shop_gw)
+            b.private_host("a", home_lan, f"{subnet}.2", home_gw)
+            b.public_host("b", inet)
+            b.facts["hairpin"] = str(hairpin)
+            return b.spec()
+    """)
+    topo = Topologies([tmp_path]).get("options")
+    assert topo.roles == ("shop", "home", "isp") and topo.options == ("subnet", "hairpin", "wan")
+    assert topo.defaults == (("home", "eim-adf"), ("isp", "symmetric")) and topo.takes_link
+    assert topo.positional(["eim-eif"]) == {"shop": "eim-eif"}
+    spec = topo.spec({"shop": "eim-eif"})
+    assert spec.node("a").name == "a" and "10.9.0.2" in Fabric(spec).addresses("a")
+    with pytest.raises(UserError, match=r"topology options has no NAT role subnet; its roles are shop, home, isp "
+                                        r"\(subnet: an option of its build\(\)"):
+        topo.spec({"shop": "eim-eif", "subnet": "10.8.0"})
+    for builtin_topo in Topologies(entry_points=False).all().values():  # every built-in parameter is a role
+        assert builtin_topo.roles == tuple(r for r, _ in builtin_topo.defaults) and not builtin_topo.options

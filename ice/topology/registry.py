@@ -1,9 +1,16 @@
 """Where topologies come from, and what a topology offers: its NAT roles.
 
-A topology is one Python module with a ``build(...) -> TopologySpec`` function. Its keyword arguments name the
-topology's NAT roles (``nat_a``, ``nat_b``, ``inner``, ``outer``, ...) with a preset as the default, and a
-``**link`` catch-all, when present, takes link conditions (``loss``, ``delay_ms``, ...). Modules are found in three
-places, all equal:
+A topology is one Python module with a ``build(...) -> TopologySpec`` function. Its parameters name the
+topology's NAT roles (``nat_a``, ``nat_b``, ``inner``, ``outer``, ...), and a ``**link`` catch-all, when present,
+takes link conditions (``loss``, ``delay_ms``, ...). The rule for which parameters are NAT roles:
+
+- a parameter whose default is a preset name (a key of :data:`ice.nat.behaviour.PRESETS`, e.g.
+  ``"port-restricted-cone"``) or a :class:`~ice.nat.behaviour.NatBehaviour` is a NAT role;
+- so is a parameter with no default (a cell must then name its NAT);
+- any other parameter (``subnet="10.9.0"``, ``hairpin=True``, ``wan=None``, ...) is an option of ``build``
+  for the topology's own use: a cell cannot set it, and a cell that names it gets "has no NAT role".
+
+Modules are found in three places, all equal:
 
 - the built-in modules in ``ice/topology/builtin/`` (shipped inside the package);
 - modules named by the ``icelab.topologies`` entry-point group of any installed distribution (the entry point's
@@ -27,7 +34,7 @@ from types import ModuleType
 from typing import Any
 
 from ice.errors import UserError
-from ice.nat.behaviour import NatBehaviour
+from ice.nat.behaviour import PRESETS, NatBehaviour
 from ice.topology.spec import TopologySpec
 
 Builder = Callable[..., TopologySpec]
@@ -45,11 +52,13 @@ class Topology:
     origin: str
     """``built-in``, the file it was loaded from, or ``entry point NAME``."""
     roles: tuple[str, ...]
-    """The builder's keyword arguments, in order: one NAT per role."""
+    """The builder's NAT roles (see the module docstring for the rule), in order: one NAT per role."""
     defaults: tuple[tuple[str, str], ...]
     """Each role's default preset (as the builder declares it)."""
     takes_link: bool
     """Does the builder take link conditions (a ``**link`` argument)?"""
+    options: tuple[str, ...] = ()
+    """The builder's other parameters (not NAT roles): its own, which cells do not set."""
 
     @property
     def description(self) -> str:
@@ -62,8 +71,11 @@ class Topology:
         nats = dict(nats or {})
         unknown = sorted(set(nats) - set(self.roles))
         if unknown:
+            options = [u for u in unknown if u in self.options]
+            hint = (f" ({', '.join(options)}: an option of its build() whose default is not a NAT preset, which "
+                    "cells do not set)") if options else ""
             raise UserError(f"topology {self.name} has no NAT role {', '.join(unknown)}; its roles are "
-                            f"{', '.join(self.roles) or '(none)'}")
+                            f"{', '.join(self.roles) or '(none)'}{hint}")
         if link and not self.takes_link:
             raise UserError(f"topology {self.name} takes no link conditions ({', '.join(sorted(link))}); give its "
                             "build() a **link argument to accept them")
@@ -82,22 +94,29 @@ class Topology:
 
 
 def describe_builder(name: str, build: Builder, origin: str) -> Topology:
-    """Read a builder's roles from its signature."""
+    """Read a builder's NAT roles from its signature: a parameter whose default is a preset name or a
+    :class:`NatBehaviour`, or that has no default (see the module docstring); the others are options."""
     try:
         params = inspect.signature(build).parameters.values()
     except (TypeError, ValueError):
         raise UserError(f"topology {name} ({origin}): build is not a function with a signature") from None
-    roles, defaults, link = [], [], False
+    roles, defaults, options, link = [], [], [], False
     for p in params:
         if p.kind is p.VAR_KEYWORD:
             link = True
-        elif p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+        elif p.kind not in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+            continue
+        elif isinstance(p.default, str) and p.default in PRESETS:
             roles.append(p.name)
-            if isinstance(p.default, str):
-                defaults.append((p.name, p.default))
-            elif isinstance(p.default, NatBehaviour):
-                defaults.append((p.name, p.default.name))
-    return Topology(name, build, origin, tuple(roles), tuple(defaults), link)
+            defaults.append((p.name, p.default))
+        elif isinstance(p.default, NatBehaviour):
+            roles.append(p.name)
+            defaults.append((p.name, p.default.name))
+        elif p.default is p.empty:
+            roles.append(p.name)
+        else:
+            options.append(p.name)
+    return Topology(name, build, origin, tuple(roles), tuple(defaults), link, tuple(options))
 
 
 def load_module(path: Path, kind: str = "topology") -> ModuleType:
