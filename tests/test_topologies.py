@@ -266,3 +266,28 @@ def test_nat_roles_are_parameters_defaulting_to_a_preset_or_without_default(tmp_
         topo.spec({"shop": "eim-eif", "subnet": "10.8.0"})
     for builtin_topo in Topologies(entry_points=False).all().values():  # every built-in parameter is a role
         assert builtin_topo.roles == tuple(r for r, _ in builtin_topo.defaults) and not builtin_topo.options
+
+
+def test_forwarding_is_longest_prefix_match_over_connected_and_static_routes() -> None:
+    """As in the kernel: a /24 static route via a gateway beats the /16 connected subnet that contains it; on an
+    equal prefix the connected subnet wins. Host h sits on 10.1.0.0/16; 10.1.5.0/24 lies behind router gw."""
+    from ice.topology import TopologyBuilder
+    from ice.topology.spec import End, NodeKind, NodeSpec
+
+    b = TopologyBuilder("lpm")
+    lan = b.switch("lan")
+    b.add(NodeSpec("h", routes=(("10.1.5.0/24", "10.1.0.1"), ("10.1.0.0/16", "10.1.0.1"))))
+    b.link(End("h", ("10.1.0.2/16",)), End(lan))
+    b.add(NodeSpec("neighbour"))
+    b.link(End("neighbour", ("10.1.0.3/16",)), End(lan))
+    b.add(NodeSpec("gw", NodeKind.ROUTER))
+    b.link(End("gw", ("10.1.0.1/16",)), End(lan))
+    b.add(NodeSpec("far", routes=(("default", "10.1.5.1"),)))
+    b.link(End("gw", ("10.1.5.1/24",)), End("far", ("10.1.5.7/24",)))
+    fabric = Fabric(b.spec())
+    hop = fabric.step("h", "10.1.5.7")
+    assert hop is not None and hop.next_node == "gw"  # the /24 route, not the /16 on-link delivery
+    assert fabric.walk("h", "10.1.5.7").nodes == ("h", "gw", "far")
+    hop = fabric.step("h", "10.1.0.3")
+    assert hop is not None and hop.next_node == "neighbour"  # /16 connected beats the /16 static route
+    assert fabric.walk("h", "10.1.0.3").nodes == ("h", "neighbour")

@@ -6,8 +6,10 @@ NATs stand between a peer and the internet. Both therefore read the one spec the
 addresses, its routes (``default`` or a CIDR via a gateway on a connected subnet) and its segments (a switch node
 is one segment; a link between two other nodes is a segment of its own).
 
-Forwarding follows the kernel's order: a destination on a connected subnet is delivered on that segment, otherwise
-the longest matching route's gateway is; no match means no route (the public segment has none to private space).
+Forwarding follows the kernel's longest-prefix match over connected subnets and static routes together: the most
+specific match wins, a connected subnet beating a static route of the same length; a connected match delivers on
+its segment, a route's match to its gateway. No match means no route (the public segment has none to private
+space).
 """
 
 from __future__ import annotations
@@ -117,20 +119,23 @@ class Fabric:
 
     def _step(self, node: str, dst: str) -> Hop | None:
         ip = ipaddress.IPv4Address(dst)
-        best: tuple[int, Interface, str] | None = None
+        # The kernel's longest-prefix match over the connected subnets and the static routes together; on equal
+        # prefixes the connected route wins. Ranked by (prefix length, connected), the first of equals kept.
+        best: tuple[tuple[int, bool], Interface, str] | None = None
         for iface in self.interfaces[node]:
             for addr in iface.addresses:
-                if ip in addr.network and (best is None or addr.network.prefixlen > best[0]):
-                    best = (addr.network.prefixlen, iface, dst)
-        if best is None:
-            for dest, via in self.node(node).routes:
-                net = ipaddress.IPv4Network("0.0.0.0/0" if dest == "default" else dest, strict=False)
-                if ip not in net or (best is not None and net.prefixlen <= best[0]):
-                    continue
-                gateway = ipaddress.IPv4Address(via)
-                egress = next((f for f in self.interfaces[node] for a in f.addresses if gateway in a.network), None)
-                if egress is not None:
-                    best = (net.prefixlen, egress, via)
+                rank = (addr.network.prefixlen, True)
+                if ip in addr.network and (best is None or rank > best[0]):
+                    best = (rank, iface, dst)
+        for dest, via in self.node(node).routes:
+            net = ipaddress.IPv4Network("0.0.0.0/0" if dest == "default" else dest, strict=False)
+            rank = (net.prefixlen, False)
+            if ip not in net or (best is not None and rank <= best[0]):
+                continue
+            gateway = ipaddress.IPv4Address(via)
+            egress = next((f for f in self.interfaces[node] for a in f.addresses if gateway in a.network), None)
+            if egress is not None:
+                best = (rank, egress, via)
         if best is None:
             return None
         _, egress, next_ip = best
