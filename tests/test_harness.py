@@ -76,8 +76,9 @@ def test_a_scenario_file_and_topologies_from_elsewhere_run_unpinned_then_pinned(
     assert cells["shop-symmetric-nohairpin"]["config"]["nats"] == {"shop": {"preset": "apdm-apdf",
                                                                            "hairpinning": False}}
     assert "unpinned (judged by the reasoning" in p.stdout
-    assert cells["shop-cone"]["repro"] == ("./icelab run shop.toml --topologies topos --backend sim --scenario "
-                                           "shop-cone --out results/shop-cone")
+    assert cells["shop-cone"]["repro"] == (f"{ROOT / 'icelab'} run {user_dir / 'shop.toml'} --topologies "
+                                           f"{user_dir / 'topos'} --backend sim --scenario shop-cone --out "
+                                           "results/shop-cone")  # run from elsewhere: absolute paths
     # --update-expectations writes the pins beside the file; the next run is pinned
     p = run_cli("run", "--topologies", "topos", "shop.toml", "--update-expectations", cwd=user_dir)
     assert p.returncode == 0 and "wrote 2 expectations to shop.expected.json" in p.stdout, p.stderr
@@ -145,7 +146,7 @@ def test_a_nat_table_overrides_fields_by_name() -> None:
     assert (nat.hairpinning, nat.mapping_timeout, nat.filtering.short if nat.filtering else None) == (False, 30, "adf")
     assert nat.port_range == (40000, 40999) and choice.preset == "eim-apdf"
     assert choice.slug == "eim-apdf+hairpinning=false+mapping_timeout=30+filtering=address-dependent+" \
-                          "port_range=[40000, 40999]"
+                          "port_range=40000-40999"
     assert NatChoice.parse(choice.as_json()) == choice  # JSON round trip, as workers receive cells
 
 
@@ -417,3 +418,43 @@ def test_python_cells_default_to_their_files_group_and_a_taken_grid_position_is_
     assert "second" in terminal_grid(results) and "second" in markdown_grid(results)
     page = html_grid(results, "sim", 0.1)
     assert 'data-cell="obj"' in page and 'data-cell="second"' in page
+
+
+@pytest.mark.parametrize("name", ["..", ".hidden", "a b", "x;rm", "a/b", "$(id)", "é", ""])
+def test_cell_names_are_safe_words(name: str) -> None:
+    with pytest.raises(ValueError, match="may hold only letters, digits and"):
+        Cell(name, "two_nats")
+
+
+def test_matrix_slugs_are_valid_cell_names() -> None:
+    choice = NatChoice.parse({"preset": "eim-apdf", "hairpinning": False, "port_range": [40000, 40999],
+                              "allowed_tcp_ports": [443, 3478], "filtering": "adf"})
+    assert choice.slug == "eim-apdf+hairpinning=false+port_range=40000-40999+allowed_tcp_ports=443.3478+" \
+                          "filtering=address-dependent"
+    assert Cell(f"x-{choice.slug}", "two_nats").name.endswith("allowed_tcp_ports=443.3478+filtering=address-dependent")
+
+
+def test_the_repro_line_pastes_anywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shlex
+
+    import ice.scenario.suite as suite_module
+
+    odd = tmp_path / "my cells"
+    (odd / "topos dir").mkdir(parents=True)
+    (odd / "topos dir" / "corner_shop.py").write_text(SHOP_TOPOLOGY)
+    (odd / "shop's.toml").write_text(SHOP_CELLS)
+    monkeypatch.setenv("ICELAB_EXPECTATIONS", str(odd / "pins file.json"))
+    (odd / "pins file.json").write_text("{}")
+    monkeypatch.chdir(tmp_path)
+    suite = Suite.load([Path("my cells/shop's.toml")], Topologies([Path("my cells/topos dir")]))
+    line = suite.repro(suite.cells[0])
+    assert shlex.split(line) == ["sudo", f"ICELAB_EXPECTATIONS={odd / 'pins file.json'}", str(ROOT / "icelab"),
+                                 "run", str(odd / "shop's.toml"), "--topologies", str(odd / "topos dir"), "--backend",
+                                 "lab", "--scenario", "shop-cone", "--keep-artifacts", "--out", "results/shop-cone"]
+    monkeypatch.delenv("ICELAB_EXPECTATIONS")
+    monkeypatch.chdir(ROOT)
+    assert suite.repro(suite.cells[0], "sim").startswith("./icelab run ")
+    monkeypatch.chdir(tmp_path)  # the scenario file was named relative to it
+    monkeypatch.setattr(suite_module, "__file__", str(tmp_path / "site-packages" / "ice" / "scenario" / "suite.py"))
+    installed = suite.repro(suite.cells[0], "sim")  # no checkout around the package: the installed command
+    assert shlex.split(installed)[:3] == ["icelab", "run", str(odd / "shop's.toml")]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -123,13 +124,20 @@ class NatChoice:
 
     @property
     def slug(self) -> str:
-        """The label as a cell-name part: ``eim-eif``, or ``eim-eif+hairpinning=false``."""
-        return "+".join([self.preset, *(f"{k}={str(_json_value(v)).lower()}" for k, v in self.overrides)])
+        """The label as a cell-name part (only characters a cell name may hold): ``eim-eif``, or
+        ``eim-eif+hairpinning=false``, ``eim-eif+port_range=40000-40999``, ``...+allowed_tcp_ports=443.3478``."""
+        return "+".join([self.preset, *(f"{k}={_slug_value(k, v)}" for k, v in self.overrides)])
 
     def as_json(self) -> str | dict[str, Any]:
         if not self.overrides:
             return self.preset
         return {"preset": self.preset, **{k: _json_value(v) for k, v in self.overrides}}
+
+
+def _slug_value(name: str, v: object) -> str:
+    if isinstance(v, tuple):
+        return ("-" if name == "port_range" else ".").join(str(x) for x in v)
+    return str(_json_value(v)).lower()
 
 
 def _json_value(v: object) -> Any:
@@ -139,6 +147,10 @@ def _json_value(v: object) -> Any:
         return list(v)
     return v
 
+
+CELL_NAME = re.compile(r"[A-Za-z0-9._+=-]+")
+"""What a cell name may hold (and it may not start with ``.``): it keys pins, names artifact directories and is
+a word of the repro command."""
 
 CELL_OPTIONS = ("turn", "relay_only", "nomination", "trickle", "controlling", "loss", "delay_ms", "group")
 """What a cell may set besides its name, topology and NATs."""
@@ -172,8 +184,9 @@ class Cell:
     listed below it. Empty: the scenario file's name (the loaders fill it in)."""
 
     def __post_init__(self) -> None:
-        if not self.name or any(c.isspace() for c in self.name) or "/" in self.name:
-            raise ValueError(f"cell name {self.name!r} must be non-empty, without spaces or '/'")
+        if not CELL_NAME.fullmatch(self.name) or self.name.startswith("."):
+            raise ValueError(f"cell name {self.name!r} may hold only letters, digits and . _ + = - (not first: .); "
+                             "it names files, artifact directories and shell words")
         if self.controlling not in ("a", "b", "both"):
             raise ValueError("controlling is 'a', 'b' or 'both'")
         if self.nomination not in ("regular", "aggressive"):

@@ -14,6 +14,7 @@ import dataclasses
 import itertools
 import json
 import os
+import shlex
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -33,6 +34,21 @@ DEFAULT_SUITE = SUITES / "default.toml"
 PRESETS_MATRIX = SUITES / "presets.toml"
 """The matrix ``--presets A B ...`` runs, with every role's NATs replaced by the presets given (its cells are
 judged against the default suite's pins)."""
+
+
+def icelab_command() -> str:
+    """How a repro line starts: ``./icelab`` in the source checkout holding the running package (``pyproject.toml``
+    and the ``icelab`` script beside ``ice/``), that script's absolute path from elsewhere, ``icelab`` when the
+    package is installed without a checkout."""
+    root = Path(__file__).resolve().parents[2]
+    script = root / "icelab"
+    if not ((root / "pyproject.toml").is_file() and script.is_file()):
+        return "icelab"
+    try:
+        here = Path.cwd().resolve()
+    except OSError:  # the cwd was removed
+        return str(script)
+    return "./icelab" if here == root else str(script)
 
 
 def pins_path(source: Path) -> Path:
@@ -214,22 +230,25 @@ class Suite:
                      self._pins, self._specs)
 
     def repro(self, cell: Cell, backend: str = "lab") -> str:
-        """One line that runs just this cell again (in the lab with every artifact kept)."""
-        words = ["./icelab", "run"]
+        """One line that runs just this cell again (in the lab with every artifact kept), pasteable in a shell
+        anywhere: scenario files and topology directories as absolute paths, every word quoted."""
+        words = [icelab_command(), "run"]
         source = self.source.get(cell.name, DEFAULT_SUITE)
         if self.presets and source == DEFAULT_SUITE:
             words += ["--presets", *sorted({ch.preset for _, ch in cell.nats})]
         elif source != DEFAULT_SUITE:
-            words.append(str(source))
+            words.append(os.path.abspath(source))
         for d in self.topologies.directories:
-            words += ["--topologies", str(d)]
+            words += ["--topologies", os.path.abspath(d)]
         words += ["--backend", backend, "--scenario", cell.name]
         if backend == "lab":
             words.append("--keep-artifacts")
         words += ["--out", f"results/{cell.name}"]
-        env = f"ICELAB_EXPECTATIONS={os.environ['ICELAB_EXPECTATIONS']} " if os.environ.get("ICELAB_EXPECTATIONS") \
-            else ""
-        return ("sudo " if backend == "lab" else "") + env + " ".join(words)
+        pins = os.environ.get("ICELAB_EXPECTATIONS")
+        line = [*(["sudo"] if backend == "lab" else []),  # the assignment's name stays unquoted: a shell sees it
+                *([f"ICELAB_EXPECTATIONS={shlex.quote(os.path.abspath(pins))}"] if pins else []),
+                *(shlex.quote(w) for w in words)]
+        return " ".join(line)
 
     def spec(self, cell: Cell) -> TopologySpec:
         """The cell's topology built with its NATs and link conditions (a wrong role is a UserError naming it)."""
