@@ -6,10 +6,11 @@ and asks :func:`ice.nat.reach.direct_possible_through` whether the two chains of
 (:func:`compose`) say which candidate types the selected pair may have.
 
 Peers behind a shared NAT meet at that NAT's hairpin: their server-reflexive addresses are both on its public
-address, so a check from one to the other reaches it only if the NAT hairpins (RFC 4787 §6, REQ-9), and then carries
-the sender's external address, as the NAT's mapping chose it. The hairpinned packet is not filtered by the shared
-NAT (neither the kernel lab's rules nor the simulation filter hairpinned packets), so each side behaves like its own
-NATs composed with the shared NAT's mapping behaviour.
+address, so a check from one to the other reaches it only if the NAT hairpins (RFC 4787 §6, REQ-9). The hairpinned
+packet carries the sender's existing external address (REQ-9a; for a destination-dependent NAT the binding the
+sender already has, as the kernel lab's rules do) and is not filtered by the shared NAT (neither the lab's rules nor
+the simulation filter hairpinned packets), so for this packet the shared NAT is endpoint-independent in both
+respects and each side's own NATs decide.
 
 Answers are pinned per cell beside each scenario file (``FILE.expected.json``) so a reader can review every one; a
 test keeps the default suite's pins equal to this module's output.
@@ -55,11 +56,14 @@ def compose_all(chain: list[NatBehaviour]) -> NatBehaviour:
     return functools.reduce(compose, chain, preset("none"))
 
 
-def _unfiltered(nat: NatBehaviour) -> NatBehaviour:
-    """The shared NAT as a hairpinned packet meets it: its mapping, no filtering."""
+def _hairpinned(nat: NatBehaviour) -> NatBehaviour:
+    """The shared NAT as a hairpinned packet meets it: no filter, and the sender's existing external address as
+    the source (RFC 4787 REQ-9a), whatever its mapping behaviour does for flows to the outside: so, for this
+    packet, endpoint-independent in both respects."""
     if nat.kind is NatKind.UDP_BLOCKED or nat.mapping is None:
         return nat
-    return NatBehaviour(nat.mapping, Filtering.ENDPOINT_INDEPENDENT, description=f"{nat.name}, hairpinned")
+    return NatBehaviour(Mapping.ENDPOINT_INDEPENDENT, Filtering.ENDPOINT_INDEPENDENT,
+                        description=f"{nat.name}, hairpinned")
 
 
 @dataclass(frozen=True)
@@ -75,7 +79,7 @@ class PeerPaths:
     """Each peer reaches the other's host address untranslated (one LAN, or both public)."""
     way_a: tuple[NatBehaviour, ...]
     """The NATs A's packets to B's server-reflexive address cross, innermost first (through a shared NAT's
-    hairpin: that NAT's mapping without its filtering)."""
+    hairpin: that NAT as the hairpin treats the packet, see :func:`_hairpinned`)."""
     way_b: tuple[NatBehaviour, ...]
     no_hairpin: str | None
     """The shared NAT the peers' server-reflexive addresses meet at, when it does not hairpin."""
@@ -100,7 +104,7 @@ class PeerPaths:
             outer = nats[shared[-1]]
             if not outer.hairpinning:
                 no_hairpin = shared[-1]
-            meet = [nats[s] for s in shared[:-1]] + [_unfiltered(outer)]
+            meet = [nats[s] for s in shared[:-1]] + [_hairpinned(outer)]
             way_a = [nats[x] for x in chain_a[:len(chain_a) - n]] + meet
             way_b = [nats[x] for x in chain_b[:len(chain_b) - n]] + meet
         else:

@@ -128,6 +128,37 @@ class SimNat:
         b = self.by_port.get(external_port)
         return b.internal if b is not None and self._alive(b, now) else None
 
+    def hairpin_route(self, now: float, internal: Address, external_port: int) -> tuple[Address, Address] | None:
+        """(source, internal destination) of a packet from ``internal`` (on the LAN) to our public address and
+        ``external_port``; None if we do not hairpin or no live binding holds that port.
+
+        RFC 4787 REQ-9 wants the hairpinned packet to carry the sender's external address. What the lab's rules
+        do (docs/lab.md), whatever the mapping behaviour: the sender's existing binding if it has one, else a new
+        one; the flow is then a session like any other, so the receiver's reply goes back on the binding the
+        packet was addressed to, and the sender's next packets keep the source they had."""
+        target = self.hairpin(now, external_port)
+        if target is None:
+            return None
+        hit = self.by_port[external_port]
+        dst = (self.public_ip, external_port)
+        session = self.sessions.get((internal, dst))
+        own = session if session is not None and self._alive(session, now) and \
+            self.by_port.get(session.external_port) is session else None
+        if own is None:
+            own = next((b for b in self.bindings.values() if b.internal == internal and self._alive(b, now)), None)
+        if own is None:
+            ext = self._outbound(now, internal, dst)
+            if ext is None:
+                return None
+            own = self.by_port[ext[1]]
+        own.refreshed = now
+        own.contacted[dst] = now
+        src = (self.public_ip, own.external_port)
+        self.sessions[(internal, dst)] = own
+        self.sessions[(target, src)] = hit  # the reply leaves by the binding the packet was addressed to
+        hit.contacted[src] = now
+        return src, target
+
     def inbound(self, now: float, remote: Address, external_port: int) -> Address | None:
         """Where a packet from ``remote`` to our public address and ``external_port`` goes; None if filtered."""
         seen = self.inbound_seen(now, remote, external_port)

@@ -207,12 +207,11 @@ class SimNetwork:
                     if seen is None:
                         return None
                     packet.src, packet.dst = seen
-                else:  # hairpin (RFC 4787 §6): to the binding's internal endpoint, from the sender's mapping
-                    target = nat.hairpin(now, packet.dst[1])
-                    ext = nat.outbound(now, packet.src, packet.dst) if target is not None else None
-                    if target is None or ext is None:
+                else:  # hairpin (RFC 4787 §6): to the binding's internal endpoint, from the sender's binding
+                    routed = nat.hairpin_route(now, packet.src, packet.dst[1])
+                    if routed is None:
                         return None
-                    packet.src, packet.dst = ext, target
+                    packet.src, packet.dst = routed
                 translated_in = True
                 continue
             if ingress is not None and kind is NodeKind.HOST:
