@@ -56,7 +56,11 @@ def main(argv: list[str] | None = None) -> int:
                 repro[cell.name] = msg.get("repro", "")
                 res = backend.run(cell, suite.spec(cell), expected)
             except Exception as exc:  # whatever breaks, the parent gets one answer per cell
-                cell = Cell(str(msg.get("cell", {}).get("name", "unknown")), str(msg.get("cell", {}).get("topology")))
+                given = msg.get("cell") if isinstance(msg.get("cell"), dict) else {}
+                try:  # the parent matches the answer to its cell by name
+                    cell = Cell(str(given.get("name", "unknown")), str(given.get("topology")))
+                except ValueError:
+                    cell = Cell("unknown", str(given.get("topology")))
                 res = CellResult(cell, "lab", expected.path, PathKind.NONE, None, None,
                                  reason=f"the worker failed on this cell: {type(exc).__name__}: {exc}")
                 res.expecting(expected)
