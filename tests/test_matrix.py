@@ -64,7 +64,7 @@ def test_a_broken_expectation_fails_with_artifacts_and_a_repro(tmp_path: Path, m
     bad = cells["eim-eifxeim-eif"]
     assert not bad["pass"] and bad["expected"] == "relay" and bad["observed"] == "direct"
     assert bad["sim_observed"] == "direct" and bad["repro"].endswith("--scenario eim-eifxeim-eif --keep-artifacts "
-                                                                     "--out results/eim-eifxeim-eif")
+                                                                     f"--out {tmp_path}/repro/eim-eifxeim-eif")
     assert bad["pinned"] is True
     art = Path(bad["artifacts"])
     names = {p.name for p in art.iterdir()}

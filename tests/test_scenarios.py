@@ -288,7 +288,7 @@ def test_presets_with_a_public_peer_and_scenario_filters_within_them(tmp_path: P
     (doc,) = json.loads((tmp_path / "results.json").read_text())["cells"]
     assert doc["scenario"] == "eim-eifxnone" and doc["status"] == "pass" and doc["pinned"] is False
     assert doc["repro"] == "./icelab run --presets eim-eif none --backend sim --scenario eim-eifxnone --out " \
-                           "results/eim-eifxnone"
+                           f"{tmp_path}/repro/eim-eifxnone"  # beside the run's own reports
 
 
 def test_a_dying_or_garbling_or_silent_worker_fails_only_its_cell(tmp_path: Path,
