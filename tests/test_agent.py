@@ -94,6 +94,35 @@ def test_host_pair_connects_and_data_flows() -> None:
     assert any(isinstance(e, SelectedPairChanged) and e.local.type is CandidateType.HOST for e in events)
 
 
+def test_counters_say_what_each_agent_and_pair_did() -> None:
+    """stats counts checks, responses, nominations, data both ways (and pair_stats the same per pair), so a
+    failed cell's stats.json tells what each side sent and got."""
+    net, a, b = connected_pair()
+    assert a.send(b"hello") and b.send(b"hi!")
+    net.run(net.now + 0.01)
+    for x in (a, b):
+        assert x.stats["checks-sent"] >= 1 and x.stats["check-responses-success"] >= 1, x.stats
+        assert x.stats["pairs-succeeded"] >= 1
+    assert a.stats["nominations-sent"] >= 1 and b.stats["triggered-checks"] >= 1
+    assert a.stats["data-sent"] == 1 and a.stats["data-bytes-sent"] == 5 and b.stats["data-bytes-received"] == 5
+    assert b.stats["data-bytes-sent"] == 3 and a.stats["data-received"] == 1
+    key = "host 10.0.0.1:1000 -> host 10.0.0.2:2000"
+    assert a.pair_stats[key]["checks-sent"] == a.stats["checks-sent"]  # one pair: the totals are its counts
+    assert a.pair_stats[key]["data-bytes-sent"] == 5 and a.pair_stats[key]["data-bytes-received"] == 3
+
+
+def test_unanswered_checks_count_retransmissions_and_failed_pairs() -> None:
+    net = Net()
+    a, b = agents()
+    net.attach(a, A1)
+    net.attach(b, B1)
+    net.drop = lambda *_: True
+    exchange(net, a, b)
+    net.run(60.0)
+    assert a.stats["checks-sent"] >= 1 and a.stats["checks-retransmitted"] >= 1, a.stats
+    assert a.stats["pairs-failed"] >= 1 and a.stats["check-responses-success"] == 0
+
+
 def test_ordinary_checks_are_paced_by_ta_and_retransmitted_per_rfc() -> None:
     """Three remote candidates that never answer: checks at 0, Ta, 2Ta; the first one retransmitted at
     RTO = max(500 ms, N x Ta) and doubling (RFC 8445 §14.3, RFC 8489 §6.2.1)."""

@@ -78,7 +78,7 @@ def test_a_scenario_file_and_topologies_from_elsewhere_run_unpinned_then_pinned(
     assert "unpinned (judged by the reasoning" in p.stdout
     assert cells["shop-cone"]["repro"] == (f"{ROOT / 'icelab'} run {user_dir / 'shop.toml'} --topologies "
                                            f"{user_dir / 'topos'} --backend sim --scenario shop-cone --out "
-                                           "results/shop-cone")  # run from elsewhere: absolute paths
+                                           f"{out / 'repro' / 'shop-cone'}")  # run from elsewhere: absolute paths
     # --update-expectations writes the pins beside the file; the next run is pinned
     p = run_cli("run", "--topologies", "topos", "shop.toml", "--update-expectations", cwd=user_dir)
     assert p.returncode == 0 and "wrote 2 expectations to shop.expected.json" in p.stdout, p.stderr
@@ -450,10 +450,15 @@ def test_the_repro_line_pastes_anywhere(tmp_path: Path, monkeypatch: pytest.Monk
     line = suite.repro(suite.cells[0])
     assert shlex.split(line) == ["sudo", f"ICELAB_EXPECTATIONS={odd / 'pins file.json'}", str(ROOT / "icelab"),
                                  "run", str(odd / "shop's.toml"), "--topologies", str(odd / "topos dir"), "--backend",
-                                 "lab", "--scenario", "shop-cone", "--keep-artifacts", "--out", "results/shop-cone"]
+                                 "lab", "--scenario", "shop-cone", "--keep-artifacts", "--out",
+                                 str(tmp_path / "results" / "repro" / "shop-cone")]  # not wherever it is pasted
+    suite.out = Path("elsewhere/reports")
+    assert shlex.split(suite.repro(suite.cells[0]))[-1] == str(tmp_path / "elsewhere" / "reports" / "repro" /
+                                                              "shop-cone")
     monkeypatch.delenv("ICELAB_EXPECTATIONS")
     monkeypatch.chdir(ROOT)
     assert suite.repro(suite.cells[0], "sim").startswith("./icelab run ")
+    assert suite.repro(suite.cells[0], "sim").endswith(" --out elsewhere/reports/repro/shop-cone")  # in the root
     monkeypatch.chdir(tmp_path)  # the scenario file was named relative to it
     monkeypatch.setattr(suite_module, "__file__", str(tmp_path / "site-packages" / "ice" / "scenario" / "suite.py"))
     installed = suite.repro(suite.cells[0], "sim")  # no checkout around the package: the installed command

@@ -46,8 +46,12 @@ def test_lab_cell(cell: Cell, matrix_lab: object) -> None:
 @pytest.mark.lab
 def test_a_broken_expectation_fails_with_artifacts_and_a_repro(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                                                                 ) -> None:
-    """Two workers (-j 2), one deliberately wrong pin: that cell fails and leaves pcaps of the cell's packets,
-    both agents' traces, each NAT's rules and conntrack table and a repro command; the other cell passes."""
+    """Two workers (-j 2), one deliberately wrong pin: that cell fails and leaves pcaps of the cell's packets (named
+    by the side they were captured on), both agents' traces (with the wall-clock time of t=0), each NAT's rules and
+    conntrack table, both agents' counters, its final record, an index and a repro command; the other cell
+    passes."""
+    import time
+
     from ice.cli.run import run_suite
 
     pins = tmp_path / "pins.json"
@@ -60,18 +64,30 @@ def test_a_broken_expectation_fails_with_artifacts_and_a_repro(tmp_path: Path, m
     bad = cells["eim-eifxeim-eif"]
     assert not bad["pass"] and bad["expected"] == "relay" and bad["observed"] == "direct"
     assert bad["sim_observed"] == "direct" and bad["repro"].endswith("--scenario eim-eifxeim-eif --keep-artifacts "
-                                                                     "--out results/eim-eifxeim-eif")
+                                                                     f"--out {tmp_path}/repro/eim-eifxeim-eif")
     assert bad["pinned"] is True
     art = Path(bad["artifacts"])
     names = {p.name for p in art.iterdir()}
     assert {"trace-a.jsonl", "trace-b.jsonl", "nat-a.nft", "nat-b.nft", "nat-a.conntrack", "nat-b.conntrack",
-            "repro.txt", "result.json", "stats.json"} <= names
+            "repro.txt", "result.json", "stats.json", "index.txt"} <= names
     from ice.lab.capture import pcap_count
 
     pcaps = {p.name: pcap_count(p) for p in art.glob("*.pcap")}
-    assert len(pcaps) == 7 and all(n > 0 for n in pcaps.values()), pcaps  # every host and NAT interface
-    events = [json.loads(line)["event"] for line in (art / "trace-a.jsonl").read_text().splitlines()]
+    assert set(pcaps) == {"a.pcap", "b.pcap", "stun.pcap", "nat-a-wan.pcap", "nat-a-lan.pcap", "nat-b-wan.pcap",
+                          "nat-b-lan.pcap"}  # every host and NAT interface, named by its side
+    assert all(n > 0 for n in pcaps.values()), pcaps
+    assert json.loads((art / "result.json").read_text()) == bad  # the final record: sim check, pin, source
+    stats = json.loads((art / "stats.json").read_text())
+    for peer in "ab":
+        assert stats[peer]["checks-sent"] > 0 and stats[peer]["check-responses-success"] > 0, stats
+        assert stats[peer]["data-bytes-sent"] > 0 and stats["pairs"][peer], stats
+    assert stats["server"]["kind"] == "turn" and stats["server"]["allocate"] > 0  # the cell has a TURN server
+    records = [json.loads(line) for line in (art / "trace-a.jsonl").read_text().splitlines()]
+    assert records[0]["event"] == "TraceStart" and abs(records[0]["wall_clock"] - time.time()) < 600
+    events = [r["event"] for r in records]
     assert "SelectedPairChanged" in events and "CandidateGathered" in events
+    index = (art / "index.txt").read_text()
+    assert "nat-a-wan.pcap" in index and "WAN side" in index and "stun_udp" in index and bad["repro"] in index
     assert "table ip icelab" in (art / "nat-a.nft").read_text()
     assert "dport=3478" in (art / "nat-a.conntrack").read_text()  # the STUN/TURN flow, before the reset
     assert cells["apdm-apdfxeim-adf"]["pass"] and cells["apdm-apdfxeim-adf"]["artifacts"] is None

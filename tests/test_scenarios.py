@@ -160,6 +160,50 @@ def test_report_compare_names_regressions_fixes_and_path_changes(tmp_path: Path)
     assert p.returncode == 2 and "does not exist" in p.stderr and "Traceback" not in p.stderr
 
 
+def _doc(backend: str, *names: str) -> dict[str, object]:
+    return {"backend": backend, "cells": [{"scenario": n, "pass": True, "observed": "direct",
+                                           "seconds_to_connect": 0.1} for n in names]}
+
+
+def test_report_compare_warns_when_the_back_ends_differ(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from ice.report.compare import compare, render
+
+    c = compare(_doc("sim", "x", "y"), _doc("lab", "x", "y"))
+    assert c.backends == ("sim", "lab") and c.backend_warning and "different back-ends" in c.backend_warning
+    assert c.as_json()["same_backend"] is False and c.as_json()["warnings"] == [c.backend_warning]
+    assert "(sim back-end) -> " in render(c, "old", "new")
+    assert compare(_doc("lab", "x"), _doc("lab", "x")).as_json()["warnings"] == []
+    for name, backend in (("old", "sim"), ("new", "lab")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(_doc(backend, "x")))
+    cmd = [sys.executable, "-m", "ice.cli", "report", "compare", str(tmp_path / "old"), str(tmp_path / "new")]
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    assert p.returncode == 0 and "warning: the runs used different back-ends (old: sim, new: lab)" in p.stderr
+    p = subprocess.run([*cmd, "--json"], capture_output=True, text=True)
+    assert json.loads(p.stdout)["backends"] == {"old": "sim", "new": "lab"} and "different back-ends" in p.stderr
+
+
+def test_report_compare_with_no_common_cell_says_so(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    for name, cells in (("old", ("x", "y")), ("new", ("z",))):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(_doc("lab", *cells)))
+    cmd = [sys.executable, "-m", "ice.cli", "report", "compare", str(tmp_path / "old"), str(tmp_path / "new")]
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    assert p.returncode == 0 and "Traceback" not in p.stderr
+    lines = p.stdout.strip().splitlines()
+    assert len(lines) == 2 and lines[1].startswith("No cell is in both runs") and "(2 cells" not in lines[1]
+    assert f"{tmp_path / 'old'} has 2, {tmp_path / 'new'} has 1" in lines[1]
+    p = subprocess.run([*cmd, "--json"], capture_output=True, text=True)
+    out = json.loads(p.stdout)
+    assert out["common_cells"] == 0 and out["warnings"] and "no cell is in both runs" in p.stderr
+
+
 def test_bench_matrix_reports_the_sim_against_its_goal() -> None:
     import subprocess
     import sys
@@ -244,7 +288,7 @@ def test_presets_with_a_public_peer_and_scenario_filters_within_them(tmp_path: P
     (doc,) = json.loads((tmp_path / "results.json").read_text())["cells"]
     assert doc["scenario"] == "eim-eifxnone" and doc["status"] == "pass" and doc["pinned"] is False
     assert doc["repro"] == "./icelab run --presets eim-eif none --backend sim --scenario eim-eifxnone --out " \
-                           "results/eim-eifxnone"
+                           f"{tmp_path}/repro/eim-eifxnone"  # beside the run's own reports
 
 
 def test_a_dying_or_garbling_or_silent_worker_fails_only_its_cell(tmp_path: Path,

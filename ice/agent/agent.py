@@ -24,7 +24,7 @@ from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from ice.agent.candidate import Candidate, CandidateType, candidate_priority, foundation, pair_priority
+from ice.agent.candidate import Candidate, CandidateType, candidate_priority, foundation, pair_priority, pair_text
 from ice.agent.config import AgentConfig, Nomination
 from ice.agent.events import (
     CandidateGathered,
@@ -55,6 +55,27 @@ from ice.stun.integrity import IntegrityKey
 from ice.stun.message import Message, MessageClass, Method, is_stun, parse
 from ice.stun.transaction import ClientTransaction, RetransmissionConfig, Transmit
 
+COUNTERS = {
+    "checks-sent": "connectivity checks sent (first transmissions)",
+    "checks-retransmitted": "connectivity checks sent again (no answer yet)",
+    "check-responses-success": "success responses to our checks",
+    "check-responses-error": "error responses to our checks (487 role conflict, ...)",
+    "pairs-succeeded": "pairs whose check succeeded",
+    "pairs-failed": "pairs that failed (error, timeout, asymmetric answer, a broken nomination)",
+    "triggered-checks": "checks triggered by the peer's checks (RFC 8445 §7.3.1.4)",
+    "nominations-sent": "checks sent with USE-CANDIDATE",
+    "consent-sent": "consent checks sent (RFC 7675; -retransmitted: sent again)",
+    "consent-answered": "consent checks answered",
+    "gather-sent": "server-reflexive gathering requests sent (-retransmitted: sent again)",
+    "data-sent": "application datagrams sent (data-bytes-sent: their bytes)",
+    "data-received": "application datagrams received (data-bytes-received: their bytes)",
+}
+"""The agent's own activity counters in :attr:`IceAgent.stats` (other keys count bad input from the network)."""
+
+_SENT = {"check": ("checks-sent", "checks-retransmitted"), "consent": ("consent-sent", "consent-retransmitted"),
+         "gather": ("gather-sent", "gather-retransmitted")}
+"""Purpose -> (counter of first transmissions, counter of retransmissions)."""
+
 
 @dataclass(eq=False)
 class Pair:
@@ -75,6 +96,8 @@ class Pair:
     """RFC 8445 §7.2.5.3.1: the valid pair this pair's successful check produced; its local candidate is the one
     whose address is the mapped address (a srflx or prflx candidate of the same base) when that is not the
     base. Selection and nomination use it, so a selected pair names what the peer sees."""
+    counters: Counter[str] | None = field(default=None, repr=False)
+    """This pair's entry of :attr:`IceAgent.pair_stats` (made on first use, see ``IceAgent._count``)."""
 
     @property
     def foundation(self) -> str:
@@ -97,6 +120,8 @@ class _Check:
     """RFC 8445 §7.3.1.4: no more retransmissions, but a response is still welcome until the timeout."""
     controlling: bool = False
     """The role the request was sent in (a 487 answer means: take the other one, RFC 8445 §7.2.5.1)."""
+    sends: int = 0
+    """Requests of this transaction queued so far (the first one, then retransmissions)."""
 
 
 @dataclass(frozen=True)
@@ -132,6 +157,10 @@ class IceAgent:
     # (RFC 8445 §5.3, RFC 8489 §6): the OS CSPRNG by default; tests pass a seeded Random for reproducibility.
     rng: random.Random = field(default_factory=random.SystemRandom)
     stats: Counter[str] = field(default_factory=Counter)
+    """What happened, counted: checks sent and retransmitted, responses, failed pairs, triggered checks,
+    nominations, consent, data (see :data:`COUNTERS`), and anything the network did wrong."""
+    pair_stats: dict[str, Counter[str]] = field(default_factory=dict)
+    """The same counters per candidate pair, keyed ``"local-type local-addr -> remote-type remote-addr"``."""
 
     def __post_init__(self) -> None:
         if self.config.lite:
@@ -220,9 +249,9 @@ class IceAgent:
         cfg = RetransmissionConfig(rto=self.config.gather_rto, rc=self.config.gather_max_sends,
                                    rm=2)
         tx = ClientTransaction(msg.encode(fingerprint=True), msg.transaction_id, server, now, cfg)
-        self._checks[msg.transaction_id] = _Check(None, tx, local, purpose="gather", server=server)
+        check = self._checks[msg.transaction_id] = _Check(None, tx, local, purpose="gather", server=server)
         self._gathering += 1
-        self._pump(tx, local, now)
+        self._pump(tx, local, now, check)
 
     def end_of_local_candidates(self) -> None:
         """The caller will add no more host candidates or servers: GatheringComplete follows once pending
@@ -320,6 +349,10 @@ class IceAgent:
     def _set_pair(self, pair: Pair, state: PairState) -> None:
         if pair.state is not state:
             pair.state = state
+            if state is PairState.FAILED:
+                self._count(pair, "pairs-failed")
+            elif state is PairState.SUCCEEDED:
+                self._count(pair, "pairs-succeeded")
             self._events.append(PairStateChanged(pair.local, pair.remote, state))
 
     def _set_state(self, state: AgentState) -> None:
@@ -352,20 +385,37 @@ class IceAgent:
         cfg = RetransmissionConfig(rto=rto, rc=self.config.check_max_sends, rm=16)
         tx = ClientTransaction(msg.encode(self._remote_key, fingerprint=True), msg.transaction_id,
                                pair.remote.address, now, cfg, key=self._remote_key)
-        self._checks[msg.transaction_id] = _Check(pair, tx, pair.base, nominating or UseCandidate() in msg.attributes,
-                                                  controlling=self.controlling)
+        check = _Check(pair, tx, pair.base, nominating or UseCandidate() in msg.attributes,
+                       controlling=self.controlling)
+        self._checks[msg.transaction_id] = check
         if pair.first_check_at is None:
             pair.first_check_at = now
         self._set_pair(pair, PairState.IN_PROGRESS)
-        self._pump(tx, pair.base, now)
+        self._pump(tx, pair.base, now, check)
 
-    def _pump(self, tx: ClientTransaction, local: Address, now: float | None = None) -> None:
+    def _pump(self, tx: ClientTransaction, local: Address, now: float | None = None, check: _Check | None = None
+              ) -> None:
         """Queue what ``tx`` has to send; with ``now``, first let it queue the sends due by then (a new
-        transaction's first request goes out at once)."""
+        transaction's first request goes out at once). ``check`` counts the sends."""
         if now is not None:
             tx.handle_timeout(now)
         while (out := tx.poll_transmit()) is not None:
             self._transmits.append(Transmit(out.remote, out.data, local))
+            if check is not None:
+                check.sends += 1
+                what = _SENT[check.purpose][check.sends > 1]
+                self._count(check.pair, what)
+                if check.nominating and check.sends == 1:
+                    self._count(check.pair, "nominations-sent")
+
+    def _count(self, pair: Pair | None, what: str, n: int = 1) -> None:
+        """Count ``what`` for the agent and, given a pair, for that pair too."""
+        self.stats[what] += n
+        if pair is not None:
+            counters = pair.counters
+            if counters is None:
+                counters = pair.counters = self.pair_stats.setdefault(pair_text(pair.local, pair.remote), Counter())
+            counters[what] += n
 
     def _checklist_set(self) -> Iterator[Pair]:
         for agent in self.pacer.checklists or [self]:
@@ -429,7 +479,7 @@ class IceAgent:
                 while check.tx.poll_transmit() is not None:
                     pass
             else:
-                self._pump(check.tx, check.local)
+                self._pump(check.tx, check.local, check=check)
             if timed_out is not None:
                 del self._checks[tid]
                 self._check_timed_out(now, check)
@@ -660,6 +710,10 @@ class IceAgent:
                 or any(p.key == (local, remote) for p in self.selected_pairs.values())
                 or any(c.address == remote for c in self.remote_candidates)):  # early data from a known address
             self._events.append(DataReceived(data, local, remote, component))
+            selected = self.selected_pairs.get(component)
+            pair = selected if selected is not None and selected.key == (local, remote) else None
+            self._count(pair, "data-received")
+            self._count(pair, "data-bytes-received", len(data))
         else:
             self.stats["data-from-unknown"] += 1
 
@@ -767,6 +821,7 @@ class IceAgent:
                     c.cancelled = True
                     nominating = nominating or c.nominating  # the replacement carries the nomination on
         self._start_if_ready(now)
+        self._count(pair, "triggered-checks")
         if self.config.pace_triggered:
             self._set_pair(pair, PairState.WAITING)
             if pair not in self._triggered:
@@ -799,12 +854,16 @@ class IceAgent:
         if check.purpose == "consent":
             key = check.tx.key  # the generation the consent check was sent in (the old one during a restart)
             if resp.message_class is MessageClass.SUCCESS and key is not None and resp.check_integrity(key):
+                self._count(pair, "consent-answered")
                 self._consent_ok_at = now
                 if self.state is AgentState.DISCONNECTED:
                     self._set_state(AgentState.CONNECTED)
                     self._maybe_completed()
+            else:
+                self._count(pair, "consent-refused")
             return
         if resp.message_class is MessageClass.ERROR:
+            self._count(pair, "check-responses-error")
             err = resp.error
             if err is not None and err.code == 487:  # RFC 8445 §7.2.5.1: take the other role, check again
                 if self.controlling == check.controlling:
@@ -819,6 +878,7 @@ class IceAgent:
             self._set_pair(pair, PairState.FAILED)
             self.stats["response-asymmetric"] += 1
             return
+        self._count(pair, "check-responses-success")
         pair.rtt = now - (check.tx.sent_at[-1] if check.tx.sent_at else now)
         self._set_pair(pair, PairState.SUCCEEDED)
         xma = resp.get(XorMappedAddress)
@@ -917,8 +977,8 @@ class IceAgent:
             cfg = RetransmissionConfig(rto=self.config.consent_rto, rc=3, rm=2)
             tx = ClientTransaction(msg.encode(remote_key, fingerprint=True), msg.transaction_id,
                                    pair.remote.address, now, cfg, key=remote_key)
-            self._checks[msg.transaction_id] = _Check(pair, tx, pair.base, purpose="consent")
-            self._pump(tx, pair.base, now)
+            check = self._checks[msg.transaction_id] = _Check(pair, tx, pair.base, purpose="consent")
+            self._pump(tx, pair.base, now, check)
         self._schedule_consent(now)
 
     # =============================================================================================== I/O
@@ -936,6 +996,8 @@ class IceAgent:
         if pair is None or self._consent_lost or self.state in (AgentState.CLOSED, AgentState.FAILED):
             return False
         self._transmits.append(Transmit(pair.remote.address, data, pair.base))
+        self._count(pair, "data-sent")
+        self._count(pair, "data-bytes-sent", len(data))
         return True
 
     def restart(self, now: float) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -14,6 +15,9 @@ def cmd_report_compare(args: argparse.Namespace) -> int:
     from ice.report.compare import compare, load, render
 
     c = compare(load(args.old), load(args.new))
+    for warning in c.warnings if args.json else [c.backend_warning]:  # text: no common cell is its output
+        if warning:
+            print(f"icelab report compare: warning: {warning}", file=sys.stderr)
     print(json.dumps(c.as_json(), indent=2) if args.json else render(c, args.old, args.new))
     return 1 if c.regressed else 0
 

@@ -100,6 +100,7 @@ def _run(suite: Suite, backend_name: str, out: Path, update: bool, quiet: bool, 
         raise UserError(f"unknown backend {backend_name!r}; use --backend lab (kernel NATs, root) or --backend sim "
                         "(in-memory)")
     suite = suite.select(names)
+    suite.out = out  # repro lines write under the run's own report directory
     for c in suite.cells:
         suite.expectation(c)  # a broken pin file is one clear error now, not a traceback halfway through the run
     runner = Runner(suite, timers)
@@ -270,7 +271,9 @@ def add_parser(sub: Subparsers) -> None:
     r.add_argument("--scenario", action="append", metavar="NAME", help="only this cell (repeatable)")
     r.add_argument("-j", "--jobs", type=int, default=None,
                    help="lab workers in parallel, each with its own labs (default: CPUs, at most 4)")
-    r.add_argument("--out", default="results", help="report directory (default: results/)")
+    r.add_argument("--out", default="results",
+                   help="report directory (default: results/ under the current directory); repro lines write "
+                        "under OUT/repro/CELL")
     r.add_argument("--keep-artifacts", action="store_true",
                    help="keep pcaps, traces, rules and conntrack dumps of every cell, not only of failed ones")
     r.add_argument("--shell-on-failure", action="store_true",

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path as FsPath
 
 from ice.lab.mn import Lab
-from ice.topology.spec import NodeKind
+from ice.topology.spec import NodeKind, TopologySpec
 
 
 @dataclass
@@ -21,7 +21,10 @@ class Capture:
     node: str
     interface: str
     path: FsPath
+    """The whole-life capture; a cell's slice gets the same file name (:func:`capture_names`)."""
     proc: subprocess.Popen[bytes]
+    side: str = ""
+    """What the interface is, in words (``NAT nat-a's WAN side (public, 203.0.113.1/24)``)."""
 
     def slice(self, since: float, until: float, dest: FsPath) -> int:
         """Copy the packets captured in [since, until] (wall clock) into a pcap at ``dest``; return how many."""
@@ -49,20 +52,57 @@ def pcap_records(data: bytes) -> Iterator[tuple[float, bytes]]:
         pos = end
 
 
+def capture_names(spec: TopologySpec) -> dict[tuple[int, str], tuple[str, str]]:
+    """(link index, node) -> (pcap file name, what the interface is) for every interface worth capturing (not a
+    switch's bridge ports): ``NAT-wan.pcap``/``NAT-lan.pcap`` by the NAT's link roles, ``HOST.pcap`` for a node with
+    one interface, ``HOST-eth0.pcap``, ``HOST-eth1.pcap``... (in link order) for one with several."""
+    out: dict[tuple[int, str], tuple[str, str]] = {}
+    used: set[str] = set()
+    for n in spec.nodes:
+        if n.kind is NodeKind.SWITCH:
+            continue
+        ends = spec.ends(n.name)
+        for k, (i, end) in enumerate(ends):
+            link = spec.links[i]
+            other = link.b if link.a is end else link.a
+            peer = spec.node(other.node)
+            towards = f"on switch {peer.name}" if peer.kind is NodeKind.SWITCH else f"linked to {peer.name}"
+            where = f"{', '.join(end.addresses) or 'no address'}, {towards}"
+            if end.role in ("wan", "lan") and n.kind in (NodeKind.NAT, NodeKind.ROUTER):
+                name = f"{n.name}-{end.role}"
+                if n.kind is NodeKind.NAT:
+                    side = ("WAN side (public addresses, after translation)" if end.role == "wan"
+                            else "LAN side (private addresses, before translation)")
+                    what = f"NAT {n.name}'s {side}, {where}"
+                else:
+                    what = f"router {n.name}'s {end.role.upper()} side (no NAT), {where}"
+            else:
+                name = n.name if len(ends) == 1 else f"{n.name}-eth{k}"
+                what = f"{n.kind.value} {n.name}" + (f", interface {k}" if len(ends) > 1 else "") + f", {where}"
+            if name in used:  # two ends with one role: fall back to the link order
+                name = f"{n.name}-eth{k}"
+            used.add(name)
+            out[(i, n.name)] = (f"{name}.pcap", what)
+    return out
+
+
 def start_captures(lab: Lab, directory: FsPath) -> list[Capture]:
     """A tcpdump on every interface of every host, NAT and router of ``lab`` (switches only forward)."""
     tcpdump = shutil.which("tcpdump")
     if tcpdump is None:
         return []
     caps: list[Capture] = []
-    for (_, node), intf in lab.interfaces.items():
-        if lab.spec.node(node).kind is NodeKind.SWITCH:
+    names = capture_names(lab.spec)
+    for key, intf in lab.interfaces.items():
+        if key not in names:
             continue
-        path = directory / f"{node}-{intf}.pcap"
+        node = key[1]
+        name, side = names[key]
+        path = directory / name
         argv = [tcpdump, "-i", intf, "-U", "--immediate-mode", "-n", "-s", "512", "-w", str(path)]
         proc = lab.popen(node, argv,
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        caps.append(Capture(node, intf, path, proc))
+        caps.append(Capture(node, intf, path, proc, f"{side} (interface {intf})"))
     for cap in caps:  # tcpdump says "listening on IF" once its socket is bound: nothing before that is lost
         assert cap.proc.stderr is not None
         ready, _, _ = select.select([cap.proc.stderr], [], [], 5.0)

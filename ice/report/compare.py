@@ -47,12 +47,32 @@ class Comparison:
     faster: list[dict[str, Any]] = field(default_factory=list)
     median_connect_ms: tuple[float | None, float | None] = (None, None)
     commits: tuple[str | None, str | None] = (None, None)
+    backends: tuple[str | None, str | None] = (None, None)
+    common: int = 0
+    """Cells in both runs (the ones compared)."""
+    backend_warning: str | None = None
+    """Set when the runs used different back-ends (the sim and the lab differ in paths and times)."""
+
+    @property
+    def nothing_to_compare(self) -> str | None:
+        """One sentence when no cell is in both runs."""
+        if self.common:
+            return None
+        return (f"no cell is in both runs (old has {len(self.removed)}, new has {len(self.added)}), so there is "
+                "nothing to compare; were they runs of the same suite?")
+
+    @property
+    def warnings(self) -> list[str]:
+        return [w for w in (self.backend_warning, self.nothing_to_compare) if w]
 
     def as_json(self) -> dict[str, Any]:
         return {"added": self.added, "removed": self.removed, "regressed": self.regressed, "fixed": self.fixed,
                 "path_changed": self.path_changed, "slower": self.slower, "faster": self.faster,
                 "median_connect_ms": {"old": self.median_connect_ms[0], "new": self.median_connect_ms[1]},
-                "commits": {"old": self.commits[0], "new": self.commits[1]}}
+                "commits": {"old": self.commits[0], "new": self.commits[1]},
+                "backends": {"old": self.backends[0], "new": self.backends[1]},
+                "same_backend": self.backends[0] == self.backends[1], "common_cells": self.common,
+                "warnings": self.warnings}
 
 
 def _ms(cell: dict[str, Any]) -> float | None:
@@ -89,7 +109,18 @@ def compare(old: dict[str, Any], new: dict[str, Any], factor: float = 2.0, floor
                 out.faster.append({"scenario": name, "old_ms": round(tx, 1), "new_ms": round(ty, 1)})
     out.median_connect_ms = (_median([_ms(a[n]) for n in common]), _median([_ms(b[n]) for n in common]))
     out.commits = (_commit(old), _commit(new))
+    out.backends = (_backend(old), _backend(new))
+    out.common = len(common)
+    if out.backends[0] != out.backends[1]:
+        out.backend_warning = (f"the runs used different back-ends (old: {out.backends[0] or 'unknown'}, new: "
+                               f"{out.backends[1] or 'unknown'}): paths and connect times differ between the sim "
+                               "and the lab, so a change may come from the back-end, not the code")
     return out
+
+
+def _backend(doc: dict[str, Any]) -> str | None:
+    backend = doc.get("backend")
+    return str(backend) if backend else None
 
 
 def _commit(doc: dict[str, Any]) -> str | None:
@@ -104,8 +135,14 @@ def _summary(cell: dict[str, Any]) -> str:
 
 
 def render(c: Comparison, old_name: str, new_name: str) -> str:
-    at = [f" (commit {commit})" if commit else "" for commit in c.commits]
+    at = [", ".join(x for x in (f"{backend} back-end" if backend else "", f"commit {commit}" if commit else "")
+                    if x) for backend, commit in zip(c.backends, c.commits, strict=True)]
+    at = [f" ({x})" if x else "" for x in at]
     lines = [f"compare {old_name}{at[0]} -> {new_name}{at[1]}"]
+    if not c.common:
+        lines.append(f"No cell is in both runs ({old_name} has {len(c.removed)}, {new_name} has {len(c.added)}), so "
+                     "there is nothing to compare.")
+        return "\n".join(lines)
 
     def section(title: str, rows: list[dict[str, Any]], fmt: Callable[[dict[str, Any]], str]) -> None:
         if rows:

@@ -47,6 +47,14 @@ def lab_key(spec: TopologySpec) -> LabKey:
     return spec.shape()
 
 
+def trace_header(peer: str, cell: Cell, wall: float) -> dict[str, object]:
+    """The first record of a trace: the wall-clock time of t=0, so records line up with pcap timestamps."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(wall)) + f".{int(wall % 1 * 1e6):06d}Z"
+    return {"t": 0.0, "event": "TraceStart", "peer": peer, "cell": cell.name, "wall_clock": wall,
+            "wall_clock_utc": stamp,
+            "note": "t is seconds after wall_clock (time.time() at t=0); a packet's pcap timestamp is wall_clock + t"}
+
+
 def event_record(ev: Event) -> dict[str, object]:
     """One agent event as a JSON-able dict (candidates as SDP candidate lines)."""
     out: dict[str, object] = {"event": type(ev).__name__}
@@ -77,7 +85,8 @@ class _Outcome:
     succeeded: list[str] = field(default_factory=list)
     reason: str = ""
     traces: dict[str, list[dict[str, object]]] = field(default_factory=dict)
-    stats: dict[str, dict[str, int]] = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)
+    """``a``/``b``: each agent's counters; ``server``: the STUN/TURN server's; ``pairs``: each agent's per pair."""
 
 
 def path_of(sel_a: SelectedPairChanged, sel_b: SelectedPairChanged) -> PathKind:
@@ -199,11 +208,93 @@ class LabBackend:
             (d / f"{node}.conntrack").write_text(_run_quietly(lab, node, "conntrack -L -p udp 2>&1; "
                                                                           "conntrack -L -p tcp 2>&1"))
         time.sleep(self.timers.capture_flush)  # tcpdump writes the cell's last packets (failure path only)
-        for cap in self._caps.get(lab_key(lab.spec), []):
+        caps = self._caps.get(lab_key(lab.spec), [])
+        for cap in caps:
             cap.slice(wall0 - 0.01, wall1 + self.timers.capture_flush, d / cap.path.name)
         (d / "repro.txt").write_text(res.repro + "\n" if res.repro else "")
+        res.artifacts = str(d)
         (d / "result.json").write_text(json.dumps(res.as_json(), indent=2) + "\n")
+        nats = {node: lab.behaviour(node).name for node in lab.spec.nat_behaviours()}
+        (d / "index.txt").write_text(artifact_index(cell, lab.spec, nats, {c.path.name: c.side for c in caps},
+                                                    sorted({p.name for p in d.iterdir()} | {"index.txt"}),
+                                                    res.repro or ""))
         return d
+
+
+def artifact_index(cell: Cell, spec: TopologySpec, nats: dict[str, str], pcaps: dict[str, str], files: list[str],
+                   repro: str) -> str:
+    """``index.txt`` of a cell's artifact folder: what each file is (``pcaps``: pcap name -> the interface it was
+    captured on, ``nats``: NAT node -> the behaviour it ran), how to read the pcaps, the repro line."""
+    ports = sorted({spec.address(f)[1] for f in ("stun_primary", "stun_alternate", "turn") if f in spec.facts})
+    listening: dict[str, list[str]] = {}
+    for f in ("stun_primary", "stun_alternate", "turn"):
+        if f in spec.facts:
+            listening.setdefault(spec.facts[f], []).append(f)
+    server = ", ".join(f"{a} ({' and '.join(fs)})" for a, fs in listening.items()) or "the stun_primary address"
+    described = {
+        "trace-a.jsonl": "peer a's ICE agent events, one JSON object a line; the first record (TraceStart) holds "
+                         "wall_clock, the Unix time of t=0, so a record happened at wall_clock + t, the same clock "
+                         "as the pcap timestamps (tcpdump -tt prints them)",
+        "trace-b.jsonl": "the same for peer b",
+        "stats.json": "counters: a and b (each agent's checks sent and retransmitted, responses, pairs succeeded "
+                      "and failed, triggered checks, nominations, consent, data datagrams and bytes, and bad input "
+                      "seen), pairs.a / pairs.b (the same per candidate pair, \"local -> remote\"), server (the "
+                      "STUN or TURN server's counters)",
+        "result.json": "this cell's record, the same as its entry in the run's results.json",
+        "repro.txt": "one command that runs just this cell again, keeping every artifact",
+        "index.txt": "this file",
+    }
+    for node, behaviour in nats.items():
+        described[f"{node}.nft"] = (f"NAT {node}'s live nftables ruleset ({behaviour}) with the contents of its "
+                                    "dynamic binding maps, dumped after the cell")
+        described[f"{node}.conntrack"] = (f"NAT {node}'s conntrack table (conntrack -L), dumped after the cell and "
+                                          "before the next cell flushed it")
+    lines = [f"Artifacts of cell {cell.name} (topology {cell.topology}"
+             + (": " + ", ".join(f"{k}={v}" for k, v in cell.labels.items()) if cell.labels else "") + ")", "",
+             "FILES"]
+    width = max((len(f) for f in files), default=10) + 2
+    for f in files:
+        what = pcaps.get(f) or described.get(f)
+        if what is None and f.endswith(".pcap"):
+            what = "packets captured on an interface"
+        lines.append(f"  {f:<{width}}{what or ''}".rstrip())
+    example = next((f for f in files if f.endswith("-wan.pcap")), next((f for f in files if f.endswith(".pcap")),
+                                                                       "FILE.pcap"))
+    port = ports[0] if ports else 3478
+    decode = " ".join(f"-d udp.port=={p},stun" for p in ports) or "-d udp.port==3478,stun"
+    lines += [
+        "",
+        "PCAPS",
+        "  Each pcap is the slice of a whole-run tcpdump (-s 512) on one interface covering this cell's run; names",
+        "  say the side: NODE-wan.pcap / NODE-lan.pcap for a NAT (public side after translation, private side",
+        "  before), HOST.pcap for a host with one interface (HOST-ethK.pcap, in link order, for several).",
+        f"  The STUN/TURN server listens on {server}.",
+        "  The peers' own ports (host, server-reflexive and relayed candidates) are ephemeral: the connectivity",
+        "  checks between them use other ports.",
+        "",
+        "  tcpdump (installed with the lab; it prints STUN as plain UDP):",
+        f"    tcpdump -nn -r {example} udp",
+        "        every UDP packet, numeric addresses and ports",
+        f"    tcpdump -nn -tt -r {example} udp port {port}",
+        "        the server's flows with Unix timestamps (compare with a trace's wall_clock + t)",
+        f"    tcpdump -nn -X -r {example} udp",
+        "        with the payload bytes (a STUN message has the magic cookie 2112a442 at offset 4)",
+        "",
+        "  tshark decodes STUN/TURN (not installed by icelab: apt-get install tshark; Debian 12 ships 4.0):",
+        f"    tshark -r {example} {decode} -Y stun",
+        "        the server's ports decoded as STUN",
+        f"    tshark -r {example} --enable-heuristic stun_udp -Y stun",
+        "        STUN on any port, found by its magic cookie: the connectivity checks between the peers' ephemeral",
+        "        ports (the stun_udp heuristic is on by default; the option makes sure)",
+        f"    tshark -r {example} --enable-heuristic stun_udp -Y stun -V -t e",
+        "        every attribute (USERNAME, PRIORITY, USE-CANDIDATE, XOR-MAPPED-ADDRESS...), epoch timestamps",
+        "    over TCP (TURN over TCP when UDP is blocked): --enable-heuristic stun_tcp, or -d tcp.port==PORT,stun",
+        "",
+        "REPRO",
+        f"  {repro or '(none)'}",
+        "",
+    ]
+    return "\n".join(lines)
 
 
 def _run_quietly(lab: Lab, node: str, command: str) -> str:
@@ -283,7 +374,9 @@ async def _connect(lab: Lab, spec: TopologySpec, cell: Cell, timers: MatrixTimer
         closing.append(b.close)
         a.on_event = signalling("a", b)
         b.on_event = signalling("b", a)
-        t0 = loop.time()
+        t0, wall = loop.time(), time.time()
+        for name in traces:
+            traces[name].append(trace_header(name, cell, wall))
         a.set_remote_credentials(b.ufrag, b.pwd)
         b.set_remote_credentials(a.ufrag, a.pwd)
         gathering = asyncio.gather(a.gather(), b.gather())
@@ -312,7 +405,12 @@ async def _connect(lab: Lab, spec: TopologySpec, cell: Cell, timers: MatrixTimer
     finally:
         if len(closing) >= 3:  # both connections exist: record what they saw, whatever happened
             out.succeeded = sorted(f"{x}-{y}" for x, y in a.agent.valid_pair_types())
-            out.stats = {"a": dict(a.agent.stats), "b": dict(b.agent.stats)}
+            out.stats = {"a": dict(a.agent.stats), "b": dict(b.agent.stats),
+                         "pairs": {"a": {k: dict(v) for k, v in a.agent.pair_stats.items()},
+                                   "b": {k: dict(v) for k, v in b.agent.pair_stats.items()}}}
+        if closing:
+            server = runner.core.stats if isinstance(runner, TurnServerRunner) else runner.server.stats
+            out.stats["server"] = {"kind": "turn" if cell.turn else "stun", **server}
         for close in reversed(closing):
             close()
         await asyncio.sleep(0)  # let the transports' close callbacks run before the loop goes

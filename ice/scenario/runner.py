@@ -8,6 +8,8 @@ every cell also runs in the sim and the two must agree. ``lab_parallel`` runs N 
 
 from __future__ import annotations
 
+import contextlib
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,6 +26,15 @@ if TYPE_CHECKING:
 
 OnFailure = Callable[["LabBackend", Cell, TopologySpec, CellResult], None]
 """Called with the lab still up after a lab cell fails in-process (``--shell-on-failure`` opens a shell there)."""
+
+
+def sync_artifacts(res: CellResult) -> CellResult:
+    """Rewrite the cell's ``<artifacts>/result.json`` with its final record: the lab (or its worker) wrote it
+    before the sim check and the annotations, so it must match the cell's entry in results.json."""
+    if res.artifacts:
+        with contextlib.suppress(OSError):  # a full disk costs the copy, not the run
+            (Path(res.artifacts) / "result.json").write_text(json.dumps(res.as_json(), indent=2) + "\n")
+    return res
 
 
 class Runner:
@@ -52,7 +63,7 @@ class Runner:
         res.sim_observed = None if sim.skipped else sim.observed
         if res.sim_observed is not None and res.sim_observed is not res.observed:
             res.reason = res.verdict() + (f" ({res.reason})" if res.reason else "")
-        return self.annotate(res)
+        return sync_artifacts(self.annotate(res))
 
     def lab_inprocess(self, artifacts: Path, keep: bool, on_failure: OnFailure | None,
                       progress: Callable[[CellResult], None] | None) -> list[CellResult]:

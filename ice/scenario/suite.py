@@ -187,6 +187,8 @@ class Suite:
     """Cell name -> the scenario file whose pins judge it."""
     _pins: dict[Path, dict[str, Any]] = field(default_factory=dict)
     _specs: dict[str, TopologySpec] = field(default_factory=dict)
+    out: Path | None = None
+    """The run's report directory (``--out``; None: ``results``): repro lines write under ``<out>/repro/``."""
 
     @classmethod
     def load(cls, files: Iterable[Path | str] = (), topologies: Topologies | None = None,
@@ -227,12 +229,15 @@ class Suite:
                             "or 'same-nat-eim-apdf-hairpin' (`icelab run --list` prints them all)")
         chosen = [c for c in self.cells if c.name in names]
         return Suite(self.topologies, chosen, self.presets, {c.name: self.source[c.name] for c in chosen},
-                     self._pins, self._specs)
+                     self._pins, self._specs, self.out)
 
     def repro(self, cell: Cell, backend: str = "lab") -> str:
         """One line that runs just this cell again (in the lab with every artifact kept), pasteable in a shell
-        anywhere: scenario files and topology directories as absolute paths, every word quoted."""
-        words = [icelab_command(), "run"]
+        anywhere: scenario files and topology directories as absolute paths, every word quoted. Its reports go
+        to ``<out>/repro/<cell>`` beside the run's own (relative only in a ``./icelab`` line, which is pasted in
+        the checkout where the run ran; absolute otherwise), never into whatever directory it is pasted in."""
+        command = icelab_command()
+        words = [command, "run"]
         source = self.source.get(cell.name, DEFAULT_SUITE)
         if self.presets and source == DEFAULT_SUITE:
             words += ["--presets", *sorted({ch.preset for _, ch in cell.nats})]
@@ -243,7 +248,9 @@ class Suite:
         words += ["--backend", backend, "--scenario", cell.name]
         if backend == "lab":
             words.append("--keep-artifacts")
-        words += ["--out", f"results/{cell.name}"]
+        target = (self.out or Path("results")) / "repro" / cell.name
+        words += ["--out", str(target) if command == "./icelab" and not target.is_absolute()
+                  else os.path.abspath(target)]
         pins = os.environ.get("ICELAB_EXPECTATIONS")
         line = [*(["sudo"] if backend == "lab" else []),  # the assignment's name stays unquoted: a shell sees it
                 *([f"ICELAB_EXPECTATIONS={shlex.quote(os.path.abspath(pins))}"] if pins else []),
