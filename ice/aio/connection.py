@@ -21,15 +21,15 @@ from ice.agent.events import (
     StateChanged,
 )
 from ice.aio.driver import Driver
-from ice.aio.turn_client import TurnError, open_turn_stream
+from ice.aio.turn_client import open_turn_stream
 from ice.endpoint import Endpoint
-from ice.errors import IcelabError
+from ice.errors import IceError, TurnError
 from ice.relayed import RelayedAgent
 from ice.stun.attributes import Address
 from ice.turn.client import TurnClientConfig
 
 
-class ConnectionError_(IcelabError):
+class ConnectionError_(IceError):
     """ICE failed (no pair worked) or the connection was closed."""
 
 
