@@ -892,3 +892,112 @@ def test_consent_to_a_lite_peer_carries_use_candidate(flag: bool) -> None:
     consent = [parse(d) for ts, s, _, d in net.sent if s == A1 and d[:2] == b"\x00\x01" and ts > t]
     assert consent and all((m.get(UseCandidate) is not None) is flag for m in consent)
     assert connected(a, b) and not a._consent_lost
+
+
+# ----------------------------------------------------------------------------------- errors that say why, fast
+
+
+def _wrong_password(cfg_a: AgentConfig | None = None, cfg_b: AgentConfig | None = None
+                    ) -> tuple[Net, IceAgent, IceAgent, list[object]]:
+    """a (controlling) was given b's password with a typo; b has a's right."""
+    net = Net()
+    events: list[object] = []
+    net.on_event = lambda endpoint, ev: events.append((endpoint, net.now, ev))
+    a, b = agents(cfg_a=cfg_a, cfg_b=cfg_b)
+    net.attach(a, A1)
+    net.attach(b, B1)
+    a.set_remote_credentials(net.now, b.ufrag, b.pwd + "x")
+    b.set_remote_credentials(net.now, a.ufrag, a.pwd)
+    for x, y in ((a, b), (b, a)):
+        for c in x.local_candidates:
+            y.add_remote_candidate(net.now, c)
+        y.add_remote_candidate(net.now, None)
+    for x in (a, b):
+        x.end_of_local_candidates()
+    return net, a, b, events
+
+
+def _failed_at(events: list[object], agent: IceAgent) -> float | None:
+    from ice.agent.events import StateChanged
+    return next((t for e, t, ev in events if e is agent and isinstance(ev, StateChanged)  # type: ignore[misc]
+                 and ev.state is AgentState.FAILED), None)
+
+
+def test_a_check_answered_401_fails_its_pair_at_once_and_the_reason_names_the_password() -> None:
+    """RFC 8445 §7.2.5.2.4: a 401 is unrecoverable. The controlling side fails within a round trip, not after the
+    39.5 s check schedule; the controlled side, holding a valid pair, fails when no nomination comes."""
+    net, a, b, events = _wrong_password()
+    net.run(100.0, stop=lambda: a.state is AgentState.FAILED and b.state is AgentState.FAILED)
+    ta, tb = _failed_at(events, a), _failed_at(events, b)
+    assert ta is not None and ta < 0.1
+    assert a.failure_reason is not None and "401" in a.failure_reason and "password" in a.failure_reason
+    assert a.stats["check-401"] >= 1
+    # b had a valid pair (its own checks were fine) and waited nomination_timeout after a's last check.
+    assert tb is not None and 40.0 <= tb < 40.2
+    assert b.failure_reason is not None and "nomination" in b.failure_reason
+    assert b.stats["nomination-timeout"] == 1
+
+
+def test_the_nomination_deadline_is_configurable_and_can_be_disabled() -> None:
+    net, a, b, events = _wrong_password(cfg_b=AgentConfig(nomination_timeout=5.0))
+    net.run(100.0, stop=lambda: b.state is AgentState.FAILED)
+    tb = _failed_at(events, b)
+    assert tb is not None and 5.0 <= tb < 5.2
+    net, a, b, events = _wrong_password(cfg_b=AgentConfig(nomination_timeout=None))
+    net.run(300.0)
+    assert a.state is AgentState.FAILED and b.state is AgentState.CHECKING
+
+
+def test_the_rfc8489_reading_of_an_unsigned_401_waits_for_the_schedule_but_keeps_the_reason() -> None:
+    net, a, _b, events = _wrong_password(cfg_a=AgentConfig(unsigned_401_fails_pair=False))
+    net.run(100.0, stop=lambda: a.state is AgentState.FAILED)
+    ta = _failed_at(events, a)
+    assert ta is not None and ta > 39.0
+    assert a.failure_reason is not None and "password" in a.failure_reason
+
+
+def test_a_silent_stun_server_holds_up_end_of_candidates_for_gather_timeout_only() -> None:
+    from ice.agent.events import GatheringComplete, StunServerUnreachable
+    net = Net()
+    events: list[tuple[float, object]] = []
+    net.on_event = lambda endpoint, ev: events.append((net.now, ev))
+    a = IceAgent(True, AgentConfig(gather_timeout=2.0), rng=random.Random(1))
+    net.attach(a, A1)
+    a.gather_server_reflexive(net.now, A1, ("10.9.9.9", 3478))  # nothing there: never answers
+    a.end_of_local_candidates()
+    net.run(60.0)
+    done = [t for t, ev in events if isinstance(ev, GatheringComplete)]
+    lost = [(t, ev) for t, ev in events if isinstance(ev, StunServerUnreachable)]
+    assert done == [2.0]
+    assert len(lost) == 1 and lost[0][0] == 2.0 and lost[0][1].server == ("10.9.9.9", 3478)
+    assert "no response within 2 s" in lost[0][1].reason
+    assert not a._checks  # abandoned: no srflx candidate may trickle after end-of-candidates
+
+
+def test_without_gather_timeout_a_silent_server_is_bounded_by_the_transaction_schedule() -> None:
+    from ice.agent.events import GatheringComplete, StunServerUnreachable
+    net = Net()
+    events: list[tuple[float, object]] = []
+    net.on_event = lambda endpoint, ev: events.append((net.now, ev))
+    a = IceAgent(True, AgentConfig(gather_timeout=None), rng=random.Random(1))
+    net.attach(a, A1)
+    a.gather_server_reflexive(net.now, A1, ("10.9.9.9", 3478))
+    a.end_of_local_candidates()
+    net.run(100.0)
+    assert [t for t, ev in events if isinstance(ev, GatheringComplete)] == [32.5]  # RFC 8489 §6.2.1 with Rm 2
+    assert any(isinstance(ev, StunServerUnreachable) and "7 requests" in ev.reason for _, ev in events)
+
+
+def test_an_unreachable_stun_server_ends_its_gathering_at_once() -> None:
+    from ice.agent.events import GatheringComplete, StunServerUnreachable
+    a = IceAgent(True, AgentConfig(), rng=random.Random(1))
+    a.add_host_candidate(A1)
+    a.gather_server_reflexive(0.0, A1, ("10.9.9.9", 3478))
+    a.end_of_local_candidates()
+    assert not a.stun_server_unreachable(0.01, A1, ("10.9.9.9", 3479), "wrong port: not ours")
+    assert a.stun_server_unreachable(0.01, A1, ("10.9.9.9", 3478), "ICMP port unreachable")
+    evs = []
+    while (e := a.next_event()) is not None:
+        evs.append(e)
+    assert StunServerUnreachable(("10.9.9.9", 3478), A1, "ICMP port unreachable") in evs
+    assert isinstance(evs[-1], GatheringComplete) and a.next_timeout() is None

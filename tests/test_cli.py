@@ -180,3 +180,20 @@ def test_run_records_the_commit_of_its_own_checkout_only(tmp_path: Path) -> None
                        env={"PYTHONPATH": str(other / "venv" / "site-packages"), "PATH": "/usr/bin:/bin"})
     assert p.returncode == 0, p.stderr
     assert p.stdout.split() == [str(other / "venv" / "site-packages" / "ice" / "__init__.py"), "None", "None"]
+
+
+def test_an_address_that_is_neither_ip_nor_name_is_a_usage_error_naming_it() -> None:
+    for bad in ("300.1.1.1:3478", "1.2.3:3478", "bad_host!:3478"):
+        p = icelab("stun", bad)
+        assert p.returncode == 2, (bad, p.stderr)
+        assert p.stderr.startswith(f"icelab: {bad}: ") and "not an IPv4/IPv6 address or host name" in p.stderr
+
+
+def test_a_missing_port_is_stated(icelab_server: tuple[str, int]) -> None:
+    """``icelab stun HOST`` uses 3478 and says so, on success and on failure."""
+    host, _ = icelab_server
+    p = icelab("stun", host, "--rto", "0.05", "--rc", "2", timeout=20)
+    if p.returncode == 0:
+        assert f"via {host}:3478 (default port)" in p.stdout
+    else:
+        assert p.returncode == 1 and f"{host}:3478 (default port)" in p.stderr, p.stderr

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import ICELAB, ROOT, signal_both
 
 from ice.agent import CandidateType
@@ -75,3 +76,87 @@ def test_ipv6_loopback() -> None:
             b.close()
 
     assert asyncio.run(main()) == (b"v6", "::1")
+
+
+def test_a_wrong_remote_password_fails_both_sides_with_the_reason() -> None:
+    """The controlling side's checks draw 401s: it fails within a round trip naming the password; the controlled
+    side (its own checks fine) fails after ``nomination_timeout`` (shortened here; 40 s by default)."""
+    from ice import AgentConfig, IceFailed
+
+    async def main() -> tuple[BaseException | object, BaseException | object, float]:
+        loop = asyncio.get_running_loop()
+        a, b = Connection(True), Connection(False, AgentConfig(nomination_timeout=0.5))
+        try:
+            await asyncio.gather(a.gather(), b.gather())
+            a.set_remote_credentials(b.ufrag, b.pwd + "x")
+            b.set_remote_credentials(a.ufrag, a.pwd)
+            for x, y in ((a, b), (b, a)):
+                for c in x.local_candidates:
+                    y.add_remote_candidate(c)
+                y.add_remote_candidate(None)
+            t0 = loop.time()
+            ra, rb = await asyncio.gather(a.connect(), b.connect(), return_exceptions=True)
+            return ra, rb, loop.time() - t0
+        finally:
+            a.close()
+            b.close()
+
+    ra, rb, took = asyncio.run(main())
+    assert isinstance(ra, IceFailed) and "401" in str(ra) and "password" in str(ra)
+    assert isinstance(rb, IceFailed) and "nomination" in str(rb)
+    assert took < 5
+
+
+def test_a_stun_server_answering_with_icmp_is_reported_and_does_not_hold_up_gathering(
+        caplog: pytest.LogCaptureFixture) -> None:
+    import socket
+    import sys
+
+    from ice import CandidateType, StunServerUnreachable
+
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    closed = s.getsockname()
+    s.close()
+
+    async def main() -> tuple[list[CandidateType], list[object], float]:
+        loop = asyncio.get_running_loop()
+        c = Connection(True, stun_servers=[closed])
+        seen: list[object] = []
+        c.on_event = seen.append
+        try:
+            t0 = loop.time()
+            cands = await c.gather()
+            return [x.type for x in cands], seen, loop.time() - t0
+        finally:
+            c.close()
+
+    with caplog.at_level("WARNING", logger="ice.aio.connection"):
+        types, seen, took = asyncio.run(main())
+    assert types == [CandidateType.HOST]
+    if sys.platform == "linux":  # IP_RECVERR: the ICMP error names the server at once
+        lost = [e for e in seen if isinstance(e, StunServerUnreachable)]
+        assert len(lost) == 1 and lost[0].server == closed and "refused" in lost[0].reason.lower()
+        assert took < 1
+        assert any(f"127.0.0.1:{closed[1]}" in r.getMessage() and "unreachable" in r.getMessage()
+                   for r in caplog.records)
+
+
+def test_connect_has_a_deadline_that_names_the_state() -> None:
+    from ice import ConnectTimeout
+
+    async def main() -> BaseException | None:
+        a = Connection(True)
+        try:
+            await a.gather()
+            a.set_remote_credentials("ufrag", "p" * 22)  # no remote candidates, no end-of-candidates: no end
+            try:
+                await a.connect(timeout=0.05)
+            except ConnectTimeout as exc:
+                return exc
+            return None
+        finally:
+            a.close()
+
+    exc = asyncio.run(main())
+    assert isinstance(exc, TimeoutError) and "end-of-candidates not received" in str(exc)

@@ -88,7 +88,8 @@ def test_our_turn_client_relays_through_coturn_and_our_server(which: str, transp
     import asyncio
     import socket
 
-    from ice.aio.turn_client import TurnEndpoint, TurnError
+    from ice.aio.turn_client import TurnEndpoint
+    from ice.errors import TurnError
     from ice.turn.client import TurnClientConfig
 
     if which == "coturn":
@@ -212,8 +213,9 @@ def test_turn_over_tls_with_a_test_ca(tmp_path: object) -> None:
     import socket
     import ssl
 
-    from ice.aio.turn_client import TurnEndpoint, TurnError
+    from ice.aio.turn_client import TurnEndpoint
     from ice.aio.turn_server import TurnServerRunner
+    from ice.errors import TurnError
     from ice.turn.client import TurnClientConfig
     from ice.turn.server import TurnServerConfig
 

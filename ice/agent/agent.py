@@ -35,6 +35,7 @@ from ice.agent.events import (
     PairStateChanged,
     SelectedPairChanged,
     StateChanged,
+    StunServerUnreachable,
 )
 from ice.agent.states import AGENT_TRANSITIONS, AgentState, PairState
 from ice.errors import StunParseError
@@ -122,6 +123,8 @@ class _Check:
     """The role the request was sent in (a 487 answer means: take the other one, RFC 8445 §7.2.5.1)."""
     sends: int = 0
     """Requests of this transaction queued so far (the first one, then retransmissions)."""
+    deadline: float | None = None
+    """Gathering: when the request stops holding up end-of-candidates (``AgentConfig.gather_timeout``)."""
 
 
 @dataclass(frozen=True)
@@ -199,6 +202,12 @@ class IceAgent:
         self._previous: _Generation | None = None
         self._nominated: set[int] = set()
         """Components whose nomination (regular) is on its way or done."""
+        self._rejected = 0
+        """Checks the peer answered with 401 Unauthorized (this generation): the reason ICE fails, if it does."""
+        self._last_check_rx: float | None = None
+        """When the peer's last authenticated check arrived (the controlled side's nomination deadline)."""
+        self.failure_reason: str | None = None
+        """Why the agent last went to FAILED (also in that StateChanged event); None while it has not."""
 
     # ================================================================================================ setup
 
@@ -249,9 +258,29 @@ class IceAgent:
         cfg = RetransmissionConfig(rto=self.config.gather_rto, rc=self.config.gather_max_sends,
                                    rm=2)
         tx = ClientTransaction(msg.encode(fingerprint=True), msg.transaction_id, server, now, cfg)
-        check = self._checks[msg.transaction_id] = _Check(None, tx, local, purpose="gather", server=server)
+        deadline = now + self.config.gather_timeout if self.config.gather_timeout is not None else None
+        check = self._checks[msg.transaction_id] = _Check(None, tx, local, purpose="gather", server=server,
+                                                          deadline=deadline)
         self._gathering += 1
         self._pump(tx, local, now, check)
+
+    def stun_server_unreachable(self, now: float, local: Address, server: Address, reason: str) -> bool:
+        """The caller learnt that ``server`` cannot be reached from ``local`` (an ICMP port or host unreachable
+        on that socket): end its server-reflexive request now (reported as :class:`StunServerUnreachable`)
+        instead of retransmitting for the whole schedule. False when no such request is pending."""
+        for tid, check in list(self._checks.items()):
+            if check.purpose == "gather" and check.local == local and check.server == server:
+                del self._checks[tid]
+                self._gather_failed(check, reason)
+                return True
+        return False
+
+    def _gather_failed(self, check: _Check, reason: str) -> None:
+        assert check.server is not None
+        self.stats["gather-failed"] += 1
+        self._events.append(StunServerUnreachable(check.server, check.local, reason))
+        self._gathering -= 1
+        self._maybe_gathering_complete()
 
     def end_of_local_candidates(self) -> None:
         """The caller will add no more host candidates or servers: GatheringComplete follows once pending
@@ -355,13 +384,15 @@ class IceAgent:
                 self._count(pair, "pairs-succeeded")
             self._events.append(PairStateChanged(pair.local, pair.remote, state))
 
-    def _set_state(self, state: AgentState) -> None:
+    def _set_state(self, state: AgentState, reason: str | None = None) -> None:
         if state is self.state:
             return
         if state not in AGENT_TRANSITIONS[self.state]:
             return
         self.state = state
-        self._events.append(StateChanged(state))
+        if state is AgentState.FAILED:
+            self.failure_reason = reason
+        self._events.append(StateChanged(state, reason))
 
     def _request(self, pair: Pair, nominating: bool, generation: _Generation | None = None) -> Message:
         remote_ufrag, ufrag = ((generation.remote_ufrag, generation.local_ufrag) if generation is not None
@@ -465,7 +496,19 @@ class IceAgent:
         nominate_at = self._nomination_at()
         if nominate_at is not None:
             times.append(nominate_at)
+        times.extend(c.deadline for c in self._checks.values() if c.deadline is not None)
+        nomination_deadline = self._nomination_deadline()
+        if nomination_deadline is not None:
+            times.append(nomination_deadline)
         return min(times) if times else None
+
+    def _nomination_deadline(self) -> float | None:
+        """Controlled side: when to give up waiting for a nomination (``AgentConfig.nomination_timeout``)."""
+        timeout = self.config.nomination_timeout
+        if (timeout is None or self.controlling or self.config.lite or self._first_valid_at is None
+                or self.state is not AgentState.CHECKING or (self.selected_pairs and not self._restarting)):
+            return None
+        return max(self._first_valid_at, self._last_check_rx or 0.0) + timeout
 
     def handle_timeout(self, now: float) -> None:
         if self.state is AgentState.CLOSED:
@@ -483,6 +526,10 @@ class IceAgent:
             if timed_out is not None:
                 del self._checks[tid]
                 self._check_timed_out(now, check)
+            elif check.deadline is not None and now >= check.deadline and tid in self._checks:
+                del self._checks[tid]
+                self._gather_failed(check, f"no response within {self.config.gather_timeout:g} s "
+                                           f"({len(check.tx.sent_at)} requests; AgentConfig.gather_timeout)")
         at = self.pacer.next_at
         if (self._started and at is not None and now >= at and not self.config.lite
                 and self.state in (AgentState.CHECKING, AgentState.CONNECTED, AgentState.COMPLETED)):
@@ -493,13 +540,21 @@ class IceAgent:
                 self.pacer.next_at = now + self.config.ta
         if self._consent_at is not None and now >= self._consent_at:
             self._consent_check(now)
+        deadline = self._nomination_deadline()
+        if deadline is not None and now >= deadline:
+            self.stats["nomination-timeout"] += 1
+            self._set_state(AgentState.FAILED, (
+                f"no nomination from the controlling agent within {self.config.nomination_timeout:g} s of a valid "
+                f"pair and its last check (AgentConfig.nomination_timeout): the peer has probably given up; "
+                f"its error says why (is our password right on its side?)"))
         self._maybe_nominate(now)
         self._maybe_completed()
 
     def _check_timed_out(self, now: float, check: _Check) -> None:
         if check.purpose == "gather":
-            self._gathering -= 1
-            self._maybe_gathering_complete()
+            sent = check.tx.sent_at
+            span = now - sent[0] if sent else 0.0
+            self._gather_failed(check, f"no response to {len(sent)} requests in {span:.1f} s")
             return
         if check.purpose == "consent":
             return
@@ -533,7 +588,17 @@ class IceAgent:
                 self._consent_at = None
                 self._previous = None
                 self._checks = {t: c for t, c in self._checks.items() if c.purpose != "consent"}
-            self._set_state(AgentState.FAILED)
+            self._set_state(AgentState.FAILED, self._failure_text())
+
+    def _failure_text(self) -> str:
+        """The likely cause of every pair failing, in one sentence (RFC 8445 §7.2.5.2.4: the error that failed
+        a pair can say why)."""
+        if self._rejected:
+            return (f"the peer rejected our credentials (401 Unauthorized to {self._rejected} check"
+                    f"{'s' if self._rejected != 1 else ''}): is the remote password right?")
+        if not self.pairs:
+            return "no candidate pairs: no remote candidate matches a local one (address family, component)"
+        return f"no candidate pair worked: all {len(self.pairs)} pairs failed (checks unanswered or refused)"
 
     def _maybe_gathering_complete(self) -> None:
         if self._gathering_final and self._gathering == 0 and not self._gathering_done_sent:
@@ -759,6 +824,7 @@ class IceAgent:
         if local not in self._bases:
             self.stats["check-on-unknown-base"] += 1
             return
+        self._last_check_rx = now
         # Role conflict (RFC 8445 §7.3.1.1).
         theirs_controlling = req.get(IceControlling)
         theirs_controlled = req.get(IceControlled)
@@ -847,6 +913,21 @@ class IceAgent:
             return
         if check.purpose != "consent" and not resp.check_integrity(self._remote_key):  # type: ignore[arg-type]
             self.stats["response-bad-integrity"] += 1
+            err = resp.error if resp.message_class is MessageClass.ERROR else None
+            if err is not None and err.code == 401 and check.purpose == "check" and check.pair is not None \
+                    and remote == check.pair.remote.address and local == check.pair.base:
+                # RFC 8445 §7.2.5.2.4: the peer could not authenticate our check (wrong remote password, or a
+                # stale ufrag). Its 401 cannot carry MESSAGE-INTEGRITY; see AgentConfig.unsigned_401_fails_pair.
+                self.stats["check-401"] += 1
+                self._rejected += 1
+                if self.config.unsigned_401_fails_pair:
+                    # Every check on this pair went with the same credentials: none of them can succeed.
+                    rejected = check.pair
+                    self._checks = {t: c for t, c in self._checks.items()
+                                    if not (c.pair is rejected and c.purpose == "check")}
+                    if not rejected.valid:
+                        self._set_pair(rejected, PairState.FAILED)
+                    self._check_failed()
             return
         del self._checks[resp.transaction_id]
         pair = check.pair
@@ -870,6 +951,8 @@ class IceAgent:
                     self._switch_role(not check.controlling)
                 self._send_check(now, pair)
                 return
+            if err is not None and err.code == 401:
+                self._rejected += 1
             self._set_pair(pair, PairState.FAILED)
             self._check_failed()
             return
@@ -968,7 +1051,8 @@ class IceAgent:
                 self._consent_lost = True
                 for pair in self.selected_pairs.values():
                     self._events.append(ConsentLost(pair.base, pair.remote.address))
-                self._set_state(AgentState.FAILED)
+                self._set_state(AgentState.FAILED, f"consent lost: no consent check succeeded for "
+                                                   f"{self.config.consent_timeout:g} s (RFC 7675)")
             self._consent_at = None
             return
         for pair in self.selected_pairs.values():
@@ -1022,6 +1106,8 @@ class IceAgent:
         self._started = False
         self._nominated.clear()
         self._first_valid_at = None
+        self._rejected = 0
+        self._last_check_rx = None
         # Consent goes on, on the old pair with the old credentials, until a new pair is selected (RFC 7675 §5.1:
         # data may only flow with fresh consent).
         if self._consent_lost:

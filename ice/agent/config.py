@@ -52,8 +52,32 @@ class AgentConfig:
     gather_max_sends: int = 7
     """Server-reflexive gathering retransmits like any STUN transaction (Rc = 7) so a lossy path still yields a
     srflx candidate; with trickle ICE it never delays the checks, only end-of-candidates."""
+    gather_timeout: float | None = 8.0
+    """The longest a STUN server may hold up end-of-candidates (RFC 8838 §8.2), in seconds from the request; None:
+    the whole transaction schedule (RFC 8489 §6.2.1 with ``gather_rto`` 0.5 s, Rc 7, Rm 2: 32.5 s). 8 s covers the
+    first five requests (sent at 0, 0.5, 1.5, 3.5, 7.5 s): a server ~0.5 s away, or four lost requests in a row,
+    still yields a srflx candidate (in the simulation, 30 % loss connects as often as with no bound, where 5 s
+    did not). Past it the request is abandoned and reported (:class:`~ice.agent.events.StunServerUnreachable`);
+    ICE may still learn the mapping as a peer-reflexive candidate (RFC 8445 §7.2.5.3.1). Candidates gathered
+    meanwhile trickle at once. A server whose host answers with ICMP port unreachable is reported at once (the
+    asyncio layer calls :meth:`IceAgent.stun_server_unreachable`)."""
+    nomination_timeout: float | None = 40.0
+    """Controlled side: ICE fails when no nomination (USE-CANDIDATE, RFC 8445 §7.3.1.5) arrives this long after
+    the later of our first valid pair and the last check the peer sent us; None disables it (wait forever, as
+    RFC 8445 permits). A controlling agent still working sends checks (paced by Ta) or retransmits them, and its
+    longest silence before nominating is one check transaction running its whole schedule: RFC 8489 §6.2.1 with
+    RFC 8445 §14.3's RTO of 500 ms, Rc 7, Rm 16 is 39.5 s; 40 s covers it."""
+    unsigned_401_fails_pair: bool = True
+    """A check answered with 401 Unauthorized fails its pair at once (RFC 8445 §7.2.5.2.4: an unrecoverable
+    error), even though a 401 to a check carries no MESSAGE-INTEGRITY (the peer could not verify ours, RFC 8489
+    §9.1.3). RFC 8489 §9.1.3.3 would discard such a response and let the transaction run out (39.5 s, then
+    "integrity violated"); only an on-path attacker, who sees the 96-bit transaction ID and could drop the check
+    anyway, can forge one. False: the RFC 8489 behaviour (the 401 is remembered for the failure's reason)."""
     software: str | None = None
 
     def __post_init__(self) -> None:
         if self.ta < 0 or self.check_rto <= 0 or self.check_max_sends < 1:
             raise ValueError("ta >= 0, check_rto > 0 and check_max_sends >= 1")
+        if (self.gather_timeout is not None and self.gather_timeout <= 0) or \
+                (self.nomination_timeout is not None and self.nomination_timeout <= 0):
+            raise ValueError("gather_timeout and nomination_timeout are > 0 (or None: no bound)")

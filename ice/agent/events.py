@@ -41,6 +41,18 @@ class SelectedPairChanged:
 @dataclass(frozen=True)
 class StateChanged:
     state: AgentState
+    reason: str | None = None
+    """With ``FAILED``: one sentence on the likely cause (e.g. the peer rejected our credentials)."""
+
+
+@dataclass(frozen=True)
+class StunServerUnreachable:
+    """Server-reflexive gathering from ``local`` via ``server`` failed (ICMP unreachable, or no answer within
+    ``AgentConfig.gather_timeout`` / the transaction schedule): no srflx candidate from it."""
+
+    server: Address
+    local: Address
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -60,4 +72,4 @@ class ConsentLost:
 
 
 Event = (CandidateGathered | GatheringComplete | PairStateChanged | SelectedPairChanged | StateChanged
-         | DataReceived | ConsentLost)
+         | DataReceived | ConsentLost | StunServerUnreachable)

@@ -7,6 +7,7 @@ No protocol logic here: with a TURN server the endpoint is the core's ICE-over-T
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from collections.abc import AsyncIterator, Callable, Iterable
 
@@ -19,18 +20,23 @@ from ice.agent.events import (
     GatheringComplete,
     SelectedPairChanged,
     StateChanged,
+    StunServerUnreachable,
 )
 from ice.aio.driver import Driver
-from ice.aio.turn_client import TurnError, open_turn_stream
+from ice.aio.turn_client import open_turn_stream
 from ice.endpoint import Endpoint
-from ice.errors import IcelabError
+from ice.errors import ConnectTimeout, GatheringFailed, IceFailed, NotConnected, TurnError
 from ice.relayed import RelayedAgent
 from ice.stun.attributes import Address
 from ice.turn.client import TurnClientConfig
 
+log = logging.getLogger(__name__)
 
-class ConnectionError_(IcelabError):
-    """ICE failed (no pair worked) or the connection was closed."""
+CONNECT_TIMEOUT = 60.0
+"""``connect()``'s default deadline in seconds. Longer than the agent's own bounds on a session that is failing
+(a check's whole schedule, 39.5 s; the controlled side's ``nomination_timeout``, 40 s after the peer's last check),
+so the agent's own reason (:class:`IceFailed`) normally comes first; :class:`ConnectTimeout` covers the rest (e.g.
+a peer that never signals end-of-candidates)."""
 
 
 class Connection:
@@ -71,6 +77,7 @@ class Connection:
         self._state_changed = asyncio.Event()
         self.selected: SelectedPairChanged | None = None
         self.on_event: Callable[[Event], None] | None = None
+        self._failure: str | None = None
 
     @property
     def ufrag(self) -> str:
@@ -88,6 +95,7 @@ class Connection:
     def driver(self) -> Driver[Event]:
         if self._driver is None:
             self._driver = Driver(self.endpoint, self._on_event, stats=self.agent.stats, batch=1)
+            self._driver.on_unreachable = self._on_unreachable
         return self._driver
 
     def _now(self) -> float:
@@ -96,13 +104,19 @@ class Connection:
     async def gather(self) -> list[Candidate]:
         """Open one UDP socket per bind address (host candidates), ask the STUN servers (srflx), allocate on the
         TURN server (relayed, one allocation per component), wait for the end of gathering. A failed allocation
-        only means no relayed candidate for that component."""
+        only means no relayed candidate for that component; raises :class:`GatheringFailed` when there is no
+        candidate at all.
+
+        A STUN server holds up the end of gathering for at most ``AgentConfig.gather_timeout`` (8 s); one whose
+        host answers with ICMP port unreachable (Linux, IP_RECVERR) ends its request at once. Either way a
+        :class:`StunServerUnreachable` event and a ``logging`` warning (logger ``ice.aio.connection``) name the
+        server and the reason. Candidates trickle (``events()``, ``on_event``) as they are gathered."""
         driver = self.driver
         for component in range(1, self.components + 1):
             for ip in self.bind:
                 sock = self._make_socket(socket.AF_INET6 if ":" in ip else socket.AF_INET)
                 sock.bind((ip, 0))
-                local = driver.add_socket(sock)
+                local = driver.add_socket(sock, icmp_errors=True)
                 self._hosts.append(local)
                 if not self.relay_only:
                     self.agent.add_host_candidate(local, component=component)
@@ -119,6 +133,9 @@ class Connection:
             self.agent.end_of_local_candidates()
         driver.pump()
         await self._gathered.wait()
+        if not self.agent.local_candidates:
+            raise GatheringFailed("no local candidate: " + ("no relayed candidate (the TURN allocation failed)"
+                                                          if self.relay_only else "no usable socket"))
         return self.local_candidates
 
     async def _open_relay(self, relayed: RelayedAgent, component: int) -> None:
@@ -148,24 +165,41 @@ class Connection:
         self.agent.add_remote_candidate(self._now(), candidate)
         self.driver.pump()
 
-    async def connect(self, timeout: float | None = None) -> SelectedPairChanged:
-        """Wait until a pair is selected; raises ConnectionError_ if ICE fails."""
+    async def connect(self, timeout: float | None = CONNECT_TIMEOUT) -> SelectedPairChanged:
+        """Wait until a pair is selected. Raises :class:`IceFailed` when ICE fails (its ``reason`` says why, e.g.
+        "the peer rejected our credentials (401 ...): is the remote password right?") or the connection is closed,
+        :class:`ConnectTimeout` (also a ``TimeoutError``) after ``timeout`` seconds (default
+        :data:`CONNECT_TIMEOUT`, 60 s; None: no deadline of its own)."""
+        if self.agent.state is not AgentState.FAILED:
+            self._failure = None  # a failure before an ICE restart is not this attempt's
+        elif self._failure is None:
+            self._failure = self.agent.failure_reason or "ICE failed"
 
         async def wait() -> SelectedPairChanged:
             while True:
                 if self.selected is not None and self.agent.state in (AgentState.CONNECTED, AgentState.COMPLETED):
                     return self.selected
-                if self.agent.state in (AgentState.FAILED, AgentState.CLOSED):
-                    raise ConnectionError_(f"ICE {self.agent.state.value}: no candidate pair worked")
+                if self._failure is not None:
+                    raise IceFailed(self._failure)
+                if self.agent.state is AgentState.CLOSED:
+                    raise IceFailed("the connection was closed before ICE connected")
                 self._state_changed.clear()
                 await self._state_changed.wait()
 
-        return await asyncio.wait_for(wait(), timeout)
+        try:
+            return await asyncio.wait_for(wait(), timeout)
+        except TimeoutError:  # TimeoutError from 3.11 on
+            agent = self.agent
+            valid = sum(1 for p in agent.pairs if p.valid)
+            eoc = "received" if agent.remote_end_of_candidates else "not received"
+            raise ConnectTimeout(f"not connected within {timeout:g} s (state {agent.state.value}, "
+                                 f"{len(agent.pairs)} pairs, {valid} valid, remote end-of-candidates {eoc})"
+                                 ) from None
 
     def send(self, data: bytes, component: int | None = None) -> None:
         """Send on the selected pair of ``component`` (default: the first)."""
         if not self.agent.send(data, component):
-            raise ConnectionError_("no selected pair (or consent lost): cannot send")
+            raise NotConnected("no selected pair (not connected, consent lost, or closed): cannot send")
         self.driver.pump()
 
     async def recv(self) -> bytes:
@@ -180,6 +214,7 @@ class Connection:
         the current pair until a new one is selected."""
         self.agent.restart(self._now())
         self.selected = None
+        self._failure = None
         self.driver.pump()
 
     def close(self) -> None:
@@ -195,7 +230,17 @@ class Connection:
 
     # ------------------------------------------------------------------------------------------- plumbing
 
+    def _on_unreachable(self, local: Address, remote: Address, exc: OSError) -> None:
+        """An ICMP error on a host socket: if it answers a STUN request, that server is unreachable."""
+        reason = f"{exc.strerror or exc} (ICMP)"
+        if self.agent.stun_server_unreachable(self._now(), local, remote, reason):
+            self.driver.pump()
+
     def _on_event(self, ev: Event) -> None:
+        if isinstance(ev, StateChanged) and ev.state is AgentState.FAILED:
+            self._failure = ev.reason or "ICE failed"
+        elif isinstance(ev, StunServerUnreachable):
+            log.warning("STUN server %s unreachable from %s: %s", _fmt(ev.server), _fmt(ev.local), ev.reason)
         if isinstance(ev, DataReceived):
             self._recv.put_nowait(ev.data)
         elif isinstance(ev, SelectedPairChanged):
@@ -207,6 +252,10 @@ class Connection:
         self._events.put_nowait(ev)
         if self.on_event is not None:
             self.on_event(ev)
+
+
+def _fmt(addr: Address) -> str:
+    return f"[{addr[0]}]:{addr[1]}" if ":" in addr[0] else f"{addr[0]}:{addr[1]}"
 
 
 def describe_pair(ev: SelectedPairChanged) -> str:

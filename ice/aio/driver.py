@@ -16,8 +16,12 @@ A :class:`Driver` owns the UDP sockets (and TCP/TLS streams) of one endpoint and
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 import socket
 import ssl
+import struct
+import sys
 from collections import Counter, deque
 from collections.abc import Callable, KeysView
 from typing import Generic, TypeVar
@@ -31,6 +35,9 @@ E = TypeVar("E")
 
 BATCH = 64
 """Datagrams read from one readable socket per loop callback."""
+
+_IP_RECVERR, _IPV6_RECVERR = 11, 25
+"""Linux <linux/in.h>, <linux/in6.h> (Python's socket module does not name them)."""
 
 
 class Driver(Generic[E]):
@@ -48,6 +55,10 @@ class Driver(Generic[E]):
         """Socket-level counters (send-failed, recv-error, socket-error, no-socket-for-transmit, ...)."""
         self.on_error: Callable[[Address, OSError], None] | None = None
         """Called with a socket's receive error (e.g. ICMP port unreachable on a connected UDP socket)."""
+        self.on_unreachable: Callable[[Address, Address, OSError], None] | None = None
+        """Called for each ICMP error on a socket added with ``icmp_errors=True``: (local, the destination of the
+        datagram that drew it, the error), e.g. ECONNREFUSED for port unreachable."""
+        self._recverr: set[Address] = set()
         self._loop = loop
         self._socks: dict[Address, socket.socket] = {}
         self._connected: set[Address] = set()
@@ -75,12 +86,23 @@ class Driver(Generic[E]):
 
     # ------------------------------------------------------------------------------------------- sockets
 
-    def add_socket(self, sock: socket.socket, default: bool = False) -> Address:
+    def add_socket(self, sock: socket.socket, default: bool = False, icmp_errors: bool = False) -> Address:
         """Own a bound UDP socket: read it, send from it. ``default``: it sends transmits whose ``local`` is None.
-        A connected socket sends with ``send`` (only its peer's datagrams arrive, ICMP errors are reported)."""
+        A connected socket sends with ``send`` (only its peer's datagrams arrive, ICMP errors are reported).
+        ``icmp_errors`` (Linux): also learn of ICMP errors on an unconnected socket (IP_RECVERR), each with the
+        destination it answers, through :attr:`on_unreachable`."""
         sock.setblocking(False)
         sa = sock.getsockname()
         local = (str(sa[0]), int(sa[1]))
+        if icmp_errors and sys.platform == "linux":
+            try:
+                if sock.family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_RECVERR, 1)
+                else:
+                    sock.setsockopt(socket.IPPROTO_IP, _IP_RECVERR, 1)
+                self._recverr.add(local)
+            except (OSError, AttributeError):
+                pass
         try:
             sock.getpeername()
             self._connected.add(local)
@@ -95,6 +117,7 @@ class Driver(Generic[E]):
     def remove_socket(self, local: Address) -> None:
         sock = self._socks.pop(local, None)
         self._connected.discard(local)
+        self._recverr.discard(local)
         if sock is None:
             return
         if self._default == local:
@@ -110,18 +133,41 @@ class Driver(Generic[E]):
     def _on_readable(self, sock: socket.socket, local: Address) -> None:
         now = self.loop.time()
         handle = self.endpoint.handle_datagram
-        for _ in range(self.batch):
+        for i in range(self.batch):
             try:
                 data, addr = sock.recvfrom(65535)
             except (BlockingIOError, InterruptedError):
+                if i == 0 and local in self._recverr:
+                    self._drain_errors(sock, local)  # woken by a queued ICMP error alone (EPOLLERR)
                 break
             except OSError as exc:
                 self.stats["socket-error"] += 1
                 if self.on_error is not None:
                     self.on_error(local, exc)
+                if local in self._recverr:
+                    self._drain_errors(sock, local)
                 break
             handle(now, local, (addr[0], addr[1]), data)
         self.pump()
+
+    def _drain_errors(self, sock: socket.socket, local: Address) -> None:
+        """Read the socket's error queue (IP_RECVERR) empty -- a queued error keeps the socket readable -- and
+        report each ICMP error with the destination of the datagram that drew it."""
+        while True:
+            try:
+                _, ancdata, _, addr = sock.recvmsg(1, 1024, socket.MSG_ERRQUEUE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self.stats["errqueue-error"] += 1
+                return
+            self.stats["icmp-error"] += 1
+            code = errno.EIO
+            for _level, _type, data in ancdata:
+                if len(data) >= 4:  # struct sock_extended_err: ee_errno first
+                    code = struct.unpack("=I", data[:4])[0]
+            if self.on_unreachable is not None and isinstance(addr, tuple) and len(addr) >= 2:
+                self.on_unreachable(local, (str(addr[0]), int(addr[1])), OSError(code, os.strerror(code)))
 
     # ------------------------------------------------------------------------------------------- streams
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from ice.agent import AgentConfig, Candidate, Nomination
 from ice.agent.events import Event, SelectedPairChanged, StateChanged
 from ice.aio.connection import Connection, describe_pair
-from ice.errors import IcelabError
+from ice.errors import IceError
 from ice.stun.attributes import Address
 from ice.turn.client import TurnClientConfig
 
@@ -62,7 +62,7 @@ async def run_peer(opts: PeerOptions) -> int:
     _out(f"pwd {conn.pwd}")
     try:
         candidates = await conn.gather()
-    except (IcelabError, OSError) as exc:
+    except (IceError, OSError) as exc:
         _out(f"error gathering failed: {exc}")
         return 1
     for cand in candidates:

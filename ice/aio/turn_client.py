@@ -9,7 +9,7 @@ import ssl
 from collections.abc import Callable
 
 from ice.aio.driver import Driver
-from ice.errors import IcelabError
+from ice.errors import TurnError
 from ice.stun.attributes import Address
 from ice.turn.client import (
     Allocated,
@@ -21,10 +21,6 @@ from ice.turn.client import (
     TurnEvent,
     TurnState,
 )
-
-
-class TurnError(IcelabError):
-    """The TURN server refused or did not answer."""
 
 
 class TurnEndpoint:

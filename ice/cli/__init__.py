@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from ice import __version__
 from ice.cli import bench, demo, docs, doctor, nat, peer, report, run, server, stun, test, topo
 from ice.cli.common import ICELAB_COMMAND, isolate, repo_root
-from ice.errors import IcelabError, StunErrorResponse, StunTimeout, UserError
+from ice.errors import IceError, StunErrorResponse, StunTimeout, UserError
 
 __all__ = ["ICELAB_COMMAND", "build_parser", "isolate", "main", "repo_root"]
 
@@ -56,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StunErrorResponse as exc:
         print(f"icelab: the server answered with an error: {exc}", file=sys.stderr)
         return 1
-    except (UserError, IcelabError) as exc:
+    except (UserError, IceError) as exc:
         print(f"icelab: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:

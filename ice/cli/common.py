@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import json
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -47,13 +49,40 @@ def repo_root() -> Path:
     return root
 
 
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+
+def is_host_name(host: str) -> bool:
+    """An RFC 1123 host name whose last label is not all digits (RFC 3696 §2: so ``300.1.1.1`` is neither an
+    IPv4 address nor a name)."""
+    labels = host[:-1].split(".") if host.endswith(".") else host.split(".")
+    return (0 < len(host) <= 253 and all(_LABEL.fullmatch(label) for label in labels)
+            and not labels[-1].isdigit())
+
+
 def parse_address(text: str, default_port: int | None = None) -> Address:
+    """``HOST:PORT`` (``[v6]:PORT``; ``HOST`` alone with a ``default_port``) whose host is an IP address or a host
+    name; anything else is a :class:`UserError` (exit 2) naming the input."""
     from ice.aio.stun import parse_hostport
 
     try:
-        return parse_hostport(text, default_port)
+        host, port = parse_hostport(text, default_port)
     except ValueError as exc:
         raise UserError(str(exc)) from None
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not is_host_name(host):
+            raise UserError(f"{text}: {host!r} is not an IPv4/IPv6 address or host name") from None
+    return host, port
+
+
+def port_given(text: str) -> bool:
+    """Whether ``text`` (as :func:`parse_address` reads it) names a port."""
+    text = text.strip()
+    if text.startswith("["):
+        return "]:" in text
+    return text.count(":") == 1
 
 
 def retransmission(args: argparse.Namespace, default: RetransmissionConfig) -> RetransmissionConfig:

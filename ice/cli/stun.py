@@ -6,7 +6,9 @@ import argparse
 import asyncio
 from typing import TYPE_CHECKING
 
-from ice.cli.common import parse_address, print_json, retransmission
+from ice.cli.common import parse_address, port_given, print_json, retransmission
+from ice.errors import StunTimeout, StunUnreachable
+from ice.stun.attributes import Address
 from ice.stun.transaction import RetransmissionConfig
 
 if TYPE_CHECKING:
@@ -14,11 +16,26 @@ if TYPE_CHECKING:
 
 
 def cmd_stun(args: argparse.Namespace) -> int:
+    from ice.aio.stun import format_address
+
+    server = parse_address(args.server, 3478)
+    defaulted = not port_given(args.server)
+    label = format_address(server) + (" (default port)" if defaulted else "")
+    bind = parse_address(args.bind, 0) if args.bind else None
+    try:
+        return _run(args, server, bind, label, defaulted)
+    except StunUnreachable as exc:
+        raise StunUnreachable(f"{label}: {exc}") from None
+    except StunTimeout as exc:
+        raise StunTimeout(f"{label}: {exc}") from None
+    except OSError as exc:  # e.g. a host name that does not resolve
+        raise OSError(exc.errno, f"{label}: {exc.strerror or exc}") from None
+
+
+def _run(args: argparse.Namespace, server: Address, bind: Address | None, label: str, defaulted: bool) -> int:
     from ice.aio.discovery import FAST_PROBE, discover_behaviour
     from ice.aio.stun import format_address, stun_binding
 
-    server = parse_address(args.server, 3478)
-    bind = parse_address(args.bind, 0) if args.bind else None
     if args.behaviour:
         report = asyncio.run(discover_behaviour(server, bind, retransmission(args, FAST_PROBE)))
         if args.json:
@@ -37,6 +54,7 @@ def cmd_stun(args: argparse.Namespace) -> int:
     result = asyncio.run(stun_binding(server, bind, retransmission(args, RetransmissionConfig())))
     doc = {
         "server": format_address(result.server),
+        "server_port_defaulted": defaulted,
         "local": format_address(result.local),
         "mapped": format_address(result.mapped),
         "mapped_address": {"host": result.mapped[0], "port": result.mapped[1]},
@@ -49,7 +67,8 @@ def cmd_stun(args: argparse.Namespace) -> int:
     if args.json:
         print_json(doc)
     else:
-        print(f"mapped {doc['mapped']} (local {doc['local']}) via {doc['server']}: rtt {doc['rtt_ms']} ms, "
+        via = format_address(result.server) + (" (default port)" if defaulted else "")
+        print(f"mapped {doc['mapped']} (local {doc['local']}) via {via}: rtt {doc['rtt_ms']} ms, "
               f"server software {result.software or '-'}")
     return 0
 
