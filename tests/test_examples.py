@@ -72,11 +72,14 @@ def test_p2p_send_moves_a_file_intact_across_two_nats(tmp_path: Path, nat_a: str
 
 @pytest.mark.parametrize(("script", "says"), [
     ("two_peers.py", "bob got b'hello bob', alice got b'hello alice'"),
-    ("relay_only.py", "selected: relay -> relay"),
+    ("relay_only.py", "selected: relay -> relay (TURN over udp)"),
+    ("relay_only.py tcp", "selected: relay -> relay (TURN over tcp)"),
+    ("restart.py", "alice got b'after the restart'"),
 ])
 def test_the_documented_examples_run(script: str, says: str) -> None:
     """docs/library.md's examples, exactly as a reader runs them (loopback only)."""
-    p = subprocess.run([sys.executable, str(ROOT / "examples" / script)], capture_output=True, text=True, timeout=60,
-                       cwd="/")
+    name, *args = script.split()
+    p = subprocess.run([sys.executable, str(ROOT / "examples" / name), *args], capture_output=True, text=True,
+                       timeout=60, cwd="/")
     assert p.returncode == 0, p.stdout + p.stderr
     assert says in p.stdout
