@@ -142,6 +142,43 @@ def test_a_stun_server_answering_with_icmp_is_reported_and_does_not_hold_up_gath
                    for r in caplog.records)
 
 
+@pytest.mark.parametrize("loop_kind", ["asyncio", "uvloop"])
+def test_sockets_keep_working_after_an_icmp_error(loop_kind: str) -> None:
+    """A host socket that drew an ICMP error (IP_RECVERR: a STUN server on a closed port) still sends and receives
+    afterwards: the pending error a later send reports is not a lost datagram, and under uvloop (which the CLI and
+    the interop peers use) the socket is watched again after libuv saw the error."""
+    import socket
+
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    closed = s.getsockname()
+    s.close()
+
+    async def main() -> bytes:
+        a = Connection(True, stun_servers=[closed])
+        b = Connection(False, stun_servers=[closed])
+        try:
+            await signal_both(a, b)
+            await asyncio.gather(a.connect(timeout=5), b.connect(timeout=5))
+            a.send(b"after the ICMP error")
+            return await asyncio.wait_for(b.recv(), 2)
+        finally:
+            a.close()
+            b.close()
+
+    if loop_kind == "uvloop":
+        import uvloop
+
+        loop = uvloop.new_event_loop()
+        try:
+            got = loop.run_until_complete(main())
+        finally:
+            loop.close()
+    else:
+        got = asyncio.run(main())
+    assert got == b"after the ICMP error"
+
+
 def test_connect_has_a_deadline_that_names_the_state() -> None:
     from ice import ConnectTimeout
 

@@ -152,11 +152,16 @@ class Driver(Generic[E]):
 
     def _drain_errors(self, sock: socket.socket, local: Address) -> None:
         """Read the socket's error queue (IP_RECVERR) empty -- a queued error keeps the socket readable -- and
-        report each ICMP error with the destination of the datagram that drew it."""
+        report each ICMP error with the destination of the datagram that drew it. Then watch the socket afresh:
+        libuv (uvloop) stops polling a descriptor that reported an error (EPOLLERR), and its datagrams would
+        never be read again."""
         while True:
             try:
                 _, ancdata, _, addr = sock.recvmsg(1, 1024, socket.MSG_ERRQUEUE)
             except (BlockingIOError, InterruptedError):
+                if self._socks.get(local) is sock:
+                    self.loop.remove_reader(sock.fileno())
+                    self.loop.add_reader(sock.fileno(), self._on_readable, sock, local)
                 return
             except OSError:
                 self.stats["errqueue-error"] += 1
@@ -257,8 +262,20 @@ class Driver(Generic[E]):
                 sock.send(t.data)
             else:
                 sock.sendto(t.data, t.remote)
-        except OSError:  # a full buffer (UDP: as if lost on the wire) or an unreachable destination
+        except BlockingIOError:  # a full buffer: as if lost on the wire
             self.stats["send-failed"] += 1
+        except OSError:
+            if local not in self._recverr:  # an unreachable destination
+                self.stats["send-failed"] += 1
+                return
+            # With IP_RECVERR the kernel also reports an ICMP error for an EARLIER datagram (to any destination)
+            # as the socket's pending error, on the next call: this datagram was not sent. The call consumed the
+            # pending error; read the queue (whose entries name the destination) and send again, once.
+            self._drain_errors(sock, local)
+            try:
+                sock.sendto(t.data, t.remote)
+            except OSError:
+                self.stats["send-failed"] += 1
 
     # --------------------------------------------------------------------------------------------- timer
 

@@ -26,8 +26,15 @@ def cmd_docs(args: argparse.Namespace) -> int:
         out = repo_root() / "docs" / "_build"
     else:
         out = Path(args.out)
-    # pdoc imports every module; the CLI's __main__ would run the CLI, so it is left out.
-    cmd = [sys.executable, "-m", "pdoc", "--docformat", "restructuredtext", "-o", str(out), "ice", "!ice.cli.__main__"]
+    # Every module by name: ``ice.__all__`` lists the public names, and pdoc would otherwise show only those. The
+    # CLI's __main__ would run the CLI when imported, so it is left out.
+    import pkgutil
+
+    import ice
+
+    modules = ["ice", *(m.name for m in pkgutil.walk_packages(ice.__path__, "ice.")
+                        if not m.name.endswith("__main__") and not m.name.endswith("._speedups"))]
+    cmd = [sys.executable, "-m", "pdoc", "--docformat", "restructuredtext", "-o", str(out), *modules]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         print(done.stderr, file=sys.stderr)
