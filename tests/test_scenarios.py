@@ -122,8 +122,9 @@ def test_a_broken_pinned_expectation_is_a_failed_cell(tmp_path: Path, monkeypatc
 
 
 def test_pinned_expectations_match_the_reasoning() -> None:
-    """The default suite's pins (ice/suites/default.expected.json) are reviewed data; it must not drift from the documented RFC 4787 reasoning (every
-    field: path, reason, selected types, never, must_succeed; known_failure is the only hand-written one)."""
+    """The default suite's pins (ice/suites/default.expected.json) are reviewed data; it must not drift from the
+    documented RFC 4787 reasoning (every field: path, reason, selected types, never, must_succeed; known_failure is
+    the only hand-written one)."""
     pinned = json.loads(pins_path(DEFAULT_SUITE).read_text())
     suite = Suite.load()
     assert set(pinned) == {c.name for c in suite.cells}
