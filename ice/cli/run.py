@@ -34,13 +34,22 @@ if TYPE_CHECKING:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Every cell of the suite, a grid, reports in --out."""
+    from ice.scenario.shard import parse_shard
     from ice.scenario.suite import Suite
     from ice.topology.registry import Topologies
 
     files = [Path(f) for f in args.files]
     topologies = [Path(d) for d in args.topologies]
+    shard = parse_shard(args.shard) if args.shard else None
+    if args.update_expectations and shard:
+        raise UserError("--update-expectations re-pins the whole suite, so it does not take --shard")
+    if args.costs_from and not args.update_expectations:
+        raise UserError("--costs-from DIR goes with --update-expectations (it writes the measured costs into the "
+                        "pins)")
     if args.list:
         suite = Suite.load(files, Topologies(topologies), args.presets).select(args.scenario)
+        if shard:
+            suite = suite.shard(*shard)
         for line in iter_names(suite):
             print(line)
         return 0
@@ -59,15 +68,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     jobs = args.jobs if args.jobs is not None else max(1, min(4, os.cpu_count() or 1))
     return run_suite(backend, Path(args.out), files, args.presets, args.update_expectations, quiet=args.quiet,
                      names=args.scenario, jobs=jobs, keep_artifacts=args.keep_artifacts,
-                     shell_on_failure=args.shell_on_failure, topologies=topologies)
+                     shell_on_failure=args.shell_on_failure, topologies=topologies, shard=shard,
+                     costs_from=[Path(d) for d in args.costs_from or ()])
 
 
 def run_suite(backend_name: str, out: Path, files: list[Path] | None = None, presets: list[str] | None = None,
               update: bool = False, quiet: bool = False, names: list[str] | None = None, jobs: int = 1,
               keep_artifacts: bool = False, shell_on_failure: bool = False, topologies: list[Path] | None = None,
-              timers: MatrixTimers | None = None) -> int:
-    """``icelab run``: load the suite (``files``, or the default one), run it, print and write the reports.
-    Returns the exit status (1 if a cell failed, 2 for a usage error, said in one sentence)."""
+              timers: MatrixTimers | None = None, shard: tuple[int, int] | None = None,
+              costs_from: list[Path] | None = None) -> int:
+    """``icelab run``: load the suite (``files``, or the default one), run it (only part I of N with ``shard``),
+    print and write the reports. With ``update``, re-pin instead (and write the costs measured by the runs whose
+    reports are in ``costs_from``). Returns the exit status (1 if a cell failed, 2 for a usage error, said in one
+    sentence)."""
     from ice.scenario.suite import Suite
     from ice.scenario.timers import TIMERS
     from ice.topology.registry import Topologies
@@ -75,14 +88,15 @@ def run_suite(backend_name: str, out: Path, files: list[Path] | None = None, pre
     try:
         suite = Suite.load(files or (), Topologies(topologies or ()), presets)
         return _run(suite, backend_name, out, update, quiet, names, jobs, keep_artifacts, shell_on_failure,
-                    timers or TIMERS)
+                    timers or TIMERS, shard, costs_from or [])
     except UserError as exc:
         print(f"icelab: {exc}", file=sys.stderr)
         return 2
 
 
 def _run(suite: Suite, backend_name: str, out: Path, update: bool, quiet: bool, names: list[str] | None,
-         jobs: int, keep_artifacts: bool, shell_on_failure: bool, timers: MatrixTimers) -> int:
+         jobs: int, keep_artifacts: bool, shell_on_failure: bool, timers: MatrixTimers,
+         shard: tuple[int, int] | None = None, costs_from: list[Path] | None = None) -> int:
     from ice.report.results import write_reports
     from ice.report.text import summary, terminal_grid
     from ice.scenario.result import Status
@@ -95,11 +109,16 @@ def _run(suite: Suite, backend_name: str, out: Path, update: bool, quiet: bool, 
                 shown = ", ".join(changed[:8]) + (f" and {len(changed) - 8} more" if len(changed) > 8 else "")
                 print(f"{len(changed)} changed or new: {shown}; review them (git diff {path.name}) before "
                       "committing")
+        if costs_from:
+            write_costs(suite, costs_from)
         return 0
     if backend_name not in ("sim", "lab"):
         raise UserError(f"unknown backend {backend_name!r}; use --backend lab (kernel NATs, root) or --backend sim "
                         "(in-memory)")
     suite = suite.select(names)
+    whole = [c.name for c in suite.cells]
+    if shard:
+        suite = suite.shard(*shard)
     suite.out = out  # repro lines write under the run's own report directory
     for c in suite.cells:
         suite.expectation(c)  # a broken pin file is one clear error now, not a traceback halfway through the run
@@ -120,12 +139,15 @@ def _run(suite: Suite, backend_name: str, out: Path, update: bool, quiet: bool, 
     elapsed = time.perf_counter() - started
     write_reports(results, out, backend_name, elapsed,
                   {"jobs": jobs if backend_name == "lab" else 1, "environment": environment(),
-                   "sources": sorted({str(p) for p in suite.source.values()})})
+                   "sources": sorted({str(p) for p in suite.source.values()}),
+                   **({"shard": f"{shard[0]}/{shard[1]}", "total_cells": len(whole), "suite_cells": whole}
+                      if shard else {})})
     print(terminal_grid(results))
     failed = [r for r in results if not r.passed]
     counts = ", ".join(f"{n} {k}" for k, n in summary(results).items() if n and k != Status.PASS.value)
+    part = f", shard {shard[0]}/{shard[1]} of {len(whole)} cells" if shard else ""
     print(f"{len(results) - len(failed)}/{len(results)} cells as expected in {elapsed:.1f} s ({backend_name}"
-          f"{f', -j {jobs}' if backend_name == 'lab' else ''}{'; ' + counts if counts else ''}); "
+          f"{f', -j {jobs}' if backend_name == 'lab' else ''}{part}{'; ' + counts if counts else ''}); "
           f"reports in {out}/")
     unpinned = [r.cell.name for r in results if not r.pinned]
     if unpinned:
@@ -141,6 +163,16 @@ def _run(suite: Suite, backend_name: str, out: Path, update: bool, quiet: bool, 
     if surprise:
         print(f"  unexpectedly passing (pinned as known failures; remove their known_failure): {', '.join(surprise)}")
     return 1 if failed else 0
+
+
+def write_costs(suite: Suite, dirs: list[Path]) -> None:
+    """Write the costs measured by the runs whose reports are in ``dirs`` into ``suite``'s pins."""
+    from ice.report.compare import load
+    from ice.scenario.shard import costs_from
+
+    costs = costs_from(load(d) for d in dirs)
+    for path, count in suite.update_costs(costs):
+        print(f"wrote {count} measured costs to {path}")
 
 
 def _shell(backend: LabBackend, cell: Cell, spec: TopologySpec, r: CellResult) -> None:
@@ -282,5 +314,11 @@ def add_parser(sub: Subparsers) -> None:
     r.add_argument("--update-expectations", action="store_true",
                    help="re-pin each file's expectations (FILE's stem + .expected.json beside it) from the RFC 4787 "
                         "reasoning, then review the diff")
+    r.add_argument("--shard", metavar="I/N",
+                   help="run only part I of N: the cells split into N parts of about equal measured cost, the same "
+                        "split on every machine (docs/ci.md); merge the parts' reports with `icelab report merge`")
+    r.add_argument("--costs-from", action="append", metavar="DIR",
+                   help="with --update-expectations: also write each cell's cost measured by the run whose report "
+                        "directory (or results.json) is DIR into the pins, for --shard (repeatable)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress or per-cell lines")
     r.set_defaults(func=cmd_run)

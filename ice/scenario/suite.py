@@ -298,13 +298,53 @@ class Suite:
         except ValueError as exc:
             raise UserError(f"{pins_path(source)}: the entry for {cell.name} is wrong: {exc}") from None
 
+    def cost(self, cell: Cell) -> float:
+        """Seconds the cell takes in the lab, for ``--shard``: the ``cost`` in its pin entry (measured by a run,
+        ``icelab report costs``), else a default for its expected path."""
+        from ice.scenario.shard import default_cost
+
+        doc = self.pins(self.source[cell.name]).get(cell.name)
+        cost = doc.get("cost") if isinstance(doc, dict) else None
+        if isinstance(cost, (int, float)) and not isinstance(cost, bool) and cost >= 0:
+            return float(cost)
+        return default_cost(cell, self.expectation(cell)[0].path)
+
+    def shard(self, index: int, count: int) -> Suite:
+        """Part ``index`` (1-based) of ``count``, split by cost (:func:`ice.scenario.shard.split`)."""
+        from ice.scenario.shard import split
+
+        chosen = split(self.cells, self.cost, count)[index - 1]
+        return Suite(self.topologies, chosen, self.presets, {c.name: self.source[c.name] for c in chosen},
+                     self._pins, self._specs, self.out)
+
+    def update_costs(self, costs: Mapping[str, float]) -> list[tuple[Path, int]]:
+        """Write measured costs into the pin entries of this suite's cells (entries stay as they are otherwise;
+        a cell without a pin entry gets none: pin it first); returns (pin file, costs written) per pin file."""
+        out = []
+        for path in dict.fromkeys(pins_path(s) for s in self.source.values()):
+            doc = read_pins(path)
+            count = 0
+            for c in self.cells:
+                entry = doc.get(c.name)
+                if pins_path(self.source[c.name]) == path and isinstance(entry, dict) and c.name in costs:
+                    entry["cost"] = round(float(costs[c.name]), 2)
+                    count += 1
+            if count:
+                try:
+                    path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+                except OSError as exc:
+                    raise UserError(f"cannot write the pins {path}: {exc.strerror or exc}") from None
+                self._pins.pop(path, None)
+            out.append((path, count))
+        return out
+
     def reasoning(self) -> dict[str, Expected]:
         return {c.name: expect(c, self.spec(c)) for c in self.cells}
 
     def update_pins(self) -> list[tuple[Path, int, list[str], int]]:
-        """Re-pin every file's cells from the reasoning, keeping hand-written ``known_failure`` entries; returns
-        (pin file, cells, changed or new names, known failures kept) per pin file. Files sharing a pin file
-        (ICELAB_EXPECTATIONS) write it once, with all their cells."""
+        """Re-pin every file's cells from the reasoning, keeping hand-written ``known_failure`` entries and measured
+        ``cost`` entries; returns (pin file, cells, changed or new names, known failures kept) per pin file. Files
+        sharing a pin file (ICELAB_EXPECTATIONS) write it once, with all their cells."""
         groups: dict[Path, list[Path]] = {}
         for source in dict.fromkeys(self.source.values()):
             groups.setdefault(pins_path(source), []).append(source)
@@ -323,6 +363,9 @@ class Suite:
                 known = (kept or {}).get("known_failure")
                 if known is not None:
                     entry["known_failure"] = known
+                cost = (kept or {}).get("cost")
+                if cost is not None:
+                    entry["cost"] = cost
                 doc[c.name] = entry
             if DEFAULT_SUITE in sources and path == pins_path(DEFAULT_SUITE):
                 doc = {**{k: v for k, v in keep.items() if k not in doc}, **doc}  # a --presets run keeps the rest
