@@ -34,6 +34,8 @@ WINDOW = 32
 """Chunks in flight before the sender waits for acknowledgements."""
 RESEND = 0.2
 """Seconds before an unacknowledged chunk is sent again."""
+LINGER = 2.0
+"""Seconds the receiver goes on acknowledging after it has every chunk, unless the sender says it is done."""
 HEADER = struct.Struct("!BI")
 """Message kind and chunk number (or the chunk count in the announcement)."""
 ANNOUNCE, DATA, ACK, DONE = 1, 2, 3, 4
@@ -99,6 +101,17 @@ async def receive_file(conn: Connection) -> bytes:
             count, digest = number, body
         elif kind == DATA:
             got[number] = body
+        conn.send(HEADER.pack(ACK if kind == DATA else ANNOUNCE, number))
+    # Our last acknowledgements may be lost: keep answering resent chunks until the sender says it is done, or
+    # falls silent.
+    while True:
+        try:
+            msg = await asyncio.wait_for(conn.recv(), LINGER)
+        except TimeoutError:
+            break
+        kind, number = HEADER.unpack_from(msg)
+        if kind == DONE:
+            break
         conn.send(HEADER.pack(ACK if kind == DATA else ANNOUNCE, number))
     data = b"".join(got[n] for n in range(count))
     if hashlib.sha256(data).digest() != digest:
