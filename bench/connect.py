@@ -137,11 +137,11 @@ def _main_lab(args: argparse.Namespace, runs: int) -> int:
     """The same measurement through two Linux-router NATs (MASQUERADE + WAN input drop, the `linux-masquerade`
     preset), srflx candidates from the embedded STUN server on the public side."""
     from ice.cli import isolate
-    from ice.lab.mn import Lab, require_root
+    from ice.lab.mn import Lab, require_lab
     from ice.lab.netns import nsenter
     from ice.topology.registry import topology
 
-    require_root()
+    require_lab()
     isolate()
     spec = topology("two_nats", "linux-masquerade", "linux-masquerade")
     with Lab(spec) as lab:

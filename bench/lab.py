@@ -18,12 +18,12 @@ PROBED = ("full-cone", "port-restricted-cone", "symmetric", "linux-masquerade")
 
 def main(args: argparse.Namespace) -> int:
     from ice.cli import isolate
-    from ice.lab.mn import Lab, require_root
+    from ice.lab.mn import Lab, require_lab
     from ice.lab.nat import preset
     from ice.lab.probe import probe
     from ice.topology.registry import Topologies
 
-    require_root()
+    require_lab()
     isolate()
     rounds = int(getattr(args, "rounds", None) or ROUNDS)
     topologies: dict[str, dict[str, float]] = {}

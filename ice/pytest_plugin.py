@@ -4,8 +4,8 @@
   ``icelab.topologies`` entry point) and tears it down after the test, also when the test fails (every lab process
   also dies with the test process);
 * ``nat_pair(nat_a, nat_b)`` is the common case: ``two_nats`` with the two presets;
-* markers ``lab`` (needs root and namespaces), ``sim``, ``interop``, ``slow``; ``lab`` tests are skipped with a
-  clear reason when not running as root;
+* markers ``lab`` (needs uid 0 and namespaces), ``sim``, ``interop``, ``slow``; ``lab`` tests are skipped with a
+  clear reason when not uid 0 (root, or a user namespace as ``./icelab test`` makes for a normal user);
 * scenario cells as parameters: ``@pytest.mark.parametrize("cell", matrix_params("lab"))`` (the default suite,
   or ``matrix_params("lab", files=[...])`` for your scenario files) with the ``matrix_lab`` fixture (one reused
   set of labs per pytest-xdist worker) runs every cell as its own test, so ``pytest -n 2`` runs them in parallel;
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from ice.scenario.result import CellResult
 
 MARKERS = {
-    "lab": "builds kernel-NAT labs (root, network namespaces)",
+    "lab": "builds kernel-NAT labs (root or a user namespace; network namespaces)",
     "sim": "runs on the in-memory network simulation (no root)",
     "interop": "talks to a foreign implementation (coturn, stund, pion, libnice, aioice)",
     "slow": "takes more than a few seconds",
@@ -38,12 +38,22 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if os.geteuid() == 0:
+    if os.geteuid() == 0:  # root, or uid 0 in a user namespace (./icelab test as a normal user)
         return
-    skip = pytest.mark.skip(reason="lab test: needs root for network namespaces and netfilter (run as root)")
-    for item in items:
-        if item.get_closest_marker("lab") is not None:
-            item.add_marker(skip)
+    lab = [item for item in items if item.get_closest_marker("lab") is not None]
+    if not lab:
+        return
+    from ice.lab.userns import cached_problem
+
+    problem = cached_problem()
+    if problem is None:
+        reason = ("lab test: needs uid 0 for its namespaces; as a normal user run the suite with ./icelab test, "
+                  "which enters a user namespace (or: unshare --user --map-root-user --net --mount pytest ...)")
+    else:
+        reason = f"lab test: not root, and {problem}"
+    skip = pytest.mark.skip(reason=reason)
+    for item in lab:
+        item.add_marker(skip)
 
 
 @pytest.fixture

@@ -7,7 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import ICELAB, ROOT, free_udp_ports
+
+from ice.errors import UserError
 
 
 def icelab(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -197,3 +200,55 @@ def test_a_missing_port_is_stated(icelab_server: tuple[str, int]) -> None:
         assert f"via {host}:3478 (default port)" in p.stdout
     else:
         assert p.returncode == 1 and f"{host}:3478 (default port)" in p.stderr, p.stderr
+
+
+def test_user_namespace_probe_names_the_sysctl_that_allows_it(tmp_path: Path) -> None:
+    from ice.lab.userns import problem
+
+    (tmp_path / "kernel").mkdir()
+    (tmp_path / "user").mkdir()
+    (tmp_path / "kernel" / "unprivileged_userns_clone").write_text("0\n")
+    said = problem(tmp_path)
+    assert said is not None and "kernel.unprivileged_userns_clone=1" in said
+    (tmp_path / "kernel" / "unprivileged_userns_clone").write_text("1\n")
+    (tmp_path / "user" / "max_user_namespaces").write_text("0\n")
+    said = problem(tmp_path)
+    assert said is not None and "user.max_user_namespaces=" in said
+    (tmp_path / "user" / "max_user_namespaces").write_text("15000\n")
+    failing = tmp_path / "unshare"
+    failing.write_text("#!/bin/sh\necho 'unshare: unshare failed: Operation not permitted' >&2\nexit 1\n")
+    failing.chmod(0o755)
+    said = problem(tmp_path, str(failing))
+    assert said is not None and "Operation not permitted" in said and "user.max_user_namespaces" in said
+    (tmp_path / "kernel" / "apparmor_restrict_unprivileged_userns").write_text("1\n")
+    said = problem(tmp_path, str(failing))
+    assert said is not None and "kernel.apparmor_restrict_unprivileged_userns=0" in said
+    assert "unshare" in (problem(tmp_path, None) or "")
+
+
+def test_without_user_namespaces_run_says_so_in_one_sentence_and_runs_the_sim(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import ice.lab.userns
+    from ice.cli import main
+
+    forbidden = ("this host forbids user namespaces (user.max_user_namespaces = 0; "
+                 "`sudo sysctl -w user.max_user_namespaces=10000` allows them)")
+    monkeypatch.setattr(ice.lab.userns, "lab_problem", lambda: forbidden)
+    assert main(["run", "--presets", "eim-apdf", "--out", str(tmp_path), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert err == ""  # --quiet
+    assert main(["run", "--presets", "eim-apdf", "--out", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert f"not root, and {forbidden}, so the in-memory sim back-end runs the cells" in err
+    assert json.loads((tmp_path / "results.json").read_text())["backend"] == "sim"
+    from ice.lab.mn import require_lab
+
+    with pytest.raises(UserError, match=r"user\.max_user_namespaces = 0"):  # lab commands: the same sentence
+        require_lab()
+
+
+def test_this_host_allows_the_user_namespace_the_lab_uses() -> None:
+    """The rootless lab's premise here: a user + net + mount + pid namespace with root mapped can be made."""
+    from ice.lab.userns import problem
+
+    assert problem() is None

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 from conftest import ICELAB, ROOT
 
 from ice.lab.nat import PRESETS
+from ice.lab.userns import real_root
 
 pytestmark = [
     pytest.mark.lab,
@@ -133,6 +135,8 @@ def test_killed_lab_leaves_nothing_behind(sig: signal.Signals) -> None:
     kill_when_up([*ICELAB, "nat", "probe", "full-cone", "--json"], "mininet:", 3, sig, gone_within=5)
 
 
+@pytest.mark.skipif(not real_root(), reason="`ip netns add` needs /run/netns, which uid 0 of a user namespace "
+                                            "cannot create (the lab itself never uses ip netns)")
 @pytest.mark.parametrize(("name", "other_ip_gets_in"), [("full-cone", True), ("port-restricted-cone", False)])
 def test_printed_rules_work_in_namespaces_made_by_hand(name: str, other_ip_gets_in: bool) -> None:
     """`icelab nat rules` output, loaded with nft -f into plain `ip netns` namespaces, behaves as declared."""
@@ -473,3 +477,42 @@ def test_a_signal_before_the_lab_command_is_ready_still_stops_it() -> None:
     os.kill(proc.pid, signal.SIGTERM)
     assert proc.wait(10) == 143
     assert root_links() == links_before and netns_list() == netns_before
+
+
+@pytest.mark.slow
+def test_a_normal_user_runs_the_kernel_lab_in_a_user_namespace() -> None:
+    """`icelab run --backend lab` as a throwaway user (no sudo): the command builds the lab inside a user namespace
+    it creates, every cell passes on the kernel back-end, and nothing of it outlives the run."""
+    import shlex
+    import shutil
+    import tempfile
+
+    if not real_root() or shutil.which("useradd") is None or shutil.which("su") is None:
+        pytest.skip("creating a throwaway user needs real root (not uid 0 in a user namespace) and useradd/su")
+    user = f"icelab{os.getpid() % 100000}"
+    before = root_links()
+    subprocess.run(["useradd", "-M", "-s", "/bin/bash", user], check=True, capture_output=True)
+    out = Path(tempfile.mkdtemp(prefix="icelab-userns-"))  # pytest's tmp_path is private to root
+    try:
+        shutil.chown(out, user)
+
+        def as_user(command: list[str], timeout: float = 10) -> subprocess.CompletedProcess[str]:
+            inner = f"cd {shlex.quote(str(ROOT))} && env -u ICELAB_ISOLATED -u ICELAB_READY_FD PYTHONPATH=" \
+                    f"{shlex.quote(str(ROOT))} {shlex.join(command)}"
+            return subprocess.run(["su", user, "-c", inner], capture_output=True, text=True, timeout=timeout)
+
+        if as_user(["test", "-r", "ice/__init__.py", "-a", "-x", sys.executable]).returncode != 0:
+            pytest.skip(f"{ROOT} or {sys.executable} is not readable by other users")
+        p = as_user([*ICELAB, "run", "--backend", "lab", "--presets", "eim-apdf", "apdm-apdf", "--out", str(out),
+                     "--quiet"], timeout=300)
+        assert p.returncode == 0, (p.stdout, p.stderr)
+        doc = json.loads((out / "results.json").read_text())
+        assert doc["backend"] == "lab" and len(doc["cells"]) == 4
+        assert all(c["status"] == "pass" for c in doc["cells"]), doc["cells"]
+        assert as_user(["id", "-u"]).stdout.strip() != "0"  # it really ran as the user
+        left = subprocess.run(["pgrep", "-u", user], capture_output=True, text=True)
+        assert left.stdout == "", f"processes of {user} left behind: {left.stdout}"  # so no namespace either
+        assert root_links() == before  # the lab's links never were in the root namespace
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+        subprocess.run(["userdel", user], capture_output=True)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from ice.lab.userns import real_root
 from ice.pytest_plugin import matrix_params
 from ice.scenario.cell import Cell, PathKind
 from ice.scenario.result import CellResult, Status
@@ -113,6 +114,8 @@ def test_shell_on_failure_opens_a_shell_in_the_failed_lab(tmp_path: Path) -> Non
 
 
 @pytest.mark.lab
+@pytest.mark.skipif(os.geteuid() == 0 and not real_root(), reason="it waits for the run's tcpdumps, which cannot "
+                    "run in a user namespace (docs/lab.md, \"Without root\")")
 @pytest.mark.parametrize(("sig", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 128 + 15),
                                              (signal.SIGKILL, -9)])
 def test_an_interrupted_parallel_run_leaves_nothing_behind(sig: signal.Signals, status: int, tmp_path: Path

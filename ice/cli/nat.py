@@ -42,7 +42,7 @@ def cmd_nat_rules(args: argparse.Namespace) -> int:
 
 
 def cmd_nat_probe(args: argparse.Namespace) -> int:
-    from ice.lab.mn import require_root
+    from ice.lab.mn import require_lab
     from ice.lab.nat import preset
     from ice.lab.probe import probe
 
@@ -61,7 +61,7 @@ def cmd_nat_probe(args: argparse.Namespace) -> int:
             raise UserError(str(exc)) from None
     if args.timeout < 1:
         raise UserError("--timeout must be at least 1 second")
-    require_root()
+    require_lab()
     isolate()
     result = probe(args.preset, behaviour, timeout_check=not args.no_timeout_check, timeout=args.timeout)
     if args.json:
@@ -81,14 +81,14 @@ def cmd_nat_probe(args: argparse.Namespace) -> int:
 
 
 def cmd_nat_grid(args: argparse.Namespace) -> int:
-    from ice.lab.mn import require_root
+    from ice.lab.mn import require_lab
     from ice.lab.nat import preset
     from ice.lab.punch import DEFAULT_GRID, punch_grid
 
     names = args.presets or list(DEFAULT_GRID)
     for name in names:  # an unknown preset is a usage error before root is asked for
         preset(name)
-    require_root()
+    require_lab()
     isolate()
     cells = punch_grid(names)
     bad = [c for c in cells if not c.matches]

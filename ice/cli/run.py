@@ -55,15 +55,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     backend = args.backend
     if backend is None:
-        backend = "lab" if os.geteuid() == 0 else "sim"
-        if backend == "sim" and not args.quiet and not args.update_expectations:
-            print("icelab run: not root, so the in-memory sim back-end runs the cells; `sudo ./icelab run` runs "
-                  "them with kernel NATs.", file=sys.stderr)
+        from ice.lab.userns import lab_problem
+
+        problem = None if args.update_expectations else lab_problem()
+        backend = "sim" if problem else "lab"
+        if problem and not args.quiet:
+            print(f"icelab run: not root, and {problem}, so the in-memory sim back-end runs the cells; "
+                  "`sudo ./icelab run` runs them with kernel NATs.", file=sys.stderr)
     if backend == "lab" and not args.update_expectations:
-        from ice.lab.mn import require_root
+        from ice.lab.mn import require_lab
 
         Suite.load(files, Topologies(topologies), args.presets).select(args.scenario)  # usage errors before root
-        require_root()
+        require_lab()
         isolate()
     jobs = args.jobs if args.jobs is not None else max(1, min(4, os.cpu_count() or 1))
     return run_suite(backend, Path(args.out), files, args.presets, args.update_expectations, quiet=args.quiet,
@@ -215,8 +218,9 @@ def environment() -> dict[str, str | None]:
     root = source_checkout()
     if root is not None:
         with contextlib.suppress(OSError, subprocess.SubprocessError):
-            done = subprocess.run(["git", "-C", str(root), "rev-parse", "--show-toplevel", "--short", "HEAD"],
-                                  capture_output=True, text=True, timeout=5)
+            # safe.directory: inside a user namespace the checkout's owner is unmapped, and git would refuse it
+            done = subprocess.run(["git", "-c", f"safe.directory={root}", "-C", str(root), "rev-parse",
+                                   "--show-toplevel", "--short", "HEAD"], capture_output=True, text=True, timeout=5)
             lines = done.stdout.split()
             if done.returncode == 0 and len(lines) == 2 and Path(lines[0]).resolve() == root:
                 commit = lines[1]
@@ -294,8 +298,8 @@ def add_parser(sub: Subparsers) -> None:
                    help="scenario files (.toml with [[cells]]/[[matrix]] tables, or .py with cells()); default: "
                         "the built-in suite (docs/scenarios.md)")
     r.add_argument("--backend", choices=["sim", "lab"], default=None,
-                   help="lab: kernel NATs in Mininet (the default as root); sim: in-memory NATs, no root, seconds "
-                        "(the default otherwise)")
+                   help="lab: kernel NATs in Mininet (the default as root, or as a normal user where user "
+                        "namespaces are allowed); sim: in-memory NATs, seconds (the default otherwise)")
     r.add_argument("--topologies", action="append", default=[], metavar="DIR",
                    help="also load the topology modules in DIR (repeatable)")
     r.add_argument("--presets", nargs="+", metavar="PRESET",

@@ -13,6 +13,21 @@ if TYPE_CHECKING:
     from ice.cli.common import Subparsers
 
 
+def userns_prefix() -> list[str]:
+    """For a normal user where user namespaces work: run pytest as uid 0 of its own user namespace (with its own
+    network and mount namespaces), so the ``lab`` tests build their labs there (docs/lab.md, "Without root"). No PID
+    namespace: as its PID 1, pytest would not reap the orphans a killed lab command leaves (zombies)."""
+    import os
+    import shutil
+
+    from ice.lab.userns import USERNS_FLAGS, lab_problem
+
+    unshare = shutil.which("unshare")
+    if os.geteuid() == 0 or unshare is None or lab_problem() is not None:
+        return []
+    return [unshare, *USERNS_FLAGS]
+
+
 def cmd_test(args: argparse.Namespace) -> int:
     """ruff, mypy --strict ice/, then pytest -n auto (pytest's "no tests collected" is a failure)."""
     root = repo_root()
@@ -26,6 +41,8 @@ def cmd_test(args: argparse.Namespace) -> int:
         if args.only and name not in args.only:
             continue
         print(f"==> {name}: {' '.join(cmd[2:])}", flush=True)
+        if name == "pytest":
+            cmd = [*userns_prefix(), *cmd]
         rc = subprocess.call(cmd, cwd=root)
         if rc != 0:
             print(f"icelab test: {name} failed (exit {rc})", file=sys.stderr)

@@ -32,7 +32,7 @@ def cmd_topo_list(args: argparse.Namespace) -> int:
 def cmd_topo_check(args: argparse.Namespace) -> int:
     from ice.errors import UserError
     from ice.lab.check import check
-    from ice.lab.mn import require_root
+    from ice.lab.mn import require_lab
     from ice.topology.builder import NoNatHere, server_problem
     from ice.topology.registry import Topologies
 
@@ -49,7 +49,7 @@ def cmd_topo_check(args: argparse.Namespace) -> int:
         raise UserError(f"topology {args.name}'s build() failed: {type(exc).__name__}: {exc}") from None
     if problem:
         raise UserError(f"topology {args.name} {problem}")
-    require_root()
+    require_lab()
     isolate()
     build, paths = check(spec)
     if args.json:

@@ -5,6 +5,10 @@ exception, Ctrl-C, SIGTERM, even SIGKILL), the kernel kills every process left i
 network namespaces, links and rules, which only those processes hold, disappear with them. Nothing is ever
 cleaned up by name or by a global sweep.
 
+A normal user's command also gets ``--user --map-root-user --net --mount`` (:mod:`ice.lab.userns`): it runs as
+uid 0 of a fresh user namespace with its own network and mount namespaces, where it may build the lab as root
+would; the lab's namespaces are nested inside it, so none of them is visible from the host either.
+
 The calling process stays as a thin parent: ``unshare`` blocks SIGINT and SIGTERM while it waits (so a
 ``kill -TERM`` or a CI runner's cancellation sent to the command's PID would otherwise be ignored), so the parent
 forwards SIGINT, SIGTERM and SIGHUP to the isolated command and exits with its status. The command tells the
@@ -37,7 +41,8 @@ def isolated() -> bool:
 
 def reexec_isolated(command: Sequence[str]) -> None:
     """Run ``command`` (the caller's own command line: the lab layer does not know the CLI) inside a private PID
-    namespace and exit with its status; inside the namespace (the re-run itself) this returns at once."""
+    namespace (and, for a normal user, a user namespace) and exit with its status; inside the namespace (the re-run
+    itself) this returns at once."""
     if isolated():
         _as_init()
         return
@@ -45,6 +50,7 @@ def reexec_isolated(command: Sequence[str]) -> None:
     if unshare is None:  # util-linux is part of every Debian; without it, run unisolated (Lab.stop still cleans up)
         return
     from ice.lab.netns import die_with_parent
+    from ice.lab.userns import USERNS_FLAGS
 
     ready = False
     early: list[int] = []
@@ -65,7 +71,8 @@ def reexec_isolated(command: Sequence[str]) -> None:
     env = dict(os.environ, **{ENV: "1", READY_ENV: str(ready_w)})
     sys.stdout.flush()
     sys.stderr.flush()
-    proc = subprocess.Popen([unshare, "--pid", "--fork", "--kill-child", "--mount-proc", *command], env=env,
+    flags = [*(USERNS_FLAGS if os.geteuid() != 0 else ()), "--pid", "--fork", "--kill-child", "--mount-proc"]
+    proc = subprocess.Popen([unshare, *flags, *command], env=env,
                             pass_fds=(ready_w,), preexec_fn=die_with_parent)  # no threads yet: the CLI just started
     child.append(proc.pid)
     os.close(ready_w)

@@ -43,9 +43,33 @@ def new_prefix() -> str:
     return f"i{pid36[-4:]}{digits[_counter % 36]}"
 
 
-def require_root() -> None:
-    if os.geteuid() != 0:
-        raise UserError("the lab creates network namespaces and netfilter rules: run it as root (sudo ./icelab ...)")
+def require_lab() -> None:
+    """For a lab command before it isolates itself: root, or a user namespace it can create (ice.lab.userns)."""
+    from ice.lab.userns import lab_problem
+
+    problem = lab_problem()
+    if problem is not None:
+        raise UserError(f"the lab needs root or an unprivileged user namespace, and {problem}: run it as root "
+                        "(sudo ./icelab ...)")
+
+
+require_root = require_lab
+"""The former name of :func:`require_lab` (the lab no longer needs root where user namespaces work)."""
+
+
+def require_privileges() -> None:
+    """For :meth:`Lab.build`: uid 0, either root or inside a user namespace."""
+    if os.geteuid() == 0:
+        return
+    from ice.lab.userns import cached_problem
+
+    problem = cached_problem()
+    if problem is None:
+        raise UserError("the lab creates network namespaces and netfilter rules: run it as root, or inside a user "
+                        "namespace (./icelab commands enter one themselves; from Python, run under `unshare "
+                        "--user --map-root-user --net --mount --pid --fork --mount-proc`)")
+    raise UserError(f"the lab creates network namespaces and netfilter rules, and as a normal user {problem}: run "
+                    "it as root (sudo ./icelab ...)")
 
 
 @dataclass
@@ -75,7 +99,7 @@ class Lab:
     # ------------------------------------------------------------------------------------------------- build
 
     def build(self) -> None:
-        require_root()
+        require_privileges()
         try:
             from mininet.link import Link
             from mininet.node import Node
