@@ -254,8 +254,8 @@ async def exchange(run: PairRun, timeout: float, resend: float = 0.25) -> str:
         return True
 
     try:
-        ok = await asyncio.wait_for(asyncio.gather(one_way(run.a, run.b, "a-to-b"),
-                                                   one_way(run.b, run.a, "b-to-a")), timeout)
+        ok = list(await asyncio.wait_for(asyncio.gather(one_way(run.a, run.b, "a-to-b"),
+                                                   one_way(run.b, run.a, "b-to-a")), timeout))
     except TimeoutError:
         ok = [any(t == "a-to-b" for _, t in run.b.received), any(t == "b-to-a" for _, t in run.a.received)]
     if all(ok):

@@ -28,7 +28,7 @@ def _libnice_missing() -> str | None:
     if importlib.util.find_spec("gi") is None:
         return "PyGObject (gi) is missing (Debian: python3-gi; the venv needs --system-site-packages)"
     try:
-        import gi
+        import gi  # type: ignore[import-untyped]
 
         gi.require_version("Nice", "0.1")
     except (ImportError, ValueError) as exc:

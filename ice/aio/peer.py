@@ -12,8 +12,7 @@ from dataclasses import dataclass, field, replace
 from importlib.metadata import PackageNotFoundError, version
 
 from ice.agent import AgentConfig, Candidate, Nomination
-from ice.agent.events import (CandidateGathered, Event, GatheringComplete, SelectedPairChanged,
-                              StateChanged)
+from ice.agent.events import CandidateGathered, Event, GatheringComplete, SelectedPairChanged, StateChanged
 from ice.aio.connection import Connection
 from ice.errors import IceError
 from ice.stun.attributes import Address

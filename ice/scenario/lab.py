@@ -28,13 +28,12 @@ from ice.agent import AgentConfig, Candidate, CandidateType, Nomination
 from ice.agent.candidate import pair_text
 from ice.agent.events import CandidateGathered, Event, GatheringComplete, SelectedPairChanged
 from ice.aio.connection import Connection
-from ice.aio.stun import StunServerRunner
 from ice.lab.capture import Capture, start_captures
 from ice.lab.mn import Lab
 from ice.nat.behaviour import NatKind
 from ice.scenario.cell import Cell, PathKind
 from ice.scenario.expect import Expected
-from ice.scenario.result import CellResult
+from ice.scenario.result import CellResult, Status
 from ice.scenario.timers import TIMERS, MatrixTimers
 from ice.topology.fabric import Fabric
 from ice.topology.spec import TopologySpec
@@ -87,6 +86,14 @@ class _Outcome:
     traces: dict[str, list[dict[str, object]]] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
     """``a``/``b``: each agent's counters; ``server``: the STUN/TURN server's; ``pairs``: each agent's per pair."""
+    pairs_known: bool = True
+    """False for agents run as processes: they do not report their valid pairs."""
+    unsupported: str = ""
+    """An agent refused a setting the cell needs (the cell is ``unsupported``)."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """More fields for the cell's results.json entry."""
+    files: dict[str, str] = field(default_factory=dict)
+    """More artifact files (name -> text): the agents' protocol transcripts and standard error."""
 
 
 def path_of(sel_a: SelectedPairChanged, sel_b: SelectedPairChanged) -> PathKind:
@@ -166,6 +173,15 @@ class LabBackend:
 
     def run(self, cell: Cell, spec: TopologySpec, expected: Expected) -> CellResult:
         """Run ``cell`` in the lab for ``spec`` (built on first use, then reused with the cell's NAT rules)."""
+        if cell.in_processes:
+            from ice.scenario.processes import not_installed
+
+            missing = not_installed(cell)
+            if missing:
+                res = CellResult(cell, "lab", expected.path, PathKind.NONE, None, None, reason=missing,
+                                 unrunnable=Status.NOT_INSTALLED, pairs_known=False)
+                res.repro = self.repro(cell)
+                return res.expecting(expected)
         try:
             lab = self.lab_for(spec)
         except Exception as exc:  # a lab that cannot be built fails its cells, not the whole run
@@ -179,13 +195,20 @@ class LabBackend:
             return res.expecting(expected)
         wall0 = time.time()
         try:
-            outcome = asyncio.run(_connect(lab, spec, cell, self.timers))
+            if cell.in_processes:
+                from ice.scenario.processes import connect_processes
+
+                outcome = asyncio.run(connect_processes(lab, spec, cell, self.timers))
+            else:
+                outcome = asyncio.run(_connect(lab, spec, cell, self.timers))
         except Exception as exc:  # a broken cell is a failed cell with its artifacts, not a dead run
             outcome = _Outcome(PathKind.NONE, reason=f"the cell crashed: {type(exc).__name__}: {exc}")
         wall1 = time.time()
         res = CellResult(cell, "lab", expected.path, outcome.observed, outcome.selected, outcome.seconds,
                          outcome.succeeded, outcome.reason, selected_types=outcome.selected_types,
-                         selected_b=outcome.selected_b)
+                         selected_b=outcome.selected_b, pairs_known=outcome.pairs_known,
+                         unrunnable=Status.UNSUPPORTED if outcome.unsupported else None)
+        res.extra.update(outcome.extra)
         res.expecting(expected)
         res.repro = self.repro(cell)
         if self.artifacts is not None and (self.keep_artifacts or not res.passed):
@@ -202,6 +225,8 @@ class LabBackend:
         d.mkdir(parents=True, exist_ok=True)
         for who, records in outcome.traces.items():
             (d / f"trace-{who}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+        for name, text in outcome.files.items():
+            (d / name).write_text(text)
         (d / "stats.json").write_text(json.dumps(outcome.stats, indent=2, sort_keys=True) + "\n")
         for node in lab.spec.nat_behaviours():
             (d / f"{node}.nft").write_text(_run_quietly(lab, node, "nft list ruleset"))
@@ -236,6 +261,11 @@ def artifact_index(cell: Cell, spec: TopologySpec, nats: dict[str, str], pcaps: 
                          "wall_clock, the Unix time of t=0, so a record happened at wall_clock + t, the same clock "
                          "as the pcap timestamps (tcpdump -tt prints them)",
         "trace-b.jsonl": "the same for peer b",
+        "agent-a.transcript": "agent a's agent-protocol conversation, both directions with times (> to the agent, "
+                              "< from it; docs/agent-protocol.md)",
+        "agent-b.transcript": "the same for agent b",
+        "agent-a.stderr": "agent a's standard error (its own logs)",
+        "agent-b.stderr": "the same for agent b",
         "stats.json": "counters: a and b (each agent's checks sent and retransmitted, responses, pairs succeeded "
                       "and failed, triggered checks, nominations, consent, data datagrams and bytes, and bad input "
                       "seen), pairs.a / pairs.b (the same per candidate pair, \"local -> remote\"), server (the "
@@ -304,38 +334,79 @@ def _run_quietly(lab: Lab, node: str, command: str) -> str:
         return str(exc)
 
 
-async def _connect(lab: Lab, spec: TopologySpec, cell: Cell, timers: MatrixTimers = TIMERS) -> _Outcome:
-    """Two Connections in the lab's hosts ``a`` and ``b`` (on every address each has), signalled in-process; the
-    lab runs ``spec`` (the cell's NATs: a reused lab's own spec names the NATs it was built with); the
-    STUN/TURN server on the host holding the spec's ``turn``/``stun_primary`` address. Measures from both having
-    the other's credentials until both selected a pair, then checks that
-    data flows both ways on it."""
+@dataclass
+class LabServer:
+    """The cell's STUN/TURN server (icelab's, on the host holding the spec's ``turn``/``stun_primary`` address)."""
+
+    address: tuple[str, int]
+    turn: bool
+    udp_blocked: dict[str, bool]
+    """Per peer: is UDP blocked on its way out (so it reaches TURN over TCP)?"""
+    runner: Any = None
+
+    def stats(self) -> dict[str, Any]:
+        from ice.aio.turn_server import TurnServerRunner
+
+        server = self.runner.core.stats if isinstance(self.runner, TurnServerRunner) else self.runner.server.stats
+        return {"kind": "turn" if self.turn else "stun", **server}
+
+    def close(self) -> None:
+        if self.runner is not None:
+            self.runner.close()
+
+
+async def start_server(lab: Lab, spec: TopologySpec, cell: Cell) -> LabServer:
+    """Start the cell's server in the lab (TURN when the cell has ``turn``, else STUN), listening on TCP too
+    when a peer's UDP is blocked."""
     from ice.aio.turn_server import TurnServerRunner
     from ice.lab.stun import start_stun_server
-    from ice.turn.client import TurnClientConfig
     from ice.turn.server import TurnServerConfig
 
     fabric = Fabric(spec)
     turn_addr = spec.address("turn" if "turn" in spec.facts else "stun_primary")
     server_host = fabric.owner(turn_addr[0])
     assert server_host is not None, f"no host holds the server address {turn_addr[0]}"
-    loop = asyncio.get_running_loop()
     nats = spec.nat_behaviours()
     udp_blocked = {peer: any(nats[n].kind is NatKind.UDP_BLOCKED
                              for n in fabric.walk(peer, turn_addr[0]).translated_by) for peer in "ab"}
-    blocked = any(udp_blocked.values())
-    config = AgentConfig(nomination=Nomination(cell.nomination))
+    server = LabServer(turn_addr, cell.turn, udp_blocked)
+    if cell.turn:
+        runner = TurnServerRunner(
+            TurnServerConfig(turn_addr, users={"alice": "secret"}, software="icelab lab"), turn_addr[0],
+            make_socket=lambda f: lab.socket(server_host, f),
+            make_stream_socket=lambda f: lab.socket(server_host, f, socket.SOCK_STREAM))
+        server.runner = runner
+        await runner.start(tcp=any(udp_blocked.values()))
+    else:
+        server.runner = await start_stun_server(lab, server_host)
+    return server
+
+
+async def _connect(lab: Lab, spec: TopologySpec, cell: Cell, timers: MatrixTimers = TIMERS) -> _Outcome:
+    """Two Connections in the lab's hosts ``a`` and ``b`` (on every address each has), signalled in-process; the
+    lab runs ``spec`` (the cell's NATs: a reused lab's own spec names the NATs it was built with); the
+    STUN/TURN server on the host holding the spec's ``turn``/``stun_primary`` address. Measures from both having
+    the other's credentials until both selected a pair, then checks that
+    data flows both ways on it."""
+    from ice.turn.client import TurnClientConfig
+
+    fabric = Fabric(spec)
+    loop = asyncio.get_running_loop()
+    config = AgentConfig(nomination=Nomination(cell.nomination_mode))
     traces: dict[str, list[dict[str, object]]] = {"a": [], "b": []}
     held: dict[str, list[Candidate]] = {"a": [], "b": []}
     out = _Outcome(PathKind.NONE, traces=traces)
     lossy = cell.lossy
     t0 = loop.time()
+    server: LabServer | None = None
 
     def connection(name: str, controlling: bool) -> Connection:
-        tcp = udp_blocked[name]
-        turn = (TurnClientConfig(turn_addr, "alice", "secret", transport="tcp" if tcp else "udp")
+        assert server is not None
+        tcp = server.udp_blocked[name]
+        turn = (TurnClientConfig(server.address, "alice", "secret", transport="tcp" if tcp else "udp")
                 if cell.turn else None)
-        return Connection(controlling, config, bind=fabric.addresses(name), stun_servers=[] if tcp else [turn_addr],
+        return Connection(controlling, config, bind=fabric.addresses(name),
+                          stun_servers=[] if tcp else [server.address],
                           make_socket=lambda f: lab.socket(name, f),
                           make_stream_socket=lambda f: lab.socket(name, f, socket.SOCK_STREAM),
                           turn=turn, relay_only=cell.relay_only)
@@ -357,17 +428,8 @@ async def _connect(lab: Lab, spec: TopologySpec, cell: Cell, timers: MatrixTimer
 
     closing: list[Callable[[], None]] = []
     try:
-        runner: TurnServerRunner | StunServerRunner
-        if cell.turn:
-            runner = TurnServerRunner(
-                TurnServerConfig(turn_addr, users={"alice": "secret"}, software="icelab lab"), turn_addr[0],
-                make_socket=lambda f: lab.socket(server_host, f),
-                make_stream_socket=lambda f: lab.socket(server_host, f, socket.SOCK_STREAM))
-            closing.append(runner.close)
-            await runner.start(tcp=blocked)
-        else:
-            runner = await start_stun_server(lab, server_host)
-            closing.append(runner.close)
+        server = await start_server(lab, spec, cell)
+        closing.append(server.close)
         a = connection("a", cell.controlling in ("a", "both"))
         closing.append(a.close)
         b = connection("b", cell.controlling in ("b", "both"))
@@ -408,9 +470,8 @@ async def _connect(lab: Lab, spec: TopologySpec, cell: Cell, timers: MatrixTimer
             out.stats = {"a": dict(a.agent.stats), "b": dict(b.agent.stats),
                          "pairs": {"a": {k: dict(v) for k, v in a.agent.pair_stats.items()},
                                    "b": {k: dict(v) for k, v in b.agent.pair_stats.items()}}}
-        if closing:
-            server = runner.core.stats if isinstance(runner, TurnServerRunner) else runner.server.stats
-            out.stats["server"] = {"kind": "turn" if cell.turn else "stun", **server}
+        if server is not None:
+            out.stats["server"] = server.stats()
         for close in reversed(closing):
             close()
         await asyncio.sleep(0)  # let the transports' close callbacks run before the loop goes
