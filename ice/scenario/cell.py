@@ -217,7 +217,8 @@ class Cell:
     trickle: bool = True
     """Candidates are signalled as gathered (RFC 8838), or all at once when gathering ends."""
     controlling: str = "a"
-    """Which agent starts controlling: "a", "b", or "both" (a role conflict, RFC 8445 §7.3.1.1)."""
+    """Which agent starts controlling: "a", "b", "both" or "neither" (the last two are role conflicts, RFC 8445
+    §7.3.1.1)."""
     group: str = ""
     """Where reports show the cell: ``rfc4787`` and ``special`` are the NAT A x NAT B grid; other groups are
     listed below it. Empty: the scenario file's name (the loaders fill it in)."""
@@ -238,8 +239,8 @@ class Cell:
         if not CELL_NAME.fullmatch(self.name) or self.name.startswith("."):
             raise ValueError(f"cell name {self.name!r} may hold only letters, digits and . _ + = - (not first: .); "
                              "it names files, artifact directories and shell words")
-        if self.controlling not in ("a", "b", "both"):
-            raise ValueError("controlling is 'a', 'b' or 'both'")
+        if self.controlling not in ("a", "b", "both", "neither"):
+            raise ValueError("controlling is 'a', 'b', 'both' or 'neither'")
         if self.nomination not in ("", "regular", "aggressive"):
             raise ValueError("nomination is 'regular' or 'aggressive'")
         if self.lite not in ("", "a", "b") or self.kill not in ("", "a", "b"):

@@ -44,12 +44,13 @@ def _setup(cell: Cell, side: str, fabric: Fabric, server: LabServer) -> SideSetu
     turn = TurnSetting(server.address[0], server.address[1], "alice", "secret", "tcp" if blocked else "udp") \
         if cell.turn else None
     survivor = cell.kill and side != cell.kill
+    role = "controlling" if cell.controlling in (side, "both") else "controlled"
     return SideSetup(
-        role="controlling" if cell.controlling in (side, "both") else "controlled",
+        role=role,
         bind=tuple(fabric.addresses(side)),
         stun=None if blocked else server.address,
         turn=turn,
-        nomination=cell.nomination or None,
+        nomination=(cell.nomination or None) if role == "controlling" else None,
         lite=cell.lite == side,
         relay_only=cell.relay_only,
         trickle=cell.trickle,
