@@ -159,3 +159,25 @@ def test_process_cells_in_the_kernel_lab(tmp_path: Path) -> None:
     transcript = (Path(cells["restart"]["artifacts"]) / "agent-a.transcript").read_text()
     assert transcript.count("< local-credentials ") == 2 and "> restart" in transcript
     assert cells["lite"]["agents"] == {"a": cells["lite"]["agents"]["a"], "b": cells["lite"]["agents"]["a"]}
+
+
+def test_a_failed_cell_names_what_its_control_did() -> None:
+    from ice.scenario.cell import PathKind
+    from ice.scenario.controls import note_controls
+    from ice.scenario.expect import Expected
+    from ice.scenario.result import CellResult
+
+    def result(name: str, a: str, b: str, observed: PathKind, controlling: str = "both") -> CellResult:
+        cell = Cell.from_table({"name": name, "topology": "two_nats", "agent_a": a, "agent_b": b,
+                                "controlling": controlling, "nats": {"nat_a": "eim-apdf", "nat_b": "eim-apdf"}})
+        return CellResult(cell, "lab", PathKind.DIRECT, observed, None, None, pairs_known=False).expecting(
+            Expected(PathKind.DIRECT, "both cones"))
+
+    mixed = result("icelab-pion.both", "icelab", "pion", PathKind.NONE)
+    control = result("pion-pion.both", "pion", "pion", PathKind.NONE)
+    other_kind = result("pion-pion.b", "pion", "pion", PathKind.DIRECT, controlling="b")
+    lone = result("icelab-aioice.both", "icelab", "aioice", PathKind.NONE)
+    note_controls([mixed, control, other_kind, lone])
+    assert mixed.extra["control"] == {"cell": "pion-pion.both", "status": "fail"}
+    assert mixed.reason.endswith("(the control pion-pion.both, pion against itself, fails too: pion's fault)")
+    assert "control" not in lone.extra and "control" not in control.extra
