@@ -86,6 +86,7 @@ async def connect_processes(lab: Lab, spec: TopologySpec, cell: Cell, timers: Ma
             return out
         out.seconds = run.seconds
         missing = await exchange(run, timers.data_for(cell.lossy), timers.data_resend)
+        _record_selected(out, run)  # a selected pair may be reported again, e.g. with its signalled type
         if missing:
             out.reason = missing
             return out
