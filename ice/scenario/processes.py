@@ -117,11 +117,22 @@ async def connect_processes(lab: Lab, spec: TopologySpec, cell: Cell, timers: Ma
 
 
 def _record_selected(out: _Outcome, run: PairRun) -> None:
-    if run.a.selected is not None:
-        out.selected = run.a.selected.text
-        out.selected_types = run.a.selected.types
-    if run.b.selected is not None:
-        out.selected_b = run.b.selected.text
+    """Both agents' reports as they stand, and the selected pair's types to judge (A's view). The types are judged
+    from icelab's side, which builds valid pairs exactly as RFC 8445 §7.2.5.3.2 says (its local candidate is the
+    one whose address the peer saw): aioice 0.13 and pion 2.3.1 report the pair they checked instead (their host
+    candidate behind a NAT), which says where their checks went, not what the path is. With icelab on neither side
+    (a control), only the path is judged. Each side's own types are kept in ``reported_types``."""
+    sa, sb = run.a.selected, run.b.selected
+    out.selected = sa.text if sa is not None else None
+    out.selected_b = sb.text if sb is not None else None
+    out.extra["reported_types"] = {"a": sa.types if sa else None, "b": sb.types if sb else None}
+    stacks = {"a": run.a.agent.hello.stack, "b": run.b.agent.hello.stack}
+    if stacks["a"] == "icelab" and sa is not None:
+        out.selected_types, out.extra["types_from"] = sa.types, "a"
+    elif stacks["b"] == "icelab" and sb is not None:
+        out.selected_types, out.extra["types_from"] = f"{sb.remote.type.value}-{sb.local.type.value}", "b"
+    else:
+        out.selected_types, out.extra["types_from"] = None, None
 
 
 async def _restart(run: PairRun, timeout: float, timers: MatrixTimers) -> str:

@@ -376,6 +376,8 @@ class Suite:
                 known = (kept or {}).get("known_failure")
                 if known is not None:
                     entry["known_failure"] = known
+                    if (kept or {}).get("intermittent"):
+                        entry["intermittent"] = True
                 cost = (kept or {}).get("cost")
                 if cost is not None:
                     entry["cost"] = cost
