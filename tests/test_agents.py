@@ -123,7 +123,8 @@ def test_the_sim_skips_process_cells_and_a_missing_agent_is_not_installed(tmp_pa
 @pytest.mark.lab
 def test_process_cells_in_the_kernel_lab(tmp_path: Path) -> None:
     """icelab on both sides as processes: a command side through two port-restricted NATs, a restart, a lite side,
-    and consent (side b killed: a reports it within the shortened consent timeout plus the slack)."""
+    consent (side b killed: a reports it within the shortened consent timeout plus the slack), and a relay through
+    coturn."""
     f = tmp_path / "proc.toml"
     f.write_text(textwrap.dedent(f"""
         [defaults]
@@ -145,6 +146,10 @@ def test_process_cells_in_the_kernel_lab(tmp_path: Path) -> None:
         nats = {{ nat_a = "none", nat_b = "none" }}
         kill = "b"
         consent_timeout = 3
+        [[cells]]
+        name = "coturn-relay"
+        nats = {{ nat_a = "apdm-apdf", nat_b = "apdm-apdf" }}
+        server = "coturn"
     """))
     out = tmp_path / "out"
     p = subprocess.run([*ICELAB, "run", "--backend", "lab", str(f), "--out", str(out), "-q", "--keep-artifacts"],
@@ -153,7 +158,7 @@ def test_process_cells_in_the_kernel_lab(tmp_path: Path) -> None:
     cells = {c["scenario"]: c for c in json.loads((out / "results.json").read_text())["cells"]}
     assert {n: (c["status"], c["observed"]) for n, c in cells.items()} == {
         "command-side": ("pass", "direct"), "restart": ("pass", "direct"), "lite": ("pass", "direct"),
-        "consent": ("pass", "direct")}
+        "consent": ("pass", "direct"), "coturn-relay": ("pass", "relay")}
     assert cells["command-side"]["selected_types"] == "srflx-srflx" and not cells["command-side"]["pairs_known"]
     assert 3.0 <= cells["consent"]["consent_lost_after_s"] <= 8.0
     transcript = (Path(cells["restart"]["artifacts"]) / "agent-a.transcript").read_text()

@@ -153,7 +153,7 @@ CELL_NAME = re.compile(r"[A-Za-z0-9._+=-]+")
 a word of the repro command."""
 
 CELL_OPTIONS = ("turn", "relay_only", "nomination", "trickle", "controlling", "loss", "delay_ms", "group", "agent_a",
-                "agent_b", "lite", "kill", "consent_timeout", "restart")
+                "agent_b", "lite", "kill", "consent_timeout", "restart", "server")
 """What a cell may set besides its name, topology and NATs."""
 
 BUILTIN_AGENTS = ("icelab", "aioice", "libnice", "pion")
@@ -234,6 +234,9 @@ class Cell:
     RFC 7675's 30 (0: the RFC's 30 s)."""
     restart: bool = False
     """After both selected a pair, both sides restart ICE (RFC 8445 §9) and must select a pair again."""
+    server: str = "icelab"
+    """The STUN/TURN server on the public segment: icelab's own, or ``coturn`` (Debian's, a TURN server with
+    long-term credentials; ``turn = false`` cells get srflx candidates from it too)."""
 
     def __post_init__(self) -> None:
         if not CELL_NAME.fullmatch(self.name) or self.name.startswith("."):
@@ -245,6 +248,8 @@ class Cell:
             raise ValueError("nomination is 'regular' or 'aggressive'")
         if self.lite not in ("", "a", "b") or self.kill not in ("", "a", "b"):
             raise ValueError("lite and kill name a side: 'a' or 'b'")
+        if self.server not in ("icelab", "coturn"):
+            raise ValueError("server is 'icelab' or 'coturn'")
         if not 0 <= self.consent_timeout <= 30:
             raise ValueError("consent_timeout is 0 (RFC 7675's 30 s) to 30 seconds")
         if not 0 <= self.loss < 1:
@@ -263,9 +268,10 @@ class Cell:
 
     @property
     def in_processes(self) -> bool:
-        """Does the cell run its agents as processes on the agent protocol (a foreign agent, or a step only
-        that path has: lite, kill, restart)? Such cells run in the kernel lab only."""
-        return self.agent_a.foreign or self.agent_b.foreign or bool(self.lite or self.kill or self.restart)
+        """Does the cell run its agents as processes on the agent protocol (a foreign agent, or what only that
+        path has: lite, kill, restart, coturn)? Such cells run in the kernel lab only."""
+        return self.agent_a.foreign or self.agent_b.foreign or bool(self.lite or self.kill or self.restart) \
+            or self.server != "icelab"
 
     def nat(self, role: str) -> NatChoice | None:
         return next((c for r, c in self.nats if r == role), None)
@@ -327,7 +333,8 @@ class Cell:
         types: dict[str, tuple[type, ...]] = {"turn": (bool,), "relay_only": (bool,), "trickle": (bool,),
                                               "nomination": (str,), "controlling": (str,), "group": (str,),
                                               "loss": (int, float), "delay_ms": (int, float), "lite": (str,),
-                                              "kill": (str,), "consent_timeout": (int, float), "restart": (bool,)}
+                                              "kill": (str,), "consent_timeout": (int, float), "restart": (bool,),
+                                              "server": (str,)}
         for key in ("agent_a", "agent_b"):
             if key in table:
                 try:

@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import socket
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from ice.agent import AgentConfig, Candidate, CandidateType, Nomination
 from ice.agent.candidate import pair_text
 from ice.agent.events import CandidateGathered, Event, GatheringComplete, SelectedPairChanged
 from ice.aio.connection import Connection
+from ice.errors import StunErrorResponse, StunTimeout
 from ice.lab.capture import Capture, start_captures
 from ice.lab.mn import Lab
 from ice.nat.behaviour import NatKind
@@ -343,21 +345,81 @@ class LabServer:
     udp_blocked: dict[str, bool]
     """Per peer: is UDP blocked on its way out (so it reaches TURN over TCP)?"""
     runner: Any = None
+    process: subprocess.Popen[bytes] | None = None
+    """coturn, when the cell asks for it."""
+    workdir: Path | None = None
 
     def stats(self) -> dict[str, Any]:
         from ice.aio.turn_server import TurnServerRunner
 
+        if self.process is not None:
+            return {"kind": "coturn"}
         server = self.runner.core.stats if isinstance(self.runner, TurnServerRunner) else self.runner.server.stats
         return {"kind": "turn" if self.turn else "stun", **server}
 
     def close(self) -> None:
         if self.runner is not None:
             self.runner.close()
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(2)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+COTURN_DENIED_PEERS = ("10.0.0.0-10.255.255.255", "172.16.0.0-172.31.255.255", "192.168.0.0-192.168.255.255",
+                       "100.64.0.0-100.127.255.255")
+"""Private ranges coturn refuses as peers (403 to CreatePermission), as its operators are told to configure it.
+Without them coturn relays checks towards the peers' private host candidates, gets ENETUNREACH from the lab's
+public host (it has no route there) and drops the allocation's relay socket."""
+
+COTURN_READY_S = 5.0
+"""How long coturn may take to answer its first Binding request in the lab."""
+
+
+async def _start_coturn(lab: Lab, host: str, server: LabServer) -> None:
+    """Debian's coturn (``turnserver``) on the cell's TURN address, long-term credentials alice/secret, relaying
+    on the same address; ready when it answers a Binding request from inside its own namespace."""
+    if shutil.which("turnserver") is None:
+        raise RuntimeError("coturn is not installed (Debian: coturn; scripts/provision.sh installs it)")
+    ip, port = server.address
+    work = Path(tempfile.mkdtemp(prefix="icelab-coturn-"))
+    server.workdir = work
+    server.process = lab.popen(host, [
+        "turnserver", "-n", f"--listening-ip={ip}", f"--relay-ip={ip}", f"--listening-port={port}",
+        "--min-port=49152", "--max-port=65535", "--no-tls", "--no-dtls", "--no-cli", "--lt-cred-mech",
+        "--realm=icelab", "--user=alice:secret", "--fingerprint", f"--db={work}/turndb.sqlite",
+        f"--pidfile={work}/turnserver.pid", "--log-file=stdout", "--simple-log", "--no-rfc5780",
+        *[f"--denied-peer-ip={r}" for r in COTURN_DENIED_PEERS],
+        *(["--no-tcp"] if not any(server.udp_blocked.values()) else [])],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    from ice.lab.stun import LabEndpoint
+    from ice.stun.transaction import RetransmissionConfig
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + COTURN_READY_S
+    probe = await LabEndpoint(lab, host, RetransmissionConfig(rto=0.05, rc=2, rm=2)).open((ip, 0))
+    try:
+        while True:
+            try:
+                await probe.binding((ip, port))
+                return
+            except (StunTimeout, StunErrorResponse, OSError):
+                if server.process.poll() is not None or loop.time() > deadline:
+                    raise RuntimeError(f"coturn did not answer on {ip}:{port} within {COTURN_READY_S:g} s") \
+                        from None
+                await asyncio.sleep(0.05)
+    finally:
+        probe.close()
 
 
 async def start_server(lab: Lab, spec: TopologySpec, cell: Cell) -> LabServer:
-    """Start the cell's server in the lab (TURN when the cell has ``turn``, else STUN), listening on TCP too
-    when a peer's UDP is blocked."""
+    """Start the cell's server in the lab (icelab's TURN server when the cell has ``turn``, else its STUN server;
+    coturn when the cell says ``server = "coturn"``), listening on TCP too when a peer's UDP is blocked."""
     from ice.aio.turn_server import TurnServerRunner
     from ice.lab.stun import start_stun_server
     from ice.turn.server import TurnServerConfig
@@ -370,7 +432,9 @@ async def start_server(lab: Lab, spec: TopologySpec, cell: Cell) -> LabServer:
     udp_blocked = {peer: any(nats[n].kind is NatKind.UDP_BLOCKED
                              for n in fabric.walk(peer, turn_addr[0]).translated_by) for peer in "ab"}
     server = LabServer(turn_addr, cell.turn, udp_blocked)
-    if cell.turn:
+    if cell.server == "coturn":
+        await _start_coturn(lab, server_host, server)
+    elif cell.turn:
         runner = TurnServerRunner(
             TurnServerConfig(turn_addr, users={"alice": "secret"}, software="icelab lab"), turn_addr[0],
             make_socket=lambda f: lab.socket(server_host, f),

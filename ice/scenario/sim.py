@@ -19,7 +19,8 @@ def run_sim(cell: Cell, spec: TopologySpec, expected: Expected, timers: MatrixTi
     if cell.in_processes:
         return CellResult(cell, "sim", expected.path, PathKind.NONE, None, None, skipped=True,
                           reason="skipped: agents that run as processes (" + " and ".join(
-                              sorted({s.label for s in cell.agents.values()})) + ") run in the kernel lab only"
+                              sorted({s.label for s in cell.agents.values()})) + ")"
+                          + (" and coturn" if cell.server == "coturn" else "") + " run in the kernel lab only"
                           ).expecting(expected)
     if PeerPaths.of(spec).blocked:
         return CellResult(cell, "sim", expected.path, PathKind.NONE, None, None, skipped=True,
