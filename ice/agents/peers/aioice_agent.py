@@ -11,6 +11,7 @@ import asyncio
 import ipaddress
 import logging
 import os
+import socket
 import sys
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -30,6 +31,28 @@ REGULAR_WHEN_CONTROLLING = "aioice 0.13 always nominates aggressively when contr
 def out(line: str) -> None:
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
+
+
+def candidate_problem(text: str) -> str | None:
+    """What is wrong with an RFC 8839 section 5.1 candidate value (mandatory fields only), or None."""
+    f = text.split()
+    if len(f) < 8 or f[6] != "typ":
+        return "needs FOUNDATION COMPONENT TRANSPORT PRIORITY ADDRESS PORT typ TYPE"
+    if not (f[1].isdigit() and f[3].isdigit() and f[5].isdigit() and 0 < int(f[5]) < 65536):
+        return "component, priority and port must be numbers (port 1-65535)"
+    if f[7] not in ("host", "srflx", "prflx", "relay"):
+        return f"unknown candidate type {f[7]}"
+    return None
+
+def bindable(ip: str) -> bool:
+    """Whether a UDP socket can be bound to ip here (the address exists in this network namespace)."""
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.bind((ip, 0))
+    except OSError:
+        return False
+    return True
 
 
 @dataclass
@@ -150,6 +173,10 @@ class Adapter:
         if not s.role:
             out("error start before set role: taking controlled")
             s.role = "controlled"
+        for ip in s.binds:
+            if not bindable(ip):
+                out(f"error cannot bind to {ip}: no such address here")
+                sys.exit(2)
         if s.binds:
             binds = list(s.binds)
             aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: binds
@@ -201,8 +228,13 @@ class Adapter:
             elif creds != self.remote_credentials:
                 out("error aioice 0.13 cannot restart ICE: new remote credentials ignored")
         elif verb == "remote-candidate":
+            rest = rest.removeprefix("candidate:")
+            problem = candidate_problem(rest)
+            if problem:
+                out(f"error bad remote candidate: {problem}")
+                return
             try:
-                candidate = aioice.Candidate.from_sdp(rest.removeprefix("candidate:"))
+                candidate = aioice.Candidate.from_sdp(rest)
             except (ValueError, IndexError) as exc:
                 out(f"error bad remote candidate: {exc}")
                 return

@@ -5,7 +5,7 @@ libnice is a C library: this adapter reaches it through GObject introspection (D
 gir1.2-nice-0.1) and runs it on a GLib main loop, which also watches standard input. Receiving data needs
 ``nice_agent_attach_recv``, whose callback GObject introspection cannot bind, so that one call (and the matching
 ``nice_agent_send``) goes through ctypes. Commands on standard input, reports on standard output, libnice's own
-debug output on standard error (``ICELAB_AGENT_DEBUG=1`` sets ``NICE_DEBUG=all``). Needs nothing of icelab.
+debug output on standard error with ``ICELAB_AGENT_DEBUG=1``. Needs nothing of icelab.
 """
 
 from __future__ import annotations
@@ -13,14 +13,16 @@ from __future__ import annotations
 import ctypes
 import ipaddress
 import os
+import re
 import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-if os.environ.get("ICELAB_AGENT_DEBUG"):
-    os.environ.setdefault("NICE_DEBUG", "all")
+DEBUG = bool(os.environ.get("ICELAB_AGENT_DEBUG"))
+if DEBUG:
+    os.environ.setdefault("G_MESSAGES_DEBUG", "all")  # libnice's STUN messages, through GLib's default handler
 
 try:
     import gi  # type: ignore[import-untyped]
@@ -43,11 +45,14 @@ LIBNICE.nice_agent_attach_recv.argtypes = [ctypes.c_void_p, ctypes.c_uint, ctype
 LIBNICE.nice_agent_attach_recv.restype = ctypes.c_int
 LIBNICE.nice_agent_send.argtypes = [ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint, ctypes.c_uint, ctypes.c_char_p]
 LIBNICE.nice_agent_send.restype = ctypes.c_int
+LIBNICE.nice_debug_enable.argtypes = [ctypes.c_int]
 LIBGLIB = ctypes.CDLL("libglib-2.0.so.0")
 LIBGLIB.g_main_context_default.restype = ctypes.c_void_p
 ctypes.pythonapi.PyCapsule_GetPointer.restype = ctypes.c_void_p
 ctypes.pythonapi.PyCapsule_GetPointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
 
+# libnice's message when it changes roles (RFC 8445 section 7.3.1.1), after a 487 or a conflicting request.
+ROLE_SWITCH = re.compile(r'changing agent role to "(controlling|controlled)"')
 STATES = {"connecting": "checking", "connected": "connected", "ready": "completed", "failed": "failed",
           "disconnected": "disconnected"}
 
@@ -55,6 +60,28 @@ STATES = {"connecting": "checking", "connected": "connected", "ready": "complete
 def out(line: str) -> None:
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
+
+
+def candidate_problem(text: str) -> str | None:
+    """What is wrong with an RFC 8839 section 5.1 candidate value (mandatory fields only), or None."""
+    f = text.split()
+    if len(f) < 8 or f[6] != "typ":
+        return "needs FOUNDATION COMPONENT TRANSPORT PRIORITY ADDRESS PORT typ TYPE"
+    if not (f[1].isdigit() and f[3].isdigit() and f[5].isdigit() and 0 < int(f[5]) < 65536):
+        return "component, priority and port must be numbers (port 1-65535)"
+    if f[7] not in ("host", "srflx", "prflx", "relay"):
+        return f"unknown candidate type {f[7]}"
+    return None
+
+def bindable(ip: str) -> bool:
+    """Whether a UDP socket can be bound to ip here (the address exists in this network namespace)."""
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.bind((ip, 0))
+    except OSError:
+        return False
+    return True
 
 
 def libnice_version() -> str:
@@ -67,6 +94,14 @@ def libnice_version() -> str:
     if v:
         return v.split("-")[0].split(":")[-1]
     return "unknown"
+
+
+def watch_roles(handler: Any) -> None:
+    """libnice emits no signal when it switches roles, and its controlling-mode property keeps the role the
+    application set, so the switch is read from libnice's own debug message: its debug output (without the STUN
+    part, NICE_DEBUG=libnice) is turned on and routed to ``handler`` instead of standard error."""
+    GLib.log_set_handler("libnice", GLib.LogLevelFlags.LEVEL_DEBUG, handler, None)
+    LIBNICE.nice_debug_enable(1 if DEBUG else 0)
 
 
 def resolve(host: str) -> str:
@@ -158,7 +193,7 @@ class Adapter:
             else:
                 s.echo = on
         elif name == "consent-timeout":
-            return "unsupported libnice 0.1.21 has no setting for the consent timeout (RFC 7675's 30 s is built in)"
+            return "unsupported libnice 0.1.21 has no consent timeout setting (its own is fixed, about 10 s)"
         else:
             return f"unsupported unknown setting {name}"
         return "ok"
@@ -190,15 +225,19 @@ class Adapter:
         agent.props.force_relay = s.relay_only
         for ip in s.binds:
             address = Nice.Address.new()
-            if not address.set_from_string(ip):
-                out(f"error cannot use the address {ip}")
+            if not bindable(ip) or not address.set_from_string(ip):
+                out(f"error cannot bind to {ip}: no such address here")
                 sys.exit(2)
             agent.add_local_address(address)
         self.sid = agent.add_stream(1)
         if not s.lite:
-            if s.stun is not None:
-                agent.props.stun_server = resolve(s.stun[0])
-                agent.props.stun_server_port = s.stun[1]
+            stun = s.stun
+            if stun is None and not s.relay_only:
+                # a TURN server answers Binding requests too (RFC 8656): server-reflexive candidates from it
+                stun = next(((host, port) for host, port, _, _, transport in s.turn if transport == "udp"), None)
+            if stun is not None:
+                agent.props.stun_server = resolve(stun[0])
+                agent.props.stun_server_port = stun[1]
             for host, port, user, password, transport in s.turn:
                 kind = Nice.RelayType.UDP if transport == "udp" else Nice.RelayType.TCP
                 if not agent.set_relay_info(self.sid, COMPONENT, resolve(host), port, user, password, kind):
@@ -207,7 +246,7 @@ class Adapter:
         agent.connect("candidate-gathering-done", self.on_gathering_done)
         agent.connect("component-state-changed", self.on_state)
         agent.connect("new-selected-pair-full", self.on_selected)
-        agent.connect("notify::controlling-mode", self.on_role)
+        watch_roles(self.on_log)
         if LIBNICE.nice_agent_attach_recv(self.ptr, self.sid, COMPONENT, LIBGLIB.g_main_context_default(),
                                           self.recv_cb, None) == 0:
             out("error nice_agent_attach_recv failed")
@@ -254,11 +293,15 @@ class Adapter:
             self.selected = pair
             out(f"selected {pair[0]} | {pair[1]}")
 
-    def on_role(self, agent: Any, _pspec: Any) -> None:
-        controlling = bool(agent.props.controlling_mode)
-        if controlling != self.controlling:
-            self.controlling = controlling
-            out(f"role {'controlling' if controlling else 'controlled'}")
+    def on_log(self, domain: str, level: Any, message: str, _data: Any = None) -> None:
+        """libnice's debug messages: the only place a role switch shows (see watch_roles); forwarded to standard
+        error with ICELAB_AGENT_DEBUG."""
+        match = ROLE_SWITCH.search(message)
+        if match and match.group(1) != ("controlling" if self.controlling else "controlled"):
+            self.controlling = match.group(1) == "controlling"
+            out(f"role {match.group(1)}")
+        if DEBUG:
+            sys.stderr.write(f"{domain}: {message}\n")
 
     def on_recv(self, _agent: Any, _stream: int, _component: int, length: int, buf: Any, _data: Any) -> None:
         data = ctypes.string_at(buf, length)
@@ -294,7 +337,12 @@ class Adapter:
             if held:
                 agent.set_remote_candidates(self.sid, COMPONENT, held)
         elif verb == "remote-candidate":
-            candidate = agent.parse_remote_candidate_sdp(self.sid, "a=candidate:" + rest.removeprefix("candidate:"))
+            rest = rest.removeprefix("candidate:")
+            problem = candidate_problem(rest)
+            if problem:
+                out(f"error bad remote candidate: {problem}")
+                return
+            candidate = agent.parse_remote_candidate_sdp(self.sid, "a=candidate:" + rest)
             if candidate is None:
                 out("error libnice cannot parse the remote candidate")
             elif self.remote_credentials is None or self.restarting:

@@ -65,6 +65,7 @@ type adapter struct {
 	conn        *ice.Conn
 	connReady   chan struct{}
 	dialing     bool
+	selected    bool // pion reported a selected pair
 	remoteUfrag string
 	remotePwd   string
 	restarting  bool // we restarted and wait for the peer's new credentials
@@ -241,7 +242,7 @@ func (a *adapter) config() (*ice.AgentConfig, error) {
 				}
 			}
 			if !found {
-				return nil, fmt.Errorf("no interface has the address %s", ip)
+				return nil, fmt.Errorf("cannot bind to %s: no interface has this address", ip)
 			}
 			if ip.To4() != nil {
 				v4 = true
@@ -375,6 +376,9 @@ func (a *adapter) start() {
 		out("error %v", err)
 	}
 	if err := agent.OnSelectedCandidatePairChange(func(l, r ice.Candidate) {
+		a.mu.Lock()
+		a.selected = true
+		a.mu.Unlock()
 		out("selected %s | %s", l.Marshal(), r.Marshal())
 	}); err != nil {
 		out("error %v", err)
@@ -527,13 +531,13 @@ func (a *adapter) connect(ufrag, pwd string) {
 
 func (a *adapter) send(data []byte) {
 	a.mu.Lock()
-	conn, dialing := a.conn, a.dialing
+	conn, waiting := a.conn, a.dialing && a.selected
 	a.mu.Unlock()
-	if conn == nil && dialing {
+	if conn == nil && waiting {
 		// pion reports the selected pair a moment before Dial/Accept returns the connection.
 		select {
 		case <-a.connReady:
-		case <-time.After(5 * time.Second):
+		case <-time.After(2 * time.Second):
 		}
 		a.mu.Lock()
 		conn = a.conn
