@@ -154,23 +154,53 @@ def _received(agent: Agent, text: str) -> bool:
     return f"recv {text}" in agent.seen
 
 
-@pytest.mark.parametrize("name", AGENTS)
-def test_two_instances_connect_and_exchange_data(name: str, spawn: Callable[[str, str], Agent]) -> None:
-    a, b = spawn(name, "a"), spawn(name, "b")
+def connect(a: Agent, b: Agent, settings: tuple[str, ...] = ()) -> None:
+    """a controlling, b controlled, both on 127.0.0.1: start them and forward until both selected a pair."""
     for agent, role in ((a, "controlling"), (b, "controlled")):
         greet(agent)
         assert agent.set(f"set role {role}") == "ok"
         assert agent.set("set bind 127.0.0.1") == "ok"
+        for line in settings:
+            assert agent.set(line) == "ok", line
         agent.send("start")
     pump((a, b), lambda: bool(_selected(a) and _selected(b)), 30)
+
+
+def exchange(a: Agent, b: Agent, tag: str) -> None:
+    """One datagram each way: `send` on one side arrives as `recv` on the other."""
+    a.send(f"send {tag}-from-{a}")
+    b.send(f"send {tag}-from-{b}")
+    pump((a, b), lambda: _received(b, f"{tag}-from-{a}") and _received(a, f"{tag}-from-{b}"), 10)
+
+
+@pytest.mark.parametrize("name", AGENTS)
+def test_two_instances_connect_and_exchange_data(name: str, spawn: Callable[[str, str], Agent]) -> None:
+    a, b = spawn(name, "a"), spawn(name, "b")
+    connect(a, b)
     for agent in (a, b):
         local, _, remote = _selected(agent)[0].removeprefix("selected ").partition(" | ")
         for cand in (local, remote):
             fields = cand.split()
             assert len(fields) >= 8 and fields[6] == "typ" and fields[4] == "127.0.0.1", cand
-    a.send(f"send from-{a}")
-    b.send(f"send from-{b}")
-    pump((a, b), lambda: _received(b, f"from-{a}") and _received(a, f"from-{b}"), 10)
+    exchange(a, b, "hello")
+    assert a.quit() == 0
+    assert b.quit() == 0
+
+
+@pytest.mark.parametrize("name", ["libnice", "pion"])
+def test_restart_gives_a_new_generation_and_a_new_selected_pair(name: str,
+                                                                 spawn: Callable[[str, str], Agent]) -> None:
+    """`restart` on one side only: the peer sees new remote credentials, restarts too, and both select again."""
+    a, b = spawn(name, "a"), spawn(name, "b")
+    connect(a, b)
+    exchange(a, b, "before")
+    a.send("restart")
+    pump((a, b), lambda: len(_selected(a)) > 1 and len(_selected(b)) > 1, 30)
+    for agent in (a, b):
+        creds = [line for line in agent.seen if line.startswith("local-credentials ")]
+        assert len(creds) == 2 and creds[0] != creds[1], agent.transcript()
+        assert agent.seen.count("local-end-of-candidates") == 2, agent.transcript()
+    exchange(a, b, "after")
     assert a.quit() == 0
     assert b.quit() == 0
 
