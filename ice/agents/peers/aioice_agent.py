@@ -29,8 +29,11 @@ REGULAR_WHEN_CONTROLLING = "aioice 0.13 always nominates aggressively when contr
 
 
 def out(line: str) -> None:
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
+    try:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os._exit(0)  # the harness stopped reading our reports: like the end of input, a normal end
 
 
 def candidate_problem(text: str) -> str | None:
