@@ -29,7 +29,8 @@ def test_icelab_passes_its_own_conformance_check() -> None:
     verdicts = {s["step"]: s["verdict"] for s in doc["steps"]}
     assert doc["pass"] is True and set(verdicts.values()) == {"ok"}, verdicts
     assert len(verdicts) == 12 and doc["features"] == sorted(
-        ["trickle", "stun", "turn-udp", "turn-tcp", "relay-only", "aggressive", "lite", "restart", "consent-timeout"])
+        ["trickle", "stun", "turn-udp", "turn-tcp", "relay-only", "aggressive", "lite", "restart", "consent-timeout",
+         "role-conflict"])
 
 
 def test_an_agent_that_does_not_speak_the_protocol_is_named_in_one_sentence(tmp_path: Path) -> None:
@@ -186,3 +187,18 @@ def test_a_failed_cell_names_what_its_control_did() -> None:
     assert mixed.extra["control"] == {"cell": "pion-pion.both", "status": "fail"}
     assert mixed.reason.endswith("(the control pion-pion.both, pion against itself, fails too: pion's fault)")
     assert "control" not in lone.extra and "control" not in control.extra
+
+
+@pytest.mark.interop
+@pytest.mark.parametrize("agent", ["aioice", "libnice", "pion"])
+def test_every_builtin_foreign_agent_passes_the_conformance_check(agent: str) -> None:
+    """What `icelab agent check` says of each built-in adapter: every mandatory step ok, and the features each
+    lacks (docs/agents.md) reported as unsupported, never silently skipped."""
+    p = subprocess.run([*ICELAB, "agent", "check", agent, "--json"], capture_output=True, text=True, timeout=240,
+                       cwd=ROOT)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-1000:]
+    doc = json.loads(p.stdout)
+    unsupported = {s["step"].split(" (")[0].split(" through")[0] for s in doc["steps"] if s["verdict"] == "unsupported"}
+    assert doc["pass"] and len(doc["steps"]) == 12
+    assert unsupported == {"aioice": {"lite", "ICE restart"}, "libnice": set(),
+                           "pion": {"role conflict", "aggressive nomination"}}[agent]

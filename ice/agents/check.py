@@ -9,7 +9,7 @@ import enum
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
-from ice.agents.line import PROTOCOL, AgentError, AgentProcess
+from ice.agents.line import FEATURES, PROTOCOL, AgentError, AgentProcess
 from ice.agents.pair import PairRun, SideSetup, TurnSetting, close, connect, exchange, prepare
 from ice.agents.registry import BUILTIN, AgentSpec
 
@@ -102,8 +102,8 @@ class Checker:
         await self.step("connect as controlled: credentials, candidates, selected", self._controlled)
         await self.step("connect as controlling", self._controlling)
         await self.step("data both ways, and echo", self._data)
-        await self.step("role conflict (both controlling)", self._conflict)
-        for feature, name, body in (("aggressive", "aggressive nomination", self._aggressive),
+        for feature, name, body in (("role-conflict", "role conflict (both controlling)", self._conflict),
+                                    ("aggressive", "aggressive nomination", self._aggressive),
                                     ("lite", "lite (icelab full, controlling)", self._lite),
                                     ("relay-only", "relay-only through icelab's TURN server", self._relay_only),
                                     ("trickle", "trickle off (candidates at the end)", self._no_trickle),
@@ -121,8 +121,7 @@ class Checker:
         agent = await AgentProcess.spawn(self.spec.argv, "under-test")
         self.features = agent.hello.features
         await agent.close(0)
-        unknown = sorted(self.features - {"trickle", "stun", "turn-udp", "turn-tcp", "relay-only", "aggressive",
-                                          "lite", "restart", "consent-timeout"})
+        unknown = sorted(self.features - set(FEATURES))
         self.hello = f"{agent.hello.stack} {agent.hello.version} ({PROTOCOL}), features: " + (
             " ".join(sorted(self.features)) or "(none)")
         return f"unknown feature words: {', '.join(unknown)}" if unknown else ""

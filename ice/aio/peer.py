@@ -19,7 +19,7 @@ from ice.stun.attributes import Address
 from ice.turn.client import TurnClientConfig
 
 PROTOCOL = "icelab-agent/1"
-FEATURES = "trickle stun turn-udp turn-tcp relay-only aggressive lite restart consent-timeout"
+FEATURES = "trickle stun turn-udp turn-tcp relay-only aggressive lite restart consent-timeout role-conflict"
 
 
 def _version() -> str:

@@ -24,7 +24,7 @@ except ImportError as exc:  # pragma: no cover - depends on the machine
     print(f"error aioice is not installed ({exc}): pip install aioice", flush=True)
     sys.exit(2)
 
-FEATURES = "trickle stun turn-udp turn-tcp relay-only aggressive consent-timeout"
+FEATURES = "trickle stun turn-udp turn-tcp relay-only aggressive consent-timeout role-conflict"
 REGULAR_WHEN_CONTROLLING = "aioice 0.13 always nominates aggressively when controlling (USE-CANDIDATE on every check)"
 
 

@@ -35,7 +35,7 @@ except (ImportError, ValueError, OSError) as exc:  # pragma: no cover - depends 
     print(f"error libnice is not usable here ({exc}): install python3-gi and gir1.2-nice-0.1", flush=True)
     sys.exit(2)
 
-FEATURES = "trickle stun turn-udp turn-tcp relay-only aggressive lite restart"
+FEATURES = "trickle stun turn-udp turn-tcp relay-only aggressive lite restart role-conflict"
 COMPONENT = 1
 
 RECV_CB = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint, ctypes.c_uint,

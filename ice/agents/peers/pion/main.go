@@ -296,7 +296,10 @@ func (a *adapter) config() (*ice.AgentConfig, error) {
 	}
 	switch {
 	case s.lite:
+		// A lite agent has host candidates only (RFC 8445 section 2.5); pion refuses server URLs that no
+		// candidate type would use, so they are dropped.
 		cfg.CandidateTypes = []ice.CandidateType{ice.CandidateTypeHost}
+		cfg.Urls = nil
 	case s.relayOnly:
 		cfg.CandidateTypes = []ice.CandidateType{ice.CandidateTypeRelay}
 	default:
