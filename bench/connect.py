@@ -1,9 +1,15 @@
-"""``icelab bench connect``: ICE connect latency, icelab vs aioice 0.13, side by side in one run (loopback).
+"""``icelab bench connect``: ICE connect latency of icelab, aioice, libnice and pion, each against itself, side by
+side in one run: on loopback (host candidates) and through two port-restricted NATs in the kernel lab (the
+``linux-masquerade`` preset on both sides: MASQUERADE with WAN input dropped; srflx candidates from icelab's STUN
+server on the public side; conntrack flushed between connections).
 
-Each run starts two line-protocol peers (A controlling, B controlled), waits until both have gathered, exchanges
-candidates, writes both ``remote`` lines and measures until each prints ``connected`` ("first usable" = the first
-of the two, "completed" = both). Process start-up is outside the measurement. CPU time is what the two peer
-processes spent from the ``remote`` lines to completion (user + system, from /proc).
+Every stack runs as a process on the agent protocol (docs/agent-protocol.md), A controlling and B controlled.
+Both gather completely first; then the harness hands each the other's credentials and candidates, and the clock
+runs from that moment (the start of checks) until both have printed ``selected`` ("completed"; "first_usable" is
+the earlier of the two). Process start-up and gathering are outside the measurement. CPU time is what the two
+processes spent in between (user + system, from /proc).
+
+The ratio is icelab's median over the fastest foreign stack's median (lower is better).
 """
 
 from __future__ import annotations
@@ -13,18 +19,20 @@ import asyncio
 import json
 import platform
 import statistics
-import subprocess
 import sys
-import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-RUNS = 20
+from ice.agents.line import AgentError, AgentProcess
+from ice.agents.registry import BUILTIN, FOREIGN, resolve
+
+RUNS = 30
 WARMUP = 2
+CONNECT_TIMEOUT = 20.0
 
 
-def _cpu(pid: int) -> float:
-    """Seconds on CPU of all the process's threads (schedstat is in ns; /proc/PID/stat ticks are 10 ms)."""
+def _cpu(pid: int | None) -> float:
+    """Seconds on CPU of all the process's threads (schedstat is in ns)."""
     total = 0
     try:
         for task in Path(f"/proc/{pid}/task").iterdir():
@@ -34,61 +42,56 @@ def _cpu(pid: int) -> float:
     return total / 1e9
 
 
-async def _peer(argv: list[str]) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.DEVNULL)
-
-
-async def _lines_until(proc: asyncio.subprocess.Process, stop: str) -> list[str]:
-    assert proc.stdout is not None
-    out = []
+async def _gathered(agent: AgentProcess, timeout: float) -> tuple[str, list[str]]:
+    """Read until ``local-end-of-candidates``: the credentials line and the candidates."""
+    creds, cands = "", []
     while True:
-        raw = await asyncio.wait_for(proc.stdout.readline(), 20)
-        if not raw:
-            raise RuntimeError(f"peer exited early; saw {out}")
-        line = raw.decode().rstrip("\n")
-        out.append(line)
-        if line.startswith(stop):
-            return out
+        r = await agent.next(timeout, what="local-end-of-candidates")
+        if r.verb == "local-credentials":
+            creds = r.rest
+        elif r.verb == "local-candidate":
+            cands.append(r.rest)
+        elif r.verb == "local-end-of-candidates":
+            return creds, cands
 
 
-async def one_run(cmd_a: list[str], cmd_b: list[str]) -> dict[str, float]:
-    a, b = await asyncio.gather(_peer(cmd_a), _peer(cmd_b))
+async def _selected(agent: AgentProcess, timeout: float) -> float:
+    while True:
+        r = await agent.next(timeout, what="selected")
+        if r.verb == "selected":
+            return r.at
+        if r.verb == "state" and r.rest.strip() == "failed":
+            raise AgentError(f"{agent.hello.stack} reported ICE failed")
+
+
+async def one_run(argv: Sequence[str], prefix_a: Sequence[str], prefix_b: Sequence[str],
+                  settings_a: list[tuple[str, ...]], settings_b: list[tuple[str, ...]]) -> dict[str, float]:
+    a = await AgentProcess.spawn(argv, "a", prefix=prefix_a)
     try:
-        la, lb = await asyncio.gather(_lines_until(a, "gathered"), _lines_until(b, "gathered"))
-        assert a.stdin is not None and b.stdin is not None
-
-        def creds(lines: list[str]) -> str:
-            return next(x for x in lines if x.startswith("ufrag ")).split()[1] + " " + next(
-                x for x in lines if x.startswith("pwd ")).split()[1]
-
-        for line in la:
-            if line.startswith("candidate "):
-                b.stdin.write((line + "\n").encode())
-        for line in lb:
-            if line.startswith("candidate "):
-                a.stdin.write((line + "\n").encode())
-        await a.stdin.drain()
-        await b.stdin.drain()
-        cpu0 = _cpu(a.pid) + _cpu(b.pid)
-        b.stdin.write(f"remote {creds(la)}\n".encode())
-        a.stdin.write(f"remote {creds(lb)}\n".encode())
-        await asyncio.gather(a.stdin.drain(), b.stdin.drain())
-        t0 = time.perf_counter()
-        done: list[float] = []
-
-        async def wait(p: asyncio.subprocess.Process) -> None:
-            await _lines_until(p, "connected")
-            done.append(time.perf_counter() - t0)
-
-        await asyncio.gather(wait(a), wait(b))
-        cpu = _cpu(a.pid) + _cpu(b.pid) - cpu0
-        return {"first_usable": min(done), "completed": max(done), "cpu": cpu}
+        b = await AgentProcess.spawn(argv, "b", prefix=prefix_b)
+    except BaseException:
+        await a.close(0)
+        raise
+    try:
+        for agent, settings in ((a, settings_a), (b, settings_b)):
+            for setting in settings:
+                refused = await agent.set(*setting)
+                if refused:
+                    raise AgentError(f"{agent.hello.stack} refused 'set {setting[0]}': {refused}")
+            agent.write("start")
+        (ca, la), (cb, lb) = await asyncio.gather(_gathered(a, CONNECT_TIMEOUT), _gathered(b, CONNECT_TIMEOUT))
+        cpu0 = _cpu(a.proc.pid) + _cpu(b.proc.pid)
+        t0 = asyncio.get_running_loop().time()
+        for me, creds, cands in ((a, cb, lb), (b, ca, la)):
+            me.write(f"remote-credentials {creds}")
+            for cand in cands:
+                me.write(f"remote-candidate {cand}")
+            me.write("remote-end-of-candidates")
+        ta, tb = await asyncio.gather(_selected(a, CONNECT_TIMEOUT), _selected(b, CONNECT_TIMEOUT))
+        cpu = _cpu(a.proc.pid) + _cpu(b.proc.pid) - cpu0
+        return {"first_usable": min(ta, tb) - t0, "completed": max(ta, tb) - t0, "cpu": cpu}
     finally:
-        for p in (a, b):
-            if p.returncode is None:
-                p.kill()
-            await p.wait()
+        await asyncio.gather(a.close(0), b.close(0))
 
 
 def _stats(values: list[float]) -> dict[str, float]:
@@ -98,44 +101,62 @@ def _stats(values: list[float]) -> dict[str, float]:
             "min_ms": round(ordered[0] * 1000, 3)}
 
 
-def _impls(ip_a: str, ip_b: str, stun: str | None, wrap_a: list[str], wrap_b: list[str]
-           ) -> dict[str, tuple[list[str], list[str]]]:
-    py = sys.executable
-    ours = [py, "-m", "ice.cli", "peer"] + (["--stun", stun] if stun else [])
-    theirs = [py, str(HERE / "peers" / "aioice_peer.py")] + (["--stun", stun] if stun else [])
-    return {
-        "icelab": ([*wrap_a, *ours, "--controlling", "--bind", ip_a], [*wrap_b, *ours, "--echo", "--bind", ip_b]),
-        "aioice": ([*wrap_a, *theirs, "--controlling", "--ip", ip_a], [*wrap_b, *theirs, "--echo", "--ip", ip_b]),
-    }
-
-
-async def measure(runs: int, quiet: bool, impls: dict[str, tuple[list[str], list[str]]] | None = None,
-                  between: object = None) -> dict[str, object]:
-    impls = impls or _impls("127.0.0.1", "127.0.0.1", None, [], [])
-    results: dict[str, list[dict[str, float]]] = {name: [] for name in impls}
+async def measure(stacks: list[str], runs: int, quiet: bool, where: str, prefix: dict[str, list[str]],
+                  settings: dict[str, list[tuple[str, ...]]], between: Callable[[], None] | None = None
+                  ) -> dict[str, object]:
+    """Each stack against itself, ``runs`` times (after warm-up), interleaved so drift hits all alike."""
+    results: dict[str, list[dict[str, float]]] = {name: [] for name in stacks}
+    failures: dict[str, str] = {}
     for i in range(WARMUP + runs):
-        for name, (ca, cb) in impls.items():
-            if callable(between):
+        for name in stacks:
+            if name in failures:
+                continue
+            if between is not None:
                 between()  # fresh NAT state for every connection
-            r = await one_run(ca, cb)
+            try:
+                r = await one_run(BUILTIN[name].argv(), prefix["a"], prefix["b"], settings["a"], settings["b"])
+            except (AgentError, TimeoutError) as exc:
+                failures[name] = str(exc)
+                continue
             if i >= WARMUP:
                 results[name].append(r)
                 if not quiet:
-                    print(f"  run {i - WARMUP + 1:>2} {name:<7} completed {r['completed'] * 1000:8.3f} ms",
+                    print(f"  {where:<8} run {i - WARMUP + 1:>2} {name:<8} completed {r['completed'] * 1000:9.3f} ms",
                           file=sys.stderr, flush=True)
-    summary: dict[str, object] = {}
+    out: dict[str, object] = {}
     for name, rs in results.items():
-        summary[name] = {
-            "completed": _stats([r["completed"] for r in rs]),
-            "first_usable": _stats([r["first_usable"] for r in rs]),
-            "cpu_ms_per_connection": round(statistics.median(r["cpu"] for r in rs) * 1000, 3),
-        }
-    return summary
+        if name in failures or not rs:
+            out[name] = {"error": failures.get(name, "no runs")}
+            continue
+        out[name] = {"completed": _stats([r["completed"] for r in rs]),
+                     "first_usable": _stats([r["first_usable"] for r in rs]),
+                     "median_ms": _stats([r["completed"] for r in rs])["median_ms"],
+                     "p95_ms": _stats([r["completed"] for r in rs])["p95_ms"],
+                     "cpu_ms_per_connection": round(statistics.median(r["cpu"] for r in rs) * 1000, 3)}
+    return out
 
 
-def _main_lab(args: argparse.Namespace, runs: int) -> int:
-    """The same measurement through two Linux-router NATs (MASQUERADE + WAN input drop, the `linux-masquerade`
-    preset), srflx candidates from the embedded STUN server on the public side."""
+def _ratio(results: dict[str, object]) -> dict[str, object]:
+    """icelab's median over the fastest foreign stack's median."""
+    foreign = {n: r["median_ms"] for n, r in results.items()  # type: ignore[index]
+               if n != "icelab" and isinstance(r, dict) and "median_ms" in r}
+    ours = results.get("icelab")
+    if not foreign or not isinstance(ours, dict) or "median_ms" not in ours:
+        return {"ratio": None, "fastest_foreign": None}
+    fastest = min(foreign, key=lambda n: foreign[n])
+    return {"ratio": round(ours["median_ms"] / foreign[fastest], 4), "fastest_foreign": fastest}
+
+
+def _loopback(stacks: list[str], runs: int, quiet: bool) -> dict[str, object]:
+    settings = {"a": [("role", "controlling"), ("bind", "127.0.0.1")],
+                "b": [("role", "controlled"), ("bind", "127.0.0.1")]}
+    results = asyncio.run(measure(stacks, runs, quiet, "loopback", {"a": [], "b": []}, settings))
+    return {"topology": "loopback, host candidates", "results": results, **_ratio(results)}
+
+
+def _nat(stacks: list[str], runs: int, quiet: bool) -> dict[str, object]:
+    import subprocess
+
     from ice.cli import isolate
     from ice.lab.mn import Lab, require_lab
     from ice.lab.netns import nsenter
@@ -146,46 +167,62 @@ def _main_lab(args: argparse.Namespace, runs: int) -> int:
     spec = topology("two_nats", "linux-masquerade", "linux-masquerade")
     with Lab(spec) as lab:
         stun = spec.facts["stun_primary"]
+        host, port = spec.address("stun_primary")
         lab.popen("stun", [sys.executable, "-m", "ice.cli", "server", "stun", "--listen", stun],
                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        impls = _impls(spec.facts["a"], spec.facts["b"], stun, nsenter(lab.pid("a")), nsenter(lab.pid("b")))
-        summary = asyncio.run(measure(runs, quiet=bool(args.json), impls=impls, between=lab.reset))
-    return _report(args, runs, summary, "two linux-masquerade NATs, srflx from the embedded STUN server")
+        settings = {side: [("role", "controlling" if side == "a" else "controlled"), ("bind", spec.facts[side]),
+                           ("stun", host, str(port))] for side in "ab"}
+        results = asyncio.run(measure(stacks, runs, quiet, "nat", {s: nsenter(lab.pid(s)) for s in "ab"},
+                                      settings, between=lab.reset))
+    return {"topology": "two linux-masquerade NATs (port-restricted, WAN input dropped), srflx from icelab's "
+                        "STUN server", "results": results, **_ratio(results)}
+
+
+def _stacks(peers: str) -> list[str]:
+    from ice.errors import UserError
+
+    names = list(BUILTIN) if peers == "all" else ["icelab", *[p for p in peers.split(",") if p and p != "icelab"]]
+    unknown = [n for n in names if n not in BUILTIN]
+    if unknown:
+        raise UserError(f"--peers takes 'all' or names from {', '.join(FOREIGN)} (comma-separated), not "
+                        f"{', '.join(unknown)}")
+    missing = {n: resolve(n).missing for n in names if resolve(n).missing}
+    if missing:
+        raise UserError("not installed: " + "; ".join(f"{n}: {why}" for n, why in missing.items()))
+    return names
 
 
 def main(args: argparse.Namespace) -> int:
-    try:
-        import aioice  # noqa: F401
-    except ImportError:
-        print("icelab bench connect: aioice is not installed; run ./icelab once to provision the dev extras",
-              file=sys.stderr)
-        return 2
+    stacks = _stacks(getattr(args, "peers", None) or "all")
     runs = int(getattr(args, "runs", None) or RUNS)
-    if getattr(args, "lab", False):
-        return _main_lab(args, runs)
-    summary = asyncio.run(measure(runs, quiet=bool(args.json)))
-    return _report(args, runs, summary, "loopback, host candidates")
-
-
-def _report(args: argparse.Namespace, runs: int, summary: dict[str, object], topology: str) -> int:
-    ours = summary["icelab"]["completed"]["median_ms"]  # type: ignore[index]
-    theirs = summary["aioice"]["completed"]["median_ms"]  # type: ignore[index]
-    ratio = round(ours / theirs, 4) if theirs else 0.0
-    doc = {
+    where = getattr(args, "where", None) or "both"
+    doc: dict[str, object] = {
         "benchmark": "connect",
-        "topology": topology,
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "runs": runs,
-        "results": summary,
-        "ratio": ratio,
-        "goal": "icelab median at most a quarter of aioice's (lower is better)",
+        "measured": "start of checks (both sides given the other's credentials and candidates) to a selected pair "
+                    "on both sides",
+        "goal": "loopback: icelab's median at most the fastest foreign stack's (ratio <= 1); through the NATs: at "
+                "most 0.15 of it",
     }
+    if where in ("both", "loopback"):
+        doc["loopback"] = _loopback(stacks, runs, bool(args.json))
+    if where in ("both", "nat"):
+        doc["nat"] = _nat(stacks, runs, bool(args.json))
     if args.json:
         print(json.dumps(doc, indent=2))
-    else:
-        for name, s in summary.items():
-            c = s["completed"]  # type: ignore[index]
-            print(f"{name:<7} completed median {c['median_ms']:.3f} ms, p95 {c['p95_ms']:.3f} ms; "
-                  f"cpu {s['cpu_ms_per_connection']} ms per connection")  # type: ignore[index]
-        print(f"ratio icelab/aioice (median, lower is better): {ratio:.3f}")
+        return 0
+    for place in ("loopback", "nat"):
+        part = doc.get(place)
+        if not isinstance(part, dict):
+            continue
+        print(f"{place}: {part['topology']}")
+        for name, r in part["results"].items():
+            if "error" in r:
+                print(f"  {name:<8} failed: {r['error']}")
+                continue
+            print(f"  {name:<8} median {r['median_ms']:9.3f} ms, p95 {r['p95_ms']:9.3f} ms; "
+                  f"cpu {r['cpu_ms_per_connection']} ms per connection")
+        if part["ratio"] is not None:
+            print(f"  ratio icelab / {part['fastest_foreign']} (median, lower is better): {part['ratio']:.4f}")
     return 0

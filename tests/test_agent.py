@@ -1001,3 +1001,24 @@ def test_an_unreachable_stun_server_ends_its_gathering_at_once() -> None:
         evs.append(e)
     assert StunServerUnreachable(("10.9.9.9", 3478), A1, "ICMP port unreachable") in evs
     assert isinstance(evs[-1], GatheringComplete) and a.next_timeout() is None
+
+
+def test_a_peer_reflexive_candidate_signalled_later_takes_its_real_type() -> None:
+    """A learns B1 from B's check before signalling brings B's host candidate B1 (RFC 8445 §7.3.1.3); when it does,
+    it is the same candidate: the pair keeps its state and the selected pair is reported again as host."""
+    net, a, b = only_b_knows_a()
+    a.end_of_local_candidates()
+    b.end_of_local_candidates()
+    net.run(5.0, stop=lambda: connected(a, b))
+    assert connected(a, b) and a.selected is not None and a.selected.remote.type is CandidateType.PEER_REFLEXIVE
+    state, valid = a.selected.state, a.selected.valid
+    while a.next_event() is not None:
+        pass
+    host = next(c for c in b.local_candidates if c.address == B1)
+    a.add_remote_candidate(net.now, host)
+    assert a.selected.remote is host and (a.selected.state, a.selected.valid) == (state, valid)
+    assert [c.type for c in a.remote_candidates] == [CandidateType.HOST] and a.stats["remote-prflx-signalled"] == 1
+    ev = a.next_event()
+    assert isinstance(ev, SelectedPairChanged) and ev.remote is host
+    a.add_remote_candidate(net.now, host)  # the same candidate again changes nothing
+    assert a.next_event() is None and a.stats["remote-prflx-signalled"] == 1

@@ -452,13 +452,14 @@ def test_udp_blocked_firewall_lets_only_tcp_to_turn_ports_out() -> None:
 
 
 def test_bench_connect_through_two_nats_reports_both() -> None:
-    """Structure only: icelab and aioice peers connect through two Linux-router NATs in the kernel lab."""
-    p = subprocess.run([*ICELAB, "bench", "connect", "--lab", "--json", "--runs", "1"], capture_output=True,
-                       text=True, timeout=120, cwd=ROOT)
+    """Structure only: icelab and aioice agents connect through two Linux-router NATs in the kernel lab."""
+    p = subprocess.run([*ICELAB, "bench", "connect", "--where", "nat", "--peers", "aioice", "--json", "--runs", "1"],
+                       capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert p.returncode == 0, p.stderr[-500:]
-    doc = json.loads(p.stdout)
-    assert doc["topology"].startswith("two linux-masquerade NATs")
-    assert set(doc["results"]) == {"icelab", "aioice"} and doc["ratio"] > 0
+    part = json.loads(p.stdout)["nat"]
+    assert part["topology"].startswith("two linux-masquerade NATs") and part["fastest_foreign"] == "aioice"
+    assert set(part["results"]) == {"icelab", "aioice"} and part["ratio"] == round(
+        part["results"]["icelab"]["median_ms"] / part["results"]["aioice"]["median_ms"], 4)
 
 
 # Agents through kernel NATs (direct, relayed, TURN over TCP, sim agreement): the scenario matrix's lab cells,

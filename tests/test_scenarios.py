@@ -48,7 +48,7 @@ def test_default_matrix_covers_every_rfc4787_pair_and_the_special_boxes() -> Non
     assert {c.behaviours()["nat"].hairpinning for c in groups["same-nat"]} == {True, False}
     assert {c.topology for c in groups["double-nat"]} == {"double_nat"}
     assert {c.loss for c in groups["impaired"]} >= {0.1, 0.3} and any(c.delay_ms == 50 for c in groups["impaired"])
-    assert {c.nomination for c in groups["options"]} == {"regular", "aggressive"}
+    assert {c.nomination_mode for c in groups["options"]} == {"regular", "aggressive"}
     assert {c.controlling for c in groups["options"]} == {"a", "b", "both"}
 
 

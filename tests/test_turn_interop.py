@@ -140,49 +140,56 @@ def test_our_turn_client_relays_through_coturn_and_our_server(which: str, transp
     assert refused.startswith("allocation refused: 401")
 
 
-def test_icelab_peers_relay_only_through_our_turn_server() -> None:
-    """ICE with relayed candidates only (RFC 8445 §5.1.1.2): the selected pair is relay on both sides."""
-    import sys
+def _relay_only(agent: str, b_relay_only: bool = False) -> tuple[tuple[str, str, str], str]:
+    """Our TURN server on loopback; ``agent`` (a built-in agent on the agent protocol) as the controlling side,
+    relay-only through it, against an icelab agent (relay-only too with ``b_relay_only``). Returns (data check,
+    A's selected pair, B's) and the server's JSON log."""
+    import asyncio
 
-    p, log = _relay_only_peer(f"{sys.executable} -m ice.cli peer --bind 127.0.0.1", b_relay_only=True)
-    assert "ROUNDTRIP OK" in p.stdout, p.stdout[-600:]
-    assert re.search(r"\[A\] selected relay 127\.0\.0\.1:\d+ \| relay 127\.0\.0\.1:\d+", p.stdout)
+    from ice.agents.line import AgentProcess
+    from ice.agents.pair import SideSetup, TurnSetting, close, connect, exchange, prepare
+    from ice.agents.registry import resolve
+
+    (port,) = free_udp_ports(1)
+    proc = _server(port)
+    turn = TurnSetting("127.0.0.1", port, "alice", "secret")
+
+    async def run() -> tuple[str, str, str]:
+        a = await AgentProcess.spawn(resolve(agent).argv, "a")
+        b = await AgentProcess.spawn(resolve("icelab").argv, "b")
+        pair = await prepare(a, b, SideSetup("controlling", ("127.0.0.1",), turn=turn, relay_only=True),
+                             SideSetup("controlled", ("127.0.0.1",), turn=turn if b_relay_only else None,
+                                       relay_only=b_relay_only))
+        try:
+            await connect(pair, 20)
+            assert not pair.reason and pair.a.selected and pair.b.selected, pair.reason
+            return await exchange(pair, 10), pair.a.selected.text, pair.b.selected.text
+        finally:
+            await close(pair)
+
+    try:
+        wait_stun("127.0.0.1", port)
+        result = asyncio.run(run())
+    finally:
+        proc.p.send_signal(signal.SIGTERM)
+        log = proc.stop()
+    return result, log
+
+
+def test_icelab_agents_relay_only_through_our_turn_server() -> None:
+    """ICE with relayed candidates only (RFC 8445 §5.1.1.2): the selected pair is relay on both sides."""
+    (missing, sel_a, _), log = _relay_only("icelab", b_relay_only=True)
+    assert missing == "" and re.fullmatch(r"relay 127\.0\.0\.1:\d+ -> relay 127\.0\.0\.1:\d+", sel_a), sel_a
     stats = json.loads(log.strip().splitlines()[-1])["stats"]
     assert stats["allocate"] == 2 and stats["relayed-to-peer"] > 0
 
 
-def _relay_only_peer(peer: str, b_relay_only: bool = False) -> tuple[subprocess.CompletedProcess[str], str]:
-    """Our TURN server on loopback; ``peer`` (a line-protocol program) as the controlling side, relay-only through
-    it, against an echoing icelab peer (relay-only too with ``b_relay_only``). Returns the line-protocol run and
-    the server's JSON log."""
-    import sys
-    from pathlib import Path
-
-    (port,) = free_udp_ports(1)
-    proc = _server(port)
-    try:
-        wait_stun("127.0.0.1", port)
-        turn = f"--turn 127.0.0.1 {port} alice secret --relay-only"
-        cmd_a = f"{peer} --controlling {turn}"
-        cmd_b = f"{sys.executable} -m ice.cli peer --echo --bind 127.0.0.1" + (f" {turn}" if b_relay_only else "")
-        line_peer = Path(__file__).resolve().parent / "line_peer.py"
-        p = subprocess.run([sys.executable, str(line_peer), cmd_a, cmd_b], capture_output=True, text=True,
-                           timeout=60, cwd=ROOT)
-    finally:
-        proc.p.send_signal(signal.SIGTERM)
-        log = proc.stop()
-    return p, log
-
-
-def test_aioice_relays_through_our_turn_server_with_an_icelab_peer() -> None:
-    """aioice 0.13 (relay only) uses our server as its TURN server and connects to an icelab peer."""
-    import sys
-    from pathlib import Path
-
-    aioice_peer = Path(__file__).resolve().parents[1] / "bench" / "peers" / "aioice_peer.py"
-    p, log = _relay_only_peer(f"{sys.executable} {aioice_peer}")
-    assert "ROUNDTRIP OK" in p.stdout, p.stdout[-800:] + p.stderr[-400:]
-    assert "[B] selected host 127.0.0.1:" in p.stdout and "| relay 127.0.0.1:" in p.stdout
+@pytest.mark.parametrize("agent", ["aioice", "libnice", "pion"])
+def test_foreign_stacks_relay_through_our_turn_server_with_an_icelab_peer(agent: str) -> None:
+    """aioice 0.13, libnice 0.1.21 and pion 2.3.1, relay only, use our server as their TURN server and connect to
+    an icelab agent: icelab's selected pair ends on the foreign stack's relayed candidate."""
+    (missing, _, sel_b), log = _relay_only(agent)
+    assert missing == "" and re.fullmatch(r"host 127\.0\.0\.1:\d+ -> relay 127\.0\.0\.1:\d+", sel_b), sel_b
     stats = json.loads(log.strip().splitlines()[-1])["stats"]
     assert stats["allocate"] >= 1 and stats["relayed-to-peer"] > 0 and stats["relayed-to-client"] > 0
 
@@ -325,15 +332,3 @@ def test_our_turn_client_relays_through_pion_turn_server() -> None:
     finally:
         proc.stop()
 
-
-def test_libnice_relays_through_our_turn_server_with_an_icelab_peer() -> None:
-    """libnice 0.1.21 (GObject introspection, Debian's python) uses our server as TURN, relay only."""
-    from pathlib import Path
-
-    need_tool("/usr/bin/python3")
-    nicepeer = Path(__file__).resolve().parent / "interop" / "nicepeer.py"
-    p, log = _relay_only_peer(f"/usr/bin/python3 {nicepeer}")
-    assert "ROUNDTRIP OK" in p.stdout, p.stdout[-800:] + p.stderr[-400:]
-    assert "| relay 127.0.0.1:" in p.stdout  # the icelab side selected libnice's relayed candidate
-    stats = json.loads(log.strip().splitlines()[-1])["stats"]
-    assert stats["allocate"] >= 1 and stats["relayed-to-client"] > 0

@@ -314,12 +314,37 @@ class IceAgent:
             # application resolves it and adds the candidate with the address.
             self.stats["remote-candidate-not-an-ip"] += 1
             return
-        if any(c.address == candidate.address for c in self.remote_candidates):
+        known = next((c for c in self.remote_candidates if c.address == candidate.address), None)
+        if known is not None:
+            if known.type is CandidateType.PEER_REFLEXIVE and candidate.type is not CandidateType.PEER_REFLEXIVE \
+                    and known.component == candidate.component:
+                self._signalled_prflx(known, candidate)
             return
         self.remote_candidates.append(candidate)
         for base, local in self._bases.items():
             self._add_pair(local, base, candidate)
         self._start_if_ready(now)
+
+    def _signalled_prflx(self, learned: Candidate, signalled: Candidate) -> None:
+        """A check from the peer arrived before signalling delivered the candidate it came from, so the agent
+        learned it as peer-reflexive (RFC 8445 §7.3.1.3); now signalling delivers it with its true type, foundation
+        and priority. It is the same candidate: its pairs keep their states and take the signalled description
+        (and the priority it gives, §6.1.2.3), and a selected pair on it is reported again with its real type
+        (libnice does the same)."""
+        self.remote_candidates[self.remote_candidates.index(learned)] = signalled
+        self.stats["remote-prflx-signalled"] += 1
+        touched = {id(p): p for p in self.pairs if p.remote is learned}
+        touched.update({id(p.valid_pair): p.valid_pair for p in self.pairs
+                        if p.valid_pair is not None and p.valid_pair.remote is learned})
+        for pair in touched.values():
+            pair.remote = signalled
+            g, d = (pair.local.priority, signalled.priority) if self.controlling else \
+                (signalled.priority, pair.local.priority)
+            pair.priority = pair_priority(g, d)
+        self.pairs.sort(key=lambda p: -p.priority)
+        for component, pair in self.selected_pairs.items():
+            if id(pair) in touched:
+                self._events.append(SelectedPairChanged(pair.local, pair.remote, pair.base, component))
 
     # ============================================================================================== checks
 

@@ -1,8 +1,6 @@
-"""``icelab peer``: an ICE agent speaking the interop harness's line protocol on stdin/stdout.
+"""``icelab peer``: icelab's agent on the agent protocol, version 1 (docs/agent-protocol.md), over stdin/stdout.
 
-stdout: ufrag U | pwd P | candidate <value> | gathered | state <s> | connected | selected <l> | <r> | recv <text>
-        | error <msg>
-stdin:  candidate <value> | end-of-candidates | remote <ufrag> <pwd> | send <text> | quit (or EOF)
+It is the reference implementation of the protocol: every feature, every report.
 """
 
 from __future__ import annotations
@@ -10,28 +8,80 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from importlib.metadata import PackageNotFoundError, version
 
 from ice.agent import AgentConfig, Candidate, Nomination
-from ice.agent.events import Event, SelectedPairChanged, StateChanged
-from ice.aio.connection import Connection, describe_pair
+from ice.agent.events import CandidateGathered, Event, GatheringComplete, SelectedPairChanged, StateChanged
+from ice.aio.connection import Connection
 from ice.errors import IceError
 from ice.stun.attributes import Address
 from ice.turn.client import TurnClientConfig
 
+PROTOCOL = "icelab-agent/1"
+FEATURES = "trickle stun turn-udp turn-tcp relay-only aggressive lite restart consent-timeout role-conflict"
 
-@dataclass(frozen=True)
-class PeerOptions:
-    controlling: bool
-    echo: bool
-    bind: Sequence[str]
-    stun: Sequence[Address]
-    lite: bool = False
-    nomination: Nomination = Nomination.REGULAR
-    relay_only: bool = False
-    ta: float = 0.05
+
+def _version() -> str:
+    try:
+        return version("icelab")
+    except PackageNotFoundError:  # pragma: no cover - running from a tree that was never installed
+        return "0"
+
+
+@dataclass
+class PeerSettings:
+    """What the harness set before ``start``."""
+
+    controlling: bool = False
+    bind: list[str] = field(default_factory=list)
+    stun: list[Address] = field(default_factory=list)
     turn: TurnClientConfig | None = None
+    nomination: Nomination = Nomination.REGULAR
+    lite: bool = False
+    relay_only: bool = False
+    trickle: bool = True
+    echo: bool = False
+    consent_timeout: float | None = None
+    ta: float = 0.05
+
+    def apply(self, name: str, values: list[str]) -> str | None:
+        """One ``set``: None when applied, else why not (the ``unsupported`` reason)."""
+        one = values[0] if len(values) == 1 else None
+        if name == "role" and one in ("controlling", "controlled"):
+            self.controlling = one == "controlling"
+        elif name == "bind" and one:
+            self.bind.append(one)
+        elif name == "stun" and len(values) == 2 and values[1].isdigit():
+            self.stun.append((values[0], int(values[1])))
+        elif name == "turn" and len(values) == 5 and values[1].isdigit() and values[4] in ("udp", "tcp"):
+            self.turn = TurnClientConfig((values[0], int(values[1])), values[2], values[3], transport=values[4])
+        elif name == "nomination" and one in ("regular", "aggressive"):
+            self.nomination = Nomination(one)
+        elif name in ("lite", "relay-only", "trickle", "echo") and one in ("on", "off"):
+            setattr(self, name.replace("-", "_"), one == "on")
+        elif name == "consent-timeout" and one is not None:
+            try:
+                seconds = float(one)
+            except ValueError:
+                return f"consent-timeout takes seconds, not {one!r}"
+            if not 1 <= seconds <= 30:
+                return "consent-timeout is 1 to 30 seconds (RFC 7675 §5.1 allows at most 30)"
+            self.consent_timeout = seconds
+        elif name in ("role", "bind", "stun", "turn", "nomination", "lite", "relay-only", "trickle", "echo",
+                      "consent-timeout"):
+            return f"bad value {' '.join(values) or '(none)'} for {name} (docs/agent-protocol.md)"
+        else:
+            return f"icelab knows no setting {name}"
+        return None
+
+    def config(self) -> AgentConfig:
+        config = AgentConfig(nomination=self.nomination, lite=self.lite, software="icelab", ta=self.ta)
+        if self.consent_timeout is not None:
+            interval = min(config.consent_interval, self.consent_timeout / 3)
+            config = replace(config, consent_timeout=self.consent_timeout, consent_interval=interval,
+                             disconnected_after=min(config.disconnected_after, self.consent_timeout / 2))
+        return config
 
 
 def _out(line: str) -> None:
@@ -39,72 +89,125 @@ def _out(line: str) -> None:
     sys.stdout.flush()
 
 
-async def run_peer(opts: PeerOptions) -> int:
-    config = AgentConfig(nomination=opts.nomination, lite=opts.lite, software="icelab", ta=opts.ta)
-    conn = Connection(opts.controlling, config, bind=opts.bind, stun_servers=opts.stun, turn=opts.turn,
-                      relay_only=opts.relay_only)
-    connected = asyncio.Event()
+class _Peer:
+    """The running agent: one Connection and the protocol around it."""
 
-    def on_event(ev: Event) -> None:
-        if isinstance(ev, SelectedPairChanged) and not connected.is_set():
-            _out("connected")
-            _out("selected " + describe_pair(ev))
-            connected.set()
+    def __init__(self, settings: PeerSettings) -> None:
+        self.settings = settings
+        self.conn = Connection(settings.controlling, settings.config(), bind=settings.bind or ["127.0.0.1"],
+                               stun_servers=settings.stun, turn=settings.turn, relay_only=settings.relay_only)
+        self.conn.on_event = self.on_event
+        self.held: list[Candidate] = []
+        self.role = settings.controlling
+
+    def on_event(self, ev: Event) -> None:
+        if isinstance(ev, CandidateGathered):
+            if self.settings.trickle:
+                _out("local-candidate " + ev.candidate.to_sdp())
+            else:
+                self.held.append(ev.candidate)
+        elif isinstance(ev, GatheringComplete):
+            for cand in self.held:
+                _out("local-candidate " + cand.to_sdp())
+            self.held.clear()
+            _out("local-end-of-candidates")
         elif isinstance(ev, SelectedPairChanged):
-            _out("selected " + describe_pair(ev))
+            _out(f"selected {ev.local.to_sdp()} | {ev.remote.to_sdp()}")
         elif isinstance(ev, StateChanged):
             _out(f"state {ev.state.value}")
-            if ev.state.value == "failed":
-                _out("error ICE failed: no candidate pair worked")
+        if self.conn.agent.controlling != self.role:
+            self.role = self.conn.agent.controlling
+            _out("role " + ("controlling" if self.role else "controlled"))
 
-    conn.on_event = on_event
-    _out(f"ufrag {conn.ufrag}")
-    _out(f"pwd {conn.pwd}")
-    try:
-        candidates = await conn.gather()
-    except (IceError, OSError) as exc:
-        _out(f"error gathering failed: {exc}")
-        return 1
-    for cand in candidates:
-        _out("candidate " + cand.to_sdp())
-    _out("gathered")
+    async def gather(self) -> None:
+        _out(f"local-credentials {self.conn.ufrag} {self.conn.pwd}")
+        try:
+            await self.conn.gather()
+        except (IceError, OSError) as exc:
+            _out(f"error gathering failed: {exc}")
+            _out("local-end-of-candidates")
 
-    async def receive() -> None:
+    def restart(self) -> None:
+        self.conn.restart()
+        _out(f"local-credentials {self.conn.ufrag} {self.conn.pwd}")
+        for cand in self.conn.local_candidates:
+            _out("local-candidate " + cand.to_sdp())
+        _out("local-end-of-candidates")
+
+    async def receive(self) -> None:
         while True:
-            data = await conn.recv()
+            data = await self.conn.recv()
             _out("recv " + data.decode(errors="replace"))
-            if opts.echo:
-                conn.send(data)
+            if self.settings.echo:
+                self.conn.send(data)
 
-    receiver = asyncio.ensure_future(receive())
+    def command(self, cmd: str, arg: str) -> None:
+        """One command after ``start`` (ValueError: a line it could not use)."""
+        if cmd == "remote-credentials":
+            words = arg.split()
+            if len(words) < 2:
+                raise ValueError("remote-credentials takes UFRAG PWD [lite]")
+            self.conn.set_remote_credentials(words[0], words[1], lite="lite" in words[2:])
+        elif cmd == "remote-candidate":
+            self.conn.add_remote_candidate(Candidate.from_sdp(arg))
+        elif cmd == "remote-end-of-candidates":
+            self.conn.add_remote_candidate(None)
+        elif cmd == "send":
+            if self.conn.selected is None:
+                raise ValueError("not connected")
+            self.conn.send(arg.encode())
+        elif cmd == "restart":
+            self.restart()
+        else:
+            raise ValueError(f"unknown command {cmd}")
+
+
+async def run_peer(ta: float = 0.05) -> int:
+    """Speak the protocol until ``quit`` or end of input."""
+    _out(f"hello {PROTOCOL} icelab {_version()}")
+    _out(f"features {FEATURES}")
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    settings = PeerSettings(ta=ta)
+    peer: _Peer | None = None
+    tasks: list[asyncio.Task[None]] = []
     try:
-        while line := (await reader.readline()).decode():
+        while line := (await reader.readline()).decode(errors="replace"):
             cmd, _, arg = line.strip().partition(" ")
-            try:
-                if cmd == "candidate":
-                    conn.add_remote_candidate(Candidate.from_sdp(arg))
-                elif cmd == "end-of-candidates":
-                    conn.add_remote_candidate(None)
-                elif cmd == "remote":
-                    ufrag, pwd = arg.split()[:2]
-                    conn.set_remote_credentials(ufrag, pwd, lite="lite" in arg.split()[2:])
-                elif cmd == "send":
-                    await asyncio.wait_for(connected.wait(), 30)
-                    conn.send(arg.encode())
-                elif cmd == "quit":
-                    break
-                elif cmd:
-                    _out(f"error unknown command {cmd!r}")
-            except (ValueError, TimeoutError) as exc:
-                _out(f"error {exc}")
+            if not cmd:
+                continue
+            if cmd == "quit":
+                break
+            if peer is None and cmd == "set":
+                name, *values = arg.split() or [""]
+                refused = settings.apply(name, values)
+                _out("ok" if refused is None else f"unsupported {refused}")
+            elif peer is None and cmd == "start":
+                try:
+                    peer = _Peer(settings)
+                except ValueError as exc:
+                    _out(f"error {exc}")
+                    return 2
+                tasks = [asyncio.ensure_future(peer.gather()), asyncio.ensure_future(peer.receive())]
+            elif peer is None:
+                _out(f"error {cmd} before start" if cmd.startswith("remote") or cmd in ("send", "restart")
+                     else f"error unknown command {cmd}")
+            elif cmd in ("set", "start"):
+                _out(f"error {cmd} after start")
+            else:
+                try:
+                    peer.command(cmd, arg)
+                except ValueError as exc:
+                    _out(f"error {exc}")
     finally:
-        receiver.cancel()
-        if os.environ.get("ICELAB_PEER_DEBUG"):  # the agent's view at exit, for debugging a failed run
-            agent = conn.agent
-            pairs = [(p.remote.address, p.state.value, p.valid, p.nominated, p.remote_nominated) for p in agent.pairs]
-            print(f"debug state={agent.state.value} stats={dict(agent.stats)} pairs={pairs}", file=sys.stderr)
-        conn.close()
+        for task in tasks:
+            task.cancel()
+        if peer is not None:
+            if os.environ.get("ICELAB_PEER_DEBUG"):  # the agent's view at exit, for debugging a failed run
+                agent = peer.conn.agent
+                pairs = [(p.remote.address, p.state.value, p.valid, p.nominated) for p in agent.pairs]
+                print(f"debug state={agent.state.value} stats={dict(agent.stats)} pairs={pairs}", file=sys.stderr)
+            peer.conn.close()
+            await asyncio.sleep(0)
     return 0

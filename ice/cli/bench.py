@@ -30,7 +30,10 @@ def add_parser(sub: Subparsers) -> None:
     b.add_argument("--requests", type=int, default=100_000,
                    help="server: Binding requests per server; relay: relayed packets per round")
     b.add_argument("--rounds", type=int, help="lab: build/teardown rounds per topology (default 5)")
-    b.add_argument("--runs", type=int, help="connect: measured connections per implementation (default 20)")
-    b.add_argument("--lab", action="store_true", help="connect: through two NATs in the kernel lab (root)")
+    b.add_argument("--runs", type=int, help="connect: measured connections per stack and place (default 30)")
+    b.add_argument("--peers", default="all", metavar="all|NAME,...",
+                   help="connect: the stacks beside icelab (aioice, libnice, pion; default all)")
+    b.add_argument("--where", choices=["both", "loopback", "nat"], default="both",
+                   help="connect: on loopback, through two port-restricted NATs in the kernel lab, or both (default)")
     b.add_argument("--only", choices=["sim", "lab"], help="matrix: measure only this back-end")
     b.set_defaults(func=cmd_bench)

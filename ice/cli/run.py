@@ -102,6 +102,7 @@ def _run(suite: Suite, backend_name: str, out: Path, update: bool, quiet: bool, 
          shard: tuple[int, int] | None = None, costs_from: list[Path] | None = None) -> int:
     from ice.report.results import write_reports
     from ice.report.text import summary, terminal_grid
+    from ice.scenario.controls import note_controls
     from ice.scenario.result import Status
     from ice.scenario.runner import Runner
 
@@ -140,6 +141,7 @@ def _run(suite: Suite, backend_name: str, out: Path, update: bool, quiet: bool, 
         else:
             results = runner.lab_parallel(jobs, artifacts, keep_artifacts, progress.cell)
     elapsed = time.perf_counter() - started
+    note_controls(results)
     write_reports(results, out, backend_name, elapsed,
                   {"jobs": jobs if backend_name == "lab" else 1, "environment": environment(),
                    "sources": sorted({str(p) for p in suite.source.values()}),
@@ -156,6 +158,9 @@ def _run(suite: Suite, backend_name: str, out: Path, update: bool, quiet: bool, 
     if unpinned:
         shown = ", ".join(unpinned[:6]) + (f" and {len(unpinned) - 6} more" if len(unpinned) > 6 else "")
         print(f"  unpinned (judged by the reasoning; pin them with --update-expectations): {shown}")
+    for r in results:
+        if r.status in (Status.NOT_INSTALLED, Status.UNSUPPORTED):
+            print(f"  {r.status.value.upper()} {r.cell.name}: {r.reason}")
     for r in failed:
         print(f"  FAIL {r.cell.name}: {r.reason}")
         if r.artifacts:

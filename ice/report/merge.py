@@ -37,7 +37,8 @@ def cell_result(doc: dict[str, Any]) -> CellResult:
         cell = Cell.from_table(doc["config"], f"cell {name}")
         exp = Expected(PathKind(doc["expected"]), str(doc.get("expected_reason") or ""),
                        tuple(doc.get("expected_selected") or ()), tuple(doc.get("never") or ()),
-                       tuple(doc.get("must_succeed") or ()), doc.get("known_failure"))
+                       tuple(doc.get("must_succeed") or ()), doc.get("known_failure"),
+                       bool(doc.get("intermittent")))
         r = result_from_json(doc, cell, exp)
         r.reason = str(doc.get("reason") or "")
         r.skipped = doc.get("status") == Status.SKIPPED.value

@@ -152,8 +152,46 @@ CELL_NAME = re.compile(r"[A-Za-z0-9._+=-]+")
 """What a cell name may hold (and it may not start with ``.``): it keys pins, names artifact directories and is
 a word of the repro command."""
 
-CELL_OPTIONS = ("turn", "relay_only", "nomination", "trickle", "controlling", "loss", "delay_ms", "group")
+CELL_OPTIONS = ("turn", "relay_only", "nomination", "trickle", "controlling", "loss", "delay_ms", "group", "agent_a",
+                "agent_b", "lite", "kill", "consent_timeout", "restart", "server")
 """What a cell may set besides its name, topology and NATs."""
+
+BUILTIN_AGENTS = ("icelab", "aioice", "libnice", "pion")
+"""The agents a cell side may name (ice/agents/registry.py starts them); any other program is a command."""
+
+
+@dataclass(frozen=True)
+class AgentSide:
+    """The ICE agent on one side of a cell: a built-in one, or a command speaking the agent protocol
+    (docs/agent-protocol.md)."""
+
+    name: str = "icelab"
+    """A built-in agent's name, or ``command``."""
+    command: str = ""
+
+    @classmethod
+    def parse(cls, value: object) -> AgentSide:
+        """``"pion"`` or ``{ command = "./my-agent --flag" }``; ValueError saying what is accepted."""
+        if isinstance(value, AgentSide):
+            return value
+        if isinstance(value, str) and value in BUILTIN_AGENTS:
+            return cls(value)
+        if isinstance(value, Mapping) and set(value) == {"command"} and isinstance(value["command"], str) \
+                and value["command"].strip():
+            return cls("command", value["command"].strip())
+        raise ValueError(f"an agent is one of {', '.join(BUILTIN_AGENTS)} or {{ command = \"PROGRAM ARGS\" }}, "
+                         f"not {value!r}")
+
+    @property
+    def foreign(self) -> bool:
+        return self.name != "icelab"
+
+    @property
+    def label(self) -> str:
+        return self.command if self.name == "command" else self.name
+
+    def as_json(self) -> str | dict[str, str]:
+        return {"command": self.command} if self.name == "command" else self.name
 
 
 @dataclass(frozen=True)
@@ -171,30 +209,69 @@ class Cell:
     """Packet loss on A's access link (each direction), passed to the topology as a link condition."""
     delay_ms: float = 0.0
     """One-way delay on A's access link."""
-    nomination: str = "regular"
-    """"regular" (RFC 8445 §8.1.1) or "aggressive" (RFC 5245 §8.1.1.2)."""
+    nomination: str = ""
+    """"regular" (RFC 8445 §8.1.1), "aggressive" (RFC 5245 §8.1.1.2), or "" for each agent's own default (icelab's
+    is regular; a foreign agent is told only what a cell names)."""
     relay_only: bool = False
     """Both peers offer relayed candidates only (the privacy policy)."""
     trickle: bool = True
     """Candidates are signalled as gathered (RFC 8838), or all at once when gathering ends."""
     controlling: str = "a"
-    """Which agent starts controlling: "a", "b", or "both" (a role conflict, RFC 8445 §7.3.1.1)."""
+    """Which agent starts controlling: "a", "b", "both" or "neither" (the last two are role conflicts, RFC 8445
+    §7.3.1.1)."""
     group: str = ""
     """Where reports show the cell: ``rfc4787`` and ``special`` are the NAT A x NAT B grid; other groups are
     listed below it. Empty: the scenario file's name (the loaders fill it in)."""
+    agent_a: AgentSide = AgentSide()
+    """The agent on host ``a``."""
+    agent_b: AgentSide = AgentSide()
+    lite: str = ""
+    """The side that is an ICE-lite agent (RFC 8445 §2.5): "a", "b" or "" (none)."""
+    kill: str = ""
+    """After both selected a pair, this side's agent is killed; the other must report consent lost (RFC 7675)."""
+    consent_timeout: float = 0.0
+    """With ``kill``: the survivor declares consent lost after this many seconds without a response instead of
+    RFC 7675's 30 (0: the RFC's 30 s)."""
+    restart: bool = False
+    """After both selected a pair, both sides restart ICE (RFC 8445 §9) and must select a pair again."""
+    server: str = "icelab"
+    """The STUN/TURN server on the public segment: icelab's own, or ``coturn`` (Debian's, a TURN server with
+    long-term credentials; ``turn = false`` cells get srflx candidates from it too)."""
 
     def __post_init__(self) -> None:
         if not CELL_NAME.fullmatch(self.name) or self.name.startswith("."):
             raise ValueError(f"cell name {self.name!r} may hold only letters, digits and . _ + = - (not first: .); "
                              "it names files, artifact directories and shell words")
-        if self.controlling not in ("a", "b", "both"):
-            raise ValueError("controlling is 'a', 'b' or 'both'")
-        if self.nomination not in ("regular", "aggressive"):
+        if self.controlling not in ("a", "b", "both", "neither"):
+            raise ValueError("controlling is 'a', 'b', 'both' or 'neither'")
+        if self.nomination not in ("", "regular", "aggressive"):
             raise ValueError("nomination is 'regular' or 'aggressive'")
+        if self.lite not in ("", "a", "b") or self.kill not in ("", "a", "b"):
+            raise ValueError("lite and kill name a side: 'a' or 'b'")
+        if self.server not in ("icelab", "coturn"):
+            raise ValueError("server is 'icelab' or 'coturn'")
+        if not 0 <= self.consent_timeout <= 30:
+            raise ValueError("consent_timeout is 0 (RFC 7675's 30 s) to 30 seconds")
         if not 0 <= self.loss < 1:
             raise ValueError("loss is a fraction in [0, 1)")
         if self.delay_ms < 0:
             raise ValueError("delay_ms must be >= 0")
+
+    @property
+    def nomination_mode(self) -> str:
+        """What icelab's own agent does: the cell's nomination, regular by default."""
+        return self.nomination or "regular"
+
+    @property
+    def agents(self) -> dict[str, AgentSide]:
+        return {"a": self.agent_a, "b": self.agent_b}
+
+    @property
+    def in_processes(self) -> bool:
+        """Does the cell run its agents as processes on the agent protocol (a foreign agent, or what only that
+        path has: lite, kill, restart, coturn)? Such cells run in the kernel lab only."""
+        return self.agent_a.foreign or self.agent_b.foreign or bool(self.lite or self.kill or self.restart) \
+            or self.server != "icelab"
 
     def nat(self, role: str) -> NatChoice | None:
         return next((c for r, c in self.nats if r == role), None)
@@ -227,7 +304,8 @@ class Cell:
         doc: dict[str, Any] = {"name": self.name, "topology": self.topology,
                                "nats": {role: choice.as_json() for role, choice in self.nats}}
         for key in CELL_OPTIONS:
-            doc[key] = getattr(self, key)
+            value = getattr(self, key)
+            doc[key] = value.as_json() if isinstance(value, AgentSide) else value
         return doc
 
     @classmethod
@@ -254,14 +332,22 @@ class Cell:
         options: dict[str, Any] = {}
         types: dict[str, tuple[type, ...]] = {"turn": (bool,), "relay_only": (bool,), "trickle": (bool,),
                                               "nomination": (str,), "controlling": (str,), "group": (str,),
-                                              "loss": (int, float), "delay_ms": (int, float)}
-        for key in CELL_OPTIONS:
+                                              "loss": (int, float), "delay_ms": (int, float), "lite": (str,),
+                                              "kill": (str,), "consent_timeout": (int, float), "restart": (bool,),
+                                              "server": (str,)}
+        for key in ("agent_a", "agent_b"):
+            if key in table:
+                try:
+                    options[key] = AgentSide.parse(table[key])
+                except ValueError as exc:
+                    raise UserError(f"{here}{key}: {exc}") from None
+        for key in types:
             if key in table:
                 raw: Any = table[key]
                 if not isinstance(raw, types[key]) or (isinstance(raw, bool) and bool not in types[key]):
                     raise UserError(f"{here}{key} is {raw!r}; expected a {types[key][0].__name__}")
                 options[key] = raw
-        for key in ("loss", "delay_ms"):
+        for key in ("loss", "delay_ms", "consent_timeout"):
             if key in options:
                 options[key] = float(options[key])
         topology = table.get("topology")

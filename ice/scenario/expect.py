@@ -137,12 +137,17 @@ class Expected:
     known_failure: str | None = None
     """Set by hand in the pin file: the stack is known not to meet this expectation yet, and why. Such a cell
     does not fail the run; one that meets its expectation anyway is reported as unexpectedly passing."""
+    intermittent: bool = False
+    """Set by hand with ``known_failure``: the failure comes and goes (e.g. on which side's random tie-breaker is
+    larger), so a run that meets the expectation is a plain pass, not an unexpected one."""
 
     def as_json(self) -> dict[str, object]:
         doc: dict[str, object] = {"path": self.path.value, "reason": self.reason, "selected": list(self.selected),
                                   "never": list(self.never), "must_succeed": list(self.must_succeed)}
         if self.known_failure is not None:
             doc["known_failure"] = self.known_failure
+        if self.intermittent:
+            doc["intermittent"] = True
         return doc
 
     @classmethod
@@ -164,8 +169,11 @@ class Expected:
         known = doc.get("known_failure")
         if known is not None and not isinstance(known, str):
             raise ValueError("'known_failure' must be a sentence saying why")
+        intermittent = doc.get("intermittent", False)
+        if not isinstance(intermittent, bool) or (intermittent and known is None):
+            raise ValueError("'intermittent' is true or false, and goes with a 'known_failure'")
         return cls(path, str(doc.get("reason", "")), strings("selected"), strings("never"), strings("must_succeed"),
-                   known)
+                   known, intermittent)
 
 
 def candidate_types(nat: NatBehaviour, local: bool, lossy: bool = False, other: NatBehaviour | None = None

@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import socket
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -28,13 +29,13 @@ from ice.agent import AgentConfig, Candidate, CandidateType, Nomination
 from ice.agent.candidate import pair_text
 from ice.agent.events import CandidateGathered, Event, GatheringComplete, SelectedPairChanged
 from ice.aio.connection import Connection
-from ice.aio.stun import StunServerRunner
+from ice.errors import StunErrorResponse, StunTimeout
 from ice.lab.capture import Capture, start_captures
 from ice.lab.mn import Lab
 from ice.nat.behaviour import NatKind
 from ice.scenario.cell import Cell, PathKind
 from ice.scenario.expect import Expected
-from ice.scenario.result import CellResult
+from ice.scenario.result import CellResult, Status
 from ice.scenario.timers import TIMERS, MatrixTimers
 from ice.topology.fabric import Fabric
 from ice.topology.spec import TopologySpec
@@ -87,6 +88,14 @@ class _Outcome:
     traces: dict[str, list[dict[str, object]]] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
     """``a``/``b``: each agent's counters; ``server``: the STUN/TURN server's; ``pairs``: each agent's per pair."""
+    pairs_known: bool = True
+    """False for agents run as processes: they do not report their valid pairs."""
+    unsupported: str = ""
+    """An agent refused a setting the cell needs (the cell is ``unsupported``)."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """More fields for the cell's results.json entry."""
+    files: dict[str, str] = field(default_factory=dict)
+    """More artifact files (name -> text): the agents' protocol transcripts and standard error."""
 
 
 def path_of(sel_a: SelectedPairChanged, sel_b: SelectedPairChanged) -> PathKind:
@@ -166,6 +175,15 @@ class LabBackend:
 
     def run(self, cell: Cell, spec: TopologySpec, expected: Expected) -> CellResult:
         """Run ``cell`` in the lab for ``spec`` (built on first use, then reused with the cell's NAT rules)."""
+        if cell.in_processes:
+            from ice.scenario.processes import not_installed
+
+            missing = not_installed(cell)
+            if missing:
+                res = CellResult(cell, "lab", expected.path, PathKind.NONE, None, None, reason=missing,
+                                 unrunnable=Status.NOT_INSTALLED, pairs_known=False)
+                res.repro = self.repro(cell)
+                return res.expecting(expected)
         try:
             lab = self.lab_for(spec)
         except Exception as exc:  # a lab that cannot be built fails its cells, not the whole run
@@ -179,13 +197,20 @@ class LabBackend:
             return res.expecting(expected)
         wall0 = time.time()
         try:
-            outcome = asyncio.run(_connect(lab, spec, cell, self.timers))
+            if cell.in_processes:
+                from ice.scenario.processes import connect_processes
+
+                outcome = asyncio.run(connect_processes(lab, spec, cell, self.timers))
+            else:
+                outcome = asyncio.run(_connect(lab, spec, cell, self.timers))
         except Exception as exc:  # a broken cell is a failed cell with its artifacts, not a dead run
             outcome = _Outcome(PathKind.NONE, reason=f"the cell crashed: {type(exc).__name__}: {exc}")
         wall1 = time.time()
         res = CellResult(cell, "lab", expected.path, outcome.observed, outcome.selected, outcome.seconds,
                          outcome.succeeded, outcome.reason, selected_types=outcome.selected_types,
-                         selected_b=outcome.selected_b)
+                         selected_b=outcome.selected_b, pairs_known=outcome.pairs_known,
+                         unrunnable=Status.UNSUPPORTED if outcome.unsupported else None)
+        res.extra.update(outcome.extra)
         res.expecting(expected)
         res.repro = self.repro(cell)
         if self.artifacts is not None and (self.keep_artifacts or not res.passed):
@@ -202,6 +227,8 @@ class LabBackend:
         d.mkdir(parents=True, exist_ok=True)
         for who, records in outcome.traces.items():
             (d / f"trace-{who}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+        for name, text in outcome.files.items():
+            (d / name).write_text(text)
         (d / "stats.json").write_text(json.dumps(outcome.stats, indent=2, sort_keys=True) + "\n")
         for node in lab.spec.nat_behaviours():
             (d / f"{node}.nft").write_text(_run_quietly(lab, node, "nft list ruleset"))
@@ -236,6 +263,11 @@ def artifact_index(cell: Cell, spec: TopologySpec, nats: dict[str, str], pcaps: 
                          "wall_clock, the Unix time of t=0, so a record happened at wall_clock + t, the same clock "
                          "as the pcap timestamps (tcpdump -tt prints them)",
         "trace-b.jsonl": "the same for peer b",
+        "agent-a.transcript": "agent a's agent-protocol conversation, both directions with times (> to the agent, "
+                              "< from it; docs/agent-protocol.md)",
+        "agent-b.transcript": "the same for agent b",
+        "agent-a.stderr": "agent a's standard error (its own logs)",
+        "agent-b.stderr": "the same for agent b",
         "stats.json": "counters: a and b (each agent's checks sent and retransmitted, responses, pairs succeeded "
                       "and failed, triggered checks, nominations, consent, data datagrams and bytes, and bad input "
                       "seen), pairs.a / pairs.b (the same per candidate pair, \"local -> remote\"), server (the "
@@ -304,38 +336,141 @@ def _run_quietly(lab: Lab, node: str, command: str) -> str:
         return str(exc)
 
 
-async def _connect(lab: Lab, spec: TopologySpec, cell: Cell, timers: MatrixTimers = TIMERS) -> _Outcome:
-    """Two Connections in the lab's hosts ``a`` and ``b`` (on every address each has), signalled in-process; the
-    lab runs ``spec`` (the cell's NATs: a reused lab's own spec names the NATs it was built with); the
-    STUN/TURN server on the host holding the spec's ``turn``/``stun_primary`` address. Measures from both having
-    the other's credentials until both selected a pair, then checks that
-    data flows both ways on it."""
+@dataclass
+class LabServer:
+    """The cell's STUN/TURN server (icelab's, on the host holding the spec's ``turn``/``stun_primary`` address)."""
+
+    address: tuple[str, int]
+    turn: bool
+    udp_blocked: dict[str, bool]
+    """Per peer: is UDP blocked on its way out (so it reaches TURN over TCP)?"""
+    runner: Any = None
+    process: subprocess.Popen[bytes] | None = None
+    """coturn, when the cell asks for it."""
+    workdir: Path | None = None
+
+    def stats(self) -> dict[str, Any]:
+        from ice.aio.turn_server import TurnServerRunner
+
+        if self.process is not None:
+            return {"kind": "coturn"}
+        server = self.runner.core.stats if isinstance(self.runner, TurnServerRunner) else self.runner.server.stats
+        return {"kind": "turn" if self.turn else "stun", **server}
+
+    def close(self) -> None:
+        if self.runner is not None:
+            self.runner.close()
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(2)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+COTURN_DENIED_PEERS = ("10.0.0.0-10.255.255.255", "172.16.0.0-172.31.255.255", "192.168.0.0-192.168.255.255",
+                       "100.64.0.0-100.127.255.255")
+"""Private ranges coturn refuses as peers (403 to CreatePermission), as its operators are told to configure it.
+Without them coturn relays checks towards the peers' private host candidates, gets ENETUNREACH from the lab's
+public host (it has no route there) and drops the allocation's relay socket."""
+
+COTURN_READY_S = 5.0
+"""How long coturn may take to answer its first Binding request in the lab."""
+
+
+async def _start_coturn(lab: Lab, host: str, server: LabServer) -> None:
+    """Debian's coturn (``turnserver``) on the cell's TURN address, long-term credentials alice/secret, relaying
+    on the same address; ready when it answers a Binding request from inside its own namespace."""
+    if shutil.which("turnserver") is None:
+        raise RuntimeError("coturn is not installed (Debian: coturn; scripts/provision.sh installs it)")
+    ip, port = server.address
+    work = Path(tempfile.mkdtemp(prefix="icelab-coturn-"))
+    server.workdir = work
+    server.process = lab.popen(host, [
+        "turnserver", "-n", f"--listening-ip={ip}", f"--relay-ip={ip}", f"--listening-port={port}",
+        "--min-port=49152", "--max-port=65535", "--no-tls", "--no-dtls", "--no-cli", "--lt-cred-mech",
+        "--realm=icelab", "--user=alice:secret", "--fingerprint", f"--db={work}/turndb.sqlite",
+        f"--pidfile={work}/turnserver.pid", "--log-file=stdout", "--simple-log", "--no-rfc5780",
+        *[f"--denied-peer-ip={r}" for r in COTURN_DENIED_PEERS],
+        *(["--no-tcp"] if not any(server.udp_blocked.values()) else [])],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    from ice.lab.stun import LabEndpoint
+    from ice.stun.transaction import RetransmissionConfig
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + COTURN_READY_S
+    probe = await LabEndpoint(lab, host, RetransmissionConfig(rto=0.05, rc=2, rm=2)).open((ip, 0))
+    try:
+        while True:
+            try:
+                await probe.binding((ip, port))
+                return
+            except (StunTimeout, StunErrorResponse, OSError):
+                if server.process.poll() is not None or loop.time() > deadline:
+                    raise RuntimeError(f"coturn did not answer on {ip}:{port} within {COTURN_READY_S:g} s") \
+                        from None
+                await asyncio.sleep(0.05)
+    finally:
+        probe.close()
+
+
+async def start_server(lab: Lab, spec: TopologySpec, cell: Cell) -> LabServer:
+    """Start the cell's server in the lab (icelab's TURN server when the cell has ``turn``, else its STUN server;
+    coturn when the cell says ``server = "coturn"``), listening on TCP too when a peer's UDP is blocked."""
     from ice.aio.turn_server import TurnServerRunner
     from ice.lab.stun import start_stun_server
-    from ice.turn.client import TurnClientConfig
     from ice.turn.server import TurnServerConfig
 
     fabric = Fabric(spec)
     turn_addr = spec.address("turn" if "turn" in spec.facts else "stun_primary")
     server_host = fabric.owner(turn_addr[0])
     assert server_host is not None, f"no host holds the server address {turn_addr[0]}"
-    loop = asyncio.get_running_loop()
     nats = spec.nat_behaviours()
     udp_blocked = {peer: any(nats[n].kind is NatKind.UDP_BLOCKED
                              for n in fabric.walk(peer, turn_addr[0]).translated_by) for peer in "ab"}
-    blocked = any(udp_blocked.values())
-    config = AgentConfig(nomination=Nomination(cell.nomination))
+    server = LabServer(turn_addr, cell.turn, udp_blocked)
+    if cell.server == "coturn":
+        await _start_coturn(lab, server_host, server)
+    elif cell.turn:
+        runner = TurnServerRunner(
+            TurnServerConfig(turn_addr, users={"alice": "secret"}, software="icelab lab"), turn_addr[0],
+            make_socket=lambda f: lab.socket(server_host, f),
+            make_stream_socket=lambda f: lab.socket(server_host, f, socket.SOCK_STREAM))
+        server.runner = runner
+        await runner.start(tcp=any(udp_blocked.values()))
+    else:
+        server.runner = await start_stun_server(lab, server_host)
+    return server
+
+
+async def _connect(lab: Lab, spec: TopologySpec, cell: Cell, timers: MatrixTimers = TIMERS) -> _Outcome:
+    """Two Connections in the lab's hosts ``a`` and ``b`` (on every address each has), signalled in-process; the
+    lab runs ``spec`` (the cell's NATs: a reused lab's own spec names the NATs it was built with); the
+    STUN/TURN server on the host holding the spec's ``turn``/``stun_primary`` address. Measures from both having
+    the other's credentials until both selected a pair, then checks that
+    data flows both ways on it."""
+    from ice.turn.client import TurnClientConfig
+
+    fabric = Fabric(spec)
+    loop = asyncio.get_running_loop()
+    config = AgentConfig(nomination=Nomination(cell.nomination_mode))
     traces: dict[str, list[dict[str, object]]] = {"a": [], "b": []}
     held: dict[str, list[Candidate]] = {"a": [], "b": []}
     out = _Outcome(PathKind.NONE, traces=traces)
     lossy = cell.lossy
     t0 = loop.time()
+    server: LabServer | None = None
 
     def connection(name: str, controlling: bool) -> Connection:
-        tcp = udp_blocked[name]
-        turn = (TurnClientConfig(turn_addr, "alice", "secret", transport="tcp" if tcp else "udp")
+        assert server is not None
+        tcp = server.udp_blocked[name]
+        turn = (TurnClientConfig(server.address, "alice", "secret", transport="tcp" if tcp else "udp")
                 if cell.turn else None)
-        return Connection(controlling, config, bind=fabric.addresses(name), stun_servers=[] if tcp else [turn_addr],
+        return Connection(controlling, config, bind=fabric.addresses(name),
+                          stun_servers=[] if tcp else [server.address],
                           make_socket=lambda f: lab.socket(name, f),
                           make_stream_socket=lambda f: lab.socket(name, f, socket.SOCK_STREAM),
                           turn=turn, relay_only=cell.relay_only)
@@ -357,17 +492,8 @@ async def _connect(lab: Lab, spec: TopologySpec, cell: Cell, timers: MatrixTimer
 
     closing: list[Callable[[], None]] = []
     try:
-        runner: TurnServerRunner | StunServerRunner
-        if cell.turn:
-            runner = TurnServerRunner(
-                TurnServerConfig(turn_addr, users={"alice": "secret"}, software="icelab lab"), turn_addr[0],
-                make_socket=lambda f: lab.socket(server_host, f),
-                make_stream_socket=lambda f: lab.socket(server_host, f, socket.SOCK_STREAM))
-            closing.append(runner.close)
-            await runner.start(tcp=blocked)
-        else:
-            runner = await start_stun_server(lab, server_host)
-            closing.append(runner.close)
+        server = await start_server(lab, spec, cell)
+        closing.append(server.close)
         a = connection("a", cell.controlling in ("a", "both"))
         closing.append(a.close)
         b = connection("b", cell.controlling in ("b", "both"))
@@ -408,9 +534,8 @@ async def _connect(lab: Lab, spec: TopologySpec, cell: Cell, timers: MatrixTimer
             out.stats = {"a": dict(a.agent.stats), "b": dict(b.agent.stats),
                          "pairs": {"a": {k: dict(v) for k, v in a.agent.pair_stats.items()},
                                    "b": {k: dict(v) for k, v in b.agent.pair_stats.items()}}}
-        if closing:
-            server = runner.core.stats if isinstance(runner, TurnServerRunner) else runner.server.stats
-            out.stats["server"] = {"kind": "turn" if cell.turn else "stun", **server}
+        if server is not None:
+            out.stats["server"] = server.stats()
         for close in reversed(closing):
             close()
         await asyncio.sleep(0)  # let the transports' close callbacks run before the loop goes

@@ -18,7 +18,11 @@ class Status(enum.Enum):
     UNEXPECTED_PASS = "unexpected-pass"
     """Pinned as a known failure but meets its expectation: time to remove the pin's known_failure."""
     SKIPPED = "skipped"
-    """The back-end cannot run this cell (the sim has no TURN over TCP)."""
+    """The back-end cannot run this cell (the sim has no TURN over TCP, and runs no foreign agents)."""
+    NOT_INSTALLED = "not-installed"
+    """An agent the cell names is not installed here (the reason says what to install)."""
+    UNSUPPORTED = "unsupported"
+    """An agent refused a setting the cell needs (``unsupported`` on the agent protocol), with its reason."""
 
 
 @dataclass
@@ -50,17 +54,22 @@ class CellResult:
     """False: no pin file entry yet, so the cell was judged by the reasoning's answer (docs/scenarios.md)."""
     source: str = ""
     """The scenario file the cell came from."""
+    unrunnable: Status | None = None
+    """NOT_INSTALLED or UNSUPPORTED: the cell could not run, ``reason`` says why."""
+    pairs_known: bool = True
+    """False when the agents do not report their valid pairs (foreign agents): only the path and the selected
+    pair's types are judged."""
 
     def expecting(self, exp: Expected) -> CellResult:
         """Attach the pinned expectation and explain a mismatch in ``reason``."""
         self.expectation = exp
-        if not self.reason and not self.skipped:
+        if not self.reason and not self.skipped and self.unrunnable is None:
             self.reason = self.verdict()
         return self
 
     def verdict(self) -> str:
         """Why this cell does not meet its expectation ("" when it does)."""
-        if self.skipped:
+        if self.skipped or self.unrunnable is not None:
             return ""
         if self.sim_observed is not None and self.sim_observed is not self.observed:
             return f"the lab and the sim disagree: lab {self.observed.value}, sim {self.sim_observed.value}"
@@ -69,8 +78,12 @@ class CellResult:
         exp = self.expectation
         if exp is None:
             return ""
-        if self.observed is not PathKind.NONE and exp.selected and self.selected_types not in exp.selected:
+        judged = self.selected_types is not None or self.pairs_known  # process cells may have no RFC-exact side
+        if self.observed is not PathKind.NONE and exp.selected and judged \
+                and not set(self.readings()) & set(exp.selected):
             return f"selected a {self.selected_types} pair; RFC 4787 reasoning allows {', '.join(exp.selected)}"
+        if not self.pairs_known:
+            return ""
         bad = sorted(set(exp.never) & set(self.succeeded))
         if bad:
             return f"pairs that cannot work succeeded: {', '.join(bad)}"
@@ -79,12 +92,33 @@ class CellResult:
             return f"pairs that must work did not succeed: {', '.join(missing)}"
         return ""
 
+    def readings(self) -> list[str]:
+        """The selected pair's types (A's view), and the equivalent reading when the side opposite the judged one
+        is a foreign agent: its srflx and prflx candidates are the same NAT mapping seen two ways (pion gathers
+        srflx candidates on sockets of their own, so its checks come from a mapping the peer learns as prflx)."""
+        if self.selected_types is None:
+            return []
+        readings = [self.selected_types]
+        judged = self.extra.get("types_from")
+        if judged in ("a", "b") and self.cell.agents["b" if judged == "a" else "a"].foreign:
+            parts = self.selected_types.split("-")
+            i = 1 if judged == "a" else 0
+            swap = {"srflx": "prflx", "prflx": "srflx"}
+            if len(parts) == 2 and parts[i] in swap:
+                parts[i] = swap[parts[i]]
+                readings.append("-".join(parts))
+        return readings
+
     @property
     def status(self) -> Status:
         if self.skipped:
             return Status.SKIPPED
+        if self.unrunnable is not None:
+            return self.unrunnable
         bad = bool(self.verdict())
         if self.expectation is not None and self.expectation.known_failure is not None:
+            if not bad and self.expectation.intermittent:
+                return Status.PASS
             return Status.KNOWN_FAILURE if bad else Status.UNEXPECTED_PASS
         return Status.FAIL if bad else Status.PASS
 
@@ -109,12 +143,14 @@ class CellResult:
             "never": list(exp.never) if exp else [],
             "must_succeed": list(exp.must_succeed) if exp else [],
             "known_failure": exp.known_failure if exp else None,
-            "observed": None if self.skipped else self.observed.value,
+            "intermittent": exp.intermittent if exp else False,
+            "observed": None if self.skipped or self.unrunnable else self.observed.value,
             "sim_observed": None if self.sim_observed is None else self.sim_observed.value,
             "selected": self.selected,
             "selected_types": self.selected_types,
             "selected_b": self.selected_b,
             "succeeded_pairs": self.succeeded,
+            "pairs_known": self.pairs_known,
             "seconds_to_connect": None if self.seconds is None else round(self.seconds, 4),
             "status": self.status.value,
             "pass": self.passed,
@@ -122,8 +158,19 @@ class CellResult:
             "artifacts": self.artifacts,
             "repro": self.repro,
             "config": self.cell.as_json(),
+            "agent_a": self.cell.agent_a.label,
+            "agent_b": self.cell.agent_b.label,
             **self.extra,
         }
+
+
+def restore_status(res: CellResult, doc: dict[str, Any]) -> None:
+    """What a result's JSON says about why it did not run, and whether its pairs are known."""
+    status = doc.get("status")
+    res.skipped = status == Status.SKIPPED.value
+    if status in (Status.NOT_INSTALLED.value, Status.UNSUPPORTED.value):
+        res.unrunnable = Status(status)
+    res.pairs_known = bool(doc.get("pairs_known", True))
 
 
 def result_from_json(doc: dict[str, Any], cell: Cell, exp: Expected) -> CellResult:
@@ -138,6 +185,7 @@ def result_from_json(doc: dict[str, Any], cell: Cell, exp: Expected) -> CellResu
                          selected_types=doc.get("selected_types"), selected_b=doc.get("selected_b"))
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"a malformed result line ({exc})") from None
+    restore_status(res, doc)
     known = set(res.as_json())
     res.extra = {k: v for k, v in doc.items() if k not in known}
     return res.expecting(exp)

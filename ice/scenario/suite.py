@@ -97,10 +97,15 @@ class _NamePart:
 
 
 def expand_matrix(table: Mapping[str, Any], where: str) -> list[Cell]:
-    """A ``[[matrix]]`` table: every combination of its roles' NATs (a role with one NAT may give it alone), named
-    by ``name`` (a template over the roles, e.g. ``"loss10-{nat_a}x{nat_b}"``, ``{role.preset}`` for the preset
-    alone; default: the roles joined by x)."""
+    """A ``[[matrix]]`` table: every combination of its roles' NATs (a role with one NAT may give it alone), and of
+    its agents when ``agent_a``/``agent_b`` are lists, named by ``name`` (a template over the roles and agents,
+    e.g. ``"loss10-{nat_a}x{nat_b}"``, ``"{agent_a}-{agent_b}.{nat_a}"``, ``{role.preset}`` for the preset alone;
+    default: the roles joined by x)."""
     table = dict(table)
+    agent_lists = {side: table.pop(side) for side in ("agent_a", "agent_b") if isinstance(table.get(side), list)}
+    for side, values in agent_lists.items():
+        if not values:
+            raise UserError(f"{where}: {side} is an empty list, so the matrix has no cells")
     nats = table.pop("nats", None)
     if not isinstance(nats, Mapping) or not nats:
         raise UserError(f"{where}: a matrix needs nats = {{ role = [preset, ...], ... }}")
@@ -118,14 +123,22 @@ def expand_matrix(table: Mapping[str, Any], where: str) -> list[Cell]:
             choices.append([(role, NatChoice.parse(v)) for v in values])
         except ValueError as exc:
             raise UserError(f"{where}: NAT role {role}: {exc}") from None
+    agent_combos: list[dict[str, Any]] = [dict(zip(agent_lists, values, strict=True))
+                                           for values in itertools.product(*agent_lists.values())]
     cells = []
     for combo in itertools.product(*choices):
-        try:
-            name = template.format(**{role: _NamePart(choice) for role, choice in combo})
-        except (KeyError, IndexError, ValueError, AttributeError) as exc:
-            raise UserError(f"{where}: the name template {template!r} names {exc}, which is not a role of this "
-                            f"matrix ({', '.join(roles)})") from None
-        cells.append(Cell.from_table({**table, "name": name, "nats": {r: c.as_json() for r, c in combo}}, where))
+        for agents in agent_combos:
+            fields: dict[str, Any] = {role: _NamePart(choice) for role, choice in combo}
+            for side in ("agent_a", "agent_b"):
+                chosen = agents.get(side, table.get(side, "icelab"))
+                fields[side] = chosen if isinstance(chosen, str) else "command"
+            try:
+                name = template.format(**fields)
+            except (KeyError, IndexError, ValueError, AttributeError) as exc:
+                raise UserError(f"{where}: the name template {template!r} names {exc}, which is not a role or agent "
+                                f"of this matrix ({', '.join([*roles, 'agent_a', 'agent_b'])})") from None
+            cells.append(Cell.from_table({**table, **agents, "name": name,
+                                          "nats": {r: c.as_json() for r, c in combo}}, where))
     return cells
 
 
@@ -363,6 +376,8 @@ class Suite:
                 known = (kept or {}).get("known_failure")
                 if known is not None:
                     entry["known_failure"] = known
+                    if (kept or {}).get("intermittent"):
+                        entry["intermittent"] = True
                 cost = (kept or {}).get("cost")
                 if cost is not None:
                     entry["cost"] = cost

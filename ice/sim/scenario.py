@@ -73,9 +73,9 @@ def run_pair(spec: TopologySpec, config: AgentConfig | None = None, seed: int = 
     at once, srflx when the STUN server answers, relayed when the TURN allocation succeeds) and
     end-of-candidates when gathering ends, otherwise all of them at once then. The server runs at the spec's
     ``stun_primary``/``stun_alternate`` facts; with ``turn`` it is a TURN server (at ``turn``, answering Binding
-    too) and both agents allocate on it. ``controlling`` says who starts controlling: "a", "b" or "both" (a role
-    conflict). ``loss``/``latency``/``jitter`` apply to every packet, on top of the links' own conditions. Results
-    are A's view."""
+    too) and both agents allocate on it. ``controlling`` says who starts controlling: "a", "b", "both" or
+    "neither" (a role conflict). ``loss``/``latency``/``jitter`` apply to every packet, on top of the links' own
+    conditions. Results are A's view."""
     net = SimNetwork(spec, latency=latency, loss=loss, jitter=jitter, seed=seed)
     stun = spec.address("stun_primary")
     turn_config = None
