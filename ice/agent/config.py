@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 class Nomination(enum.Enum):
@@ -81,3 +81,12 @@ class AgentConfig:
         if (self.gather_timeout is not None and self.gather_timeout <= 0) or \
                 (self.nomination_timeout is not None and self.nomination_timeout <= 0):
             raise ValueError("gather_timeout and nomination_timeout are > 0 (or None: no bound)")
+
+    def with_consent_timeout(self, seconds: float) -> AgentConfig:
+        """The same config with consent lost after ``seconds`` (RFC 7675 §5.1 allows at most 30) and the consent
+        checks and the disconnected state scaled to it: a check every third of the timeout (at most every 5 s), so
+        two go unanswered before the state says disconnected at half of it."""
+        if not 0 < seconds <= 30:
+            raise ValueError("consent_timeout is more than 0 and at most 30 seconds (RFC 7675 §5.1)")
+        return replace(self, consent_timeout=seconds, consent_interval=min(self.consent_interval, seconds / 3),
+                       disconnected_after=min(self.disconnected_after, seconds / 2))

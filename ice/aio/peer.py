@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 
 from ice.agent import AgentConfig, Candidate, Nomination
@@ -77,11 +77,7 @@ class PeerSettings:
 
     def config(self) -> AgentConfig:
         config = AgentConfig(nomination=self.nomination, lite=self.lite, software="icelab", ta=self.ta)
-        if self.consent_timeout is not None:
-            interval = min(config.consent_interval, self.consent_timeout / 3)
-            config = replace(config, consent_timeout=self.consent_timeout, consent_interval=interval,
-                             disconnected_after=min(config.disconnected_after, self.consent_timeout / 2))
-        return config
+        return config if self.consent_timeout is None else config.with_consent_timeout(self.consent_timeout)
 
 
 def _out(line: str) -> None:

@@ -10,11 +10,14 @@ import enum
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ice.errors import UserError
 from ice.nat.behaviour import Filtering, NatBehaviour, NatKind, preset
 from ice.nat.behaviour import Mapping as MappingBehaviour
+
+if TYPE_CHECKING:
+    from ice.scenario.timeline import Step
 
 GRID_GROUPS = ("rfc4787", "special")
 """Groups shown as the NAT A x NAT B grid (rows: the cell's first NAT role, columns: its second); the others are
@@ -153,7 +156,7 @@ CELL_NAME = re.compile(r"[A-Za-z0-9._+=-]+")
 a word of the repro command."""
 
 CELL_OPTIONS = ("turn", "relay_only", "nomination", "trickle", "controlling", "loss", "delay_ms", "group", "agent_a",
-                "agent_b", "lite", "kill", "consent_timeout", "restart", "server")
+                "agent_b", "lite", "kill", "consent_timeout", "restart", "server", "timeline", "restart_on_failure")
 """What a cell may set besides its name, topology and NATs."""
 
 BUILTIN_AGENTS = ("icelab", "aioice", "libnice", "pion")
@@ -234,6 +237,10 @@ class Cell:
     RFC 7675's 30 (0: the RFC's 30 s)."""
     restart: bool = False
     """After both selected a pair, both sides restart ICE (RFC 8445 §9) and must select a pair again."""
+    timeline: tuple[Step, ...] = ()
+    """What happens after both selected a pair and passed data (:mod:`ice.scenario.timeline`)."""
+    restart_on_failure: bool = False
+    """The application's policy during the timeline: restart ICE on both sides when either agent fails."""
     server: str = "icelab"
     """The STUN/TURN server on the public segment: icelab's own, or ``coturn`` (Debian's, a TURN server with
     long-term credentials; ``turn = false`` cells get srflx candidates from it too)."""
@@ -305,6 +312,10 @@ class Cell:
                                "nats": {role: choice.as_json() for role, choice in self.nats}}
         for key in CELL_OPTIONS:
             value = getattr(self, key)
+            if key == "timeline":
+                if not value:
+                    continue  # no timeline: nothing to echo (an empty one is not a valid table)
+                value = [step.as_json() for step in value]
             doc[key] = value.as_json() if isinstance(value, AgentSide) else value
         return doc
 
@@ -334,7 +345,14 @@ class Cell:
                                               "nomination": (str,), "controlling": (str,), "group": (str,),
                                               "loss": (int, float), "delay_ms": (int, float), "lite": (str,),
                                               "kill": (str,), "consent_timeout": (int, float), "restart": (bool,),
-                                              "server": (str,)}
+                                              "server": (str,), "restart_on_failure": (bool,)}
+        if "timeline" in table:
+            from ice.scenario.timeline import parse_timeline
+
+            try:
+                options["timeline"] = parse_timeline(table["timeline"])
+            except ValueError as exc:
+                raise UserError(f"{here}{exc}") from None
         for key in ("agent_a", "agent_b"):
             if key in table:
                 try:

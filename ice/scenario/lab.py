@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ice.agent import AgentConfig, Candidate, CandidateType, Nomination
+from ice.agent import AgentState, Candidate, CandidateType
 from ice.agent.candidate import pair_text
 from ice.agent.events import CandidateGathered, Event, GatheringComplete, SelectedPairChanged
 from ice.aio.connection import Connection
@@ -36,7 +36,8 @@ from ice.nat.behaviour import NatKind
 from ice.scenario.cell import Cell, PathKind
 from ice.scenario.expect import Expected
 from ice.scenario.result import CellResult, Status
-from ice.scenario.timers import TIMERS, MatrixTimers
+from ice.scenario.timeline import TICK, TimelineNetwork, run_timeline, timeline_verdict
+from ice.scenario.timers import TIMERS, MatrixTimers, agent_config
 from ice.topology.fabric import Fabric
 from ice.topology.spec import TopologySpec
 
@@ -456,7 +457,7 @@ async def _connect(lab: Lab, spec: TopologySpec, cell: Cell, timers: MatrixTimer
 
     fabric = Fabric(spec)
     loop = asyncio.get_running_loop()
-    config = AgentConfig(nomination=Nomination(cell.nomination_mode))
+    config = agent_config(cell.nomination_mode, cell.consent_timeout)
     traces: dict[str, list[dict[str, object]]] = {"a": [], "b": []}
     held: dict[str, list[Candidate]] = {"a": [], "b": []}
     out = _Outcome(PathKind.NONE, traces=traces)
@@ -527,6 +528,8 @@ async def _connect(lab: Lab, spec: TopologySpec, cell: Cell, timers: MatrixTimer
             return out
         out.observed = path_of(sel_a, sel_b)
         await gathering
+        if cell.timeline:
+            await _run_timeline(lab, cell, server, a, b, out)
         return out
     finally:
         if len(closing) >= 3:  # both connections exist: record what they saw, whatever happened
@@ -539,6 +542,103 @@ async def _connect(lab: Lab, spec: TopologySpec, cell: Cell, timers: MatrixTimer
         for close in reversed(closing):
             close()
         await asyncio.sleep(0)  # let the transports' close callbacks run before the loop goes
+
+
+FAULT_TABLE = "icelab_fault"
+"""The nftables table a timeline's blocks live in, inside the peers' hosts (removed after the cell)."""
+
+
+class LabTimeline(TimelineNetwork):
+    """The timeline's network actions in the kernel lab: blocks as nftables rules inside the peers' hosts (output:
+    what the host sends; input too for the server), a NAT reboot as the NAT's rules reloaded and its conntrack
+    flushed, the data stream on the real clock through both Connections."""
+
+    def __init__(self, lab: Lab, server: LabServer, conns: dict[str, Connection], restart_on_failure: bool) -> None:
+        super().__init__(restart_on_failure=restart_on_failure)
+        self.lab, self.server_ip, self.conns = lab, server.address[0], conns
+        self.blocks: set[tuple[str, str]] = set()
+        self._loop = asyncio.get_running_loop()
+        self._receivers = [asyncio.ensure_future(self._receive(side)) for side in conns]
+
+    async def _receive(self, side: str) -> None:
+        while True:
+            await self.conns[side].recv()
+            self.on_data(side)
+
+    def close(self) -> None:
+        for task in self._receivers:
+            task.cancel()
+        for host in self.conns:
+            self.lab.run(host, f"nft delete table inet {FAULT_TABLE} 2>/dev/null; true")
+
+    def now(self) -> float:
+        return self._loop.time()
+
+    async def run_for(self, seconds: float, stop: Callable[[], bool] | None = None) -> None:
+        end = self.now() + seconds
+        while self.now() < end:
+            self.tick()
+            if stop is not None and stop():
+                return
+            await asyncio.sleep(min(TICK, max(0.0, end - self.now())))
+
+    def block(self, what: str, direction: str, on: bool) -> None:
+        keys = {("turn", "both")} if what == "turn" else {("direct", s) for s in "ab"} if direction == "both" else \
+            {("direct", direction[0])}
+        self.blocks = self.blocks | keys if on else self.blocks - keys
+        for host in self.conns:
+            out = [f"ip daddr != {self.server_ip} meta l4proto udp drop"] if ("direct", host) in self.blocks else []
+            inp = []
+            if ("turn", "both") in self.blocks:
+                out.append(f"ip daddr {self.server_ip} drop")
+                inp.append(f"ip saddr {self.server_ip} drop")
+            rules = (f"table inet {FAULT_TABLE} {{ chain out {{ type filter hook output priority 0; "
+                     + "".join(f"{r}; " for r in out) + "}; chain in { type filter hook input priority 0; "
+                     + "".join(f"{r}; " for r in inp) + "}; }")
+            self.lab.run(host, f"nft delete table inet {FAULT_TABLE} 2>/dev/null; echo '{rules}' | nft -f -")
+
+    def nat_reboot(self, node: str) -> None:
+        self.lab.set_nat(node, self.lab.behaviour(node))
+
+    def restart_agents(self) -> None:
+        a, b = self.conns["a"], self.conns["b"]
+        a.restart()
+        b.restart()
+        for x, y in ((a, b), (b, a)):
+            y.set_remote_credentials(x.ufrag, x.pwd)
+            for cand in x.local_candidates:
+                y.add_remote_candidate(cand)
+            y.add_remote_candidate(None)
+
+    def send(self, side: str, data: bytes) -> bool:
+        agent = self.conns[side].agent
+        if agent.selected is None or agent.state in (AgentState.FAILED, AgentState.CLOSED):
+            return False
+        self.conns[side].send(data)
+        return True
+
+    def relayed(self, side: str) -> bool:
+        sel = self.conns[side].agent.selected
+        return sel is not None and CandidateType.RELAYED in (sel.local.type, sel.remote.type)
+
+    def failed(self, side: str) -> bool:
+        return self.conns[side].agent.state is AgentState.FAILED
+
+
+async def _run_timeline(lab: Lab, cell: Cell, server: LabServer, a: Connection, b: Connection,
+                        out: _Outcome) -> None:
+    """The cell's timeline after it connected (:mod:`ice.scenario.timeline`); its steps and the data counts go
+    into the cell's record, a step not met into its reason."""
+    net = LabTimeline(lab, server, {"a": a, "b": b}, cell.restart_on_failure)
+    try:
+        steps = await run_timeline(cell.timeline, net)
+    finally:
+        net.close()
+    out.extra["timeline"] = [s.as_json() for s in steps]
+    out.extra["timeline_data"] = net.counts()
+    out.reason = timeline_verdict(steps, cell.timeline)
+    if out.reason:
+        out.extra["timeline_error"] = out.reason
 
 
 async def _exchange_data(a: Connection, b: Connection, resend: float) -> list[bytes]:

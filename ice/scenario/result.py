@@ -75,6 +75,9 @@ class CellResult:
             return f"the lab and the sim disagree: lab {self.observed.value}, sim {self.sim_observed.value}"
         if self.observed is not self.expected:
             return f"expected {self.expected.value}, {self.backend} selected {self.selected or 'nothing'}"
+        timeline = self.extra.get("timeline_error")
+        if timeline:
+            return str(timeline)
         exp = self.expectation
         if exp is None:
             return ""

@@ -37,6 +37,14 @@ def sync_artifacts(res: CellResult) -> CellResult:
     return res
 
 
+def timeline_paths(r: CellResult) -> list[str]:
+    """What each step of a cell's timeline observed (the paths of its expect steps, or ok/failed)."""
+    steps = r.extra.get("timeline")
+    if not isinstance(steps, list):
+        return []
+    return [str(s.get("observed") or ("ok" if s.get("ok") else "failed")) for s in steps if isinstance(s, dict)]
+
+
 class Runner:
     """Judges a suite's cells: expectation (pinned, or the reasoning's answer), repro, the sim check of lab
     cells."""
@@ -63,6 +71,12 @@ class Runner:
         res.sim_observed = None if sim.skipped else sim.observed
         if res.sim_observed is not None and res.sim_observed is not res.observed:
             res.reason = res.verdict() + (f" ({res.reason})" if res.reason else "")
+        elif not sim.skipped and timeline_paths(res) != timeline_paths(sim):
+            res.extra["sim_timeline"] = sim.extra.get("timeline")
+            disagree = f"the lab and the sim disagree on the timeline: lab {timeline_paths(res)}, sim " \
+                       f"{timeline_paths(sim)}"
+            res.extra["timeline_error"] = disagree
+            res.reason = disagree + (f" ({res.reason})" if res.reason else "")
         return sync_artifacts(self.annotate(res))
 
     def lab_inprocess(self, artifacts: Path, keep: bool, on_failure: OnFailure | None,

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from ice.agent import AgentConfig, Nomination
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ice.agent import AgentState, CandidateType, IceAgent
 from ice.scenario.cell import Cell, PathKind
 from ice.scenario.expect import Expected, PeerPaths
 from ice.scenario.result import CellResult
-from ice.scenario.timers import TIMERS, MatrixTimers
-from ice.sim.scenario import run_pair
+from ice.scenario.timeline import TICK, TimelineNetwork, run_timeline, timeline_verdict
+from ice.scenario.timers import TIMERS, MatrixTimers, agent_config
+from ice.sim.scenario import SimPair
+from ice.stun.attributes import Address
+from ice.stun.transaction import Transmit
 from ice.topology.spec import TopologySpec
 
 
@@ -15,7 +22,7 @@ def run_sim(cell: Cell, spec: TopologySpec, expected: Expected, timers: MatrixTi
     """Run ``cell`` in the simulation of ``spec`` (deterministic, virtual time; the spec's NATs, routes and link
     conditions as the lab has them) and judge it against ``expected``. Cells whose peers need TURN over TCP
     (a UDP-blocking box on the way out) are skipped: the sim has no TCP; so are cells whose agents run as
-    processes (a foreign agent, lite, kill, restart: the kernel lab runs them)."""
+    processes (a foreign agent, lite, kill, restart, coturn: the kernel lab runs them)."""
     if cell.in_processes:
         return CellResult(cell, "sim", expected.path, PathKind.NONE, None, None, skipped=True,
                           reason="skipped: agents that run as processes (" + " and ".join(
@@ -26,11 +33,106 @@ def run_sim(cell: Cell, spec: TopologySpec, expected: Expected, timers: MatrixTi
         return CellResult(cell, "sim", expected.path, PathKind.NONE, None, None, skipped=True,
                           reason="skipped: TURN over TCP is not simulated (the lab runs this cell)"
                           ).expecting(expected)
-    config = AgentConfig(nomination=Nomination(cell.nomination_mode))
-    r = run_pair(spec, config, latency=timers.sim_latency, timeout=timers.connect_for(cell.lossy), turn=cell.turn,
-                 relay_only=cell.relay_only, trickle=cell.trickle, controlling=cell.controlling)
+    pair = SimPair(spec, agent_config(cell.nomination_mode, cell.consent_timeout), latency=timers.sim_latency,
+                   turn=cell.turn, relay_only=cell.relay_only, trickle=cell.trickle, controlling=cell.controlling)
+    r = pair.connect(timers.connect_for(cell.lossy))
     observed = PathKind.NONE if not r.connected else PathKind.RELAY if r.relayed else PathKind.DIRECT
     res = CellResult(cell, "sim", expected.path, observed, r.selected_pair, r.seconds if r.connected else None,
                      sorted(f"{x}-{y}" for x, y in r.succeeded), selected_types=r.selected_name,
                      selected_b=r.selected_pair_b)
+    if cell.timeline and r.connected:
+        net = SimTimeline(pair, restart_on_failure=cell.restart_on_failure)
+        steps = asyncio.run(run_timeline(cell.timeline, net))
+        res.extra["timeline"] = [s.as_json() for s in steps]
+        res.extra["timeline_data"] = net.counts()
+        res.reason = timeline_verdict(steps, cell.timeline)
+        if res.reason:
+            res.extra["timeline_error"] = res.reason
     return res.expecting(expected)
+
+
+@dataclass
+class _Ticker:
+    """An endpoint of the simulated network whose only job is a timer: the timeline's data stream and policy."""
+
+    every: float
+    on_tick: Callable[[], None]
+    at: float = 0.0
+
+    def handle_datagram(self, now: float, local: Address, remote: Address, data: bytes) -> None:
+        pass
+
+    def handle_timeout(self, now: float) -> None:
+        self.at = now + self.every
+        self.on_tick()
+
+    def next_timeout(self) -> float | None:
+        return self.at
+
+    def poll_transmit(self) -> Transmit | None:
+        return None
+
+    def next_event(self) -> None:
+        return None
+
+
+class SimTimeline(TimelineNetwork):
+    """The timeline's network actions in the simulation: blocks as drop rules at the peers' hosts, a NAT reboot
+    as a new model of that NAT, the data stream on a timer of the virtual clock."""
+
+    def __init__(self, pair: SimPair, restart_on_failure: bool = False) -> None:
+        super().__init__(restart_on_failure=restart_on_failure)
+        self.pair = pair
+        self.blocks: set[tuple[str, str]] = set()
+        """(what, side): ("direct", "a") drops what host a sends to anyone but the server."""
+        self.server_ip = pair.server[0]
+        pair.on_data = self.on_data
+        ticker = _Ticker(TICK, self.tick, pair.net.now)
+        pair.net.add_endpoint(ticker, ("0.0.0.0", 0))  # reached by no packet: it only runs the timer
+        pair.net.drop_if = self._drops
+
+    def _sim(self) -> SimPair:
+        return self.pair
+
+    def _drops(self, src: Address, dst: Address, data: bytes) -> bool:
+        fabric = self._sim().net.fabric
+        assert fabric is not None
+        owner = fabric.owner(src[0])
+        if ("turn", "both") in self.blocks and self.server_ip in (src[0], dst[0]):
+            return True
+        return owner in ("a", "b") and ("direct", owner) in self.blocks and dst[0] != self.server_ip
+
+    def now(self) -> float:
+        return self._sim().net.now
+
+    async def run_for(self, seconds: float, stop: Callable[[], bool] | None = None) -> None:
+        net = self._sim().net
+        net.run(net.now + seconds, stop=stop or (lambda: False))
+
+    def block(self, what: str, direction: str, on: bool) -> None:
+        keys = {("turn", "both")} if what == "turn" else {("direct", s) for s in "ab"} if direction == "both" else \
+            {("direct", direction[0])}
+        if on:
+            self.blocks |= keys
+        else:
+            self.blocks -= keys
+
+    def nat_reboot(self, node: str) -> None:
+        net = self._sim().net
+        net.set_nat(node, net.nats[node].behaviour)
+
+    def restart_agents(self) -> None:
+        self._sim().restart()
+
+    def _agent(self, side: str) -> IceAgent:
+        return self._sim().a if side == "a" else self._sim().b
+
+    def send(self, side: str, data: bytes) -> bool:
+        return self._agent(side).send(data)
+
+    def relayed(self, side: str) -> bool:
+        sel = self._agent(side).selected
+        return sel is not None and CandidateType.RELAYED in (sel.local.type, sel.remote.type)
+
+    def failed(self, side: str) -> bool:
+        return self._agent(side).state is AgentState.FAILED

@@ -289,6 +289,11 @@ class Suite:
                                 f"{exc}") from None
             if problem:
                 raise UserError(f"{where}: topology {cell.topology} {problem}")
+            nat_nodes = sorted(spec.nat_behaviours())
+            for step in cell.timeline:
+                if step.action == "nat_reboot" and step.target not in nat_nodes:
+                    raise UserError(f"{where}: nat_reboot names a NAT node of topology {cell.topology} "
+                                    f"({', '.join(nat_nodes) or 'it has none'}), not {step.target!r}")
             self._specs[cell.name] = spec
         return self._specs[cell.name]
 

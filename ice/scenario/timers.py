@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ice.agent.config import AgentConfig, Nomination
+
 
 @dataclass(frozen=True)
 class MatrixTimers:
@@ -34,3 +36,9 @@ class MatrixTimers:
 
 
 TIMERS = MatrixTimers()
+
+
+def agent_config(nomination: str, consent_timeout: float = 0.0) -> AgentConfig:
+    """icelab's agent config for a cell: its nomination, and its consent timeout when it shortens RFC 7675's."""
+    config = AgentConfig(nomination=Nomination(nomination))
+    return config.with_consent_timeout(consent_timeout) if consent_timeout else config

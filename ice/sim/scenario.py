@@ -4,12 +4,13 @@ of a scenario cell runs."""
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ice.agent import AgentConfig, Candidate, CandidateType, IceAgent
 from ice.agent.agent import Pair
 from ice.agent.candidate import pair_text
-from ice.agent.events import CandidateGathered, Event, GatheringComplete
+from ice.agent.events import CandidateGathered, DataReceived, Event, GatheringComplete
 from ice.relayed import RelayedAgent
 from ice.sim.network import SimNetwork
 from ice.topology.spec import TopologySpec
@@ -65,6 +66,87 @@ def _peer(net: SimNetwork, host: str, agent: IceAgent, turn: TurnClientConfig | 
     return relayed
 
 
+class SimPair:
+    """Two agents on hosts ``a`` and ``b`` of a spec's simulated network, with the server and the signalling
+    channel between them (see :func:`run_pair`); it stays usable after connecting (timelines drive it on)."""
+
+    def __init__(self, spec: TopologySpec, config: AgentConfig | None = None, seed: int = 0, latency: float = 0.001,
+                 loss: float = 0.0, jitter: float = 0.0, turn: bool = False, relay_only: bool = False,
+                 trickle: bool = True, controlling: str = "a") -> None:
+        self.net = net = SimNetwork(spec, latency=latency, loss=loss, jitter=jitter, seed=seed)
+        self.trickle = trickle
+        self.relay_only = relay_only
+        self.stun = spec.address("stun_primary")
+        turn_config = None
+        if turn:
+            self.server = spec.address("turn" if "turn" in spec.facts else "stun_primary")
+            net.add_turn_server(self.server, {"alice": "secret"})
+            turn_config = TurnClientConfig(self.server, "alice", "secret")
+            self.stun = self.server
+        else:
+            self.server = self.stun
+            net.add_stun_server(self.stun, spec.address("stun_alternate") if "stun_alternate" in spec.facts else None)
+        cfg = config or AgentConfig()
+        self.a = IceAgent(controlling in ("a", "both"), cfg, rng=random.Random(seed * 2 + 1))
+        self.b = IceAgent(controlling in ("b", "both"), cfg, rng=random.Random(seed * 2 + 2))
+        self.ea = _peer(net, PEERS[0], self.a, turn_config, relay_only)
+        self.eb = _peer(net, PEERS[1], self.b, turn_config, relay_only)
+        self._peer_of = {id(self.a): self.b, id(self.b): self.a, id(self.ea): self.b, id(self.eb): self.a}
+        self._held: dict[int, list[Candidate]] = {id(self.a): [], id(self.b): []}
+        self.on_data: Callable[[str], None] | None = None
+        """Called with "a" or "b" when that agent receives application data."""
+        net.on_event = self._signal
+
+    def side_of(self, endpoint: object) -> str:
+        return "a" if endpoint is self.a or endpoint is self.ea else "b"
+
+    def _signal(self, endpoint: object, ev: Event) -> None:  # an instant signalling channel
+        me = endpoint.agent if isinstance(endpoint, RelayedAgent) else endpoint
+        peer = self._peer_of[id(endpoint)]
+        if isinstance(ev, CandidateGathered):
+            if self.trickle:
+                peer.add_remote_candidate(self.net.now, ev.candidate)
+            else:
+                self._held[id(me)].append(ev.candidate)
+        elif isinstance(ev, GatheringComplete):
+            for cand in self._held[id(me)]:
+                peer.add_remote_candidate(self.net.now, cand)
+            peer.add_remote_candidate(self.net.now, None)
+        elif isinstance(ev, DataReceived) and self.on_data is not None:
+            self.on_data(self.side_of(endpoint))
+
+    def connect(self, timeout: float) -> SimResult:
+        """Credentials at t = 0, gathering, checks; until both selected a pair or ``timeout``."""
+        a, b, net = self.a, self.b, self.net
+        for x, y in ((a, b), (b, a)):
+            y.set_remote_credentials(net.now, x.ufrag, x.pwd)
+        for agent, endpoint in ((a, self.ea), (b, self.eb)):
+            if not self.relay_only:
+                for base in agent.bases:
+                    agent.gather_server_reflexive(net.now, base, self.stun)
+            if isinstance(endpoint, RelayedAgent):
+                endpoint.start(net.now)  # end-of-candidates follows the allocation
+            else:
+                agent.end_of_local_candidates()
+        net.run(timeout, stop=lambda: a.selected is not None and b.selected is not None)
+        ok = a.selected is not None and b.selected is not None
+        sel = (a.selected.local.type, a.selected.remote.type) if a.selected is not None else None
+        sel_b = (b.selected.local.type, b.selected.remote.type) if b.selected is not None else None
+        return SimResult(ok, net.now, sel, frozenset(a.valid_pair_types()), sel_b, describe_pair(a.selected),
+                         describe_pair(b.selected))
+
+    def restart(self) -> None:
+        """ICE restart on both sides (RFC 8445 §9): new credentials, each side's candidates signalled again."""
+        now = self.net.now
+        self.a.restart(now)
+        self.b.restart(now)
+        for x, y in ((self.a, self.b), (self.b, self.a)):
+            y.set_remote_credentials(now, x.ufrag, x.pwd)
+            for cand in x.local_candidates:
+                y.add_remote_candidate(now, cand)
+            y.add_remote_candidate(now, None)
+
+
 def run_pair(spec: TopologySpec, config: AgentConfig | None = None, seed: int = 0, latency: float = 0.001,
              loss: float = 0.0, jitter: float = 0.0, timeout: float = 10.0, turn: bool = False,
              relay_only: bool = False, trickle: bool = True, controlling: str = "a") -> SimResult:
@@ -76,54 +158,7 @@ def run_pair(spec: TopologySpec, config: AgentConfig | None = None, seed: int = 
     too) and both agents allocate on it. ``controlling`` says who starts controlling: "a", "b", "both" or
     "neither" (a role conflict). ``loss``/``latency``/``jitter`` apply to every packet, on top of the links' own
     conditions. Results are A's view."""
-    net = SimNetwork(spec, latency=latency, loss=loss, jitter=jitter, seed=seed)
-    stun = spec.address("stun_primary")
-    turn_config = None
-    if turn:
-        server = spec.address("turn" if "turn" in spec.facts else "stun_primary")
-        net.add_turn_server(server, {"alice": "secret"})
-        turn_config = TurnClientConfig(server, "alice", "secret")
-        stun = server
-    else:
-        net.add_stun_server(stun, spec.address("stun_alternate") if "stun_alternate" in spec.facts else None)
-    cfg = config or AgentConfig()
-    a = IceAgent(controlling in ("a", "both"), cfg, rng=random.Random(seed * 2 + 1))
-    b = IceAgent(controlling in ("b", "both"), cfg, rng=random.Random(seed * 2 + 2))
-    ea = _peer(net, PEERS[0], a, turn_config, relay_only)
-    eb = _peer(net, PEERS[1], b, turn_config, relay_only)
-    peer_of = {id(a): b, id(b): a, id(ea): b, id(eb): a}
-    held: dict[int, list[Candidate]] = {id(a): [], id(b): []}
-
-    def signal(endpoint: object, ev: Event) -> None:  # an instant signalling channel
-        me = endpoint.agent if isinstance(endpoint, RelayedAgent) else endpoint
-        peer = peer_of[id(endpoint)]
-        if isinstance(ev, CandidateGathered):
-            if trickle:
-                peer.add_remote_candidate(net.now, ev.candidate)
-            else:
-                held[id(me)].append(ev.candidate)
-        elif isinstance(ev, GatheringComplete):
-            for cand in held[id(me)]:
-                peer.add_remote_candidate(net.now, cand)
-            peer.add_remote_candidate(net.now, None)
-
-    net.on_event = signal
-    for x, y in ((a, b), (b, a)):
-        y.set_remote_credentials(net.now, x.ufrag, x.pwd)
-    for agent, endpoint in ((a, ea), (b, eb)):
-        if not relay_only:
-            for base in agent.bases:
-                agent.gather_server_reflexive(net.now, base, stun)
-        if isinstance(endpoint, RelayedAgent):
-            endpoint.start(net.now)  # end-of-candidates follows the allocation
-        else:
-            agent.end_of_local_candidates()
-    net.run(timeout, stop=lambda: a.selected is not None and b.selected is not None)
-    ok = a.selected is not None and b.selected is not None
-    sel = (a.selected.local.type, a.selected.remote.type) if a.selected is not None else None
-    sel_b = (b.selected.local.type, b.selected.remote.type) if b.selected is not None else None
-    return SimResult(ok, net.now, sel, frozenset(a.valid_pair_types()), sel_b, describe_pair(a.selected),
-                     describe_pair(b.selected))
+    return SimPair(spec, config, seed, latency, loss, jitter, turn, relay_only, trickle, controlling).connect(timeout)
 
 
 def describe_pair(pair: Pair | None) -> str | None:

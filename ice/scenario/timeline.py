@@ -1,0 +1,275 @@
+"""A cell's timeline: what happens to the network after both agents selected a pair, and what must follow.
+
+A timeline is a list of steps, run in order once the cell has connected and passed data. Each step may wait
+(``after`` seconds) and then does one thing:
+
+- ``block = "direct"`` / ``unblock = "direct"``: UDP between the peers themselves (anything not to or from the
+  STUN/TURN server) is dropped at the peers' hosts, both ways or one (``direction = "a-to-b"`` / ``"b-to-a"``);
+  ``block = "turn"``: everything to and from the server;
+- ``nat_reboot = "NODE"``: that NAT node (``nat-a``, as ``icelab topo check`` and the artifacts name it) loses
+  every mapping (the lab reloads its rules and flushes its conntrack table; the sim rebuilds its model);
+- ``restart = true``: both agents restart ICE (RFC 8445 §9), as an application does on a network change;
+- ``expect = "direct" | "relay" | "none"`` with ``within = SECONDS``: wait until the data stream flows on that kind
+  of path (``none``: nothing has arrived on either side for a second) and record how long it took.
+
+Throughout the timeline each side sends a small datagram every ``TICK`` on its selected pair; the counts say how
+many were lost. With the cell's ``restart_on_failure``, the application's policy is to restart ICE on both sides
+when either agent reports ``failed`` (consent lost, RFC 7675 §5.1, or every pair failed), at most once per
+``RESTART_HOLDOFF``. Both back-ends run the same steps through :class:`TimelineNetwork`: the kernel lab in real
+time, the simulation on its virtual clock.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ice.scenario.cell import PathKind
+
+TICK = 0.05
+"""Seconds between two data datagrams of each side's stream."""
+FRESH = 1.0
+"""Data flows when each side received a datagram within this many seconds; otherwise the path is ``none``."""
+RESTART_HOLDOFF = 2.0
+"""The restart-on-failure policy restarts ICE at most this often."""
+
+ACTIONS = ("block", "unblock", "nat_reboot", "restart", "expect")
+BLOCKABLE = ("direct", "turn")
+DIRECTIONS = ("both", "a-to-b", "b-to-a")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a timeline (see the module docstring)."""
+
+    action: str
+    """One of :data:`ACTIONS`."""
+    target: str = ""
+    """``direct``/``turn`` for block and unblock, the NAT node for nat_reboot, the path for expect."""
+    after: float = 0.0
+    direction: str = "both"
+    within: float = 0.0
+
+    def as_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {}
+        if self.after:
+            doc["after"] = self.after
+        doc[self.action] = True if self.action == "restart" else self.target
+        if self.direction != "both":
+            doc["direction"] = self.direction
+        if self.action == "expect":
+            doc["within"] = self.within
+        return doc
+
+    @property
+    def label(self) -> str:
+        what = {"restart": "restart ICE", "expect": f"expect {self.target} within {self.within:g} s"}.get(
+            self.action, f"{self.action} {self.target}" + (f" ({self.direction})" if self.direction != "both"
+                                                            else ""))
+        return (f"after {self.after:g} s: " if self.after else "") + what
+
+    @classmethod
+    def parse(cls, table: object) -> Step:
+        """One step from its TOML/JSON table; ValueError saying what is wrong."""
+        if not isinstance(table, Mapping):
+            raise ValueError(f"a timeline step is a table such as {{ after = 1, block = \"direct\" }}, not {table!r}")
+        doc = dict(table)
+        after = doc.pop("after", 0)
+        if isinstance(after, bool) or not isinstance(after, (int, float)) or after < 0:
+            raise ValueError(f"after is a number of seconds >= 0, not {after!r}")
+        direction = doc.pop("direction", "both")
+        within = doc.pop("within", None)
+        actions = [k for k in doc if k in ACTIONS]
+        unknown = sorted(set(doc) - set(ACTIONS))
+        if unknown:
+            raise ValueError(f"a timeline step knows after, direction, within and one of {', '.join(ACTIONS)}; "
+                             f"not {', '.join(unknown)}")
+        if len(actions) != 1:
+            raise ValueError(f"a timeline step does exactly one of {', '.join(ACTIONS)} (got "
+                             f"{', '.join(actions) or 'none'})")
+        action = actions[0]
+        value = doc[action]
+        if action in ("block", "unblock"):
+            if value not in BLOCKABLE:
+                raise ValueError(f"{action} is one of {', '.join(BLOCKABLE)}, not {value!r}")
+            if direction not in DIRECTIONS:
+                raise ValueError(f"direction is one of {', '.join(DIRECTIONS)}, not {direction!r}")
+            if value == "turn" and direction != "both":
+                raise ValueError("the server is blocked both ways (direction applies to direct)")
+        elif direction != "both":
+            raise ValueError("direction goes with block and unblock")
+        if action == "nat_reboot" and (not isinstance(value, str) or not value):
+            raise ValueError(f"nat_reboot names a NAT node of the cell's topology (e.g. \"nat-a\"), not {value!r}")
+        if action == "restart" and value is not True:
+            raise ValueError("restart = true")
+        if action == "expect":
+            if value not in {p.value for p in PathKind}:
+                raise ValueError(f"expect is direct, relay or none, not {value!r}")
+            if isinstance(within, bool) or not isinstance(within, (int, float)) or within <= 0:
+                raise ValueError("an expect step needs within = SECONDS (> 0)")
+        elif within is not None:
+            raise ValueError("within goes with expect")
+        return cls(action, "" if action == "restart" else str(value), float(after), str(direction),
+                   float(within or 0))
+
+
+def parse_timeline(value: object) -> tuple[Step, ...]:
+    if not isinstance(value, list) or not value:
+        raise ValueError("timeline is a non-empty list of steps, e.g. [{ after = 1, block = \"direct\" }, "
+                         "{ expect = \"relay\", within = 30 }]")
+    steps = []
+    for i, table in enumerate(value, 1):
+        try:
+            steps.append(Step.parse(table))
+        except ValueError as exc:
+            raise ValueError(f"timeline step {i}: {exc}") from None
+    return tuple(steps)
+
+
+@dataclass
+class StepResult:
+    step: Step
+    at: float
+    """Seconds since the timeline began when the step was done (or, for expect, met or given up)."""
+    ok: bool = True
+    took: float | None = None
+    """expect: seconds from the previous action until the path was the expected one."""
+    observed: str | None = None
+    """expect: the path at the end of the step."""
+
+    def as_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"step": self.step.label, "at_s": round(self.at, 3), "ok": self.ok}
+        if self.step.action == "expect":
+            doc["observed"] = self.observed
+            doc["took_s"] = None if self.took is None else round(self.took, 3)
+        return doc
+
+
+@dataclass
+class TimelineNetwork(abc.ABC):
+    """What a back-end gives the timeline: its clock, its network actions, the two agents and the data stream.
+    The stream and the restart policy are here; the back-ends supply the primitives."""
+
+    restart_on_failure: bool = False
+    sent: dict[str, int] = field(default_factory=lambda: {"a": 0, "b": 0})
+    received: dict[str, int] = field(default_factory=lambda: {"a": 0, "b": 0})
+    last_received: dict[str, float | None] = field(default_factory=lambda: {"a": None, "b": None})
+    restarts: int = 0
+    since: float = 0.0
+    """When the last action was done: only data received after it says where the path is now."""
+    _last_restart: float = -1e9
+
+    # ----------------------------------------------------------------------------- back-end primitives
+
+    @abc.abstractmethod
+    def now(self) -> float: ...
+
+    @abc.abstractmethod
+    async def run_for(self, seconds: float, stop: Callable[[], bool] | None = None) -> None:
+        """Let time pass (calling :meth:`tick` every :data:`TICK`), until ``stop()`` if given."""
+
+    @abc.abstractmethod
+    def block(self, what: str, direction: str, on: bool) -> None: ...
+
+    @abc.abstractmethod
+    def nat_reboot(self, role: str) -> None: ...
+
+    @abc.abstractmethod
+    def restart_agents(self) -> None:
+        """ICE restart on both sides, new credentials and candidates signalled to the other."""
+
+    @abc.abstractmethod
+    def send(self, side: str, data: bytes) -> bool:
+        """Send one datagram on ``side``'s selected pair (False: no pair, or consent lost)."""
+
+    @abc.abstractmethod
+    def relayed(self, side: str) -> bool:
+        """Does ``side``'s selected pair have a relayed candidate?"""
+
+    @abc.abstractmethod
+    def failed(self, side: str) -> bool: ...
+
+    # ----------------------------------------------------------------------------- shared behaviour
+
+    def on_data(self, side: str) -> None:
+        """A stream datagram arrived at ``side`` (the back-end calls this)."""
+        self.received[side] += 1
+        self.last_received[side] = self.now()
+
+    def tick(self) -> None:
+        """Every :data:`TICK`: each side sends its next datagram; the restart policy looks at the agents."""
+        for side in "ab":
+            if self.send(side, b"t"):
+                self.sent[side] += 1
+        now = self.now()
+        if self.restart_on_failure and (self.failed("a") or self.failed("b")) \
+                and now - self._last_restart >= RESTART_HOLDOFF:
+            self._last_restart = now
+            self.restart()
+
+    def restart(self) -> None:
+        self.restarts += 1
+        self.restart_agents()
+
+    def path(self) -> PathKind | None:
+        """Where data flows now: ``direct``/``relay`` once both sides received since the last action and within
+        :data:`FRESH` (the selected pairs say which); ``none`` once neither received for :data:`FRESH` and that
+        long has passed since the action; None (not yet known) in between."""
+        now = self.now()
+        times = list(self.last_received.values())
+        if all(t is not None and t >= self.since and now - t <= FRESH for t in times):
+            return PathKind.RELAY if self.relayed("a") or self.relayed("b") else PathKind.DIRECT
+        if now - self.since >= FRESH and all(t is None or now - t > FRESH for t in times):
+            return PathKind.NONE
+        return None
+
+    def counts(self) -> dict[str, Any]:
+        return {"sent": dict(self.sent), "received": {"a-to-b": self.received["b"], "b-to-a": self.received["a"]},
+                "lost": {"a-to-b": max(0, self.sent["a"] - self.received["b"]),
+                         "b-to-a": max(0, self.sent["b"] - self.received["a"])},
+                "restarts": self.restarts}
+
+
+async def run_timeline(steps: tuple[Step, ...], net: TimelineNetwork) -> list[StepResult]:
+    """Run the steps in order; an expect step that is not met within its time ends the timeline."""
+    results: list[StepResult] = []
+    start = net.now()
+    last_action = net.since = start
+    for step in steps:
+        if step.after:
+            await net.run_for(step.after)
+        if step.action == "expect":
+            want = PathKind(step.target)
+            await net.run_for(step.within, stop=lambda want=want: net.path() is want)  # type: ignore[misc]
+            observed = net.path()
+            ok = observed is want
+            results.append(StepResult(step, net.now() - start, ok, net.now() - last_action if ok else None,
+                                      observed.value if observed is not None else "changing"))
+            if not ok:
+                break
+            continue
+        if step.action in ("block", "unblock"):
+            net.block(step.target, step.direction, step.action == "block")
+        elif step.action == "nat_reboot":
+            net.nat_reboot(step.target)
+        elif step.action == "restart":
+            net.restart()
+        last_action = net.since = net.now()
+        results.append(StepResult(step, last_action - start))
+    return results
+
+
+def timeline_verdict(results: list[StepResult], steps: tuple[Step, ...]) -> str:
+    """Why the timeline failed ("" when every step was met)."""
+    for r in results:
+        if not r.ok:
+            return f"timeline: {r.step.label}: the path was {r.observed} after {r.step.within:g} s"
+    if len(results) < len(steps):
+        return "timeline: it stopped early"
+    return ""
+
+
+__all__ = ["FRESH", "RESTART_HOLDOFF", "TICK", "Step", "StepResult", "TimelineNetwork", "parse_timeline",
+           "run_timeline", "timeline_verdict"]

@@ -1,0 +1,79 @@
+"""Timelines in cells: the steps parse (a mistake is one sentence naming the step), run the same in the sim and
+the kernel lab, and scenarios/faults.toml passes in both with the two agreeing step by step."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+from conftest import ICELAB, ROOT
+
+from ice.errors import UserError
+from ice.scenario.cell import Cell
+from ice.scenario.suite import Suite
+from ice.scenario.timeline import Step, parse_timeline
+
+FAULTS = ROOT / "scenarios" / "faults.toml"
+
+
+def test_steps_parse_and_echo() -> None:
+    steps = parse_timeline([{"after": 1, "block": "direct", "direction": "a-to-b"}, {"expect": "relay", "within": 20},
+                            {"restart": True}, {"nat_reboot": "nat-a"}])
+    assert steps[0] == Step("block", "direct", 1.0, "a-to-b")
+    assert [s.as_json() for s in steps] == [{"after": 1.0, "block": "direct", "direction": "a-to-b"},
+                                            {"expect": "relay", "within": 20.0}, {"restart": True},
+                                            {"nat_reboot": "nat-a"}]
+    assert steps[1].label == "expect relay within 20 s" and steps[0].label == "after 1 s: block direct (a-to-b)"
+
+
+@pytest.mark.parametrize(("timeline", "says"), [
+    ([], "timeline is a non-empty list of steps"),
+    ([{"block": "direct", "restart": True}], "timeline step 1: a timeline step does exactly one of"),
+    ([{"expect": "relay"}], "timeline step 1: an expect step needs within = SECONDS"),
+    ([{"block": "everything"}], "timeline step 1: block is one of direct, turn, not 'everything'"),
+    ([{"restart": True}, {"after": -1, "restart": True}], "timeline step 2: after is a number of seconds >= 0"),
+    ([{"block": "turn", "direction": "a-to-b"}], "the server is blocked both ways"),
+    ([{"pause": 3}], "not pause"),
+])
+def test_a_bad_step_is_one_sentence_naming_the_cell_and_step(timeline: list[object], says: str) -> None:
+    with pytest.raises(UserError, match="cell c: .*" + says.replace("(", r"\(").replace(")", r"\)")):
+        Cell.from_table({"name": "c", "topology": "two_nats", "timeline": timeline})
+
+
+def test_nat_reboot_names_a_nat_node_of_the_topology(tmp_path: Path) -> None:
+    f = tmp_path / "t.toml"
+    f.write_text(textwrap.dedent("""
+        [[cells]]
+        name = "c"
+        topology = "two_nats"
+        timeline = [{ nat_reboot = "nat_a" }, { expect = "direct", within = 5 }]
+    """))
+    with pytest.raises(UserError, match=r"cell c: nat_reboot names a NAT node of topology two_nats \(nat-a, nat-b\), "
+                                        r"not 'nat_a'"):
+        suite = Suite.load([f])
+        suite.spec(suite.cells[0])
+
+
+@pytest.mark.parametrize("backend", ["sim", pytest.param("lab", marks=pytest.mark.lab)])
+def test_the_faults_suite(backend: str, tmp_path: Path) -> None:
+    """Blocked paths fall back to the relay and come back, NAT reboots are survived (or recovered by a restart for
+    a symmetric NAT), a blocked TURN server stops a relayed session until a restart; on the lab every cell's steps
+    agree with the sim's."""
+    out = tmp_path / backend
+    p = subprocess.run([*ICELAB, "run", "--backend", backend, str(FAULTS), "--out", str(out), "-q"],
+                       capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-1000:]
+    cells = {c["scenario"]: c for c in json.loads((out / "results.json").read_text())["cells"]}
+    assert len(cells) >= 7 and all(c["status"] == "pass" and c["pinned"] for c in cells.values())
+    blocked = cells["direct-blocked-relay-then-direct"]
+    assert [s.get("observed") for s in blocked["timeline"] if "observed" in s] == ["relay", "direct"]
+    relay_after = blocked["timeline"][1]["took_s"]
+    assert 6.0 <= relay_after <= 6.0 + 3.0  # the 6 s consent timeout, then a restart that finds the relay
+    assert blocked["timeline_data"]["restarts"] >= 2 and blocked["timeline_data"]["lost"]["a-to-b"] > 0
+    assert cells["nat-a-reboot"]["timeline_data"]["restarts"] == 0
+    assert cells["symmetric-nat-reboot"]["timeline_data"]["restarts"] == 1
+    assert [s.get("observed") for s in cells["turn-blocked-while-relayed"]["timeline"] if "observed" in s] == [
+        "none", "relay"]
