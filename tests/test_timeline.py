@@ -37,6 +37,7 @@ def test_steps_parse_and_echo() -> None:
     ([{"restart": True}, {"after": -1, "restart": True}], "timeline step 2: after is a number of seconds >= 0"),
     ([{"block": "turn", "direction": "a-to-b"}], "the server is blocked both ways"),
     ([{"pause": 3}], "not pause"),
+    ([{"stream": "paused"}], "stream is on or off, not 'paused'"),
 ])
 def test_a_bad_step_is_one_sentence_naming_the_cell_and_step(timeline: list[object], says: str) -> None:
     with pytest.raises(UserError, match="cell c: .*" + says.replace("(", r"\(").replace(")", r"\)")):
@@ -60,14 +61,15 @@ def test_nat_reboot_names_a_nat_node_of_the_topology(tmp_path: Path) -> None:
 @pytest.mark.parametrize("backend", ["sim", pytest.param("lab", marks=pytest.mark.lab)])
 def test_the_faults_suite(backend: str, tmp_path: Path) -> None:
     """Blocked paths fall back to the relay and come back, NAT reboots are survived (or recovered by a restart for
-    a symmetric NAT), a blocked TURN server stops a relayed session until a restart; on the lab every cell's steps
-    agree with the sim's."""
+    a symmetric NAT), a blocked TURN server stops a relayed session until a restart, consent checks keep an idle
+    pair's short-lived mapping alive and without them it breaks; on the lab every cell's steps agree with the
+    sim's."""
     out = tmp_path / backend
     p = subprocess.run([*ICELAB, "run", "--backend", backend, str(FAULTS), "--out", str(out), "-q"],
                        capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-1000:]
     cells = {c["scenario"]: c for c in json.loads((out / "results.json").read_text())["cells"]}
-    assert len(cells) >= 7 and all(c["status"] == "pass" and c["pinned"] for c in cells.values())
+    assert len(cells) >= 9 and all(c["status"] == "pass" and c["pinned"] for c in cells.values())
     blocked = cells["direct-blocked-relay-then-direct"]
     assert [s.get("observed") for s in blocked["timeline"] if "observed" in s] == ["relay", "direct"]
     relay_after = blocked["timeline"][1]["took_s"]
@@ -77,3 +79,6 @@ def test_the_faults_suite(backend: str, tmp_path: Path) -> None:
     assert cells["symmetric-nat-reboot"]["timeline_data"]["restarts"] == 1
     assert [s.get("observed") for s in cells["turn-blocked-while-relayed"]["timeline"] if "observed" in s] == [
         "none", "relay"]
+    quiet = cells["idle-without-keepalives"]
+    assert quiet["timeline"][-1]["observed"] == "none" and quiet["timeline_data"]["restarts"] == 0
+    assert cells["idle-with-keepalives"]["timeline"][-1]["observed"] == "direct"

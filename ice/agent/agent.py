@@ -1058,6 +1058,9 @@ class IceAgent:
     # ============================================================================================ consent
 
     def _schedule_consent(self, now: float) -> None:
+        if not self.config.keepalive:
+            self._consent_at = None  # AgentConfig.keepalive = False: a test of an agent that stays quiet
+            return
         jitter = self.rng.uniform(0.8, 1.2)  # RFC 7675 §5.1: randomised 4-6 s around 5 s
         self._consent_at = now + self.config.consent_interval * jitter
 

@@ -42,6 +42,9 @@ class AgentConfig:
     disconnected_after: float = 11.0
     """State becomes disconnected when no consent check succeeded for this long (two missed 4-6 s rounds);
     consent checks double as keepalives (RFC 7675 §5.1, RFC 8445 §11), so no separate keepalive timer runs."""
+    keepalive: bool = True
+    """False: no consent checks at all, so nothing keeps NAT mappings alive on an idle pair and nothing notices a
+    dead one. Not RFC 7675 / RFC 8445 §11 conformant: it exists to test what NATs do to an agent that stays quiet."""
     lite_consent_use_candidate: bool = True
     """Facing an ICE-lite peer as the controlling agent, consent checks also carry USE-CANDIDATE (re-nominating the
     selected pair, which RFC 8445 §8.1.1 allows): some lite servers ignore consent checks without it and drop the

@@ -156,7 +156,8 @@ CELL_NAME = re.compile(r"[A-Za-z0-9._+=-]+")
 a word of the repro command."""
 
 CELL_OPTIONS = ("turn", "relay_only", "nomination", "trickle", "controlling", "loss", "delay_ms", "group", "agent_a",
-                "agent_b", "lite", "kill", "consent_timeout", "restart", "server", "timeline", "restart_on_failure")
+                "agent_b", "lite", "kill", "consent_timeout", "restart", "server", "timeline", "restart_on_failure",
+                "keepalive")
 """What a cell may set besides its name, topology and NATs."""
 
 BUILTIN_AGENTS = ("icelab", "aioice", "libnice", "pion")
@@ -241,6 +242,9 @@ class Cell:
     """What happens after both selected a pair and passed data (:mod:`ice.scenario.timeline`)."""
     restart_on_failure: bool = False
     """The application's policy during the timeline: restart ICE on both sides when either agent fails."""
+    keepalive: bool = True
+    """False: icelab's agents send no consent checks (``AgentConfig.keepalive``): what an idle pair's NAT mappings
+    do without them."""
     server: str = "icelab"
     """The STUN/TURN server on the public segment: icelab's own, or ``coturn`` (Debian's, a TURN server with
     long-term credentials; ``turn = false`` cells get srflx candidates from it too)."""
@@ -345,7 +349,7 @@ class Cell:
                                               "nomination": (str,), "controlling": (str,), "group": (str,),
                                               "loss": (int, float), "delay_ms": (int, float), "lite": (str,),
                                               "kill": (str,), "consent_timeout": (int, float), "restart": (bool,),
-                                              "server": (str,), "restart_on_failure": (bool,)}
+                                              "server": (str,), "restart_on_failure": (bool,), "keepalive": (bool,)}
         if "timeline" in table:
             from ice.scenario.timeline import parse_timeline
 

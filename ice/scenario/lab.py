@@ -29,7 +29,7 @@ from ice.agent import AgentState, Candidate, CandidateType
 from ice.agent.candidate import pair_text
 from ice.agent.events import CandidateGathered, Event, GatheringComplete, SelectedPairChanged
 from ice.aio.connection import Connection
-from ice.errors import StunErrorResponse, StunTimeout
+from ice.errors import NotConnected, StunErrorResponse, StunTimeout
 from ice.lab.capture import Capture, start_captures
 from ice.lab.mn import Lab
 from ice.nat.behaviour import NatKind
@@ -457,7 +457,7 @@ async def _connect(lab: Lab, spec: TopologySpec, cell: Cell, timers: MatrixTimer
 
     fabric = Fabric(spec)
     loop = asyncio.get_running_loop()
-    config = agent_config(cell.nomination_mode, cell.consent_timeout)
+    config = agent_config(cell.nomination_mode, cell.consent_timeout, cell.keepalive)
     traces: dict[str, list[dict[str, object]]] = {"a": [], "b": []}
     held: dict[str, list[Candidate]] = {"a": [], "b": []}
     out = _Outcome(PathKind.NONE, traces=traces)
@@ -611,10 +611,10 @@ class LabTimeline(TimelineNetwork):
             y.add_remote_candidate(None)
 
     def send(self, side: str, data: bytes) -> bool:
-        agent = self.conns[side].agent
-        if agent.selected is None or agent.state in (AgentState.FAILED, AgentState.CLOSED):
+        try:
+            self.conns[side].send(data)
+        except NotConnected:  # no selected pair, or consent lost (RFC 7675 §5.1: stop sending)
             return False
-        self.conns[side].send(data)
         return True
 
     def relayed(self, side: str) -> bool:

@@ -33,8 +33,9 @@ def run_sim(cell: Cell, spec: TopologySpec, expected: Expected, timers: MatrixTi
         return CellResult(cell, "sim", expected.path, PathKind.NONE, None, None, skipped=True,
                           reason="skipped: TURN over TCP is not simulated (the lab runs this cell)"
                           ).expecting(expected)
-    pair = SimPair(spec, agent_config(cell.nomination_mode, cell.consent_timeout), latency=timers.sim_latency,
-                   turn=cell.turn, relay_only=cell.relay_only, trickle=cell.trickle, controlling=cell.controlling)
+    config = agent_config(cell.nomination_mode, cell.consent_timeout, cell.keepalive)
+    pair = SimPair(spec, config, latency=timers.sim_latency, turn=cell.turn, relay_only=cell.relay_only,
+                   trickle=cell.trickle, controlling=cell.controlling)
     r = pair.connect(timers.connect_for(cell.lossy))
     observed = PathKind.NONE if not r.connected else PathKind.RELAY if r.relayed else PathKind.DIRECT
     res = CellResult(cell, "sim", expected.path, observed, r.selected_pair, r.seconds if r.connected else None,

@@ -9,8 +9,10 @@ A timeline is a list of steps, run in order once the cell has connected and pass
 - ``nat_reboot = "NODE"``: that NAT node (``nat-a``, as ``icelab topo check`` and the artifacts name it) loses
   every mapping (the lab reloads its rules and flushes its conntrack table; the sim rebuilds its model);
 - ``restart = true``: both agents restart ICE (RFC 8445 §9), as an application does on a network change;
-- ``expect = "direct" | "relay" | "none"`` with ``within = SECONDS``: wait until the data stream flows on that kind
-  of path (``none``: nothing has arrived on either side for a second) and record how long it took.
+- ``stream = "off"`` / ``"on"``: the data stream stops (the pair goes idle: only the agents' own consent checks,
+  if any, cross the NATs) or resumes;
+- ``expect = "direct" | "relay" | "none"`` with ``within = SECONDS``: wait until the data stream flows both ways on
+  that kind of path (``none``: one direction or both has been silent for a second) and record how long it took.
 
 Throughout the timeline each side sends a small datagram every ``TICK`` on its selected pair; the counts say how
 many were lost. With the cell's ``restart_on_failure``, the application's policy is to restart ICE on both sides
@@ -35,7 +37,7 @@ FRESH = 1.0
 RESTART_HOLDOFF = 2.0
 """The restart-on-failure policy restarts ICE at most this often."""
 
-ACTIONS = ("block", "unblock", "nat_reboot", "restart", "expect")
+ACTIONS = ("block", "unblock", "nat_reboot", "restart", "stream", "expect")
 BLOCKABLE = ("direct", "turn")
 DIRECTIONS = ("both", "a-to-b", "b-to-a")
 
@@ -104,6 +106,8 @@ class Step:
             raise ValueError(f"nat_reboot names a NAT node of the cell's topology (e.g. \"nat-a\"), not {value!r}")
         if action == "restart" and value is not True:
             raise ValueError("restart = true")
+        if action == "stream" and value not in ("on", "off"):
+            raise ValueError(f"stream is on or off, not {value!r}")
         if action == "expect":
             if value not in {p.value for p in PathKind}:
                 raise ValueError(f"expect is direct, relay or none, not {value!r}")
@@ -157,6 +161,7 @@ class TimelineNetwork(abc.ABC):
     received: dict[str, int] = field(default_factory=lambda: {"a": 0, "b": 0})
     last_received: dict[str, float | None] = field(default_factory=lambda: {"a": None, "b": None})
     restarts: int = 0
+    streaming: bool = True
     since: float = 0.0
     """When the last action was done: only data received after it says where the path is now."""
     _last_restart: float = -1e9
@@ -201,7 +206,7 @@ class TimelineNetwork(abc.ABC):
     def tick(self) -> None:
         """Every :data:`TICK`: each side sends its next datagram; the restart policy looks at the agents."""
         for side in "ab":
-            if self.send(side, b"t"):
+            if self.streaming and self.send(side, b"t"):
                 self.sent[side] += 1
         now = self.now()
         if self.restart_on_failure and (self.failed("a") or self.failed("b")) \
@@ -215,13 +220,14 @@ class TimelineNetwork(abc.ABC):
 
     def path(self) -> PathKind | None:
         """Where data flows now: ``direct``/``relay`` once both sides received since the last action and within
-        :data:`FRESH` (the selected pairs say which); ``none`` once neither received for :data:`FRESH` and that
-        long has passed since the action; None (not yet known) in between."""
+        :data:`FRESH` (the selected pairs say which); ``none`` once a direction has been silent for :data:`FRESH`
+        and that long has passed since the action (a session that works one way only is broken); None (not yet
+        known) in between."""
         now = self.now()
         times = list(self.last_received.values())
         if all(t is not None and t >= self.since and now - t <= FRESH for t in times):
             return PathKind.RELAY if self.relayed("a") or self.relayed("b") else PathKind.DIRECT
-        if now - self.since >= FRESH and all(t is None or now - t > FRESH for t in times):
+        if now - self.since >= FRESH and any(t is None or now - t > FRESH for t in times):
             return PathKind.NONE
         return None
 
@@ -256,6 +262,8 @@ async def run_timeline(steps: tuple[Step, ...], net: TimelineNetwork) -> list[St
             net.nat_reboot(step.target)
         elif step.action == "restart":
             net.restart()
+        elif step.action == "stream":
+            net.streaming = step.target == "on"
         last_action = net.since = net.now()
         results.append(StepResult(step, last_action - start))
     return results

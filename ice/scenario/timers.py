@@ -38,7 +38,8 @@ class MatrixTimers:
 TIMERS = MatrixTimers()
 
 
-def agent_config(nomination: str, consent_timeout: float = 0.0) -> AgentConfig:
-    """icelab's agent config for a cell: its nomination, and its consent timeout when it shortens RFC 7675's."""
-    config = AgentConfig(nomination=Nomination(nomination))
+def agent_config(nomination: str, consent_timeout: float = 0.0, keepalive: bool = True) -> AgentConfig:
+    """icelab's agent config for a cell: its nomination, its consent timeout when it shortens RFC 7675's, and no
+    consent checks at all without ``keepalive``."""
+    config = AgentConfig(nomination=Nomination(nomination), keepalive=keepalive)
     return config.with_consent_timeout(consent_timeout) if consent_timeout else config
