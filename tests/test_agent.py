@@ -103,7 +103,7 @@ def test_counters_say_what_each_agent_and_pair_did() -> None:
     for x in (a, b):
         assert x.stats["checks-sent"] >= 1 and x.stats["check-responses-success"] >= 1, x.stats
         assert x.stats["pairs-succeeded"] >= 1
-    assert a.stats["nominations-sent"] >= 1 and b.stats["triggered-checks"] >= 1
+    assert a.stats["nominations-sent"] >= 1 and b.stats["triggered-checks"] + b.stats["triggered-deferred"] >= 1
     assert a.stats["data-sent"] == 1 and a.stats["data-bytes-sent"] == 5 and b.stats["data-bytes-received"] == 5
     assert b.stats["data-bytes-sent"] == 3 and a.stats["data-received"] == 1
     key = "host 10.0.0.1:1000 -> host 10.0.0.2:2000"
@@ -1022,3 +1022,41 @@ def test_a_peer_reflexive_candidate_signalled_later_takes_its_real_type() -> Non
     assert isinstance(ev, SelectedPairChanged) and ev.remote is host
     a.add_remote_candidate(net.now, host)  # the same candidate again changes nothing
     assert a.next_event() is None and a.stats["remote-prflx-signalled"] == 1
+
+
+def test_crossing_checks_wait_briefly_for_their_answers_instead_of_triggering_twice() -> None:
+    """Both sides check the one pair at once (RFC 8445 §7.3.1.4 would cancel each in-flight check and trigger
+    another): with ``triggered_grace`` each waits for its own check's answer, so connecting takes six datagrams."""
+    net = Net()
+    a, b = agents()
+    net.attach(a, A1)
+    net.attach(b, B1)
+    net.sent = []
+    exchange(net, a, b)
+    net.run(2.0, stop=lambda: connected(a, b))
+    assert connected(a, b) and len(net.sent) == 6
+    assert a.stats["triggered-checks"] == b.stats["triggered-checks"] == 0
+    assert b.stats["triggered-deferred"] == 1
+
+
+def test_a_check_the_peer_dropped_is_triggered_again_after_the_grace() -> None:
+    """A's first check is lost (the peer's NAT had no hole yet); B's check arrives: A's triggered check goes once
+    ``triggered_grace`` after its lost check, not at the 500 ms retransmission."""
+    net = Net()
+    a, b = agents(cfg_a=AgentConfig(triggered_grace=0.01))
+    net.attach(a, A1)
+    net.attach(b, B1)
+    dropped: list[float] = []
+
+    def drop_first_from_a(src: object, dst: object, data: bytes) -> bool:
+        if src == A1 and not dropped and data[:2] == b"\x00\x01":
+            dropped.append(net.now)
+            return True
+        return False
+
+    net.drop = drop_first_from_a
+    exchange(net, a, b)
+    net.run(2.0, stop=lambda: connected(a, b))
+    assert connected(a, b) and dropped == [0.0]
+    assert a.stats["triggered-deferred"] == 1 and a.stats["triggered-checks"] == 1
+    assert 0.01 <= net.now < 0.05  # the grace, a round trip or two; not the 0.5 s retransmission

@@ -64,6 +64,8 @@ COUNTERS = {
     "pairs-succeeded": "pairs whose check succeeded",
     "pairs-failed": "pairs that failed (error, timeout, asymmetric answer, a broken nomination)",
     "triggered-checks": "checks triggered by the peer's checks (RFC 8445 §7.3.1.4)",
+    "triggered-deferred": "triggered checks held back for the answer to the pair's own check in flight "
+                          "(AgentConfig.triggered_grace); sent after all if that answer did not come",
     "nominations-sent": "checks sent with USE-CANDIDATE",
     "consent-sent": "consent checks sent (RFC 7675; -retransmitted: sent again)",
     "consent-answered": "consent checks answered",
@@ -182,6 +184,8 @@ class IceAgent:
         self.pairs: list[Pair] = []
         self._pairs_by_key: dict[tuple[Address, Address], Pair] = {}
         self._triggered: deque[Pair] = deque()
+        self._deferred: dict[int, tuple[Pair, float]] = {}
+        """Triggered checks waiting for the answer to the pair's own check in flight (``triggered_grace``)."""
         self._checks: dict[bytes, _Check] = {}
         self._transmits: deque[Transmit] = deque()
         self._events: deque[Event] = deque()
@@ -516,6 +520,7 @@ class IceAgent:
             times.append(at)  # the same gate as handle_timeout, or the caller would spin on a past deadline
         if self._consent_at is not None:
             times.append(self._consent_at)
+        times.extend(due for _, due in self._deferred.values())
         if self._start_pending:
             times.append(0.0)  # due at once: pairs made by a late local candidate wait to be unfrozen
         nominate_at = self._nomination_at()
@@ -555,6 +560,11 @@ class IceAgent:
                 del self._checks[tid]
                 self._gather_failed(check, f"no response within {self.config.gather_timeout:g} s "
                                            f"({len(check.tx.sent_at)} requests; AgentConfig.gather_timeout)")
+        for waiting, due in list(self._deferred.values()):
+            if now >= due:
+                self._deferred.pop(id(waiting), None)
+                if waiting.state is PairState.IN_PROGRESS and any(p is waiting for p in self.pairs):
+                    self._trigger(now, waiting)  # its own check is still unanswered: trigger now
         at = self.pacer.next_at
         if (self._started and at is not None and now >= at and not self.config.lite
                 and self.state in (AgentState.CHECKING, AgentState.CONNECTED, AgentState.COMPLETED)):
@@ -905,20 +915,38 @@ class IceAgent:
             return
         if pair.state is PairState.SUCCEEDED:
             return
+        grace = self.config.triggered_grace
+        if pair.state is PairState.IN_PROGRESS and grace > 0 and not self.config.pace_triggered:
+            sent = [c.tx.sent_at[0] for c in self._checks.values()
+                    if c.pair is pair and c.purpose == "check" and not c.cancelled and c.tx.sent_at]
+            if sent and now - min(sent) < grace:
+                if id(pair) not in self._deferred:
+                    self._deferred[id(pair)] = (pair, min(sent) + grace)  # AgentConfig.triggered_grace
+                    self._count(pair, "triggered-deferred")
+                return
+        self._trigger(now, pair)
+
+    def _trigger(self, now: float, pair: Pair) -> None:
+        """The triggered check itself (RFC 8445 §7.3.1.4): cancel the pair's check in progress (its answer is
+        still welcome) and check again, carrying its nomination on."""
+        self._deferred.pop(id(pair), None)
         nominating = False
         if pair.state is PairState.IN_PROGRESS:
             for c in self._checks.values():
                 if c.pair is pair and c.purpose == "check" and not c.cancelled:
                     c.cancelled = True
                     nominating = nominating or c.nominating  # the replacement carries the nomination on
-        self._start_if_ready(now)
         self._count(pair, "triggered-checks")
         if self.config.pace_triggered:
+            self._start_if_ready(now)
             self._set_pair(pair, PairState.WAITING)
             if pair not in self._triggered:
                 self._triggered.append(pair)
         else:
+            # The triggered check first: starting the checklist sends its first ordinary check at once, which
+            # must not pick this same pair again.
             self._send_check(now, pair, nominating=nominating)
+            self._start_if_ready(now)
 
     def _switch_role(self, controlling: bool) -> None:
         self.controlling = controlling
@@ -1129,6 +1157,7 @@ class IceAgent:
         self.pairs.clear()
         self._pairs_by_key.clear()
         self._triggered.clear()
+        self._deferred.clear()
         self._early_checks.clear()
         self._checks = {tid: c for tid, c in self._checks.items() if c.purpose == "gather"}
         self._started = False

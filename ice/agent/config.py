@@ -20,6 +20,11 @@ class AgentConfig:
     pace_triggered: bool = False
     """Also pace triggered and nominating checks by Ta (the RFC's letter). Off by default: a triggered check is
     one packet in answer to the peer's, and sending it at once is what makes connecting through NATs fast."""
+    triggered_grace: float = 0.005
+    """When the peer's check arrives on a pair whose own check left less than this long ago, the triggered check
+    (RFC 8445 §7.3.1.4) waits until then for that check's answer, as the RFC's pacing of triggered checks allows:
+    checks that cross (both sides checking one pair at once) then cost one round trip each instead of two, and a
+    check the peer's NAT dropped delays the triggered one by at most this much. 0: trigger at once."""
     check_rto: float = 0.5
     """Initial retransmission timeout of a check; RFC 8445 §14.3 uses max(500 ms, N x Ta)."""
     check_max_sends: int = 7
