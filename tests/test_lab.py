@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -517,3 +518,30 @@ def test_a_normal_user_runs_the_kernel_lab_in_a_user_namespace() -> None:
     finally:
         shutil.rmtree(out, ignore_errors=True)
         subprocess.run(["userdel", user], capture_output=True)
+
+
+@pytest.mark.slow
+def test_interrupting_a_parallel_run_at_random_instants_leaves_nothing_and_prints_no_traceback() -> None:
+    """`icelab run -j 2` stopped by SIGINT, SIGTERM or SIGKILL at random instants (seeded): it exits with the
+    signal's code (or 0 when it finished first) without a traceback, nothing of the lab outlives it, and the next
+    run passes."""
+    import random
+
+    rng = random.Random(20261204)
+    links_before, netns_before = root_links(), netns_list()
+    args = [*ICELAB, "run", "-j", "2", "--presets", "eim-apdf", "apdm-apdf", "-q", "--out"]
+    with tempfile.TemporaryDirectory(prefix="icelab-interrupt-") as out:
+        for sig in [signal.SIGINT, signal.SIGTERM, signal.SIGKILL] * 2:
+            proc = subprocess.Popen([*args, out], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    text=True, start_new_session=True)
+            time.sleep(rng.uniform(0.3, 3.0))
+            os.kill(proc.pid, sig)
+            said, _ = proc.communicate(timeout=30)
+            assert proc.returncode in (0, 128 + sig, -sig), (sig, proc.returncode, said[-500:])
+            assert "Traceback" not in said, said[-2000:]
+            deadline = time.monotonic() + 10  # SIGKILL: the workers and the lab die with it (PDEATHSIG)
+            while time.monotonic() < deadline and (root_links() != links_before or netns_list() != netns_before):
+                time.sleep(0.1)
+            assert root_links() == links_before and netns_list() == netns_before
+        done = subprocess.run([*args, out], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stdout[-1000:] + done.stderr[-1000:]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import sys
@@ -37,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     def stop(signum: int, frame: object) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):  # one stop is enough: let the labs' teardown finish
             signal.signal(sig, signal.SIG_IGN)
+        # The cell in progress unwinds through its event loop, whose tasks die cancelled: a stop, not an error
+        # to print on the user's terminal.
+        logging.getLogger("asyncio").disabled = True
         raise SystemExit(128 + signum) if signum != signal.SIGINT else KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
