@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from ice.agent.candidate import Candidate
 from ice.stun.attributes import ErrorCode, Nonce, Realm
 from ice.stun.message import Message, MessageClass, parse
 from ice.turn.client import AllocationFailed, TurnClient, TurnClientConfig, TurnState
@@ -29,3 +30,26 @@ def test_turn_client_survives_a_401_whose_realm_has_no_key(realm: str) -> None:
     assert client.state is TurnState.FAILED
     assert client.next_event() == AllocationFailed(401, "Unauthorized")
     assert client.stats["unusable-realm"] == 1
+
+
+@pytest.mark.parametrize("line", [
+    "candidate:1 1 udp 2130706431 192.0.2.1 99999 typ host",  # a port past 65535: sendto() raises OverflowError
+    "candidate:1 1 udp 99999999999 192.0.2.1 9 typ host",  # RFC 8839: priority is 32 bits
+    "candidate:1 1 udp 1 192.0.2.1 9 typ srflx raddr 192.0.2.2 rport 999999",
+    "candidate:1 1 udp 1 192.0.2.1 \u0661\u0662 typ host",  # Unicode digits are not RFC 5234 DIGIT
+    "candidate:candidate:1 1 udp 1 192.0.2.1 9 typ host",  # a foundation of non-ice-chars: no round trip
+    "candidate:f=1 1 udp 1 192.0.2.1 9 typ host",
+    "candidate:" + "f" * 33 + " 1 udp 1 192.0.2.1 9 typ host",
+])
+def test_candidate_outside_rfc_8839_is_refused(line: str) -> None:
+    """RFC 8839 §5.1: a port (and rport) fits 16 bits, a priority 32, a foundation is 1-32 ice-chars. A candidate
+    past that used to be accepted and the agent then sent checks its driver's sendto() refused with OverflowError
+    (not an OSError: out of the event loop)."""
+    with pytest.raises(ValueError):
+        Candidate.from_sdp(line)
+
+
+def test_candidate_limits_are_inclusive() -> None:
+    c = Candidate.from_sdp("candidate:a+/Z 256 udp 4294967295 192.0.2.1 65535 typ srflx raddr 0.0.0.0 rport 65535")
+    assert (c.component, c.priority, c.port, c.related) == (256, 2**32 - 1, 65535, ("0.0.0.0", 65535))
+    assert Candidate.from_sdp(c.to_sdp()) == c
