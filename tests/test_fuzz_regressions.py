@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 
 from ice.agent.candidate import Candidate
-from ice.stun.attributes import ErrorCode, Nonce, Realm
+from ice.stun.attributes import ErrorCode, Nonce, Padding, Realm
 from ice.stun.message import Message, MessageClass, parse
+from ice.stun.server import StunServer, StunServerConfig
 from ice.turn.client import AllocationFailed, TurnClient, TurnClientConfig, TurnState
 
 SERVER = ("192.0.2.1", 3478)
@@ -53,3 +54,22 @@ def test_candidate_limits_are_inclusive() -> None:
     c = Candidate.from_sdp("candidate:a+/Z 256 udp 4294967295 192.0.2.1 65535 typ srflx raddr 0.0.0.0 rport 65535")
     assert (c.component, c.priority, c.port, c.related) == (256, 2**32 - 1, 65535, ("0.0.0.0", 65535))
     assert Candidate.from_sdp(c.to_sdp()) == c
+
+
+@pytest.mark.parametrize("size", [65436, 65440, 65480])
+def test_stun_server_refuses_padding_that_cannot_be_echoed(size: int) -> None:
+    """RFC 5780 §7.6: PADDING may not push a datagram past 64 KiB. A request (65,504 bytes fit one IPv4 UDP
+    datagram) whose PADDING the response cannot echo within STUN's 16-bit length used to raise struct.error out of
+    the server; now it gets 400 Bad Request, and one that fits is still echoed."""
+    server = StunServer(StunServerConfig(("192.0.2.1", 3478), ("192.0.2.2", 3479)))
+    request = Message(0x001, MessageClass.REQUEST, b"p" * 12, [Padding(bytes(size))]).encode()
+    out = server.handle(("192.0.2.1", 3478), ("2001:db8::1", 5000), request)
+    assert out is not None
+    response = parse(out.data)
+    if size <= 65436:
+        assert response.message_class is MessageClass.SUCCESS
+        assert response.get(Padding) == Padding(bytes(size))
+    else:
+        assert response.message_class is MessageClass.ERROR and response.error is not None
+        assert response.error.code == 400
+        assert server.stats["padding-too-long"] == 1
