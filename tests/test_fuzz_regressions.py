@@ -6,10 +6,21 @@ from __future__ import annotations
 import pytest
 
 from ice.agent.candidate import Candidate
-from ice.stun.attributes import ErrorCode, Nonce, Padding, Realm
+from ice.stun.attributes import (
+    Data,
+    ErrorCode,
+    Nonce,
+    Padding,
+    Realm,
+    RequestedTransport,
+    Username,
+    XorPeerAddress,
+)
+from ice.stun.integrity import long_term_key
 from ice.stun.message import Message, MessageClass, parse
 from ice.stun.server import StunServer, StunServerConfig
 from ice.turn.client import AllocationFailed, TurnClient, TurnClientConfig, TurnState
+from ice.turn.server import Allocation, TurnServer, TurnServerConfig
 
 SERVER = ("192.0.2.1", 3478)
 LOCAL = ("198.51.100.1", 40000)
@@ -73,3 +84,55 @@ def test_stun_server_refuses_padding_that_cannot_be_echoed(size: int) -> None:
         assert response.message_class is MessageClass.ERROR and response.error is not None
         assert response.error.code == 400
         assert server.stats["padding-too-long"] == 1
+
+
+@pytest.mark.parametrize(("peer", "size", "relayed"), [
+    (("2001:db8::9", 7000), 65496, True),
+    (("2001:db8::9", 7000), 65497, False),
+    (("2001:db8::9", 7000), 65527, False),  # the largest IPv6 UDP payload
+    (("203.0.113.5", 5000), 65507, True),  # the largest IPv4 UDP payload fits
+])
+def test_turn_server_drops_peer_data_too_large_for_a_data_indication(peer: tuple[str, int], size: int,
+                                                                     relayed: bool) -> None:
+    """RFC 8656 §11.3: a peer's datagram goes to the client in a Data indication, whose XOR-PEER-ADDRESS, DATA and
+    FINGERPRINT must fit STUN's 16-bit length. A larger one (possible from an IPv6 peer) used to raise struct.error
+    out of handle_datagram; now it is a counted drop (it could only go on a channel)."""
+    server, alloc = _turn_server_with_allocation(peer)
+    server.handle_datagram(T0, alloc.relayed, peer, bytes(size))
+    out = server.poll_transmit()
+    if relayed:
+        assert out is not None and out.remote == alloc.client
+        assert parse(out.data).get(Data) == Data(bytes(size))
+    else:
+        assert out is None and server.stats["peer-data-too-large"] == 1
+
+
+T0 = 1000.0
+
+
+class _Ports:
+    def __init__(self) -> None:
+        self.next = 50000
+
+    def reserve(self, family: int) -> tuple[str, int]:
+        self.next += 1
+        return ("2001:db8::1" if family == 6 else "192.0.2.1", self.next)
+
+    def release(self, relayed: tuple[str, int]) -> None:
+        pass
+
+
+def _turn_server_with_allocation(peer: tuple[str, int]) -> tuple[TurnServer, Allocation]:
+    """A TURN server with one allocation and a permission for ``peer``, made through the sans-IO entry point."""
+    listen, client = ("192.0.2.1", 3478), ("198.51.100.1", 40000)
+    if ":" in peer[0]:
+        client = ("2001:db8::10", 40000)
+    server = TurnServer(TurnServerConfig(listen, users={"user": "pass"}), _Ports(), secret=b"regressions")
+    key = long_term_key("user", "icelab", "pass")
+    for method, attrs in ((0x003, [RequestedTransport(17)]), (0x008, [XorPeerAddress(*peer)])):
+        request = Message(method, MessageClass.REQUEST, None,
+                          [*attrs, Username("user"), Realm("icelab"), Nonce(server._nonce(T0))])
+        server.handle_datagram(T0, listen, client, request.encode(key, fingerprint=True))
+        answer = server.poll_transmit()
+        assert answer is not None and parse(answer.data).message_class is MessageClass.SUCCESS
+    return server, server.allocations[(client, listen)]
