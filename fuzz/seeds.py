@@ -195,6 +195,11 @@ def turn_server_seeds(cap: Capture) -> list[bytes]:
         w.u8(5).u8(0).u8(0)  # the stream closes: so does the allocation
         w.u8(4).u8(0).u32(601_000)
         seeds.append(w.data())
+    big = Writer().u8(0x03)
+    big.u8(8).u8(0).u16(1400).u8(0).u8(0).u8(0)  # a 1,400-byte datagram from the permitted peer
+    big.u8(8).u8(1).u16(1200).raw(b"big-binding.").u8(0)  # a Binding request with 1,200 bytes of PADDING
+    big.u8(8).u8(2).u16(1300).raw(b"big-send-ind").u8(0).u8(0).u8(0)  # a Send indication with 1,300 bytes
+    seeds.append(big.data())
     for auth in (1, 2, 3, 6, 7):
         w = Writer().u8(0x01)
         _turn_request(w, 0, Method.REFRESH, [lambda w: _turn_attr_lifetime(w, 600)], b"auth", auth=auth)
@@ -350,11 +355,12 @@ def stun_seeds(cap: Capture) -> list[bytes]:
 
 def stun_server_seeds(cap: Capture) -> list[bytes]:
     vectors = [p.read_bytes() for p in sorted(VECTORS.glob("*request*.bin"))]
-    head = Writer().u8(1).u8(1).u8(0).u8(0).u8(0).u8(0).data()
+    head = Writer().u8(1).u8(1).u8(0).u8(0).u8(0).u8(0).u16(0).data()
     requests = [d for _, _, d in cap["server"] if d[:2] == b"\x00\x01"][:3]
-    legacy = Writer().u8(0).u8(0).u8(1).u8(0).u8(0).u8(0).raw(b"\x00\x01\x00\x00" + bytes(16)).data()
+    legacy = Writer().u8(0).u8(0).u8(1).u8(0).u8(0).u8(0).u16(0).raw(b"\x00\x01\x00\x00" + bytes(16)).data()
     change = bytes.fromhex("000100082112a442") + bytes(12) + bytes.fromhex("0003000400000006")
-    return [head + v for v in vectors + requests + [change]] + [legacy, head]
+    padded = Writer().u8(1).u8(1).u8(0).u8(0).u8(0).u8(1).u16(0xFFF0).data()  # PADDING of 65,280 bytes
+    return [head + v for v in [*vectors, *requests, change]] + [legacy, head, padded]
 
 
 SEEDS: dict[str, Callable[[Capture], list[bytes]]] = {

@@ -44,7 +44,7 @@ from ice.turn.client import TurnClient, TurnClientConfig
 from ice.turn.framing import split_frames
 from ice.turn.server import TurnServer, TurnServerConfig
 
-MAX_OPS = 48
+MAX_OPS = 32
 """Operations one input may run (bounds the time of one execution)."""
 
 T0 = 1_000_000.0
@@ -208,7 +208,11 @@ def stun_server(data: bytes) -> None:
     server = StunServer(StunServerConfig(("192.0.2.1", 3478), alternate, fingerprint=r.flag(), legacy=r.flag()))
     local = r.pick((("192.0.2.1", 3478), ("192.0.2.2", 3479), ("192.0.2.1", 3479), ("192.0.2.2", 3478)))
     remote = _address(r, (("198.51.100.1", 40000), ("2001:db8::1", 40000)))
+    pad = r.u16()
     body = r.rest()
+    if pad >= 0xF000:  # PADDING near STUN's size limit (RFC 5780 §7.6), out of reach of byte-level mutation
+        size = min((pad - 0xF000) * 16, 0xFFFF - 4 - len(body)) & ~3
+        body += b"\x00\x26" + size.to_bytes(2, "big") + bytes(size)
     for datagram in (body, b"\x00\x01" + len(body).to_bytes(2, "big")[-2:] + b"\x21\x12\xa4\x42" + bytes(12) + body):
         server.handle_datagram(T0, local, remote, datagram)
         while (t := server.poll_transmit()) is not None:
@@ -351,6 +355,23 @@ def _signed(server: TurnServer, now: float, method: int, attrs: list[a.Attribute
     return msg.encode(_LONG_KEYS["user"], fingerprint=True)
 
 
+def _big(r: Reader, server: TurnServer, now: float, deliver: Callable[[a.Address, a.Address, bytes], None]) -> None:
+    """Sizes up to the limits of UDP and of STUN's 16-bit length, which byte-level mutation of a 4 KiB input never
+    reaches: a peer's datagram to a relay address, a Binding request with PADDING, a Send indication's DATA."""
+    kind, size = r.u8() % 3, r.u16()
+    if kind == 0:
+        relays = [*server.by_relay, ("192.0.2.1", 59999)]
+        deliver(relays[r.u8() % len(relays)], _address(r, PEERS), bytes(min(size, 65527)))
+    elif kind == 1:
+        size = min(size, 0xFFFF - 4) & ~3
+        request = Message(Method.BINDING, MessageClass.REQUEST, _tid(r), [a.Padding(bytes(size))])
+        deliver(LISTEN, r.pick(CLIENTS), request.encode())
+    else:
+        data = a.Data(bytes(min(size, 0xFFFF - 4 - 24 - 8)))
+        send = Message(Method.SEND, MessageClass.INDICATION, _tid(r), [a.XorPeerAddress(*_address(r, PEERS)), data])
+        deliver(LISTEN, r.pick(CLIENTS), send.encode())
+
+
 def turn_server(data: bytes) -> None:
     """The TURN server (RFC 8656 §5-§12) through its sans-IO entry points: datagrams from clients and from peers,
     stream clients (RFC 8656 §3.1) with framed input, the clock. Set-up flags build allocations, a permission and
@@ -393,7 +414,7 @@ def turn_server(data: bytes) -> None:
     for _ in range(MAX_OPS):
         if not r.remaining():
             break
-        op = r.u8() % 8
+        op = r.u8() % 9
         if op == 0:
             deliver(r.pick((LISTEN, LISTEN, LISTEN, ("192.0.2.1", 3479))), r.pick(CLIENTS), r.blob())
         elif op == 1:
@@ -429,10 +450,12 @@ def turn_server(data: bytes) -> None:
                 frames = []
             for frame in frames:
                 deliver(LISTEN, client, frame)
-        else:
+        elif op == 7:
             server.handle_timeout(now)  # an early call: a no-op for whatever is not due
             drain()
             _turn_invariants(server, ports)
+        else:
+            _big(r, server, now, deliver)
         server.next_timeout()
 
 

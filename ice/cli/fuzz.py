@@ -207,6 +207,7 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
     if args.seconds <= 0 or (args.runs is not None and args.runs <= 0):
         raise UserError("--seconds and --runs must be positive")
     _check_atheris()
+    commit = _git_commit(root)  # the code measured (the checkout may move on while a long campaign runs)
     results = []
     for name in chosen:
         work = Path(args.work) / name if args.work else root / "results" / "fuzz" / name
@@ -217,7 +218,7 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
         if not args.json:
             print(_summary(result), flush=True)
     if args.figures:
-        _write_figures(Path(args.figures), results, _git_commit(root))
+        _write_figures(Path(args.figures), results, commit)
     if args.json:
         print(json.dumps(results[0] if args.target != "all" else {r["target"]: r for r in results}, indent=2))
     bad = any(r["exceptions"] or r["hangs"] or r["out_of_memory"] or not r["completed"] for r in results)
