@@ -9,7 +9,7 @@ it (one file per distinct exception type and place), it is counted, and fuzzing 
 every distinct bug it can. A hang (libFuzzer's ``-timeout``) or too much memory (``-rss_limit_mb``) ends the
 process; libFuzzer saves that input under ``WORK/crashes/`` too. ``WORK/stats.json`` is rewritten about once a
 second and when the campaign ends: inputs executed, exceptions, RSS after a warm-up (10 s, or a quarter of a
-shorter campaign: the seed corpus loaded and run) and at the end.
+shorter campaign: the seed corpus loaded and run), at the end, and its peak.
 """
 
 from __future__ import annotations
@@ -23,12 +23,12 @@ import traceback
 from pathlib import Path
 
 
-def rss_kb() -> int:
-    """Resident set size of this process (Linux /proc), in KiB; 0 where unknown."""
+def rss_kb(field: str = "VmRSS") -> int:
+    """Resident set size of this process (Linux /proc; ``VmHWM``: its peak so far), in KiB; 0 where unknown."""
     try:
         with open("/proc/self/status") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1])
     except OSError:
         pass
@@ -58,7 +58,8 @@ def main(argv: list[str]) -> None:
 
     def write(done: bool) -> None:
         elapsed = time.monotonic() - started
-        state.update(inputs=count, exceptions=exceptions, seconds=round(elapsed, 3), rss_end_kb=rss_kb(), done=done)
+        state.update(inputs=count, exceptions=exceptions, seconds=round(elapsed, 3), rss_end_kb=rss_kb(),
+                     rss_peak_kb=rss_kb("VmHWM"), done=done)
         if not state["rss_start_kb"] and (elapsed >= warm or done):
             state["rss_start_kb"] = state["rss_end_kb"]  # after the warm-up: corpus loaded, caches filled
         tmp = stats_path.with_suffix(".tmp")

@@ -115,6 +115,7 @@ def run_campaign(root: Path, name: str, seconds: float, runs: int, work: Path, m
         "crash_files": [*stats.get("crash_files", []), *fatal, *hangs, *ooms],
         "rss_start_kb": int(stats.get("rss_start_kb", 0)),
         "rss_end_kb": int(stats.get("rss_end_kb", 0)),
+        "rss_peak_kb": int(stats.get("rss_peak_kb", 0)),
         "completed": bool(stats.get("done")) and child.returncode == 0,
         "exit_code": child.returncode,
         "log": str(log_path),
@@ -135,8 +136,8 @@ def _progress(name: str, stats_path: Path, elapsed: float) -> None:
 def _summary(r: dict[str, Any]) -> str:
     lines = [f"{r['target']}: {r['inputs']:,} inputs in {r['seconds']:g} s ({r['execs_per_s']:,}/s), "
              f"{r['new_corpus']} new corpus entries, {r['exceptions']} exceptions, {r['hangs']} hangs, "
-             f"{r['out_of_memory']} out of memory; RSS {r['rss_start_kb']:,} KiB at the start, "
-             f"{r['rss_end_kb']:,} KiB at the end"]
+             f"{r['out_of_memory']} out of memory; RSS {r['rss_start_kb']:,} KiB after the warm-up, "
+             f"{r['rss_end_kb']:,} KiB at the end (peak {r['rss_peak_kb']:,} KiB)"]
     if not r["completed"] and not r["crash_files"]:
         lines.append(f"  the fuzzer stopped early (exit {r['exit_code']}): see {r['log']}")
     lines += [f"  input saved: {path}" for path in r["crash_files"]]
@@ -158,6 +159,8 @@ def _write_figures(path: Path, results: list[dict[str, Any]], commit: str) -> No
             "date": date, "commit": commit, "cpus": os.cpu_count(), "machine": platform.machine(),
             "python": platform.python_version(),
         }
+        if r["rss_peak_kb"]:
+            figures[r["target"]]["rss_peak_kb"] = r["rss_peak_kb"]
     path.write_text(json.dumps(dict(sorted(figures.items())), indent=2) + "\n")
 
 
