@@ -3,9 +3,13 @@ through the machine's own API: bad input from the network becomes an error respo
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
-from ice.agent.candidate import Candidate
+from ice.agent.agent import IceAgent
+from ice.agent.candidate import Candidate, CandidateType, candidate_priority
+from ice.agent.states import AgentState
 from ice.stun.attributes import (
     Data,
     ErrorCode,
@@ -14,6 +18,7 @@ from ice.stun.attributes import (
     Realm,
     RequestedTransport,
     Username,
+    XorMappedAddress,
     XorPeerAddress,
 )
 from ice.stun.integrity import long_term_key
@@ -136,3 +141,40 @@ def _turn_server_with_allocation(peer: tuple[str, int]) -> tuple[TurnServer, All
         answer = server.poll_transmit()
         assert answer is not None and parse(answer.data).message_class is MessageClass.SUCCESS
     return server, server.allocations[(client, listen)]
+
+
+def test_agent_timer_survives_a_failed_restart_ending_consent_checks_in_the_same_pass() -> None:
+    """RFC 8445 §9, RFC 7675: after an ICE restart the old pair's consent checks go on with the old credentials;
+    when every new pair fails, the restart ends and takes them with it. If a consent check that had also timed out
+    came after the failing check in the same ``handle_timeout`` (a timer firing late), the agent deleted it twice:
+    KeyError out of handle_timeout. Now the pass skips what an earlier step of it ended."""
+    base, remote = ("192.0.2.10", 5000), ("198.51.100.20", 7000)
+    agent = IceAgent(controlling=True, ufrag="LOCL", pwd="localpassword0123456789", rng=random.Random(7))
+    agent.add_host_candidate(base)
+    agent.end_of_local_candidates()
+
+    def signal(ufrag: str, pwd: str) -> None:
+        agent.set_remote_credentials(0.0, ufrag, pwd)
+        agent.add_remote_candidate(0.0, Candidate("1", 1, "udp", candidate_priority(CandidateType.HOST), *remote,
+                                                  CandidateType.HOST))
+        agent.add_remote_candidate(0.0, None)
+
+    signal("RMTE", "remotepassword012345678")
+    while (t := agent.poll_transmit()) is not None:  # the nominating check succeeds: connected
+        ok = Message(0x001, MessageClass.SUCCESS, parse(t.data).transaction_id, [XorMappedAddress(*base)])
+        agent.handle_datagram(0.01, base, remote, ok.encode(b"remotepassword012345678", fingerprint=True))
+    assert agent.state is AgentState.COMPLETED
+    agent.restart(1.0)
+    signal("RMT2", "secondremotepassword0123")
+    consent = False
+    while not consent:  # until the old pair's consent check (old credentials) is on its way
+        now = agent.next_timeout()
+        assert now is not None
+        agent.handle_timeout(now)
+        while (t := agent.poll_transmit()) is not None:
+            user = parse(t.data).get(Username)
+            consent = consent or (user is not None and user.text == "RMTE:LOCL")
+    agent.handle_timeout(now + 60.0)  # late: the new pair's check and the consent check are both over
+    assert agent.state is AgentState.FAILED
+    at = agent.next_timeout()
+    assert at is None or at > now + 60.0

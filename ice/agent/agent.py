@@ -547,6 +547,8 @@ class IceAgent:
             self._start_pending = False
             self._start_if_ready(now)
         for tid, check in list(self._checks.items()):
+            if self._checks.get(tid) is not check:
+                continue  # ended by one before it in this pass (a failed restart ends the old consent checks)
             timed_out = check.tx.handle_timeout(now)
             if check.cancelled:
                 while check.tx.poll_transmit() is not None:
