@@ -314,6 +314,42 @@ def agent_seeds(cap: Capture) -> list[bytes]:
     return seeds
 
 
+def _relayed_answer(w: Writer, check: int, error: int | None = None) -> None:
+    """Operation 3 of the relayed target: the remote agent answers our check number ``check`` (no channel yet)."""
+    w.u8(3).u8(1).u8(check)
+    if error is None:
+        w.u8(1)
+    else:
+        w.u8(0).u8(t._AGENT_ERRORS.index(error))
+    w.u8(1).u8(0).u8(0).u8(1).raw(b"answer-ind..")  # XOR-MAPPED-ADDRESS: the relayed address; signed
+
+
+def _relayed_check(w: Writer, remote: int, use: bool, role: int = 2) -> None:
+    """Operation 2: a check from the remote agent (no channel yet), signed with our password."""
+    w.u8(2).u8(0).u8(remote).u32(0x00FFFFFF).u8(role)
+    if role < 2:
+        w.u64(0x99)
+    w.u8(1 if use else 0).u8(0).u8(1).raw(b"peer-check..").raw(b"check-ind...")
+
+
+def relayed_seeds(cap: Capture) -> list[bytes]:
+    seeds = [Writer().u8(0x06).u64(5).u8(0).u8(1).blob(d).data()
+             for d in _unique([d for _, _, d in cap["client"]], 8)]
+    for flags in (0x05, 0x07, 0x04, 0x25, 0x45, 0x0D):
+        w = Writer().u8(flags).u64(0x77)
+        _relayed_answer(w, 0)
+        _relayed_check(w, 0, use=not flags & 1, role=1 if flags & 1 else 0)
+        w.u8(4).u8(1).u8(t.DTS.index(0.05))
+        _relayed_answer(w, 1)
+        _relayed_answer(w, 2, error=487)
+        w.u8(4).u8(1).u8(t.DTS.index(5.0))
+        w.u8(5).u8(1).blob(b"relayed application data")
+        w.u8(4).u8(1).u8(t.DTS.index(30.0))
+        w.u8(5).u8(2)  # close: deallocate
+        seeds.append(w.data())
+    return seeds
+
+
 SDP_LINES = [
     "a=candidate:1 1 udp 2130706431 192.0.2.1 54400 typ host",
     "candidate:2 1 UDP 1694498815 203.0.113.7 61000 typ srflx raddr 192.0.2.1 rport 54400 generation 0",
@@ -369,6 +405,7 @@ SEEDS: dict[str, Callable[[Capture], list[bytes]]] = {
     "turn-server": turn_server_seeds,
     "turn-client": turn_client_seeds,
     "agent": agent_seeds,
+    "relayed": relayed_seeds,
     "sdp": sdp_seeds,
     "stream": stream_seeds,
 }

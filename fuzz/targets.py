@@ -784,6 +784,163 @@ def agent(data: bytes) -> None:
         ice.next_timeout()
 
 
+# ================================================================================================ relayed
+
+
+TURN_LOCAL = ("198.51.100.1", 40000)
+"""The relayed agent's socket to the TURN server (its host candidate is BASES[0])."""
+
+
+def _wrapped(r: Reader, client: TurnClient, peer: a.Address, inner: bytes) -> bytes:
+    """``inner`` from ``peer`` as the TURN server delivers it: a Data indication, or ChannelData on the peer's
+    channel when there is one (RFC 8656 §11.3, §12.5)."""
+    number = client.channels.get(peer)
+    if number is not None and r.flag():
+        return number.to_bytes(2, "big") + len(inner).to_bytes(2, "big") + inner
+    ind = Message(Method.DATA, MessageClass.INDICATION, _tid(r), [a.XorPeerAddress(*peer), a.Data(inner)])
+    return ind.encode(fingerprint=True)
+
+
+def relayed(data: bytes) -> None:
+    """ICE over TURN (RFC 8445 §5.1.1.2): :class:`~ice.relayed.RelayedAgent`, an agent whose relayed candidate comes
+    from a TURN allocation. The input plays the TURN server (responses to the client's requests, fuzzed as in
+    ``turn-client``) and the remote agent behind it: checks signed with the agent's password arrive in Data
+    indications or ChannelData, and the agent's own checks, relayed in Send indications or ChannelData, are
+    answered the same way, so checks, nominations and the channel bound on selection all go through the relay."""
+    from ice.relayed import RelayedAgent
+
+    r = Reader(data)
+    flags = r.u8()
+    ice = IceAgent(controlling=bool(flags & 1), ufrag="LOCL", pwd=LOCAL_PWD, tie_breaker=r.u64() or 1,
+                   rng=random.Random(7))
+    composed = RelayedAgent(ice, TurnClientConfig(SERVER, "user", "pass"), TURN_LOCAL,
+                            bind_channels=not flags & 0x40)
+    LAST["relayed"] = ice
+    client = composed.client
+    now = T0
+    turn_pending: list[tuple[bytes, int]] = []
+    checks: list[tuple[bytes, a.Address]] = []
+
+    def drain() -> None:
+        while (t := composed.poll_transmit()) is not None:
+            sendable(t)
+            if t.local != TURN_LOCAL:
+                own_stun(t.data)
+                continue
+            expect(t.remote == client.server, "the TURN client sends somewhere else than its server")
+            inner, peer = b"", None
+            if t.data[:1] and 0x40 <= t.data[0] <= 0x7F:
+                number = int.from_bytes(t.data[:2], "big")
+                peer = next((p for p, n in client.channels.items() if n == number), None)
+                inner = t.data[4:]
+            else:
+                m = own_stun(t.data)
+                if m is None:
+                    continue
+                if m.message_class is MessageClass.REQUEST:
+                    turn_pending.append((m.transaction_id, m.method))
+                elif m.method == Method.SEND:
+                    xpa, payload = m.get(a.XorPeerAddress), m.get(a.Data)
+                    peer, inner = (xpa.address if xpa else None), (payload.data if payload else b"")
+            check = own_stun(inner) if peer is not None else None
+            if check is not None and check.message_class is MessageClass.REQUEST and peer is not None:
+                checks.append((check.transaction_id, peer))
+        del turn_pending[:-16]
+        del checks[:-16]
+        while composed.next_event() is not None:
+            pass
+
+    def from_server(datagram: bytes) -> None:
+        composed.handle_datagram(now, TURN_LOCAL, client.server, datagram)
+        drain()
+
+    if flags & 0x02:
+        ice.add_host_candidate(BASES[0])
+    composed.start(now)
+    drain()
+    if flags & 0x04 and turn_pending:  # the allocation through the 401 round trip
+        tid, method = turn_pending.pop()
+        from_server(Message(method, MessageClass.ERROR, tid, [a.ErrorCode(401, "Unauthorized"), a.Realm(REALM),
+                                                              a.Nonce("n0nce")]).encode(fingerprint=True))
+        if turn_pending:
+            tid, method = turn_pending.pop()
+            from_server(Message(method, MessageClass.SUCCESS, tid,
+                                [a.XorRelayedAddress("192.0.2.1", 50000), a.XorMappedAddress(*TURN_LOCAL),
+                                 a.Lifetime(600)]).encode(_LONG_KEYS["user"], fingerprint=True))
+    if not flags & 0x08:
+        ice.set_remote_credentials(now, "RMTE", REMOTE_PWD)
+    for i, (host, port) in enumerate(REMOTES[: 1 + (flags >> 5) % 4]):
+        kind = (CandidateType.RELAYED, CandidateType.HOST, CandidateType.HOST, CandidateType.RELAYED)[i]
+        ice.add_remote_candidate(now, Candidate(f"r{i}", 1, "udp", candidate_priority(kind), host, port, kind))
+    ice.add_remote_candidate(now, None)
+    drain()
+    run_timers(composed, now, drain)
+
+    for _ in range(MAX_OPS):
+        if not r.remaining():
+            break
+        op = r.u8() % 8
+        if op == 0:
+            if r.flag():
+                from_server(r.blob())
+            else:
+                composed.handle_datagram(now, r.pick((*BASES, TURN_LOCAL)), _address(r, REMOTES), r.blob())
+                drain()
+        elif op == 1:  # the TURN server answers one of the client's requests
+            if turn_pending and r.u8() % 8:
+                tid, method = turn_pending[r.u8() % len(turn_pending)]
+            else:
+                tid, method = _tid(r), r.pick(_METHODS)
+            from_server(client_response(r, tid, method, client._key))
+        elif op == 2:  # a check from the remote agent, through the relay
+            peer = _address(r, REMOTES)
+            attrs: list[a.Attribute] = [a.Username(f"{ice.ufrag}:{ice.remote_ufrag or 'RMTE'}"),
+                                        a.Priority(r.u32())]
+            role = r.u8() % 3
+            if role < 2:
+                attrs.append(a.IceControlling(r.u64()) if role == 0 else a.IceControlled(r.u64()))
+            if r.flag():
+                attrs.append(a.UseCandidate())
+            for _ in range(r.u8() % 2):
+                attrs.append(agent_attribute(r))
+            key = IntegrityKey(ice.pwd.encode()) if r.u8() % 8 else _WRONG_SHORT
+            check = Message(Method.BINDING, MessageClass.REQUEST, _tid(r), attrs).encode(key, fingerprint=True)
+            from_server(_wrapped(r, client, peer, check))
+        elif op == 3:  # the remote agent answers one of our relayed checks
+            if checks and r.u8() % 8:
+                tid, peer = checks[r.u8() % len(checks)]
+            else:
+                tid, peer = _tid(r), _address(r, REMOTES)
+            error = r.u8() % 4 == 0
+            attrs = [a.ErrorCode(r.pick(_AGENT_ERRORS), "x")] if error else []
+            if r.u8() % 8:
+                attrs.append(a.XorMappedAddress(*_address(r, (("192.0.2.1", 50000), ("203.0.113.77", 4000)))))
+            key = _REMOTE_KEYS[REMOTE_PWD] if r.u8() % 8 else None
+            answer = Message(Method.BINDING, MessageClass.ERROR if error else MessageClass.SUCCESS, tid, attrs)
+            from_server(_wrapped(r, client, peer, answer.encode(key, fingerprint=True)))
+        elif op == 4:
+            now += r.pick(DTS) if r.u8() % 8 else r.u32() / 1000
+            run_timers(composed, now, drain)
+        else:
+            call = r.u8() % 6
+            if call == 0:
+                ice.restart(now)
+                ice.set_remote_credentials(now, "RMTE", REMOTE_PWD)
+            elif call == 1:
+                ice.send(b"\xff" + r.blob())
+            elif call == 2:
+                composed.close(now)
+            elif call == 3:
+                ice.add_remote_candidate(now, _candidate(r))
+            elif call == 4:
+                composed.start(now)
+            else:
+                ice.set_remote_credentials(now, "RMTE", REMOTE_PWD, lite=r.flag())
+            drain()
+            run_timers(composed, now, drain)
+        composed.next_timeout()
+
+
 # ==================================================================================================== SDP
 
 
@@ -938,6 +1095,7 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
     "turn-server": turn_server,
     "turn-client": turn_client,
     "agent": agent,
+    "relayed": relayed,
     "sdp": sdp,
     "stream": stream,
 }

@@ -18,7 +18,7 @@ from ice.turn.client import TurnState
 
 CORPUS = ROOT / "fuzz" / "corpus"
 SECONDS = 2.0
-"""Per target in the bounded run: seven targets, about 30 s of CPU in all with the child processes' start."""
+"""Per target in the bounded run: eight targets, about 30 s of CPU in all with the child processes' start."""
 
 
 def _corpus(name: str) -> list[Path]:
@@ -54,13 +54,16 @@ def test_turn_server_corpus_reaches_every_request_and_both_relay_directions() ->
         assert stats[counter] > 0, counter
 
 
-def test_turn_client_and_agent_corpora_reach_their_working_states() -> None:
+def test_turn_client_agent_and_relayed_corpora_reach_their_working_states() -> None:
     _, states = _stats("turn-client")
     assert states[TurnState.ALLOCATED] > 0
     stats, states = _stats("agent")
     assert states[AgentState.COMPLETED] + states[AgentState.CONNECTED] > 0
     for counter in ("check-responses-success", "triggered-checks", "role-switch", "data-received"):
         assert stats[counter] > 0, counter
+    stats, states = _stats("relayed")  # the agent, through the TURN allocation
+    assert states[AgentState.COMPLETED] + states[AgentState.CONNECTED] > 0
+    assert stats["check-responses-success"] > 0 and stats["nominations-sent"] > 0
 
 
 @pytest.mark.parametrize("name", list(t.TARGETS))
