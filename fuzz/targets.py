@@ -9,11 +9,11 @@ out of the code under test, or on an invariant the stack promises and a driver r
   or the asyncio driver would spin);
 * the TURN server's tables agree with each other (allocations, relayed addresses, channels).
 
-The sans-IO machines run on a fixed, fuzz-advanced clock, so every input replays exactly. Structured targets
-(the TURN server and client, the ICE agent) read their input as a small program (:mod:`fuzz.reader`): set-up
-flags, then operations -- a raw datagram, a well-formed request with fuzzed fields signed with the right key (so
-MESSAGE-INTEGRITY passes and the fuzzer reaches Refresh, CreatePermission, ChannelBind, Send, ChannelData and the
-ICE check handling), a response to a request the machine sent, the clock moving on, an API call.
+The sans-IO machines run on a fixed, fuzz-advanced clock, so every input replays exactly. Structured targets (the
+TURN server and client, the ICE agent, ICE over TURN) read their input as a small program (:mod:`fuzz.reader`):
+set-up flags, then operations -- a raw datagram, a well-formed request with fuzzed fields signed with the right key
+(so MESSAGE-INTEGRITY passes and the fuzzer reaches Refresh, CreatePermission, ChannelBind, Send, ChannelData and
+the ICE check handling), a response to a request the machine sent, the clock moving on, an API call.
 
 Adding a target is one entry in :data:`TARGETS` (and a corpus directory ``fuzz/corpus/<name>/``).
 """
@@ -130,8 +130,6 @@ def _raw_attribute(r: Reader) -> a.Attribute:
     if code in _TRAILERS:
         code = 0x7FFE
     return a.UnknownAttribute(code, r.blob(80))
-
-
 
 
 # ==================================================================================================== stun
