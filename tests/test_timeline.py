@@ -69,7 +69,7 @@ def test_the_faults_suite(backend: str, tmp_path: Path) -> None:
                        capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-1000:]
     cells = {c["scenario"]: c for c in json.loads((out / "results.json").read_text())["cells"]}
-    assert len(cells) >= 9 and all(c["status"] == "pass" and c["pinned"] for c in cells.values())
+    assert len(cells) >= 10 and all(c["status"] == "pass" and c["pinned"] for c in cells.values())
     blocked = cells["direct-blocked-relay-then-direct"]
     assert [s.get("observed") for s in blocked["timeline"] if "observed" in s] == ["relay", "direct"]
     relay_after = blocked["timeline"][1]["took_s"]
@@ -82,3 +82,4 @@ def test_the_faults_suite(backend: str, tmp_path: Path) -> None:
     quiet = cells["idle-without-keepalives"]
     assert quiet["timeline"][-1]["observed"] == "none" and quiet["timeline_data"]["restarts"] == 0
     assert cells["idle-with-keepalives"]["timeline"][-1]["observed"] == "direct"
+    assert cells["turn-restart-while-relayed"]["timeline"][-1]["observed"] == "relay"

@@ -122,6 +122,9 @@ class SimTimeline(TimelineNetwork):
         net = self._sim().net
         net.set_nat(node, net.nats[node].behaviour)
 
+    async def turn_restart(self) -> None:
+        self._sim().net.restart_turn_server(self._sim().server)
+
     def restart_agents(self) -> None:
         self._sim().restart()
 

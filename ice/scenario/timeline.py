@@ -8,6 +8,8 @@ A timeline is a list of steps, run in order once the cell has connected and pass
   ``block = "turn"``: everything to and from the server;
 - ``nat_reboot = "NODE"``: that NAT node (``nat-a``, as ``icelab topo check`` and the artifacts name it) loses
   every mapping (the lab reloads its rules and flushes its conntrack table; the sim rebuilds its model);
+- ``turn_restart = true``: the TURN server restarts and forgets every allocation; a client learns it from the
+  437 its next request gets and allocates again (RFC 8656 §8);
 - ``restart = true``: both agents restart ICE (RFC 8445 §9), as an application does on a network change;
 - ``stream = "off"`` / ``"on"``: the data stream stops (the pair goes idle: only the agents' own consent checks,
   if any, cross the NATs) or resumes;
@@ -37,7 +39,7 @@ FRESH = 1.0
 RESTART_HOLDOFF = 2.0
 """The restart-on-failure policy restarts ICE at most this often."""
 
-ACTIONS = ("block", "unblock", "nat_reboot", "restart", "stream", "expect")
+ACTIONS = ("block", "unblock", "nat_reboot", "turn_restart", "restart", "stream", "expect")
 BLOCKABLE = ("direct", "turn")
 DIRECTIONS = ("both", "a-to-b", "b-to-a")
 
@@ -58,7 +60,7 @@ class Step:
         doc: dict[str, Any] = {}
         if self.after:
             doc["after"] = self.after
-        doc[self.action] = True if self.action == "restart" else self.target
+        doc[self.action] = True if self.action in ("restart", "turn_restart") else self.target
         if self.direction != "both":
             doc["direction"] = self.direction
         if self.action == "expect":
@@ -67,7 +69,8 @@ class Step:
 
     @property
     def label(self) -> str:
-        what = {"restart": "restart ICE", "expect": f"expect {self.target} within {self.within:g} s"}.get(
+        what = {"restart": "restart ICE", "turn_restart": "restart the TURN server",
+                "expect": f"expect {self.target} within {self.within:g} s"}.get(
             self.action, f"{self.action} {self.target}" + (f" ({self.direction})" if self.direction != "both"
                                                             else ""))
         return (f"after {self.after:g} s: " if self.after else "") + what
@@ -104,8 +107,8 @@ class Step:
             raise ValueError("direction goes with block and unblock")
         if action == "nat_reboot" and (not isinstance(value, str) or not value):
             raise ValueError(f"nat_reboot names a NAT node of the cell's topology (e.g. \"nat-a\"), not {value!r}")
-        if action == "restart" and value is not True:
-            raise ValueError("restart = true")
+        if action in ("restart", "turn_restart") and value is not True:
+            raise ValueError(f"{action} = true")
         if action == "stream" and value not in ("on", "off"):
             raise ValueError(f"stream is on or off, not {value!r}")
         if action == "expect":
@@ -115,7 +118,7 @@ class Step:
                 raise ValueError("an expect step needs within = SECONDS (> 0)")
         elif within is not None:
             raise ValueError("within goes with expect")
-        return cls(action, "" if action == "restart" else str(value), float(after), str(direction),
+        return cls(action, "" if action in ("restart", "turn_restart") else str(value), float(after), str(direction),
                    float(within or 0))
 
 
@@ -180,6 +183,10 @@ class TimelineNetwork(abc.ABC):
 
     @abc.abstractmethod
     def nat_reboot(self, role: str) -> None: ...
+
+    @abc.abstractmethod
+    async def turn_restart(self) -> None:
+        """The TURN server loses every allocation (a new server on the same address)."""
 
     @abc.abstractmethod
     def restart_agents(self) -> None:
@@ -260,6 +267,8 @@ async def run_timeline(steps: tuple[Step, ...], net: TimelineNetwork) -> list[St
             net.block(step.target, step.direction, step.action == "block")
         elif step.action == "nat_reboot":
             net.nat_reboot(step.target)
+        elif step.action == "turn_restart":
+            await net.turn_restart()
         elif step.action == "restart":
             net.restart()
         elif step.action == "stream":

@@ -94,6 +94,7 @@ class SimNetwork:
         self._queue: list[tuple[float, int, Address, Address, bytes]] = []
         self._seq = 0
         self._nth: dict[tuple[int, str], int] = {}
+        self._relay_port = 49152
         self.fabric = Fabric(self.spec) if self.spec is not None else None
         if self.spec is not None:
             for node in self.spec.nodes:
@@ -126,11 +127,9 @@ class SimNetwork:
         network = self
 
         class Ports:
-            next_port = 49152
-
             def reserve(self, family: int) -> Address | None:
-                Ports.next_port += 1
-                relayed = (listen[0], Ports.next_port)
+                network._relay_port += 1  # across restarts too: a new server does not reuse the old ports
+                relayed = (listen[0], network._relay_port)
                 network.relays[relayed] = server
                 return relayed
 
@@ -140,6 +139,14 @@ class SimNetwork:
         server = TurnServer(TurnServerConfig(listen, users=users, software="icelab sim"), Ports())
         self.turn_servers[listen] = server
         return server
+
+    def restart_turn_server(self, listen: Address) -> TurnServer:
+        """The TURN server at ``listen`` restarts: a new one, without the old one's allocations or relayed
+        addresses."""
+        old = self.turn_servers[listen]
+        for relayed in [r for r, server in self.relays.items() if server is old]:
+            del self.relays[relayed]
+        return self.add_turn_server(listen, dict(old.config.users))
 
     def add_stun_server(self, primary: Address, alternate: Address | None = None) -> StunServer:
         server = StunServer(StunServerConfig(primary, alternate, software="icelab sim"))
