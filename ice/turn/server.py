@@ -17,7 +17,7 @@ import hmac
 import ipaddress
 import os
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from struct import Struct
 from typing import Protocol
@@ -35,12 +35,13 @@ from ice.stun.attributes import (
     RequestedTransport,
     Software,
     UnknownAttributes,
+    UserHash,
     Username,
     XorMappedAddress,
     XorPeerAddress,
     XorRelayedAddress,
 )
-from ice.stun.integrity import IntegrityKey, long_term_key
+from ice.stun.integrity import IntegrityKey, long_term_key, userhash
 from ice.stun.message import Message, MessageClass, Method, parse
 from ice.stun.server import StunServer, StunServerConfig
 from ice.stun.transaction import Transmit
@@ -54,6 +55,10 @@ UDP = 17
 DEFAULT_DENIED = ("0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "255.255.255.255/32", "::/128",
                   "::1/128", "fe80::/10", "ff00::/8")
 """Peers a relay refuses by default, as coturn does (RFC 8656 §21.2.3 asks operators to restrict them)."""
+
+
+_Handler = Callable[[float, Address, Address, Message, IntegrityKey, str], Transmit]
+"""A request's handler: (now, local, client, request, key, username) -> the response."""
 
 
 class RelayPorts(Protocol):
@@ -125,6 +130,13 @@ class TurnServer:
         self.by_relay: dict[Address, Allocation] = {}
         self._secret = secret or os.urandom(16)
         self._keys = {u: long_term_key(u, config.realm, p) for u, p in config.users.items()}
+        self._by_hash: dict[bytes, str] = {}
+        """USERHASH -> username (RFC 8489 §14.4), for clients that send USERHASH instead of USERNAME."""
+        for u in config.users:
+            try:
+                self._by_hash[userhash(u, config.realm)] = u
+            except ValueError:  # a name OpaqueString refuses has no USERHASH; USERNAME still works
+                pass
         self._denied = [ipaddress.ip_network(n) for n in config.denied_peers]
         self._allowed = [ipaddress.ip_network(n) for n in config.allowed_peers]
         self._software: list[Attribute] = [Software(config.software)] if config.software else []
@@ -137,6 +149,13 @@ class TurnServer:
         self._out: deque[Transmit] = deque()
         self._stream_clients: set[tuple[Address, Address]] = set()
         """(local, client) of the connected TCP/TLS clients."""
+        self._handlers: dict[int, _Handler] = {
+            Method.ALLOCATE: self._allocate,
+            Method.REFRESH: self._refresh,
+            Method.CREATE_PERMISSION: self._create_permission,
+            Method.CHANNEL_BIND: self._channel_bind,
+        }
+        """The requests a TURN server serves (RFC 8656 §17); Binding goes to the STUN server."""
 
     # ------------------------------------------------------------------------------------- endpoint contract
 
@@ -216,13 +235,17 @@ class TurnServer:
 
     # ----------------------------------------------------------------------------------------------- nonces
 
-    def _nonce(self, now: float) -> str:
-        """A stateless nonce: issue time and an HMAC of it, so any server instance can check its age."""
-        t = int(now)
-        mac = hmac.new(self._secret, t.to_bytes(8, "big"), hashlib.sha256).hexdigest()[:16]
-        return f"{t:x}-{mac}"
+    def _nonce_mac(self, t: int, client: Address) -> str:
+        material = t.to_bytes(8, "big") + f"{client[0]}|{client[1]}".encode()
+        return hmac.new(self._secret, material, hashlib.sha256).hexdigest()[:16]
 
-    def _nonce_fresh(self, nonce: str, now: float) -> bool:
+    def _nonce(self, now: float, client: Address) -> str:
+        """A stateless nonce: issue time and an HMAC of it and of the client's address, so any server instance can
+        check its age, and two sources never get the same nonce (RFC 8489 §9.2.4)."""
+        t = int(now)
+        return f"{t:x}-{self._nonce_mac(t, client)}"
+
+    def _nonce_fresh(self, nonce: str, now: float, client: Address) -> bool:
         t_hex, _, mac = nonce.partition("-")
         # The nonce is network input: anything that is not exactly what _nonce() made is simply stale.
         if len(t_hex) > 16 or len(mac) != 16 or not t_hex.isascii() or not mac.isascii():
@@ -233,7 +256,7 @@ class TurnServer:
             return False
         if t < 0:
             return False
-        want = hmac.new(self._secret, t.to_bytes(8, "big"), hashlib.sha256).hexdigest()[:16]
+        want = self._nonce_mac(t, client)
         return hmac.compare_digest(mac.encode(), want.encode()) and now - t < self.config.nonce_lifetime
 
     # --------------------------------------------------------------------------------------------- clients
@@ -280,41 +303,53 @@ class TurnServer:
         if cls is not MessageClass.REQUEST:
             self.stats["not-a-request"] += 1
             return []
-        if method not in (Method.ALLOCATE, Method.REFRESH, Method.CREATE_PERMISSION, Method.CHANNEL_BIND):
-            return [self._error(local, client, msg, 400, "Bad Request: unknown method")]
-        unknown = msg.unknown_comprehension_required()
-        if unknown:
-            return [self._error(local, client, msg, 420, "Unknown Attribute", UnknownAttributes(tuple(unknown)))]
-        key = self._authenticate(now, msg)
-        if isinstance(key, tuple):
-            code, reason = key
-            self.stats[f"auth-{code}"] += 1
-            if code == 400:  # RFC 8489 §9.2.4: no REALM/NONCE in this one
-                return [self._error(local, client, msg, code, reason)]
-            return [self._error(local, client, msg, code, reason, Realm(self.config.realm),
-                                Nonce(self._nonce(now)))]
-        username = msg.get(Username).text  # type: ignore[union-attr]  # checked by _authenticate
-        handler = {
-            Method.ALLOCATE: self._allocate,
-            Method.REFRESH: self._refresh,
-            Method.CREATE_PERMISSION: self._create_permission,
-            Method.CHANNEL_BIND: self._channel_bind,
-        }[Method(method)]
-        return [handler(now, local, client, msg, key, username)]
+        handler = self._handlers.get(method)
+        if handler is None:  # RFC 8489 §6.3: a method the server does not support is silently discarded
+            self.stats["unknown-method"] += 1
+            return []
+        auth = self._authenticate(now, local, client, msg)
+        if isinstance(auth, Transmit):
+            return [auth]
+        key, username = auth
+        # RFC 8489 §6.3: unknown attributes are looked at once authentication is done, and every response to an
+        # authenticated request carries MESSAGE-INTEGRITY (§9.2.4), a 400 for a malformed attribute too.
+        try:
+            unknown = msg.unknown_comprehension_required()
+            if unknown:
+                self.stats["unknown-attribute"] += 1
+                return [self._error(local, client, msg, 420, "Unknown Attribute", UnknownAttributes(tuple(unknown)),
+                                    key=key)]
+            return [handler(now, local, client, msg, key, username)]
+        except StunParseError:
+            self.stats["bad-attribute"] += 1
+            return [self._error(local, client, msg, 400, "Bad Request: malformed attribute", key=key)]
 
-    def _authenticate(self, now: float, msg: Message) -> IntegrityKey | tuple[int, str]:
-        """RFC 8489 §9.2.4: 401 without credentials or with wrong ones, 438 when the nonce is stale."""
-        user, realm, nonce = msg.get(Username), msg.get(Realm), msg.get(Nonce)
+    def _authenticate(self, now: float, local: Address, client: Address, msg: Message
+                      ) -> tuple[IntegrityKey, str] | Transmit:
+        """RFC 8489 §9.2.4, its checks in order: 401 without MESSAGE-INTEGRITY, 400 when USERNAME (or USERHASH),
+        REALM or NONCE is missing, 401 for an unknown user or a wrong MESSAGE-INTEGRITY, 438 for a stale nonce.
+        The key and the username, or the error response (none of which is signed)."""
+        realm, nonce = msg.get(Realm), msg.get(Nonce)
+        user, hashed = msg.get(Username), msg.get(UserHash)
         if not msg.has_integrity:
-            return (401, "Unauthorized")
-        if user is None or realm is None or nonce is None:
-            return (400, "Bad Request: MESSAGE-INTEGRITY without USERNAME, REALM and NONCE")
-        key = self._keys.get(user.text)
-        if key is None or realm.text != self.config.realm or not msg.check_integrity(key):
-            return (401, "Unauthorized")
-        if not self._nonce_fresh(nonce.text, now):
-            return (438, "Stale Nonce")
-        return key
+            return self._challenge(now, local, client, msg, 401, "Unauthorized")
+        if (user is None and hashed is None) or realm is None or nonce is None:
+            self.stats["auth-400"] += 1  # no REALM, NONCE or integrity in this one
+            return self._error(local, client, msg, 400, "Bad Request: MESSAGE-INTEGRITY without USERNAME, REALM "
+                                                        "and NONCE")
+        name = user.text if user is not None else self._by_hash.get(hashed.data) if hashed is not None else None
+        key = self._keys.get(name) if name is not None else None
+        if name is None or key is None or realm.text != self.config.realm or not msg.check_integrity(key):
+            return self._challenge(now, local, client, msg, 401, "Unauthorized")
+        if not self._nonce_fresh(nonce.text, now, client):
+            return self._challenge(now, local, client, msg, 438, "Stale Nonce")
+        return key, name
+
+    def _challenge(self, now: float, local: Address, client: Address, msg: Message, code: int, reason: str
+                   ) -> Transmit:
+        """A 401 or 438 with the REALM and a fresh NONCE for this source (RFC 8489 §9.2.4), unsigned."""
+        self.stats[f"auth-{code}"] += 1
+        return self._error(local, client, msg, code, reason, Realm(self.config.realm), Nonce(self._nonce(now, client)))
 
     # ----------------------------------------------------------------------------------------- requests
 
