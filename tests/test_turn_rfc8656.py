@@ -6,29 +6,39 @@ the response attributes or the counted drop. docs/turn-conformance.md maps each 
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import pytest
-from test_turn_server import CLIENT, KEY, LISTEN, PEER, Ports, allocate, feed, request, server
+from test_turn_server import CLIENT, KEY, LISTEN, PEER, allocate, feed, request, server
 
 from ice.stun import Message, MessageClass, Method, parse
 from ice.stun.attributes import (
+    AdditionalAddressFamily,
+    AddressErrorCode,
     Attribute,
     AttributeType,
+    Data,
+    DontFragment,
+    EvenPort,
     Fingerprint,
     Lifetime,
     Nonce,
     Realm,
+    RequestedAddressFamily,
     RequestedTransport,
+    ReservationToken,
     Software,
     UnknownAttribute,
     UnknownAttributes,
     UserHash,
     Username,
     XorMappedAddress,
+    XorPeerAddress,
     XorRelayedAddress,
 )
 from ice.stun.integrity import userhash
 from ice.stun.message import Integrity
-from ice.turn.server import TurnServer
+from ice.turn.server import TurnServer, TurnServerConfig
 
 OTHER = ("198.51.100.8", 40001)
 
@@ -52,6 +62,35 @@ def signed(srv: TurnServer, now: float, method: int, *attrs: Attribute, client: 
     out = feed(srv, now, LISTEN, client, msg.encode(KEY, integrity=integrity, fingerprint=True))
     assert len(out) <= 1
     return parse(out[0].data) if out else None
+
+
+@dataclass
+class FamilyPorts:
+    """Relayed addresses of the families the I/O layer has (asked for another, it answers with its first one,
+    as the asyncio runner does with its one relay IP); ``capacity`` addresses at most."""
+
+    families: tuple[int, ...] = (4,)
+    next_port: int = 49152
+    capacity: int = 100
+    released: list[Address] = field(default_factory=list)
+
+    def reserve(self, family: int) -> Address | None:
+        if self.capacity <= 0:
+            return None
+        self.capacity -= 1
+        self.next_port += 1
+        got = family if family in self.families else self.families[0]
+        return ("2001:db8::10" if got == 6 else "203.0.113.10", self.next_port)
+
+    def release(self, relayed: Address) -> None:
+        self.released.append(relayed)
+
+
+def make(ports: FamilyPorts | None = None, **kw: object) -> tuple[TurnServer, FamilyPorts]:
+    """A server with users alice and bob (bob: for 441), over ``ports``."""
+    ports = ports or FamilyPorts()
+    cfg = TurnServerConfig(LISTEN, users={"alice": "secret", "bob": "other"}, **kw)  # type: ignore[arg-type]
+    return TurnServer(cfg, ports, secret=b"k"), ports
 
 
 def code_of(resp: Message | None) -> int | None:
@@ -226,4 +265,340 @@ def test_rfc8656_7_2_success_response_attributes() -> None:
     assert resp.get(Realm) is None and resp.get(Nonce) is None and resp.get(Username) is None
 
 
-_ = (PEER, Ports, allocate, request)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# RFC 8656 §7.2: receiving an Allocate request, its checks in order
+
+
+def test_rfc8656_7_2_step1_every_allocate_must_be_authenticated() -> None:
+    srv, _ = make()
+    resp = parse(feed(srv, 0, LISTEN, CLIENT, Message(Method.ALLOCATE, MessageClass.REQUEST, attributes=[
+        RequestedTransport(17)]).encode())[0].data)
+    assert code_of(resp) == 401 and not srv.allocations
+
+
+def test_rfc8656_7_2_step2_5tuple_in_use_is_437() -> None:
+    srv, _ = make()
+    assert code_of(signed(srv, 0, Method.ALLOCATE, RequestedTransport(17))) is None
+    resp = signed(srv, 1, Method.ALLOCATE, RequestedTransport(17))
+    assert code_of(resp) == 437 and resp.check_integrity(KEY) and len(srv.allocations) == 1  # type: ignore[union-attr]
+
+
+def test_rfc8656_7_2_a_retransmitted_allocate_gets_the_same_success() -> None:
+    srv, ports = make()
+    tid = bytes(range(12))
+    first = signed(srv, 0, Method.ALLOCATE, RequestedTransport(17), tid=tid, nonce=nonce_for(srv, 0))
+    again = signed(srv, 2, Method.ALLOCATE, RequestedTransport(17), tid=tid, nonce=nonce_for(srv, 2))
+    assert first is not None and again is not None and code_of(again) is None
+    assert again.get(XorRelayedAddress) == first.get(XorRelayedAddress) and again.get(Lifetime) == Lifetime(598)
+    assert ports.next_port == 49153 and len(srv.allocations) == 1
+
+
+def test_rfc8656_6_an_expired_allocation_is_gone_even_before_the_timer_runs() -> None:
+    srv, ports = make()
+    first = signed(srv, 0, Method.ALLOCATE, RequestedTransport(17))
+    assert code_of(signed(srv, 600, Method.REFRESH)) == 437  # expired at 600 s: no handle_timeout needed
+    again = signed(srv, 601, Method.ALLOCATE, RequestedTransport(17))
+    assert code_of(again) is None and again.get(XorRelayedAddress) != first.get(XorRelayedAddress)  # type: ignore[union-attr]
+    assert ports.released == [first.get(XorRelayedAddress).address]  # type: ignore[union-attr]
+    assert srv.stats["allocation-expired"] == 1
+
+
+def test_rfc8656_7_2_step3_no_requested_transport_is_400() -> None:
+    srv, _ = make()
+    resp = signed(srv, 0, Method.ALLOCATE)
+    assert code_of(resp) == 400 and resp.check_integrity(KEY) and not srv.allocations  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("value", [b"", b"\x11", b"\x11\x00\x00\x00\x00\x00\x00\x00"])
+def test_rfc8656_7_2_step3_malformed_requested_transport_is_400(value: bytes) -> None:
+    srv, _ = make()
+    resp = signed(srv, 0, Method.ALLOCATE, UnknownAttribute(AttributeType.REQUESTED_TRANSPORT, value))
+    assert code_of(resp) == 400 and resp.check_integrity(KEY) and not srv.allocations  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("protocol", [0, 6, 132, 255])
+def test_rfc8656_7_2_step3_a_transport_other_than_udp_is_442(protocol: int) -> None:
+    srv, _ = make()
+    assert code_of(signed(srv, 0, Method.ALLOCATE, RequestedTransport(protocol))) == 442
+    assert not srv.allocations
+
+
+def test_rfc8656_18_8_requested_transport_reserved_bytes_are_ignored() -> None:
+    srv, _ = make()
+    resp = signed(srv, 0, Method.ALLOCATE, UnknownAttribute(AttributeType.REQUESTED_TRANSPORT, b"\x11\xff\xff\xff"))
+    assert code_of(resp) is None
+
+
+def test_rfc8656_7_2_step4_dont_fragment_unsupported_is_420_listing_it() -> None:
+    srv, _ = make()
+    resp = signed(srv, 0, Method.ALLOCATE, RequestedTransport(17), DontFragment())
+    assert code_of(resp) == 420 and resp.check_integrity(KEY)  # type: ignore[union-attr]
+    assert resp.get(UnknownAttributes) == UnknownAttributes((AttributeType.DONT_FRAGMENT,))  # type: ignore[union-attr]
+    assert not srv.allocations
+    assert code_of(signed(srv, 0, Method.ALLOCATE, RequestedTransport(17))) is None  # §7.4: retry without it
+
+
+@pytest.mark.parametrize("other", [EvenPort(False), EvenPort(True), RequestedAddressFamily(1),
+                                   AdditionalAddressFamily(2)])
+def test_rfc8656_7_2_step5_reservation_token_with_even_port_or_a_family_is_400(other: Attribute) -> None:
+    srv, _ = make()
+    assert code_of(signed(srv, 0, Method.ALLOCATE, RequestedTransport(17), ReservationToken(7), other)) == 400
+
+
+def test_rfc8656_7_2_step5_an_unknown_reservation_token_is_508() -> None:
+    srv, ports = make()
+    assert code_of(signed(srv, 0, Method.ALLOCATE, RequestedTransport(17), ReservationToken(7))) == 508
+    assert ports.next_port == 49152 and not srv.allocations
+
+
+def test_rfc8656_7_2_step6_requested_and_additional_family_together_is_400() -> None:
+    srv, _ = make(FamilyPorts((4, 6)))
+    resp = signed(srv, 0, Method.ALLOCATE, RequestedTransport(17), RequestedAddressFamily(1),
+                  AdditionalAddressFamily(2))
+    assert code_of(resp) == 400 and not srv.allocations
+
+
+def test_rfc8656_7_2_step7_an_unsupported_requested_family_is_440_and_nothing_is_kept() -> None:
+    srv, ports = make(FamilyPorts((4,)))
+    resp = signed(srv, 0, Method.ALLOCATE, RequestedTransport(17), RequestedAddressFamily(2))
+    assert code_of(resp) == 440 and resp.check_integrity(KEY) and not srv.allocations  # type: ignore[union-attr]
+    assert ports.released == [("203.0.113.10", 49153)]
+
+
+@pytest.mark.parametrize("family", [0, 3, 255])
+def test_rfc8656_7_2_step7_an_unknown_family_value_is_440(family: int) -> None:
+    srv, ports = make(FamilyPorts((4, 6)))
+    assert code_of(signed(srv, 0, Method.ALLOCATE, RequestedTransport(17), RequestedAddressFamily(family))) == 440
+    assert ports.next_port == 49152
+
+
+def test_rfc8656_7_2_step7_no_requested_family_means_ipv4_even_for_an_ipv6_client() -> None:
+    srv, _ = make(FamilyPorts((4, 6)))
+    resp = signed(srv, 0, Method.ALLOCATE, RequestedTransport(17), client=("2001:db8::7", 5000))
+    assert resp is not None and resp.get(XorRelayedAddress) == XorRelayedAddress("203.0.113.10", 49153)
+    assert resp.get(XorMappedAddress) == XorMappedAddress("2001:db8::7", 5000)
+
+
+def test_rfc8656_7_2_step7_no_requested_family_and_no_ipv4_is_440() -> None:
+    srv, ports = make(FamilyPorts((6,)))
+    assert code_of(signed(srv, 0, Method.ALLOCATE, RequestedTransport(17))) == 440
+    assert ports.released == [("2001:db8::10", 49153)]
+
+
+@pytest.mark.parametrize(("family", "host"), [(1, "203.0.113.10"), (2, "2001:db8::10")])
+def test_rfc8656_7_2_step7_the_requested_family_is_allocated(family: int, host: str) -> None:
+    srv, _ = make(FamilyPorts((4, 6)))
+    resp = signed(srv, 0, Method.ALLOCATE, RequestedTransport(17), RequestedAddressFamily(family))
+    assert resp is not None and resp.get(XorRelayedAddress) == XorRelayedAddress(host, 49153)
+
+
+def test_rfc8656_18_6_requested_family_reserved_bytes_are_ignored() -> None:
+    srv, _ = make(FamilyPorts((4, 6)))
+    raf = UnknownAttribute(AttributeType.REQUESTED_ADDRESS_FAMILY, b"\x02\xff\xff\xff")
+    resp = signed(srv, 0, Method.ALLOCATE, RequestedTransport(17), raf)
+    assert resp is not None and resp.get(XorRelayedAddress) == XorRelayedAddress("2001:db8::10", 49153)
+
+
+def test_rfc8656_7_2_step8_even_port_with_r_bit_and_additional_family_is_400() -> None:
+    srv, _ = make(FamilyPorts((4, 6)))
+    resp = signed(srv, 0, Method.ALLOCATE, RequestedTransport(17), EvenPort(True), AdditionalAddressFamily(2))
+    assert code_of(resp) == 400
+
+
+def test_rfc8656_7_2_even_port_r_bit_holds_the_next_port_for_its_token() -> None:
+    srv, ports = make(FamilyPorts(next_port=49150))  # 49151 (odd, released), then 49152 and 49153
+    resp = signed(srv, 0, Method.ALLOCATE, RequestedTransport(17), EvenPort(True))
+    assert resp is not None and resp.get(XorRelayedAddress) == XorRelayedAddress("203.0.113.10", 49152)
+    token = resp.get(ReservationToken)
+    assert token is not None and ports.released == [("203.0.113.10", 49151)]
+    # Any 5-tuple may claim it (a server-wide reservation), once.
+    other = signed(srv, 1, Method.ALLOCATE, RequestedTransport(17), token, client=OTHER)
+    assert other is not None and other.get(XorRelayedAddress) == XorRelayedAddress("203.0.113.10", 49153)
+    assert other.get(ReservationToken) is None and ports.next_port == 49153
+    third = ("198.51.100.9", 40002)
+    assert code_of(signed(srv, 2, Method.ALLOCATE, RequestedTransport(17), token, client=third)) == 508
+
+
+def test_rfc8656_7_2_a_reservation_is_held_30_seconds_then_released() -> None:
+    srv, ports = make()
+    resp = signed(srv, 0, Method.ALLOCATE, RequestedTransport(17), EvenPort(True))
+    token = resp.get(ReservationToken)  # type: ignore[union-attr]
+    assert srv.next_timeout() == 30.0
+    srv.handle_timeout(29.9)
+    assert ports.released == [("203.0.113.10", 49153)]  # odd: not used
+    srv.handle_timeout(30.0)
+    assert ports.released[1:] == [("203.0.113.10", 49155)] and srv.stats["reservation-expired"] == 1
+    assert code_of(signed(srv, 31, Method.ALLOCATE, RequestedTransport(17), token, client=OTHER)) == 508
+    assert srv.next_timeout() == 600
+
+
+def test_rfc8656_7_2_even_port_r_bit_binds_the_next_port_where_the_io_layer_can() -> None:
+    """With ``reserve_at`` (as the asyncio runner has), N + 1 is bound directly even if ports come at random."""
+    @dataclass
+    class RandomPorts(FamilyPorts):
+        at: list[Address] = field(default_factory=list)
+
+        def reserve(self, family: int) -> Address | None:
+            self.next_port += 1000
+            return ("203.0.113.10", self.next_port)
+
+        def reserve_at(self, relayed: Address) -> Address | None:
+            self.at.append(relayed)
+            return relayed
+
+    srv, ports = make(RandomPorts(next_port=50000))
+    resp = signed(srv, 0, Method.ALLOCATE, RequestedTransport(17), EvenPort(True))
+    assert resp is not None and resp.get(XorRelayedAddress) == XorRelayedAddress("203.0.113.10", 51000)
+    assert ports.at == [("203.0.113.10", 51001)] and resp.get(ReservationToken) is not None
+
+
+def test_rfc8656_7_2_step8_even_port_r_bit_that_cannot_be_satisfied_is_508() -> None:
+    @dataclass
+    class SpreadPorts(FamilyPorts):
+        def reserve(self, family: int) -> Address | None:
+            self.next_port += 10
+            return ("203.0.113.10", self.next_port)
+
+    srv, ports = make(SpreadPorts(), even_port_attempts=4)
+    assert code_of(signed(srv, 0, Method.ALLOCATE, RequestedTransport(17), EvenPort(True))) == 508
+    assert len(ports.released) == 4 and not srv.allocations
+
+
+def test_rfc8656_7_2_even_port_gives_an_even_port_and_releases_the_odd_ones() -> None:
+    srv, ports = make(FamilyPorts(next_port=49150))  # the next one is odd (49151), then 49152
+    resp = signed(srv, 0, Method.ALLOCATE, RequestedTransport(17), EvenPort(False))
+    assert resp is not None and resp.get(XorRelayedAddress) == XorRelayedAddress("203.0.113.10", 49152)
+    assert ports.released == [("203.0.113.10", 49151)]
+
+
+def test_rfc8656_7_2_step8_even_port_that_cannot_be_had_is_508() -> None:
+    @dataclass
+    class OddPorts(FamilyPorts):
+        def reserve(self, family: int) -> Address | None:
+            self.next_port += 2
+            return ("203.0.113.10", self.next_port + 1)
+
+    srv, ports = make(OddPorts(), even_port_attempts=3)
+    assert code_of(signed(srv, 0, Method.ALLOCATE, RequestedTransport(17), EvenPort(False))) == 508
+    assert len(ports.released) == 3 and not srv.allocations
+
+
+def test_rfc8656_7_2_step9_additional_family_ipv4_is_400() -> None:
+    srv, _ = make(FamilyPorts((4, 6)))
+    assert code_of(signed(srv, 0, Method.ALLOCATE, RequestedTransport(17), AdditionalAddressFamily(1))) == 400
+
+
+@pytest.mark.parametrize(("families", "relayed", "missing"), [((4, 6), "203.0.113.10", 2), ((4,), "203.0.113.10", 2),
+                                                              ((6,), "2001:db8::10", 1)])
+def test_rfc8656_7_2_step9_additional_family_partial_success_names_the_other_family(
+        families: tuple[int, ...], relayed: str, missing: int) -> None:
+    """Dual allocations are not offered: one relayed address, the other family in ADDRESS-ERROR-CODE (440)."""
+    srv, _ = make(FamilyPorts(families))
+    resp = signed(srv, 0, Method.ALLOCATE, RequestedTransport(17), AdditionalAddressFamily(2))
+    assert resp is not None and code_of(resp) is None and resp.check_integrity(KEY)
+    assert [a for a in resp.attributes if isinstance(a, XorRelayedAddress)] == [XorRelayedAddress(relayed, 49153)]
+    assert resp.get(AddressErrorCode) == AddressErrorCode(missing, 440, "Address Family not Supported")
+
+
+def test_rfc8656_7_2_step9_additional_family_and_no_address_at_all_is_508() -> None:
+    srv, _ = make(FamilyPorts(capacity=0))
+    assert code_of(signed(srv, 0, Method.ALLOCATE, RequestedTransport(17), AdditionalAddressFamily(2))) == 508
+
+
+def test_rfc8656_7_2_step10_quota_is_per_username_486() -> None:
+    srv, _ = make(user_quota=1)
+    assert code_of(signed(srv, 0, Method.ALLOCATE, RequestedTransport(17))) is None
+    resp = signed(srv, 0, Method.ALLOCATE, RequestedTransport(17), client=OTHER)
+    assert code_of(resp) == 486 and resp.check_integrity(KEY) and len(srv.allocations) == 1  # type: ignore[union-attr]
+
+
+def test_rfc8656_7_2_no_relayed_address_left_is_508() -> None:
+    srv, _ = make(FamilyPorts(capacity=1))
+    assert code_of(signed(srv, 0, Method.ALLOCATE, RequestedTransport(17))) is None
+    assert code_of(signed(srv, 0, Method.ALLOCATE, RequestedTransport(17), client=OTHER)) == 508
+
+
+@pytest.mark.parametrize(("asked", "granted"), [(None, 600), (0, 600), (1, 600), (600, 600), (601, 601),
+                                                (1800, 1800), (3600, 3600), (3601, 3600), (0xFFFFFFFF, 3600)])
+def test_rfc8656_7_2_initial_lifetime(asked: int | None, granted: int) -> None:
+    srv, _ = make()
+    extra = [] if asked is None else [Lifetime(asked)]
+    resp = signed(srv, 0, Method.ALLOCATE, RequestedTransport(17), *extra)
+    assert resp is not None and resp.get(Lifetime) == Lifetime(granted)
+    assert srv.next_timeout() == granted
+
+
+def test_rfc8656_7_2_lifetime_never_below_the_default_even_with_a_smaller_maximum() -> None:
+    srv, _ = make(max_lifetime=300)
+    resp = signed(srv, 0, Method.ALLOCATE, RequestedTransport(17), Lifetime(3600))
+    assert resp is not None and resp.get(Lifetime) == Lifetime(600)
+
+
+@pytest.mark.parametrize("client", [("2001:0:4136:e378::1", 4000), ("2002:c000:0204::1", 4000)])
+def test_rfc8656_21_4_teredo_and_6to4_clients_are_refused(client: Address) -> None:
+    srv, ports = make()
+    resp = signed(srv, 0, Method.ALLOCATE, RequestedTransport(17), client=client)
+    assert code_of(resp) == 403 and ports.next_port == 49152 and srv.stats["client-tunneled"] == 1
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# RFC 8656 §5, §8: Refresh
+
+
+def test_rfc8656_5_a_refresh_without_an_allocation_is_437() -> None:
+    srv, _ = make()
+    resp = signed(srv, 0, Method.REFRESH)
+    assert code_of(resp) == 437 and resp.check_integrity(KEY)  # type: ignore[union-attr]
+
+
+def test_rfc8656_5_a_request_from_another_user_is_441() -> None:
+    srv, _ = make()
+    assert code_of(signed(srv, 0, Method.ALLOCATE, RequestedTransport(17))) is None
+    from ice.stun import long_term_key
+
+    bob = long_term_key("bob", "icelab", "other")
+    msg = Message(Method.REFRESH, MessageClass.REQUEST, attributes=[Lifetime(0), Username("bob"), Realm("icelab"),
+                                                                     Nonce(nonce_for(srv, 1))])
+    resp = parse(feed(srv, 1, LISTEN, CLIENT, msg.encode(bob))[0].data)
+    assert code_of(resp) == 441 and resp.check_integrity(bob) and len(srv.allocations) == 1
+
+
+@pytest.mark.parametrize(("asked", "granted"), [(None, 600), (1, 600), (900, 900), (7200, 3600)])
+def test_rfc8656_8_2_refresh_sets_the_time_to_expiry(asked: int | None, granted: int) -> None:
+    srv, _ = make()
+    signed(srv, 0, Method.ALLOCATE, RequestedTransport(17), Lifetime(3600))
+    resp = signed(srv, 100, Method.REFRESH, *([] if asked is None else [Lifetime(asked)]))
+    assert resp is not None and resp.get(Lifetime) == Lifetime(granted) and resp.check_integrity(KEY)
+    assert resp.get(Software) == Software("icelab")
+    assert srv.next_timeout() == 100 + granted
+
+
+def test_rfc8656_8_2_refresh_with_lifetime_zero_deletes_the_allocation() -> None:
+    srv, ports = make()
+    relayed = signed(srv, 0, Method.ALLOCATE, RequestedTransport(17)).get(XorRelayedAddress)  # type: ignore[union-attr]
+    resp = signed(srv, 1, Method.REFRESH, Lifetime(0))
+    assert resp is not None and code_of(resp) is None and resp.get(Lifetime) == Lifetime(0)
+    assert not srv.allocations and ports.released == [relayed.address]  # type: ignore[union-attr]
+    assert code_of(signed(srv, 2, Method.REFRESH, Lifetime(0))) == 437  # §8.3: the client takes it as done
+
+
+def test_rfc8656_8_2_refresh_with_another_family_is_443() -> None:
+    srv, _ = make(FamilyPorts((4, 6)))
+    signed(srv, 0, Method.ALLOCATE, RequestedTransport(17))
+    assert code_of(signed(srv, 1, Method.REFRESH, RequestedAddressFamily(2))) == 443
+    assert code_of(signed(srv, 1, Method.REFRESH, RequestedAddressFamily(1))) is None
+
+
+def test_rfc8656_6_sending_data_does_not_refresh_an_allocation() -> None:
+    srv, _ = make()
+    relayed = allocate(srv)
+    assert request(srv, 1, Method.CREATE_PERMISSION, XorPeerAddress(*PEER)).error is None
+    send = Message(Method.SEND, MessageClass.INDICATION, attributes=[XorPeerAddress(*PEER), Data(b"x")]).encode()
+    for t in (100, 200, 299):
+        assert len(feed(srv, t, LISTEN, CLIENT, send)) == 1
+        assert len(feed(srv, t, relayed, PEER, b"y")) == 1
+    assert srv.next_timeout() == 301  # the permission; the allocation still ends at 600
+    srv.handle_timeout(600)
+    assert not srv.allocations
