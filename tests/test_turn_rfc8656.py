@@ -17,6 +17,7 @@ from ice.stun.attributes import (
     AddressErrorCode,
     Attribute,
     AttributeType,
+    ChannelNumber,
     Data,
     DontFragment,
     EvenPort,
@@ -38,7 +39,7 @@ from ice.stun.attributes import (
 )
 from ice.stun.integrity import userhash
 from ice.stun.message import Integrity
-from ice.turn.server import TurnServer, TurnServerConfig
+from ice.turn.server import RFC5766_CHANNELS, TurnServer, TurnServerConfig
 
 OTHER = ("198.51.100.8", 40001)
 
@@ -601,4 +602,397 @@ def test_rfc8656_6_sending_data_does_not_refresh_an_allocation() -> None:
         assert len(feed(srv, t, relayed, PEER, b"y")) == 1
     assert srv.next_timeout() == 301  # the permission; the allocation still ends at 600
     srv.handle_timeout(600)
+    assert not srv.allocations
+
+
+def relayed_for(srv: TurnServer, now: float = 0, client: Address = CLIENT) -> Address:
+    resp = signed(srv, now, Method.ALLOCATE, RequestedTransport(17), client=client)
+    assert resp is not None and code_of(resp) is None
+    return resp.get(XorRelayedAddress).address  # type: ignore[union-attr]
+
+
+def send(srv: TurnServer, now: float, *attrs: Attribute, client: Address = CLIENT) -> list[tuple[Address, Address,
+                                                                                                  bytes]]:
+    """A Send indication from the client; what the server sent: (from, to, bytes)."""
+    msg = Message(Method.SEND, MessageClass.INDICATION, attributes=list(attrs))
+    return [(t.local, t.remote, t.data) for t in feed(srv, now, LISTEN, client, msg.encode(fingerprint=True))]
+
+
+def channel_data(srv: TurnServer, now: float, frame: bytes, client: Address = CLIENT) -> list[tuple[Address, Address,
+                                                                                                     bytes]]:
+    return [(t.local, t.remote, t.data) for t in feed(srv, now, LISTEN, client, frame)]
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# RFC 8656 §9, §10: permissions and CreatePermission
+
+
+def test_rfc8656_9_permission_lifetime_is_300_seconds() -> None:
+    assert TurnServerConfig(LISTEN).permission_lifetime == 300
+    srv, _ = make()
+    relayed = relayed_for(srv)
+    assert code_of(signed(srv, 10, Method.CREATE_PERMISSION, XorPeerAddress(*PEER))) is None
+    assert len(feed(srv, 309.9, relayed, PEER, b"x")) == 1
+    assert feed(srv, 310, relayed, PEER, b"x") == [] and srv.stats["peer-data-no-permission"] == 1
+
+
+def test_rfc8656_9_a_permission_is_per_ip_any_port() -> None:
+    srv, _ = make()
+    relayed = relayed_for(srv)
+    signed(srv, 0, Method.CREATE_PERMISSION, XorPeerAddress(PEER[0], 1))
+    out = feed(srv, 1, relayed, (PEER[0], 61000), b"x")
+    assert len(out) == 1 and parse(out[0].data).get(XorPeerAddress) == XorPeerAddress(PEER[0], 61000)
+    assert feed(srv, 1, relayed, ("198.51.100.99", PEER[1]), b"x") == []
+
+
+def test_rfc8656_9_creating_again_resets_the_time_to_expiry() -> None:
+    srv, _ = make()
+    relayed = relayed_for(srv)
+    signed(srv, 0, Method.CREATE_PERMISSION, XorPeerAddress(*PEER))
+    signed(srv, 200, Method.CREATE_PERMISSION, XorPeerAddress(*PEER))
+    assert len(feed(srv, 450, relayed, PEER, b"x")) == 1 and feed(srv, 500, relayed, PEER, b"x") == []
+
+
+def test_rfc8656_9_permissions_of_one_allocation_are_not_anothers() -> None:
+    srv, _ = make()
+    mine = relayed_for(srv)
+    theirs = relayed_for(srv, client=OTHER)
+    signed(srv, 0, Method.CREATE_PERMISSION, XorPeerAddress(*PEER))
+    assert len(feed(srv, 1, mine, PEER, b"x")) == 1 and feed(srv, 1, theirs, PEER, b"x") == []
+
+
+def test_rfc8656_10_2_no_xor_peer_address_is_400() -> None:
+    srv, _ = make()
+    relayed_for(srv)
+    resp = signed(srv, 1, Method.CREATE_PERMISSION)
+    assert code_of(resp) == 400 and resp.check_integrity(KEY)  # type: ignore[union-attr]
+
+
+def test_rfc8656_10_2_a_malformed_xor_peer_address_is_400_and_nothing_is_installed() -> None:
+    srv, _ = make()
+    relayed_for(srv)
+    bad = UnknownAttribute(AttributeType.XOR_PEER_ADDRESS, b"\x00\x01\x00")
+    resp = signed(srv, 1, Method.CREATE_PERMISSION, XorPeerAddress(*PEER), bad)
+    assert code_of(resp) == 400 and resp.check_integrity(KEY)  # type: ignore[union-attr]
+    (alloc,) = srv.allocations.values()
+    assert alloc.permissions == {}
+
+
+def test_rfc8656_10_2_several_peers_in_one_request() -> None:
+    srv, _ = make()
+    relayed_for(srv)
+    resp = signed(srv, 1, Method.CREATE_PERMISSION, XorPeerAddress(*PEER), XorPeerAddress("192.0.2.1", 0))
+    assert resp is not None and code_of(resp) is None and resp.check_integrity(KEY)
+    assert [a for a in resp.attributes if not isinstance(a, Software)] == []  # no mandatory attributes
+    (alloc,) = srv.allocations.values()
+    assert set(alloc.permissions) == {PEER[0], "192.0.2.1"}
+
+
+@pytest.mark.parametrize(("bad", "code"), [(XorPeerAddress("2001:db8::9", 9), 443),
+                                           (XorPeerAddress("127.0.0.1", 9), 403),
+                                           (XorPeerAddress("224.0.0.1", 9), 403)])
+def test_rfc8656_10_2_all_or_nothing_443_for_another_family_403_for_a_denied_peer(bad: Attribute, code: int
+                                                                                   ) -> None:
+    srv, _ = make()
+    relayed_for(srv)
+    resp = signed(srv, 1, Method.CREATE_PERMISSION, XorPeerAddress(*PEER), bad)
+    assert code_of(resp) == code and resp.check_integrity(KEY)  # type: ignore[union-attr]
+    (alloc,) = srv.allocations.values()
+    assert alloc.permissions == {}
+
+
+@pytest.mark.parametrize("peer", ["2001:0:4136:e378::1", "2002:c000:204::1"])
+def test_rfc8656_21_4_teredo_and_6to4_peers_are_refused_even_if_allowed(peer: str) -> None:
+    srv, _ = make(FamilyPorts((6,)), allowed_peers=("2000::/3",))
+    resp = signed(srv, 0, Method.ALLOCATE, RequestedTransport(17), RequestedAddressFamily(2))
+    assert code_of(resp) is None
+    assert code_of(signed(srv, 1, Method.CREATE_PERMISSION, XorPeerAddress(peer, 9))) == 403
+    assert code_of(signed(srv, 1, Method.CHANNEL_BIND, ChannelNumber(0x4000), XorPeerAddress(peer, 9))) == 403
+    assert code_of(signed(srv, 1, Method.CREATE_PERMISSION, XorPeerAddress("2001:db8::9", 9))) is None
+
+
+def test_rfc8656_21_2_2_allowed_peers_lift_the_denied_ranges() -> None:
+    srv, _ = make(allowed_peers=("127.0.0.0/8",))
+    relayed_for(srv)
+    assert code_of(signed(srv, 1, Method.CREATE_PERMISSION, XorPeerAddress("127.0.0.1", 9))) is None
+
+
+@pytest.mark.parametrize("method", [Method.CREATE_PERMISSION, Method.CHANNEL_BIND])
+def test_rfc8656_5_permission_and_channel_requests_without_an_allocation_are_437(method: int) -> None:
+    srv, _ = make()
+    resp = signed(srv, 0, method, ChannelNumber(0x4000), XorPeerAddress(*PEER))
+    assert code_of(resp) == 437 and resp.check_integrity(KEY)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("method", [Method.CREATE_PERMISSION, Method.CHANNEL_BIND])
+def test_rfc8656_5_permission_and_channel_requests_of_another_user_are_441(method: int) -> None:
+    from ice.stun import long_term_key
+
+    srv, _ = make()
+    relayed_for(srv)
+    bob = long_term_key("bob", "icelab", "other")
+    msg = Message(method, MessageClass.REQUEST, attributes=[ChannelNumber(0x4000), XorPeerAddress(*PEER),
+                                                            Username("bob"), Realm("icelab"), Nonce(nonce_for(srv, 1))])
+    resp = parse(feed(srv, 1, LISTEN, CLIENT, msg.encode(bob))[0].data)
+    assert code_of(resp) == 441
+    (alloc,) = srv.allocations.values()
+    assert alloc.permissions == {} and alloc.channels == {}
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# RFC 8656 §11: Send and Data indications
+
+
+def test_rfc8656_11_2_send_relays_data_from_the_relayed_address() -> None:
+    srv, _ = make()
+    relayed = relayed_for(srv)
+    signed(srv, 0, Method.CREATE_PERMISSION, XorPeerAddress(*PEER))
+    assert send(srv, 1, XorPeerAddress(*PEER), Data(b"hello")) == [(relayed, PEER, b"hello")]
+    assert send(srv, 1, XorPeerAddress(*PEER), Data(b"")) == [(relayed, PEER, b"")]  # zero bytes are allowed
+
+
+@pytest.mark.parametrize("attrs", [(), (Data(b"x"),), (XorPeerAddress(*PEER),)])
+def test_rfc8656_11_2_send_without_peer_or_data_is_discarded(attrs: tuple[Attribute, ...]) -> None:
+    srv, _ = make()
+    relayed_for(srv)
+    signed(srv, 0, Method.CREATE_PERMISSION, XorPeerAddress(*PEER))
+    assert send(srv, 1, *attrs) == [] and srv.stats["send-dropped"] == 1
+
+
+def test_rfc8656_11_2_send_with_a_malformed_peer_is_discarded() -> None:
+    srv, _ = make()
+    relayed_for(srv)
+    signed(srv, 0, Method.CREATE_PERMISSION, XorPeerAddress(*PEER))
+    bad = UnknownAttribute(AttributeType.XOR_PEER_ADDRESS, b"\x00\x03\x00\x00\x00\x00\x00\x00")
+    assert send(srv, 1, bad, Data(b"x")) == [] and srv.stats["bad-attribute"] == 1
+
+
+def test_rfc8656_11_2_send_without_a_permission_is_discarded_and_creates_none() -> None:
+    srv, _ = make()
+    relayed = relayed_for(srv)
+    assert send(srv, 1, XorPeerAddress(*PEER), Data(b"x")) == [] and srv.stats["send-no-permission"] == 1
+    assert feed(srv, 2, relayed, PEER, b"y") == []
+
+
+def test_rfc8656_11_2_send_does_not_refresh_the_permission() -> None:
+    srv, _ = make()
+    relayed_for(srv)
+    signed(srv, 0, Method.CREATE_PERMISSION, XorPeerAddress(*PEER))
+    assert len(send(srv, 299, XorPeerAddress(*PEER), Data(b"x"))) == 1
+    assert send(srv, 300, XorPeerAddress(*PEER), Data(b"x")) == []
+
+
+def test_rfc8489_6_3_2_send_with_an_unknown_comprehension_required_attribute_is_discarded() -> None:
+    srv, _ = make()
+    relayed_for(srv)
+    signed(srv, 0, Method.CREATE_PERMISSION, XorPeerAddress(*PEER))
+    assert send(srv, 1, XorPeerAddress(*PEER), Data(b"x"), UnknownAttribute(0x7F01, b"")) == []
+    assert srv.stats["send-unknown-attribute"] == 1
+    assert len(send(srv, 1, XorPeerAddress(*PEER), Data(b"x"), UnknownAttribute(0x8F01, b""))) == 1
+
+
+def test_rfc8656_11_2_send_with_dont_fragment_the_relay_cannot_honour_is_discarded() -> None:
+    srv, _ = make()
+    relayed_for(srv)
+    signed(srv, 0, Method.CREATE_PERMISSION, XorPeerAddress(*PEER))
+    assert send(srv, 1, XorPeerAddress(*PEER), Data(b"x"), DontFragment()) == []
+    assert srv.stats["send-dont-fragment"] == 1
+
+
+def test_rfc8656_13_dont_fragment_is_ignored_when_translating_between_families() -> None:
+    v6 = ("2001:db8::7", 5000)
+    srv, _ = make()
+    relayed = relayed_for(srv, client=v6)
+    signed(srv, 0, Method.CREATE_PERMISSION, XorPeerAddress(*PEER), client=v6)
+    assert send(srv, 1, XorPeerAddress(*PEER), Data(b"x"), DontFragment(), client=v6) == [(relayed, PEER, b"x")]
+
+
+def test_rfc8656_5_send_without_an_allocation_is_silently_ignored() -> None:
+    srv, _ = make()
+    relayed_for(srv)
+    signed(srv, 0, Method.CREATE_PERMISSION, XorPeerAddress(*PEER))
+    assert send(srv, 1, XorPeerAddress(*PEER), Data(b"x"), client=OTHER) == []
+    assert srv.stats["send-dropped"] == 1
+
+
+def test_rfc8656_11_3_a_datagram_from_a_permitted_peer_becomes_a_data_indication() -> None:
+    srv, _ = make()
+    relayed = relayed_for(srv)
+    signed(srv, 0, Method.CREATE_PERMISSION, XorPeerAddress(*PEER))
+    for payload in (b"hello", b""):
+        (out,) = feed(srv, 1, relayed, PEER, payload)
+        ind = parse(out.data)
+        assert (out.local, out.remote) == (LISTEN, CLIENT)  # on the allocation's 5-tuple
+        assert (ind.method, ind.message_class) == (Method.DATA, MessageClass.INDICATION)
+        assert ind.get(XorPeerAddress) == XorPeerAddress(*PEER) and ind.get(Data) == Data(payload)
+
+
+def test_rfc8656_11_3_a_datagram_to_an_unknown_relayed_address_goes_nowhere() -> None:
+    srv, _ = make()
+    relayed = relayed_for(srv)
+    signed(srv, 0, Method.CREATE_PERMISSION, XorPeerAddress(*PEER))
+    signed(srv, 1, Method.REFRESH, Lifetime(0))
+    assert feed(srv, 2, relayed, PEER, b"x") == []
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# RFC 8656 §12: channels
+
+
+@pytest.mark.parametrize("number", [0x4000, 0x4ABC, 0x4FFF])
+def test_rfc8656_12_2_channel_numbers_0x4000_to_0x4fff_are_accepted(number: int) -> None:
+    srv, _ = make()
+    relayed_for(srv)
+    resp = signed(srv, 1, Method.CHANNEL_BIND, ChannelNumber(number), XorPeerAddress(*PEER))
+    assert resp is not None and code_of(resp) is None and resp.check_integrity(KEY)
+    assert [a for a in resp.attributes if not isinstance(a, Software)] == []  # no required attributes
+
+
+@pytest.mark.parametrize("number", [0x0000, 0x0001, 0x3FFF, 0x5000, 0x7FFF, 0x8000, 0xFFFF])
+def test_rfc8656_12_2_other_channel_numbers_are_400(number: int) -> None:
+    srv, _ = make()
+    relayed_for(srv)
+    resp = signed(srv, 1, Method.CHANNEL_BIND, ChannelNumber(number), XorPeerAddress(*PEER))
+    assert code_of(resp) == 400 and resp.check_integrity(KEY)  # type: ignore[union-attr]
+    (alloc,) = srv.allocations.values()
+    assert alloc.channels == {} and alloc.permissions == {}
+
+
+def test_rfc8656_12_rfc5766_channel_numbers_only_when_configured() -> None:
+    srv, _ = make(channel_numbers=RFC5766_CHANNELS)
+    relayed_for(srv)
+    assert code_of(signed(srv, 1, Method.CHANNEL_BIND, ChannelNumber(0x7FFF), XorPeerAddress(*PEER))) is None
+    assert code_of(signed(srv, 1, Method.CHANNEL_BIND, ChannelNumber(0x8000), XorPeerAddress("192.0.2.1", 1))) == 400
+
+
+@pytest.mark.parametrize("attrs", [(ChannelNumber(0x4000),), (XorPeerAddress(*PEER),)])
+def test_rfc8656_12_2_channel_bind_needs_both_attributes(attrs: tuple[Attribute, ...]) -> None:
+    srv, _ = make()
+    relayed_for(srv)
+    assert code_of(signed(srv, 1, Method.CHANNEL_BIND, *attrs)) == 400
+
+
+def test_rfc8656_18_1_channel_number_reserved_bytes_are_ignored() -> None:
+    srv, _ = make()
+    relayed_for(srv)
+    number = UnknownAttribute(AttributeType.CHANNEL_NUMBER, b"\x40\x00\xff\xff")
+    assert code_of(signed(srv, 1, Method.CHANNEL_BIND, number, XorPeerAddress(*PEER))) is None
+
+
+def test_rfc8656_12_2_a_channel_is_bound_to_one_peer_and_a_peer_to_one_channel() -> None:
+    srv, _ = make()
+    relayed_for(srv)
+    assert code_of(signed(srv, 1, Method.CHANNEL_BIND, ChannelNumber(0x4000), XorPeerAddress(*PEER))) is None
+    assert code_of(signed(srv, 2, Method.CHANNEL_BIND, ChannelNumber(0x4000), XorPeerAddress(PEER[0], 1))) == 400
+    assert code_of(signed(srv, 2, Method.CHANNEL_BIND, ChannelNumber(0x4001), XorPeerAddress(*PEER))) == 400
+    assert code_of(signed(srv, 3, Method.CHANNEL_BIND, ChannelNumber(0x4000), XorPeerAddress(*PEER))) is None
+
+
+def test_rfc8656_12_2_channel_bind_with_another_family_is_443_and_a_denied_peer_403() -> None:
+    srv, _ = make()
+    relayed_for(srv)
+    assert code_of(signed(srv, 1, Method.CHANNEL_BIND, ChannelNumber(0x4000), XorPeerAddress("2001:db8::1", 1))) \
+        == 443
+    assert code_of(signed(srv, 1, Method.CHANNEL_BIND, ChannelNumber(0x4000), XorPeerAddress("127.0.0.1", 1))) == 403
+
+
+def test_rfc8656_12_2_channel_bind_installs_the_permission_and_rebinding_refreshes_both() -> None:
+    srv, _ = make()
+    relayed = relayed_for(srv)
+    signed(srv, 0, Method.CHANNEL_BIND, ChannelNumber(0x4000), XorPeerAddress(*PEER))
+    assert feed(srv, 1, relayed, PEER, b"x")[0].data == b"\x40\x00\x00\x01x"
+    signed(srv, 290, Method.CHANNEL_BIND, ChannelNumber(0x4000), XorPeerAddress(*PEER))
+    assert feed(srv, 589, relayed, PEER, b"x")[0].data == b"\x40\x00\x00\x01x"
+    assert channel_data(srv, 589, b"\x40\x00\x00\x01z") == [(relayed, PEER, b"z")]
+
+
+def test_rfc8656_12_a_channel_lasts_10_minutes() -> None:
+    srv, _ = make()
+    relayed = relayed_for(srv, 0)
+    signed(srv, 0, Method.REFRESH, Lifetime(3600))
+    signed(srv, 0, Method.CHANNEL_BIND, ChannelNumber(0x4000), XorPeerAddress(*PEER))
+    signed(srv, 500, Method.CREATE_PERMISSION, XorPeerAddress(*PEER))  # the permission outlives the channel
+    assert channel_data(srv, 599, b"\x40\x00\x00\x01z") == [(relayed, PEER, b"z")]
+    assert channel_data(srv, 600, b"\x40\x00\x00\x01z") == [] and srv.stats["channel-data-unbound"] == 1
+    ind = parse(feed(srv, 600, relayed, PEER, b"y")[0].data)  # no channel: a Data indication again
+    assert ind.method == Method.DATA and ind.get(Data) == Data(b"y")
+
+
+def test_rfc8656_12_an_expired_channel_can_be_rebound_elsewhere_after_the_hold() -> None:
+    """The client must wait 5 minutes (§12); the server holds the number for its peer that long
+    (``channel_reserve``), and with 0 follows the RFC's letter: unbound at once."""
+    srv, _ = make(channel_lifetime=10, channel_reserve=0.0)
+    relayed_for(srv)
+    signed(srv, 0, Method.CHANNEL_BIND, ChannelNumber(0x4000), XorPeerAddress(*PEER))
+    srv.handle_timeout(10)
+    assert code_of(signed(srv, 10, Method.CHANNEL_BIND, ChannelNumber(0x4000), XorPeerAddress(PEER[0], 1))) is None
+
+
+def test_rfc8656_12_channels_of_one_allocation_are_not_anothers() -> None:
+    srv, _ = make()
+    relayed_for(srv)
+    relayed_for(srv, client=OTHER)
+    signed(srv, 0, Method.CHANNEL_BIND, ChannelNumber(0x4000), XorPeerAddress(*PEER))
+    resp = signed(srv, 0, Method.CHANNEL_BIND, ChannelNumber(0x4000), XorPeerAddress(PEER[0], 1), client=OTHER)
+    assert code_of(resp) is None
+    assert channel_data(srv, 1, b"\x40\x00\x00\x01z", client=OTHER)[0][1] == (PEER[0], 1)
+
+
+def test_rfc8656_12_6_channel_data_to_the_peer_length_zero_and_udp_padding() -> None:
+    srv, _ = make()
+    relayed = relayed_for(srv)
+    signed(srv, 0, Method.CHANNEL_BIND, ChannelNumber(0x4000), XorPeerAddress(*PEER))
+    assert channel_data(srv, 1, b"\x40\x00\x00\x00") == [(relayed, PEER, b"")]
+    assert channel_data(srv, 1, b"\x40\x00\x00\x03abc\x00") == [(relayed, PEER, b"abc")]  # padding MAY be there
+
+
+def test_rfc8656_12_6_channel_data_shorter_than_its_length_is_discarded() -> None:
+    srv, _ = make()
+    relayed_for(srv)
+    signed(srv, 0, Method.CHANNEL_BIND, ChannelNumber(0x4000), XorPeerAddress(*PEER))
+    assert channel_data(srv, 1, b"\x40\x00\x00\x05abc") == [] and srv.stats["channel-data-dropped"] == 1
+
+
+@pytest.mark.parametrize("frame", [b"\x50\x00\x00\x01x", b"\x7f\xff\x00\x01x"])
+def test_rfc8656_12_6_reserved_channel_numbers_are_discarded(frame: bytes) -> None:
+    srv, _ = make()
+    relayed_for(srv)
+    assert channel_data(srv, 1, frame) == [] and srv.stats["channel-data-reserved"] == 1
+
+
+def test_rfc8656_12_6_channel_data_on_an_unbound_channel_or_without_allocation_is_discarded() -> None:
+    srv, _ = make()
+    relayed_for(srv)
+    assert channel_data(srv, 1, b"\x40\x01\x00\x01x") == [] and srv.stats["channel-data-unbound"] == 1
+    assert channel_data(srv, 1, b"\x40\x01\x00\x01x", client=OTHER) == []
+    assert srv.stats["channel-data-dropped"] == 1
+
+
+def test_rfc8656_12_6_channel_data_refreshes_neither_channel_nor_permission() -> None:
+    srv, _ = make()
+    relayed = relayed_for(srv)
+    signed(srv, 0, Method.CHANNEL_BIND, ChannelNumber(0x4000), XorPeerAddress(*PEER))
+    for t in (100, 200, 299):
+        assert len(channel_data(srv, t, b"\x40\x00\x00\x01z")) == 1
+    assert channel_data(srv, 300, b"\x40\x00\x00\x01z") == [] and feed(srv, 300, relayed, PEER, b"y") == []
+
+
+def test_rfc8656_12_5_the_server_uses_channel_data_when_a_channel_is_bound() -> None:
+    srv, _ = make()
+    relayed = relayed_for(srv)
+    signed(srv, 0, Method.CHANNEL_BIND, ChannelNumber(0x4ABC), XorPeerAddress(*PEER))
+    (out,) = feed(srv, 1, relayed, PEER, b"hello")
+    assert (out.local, out.remote, out.data) == (LISTEN, CLIENT, b"\x4a\xbc\x00\x05hello")  # no padding over UDP
+    other = feed(srv, 1, relayed, (PEER[0], 1), b"hi")  # the same IP, another port: no channel for it
+    assert parse(other[0].data).method == Method.DATA
+
+
+def test_rfc8656_12_5_channel_data_is_padded_to_four_bytes_over_tcp() -> None:
+    srv, _ = make()
+    srv.stream_opened(LISTEN, CLIENT)
+    relayed = relayed_for(srv)
+    signed(srv, 0, Method.CHANNEL_BIND, ChannelNumber(0x4000), XorPeerAddress(*PEER))
+    (out,) = feed(srv, 1, relayed, PEER, b"hello")
+    assert out.data == b"\x40\x00\x00\x05hello\x00\x00\x00"
+    srv.stream_closed(LISTEN, CLIENT)  # §3.1: a TCP allocation ends with its connection
     assert not srv.allocations

@@ -53,9 +53,9 @@ from ice.stun.server import StunServer, StunServerConfig
 from ice.stun.transaction import Transmit
 
 _CHANNEL_HDR = Struct("!HH")
-CHANNEL_MIN, CHANNEL_MAX = 0x4000, 0x7FFF
-"""RFC 8656 §12 narrowed channels to 0x4000-0x4FFF; RFC 5766 clients (coturn's among them) still use up to 0x7FFF,
-so the server accepts the old range, as coturn does. Clients of ours use the new one."""
+RFC5766_CHANNELS = (0x4000, 0x7FFF)
+"""The channel numbers of RFC 5766, which RFC 8656 §12 narrowed to 0x4000-0x4FFF; coturn's turnutils_uclient still
+picks numbers at random up to 0x7FFF (``TurnServerConfig.channel_numbers`` may widen the range to this)."""
 UDP = 17
 IPV4, IPV6 = 0x01, 0x02
 """Address family codes of REQUESTED-ADDRESS-FAMILY and ADDITIONAL-ADDRESS-FAMILY (RFC 8656 §18.6)."""
@@ -111,6 +111,9 @@ class TurnServerConfig:
     """RFC 8656 §9: permissions last 5 minutes."""
     channel_lifetime: int = 600
     """RFC 8656 §12: channel bindings last 10 minutes."""
+    channel_numbers: tuple[int, int] = (0x4000, 0x4FFF)
+    """The channel numbers ChannelBind accepts (RFC 8656 §12.2: 0x4000-0x4FFF, else 400); :data:`RFC5766_CHANNELS`
+    serves RFC 5766 clients too."""
     channel_reserve: float = 300.0
     """After a channel expires its number stays reserved for its peer this long (RFC 8656 §12)."""
     nonce_lifetime: int = 3600
@@ -602,7 +605,8 @@ class TurnServer:
 
     def _create_permission(self, now: float, local: Address, client: Address, msg: Message, key: IntegrityKey,
                            username: str) -> Transmit:
-        """RFC 8656 §10: one or more XOR-PEER-ADDRESS; all or nothing."""
+        """RFC 8656 §10.2: one or more XOR-PEER-ADDRESS (400 without, or with a malformed one), each of the relay's
+        family (443) and allowed (403); all or nothing. Installs or refreshes a permission per IP (§9)."""
         alloc = self._owned(now, local, client, msg, key, username)
         if isinstance(alloc, Transmit):
             return alloc
@@ -623,13 +627,17 @@ class TurnServer:
 
     def _channel_bind(self, now: float, local: Address, client: Address, msg: Message, key: IntegrityKey,
                       username: str) -> Transmit:
-        """RFC 8656 §11.2: binds (or refreshes) a channel and installs/refreshes the permission."""
+        """RFC 8656 §12.2: CHANNEL-NUMBER in range and XOR-PEER-ADDRESS (400), the peer's family the relay's
+        (443), a peer the operator allows (403), neither bound to another (400); binds or refreshes the channel
+        and installs or refreshes the permission (§9)."""
         alloc = self._owned(now, local, client, msg, key, username)
         if isinstance(alloc, Transmit):
             return alloc
         chan, peer = msg.get(ChannelNumber), msg.get(XorPeerAddress)
-        if chan is None or peer is None or not CHANNEL_MIN <= chan.number <= CHANNEL_MAX:
-            return self._error(local, client, msg, 400, "Bad Request: channel 0x4000-0x7FFF and a peer", key=key)
+        low, high = self.config.channel_numbers
+        if chan is None or peer is None or not low <= chan.number <= high:
+            return self._error(local, client, msg, 400, f"Bad Request: a channel {low:#06x}-{high:#06x} and a peer",
+                               key=key)
         if (":" in peer.host) != (":" in alloc.relayed[0]):
             return self._error(local, client, msg, 443, "Peer Address Family Mismatch", key=key)
         if not self._peer_allowed(peer.host):
@@ -654,11 +662,19 @@ class TurnServer:
         return expiry is not None and expiry > now
 
     def _send_indication(self, now: float, local: Address, client: Address, msg: Message) -> list[Transmit]:
-        """RFC 8656 §11.2: relay DATA to XOR-PEER-ADDRESS if a permission exists (no response either way)."""
+        """RFC 8656 §11.2: relay DATA to XOR-PEER-ADDRESS if a permission exists (no response either way). An
+        unknown comprehension-required attribute discards it (RFC 8489 §6.3.2), and so does DONT-FRAGMENT, which
+        the relay cannot honour, unless the families differ (§13: then it is ignored)."""
         alloc = self.allocations.get((client, local))
         peer, data = msg.get(XorPeerAddress), msg.get(Data)
         if alloc is None or peer is None or data is None or alloc.expires <= now:
             self.stats["send-dropped"] += 1
+            return []
+        if msg.unknown_comprehension_required():
+            self.stats["send-unknown-attribute"] += 1
+            return []
+        if msg.has(AttributeType.DONT_FRAGMENT) and _family(client[0]) == _family(alloc.relayed[0]):
+            self.stats["send-dont-fragment"] += 1
             return []
         if not self._permitted(alloc, peer.address, now):
             self.stats["send-no-permission"] += 1
@@ -668,22 +684,27 @@ class TurnServer:
 
     def _channel_data_from_client(self, now: float, local: Address, client: Address, data: bytes
                                   ) -> Transmit | None:
-        """RFC 8656 §12.4: ChannelData from the client goes to the channel's peer."""
+        """RFC 8656 §12.6: ChannelData from the client goes to the channel's peer (while the peer's permission
+        lasts too); it refreshes neither. Shorter than its length field, on an unbound channel or without an
+        allocation (§5) it is silently discarded, and counted."""
         number, length = _CHANNEL_HDR.unpack_from(data)
         alloc = self.allocations.get((client, local))
-        if alloc is None or length > len(data) - 4:
+        if alloc is None or length > len(data) - 4 or alloc.expires <= now:
             self.stats["channel-data-dropped"] += 1
             return None
         bound = alloc.channels.get(number)
         if bound is None or bound[1] <= now or not self._permitted(alloc, bound[0], now):
-            self.stats["channel-data-unbound"] += 1
+            # RFC 8656 §12.6: a reserved number (0x5000-0xFFFF) or an unbound channel is silently discarded
+            self.stats["channel-data-reserved" if number > self.config.channel_numbers[1] else
+                       "channel-data-unbound"] += 1
             return None
         self.stats["relayed-to-peer"] += 1
         return Transmit(bound[0], data[4 : 4 + length], alloc.relayed)
 
     def _from_peer(self, now: float, alloc: Allocation | None, peer: Address, data: bytes) -> Transmit | None:
-        """A datagram from a peer to a relayed address: ChannelData if a channel is bound, else a Data
-        indication (RFC 8656 §11.3, §12.5); dropped without a permission for the peer's IP."""
+        """A datagram from a peer to a relayed address: ChannelData if a channel is bound (RFC 8656 §12.7, §12.5:
+        padded to four bytes over TCP/TLS), else a Data indication with XOR-PEER-ADDRESS and DATA (§11.3);
+        dropped without a permission for the peer's IP (§9: ports are not compared)."""
         if alloc is None or alloc.expires <= now:
             self.stats["peer-data-no-allocation"] += 1
             return None
