@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_turn_server import CLIENT, KEY, LISTEN, PEER, allocate, feed, request, server
 
 from ice.stun import Message, MessageClass, Method, parse
@@ -426,7 +428,7 @@ def test_rfc8656_7_2_a_reservation_is_held_30_seconds_then_released() -> None:
     srv, ports = make()
     resp = signed(srv, 0, Method.ALLOCATE, RequestedTransport(17), EvenPort(True))
     token = resp.get(ReservationToken)  # type: ignore[union-attr]
-    assert srv.next_timeout() == 30.0
+    assert token is not None and srv.next_timeout() == 30.0
     srv.handle_timeout(29.9)
     assert ports.released == [("203.0.113.10", 49153)]  # odd: not used
     srv.handle_timeout(30.0)
@@ -449,7 +451,8 @@ def test_rfc8656_7_2_even_port_r_bit_binds_the_next_port_where_the_io_layer_can(
             self.at.append(relayed)
             return relayed
 
-    srv, ports = make(RandomPorts(next_port=50000))
+    ports = RandomPorts(next_port=50000)
+    srv, _ = make(ports)
     resp = signed(srv, 0, Method.ALLOCATE, RequestedTransport(17), EvenPort(True))
     assert resp is not None and resp.get(XorRelayedAddress) == XorRelayedAddress("203.0.113.10", 51000)
     assert ports.at == [("203.0.113.10", 51001)] and resp.get(ReservationToken) is not None
@@ -605,21 +608,23 @@ def test_rfc8656_6_sending_data_does_not_refresh_an_allocation() -> None:
     assert not srv.allocations
 
 
+Sent = tuple[Address | None, Address, bytes]
+"""What the server sent: (from, to, bytes)."""
+
+
 def relayed_for(srv: TurnServer, now: float = 0, client: Address = CLIENT) -> Address:
     resp = signed(srv, now, Method.ALLOCATE, RequestedTransport(17), client=client)
     assert resp is not None and code_of(resp) is None
     return resp.get(XorRelayedAddress).address  # type: ignore[union-attr]
 
 
-def send(srv: TurnServer, now: float, *attrs: Attribute, client: Address = CLIENT) -> list[tuple[Address, Address,
-                                                                                                  bytes]]:
+def send(srv: TurnServer, now: float, *attrs: Attribute, client: Address = CLIENT) -> list[Sent]:
     """A Send indication from the client; what the server sent: (from, to, bytes)."""
     msg = Message(Method.SEND, MessageClass.INDICATION, attributes=list(attrs))
     return [(t.local, t.remote, t.data) for t in feed(srv, now, LISTEN, client, msg.encode(fingerprint=True))]
 
 
-def channel_data(srv: TurnServer, now: float, frame: bytes, client: Address = CLIENT) -> list[tuple[Address, Address,
-                                                                                                     bytes]]:
+def channel_data(srv: TurnServer, now: float, frame: bytes, client: Address = CLIENT) -> list[Sent]:
     return [(t.local, t.remote, t.data) for t in feed(srv, now, LISTEN, client, frame)]
 
 
@@ -996,3 +1001,75 @@ def test_rfc8656_12_5_channel_data_is_padded_to_four_bytes_over_tcp() -> None:
     assert out.data == b"\x40\x00\x00\x05hello\x00\x00\x00"
     srv.stream_closed(LISTEN, CLIENT)  # §3.1: a TCP allocation ends with its connection
     assert not srv.allocations
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# RFC 8656 §19: the error codes, and bad input never raising
+
+
+@pytest.mark.parametrize(("code", "phrase", "provoke"), [
+    (403, "Forbidden", (Method.CREATE_PERMISSION, XorPeerAddress("127.0.0.1", 1))),
+    (437, "Allocation Mismatch", (Method.ALLOCATE, RequestedTransport(17))),
+    (440, "Address Family not Supported", (Method.ALLOCATE, RequestedTransport(17), RequestedAddressFamily(2))),
+    (442, "Unsupported Transport Protocol", (Method.ALLOCATE, RequestedTransport(6))),
+    (443, "Peer Address Family Mismatch", (Method.CREATE_PERMISSION, XorPeerAddress("2001:db8::1", 1))),
+    (486, "Allocation Quota Reached", (Method.ALLOCATE, RequestedTransport(17))),
+    (508, "Insufficient Capacity", (Method.ALLOCATE, RequestedTransport(17), ReservationToken(1))),
+])
+def test_rfc8656_19_error_codes_and_reason_phrases(code: int, phrase: str, provoke: tuple[int | Attribute, ...]
+                                                   ) -> None:
+    srv, _ = make(user_quota=1 if code == 486 else 10)
+    relayed_for(srv)
+    method, *attrs = provoke
+    assert isinstance(method, int)
+    fresh = method == Method.ALLOCATE and code != 437  # a 5-tuple without an allocation
+    resp = signed(srv, 1, method, *[a for a in attrs if isinstance(a, Attribute)], client=OTHER if fresh else CLIENT)
+    assert resp is not None and resp.error is not None and resp.error.code == code
+    assert resp.error.reason.startswith(phrase) and resp.check_integrity(KEY)
+
+
+def test_rfc8656_19_441_reason_phrase() -> None:
+    from ice.stun import long_term_key
+
+    srv, _ = make()
+    relayed_for(srv)
+    bob = long_term_key("bob", "icelab", "other")
+    msg = Message(Method.REFRESH, MessageClass.REQUEST, attributes=[Username("bob"), Realm("icelab"),
+                                                                     Nonce(nonce_for(srv, 1))])
+    resp = parse(feed(srv, 1, LISTEN, CLIENT, msg.encode(bob))[0].data)
+    assert resp.error is not None and (resp.error.code, resp.error.reason) == (441, "Wrong Credentials")
+
+
+hosts = st.one_of(st.ip_addresses(v=4).map(str), st.ip_addresses(v=6).map(str))
+turn_attributes = st.one_of(
+    st.builds(ChannelNumber, st.integers(0, 0xFFFF)),
+    st.builds(Lifetime, st.integers(0, 0xFFFFFFFF)),
+    st.builds(RequestedTransport, st.integers(0, 255)),
+    st.builds(RequestedAddressFamily, st.integers(0, 255)),
+    st.builds(AdditionalAddressFamily, st.integers(0, 255)),
+    st.builds(EvenPort, st.booleans()),
+    st.builds(ReservationToken, st.integers(0, 2**64 - 1)),
+    st.builds(DontFragment),
+    st.builds(XorPeerAddress, hosts, st.integers(0, 0xFFFF)),
+    st.builds(Data, st.binary(max_size=40)),
+    st.builds(UnknownAttribute, st.sampled_from([0x000C, 0x000D, 0x0012, 0x0017, 0x0018, 0x0019, 0x0022, 0x7F00,
+                                                  0x8000, 0x8001]), st.binary(max_size=24)),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from([Method.ALLOCATE, Method.REFRESH, Method.CREATE_PERMISSION, Method.CHANNEL_BIND,
+                        Method.SEND]),
+       st.lists(turn_attributes, max_size=6), st.sampled_from([CLIENT, OTHER, ("2001:db8::7", 5000)]))
+def test_rfc8656_any_combination_of_turn_attributes_is_answered_or_dropped_never_raised(
+        method: int, attrs: list[Attribute], client: Address) -> None:
+    srv, _ = make(FamilyPorts((4, 6)))
+    relayed_for(srv)
+    signed(srv, 0, Method.CREATE_PERMISSION, XorPeerAddress(*PEER))
+    if method == Method.SEND:
+        send(srv, 1, *attrs, client=client)
+        return
+    resp = signed(srv, 1, method, *attrs, client=client)
+    assert resp is not None and resp.check_integrity(KEY)
+    assert resp.message_class in (MessageClass.SUCCESS, MessageClass.ERROR)
+    srv.handle_timeout(10_000)
