@@ -6,7 +6,9 @@ the response attributes or the counted drop. docs/turn-conformance.md maps each 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -1073,3 +1075,13 @@ def test_rfc8656_any_combination_of_turn_attributes_is_answered_or_dropped_never
     assert resp is not None and resp.check_integrity(KEY)
     assert resp.message_class in (MessageClass.SUCCESS, MessageClass.ERROR)
     srv.handle_timeout(10_000)
+
+
+def test_docs_turn_conformance_cites_every_test_here_and_only_tests_that_exist() -> None:
+    tests = Path(__file__).parent
+    doc = (tests.parent / "docs" / "turn-conformance.md").read_text()
+    cited = set(re.findall(r"`(test_\w+)`", doc))
+    defined = {name for f in tests.glob("test_*.py") for name in re.findall(r"^def (test_\w+)", f.read_text(), re.M)}
+    assert cited - defined == set()
+    here = set(re.findall(r"^def (test_\w+)", Path(__file__).read_text(), re.M))
+    assert here - cited == {"test_docs_turn_conformance_cites_every_test_here_and_only_tests_that_exist"}
