@@ -1,0 +1,5 @@
+"""The Vagrant VM's host side: the local Debian 12 box (:mod:`ice.vm.box`), the host's route to the package
+registries the box copies (:mod:`ice.vm.route`) and whether QEMU can use KVM here (:mod:`ice.vm.accel`).
+
+``icelab vm`` (:mod:`ice.cli.vm`) drives them; nothing else in icelab imports this package.
+"""
