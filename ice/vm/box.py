@@ -2,7 +2,9 @@
 
 No box registry is needed. As root, :func:`build` (``icelab vm box``):
 
-1. debootstraps Debian 12 (minbase) from the host's mirror into ``build/vm/rootfs``;
+1. debootstraps Debian 12 (minbase) from the host's mirror into a scratch directory under ``/var/tmp`` (outside
+   the checkout: a root file system inside it would be walked by every tool that scans the tree, setuptools' package
+   discovery following its symbolic links into the host's ``/proc`` among them);
 2. gives it the host's route to the registries (:mod:`ice.vm.route`), then installs, in a chroot, the cloud kernel,
    systemd, ifupdown with DHCP, sshd, sudo, rsync, QEMU's guest agent, and every Debian package
    ``scripts/provision.sh`` may install (read from that script), so that provisioning inside the VM, which runs under
@@ -12,11 +14,12 @@ No box registry is needed. As root, :func:`build` (``icelab vm box``):
 4. writes a partitioned disk image without mounting anything: a small FAT partition with syslinux, the kernel and
    its initramfs (``sfdisk``, ``mkfs.fat --offset``, ``syslinux --offset``, ``mcopy``), and the root file system as
    ext4 (``mke2fs -d``, straight from the directory); then converts it to qcow2;
-5. packs ``box.img``, ``metadata.json``, a ``Vagrantfile`` and the kernel into ``build/vm/icelab-bookworm.box`` and runs
-   ``vagrant box add`` under the name :data:`BOX_NAME`.
+5. packs ``box.img``, ``metadata.json``, a ``Vagrantfile`` and the kernel into ``icelab-bookworm.box`` and runs
+   ``vagrant box add`` under the name :data:`BOX_NAME`; the scratch directory goes.
 
 The chroot's mounts (proc, sysfs, devpts) live in a private mount namespace (``unshare --mount``), so a failed build
-leaves none behind. The kernel is kept as ``build/vm/vmlinuz`` for :mod:`ice.vm.accel`'s check.
+leaves none behind. The build's log is ``build/vm/build.log``; the kernel is kept as ``build/vm/vmlinuz`` for
+:mod:`ice.vm.accel`'s check.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -53,9 +57,9 @@ BASE_PACKAGES = (
 )
 """What a Vagrant box needs, whatever runs in it."""
 
-INSECURE_KEY_PATHS = (
-    Path("/usr/share/rubygems-integration/all/gems").glob("vagrant-*/keys/vagrant.pub"),
-    Path("/opt/vagrant/embedded/gems").glob("**/keys/vagrant.pub"),
+INSECURE_KEY_GLOBS = (
+    (Path("/usr/share/rubygems-integration/all/gems"), "vagrant-*/keys/vagrant.pub"),  # Debian's vagrant
+    (Path("/opt/vagrant/embedded/gems"), "**/keys/vagrant.pub"),  # HashiCorp's package
 )
 
 Say = Callable[[str], None]
@@ -111,8 +115,8 @@ def provision_packages(script: str) -> list[str]:
 
 def insecure_key() -> str:
     """Vagrant's well-known insecure public key, from the installed Vagrant."""
-    for candidates in INSECURE_KEY_PATHS:
-        for path in candidates:
+    for base, pattern in INSECURE_KEY_GLOBS:
+        for path in sorted(base.glob(pattern)):
             return path.read_text().strip()
     raise UserError("Vagrant's insecure public key (keys/vagrant.pub) was not found: install vagrant first")
 
@@ -187,12 +191,10 @@ def _packages_script(packages: Sequence[str]) -> str:
     )
 
 
-def build_rootfs(root: Path, work: Path, say: Say) -> Path:
+def build_rootfs(root: Path, work: Path, log: Path, say: Say) -> Path:
     """Debootstrap and configure the guest's root file system in ``work/rootfs``."""
     route = host_route()
-    rootfs, log = work / "rootfs", work / "build.log"
-    if rootfs.exists():
-        shutil.rmtree(rootfs)
+    rootfs = work / "rootfs"
     say(f"debootstrap Debian 12 from {route.mirror} (log: {log})")
     _run(["unshare", "--mount", "--propagation", "private", "debootstrap", "--variant=minbase",
           "--include=ca-certificates", "bookworm", rootfs, route.mirror], log)
@@ -205,9 +207,10 @@ def build_rootfs(root: Path, work: Path, say: Say) -> Path:
     return rootfs
 
 
-def build_image(rootfs: Path, work: Path, say: Say) -> Path:
-    """The bootable qcow2 disk ``work/box.img`` of ``rootfs`` (see the module's docstring, step 4)."""
-    log, raw, img = work / "build.log", work / "disk.raw", work / "box.img"
+def build_image(rootfs: Path, work: Path, log: Path, say: Say) -> Path:
+    """The bootable qcow2 disk ``work/box.img`` of ``rootfs`` (see the module's docstring, step 4), and the kernel
+    as ``work/vmlinuz``."""
+    raw, img = work / "disk.raw", work / "box.img"
     root_uuid = str(uuid.uuid4())
     (rootfs / "etc/fstab").write_text(f"UUID={root_uuid} / ext4 errors=remount-ro 0 1\n")
     kernels = sorted((rootfs / "boot").glob("vmlinuz-*"))
@@ -256,23 +259,29 @@ def pack(work: Path, img: Path) -> Path:
 
 
 def build(root: Path, say: Say, vagrant: str = "vagrant") -> Path:
-    """Build the box from scratch under ``root/build/vm`` and add it to Vagrant as :data:`BOX_NAME`."""
+    """Build the box from scratch and add it to Vagrant as :data:`BOX_NAME`; returns ``root/build/vm`` (the log and
+    the kernel)."""
     if os.geteuid() != 0:
         raise UserError("building the box needs root (debootstrap and chroot): run sudo ./icelab vm box")
-    work = root / "build" / "vm"
-    work.mkdir(parents=True, exist_ok=True)
-    (work / "build.log").write_text("")
+    out = root / "build" / "vm"
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / "build.log"
+    log.write_text("")
     t0 = time.monotonic()
-    rootfs = build_rootfs(root, work, say)
-    img = build_image(rootfs, work, say)
-    box = pack(work, img)
-    say(f"adding {box.name} to Vagrant as {BOX_NAME}")
-    _run([vagrant, "box", "add", "--force", "--name", BOX_NAME, box], work / "build.log")
-    shutil.rmtree(rootfs)
-    img.unlink()
-    box.unlink()
+    work = Path(tempfile.mkdtemp(prefix="icelab-box-", dir="/var/tmp"))
+    try:
+        rootfs = build_rootfs(root, work, log, say)
+        img = build_image(rootfs, work, log, say)
+        shutil.rmtree(rootfs)
+        shutil.copy2(work / "vmlinuz", out / "vmlinuz")
+        box = pack(work, img)
+        img.unlink()
+        say(f"adding {box.name} to Vagrant as {BOX_NAME}")
+        _run([vagrant, "box", "add", "--force", "--name", BOX_NAME, box], log)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     say(f"box {BOX_NAME} built and added in {time.monotonic() - t0:.0f} s")
-    return work
+    return out
 
 
 if __name__ == "__main__":  # pragma: no cover - `python -m ice.vm.box ROOT`, for debugging the build alone
