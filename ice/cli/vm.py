@@ -97,12 +97,23 @@ def provision_host(root: Path) -> None:
         raise UserError(f"scripts/provision-vm.sh failed (exit {rc})")
 
 
+POOL = Path("/var/lib/libvirt/images")
+"""libvirt's ``default`` storage pool, where vagrant-libvirt keeps a copy of each box it booted."""
+
+
 def build_box(root: Path) -> float:
+    """Build and add the local box, then drop the previous box's copy from libvirt's pool (vagrant-libvirt names it
+    after the box's date, so a rebuilt box would otherwise leave gigabytes behind)."""
     from ice.vm.box import BOX_NAME, build
 
+    if shutil.which("vagrant") is not None and machine_state(root) != "not_created":
+        raise UserError("the VM exists and boots from the current box: run ./icelab vm destroy before rebuilding it")
     say(f"building the local box {BOX_NAME} (Debian 12 from this host's mirror; several minutes)")
     t0 = time.monotonic()
     build(root, say, _vagrant())
+    for stale in sorted(POOL.glob(f"{BOX_NAME}_vagrant_box_image_*")):
+        say(f"removing the previous box's copy {stale} from libvirt's pool")
+        stale.unlink()
     return time.monotonic() - t0
 
 
