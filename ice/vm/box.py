@@ -268,15 +268,20 @@ def build(root: Path, say: Say, vagrant: str = "vagrant") -> Path:
     log = out / "build.log"
     log.write_text("")
     t0 = time.monotonic()
+
+    def step(message: str) -> None:  # each step's start, in seconds since the build began
+        say(f"[{time.monotonic() - t0:4.0f} s] {message}")
+
     work = Path(tempfile.mkdtemp(prefix="icelab-box-", dir="/var/tmp"))
     try:
-        rootfs = build_rootfs(root, work, log, say)
-        img = build_image(rootfs, work, log, say)
+        rootfs = build_rootfs(root, work, log, step)
+        img = build_image(rootfs, work, log, step)
         shutil.rmtree(rootfs)
         shutil.copy2(work / "vmlinuz", out / "vmlinuz")
+        step("packing the box")
         box = pack(work, img)
         img.unlink()
-        say(f"adding {box.name} to Vagrant as {BOX_NAME}")
+        step(f"adding {box.name} to Vagrant as {BOX_NAME}")
         _run([vagrant, "box", "add", "--force", "--name", BOX_NAME, box], log)
     finally:
         shutil.rmtree(work, ignore_errors=True)
