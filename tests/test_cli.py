@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -252,3 +253,25 @@ def test_this_host_allows_the_user_namespace_the_lab_uses() -> None:
     from ice.lab.userns import problem
 
     assert problem() is None
+
+
+def test_a_bug_is_one_sentence_and_the_traceback_goes_to_a_file(monkeypatch: object, capsys: object) -> None:
+    """An unexpected exception inside a command is reported in one line naming a file that holds the traceback,
+    exit code 70 (EX_SOFTWARE), never a traceback on the terminal."""
+    import ice.cli as cli
+
+    def broken(args: object) -> int:
+        raise RuntimeError("a bug on purpose")
+
+    parser = cli.build_parser()
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)  # type: ignore[attr-defined]
+    for action in parser._subparsers._group_actions:  # type: ignore[union-attr]
+        action.choices["demo"].set_defaults(func=broken)  # type: ignore[index]
+    assert cli.main(["demo"]) == 70
+    err = capsys.readouterr().err  # type: ignore[attr-defined]
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("icelab: internal error (RuntimeError: a bug on purpose); the traceback is in ")
+    path = err.split("the traceback is in ")[1].split(":")[0]
+    text = Path(path).read_text()
+    assert text.startswith("icelab ") and "icelab demo" in text and "RuntimeError: a bug on purpose" in text
+    os.unlink(path)
