@@ -11,11 +11,12 @@ import asyncio
 import ipaddress
 import logging
 import os
-import socket
 import sys
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
+
+from adapter_lines import bindable, candidate_problem, out  # type: ignore[import-not-found]  # a sibling script
 
 try:
     import aioice
@@ -26,36 +27,6 @@ except ImportError as exc:  # pragma: no cover - depends on the machine
 
 FEATURES = "trickle stun turn-udp turn-tcp relay-only aggressive consent-timeout role-conflict"
 REGULAR_WHEN_CONTROLLING = "aioice 0.13 always nominates aggressively when controlling (USE-CANDIDATE on every check)"
-
-
-def out(line: str) -> None:
-    try:
-        sys.stdout.write(line + "\n")
-        sys.stdout.flush()
-    except BrokenPipeError:
-        os._exit(0)  # the harness stopped reading our reports: like the end of input, a normal end
-
-
-def candidate_problem(text: str) -> str | None:
-    """What is wrong with an RFC 8839 section 5.1 candidate value (mandatory fields only), or None."""
-    f = text.split()
-    if len(f) < 8 or f[6] != "typ":
-        return "needs FOUNDATION COMPONENT TRANSPORT PRIORITY ADDRESS PORT typ TYPE"
-    if not (f[1].isdigit() and f[3].isdigit() and f[5].isdigit() and 0 < int(f[5]) < 65536):
-        return "component, priority and port must be numbers (port 1-65535)"
-    if f[7] not in ("host", "srflx", "prflx", "relay"):
-        return f"unknown candidate type {f[7]}"
-    return None
-
-def bindable(ip: str) -> bool:
-    """Whether a UDP socket can be bound to ip here (the address exists in this network namespace)."""
-    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
-    try:
-        with socket.socket(family, socket.SOCK_DGRAM) as sock:
-            sock.bind((ip, 0))
-    except OSError:
-        return False
-    return True
 
 
 @dataclass

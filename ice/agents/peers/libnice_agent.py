@@ -20,6 +20,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+from adapter_lines import bindable, candidate_problem, out  # type: ignore[import-not-found]  # a sibling script
+
 DEBUG = bool(os.environ.get("ICELAB_AGENT_DEBUG"))
 if DEBUG:
     os.environ.setdefault("G_MESSAGES_DEBUG", "all")  # libnice's STUN messages, through GLib's default handler
@@ -55,36 +57,6 @@ ctypes.pythonapi.PyCapsule_GetPointer.argtypes = [ctypes.py_object, ctypes.c_cha
 ROLE_SWITCH = re.compile(r'changing agent role to "(controlling|controlled)"')
 STATES = {"connecting": "checking", "connected": "connected", "ready": "completed", "failed": "failed",
           "disconnected": "disconnected"}
-
-
-def out(line: str) -> None:
-    try:
-        sys.stdout.write(line + "\n")
-        sys.stdout.flush()
-    except BrokenPipeError:
-        os._exit(0)  # the harness stopped reading our reports: like the end of input, a normal end
-
-
-def candidate_problem(text: str) -> str | None:
-    """What is wrong with an RFC 8839 section 5.1 candidate value (mandatory fields only), or None."""
-    f = text.split()
-    if len(f) < 8 or f[6] != "typ":
-        return "needs FOUNDATION COMPONENT TRANSPORT PRIORITY ADDRESS PORT typ TYPE"
-    if not (f[1].isdigit() and f[3].isdigit() and f[5].isdigit() and 0 < int(f[5]) < 65536):
-        return "component, priority and port must be numbers (port 1-65535)"
-    if f[7] not in ("host", "srflx", "prflx", "relay"):
-        return f"unknown candidate type {f[7]}"
-    return None
-
-def bindable(ip: str) -> bool:
-    """Whether a UDP socket can be bound to ip here (the address exists in this network namespace)."""
-    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
-    try:
-        with socket.socket(family, socket.SOCK_DGRAM) as sock:
-            sock.bind((ip, 0))
-    except OSError:
-        return False
-    return True
 
 
 def libnice_version() -> str:
