@@ -562,6 +562,8 @@ async def _connect(lab: Lab, spec: TopologySpec, cell: Cell, timers: MatrixTimer
 
 FAULT_TABLE = "icelab_fault"
 """The nftables table a timeline's blocks live in, inside the peers' hosts (removed after the cell)."""
+LINK_FAULT_TABLE = "icelab_fault_link"
+"""The netdev table of a timeline's extra link loss, on both ends of host a's access link (removed after)."""
 
 
 class LabTimeline(TimelineNetwork):
@@ -573,6 +575,7 @@ class LabTimeline(TimelineNetwork):
         super().__init__(restart_on_failure=restart_on_failure)
         self.lab, self.server, self.server_ip, self.conns = lab, server, server.address[0], conns
         self.blocks: set[tuple[str, str]] = set()
+        self._lossy_nodes: set[str] = set()
         self._loop = asyncio.get_running_loop()
         self._receivers = [asyncio.ensure_future(self._receive(side)) for side in conns]
 
@@ -586,6 +589,28 @@ class LabTimeline(TimelineNetwork):
             task.cancel()
         for host in self.conns:
             self.lab.run(host, f"nft delete table inet {FAULT_TABLE} 2>/dev/null; true")
+        if self._lossy_nodes:
+            self.link_loss(0.0)
+
+    def link_loss(self, loss: float) -> None:
+        """nftables ingress rules on both ends of host a's access link(s), in a table of their own."""
+        from ice.topology.spec import LinkConditions
+
+        spec = self.lab.spec
+        chains: dict[str, list[str]] = {}
+        for i, _ in spec.ends("a"):
+            link = spec.links[i]
+            for end in (link.a, link.b):
+                chains.setdefault(end.node, []).append(self.lab.interfaces[(i, end.node)])
+        rule = LinkConditions(loss=loss).loss_rule() if loss else None
+        for node, intfs in chains.items():
+            cmd = f"nft delete table netdev {LINK_FAULT_TABLE} 2>/dev/null; true"
+            if rule:
+                body = "".join(f"chain in_{intf.replace('-', '_')} {{ type filter hook ingress device \"{intf}\" "
+                               f"priority 1; {rule}; }}; " for intf in intfs)
+                cmd += f"; echo '{'table netdev ' + LINK_FAULT_TABLE + ' { ' + body + '}'}' | nft -f -"
+            self.lab.run(node, cmd)
+        self._lossy_nodes = set(chains) if rule else set()
 
     def now(self) -> float:
         return self._loop.time()

@@ -11,6 +11,8 @@ A timeline is a list of steps, run in order once the cell has connected and pass
 - ``turn_restart = true``: the TURN server restarts and forgets every allocation; a client learns it from the
   437 its next request gets and allocates again (RFC 8656 §8);
 - ``restart = true``: both agents restart ICE (RFC 8445 §9), as an application does on a network change;
+- ``link_loss = FRACTION``: host ``a``'s access link loses this fraction of packets each way on top of its own
+  conditions (0: back to them);
 - ``stream = "off"`` / ``"on"``: the data stream stops (the pair goes idle: only the agents' own consent checks,
   if any, cross the NATs) or resumes;
 - ``expect = "direct" | "relay" | "none"`` with ``within = SECONDS``: wait until the data stream flows both ways on
@@ -39,7 +41,7 @@ FRESH = 1.0
 RESTART_HOLDOFF = 2.0
 """The restart-on-failure policy restarts ICE at most this often."""
 
-ACTIONS = ("block", "unblock", "nat_reboot", "turn_restart", "restart", "stream", "expect")
+ACTIONS = ("block", "unblock", "nat_reboot", "turn_restart", "restart", "link_loss", "stream", "expect")
 BLOCKABLE = ("direct", "turn")
 DIRECTIONS = ("both", "a-to-b", "b-to-a")
 
@@ -60,7 +62,8 @@ class Step:
         doc: dict[str, Any] = {}
         if self.after:
             doc["after"] = self.after
-        doc[self.action] = True if self.action in ("restart", "turn_restart") else self.target
+        doc[self.action] = True if self.action in ("restart", "turn_restart") else \
+            float(self.target) if self.action == "link_loss" else self.target
         if self.direction != "both":
             doc["direction"] = self.direction
         if self.action == "expect":
@@ -109,6 +112,9 @@ class Step:
             raise ValueError(f"nat_reboot names a NAT node of the cell's topology (e.g. \"nat-a\"), not {value!r}")
         if action in ("restart", "turn_restart") and value is not True:
             raise ValueError(f"{action} = true")
+        if action == "link_loss" and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not 0 <= value < 1):
+            raise ValueError(f"link_loss is a fraction in [0, 1), not {value!r}")
         if action == "stream" and value not in ("on", "off"):
             raise ValueError(f"stream is on or off, not {value!r}")
         if action == "expect":
@@ -183,6 +189,10 @@ class TimelineNetwork(abc.ABC):
 
     @abc.abstractmethod
     def nat_reboot(self, role: str) -> None: ...
+
+    @abc.abstractmethod
+    def link_loss(self, loss: float) -> None:
+        """Host ``a``'s access link loses ``loss`` of its packets each way, on top of its own conditions."""
 
     @abc.abstractmethod
     async def turn_restart(self) -> None:
@@ -273,6 +283,8 @@ async def run_timeline(steps: tuple[Step, ...], net: TimelineNetwork) -> list[St
             net.restart()
         elif step.action == "stream":
             net.streaming = step.target == "on"
+        elif step.action == "link_loss":
+            net.link_loss(float(step.target))
         last_action = net.since = net.now()
         results.append(StepResult(step, last_action - start))
     return results

@@ -88,6 +88,8 @@ class SimNetwork:
     """Extra drop rule (src, dst, data) -> True to drop, applied before routing (e.g. a dead path)."""
     sent: list[tuple[float, Address, Address, bytes]] | None = None
     """When a list, every datagram an agent sends is appended: (time, src, dst, data)."""
+    extra_loss: dict[int, float] = field(default_factory=dict)
+    """Link index -> loss on top of the link's own conditions (a timeline changes it mid-run)."""
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
@@ -174,6 +176,9 @@ class SimNetwork:
         """What the links' conditions do to a packet crossing them towards node ``into``."""
         assert self.spec is not None
         for i in links:
+            extra = self.extra_loss.get(i)
+            if extra:
+                packet.lost = packet.lost or self._rng.random() < extra
             c: LinkConditions | None = self.spec.links[i].conditions
             if c is None:
                 continue
