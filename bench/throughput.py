@@ -9,8 +9,9 @@ A burst is ``--count`` datagrams of ``--size`` bytes sent as fast as the sender'
 what the receiver counts per second from its first to its last datagram is the pair's throughput, and what it
 misses is loss (the sender outran it, or the relay). Mbit/s counts the datagrams' payload only (no UDP, IP or TURN
 headers). CPU time per datagram (each agent process's threads, from /proc, over the burst: the sender's per
-datagram sent, the receiver's per datagram received) says what each datagram costs a stack; it depends far less than
-the rates on what else the machine runs. Each figure is the median of the rounds.
+datagram sent, the receiver's per datagram received; relayed, also this process's, which is mostly the TURN
+server's, per datagram received) says what each datagram costs; it depends far less than the rates on what else
+the machine runs. Each figure is the median of the rounds.
 
 The ratio is icelab's median Mbit/s over the best foreign stack's (higher is better).
 """
@@ -24,6 +25,7 @@ import json
 import platform
 import statistics
 import sys
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -96,26 +98,29 @@ class Burst:
     run: BulkRun
     sender_cpu: float
     receiver_cpu: float
+    relay_cpu: float
+    """This process's (the TURN server's, relayed; the harness's own share is small)."""
 
 
 async def _burst(run: PairRun, count: int, size: int, timeout: float) -> Burst:
     a, b = run.a.agent.proc.pid, run.b.agent.proc.pid
-    cpu_a, cpu_b = cpu_seconds(a), cpu_seconds(b)
+    cpu_a, cpu_b, cpu_here = cpu_seconds(a), cpu_seconds(b), time.process_time()
     burst = await bulk(run.a, run.b, count, size, timeout=timeout, grace=GRACE)
-    return Burst(burst, cpu_seconds(a) - cpu_a, cpu_seconds(b) - cpu_b)
+    return Burst(burst, cpu_seconds(a) - cpu_a, cpu_seconds(b) - cpu_b, time.process_time() - cpu_here)
 
 
 def _us_per(seconds: float, datagrams: int) -> float | None:
     return round(seconds / datagrams * 1e6, 2) if datagrams else None
 
 
-def _summary(measured: list[Burst]) -> dict[str, object]:
+def _summary(measured: list[Burst], relayed: bool) -> dict[str, object]:
     """Medians over the measured bursts (a burst with fewer than two datagrams received counts as 0/s)."""
     bursts = [m.run for m in measured]
     mbit = [b.mbit_per_s or 0.0 for b in bursts]
     sender = [us for m in measured if (us := _us_per(m.sender_cpu, m.run.sent.count)) is not None]
     receiver = [us for m in measured if (us := _us_per(m.receiver_cpu, m.run.received.count)) is not None]
-    return {
+    relay = [us for m in measured if (us := _us_per(m.relay_cpu, m.run.received.count)) is not None]
+    out: dict[str, object] = {
         "mbit_per_s": round(statistics.median(mbit), 1),
         "datagrams_per_s": round(statistics.median(b.datagrams_per_s or 0.0 for b in bursts)),
         "loss_pct": round(statistics.median(b.loss for b in bursts) * 100, 1),
@@ -127,6 +132,9 @@ def _summary(measured: list[Burst]) -> dict[str, object]:
         "runs": len(bursts),
         "mbit_per_s_runs": [round(m, 1) for m in mbit],
     }
+    if relayed:
+        out["relay_cpu_us_per_datagram"] = round(statistics.median(relay), 2) if relay else None
+    return out
 
 
 async def measure(stacks: list[str], path: str, count: int, size: int, runs: int, quiet: bool) -> dict[str, object]:
@@ -162,8 +170,8 @@ async def measure(stacks: list[str], path: str, count: int, size: int, runs: int
         finally:
             await asyncio.gather(*(close(run) for run in pairs.values()))
     results: dict[str, object] = {
-        name: {"error": failures[name]} if name in failures or not bursts[name] else _summary(bursts[name])
-        for name in stacks}
+        name: {"error": failures.get(name, "no bursts")} if name in failures or not bursts[name]
+        else _summary(bursts[name], relayed=path == "relayed") for name in stacks}
     return {"topology": PATHS[path], "results": results, **ratio(results, "mbit_per_s", higher_is_better=True)}
 
 
@@ -215,7 +223,8 @@ def main(args: argparse.Namespace) -> int:
                 continue
             print(f"  {name:<8} {r['mbit_per_s']:8.1f} Mbit/s {r['datagrams_per_s']:>9,} datagrams/s, loss "
                   f"{r['loss_pct']:5.1f} %; sender {r['sent_per_s']:>9,}/s; CPU per datagram: sender "
-                  f"{r['sender_cpu_us_per_datagram']} µs, receiver {r['receiver_cpu_us_per_datagram']} µs")
+                  f"{r['sender_cpu_us_per_datagram']} µs, receiver {r['receiver_cpu_us_per_datagram']} µs"
+                  + (f", relay {r['relay_cpu_us_per_datagram']} µs" if "relay_cpu_us_per_datagram" in r else ""))
         if part["ratio"] is not None:
             print(f"  ratio icelab / {part['fastest_foreign']} (Mbit/s, higher is better): {part['ratio']:.3f}")
     return 0

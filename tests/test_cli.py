@@ -146,6 +146,7 @@ def test_bench_throughput_json_reports_every_stack_on_both_paths() -> None:
             assert r["runs"] == 2 and len(r["mbit_per_s_runs"]) == 2 and 0 <= r["loss_pct"] <= 100
             assert abs(r["mbit_per_s"] - r["datagrams_per_s"] * 100 * 8 / 1e6) <= 0.1  # payload bits of 100 bytes
             assert r["sender_cpu_us_per_datagram"] > 0 and r["receiver_cpu_us_per_datagram"] > 0
+            assert ("relay_cpu_us_per_datagram" in r) == (path == "relayed")
         foreign = {n: r["mbit_per_s"] for n, r in part["results"].items() if n != "icelab"}
         assert part["fastest_foreign"] == max(foreign, key=foreign.__getitem__)
         assert part["ratio"] == round(part["results"]["icelab"]["mbit_per_s"] / max(foreign.values()), 4)
