@@ -55,6 +55,9 @@ def test_icelab_bulk_through_the_harness() -> None:
                 assert burst.datagrams_per_s is not None and burst.mbit_per_s is not None and burst.loss <= 0.1
                 assert (await bulk_report(dst)).count == 0
             assert not run.a.received and not run.b.received
+            with pytest.raises(AgentError, match=r"^agent a \(icelab\) answered 'error bulk takes COUNT SIZE .*' "
+                                                 r"instead of a bulk-sent line$"):
+                await bulk(run.a, run.b, 10, 4)
             run.a.agent.write("bulk 5 7")
             run.a.agent.write("bulk 100000 1000")
             run.a.agent.write("bulk 10 100")
@@ -64,8 +67,8 @@ def test_icelab_bulk_through_the_harness() -> None:
             await close(run)
 
     errors = asyncio.run(main())
-    assert errors[:3] == ["bulk before start", "bulk takes COUNT SIZE (COUNT at least 1, SIZE 8 to 1472 bytes)",
-                          "bulk while a bulk send is still running"], errors
+    wrong = "bulk takes COUNT SIZE (COUNT at least 1, SIZE 8 to 1472 bytes)"
+    assert errors == ["bulk before start", wrong, wrong, "bulk while a bulk send is still running"], errors
 
 
 def test_an_agent_that_does_not_speak_the_protocol_is_named_in_one_sentence(tmp_path: Path) -> None:

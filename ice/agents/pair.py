@@ -339,11 +339,16 @@ class BulkRun:
 
 
 async def _report(side: SideState, what: str, reports: Callable[[], int], timeout: float) -> None:
-    """Wait until ``reports()`` grows (a new report of kind ``what`` from ``side``); AgentError when it does not."""
-    before = reports()
+    """Wait until ``reports()`` grows (a new report of kind ``what`` from ``side``); AgentError when it does not,
+    at once when the side answers with an ``error`` line about ``bulk``."""
+    before, errors = reports(), len(side.errors)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while reports() == before:
+        refused = [e for e in side.errors[errors:] if "bulk" in e]
+        if refused:
+            raise AgentError(f"agent {side.agent.name} ({side.agent.hello.stack}) answered 'error {refused[0]}' "
+                             f"instead of a {what}")
         if side.agent.proc.returncode is not None:
             raise AgentError(f"agent {side.agent.name} ({side.agent.hello.stack}) exited before {what}")
         left = deadline - loop.time()
