@@ -132,6 +132,34 @@ def test_bench_server_json_compares_with_coturn() -> None:
     assert doc["ratio"] == round(doc["requests_per_second"]["icelab"] / doc["requests_per_second"]["coturn"], 2)
 
 
+def test_bench_throughput_json_reports_every_stack_on_both_paths() -> None:
+    """Structure only, with tiny bursts: every stack against itself, direct and relayed, and the ratio to the best
+    foreign stack (speed is reported by the benchmark, never asserted)."""
+    p = icelab("bench", "throughput", "--json", "--count", "300", "--size", "100", "--runs", "2", timeout=240)
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(p.stdout)
+    assert (doc["benchmark"], doc["count"], doc["size"], doc["runs"]) == ("throughput", 300, 100, 2)
+    for path in ("direct", "relayed"):
+        part = doc[path]
+        assert set(part["results"]) == {"icelab", "aioice", "libnice", "pion"}
+        for r in part["results"].values():
+            assert "error" not in r, r
+            assert r["runs"] == 2 and len(r["mbit_per_s_runs"]) == 2 and 0 <= r["loss_pct"] <= 100
+            assert abs(r["mbit_per_s"] - r["datagrams_per_s"] * 100 * 8 / 1e6) <= 0.1  # payload bits of 100 bytes
+            assert r["sender_cpu_us_per_datagram"] > 0 and r["receiver_cpu_us_per_datagram"] > 0
+            assert ("relay_cpu_us_per_datagram" in r) == (path == "relayed")
+        foreign = {n: r["mbit_per_s"] for n, r in part["results"].items() if n != "icelab"}
+        assert part["fastest_foreign"] == max(foreign, key=foreign.__getitem__)
+        assert part["ratio"] == round(part["results"]["icelab"]["mbit_per_s"] / max(foreign.values()), 4)
+
+
+def test_bench_throughput_bad_size_is_one_sentence() -> None:
+    p = icelab("bench", "throughput", "--size", "4")
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert p.stderr.strip() == ("icelab: --size is a bulk datagram's size in bytes: 8 to 1472 "
+                                "(docs/agent-protocol.md, Bulk data)")
+
+
 def test_server_json_log_and_clean_stop_with_counters() -> None:
     """--json-log: a 'listening' line, one line per answer, and on SIGTERM a 'stopped' line with the counters."""
     import signal

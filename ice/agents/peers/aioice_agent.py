@@ -11,7 +11,9 @@ import asyncio
 import ipaddress
 import logging
 import os
+import struct
 import sys
+import time
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
@@ -25,8 +27,40 @@ except ImportError as exc:  # pragma: no cover - depends on the machine
     print(f"error aioice is not installed ({exc}): pip install aioice", flush=True)
     sys.exit(2)
 
-FEATURES = "trickle stun turn-udp turn-tcp relay-only aggressive consent-timeout role-conflict"
+FEATURES = "trickle stun turn-udp turn-tcp relay-only aggressive consent-timeout role-conflict bulk"
 REGULAR_WHEN_CONTROLLING = "aioice 0.13 always nominates aggressively when controlling (USE-CANDIDATE on every check)"
+BULK_MAGIC = b"\x7fblk"  # a bulk datagram: these 4 bytes, a 32-bit sequence number, padding (docs: Bulk data)
+BULK_SEQ = struct.Struct("!I")
+BULK_SIZES = range(8, 1473)
+BULK_YIELD = 64  # datagrams sent before the loop gets a turn (consent checks, commands)
+
+
+@dataclass
+class BulkCounter:
+    """Bulk datagrams received since the last bulk-report."""
+
+    count: int = 0
+    size: int = 0
+    first_at: float = 0.0
+    last_at: float = 0.0
+    reordered: int = 0
+    highest: int = -1
+
+    def add(self, data: bytes) -> None:
+        now = time.monotonic()
+        (seq,) = BULK_SEQ.unpack_from(data, 4)
+        if not self.count:
+            self.first_at = now
+        self.count += 1
+        self.size += len(data)
+        self.last_at = now
+        if seq < self.highest:
+            self.reordered += 1
+        else:
+            self.highest = seq
+
+    def line(self) -> str:
+        return f"bulk-received {self.count} {self.size} {self.first_at:.6f} {self.last_at:.6f} {self.reordered}"
 
 
 @dataclass
@@ -72,6 +106,8 @@ class Adapter:
         self.selected: aioice.ice.CandidatePair | None = None
         self.tasks: set[asyncio.Task[None]] = set()
         self.closing = False
+        self.bulk_in = BulkCounter()
+        self.bulk_sending = False
 
     # -- settings -------------------------------------------------------------------------------------------------
 
@@ -257,6 +293,9 @@ class Adapter:
                 if not self.closing:
                     out("state failed")  # consent lost (RFC 7675): aioice closed the connection
                 return
+            if data[:4] == BULK_MAGIC and len(data) >= 8:
+                self.bulk_in.add(data)
+                continue
             out("recv " + data.decode(errors="replace").replace("\n", " "))
             if self.s.echo:
                 await self.conn.send(data)
@@ -266,6 +305,39 @@ class Adapter:
             out("error send before a pair is selected")
             return
         await self.conn.send(text.encode())
+
+    def start_bulk(self, rest: str) -> None:
+        words = rest.split()
+        if len(words) != 2 or not all(w.isdigit() for w in words) or int(words[0]) < 1 \
+                or int(words[1]) not in BULK_SIZES:
+            out("error bulk takes COUNT SIZE (COUNT at least 1, SIZE 8 to 1472 bytes)")
+        elif self.conn is None or self.selected is None:
+            out("error bulk before a pair is selected")
+        elif self.bulk_sending:
+            out("error bulk while a bulk send is still running")
+        else:
+            self.bulk_sending = True
+            self.spawn(self.bulk(int(words[0]), int(words[1])))
+
+    async def bulk(self, count: int, size: int) -> None:
+        """COUNT datagrams as fast as aioice takes them, then bulk-sent."""
+        assert self.conn is not None
+        payload = bytearray(size)
+        payload[:4] = BULK_MAGIC
+        sent = 0
+        start = time.monotonic()
+        try:
+            for seq in range(count):
+                BULK_SEQ.pack_into(payload, 4, seq)
+                await self.conn.send(bytes(payload))
+                sent += 1
+                if sent % BULK_YIELD == 0:
+                    await asyncio.sleep(0)
+        except ConnectionError as exc:
+            out(f"error bulk stopped after {sent} datagrams: {exc}")
+        finally:
+            self.bulk_sending = False
+        out(f"bulk-sent {sent} {time.monotonic() - start:.6f}")
 
     # -- plumbing -------------------------------------------------------------------------------------------------
 
@@ -293,6 +365,11 @@ class Adapter:
                 await self.remote(verb, rest)
         elif verb == "send":
             await self.send(rest)
+        elif verb == "bulk":
+            self.start_bulk(rest)
+        elif verb == "bulk-report":
+            out(self.bulk_in.line())
+            self.bulk_in = BulkCounter()
         elif verb == "restart":
             out("error restart is not supported: aioice 0.13 has no ICE restart")
         elif verb == "quit":

@@ -15,8 +15,10 @@ import ipaddress
 import os
 import re
 import socket
+import struct
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,8 +39,12 @@ except (ImportError, ValueError, OSError) as exc:  # pragma: no cover - depends 
     print(f"error libnice is not usable here ({exc}): install python3-gi and gir1.2-nice-0.1", flush=True)
     sys.exit(2)
 
-FEATURES = "trickle stun turn-udp turn-tcp relay-only aggressive lite restart role-conflict"
+FEATURES = "trickle stun turn-udp turn-tcp relay-only aggressive lite restart role-conflict bulk"
 COMPONENT = 1
+BULK_MAGIC = b"\x7fblk"  # a bulk datagram: these 4 bytes, a 32-bit sequence number, padding (docs: Bulk data)
+BULK_SEQ = struct.Struct("!I")
+BULK_SIZES = range(8, 1473)
+BULK_CHUNK = 64  # datagrams sent per turn of the main loop (consent checks and commands get theirs in between)
 
 RECV_CB = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint, ctypes.c_uint,
                            ctypes.POINTER(ctypes.c_char), ctypes.c_void_p)
@@ -92,6 +98,60 @@ def sdp(agent: Any, candidate: Any) -> str:
 
 
 @dataclass
+class BulkCounter:
+    """Bulk datagrams received since the last bulk-report."""
+
+    count: int = 0
+    size: int = 0
+    first_at: float = 0.0
+    last_at: float = 0.0
+    reordered: int = 0
+    highest: int = -1
+
+    def add(self, header: bytes, length: int) -> None:
+        now = time.monotonic()
+        (seq,) = BULK_SEQ.unpack_from(header, 4)
+        if not self.count:
+            self.first_at = now
+        self.count += 1
+        self.size += length
+        self.last_at = now
+        if seq < self.highest:
+            self.reordered += 1
+        else:
+            self.highest = seq
+
+    def line(self) -> str:
+        return f"bulk-received {self.count} {self.size} {self.first_at:.6f} {self.last_at:.6f} {self.reordered}"
+
+
+class BulkSender:
+    """One bulk send: COUNT datagrams through nice_agent_send, BULK_CHUNK per turn of the main loop."""
+
+    def __init__(self, adapter: Adapter, count: int, size: int) -> None:
+        self.adapter, self.count, self.size = adapter, count, size
+        self.payload = bytearray(size)
+        self.payload[:4] = BULK_MAGIC
+        self.seq = self.sent = 0
+        self.start = time.monotonic()
+
+    def chunk(self) -> bool:
+        """Up to BULK_CHUNK datagrams; False (the idle source is removed) after the last, with bulk-sent."""
+        a = self.adapter
+        end = min(self.count, self.seq + BULK_CHUNK)
+        for seq in range(self.seq, end):
+            BULK_SEQ.pack_into(self.payload, 4, seq)
+            if LIBNICE.nice_agent_send(a.ptr, a.sid, COMPONENT, self.size, bytes(self.payload)) == self.size:
+                self.sent += 1
+        self.seq = end
+        if end < self.count:
+            return True
+        a.bulk_sending = False
+        out(f"bulk-sent {self.sent} {time.monotonic() - self.start:.6f}")
+        return False
+
+
+@dataclass
 class Settings:
     role: str = ""
     binds: list[str] = field(default_factory=list)
@@ -121,6 +181,8 @@ class Adapter:
         self.controlling = False
         self.buffer = b""
         self.recv_cb = RECV_CB(self.on_recv)  # kept alive as long as the agent
+        self.bulk_in = BulkCounter()
+        self.bulk_sending = False
 
     # -- settings -------------------------------------------------------------------------------------------------
 
@@ -279,6 +341,11 @@ class Adapter:
             sys.stderr.write(f"{domain}: {message}\n")
 
     def on_recv(self, _agent: Any, _stream: int, _component: int, length: int, buf: Any, _data: Any) -> None:
+        if length >= 8:
+            header = ctypes.string_at(buf, 8)
+            if header[:4] == BULK_MAGIC:
+                self.bulk_in.add(header, length)
+                return
         data = ctypes.string_at(buf, length)
         out("recv " + data.decode(errors="replace").replace("\n", " "))
         if self.s.echo:
@@ -292,6 +359,20 @@ class Adapter:
             return
         if LIBNICE.nice_agent_send(self.ptr, self.sid, COMPONENT, len(data), data) < 0:
             out("error libnice could not send")
+
+    def start_bulk(self, rest: str) -> None:
+        words = rest.split()
+        if len(words) != 2 or not all(w.isdigit() for w in words) or int(words[0]) < 1 \
+                or int(words[1]) not in BULK_SIZES:
+            out("error bulk takes COUNT SIZE (COUNT at least 1, SIZE 8 to 1472 bytes)")
+        elif self.agent is None or self.selected is None:
+            out("error bulk before a pair is selected")
+        elif self.bulk_sending:
+            out("error bulk while a bulk send is still running")
+        else:
+            self.bulk_sending = True
+            sender = BulkSender(self, int(words[0]), int(words[1]))
+            GLib.idle_add(sender.chunk, priority=GLib.PRIORITY_DEFAULT)
 
     def remote(self, verb: str, rest: str) -> None:
         agent = self.agent
@@ -359,6 +440,11 @@ class Adapter:
                 self.remote(verb, rest)
         elif verb == "send":
             self.send(rest.encode())
+        elif verb == "bulk":
+            self.start_bulk(rest)
+        elif verb == "bulk-report":
+            out(self.bulk_in.line())
+            self.bulk_in = BulkCounter()
         elif verb == "restart":
             self.restart()
         elif verb == "quit":
