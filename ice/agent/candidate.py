@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import re
 import zlib
 from dataclasses import dataclass, field, replace
 
@@ -103,10 +104,10 @@ class Candidate:
             kind = CandidateType(bits[7])
         except ValueError:
             raise ValueError(f"unknown candidate type {bits[7]!r}") from None
-        if not (comp.isdigit() and prio.isdigit() and port.isdigit()) or not 1 <= int(comp) <= 256:
+        if not (_number(comp, 256) and _number(prio, 0xFFFFFFFF) and _number(port, 0xFFFF)) or int(comp) < 1:
             raise ValueError(f"malformed component, priority or port in {text!r}")
-        if len(found) > 32 or not found:
-            raise ValueError("a foundation is 1 to 32 characters")
+        if not _FOUNDATION.fullmatch(found):
+            raise ValueError("a foundation is 1 to 32 ice-chars (ALPHA / DIGIT / + / /)")
         host = _canonical_host(host)
         rest = bits[8:]
         if len(rest) % 2:
@@ -119,12 +120,12 @@ class Candidate:
             if name == "raddr":
                 raddr = _canonical_host(value)
             elif name == "rport":
-                if not value.isdigit():
+                if not _number(value, 0xFFFF):
                     raise ValueError(f"rport {value!r} is not a port")
                 rport = int(value)
             elif name == "tcptype":
                 tcptype = value
-            elif name == "generation" and value.isdigit():
+            elif name == "generation" and _number(value, 0xFFFFFFFF):
                 generation = int(value)
             else:
                 extensions.append((name, value))
@@ -140,6 +141,15 @@ def pair_text(local: Candidate, remote: Candidate, separator: str = "->") -> str
         return f"{c.type.value} [{c.host}]:{c.port}" if ":" in c.host else f"{c.type.value} {c.host}:{c.port}"
 
     return f"{one(local)} {separator} {one(remote)}"
+
+
+_FOUNDATION = re.compile(r"[A-Za-z0-9+/]{1,32}")
+"""RFC 8839 §5.1: foundation = 1*32ice-char."""
+
+
+def _number(text: str, limit: int) -> bool:
+    """ASCII digits (RFC 5234 DIGIT, not any Unicode digit) for a value of at most ``limit``."""
+    return text.isascii() and text.isdigit() and len(text) <= 10 and int(text) <= limit
 
 
 def _canonical_host(text: str) -> str:

@@ -12,13 +12,13 @@ import sys
 from collections.abc import Callable, Sequence
 
 from ice import __version__
-from ice.cli import agent, bench, demo, docs, doctor, nat, peer, report, run, server, stun, test, topo, vm
+from ice.cli import agent, bench, demo, docs, doctor, fuzz, nat, peer, report, run, server, stun, test, topo, vm
 from ice.cli.common import ICELAB_COMMAND, isolate, repo_root
 from ice.errors import IceError, StunErrorResponse, StunTimeout, UserError
 
 __all__ = ["ICELAB_COMMAND", "build_parser", "isolate", "main", "repo_root"]
 
-COMMANDS = (run, demo, test, doctor, docs, stun, server, peer, agent, nat, topo, report, bench, vm)
+COMMANDS = (run, demo, test, doctor, docs, stun, server, peer, agent, nat, topo, report, bench, fuzz, vm)
 """The command modules, in the order ``icelab --help`` lists them."""
 
 

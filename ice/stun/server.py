@@ -234,9 +234,16 @@ class StunServer:
         other_addr = self._other(local, True, True)
         if other_addr is not None:
             attrs.append(ChangedAddress(*other_addr) if legacy else OtherAddress(*other_addr))
+        attrs.extend(self._software)
         padding = req.get(Padding)
         if padding is not None and not legacy:
-            attrs.append(Padding(bytes(len(padding.data))))
-        attrs.extend(self._software)
+            # RFC 5780 §7.6: PADDING must not make the datagram longer than 64 KiB. Echoed, a PADDING that (nearly)
+            # filled the request would not fit the response's 16-bit length with the other attributes.
+            fingerprint = 8 if self.config.fingerprint else 0
+            room = 0xFFFF - sum(len(a.tlv(req.transaction_id)) for a in attrs) - 4 - fingerprint
+            if len(padding.data) + (-len(padding.data) & 3) > room:
+                self.stats["padding-too-long"] += 1
+                return self._error(req, local, remote, 400, "Bad Request: PADDING too long", legacy)
+            attrs.insert(len(attrs) - len(self._software), Padding(bytes(len(padding.data))))
         resp = Message(Method.BINDING, MessageClass.SUCCESS, req.transaction_id, attrs)
         return Transmit(destination, resp.encode(fingerprint=self.config.fingerprint and not legacy), source)

@@ -259,9 +259,17 @@ class TurnClient:
         code = err.code if err else 500
         if code in (401, 438) and pending.attempts < 3:
             realm, nonce = resp.get(Realm), resp.get(Nonce)
+            key = self._key
+            if realm is not None and nonce is not None and (self._realm != realm.text or key is None):
+                try:
+                    key = long_term_key(self.config.username, realm.text, self.config.password)
+                except ValueError:
+                    # RFC 8489 §9.2.2: no key without OpaqueString(realm); an empty REALM or one with control
+                    # characters cannot be answered, so the error response stands.
+                    self.stats["unusable-realm"] += 1
+                    realm = None
             if realm is not None and nonce is not None:
-                if self._realm != realm.text or self._key is None:
-                    self._key = long_term_key(self.config.username, realm.text, self.config.password)
+                self._key = key
                 self._realm, self._nonce = realm.text, nonce.text
                 self._send_request(now, pending.message, pending.attempts + 1)
                 return

@@ -62,6 +62,9 @@ IPV4, IPV6 = 0x01, 0x02
 TUNNELED = ("2001::/32", "2002::/16")
 """Teredo and 6to4: a TURN server MUST NOT accept them in Allocate or ChannelBind requests (RFC 8656 §21.4), so
 they are refused whatever ``allowed_peers`` says."""
+_DATA_INDICATION_ROOM = {False: 0xFFFF - 12 - 4 - 8, True: 0xFFFF - 24 - 4 - 8}
+"""The most DATA (padded) a Data indication holds beside XOR-PEER-ADDRESS (IPv4: False, IPv6: True), DATA's header
+and FINGERPRINT (RFC 8656 §11.3)."""
 
 DEFAULT_DENIED = ("0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "255.255.255.255/32", "::/128",
                   "::1/128", "fe80::/10", "ff00::/8")
@@ -718,6 +721,11 @@ class TurnServer:
                 framed += b"\x00" * (-len(data) & 3)
             self.stats["relayed-to-client"] += 1
             return Transmit(alloc.client, framed, alloc.server)
+        if len(data) + (-len(data) & 3) > _DATA_INDICATION_ROOM[":" in peer[0]]:
+            # XOR-PEER-ADDRESS, DATA and FINGERPRINT must fit STUN's 16-bit length: a larger datagram (an IPv6 peer
+            # may send 65,527 bytes) can only be relayed on a channel.
+            self.stats["peer-data-too-large"] += 1
+            return None
         ind = Message(Method.DATA, MessageClass.INDICATION, attributes=[XorPeerAddress(*peer), Data(data)])
         self.stats["relayed-to-client"] += 1
         return Transmit(alloc.client, ind.encode(fingerprint=True), alloc.server)

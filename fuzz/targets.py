@@ -1,0 +1,947 @@
+"""The fuzz targets: each takes the bytes libFuzzer made and drives one part of the stack with them.
+
+The rule every target checks is the stack's own: bad input from the network never raises out of the stack; it
+becomes an RFC error response or a counted drop (ice/errors.py). A target therefore fails only on an exception
+out of the code under test, or on an invariant the stack promises and a driver relies on:
+
+* what an endpoint sends is sendable (a literal IP, a port 0-65535) and, when it is STUN, parses again;
+* an endpoint's timer makes progress (``handle_timeout(now)`` leaves ``next_timeout()`` later than ``now``,
+  or the asyncio driver would spin);
+* the TURN server's tables agree with each other (allocations, relayed addresses, channels).
+
+The sans-IO machines run on a fixed, fuzz-advanced clock, so every input replays exactly. Structured targets
+(the TURN server and client, the ICE agent) read their input as a small program (:mod:`fuzz.reader`): set-up
+flags, then operations -- a raw datagram, a well-formed request with fuzzed fields signed with the right key (so
+MESSAGE-INTEGRITY passes and the fuzzer reaches Refresh, CreatePermission, ChannelBind, Send, ChannelData and the
+ICE check handling), a response to a request the machine sent, the clock moving on, an API call.
+
+Adding a target is one entry in :data:`TARGETS` (and a corpus directory ``fuzz/corpus/<name>/``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import random
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from fuzz.reader import Reader
+from ice.agent.agent import IceAgent
+from ice.agent.candidate import Candidate, CandidateType, candidate_priority
+from ice.agent.config import AgentConfig, Nomination
+from ice.agent.sdp import IceDescription
+from ice.agents.pair import parse_selected
+from ice.aio.driver import Driver
+from ice.errors import StunParseError
+from ice.stun import attributes as a
+from ice.stun import integrity, message
+from ice.stun.integrity import IntegrityKey, long_term_key, short_term_key
+from ice.stun.message import Integrity, Message, MessageClass, Method, is_stun, parse
+from ice.stun.server import StunServer, StunServerConfig
+from ice.stun.transaction import Transmit
+from ice.turn.client import TurnClient, TurnClientConfig
+from ice.turn.framing import split_frames
+from ice.turn.server import TurnServer, TurnServerConfig
+
+MAX_OPS = 32
+"""Operations one input may run (bounds the time of one execution)."""
+
+T0 = 1_000_000.0
+"""The fixed clock every machine starts at."""
+
+LAST: dict[str, Any] = {}
+"""The machine each structured target drove last (tests read its counters to see how deep the corpus reaches)."""
+
+DTS = (0.0, 0.001, 0.05, 0.5, 1.0, 5.0, 30.0, 60.0, 240.0, 299.0, 301.0, 540.0, 599.0, 601.0, 3600.0, 7200.0)
+"""Clock steps that cross the timers that matter (pacing, retransmission, consent, refresh, expiry)."""
+
+
+class FuzzFailure(AssertionError):
+    """An invariant of the stack (not an exception it raised) did not hold."""
+
+
+def expect(condition: bool, what: str) -> None:
+    if not condition:
+        raise FuzzFailure(what)
+
+
+class _Endpoint(Protocol):
+    def handle_timeout(self, now: float) -> None: ...
+    def next_timeout(self) -> float | None: ...
+    def poll_transmit(self) -> Transmit | None: ...
+
+
+def sendable(t: Transmit) -> None:
+    """What the asyncio driver does with a transmit (``sendto``) must not raise for a reason other than OSError."""
+    host, port = t.remote
+    expect(isinstance(port, int) and 0 <= port <= 0xFFFF, f"a transmit to port {port!r}")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise FuzzFailure(f"a transmit to {host!r}, not an IP address") from None
+    expect(isinstance(t.data, bytes), "a transmit whose data is not bytes")
+
+
+def own_stun(data: bytes) -> Message | None:
+    """A STUN message the stack itself made must parse (its ChannelData and relayed payloads are not checked)."""
+    if len(data) < 20 or data[0] >= 0x40 or data[4:8] != b"\x21\x12\xa4\x42":
+        return None
+    try:
+        return parse(data)
+    except StunParseError as exc:
+        raise FuzzFailure(f"the stack sent a STUN message it cannot parse itself: {exc}") from None
+
+
+def run_timers(ep: _Endpoint, now: float, drain: Callable[[], None]) -> None:
+    """Fire the endpoint's timer as the driver does, until nothing is due at ``now``."""
+    for _ in range(100):
+        at = ep.next_timeout()
+        if at is None or at > now:
+            return
+        ep.handle_timeout(max(at, now))
+        drain()
+    raise FuzzFailure(f"next_timeout() stays due at {now - T0:.3f}: the driver's timer would spin")
+
+
+def _tid(r: Reader) -> bytes:
+    return r.take(12).ljust(12, b"\x00")
+
+
+def _address(r: Reader, known: tuple[a.Address, ...]) -> a.Address:
+    kind = r.u8() % 6
+    if kind < 3:
+        return known[r.u8() % len(known)]
+    if kind == 3:
+        return r.ipv4(), r.u16()
+    if kind == 4:
+        return r.ipv6(), r.u16()
+    return "::ffff:" + r.ipv4(), r.u16()  # IPv4-mapped: one more way to say an address
+
+
+_TRAILERS = {a.AttributeType.MESSAGE_INTEGRITY, a.AttributeType.MESSAGE_INTEGRITY_SHA256,
+             a.AttributeType.FINGERPRINT}
+_CODES = [*sorted({int(t) for t in a.AttributeType} - _TRAILERS), 0x7FFF, 0xFFFF]
+
+
+def _raw_attribute(r: Reader) -> a.Attribute:
+    """Any code (a known one with a malformed value, mostly) with any value."""
+    code = r.pick(_CODES) if r.flag() else r.u16()
+    if code in _TRAILERS:
+        code = 0x7FFE
+    return a.UnknownAttribute(code, r.blob(80))
+
+
+
+
+# ==================================================================================================== stun
+
+
+STUN_KEY = short_term_key("fuzz")
+_DECODABLE = sorted(set(a.ATTRIBUTES.values()) - {a.MessageIntegrity, a.MessageIntegritySha256, a.Fingerprint},
+                    key=lambda c: c.TYPE)
+
+
+def _outcome(scan: Callable[[bytes, bool], Any], data: bytes, legacy: bool) -> object:
+    try:
+        return scan(data, legacy)
+    except StunParseError as exc:
+        return ("error", str(exc))
+
+
+def stun(data: bytes) -> None:
+    """STUN parse (RFC 8489 §5, §6.3, §14): framing, FINGERPRINT, every attribute decoder, integrity checks, and
+    a round trip of whatever parses. The C accelerator's framing walk and attribute decoder must agree with the
+    pure-Python reference on every input (the reference is the instrumented code that guides the fuzzer)."""
+    for legacy in (False, True):
+        reference = _outcome(message._scan_py, data, legacy)
+        if integrity._speedups is not None:
+            accelerated = _outcome(integrity._speedups.scan, data, legacy)
+            expect(accelerated == reference, f"C and Python framing disagree: {accelerated!r} != {reference!r}")
+        try:
+            m = parse(data, legacy=legacy)
+        except StunParseError:
+            expect(isinstance(reference, tuple) and reference[0] == "error", "parse() failed where _scan_py passed")
+            continue
+        try:
+            m.error  # noqa: B018 (a property that decodes ERROR-CODE)
+        except StunParseError:
+            pass
+        m.check_integrity(STUN_KEY)
+        m.unknown_comprehension_required()
+        repr(m)
+        first = m._first or {}
+        for cls in _DECODABLE:
+            try:
+                got: object = m.get(cls)
+            except StunParseError as exc:
+                got = ("error", str(exc))
+            entry = first.get(cls.TYPE)
+            if entry is None:
+                expect(got is None, f"get({cls.__name__}) found an attribute that is not there")
+                continue
+            try:
+                want: object = a.decode_attribute(cls.TYPE, m.raw[entry[1] : entry[1] + entry[2]], m.transaction_id)
+            except StunParseError as exc:
+                want = ("error", str(exc))
+            expect(got == want and type(got) is type(want), f"get({cls.__name__}): {got!r} != {want!r}")
+        try:
+            attrs = m.attributes
+        except StunParseError:
+            continue
+        if len(data) > 60_000:
+            continue  # the re-encoded message with integrity and fingerprint could outgrow 16-bit lengths
+        again = parse(Message(m.method, m.message_class, m.transaction_id, attrs).encode(STUN_KEY, fingerprint=True),
+                      legacy=legacy)
+        expect(again.attributes == attrs, "attributes do not survive encode/parse")
+        expect(again.check_integrity(STUN_KEY), "MESSAGE-INTEGRITY of a re-encoded message does not check")
+    is_stun(data)
+
+
+# ============================================================================================= stun server
+
+
+def stun_server(data: bytes) -> None:
+    """The Binding server (RFC 8489 §6.3, RFC 5780 §6.1): any datagram, over IPv4 or IPv6, on any local address."""
+    r = Reader(data)
+    alternate = ("192.0.2.2", 3479) if r.flag() else None
+    server = StunServer(StunServerConfig(("192.0.2.1", 3478), alternate, fingerprint=r.flag(), legacy=r.flag()))
+    local = r.pick((("192.0.2.1", 3478), ("192.0.2.2", 3479), ("192.0.2.1", 3479), ("192.0.2.2", 3478)))
+    remote = _address(r, (("198.51.100.1", 40000), ("2001:db8::1", 40000)))
+    pad = r.u16()
+    body = r.rest()
+    if pad >= 0xF000:  # PADDING near STUN's size limit (RFC 5780 §7.6), out of reach of byte-level mutation
+        size = min((pad - 0xF000) * 16, 0xFFFF - 4 - len(body)) & ~3
+        body += b"\x00\x26" + size.to_bytes(2, "big") + bytes(size)
+    for datagram in (body, b"\x00\x01" + len(body).to_bytes(2, "big")[-2:] + b"\x21\x12\xa4\x42" + bytes(12) + body):
+        server.handle_datagram(T0, local, remote, datagram)
+        while (t := server.poll_transmit()) is not None:
+            sendable(t)
+            own_stun(t.data)
+
+
+# ============================================================================================= TURN server
+
+
+LISTEN = ("192.0.2.1", 3478)
+CLIENTS: tuple[a.Address, ...] = (("198.51.100.1", 40000), ("198.51.100.2", 40001), ("2001:db8::10", 40002))
+PEERS: tuple[a.Address, ...] = (("203.0.113.5", 5000), ("203.0.113.6", 6000), ("2001:db8:1::9", 7000),
+                                ("127.0.0.1", 9000), ("198.51.100.1", 40000))
+REALM = "icelab"
+USERS = {"user": "pass", "other": "word"}
+_LONG_KEYS = {u: long_term_key(u, REALM, p) for u, p in USERS.items()}
+_WRONG_KEY = long_term_key("user", REALM, "not-the-password")
+_METHODS = (Method.ALLOCATE, Method.REFRESH, Method.CREATE_PERMISSION, Method.CHANNEL_BIND, Method.SEND,
+            Method.BINDING, Method.DATA)
+_CLASSES = (MessageClass.REQUEST, MessageClass.REQUEST, MessageClass.REQUEST, MessageClass.INDICATION,
+            MessageClass.SUCCESS, MessageClass.ERROR)
+_CHANNELS = (0x4000, 0x4001, 0x4FFF, 0x5000, 0x7FFF, 0x8000, 0x3FFF, 0xFFFF)
+_LIFETIMES = (0, 1, 599, 600, 601, 3600, 3601, 0xFFFFFFFF)
+
+
+class _Ports:
+    """The relay-address allocator the I/O layer would be: a few ports, then exhaustion (508)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.next = 50000
+        self.live: set[a.Address] = set()
+
+    def reserve(self, family: int) -> a.Address | None:
+        if len(self.live) >= self.limit:
+            return None
+        addr = ("2001:db8::1" if family == 6 else "192.0.2.1", self.next)
+        self.next += 1
+        self.live.add(addr)
+        return addr
+
+    def release(self, relayed: a.Address) -> None:
+        expect(relayed in self.live, f"relay address {relayed} released but not reserved (or released twice)")
+        self.live.discard(relayed)
+
+
+def turn_attribute(r: Reader) -> a.Attribute:
+    """One attribute for a TURN request: a well-formed one with a fuzzed value, or raw bytes under any code."""
+    kind = r.u8() % 16
+    if kind == 0:
+        return a.Lifetime(r.pick(_LIFETIMES) if r.flag() else r.u32())
+    if kind == 1:
+        return a.ChannelNumber(r.pick(_CHANNELS) if r.flag() else r.u16())
+    if kind in (2, 3):
+        return a.XorPeerAddress(*_address(r, PEERS))
+    if kind == 4:
+        return a.RequestedTransport(r.pick((17, 6, 0, 255)))
+    if kind == 5:
+        return a.RequestedAddressFamily(r.pick((1, 2)))
+    if kind == 6:
+        return a.AdditionalAddressFamily(r.pick((1, 2)))
+    if kind == 7:
+        return a.EvenPort(r.flag())
+    if kind == 8:
+        return a.DontFragment()
+    if kind == 9:
+        return a.ReservationToken(r.u64())
+    if kind == 10:
+        return a.Data(r.blob(600))
+    if kind == 11:
+        return r.pick((a.Username, a.Realm, a.Nonce, a.Software))(r.text(100))
+    if kind == 12:
+        return a.XorMappedAddress(*_address(r, CLIENTS))
+    if kind == 13:
+        return a.ChangeRequest(r.flag(), r.flag())
+    return _raw_attribute(r)
+
+
+def turn_request(r: Reader, server: TurnServer, now: float, tids: list[bytes]) -> bytes:
+    """A TURN message with fuzzed method, class and attributes, authenticated (or not) as ``r`` says.
+
+    Fields, in order (fuzz/seeds.py writes them): method (u8: one of _METHODS, or from 0xE0 a raw u16), class,
+    transaction ID (u8: ``& 3 == 0`` reuses a recent one, else 12 bytes follow), attribute count and attributes,
+    authentication (u8 % 8: 0 valid, 1 wrong key, 2 stale nonce, 3-5 another or unknown user, 6 USERNAME without
+    MESSAGE-INTEGRITY, 7 none), then for 0-5 the user, nonce and realm choices (u8 each: 0 means fuzzed text),
+    where the credentials go, the integrity algorithm and whether FINGERPRINT follows."""
+    sel = r.u8()
+    method = _METHODS[sel % len(_METHODS)] if sel < 0xE0 else r.u16() & 0xFFF
+    cls = r.pick(_CLASSES)
+    sel = r.u8()
+    tid = tids[(sel >> 2) % len(tids)] if tids and sel & 3 == 0 else _tid(r)
+    attrs = [turn_attribute(r) for _ in range(r.u8() % 6)]
+    auth = r.u8() % 8
+    key: IntegrityKey | None = None
+    if auth < 6:
+        who = r.u8()
+        user = "user" if auth < 3 else ("other", "nobody", "user")[who % 3]
+        nonce = r.text(40) if r.u8() == 0 else server._nonce(now - 7200 if auth == 2 else now)
+        realm = r.text(40) if r.u8() == 0 else REALM
+        key = _WRONG_KEY if auth == 1 else _LONG_KEYS.get(user, _WRONG_KEY)
+        creds: list[a.Attribute] = [a.Username(user), a.Realm(realm), a.Nonce(nonce)]
+        attrs = [*attrs, *creds] if r.u8() & 1 == 0 else [*creds, *attrs]
+    elif auth == 6:
+        attrs.append(a.Username("user"))
+    msg = Message(method, cls, tid, attrs)
+    tids.append(tid)
+    del tids[:-8]
+    if key is None:
+        return msg.encode(fingerprint=r.flag())
+    return msg.encode(key, integrity=r.pick((Integrity.SHA1, Integrity.SHA1, Integrity.SHA256, Integrity.BOTH)),
+                      fingerprint=r.u8() % 4 != 0)
+
+
+def _turn_invariants(server: TurnServer, ports: _Ports) -> None:
+    relays = {alloc.relayed for alloc in server.allocations.values()}
+    expect(relays == set(server.by_relay), "by_relay and allocations disagree")
+    expect(relays == ports.live, "relay addresses held and allocations disagree")
+    for alloc in server.allocations.values():
+        expect(server.by_relay[alloc.relayed] is alloc, "by_relay points at another allocation")
+        expect(len(alloc.channels) == len(alloc.by_peer), "channels and by_peer differ in size")
+        for number, (peer, _) in alloc.channels.items():
+            expect(alloc.by_peer.get(peer) == number, "a channel's peer maps to another channel")
+
+
+def _signed_allocate(server: TurnServer, now: float, client: a.Address, user: str, tids: list[bytes]) -> bytes:
+    tid = bytes([len(tids), *client[1].to_bytes(2, "big")]) * 4
+    tids.append(tid)
+    msg = Message(Method.ALLOCATE, MessageClass.REQUEST, tid,
+                  [a.RequestedTransport(17), a.Lifetime(600), a.Username(user), a.Realm(REALM),
+                   a.Nonce(server._nonce(now))])
+    return msg.encode(_LONG_KEYS[user], fingerprint=True)
+
+
+def _signed(server: TurnServer, now: float, method: int, attrs: list[a.Attribute], tids: list[bytes]) -> bytes:
+    tid = bytes([0xA0 + len(tids)]) * 12
+    tids.append(tid)
+    msg = Message(method, MessageClass.REQUEST, tid,
+                  [*attrs, a.Username("user"), a.Realm(REALM), a.Nonce(server._nonce(now))])
+    return msg.encode(_LONG_KEYS["user"], fingerprint=True)
+
+
+def _big(r: Reader, server: TurnServer, now: float, deliver: Callable[[a.Address, a.Address, bytes], None]) -> None:
+    """Sizes up to the limits of UDP and of STUN's 16-bit length, which byte-level mutation of a 4 KiB input never
+    reaches: a peer's datagram to a relay address, a Binding request with PADDING, a Send indication's DATA."""
+    kind, size = r.u8() % 3, r.u16()
+    if kind == 0:
+        relays = [*server.by_relay, ("192.0.2.1", 59999)]
+        deliver(relays[r.u8() % len(relays)], _address(r, PEERS), bytes(min(size, 65527)))
+    elif kind == 1:
+        size = min(size, 0xFFFF - 4) & ~3
+        request = Message(Method.BINDING, MessageClass.REQUEST, _tid(r), [a.Padding(bytes(size))])
+        deliver(LISTEN, r.pick(CLIENTS), request.encode())
+    else:
+        data = a.Data(bytes(min(size, 0xFFFF - 4 - 24 - 8)))
+        send = Message(Method.SEND, MessageClass.INDICATION, _tid(r), [a.XorPeerAddress(*_address(r, PEERS)), data])
+        deliver(LISTEN, r.pick(CLIENTS), send.encode())
+
+
+def turn_server(data: bytes) -> None:
+    """The TURN server (RFC 8656 §5-§12) through its sans-IO entry points: datagrams from clients and from peers,
+    stream clients (RFC 8656 §3.1) with framed input, the clock. Set-up flags build allocations, a permission and
+    a channel first, so the operations after them reach the authenticated handlers and the relay paths."""
+    r = Reader(data)
+    flags = r.u8()
+    ports = _Ports(limit=1 + flags % 4)
+    allowed = ("127.0.0.0/8",) if flags & 0x40 else ()
+    server = TurnServer(TurnServerConfig(LISTEN, realm=REALM, users=dict(USERS), user_quota=2,
+                                         allowed_peers=allowed), ports, secret=b"fuzz-secret-0123")
+    LAST["turn-server"] = server
+    now = T0
+    tids: list[bytes] = []
+
+    def drain() -> None:
+        while (t := server.poll_transmit()) is not None:
+            sendable(t)
+            if t.local not in ports.live:  # to a client (what goes from a relay address is the peers' payload)
+                own_stun(t.data)
+
+    def deliver(local: a.Address, remote: a.Address, datagram: bytes) -> None:
+        server.handle_datagram(now, local, remote, datagram)
+        drain()
+        _turn_invariants(server, ports)
+
+    if flags & 0x04:
+        server.stream_opened(LISTEN, CLIENTS[0])
+    if flags & 0x01:
+        deliver(LISTEN, CLIENTS[0], _signed_allocate(server, now, CLIENTS[0], "user", tids))
+        if flags & 0x02:
+            deliver(LISTEN, CLIENTS[0], _signed(server, now, Method.CREATE_PERMISSION,
+                                                [a.XorPeerAddress(*PEERS[0])], tids))
+            deliver(LISTEN, CLIENTS[0], _signed(server, now, Method.CHANNEL_BIND,
+                                                [a.ChannelNumber(0x4000), a.XorPeerAddress(*PEERS[1])], tids))
+    if flags & 0x08:
+        deliver(LISTEN, CLIENTS[2], _signed_allocate(server, now, CLIENTS[2], "user", tids))
+    if flags & 0x10:
+        deliver(LISTEN, CLIENTS[1], _signed_allocate(server, now, CLIENTS[1], "other", tids))
+
+    for _ in range(MAX_OPS):
+        if not r.remaining():
+            break
+        op = r.u8() % 9
+        if op == 0:
+            deliver(r.pick((LISTEN, LISTEN, LISTEN, ("192.0.2.1", 3479))), r.pick(CLIENTS), r.blob())
+        elif op == 1:
+            relays = [*server.by_relay, ("192.0.2.1", 59999)]
+            deliver(relays[r.u8() % len(relays)], _address(r, PEERS), r.blob())
+        elif op == 2:
+            client = r.pick(CLIENTS)
+            deliver(LISTEN, client, turn_request(r, server, now, tids))
+        elif op == 3:
+            number = r.pick(_CHANNELS[:5]) if r.flag() else 0x4000 | (r.u16() & 0x3FFF)
+            payload = r.blob()
+            length = len(payload) if r.u8() % 4 else r.u16()
+            frame = number.to_bytes(2, "big") + length.to_bytes(2, "big") + payload
+            deliver(LISTEN, r.pick(CLIENTS), frame + b"\x00" * (-len(frame) & 3) if r.flag() else frame)
+        elif op == 4:
+            now += r.pick(DTS) if r.u8() % 8 else r.u32() / 1000
+            run_timers(server, now, drain)
+            _turn_invariants(server, ports)
+        elif op == 5:
+            client = r.pick(CLIENTS)
+            if r.flag():
+                server.stream_opened(LISTEN, client)
+            else:
+                server.stream_closed(LISTEN, client)
+            _turn_invariants(server, ports)
+        elif op == 6:
+            client = r.pick(CLIENTS)
+            server.stream_opened(LISTEN, client)
+            buffer = bytearray(r.blob(4000))
+            try:
+                frames = split_frames(buffer)
+            except ValueError:
+                frames = []
+            for frame in frames:
+                deliver(LISTEN, client, frame)
+        elif op == 7:
+            server.handle_timeout(now)  # an early call: a no-op for whatever is not due
+            drain()
+            _turn_invariants(server, ports)
+        else:
+            _big(r, server, now, deliver)
+        server.next_timeout()
+
+
+# ============================================================================================= TURN client
+
+
+SERVER = ("192.0.2.1", 3478)
+ALTERNATE = ("192.0.2.2", 3478)
+CLIENT_LOCAL = ("198.51.100.1", 40000)
+_ERRORS = (300, 400, 401, 403, 420, 437, 438, 440, 441, 442, 486, 500, 508)
+
+
+def _requests(out: list[bytes], pending: list[tuple[bytes, int]]) -> None:
+    for datagram in out:
+        m = own_stun(datagram)
+        if m is not None and m.message_class is MessageClass.REQUEST:
+            pending.append((m.transaction_id, m.method))
+    del pending[:-16]
+
+
+def client_response(r: Reader, tid: bytes, method: int, key: IntegrityKey | None) -> bytes:
+    """A response from "the server" to one of the client's requests, fields fuzzed."""
+    if r.u8() % 8 == 0:
+        method = r.u16() & 0xFFF
+    error = r.flag()
+    attrs: list[a.Attribute] = []
+    if error:
+        if r.u8() % 8:
+            attrs.append(a.ErrorCode(r.pick(_ERRORS), r.text(40)))
+        if r.u8() % 4:
+            attrs += [a.Realm(REALM if r.flag() else r.text(40)), a.Nonce(r.text(40) or "nonce")]
+        if r.flag():
+            attrs.append(a.AlternateServer(*_address(r, (ALTERNATE, SERVER))))
+    else:
+        if r.u8() % 8:
+            attrs.append(a.XorRelayedAddress(*_address(r, (("192.0.2.1", 50000), ("2001:db8::1", 50000)))))
+        if r.flag():
+            attrs.append(a.XorMappedAddress(*_address(r, (CLIENT_LOCAL,))))
+        if r.flag():
+            attrs.append(a.Lifetime(r.pick(_LIFETIMES) if r.flag() else r.u32()))
+    for _ in range(r.u8() % 3):
+        attrs.append(turn_attribute(r))
+    msg = Message(method, MessageClass.ERROR if error else MessageClass.SUCCESS, tid, attrs)
+    sign = r.u8() % 4
+    if sign == 0 or key is None:
+        return msg.encode(fingerprint=r.flag())
+    return msg.encode(key if sign != 1 else _WRONG_KEY, fingerprint=r.flag())
+
+
+def turn_client(data: bytes) -> None:
+    """The TURN client (RFC 8656 §5-§12, RFC 8489 §9.2): responses to its own requests with fuzzed codes and
+    attributes (401/438 with REALM and NONCE, 300 with ALTERNATE-SERVER, 437, successes with fuzzed addresses and
+    lifetimes), Data indications, ChannelData, raw datagrams, its API and the clock."""
+    r = Reader(data)
+    flags = r.u8()
+    transport = "tcp" if flags & 0x08 else "udp"
+    client = TurnClient(TurnClientConfig(SERVER, "user", "pass", transport=transport), CLIENT_LOCAL)
+    LAST["turn-client"] = client
+    now = T0
+    pending: list[tuple[bytes, int]] = []
+
+    def drain() -> None:
+        out = []
+        while (t := client.poll_transmit()) is not None:
+            sendable(t)
+            expect(t.remote == client.server, "the client sends somewhere else than its server")
+            out.append(t.data)
+        _requests(out, pending)
+        while client.next_event() is not None:
+            pass
+
+    def deliver(datagram: bytes) -> None:
+        client.handle_datagram(now, CLIENT_LOCAL, client.server, datagram)
+        drain()
+
+    def answer(tid: bytes, method: int, attrs: list[a.Attribute], key: IntegrityKey | None,
+               cls: MessageClass = MessageClass.SUCCESS) -> None:
+        deliver(Message(method, cls, tid, attrs).encode(key, fingerprint=True))
+
+    if flags & 0x01:  # allocate through the 401 round trip (RFC 8489 §9.2.3)
+        client.allocate(now)
+        drain()
+        tid, method = pending.pop()
+        answer(tid, method, [a.ErrorCode(401, "Unauthorized"), a.Realm(REALM), a.Nonce("n0nce")], None,
+               MessageClass.ERROR)
+        if pending:
+            tid, method = pending.pop()
+            answer(tid, method, [a.XorRelayedAddress("192.0.2.1", 50000), a.XorMappedAddress(*CLIENT_LOCAL),
+                                 a.Lifetime(600)], _LONG_KEYS["user"])
+        if flags & 0x02:
+            client.bind_channel(now, PEERS[0])
+            client.create_permission(now, PEERS[1])
+            drain()
+            for tid, method in pending[-2:]:
+                answer(tid, method, [], _LONG_KEYS["user"])
+            pending.clear()
+
+    for _ in range(MAX_OPS):
+        if not r.remaining():
+            break
+        op = r.u8() % 8
+        if op == 0:
+            deliver(r.blob())
+        elif op in (1, 2):
+            if pending and r.u8() % 8:
+                tid, method = pending[r.u8() % len(pending)]
+            else:
+                tid, method = _tid(r), r.pick(_METHODS)
+            deliver(client_response(r, tid, method, client._key))
+        elif op == 3:
+            attrs: list[a.Attribute] = []
+            if r.u8() % 4:
+                attrs.append(a.XorPeerAddress(*_address(r, PEERS)))
+            if r.u8() % 4:
+                attrs.append(a.Data(r.blob()))
+            deliver(Message(Method.DATA, MessageClass.INDICATION, _tid(r), attrs).encode(fingerprint=r.flag()))
+        elif op == 4:
+            numbers = [*client.channels.values(), 0x4000, 0x7FFF]
+            number = numbers[r.u8() % len(numbers)]
+            payload = r.blob()
+            length = len(payload) if r.u8() % 4 else r.u16()
+            deliver(number.to_bytes(2, "big") + length.to_bytes(2, "big") + payload)
+        elif op == 5:
+            now += r.pick(DTS) if r.u8() % 8 else r.u32() / 1000
+            run_timers(client, now, drain)
+        else:
+            call = r.u8() % 6
+            peer = _address(r, PEERS)
+            if call == 0:
+                client.create_permission(now, peer)
+            elif call == 1:
+                if len(client.channels) < 16:
+                    client.bind_channel(now, peer)
+            elif call == 2:
+                client.send(now, peer, r.blob())
+            elif call == 3:
+                client.close(now)
+            elif call == 4 and client.state.value in ("idle", "failed"):
+                client.allocate(now)
+            else:
+                client.handle_timeout(now)  # early: nothing is due
+            drain()
+        client.next_timeout()
+
+
+# ================================================================================================== agent
+
+
+LOCAL_PWD = "localpassword0123456789"
+REMOTE_PWD = "remotepassword012345678"
+REMOTE_PWD2 = "secondremotepassword0123"
+BASES: tuple[a.Address, ...] = (("192.0.2.10", 5000), ("2001:db8::10", 5000), ("192.0.2.11", 5001))
+RELAYED = ("203.0.113.50", 6000)
+REMOTES: tuple[a.Address, ...] = (("198.51.100.20", 7000), ("198.51.100.21", 7001), ("2001:db8::20", 7000),
+                                  ("203.0.113.60", 6001))
+STUN_SERVER = ("192.0.2.100", 3478)
+_AGENT_ERRORS = (487, 487, 401, 400, 420, 500, 300)
+_REMOTE_KEYS = {REMOTE_PWD: IntegrityKey(REMOTE_PWD.encode()), REMOTE_PWD2: IntegrityKey(REMOTE_PWD2.encode())}
+_WRONG_SHORT = IntegrityKey(b"not-the-password")
+
+
+def agent_attribute(r: Reader) -> a.Attribute:
+    kind = r.u8() % 8
+    if kind == 0:
+        return a.Priority(r.u32())
+    if kind == 1:
+        return a.IceControlling(r.u64())
+    if kind == 2:
+        return a.IceControlled(r.u64())
+    if kind == 3:
+        return a.UseCandidate()
+    if kind == 4:
+        return a.XorMappedAddress(*_address(r, REMOTES))
+    if kind == 5:
+        return a.Username(r.text(80))
+    if kind == 6:
+        return a.ErrorCode(r.pick(_AGENT_ERRORS), r.text(20))
+    return _raw_attribute(r)
+
+
+def _candidate(r: Reader) -> Candidate | None:
+    if r.flag():
+        try:
+            return Candidate.from_sdp(r.text(300))
+        except ValueError:
+            return None
+    host, port = _address(r, REMOTES)
+    kind = r.pick(list(CandidateType))
+    component = r.pick((1, 1, 1, 2))
+    return Candidate(str(r.u8()), component, r.pick(("udp", "udp", "tcp")),
+                     candidate_priority(kind, r.u16(), component), host, port, kind)
+
+
+def agent(data: bytes) -> None:
+    """The ICE agent's ``handle_datagram`` with credentials set (RFC 8445 §7.2-§7.3, RFC 7675): checks from the
+    peer signed with the agent's own password (so MESSAGE-INTEGRITY passes and role conflicts, nominations,
+    peer-reflexive candidates and triggered checks are reached), responses to its own checks signed with the
+    remote password, data, raw datagrams, restarts and the other API calls, on a clock the input advances."""
+    r = Reader(data)
+    flags = r.u8()
+    config = AgentConfig(lite=bool(flags & 0x10),
+                         nomination=Nomination.AGGRESSIVE if flags & 0x20 else Nomination.REGULAR,
+                         triggered_grace=0.0 if flags & 0x40 else 0.005, pace_triggered=bool(flags & 0x80))
+    ice = IceAgent(controlling=bool(flags & 1), config=config, ufrag="LOCL", pwd=LOCAL_PWD,
+                   tie_breaker=r.u64() or 1, rng=random.Random(7))
+    LAST["agent"] = ice
+    now = T0
+    old_keys: list[IntegrityKey] = []
+    remote_pwd = REMOTE_PWD
+    pending: list[tuple[bytes, a.Address | None, a.Address]] = []
+
+    def drain() -> None:
+        while (t := ice.poll_transmit()) is not None:
+            sendable(t)
+            m = own_stun(t.data)
+            if m is not None and m.message_class is MessageClass.REQUEST:
+                pending.append((m.transaction_id, t.local, t.remote))
+        del pending[:-16]
+        while ice.next_event() is not None:
+            pass
+
+    def deliver(local: a.Address, remote: a.Address, datagram: bytes) -> None:
+        ice.handle_datagram(now, local, remote, datagram)
+        drain()
+
+    ice.add_host_candidate(BASES[0])
+    if flags & 0x02:
+        ice.add_host_candidate(BASES[1])
+        ice.add_host_candidate(BASES[2], component=2)
+    if flags & 0x04:
+        ice.add_relayed_candidate(RELAYED, mapped=("198.51.100.99", 1234), server_ip="192.0.2.200")
+    if not flags & 0x08:
+        ice.set_remote_credentials(now, "RMTE", remote_pwd, lite=bool(flags & 0x20) and not flags & 0x10)
+    for i, (host, port) in enumerate(REMOTES[: 1 + (flags >> 5)]):
+        kind = (CandidateType.HOST, CandidateType.SERVER_REFLEXIVE, CandidateType.HOST, CandidateType.RELAYED)[i]
+        ice.add_remote_candidate(now, Candidate(f"f{i}", 1, "udp", candidate_priority(kind), host, port, kind))
+    ice.end_of_local_candidates()
+    drain()
+    run_timers(ice, now, drain)
+
+    for _ in range(MAX_OPS):
+        if not r.remaining():
+            break
+        op = r.u8() % 8
+        if op == 0:
+            deliver(r.pick((*BASES, RELAYED, ("192.0.2.99", 1))), _address(r, REMOTES), r.blob())
+        elif op in (1, 2):  # a check from the peer
+            user_kind = r.u8() % 6
+            remote_ufrag = ice.remote_ufrag or "RMTE"
+            attrs: list[a.Attribute] = []
+            if user_kind < 3:
+                attrs.append(a.Username(f"{ice.ufrag}:{remote_ufrag}"))
+            elif user_kind == 3:
+                attrs.append(a.Username(f"{r.text(16)}:{remote_ufrag}"))
+            elif user_kind == 4:
+                attrs.append(a.Username(r.text(60)))
+            if r.u8() % 8:
+                attrs.append(a.Priority(r.u32()))
+            role = r.u8() % 3
+            if role == 0:
+                attrs.append(a.IceControlling(r.u64()))
+            elif role == 1:
+                attrs.append(a.IceControlled(r.u64()))
+            if r.flag():
+                attrs.append(a.UseCandidate())
+            for _ in range(r.u8() % 3):
+                attrs.append(agent_attribute(r))
+            sign = r.u8() % 8
+            key = (IntegrityKey(ice.pwd.encode()) if sign < 5 else old_keys[-1] if sign == 5 and old_keys
+                   else _WRONG_SHORT if sign == 6 else None)
+            msg = Message(Method.BINDING, MessageClass.REQUEST, _tid(r), attrs)
+            datagram = (msg.encode(key, integrity=r.pick((Integrity.SHA1, Integrity.SHA1, Integrity.SHA256)),
+                                   fingerprint=r.u8() % 8 != 0)
+                        if key is not None else msg.encode(fingerprint=True))
+            deliver(r.pick((*BASES, RELAYED, BASES[0])), _address(r, REMOTES), datagram)
+        elif op == 3:  # a response to one of the agent's requests
+            if pending and r.u8() % 8:
+                tid, local, remote = pending[r.u8() % len(pending)]
+            else:
+                tid, local, remote = _tid(r), BASES[0], REMOTES[0]
+            error = r.u8() % 4 == 0
+            attrs = [a.ErrorCode(r.pick(_AGENT_ERRORS), "x")] if error else []
+            if r.u8() % 8:
+                attrs.append(a.XorMappedAddress(*_address(r, (local or BASES[0], ("203.0.113.77", 4000)))))
+            for _ in range(r.u8() % 2):
+                attrs.append(agent_attribute(r))
+            sign = r.u8() % 8
+            key = (_REMOTE_KEYS.get(remote_pwd) if sign < 5 else None if sign == 5
+                   else _REMOTE_KEYS[REMOTE_PWD] if sign == 6 else _WRONG_SHORT)
+            msg = Message(Method.BINDING, MessageClass.ERROR if error else MessageClass.SUCCESS, tid, attrs)
+            datagram = msg.encode(key, fingerprint=True)
+            if r.u8() % 8 == 0:
+                local, remote = r.pick(BASES), _address(r, REMOTES)
+            deliver(local or BASES[0], remote, datagram)
+        elif op == 4:  # data
+            deliver(r.pick(BASES), _address(r, REMOTES), b"\x80" + r.blob())
+        elif op == 5:
+            now += r.pick(DTS) if r.u8() % 8 else r.u32() / 1000
+            run_timers(ice, now, drain)
+        else:
+            call = r.u8() % 9
+            if call == 0:
+                old_keys.append(IntegrityKey(ice.pwd.encode()))
+                ice.restart(now)
+                if r.flag():
+                    remote_pwd = REMOTE_PWD2
+                    ice.set_remote_credentials(now, "RMT2", remote_pwd)
+            elif call == 1:
+                ice.send(b"\xff" + r.blob(), r.pick((None, 1, 2)))
+            elif call == 2:
+                ice.add_remote_candidate(now, _candidate(r))
+            elif call == 3:
+                ice.add_remote_candidate(now, None)
+            elif call == 4:
+                ice.set_remote_credentials(now, ice.remote_ufrag or "RMTE", remote_pwd, lite=r.flag())
+            elif call == 5:
+                ice.close()
+            elif call == 6:
+                ice.gather_server_reflexive(now, r.pick(BASES[:2]), STUN_SERVER)
+            elif call == 7:
+                ice.stun_server_unreachable(now, r.pick(BASES[:2]), STUN_SERVER, "unreachable")
+            else:
+                ice.add_host_candidate(("192.0.2.12", 5002 + r.u8() % 4))
+            drain()
+            run_timers(ice, now, drain)
+        ice.next_timeout()
+
+
+# ==================================================================================================== SDP
+
+
+def sdp(data: bytes) -> None:
+    """SDP candidate and ICE attribute parsing (RFC 8839 §5.1, §5.4): ``Candidate.from_sdp``,
+    ``IceDescription.from_lines`` and the harness's ``selected`` line parser raise ValueError or nothing; what
+    parses round-trips through ``to_sdp`` and is usable: an agent that is given it sends only to addresses a
+    socket can send to."""
+    r = Reader(data)
+    mode = r.u8() % 4
+    text = r.rest().decode("utf-8", "replace")
+    if mode == 0:
+        for line in text.splitlines() or [text]:
+            try:
+                cand = Candidate.from_sdp(line)
+            except ValueError:
+                continue
+            expect(Candidate.from_sdp(cand.to_sdp()) == cand, f"candidate does not round-trip: {cand.to_sdp()!r}")
+            expect(0 <= cand.port <= 0xFFFF, f"candidate port {cand.port} accepted")
+            expect(0 <= cand.priority < 2**32, f"candidate priority {cand.priority} accepted (RFC 8839: 32 bits)")
+            if cand.related is not None:
+                expect(0 <= cand.related[1] <= 0xFFFF, f"candidate rport {cand.related[1]} accepted")
+            _use_candidate(cand)
+    elif mode == 1:
+        try:
+            desc = IceDescription.from_lines(text)
+        except ValueError:
+            return
+        try:
+            desc.validate()
+        except ValueError:
+            pass
+        again = IceDescription.from_lines(desc.to_lines())
+        expect(again.candidates == desc.candidates and again.ufrag == desc.ufrag.strip(), "SDP does not round-trip")
+    elif mode == 2:
+        try:
+            parse_selected(text, 0.0)
+        except ValueError:
+            pass
+    else:
+        try:
+            cand = Candidate.from_sdp(text)
+        except ValueError:
+            return
+        _use_candidate(cand)
+
+
+def _use_candidate(cand: Candidate) -> None:
+    ice = IceAgent(controlling=True, ufrag="LOCL", pwd=LOCAL_PWD, tie_breaker=5, rng=random.Random(1))
+    ice.add_host_candidate(("2001:db8::10", 5000) if ":" in cand.host else ("192.0.2.10", 5000))
+    ice.set_remote_credentials(T0, "RMTE", REMOTE_PWD)
+    ice.add_remote_candidate(T0, cand)
+    ice.handle_timeout(T0)
+    while (t := ice.poll_transmit()) is not None:
+        sendable(t)
+
+
+# ================================================================================================= stream
+
+
+class _Writer:
+    """What the driver writes to a stream, kept (a StreamWriter's surface that Driver uses)."""
+
+    def __init__(self) -> None:
+        self.out = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self.out += data
+
+    def close(self) -> None:
+        pass
+
+
+_LOOP: asyncio.AbstractEventLoop | None = None
+
+
+def _loop() -> asyncio.AbstractEventLoop:
+    global _LOOP
+    if _LOOP is None:
+        _LOOP = asyncio.new_event_loop()
+    return _LOOP
+
+
+def stream(data: bytes) -> None:
+    """TURN-over-TCP/TLS framing (RFC 8489 §6.2.2, RFC 8656 §12.5): STUN and padded ChannelData back to back.
+
+    The bytes are cut into chunks as a socket would deliver them: ``split_frames`` must give the same frames
+    whatever the cut, consume exactly them, and signal garbage only with ValueError. The frames then go to a
+    TURN server (a stream client with an allocation and a channel) and to a TURN client over TCP, and the whole
+    stream through the asyncio driver's ``run_stream`` into a server."""
+    r = Reader(data)
+    cuts = [1 + r.u8() % 64 for _ in range(r.u8() % 8)]
+    body = r.rest()
+    try:
+        whole = split_frames(bytearray(body))
+        whole_error = False
+    except ValueError:
+        whole, whole_error = [], True
+    buffer = bytearray()
+    frames: list[bytes] = []
+    pos, i, error = 0, 0, False
+    while pos < len(body) and not error:
+        n = cuts[i % len(cuts)] if cuts else len(body)
+        buffer += body[pos : pos + n]
+        pos += n
+        i += 1
+        try:
+            frames += split_frames(buffer)
+        except ValueError:
+            error = True
+    consumed = b"".join(frames)
+    expect(body.startswith(consumed), "split_frames returned bytes that were not at the start of the stream")
+    if not error and not whole_error:
+        expect(frames == whole, "split_frames depends on how the stream was cut")
+        expect(bytes(buffer) == body[len(consumed):], "split_frames lost or kept the wrong bytes")
+    expect(error or len(buffer) < 20 + 65536 + 4, "split_frames buffers more than one frame's worth")
+
+    ports = _Ports(limit=2)
+    server = TurnServer(TurnServerConfig(LISTEN, realm=REALM, users=dict(USERS)), ports, secret=b"fuzz-secret-0123")
+    server.stream_opened(LISTEN, CLIENTS[0])
+    tids: list[bytes] = []
+    for setup in (_signed_allocate(server, T0, CLIENTS[0], "user", tids),
+                  _signed(server, T0, Method.CHANNEL_BIND, [a.ChannelNumber(0x4000), a.XorPeerAddress(*PEERS[0])],
+                          tids)):
+        server.handle_datagram(T0, LISTEN, CLIENTS[0], setup)
+    client = TurnClient(TurnClientConfig(SERVER, "user", "pass", transport="tcp"), CLIENT_LOCAL)
+    client.channels[PEERS[0]] = 0x4000
+    for frame in frames or whole:
+        server.handle_datagram(T0, LISTEN, CLIENTS[0], frame)
+        client.handle_datagram(T0, CLIENT_LOCAL, SERVER, frame)
+    while (t := server.poll_transmit()) is not None:
+        sendable(t)
+    while (t := client.poll_transmit()) is not None:
+        sendable(t)
+    _turn_invariants(server, ports)
+
+    loop = _loop()
+    driver: Driver[None] = Driver(server, loop=loop)
+    reader = asyncio.StreamReader(loop=loop)
+    reader.feed_data(body)
+    reader.feed_eof()
+    writer = _Writer()
+    loop.run_until_complete(driver.run_stream(reader, writer, LISTEN, CLIENTS[0]))  # type: ignore[arg-type]
+    driver.closed = True
+    server.stream_closed(LISTEN, CLIENTS[0])
+    _turn_invariants(server, ports)
+
+
+TARGETS: dict[str, Callable[[bytes], None]] = {
+    "stun": stun,
+    "stun-server": stun_server,
+    "turn-server": turn_server,
+    "turn-client": turn_client,
+    "agent": agent,
+    "sdp": sdp,
+    "stream": stream,
+}
+"""Target name -> the function libFuzzer calls with each input."""
+
+MAX_LEN = {"stream": 16384, "sdp": 2048}
+"""Longest input per target (libFuzzer's -max_len); the default is 4096 bytes."""

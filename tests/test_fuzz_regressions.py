@@ -1,0 +1,138 @@
+"""Inputs the fuzzer (icelab fuzz, docs/robustness.md) found breaking the stack, each replayed on the fixed code
+through the machine's own API: bad input from the network becomes an error response or a counted drop."""
+
+from __future__ import annotations
+
+import pytest
+
+from ice.agent.candidate import Candidate
+from ice.stun.attributes import (
+    Data,
+    ErrorCode,
+    Nonce,
+    Padding,
+    Realm,
+    RequestedTransport,
+    Username,
+    XorPeerAddress,
+)
+from ice.stun.integrity import long_term_key
+from ice.stun.message import Message, MessageClass, parse
+from ice.stun.server import StunServer, StunServerConfig
+from ice.turn.client import AllocationFailed, TurnClient, TurnClientConfig, TurnState
+from ice.turn.server import Allocation, TurnServer, TurnServerConfig
+
+SERVER = ("192.0.2.1", 3478)
+LOCAL = ("198.51.100.1", 40000)
+
+
+@pytest.mark.parametrize("realm", ["", "ice\x00lab", "\x1a"])
+def test_turn_client_survives_a_401_whose_realm_has_no_key(realm: str) -> None:
+    """RFC 8489 §9.2.2: the long-term key needs OpaqueString(realm), which an empty REALM or one with control
+    characters does not have; the 401 then stands as the Allocate's answer instead of raising ValueError out of
+    handle_datagram."""
+    client = TurnClient(TurnClientConfig(SERVER, "user", "pass"), LOCAL)
+    client.allocate(0.0)
+    request = client.poll_transmit()
+    assert request is not None
+    tid = parse(request.data).transaction_id
+    answer = Message(0x003, MessageClass.ERROR, tid, [ErrorCode(401, "Unauthorized"), Realm(realm), Nonce("n")])
+    client.handle_datagram(0.1, LOCAL, SERVER, answer.encode(fingerprint=True))
+    assert client.poll_transmit() is None  # nothing signed with a key it could not derive
+    assert client.state is TurnState.FAILED
+    assert client.next_event() == AllocationFailed(401, "Unauthorized")
+    assert client.stats["unusable-realm"] == 1
+
+
+@pytest.mark.parametrize("line", [
+    "candidate:1 1 udp 2130706431 192.0.2.1 99999 typ host",  # a port past 65535: sendto() raises OverflowError
+    "candidate:1 1 udp 99999999999 192.0.2.1 9 typ host",  # RFC 8839: priority is 32 bits
+    "candidate:1 1 udp 1 192.0.2.1 9 typ srflx raddr 192.0.2.2 rport 999999",
+    "candidate:1 1 udp 1 192.0.2.1 \u0661\u0662 typ host",  # Unicode digits are not RFC 5234 DIGIT
+    "candidate:candidate:1 1 udp 1 192.0.2.1 9 typ host",  # a foundation of non-ice-chars: no round trip
+    "candidate:f=1 1 udp 1 192.0.2.1 9 typ host",
+    "candidate:" + "f" * 33 + " 1 udp 1 192.0.2.1 9 typ host",
+])
+def test_candidate_outside_rfc_8839_is_refused(line: str) -> None:
+    """RFC 8839 §5.1: a port (and rport) fits 16 bits, a priority 32, a foundation is 1-32 ice-chars. A candidate
+    past that used to be accepted and the agent then sent checks its driver's sendto() refused with OverflowError
+    (not an OSError: out of the event loop)."""
+    with pytest.raises(ValueError):
+        Candidate.from_sdp(line)
+
+
+def test_candidate_limits_are_inclusive() -> None:
+    c = Candidate.from_sdp("candidate:a+/Z 256 udp 4294967295 192.0.2.1 65535 typ srflx raddr 0.0.0.0 rport 65535")
+    assert (c.component, c.priority, c.port, c.related) == (256, 2**32 - 1, 65535, ("0.0.0.0", 65535))
+    assert Candidate.from_sdp(c.to_sdp()) == c
+
+
+@pytest.mark.parametrize("size", [65436, 65440, 65480])
+def test_stun_server_refuses_padding_that_cannot_be_echoed(size: int) -> None:
+    """RFC 5780 §7.6: PADDING may not push a datagram past 64 KiB. A request (65,504 bytes fit one IPv4 UDP
+    datagram) whose PADDING the response cannot echo within STUN's 16-bit length used to raise struct.error out of
+    the server; now it gets 400 Bad Request, and one that fits is still echoed."""
+    server = StunServer(StunServerConfig(("192.0.2.1", 3478), ("192.0.2.2", 3479)))
+    request = Message(0x001, MessageClass.REQUEST, b"p" * 12, [Padding(bytes(size))]).encode()
+    out = server.handle(("192.0.2.1", 3478), ("2001:db8::1", 5000), request)
+    assert out is not None
+    response = parse(out.data)
+    if size <= 65436:
+        assert response.message_class is MessageClass.SUCCESS
+        assert response.get(Padding) == Padding(bytes(size))
+    else:
+        assert response.message_class is MessageClass.ERROR and response.error is not None
+        assert response.error.code == 400
+        assert server.stats["padding-too-long"] == 1
+
+
+@pytest.mark.parametrize(("peer", "size", "relayed"), [
+    (("2001:db8::9", 7000), 65496, True),
+    (("2001:db8::9", 7000), 65497, False),
+    (("2001:db8::9", 7000), 65527, False),  # the largest IPv6 UDP payload
+    (("203.0.113.5", 5000), 65507, True),  # the largest IPv4 UDP payload fits
+])
+def test_turn_server_drops_peer_data_too_large_for_a_data_indication(peer: tuple[str, int], size: int,
+                                                                     relayed: bool) -> None:
+    """RFC 8656 §11.3: a peer's datagram goes to the client in a Data indication, whose XOR-PEER-ADDRESS, DATA and
+    FINGERPRINT must fit STUN's 16-bit length. A larger one (possible from an IPv6 peer) used to raise struct.error
+    out of handle_datagram; now it is a counted drop (it could only go on a channel)."""
+    server, alloc = _turn_server_with_allocation(peer)
+    server.handle_datagram(T0, alloc.relayed, peer, bytes(size))
+    out = server.poll_transmit()
+    if relayed:
+        assert out is not None and out.remote == alloc.client
+        assert parse(out.data).get(Data) == Data(bytes(size))
+    else:
+        assert out is None and server.stats["peer-data-too-large"] == 1
+
+
+T0 = 1000.0
+
+
+class _Ports:
+    def __init__(self) -> None:
+        self.next = 50000
+
+    def reserve(self, family: int) -> tuple[str, int]:
+        self.next += 1
+        return ("2001:db8::1" if family == 6 else "192.0.2.1", self.next)
+
+    def release(self, relayed: tuple[str, int]) -> None:
+        pass
+
+
+def _turn_server_with_allocation(peer: tuple[str, int]) -> tuple[TurnServer, Allocation]:
+    """A TURN server with one allocation and a permission for ``peer``, made through the sans-IO entry point."""
+    listen, client = ("192.0.2.1", 3478), ("198.51.100.1", 40000)
+    if ":" in peer[0]:
+        client = ("2001:db8::10", 40000)
+    server = TurnServer(TurnServerConfig(listen, users={"user": "pass"}), _Ports(), secret=b"regressions")
+    key = long_term_key("user", "icelab", "pass")
+    for method, attrs in ((0x003, [RequestedTransport(17)]), (0x008, [XorPeerAddress(*peer)])):
+        request = Message(method, MessageClass.REQUEST, None,
+                          [*attrs, Username("user"), Realm("icelab"), Nonce(server._nonce(T0))])
+        server.handle_datagram(T0, listen, client, request.encode(key, fingerprint=True))
+        answer = server.poll_transmit()
+        assert answer is not None and parse(answer.data).message_class is MessageClass.SUCCESS
+    return server, server.allocations[(client, listen)]
