@@ -263,3 +263,30 @@ def test_memory_is_returned_when_allocations_are_deleted(monkeypatch: pytest.Mon
     assert doc["allocations_left"] == 0 and doc["relayed_packets"] == 1000
     assert doc["leak_bytes_per_cycle"] < 2000  # a few hundred bytes of interpreter noise at most
     assert 500 < doc["memory_per_allocation_bytes"] < 20_000  # type: ignore[operator]
+
+
+def test_bench_robustness_puts_fuzzing_faults_and_load_in_one_table(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: object, capsys: pytest.CaptureFixture[str]) -> None:
+    """Structure only: the fuzzing figures as recorded, the faults suite run in the sim, the TURN load measured."""
+    import argparse
+    import json
+    from pathlib import Path
+
+    from conftest import ROOT
+
+    monkeypatch.syspath_prepend(str(ROOT))
+    import bench.robustness as robustness
+    import bench.turnscale as scale
+
+    figures = Path(str(tmp_path)) / "figures.json"
+    figures.write_text(json.dumps({"stun": {"inputs": 1000000, "exceptions": 0, "hangs": 0, "out_of_memory": 0,
+                                            "rss_start_kb": 30000, "rss_end_kb": 30100, "new_corpus": 5}}))
+    monkeypatch.setattr(robustness, "FIGURES", figures)
+    monkeypatch.setattr(scale, "ALLOCATIONS", 50)
+    monkeypatch.setattr(scale, "RELAYED_PACKETS", 200)
+    assert robustness.main(argparse.Namespace(json=True)) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["fuzz"] == {"stun": {"inputs": 1000000, "exceptions": 0, "hangs": 0, "out_of_memory": 0,
+                                    "rss_start_kb": 30000, "rss_end_kb": 30100}}
+    assert doc["faults"]["cells"] >= 11 and doc["faults"]["survived"] == doc["faults"]["cells"]
+    assert doc["load"]["turn_allocations"] == 50 and doc["load"]["turn_leak_bytes_per_cycle"] < 2000

@@ -25,7 +25,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def add_parser(sub: Subparsers) -> None:
     b = sub.add_parser("bench", help="benchmarks against peers, side by side in one run")
     b.add_argument("what", choices=["codec", "server", "lab", "connect", "relay", "matrix", "turnscale",
-                                    "throughput"])
+                                    "throughput", "robustness"])
     b.add_argument("--json", action="store_true")
     b.add_argument("--seconds", type=float, default=0.4, help="codec: time per measurement")
     b.add_argument("--requests", type=int, default=100_000,
