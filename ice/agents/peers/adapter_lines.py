@@ -1,12 +1,20 @@
 """What the Python adapters do alike on the agent protocol (docs/agent-protocol.md): print a report line, check a
-candidate value and a bind address. A sibling module of the adapter scripts (they import it from their own
-directory), needing nothing of icelab."""
+candidate value and a bind address, count bulk datagrams. A sibling module of the adapter scripts (they import it
+from their own directory), needing nothing of icelab."""
 
 from __future__ import annotations
 
 import os
 import socket
+import struct
 import sys
+import time
+from dataclasses import dataclass
+
+BULK_MAGIC = b"\x7fblk"
+"""A bulk datagram: these 4 bytes, a 32-bit sequence number, padding (docs/agent-protocol.md, Bulk data)."""
+BULK_SEQ = struct.Struct("!I")
+BULK_SIZES = range(8, 1473)
 
 
 def out(line: str) -> None:
@@ -39,3 +47,32 @@ def bindable(ip: str) -> bool:
     except OSError:
         return False
     return True
+
+
+@dataclass
+class BulkCounter:
+    """Bulk datagrams received since the last bulk-report."""
+
+    count: int = 0
+    size: int = 0
+    first_at: float = 0.0
+    last_at: float = 0.0
+    reordered: int = 0
+    highest: int = -1
+
+    def add(self, header: bytes, length: int) -> None:
+        """One bulk datagram: its first 8 bytes (magic and sequence number) and its whole length."""
+        now = time.monotonic()
+        (seq,) = BULK_SEQ.unpack_from(header, 4)
+        if not self.count:
+            self.first_at = now
+        self.count += 1
+        self.size += length
+        self.last_at = now
+        if seq < self.highest:
+            self.reordered += 1
+        else:
+            self.highest = seq
+
+    def line(self) -> str:
+        return f"bulk-received {self.count} {self.size} {self.first_at:.6f} {self.last_at:.6f} {self.reordered}"

@@ -11,14 +11,21 @@ import asyncio
 import ipaddress
 import logging
 import os
-import struct
 import sys
 import time
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
-from adapter_lines import bindable, candidate_problem, out  # type: ignore[import-not-found]  # a sibling script
+from adapter_lines import (  # type: ignore[import-not-found]  # a sibling of this script
+    BULK_MAGIC,
+    BULK_SEQ,
+    BULK_SIZES,
+    BulkCounter,
+    bindable,
+    candidate_problem,
+    out,
+)
 
 try:
     import aioice
@@ -29,38 +36,7 @@ except ImportError as exc:  # pragma: no cover - depends on the machine
 
 FEATURES = "trickle stun turn-udp turn-tcp relay-only aggressive consent-timeout role-conflict bulk"
 REGULAR_WHEN_CONTROLLING = "aioice 0.13 always nominates aggressively when controlling (USE-CANDIDATE on every check)"
-BULK_MAGIC = b"\x7fblk"  # a bulk datagram: these 4 bytes, a 32-bit sequence number, padding (docs: Bulk data)
-BULK_SEQ = struct.Struct("!I")
-BULK_SIZES = range(8, 1473)
 BULK_YIELD = 64  # datagrams sent before the loop gets a turn (consent checks, commands)
-
-
-@dataclass
-class BulkCounter:
-    """Bulk datagrams received since the last bulk-report."""
-
-    count: int = 0
-    size: int = 0
-    first_at: float = 0.0
-    last_at: float = 0.0
-    reordered: int = 0
-    highest: int = -1
-
-    def add(self, data: bytes) -> None:
-        now = time.monotonic()
-        (seq,) = BULK_SEQ.unpack_from(data, 4)
-        if not self.count:
-            self.first_at = now
-        self.count += 1
-        self.size += len(data)
-        self.last_at = now
-        if seq < self.highest:
-            self.reordered += 1
-        else:
-            self.highest = seq
-
-    def line(self) -> str:
-        return f"bulk-received {self.count} {self.size} {self.first_at:.6f} {self.last_at:.6f} {self.reordered}"
 
 
 @dataclass
@@ -294,7 +270,7 @@ class Adapter:
                     out("state failed")  # consent lost (RFC 7675): aioice closed the connection
                 return
             if data[:4] == BULK_MAGIC and len(data) >= 8:
-                self.bulk_in.add(data)
+                self.bulk_in.add(data, len(data))
                 continue
             out("recv " + data.decode(errors="replace").replace("\n", " "))
             if self.s.echo:

@@ -15,14 +15,21 @@ import ipaddress
 import os
 import re
 import socket
-import struct
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from adapter_lines import bindable, candidate_problem, out  # type: ignore[import-not-found]  # a sibling script
+from adapter_lines import (  # type: ignore[import-not-found]  # a sibling of this script
+    BULK_MAGIC,
+    BULK_SEQ,
+    BULK_SIZES,
+    BulkCounter,
+    bindable,
+    candidate_problem,
+    out,
+)
 
 DEBUG = bool(os.environ.get("ICELAB_AGENT_DEBUG"))
 if DEBUG:
@@ -41,9 +48,6 @@ except (ImportError, ValueError, OSError) as exc:  # pragma: no cover - depends 
 
 FEATURES = "trickle stun turn-udp turn-tcp relay-only aggressive lite restart role-conflict bulk"
 COMPONENT = 1
-BULK_MAGIC = b"\x7fblk"  # a bulk datagram: these 4 bytes, a 32-bit sequence number, padding (docs: Bulk data)
-BULK_SEQ = struct.Struct("!I")
-BULK_SIZES = range(8, 1473)
 BULK_CHUNK = 64  # datagrams sent per turn of the main loop (consent checks and commands get theirs in between)
 
 RECV_CB = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint, ctypes.c_uint,
@@ -95,34 +99,6 @@ def resolve(host: str) -> str:
 
 def sdp(agent: Any, candidate: Any) -> str:
     return str(agent.generate_local_candidate_sdp(candidate)).removeprefix("a=candidate:")
-
-
-@dataclass
-class BulkCounter:
-    """Bulk datagrams received since the last bulk-report."""
-
-    count: int = 0
-    size: int = 0
-    first_at: float = 0.0
-    last_at: float = 0.0
-    reordered: int = 0
-    highest: int = -1
-
-    def add(self, header: bytes, length: int) -> None:
-        now = time.monotonic()
-        (seq,) = BULK_SEQ.unpack_from(header, 4)
-        if not self.count:
-            self.first_at = now
-        self.count += 1
-        self.size += length
-        self.last_at = now
-        if seq < self.highest:
-            self.reordered += 1
-        else:
-            self.highest = seq
-
-    def line(self) -> str:
-        return f"bulk-received {self.count} {self.size} {self.first_at:.6f} {self.last_at:.6f} {self.reordered}"
 
 
 class BulkSender:
