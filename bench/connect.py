@@ -21,25 +21,14 @@ import platform
 import statistics
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
+from bench.stacks import choose, cpu_seconds, ratio
 from ice.agents.line import AgentError, AgentProcess
-from ice.agents.registry import BUILTIN, FOREIGN, resolve
+from ice.agents.registry import BUILTIN
 
 RUNS = 30
 WARMUP = 2
 CONNECT_TIMEOUT = 20.0
-
-
-def _cpu(pid: int | None) -> float:
-    """Seconds on CPU of all the process's threads (schedstat is in ns)."""
-    total = 0
-    try:
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            total += int((task / "schedstat").read_text().split()[0])
-    except (OSError, IndexError, ValueError):
-        return 0.0
-    return total / 1e9
 
 
 async def _gathered(agent: AgentProcess, timeout: float) -> tuple[str, list[str]]:
@@ -80,7 +69,7 @@ async def one_run(argv: Sequence[str], prefix_a: Sequence[str], prefix_b: Sequen
                     raise AgentError(f"{agent.hello.stack} refused 'set {setting[0]}': {refused}")
             agent.write("start")
         (ca, la), (cb, lb) = await asyncio.gather(_gathered(a, CONNECT_TIMEOUT), _gathered(b, CONNECT_TIMEOUT))
-        cpu0 = _cpu(a.proc.pid) + _cpu(b.proc.pid)
+        cpu0 = cpu_seconds(a.proc.pid) + cpu_seconds(b.proc.pid)
         t0 = asyncio.get_running_loop().time()
         for me, creds, cands in ((a, cb, lb), (b, ca, la)):
             me.write(f"remote-credentials {creds}")
@@ -88,7 +77,7 @@ async def one_run(argv: Sequence[str], prefix_a: Sequence[str], prefix_b: Sequen
                 me.write(f"remote-candidate {cand}")
             me.write("remote-end-of-candidates")
         ta, tb = await asyncio.gather(_selected(a, CONNECT_TIMEOUT), _selected(b, CONNECT_TIMEOUT))
-        cpu = _cpu(a.proc.pid) + _cpu(b.proc.pid) - cpu0
+        cpu = cpu_seconds(a.proc.pid) + cpu_seconds(b.proc.pid) - cpu0
         return {"first_usable": min(ta, tb) - t0, "completed": max(ta, tb) - t0, "cpu": cpu}
     finally:
         await asyncio.gather(a.close(0), b.close(0))
@@ -136,22 +125,11 @@ async def measure(stacks: list[str], runs: int, quiet: bool, where: str, prefix:
     return out
 
 
-def _ratio(results: dict[str, object]) -> dict[str, object]:
-    """icelab's median over the fastest foreign stack's median."""
-    foreign = {n: r["median_ms"] for n, r in results.items()  # type: ignore[index]
-               if n != "icelab" and isinstance(r, dict) and "median_ms" in r}
-    ours = results.get("icelab")
-    if not foreign or not isinstance(ours, dict) or "median_ms" not in ours:
-        return {"ratio": None, "fastest_foreign": None}
-    fastest = min(foreign, key=lambda n: foreign[n])
-    return {"ratio": round(ours["median_ms"] / foreign[fastest], 4), "fastest_foreign": fastest}
-
-
 def _loopback(stacks: list[str], runs: int, quiet: bool) -> dict[str, object]:
     settings = {"a": [("role", "controlling"), ("bind", "127.0.0.1")],
                 "b": [("role", "controlled"), ("bind", "127.0.0.1")]}
     results = asyncio.run(measure(stacks, runs, quiet, "loopback", {"a": [], "b": []}, settings))
-    return {"topology": "loopback, host candidates", "results": results, **_ratio(results)}
+    return {"topology": "loopback, host candidates", "results": results, **ratio(results, "median_ms")}
 
 
 def _nat(stacks: list[str], runs: int, quiet: bool) -> dict[str, object]:
@@ -175,25 +153,11 @@ def _nat(stacks: list[str], runs: int, quiet: bool) -> dict[str, object]:
         results = asyncio.run(measure(stacks, runs, quiet, "nat", {s: nsenter(lab.pid(s)) for s in "ab"},
                                       settings, between=lab.reset))
     return {"topology": "two linux-masquerade NATs (port-restricted, WAN input dropped), srflx from icelab's "
-                        "STUN server", "results": results, **_ratio(results)}
-
-
-def _stacks(peers: str) -> list[str]:
-    from ice.errors import UserError
-
-    names = list(BUILTIN) if peers == "all" else ["icelab", *[p for p in peers.split(",") if p and p != "icelab"]]
-    unknown = [n for n in names if n not in BUILTIN]
-    if unknown:
-        raise UserError(f"--peers takes 'all' or names from {', '.join(FOREIGN)} (comma-separated), not "
-                        f"{', '.join(unknown)}")
-    missing = {n: resolve(n).missing for n in names if resolve(n).missing}
-    if missing:
-        raise UserError("not installed: " + "; ".join(f"{n}: {why}" for n, why in missing.items()))
-    return names
+                        "STUN server", "results": results, **ratio(results, "median_ms")}
 
 
 def main(args: argparse.Namespace) -> int:
-    stacks = _stacks(getattr(args, "peers", None) or "all")
+    stacks = choose(getattr(args, "peers", None) or "all")
     runs = int(getattr(args, "runs", None) or RUNS)
     where = getattr(args, "where", None) or "both"
     doc: dict[str, object] = {

@@ -290,7 +290,7 @@ def turn_attribute(r: Reader) -> a.Attribute:
     return _raw_attribute(r)
 
 
-def turn_request(r: Reader, server: TurnServer, now: float, tids: list[bytes]) -> bytes:
+def turn_request(r: Reader, server: TurnServer, now: float, tids: list[bytes], client: a.Address) -> bytes:
     """A TURN message with fuzzed method, class and attributes, authenticated (or not) as ``r`` says.
 
     Fields, in order (fuzz/seeds.py writes them): method (u8: one of _METHODS, or from 0xE0 a raw u16), class,
@@ -309,7 +309,7 @@ def turn_request(r: Reader, server: TurnServer, now: float, tids: list[bytes]) -
     if auth < 6:
         who = r.u8()
         user = "user" if auth < 3 else ("other", "nobody", "user")[who % 3]
-        nonce = r.text(40) if r.u8() == 0 else server._nonce(now - 7200 if auth == 2 else now)
+        nonce = r.text(40) if r.u8() == 0 else server._nonce(now - 7200 if auth == 2 else now, client)
         realm = r.text(40) if r.u8() == 0 else REALM
         key = _WRONG_KEY if auth == 1 else _LONG_KEYS.get(user, _WRONG_KEY)
         creds: list[a.Attribute] = [a.Username(user), a.Realm(realm), a.Nonce(nonce)]
@@ -341,15 +341,16 @@ def _signed_allocate(server: TurnServer, now: float, client: a.Address, user: st
     tids.append(tid)
     msg = Message(Method.ALLOCATE, MessageClass.REQUEST, tid,
                   [a.RequestedTransport(17), a.Lifetime(600), a.Username(user), a.Realm(REALM),
-                   a.Nonce(server._nonce(now))])
+                   a.Nonce(server._nonce(now, client))])
     return msg.encode(_LONG_KEYS[user], fingerprint=True)
 
 
 def _signed(server: TurnServer, now: float, method: int, attrs: list[a.Attribute], tids: list[bytes]) -> bytes:
+    """A request of CLIENTS[0]'s, signed with a nonce the server made for that source (RFC 8489 §9.2.4)."""
     tid = bytes([0xA0 + len(tids)]) * 12
     tids.append(tid)
     msg = Message(method, MessageClass.REQUEST, tid,
-                  [*attrs, a.Username("user"), a.Realm(REALM), a.Nonce(server._nonce(now))])
+                  [*attrs, a.Username("user"), a.Realm(REALM), a.Nonce(server._nonce(now, CLIENTS[0]))])
     return msg.encode(_LONG_KEYS["user"], fingerprint=True)
 
 
@@ -420,7 +421,7 @@ def turn_server(data: bytes) -> None:
             deliver(relays[r.u8() % len(relays)], _address(r, PEERS), r.blob())
         elif op == 2:
             client = r.pick(CLIENTS)
-            deliver(LISTEN, client, turn_request(r, server, now, tids))
+            deliver(LISTEN, client, turn_request(r, server, now, tids, client))
         elif op == 3:
             number = r.pick(_CHANNELS[:5]) if r.flag() else 0x4000 | (r.u16() & 0x3FFF)
             payload = r.blob()

@@ -24,7 +24,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from ice.agent import IceAgent
-from ice.agent.events import Event, SelectedPairChanged
+from ice.agent.events import ConsentLost, Event, SelectedPairChanged
 from ice.stun.attributes import Address
 from ice.stun.transaction import Transmit
 from ice.turn.client import (
@@ -198,6 +198,10 @@ class RelayedAgent:
     def _pull(self, now: float) -> None:
         """Take the agent's events as they happen: a selected relayed pair gets a channel at that time."""
         while (ev := self.agent.next_event()) is not None:
+            if isinstance(ev, ConsentLost):
+                relay = self._by_relayed.get(ev.local)
+                if relay is not None:
+                    relay.client.refresh(now)  # is the allocation still there? (a 437 allocates again)
             if isinstance(ev, SelectedPairChanged) and self.bind_channels:
                 relay = self._by_relayed.get(ev.base)
                 if relay is not None and relay.client.state is TurnState.ALLOCATED \

@@ -28,9 +28,47 @@ def test_icelab_passes_its_own_conformance_check() -> None:
     doc = json.loads(p.stdout)
     verdicts = {s["step"]: s["verdict"] for s in doc["steps"]}
     assert doc["pass"] is True and set(verdicts.values()) == {"ok"}, verdicts
-    assert len(verdicts) == 12 and doc["features"] == sorted(
+    assert len(verdicts) == 13 and doc["features"] == sorted(
         ["trickle", "stun", "turn-udp", "turn-tcp", "relay-only", "aggressive", "lite", "restart", "consent-timeout",
-         "role-conflict"])
+         "role-conflict", "bulk"])
+
+
+def test_icelab_bulk_through_the_harness() -> None:
+    """The bulk feature on icelab's agent, driven by the harness (ice.agents.pair): a burst that fits in a socket
+    buffer is counted whole with no recv line, each way, and ordinary datagrams still flow; a bulk before start,
+    a bad one and a second one while the first runs are errors."""
+    from ice.agents.pair import SideSetup, bulk, bulk_report, close, connect, exchange, prepare
+
+    async def main() -> list[str]:
+        argv = BUILTIN["icelab"].argv()
+        a, b = await AgentProcess.spawn(argv, "a"), await AgentProcess.spawn(argv, "b")
+        a.write("bulk 10 100")
+        early = await a.next(5)
+        run = await prepare(a, b, SideSetup("controlling", ("127.0.0.1",)), SideSetup("controlled", ("127.0.0.1",)))
+        try:
+            await connect(run, 10)
+            assert run.reason == "", run.reason
+            for src, dst in ((run.a, run.b), (run.b, run.a)):
+                burst = await bulk(src, dst, 100, 100, grace=0.2)
+                assert burst.sent.count == 100 and burst.received.count >= 90, burst
+                assert burst.received.bytes == 100 * burst.received.count and burst.received.reordered == 0
+                assert burst.datagrams_per_s is not None and burst.mbit_per_s is not None and burst.loss <= 0.1
+                assert (await bulk_report(dst)).count == 0
+            assert not run.a.received and not run.b.received
+            with pytest.raises(AgentError, match=r"^agent a \(icelab\) answered 'error bulk takes COUNT SIZE .*' "
+                                                 r"instead of a bulk-sent line$"):
+                await bulk(run.a, run.b, 10, 4)
+            run.a.agent.write("bulk 5 7")
+            run.a.agent.write("bulk 100000 1000")
+            run.a.agent.write("bulk 10 100")
+            assert await exchange(run, 5.0) == ""
+            return [early.rest, *run.a.errors]
+        finally:
+            await close(run)
+
+    errors = asyncio.run(main())
+    wrong = "bulk takes COUNT SIZE (COUNT at least 1, SIZE 8 to 1472 bytes)"
+    assert errors == ["bulk before start", wrong, wrong, "bulk while a bulk send is still running"], errors
 
 
 def test_an_agent_that_does_not_speak_the_protocol_is_named_in_one_sentence(tmp_path: Path) -> None:
@@ -199,7 +237,7 @@ def test_every_builtin_foreign_agent_passes_the_conformance_check(agent: str) ->
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-1000:]
     doc = json.loads(p.stdout)
     unsupported = {s["step"].split(" (")[0].split(" through")[0] for s in doc["steps"] if s["verdict"] == "unsupported"}
-    assert doc["pass"] and len(doc["steps"]) == 12
+    assert doc["pass"] and len(doc["steps"]) == 13
     assert unsupported == {"aioice": {"lite", "ICE restart"}, "libnice": set(),
                            "pion": {"role conflict", "aggressive nomination"}}[agent]
 

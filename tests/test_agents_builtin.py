@@ -205,6 +205,45 @@ def test_restart_gives_a_new_generation_and_a_new_selected_pair(name: str,
     assert b.quit() == 0
 
 
+def _last(agent: Agent, prefix: str) -> list[str]:
+    """The words of the last line that starts with prefix (the prefix's own words left out)."""
+    line = next(line for line in reversed(agent.seen) if line.startswith(prefix))
+    return line.removeprefix(prefix).split()
+
+
+def bulk_report(agent: Agent, other: Agent) -> list[str]:
+    """`bulk-report`: the five numbers of the `bulk-received` answer."""
+    before = sum(line.startswith("bulk-received ") for line in agent.seen)
+    agent.send("bulk-report")
+    pump((agent, other), lambda: sum(line.startswith("bulk-received ") for line in agent.seen) > before, 10)
+    return _last(agent, "bulk-received ")
+
+
+@pytest.mark.parametrize("name", AGENTS)
+def test_bulk_is_counted_not_printed(name: str, spawn: Callable[[str, str], Agent]) -> None:
+    """The bulk feature (docs/agent-protocol.md, Bulk data): a burst that fits in a socket buffer is sent whole and
+    counted at the other side with no recv line; bulk-report starts the count again; bad arguments are errors."""
+    a, b = spawn(name, "a"), spawn(name, "b")
+    connect(a, b)
+    assert bulk_report(b, a) == ["0", "0", "0.000000", "0.000000", "0"]
+    for bad in ("bulk", "bulk ten 100", "bulk 10 4", "bulk 10 1473", "bulk 0 100"):
+        a.send(bad)
+        assert a.next().startswith("error bulk takes COUNT SIZE"), bad
+    a.send("bulk 100 100")
+    pump((a, b), lambda: any(line.startswith("bulk-sent ") for line in a.seen), 10)
+    count, seconds = _last(a, "bulk-sent ")
+    assert count == "100" and float(seconds) >= 0
+    time.sleep(0.3)
+    got, size, first, last, reordered = bulk_report(b, a)
+    assert 90 <= int(got) <= 100 and int(size) == 100 * int(got), b.transcript()
+    assert float(last) >= float(first) > 0 and 0 <= int(reordered) < int(got)
+    assert not any(line.startswith("recv ") for line in b.seen), b.transcript()
+    assert bulk_report(b, a)[0] == "0"
+    exchange(a, b, "after-bulk")  # ordinary datagrams are still printed
+    assert a.quit() == 0
+    assert b.quit() == 0
+
+
 def documented_features() -> dict[str, list[str]]:
     """docs/agents.md gives each agent's features line as `features ...` in a code span under its heading."""
     text = (ROOT / "docs" / "agents.md").read_text()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -131,6 +132,34 @@ def test_bench_server_json_compares_with_coturn() -> None:
     assert doc["ratio"] == round(doc["requests_per_second"]["icelab"] / doc["requests_per_second"]["coturn"], 2)
 
 
+def test_bench_throughput_json_reports_every_stack_on_both_paths() -> None:
+    """Structure only, with tiny bursts: every stack against itself, direct and relayed, and the ratio to the best
+    foreign stack (speed is reported by the benchmark, never asserted)."""
+    p = icelab("bench", "throughput", "--json", "--count", "300", "--size", "100", "--runs", "2", timeout=240)
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(p.stdout)
+    assert (doc["benchmark"], doc["count"], doc["size"], doc["runs"]) == ("throughput", 300, 100, 2)
+    for path in ("direct", "relayed"):
+        part = doc[path]
+        assert set(part["results"]) == {"icelab", "aioice", "libnice", "pion"}
+        for r in part["results"].values():
+            assert "error" not in r, r
+            assert r["runs"] == 2 and len(r["mbit_per_s_runs"]) == 2 and 0 <= r["loss_pct"] <= 100
+            assert abs(r["mbit_per_s"] - r["datagrams_per_s"] * 100 * 8 / 1e6) <= 0.1  # payload bits of 100 bytes
+            assert r["sender_cpu_us_per_datagram"] > 0 and r["receiver_cpu_us_per_datagram"] > 0
+            assert ("relay_cpu_us_per_datagram" in r) == (path == "relayed")
+        foreign = {n: r["mbit_per_s"] for n, r in part["results"].items() if n != "icelab"}
+        assert part["fastest_foreign"] == max(foreign, key=foreign.__getitem__)
+        assert part["ratio"] == round(part["results"]["icelab"]["mbit_per_s"] / max(foreign.values()), 4)
+
+
+def test_bench_throughput_bad_size_is_one_sentence() -> None:
+    p = icelab("bench", "throughput", "--size", "4")
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert p.stderr.strip() == ("icelab: --size is a bulk datagram's size in bytes: 8 to 1472 "
+                                "(docs/agent-protocol.md, Bulk data)")
+
+
 def test_server_json_log_and_clean_stop_with_counters() -> None:
     """--json-log: a 'listening' line, one line per answer, and on SIGTERM a 'stopped' line with the counters."""
     import signal
@@ -252,3 +281,25 @@ def test_this_host_allows_the_user_namespace_the_lab_uses() -> None:
     from ice.lab.userns import problem
 
     assert problem() is None
+
+
+def test_a_bug_is_one_sentence_and_the_traceback_goes_to_a_file(monkeypatch: object, capsys: object) -> None:
+    """An unexpected exception inside a command is reported in one line naming a file that holds the traceback,
+    exit code 70 (EX_SOFTWARE), never a traceback on the terminal."""
+    import ice.cli as cli
+
+    def broken(args: object) -> int:
+        raise RuntimeError("a bug on purpose")
+
+    parser = cli.build_parser()
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)  # type: ignore[attr-defined]
+    for action in parser._subparsers._group_actions:  # type: ignore[union-attr]
+        action.choices["demo"].set_defaults(func=broken)  # type: ignore[index]
+    assert cli.main(["demo"]) == 70
+    err = capsys.readouterr().err  # type: ignore[attr-defined]
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("icelab: internal error (RuntimeError: a bug on purpose); the traceback is in ")
+    path = err.split("the traceback is in ")[1].split(":")[0]
+    text = Path(path).read_text()
+    assert text.startswith("icelab ") and "icelab demo" in text and "RuntimeError: a bug on purpose" in text
+    os.unlink(path)

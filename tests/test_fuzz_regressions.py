@@ -16,6 +16,7 @@ from ice.stun.attributes import (
     Nonce,
     Padding,
     Realm,
+    RequestedAddressFamily,
     RequestedTransport,
     Username,
     XorMappedAddress,
@@ -134,9 +135,10 @@ def _turn_server_with_allocation(peer: tuple[str, int]) -> tuple[TurnServer, All
         client = ("2001:db8::10", 40000)
     server = TurnServer(TurnServerConfig(listen, users={"user": "pass"}), _Ports(), secret=b"regressions")
     key = long_term_key("user", "icelab", "pass")
-    for method, attrs in ((0x003, [RequestedTransport(17)]), (0x008, [XorPeerAddress(*peer)])):
+    family = [RequestedAddressFamily(2)] if ":" in peer[0] else []  # an IPv6 relay for an IPv6 peer (RFC 8656 §7.2)
+    for method, attrs in ((0x003, [RequestedTransport(17), *family]), (0x008, [XorPeerAddress(*peer)])):
         request = Message(method, MessageClass.REQUEST, None,
-                          [*attrs, Username("user"), Realm("icelab"), Nonce(server._nonce(T0))])
+                          [*attrs, Username("user"), Realm("icelab"), Nonce(server._nonce(T0, client))])
         server.handle_datagram(T0, listen, client, request.encode(key, fingerprint=True))
         answer = server.poll_transmit()
         assert answer is not None and parse(answer.data).message_class is MessageClass.SUCCESS

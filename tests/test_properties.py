@@ -64,6 +64,12 @@ STRATEGIES: dict[type[Attribute], st.SearchStrategy[Attribute]] = {
     a.ErrorCode: st.builds(
         a.ErrorCode, st.integers(3, 6).flatmap(lambda h: st.integers(h * 100, h * 100 + 99)), text
     ),
+    a.AddressErrorCode: st.builds(
+        a.AddressErrorCode,
+        st.sampled_from([1, 2]),
+        st.integers(3, 6).flatmap(lambda h: st.integers(h * 100, h * 100 + 99)),
+        text,
+    ),
     a.UnknownAttributes: st.builds(a.UnknownAttributes, st.lists(st.integers(0, 0xFFFF), max_size=8).map(tuple)),
     a.PasswordAlgorithm: st.builds(a.PasswordAlgorithm, st.integers(0, 0xFFFF), st.binary(max_size=9)),
     a.PasswordAlgorithms: st.builds(

@@ -38,6 +38,7 @@ def test_steps_parse_and_echo() -> None:
     ([{"block": "turn", "direction": "a-to-b"}], "the server is blocked both ways"),
     ([{"pause": 3}], "not pause"),
     ([{"stream": "paused"}], "stream is on or off, not 'paused'"),
+    ([{"link_loss": 1.5}], "link_loss is a fraction in"),
 ])
 def test_a_bad_step_is_one_sentence_naming_the_cell_and_step(timeline: list[object], says: str) -> None:
     with pytest.raises(UserError, match="cell c: .*" + says.replace("(", r"\(").replace(")", r"\)")):
@@ -69,7 +70,7 @@ def test_the_faults_suite(backend: str, tmp_path: Path) -> None:
                        capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-1000:]
     cells = {c["scenario"]: c for c in json.loads((out / "results.json").read_text())["cells"]}
-    assert len(cells) >= 9 and all(c["status"] == "pass" and c["pinned"] for c in cells.values())
+    assert len(cells) >= 11 and all(c["status"] == "pass" and c["pinned"] for c in cells.values())
     blocked = cells["direct-blocked-relay-then-direct"]
     assert [s.get("observed") for s in blocked["timeline"] if "observed" in s] == ["relay", "direct"]
     relay_after = blocked["timeline"][1]["took_s"]
@@ -82,3 +83,7 @@ def test_the_faults_suite(backend: str, tmp_path: Path) -> None:
     quiet = cells["idle-without-keepalives"]
     assert quiet["timeline"][-1]["observed"] == "none" and quiet["timeline_data"]["restarts"] == 0
     assert cells["idle-with-keepalives"]["timeline"][-1]["observed"] == "direct"
+    assert cells["turn-restart-while-relayed"]["timeline"][-1]["observed"] == "relay"
+    lossy = cells["lossy-then-dead-then-clean"]
+    assert [s.get("observed") for s in lossy["timeline"] if "observed" in s] == ["direct", "none", "direct"]
+    assert lossy["timeline_data"]["restarts"] == 0 and lossy["timeline_data"]["lost"]["a-to-b"] > 0

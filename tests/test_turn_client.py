@@ -203,3 +203,23 @@ def test_close_while_allocating_stays_closed() -> None:
     w.pump()
     w.advance(100.0)
     assert w.client.state is TurnState.CLOSED and not any(isinstance(e, Allocated) for e in w.events)
+
+
+def test_a_restarted_server_is_noticed_by_any_request_and_by_an_early_refresh() -> None:
+    """The server restarts and forgets the allocation: a CreatePermission gets 437 and the client allocates again
+    (RFC 8656 §8); ``refresh()`` asks at once, as the ICE layer does when consent through the relay is lost."""
+    for notice in ("permission", "refresh"):
+        w = world()
+        w.client.allocate(0.0)
+        w.pump()
+        first = w.client.relayed
+        w.server = TurnServer(TurnServerConfig(SERVER, users={"alice": "secret"}), Ports(next_port=50000),
+                              secret=b"k")  # a new server process: no allocations
+        w.now = 5.0
+        if notice == "permission":
+            w.client.create_permission(w.now, PEER)
+        else:
+            w.client.refresh(w.now)
+        w.pump()
+        assert w.client.state is TurnState.ALLOCATED and w.client.relayed not in (first, None), notice
+        assert len(w.server.allocations) == 1

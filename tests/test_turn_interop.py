@@ -15,7 +15,8 @@ pytestmark = pytest.mark.interop
 
 def _server(port: int) -> Proc:
     return Proc([*ICELAB, "server", "turn", "--listen", f"127.0.0.1:{port}", "--realm", "icelab",
-                 "--user", "alice:secret", "--relay-ip", "127.0.0.1", "--allow-peer", "127.0.0.0/8", "--json-log"],
+                 "--user", "alice:secret", "--relay-ip", "127.0.0.1", "--allow-peer", "127.0.0.0/8", "--json-log",
+                 "--rfc5766-channels"],
                 cwd=ROOT)
 
 

@@ -247,3 +247,46 @@ def test_expired_permissions_and_channels_are_pruned_then_the_number_is_free() -
     assert request(srv, 16, Method.CHANNEL_BIND, ChannelNumber(0x4000), XorPeerAddress(*other)).error is None
     srv.handle_timeout(400.0)
     assert alloc.permissions == {} and srv.allocations  # permissions went, the allocation (600 s) stays
+
+
+def test_memory_is_returned_when_allocations_are_deleted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """bench turnscale at a tenth of its size: every allocation, permission and channel is gone after the Refreshes
+    with lifetime 0, and setting the load up and deleting it again leaves no more memory behind each time."""
+    from conftest import ROOT
+
+    monkeypatch.syspath_prepend(str(ROOT))
+    import bench.turnscale as scale
+
+    monkeypatch.setattr(scale, "ALLOCATIONS", 100)
+    monkeypatch.setattr(scale, "RELAYED_PACKETS", 1000)
+    doc = scale.measure()
+    assert doc["allocations_left"] == 0 and doc["relayed_packets"] == 1000
+    assert doc["leak_bytes_per_cycle"] < 2000  # a few hundred bytes of interpreter noise at most
+    assert 500 < doc["memory_per_allocation_bytes"] < 20_000  # type: ignore[operator]
+
+
+def test_bench_robustness_puts_fuzzing_faults_and_load_in_one_table(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: object, capsys: pytest.CaptureFixture[str]) -> None:
+    """Structure only: the fuzzing figures as recorded, the faults suite run in the sim, the TURN load measured."""
+    import argparse
+    import json
+    from pathlib import Path
+
+    from conftest import ROOT
+
+    monkeypatch.syspath_prepend(str(ROOT))
+    import bench.robustness as robustness
+    import bench.turnscale as scale
+
+    figures = Path(str(tmp_path)) / "figures.json"
+    figures.write_text(json.dumps({"stun": {"inputs": 1000000, "exceptions": 0, "hangs": 0, "out_of_memory": 0,
+                                            "rss_start_kb": 30000, "rss_end_kb": 30100, "new_corpus": 5}}))
+    monkeypatch.setattr(robustness, "FIGURES", figures)
+    monkeypatch.setattr(scale, "ALLOCATIONS", 50)
+    monkeypatch.setattr(scale, "RELAYED_PACKETS", 200)
+    assert robustness.main(argparse.Namespace(json=True)) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["fuzz"] == {"stun": {"inputs": 1000000, "exceptions": 0, "hangs": 0, "out_of_memory": 0,
+                                    "rss_start_kb": 30000, "rss_end_kb": 30100}}
+    assert doc["faults"]["cells"] >= 11 and doc["faults"]["survived"] == doc["faults"]["cells"]
+    assert doc["load"]["turn_allocations"] == 50 and doc["load"]["turn_leak_bytes_per_cycle"] < 2000

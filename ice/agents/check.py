@@ -10,11 +10,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from ice.agents.line import FEATURES, PROTOCOL, AgentError, AgentProcess
-from ice.agents.pair import PairRun, SideSetup, TurnSetting, close, connect, exchange, prepare
+from ice.agents.pair import PairRun, SideSetup, SideState, TurnSetting, bulk, close, connect, exchange, prepare
 from ice.agents.registry import BUILTIN, AgentSpec
 
 CONNECT_SECONDS = 15.0
 LOOPBACK = ("127.0.0.1",)
+BULK_BURSTS, BULK_COUNT, BULK_SIZE = 10, 100, 200
+"""The bulk step: 1,000 datagrams each way in bursts a default socket buffer holds (docs/agent-protocol.md)."""
+BULK_ARRIVED = 0.9
+"""The share of them that must be counted."""
 
 
 class Verdict(enum.Enum):
@@ -107,7 +111,8 @@ class Checker:
                                     ("lite", "lite (icelab full, controlling)", self._lite),
                                     ("relay-only", "relay-only through icelab's TURN server", self._relay_only),
                                     ("trickle", "trickle off (candidates at the end)", self._no_trickle),
-                                    ("restart", "ICE restart", self._restart)):
+                                    ("restart", "ICE restart", self._restart),
+                                    ("bulk", "bulk data both ways", self._bulk)):
             if feature in self.features:
                 await self.step(name, body)
             else:
@@ -248,6 +253,41 @@ class Checker:
             return await exchange(run, 5.0)
         finally:
             await close(run)
+
+    async def _bulk(self) -> str:
+        run, why = await self._pair(SideSetup("controlled", LOOPBACK), SideSetup("controlling", LOOPBACK))
+        try:
+            if why:
+                return why
+            issues = [await self._bulk_way(run.a, run.b, "from the agent"),
+                      await self._bulk_way(run.b, run.a, "to the agent")]
+            return "; ".join(i for i in issues if i)
+        finally:
+            await close(run)
+
+    @staticmethod
+    async def _bulk_way(src: SideState, dst: SideState, way: str) -> str:
+        """BULK_BURSTS bursts from ``src`` to ``dst``: "" or what went wrong."""
+        printed = len(dst.received)
+        sent = counted = 0
+        for _ in range(BULK_BURSTS):
+            burst = await bulk(src, dst, BULK_COUNT, BULK_SIZE, timeout=10.0, grace=0.1)
+            sent += burst.sent.count
+            counted += burst.received.count
+            if burst.received.count and burst.received.bytes != burst.received.count * BULK_SIZE:
+                return f"{way}: bulk-received counted {burst.received.bytes} bytes for {burst.received.count} " \
+                       f"datagrams of {BULK_SIZE}"
+        total = BULK_BURSTS * BULK_COUNT
+        bad = [line for line in (*src.bad_lines, *dst.bad_lines) if line.startswith("bulk")]
+        if bad:
+            return f"{way}: unparsable line {bad[0]!r}"
+        if sent != total:
+            return f"{way}: bulk-sent counted {sent} of {total} datagrams"
+        if counted < BULK_ARRIVED * total:
+            return f"{way}: bulk-received counted {counted} of {total} datagrams (at least {BULK_ARRIVED:.0%} expected)"
+        if len(dst.received) != printed:
+            return f"{way}: bulk datagrams were printed as recv lines"
+        return ""
 
     async def _quit(self) -> str:
         agent = await AgentProcess.spawn(self.spec.argv, "under-test")

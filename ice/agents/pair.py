@@ -1,7 +1,8 @@
 """Two line-protocol agents wired to each other: the harness is their signalling channel (credentials and
 candidates, trickled or all at once), then it sees both select a pair and checks data both ways on it.
 
-Used by the lab's cells with a foreign agent, ``icelab agent check`` and ``icelab bench connect``.
+Used by the lab's cells with a foreign agent, ``icelab agent check`` and ``icelab bench throughput``; :func:`bulk`
+measures one burst of bulk datagrams from one side to the other (the ``bulk`` feature).
 """
 
 from __future__ import annotations
@@ -92,6 +93,37 @@ def parse_selected(rest: str, at: float) -> Selected:
     return Selected(Candidate.from_sdp(local.strip()), Candidate.from_sdp(remote.strip()), at)
 
 
+@dataclass(frozen=True)
+class BulkSent:
+    """A sender's ``bulk-sent COUNT SECONDS``: datagrams its stack took, and how long sending them took."""
+
+    count: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class BulkReceived:
+    """A receiver's ``bulk-received COUNT BYTES FIRST_AT LAST_AT REORDERED`` (its own clock, in seconds)."""
+
+    count: int
+    bytes: int
+    first_at: float
+    last_at: float
+    reordered: int
+
+
+def parse_bulk_sent(rest: str) -> BulkSent:
+    """``COUNT SECONDS``; ValueError when it is not that."""
+    count, seconds = rest.split()
+    return BulkSent(int(count), float(seconds))
+
+
+def parse_bulk_received(rest: str) -> BulkReceived:
+    """``COUNT BYTES FIRST_AT LAST_AT REORDERED``; ValueError when it is not that."""
+    count, size, first, last, reordered = rest.split()
+    return BulkReceived(int(count), int(size), float(first), float(last), int(reordered))
+
+
 @dataclass
 class SideState:
     """What the harness saw of one side."""
@@ -108,6 +140,8 @@ class SideState:
     received: list[tuple[float, str]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     bad_lines: list[str] = field(default_factory=list)
+    bulk_sent: list[BulkSent] = field(default_factory=list)
+    bulk_received: list[BulkReceived] = field(default_factory=list)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -188,6 +222,15 @@ def _wire(me: SideState, peer: SideState, run: PairRun, on_change: Callable[[], 
             me.roles.append(r.rest.strip())
         elif r.verb == "recv":
             me.received.append((r.at, r.rest))
+        elif r.verb in ("bulk-sent", "bulk-received"):
+            try:
+                if r.verb == "bulk-sent":
+                    me.bulk_sent.append(parse_bulk_sent(r.rest))
+                else:
+                    me.bulk_received.append(parse_bulk_received(r.rest))
+            except ValueError:
+                me.bad_lines.append(f"{r.verb} {r.rest}")
+                return
         elif r.verb == "error":
             me.errors.append(r.rest)
         elif r.verb != "log":
@@ -264,11 +307,85 @@ async def exchange(run: PairRun, timeout: float, resend: float = 0.25) -> str:
         d for d, good in zip(("a to b", "b to a"), ok, strict=True) if not good) + ")"
 
 
+@dataclass(frozen=True)
+class BulkRun:
+    """One burst: what the sender said it sent and what the receiver counted."""
+
+    size: int
+    sent: BulkSent
+    received: BulkReceived
+
+    @property
+    def seconds(self) -> float:
+        """From the first bulk datagram counted to the last, on the receiver's clock."""
+        return self.received.last_at - self.received.first_at
+
+    @property
+    def datagrams_per_s(self) -> float | None:
+        """Datagrams counted per second at the receiver (None: fewer than two arrived)."""
+        r = self.received
+        return (r.count - 1) / self.seconds if r.count > 1 and self.seconds > 0 else None
+
+    @property
+    def mbit_per_s(self) -> float | None:
+        """Payload (the datagrams' bytes, no UDP, IP or TURN headers) per second at the receiver, in Mbit/s."""
+        rate = self.datagrams_per_s
+        return None if rate is None else rate * self.size * 8 / 1e6
+
+    @property
+    def loss(self) -> float:
+        """The share of the datagrams sent that were not counted (0 to 1)."""
+        return 1 - min(self.received.count, self.sent.count) / self.sent.count if self.sent.count else 0.0
+
+
+async def _report(side: SideState, what: str, reports: Callable[[], int], timeout: float) -> None:
+    """Wait until ``reports()`` grows (a new report of kind ``what`` from ``side``); AgentError when it does not,
+    at once when the side answers with an ``error`` line about ``bulk``."""
+    before, errors = reports(), len(side.errors)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while reports() == before:
+        refused = [e for e in side.errors[errors:] if "bulk" in e]
+        if refused:
+            raise AgentError(f"agent {side.agent.name} ({side.agent.hello.stack}) answered 'error {refused[0]}' "
+                             f"instead of a {what}")
+        if side.agent.proc.returncode is not None:
+            raise AgentError(f"agent {side.agent.name} ({side.agent.hello.stack}) exited before {what}")
+        left = deadline - loop.time()
+        if left <= 0:
+            bad = f" (it printed {side.bad_lines[-1]!r})" if side.bad_lines else ""
+            raise AgentError(f"agent {side.agent.name} ({side.agent.hello.stack}) printed no {what} within "
+                             f"{timeout:g} s{bad}")
+        side.changed.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(side.changed.wait(), min(left, 0.2))
+
+
+async def bulk_report(side: SideState, timeout: float = 5.0) -> BulkReceived:
+    """``bulk-report`` to a receiver: what it counted since its last report (its counters start again)."""
+    side.agent.write("bulk-report")
+    await _report(side, "bulk-received line", lambda: len(side.bulk_received), timeout)
+    return side.bulk_received[-1]
+
+
+async def bulk(src: SideState, dst: SideState, count: int, size: int, timeout: float = 30.0,
+               grace: float = 0.25) -> BulkRun:
+    """One burst from ``src`` to ``dst`` on their selected pair: ``dst``'s counters cleared first (a
+    ``bulk-report`` whose answer is dropped), ``bulk COUNT SIZE`` to ``src``, its ``bulk-sent``, ``grace`` seconds
+    for the last datagrams to be read, then ``dst``'s ``bulk-report``. AgentError when a report does not come."""
+    await bulk_report(dst, timeout)
+    src.agent.write(f"bulk {count} {size}")
+    await _report(src, "bulk-sent line", lambda: len(src.bulk_sent), timeout)
+    await asyncio.sleep(grace)
+    return BulkRun(size, src.bulk_sent[-1], await bulk_report(dst, timeout))
+
+
 async def close(run: PairRun) -> dict[str, int | None]:
     """``quit`` both sides; their exit codes."""
     codes = await asyncio.gather(run.a.agent.quit(), run.b.agent.quit())
     return {"a": codes[0], "b": codes[1]}
 
 
-__all__ = ["AgentError", "PairRun", "Selected", "SideSetup", "SideState", "TurnSetting", "close", "connect",
-           "exchange", "parse_selected", "prepare"]
+__all__ = ["AgentError", "BulkReceived", "BulkRun", "BulkSent", "PairRun", "Selected", "SideSetup", "SideState",
+           "TurnSetting", "bulk", "bulk_report", "close", "connect", "exchange", "parse_bulk_received",
+           "parse_bulk_sent", "parse_selected", "prepare"]

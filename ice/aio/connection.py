@@ -41,7 +41,10 @@ a peer that never signals end-of-candidates)."""
 
 class Connection:
     """One ICE session: ``await gather()``, exchange candidates and credentials, ``await connect()``, then
-    ``send()``/``recv()``. ``events()`` yields every agent event as it happens."""
+    ``send()``/``recv()``. ``events()`` yields every agent event as it happens.
+
+    ``queue_events=False``: events go to ``on_event`` only and ``events()`` yields nothing, so a caller that never
+    iterates ``events()`` does not keep every event (and every received datagram) in memory."""
 
     def __init__(
         self,
@@ -54,6 +57,7 @@ class Connection:
         turn: TurnClientConfig | None = None,
         relay_only: bool = False,
         make_stream_socket: Callable[[socket.AddressFamily], socket.socket] | None = None,
+        queue_events: bool = True,
     ) -> None:
         self._make_stream_socket = make_stream_socket or (lambda fam: socket.socket(fam, socket.SOCK_STREAM))
         self.agent = IceAgent(controlling, config or AgentConfig())
@@ -73,6 +77,7 @@ class Connection:
         self._hosts: list[Address] = []
         self._recv: asyncio.Queue[bytes] = asyncio.Queue()
         self._events: asyncio.Queue[Event] = asyncio.Queue()
+        self._queue_events = queue_events
         self._gathered = asyncio.Event()
         self._state_changed = asyncio.Event()
         self.selected: SelectedPairChanged | None = None
@@ -249,7 +254,8 @@ class Connection:
             self._gathered.set()
         if isinstance(ev, (StateChanged, SelectedPairChanged, ConsentLost)):
             self._state_changed.set()
-        self._events.put_nowait(ev)
+        if self._queue_events:
+            self._events.put_nowait(ev)
         if self.on_event is not None:
             self.on_event(ev)
 

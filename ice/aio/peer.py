@@ -7,19 +7,29 @@ from __future__ import annotations
 
 import asyncio
 import os
+import struct
 import sys
+import time
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 
 from ice.agent import AgentConfig, Candidate, Nomination
 from ice.agent.events import CandidateGathered, Event, GatheringComplete, SelectedPairChanged, StateChanged
 from ice.aio.connection import Connection
-from ice.errors import IceError
+from ice.errors import IceError, NotConnected
 from ice.stun.attributes import Address
 from ice.turn.client import TurnClientConfig
 
 PROTOCOL = "icelab-agent/1"
-FEATURES = "trickle stun turn-udp turn-tcp relay-only aggressive lite restart consent-timeout role-conflict"
+FEATURES = "trickle stun turn-udp turn-tcp relay-only aggressive lite restart consent-timeout role-conflict bulk"
+
+BULK_MAGIC = b"\x7fblk"
+"""The first four bytes of a bulk datagram (docs/agent-protocol.md, Bulk data); a sequence number follows."""
+BULK_SEQ = struct.Struct("!I")
+BULK_SIZES = range(8, 1473)
+"""A bulk datagram's size: the header (magic, sequence number) up to one IPv4 datagram in a 1500-byte MTU."""
+BULK_YIELD = 64
+"""The sender lets the loop run (consent checks, commands) after this many datagrams."""
 
 
 def _version() -> str:
@@ -85,16 +95,47 @@ def _out(line: str) -> None:
     sys.stdout.flush()
 
 
+@dataclass
+class BulkCounter:
+    """The receiving side of ``bulk``: bulk datagrams counted since the last ``bulk-report``."""
+
+    count: int = 0
+    size: int = 0
+    first_at: float = 0.0
+    last_at: float = 0.0
+    reordered: int = 0
+    highest: int = -1
+
+    def add(self, data: bytes, now: float) -> None:
+        (seq,) = BULK_SEQ.unpack_from(data, 4)
+        if not self.count:
+            self.first_at = now
+        self.count += 1
+        self.size += len(data)
+        self.last_at = now
+        if seq < self.highest:
+            self.reordered += 1
+        else:
+            self.highest = seq
+
+    def line(self) -> str:
+        """The ``bulk-received`` report."""
+        return f"bulk-received {self.count} {self.size} {self.first_at:.6f} {self.last_at:.6f} {self.reordered}"
+
+
 class _Peer:
     """The running agent: one Connection and the protocol around it."""
 
     def __init__(self, settings: PeerSettings) -> None:
         self.settings = settings
         self.conn = Connection(settings.controlling, settings.config(), bind=settings.bind or ["127.0.0.1"],
-                               stun_servers=settings.stun, turn=settings.turn, relay_only=settings.relay_only)
+                               stun_servers=settings.stun, turn=settings.turn, relay_only=settings.relay_only,
+                               queue_events=False)
         self.conn.on_event = self.on_event
         self.held: list[Candidate] = []
         self.role = settings.controlling
+        self.bulk_in = BulkCounter()
+        self.bulk_out: asyncio.Task[None] | None = None
 
     def on_event(self, ev: Event) -> None:
         if isinstance(ev, CandidateGathered):
@@ -133,9 +174,41 @@ class _Peer:
     async def receive(self) -> None:
         while True:
             data = await self.conn.recv()
+            if data[:4] == BULK_MAGIC and len(data) >= 8:
+                self.bulk_in.add(data, time.monotonic())
+                continue
             _out("recv " + data.decode(errors="replace"))
             if self.settings.echo:
                 self.conn.send(data)
+
+    async def bulk(self, count: int, size: int) -> None:
+        """Send ``count`` bulk datagrams of ``size`` bytes as fast as the connection takes them, then report."""
+        payload = bytearray(size)
+        payload[:4] = BULK_MAGIC
+        sent = 0
+        start = time.monotonic()
+        try:
+            for seq in range(count):
+                BULK_SEQ.pack_into(payload, 4, seq)
+                self.conn.send(bytes(payload))
+                sent += 1
+                if sent % BULK_YIELD == 0:
+                    await asyncio.sleep(0)
+        except NotConnected:
+            _out(f"error bulk stopped after {sent} datagrams: no selected pair")
+        _out(f"bulk-sent {sent} {time.monotonic() - start:.6f}")
+
+    def start_bulk(self, arg: str) -> None:
+        words = arg.split()
+        if len(words) != 2 or not all(w.isdigit() for w in words) or int(words[0]) < 1 \
+                or int(words[1]) not in BULK_SIZES:
+            raise ValueError(f"bulk takes COUNT SIZE (COUNT at least 1, SIZE {BULK_SIZES.start} to "
+                             f"{BULK_SIZES.stop - 1} bytes)")
+        if self.conn.selected is None:
+            raise ValueError("bulk before a pair is selected")
+        if self.bulk_out is not None and not self.bulk_out.done():
+            raise ValueError("bulk while a bulk send is still running")
+        self.bulk_out = asyncio.ensure_future(self.bulk(int(words[0]), int(words[1])))
 
     def command(self, cmd: str, arg: str) -> None:
         """One command after ``start`` (ValueError: a line it could not use)."""
@@ -154,6 +227,11 @@ class _Peer:
             self.conn.send(arg.encode())
         elif cmd == "restart":
             self.restart()
+        elif cmd == "bulk":
+            self.start_bulk(arg)
+        elif cmd == "bulk-report":
+            _out(self.bulk_in.line())
+            self.bulk_in = BulkCounter()
         else:
             raise ValueError(f"unknown command {cmd}")
 
@@ -187,7 +265,7 @@ async def run_peer(ta: float = 0.05) -> int:
                     return 2
                 tasks = [asyncio.ensure_future(peer.gather()), asyncio.ensure_future(peer.receive())]
             elif peer is None:
-                _out(f"error {cmd} before start" if cmd.startswith("remote") or cmd in ("send", "restart")
+                _out(f"error {cmd} before start" if cmd.startswith(("remote", "bulk")) or cmd in ("send", "restart")
                      else f"error unknown command {cmd}")
             elif cmd in ("set", "start"):
                 _out(f"error {cmd} after start")
@@ -197,6 +275,8 @@ async def run_peer(ta: float = 0.05) -> int:
                 except ValueError as exc:
                     _out(f"error {exc}")
     finally:
+        if peer is not None and peer.bulk_out is not None:
+            tasks.append(peer.bulk_out)
         for task in tasks:
             task.cancel()
         if peer is not None:

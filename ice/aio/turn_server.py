@@ -133,6 +133,17 @@ class TurnServerRunner:
                 continue
         return None
 
+    def reserve_at(self, relayed: Address) -> Address | None:
+        """Exactly that relayed address (the port an EVEN-PORT reservation holds, RFC 8656 §7.2), or None."""
+        if relayed[0] != self.relay_ip or relayed in self.driver.addresses:
+            return None
+        if self.relay_ports is not None and not self.relay_ports[0] <= relayed[1] <= self.relay_ports[1]:
+            return None
+        try:
+            return self._open(relayed)
+        except OSError:
+            return None
+
     def release(self, relayed: Address) -> None:
         self.driver.remove_socket(relayed)
 

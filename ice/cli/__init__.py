@@ -12,13 +12,13 @@ import sys
 from collections.abc import Callable, Sequence
 
 from ice import __version__
-from ice.cli import agent, bench, demo, docs, doctor, fuzz, nat, peer, report, run, server, stun, test, topo
+from ice.cli import agent, bench, demo, docs, doctor, fuzz, nat, peer, report, run, server, stun, test, topo, vm
 from ice.cli.common import ICELAB_COMMAND, isolate, repo_root
 from ice.errors import IceError, StunErrorResponse, StunTimeout, UserError
 
 __all__ = ["ICELAB_COMMAND", "build_parser", "isolate", "main", "repo_root"]
 
-COMMANDS = (run, demo, test, doctor, docs, stun, server, peer, agent, nat, topo, report, bench, fuzz)
+COMMANDS = (run, demo, test, doctor, docs, stun, server, peer, agent, nat, topo, report, bench, fuzz, vm)
 """The command modules, in the order ``icelab --help`` lists them."""
 
 
@@ -62,3 +62,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         print(f"icelab: {exc.strerror or exc}", file=sys.stderr)
         return 1
+    except Exception as exc:  # a bug of icelab's: one sentence here, the traceback in a file
+        where = crash_report(exc, argv if argv is not None else sys.argv[1:])
+        print(f"icelab: internal error ({type(exc).__name__}: {exc}); the traceback is in {where}: please report "
+              "it with that file", file=sys.stderr)
+        return 70
+
+
+def crash_report(exc: BaseException, argv: Sequence[str]) -> str:
+    """Write ``exc``'s traceback and the command line to a file in the temporary directory; its path."""
+    import tempfile
+    import traceback
+
+    fd, path = tempfile.mkstemp(prefix="icelab-crash-", suffix=".txt")
+    with os.fdopen(fd, "w") as f:
+        f.write(f"icelab {__version__}: {' '.join(['icelab', *argv])}\n\n")
+        f.write("".join(traceback.format_exception(exc)))
+    return path

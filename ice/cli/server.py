@@ -64,10 +64,11 @@ def cmd_server_stun(args: argparse.Namespace) -> int:
 
 
 def cmd_server_turn(args: argparse.Namespace) -> int:
+    import dataclasses
     import ipaddress
 
     from ice.aio.turn_server import TurnServerRunner
-    from ice.turn.server import TurnServerConfig
+    from ice.turn.server import RFC5766_CHANNELS, TurnServerConfig
 
     listen = parse_address(args.listen)
     users: dict[str, str] = {}
@@ -91,6 +92,8 @@ def cmd_server_turn(args: argparse.Namespace) -> int:
             raise UserError(f"--allow-peer {cidr!r} is not an address range such as 127.0.0.0/8") from None
     config = TurnServerConfig(listen, realm=args.realm, users=users, software=f"icelab {__version__}",
                               allowed_peers=tuple(args.allow_peer or ()))
+    if args.rfc5766_channels:
+        config = dataclasses.replace(config, channel_numbers=RFC5766_CHANNELS)
 
     def log(event: dict[str, object]) -> None:
         print(json.dumps({"ts": round(time.time(), 6), **event}), flush=True)
@@ -148,6 +151,9 @@ def add_parser(sub: Subparsers) -> None:
     st.add_argument("--relay-ports", metavar="LOW-HIGH", help="relay port range (default: ephemeral ports)")
     st.add_argument("--allow-peer", action="append", metavar="CIDR",
                     help="allow relaying to this range although it is denied by default (loopback, multicast...)")
+    st.add_argument("--rfc5766-channels", action="store_true",
+                    help="accept channel numbers up to 0x7FFF (RFC 5766 clients, coturn's turnutils_uclient); "
+                         "RFC 8656 allows 0x4000-0x4FFF")
     st.add_argument("--tls-listen", metavar="IP:PORT", help="also accept TURN over TLS here (with --cert/--key)")
     st.add_argument("--cert", metavar="FILE", help="TLS certificate chain (PEM)")
     st.add_argument("--key", metavar="FILE", help="TLS private key (PEM)")

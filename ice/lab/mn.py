@@ -172,7 +172,8 @@ class Lab:
         with tempfile.NamedTemporaryFile("w", suffix=".nft", prefix=f"{self.prefix}-", delete=False) as f:
             f.write(self.ruleset(name))
         try:
-            self.run(name, f"sysctl -qw {settings} && nft -f {shlex.quote(f.name)} && conntrack -F 2>/dev/null; true")
+            # the rules first: they load nf_conntrack where it is a module, and its timeout sysctls exist only then
+            self.run(name, f"nft -f {shlex.quote(f.name)} && sysctl -qw {settings} && conntrack -F 2>/dev/null; true")
             out = self.run(name, "nft list table ip icelab >/dev/null && echo loaded")
             if "loaded" not in out:
                 raise RuntimeError(f"NAT {name}: the ruleset did not load: {out.strip()}")
@@ -286,7 +287,7 @@ def node_commands(spec: TopologySpec, name: str, interfaces: dict[tuple[int, str
     ends = spec.ends(name)
     if node.kind is NodeKind.SWITCH:
         cmds += ["ip link add br0 type bridge", "ip link set br0 up",
-                 "sysctl -qw net.bridge.bridge-nf-call-iptables=0 net.bridge.bridge-nf-call-arptables=0"]
+                 "sysctl -qew net.bridge.bridge-nf-call-iptables=0 net.bridge.bridge-nf-call-arptables=0"]
         cmds += [f"ip link set {interfaces[(i, name)]} master br0" for i, _ in ends]
     for i, end in ends:
         intf = interfaces[(i, name)]

@@ -349,6 +349,29 @@ class LabServer:
     process: subprocess.Popen[bytes] | None = None
     """coturn, when the cell asks for it."""
     workdir: Path | None = None
+    lab: Lab | None = None
+    host: str = ""
+    """The lab host the server runs in."""
+
+    async def start_turn(self) -> None:
+        """icelab's TURN server in the lab (TCP too when a peer's UDP is blocked)."""
+        from ice.aio.turn_server import TurnServerRunner
+        from ice.turn.server import TurnServerConfig
+
+        lab, host = self.lab, self.host
+        assert lab is not None
+        self.runner = TurnServerRunner(
+            TurnServerConfig(self.address, users={"alice": "secret"}, software="icelab lab"), self.address[0],
+            make_socket=lambda f: lab.socket(host, f),
+            make_stream_socket=lambda f: lab.socket(host, f, socket.SOCK_STREAM))
+        await self.runner.start(tcp=any(self.udp_blocked.values()))
+
+    async def restart_turn(self) -> None:
+        """A new TURN server on the same address: every allocation is gone (its clients get 437)."""
+        if self.runner is not None:
+            self.runner.close()
+        await asyncio.sleep(0)  # let the old sockets close before the new ones bind
+        await self.start_turn()
 
     def stats(self) -> dict[str, Any]:
         from ice.aio.turn_server import TurnServerRunner
@@ -421,9 +444,7 @@ async def _start_coturn(lab: Lab, host: str, server: LabServer) -> None:
 async def start_server(lab: Lab, spec: TopologySpec, cell: Cell) -> LabServer:
     """Start the cell's server in the lab (icelab's TURN server when the cell has ``turn``, else its STUN server;
     coturn when the cell says ``server = "coturn"``), listening on TCP too when a peer's UDP is blocked."""
-    from ice.aio.turn_server import TurnServerRunner
     from ice.lab.stun import start_stun_server
-    from ice.turn.server import TurnServerConfig
 
     fabric = Fabric(spec)
     turn_addr = spec.address("turn" if "turn" in spec.facts else "stun_primary")
@@ -432,16 +453,11 @@ async def start_server(lab: Lab, spec: TopologySpec, cell: Cell) -> LabServer:
     nats = spec.nat_behaviours()
     udp_blocked = {peer: any(nats[n].kind is NatKind.UDP_BLOCKED
                              for n in fabric.walk(peer, turn_addr[0]).translated_by) for peer in "ab"}
-    server = LabServer(turn_addr, cell.turn, udp_blocked)
+    server = LabServer(turn_addr, cell.turn, udp_blocked, lab=lab, host=server_host)
     if cell.server == "coturn":
         await _start_coturn(lab, server_host, server)
     elif cell.turn:
-        runner = TurnServerRunner(
-            TurnServerConfig(turn_addr, users={"alice": "secret"}, software="icelab lab"), turn_addr[0],
-            make_socket=lambda f: lab.socket(server_host, f),
-            make_stream_socket=lambda f: lab.socket(server_host, f, socket.SOCK_STREAM))
-        server.runner = runner
-        await runner.start(tcp=any(udp_blocked.values()))
+        await server.start_turn()
     else:
         server.runner = await start_stun_server(lab, server_host)
     return server
@@ -546,6 +562,8 @@ async def _connect(lab: Lab, spec: TopologySpec, cell: Cell, timers: MatrixTimer
 
 FAULT_TABLE = "icelab_fault"
 """The nftables table a timeline's blocks live in, inside the peers' hosts (removed after the cell)."""
+LINK_FAULT_TABLE = "icelab_fault_link"
+"""The netdev table of a timeline's extra link loss, on both ends of host a's access link (removed after)."""
 
 
 class LabTimeline(TimelineNetwork):
@@ -555,8 +573,9 @@ class LabTimeline(TimelineNetwork):
 
     def __init__(self, lab: Lab, server: LabServer, conns: dict[str, Connection], restart_on_failure: bool) -> None:
         super().__init__(restart_on_failure=restart_on_failure)
-        self.lab, self.server_ip, self.conns = lab, server.address[0], conns
+        self.lab, self.server, self.server_ip, self.conns = lab, server, server.address[0], conns
         self.blocks: set[tuple[str, str]] = set()
+        self._lossy_nodes: set[str] = set()
         self._loop = asyncio.get_running_loop()
         self._receivers = [asyncio.ensure_future(self._receive(side)) for side in conns]
 
@@ -570,6 +589,28 @@ class LabTimeline(TimelineNetwork):
             task.cancel()
         for host in self.conns:
             self.lab.run(host, f"nft delete table inet {FAULT_TABLE} 2>/dev/null; true")
+        if self._lossy_nodes:
+            self.link_loss(0.0)
+
+    def link_loss(self, loss: float) -> None:
+        """nftables ingress rules on both ends of host a's access link(s), in a table of their own."""
+        from ice.topology.spec import LinkConditions
+
+        spec = self.lab.spec
+        chains: dict[str, list[str]] = {}
+        for i, _ in spec.ends("a"):
+            link = spec.links[i]
+            for end in (link.a, link.b):
+                chains.setdefault(end.node, []).append(self.lab.interfaces[(i, end.node)])
+        rule = LinkConditions(loss=loss).loss_rule() if loss else None
+        for node, intfs in chains.items():
+            cmd = f"nft delete table netdev {LINK_FAULT_TABLE} 2>/dev/null; true"
+            if rule:
+                body = "".join(f"chain in_{intf.replace('-', '_')} {{ type filter hook ingress device \"{intf}\" "
+                               f"priority 1; {rule}; }}; " for intf in intfs)
+                cmd += f"; echo '{'table netdev ' + LINK_FAULT_TABLE + ' { ' + body + '}'}' | nft -f -"
+            self.lab.run(node, cmd)
+        self._lossy_nodes = set(chains) if rule else set()
 
     def now(self) -> float:
         return self._loop.time()
@@ -599,6 +640,9 @@ class LabTimeline(TimelineNetwork):
 
     def nat_reboot(self, node: str) -> None:
         self.lab.set_nat(node, self.lab.behaviour(node))
+
+    async def turn_restart(self) -> None:
+        await self.server.restart_turn()
 
     def restart_agents(self) -> None:
         a, b = self.conns["a"], self.conns["b"]

@@ -122,6 +122,18 @@ class SimTimeline(TimelineNetwork):
         net = self._sim().net
         net.set_nat(node, net.nats[node].behaviour)
 
+    def link_loss(self, loss: float) -> None:
+        net = self._sim().net
+        assert net.spec is not None
+        for i, _ in net.spec.ends("a"):
+            if loss:
+                net.extra_loss[i] = loss
+            else:
+                net.extra_loss.pop(i, None)
+
+    async def turn_restart(self) -> None:
+        self._sim().net.restart_turn_server(self._sim().server)
+
     def restart_agents(self) -> None:
         self._sim().restart()
 

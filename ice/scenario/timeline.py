@@ -8,7 +8,11 @@ A timeline is a list of steps, run in order once the cell has connected and pass
   ``block = "turn"``: everything to and from the server;
 - ``nat_reboot = "NODE"``: that NAT node (``nat-a``, as ``icelab topo check`` and the artifacts name it) loses
   every mapping (the lab reloads its rules and flushes its conntrack table; the sim rebuilds its model);
+- ``turn_restart = true``: the TURN server restarts and forgets every allocation; a client learns it from the
+  437 its next request gets and allocates again (RFC 8656 §8);
 - ``restart = true``: both agents restart ICE (RFC 8445 §9), as an application does on a network change;
+- ``link_loss = FRACTION``: host ``a``'s access link loses this fraction of packets each way on top of its own
+  conditions (0: back to them);
 - ``stream = "off"`` / ``"on"``: the data stream stops (the pair goes idle: only the agents' own consent checks,
   if any, cross the NATs) or resumes;
 - ``expect = "direct" | "relay" | "none"`` with ``within = SECONDS``: wait until the data stream flows both ways on
@@ -37,7 +41,7 @@ FRESH = 1.0
 RESTART_HOLDOFF = 2.0
 """The restart-on-failure policy restarts ICE at most this often."""
 
-ACTIONS = ("block", "unblock", "nat_reboot", "restart", "stream", "expect")
+ACTIONS = ("block", "unblock", "nat_reboot", "turn_restart", "restart", "link_loss", "stream", "expect")
 BLOCKABLE = ("direct", "turn")
 DIRECTIONS = ("both", "a-to-b", "b-to-a")
 
@@ -58,7 +62,8 @@ class Step:
         doc: dict[str, Any] = {}
         if self.after:
             doc["after"] = self.after
-        doc[self.action] = True if self.action == "restart" else self.target
+        doc[self.action] = True if self.action in ("restart", "turn_restart") else \
+            float(self.target) if self.action == "link_loss" else self.target
         if self.direction != "both":
             doc["direction"] = self.direction
         if self.action == "expect":
@@ -67,7 +72,8 @@ class Step:
 
     @property
     def label(self) -> str:
-        what = {"restart": "restart ICE", "expect": f"expect {self.target} within {self.within:g} s"}.get(
+        what = {"restart": "restart ICE", "turn_restart": "restart the TURN server",
+                "expect": f"expect {self.target} within {self.within:g} s"}.get(
             self.action, f"{self.action} {self.target}" + (f" ({self.direction})" if self.direction != "both"
                                                             else ""))
         return (f"after {self.after:g} s: " if self.after else "") + what
@@ -104,8 +110,11 @@ class Step:
             raise ValueError("direction goes with block and unblock")
         if action == "nat_reboot" and (not isinstance(value, str) or not value):
             raise ValueError(f"nat_reboot names a NAT node of the cell's topology (e.g. \"nat-a\"), not {value!r}")
-        if action == "restart" and value is not True:
-            raise ValueError("restart = true")
+        if action in ("restart", "turn_restart") and value is not True:
+            raise ValueError(f"{action} = true")
+        if action == "link_loss" and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not 0 <= value < 1):
+            raise ValueError(f"link_loss is a fraction in [0, 1), not {value!r}")
         if action == "stream" and value not in ("on", "off"):
             raise ValueError(f"stream is on or off, not {value!r}")
         if action == "expect":
@@ -115,7 +124,7 @@ class Step:
                 raise ValueError("an expect step needs within = SECONDS (> 0)")
         elif within is not None:
             raise ValueError("within goes with expect")
-        return cls(action, "" if action == "restart" else str(value), float(after), str(direction),
+        return cls(action, "" if action in ("restart", "turn_restart") else str(value), float(after), str(direction),
                    float(within or 0))
 
 
@@ -180,6 +189,14 @@ class TimelineNetwork(abc.ABC):
 
     @abc.abstractmethod
     def nat_reboot(self, role: str) -> None: ...
+
+    @abc.abstractmethod
+    def link_loss(self, loss: float) -> None:
+        """Host ``a``'s access link loses ``loss`` of its packets each way, on top of its own conditions."""
+
+    @abc.abstractmethod
+    async def turn_restart(self) -> None:
+        """The TURN server loses every allocation (a new server on the same address)."""
 
     @abc.abstractmethod
     def restart_agents(self) -> None:
@@ -260,10 +277,14 @@ async def run_timeline(steps: tuple[Step, ...], net: TimelineNetwork) -> list[St
             net.block(step.target, step.direction, step.action == "block")
         elif step.action == "nat_reboot":
             net.nat_reboot(step.target)
+        elif step.action == "turn_restart":
+            await net.turn_restart()
         elif step.action == "restart":
             net.restart()
         elif step.action == "stream":
             net.streaming = step.target == "on"
+        elif step.action == "link_loss":
+            net.link_loss(float(step.target))
         last_action = net.since = net.now()
         results.append(StepResult(step, last_action - start))
     return results

@@ -88,12 +88,15 @@ class SimNetwork:
     """Extra drop rule (src, dst, data) -> True to drop, applied before routing (e.g. a dead path)."""
     sent: list[tuple[float, Address, Address, bytes]] | None = None
     """When a list, every datagram an agent sends is appended: (time, src, dst, data)."""
+    extra_loss: dict[int, float] = field(default_factory=dict)
+    """Link index -> loss on top of the link's own conditions (a timeline changes it mid-run)."""
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
         self._queue: list[tuple[float, int, Address, Address, bytes]] = []
         self._seq = 0
         self._nth: dict[tuple[int, str], int] = {}
+        self._relay_port = 49152
         self.fabric = Fabric(self.spec) if self.spec is not None else None
         if self.spec is not None:
             for node in self.spec.nodes:
@@ -126,11 +129,9 @@ class SimNetwork:
         network = self
 
         class Ports:
-            next_port = 49152
-
             def reserve(self, family: int) -> Address | None:
-                Ports.next_port += 1
-                relayed = (listen[0], Ports.next_port)
+                network._relay_port += 1  # across restarts too: a new server does not reuse the old ports
+                relayed = (listen[0], network._relay_port)
                 network.relays[relayed] = server
                 return relayed
 
@@ -140,6 +141,14 @@ class SimNetwork:
         server = TurnServer(TurnServerConfig(listen, users=users, software="icelab sim"), Ports())
         self.turn_servers[listen] = server
         return server
+
+    def restart_turn_server(self, listen: Address) -> TurnServer:
+        """The TURN server at ``listen`` restarts: a new one, without the old one's allocations or relayed
+        addresses."""
+        old = self.turn_servers[listen]
+        for relayed in [r for r, server in self.relays.items() if server is old]:
+            del self.relays[relayed]
+        return self.add_turn_server(listen, dict(old.config.users))
 
     def add_stun_server(self, primary: Address, alternate: Address | None = None) -> StunServer:
         server = StunServer(StunServerConfig(primary, alternate, software="icelab sim"))
@@ -167,6 +176,9 @@ class SimNetwork:
         """What the links' conditions do to a packet crossing them towards node ``into``."""
         assert self.spec is not None
         for i in links:
+            extra = self.extra_loss.get(i)
+            if extra:
+                packet.lost = packet.lost or self._rng.random() < extra
             c: LinkConditions | None = self.spec.links[i].conditions
             if c is None:
                 continue

@@ -77,6 +77,7 @@ class AttributeType(enum.IntEnum):
     ADDRESS_ERROR_CODE = 0x8001
     PASSWORD_ALGORITHMS = 0x8002
     ALTERNATE_DOMAIN = 0x8003
+    ICMP = 0x8004
     SOFTWARE = 0x8022
     ALTERNATE_SERVER = 0x8023
     FINGERPRINT = 0x8028
@@ -377,7 +378,7 @@ class Lifetime(_U32Attribute):
 
 @dataclass(slots=True)
 class ReservationToken(_U64Attribute):
-    """RESERVATION-TOKEN (RFC 8656 §18.9)."""
+    """RESERVATION-TOKEN (RFC 8656 §18.10): 8 bytes naming a relayed address the server holds in reserve."""
 
     TYPE: ClassVar[int] = AttributeType.RESERVATION_TOKEN
 
@@ -437,7 +438,7 @@ class ChannelNumber(Attribute):
 
 @dataclass(slots=True)
 class RequestedTransport(Attribute):
-    """REQUESTED-TRANSPORT (RFC 8656 §18.7): an IANA protocol number (17 = UDP), then 3 reserved bytes."""
+    """REQUESTED-TRANSPORT (RFC 8656 §18.8): an IANA protocol number (17 = UDP), then 3 reserved bytes (ignored)."""
 
     TYPE: ClassVar[int] = AttributeType.REQUESTED_TRANSPORT
     protocol: int = 17
@@ -454,12 +455,15 @@ class RequestedTransport(Attribute):
 
 @dataclass(slots=True)
 class _FamilyAttribute(Attribute):
+    """A family byte (1 = IPv4, 2 = IPv6) and 3 reserved bytes, ignored on reception (RFC 8656 §18.6). Any family
+    byte decodes: which values a request may carry is the server's to judge (RFC 8656 §7.2: 440 or 400)."""
+
     family: int
 
     @classmethod
     def decode(cls, value: bytes, transaction_id: bytes) -> Self:
-        if len(value) != 4 or value[0] not in (_FAMILY_V4, _FAMILY_V6):
-            raise StunParseError(f"address family attribute {cls.TYPE:#06x} is malformed")
+        if len(value) != 4:
+            raise StunParseError(f"address family attribute {cls.TYPE:#06x} must be 4 bytes, got {len(value)}")
         return cls(value[0])
 
     def value(self, transaction_id: bytes) -> bytes:
@@ -468,21 +472,21 @@ class _FamilyAttribute(Attribute):
 
 @dataclass(slots=True)
 class RequestedAddressFamily(_FamilyAttribute):
-    """REQUESTED-ADDRESS-FAMILY (RFC 8656 §18.8): 1 = IPv4, 2 = IPv6."""
+    """REQUESTED-ADDRESS-FAMILY (RFC 8656 §18.6): 1 = IPv4, 2 = IPv6."""
 
     TYPE: ClassVar[int] = AttributeType.REQUESTED_ADDRESS_FAMILY
 
 
 @dataclass(slots=True)
 class AdditionalAddressFamily(_FamilyAttribute):
-    """ADDITIONAL-ADDRESS-FAMILY (RFC 8656 §18.11)."""
+    """ADDITIONAL-ADDRESS-FAMILY (RFC 8656 §18.11): an IPv6 relayed address besides the IPv4 one (only 2 is valid)."""
 
     TYPE: ClassVar[int] = AttributeType.ADDITIONAL_ADDRESS_FAMILY
 
 
 @dataclass(slots=True)
 class EvenPort(Attribute):
-    """EVEN-PORT (RFC 8656 §18.6): the R bit asks to reserve the next port too."""
+    """EVEN-PORT (RFC 8656 §18.7): the R bit asks to reserve the next port too (the other 7 bits are ignored)."""
 
     TYPE: ClassVar[int] = AttributeType.EVEN_PORT
     reserve: bool = False
@@ -531,7 +535,7 @@ class UseCandidate(_FlagAttribute):
 
 @dataclass(slots=True)
 class DontFragment(_FlagAttribute):
-    """DONT-FRAGMENT (RFC 8656 §18.10)."""
+    """DONT-FRAGMENT (RFC 8656 §18.9): set the DF bit on what is relayed to the peer."""
 
     TYPE: ClassVar[int] = AttributeType.DONT_FRAGMENT
 
@@ -729,6 +733,33 @@ class ErrorCode(Attribute):
 
 
 @dataclass(slots=True)
+class AddressErrorCode(Attribute):
+    """ADDRESS-ERROR-CODE (RFC 8656 §18.12): why one family of an ADDITIONAL-ADDRESS-FAMILY request was not
+    allocated (440 or 508): a family byte, reserved bits, the class and number of the code, then a reason phrase."""
+
+    TYPE: ClassVar[int] = AttributeType.ADDRESS_ERROR_CODE
+    family: int
+    code: int
+    reason: str = ""
+
+    @classmethod
+    def decode(cls, value: bytes, transaction_id: bytes) -> Self:
+        if len(value) < 4 or len(value) > 4 + 763:
+            raise StunParseError(f"ADDRESS-ERROR-CODE has length {len(value)}")
+        code = (value[2] & 0x07) * 100 + value[3]
+        if not 300 <= code <= 699 or value[3] > 99:
+            raise StunParseError(f"ADDRESS-ERROR-CODE {code} out of range")
+        try:
+            reason = value[4:].decode("utf-8")
+        except UnicodeDecodeError:
+            raise StunParseError("ADDRESS-ERROR-CODE reason is not valid UTF-8") from None
+        return cls(value[0], code, reason)
+
+    def value(self, transaction_id: bytes) -> bytes:
+        return bytes((self.family, 0, self.code // 100, self.code % 100)) + self.reason.encode("utf-8")
+
+
+@dataclass(slots=True)
 class UnknownAttributes(Attribute):
     """UNKNOWN-ATTRIBUTES (RFC 8489 §14.13): the codes a 420 response did not understand."""
 
@@ -844,6 +875,7 @@ ATTRIBUTES: dict[int, type[Attribute]] = {
         MessageIntegritySha256,
         Fingerprint,
         ErrorCode,
+        AddressErrorCode,
         UnknownAttributes,
         PasswordAlgorithm,
         PasswordAlgorithms,

@@ -164,6 +164,14 @@ class TurnClient:
         while (t := tx.poll_transmit()) is not None:
             self._out.append(t.data)
 
+    def refresh(self, now: float) -> None:
+        """Refresh the allocation now (RFC 8656 §8), e.g. to learn whether the server still has it when traffic
+        through it stopped: a 437 answer means it does not, and the client allocates again."""
+        if self.state is TurnState.ALLOCATED and not any(
+                p.message.method == Method.REFRESH for p in self._pending.values()):
+            self._refresh_at = None
+            self._request(now, Method.REFRESH, [Lifetime(self.config.lifetime)])
+
     def create_permission(self, now: float, peer: Address) -> None:
         self.permissions[peer[0]] = now + self.config.permission_refresh
         self._request(now, Method.CREATE_PERMISSION, [XorPeerAddress(*peer)])
@@ -274,9 +282,11 @@ class TurnClient:
                 self._key = None
                 self.allocate(now)
                 return
-        if code == 437 and method == Method.REFRESH and self.state is TurnState.ALLOCATED:
-            # The server forgot us: allocate again (RFC 8656 §8). Its permissions and channels went with the old
-            # allocation; they are installed again once the new one exists (see _success).
+        if code == 437 and method in (Method.REFRESH, Method.CREATE_PERMISSION, Method.CHANNEL_BIND) \
+                and self.state is TurnState.ALLOCATED:
+            # The server forgot us (it restarted, or the allocation timed out there): allocate again (RFC 8656 §8;
+            # §9.2 and §11.2 answer 437 for a request without an allocation too). Its permissions and channels went
+            # with the old allocation; they are installed again once the new one exists (see _success).
             self._channel_ok.clear()
             self.allocate(now)
             return

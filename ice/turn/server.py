@@ -17,39 +17,51 @@ import hmac
 import ipaddress
 import os
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from struct import Struct
 from typing import Protocol
 
 from ice.errors import StunParseError
 from ice.stun.attributes import (
+    AdditionalAddressFamily,
     Address,
+    AddressErrorCode,
     Attribute,
+    AttributeType,
     ChannelNumber,
     Data,
     ErrorCode,
+    EvenPort,
     Lifetime,
     Nonce,
     Realm,
+    RequestedAddressFamily,
     RequestedTransport,
+    ReservationToken,
     Software,
     UnknownAttributes,
+    UserHash,
     Username,
     XorMappedAddress,
     XorPeerAddress,
     XorRelayedAddress,
 )
-from ice.stun.integrity import IntegrityKey, long_term_key
+from ice.stun.integrity import IntegrityKey, long_term_key, userhash
 from ice.stun.message import Message, MessageClass, Method, parse
 from ice.stun.server import StunServer, StunServerConfig
 from ice.stun.transaction import Transmit
 
 _CHANNEL_HDR = Struct("!HH")
-CHANNEL_MIN, CHANNEL_MAX = 0x4000, 0x7FFF
-"""RFC 8656 §12 narrowed channels to 0x4000-0x4FFF; RFC 5766 clients (coturn's among them) still use up to 0x7FFF,
-so the server accepts the old range, as coturn does. Clients of ours use the new one."""
+RFC5766_CHANNELS = (0x4000, 0x7FFF)
+"""The channel numbers of RFC 5766, which RFC 8656 §12 narrowed to 0x4000-0x4FFF; coturn's turnutils_uclient still
+picks numbers at random up to 0x7FFF (``TurnServerConfig.channel_numbers`` may widen the range to this)."""
 UDP = 17
+IPV4, IPV6 = 0x01, 0x02
+"""Address family codes of REQUESTED-ADDRESS-FAMILY and ADDITIONAL-ADDRESS-FAMILY (RFC 8656 §18.6)."""
+TUNNELED = ("2001::/32", "2002::/16")
+"""Teredo and 6to4: a TURN server MUST NOT accept them in Allocate or ChannelBind requests (RFC 8656 §21.4), so
+they are refused whatever ``allowed_peers`` says."""
 _DATA_INDICATION_ROOM = {False: 0xFFFF - 12 - 4 - 8, True: 0xFFFF - 24 - 4 - 8}
 """The most DATA (padded) a Data indication holds beside XOR-PEER-ADDRESS (IPv4: False, IPv6: True), DATA's header
 and FINGERPRINT (RFC 8656 §11.3)."""
@@ -59,14 +71,33 @@ DEFAULT_DENIED = ("0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "
 """Peers a relay refuses by default, as coturn does (RFC 8656 §21.2.3 asks operators to restrict them)."""
 
 
+_Handler = Callable[[float, Address, Address, Message, IntegrityKey, str], Transmit]
+"""A request's handler: (now, local, client, request, key, username) -> the response."""
+
+
+def _family(host: str) -> int:
+    return 6 if ":" in host else 4
+
+
 class RelayPorts(Protocol):
     """Where relayed addresses come from: the I/O layer binds and releases the sockets."""
 
     def reserve(self, family: int) -> Address | None:
-        """A new relay transport address (a bound socket), or None when the range is exhausted."""
+        """A new relay transport address (a bound socket) of ``family`` (4 or 6), or None when the range is
+        exhausted. An address of the other family means this one is not supported (the server releases it and
+        answers 440, RFC 8656 §7.2)."""
 
     def release(self, relayed: Address) -> None:
         """The allocation is gone: close that socket."""
+
+
+class SpecificPorts(RelayPorts, Protocol):
+    """A :class:`RelayPorts` that can also bind one given address: the port after an even one, held for an
+    EVEN-PORT reservation (RFC 8656 §7.2). Without it the server looks for such a pair among what ``reserve``
+    gives (sequential allocators give it at once)."""
+
+    def reserve_at(self, relayed: Address) -> Address | None:
+        """Exactly that relayed address (a bound socket), or None when it is taken or outside the range."""
 
 
 @dataclass(frozen=True)
@@ -83,12 +114,20 @@ class TurnServerConfig:
     """RFC 8656 §9: permissions last 5 minutes."""
     channel_lifetime: int = 600
     """RFC 8656 §12: channel bindings last 10 minutes."""
+    channel_numbers: tuple[int, int] = (0x4000, 0x4FFF)
+    """The channel numbers ChannelBind accepts (RFC 8656 §12.2: 0x4000-0x4FFF, else 400); :data:`RFC5766_CHANNELS`
+    serves RFC 5766 clients too."""
     channel_reserve: float = 300.0
     """After a channel expires its number stays reserved for its peer this long (RFC 8656 §12)."""
     nonce_lifetime: int = 3600
     """How long a NONCE is accepted before 438 Stale Nonce (RFC 8489 §9.2.4)."""
     user_quota: int = 10
-    """Allocations one username may hold at once (486 Allocation Quota Reached beyond)."""
+    """Allocations one username may hold at once (486 Allocation Quota Reached beyond, RFC 8656 §7.2 step 10)."""
+    even_port_attempts: int = 8
+    """Relayed addresses tried for an EVEN-PORT request (the unused ones are released) before 508 (RFC 8656 §7.2)."""
+    reservation_lifetime: float = 30.0
+    """How long the port after an EVEN-PORT (R bit) allocation's is held for its RESERVATION-TOKEN (RFC 8656 §7.2:
+    at least 30 s)."""
     denied_peers: tuple[str, ...] = DEFAULT_DENIED
     allowed_peers: tuple[str, ...] = ()
     """Exceptions to ``denied_peers`` (the lab allows its own subnets, e.g. 127.0.0.0/8 on loopback)."""
@@ -112,6 +151,10 @@ class Allocation:
     """Peer -> channel number (a peer has at most one channel, RFC 8656 §12)."""
     allocate_tid: bytes = b""
     """The Allocate request that made it: a retransmission gets the success again (RFC 8656 §7.2)."""
+    address_error: AddressErrorCode | None = None
+    """Why the other family of an ADDITIONAL-ADDRESS-FAMILY request was not allocated (RFC 8656 §7.2 step 9)."""
+    token: int | None = None
+    """The RESERVATION-TOKEN of the port held after this one (EVEN-PORT with the R bit, RFC 8656 §7.2)."""
     stream: bool = False
     """The client reaches us over TCP/TLS: ChannelData to it is padded to four bytes (RFC 8656 §12.5)."""
 
@@ -128,10 +171,20 @@ class TurnServer:
         self.by_relay: dict[Address, Allocation] = {}
         self._secret = secret or os.urandom(16)
         self._keys = {u: long_term_key(u, config.realm, p) for u, p in config.users.items()}
+        self._by_hash: dict[bytes, str] = {}
+        """USERHASH -> username (RFC 8489 §14.4), for clients that send USERHASH instead of USERNAME."""
+        for u in config.users:
+            try:
+                self._by_hash[userhash(u, config.realm)] = u
+            except ValueError:  # a name OpaqueString refuses has no USERHASH; USERNAME still works
+                pass
         self._denied = [ipaddress.ip_network(n) for n in config.denied_peers]
+        self._tunneled = [ipaddress.ip_network(n) for n in TUNNELED]
         self._allowed = [ipaddress.ip_network(n) for n in config.allowed_peers]
         self._software: list[Attribute] = [Software(config.software)] if config.software else []
         self._stream = False
+        self._reservations: dict[int, tuple[Address, float]] = {}
+        """RESERVATION-TOKEN -> (the relayed address held, when the hold ends) (RFC 8656 §7.2)."""
         self._sweep_at: float | None = None
         """The earliest time a permission or channel could need pruning (kept cheap: the relay loop asks often)."""
         self._expiry: float | None = None
@@ -140,6 +193,13 @@ class TurnServer:
         self._out: deque[Transmit] = deque()
         self._stream_clients: set[tuple[Address, Address]] = set()
         """(local, client) of the connected TCP/TLS clients."""
+        self._handlers: dict[int, _Handler] = {
+            Method.ALLOCATE: self._allocate,
+            Method.REFRESH: self._refresh,
+            Method.CREATE_PERMISSION: self._create_permission,
+            Method.CHANNEL_BIND: self._channel_bind,
+        }
+        """The requests a TURN server serves (RFC 8656 §17); Binding goes to the STUN server."""
 
     # ------------------------------------------------------------------------------------- endpoint contract
 
@@ -185,7 +245,7 @@ class TurnServer:
             self._expiry = min((a.expires for a in self.allocations.values()), default=None)
             self._expiry_stale = False
         expiry = self._expiry
-        if self._sweep_at is None or not self.allocations:
+        if self._sweep_at is None or not (self.allocations or self._reservations):
             return expiry
         return self._sweep_at if expiry is None else min(expiry, self._sweep_at)
 
@@ -194,8 +254,14 @@ class TurnServer:
             self._sweep_at = at
 
     def handle_timeout(self, now: float) -> None:
-        """Expire allocations (RFC 8656 §6.2: their relay address is released), permissions (§9) and channels
-        (§12: a channel number stays reserved for its peer 5 minutes past its expiry, then is freed)."""
+        """Expire allocations (RFC 8656 §6: their relay address is released), permissions (§9), channels (§12: a
+        channel number stays reserved for its peer ``channel_reserve`` past its expiry, then is freed) and
+        EVEN-PORT reservations nobody claimed (§7.2)."""
+        for token, (relayed, until) in list(self._reservations.items()):
+            if until <= now:
+                del self._reservations[token]
+                self.ports.release(relayed)
+                self.stats["reservation-expired"] += 1
         for key, alloc in list(self.allocations.items()):
             if alloc.expires <= now:
                 self._delete(key)
@@ -209,6 +275,7 @@ class TurnServer:
         if self._sweep_at is not None and self._sweep_at <= now:  # what is left decides the next sweep
             pending = [t for a in self.allocations.values() for t in (
                 *a.permissions.values(), *(at + self.config.channel_reserve for _, at in a.channels.values()))]
+            pending.extend(until for _, until in self._reservations.values())
             self._sweep_at = min(pending, default=None)
 
     def _delete(self, key: tuple[Address, Address]) -> None:
@@ -219,13 +286,17 @@ class TurnServer:
 
     # ----------------------------------------------------------------------------------------------- nonces
 
-    def _nonce(self, now: float) -> str:
-        """A stateless nonce: issue time and an HMAC of it, so any server instance can check its age."""
-        t = int(now)
-        mac = hmac.new(self._secret, t.to_bytes(8, "big"), hashlib.sha256).hexdigest()[:16]
-        return f"{t:x}-{mac}"
+    def _nonce_mac(self, t: int, client: Address) -> str:
+        material = t.to_bytes(8, "big") + f"{client[0]}|{client[1]}".encode()
+        return hmac.new(self._secret, material, hashlib.sha256).hexdigest()[:16]
 
-    def _nonce_fresh(self, nonce: str, now: float) -> bool:
+    def _nonce(self, now: float, client: Address) -> str:
+        """A stateless nonce: issue time and an HMAC of it and of the client's address, so any server instance can
+        check its age, and two sources never get the same nonce (RFC 8489 §9.2.4)."""
+        t = int(now)
+        return f"{t:x}-{self._nonce_mac(t, client)}"
+
+    def _nonce_fresh(self, nonce: str, now: float, client: Address) -> bool:
         t_hex, _, mac = nonce.partition("-")
         # The nonce is network input: anything that is not exactly what _nonce() made is simply stale.
         if len(t_hex) > 16 or len(mac) != 16 or not t_hex.isascii() or not mac.isascii():
@@ -236,7 +307,7 @@ class TurnServer:
             return False
         if t < 0:
             return False
-        want = hmac.new(self._secret, t.to_bytes(8, "big"), hashlib.sha256).hexdigest()[:16]
+        want = self._nonce_mac(t, client)
         return hmac.compare_digest(mac.encode(), want.encode()) and now - t < self.config.nonce_lifetime
 
     # --------------------------------------------------------------------------------------------- clients
@@ -283,93 +354,223 @@ class TurnServer:
         if cls is not MessageClass.REQUEST:
             self.stats["not-a-request"] += 1
             return []
-        if method not in (Method.ALLOCATE, Method.REFRESH, Method.CREATE_PERMISSION, Method.CHANNEL_BIND):
-            return [self._error(local, client, msg, 400, "Bad Request: unknown method")]
-        unknown = msg.unknown_comprehension_required()
-        if unknown:
-            return [self._error(local, client, msg, 420, "Unknown Attribute", UnknownAttributes(tuple(unknown)))]
-        key = self._authenticate(now, msg)
-        if isinstance(key, tuple):
-            code, reason = key
-            self.stats[f"auth-{code}"] += 1
-            if code == 400:  # RFC 8489 §9.2.4: no REALM/NONCE in this one
-                return [self._error(local, client, msg, code, reason)]
-            return [self._error(local, client, msg, code, reason, Realm(self.config.realm),
-                                Nonce(self._nonce(now)))]
-        username = msg.get(Username).text  # type: ignore[union-attr]  # checked by _authenticate
-        handler = {
-            Method.ALLOCATE: self._allocate,
-            Method.REFRESH: self._refresh,
-            Method.CREATE_PERMISSION: self._create_permission,
-            Method.CHANNEL_BIND: self._channel_bind,
-        }[Method(method)]
-        return [handler(now, local, client, msg, key, username)]
+        handler = self._handlers.get(method)
+        if handler is None:  # RFC 8489 §6.3: a method the server does not support is silently discarded
+            self.stats["unknown-method"] += 1
+            return []
+        auth = self._authenticate(now, local, client, msg)
+        if isinstance(auth, Transmit):
+            return [auth]
+        key, username = auth
+        # RFC 8489 §6.3: unknown attributes are looked at once authentication is done, and every response to an
+        # authenticated request carries MESSAGE-INTEGRITY (§9.2.4), a 400 for a malformed attribute too.
+        try:
+            unknown = msg.unknown_comprehension_required()
+            if unknown:
+                self.stats["unknown-attribute"] += 1
+                return [self._error(local, client, msg, 420, "Unknown Attribute", UnknownAttributes(tuple(unknown)),
+                                    key=key)]
+            return [handler(now, local, client, msg, key, username)]
+        except StunParseError:
+            self.stats["bad-attribute"] += 1
+            return [self._error(local, client, msg, 400, "Bad Request: malformed attribute", key=key)]
 
-    def _authenticate(self, now: float, msg: Message) -> IntegrityKey | tuple[int, str]:
-        """RFC 8489 §9.2.4: 401 without credentials or with wrong ones, 438 when the nonce is stale."""
-        user, realm, nonce = msg.get(Username), msg.get(Realm), msg.get(Nonce)
+    def _authenticate(self, now: float, local: Address, client: Address, msg: Message
+                      ) -> tuple[IntegrityKey, str] | Transmit:
+        """RFC 8489 §9.2.4, its checks in order: 401 without MESSAGE-INTEGRITY, 400 when USERNAME (or USERHASH),
+        REALM or NONCE is missing, 401 for an unknown user or a wrong MESSAGE-INTEGRITY, 438 for a stale nonce.
+        The key and the username, or the error response (none of which is signed)."""
+        realm, nonce = msg.get(Realm), msg.get(Nonce)
+        user, hashed = msg.get(Username), msg.get(UserHash)
         if not msg.has_integrity:
-            return (401, "Unauthorized")
-        if user is None or realm is None or nonce is None:
-            return (400, "Bad Request: MESSAGE-INTEGRITY without USERNAME, REALM and NONCE")
-        key = self._keys.get(user.text)
-        if key is None or realm.text != self.config.realm or not msg.check_integrity(key):
-            return (401, "Unauthorized")
-        if not self._nonce_fresh(nonce.text, now):
-            return (438, "Stale Nonce")
-        return key
+            return self._challenge(now, local, client, msg, 401, "Unauthorized")
+        if (user is None and hashed is None) or realm is None or nonce is None:
+            self.stats["auth-400"] += 1  # no REALM, NONCE or integrity in this one
+            return self._error(local, client, msg, 400, "Bad Request: MESSAGE-INTEGRITY without USERNAME, REALM "
+                                                        "and NONCE")
+        name = user.text if user is not None else self._by_hash.get(hashed.data) if hashed is not None else None
+        key = self._keys.get(name) if name is not None else None
+        if name is None or key is None or realm.text != self.config.realm or not msg.check_integrity(key):
+            return self._challenge(now, local, client, msg, 401, "Unauthorized")
+        if not self._nonce_fresh(nonce.text, now, client):
+            return self._challenge(now, local, client, msg, 438, "Stale Nonce")
+        return key, name
+
+    def _challenge(self, now: float, local: Address, client: Address, msg: Message, code: int, reason: str
+                   ) -> Transmit:
+        """A 401 or 438 with the REALM and a fresh NONCE for this source (RFC 8489 §9.2.4), unsigned."""
+        self.stats[f"auth-{code}"] += 1
+        return self._error(local, client, msg, code, reason, Realm(self.config.realm), Nonce(self._nonce(now, client)))
 
     # ----------------------------------------------------------------------------------------- requests
 
     def _allocate(self, now: float, local: Address, client: Address, msg: Message, key: IntegrityKey,
                   username: str) -> Transmit:
-        """RFC 8656 §7.2."""
+        """RFC 8656 §7.2: its checks in order (authentication was step 1), then the relayed address.
+
+        Reservations are not offered: EVEN-PORT with the R bit and any RESERVATION-TOKEN (this server never issues
+        one, so none is valid) are 508, and an ADDITIONAL-ADDRESS-FAMILY request gets one family, the other named
+        in ADDRESS-ERROR-CODE (440): a partial success as step 9 allows.
+        """
         five = (client, local)
-        existing = self.allocations.get(five)
-        if existing is not None:
+        existing = self._live(five, now)
+        if existing is not None:  # step 2
             if existing.allocate_tid == msg.transaction_id and existing.username == username:
-                # Our success response was lost and the client retransmitted (RFC 8656 §7.2, step 1).
-                left = max(0, int(existing.expires - now))
-                return self._ok(local, client, msg, [XorRelayedAddress(*existing.relayed),
-                                                     XorMappedAddress(*client), Lifetime(left)], key)
+                # Our success response was lost and the client retransmitted (RFC 8656 §5, §7.2).
+                return self._allocated(now, local, client, msg, key, existing)
             return self._error(local, client, msg, 437, "Allocation Mismatch", key=key)
+        if self._tunneled_ip(client[0]):  # RFC 8656 §21.4
+            self.stats["client-tunneled"] += 1
+            return self._error(local, client, msg, 403, "Forbidden: Teredo and 6to4 clients are refused", key=key)
         transport = msg.get(RequestedTransport)
-        if transport is None:
+        if transport is None:  # step 3 (a malformed one is a 400 too, from the caller)
             return self._error(local, client, msg, 400, "Bad Request: no REQUESTED-TRANSPORT", key=key)
         if transport.protocol != UDP:
             return self._error(local, client, msg, 442, "Unsupported Transport Protocol", key=key)
+        if msg.has(AttributeType.DONT_FRAGMENT):  # step 4: the relay cannot set DF on what it sends
+            self.stats["unknown-attribute"] += 1
+            return self._error(local, client, msg, 420, "Unknown Attribute: DONT-FRAGMENT is not supported",
+                                UnknownAttributes((AttributeType.DONT_FRAGMENT,)), key=key)
+        even, token = msg.get(EvenPort), msg.get(ReservationToken)
+        family, additional = msg.get(RequestedAddressFamily), msg.get(AdditionalAddressFamily)
+        if token is not None:  # step 5
+            if even is not None or family is not None or additional is not None:
+                return self._error(local, client, msg, 400, "Bad Request: RESERVATION-TOKEN with EVEN-PORT or an "
+                                                            "address family", key=key)
+            held = self._reservations.get(token.number)
+            if held is None or held[1] <= now:
+                return self._error(local, client, msg, 508, "Insufficient Capacity: no such reservation", key=key)
+        if family is not None and additional is not None:  # step 6
+            return self._error(local, client, msg, 400, "Bad Request: REQUESTED-ADDRESS-FAMILY with "
+                                                        "ADDITIONAL-ADDRESS-FAMILY", key=key)
+        if family is not None and family.family not in (IPV4, IPV6):  # step 7 (a family the server cannot have)
+            return self._error(local, client, msg, 440, "Address Family not Supported", key=key)
+        if even is not None and even.reserve and additional is not None:  # step 8 (508 below if unsatisfiable)
+            return self._error(local, client, msg, 400, "Bad Request: EVEN-PORT with the R bit and "
+                                                        "ADDITIONAL-ADDRESS-FAMILY", key=key)
+        if additional is not None and additional.family != IPV6:  # step 9
+            return self._error(local, client, msg, 400, "Bad Request: ADDITIONAL-ADDRESS-FAMILY must be IPv6",
+                               key=key)
         if sum(1 for a in self.allocations.values() if a.username == username) >= self.config.user_quota:
-            return self._error(local, client, msg, 486, "Allocation Quota Reached", key=key)
-        relayed = self.ports.reserve(6 if ":" in client[0] else 4)
-        if relayed is None:
-            return self._error(local, client, msg, 508, "Insufficient Capacity", key=key)
-        lifetime = self._lifetime(msg)
-        alloc = Allocation(client, local, relayed, username, key, now + lifetime, allocate_tid=msg.transaction_id,
+            return self._error(local, client, msg, 486, "Allocation Quota Reached", key=key)  # step 10
+        want = 6 if family is not None and family.family == IPV6 else 4  # step 7: IPv4 unless asked
+        if token is not None:  # the reserved address, whatever the 5-tuple (RFC 8656 §7.2)
+            relayed = self._reservations.pop(token.number)[0]
+            got = [relayed]
+            want = _family(relayed[0])
+        else:
+            got = self._reserve(want, even is not None, even is not None and even.reserve)
+            if not got:
+                return self._error(local, client, msg, 508, "Insufficient Capacity", key=key)
+            relayed = got[0]
+        address_error = None
+        if additional is not None:  # step 9: one family only; the other is named in ADDRESS-ERROR-CODE
+            missing = IPV6 if _family(relayed[0]) == 4 else IPV4
+            address_error = AddressErrorCode(missing, 440, "Address Family not Supported")
+        elif _family(relayed[0]) != want:  # step 7: this family is not supported
+            for a in got:
+                self.ports.release(a)
+            return self._error(local, client, msg, 440, "Address Family not Supported", key=key)
+        reservation = None
+        if len(got) == 2:  # EVEN-PORT with the R bit: the next port is held for a later Allocate
+            reservation = int.from_bytes(os.urandom(8), "big")
+            self._reservations[reservation] = (got[1], now + self.config.reservation_lifetime)
+            self._sweep_no_later_than(now + self.config.reservation_lifetime)
+        alloc = Allocation(client, local, relayed, username, key, now + self._lifetime(msg),
+                           allocate_tid=msg.transaction_id, address_error=address_error, token=reservation,
                            stream=self._stream)
         self.allocations[five] = alloc
         self.by_relay[relayed] = alloc
         self._expiry_stale = True
         self.stats["allocate"] += 1
-        return self._ok(local, client, msg, [XorRelayedAddress(*relayed), XorMappedAddress(*client),
-                                             Lifetime(lifetime)], key)
+        return self._allocated(now, local, client, msg, key, alloc)
+
+    def _allocated(self, now: float, local: Address, client: Address, msg: Message, key: IntegrityKey,
+                   alloc: Allocation) -> Transmit:
+        """The Allocate success response (RFC 8656 §7.2): relayed and mapped addresses, the time to expiry."""
+        attrs: list[Attribute] = [XorRelayedAddress(*alloc.relayed), XorMappedAddress(*client),
+                                  Lifetime(max(0, int(alloc.expires - now)))]
+        if alloc.address_error is not None:
+            attrs.append(alloc.address_error)
+        if alloc.token is not None:
+            attrs.append(ReservationToken(alloc.token))
+        return self._ok(local, client, msg, attrs, key)
+
+    def _reserve(self, family: int, even: bool, pair: bool) -> list[Address]:
+        """Relayed addresses from the I/O layer: one of any port; with ``even`` (EVEN-PORT, RFC 8656 §7.2) an even
+        port N, and with ``pair`` (its R bit) N and N + 1 on the same IP. Up to ``even_port_attempts`` addresses
+        are asked for; those not used are released. Empty: 508. An address of another family comes back alone
+        (the caller answers 440)."""
+        if not even:
+            got = self.ports.reserve(family)
+            return [] if got is None else [got]
+        reserve_at = getattr(self.ports, "reserve_at", None)
+        held: list[Address] = []
+        take: list[Address] = []
+        for _ in range(max(1, self.config.even_port_attempts)):
+            got = self.ports.reserve(family)
+            if got is None:
+                break
+            if _family(got[0]) != family:
+                take = [got]
+                break
+            held.append(got)
+            take = self._even(held, pair, reserve_at)
+            if take:
+                break
+        for a in held:
+            if a not in take:
+                self.ports.release(a)
+        return take
+
+    @staticmethod
+    def _even(held: list[Address], pair: bool, reserve_at: Callable[[Address], Address | None] | None
+              ) -> list[Address]:
+        """An even port among ``held`` (and, with ``pair``, the next one: held too, or bound with ``reserve_at``)."""
+        host, port = held[-1]
+        if not pair:
+            return [held[-1]] if port % 2 == 0 else []
+        for h, n in held:
+            if n % 2 == 0 and (h, n + 1) in held:
+                return [(h, n), (h, n + 1)]
+        if port % 2 == 0 and port < 0xFFFF and reserve_at is not None:
+            nxt = reserve_at((host, port + 1))
+            if nxt is not None:
+                return [held[-1], nxt]
+        return []
+
+    def _live(self, five: tuple[Address, Address], now: float) -> Allocation | None:
+        """The allocation on this 5-tuple; one past its expiry is deleted first, whether or not the timer has run
+        yet (RFC 8656 §6: an expired allocation's state is gone)."""
+        alloc = self.allocations.get(five)
+        if alloc is not None and alloc.expires <= now:
+            self._delete(five)
+            self.stats["allocation-expired"] += 1
+            return None
+        return alloc
 
     def _lifetime(self, msg: Message) -> int:
+        """RFC 8656 §7.2, §8.2: the smaller of the asked LIFETIME and ``max_lifetime`` if that exceeds the
+        default, else ``default_lifetime`` (also when no LIFETIME was asked for)."""
         asked = msg.get(Lifetime)
-        want = self.config.default_lifetime if asked is None else asked.number
-        return min(max(want, self.config.default_lifetime), self.config.max_lifetime)
+        if asked is None:
+            return self.config.default_lifetime
+        computed = min(asked.number, self.config.max_lifetime)
+        return computed if computed > self.config.default_lifetime else self.config.default_lifetime
 
     def _refresh(self, now: float, local: Address, client: Address, msg: Message, key: IntegrityKey,
                  username: str) -> Transmit:
-        """RFC 8656 §8: LIFETIME 0 deletes the allocation."""
-        five = (client, local)
-        alloc = self.allocations.get(five)
-        if alloc is None:
-            return self._error(local, client, msg, 437, "Allocation Mismatch", key=key)
-        if alloc.username != username:
-            return self._error(local, client, msg, 441, "Wrong Credentials", key=key)
+        """RFC 8656 §8.2: 437 without an allocation, 441 for another user (§5), 443 when REQUESTED-ADDRESS-FAMILY
+        is not the allocation's; LIFETIME 0 deletes it, any other sets its time to expiry (§7.2's rule)."""
+        alloc = self._owned(now, local, client, msg, key, username)
+        if isinstance(alloc, Transmit):
+            return alloc
+        family = msg.get(RequestedAddressFamily)
+        if family is not None and family.family != (IPV6 if _family(alloc.relayed[0]) == 6 else IPV4):
+            return self._error(local, client, msg, 443, "Peer Address Family Mismatch", key=key)
         asked = msg.get(Lifetime)
         if asked is not None and asked.number == 0:
-            self._delete(five)
+            self._delete((client, local))
             self.stats["deallocate"] += 1
             return self._ok(local, client, msg, [Lifetime(0)], key)
         lifetime = self._lifetime(msg)
@@ -378,7 +579,15 @@ class TurnServer:
         self.stats["refresh"] += 1
         return self._ok(local, client, msg, [Lifetime(lifetime)], key)
 
+    def _tunneled_ip(self, host: str) -> bool:
+        ip = ipaddress.ip_address(host)
+        return any(ip in n for n in self._tunneled)
+
     def _peer_allowed(self, host: str) -> bool:
+        """RFC 8656 §21.2.2: the operator's denied ranges (minus ``allowed_peers``); Teredo and 6to4 always
+        refused (§21.4)."""
+        if self._tunneled_ip(host):
+            return False
         ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(host)
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
             ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is loopback too
@@ -386,9 +595,11 @@ class TurnServer:
             return True
         return not any(ip in n for n in self._denied)
 
-    def _owned(self, local: Address, client: Address, msg: Message, key: IntegrityKey, username: str
+    def _owned(self, now: float, local: Address, client: Address, msg: Message, key: IntegrityKey, username: str
                ) -> Allocation | Transmit:
-        alloc = self.allocations.get((client, local))
+        """RFC 8656 §5: a request other than Allocate needs the allocation on its 5-tuple (437) and the username
+        that made it (441)."""
+        alloc = self._live((client, local), now)
         if alloc is None:
             return self._error(local, client, msg, 437, "Allocation Mismatch", key=key)
         if alloc.username != username:
@@ -397,8 +608,9 @@ class TurnServer:
 
     def _create_permission(self, now: float, local: Address, client: Address, msg: Message, key: IntegrityKey,
                            username: str) -> Transmit:
-        """RFC 8656 §10: one or more XOR-PEER-ADDRESS; all or nothing."""
-        alloc = self._owned(local, client, msg, key, username)
+        """RFC 8656 §10.2: one or more XOR-PEER-ADDRESS (400 without, or with a malformed one), each of the relay's
+        family (443) and allowed (403); all or nothing. Installs or refreshes a permission per IP (§9)."""
+        alloc = self._owned(now, local, client, msg, key, username)
         if isinstance(alloc, Transmit):
             return alloc
         peers = [a for a in msg.attributes if isinstance(a, XorPeerAddress)]
@@ -418,13 +630,17 @@ class TurnServer:
 
     def _channel_bind(self, now: float, local: Address, client: Address, msg: Message, key: IntegrityKey,
                       username: str) -> Transmit:
-        """RFC 8656 §11.2: binds (or refreshes) a channel and installs/refreshes the permission."""
-        alloc = self._owned(local, client, msg, key, username)
+        """RFC 8656 §12.2: CHANNEL-NUMBER in range and XOR-PEER-ADDRESS (400), the peer's family the relay's
+        (443), a peer the operator allows (403), neither bound to another (400); binds or refreshes the channel
+        and installs or refreshes the permission (§9)."""
+        alloc = self._owned(now, local, client, msg, key, username)
         if isinstance(alloc, Transmit):
             return alloc
         chan, peer = msg.get(ChannelNumber), msg.get(XorPeerAddress)
-        if chan is None or peer is None or not CHANNEL_MIN <= chan.number <= CHANNEL_MAX:
-            return self._error(local, client, msg, 400, "Bad Request: channel 0x4000-0x7FFF and a peer", key=key)
+        low, high = self.config.channel_numbers
+        if chan is None or peer is None or not low <= chan.number <= high:
+            return self._error(local, client, msg, 400, f"Bad Request: a channel {low:#06x}-{high:#06x} and a peer",
+                               key=key)
         if (":" in peer.host) != (":" in alloc.relayed[0]):
             return self._error(local, client, msg, 443, "Peer Address Family Mismatch", key=key)
         if not self._peer_allowed(peer.host):
@@ -449,11 +665,19 @@ class TurnServer:
         return expiry is not None and expiry > now
 
     def _send_indication(self, now: float, local: Address, client: Address, msg: Message) -> list[Transmit]:
-        """RFC 8656 §11.2: relay DATA to XOR-PEER-ADDRESS if a permission exists (no response either way)."""
+        """RFC 8656 §11.2: relay DATA to XOR-PEER-ADDRESS if a permission exists (no response either way). An
+        unknown comprehension-required attribute discards it (RFC 8489 §6.3.2), and so does DONT-FRAGMENT, which
+        the relay cannot honour, unless the families differ (§13: then it is ignored)."""
         alloc = self.allocations.get((client, local))
         peer, data = msg.get(XorPeerAddress), msg.get(Data)
         if alloc is None or peer is None or data is None or alloc.expires <= now:
             self.stats["send-dropped"] += 1
+            return []
+        if msg.unknown_comprehension_required():
+            self.stats["send-unknown-attribute"] += 1
+            return []
+        if msg.has(AttributeType.DONT_FRAGMENT) and _family(client[0]) == _family(alloc.relayed[0]):
+            self.stats["send-dont-fragment"] += 1
             return []
         if not self._permitted(alloc, peer.address, now):
             self.stats["send-no-permission"] += 1
@@ -463,22 +687,27 @@ class TurnServer:
 
     def _channel_data_from_client(self, now: float, local: Address, client: Address, data: bytes
                                   ) -> Transmit | None:
-        """RFC 8656 §12.4: ChannelData from the client goes to the channel's peer."""
+        """RFC 8656 §12.6: ChannelData from the client goes to the channel's peer (while the peer's permission
+        lasts too); it refreshes neither. Shorter than its length field, on an unbound channel or without an
+        allocation (§5) it is silently discarded, and counted."""
         number, length = _CHANNEL_HDR.unpack_from(data)
         alloc = self.allocations.get((client, local))
-        if alloc is None or length > len(data) - 4:
+        if alloc is None or length > len(data) - 4 or alloc.expires <= now:
             self.stats["channel-data-dropped"] += 1
             return None
         bound = alloc.channels.get(number)
         if bound is None or bound[1] <= now or not self._permitted(alloc, bound[0], now):
-            self.stats["channel-data-unbound"] += 1
+            # RFC 8656 §12.6: a reserved number (0x5000-0xFFFF) or an unbound channel is silently discarded
+            self.stats["channel-data-reserved" if number > self.config.channel_numbers[1] else
+                       "channel-data-unbound"] += 1
             return None
         self.stats["relayed-to-peer"] += 1
         return Transmit(bound[0], data[4 : 4 + length], alloc.relayed)
 
     def _from_peer(self, now: float, alloc: Allocation | None, peer: Address, data: bytes) -> Transmit | None:
-        """A datagram from a peer to a relayed address: ChannelData if a channel is bound, else a Data
-        indication (RFC 8656 §11.3, §12.5); dropped without a permission for the peer's IP."""
+        """A datagram from a peer to a relayed address: ChannelData if a channel is bound (RFC 8656 §12.7, §12.5:
+        padded to four bytes over TCP/TLS), else a Data indication with XOR-PEER-ADDRESS and DATA (§11.3);
+        dropped without a permission for the peer's IP (§9: ports are not compared)."""
         if alloc is None or alloc.expires <= now:
             self.stats["peer-data-no-allocation"] += 1
             return None

@@ -11,11 +11,21 @@ import asyncio
 import ipaddress
 import logging
 import os
-import socket
 import sys
+import time
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
+
+from adapter_lines import (  # type: ignore[import-not-found]  # a sibling of this script
+    BULK_MAGIC,
+    BULK_SEQ,
+    BULK_SIZES,
+    BulkCounter,
+    bindable,
+    candidate_problem,
+    out,
+)
 
 try:
     import aioice
@@ -24,38 +34,9 @@ except ImportError as exc:  # pragma: no cover - depends on the machine
     print(f"error aioice is not installed ({exc}): pip install aioice", flush=True)
     sys.exit(2)
 
-FEATURES = "trickle stun turn-udp turn-tcp relay-only aggressive consent-timeout role-conflict"
+FEATURES = "trickle stun turn-udp turn-tcp relay-only aggressive consent-timeout role-conflict bulk"
 REGULAR_WHEN_CONTROLLING = "aioice 0.13 always nominates aggressively when controlling (USE-CANDIDATE on every check)"
-
-
-def out(line: str) -> None:
-    try:
-        sys.stdout.write(line + "\n")
-        sys.stdout.flush()
-    except BrokenPipeError:
-        os._exit(0)  # the harness stopped reading our reports: like the end of input, a normal end
-
-
-def candidate_problem(text: str) -> str | None:
-    """What is wrong with an RFC 8839 section 5.1 candidate value (mandatory fields only), or None."""
-    f = text.split()
-    if len(f) < 8 or f[6] != "typ":
-        return "needs FOUNDATION COMPONENT TRANSPORT PRIORITY ADDRESS PORT typ TYPE"
-    if not (f[1].isdigit() and f[3].isdigit() and f[5].isdigit() and 0 < int(f[5]) < 65536):
-        return "component, priority and port must be numbers (port 1-65535)"
-    if f[7] not in ("host", "srflx", "prflx", "relay"):
-        return f"unknown candidate type {f[7]}"
-    return None
-
-def bindable(ip: str) -> bool:
-    """Whether a UDP socket can be bound to ip here (the address exists in this network namespace)."""
-    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
-    try:
-        with socket.socket(family, socket.SOCK_DGRAM) as sock:
-            sock.bind((ip, 0))
-    except OSError:
-        return False
-    return True
+BULK_YIELD = 64  # datagrams sent before the loop gets a turn (consent checks, commands)
 
 
 @dataclass
@@ -101,6 +82,8 @@ class Adapter:
         self.selected: aioice.ice.CandidatePair | None = None
         self.tasks: set[asyncio.Task[None]] = set()
         self.closing = False
+        self.bulk_in = BulkCounter()
+        self.bulk_sending = False
 
     # -- settings -------------------------------------------------------------------------------------------------
 
@@ -286,6 +269,9 @@ class Adapter:
                 if not self.closing:
                     out("state failed")  # consent lost (RFC 7675): aioice closed the connection
                 return
+            if data[:4] == BULK_MAGIC and len(data) >= 8:
+                self.bulk_in.add(data, len(data))
+                continue
             out("recv " + data.decode(errors="replace").replace("\n", " "))
             if self.s.echo:
                 await self.conn.send(data)
@@ -295,6 +281,39 @@ class Adapter:
             out("error send before a pair is selected")
             return
         await self.conn.send(text.encode())
+
+    def start_bulk(self, rest: str) -> None:
+        words = rest.split()
+        if len(words) != 2 or not all(w.isdigit() for w in words) or int(words[0]) < 1 \
+                or int(words[1]) not in BULK_SIZES:
+            out("error bulk takes COUNT SIZE (COUNT at least 1, SIZE 8 to 1472 bytes)")
+        elif self.conn is None or self.selected is None:
+            out("error bulk before a pair is selected")
+        elif self.bulk_sending:
+            out("error bulk while a bulk send is still running")
+        else:
+            self.bulk_sending = True
+            self.spawn(self.bulk(int(words[0]), int(words[1])))
+
+    async def bulk(self, count: int, size: int) -> None:
+        """COUNT datagrams as fast as aioice takes them, then bulk-sent."""
+        assert self.conn is not None
+        payload = bytearray(size)
+        payload[:4] = BULK_MAGIC
+        sent = 0
+        start = time.monotonic()
+        try:
+            for seq in range(count):
+                BULK_SEQ.pack_into(payload, 4, seq)
+                await self.conn.send(bytes(payload))
+                sent += 1
+                if sent % BULK_YIELD == 0:
+                    await asyncio.sleep(0)
+        except ConnectionError as exc:
+            out(f"error bulk stopped after {sent} datagrams: {exc}")
+        finally:
+            self.bulk_sending = False
+        out(f"bulk-sent {sent} {time.monotonic() - start:.6f}")
 
     # -- plumbing -------------------------------------------------------------------------------------------------
 
@@ -322,6 +341,11 @@ class Adapter:
                 await self.remote(verb, rest)
         elif verb == "send":
             await self.send(rest)
+        elif verb == "bulk":
+            self.start_bulk(rest)
+        elif verb == "bulk-report":
+            out(self.bulk_in.line())
+            self.bulk_in = BulkCounter()
         elif verb == "restart":
             out("error restart is not supported: aioice 0.13 has no ICE restart")
         elif verb == "quit":

@@ -17,8 +17,19 @@ import re
 import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import Any
+
+from adapter_lines import (  # type: ignore[import-not-found]  # a sibling of this script
+    BULK_MAGIC,
+    BULK_SEQ,
+    BULK_SIZES,
+    BulkCounter,
+    bindable,
+    candidate_problem,
+    out,
+)
 
 DEBUG = bool(os.environ.get("ICELAB_AGENT_DEBUG"))
 if DEBUG:
@@ -35,8 +46,9 @@ except (ImportError, ValueError, OSError) as exc:  # pragma: no cover - depends 
     print(f"error libnice is not usable here ({exc}): install python3-gi and gir1.2-nice-0.1", flush=True)
     sys.exit(2)
 
-FEATURES = "trickle stun turn-udp turn-tcp relay-only aggressive lite restart role-conflict"
+FEATURES = "trickle stun turn-udp turn-tcp relay-only aggressive lite restart role-conflict bulk"
 COMPONENT = 1
+BULK_CHUNK = 64  # datagrams sent per turn of the main loop (consent checks and commands get theirs in between)
 
 RECV_CB = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint, ctypes.c_uint,
                            ctypes.POINTER(ctypes.c_char), ctypes.c_void_p)
@@ -55,36 +67,6 @@ ctypes.pythonapi.PyCapsule_GetPointer.argtypes = [ctypes.py_object, ctypes.c_cha
 ROLE_SWITCH = re.compile(r'changing agent role to "(controlling|controlled)"')
 STATES = {"connecting": "checking", "connected": "connected", "ready": "completed", "failed": "failed",
           "disconnected": "disconnected"}
-
-
-def out(line: str) -> None:
-    try:
-        sys.stdout.write(line + "\n")
-        sys.stdout.flush()
-    except BrokenPipeError:
-        os._exit(0)  # the harness stopped reading our reports: like the end of input, a normal end
-
-
-def candidate_problem(text: str) -> str | None:
-    """What is wrong with an RFC 8839 section 5.1 candidate value (mandatory fields only), or None."""
-    f = text.split()
-    if len(f) < 8 or f[6] != "typ":
-        return "needs FOUNDATION COMPONENT TRANSPORT PRIORITY ADDRESS PORT typ TYPE"
-    if not (f[1].isdigit() and f[3].isdigit() and f[5].isdigit() and 0 < int(f[5]) < 65536):
-        return "component, priority and port must be numbers (port 1-65535)"
-    if f[7] not in ("host", "srflx", "prflx", "relay"):
-        return f"unknown candidate type {f[7]}"
-    return None
-
-def bindable(ip: str) -> bool:
-    """Whether a UDP socket can be bound to ip here (the address exists in this network namespace)."""
-    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
-    try:
-        with socket.socket(family, socket.SOCK_DGRAM) as sock:
-            sock.bind((ip, 0))
-    except OSError:
-        return False
-    return True
 
 
 def libnice_version() -> str:
@@ -119,6 +101,32 @@ def sdp(agent: Any, candidate: Any) -> str:
     return str(agent.generate_local_candidate_sdp(candidate)).removeprefix("a=candidate:")
 
 
+class BulkSender:
+    """One bulk send: COUNT datagrams through nice_agent_send, BULK_CHUNK per turn of the main loop."""
+
+    def __init__(self, adapter: Adapter, count: int, size: int) -> None:
+        self.adapter, self.count, self.size = adapter, count, size
+        self.payload = bytearray(size)
+        self.payload[:4] = BULK_MAGIC
+        self.seq = self.sent = 0
+        self.start = time.monotonic()
+
+    def chunk(self) -> bool:
+        """Up to BULK_CHUNK datagrams; False (the idle source is removed) after the last, with bulk-sent."""
+        a = self.adapter
+        end = min(self.count, self.seq + BULK_CHUNK)
+        for seq in range(self.seq, end):
+            BULK_SEQ.pack_into(self.payload, 4, seq)
+            if LIBNICE.nice_agent_send(a.ptr, a.sid, COMPONENT, self.size, bytes(self.payload)) == self.size:
+                self.sent += 1
+        self.seq = end
+        if end < self.count:
+            return True
+        a.bulk_sending = False
+        out(f"bulk-sent {self.sent} {time.monotonic() - self.start:.6f}")
+        return False
+
+
 @dataclass
 class Settings:
     role: str = ""
@@ -149,6 +157,8 @@ class Adapter:
         self.controlling = False
         self.buffer = b""
         self.recv_cb = RECV_CB(self.on_recv)  # kept alive as long as the agent
+        self.bulk_in = BulkCounter()
+        self.bulk_sending = False
 
     # -- settings -------------------------------------------------------------------------------------------------
 
@@ -307,6 +317,11 @@ class Adapter:
             sys.stderr.write(f"{domain}: {message}\n")
 
     def on_recv(self, _agent: Any, _stream: int, _component: int, length: int, buf: Any, _data: Any) -> None:
+        if length >= 8:
+            header = ctypes.string_at(buf, 8)
+            if header[:4] == BULK_MAGIC:
+                self.bulk_in.add(header, length)
+                return
         data = ctypes.string_at(buf, length)
         out("recv " + data.decode(errors="replace").replace("\n", " "))
         if self.s.echo:
@@ -320,6 +335,20 @@ class Adapter:
             return
         if LIBNICE.nice_agent_send(self.ptr, self.sid, COMPONENT, len(data), data) < 0:
             out("error libnice could not send")
+
+    def start_bulk(self, rest: str) -> None:
+        words = rest.split()
+        if len(words) != 2 or not all(w.isdigit() for w in words) or int(words[0]) < 1 \
+                or int(words[1]) not in BULK_SIZES:
+            out("error bulk takes COUNT SIZE (COUNT at least 1, SIZE 8 to 1472 bytes)")
+        elif self.agent is None or self.selected is None:
+            out("error bulk before a pair is selected")
+        elif self.bulk_sending:
+            out("error bulk while a bulk send is still running")
+        else:
+            self.bulk_sending = True
+            sender = BulkSender(self, int(words[0]), int(words[1]))
+            GLib.idle_add(sender.chunk, priority=GLib.PRIORITY_DEFAULT)
 
     def remote(self, verb: str, rest: str) -> None:
         agent = self.agent
@@ -387,6 +416,11 @@ class Adapter:
                 self.remote(verb, rest)
         elif verb == "send":
             self.send(rest.encode())
+        elif verb == "bulk":
+            self.start_bulk(rest)
+        elif verb == "bulk-report":
+            out(self.bulk_in.line())
+            self.bulk_in = BulkCounter()
         elif verb == "restart":
             self.restart()
         elif verb == "quit":

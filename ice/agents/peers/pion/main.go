@@ -8,7 +8,9 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -26,7 +28,55 @@ import (
 // stackVersion is the packaged pion/ice version; provision.sh sets it from dpkg with -ldflags -X.
 var stackVersion = "2.3.1"
 
-const features = "trickle stun turn-udp turn-tcp relay-only lite restart consent-timeout"
+const features = "trickle stun turn-udp turn-tcp relay-only lite restart consent-timeout bulk"
+
+// A bulk datagram (docs/agent-protocol.md, Bulk data): these four bytes, a 32-bit big-endian sequence number, then
+// padding up to its size.
+var bulkMagic = []byte("\x7fblk")
+
+const (
+	bulkMinSize = 8
+	bulkMaxSize = 1472
+)
+
+// epoch is the origin of the clock bulk-received reports (monotonic: time.Since reads Go's monotonic clock).
+var epoch = time.Now()
+
+// bulkCounter counts the bulk datagrams received since the last bulk-report.
+type bulkCounter struct {
+	mu              sync.Mutex
+	count, size     int64
+	firstAt, lastAt float64
+	reordered       int64
+	highest         int64
+}
+
+func (b *bulkCounter) add(p []byte) {
+	now := time.Since(epoch).Seconds()
+	seq := int64(binary.BigEndian.Uint32(p[4:8]))
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.count == 0 {
+		b.firstAt, b.highest = now, -1
+	}
+	b.count++
+	b.size += int64(len(p))
+	b.lastAt = now
+	if seq < b.highest {
+		b.reordered++
+	} else {
+		b.highest = seq
+	}
+}
+
+// report returns the bulk-received line and starts counting again from zero.
+func (b *bulkCounter) report() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	line := fmt.Sprintf("bulk-received %d %d %.6f %.6f %d", b.count, b.size, b.firstAt, b.lastAt, b.reordered)
+	b.count, b.size, b.firstAt, b.lastAt, b.reordered, b.highest = 0, 0, 0, 0, 0, -1
+	return line
+}
 
 var outMu sync.Mutex
 
@@ -71,6 +121,8 @@ type adapter struct {
 	restarting  bool // we restarted and wait for the peer's new credentials
 	held        []string
 	gathering   bool
+	bulkIn      bulkCounter
+	bulkSending bool
 }
 
 func main() {
@@ -111,6 +163,10 @@ func (a *adapter) handle(line string) bool {
 		a.remote(verb, rest)
 	case "send":
 		a.send([]byte(rest))
+	case "bulk":
+		a.startBulk(rest)
+	case "bulk-report":
+		out("%s", a.bulkIn.report())
 	case "restart":
 		a.restart()
 	case "quit":
@@ -523,6 +579,10 @@ func (a *adapter) connect(ufrag, pwd string) {
 			}
 			return
 		}
+		if n >= bulkMinSize && bytes.Equal(buf[:4], bulkMagic) {
+			a.bulkIn.add(buf[:n])
+			continue
+		}
 		out("recv %s", strings.ToValidUTF8(strings.ReplaceAll(string(buf[:n]), "\n", " "), "\uFFFD"))
 		if a.s.echo {
 			if _, err := conn.Write(buf[:n]); err != nil {
@@ -532,7 +592,8 @@ func (a *adapter) connect(ufrag, pwd string) {
 	}
 }
 
-func (a *adapter) send(data []byte) {
+// connection is the connection Dial/Accept returned, or nil when no pair is selected.
+func (a *adapter) connection() *ice.Conn {
 	a.mu.Lock()
 	conn, waiting := a.conn, a.dialing && a.selected
 	a.mu.Unlock()
@@ -546,6 +607,11 @@ func (a *adapter) send(data []byte) {
 		conn = a.conn
 		a.mu.Unlock()
 	}
+	return conn
+}
+
+func (a *adapter) send(data []byte) {
+	conn := a.connection()
 	if conn == nil {
 		out("error send before a pair is selected")
 		return
@@ -553,6 +619,57 @@ func (a *adapter) send(data []byte) {
 	if _, err := conn.Write(data); err != nil {
 		out("error send: %v", err)
 	}
+}
+
+// startBulk checks `bulk COUNT SIZE` and sends in a goroutine, so commands keep being read meanwhile.
+func (a *adapter) startBulk(rest string) {
+	f := strings.Fields(rest)
+	var count, size int
+	var err1, err2 error
+	if len(f) == 2 {
+		count, err1 = strconv.Atoi(f[0])
+		size, err2 = strconv.Atoi(f[1])
+	}
+	if len(f) != 2 || err1 != nil || err2 != nil || count < 1 || size < bulkMinSize || size > bulkMaxSize {
+		out("error bulk takes COUNT SIZE (COUNT at least 1, SIZE %d to %d bytes)", bulkMinSize, bulkMaxSize)
+		return
+	}
+	conn := a.connection()
+	a.mu.Lock()
+	busy := a.bulkSending
+	if conn != nil && !busy {
+		a.bulkSending = true
+	}
+	a.mu.Unlock()
+	switch {
+	case conn == nil:
+		out("error bulk before a pair is selected")
+	case busy:
+		out("error bulk while a bulk send is still running")
+	default:
+		go a.bulk(conn, count, size)
+	}
+}
+
+// bulk writes count datagrams as fast as Conn.Write takes them, then prints bulk-sent.
+func (a *adapter) bulk(conn *ice.Conn, count, size int) {
+	payload := make([]byte, size)
+	copy(payload, bulkMagic)
+	sent := 0
+	start := time.Now()
+	for seq := 0; seq < count; seq++ {
+		binary.BigEndian.PutUint32(payload[4:8], uint32(seq))
+		if _, err := conn.Write(payload); err != nil {
+			out("error bulk stopped after %d datagrams: %v", sent, err)
+			break
+		}
+		sent++
+	}
+	elapsed := time.Since(start).Seconds()
+	a.mu.Lock()
+	a.bulkSending = false
+	a.mu.Unlock()
+	out("bulk-sent %d %.6f", sent, elapsed)
 }
 
 func (a *adapter) restart() {
