@@ -18,6 +18,7 @@ from ice.stun.attributes import (
     Realm,
     RequestedAddressFamily,
     RequestedTransport,
+    UnknownAttribute,
     Username,
     XorMappedAddress,
     XorPeerAddress,
@@ -117,15 +118,19 @@ T0 = 1000.0
 
 
 class _Ports:
+    """Relay addresses as the I/O layer hands them out, with those still bound in ``live``."""
+
     def __init__(self) -> None:
         self.next = 50000
+        self.live: set[tuple[str, int]] = set()
 
     def reserve(self, family: int) -> tuple[str, int]:
         self.next += 1
+        self.live.add(("2001:db8::1" if family == 6 else "192.0.2.1", self.next))
         return ("2001:db8::1" if family == 6 else "192.0.2.1", self.next)
 
     def release(self, relayed: tuple[str, int]) -> None:
-        pass
+        self.live.remove(relayed)
 
 
 def _turn_server_with_allocation(peer: tuple[str, int]) -> tuple[TurnServer, Allocation]:
@@ -180,3 +185,23 @@ def test_agent_timer_survives_a_failed_restart_ending_consent_checks_in_the_same
     assert agent.state is AgentState.FAILED
     at = agent.next_timeout()
     assert at is None or at > now + 60.0
+
+
+def test_turn_server_allocate_with_a_malformed_lifetime_holds_no_relay_address() -> None:
+    """RFC 8656 §7.2: an Allocate whose LIFETIME is malformed is a 400. The server used to bind the relayed
+    address first and decode LIFETIME after, so the 400 left that socket bound for good: an authenticated client
+    could use up the relay range. The lifetime is now read before anything is held."""
+    listen, client = ("192.0.2.1", 3478), ("198.51.100.1", 40000)
+    ports = _Ports()
+    server = TurnServer(TurnServerConfig(listen, users={"user": "pass"}), ports, secret=b"regressions")
+    key = long_term_key("user", "icelab", "pass")
+    for _ in range(3):
+        request = Message(0x003, MessageClass.REQUEST, None,
+                          [RequestedTransport(17), UnknownAttribute(0x000D, bytes(10)), Username("user"),
+                           Realm("icelab"), Nonce(server._nonce(T0, client))])
+        server.handle_datagram(T0, listen, client, request.encode(key, fingerprint=True))
+        answer = server.poll_transmit()
+        assert answer is not None
+        error = parse(answer.data).error
+        assert error is not None and error.code == 400
+    assert ports.live == set() and server.allocations == {}

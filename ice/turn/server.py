@@ -453,6 +453,7 @@ class TurnServer:
                                key=key)
         if sum(1 for a in self.allocations.values() if a.username == username) >= self.config.user_quota:
             return self._error(local, client, msg, 486, "Allocation Quota Reached", key=key)  # step 10
+        lifetime = self._lifetime(msg)  # a malformed LIFETIME is a 400 (from the caller) before anything is held
         want = 6 if family is not None and family.family == IPV6 else 4  # step 7: IPv4 unless asked
         if token is not None:  # the reserved address, whatever the 5-tuple (RFC 8656 §7.2)
             relayed = self._reservations.pop(token.number)[0]
@@ -476,7 +477,7 @@ class TurnServer:
             reservation = int.from_bytes(os.urandom(8), "big")
             self._reservations[reservation] = (got[1], now + self.config.reservation_lifetime)
             self._sweep_no_later_than(now + self.config.reservation_lifetime)
-        alloc = Allocation(client, local, relayed, username, key, now + self._lifetime(msg),
+        alloc = Allocation(client, local, relayed, username, key, now + lifetime,
                            allocate_tid=msg.transaction_id, address_error=address_error, token=reservation,
                            stream=self._stream)
         self.allocations[five] = alloc
