@@ -253,6 +253,13 @@ class _Ports:
         self.live.add(addr)
         return addr
 
+    def reserve_at(self, relayed: a.Address) -> a.Address | None:
+        """The given address (EVEN-PORT's pair, RFC 8656 §7.2) unless taken or past the limit."""
+        if relayed in self.live or len(self.live) >= self.limit:
+            return None
+        self.live.add(relayed)
+        return relayed
+
     def release(self, relayed: a.Address) -> None:
         expect(relayed in self.live, f"relay address {relayed} released but not reserved (or released twice)")
         self.live.discard(relayed)
@@ -328,7 +335,8 @@ def turn_request(r: Reader, server: TurnServer, now: float, tids: list[bytes], c
 def _turn_invariants(server: TurnServer, ports: _Ports) -> None:
     relays = {alloc.relayed for alloc in server.allocations.values()}
     expect(relays == set(server.by_relay), "by_relay and allocations disagree")
-    expect(relays == ports.live, "relay addresses held and allocations disagree")
+    reserved = {relayed for relayed, _ in server._reservations.values()}  # EVEN-PORT's next port (RFC 8656 §7.2)
+    expect(relays | reserved == ports.live, "relay addresses held and allocations (or reservations) disagree")
     for alloc in server.allocations.values():
         expect(server.by_relay[alloc.relayed] is alloc, "by_relay points at another allocation")
         expect(len(alloc.channels) == len(alloc.by_peer), "channels and by_peer differ in size")
