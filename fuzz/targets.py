@@ -248,7 +248,10 @@ class _Ports:
     def reserve(self, family: int) -> a.Address | None:
         if len(self.live) >= self.limit:
             return None
-        addr = ("2001:db8::1" if family == 6 else "192.0.2.1", self.next)
+        host = "2001:db8::1" if family == 6 else "192.0.2.1"
+        while (host, self.next) in self.live:  # reserve_at took it: a bound address is never handed out twice
+            self.next += 1
+        addr = (host, self.next)
         self.next += 1
         self.live.add(addr)
         return addr
