@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import socket
@@ -50,12 +51,21 @@ def _wait(port: int, proc: subprocess.Popen[bytes], seconds: float = 10.0) -> No
     raise RuntimeError(f"no STUN answer on 127.0.0.1:{port} within {seconds} s")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all its threads (Linux /proc/PID/stat), 0.0 where unreadable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
-def _server(cmd: list[str], port: int, cwd: str | None = None) -> Iterator[None]:
+def _server(cmd: list[str], port: int, cwd: str | None = None) -> Iterator[int]:
     proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait(port, proc)
-        yield
+        yield proc.pid
     finally:
         proc.terminate()
         try:
@@ -78,14 +88,17 @@ def side_by_side(ours: list[str], ours_port: int, coturn: list[str], coturn_port
                  load: Callable[[int, int], dict[str, float]], amount: int, rounds: int, quiet: bool,
                  describe: Callable[[dict[str, float]], str]) -> dict[str, list[dict[str, float]]]:
     """Start our server and coturn, warm both up, then alternate ``rounds`` measurements of ``load(port,
-    amount)`` between them (so drift in the machine hits both alike); one progress line per measurement."""
+    amount)`` between them (so drift in the machine hits both alike); one progress line per measurement. Each
+    result gains ``server_cpu``: the server process's CPU seconds (all threads) over the round's wall seconds."""
     results: dict[str, list[dict[str, float]]] = {"icelab": [], "coturn": []}
-    with _server(ours, ours_port), _server(coturn, coturn_port, cwd=tmp):
+    with _server(ours, ours_port) as ours_pid, _server(coturn, coturn_port, cwd=tmp) as coturn_pid:
         load(ours_port, 2000)  # warm-up
         load(coturn_port, 2000)
         for i in range(rounds):
-            for name, port in (("icelab", ours_port), ("coturn", coturn_port)):
+            for name, port, pid in (("icelab", ours_port, ours_pid), ("coturn", coturn_port, coturn_pid)):
+                cpu = cpu_seconds(pid)
                 r = load(port, amount)
+                r["server_cpu"] = (cpu_seconds(pid) - cpu) / r["seconds"] if r["seconds"] else 0.0
                 results[name].append(r)
                 if not quiet:
                     print(f"  round {i + 1}: {name:<7} {describe(r)}", file=sys.stderr, flush=True)
@@ -107,7 +120,8 @@ def main(args: argparse.Namespace) -> int:
             "--log-file=stdout", "--simple-log", "--no-stdout-log",
         ]
         rounds = side_by_side(ours, ours_port, coturn, coturn_port, tmp, _load, requests, ROUNDS, args.json,
-                              lambda r: f"{r['rps']:>10,.0f} req/s  (lost {r['lost']:.0f})")
+                              lambda r: f"{r['rps']:>10,.0f} req/s  (lost {r['lost']:.0f}, server CPU "
+                                        f"{r['server_cpu']:.0%}, load CPU {r['load_cpu']:.0%})")
     rps = {name: round(statistics.median(r["rps"] for r in rs)) for name, rs in rounds.items()}
     lost = {name: int(sum(r["lost"] for r in rs)) for name, rs in rounds.items()}
     ratio = round(rps["icelab"] / rps["coturn"], 2) if rps["coturn"] else 0.0

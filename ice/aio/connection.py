@@ -22,7 +22,7 @@ from ice.agent.events import (
     StateChanged,
     StunServerUnreachable,
 )
-from ice.aio.driver import Driver
+from ice.aio.driver import Driver, DriverConfig
 from ice.aio.turn_client import open_turn_stream
 from ice.endpoint import Endpoint
 from ice.errors import ConnectTimeout, GatheringFailed, IceFailed, NotConnected, TurnError
@@ -99,7 +99,8 @@ class Connection:
     @property
     def driver(self) -> Driver[Event]:
         if self._driver is None:
-            self._driver = Driver(self.endpoint, self._on_event, stats=self.agent.stats, batch=1)
+            self._driver = Driver(self.endpoint, self._on_event, stats=self.agent.stats,
+                                  config=DriverConfig(batch=1))
             self._driver.on_unreachable = self._on_unreachable
         return self._driver
 

@@ -2,10 +2,12 @@
 
 A :class:`Driver` owns the UDP sockets (and TCP/TLS streams) of one endpoint and one re-armed timer:
 
-* readable sockets are drained in batches (``add_reader``, up to ``BATCH`` datagrams per callback, all stamped
-  with one loop time) straight into ``endpoint.handle_datagram``; a stream delivers one framed message per call
-  (RFC 8656 §12.5 framing, :func:`~ice.turn.framing.split_frames`);
-* after every input :meth:`Driver.pump` sends what the endpoint queued (``poll_transmit``), hands its events to
+* readable sockets are drained in batches (``add_reader``; up to ``DriverConfig.batch`` datagrams per callback
+  in one ``recvmmsg`` where the C accelerator is built, :mod:`ice.aio.udp`; all stamped with one loop time)
+  straight into ``endpoint.handle_datagram``; a stream delivers one framed message per call (RFC 8656 §12.5
+  framing, :func:`~ice.turn.framing.split_frames`);
+* after every input -- a whole batch is one input -- :meth:`Driver.pump` sends what the endpoint queued
+  (``poll_transmit``; consecutive datagrams from one UDP socket in one ``sendmmsg``), hands its events to
   ``on_event`` and re-arms the timer at ``next_timeout()`` -- only when that deadline changed, never early: the
   endpoint sees ``handle_timeout(max(deadline, loop.time()))``;
 * the pump is not re-entrant. An ``on_event`` callback may call into the endpoint (send data, add a candidate)
@@ -24,8 +26,10 @@ import struct
 import sys
 from collections import Counter, deque
 from collections.abc import Callable, KeysView
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from ice.aio.udp import recv_batch, send_batch
 from ice.endpoint import Endpoint
 from ice.stun.attributes import Address
 from ice.stun.transaction import Transmit
@@ -33,8 +37,23 @@ from ice.turn.framing import split_frames
 
 E = TypeVar("E")
 
-BATCH = 64
-"""Datagrams read from one readable socket per loop callback."""
+
+SERVER_SOCKET_BUFFER = 4 << 20
+"""The socket buffers the embedded servers ask for (``DriverConfig.socket_buffer``): a few thousand datagrams."""
+
+
+@dataclass(frozen=True)
+class DriverConfig:
+    """How a :class:`Driver` moves datagrams."""
+
+    batch: int = 64
+    """Datagrams read from one readable socket per loop callback (one ``recvmmsg``, at most 1024): a server drains
+    many; a low-rate endpoint reads one and saves the extra read that would find the socket empty."""
+    datagram_size: int = 65535
+    """The receive buffer per datagram: the largest UDP payload (a TURN relay forwards any size, RFC 8656 §11)."""
+    socket_buffer: int | None = None
+    """SO_RCVBUF and SO_SNDBUF of every UDP socket added (None: the system's default; Linux caps it at
+    net.core.rmem_max/wmem_max): a server that drains in batches needs room for a burst between two reads."""
 
 _IP_RECVERR, _IPV6_RECVERR = 11, 25
 """Linux <linux/in.h>, <linux/in6.h> (Python's socket module does not name them)."""
@@ -45,11 +64,9 @@ class Driver(Generic[E]):
 
     def __init__(self, endpoint: Endpoint[E], on_event: Callable[[E], None] | None = None,
                  stats: Counter[str] | None = None, loop: asyncio.AbstractEventLoop | None = None,
-                 batch: int = BATCH) -> None:
+                 config: DriverConfig | None = None) -> None:
         self.endpoint = endpoint
-        self.batch = batch
-        """Datagrams read per readable callback: a server drains many; a low-rate endpoint reads one and saves
-        the extra ``recvfrom`` that would find the socket empty."""
+        self.config = config or DriverConfig()
         self.on_event = on_event
         self.stats: Counter[str] = stats if stats is not None else Counter()
         """Socket-level counters (send-failed, recv-error, socket-error, no-socket-for-transmit, ...)."""
@@ -92,6 +109,12 @@ class Driver(Generic[E]):
         ``icmp_errors`` (Linux): also learn of ICMP errors on an unconnected socket (IP_RECVERR), each with the
         destination it answers, through :attr:`on_unreachable`."""
         sock.setblocking(False)
+        if self.config.socket_buffer is not None:
+            for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, option, self.config.socket_buffer)
+                except OSError:
+                    self.stats["socket-buffer-refused"] += 1
         sa = sock.getsockname()
         local = (str(sa[0]), int(sa[1]))
         if icmp_errors and sys.platform == "linux":
@@ -131,23 +154,25 @@ class Driver(Generic[E]):
         return self._socks.keys()
 
     def _on_readable(self, sock: socket.socket, local: Address) -> None:
+        try:
+            batch = recv_batch(sock, self.config.batch, self.config.datagram_size)
+        except OSError as exc:
+            self.stats["socket-error"] += 1
+            if self.on_error is not None:
+                self.on_error(local, exc)
+            if local in self._recverr:
+                self._drain_errors(sock, local)
+            self.pump()
+            return
+        if not batch:
+            if local in self._recverr:
+                self._drain_errors(sock, local)  # woken by a queued ICMP error alone (EPOLLERR)
+                self.pump()
+            return
         now = self.loop.time()
         handle = self.endpoint.handle_datagram
-        for i in range(self.batch):
-            try:
-                data, addr = sock.recvfrom(65535)
-            except (BlockingIOError, InterruptedError):
-                if i == 0 and local in self._recverr:
-                    self._drain_errors(sock, local)  # woken by a queued ICMP error alone (EPOLLERR)
-                break
-            except OSError as exc:
-                self.stats["socket-error"] += 1
-                if self.on_error is not None:
-                    self.on_error(local, exc)
-                if local in self._recverr:
-                    self._drain_errors(sock, local)
-                break
-            handle(now, local, (addr[0], addr[1]), data)
+        for remote, data in batch:
+            handle(now, local, remote, data)
         self.pump()
 
     def _drain_errors(self, sock: socket.socket, local: Address) -> None:
@@ -230,9 +255,12 @@ class Driver(Generic[E]):
                 while self._inbox:
                     local, remote, data = self._inbox.popleft()
                     endpoint.handle_datagram(self.loop.time(), local, remote, data)
-                poll, send = endpoint.poll_transmit, self.send
-                while (t := poll()) is not None:
-                    send(t)
+                poll = endpoint.poll_transmit
+                if (t := poll()) is not None:
+                    out = [t]
+                    while (t := poll()) is not None:
+                        out.append(t)
+                    self.send_all(out)
                 evented = False
                 while (ev := endpoint.next_event()) is not None:
                     evented = True
@@ -244,6 +272,42 @@ class Driver(Generic[E]):
             self._pumping = False
         if not self.closed:
             self._rearm()
+
+    def send_all(self, out: list[Transmit]) -> None:
+        """Send datagrams in order: each run of consecutive ones from the same unconnected UDP socket (without
+        ICMP error reporting) in as few ``send_batch`` calls as it takes, the rest one by one with :meth:`send`.
+        A datagram the batch did not take goes through :meth:`send`, which counts the failure as it would have."""
+        n = len(out)
+        if n == 1:
+            self.send(out[0])
+            return
+        socks, special = self._socks, bool(self._streams or self._connected or self._recverr)
+        i = 0
+        while i < n:
+            local = out[i][2]
+            j = i + 1
+            while j < n and out[j][2] == local:
+                j += 1
+            src = local if local is not None else self._default
+            sock = socks.get(src) if src is not None else None
+            if sock is None or (special and not self._batchable(out, i, j)):
+                for k in range(i, j):
+                    self.send(out[k])
+            else:
+                run = out if i == 0 and j == n else out[i:j]
+                k = 0
+                while (k := send_batch(sock, run, k)) < len(run):
+                    self.send(run[k])  # refused (e.g. a full buffer) or an address only sendto handles
+                    k += 1
+            i = j
+
+    def _batchable(self, out: list[Transmit], i: int, j: int) -> bool:
+        """Whether ``out[i:j]`` (one local address) may go in ``send_batch``: a plain unconnected socket, and
+        none of them on a stream."""
+        local = out[i].local if out[i].local is not None else self._default
+        if local in self._connected or local in self._recverr:
+            return False
+        return not (self._streams and any((out[k].local, out[k].remote) in self._streams for k in range(i, j)))
 
     def send(self, t: Transmit) -> None:
         """Send one datagram now: on the stream or socket of ``t.local`` (None: the default socket)."""
@@ -308,4 +372,4 @@ class Driver(Generic[E]):
         self._streams.clear()
 
 
-__all__ = ["BATCH", "Driver"]
+__all__ = ["SERVER_SOCKET_BUFFER", "Driver", "DriverConfig"]

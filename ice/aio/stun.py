@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Self
 
-from ice.aio.driver import Driver
+from ice.aio.driver import SERVER_SOCKET_BUFFER, Driver, DriverConfig
 from ice.errors import StunErrorResponse, StunTimeout, StunUnreachable
 from ice.stun.attributes import (
     Address,
@@ -272,15 +272,18 @@ class StunServerRunner:
         config: StunServerConfig,
         log: Callable[[dict[str, object]], None] | None = None,
         make_socket: Callable[[socket.AddressFamily], socket.socket] | None = None,
+        driver: DriverConfig | None = None,
     ) -> None:
         self.make_socket = make_socket or (lambda family: socket.socket(family, socket.SOCK_DGRAM))
+        self.driver_config = driver or DriverConfig(socket_buffer=SERVER_SOCKET_BUFFER)
+        """How the sockets are read and written (batches, buffers): see :class:`~ice.aio.driver.DriverConfig`."""
         self.server = StunServer(config) if log is None else _LoggedStunServer(config, log=log)
         self.config = config
         self.log = log
         self._driver: Driver[None] | None = None
 
     async def start(self) -> StunServerRunner:
-        self._driver = Driver(self.server, stats=self.server.stats)
+        self._driver = Driver(self.server, stats=self.server.stats, config=self.driver_config)
         try:
             for local in self.config.local_addresses:
                 sock = self.make_socket(_family(local[0]))

@@ -13,7 +13,7 @@ import socket
 import ssl
 from collections.abc import Callable
 
-from ice.aio.driver import Driver
+from ice.aio.driver import SERVER_SOCKET_BUFFER, Driver, DriverConfig
 from ice.stun.attributes import Address
 from ice.turn.server import TurnServer, TurnServerConfig
 
@@ -26,10 +26,13 @@ class TurnServerRunner:
     def __init__(self, config: TurnServerConfig, relay_ip: str, relay_ports: tuple[int, int] | None = None,
                  log: Callable[[dict[str, object]], None] | None = None,
                  make_socket: Callable[[socket.AddressFamily], socket.socket] | None = None,
-                 make_stream_socket: Callable[[socket.AddressFamily], socket.socket] | None = None) -> None:
+                 make_stream_socket: Callable[[socket.AddressFamily], socket.socket] | None = None,
+                 driver: DriverConfig | None = None) -> None:
         self.make_socket = make_socket or (lambda family: socket.socket(family, socket.SOCK_DGRAM))
         self.make_stream_socket = make_stream_socket or (lambda family: socket.socket(family, socket.SOCK_STREAM))
         self.config = config
+        self.driver_config = driver or DriverConfig(socket_buffer=SERVER_SOCKET_BUFFER)
+        """How the sockets are read and written (batches, buffers): see :class:`~ice.aio.driver.DriverConfig`."""
         self.relay_ip = relay_ip
         self.relay_ports = relay_ports
         self.log = log
@@ -44,7 +47,7 @@ class TurnServerRunner:
     @property
     def driver(self) -> Driver[None]:
         if self._driver is None:
-            self._driver = Driver(self.core, stats=self.core.stats)
+            self._driver = Driver(self.core, stats=self.core.stats, config=self.driver_config)
         return self._driver
 
     @property

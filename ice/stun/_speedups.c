@@ -10,6 +10,14 @@
  *
  * Errors raise the exception class registered with set_error() (StunParseError), with the same messages as
  * the Python implementation. The pure-Python code stays the reference; ICELAB_PURE_PYTHON=1 disables this.
+ *
+ * And batched UDP I/O for the asyncio driver (ice/aio/udp.py holds the pure-Python equivalents):
+ *   recv_batch(sock, max, size) -> [((host, port), data), ...]
+ *       up to max datagrams in one recvmmsg(2) on a non-blocking socket ([] when none is queued);
+ *   send_batch(sock, items, start) -> index after the last one sent
+ *       items[i][0] the destination (host, port) or None on a connected socket, items[i][1] the bytes (a
+ *       Transmit fits), in sendmmsg(2) calls; stops at the first datagram the kernel refused (EAGAIN included),
+ *       whose index it returns, so the caller sends that one on its own path and learns the error there.
  */
 #define PY_SSIZE_T_CLEAN
 #define OPENSSL_SUPPRESS_DEPRECATED
@@ -18,6 +26,13 @@
 #include <openssl/sha.h>
 #include <string.h>
 #include <zlib.h>
+#ifdef __linux__
+#include <arpa/inet.h>
+#include <errno.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#endif
 
 static PyObject *parse_error = NULL;
 static uint32_t crc32_ieee(const unsigned char *p, Py_ssize_t n) {
@@ -390,6 +405,241 @@ static PyTypeObject HmacKeyType = {
     .tp_new = PyType_GenericNew,
 };
 
+/* ------------------------------------------------------------------------------------- batched UDP I/O */
+#ifdef __linux__
+/*
+ * One recvmmsg(2) or sendmmsg(2) moves a batch of datagrams where recvfrom/sendto move one: the syscall cost is
+ * paid once per batch (the asyncio driver, ice/aio/driver.py, and the bench load generators use these). The GIL
+ * stays held (the calls never block: MSG_DONTWAIT), which also guards the module's buffers and caches below.
+ */
+#define IO_MAX 1024 /* UIO_MAXIOV: the most messages one call takes */
+
+static struct mmsghdr io_msgs[IO_MAX];
+static struct iovec io_iov[IO_MAX];
+static struct sockaddr_storage io_names[IO_MAX];
+static unsigned char *io_buf = NULL;
+static size_t io_cap = 0;
+
+/* (host, port) tuples of recent source addresses: a server hears the same few remotes over and over. */
+#define ADDR_CACHE 64
+static struct { struct sockaddr_storage sa; PyObject *tuple; } addr_cache[ADDR_CACHE];
+
+static int same_sockaddr(const struct sockaddr_storage *a, const struct sockaddr_storage *b) {
+    if (a->ss_family != b->ss_family) return 0;
+    if (a->ss_family == AF_INET) {
+        const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+    }
+    const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+    return x->sin6_port == y->sin6_port && x->sin6_scope_id == y->sin6_scope_id
+           && memcmp(&x->sin6_addr, &y->sin6_addr, sizeof x->sin6_addr) == 0;
+}
+
+/* The (host, port) of a sockaddr, the host as Python's recvfrom spells it (IPv6 with %scope when it has one). */
+static PyObject *addr_tuple(const struct sockaddr_storage *sa) {
+    unsigned h;
+    if (sa->ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const void *)sa;
+        h = a->sin_port ^ a->sin_addr.s_addr;
+    } else if (sa->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const void *)sa;
+        uint32_t tail;
+        memcpy(&tail, (const unsigned char *)&a->sin6_addr + 12, 4);
+        h = a->sin6_port ^ tail;
+    } else {
+        Py_RETURN_NONE;
+    }
+    h = (h ^ (h >> 16) ^ (h >> 8)) % ADDR_CACHE;
+    if (addr_cache[h].tuple && same_sockaddr(&addr_cache[h].sa, sa)) {
+        Py_INCREF(addr_cache[h].tuple);
+        return addr_cache[h].tuple;
+    }
+    char host[INET6_ADDRSTRLEN + IF_NAMESIZE + 2];
+    unsigned port;
+    if (sa->ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const void *)sa;
+        inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
+        port = ntohs(a->sin_port);
+    } else {
+        const struct sockaddr_in6 *a = (const void *)sa;
+        inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
+        port = ntohs(a->sin6_port);
+        if (a->sin6_scope_id) {
+            size_t len = strlen(host);
+            host[len] = '%';
+            if (!if_indextoname(a->sin6_scope_id, host + len + 1))
+                snprintf(host + len + 1, sizeof host - len - 1, "%u", (unsigned)a->sin6_scope_id);
+        }
+    }
+    PyObject *text = PyUnicode_FromString(host);
+    if (!text) return NULL;
+    PyObject *num = PyLong_FromLong((long)port);
+    if (!num) { Py_DECREF(text); return NULL; }
+    PyObject *t = PyTuple_New(2);
+    if (!t) { Py_DECREF(text); Py_DECREF(num); return NULL; }
+    PyTuple_SET_ITEM(t, 0, text);
+    PyTuple_SET_ITEM(t, 1, num);
+    addr_cache[h].sa = *sa;
+    Py_INCREF(t);
+    Py_XSETREF(addr_cache[h].tuple, t);
+    return t;
+}
+
+/* recv_batch(sock, max, size) -> [((host, port), data), ...]: see the module comment. */
+static PyObject *recv_batch(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "recv_batch(sock, max: int, size: int)");
+        return NULL;
+    }
+    int fd = PyObject_AsFileDescriptor(args[0]);
+    if (fd < 0) return NULL;
+    Py_ssize_t max = PyLong_AsSsize_t(args[1]), size = PyLong_AsSsize_t(args[2]);
+    if (PyErr_Occurred()) return NULL;
+    if (max < 1 || max > IO_MAX || size < 1 || size > 65536) {
+        PyErr_SetString(PyExc_ValueError, "recv_batch: max must be 1..1024 and size 1..65536");
+        return NULL;
+    }
+    if ((size_t)(max * size) > io_cap) {
+        unsigned char *grown = PyMem_RawRealloc(io_buf, (size_t)(max * size));
+        if (!grown) return PyErr_NoMemory();
+        io_buf = grown;
+        io_cap = (size_t)(max * size);
+    }
+    for (Py_ssize_t i = 0; i < max; i++) {
+        io_iov[i].iov_base = io_buf + i * size;
+        io_iov[i].iov_len = (size_t)size;
+        memset(&io_msgs[i].msg_hdr, 0, sizeof io_msgs[i].msg_hdr);
+        io_msgs[i].msg_hdr.msg_name = &io_names[i];
+        io_msgs[i].msg_hdr.msg_namelen = sizeof io_names[i];
+        io_msgs[i].msg_hdr.msg_iov = &io_iov[i];
+        io_msgs[i].msg_hdr.msg_iovlen = 1;
+    }
+    int got = recvmmsg(fd, io_msgs, (unsigned)max, MSG_DONTWAIT, NULL);
+    if (got < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return PyList_New(0);
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    PyObject *out = PyList_New(got);
+    if (!out) return NULL;
+    for (int i = 0; i < got; i++) {
+        size_t len = io_msgs[i].msg_len < (unsigned)size ? io_msgs[i].msg_len : (size_t)size;
+        PyObject *data = PyBytes_FromStringAndSize((const char *)io_iov[i].iov_base, (Py_ssize_t)len);
+        PyObject *addr = data ? addr_tuple(&io_names[i]) : NULL;
+        PyObject *item = addr ? PyTuple_New(2) : NULL;
+        if (!item) {
+            Py_XDECREF(data);
+            Py_XDECREF(addr);
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(item, 0, addr);
+        PyTuple_SET_ITEM(item, 1, data);
+        PyList_SET_ITEM(out, i, item);
+    }
+    return out;
+}
+
+/* The sockaddr of (host, port) for a socket of family fam; 0 when it is not a numeric address of that family (or
+ * not a 2-tuple): the caller then sends that datagram on Python's path, which resolves or raises as sendto does. */
+static PyObject *send_host = NULL;  /* a one-entry cache, by identity (it holds a reference, so no reuse) */
+static long send_port = -1;
+static struct sockaddr_storage send_sa;
+static socklen_t send_salen;
+
+static socklen_t to_sockaddr(PyObject *addr, int fam, struct sockaddr_storage *out) {
+    if (!PyTuple_CheckExact(addr) || PyTuple_GET_SIZE(addr) != 2) return 0;
+    PyObject *host = PyTuple_GET_ITEM(addr, 0), *pnum = PyTuple_GET_ITEM(addr, 1);
+    if (!PyUnicode_CheckExact(host) || !PyLong_CheckExact(pnum)) return 0;
+    long port = PyLong_AsLong(pnum);
+    if (port < 0 || port > 65535) { PyErr_Clear(); return 0; }
+    if (host == send_host && port == send_port && send_sa.ss_family == fam) {
+        *out = send_sa;
+        return send_salen;
+    }
+    const char *text = PyUnicode_AsUTF8(host);
+    if (!text) { PyErr_Clear(); return 0; }
+    socklen_t len;
+    memset(out, 0, sizeof *out);
+    if (fam == AF_INET) {
+        struct sockaddr_in *a = (void *)out;
+        if (inet_pton(AF_INET, text, &a->sin_addr) != 1) return 0;
+        a->sin_family = AF_INET;
+        a->sin_port = htons((uint16_t)port);
+        len = sizeof *a;
+    } else if (fam == AF_INET6) {
+        struct sockaddr_in6 *a = (void *)out;
+        char buf[INET6_ADDRSTRLEN + IF_NAMESIZE + 2];
+        const char *pct = strchr(text, '%');
+        if (pct) {
+            size_t n = (size_t)(pct - text);
+            if (n >= INET6_ADDRSTRLEN) return 0;
+            memcpy(buf, text, n);
+            buf[n] = 0;
+            a->sin6_scope_id = if_nametoindex(pct + 1);
+            if (!a->sin6_scope_id) return 0;
+            text = buf;
+        }
+        if (inet_pton(AF_INET6, text, &a->sin6_addr) != 1) return 0;
+        a->sin6_family = AF_INET6;
+        a->sin6_port = htons((uint16_t)port);
+        len = sizeof *a;
+    } else {
+        return 0;
+    }
+    Py_INCREF(host);
+    Py_XSETREF(send_host, host);
+    send_port = port;
+    send_sa = *out;
+    send_salen = len;
+    return len;
+}
+
+/* send_batch(sock, items, start) -> the index after the last datagram sent: see the module comment. */
+static PyObject *send_batch(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3 || !PyList_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "send_batch(sock, items: list, start: int)");
+        return NULL;
+    }
+    int fd = PyObject_AsFileDescriptor(args[0]);
+    if (fd < 0) return NULL;
+    PyObject *items = args[1];
+    Py_ssize_t i = PyLong_AsSsize_t(args[2]);
+    if (i == -1 && PyErr_Occurred()) return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(items);
+    if (i < 0) i = 0;
+    struct sockaddr_storage own;
+    socklen_t ownlen = sizeof own;
+    if (i < n && getsockname(fd, (struct sockaddr *)&own, &ownlen) < 0) return PyErr_SetFromErrno(PyExc_OSError);
+    while (i < n) {
+        unsigned k = 0;
+        for (; k < IO_MAX && i + (Py_ssize_t)k < n; k++) {
+            PyObject *item = PyList_GET_ITEM(items, i + (Py_ssize_t)k);
+            if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) < 2) break;
+            PyObject *data = PyTuple_GET_ITEM(item, 1);
+            if (!PyBytes_Check(data)) break;
+            socklen_t len = to_sockaddr(PyTuple_GET_ITEM(item, 0), own.ss_family, &io_names[k]);
+            if (!len) break;
+            io_iov[k].iov_base = PyBytes_AS_STRING(data);
+            io_iov[k].iov_len = (size_t)PyBytes_GET_SIZE(data);
+            memset(&io_msgs[k].msg_hdr, 0, sizeof io_msgs[k].msg_hdr);
+            io_msgs[k].msg_hdr.msg_name = &io_names[k];
+            io_msgs[k].msg_hdr.msg_namelen = len;
+            io_msgs[k].msg_hdr.msg_iov = &io_iov[k];
+            io_msgs[k].msg_hdr.msg_iovlen = 1;
+        }
+        if (k == 0) break;
+        int sent = sendmmsg(fd, io_msgs, k, MSG_DONTWAIT);
+        if (sent < 0) {
+            if (errno == EINTR) continue;
+            break;
+        }
+        i += sent;
+        if ((unsigned)sent < k) break;
+    }
+    return PyLong_FromSsize_t(i);
+}
+#endif
+
 static PyObject *set_error(PyObject *self, PyObject *cls) {
     Py_XINCREF(cls);
     Py_XSETREF(parse_error, cls);
@@ -402,6 +652,12 @@ static PyMethodDef methods[] = {
     {"get", (PyCFunction)(void (*)(void))get, METH_FASTCALL, "Decode the first attribute of a class (see above)."},
     {"register", register_kind, METH_VARARGS, "Register a class's value kind and slot names for get()."},
     {"set_error", set_error, METH_O, "Register the exception class raised for malformed input."},
+#ifdef __linux__
+    {"recv_batch", (PyCFunction)(void (*)(void))recv_batch, METH_FASTCALL,
+     "Up to max datagrams from a non-blocking UDP socket in one recvmmsg: [((host, port), data), ...]."},
+    {"send_batch", (PyCFunction)(void (*)(void))send_batch, METH_FASTCALL,
+     "Send items[start:] ((host, port), data, ...) with sendmmsg; the index after the last one sent."},
+#endif
     {NULL, NULL, 0, NULL},
 };
 
