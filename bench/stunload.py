@@ -1,10 +1,10 @@
 """A STUN Binding load generator: one UDP socket, a window of outstanding requests, distinct transaction IDs.
 
 Run as its own process (``python -m bench.stunload HOST PORT N WINDOW``) so it never shares a core's GIL with the
-server under test. It moves datagrams in batches (:mod:`ice.aio.udp`: one ``sendmmsg``/``recvmmsg`` per batch
-with the C accelerator), so it costs far less per request than a server does: its own CPU use is reported
-(``load_cpu``: CPU seconds over wall seconds) to show it was not the limit. Prints one JSON line: requests,
-answered, seconds, rps, lost, load_cpu.
+server under test. It moves datagrams in batches (UDP GSO sends, :func:`segmenter`, else :mod:`ice.aio.udp`'s
+``sendmmsg``; ``recvmmsg`` with the C accelerator), so it costs less per request than a server does: its own CPU
+use is reported (``load_cpu``: CPU seconds over wall seconds) to show it was not the limit. Prints one JSON line:
+requests, answered, seconds, rps, lost, load_cpu.
 """
 
 from __future__ import annotations
@@ -16,26 +16,62 @@ import socket
 import struct
 import sys
 import time
+from collections.abc import Callable
 
 from ice.aio.udp import recv_batch, send_batch
+
+UDP_SEGMENT = 103
+"""Linux <linux/udp.h>: UDP generic segmentation offload (GSO): one send of a buffer of N equal-sized datagrams."""
+GSO_SEGMENTS = 64
+"""The most datagrams one GSO send may carry (UDP_MAX_SEGMENTS)."""
+
+
+def segmenter(sock: socket.socket, size: int) -> Callable[[list[bytes]], int] | None:
+    """A sender of equal-sized datagrams (``size`` bytes each) on a connected socket, ``GSO_SEGMENTS`` per system
+    call with UDP GSO, which the server receives as the separate datagrams they are (the kernel splits them on the
+    way, in the sender's time); how many it sent (a full buffer stops it, as if lost). None where there is no GSO.
+    It makes the load process cheaper per datagram than the servers it measures."""
+    try:
+        sock.setsockopt(socket.SOL_UDP, UDP_SEGMENT, size)
+    except (OSError, AttributeError):
+        return None
+
+    def send(payloads: list[bytes]) -> int:
+        done = 0
+        while done < len(payloads):
+            chunk = payloads[done : done + GSO_SEGMENTS]
+            try:
+                sock.send(b"".join(chunk))
+            except OSError:
+                break
+            done += len(chunk)
+        return done
+
+    return send
 
 
 def run(host: str, port: int, n: int, window: int, timeout: float = 2.0) -> dict[str, float]:
     head = struct.pack("!HHI", 0x0001, 0, 0x2112A442)
     base = os.urandom(8)
     server = (host, port)
-    requests = [(server, head + base + struct.pack("!I", i)) for i in range(n)]
+    requests = [(None, head + base + struct.pack("!I", i)) for i in range(n)]
     s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
     s.bind(("::1" if ":" in host else "127.0.0.1", 0))
+    s.connect(server)  # the kernel keeps the route: cheaper sends than sendto
     s.setblocking(False)
     poller = select.poll()
     poller.register(s.fileno(), select.POLLIN)
     sent = answered = 0
     cpu0, start = time.process_time(), time.perf_counter()
 
+    gso = segmenter(s, len(requests[0][1])) if requests else None
+    payloads = [r[1] for r in requests] if gso else []
+
     def send_up_to(limit: int) -> int:
         """Send requests[sent:limit]; a refused one (full buffer) is retried on the next round."""
+        if gso is not None:
+            return sent + gso(payloads[sent:limit])
         batch = requests[sent:limit]
         done = 0
         while done < len(batch):

@@ -2,9 +2,10 @@
 
 ``python -m bench.turnload HOST PORT USER PASS COUNT WINDOW`` (its own process). The peer echoes every datagram
 back to the relayed address, so each round trip is two relayed packets (client->peer and peer->client). Datagrams
-move in batches (:mod:`ice.aio.udp`: ``sendmmsg``/``recvmmsg`` with the C accelerator) so the load process stays
-cheap beside the server; its own CPU use is reported (``load_cpu``: CPU seconds over wall seconds). Prints one
-JSON line: packets relayed, seconds, relayed packets/s, lost, load_cpu.
+move in batches (UDP GSO sends, :func:`bench.stunload.segmenter`, else ``sendmmsg``; ``recvmmsg`` with the C
+accelerator, :mod:`ice.aio.udp`) on connected sockets, so the load process stays cheap beside the server; its own
+CPU use is reported (``load_cpu``: CPU seconds over wall seconds). Prints one JSON line: packets relayed, seconds,
+relayed packets/s, lost, load_cpu.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import struct
 import sys
 import time
 
+from bench.stunload import UDP_SEGMENT, segmenter
 from ice.aio.udp import recv_batch, send_batch
 from ice.stun import Message, MessageClass, Method, long_term_key, parse
 from ice.stun.attributes import (
@@ -71,16 +73,21 @@ def run(host: str, port: int, user: str, password: str, count: int, window: int)
     peer_addr = peer.getsockname()
     _request(client, server, Method.CHANNEL_BIND, [ChannelNumber(CHANNEL), XorPeerAddress(*peer_addr)], user,
              password, creds)
+    client.connect(server)  # connected sockets: the kernel keeps the route, sends are cheaper than sendto
+    peer.connect(relayed.address)
     client.setblocking(False)
     peer.setblocking(False)
     payload = os.urandom(100)
-    item = (server, struct.pack("!HH", CHANNEL, len(payload)) + payload)
+    item = (None, struct.pack("!HH", CHANNEL, len(payload)) + payload)
     poller = select.poll()
     poller.register(client.fileno(), select.POLLIN)
     poller.register(peer.fileno(), select.POLLIN)
     fds = {client.fileno(): client, peer.fileno(): peer}
 
-    def push(sock: socket.socket, items: list[tuple[Address, bytes]]) -> int:
+    to_server = segmenter(client, len(item[1]))
+    echo = segmenter(peer, len(payload))
+
+    def push(sock: socket.socket, items: list[tuple[Address | None, bytes]]) -> int:
         """Send the items in sendmmsg batches; how many went (a full buffer stops it: as if lost)."""
         done = 0
         while done < len(items) and (k := send_batch(sock, items, done)) > done:
@@ -89,7 +96,7 @@ def run(host: str, port: int, user: str, password: str, count: int, window: int)
 
     sent = echoed = 0
     cpu0, start = time.process_time(), time.perf_counter()
-    sent += push(client, [item] * min(window, count))
+    sent += to_server([item[1]] * min(window, count)) if to_server else push(client, [item] * min(window, count))
     deadline = time.monotonic() + 30
     while echoed < count and time.monotonic() < deadline:
         ready = poller.poll(1000)
@@ -99,15 +106,21 @@ def run(host: str, port: int, user: str, password: str, count: int, window: int)
             s = fds[fd]
             got = recv_batch(s, 1024, 2048)
             if s is peer:
-                push(peer, got)  # echo each datagram back to where it came from: the relayed address
+                if echo is not None and all(len(data) == len(payload) for _, data in got):
+                    echo([data for _, data in got])  # echo each back through the relayed address
+                else:
+                    push(peer, [(None, data) for _, data in got])
             else:
                 echoed += len(got)
                 if sent < count:
-                    sent += push(client, [item] * min(len(got), count - sent))
+                    more = min(len(got), count - sent)
+                    sent += to_server([item[1]] * more) if to_server else push(client, [item] * more)
     elapsed = time.perf_counter() - start
     cpu = time.process_time() - cpu0
     try:
-        client.setblocking(True)
+        if to_server is not None:
+            client.setsockopt(socket.SOL_UDP, UDP_SEGMENT, 0)  # a Refresh is not cut in segments
+        client.settimeout(3)
         _request(client, server, Method.REFRESH, [Lifetime(0)], user, password, creds)
     except (OSError, RuntimeError):
         pass

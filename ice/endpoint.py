@@ -12,6 +12,12 @@ a virtual clock -- feeds it and drains it:
   :class:`~ice.stun.transaction.Transmit` from ``local`` (None: the endpoint's only, or default, socket) to
   ``remote``; drains ``next_event()`` until None; and re-arms its one timer at ``next_timeout()`` (None: no timer).
 
+An endpoint may also offer ``handle_datagrams(now, local, batch)``: the ``(remote, data)`` pairs of ``batch``, all
+received on ``local``, fed in order -- exactly as many ``handle_datagram`` calls would, and one input for the
+driver, which calls it for a batch read at once; and ``poll_transmits()``: every queued transmit at once, in the
+order ``poll_transmit`` would give them. The servers have both (their per-datagram fast paths run over the whole
+batch).
+
 ``now`` is seconds on any monotonic origin, the same for every call into one endpoint. Methods specific to a
 machine (``IceAgent.send``, ``TurnClient.allocate``, ...) also take ``now`` where they need it; after calling one
 the driver drains the endpoint as after any input.

@@ -4,7 +4,8 @@ A :class:`Driver` owns the UDP sockets (and TCP/TLS streams) of one endpoint and
 
 * readable sockets are drained in batches (``add_reader``; up to ``DriverConfig.batch`` datagrams per callback
   in one ``recvmmsg`` where the C accelerator is built, :mod:`ice.aio.udp`; all stamped with one loop time)
-  straight into ``endpoint.handle_datagram``; a stream delivers one framed message per call (RFC 8656 §12.5
+  straight into ``endpoint.handle_datagrams`` when the endpoint has it (the servers: one call per batch), else
+  ``endpoint.handle_datagram`` for each; a stream delivers one framed message per call (RFC 8656 §12.5
   framing, :func:`~ice.turn.framing.split_frames`);
 * after every input -- a whole batch is one input -- :meth:`Driver.pump` sends what the endpoint queued
   (``poll_transmit``; consecutive datagrams from one UDP socket in one ``sendmmsg``), hands its events to
@@ -170,9 +171,13 @@ class Driver(Generic[E]):
                 self.pump()
             return
         now = self.loop.time()
-        handle = self.endpoint.handle_datagram
-        for remote, data in batch:
-            handle(now, local, remote, data)
+        handle_many = getattr(self.endpoint, "handle_datagrams", None)
+        if handle_many is not None:
+            handle_many(now, local, batch)
+        else:
+            handle = self.endpoint.handle_datagram
+            for remote, data in batch:
+                handle(now, local, remote, data)
         self.pump()
 
     def _drain_errors(self, sock: socket.socket, local: Address) -> None:
@@ -250,13 +255,17 @@ class Driver(Generic[E]):
             return
         self._pumping = True
         endpoint = self.endpoint
+        poll = endpoint.poll_transmit
+        polls: Callable[[], list[Transmit]] | None = getattr(endpoint, "poll_transmits", None)
         try:
             while True:
                 while self._inbox:
                     local, remote, data = self._inbox.popleft()
                     endpoint.handle_datagram(self.loop.time(), local, remote, data)
-                poll = endpoint.poll_transmit
-                if (t := poll()) is not None:
+                if polls is not None:
+                    if out := polls():
+                        self.send_all(out)
+                elif (t := poll()) is not None:
                     out = [t]
                     while (t := poll()) is not None:
                         out.append(t)
@@ -274,40 +283,29 @@ class Driver(Generic[E]):
             self._rearm()
 
     def send_all(self, out: list[Transmit]) -> None:
-        """Send datagrams in order: each run of consecutive ones from the same unconnected UDP socket (without
-        ICMP error reporting) in as few ``send_batch`` calls as it takes, the rest one by one with :meth:`send`.
-        A datagram the batch did not take goes through :meth:`send`, which counts the failure as it would have."""
-        n = len(out)
-        if n == 1:
-            self.send(out[0])
+        """Send datagrams in order: each run of consecutive ones from the same UDP socket in as few
+        ``send_batch`` calls as it takes (it stops where the source changes); a datagram the batch refused goes
+        through :meth:`send`, which counts the failure as it always has. Where a socket is connected, reports ICMP
+        errors or a stream is open, every datagram goes through :meth:`send`."""
+        if len(out) == 1 or self._streams or self._connected or self._recverr:
+            for t in out:
+                self.send(t)
             return
-        socks, special = self._socks, bool(self._streams or self._connected or self._recverr)
-        i = 0
+        socks, default = self._socks, self._default
+        i, n = 0, len(out)
         while i < n:
             local = out[i][2]
-            j = i + 1
-            while j < n and out[j][2] == local:
-                j += 1
-            src = local if local is not None else self._default
+            src = local if local is not None else default
             sock = socks.get(src) if src is not None else None
-            if sock is None or (special and not self._batchable(out, i, j)):
-                for k in range(i, j):
-                    self.send(out[k])
-            else:
-                run = out if i == 0 and j == n else out[i:j]
-                k = 0
-                while (k := send_batch(sock, run, k)) < len(run):
-                    self.send(run[k])  # refused (e.g. a full buffer) or an address only sendto handles
-                    k += 1
+            if sock is None:
+                self.send(out[i])  # counted: no socket for it
+                i += 1
+                continue
+            j = send_batch(sock, out, i)
+            if j < n and out[j][2] == local:
+                self.send(out[j])  # refused (e.g. a full buffer) or an address only sendto handles
+                j += 1
             i = j
-
-    def _batchable(self, out: list[Transmit], i: int, j: int) -> bool:
-        """Whether ``out[i:j]`` (one local address) may go in ``send_batch``: a plain unconnected socket, and
-        none of them on a stream."""
-        local = out[i].local if out[i].local is not None else self._default
-        if local in self._connected or local in self._recverr:
-            return False
-        return not (self._streams and any((out[k].local, out[k].remote) in self._streams for k in range(i, j)))
 
     def send(self, t: Transmit) -> None:
         """Send one datagram now: on the stream or socket of ``t.local`` (None: the default socket)."""

@@ -255,6 +255,10 @@ class _LoggedStunServer(StunServer):
 
     log: Callable[[dict[str, object]], None] = lambda _: None
 
+    def handle_datagrams(self, now: float, local: Address, batch: list[tuple[Address, bytes]]) -> None:
+        for remote, data in batch:  # one log line each: no fast path
+            self.handle_datagram(now, local, remote, data)
+
     def handle_datagram(self, now: float, local: Address, remote: Address, data: bytes) -> None:
         out = self.handle(local, remote, data)
         if out is None:

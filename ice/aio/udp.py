@@ -11,10 +11,12 @@ them; nothing here knows a protocol.
   read raises ``OSError``; an error after some datagrams ends the batch and is raised by the next call (what
   ``recvmmsg`` does). Addresses are 2-tuples in both families (an IPv6 host keeps its ``%scope``).
 * ``send_batch(sock, items, start)`` -> the index after the last datagram sent: ``items[i][0]`` is the destination
-  ``(host, port)`` (numeric), ``items[i][1]`` the bytes -- a :class:`~ice.stun.transaction.Transmit` fits as it is.
+  ``(host, port)`` (numeric; None: a connected socket's peer), ``items[i][1]`` the bytes -- a
+  :class:`~ice.stun.transaction.Transmit` fits as it is.
   It stops at the first datagram the kernel refused (a full buffer included) or that it cannot address itself
   (a host name, another family): the caller sends that one on its own path, where ``sendto`` raises or resolves,
-  and goes on after it.
+  and goes on after it. With items of three fields (a Transmit's third is its source) it also stops before the
+  first whose third field differs from ``items[start]``'s: one call sends one socket's run.
 """
 
 from __future__ import annotations
@@ -55,10 +57,18 @@ def recv_batch_py(sock: socket.socket, max: int, size: int) -> list[tuple[Addres
 def send_batch_py(sock: socket.socket, items: list[Any], start: int) -> int:
     """The pure-Python :func:`send_batch`: ``sendto`` each datagram from ``start``; the index of the first refused."""
     sendto = sock.sendto
-    for i in range(max(start, 0), len(items)):
+    start = max(start, 0)
+    runs = start < len(items) and len(items[start]) >= 3
+    source = items[start][2] if runs else None
+    for i in range(start, len(items)):
         item = items[i]
+        if runs and len(item) >= 3 and item[2] != source:
+            return i
         try:
-            sendto(item[1], item[0])
+            if item[0] is None:
+                sock.send(item[1])
+            else:
+                sendto(item[1], item[0])
         except (OSError, TypeError, ValueError, OverflowError):
             return i
     return len(items)

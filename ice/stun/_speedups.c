@@ -15,9 +15,10 @@
  *   recv_batch(sock, max, size) -> [((host, port), data), ...]
  *       up to max datagrams in one recvmmsg(2) on a non-blocking socket ([] when none is queued);
  *   send_batch(sock, items, start) -> index after the last one sent
- *       items[i][0] the destination (host, port) or None on a connected socket, items[i][1] the bytes (a
+ *       items[i][0] the destination (host, port), or None for a connected socket's peer, items[i][1] the bytes (a
  *       Transmit fits), in sendmmsg(2) calls; stops at the first datagram the kernel refused (EAGAIN included),
- *       whose index it returns, so the caller sends that one on its own path and learns the error there.
+ *       whose index it returns, so the caller sends that one on its own path and learns the error there; and
+ *       before the first item whose third field (a Transmit's source) differs from items[start]'s.
  */
 #define PY_SSIZE_T_CLEAN
 #define OPENSSL_SUPPRESS_DEPRECATED
@@ -26,8 +27,8 @@
 #include <openssl/sha.h>
 #include <string.h>
 #include <zlib.h>
-#ifdef __linux__
 #include <arpa/inet.h>
+#ifdef __linux__
 #include <errno.h>
 #include <net/if.h>
 #include <netinet/in.h>
@@ -610,19 +611,30 @@ static PyObject *send_batch(PyObject *self, PyObject *const *args, Py_ssize_t na
     struct sockaddr_storage own;
     socklen_t ownlen = sizeof own;
     if (i < n && getsockname(fd, (struct sockaddr *)&own, &ownlen) < 0) return PyErr_SetFromErrno(PyExc_OSError);
+    PyObject *source = NULL;  /* items[start][2], when the items have a third field */
+    if (i < n) {
+        PyObject *first = PyList_GET_ITEM(items, i);
+        if (PyTuple_Check(first) && PyTuple_GET_SIZE(first) >= 3) source = PyTuple_GET_ITEM(first, 2);
+    }
     while (i < n) {
         unsigned k = 0;
         for (; k < IO_MAX && i + (Py_ssize_t)k < n; k++) {
             PyObject *item = PyList_GET_ITEM(items, i + (Py_ssize_t)k);
             if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) < 2) break;
+            if (source && PyTuple_GET_SIZE(item) >= 3 && PyTuple_GET_ITEM(item, 2) != source) {
+                int same = PyObject_RichCompareBool(PyTuple_GET_ITEM(item, 2), source, Py_EQ);
+                if (same < 0) return NULL;
+                if (!same) { n = i + (Py_ssize_t)k; break; }  /* another source: the end of this run */
+            }
             PyObject *data = PyTuple_GET_ITEM(item, 1);
             if (!PyBytes_Check(data)) break;
-            socklen_t len = to_sockaddr(PyTuple_GET_ITEM(item, 0), own.ss_family, &io_names[k]);
-            if (!len) break;
+            PyObject *dest = PyTuple_GET_ITEM(item, 0);
+            socklen_t len = dest == Py_None ? 0 : to_sockaddr(dest, own.ss_family, &io_names[k]);
+            if (!len && dest != Py_None) break;
             io_iov[k].iov_base = PyBytes_AS_STRING(data);
             io_iov[k].iov_len = (size_t)PyBytes_GET_SIZE(data);
             memset(&io_msgs[k].msg_hdr, 0, sizeof io_msgs[k].msg_hdr);
-            io_msgs[k].msg_hdr.msg_name = &io_names[k];
+            io_msgs[k].msg_hdr.msg_name = len ? &io_names[k] : NULL;  /* None: the connected peer */
             io_msgs[k].msg_hdr.msg_namelen = len;
             io_msgs[k].msg_hdr.msg_iov = &io_iov[k];
             io_msgs[k].msg_hdr.msg_iovlen = 1;
@@ -640,6 +652,177 @@ static PyObject *send_batch(PyObject *self, PyObject *const *args, Py_ssize_t na
 }
 #endif
 
+/* ------------------------------------------------------------------------------------- server fast paths */
+/*
+ * The servers' per-datagram hot loops over a received batch, each the same as a pure-Python reference next to its
+ * caller (a property test compares them): they take datagrams from batch[start:] while each is one they can answer
+ * alone, append a Transmit per answer to out, and return the index of the first one they cannot (the caller hands
+ * it to the general path, then calls again after it: the order of the answers is the order of the datagrams).
+ *
+ *   binding_answers(batch, start, local, length, tail, fingerprint, out)   ice/stun/server.py _binding_answers_py
+ *       a bare Binding request over IPv4 -> its success response (RFC 8489 section 6.3.1 and 14.7);
+ *   channel_relay(batch, start, routes, now, to_client, out)               ice/turn/server.py _channel_relay_py
+ *       ChannelData on a bound channel, client -> peer (RFC 8656 section 12.6), and a peer's datagram on a
+ *       channel, peer -> client (section 12.7), through the TURN server's route table.
+ */
+static PyTypeObject *transmit_type = NULL;
+
+static PyObject *set_transmit(PyObject *self, PyObject *cls) {
+    if (!PyType_Check(cls) || !PyType_IsSubtype((PyTypeObject *)cls, &PyTuple_Type)) {
+        PyErr_SetString(PyExc_TypeError, "set_transmit(cls): a tuple subclass (Transmit)");
+        return NULL;
+    }
+    Py_INCREF(cls);
+    Py_XSETREF(transmit_type, (PyTypeObject *)cls);
+    Py_RETURN_NONE;
+}
+
+/* Transmit(remote, data, local); steals data. */
+static int emit(PyObject *out, PyObject *remote, PyObject *data, PyObject *local) {
+    if (!data) return -1;
+    PyObject *t = transmit_type->tp_alloc(transmit_type, 3);
+    if (!t) { Py_DECREF(data); return -1; }
+    Py_INCREF(remote);
+    Py_INCREF(local);
+    PyTuple_SET_ITEM(t, 0, remote);
+    PyTuple_SET_ITEM(t, 1, data);
+    PyTuple_SET_ITEM(t, 2, local);
+    int rc = PyList_Append(out, t);
+    Py_DECREF(t);
+    return rc;
+}
+
+static int batch_item(PyObject *batch, Py_ssize_t i, PyObject **remote, PyObject **data) {
+    PyObject *item = PyList_GET_ITEM(batch, i);
+    if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2) return 0;
+    *remote = PyTuple_GET_ITEM(item, 0);
+    *data = PyTuple_GET_ITEM(item, 1);
+    return PyBytes_Check(*data) && PyTuple_Check(*remote) && PyTuple_GET_SIZE(*remote) >= 2;
+}
+
+static PyObject *binding_answers(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 7 || !PyList_Check(args[0]) || !PyBytes_Check(args[4]) || !PyList_Check(args[6])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "binding_answers(batch: list, start, local, length, tail: bytes, fingerprint, out: list)");
+        return NULL;
+    }
+    if (!transmit_type) { PyErr_SetString(PyExc_RuntimeError, "set_transmit() first"); return NULL; }
+    PyObject *batch = args[0], *local = args[2], *tail = args[4], *out = args[6];
+    Py_ssize_t i = PyLong_AsSsize_t(args[1]);
+    long length = PyLong_AsLong(args[3]);
+    int fingerprint = PyObject_IsTrue(args[5]);
+    if (PyErr_Occurred() || fingerprint < 0) return NULL;
+    Py_ssize_t tlen = PyBytes_GET_SIZE(tail);
+    if (i < 0 || length < 0 || length > 0xFFFF || tlen > 0xFFFF) {
+        PyErr_SetString(PyExc_ValueError, "binding_answers: bad start, length or tail");
+        return NULL;
+    }
+    static const unsigned char head[8] = {0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xA4, 0x42};
+    Py_ssize_t n = PyList_GET_SIZE(batch);
+    for (; i < n; i++) {
+        PyObject *remote, *data;
+        if (!batch_item(batch, i, &remote, &data)) break;
+        const unsigned char *d = (const unsigned char *)PyBytes_AS_STRING(data);
+        if (PyBytes_GET_SIZE(data) != 20 || memcmp(d, head, 8) != 0) break;
+        PyObject *host = PyTuple_GET_ITEM(remote, 0), *pnum = PyTuple_GET_ITEM(remote, 1);
+        if (!PyUnicode_Check(host) || !PyLong_Check(pnum)) break;
+        const char *text = PyUnicode_AsUTF8(host);
+        struct in_addr ip;
+        if (!text || inet_pton(AF_INET, text, &ip) != 1) { PyErr_Clear(); break; }
+        long port = PyLong_AsLong(pnum);
+        if (port < 0 || port > 0xFFFF) { PyErr_Clear(); break; }
+        Py_ssize_t size = 44 + tlen + (fingerprint ? 8 : 0);
+        PyObject *msg = PyBytes_FromStringAndSize(NULL, size);
+        if (!msg) return NULL;
+        unsigned char *m = (unsigned char *)PyBytes_AS_STRING(msg);
+        uint32_t a = ntohl(ip.s_addr);
+        m[0] = 0x01; m[1] = 0x01; m[2] = (unsigned char)(length >> 8); m[3] = (unsigned char)length;
+        memcpy(m + 4, head + 4, 4);
+        memcpy(m + 8, d + 8, 12);
+        /* XOR-MAPPED-ADDRESS (RFC 8489 section 14.2), then MAPPED-ADDRESS (section 14.1) */
+        unsigned xport = (unsigned)port ^ 0x2112;
+        uint32_t xa = a ^ 0x2112A442u;
+        const unsigned char xma[12] = {0x00, 0x20, 0x00, 0x08, 0x00, 0x01, (unsigned char)(xport >> 8),
+                                       (unsigned char)xport, (unsigned char)(xa >> 24), (unsigned char)(xa >> 16),
+                                       (unsigned char)(xa >> 8), (unsigned char)xa};
+        const unsigned char ma[8] = {0x00, 0x01, 0x00, 0x08, 0x00, 0x01, (unsigned char)(port >> 8),
+                                     (unsigned char)port};
+        memcpy(m + 20, xma, 12);
+        memcpy(m + 32, ma, 8);
+        memcpy(m + 40, &ip.s_addr, 4);
+        memcpy(m + 44, PyBytes_AS_STRING(tail), (size_t)tlen);
+        if (fingerprint) {
+            Py_ssize_t at = 44 + tlen;
+            uint32_t fp = crc32_ieee(m, at) ^ 0x5354554Eu;
+            const unsigned char tlv[8] = {0x80, 0x28, 0x00, 0x04, (unsigned char)(fp >> 24), (unsigned char)(fp >> 16),
+                                          (unsigned char)(fp >> 8), (unsigned char)fp};
+            memcpy(m + at, tlv, 8);
+        }
+        if (emit(out, remote, msg, local) < 0) return NULL;
+    }
+    return PyLong_FromSsize_t(i);
+}
+
+static PyObject *channel_relay(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 6 || !PyList_Check(args[0]) || !PyDict_Check(args[2]) || !PyList_Check(args[5])) {
+        PyErr_SetString(PyExc_TypeError, "channel_relay(batch: list, start, routes: dict, now, to_client, out: list)");
+        return NULL;
+    }
+    if (!transmit_type) { PyErr_SetString(PyExc_RuntimeError, "set_transmit() first"); return NULL; }
+    PyObject *batch = args[0], *routes = args[2], *out = args[5];
+    Py_ssize_t i = PyLong_AsSsize_t(args[1]);
+    double now = PyFloat_AsDouble(args[3]);
+    int to_client = PyObject_IsTrue(args[4]);
+    if (PyErr_Occurred() || to_client < 0) return NULL;
+    if (i < 0) i = 0;
+    Py_ssize_t n = PyList_GET_SIZE(batch);
+    for (; i < n; i++) {
+        PyObject *remote, *data;
+        if (!batch_item(batch, i, &remote, &data)) break;
+        const unsigned char *d = (const unsigned char *)PyBytes_AS_STRING(data);
+        Py_ssize_t len = PyBytes_GET_SIZE(data);
+        PyObject *route;
+        if (to_client) {
+            /* peer -> client: routes[peer] = (valid_until, channel, client, server) */
+            if (len > 0xFFFF) break;
+            route = PyDict_GetItemWithError(routes, remote);
+        } else {
+            /* client -> peer: routes[(client, channel)] = (valid_until, peer, relayed) */
+            if (len < 4 || d[0] < 0x40 || d[0] > 0x7F || (Py_ssize_t)rd16(d + 2) > len - 4) break;
+            PyObject *number = PyLong_FromLong((long)rd16(d));
+            if (!number) return NULL;
+            PyObject *key = PyTuple_Pack(2, remote, number);
+            Py_DECREF(number);
+            if (!key) return NULL;
+            route = PyDict_GetItemWithError(routes, key);
+            Py_DECREF(key);
+        }
+        if (!route) {
+            if (PyErr_Occurred()) return NULL;
+            break;
+        }
+        if (!PyTuple_Check(route) || PyTuple_GET_SIZE(route) != (to_client ? 4 : 3)) break;
+        double until = PyFloat_AsDouble(PyTuple_GET_ITEM(route, 0));
+        if (until == -1.0 && PyErr_Occurred()) return NULL;
+        if (!(until > now)) break;
+        if (to_client) {
+            long number = PyLong_AsLong(PyTuple_GET_ITEM(route, 1));
+            if (number == -1 && PyErr_Occurred()) return NULL;
+            PyObject *framed = PyBytes_FromStringAndSize(NULL, len + 4);
+            if (!framed) return NULL;
+            unsigned char *f = (unsigned char *)PyBytes_AS_STRING(framed);
+            f[0] = (unsigned char)(number >> 8); f[1] = (unsigned char)number;
+            f[2] = (unsigned char)(len >> 8); f[3] = (unsigned char)len;
+            memcpy(f + 4, d, (size_t)len);  /* no padding over UDP (RFC 8656 section 12.5) */
+            if (emit(out, PyTuple_GET_ITEM(route, 2), framed, PyTuple_GET_ITEM(route, 3)) < 0) return NULL;
+        } else {
+            PyObject *payload = PyBytes_FromStringAndSize((const char *)d + 4, (Py_ssize_t)rd16(d + 2));
+            if (emit(out, PyTuple_GET_ITEM(route, 1), payload, PyTuple_GET_ITEM(route, 2)) < 0) return NULL;
+        }
+    }
+    return PyLong_FromSsize_t(i);
+}
+
 static PyObject *set_error(PyObject *self, PyObject *cls) {
     Py_XINCREF(cls);
     Py_XSETREF(parse_error, cls);
@@ -652,6 +835,11 @@ static PyMethodDef methods[] = {
     {"get", (PyCFunction)(void (*)(void))get, METH_FASTCALL, "Decode the first attribute of a class (see above)."},
     {"register", register_kind, METH_VARARGS, "Register a class's value kind and slot names for get()."},
     {"set_error", set_error, METH_O, "Register the exception class raised for malformed input."},
+    {"set_transmit", set_transmit, METH_O, "Register the Transmit class the server fast paths emit."},
+    {"binding_answers", (PyCFunction)(void (*)(void))binding_answers, METH_FASTCALL,
+     "Answer bare IPv4 Binding requests of a batch (see the server fast paths above)."},
+    {"channel_relay", (PyCFunction)(void (*)(void))channel_relay, METH_FASTCALL,
+     "Relay the ChannelData of a batch on known routes (see the server fast paths above)."},
 #ifdef __linux__
     {"recv_batch", (PyCFunction)(void (*)(void))recv_batch, METH_FASTCALL,
      "Up to max datagrams from a non-blocking UDP socket in one recvmmsg: [((host, port), data), ...]."},

@@ -36,6 +36,7 @@ from ice.stun.attributes import (
     UnknownAttributes,
     XorMappedAddress,
 )
+from ice.stun.integrity import _speedups
 from ice.stun.message import Message, MessageClass, Method, parse
 from ice.stun.transaction import Transmit
 
@@ -47,6 +48,52 @@ _ADDR4_MAPPED = Struct("!HHHH")
 _U32 = Struct("!I")
 _FP_TL = b"\x80\x28\x00\x04"
 _inet_aton = socket.inet_aton
+
+
+def _bare_response(data: bytes, remote: Address, length: int, rest: bytes, fingerprint: bool) -> bytes:
+    """The success response to a bare IPv4 Binding request ``data`` from ``remote`` (RFC 8489 §6.3.1):
+    XOR-MAPPED-ADDRESS (§14.2), MAPPED-ADDRESS (§14.1), the server's cached attributes ``rest`` (the message
+    length ``length`` counts them) and FINGERPRINT (§14.7)."""
+    ip = _inet_aton(remote[0])
+    port = remote[1]
+    msg = (
+        _BINDING_SUCCESS_HEAD.pack(0x0101, length, MAGIC_COOKIE)
+        + data[8:20]
+        + _ADDR4.pack(0x0020, 8, 1, port ^ 0x2112, _U32.unpack(ip)[0] ^ MAGIC_COOKIE)
+        + _ADDR4_MAPPED.pack(0x0001, 8, 1, port)
+        + ip
+        + rest
+    )
+    if fingerprint:
+        return msg + _FP_TL + _U32.pack(zlib.crc32(msg) ^ 0x5354554E)
+    return msg
+
+
+def _is_ipv4(host: str) -> bool:
+    try:
+        socket.inet_pton(socket.AF_INET, host)
+    except OSError:
+        return False
+    return True
+
+
+def _binding_answers_py(batch: list[tuple[Address, bytes]], start: int, local: Address, length: int, rest: bytes,
+                        fingerprint: bool, out: list[Transmit]) -> int:
+    """Answer ``batch[start:]`` while each is a bare Binding request from an IPv4 address (a Transmit from
+    ``local`` appended to ``out`` per answer); the index of the first that is not (the general path's). The
+    reference of the C accelerator's ``binding_answers``."""
+    for i in range(start, len(batch)):
+        remote, data = batch[i]
+        if len(data) != 20 or data[:8] != _BARE_BINDING_HEAD or not _is_ipv4(remote[0]):
+            return i
+        out.append(Transmit(remote, _bare_response(data, remote, length, rest, fingerprint), local))
+    return len(batch)
+
+
+_binding_answers = _binding_answers_py
+if _speedups is not None:
+    _speedups.set_transmit(Transmit)
+    _binding_answers = _speedups.binding_answers
 
 
 @dataclass(frozen=True)
@@ -112,6 +159,12 @@ class StunServer:
     def poll_transmit(self) -> Transmit | None:
         return self._out.popleft() if self._out else None
 
+    def poll_transmits(self) -> list[Transmit]:
+        """Everything :meth:`poll_transmit` would give, in order, at once (the driver drains a batch's answers)."""
+        out = list(self._out)
+        self._out.clear()
+        return out
+
     def next_event(self) -> None:
         return None
 
@@ -153,6 +206,32 @@ class StunServer:
             self.stats["bad-request"] += 1
             return self._error(req, local, remote, 400, "Bad Request", legacy)
 
+    def handle_datagrams(self, now: float, local: Address, batch: list[tuple[Address, bytes]]) -> None:
+        """:meth:`handle_datagram` for each ``(remote, data)`` of a batch received on ``local``, in order; the bare
+        IPv4 Binding requests among them are answered in one pass (:func:`_binding_answers_py`, or the C
+        accelerator's copy of it)."""
+        i, n = 0, len(batch)
+        length, tail = self._tail_for(local)
+        fingerprint = self.config.fingerprint
+        answers: list[Transmit] = []
+        while True:
+            j = _binding_answers(batch, i, local, length, tail, fingerprint, answers)
+            if j > i:
+                self.stats["binding"] += j - i
+                self._out.extend(answers)
+                answers.clear()
+            if j >= n:
+                return
+            remote, data = batch[j]
+            self.handle_datagram(now, local, remote, data)
+            i = j + 1
+
+    def _tail_for(self, local: Address) -> tuple[int, bytes]:
+        tail = self._tails.get(local)
+        if tail is None:
+            tail = self._tails[local] = self._tail(local)
+        return tail
+
     def _bare_binding(self, local: Address, remote: Address, data: bytes) -> Transmit:
         """Fast path for the commonest request, a Binding request with no attributes over IPv4.
 
@@ -160,23 +239,8 @@ class StunServer:
         and the client's address vary, so everything after XOR-MAPPED-ADDRESS and MAPPED-ADDRESS is a cached tail.
         """
         self.stats["binding"] += 1
-        tail = self._tails.get(local)
-        if tail is None:
-            tail = self._tails[local] = self._tail(local)
-        ip = _inet_aton(remote[0])
-        port = remote[1]
-        length, rest = tail
-        msg = (
-            _BINDING_SUCCESS_HEAD.pack(0x0101, length, MAGIC_COOKIE)
-            + data[8:20]
-            + _ADDR4.pack(0x0020, 8, 1, port ^ 0x2112, _U32.unpack(ip)[0] ^ MAGIC_COOKIE)
-            + _ADDR4_MAPPED.pack(0x0001, 8, 1, port)
-            + ip
-            + rest
-        )
-        if self.config.fingerprint:
-            return Transmit(remote, msg + _FP_TL + _U32.pack(zlib.crc32(msg) ^ 0x5354554E), local)
-        return Transmit(remote, msg, local)
+        length, rest = self._tail_for(local)
+        return Transmit(remote, _bare_response(data, remote, length, rest, self.config.fingerprint), local)
 
     def _tail(self, local: Address) -> tuple[int, bytes]:
         """Attributes after the two mapped addresses for a bare Binding request received on ``local``."""

@@ -17,10 +17,10 @@ import hmac
 import ipaddress
 import os
 from collections import Counter, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from struct import Struct
-from typing import Protocol
+from typing import Any, Protocol
 
 from ice.errors import StunParseError
 from ice.stun.attributes import (
@@ -47,7 +47,7 @@ from ice.stun.attributes import (
     XorPeerAddress,
     XorRelayedAddress,
 )
-from ice.stun.integrity import IntegrityKey, long_term_key, userhash
+from ice.stun.integrity import IntegrityKey, _speedups, long_term_key, userhash
 from ice.stun.message import Message, MessageClass, Method, parse
 from ice.stun.server import StunServer, StunServerConfig
 from ice.stun.transaction import Transmit
@@ -65,6 +65,39 @@ they are refused whatever ``allowed_peers`` says."""
 _DATA_INDICATION_ROOM = {False: 0xFFFF - 12 - 4 - 8, True: 0xFFFF - 24 - 4 - 8}
 """The most DATA (padded) a Data indication holds beside XOR-PEER-ADDRESS (IPv4: False, IPv6: True), DATA's header
 and FINGERPRINT (RFC 8656 §11.3)."""
+
+def _channel_relay_py(batch: list[tuple[Address, bytes]], start: int, routes: Mapping[Any, tuple[Any, ...]], now: float,
+                      to_client: bool, out: list[Transmit]) -> int:
+    """Relay ``batch[start:]`` while each datagram has a route valid at ``now`` (a Transmit appended to ``out``
+    each); the index of the first that has not (the general path's). ``to_client``: datagrams from peers on a
+    relayed address, ``routes[peer] = (until, channel, client, server)``, sent to the client as ChannelData
+    (RFC 8656 §12.7; over UDP, unpadded: §12.5); else ChannelData from clients on a listening address,
+    ``routes[(client, channel)] = (until, peer, relayed)``, its application data sent to the peer (§12.6). The
+    reference of the C accelerator's ``channel_relay``."""
+    for i in range(start, len(batch)):
+        remote, data = batch[i]
+        if to_client:
+            route = routes.get(remote)
+            if route is None or not route[0] > now or len(data) > 0xFFFF:
+                return i
+            _, number, client, server = route
+            out.append(Transmit(client, _CHANNEL_HDR.pack(number, len(data)) + data, server))
+        else:
+            if len(data) < 4 or not 0x40 <= data[0] <= 0x7F:
+                return i
+            number, length = _CHANNEL_HDR.unpack_from(data)
+            route = routes.get((remote, number))
+            if route is None or not route[0] > now or length > len(data) - 4:
+                return i
+            _, peer, relayed = route
+            out.append(Transmit(peer, data[4 : 4 + length], relayed))
+    return len(batch)
+
+
+_channel_relay = _channel_relay_py
+if _speedups is not None:
+    _speedups.set_transmit(Transmit)
+    _channel_relay = _speedups.channel_relay
 
 DEFAULT_DENIED = ("0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "255.255.255.255/32", "::/128",
                   "::1/128", "fe80::/10", "ff00::/8")
@@ -193,6 +226,15 @@ class TurnServer:
         self._out: deque[Transmit] = deque()
         self._stream_clients: set[tuple[Address, Address]] = set()
         """(local, client) of the connected TCP/TLS clients."""
+        self._to_peer: dict[Address, dict[tuple[Address, int], tuple[float, Address, Address]]] = {}
+        """Routes of ChannelData from UDP clients, per listening address: (client, channel) -> (valid until, peer,
+        relayed address). Learnt when the general path relays a datagram, valid until the first of the
+        allocation's, the channel's and the permission's expiry, and all forgotten whenever a request, a timeout
+        or a closed stream may have changed any state: a cache of the general path's decision, never a second
+        set of rules (:meth:`handle_datagrams`)."""
+        self._to_client: dict[Address, dict[Address, tuple[float, int, Address, Address]]] = {}
+        """Routes of peers' datagrams on channels, per relayed address: peer -> (valid until, channel, client,
+        listening address); learnt and forgotten as ``_to_peer``."""
         self._handlers: dict[int, _Handler] = {
             Method.ALLOCATE: self._allocate,
             Method.REFRESH: self._refresh,
@@ -219,8 +261,42 @@ class TurnServer:
         if out is not None:
             self._out.append(out)
 
+    def handle_datagrams(self, now: float, local: Address, batch: list[tuple[Address, bytes]]) -> None:
+        """:meth:`handle_datagram` for each ``(remote, data)`` of a batch received on ``local``, in order. The
+        ChannelData relay (RFC 8656 §12.6, §12.7) runs over the batch in one pass (:func:`_channel_relay_py`, or
+        the C accelerator's copy of it) for each datagram whose route the general path has already decided and
+        whose route is still valid at ``now``; any other datagram goes through :meth:`handle_datagram`."""
+        to_client = local in self.by_relay
+        tables = self._to_client if to_client else self._to_peer
+        relayed: list[Transmit] = []
+        i, n = 0, len(batch)
+        while True:
+            routes = tables.get(local)
+            j = _channel_relay(batch, i, routes, now, to_client, relayed) if routes else i
+            if j > i:
+                self.stats["relayed-to-client" if to_client else "relayed-to-peer"] += j - i
+                self._out.extend(relayed)
+                relayed.clear()
+            if j >= n:
+                return
+            remote, data = batch[j]
+            self.handle_datagram(now, local, remote, data)
+            i = j + 1
+
+    def _forget_routes(self) -> None:
+        """State changed (a request, a timeout, a closed stream): the relay fast path learns its routes again."""
+        if self._to_peer or self._to_client:
+            self._to_peer.clear()
+            self._to_client.clear()
+
     def poll_transmit(self) -> Transmit | None:
         return self._out.popleft() if self._out else None
+
+    def poll_transmits(self) -> list[Transmit]:
+        """Everything :meth:`poll_transmit` would give, in order, at once (the driver drains a batch's answers)."""
+        out = list(self._out)
+        self._out.clear()
+        return out
 
     def next_event(self) -> None:
         """The server emits no events (its counters are in ``stats``)."""
@@ -233,6 +309,7 @@ class TurnServer:
     def stream_closed(self, local: Address, client: Address) -> None:
         """The client's connection ended: so does its allocation (RFC 8656 §6)."""
         self._stream_clients.discard((local, client))
+        self._forget_routes()
         if (client, local) in self.allocations:
             self._delete((client, local))
 
@@ -257,6 +334,7 @@ class TurnServer:
         """Expire allocations (RFC 8656 §6: their relay address is released), permissions (§9), channels (§12: a
         channel number stays reserved for its peer ``channel_reserve`` past its expiry, then is freed) and
         EVEN-PORT reservations nobody claimed (§7.2)."""
+        self._forget_routes()
         for token, (relayed, until) in list(self._reservations.items()):
             if until <= now:
                 del self._reservations[token]
@@ -279,6 +357,7 @@ class TurnServer:
             self._sweep_at = min(pending, default=None)
 
     def _delete(self, key: tuple[Address, Address]) -> None:
+        self._forget_routes()
         self._expiry_stale = True
         alloc = self.allocations.pop(key)
         self.by_relay.pop(alloc.relayed, None)
@@ -317,6 +396,7 @@ class TurnServer:
         """A STUN/TURN message from a client on a listening address (ChannelData takes the fast path in
         :meth:`handle_datagram`). ``stream``: it came over TCP/TLS (one framed message per call)."""
         self._stream = stream
+        self._forget_routes()  # whatever the message, it may change an allocation, a permission or a channel
         try:
             msg = parse(data)
         except StunParseError:
@@ -703,6 +783,9 @@ class TurnServer:
                        "channel-data-unbound"] += 1
             return None
         self.stats["relayed-to-peer"] += 1
+        if not alloc.stream:  # the batch fast path may take this client's next ones on this channel
+            until = min(alloc.expires, bound[1], alloc.permissions[bound[0][0]])
+            self._to_peer.setdefault(local, {})[(client, number)] = (until, bound[0], alloc.relayed)
         return Transmit(bound[0], data[4 : 4 + length], alloc.relayed)
 
     def _from_peer(self, now: float, alloc: Allocation | None, peer: Address, data: bytes) -> Transmit | None:
@@ -720,6 +803,9 @@ class TurnServer:
             framed = _CHANNEL_HDR.pack(number, len(data)) + data  # no padding over UDP (RFC 8656 §12.5)
             if alloc.stream:
                 framed += b"\x00" * (-len(data) & 3)
+            else:  # the batch fast path may take this peer's next ones
+                until = min(alloc.expires, alloc.channels[number][1], alloc.permissions[peer[0]])
+                self._to_client.setdefault(alloc.relayed, {})[peer] = (until, number, alloc.client, alloc.server)
             self.stats["relayed-to-client"] += 1
             return Transmit(alloc.client, framed, alloc.server)
         if len(data) + (-len(data) & 3) > _DATA_INDICATION_ROOM[":" in peer[0]]:
