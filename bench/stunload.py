@@ -75,7 +75,7 @@ def run(host: str, port: int, n: int, window: int, timeout: float = 2.0) -> dict
         batch = requests[sent:limit]
         done = 0
         while done < len(batch):
-            k = send_batch(s, batch, done)
+            k = send_batch(s, batch, done, True)
             if k == done:
                 break
             done = k

@@ -90,7 +90,7 @@ def run(host: str, port: int, user: str, password: str, count: int, window: int)
     def push(sock: socket.socket, items: list[tuple[Address | None, bytes]]) -> int:
         """Send the items in sendmmsg batches; how many went (a full buffer stops it: as if lost)."""
         done = 0
-        while done < len(items) and (k := send_batch(sock, items, done)) > done:
+        while done < len(items) and (k := send_batch(sock, items, done, True)) > done:
             done = k
         return done
 

@@ -109,6 +109,23 @@ def test_a_batch_moves_n_datagrams_intact_and_addressed(family: socket.AddressFa
         assert recv(b, 64, 65535) == []  # empty: no datagram, no exception
 
 
+@pytest.mark.parametrize("gso", [True, False])
+@pytest.mark.parametrize(("family", "host"), FAMILIES)
+@pytest.mark.parametrize(("name", "recv", "send"), IMPLEMENTATIONS, ids=[i[0] for i in IMPLEMENTATIONS])
+def test_runs_of_equal_datagrams_arrive_as_the_datagrams_they_are(family: socket.AddressFamily, host: str, name: str,
+                                                                  recv: Callable[..., Any],
+                                                                  send: Callable[..., Any], gso: bool) -> None:
+    """What the C send cuts into GSO segments (same destination, same size, a shorter last) arrives as the
+    separate datagrams, in order."""
+    with pair(family, host) as (a, b), pair(family, host) as (c, _):
+        to_b = [(local_of(b), b"%04d" % i + bytes(96)) for i in range(150)]
+        items = [*to_b[:70], (local_of(b), b"short"), *to_b[70:], (local_of(c), b"x" * 100), (local_of(b), b"")]
+        assert send(a, items, 0, gso) == len(items)
+        got = drain(recv, b, len(items) - 1, max=64)
+        assert got == [(local_of(a), d) for dest, d in items if dest == local_of(b)]
+        assert drain(recv, c, 1) == [(local_of(a), b"x" * 100)]
+
+
 @pytest.mark.parametrize(("name", "recv", "send"), IMPLEMENTATIONS, ids=[i[0] for i in IMPLEMENTATIONS])
 def test_send_stops_where_the_source_changes_and_from_start(name: str, recv: Callable[..., Any],
                                                             send: Callable[..., Any]) -> None:

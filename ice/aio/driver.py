@@ -52,6 +52,9 @@ class DriverConfig:
     many; a low-rate endpoint reads one and saves the extra read that would find the socket empty."""
     datagram_size: int = 65535
     """The receive buffer per datagram: the largest UDP payload (a TURN relay forwards any size, RFC 8656 §11)."""
+    gso: bool = True
+    """Send a run of equal-sized datagrams to one destination as one UDP GSO message where the kernel takes it
+    (:func:`ice.aio.udp.send_batch`); False: one datagram per message (still one ``sendmmsg`` per run)."""
     socket_buffer: int | None = None
     """SO_RCVBUF and SO_SNDBUF of every UDP socket added (None: the system's default; Linux caps it at
     net.core.rmem_max/wmem_max): a server that drains in batches needs room for a burst between two reads."""
@@ -291,7 +294,7 @@ class Driver(Generic[E]):
             for t in out:
                 self.send(t)
             return
-        socks, default = self._socks, self._default
+        socks, default, gso = self._socks, self._default, self.config.gso
         i, n = 0, len(out)
         while i < n:
             local = out[i][2]
@@ -301,7 +304,7 @@ class Driver(Generic[E]):
                 self.send(out[i])  # counted: no socket for it
                 i += 1
                 continue
-            j = send_batch(sock, out, i)
+            j = send_batch(sock, out, i, gso)
             if j < n and out[j][2] == local:
                 self.send(out[j])  # refused (e.g. a full buffer) or an address only sendto handles
                 j += 1

@@ -10,13 +10,17 @@ them; nothing here knows a protocol.
   bytes, as ``recvfrom(size)`` cuts it) queued on a non-blocking socket; ``[]`` when none is. An error on the first
   read raises ``OSError``; an error after some datagrams ends the batch and is raised by the next call (what
   ``recvmmsg`` does). Addresses are 2-tuples in both families (an IPv6 host keeps its ``%scope``).
-* ``send_batch(sock, items, start)`` -> the index after the last datagram sent: ``items[i][0]`` is the destination
-  ``(host, port)`` (numeric; None: a connected socket's peer), ``items[i][1]`` the bytes -- a
+* ``send_batch(sock, items, start, gso=True)`` -> the index after the last datagram sent: ``items[i][0]`` is the
+  destination ``(host, port)`` (numeric; None: a connected socket's peer), ``items[i][1]`` the bytes -- a
   :class:`~ice.stun.transaction.Transmit` fits as it is.
   It stops at the first datagram the kernel refused (a full buffer included) or that it cannot address itself
   (a host name, another family): the caller sends that one on its own path, where ``sendto`` raises or resolves,
   and goes on after it. With items of three fields (a Transmit's third is its source) it also stops before the
-  first whose third field differs from ``items[start]``'s: one call sends one socket's run.
+  first whose third field differs from ``items[start]``'s: one call sends one socket's run. With ``gso`` (the
+  default) the C version sends each run of datagrams to one destination, all of one size but a shorter last, as
+  one message with UDP generic segmentation offload (``UDP_SEGMENT``, Linux 4.18+): the kernel cuts it back into
+  those datagrams, so the receiver gets what separate sends would have given it, for one trip down the stack; a
+  socket that refuses GSO is sent to without it from then on.
 """
 
 from __future__ import annotations
@@ -54,8 +58,9 @@ def recv_batch_py(sock: socket.socket, max: int, size: int) -> list[tuple[Addres
     return out
 
 
-def send_batch_py(sock: socket.socket, items: list[Any], start: int) -> int:
-    """The pure-Python :func:`send_batch`: ``sendto`` each datagram from ``start``; the index of the first refused."""
+def send_batch_py(sock: socket.socket, items: list[Any], start: int, gso: bool = True) -> int:
+    """The pure-Python :func:`send_batch`: ``sendto`` each datagram from ``start``; the index of the first refused.
+    (``gso`` is the C version's: this one never segments.)"""
     sendto = sock.sendto
     start = max(start, 0)
     runs = start < len(items) and len(items[start]) >= 3
@@ -75,7 +80,7 @@ def send_batch_py(sock: socket.socket, items: list[Any], start: int) -> int:
 
 
 recv_batch: Callable[[socket.socket, int, int], list[tuple[Address, bytes]]] = recv_batch_py
-send_batch: Callable[[socket.socket, list[Any], int], int] = send_batch_py
+send_batch: Callable[[socket.socket, list[Any], int, bool], int] = send_batch_py
 if _speedups is not None and hasattr(_speedups, "recv_batch"):
     recv_batch = _speedups.recv_batch
     send_batch = _speedups.send_batch
