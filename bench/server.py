@@ -118,22 +118,38 @@ def summary(rounds: dict[str, list[dict[str, float]]], rate: str, count: str) ->
     rates = med(lambda r: r[rate])
     pairs = [a[rate] / b[rate] for a, b in zip(rounds["icelab"], rounds["coturn"], strict=True) if b[rate]]
     cpu_us = med(lambda r: 1e6 * r["server_cpu"] * r["seconds"] / r[count] if r[count] else 0.0)
+    server_cpu, load_cpu = med(lambda r: r["server_cpu"]), med(lambda r: r["load_cpu"])
+
+    def limit(n: str) -> str:
+        if server_cpu[n] >= SATURATED:
+            return "server" + (" (and load)" if load_cpu[n] >= SATURATED else "")
+        return "load" if load_cpu[n] >= SATURATED else "neither: both waited (a busy machine's scheduling)"
+
+    faster, slower = sorted(names, key=lambda n: -rates[n])
+    evidence = (f"the same load process drove {faster} at {rates[faster]:,.0f}/s, so it was not what held {slower} "
+                f"at {rates[slower]:,.0f}/s") if rates[faster] > rates[slower] else ""
     return {
         "rates": {n: round(v) for n, v in rates.items()},
         "ratio": round(statistics.median(pairs), 3) if pairs else 0.0,
         "rounds_ratio": [round(x, 3) for x in pairs],
-        "server_cpu": {n: round(v, 2) for n, v in med(lambda r: r["server_cpu"]).items()},
-        "load_cpu": {n: round(v, 2) for n, v in med(lambda r: r["load_cpu"]).items()},
+        "server_cpu": {n: round(v, 2) for n, v in server_cpu.items()},
+        "load_cpu": {n: round(v, 2) for n, v in load_cpu.items()},
+        "limited_by": {n: limit(n) for n in names},
+        "load_evidence": evidence,
         "server_cpu_us_per_packet": {n: round(v, 2) for n, v in cpu_us.items()},
         "lost": {n: int(sum(r["lost"] for r in rounds[n])) for n in names},
     }
 
 
-HONESTY = ("load_cpu and server_cpu are CPU seconds over wall seconds (1.0: a whole core). A side well below 1.0 "
-           "waited for the other: a server near 1.0 was the limit, a load process near 1.0 with a server well "
-           "below it means the load was. The load process batches (UDP GSO sends, recvmmsg) so that it costs "
-           "less per datagram than either server; server_cpu_us_per_packet compares the servers' own cost, "
-           "whatever limited the rate.")
+SATURATED = 0.9
+"""CPU seconds over wall seconds from which a process counts as the limit of a round (a whole core is 1.0)."""
+
+HONESTY = ("load_cpu and server_cpu are the medians of CPU seconds over wall seconds (1.0: a whole core); "
+           "limited_by reads them: a server at 0.9 or more was its own limit (coturn's figure is then its "
+           "capacity, not the load's), a load process at 0.9 or more beside a server below it was the limit (the "
+           "server's figure is then a lower bound). The load process batches (UDP GSO sends, recvmmsg) so that "
+           "it costs less per datagram than a server; server_cpu_us_per_packet compares the servers' own cost "
+           "(the kernel's softirq time, counted to no process, is left out for both), whatever limited the rate.")
 
 
 def main(args: argparse.Namespace) -> int:

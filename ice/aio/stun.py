@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Self
 
-from ice.aio.driver import SERVER_SOCKET_BUFFER, Driver, DriverConfig
+from ice.aio.driver import Driver, DriverConfig
 from ice.errors import StunErrorResponse, StunTimeout, StunUnreachable
 from ice.stun.attributes import (
     Address,
@@ -279,7 +279,7 @@ class StunServerRunner:
         driver: DriverConfig | None = None,
     ) -> None:
         self.make_socket = make_socket or (lambda family: socket.socket(family, socket.SOCK_DGRAM))
-        self.driver_config = driver or DriverConfig(socket_buffer=SERVER_SOCKET_BUFFER)
+        self.driver_config = driver or DriverConfig.server()
         """How the sockets are read and written (batches, buffers): see :class:`~ice.aio.driver.DriverConfig`."""
         self.server = StunServer(config) if log is None else _LoggedStunServer(config, log=log)
         self.config = config

@@ -13,7 +13,7 @@ import socket
 import ssl
 from collections.abc import Callable
 
-from ice.aio.driver import SERVER_SOCKET_BUFFER, Driver, DriverConfig
+from ice.aio.driver import Driver, DriverConfig
 from ice.stun.attributes import Address
 from ice.turn.server import TurnServer, TurnServerConfig
 
@@ -31,7 +31,7 @@ class TurnServerRunner:
         self.make_socket = make_socket or (lambda family: socket.socket(family, socket.SOCK_DGRAM))
         self.make_stream_socket = make_stream_socket or (lambda family: socket.socket(family, socket.SOCK_STREAM))
         self.config = config
-        self.driver_config = driver or DriverConfig(socket_buffer=SERVER_SOCKET_BUFFER)
+        self.driver_config = driver or DriverConfig.server()
         """How the sockets are read and written (batches, buffers): see :class:`~ice.aio.driver.DriverConfig`."""
         self.relay_ip = relay_ip
         self.relay_ports = relay_ports
