@@ -123,7 +123,11 @@ def summary(rounds: dict[str, list[dict[str, float]]], rate: str, count: str) ->
     def limit(n: str) -> str:
         if server_cpu[n] >= SATURATED:
             return "server" + (" (and load)" if load_cpu[n] >= SATURATED else "")
-        return "load" if load_cpu[n] >= SATURATED else "neither: both waited (a busy machine's scheduling)"
+        if load_cpu[n] >= SATURATED:
+            return "load"
+        if server_cpu[n] + load_cpu[n] >= SATURATED:
+            return "one core shared by server and load (other work held the other core)"
+        return "neither: both waited (a busy machine's scheduling)"
 
     faster, slower = sorted(names, key=lambda n: -rates[n])
     evidence = (f"the same load process drove {faster} at {rates[faster]:,.0f}/s, so it was not what held {slower} "
