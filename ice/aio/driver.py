@@ -8,8 +8,9 @@ A :class:`Driver` owns the UDP sockets (and TCP/TLS streams) of one endpoint and
   ``endpoint.handle_datagram`` for each; a stream delivers one framed message per call (RFC 8656 §12.5
   framing, :func:`~ice.turn.framing.split_frames`);
 * after every input -- a whole batch is one input -- :meth:`Driver.pump` sends what the endpoint queued
-  (``poll_transmit``; consecutive datagrams from one UDP socket in one ``sendmmsg``), hands its events to
-  ``on_event`` and re-arms the timer at ``next_timeout()`` -- only when that deadline changed, never early: the
+  (``poll_transmits`` when the endpoint has it, else ``poll_transmit`` until None; consecutive datagrams from one
+  UDP socket in one ``sendmmsg``, runs of equal-sized ones to one destination as UDP GSO messages), hands its
+  events to ``on_event`` and re-arms the timer at ``next_timeout()`` -- only when that deadline changed, never early: the
   endpoint sees ``handle_timeout(max(deadline, loop.time()))``;
 * the pump is not re-entrant. An ``on_event`` callback may call into the endpoint (send data, add a candidate)
   or deliver a datagram (:meth:`Driver.datagram_received`): the nested pump returns at once, the datagram waits in
@@ -39,7 +40,6 @@ from ice.turn.framing import split_frames
 E = TypeVar("E")
 
 
-
 @dataclass(frozen=True)
 class DriverConfig:
     """How a :class:`Driver` moves datagrams."""
@@ -63,6 +63,7 @@ class DriverConfig:
         datagrams arrive (with 64 a whole window moved in lockstep, one process idle while the other worked) --
         and 4 MiB socket buffers (a few thousand datagrams of a burst)."""
         return cls(batch=16, socket_buffer=4 << 20)
+
 
 _IP_RECVERR, _IPV6_RECVERR = 11, 25
 """Linux <linux/in.h>, <linux/in6.h> (Python's socket module does not name them)."""
