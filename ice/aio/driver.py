@@ -10,8 +10,8 @@ A :class:`Driver` owns the UDP sockets (and TCP/TLS streams) of one endpoint and
 * after every input -- a whole batch is one input -- :meth:`Driver.pump` sends what the endpoint queued
   (``poll_transmits`` when the endpoint has it, else ``poll_transmit`` until None; consecutive datagrams from one
   UDP socket in one ``sendmmsg``, runs of equal-sized ones to one destination as UDP GSO messages), hands its
-  events to ``on_event`` and re-arms the timer at ``next_timeout()`` -- only when that deadline changed, never early: the
-  endpoint sees ``handle_timeout(max(deadline, loop.time()))``;
+  events to ``on_event`` and re-arms the timer at ``next_timeout()`` -- only when that deadline changed, never
+  early: the endpoint sees ``handle_timeout(max(deadline, loop.time()))``;
 * the pump is not re-entrant. An ``on_event`` callback may call into the endpoint (send data, add a candidate)
   or deliver a datagram (:meth:`Driver.datagram_received`): the nested pump returns at once, the datagram waits in
   an inbox, and the running pump handles both after the current step, in order.
