@@ -446,3 +446,62 @@ def test_the_driver_relays_a_burst_both_ways_then_stops_when_deallocated(io: str
             runner.close()
 
     asyncio.run(main())
+
+
+def test_the_driver_batches_udp_beside_a_tcp_client(io: str) -> None:
+    """With a TCP client connected (its ChannelData framed and padded on the stream, RFC 8656 §12.5) the UDP
+    clients' datagrams still leave in batches, each on its own transport."""
+
+    async def main() -> None:
+        cfg = TurnServerConfig(("127.0.0.1", 0), users={"alice": "secret"}, allowed_peers=("127.0.0.0/8",))
+        runner = await TurnServerRunner(cfg, "127.0.0.1").start(tcp=True)
+        loop = asyncio.get_running_loop()
+        udp_client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        peers = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2)]
+        reader, writer = await asyncio.open_connection(*runner.address)
+        try:
+            for s in (udp_client, *peers):
+                s.bind(("127.0.0.1", 0))
+                s.setblocking(False)
+
+            async def ask_udp(raw: bytes) -> Message:
+                await loop.sock_sendto(udp_client, raw, runner.address)
+                return parse(await asyncio.wait_for(loop.sock_recv(udp_client, 4096), 2))
+
+            async def ask_tcp(raw: bytes) -> Message:
+                writer.write(raw)
+                head = await asyncio.wait_for(reader.readexactly(20), 2)
+                return parse(head + await reader.readexactly(int.from_bytes(head[2:4], "big")))
+
+            relayed: list[Address] = []
+            for ask, peer in ((ask_udp, peers[0]), (ask_tcp, peers[1])):
+                nonce = (await ask(Message(Method.ALLOCATE, MessageClass.REQUEST).encode())).get(Nonce)
+                assert nonce is not None
+                got = (await ask(_signed(Method.ALLOCATE, RequestedTransport(17), nonce=nonce.text))
+                       ).get(XorRelayedAddress)
+                assert got is not None
+                relayed.append(got.address)
+                bound = await ask(_signed(Method.CHANNEL_BIND, ChannelNumber(0x4000), XorPeerAddress(*local_of(peer)),
+                                          nonce=nonce.text))
+                assert bound.message_class is MessageClass.SUCCESS
+            payloads = [b"%03d-" % i + bytes(i % 4) for i in range(60)]
+            for p in payloads:
+                peers[0].sendto(p, relayed[0])
+                peers[1].sendto(p, relayed[1])
+            at_udp: list[bytes] = []
+            for _ in range(200):
+                await asyncio.sleep(0.01)
+                at_udp += [d for _, d in udp.recv_batch_py(udp_client, 64, 2048)]
+                if len(at_udp) == len(payloads):
+                    break
+            assert at_udp == [b"\x40\x00" + len(p).to_bytes(2, "big") + p for p in payloads]
+            framed = b"".join(b"\x40\x00" + len(p).to_bytes(2, "big") + p + bytes(-len(p) & 3) for p in payloads)
+            assert await asyncio.wait_for(reader.readexactly(len(framed)), 2) == framed
+        finally:
+            writer.close()
+            udp_client.close()
+            for s in peers:
+                s.close()
+            runner.close()
+
+    asyncio.run(main())

@@ -294,9 +294,21 @@ class Driver(Generic[E]):
     def send_all(self, out: list[Transmit]) -> None:
         """Send datagrams in order: each run of consecutive ones from the same UDP socket in as few
         ``send_batch`` calls as it takes (it stops where the source changes); a datagram the batch refused goes
-        through :meth:`send`, which counts the failure as it always has. Where a socket is connected, reports ICMP
-        errors or a stream is open, every datagram goes through :meth:`send`."""
-        if len(out) == 1 or self._streams or self._connected or self._recverr:
+        through :meth:`send`, which counts the failure as it always has. Where a socket is connected or reports
+        ICMP errors, every datagram goes through :meth:`send`; so does each one on an open stream."""
+        if self._connected or self._recverr:
+            for t in out:
+                self.send(t)
+            return
+        if self._streams:
+            streams, plain = self._streams, []
+            for t in out:
+                if t[2] is not None and (t[2], t[0]) in streams:
+                    self.send(t)  # framed on its TCP/TLS stream
+                else:
+                    plain.append(t)
+            out = plain
+        if len(out) <= 1:
             for t in out:
                 self.send(t)
             return
