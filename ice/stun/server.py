@@ -91,7 +91,7 @@ def _binding_answers_py(batch: list[tuple[Address, bytes]], start: int, local: A
 
 
 _binding_answers = _binding_answers_py
-if _speedups is not None:
+if _speedups is not None and hasattr(_speedups, "binding_answers"):  # (one built from older sources lacks it)
     _speedups.set_transmit(Transmit)
     _binding_answers = _speedups.binding_answers
 

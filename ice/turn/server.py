@@ -95,7 +95,7 @@ def _channel_relay_py(batch: list[tuple[Address, bytes]], start: int, routes: Ma
 
 
 _channel_relay = _channel_relay_py
-if _speedups is not None:
+if _speedups is not None and hasattr(_speedups, "channel_relay"):  # (one built from older sources lacks it)
     _speedups.set_transmit(Transmit)
     _channel_relay = _speedups.channel_relay
 
