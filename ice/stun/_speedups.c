@@ -512,6 +512,7 @@ static PyObject *recv_batch(PyObject *self, PyObject *const *args, Py_ssize_t na
         io_iov[i].iov_base = io_buf + i * size;
         io_iov[i].iov_len = (size_t)size;
         memset(&io_msgs[i].msg_hdr, 0, sizeof io_msgs[i].msg_hdr);
+        io_names[i].ss_family = AF_UNSPEC;  /* a datagram without a source address gets None */
         io_msgs[i].msg_hdr.msg_name = &io_names[i];
         io_msgs[i].msg_hdr.msg_namelen = sizeof io_names[i];
         io_msgs[i].msg_hdr.msg_iov = &io_iov[i];
