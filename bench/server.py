@@ -108,10 +108,10 @@ def side_by_side(ours: list[str], ours_port: int, coturn: list[str], coturn_port
 
 def summary(rounds: dict[str, list[dict[str, float]]], rate: str, count: str, digits: int) -> dict[str, object]:
     """The medians over the rounds, per server: the rate, its ``server_cpu`` and ``load_cpu`` (CPU seconds over
-    wall seconds of the server, all its threads, and of the load process) and the server's CPU microseconds per
-    datagram answered or relayed; ``ratio`` is icelab's median rate over coturn's (``digits`` after the point),
-    ``per_round`` every round's rate (the rounds alternate, so a slow moment of the shared machine shows in one
-    pair)."""
+    wall seconds of the server, all its threads, and of the load process) and the server's and the load's CPU
+    microseconds per datagram answered or relayed; ``ratio`` is icelab's median rate over coturn's (``digits``
+    after the point), ``per_round`` every round's rate (the rounds alternate, so a slow moment of the shared
+    machine shows in one pair)."""
     names = ("icelab", "coturn")
 
     def med(f: Callable[[dict[str, float]], float]) -> dict[str, float]:
@@ -143,6 +143,8 @@ def summary(rounds: dict[str, list[dict[str, float]]], rate: str, count: str, di
         "limited_by": {n: limit(n) for n in names},
         "load_evidence": evidence,
         "server_cpu_us_per_packet": {n: round(v, 2) for n, v in cpu_us.items()},
+        "load_cpu_us_per_packet": {n: round(v, 2) for n, v in med(
+            lambda r: 1e6 * r["load_cpu"] * r["seconds"] / r[count] if r[count] else 0.0).items()},
         "lost": {n: int(sum(r["lost"] for r in rounds[n])) for n in names},
     }
 
