@@ -155,8 +155,9 @@ SATURATED = 0.9
 HONESTY = ("load_cpu and server_cpu are the medians of CPU seconds over wall seconds (1.0: a whole core); "
            "limited_by reads them: a server at 0.9 or more was its own limit (coturn's figure is then its "
            "capacity, not the load's), a load process at 0.9 or more beside a server below it was the limit (the "
-           "server's figure is then a lower bound). The load process batches (UDP GSO sends, recvmmsg) so that "
-           "it costs less per datagram than a server; server_cpu_us_per_packet compares the servers' own cost "
+           "server's figure is then a lower bound). The load process batches (UDP GSO sends, recvmmsg) and "
+           "yields the CPU after each read so that it costs less per datagram than either server "
+           "(load_cpu_us_per_packet); server_cpu_us_per_packet compares the servers' own cost "
            "(the kernel's softirq time, counted to no process, is left out for both), whatever limited the rate.")
 
 

@@ -3,8 +3,9 @@
 ``python -m bench.turnload HOST PORT USER PASS COUNT WINDOW`` (its own process). The peer echoes every datagram
 back to the relayed address, so each round trip is two relayed packets (client->peer and peer->client). Datagrams
 move in batches (UDP GSO sends, :func:`bench.stunload.segmenter`, else ``sendmmsg``; ``recvmmsg`` with the C
-accelerator, :mod:`ice.aio.udp`) on connected sockets, so the load process stays cheap beside the server; its own
-CPU use is reported (``load_cpu``: CPU seconds over wall seconds). Prints one JSON line: packets relayed, seconds,
+accelerator, :mod:`ice.aio.udp`) on connected sockets, and it yields the CPU after each read
+(:func:`bench.stunload.fair_wait`), so the load process stays cheap beside either server; its own CPU use is
+reported (``load_cpu``: CPU seconds over wall seconds). Prints one JSON line: packets relayed, seconds,
 relayed packets/s, lost, load_cpu.
 """
 
@@ -18,7 +19,7 @@ import struct
 import sys
 import time
 
-from bench.stunload import UDP_SEGMENT, segmenter
+from bench.stunload import UDP_SEGMENT, fair_wait, segmenter
 from ice.aio.udp import recv_batch, send_batch
 from ice.stun import Message, MessageClass, Method, long_term_key, parse
 from ice.stun.attributes import (
@@ -115,6 +116,7 @@ def run(host: str, port: int, user: str, password: str, count: int, window: int)
                 if sent < count:
                     more = min(len(got), count - sent)
                     sent += to_server([item[1]] * more) if to_server else push(client, [item] * more)
+            fair_wait()
     elapsed = time.perf_counter() - start
     cpu = time.process_time() - cpu0
     try:
