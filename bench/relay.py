@@ -20,7 +20,7 @@ from pathlib import Path
 
 from bench.server import HONESTY, _free_port, side_by_side, summary
 
-ROUNDS = 5
+ROUNDS = 7
 WINDOW = 64
 USER, PASSWORD, REALM = "bench", "bench-secret", "icelab"
 

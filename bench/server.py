@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 WINDOW = 64
-ROUNDS = 5
+ROUNDS = 7
 
 
 def _free_port() -> int:
