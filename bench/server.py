@@ -127,7 +127,7 @@ def summary(rounds: dict[str, list[dict[str, float]]], rate: str, count: str, di
         if load_cpu[n] >= SATURATED:
             return "load"
         if server_cpu[n] + load_cpu[n] >= SATURATED:
-            return "one core shared by server and load (other work held the other core)"
+            return "server and load took turns on about one core between them"
         return "neither: both waited (a busy machine's scheduling)"
 
     faster, slower = sorted(names, key=lambda n: -rates[n])
