@@ -640,6 +640,8 @@ class TurnServer:
         chan, peer = msg.get(ChannelNumber), msg.get(XorPeerAddress)
         low, high = self.config.channel_numbers
         if chan is None or peer is None or not low <= chan.number <= high:
+            if chan is not None and high < chan.number <= RFC5766_CHANNELS[1]:
+                self.stats["channel-rfc5766-range"] += 1
             return self._error(local, client, msg, 400, f"Bad Request: a channel {low:#06x}-{high:#06x} and a peer",
                                key=key)
         if (":" in peer.host) != (":" in alloc.relayed[0]):
