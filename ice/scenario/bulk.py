@@ -6,7 +6,9 @@ sequence number, padding; :data:`ice.aio.peer.BULK_MAGIC`), counted at the recei
 :class:`~ice.aio.peer.BulkCounter` as ``icelab peer`` and summed up by the same :class:`~ice.agents.pair.BulkRun`
 as ``icelab bench throughput``. Unlike the benchmark's unpaced burst, the phase keeps a window of datagrams in
 flight: B answers each with a small acknowledgement (``7f 61 63 6b`` and the sequence number), which frees a slot
-of A's window and gives a round-trip time; a datagram not acknowledged within ``ack_timeout`` frees its slot too.
+of A's window and gives a round-trip time. Paths keep order, so an acknowledgement also frees the slots of the
+datagrams sent before it that are still unacknowledged (they, or their acknowledgements, were lost); a datagram
+not acknowledged within ``ack_timeout`` frees its slot too.
 Nothing is sent again: loss is what B did not count. A shaped link (``bandwidth_mbit``) thus runs at its rate
 with its queue never overflowing, and the round-trip time includes the queue the window builds in the shaper.
 
@@ -194,6 +196,9 @@ class BulkTransfer:
         if sent is None:
             return False
         self.rtts.append(now - sent)
+        for earlier in [s for s in self.in_flight if s < seq]:  # the path keeps order: lost, or their ack was
+            del self.in_flight[earlier]
+            self.given_up += 1
         return True
 
     def next_timeout(self) -> float | None:
