@@ -4,6 +4,7 @@ scenarios/throughput.toml in both back-ends landing in its bands with the lab an
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -149,7 +150,7 @@ def test_a_shaped_link_in_the_sim_delays_by_the_frames_length() -> None:
     for _ in range(20):  # from A (behind its full cone) to the server, across A's shaped WAN link
         net.send(("10.0.1.2", 5000), ("203.0.113.10", 7000), bytes(1200))
     net.run(5.0)
-    gaps = [b - a for a, b in zip(sent, sent[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(sent)]
     assert len(sent) == 20 and sent[12] == 0.0  # 16 KiB of burst: 13 frames of 1242 bytes at once
     assert gaps[13:] == pytest.approx([1242 * 8 / 1e6] * 6)  # then 1 Mbit/s
 
