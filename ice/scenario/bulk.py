@@ -127,6 +127,12 @@ def _number(x: object) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
+def is_bulk(data: bytes) -> bool:
+    """Is ``data`` a bulk datagram or an acknowledgement (a straggler of the bulk phase, not the timeline's
+    stream)?"""
+    return len(data) >= 8 and data[:4] in (BULK_MAGIC, ACK_MAGIC)
+
+
 def ack_for(data: bytes) -> bytes | None:
     """The acknowledgement of a bulk datagram (None: ``data`` is not one)."""
     return ACK_MAGIC + data[4:8] if data[:4] == BULK_MAGIC and len(data) >= 8 else None
@@ -227,7 +233,7 @@ class BulkTransfer:
             "size": self.settings.size,
             "sent": run.sent.count,
             "received": run.received.count,
-            "complete": self.done and self.next_seq >= self.count,
+            "complete": self.done,
             "seconds": round(now - self.started, 3),
             "mbit_per_s": None if rate is None else round(rate, 2),
             "loss_pct": round(run.loss * 100, 2),
@@ -253,4 +259,4 @@ class BulkTransfer:
         return {"interval_s": round(width, 6), "mbit_per_s": [round(b * 8 / width / 1e6, 2) for b in totals]}
 
 
-__all__ = ["ACK_MAGIC", "BULK", "MAX_MB", "BulkPhase", "BulkSettings", "BulkTransfer", "ack_for"]
+__all__ = ["ACK_MAGIC", "BULK", "MAX_MB", "BulkPhase", "BulkSettings", "BulkTransfer", "ack_for", "is_bulk"]

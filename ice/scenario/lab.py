@@ -33,7 +33,7 @@ from ice.errors import NotConnected, StunErrorResponse, StunTimeout
 from ice.lab.capture import Capture, start_captures
 from ice.lab.mn import Lab
 from ice.nat.behaviour import NatKind
-from ice.scenario.bulk import BULK, BulkSettings, BulkTransfer
+from ice.scenario.bulk import BULK, BulkSettings, BulkTransfer, is_bulk
 from ice.scenario.cell import Cell, PathKind
 from ice.scenario.expect import Expected
 from ice.scenario.result import CellResult, Status
@@ -593,8 +593,8 @@ class LabTimeline(TimelineNetwork):
 
     async def _receive(self, side: str) -> None:
         while True:
-            await self.conns[side].recv()
-            self.on_data(side)
+            if not is_bulk(await self.conns[side].recv()):  # a straggler of the bulk phase is not the stream's
+                self.on_data(side)
 
     def close(self) -> None:
         for task in self._receivers:

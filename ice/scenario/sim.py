@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ice.agent import AgentState, CandidateType, IceAgent
-from ice.scenario.bulk import BULK, BulkPhase, BulkSettings, BulkTransfer
+from ice.scenario.bulk import BULK, BulkPhase, BulkSettings, BulkTransfer, is_bulk
 from ice.scenario.cell import Cell, PathKind
 from ice.scenario.expect import Expected, PeerPaths
 from ice.scenario.result import CellResult
@@ -158,13 +158,17 @@ class SimTimeline(TimelineNetwork):
         self.blocks: set[tuple[str, str]] = set()
         """(what, side): ("direct", "a") drops what host a sends to anyone but the server."""
         self.server_ip = pair.server[0]
-        pair.on_data = self.on_data
+        pair.on_datagram = self._datagram
         ticker = _Ticker(TICK, self.tick, pair.net.now)
         pair.net.add_endpoint(ticker, ("0.0.0.0", 0))  # reached by no packet: it only runs the timer
         pair.net.drop_if = self._drops
 
     def _sim(self) -> SimPair:
         return self.pair
+
+    def _datagram(self, side: str, data: bytes) -> None:
+        if not is_bulk(data):  # a straggler of the bulk phase is not the stream's
+            self.on_data(side)
 
     def _drops(self, src: Address, dst: Address, data: bytes) -> bool:
         fabric = self._sim().net.fabric
