@@ -37,7 +37,7 @@ from ice.scenario.bulk import BULK, BulkSettings, BulkTransfer, is_bulk
 from ice.scenario.cell import Cell, PathKind
 from ice.scenario.expect import Expected
 from ice.scenario.result import CellResult, Status
-from ice.scenario.timeline import TICK, TimelineNetwork, run_timeline, timeline_verdict
+from ice.scenario.timeline import TICK, TimelineNetwork, changes_delay, run_timeline, timeline_verdict
 from ice.scenario.timers import TIMERS, MatrixTimers, agent_config
 from ice.topology.fabric import Fabric
 from ice.topology.spec import TopologySpec
@@ -53,8 +53,6 @@ def lab_key(spec: TopologySpec, forwarders: frozenset[int] = frozenset()) -> Lab
 
 def forwarded_links(cell: Cell, spec: TopologySpec) -> frozenset[int]:
     """The links whose delay the cell's timeline changes (host a's access links), which need a forwarder."""
-    from ice.scenario.timeline import changes_delay
-
     return frozenset(i for i, _ in spec.ends("a")) if changes_delay(cell.timeline) else frozenset()
 
 
