@@ -87,3 +87,6 @@ def test_the_faults_suite(backend: str, tmp_path: Path) -> None:
     lossy = cells["lossy-then-dead-then-clean"]
     assert [s.get("observed") for s in lossy["timeline"] if "observed" in s] == ["direct", "none", "direct"]
     assert lossy["timeline_data"]["restarts"] == 0 and lossy["timeline_data"]["lost"]["a-to-b"] > 0
+    changed = cells["link-slow-lossy-dead-clean"]
+    assert [s.get("observed") for s in changed["timeline"] if "observed" in s] == ["direct", "direct", "none", "direct"]
+    assert changed["timeline_data"]["restarts"] == 0 and changed["timeline_data"]["lost"]["a-to-b"] > 0

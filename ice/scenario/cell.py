@@ -17,6 +17,7 @@ from ice.nat.behaviour import Filtering, NatBehaviour, NatKind, preset
 from ice.nat.behaviour import Mapping as MappingBehaviour
 
 if TYPE_CHECKING:
+    from ice.scenario.bulk import BulkPhase
     from ice.scenario.timeline import Step
 
 GRID_GROUPS = ("rfc4787", "special")
@@ -157,7 +158,7 @@ a word of the repro command."""
 
 CELL_OPTIONS = ("turn", "relay_only", "nomination", "trickle", "controlling", "loss", "delay_ms", "group", "agent_a",
                 "agent_b", "lite", "kill", "consent_timeout", "restart", "server", "timeline", "restart_on_failure",
-                "keepalive")
+                "keepalive", "bandwidth_mbit", "bulk")
 """What a cell may set besides its name, topology and NATs."""
 
 BUILTIN_AGENTS = ("icelab", "aioice", "libnice", "pion")
@@ -248,6 +249,11 @@ class Cell:
     server: str = "icelab"
     """The STUN/TURN server on the public segment: icelab's own, or ``coturn`` (Debian's, a TURN server with
     long-term credentials; ``turn = false`` cells get srflx candidates from it too)."""
+    bandwidth_mbit: float = 0.0
+    """A's access link's rate each way in Mbit/s (a token bucket filter: ``tbf`` in the lab, its model in the sim;
+    0: not shaped)."""
+    bulk: BulkPhase | None = None
+    """After both selected a pair and passed data: N MB from A to B, measured (:mod:`ice.scenario.bulk`)."""
 
     def __post_init__(self) -> None:
         if not CELL_NAME.fullmatch(self.name) or self.name.startswith("."):
@@ -267,6 +273,11 @@ class Cell:
             raise ValueError("loss is a fraction in [0, 1)")
         if self.delay_ms < 0:
             raise ValueError("delay_ms must be >= 0")
+        if self.bandwidth_mbit < 0:
+            raise ValueError("bandwidth_mbit must be >= 0 (0: not shaped)")
+        if self.bulk is not None and self.in_processes:
+            raise ValueError("bulk runs between icelab's own agents in the harness (no foreign agent, lite, kill, "
+                             "restart or coturn)")
 
     @property
     def nomination_mode(self) -> str:
@@ -297,7 +308,8 @@ class Cell:
 
     def link(self) -> dict[str, float]:
         """The link conditions the topology builder gets (only those that are set)."""
-        return {k: v for k, v in (("loss", self.loss), ("delay_ms", self.delay_ms)) if v}
+        return {k: v for k, v in (("loss", self.loss), ("delay_ms", self.delay_ms),
+                                  ("bandwidth_mbit", self.bandwidth_mbit)) if v}
 
     @property
     def lossy(self) -> bool:
@@ -320,6 +332,10 @@ class Cell:
                 if not value:
                     continue  # no timeline: nothing to echo (an empty one is not a valid table)
                 value = [step.as_json() for step in value]
+            if key == "bulk":
+                if value is None:
+                    continue
+                value = value.as_json()
             doc[key] = value.as_json() if isinstance(value, AgentSide) else value
         return doc
 
@@ -349,7 +365,15 @@ class Cell:
                                               "nomination": (str,), "controlling": (str,), "group": (str,),
                                               "loss": (int, float), "delay_ms": (int, float), "lite": (str,),
                                               "kill": (str,), "consent_timeout": (int, float), "restart": (bool,),
-                                              "server": (str,), "restart_on_failure": (bool,), "keepalive": (bool,)}
+                                              "server": (str,), "restart_on_failure": (bool,), "keepalive": (bool,),
+                                              "bandwidth_mbit": (int, float)}
+        if "bulk" in table:
+            from ice.scenario.bulk import BulkPhase
+
+            try:
+                options["bulk"] = BulkPhase.parse(table["bulk"])
+            except ValueError as exc:
+                raise UserError(f"{here}{exc}") from None
         if "timeline" in table:
             from ice.scenario.timeline import parse_timeline
 
@@ -369,7 +393,7 @@ class Cell:
                 if not isinstance(raw, types[key]) or (isinstance(raw, bool) and bool not in types[key]):
                     raise UserError(f"{here}{key} is {raw!r}; expected a {types[key][0].__name__}")
                 options[key] = raw
-        for key in ("loss", "delay_ms", "consent_timeout"):
+        for key in ("loss", "delay_ms", "consent_timeout", "bandwidth_mbit"):
             if key in options:
                 options[key] = float(options[key])
         topology = table.get("topology")

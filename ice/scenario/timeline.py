@@ -13,6 +13,10 @@ A timeline is a list of steps, run in order once the cell has connected and pass
 - ``restart = true``: both agents restart ICE (RFC 8445 §9), as an application does on a network change;
 - ``link_loss = FRACTION``: host ``a``'s access link loses this fraction of packets each way on top of its own
   conditions (0: back to them);
+- ``link = { loss = FRACTION, delay_ms = MS, jitter_ms = MS, bandwidth_mbit = MBIT }``: host ``a``'s access link
+  gets these conditions (those not named keep their value; the link starts with the spec's, normally none; a loss
+  of 1 is a dead link; a bandwidth of 0 unshaped); the lab replaces the link's nft loss rules and tbf qdiscs and
+  tells its delay forwarder, the sim replaces the link's conditions in its model;
 - ``stream = "off"`` / ``"on"``: the data stream stops (the pair goes idle: only the agents' own consent checks,
   if any, cross the NATs) or resumes;
 - ``expect = "direct" | "relay" | "none"`` with ``within = SECONDS``: wait until the data stream flows both ways on
@@ -41,9 +45,31 @@ FRESH = 1.0
 RESTART_HOLDOFF = 2.0
 """The restart-on-failure policy restarts ICE at most this often."""
 
-ACTIONS = ("block", "unblock", "nat_reboot", "turn_restart", "restart", "link_loss", "stream", "expect")
+ACTIONS = ("block", "unblock", "nat_reboot", "turn_restart", "restart", "link_loss", "stream", "expect",
+           "link")
 BLOCKABLE = ("direct", "turn")
 DIRECTIONS = ("both", "a-to-b", "b-to-a")
+LINK_FIELDS = ("loss", "delay_ms", "jitter_ms", "bandwidth_mbit")
+"""What a ``link`` step may change (:class:`ice.topology.spec.LinkConditions` fields)."""
+
+
+def parse_link_change(value: object) -> tuple[tuple[str, float], ...]:
+    """A ``link`` step's table as (field, value) pairs in :data:`LINK_FIELDS` order; ValueError saying what is
+    wrong."""
+    if not isinstance(value, Mapping) or not value:
+        raise ValueError(f"link is a table of {', '.join(LINK_FIELDS)} (e.g. {{ delay_ms = 80, bandwidth_mbit = 2 "
+                         f"}}), not {value!r}")
+    unknown = sorted(set(value) - set(LINK_FIELDS))
+    if unknown:
+        raise ValueError(f"link changes {', '.join(LINK_FIELDS)}, not {', '.join(unknown)}")
+    for key, x in value.items():
+        if isinstance(x, bool) or not isinstance(x, (int, float)) or x < 0:
+            raise ValueError(f"link {key} is a number >= 0, not {x!r}")
+    if value.get("loss", 0) > 1:
+        raise ValueError(f"link loss is a fraction in [0, 1] (1: a dead link), not {value['loss']!r}")
+    if "jitter_ms" in value and ("delay_ms" not in value or value["jitter_ms"] > value["delay_ms"]):
+        raise ValueError("link jitter_ms goes with a delay_ms at least as large")
+    return tuple((k, float(value[k])) for k in LINK_FIELDS if k in value)
 
 
 @dataclass(frozen=True)
@@ -57,13 +83,16 @@ class Step:
     after: float = 0.0
     direction: str = "both"
     within: float = 0.0
+    link: tuple[tuple[str, float], ...] = ()
+    """The ``link`` step's changes: (field, value) pairs."""
 
     def as_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {}
         if self.after:
             doc["after"] = self.after
         doc[self.action] = True if self.action in ("restart", "turn_restart") else \
-            float(self.target) if self.action == "link_loss" else self.target
+            float(self.target) if self.action == "link_loss" else dict(self.link) if self.action == "link" else \
+            self.target
         if self.direction != "both":
             doc["direction"] = self.direction
         if self.action == "expect":
@@ -73,7 +102,8 @@ class Step:
     @property
     def label(self) -> str:
         what = {"restart": "restart ICE", "turn_restart": "restart the TURN server",
-                "expect": f"expect {self.target} within {self.within:g} s"}.get(
+                "expect": f"expect {self.target} within {self.within:g} s",
+                "link": "link " + " ".join(f"{k}={v:g}" for k, v in self.link)}.get(
             self.action, f"{self.action} {self.target}" + (f" ({self.direction})" if self.direction != "both"
                                                             else ""))
         return (f"after {self.after:g} s: " if self.after else "") + what
@@ -115,6 +145,7 @@ class Step:
         if action == "link_loss" and (isinstance(value, bool) or not isinstance(value, (int, float))
                                       or not 0 <= value < 1):
             raise ValueError(f"link_loss is a fraction in [0, 1), not {value!r}")
+        link = parse_link_change(value) if action == "link" else ()
         if action == "stream" and value not in ("on", "off"):
             raise ValueError(f"stream is on or off, not {value!r}")
         if action == "expect":
@@ -124,8 +155,13 @@ class Step:
                 raise ValueError("an expect step needs within = SECONDS (> 0)")
         elif within is not None:
             raise ValueError("within goes with expect")
-        return cls(action, "" if action in ("restart", "turn_restart") else str(value), float(after), str(direction),
-                   float(within or 0))
+        return cls(action, "" if action in ("restart", "turn_restart", "link") else str(value), float(after),
+                   str(direction), float(within or 0), link)
+
+
+def changes_delay(steps: tuple[Step, ...]) -> bool:
+    """Does a ``link`` step change the delay (the lab then splices a delay forwarder into host a's link)?"""
+    return any(s.action == "link" and any(k in ("delay_ms", "jitter_ms") for k, _ in s.link) for s in steps)
 
 
 def parse_timeline(value: object) -> tuple[Step, ...]:
@@ -193,6 +229,10 @@ class TimelineNetwork(abc.ABC):
     @abc.abstractmethod
     def link_loss(self, loss: float) -> None:
         """Host ``a``'s access link loses ``loss`` of its packets each way, on top of its own conditions."""
+
+    @abc.abstractmethod
+    def set_link(self, changes: Mapping[str, float]) -> None:
+        """Host ``a``'s access link gets these conditions (:data:`LINK_FIELDS`; the others keep their value)."""
 
     @abc.abstractmethod
     async def turn_restart(self) -> None:
@@ -285,6 +325,8 @@ async def run_timeline(steps: tuple[Step, ...], net: TimelineNetwork) -> list[St
             net.streaming = step.target == "on"
         elif step.action == "link_loss":
             net.link_loss(float(step.target))
+        elif step.action == "link":
+            net.set_link(dict(step.link))
         last_action = net.since = net.now()
         results.append(StepResult(step, last_action - start))
     return results
@@ -300,5 +342,5 @@ def timeline_verdict(results: list[StepResult], steps: tuple[Step, ...]) -> str:
     return ""
 
 
-__all__ = ["FRESH", "RESTART_HOLDOFF", "TICK", "Step", "StepResult", "TimelineNetwork", "parse_timeline",
-           "run_timeline", "timeline_verdict"]
+__all__ = ["FRESH", "LINK_FIELDS", "RESTART_HOLDOFF", "TICK", "Step", "StepResult", "TimelineNetwork",
+           "changes_delay", "parse_link_change", "parse_timeline", "run_timeline", "timeline_verdict"]

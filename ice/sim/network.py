@@ -5,8 +5,10 @@ Given a spec, every datagram is forwarded hop by hop as the kernel lab forwards 
 Fabric`): a NAT node translates what it forwards from LAN to WAN and what arrives for its own WAN address
 (:class:`SimNat`, generated from the node's :class:`NatBehaviour`), hairpins what its LAN sends to its own WAN
 address when it hairpins (RFC 4787 §6), and drops the rest; hosts deliver to the endpoint bound at the destination
-address; each link's conditions (loss, delay, jitter) apply when the packet crosses it. Without a spec every
-address is directly reachable (the agent tests' flat network).
+address; each link's conditions (bandwidth, loss, delay, jitter) apply when the packet crosses it. Bandwidth is the
+lab's token bucket filter as a model (:class:`~ice.topology.spec.TokenBucket`, one per direction): a packet waits
+until the bucket holds its frame's length and is dropped when that wait means a queue longer than the filter's.
+Without a spec every address is directly reachable (the agent tests' flat network).
 
 Agents and servers alike are driven through the endpoint contract (:mod:`ice.endpoint`): what arrives is fed with
 ``handle_datagram``, what they send is drained with ``poll_transmit``, and each timer runs at its
@@ -28,7 +30,7 @@ from ice.stun.attributes import Address
 from ice.stun.server import StunServer, StunServerConfig
 from ice.stun.transaction import Transmit
 from ice.topology.fabric import MAX_HOPS, Fabric, Interface
-from ice.topology.spec import LinkConditions, LossMode, NodeKind, TopologySpec
+from ice.topology.spec import WIRE_OVERHEAD, LinkConditions, LossMode, NodeKind, TokenBucket, TopologySpec
 from ice.turn.server import TurnServer, TurnServerConfig
 
 
@@ -59,6 +61,29 @@ class _Packet:
     dst: Address
     delay: float = 0.0
     lost: bool = False
+    size: int = 0
+    """The frame's length on a link (payload, UDP, IPv4 and Ethernet headers): what a shaper counts."""
+
+
+@dataclass
+class _Shaper:
+    """One direction of a shaped link: the token bucket's content when the last frame left, and when that was."""
+
+    tokens: float
+    at: float = 0.0
+
+    def depart(self, bucket: TokenBucket, arrival: float, size: int) -> float | None:
+        """When a frame of ``size`` bytes arriving at ``arrival`` leaves (frames leave in order); None when the
+        filter's queue would hold more than its limit ahead of it (tbf drops it)."""
+        rate = bucket.rate_bytes_per_s
+        start = max(arrival, self.at)
+        tokens = min(float(bucket.burst_bytes), self.tokens + (start - self.at) * rate)
+        wait = max(0.0, (size - tokens) / rate)
+        leaves = start + wait
+        if (leaves - arrival) * rate > bucket.limit_bytes:
+            return None
+        self.tokens, self.at = tokens + wait * rate - size, leaves
+        return leaves
 
 
 @dataclass
@@ -90,12 +115,15 @@ class SimNetwork:
     """When a list, every datagram an agent sends is appended: (time, src, dst, data)."""
     extra_loss: dict[int, float] = field(default_factory=dict)
     """Link index -> loss on top of the link's own conditions (a timeline changes it mid-run)."""
+    link_overrides: dict[int, LinkConditions] = field(default_factory=dict)
+    """Link index -> conditions that replace the spec's (a timeline's ``link`` step sets them mid-run)."""
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
         self._queue: list[tuple[float, int, Address, Address, bytes]] = []
         self._seq = 0
         self._nth: dict[tuple[int, str], int] = {}
+        self._shapers: dict[tuple[int, str], _Shaper] = {}
         self._relay_port = 49152
         self.fabric = Fabric(self.spec) if self.spec is not None else None
         if self.spec is not None:
@@ -161,7 +189,8 @@ class SimNetwork:
     def send(self, src: Address, dst: Address, data: bytes) -> None:
         """Route one datagram; it arrives after the latency, its links' delays and jitter unless something drops
         it (a NAT, a missing route, loss)."""
-        packet = None if self.drop_if is not None and self.drop_if(src, dst, data) else self._route(src, dst)
+        packet = None if self.drop_if is not None and self.drop_if(src, dst, data) else \
+            self._route(src, dst, len(data) + WIRE_OVERHEAD)
         lost = packet is None or packet.lost or (bool(self.loss) and self._rng.random() < self.loss)
         if packet is None or lost:
             self.dropped += 1
@@ -179,9 +208,18 @@ class SimNetwork:
             extra = self.extra_loss.get(i)
             if extra:
                 packet.lost = packet.lost or self._rng.random() < extra
-            c: LinkConditions | None = self.spec.links[i].conditions
+            c: LinkConditions | None = self.link_conditions(i)
             if c is None:
                 continue
+            bucket = c.token_bucket()
+            if bucket is not None and not packet.lost:  # the sender's egress shapes it before the wire delays it
+                shaper = self._shapers.setdefault((i, into), _Shaper(float(bucket.burst_bytes), self.now))
+                arrival = self.now + packet.delay
+                leaves = shaper.depart(bucket, arrival, packet.size)
+                if leaves is None:
+                    packet.lost = True
+                else:
+                    packet.delay += leaves - arrival
             if c.delay_ms:
                 spread = self._rng.uniform(-c.jitter_ms, c.jitter_ms) if c.jitter_ms else 0.0
                 packet.delay += (c.delay_ms + spread) / 1000
@@ -193,14 +231,19 @@ class SimNetwork:
                 else:
                     packet.lost = packet.lost or self._rng.random() < c.loss
 
-    def _route(self, src: Address, dst: Address) -> _Packet | None:
+    def link_conditions(self, i: int) -> LinkConditions | None:
+        """Link ``i``'s conditions now: a timeline's override, else the spec's."""
+        assert self.spec is not None
+        return self.link_overrides.get(i) or self.spec.links[i].conditions
+
+    def _route(self, src: Address, dst: Address, size: int = 0) -> _Packet | None:
         """Forward hop by hop from the node that owns ``src`` to the host that owns the (translated) destination:
         the packet as it arrives there, or None if a NAT or a missing route drops it."""
         fabric = self.fabric
         if fabric is None:
             return _Packet(src, dst) if self._bound(dst) else None
         now = self.now
-        packet = _Packet(src, dst)
+        packet = _Packet(src, dst, size=size)
         node = fabric.owner(src[0])
         ingress: Interface | None = None
         translated_in = False

@@ -95,6 +95,8 @@ class SimPair:
         self._held: dict[int, list[Candidate]] = {id(self.a): [], id(self.b): []}
         self.on_data: Callable[[str], None] | None = None
         """Called with "a" or "b" when that agent receives application data."""
+        self.on_datagram: Callable[[str, bytes], None] | None = None
+        """Called with "a" or "b" and the datagram when that agent receives application data (the bulk phase)."""
         net.on_event = self._signal
 
     def side_of(self, endpoint: object) -> str:
@@ -112,8 +114,11 @@ class SimPair:
             for cand in self._held[id(me)]:
                 peer.add_remote_candidate(self.net.now, cand)
             peer.add_remote_candidate(self.net.now, None)
-        elif isinstance(ev, DataReceived) and self.on_data is not None:
-            self.on_data(self.side_of(endpoint))
+        elif isinstance(ev, DataReceived):
+            if self.on_datagram is not None:
+                self.on_datagram(self.side_of(endpoint), ev.data)
+            if self.on_data is not None:
+                self.on_data(self.side_of(endpoint))
 
     def connect(self, timeout: float) -> SimResult:
         """Credentials at t = 0, gathering, checks; until both selected a pair or ``timeout``."""
