@@ -4,14 +4,20 @@ restarts when the new credentials arrive, and a new pair carries the data. Virtu
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import os
+import subprocess
+from collections.abc import Callable
 
 import pytest
 from agent_net import Net, exchange
+from conftest import signal_both
 
 from ice.agent import AgentConfig, AgentState, CandidateType, IceAgent
-from ice.agent.events import CandidateGathered, GatheringComplete, NetworkChangeRestart
+from ice.agent.events import CandidateGathered, Event, GatheringComplete, NetworkChangeRestart, SelectedPairChanged
 from ice.agent.network import NetworkChange
+from ice.aio.connection import Connection
 from ice.relayed import RelayedAgent
 from ice.sim.scenario import SimPair
 from ice.topology.fabric import Fabric
@@ -132,3 +138,120 @@ def test_fabric_spare_address_and_move() -> None:
     assert hop is not None and hop.next_node == "a"  # the switch is a segment, not a hop
     assert fabric.step("a", "203.0.113.10") is not None  # its default route still works
     assert fabric.spare_address("10.0.1.254") == ipaddress.IPv4Interface("10.0.1.253/24")
+
+
+# ------------------------------------------------------------------------------------------- Connection
+
+
+def _signalling(a: Connection, b: Connection) -> None:
+    """Trickle each side's candidates to the other, and answer a restart on a network change as the lab does."""
+    from ice.scenario.lab import answer_network_restart
+
+    def on_event(me: Connection, peer: Connection) -> Callable[[Event], None]:
+        def handle(ev: Event) -> None:
+            if isinstance(ev, CandidateGathered):
+                peer.add_remote_candidate(ev.candidate)
+            elif isinstance(ev, GatheringComplete):
+                peer.add_remote_candidate(None)
+            elif isinstance(ev, NetworkChangeRestart):
+                answer_network_restart(me, peer)
+
+        return handle
+
+    a.on_event = on_event(a, b)
+    b.on_event = on_event(b, a)
+
+
+async def _moved_to(a: Connection, ip: str, timeout: float = 5.0) -> SelectedPairChanged:
+    """The first pair ``a`` selects on a socket at ``ip``."""
+
+    async def wait() -> SelectedPairChanged:
+        async for ev in a.events():
+            if isinstance(ev, SelectedPairChanged) and ev.base[0] == ip:
+                return ev
+        raise AssertionError("unreachable")
+
+    return await asyncio.wait_for(wait(), timeout)
+
+
+async def _ping(src: Connection, dst: Connection, data: bytes) -> bytes:
+    receiving = asyncio.ensure_future(dst.recv())
+    try:
+        while True:  # datagrams sent before the peer's pair is selected may be dropped: send until one arrives
+            src.send(data)
+            done, _ = await asyncio.wait({receiving}, timeout=0.05)
+            if done:
+                return receiving.result()
+    finally:
+        receiving.cancel()
+
+
+def test_connection_network_changed_moves_to_the_new_address_and_both_restart() -> None:
+    """The application's own call (its OS said the address changed): new sockets, an ICE restart on both sides
+    through signalling, a new pair on the new address; the old socket is closed."""
+
+    async def main() -> None:
+        a, b = Connection(True), Connection(False)
+        try:
+            await signal_both(a, b)
+            _signalling(a, b)
+            await asyncio.wait_for(asyncio.gather(a.connect(), b.connect()), 5)
+            ufrags = a.ufrag, b.ufrag
+            assert await a.network_changed(["127.0.0.2"])
+            assert a.bind == ["127.0.0.2"] and all(ip == "127.0.0.2" for ip, _ in a.driver.addresses)
+            sel = await _moved_to(a, "127.0.0.2")
+            assert sel.local.host == "127.0.0.2" and (a.ufrag, b.ufrag) != ufrags and b.ufrag != ufrags[1]
+            assert await asyncio.wait_for(_ping(b, a, b"to the new address"), 5) == b"to the new address"
+            assert await asyncio.wait_for(_ping(a, b, b"from it"), 5) == b"from it"
+            assert b.agent.selected is not None and b.agent.selected.remote.host == "127.0.0.2"
+            assert not await a.network_changed(["127.0.0.2"])  # nothing changed
+        finally:
+            a.close()
+            b.close()
+
+    asyncio.run(main())
+
+
+@pytest.mark.lab
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)")
+def test_connection_notices_its_address_is_gone_and_follows() -> None:
+    """Two namespaces joined by a veth pair; A's address is replaced with ``ip addr``. A's next send fails
+    (ENETUNREACH on Linux), a bind probe confirms the address is gone, and the connection follows on its own: the
+    new address is the one the OS routes from towards the peer, both sides restart, data flows on the new pair."""
+    from ice.lab import netns
+
+    procs = [subprocess.Popen(["unshare", "-n", "sh", "-c", "echo ready; exec sleep 60"], stdout=subprocess.PIPE,
+                              text=True, preexec_fn=netns.die_with_parent) for _ in "ab"]
+    try:
+        for p in procs:  # its own namespace exists once it says so
+            assert p.stdout is not None and p.stdout.readline() == "ready\n"
+        pa, pb = (p.pid for p in procs)
+
+        def run(pid: int, cmd: str) -> None:
+            subprocess.run([*netns.nsenter(pid), "sh", "-c", cmd], check=True, capture_output=True, timeout=10)
+
+        run(pa, f"ip link add v0 type veth peer name v1 netns {pb} && ip addr add 10.9.0.2/24 dev v0 && "
+                "ip link set v0 up && ip link set lo up")
+        run(pb, "ip addr add 10.9.0.3/24 dev v1 && ip link set v1 up && ip link set lo up")
+
+        async def main() -> tuple[str, bytes, int]:
+            a = Connection(True, bind=["10.9.0.2"], make_socket=lambda f: netns.socket_in(pa, f))
+            b = Connection(False, bind=["10.9.0.3"], make_socket=lambda f: netns.socket_in(pb, f))
+            try:
+                await signal_both(a, b)
+                _signalling(a, b)
+                await asyncio.wait_for(asyncio.gather(a.connect(), b.connect()), 5)
+                run(pa, "ip addr del 10.9.0.2/24 dev v0 && ip addr add 10.9.0.20/24 dev v0")
+                a.send(b"into the void")  # fails in the kernel: the connection follows the change
+                sel = await _moved_to(a, "10.9.0.20")
+                got = await asyncio.wait_for(_ping(b, a, b"after"), 5)
+                return sel.local.host, got, a.agent.stats["local-address-gone"]
+            finally:
+                a.close()
+                b.close()
+
+        assert asyncio.run(main()) == ("10.9.0.20", b"after", 1)
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()

@@ -137,6 +137,16 @@ class SimTimeline(TimelineNetwork):
     def restart_agents(self) -> None:
         self._sim().restart()
 
+    def renumber(self, side: str) -> str:
+        old, new = self._sim().renumber(side)
+        return f"{old} -> {new}"
+
+    def ufrags(self) -> tuple[str, str]:
+        return self._sim().a.ufrag, self._sim().b.ufrag
+
+    def network_restarts(self) -> int:
+        return sum(agent.stats["network-changes"] for agent in (self._sim().a, self._sim().b))
+
     def _agent(self, side: str) -> IceAgent:
         return self._sim().a if side == "a" else self._sim().b
 
