@@ -598,9 +598,9 @@ class LabTimeline(TimelineNetwork):
             task.cancel()
         for host in self.conns:
             self.lab.run(host, f"nft delete table inet {FAULT_TABLE} 2>/dev/null; true")
-        self._restore_addresses()
         if self._lossy_nodes:
             self.link_loss(0.0)
+        self._restore_addresses()
 
     def link_loss(self, loss: float) -> None:
         """nftables ingress rules on both ends of host a's access link(s), in a table of their own."""
