@@ -5,6 +5,7 @@ restarts when the new credentials arrive, and a new pair carries the data. Virtu
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import os
 import subprocess
@@ -14,12 +15,13 @@ import pytest
 from agent_net import Net, exchange
 from conftest import signal_both
 
-from ice.agent import AgentConfig, AgentState, CandidateType, IceAgent
+from ice.agent import AgentConfig, AgentState, Candidate, CandidateType, IceAgent
 from ice.agent.events import CandidateGathered, Event, GatheringComplete, NetworkChangeRestart, SelectedPairChanged
 from ice.agent.network import NetworkChange
-from ice.aio.connection import Connection
+from ice.aio.connection import Connection, NetworkPolicy
 from ice.relayed import RelayedAgent
 from ice.sim.scenario import SimPair
+from ice.stun.attributes import Address
 from ice.topology.fabric import Fabric
 from ice.topology.registry import topology
 
@@ -215,9 +217,11 @@ def test_connection_network_changed_moves_to_the_new_address_and_both_restart() 
 @pytest.mark.lab
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)")
 def test_connection_notices_its_address_is_gone_and_follows() -> None:
-    """Two namespaces joined by a veth pair; A's address is replaced with ``ip addr``. A's next send fails
-    (ENETUNREACH on Linux), a bind probe confirms the address is gone, and the connection follows on its own: the
-    new address is the one the OS routes from towards the peer, both sides restart, data flows on the new pair."""
+    """Two namespaces joined by a veth pair. A send to an unroutable candidate fails with ENETUNREACH too, but the
+    bind probe finds the address still there: nothing happens. Then A's address is replaced with ``ip addr``: A's
+    next send fails (ENETUNREACH on Linux), the probe confirms the address is gone, and the connection follows on
+    its own: the new address is the one the OS routes from towards the peer, both sides restart, data flows on the
+    new pair."""
     from ice.lab import netns
 
     procs = [subprocess.Popen(["unshare", "-n", "sh", "-c", "echo ready; exec sleep 60"], stdout=subprocess.PIPE,
@@ -235,12 +239,27 @@ def test_connection_notices_its_address_is_gone_and_follows() -> None:
         run(pb, "ip addr add 10.9.0.3/24 dev v1 && ip link set v1 up && ip link set lo up")
 
         async def main() -> tuple[str, bytes, int]:
-            a = Connection(True, bind=["10.9.0.2"], make_socket=lambda f: netns.socket_in(pa, f))
+            # probe_interval=0: the unroutable candidate's probe must not hold back the renumber's (1 s by default)
+            a = Connection(True, bind=["10.9.0.2"], make_socket=lambda f: netns.socket_in(pa, f),
+                           network=NetworkPolicy(probe_interval=0))
             b = Connection(False, bind=["10.9.0.3"], make_socket=lambda f: netns.socket_in(pb, f))
             try:
                 await signal_both(a, b)
                 _signalling(a, b)
                 await asyncio.wait_for(asyncio.gather(a.connect(), b.connect()), 5)
+                unroutable: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+                follow = a.driver.on_send_error
+                assert follow is not None
+
+                def spy(local: Address, remote: Address, exc: OSError) -> None:
+                    follow(local, remote, exc)  # the connection's own handler first: it probes
+                    if remote[0] == "192.0.2.1" and not unroutable.done():
+                        unroutable.set_result(exc.errno or 0)
+
+                a.driver.on_send_error = spy
+                a.add_remote_candidate(Candidate("x", 1, "udp", 1, "192.0.2.1", 9, CandidateType.HOST))
+                assert await asyncio.wait_for(unroutable, 5) == errno.ENETUNREACH
+                assert a.agent.stats["local-address-gone"] == 0 and a.bind == ["10.9.0.2"]
                 run(pa, "ip addr del 10.9.0.2/24 dev v0 && ip addr add 10.9.0.20/24 dev v0")
                 a.send(b"into the void")  # fails in the kernel: the connection follows the change
                 sel = await _moved_to(a, "10.9.0.20")

@@ -190,7 +190,11 @@ class Connection:
             task.add_done_callback(self._stream_tasks.discard)
             return local
         sock = self._make_socket(socket.AF_INET6 if ":" in bind[0] else socket.AF_INET)
-        sock.bind(bind)
+        try:
+            sock.bind(bind)
+        except OSError:
+            sock.close()
+            raise
         return self.driver.add_socket(sock)
 
     def set_remote_credentials(self, ufrag: str, pwd: str, lite: bool = False) -> None:
@@ -284,7 +288,11 @@ class Connection:
         hosts: list[tuple[int, Address]] = []
         for component in range(1, self.components + 1):
             for ip in added:
-                sock = self._make_socket(socket.AF_INET6 if ":" in ip else socket.AF_INET)
+                try:
+                    sock = self._make_socket(socket.AF_INET6 if ":" in ip else socket.AF_INET)
+                except OSError as exc:
+                    log.warning("network change: no socket for %s: %s", ip, exc)
+                    continue
                 try:
                     sock.bind((ip, 0))
                 except OSError as exc:
@@ -295,11 +303,16 @@ class Connection:
         turn: list[tuple[int, Address]] = []
         for relay in relays:
             if relay.local in gone and self.bind:
-                local = await self._open_relay_socket()
+                try:
+                    local = await self._open_relay_socket()
+                except OSError as exc:
+                    log.warning("network change: no TURN socket on %s: %s", self.bind[0], exc)
+                    continue
                 if local is not None:
                     turn.append((relay.component, local))
         for local in gone:
             self.driver.remove_socket(local)
+            self.driver.remove_streams(local)
         self._hosts = [h for h in self._hosts if h not in gone] + [local for _, local in hosts]
         self.selected = None
         self._failure = None
@@ -325,7 +338,10 @@ class Connection:
             for target in targets:
                 if (":" in target[0]) != (family == socket.AF_INET6):
                     continue
-                sock = self._make_socket(family)
+                try:
+                    sock = self._make_socket(family)
+                except OSError:
+                    break
                 try:
                     sock.connect(target)  # UDP: no packet, only the route (and its source address)
                     found = str(sock.getsockname()[0])
@@ -339,8 +355,12 @@ class Connection:
         return keep
 
     def _address_available(self, ip: str) -> bool:
-        """Can a new socket bind ``ip``? (EADDRNOTAVAIL: the address left the host.)"""
-        sock = self._make_socket(socket.AF_INET6 if ":" in ip else socket.AF_INET)
+        """Can a new socket bind ``ip``? (EADDRNOTAVAIL: the address left the host; any other trouble, e.g. out of
+        descriptors, says nothing about the address.)"""
+        try:
+            sock = self._make_socket(socket.AF_INET6 if ":" in ip else socket.AF_INET)
+        except OSError:
+            return True
         try:
             sock.bind((ip, 0))
         except OSError as exc:

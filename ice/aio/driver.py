@@ -189,6 +189,11 @@ class Driver(Generic[E]):
         self.add_stream(writer, local, remote)
         return asyncio.ensure_future(self.run_stream(reader, writer, local, remote))
 
+    def remove_streams(self, local: Address) -> None:
+        """Close the streams whose local end is ``local`` (its address left the host); their readers end."""
+        for key in [k for k in self._streams if k[0] == local]:
+            self._streams.pop(key).close()
+
     async def run_stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, local: Address,
                          remote: Address) -> None:
         """Read framed messages (STUN or ChannelData, RFC 8656 §12.5) until the stream ends; each is a datagram
