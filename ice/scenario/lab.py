@@ -575,7 +575,8 @@ LINK_FAULT_TABLE = "icelab_fault_link"
 class LabTimeline(TimelineNetwork):
     """The timeline's network actions in the kernel lab: blocks as nftables rules inside the peers' hosts (output:
     what the host sends; input too for the server), a NAT reboot as the NAT's rules reloaded and its conntrack
-    flushed, the data stream on the real clock through both Connections."""
+    flushed, a renumber as ``ip addr`` inside the peer's host, the data stream on the real clock through both
+    Connections."""
 
     def __init__(self, lab: Lab, server: LabServer, conns: dict[str, Connection], restart_on_failure: bool) -> None:
         super().__init__(restart_on_failure=restart_on_failure)

@@ -79,7 +79,8 @@ class _Ticker:
 
 class SimTimeline(TimelineNetwork):
     """The timeline's network actions in the simulation: blocks as drop rules at the peers' hosts, a NAT reboot
-    as a new model of that NAT, the data stream on a timer of the virtual clock."""
+    as a new model of that NAT, a renumber as the address moved in the network's fabric (:meth:`SimPair.renumber`),
+    the data stream on a timer of the virtual clock."""
 
     def __init__(self, pair: SimPair, restart_on_failure: bool = False) -> None:
         super().__init__(restart_on_failure=restart_on_failure)
