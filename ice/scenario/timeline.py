@@ -191,6 +191,16 @@ class StepResult:
         return doc
 
 
+@dataclass(frozen=True)
+class Mark:
+    """The stream's counts and both sides' local ufrags just before an action: what the expect steps after it
+    compare with (datagrams lost since, an ICE restart since)."""
+
+    sent: dict[str, int]
+    received: dict[str, int]
+    ufrags: tuple[str, str]
+
+
 @dataclass
 class TimelineNetwork(abc.ABC):
     """What a back-end gives the timeline: its clock, its network actions, the two agents and the data stream.
@@ -298,21 +308,18 @@ class TimelineNetwork(abc.ABC):
                          "b-to-a": max(0, self.sent["b"] - self.received["a"])},
                 "restarts": self.restarts, "network_restarts": self.network_restarts()}
 
-    def mark(self) -> tuple[dict[str, int], dict[str, int], tuple[str, str]]:
-        """What an expect step compares with: the counts and ufrags when the previous action was done."""
-        return dict(self.sent), dict(self.received), self.ufrags()
+    def mark(self) -> Mark:
+        return Mark(dict(self.sent), dict(self.received), self.ufrags())
 
-    def since_mark(self, mark: tuple[dict[str, int], dict[str, int], tuple[str, str]]) -> tuple[dict[str, int], bool]:
+    def since_mark(self, mark: Mark) -> tuple[dict[str, int], bool]:
         """(datagrams lost each way, did both sides restart ICE) since ``mark``."""
-        sent, received, ufrags = mark
-        lost = {"a-to-b": max(0, self.sent["a"] - sent["a"] - (self.received["b"] - received["b"])),
-                "b-to-a": max(0, self.sent["b"] - sent["b"] - (self.received["a"] - received["a"]))}
+        lost = {"a-to-b": max(0, self.sent["a"] - mark.sent["a"] - (self.received["b"] - mark.received["b"])),
+                "b-to-a": max(0, self.sent["b"] - mark.sent["b"] - (self.received["a"] - mark.received["a"]))}
         now = self.ufrags()
-        return lost, now[0] != ufrags[0] and now[1] != ufrags[1]
+        return lost, now[0] != mark.ufrags[0] and now[1] != mark.ufrags[1]
 
 
-def _met(net: TimelineNetwork, want: PathKind,
-         mark: tuple[dict[str, int], dict[str, int], tuple[str, str]] | None) -> Callable[[], bool]:
+def _met(net: TimelineNetwork, want: PathKind, mark: Mark | None) -> Callable[[], bool]:
     """An expect step's stop condition: the path is ``want`` (and, given the mark of the previous action, both
     sides restarted ICE since it)."""
     return lambda: net.path() is want and (mark is None or net.since_mark(mark)[1])
