@@ -149,7 +149,6 @@ class SimPair:
                 y.add_remote_candidate(now, cand)
             y.add_remote_candidate(now, None)
 
-
     # ---------------------------------------------------------------------------------------- renumbering
 
     def renumber(self, side: str) -> tuple[str, str]:
