@@ -165,11 +165,11 @@ def _signalling(a: Connection, b: Connection) -> None:
 
 
 async def _moved_to(a: Connection, ip: str, timeout: float = 5.0) -> SelectedPairChanged:
-    """The first pair ``a`` selects on a socket at ``ip``."""
+    """The first pair ``a`` selects on one of its current sockets at ``ip`` (not a replaced one)."""
 
     async def wait() -> SelectedPairChanged:
         async for ev in a.events():
-            if isinstance(ev, SelectedPairChanged) and ev.base[0] == ip:
+            if isinstance(ev, SelectedPairChanged) and ev.base[0] == ip and ev.base in a.driver.addresses:
                 return ev
         raise AssertionError("unreachable")
 
@@ -207,6 +207,13 @@ def test_connection_network_changed_moves_to_the_new_address_and_both_restart() 
             assert await asyncio.wait_for(_ping(a, b, b"from it"), 5) == b"from it"
             assert b.agent.selected is not None and b.agent.selected.remote.host == "127.0.0.2"
             assert not await a.network_changed(["127.0.0.2"])  # nothing changed
+            # The same address on another network: every socket replaced, both restart again.
+            before, ufrags = set(a.driver.addresses), (a.ufrag, b.ufrag)
+            assert await a.network_changed(["127.0.0.2"], regather=True)
+            assert not set(a.driver.addresses) & before
+            sel = await _moved_to(a, "127.0.0.2")
+            assert sel.base in a.driver.addresses and a.ufrag != ufrags[0] and b.ufrag != ufrags[1]
+            assert await asyncio.wait_for(_ping(b, a, b"again"), 5) == b"again"
         finally:
             a.close()
             b.close()

@@ -257,7 +257,7 @@ class Connection:
         self._failure = None
         self.driver.pump()
 
-    async def network_changed(self, bind: Iterable[str] | None = None) -> bool:
+    async def network_changed(self, bind: Iterable[str] | None = None, regather: bool = False) -> bool:
         """The host's addresses changed (an interface was renumbered, Wi-Fi became cellular): call this when the
         OS says so (netlink, NetworkManager, a mobile platform's connectivity callback), with the addresses to use
         now, or None to have them found: each bind address that still binds is kept, and one that does not is
@@ -269,7 +269,10 @@ class Connection:
         §7.1). A :class:`~ice.agent.events.NetworkChangeRestart` event carries the new ufrag: signal it with
         :attr:`pwd` and :attr:`local_candidates` to the peer, which restarts (:meth:`restart`) on a changed ufrag
         (RFC 8839 §4.4.1.1.1) and answers with its own; the new candidates trickle as usual. :meth:`connect`
-        waits for the new pair. Returns False when nothing changed.
+        waits for the new pair. Returns False when nothing changed (the OS reports changes of other interfaces too).
+        ``regather=True`` replaces every socket and restarts even when the addresses are the same: the same
+        private address on another network has another NAT in front, so other server-reflexive and relayed
+        candidates.
 
         With :attr:`NetworkPolicy.follow` (the default) the connection also calls this itself once a send fails
         because its local address is gone (:data:`LOCAL_GONE_ERRNOS`, confirmed by a bind probe)."""
@@ -278,8 +281,8 @@ class Connection:
         if not self._hosts or self.agent.state is AgentState.CLOSED:
             self.bind = new  # not gathered yet (or closed): gather() takes them
             return False
-        gone_ips = {ip for ip in old if ip not in new}
-        added = [ip for ip in new if ip not in old]
+        gone_ips = set(old) if regather else {ip for ip in old if ip not in new}
+        added = list(new) if regather else [ip for ip in new if ip not in old]
         if not gone_ips and not added:
             return False
         relays = self.relayed.relays if self.relayed is not None else []
