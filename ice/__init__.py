@@ -21,12 +21,14 @@ from ice.agent.events import (
     DataReceived,
     Event,
     GatheringComplete,
+    NetworkChangeRestart,
     PairStateChanged,
     SelectedPairChanged,
     StateChanged,
     StunServerUnreachable,
 )
-from ice.aio.connection import CONNECT_TIMEOUT, Connection, describe_pair
+from ice.agent.network import NetworkChange
+from ice.aio.connection import CONNECT_TIMEOUT, Connection, NetworkPolicy, describe_pair
 from ice.aio.stun import BindingResult, stun_binding
 from ice.aio.turn_client import TurnEndpoint
 from ice.errors import (
@@ -67,6 +69,9 @@ __all__ = [
     "IceAgent",
     "IceError",
     "IceFailed",
+    "NetworkChange",
+    "NetworkChangeRestart",
+    "NetworkPolicy",
     "Nomination",
     "NotConnected",
     "PairState",

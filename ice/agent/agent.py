@@ -32,11 +32,13 @@ from ice.agent.events import (
     DataReceived,
     Event,
     GatheringComplete,
+    NetworkChangeRestart,
     PairStateChanged,
     SelectedPairChanged,
     StateChanged,
     StunServerUnreachable,
 )
+from ice.agent.network import NetworkChange
 from ice.agent.states import AGENT_TRANSITIONS, AgentState, PairState
 from ice.errors import StunParseError
 from ice.stun.attributes import (
@@ -1175,6 +1177,67 @@ class IceAgent:
             self.selected_pairs.clear()  # never send on a pair whose consent expired (RFC 7675 §5.2)
         self._restarting = True
         self._set_state(AgentState.CHECKING)
+
+    # ====================================================================================== network change
+
+    def network_changed(self, now: float, change: NetworkChange, final: bool = True) -> None:
+        """The network changed under the agent (an address left the interface, another came): an ICE restart
+        (RFC 8445 §9) that also gathers again. New local credentials (a :class:`NetworkChangeRestart` event says
+        so: signal them to the peer); the candidates and pairs of ``change.gone`` are forgotten, with a selected
+        pair on them (nothing can be sent from a socket whose address is gone, so the old generation's consent
+        ends there too); each new host socket gets a host candidate and server-reflexive requests
+        (RFC 8445 §5.1.1); :class:`GatheringComplete` is reported again when they end. ``final=False``: more
+        candidates follow (a TURN allocation), the caller calls :meth:`end_of_local_candidates`."""
+        self.restart(now)
+        for local in change.gone:
+            self._forget_base(local)
+        if not self.selected_pairs:
+            self._previous = None
+            self._consent_at = None
+        self._gathering_final = False
+        self._gathering_done_sent = False
+        self.stats["network-changes"] += 1
+        self._events.append(NetworkChangeRestart(self.ufrag, tuple(change.gone),
+                                                 tuple(local for _, local in change.hosts)))
+        if change.offer_hosts:
+            for component, local in change.hosts:
+                self.add_host_candidate(local, component=component)
+            for _, local in change.hosts:
+                for server in change.stun_servers:
+                    if (":" in server[0]) == (":" in local[0]):
+                        self.gather_server_reflexive(now, local, server)
+        if final:
+            self.end_of_local_candidates()
+
+    def _forget_base(self, local: Address) -> None:
+        """Everything that lives on the local address ``local``: its candidate (host or relayed), the srflx and prflx
+        candidates based on it, its pairs, checks (a pending server-reflexive request ends without an event),
+        early checks and a selected pair on it."""
+        self._bases.pop(local, None)
+        self.local_candidates = [c for c in self.local_candidates if c.address != local and not (
+            c.type in (CandidateType.SERVER_REFLEXIVE, CandidateType.PEER_REFLEXIVE) and c.related == local)]
+        gone = [p for p in self.pairs if p.base == local]
+        if gone:
+            self.pairs = [p for p in self.pairs if p.base != local]
+            for p in gone:
+                if self._pairs_by_key.get(p.key) is p:
+                    del self._pairs_by_key[p.key]
+            self._triggered = deque(p for p in self._triggered if p.base != local)
+            self._deferred = {k: v for k, v in self._deferred.items() if v[0].base != local}
+        for tid, check in list(self._checks.items()):
+            if check.local == local:
+                del self._checks[tid]
+                if check.purpose == "gather":
+                    self._gathering -= 1
+        self._early_checks = [e for e in self._early_checks if e[0] != local]
+        for component, pair in list(self.selected_pairs.items()):
+            if pair.base == local:
+                del self.selected_pairs[component]
+
+    @property
+    def gathering_complete(self) -> bool:
+        """GatheringComplete was reported (for the current gathering: a network change starts another)."""
+        return self._gathering_done_sent
 
     def close(self) -> None:
         self._checks.clear()

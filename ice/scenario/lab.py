@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import ipaddress
 import json
 import os
 import shutil
@@ -27,7 +28,7 @@ from typing import Any
 
 from ice.agent import AgentState, Candidate, CandidateType
 from ice.agent.candidate import pair_text
-from ice.agent.events import CandidateGathered, Event, GatheringComplete, SelectedPairChanged
+from ice.agent.events import CandidateGathered, Event, GatheringComplete, NetworkChangeRestart, SelectedPairChanged
 from ice.aio.connection import Connection
 from ice.errors import NotConnected, StunErrorResponse, StunTimeout
 from ice.lab.capture import Capture, start_captures
@@ -500,6 +501,8 @@ async def _connect(lab: Lab, spec: TopologySpec, cell: Cell, timers: MatrixTimer
                           make_stream_socket=lambda f: lab.socket(name, f, socket.SOCK_STREAM),
                           turn=turn, relay_only=cell.relay_only)
 
+    conns: dict[str, Connection] = {}
+
     def signalling(name: str, peer: Connection) -> Callable[[Event], None]:
         def on_event(ev: Event) -> None:
             traces[name].append({"t": round(loop.time() - t0, 6), **event_record(ev)})
@@ -512,6 +515,8 @@ async def _connect(lab: Lab, spec: TopologySpec, cell: Cell, timers: MatrixTimer
                 for cand in held[name]:
                     peer.add_remote_candidate(cand)
                 peer.add_remote_candidate(None)
+            elif isinstance(ev, NetworkChangeRestart):
+                answer_network_restart(conns[name], peer)
 
         return on_event
 
@@ -525,6 +530,7 @@ async def _connect(lab: Lab, spec: TopologySpec, cell: Cell, timers: MatrixTimer
         closing.append(b.close)
         a.on_event = signalling("a", b)
         b.on_event = signalling("b", a)
+        conns.update(a=a, b=b)
         t0, wall = loop.time(), time.time()
         for name in traces:
             traces[name].append(trace_header(name, cell, wall))
@@ -579,7 +585,8 @@ LINK_FAULT_TABLE = "icelab_fault_link"
 class LabTimeline(TimelineNetwork):
     """The timeline's network actions in the kernel lab: blocks as nftables rules inside the peers' hosts (output:
     what the host sends; input too for the server), a NAT reboot as the NAT's rules reloaded and its conntrack
-    flushed, the data stream on the real clock through both Connections."""
+    flushed, a renumber as ``ip addr`` inside the peer's host, the data stream on the real clock through both
+    Connections."""
 
     def __init__(self, lab: Lab, server: LabServer, conns: dict[str, Connection], restart_on_failure: bool) -> None:
         super().__init__(restart_on_failure=restart_on_failure)
@@ -588,6 +595,9 @@ class LabTimeline(TimelineNetwork):
         self._lossy_nodes: set[str] = set()
         self._loop = asyncio.get_running_loop()
         self._receivers = [asyncio.ensure_future(self._receive(side)) for side in conns]
+        self._fabric = Fabric(lab.spec)
+        """Where the hosts' addresses are now (a renumber moves one)."""
+        self._renumbered: list[tuple[str, str, ipaddress.IPv4Interface, ipaddress.IPv4Interface]] = []
 
     async def _receive(self, side: str) -> None:
         while True:
@@ -602,6 +612,7 @@ class LabTimeline(TimelineNetwork):
         if self._lossy_nodes:
             self.link_loss(0.0)
         self.lab.reset_links()
+        self._restore_addresses()
 
     def set_link(self, changes: Mapping[str, float]) -> None:
         """Host a's access link(s) get these conditions: nft loss rules and tbf qdiscs replaced on both ends, the
@@ -678,12 +689,62 @@ class LabTimeline(TimelineNetwork):
             return False
         return True
 
+    def renumber(self, side: str) -> str:
+        """``ip addr`` in the peer's namespace: its address off the interface, a spare one of the subnet on
+        (:meth:`Fabric.spare_address`, as the sim picks it), the host's routes back (they left with the old
+        address). Sockets on the old address are dead from here; the peer's Connection notices on its next send
+        (:class:`~ice.aio.connection.NetworkPolicy`). :meth:`close` puts the old address back."""
+        fabric = self._fabric
+        old = fabric.addresses(side)[0]
+        _, iface = fabric.owners[old]
+        held = next(a for a in iface.addresses if str(a.ip) == old)
+        new = fabric.spare_address(old)
+        intf = self.lab.interfaces[(iface.link, side)]
+        self._renumbered.append((side, intf, held, new))
+        self._move_address(side, intf, held, new)
+        fabric.move_address(old, new)
+        return f"{old} -> {new.ip}"
+
+    def _move_address(self, host: str, intf: str, old: ipaddress.IPv4Interface, new: ipaddress.IPv4Interface) -> None:
+        routes = "".join(f" && ip route replace {dest} via {via}" for dest, via in self.lab.spec.node(host).routes)
+        self.lab.run(host, f"ip addr del {old} dev {intf} && ip addr add {new} dev {intf}{routes}")
+
+    def _restore_addresses(self) -> None:
+        """Every renumbered host back on its own address (the lab is reused by the next cell)."""
+        while self._renumbered:
+            host, intf, old, new = self._renumbered.pop()
+            self._move_address(host, intf, new, old)
+
+    def ufrags(self) -> tuple[str, str]:
+        return self.conns["a"].ufrag, self.conns["b"].ufrag
+
+    def network_restarts(self) -> int:
+        return sum(conn.agent.stats["network-changes"] for conn in self.conns.values())
+
     def relayed(self, side: str) -> bool:
         sel = self.conns[side].agent.selected
         return sel is not None and CandidateType.RELAYED in (sel.local.type, sel.remote.type)
 
     def failed(self, side: str) -> bool:
         return self.conns[side].agent.state is AgentState.FAILED
+
+
+def answer_network_restart(moved: Connection, peer: Connection) -> None:
+    """What the application does when ``moved``'s new credentials (it restarted ICE on a network change,
+    :meth:`Connection.network_changed`) arrive over signalling: a changed ufrag is an ICE restart, so ``peer``
+    restarts too unless it already did (RFC 8839 §4.4.1.1.1), each side takes the other's credentials and current
+    candidates (peer-reflexive ones are never signalled, RFC 8445 §7.2.5.3.1), and ``peer``'s end-of-candidates
+    goes along; ``moved``'s follows when its gathering ends. The sim's ``SimPair`` answers the same way."""
+    if peer.agent.remote_ufrag is not None:
+        peer.restart()
+    peer.set_remote_credentials(moved.ufrag, moved.pwd)
+    moved.set_remote_credentials(peer.ufrag, peer.pwd)
+    for x, y in ((moved, peer), (peer, moved)):
+        for cand in x.local_candidates:
+            if cand.type is not CandidateType.PEER_REFLEXIVE:
+                y.add_remote_candidate(cand)
+    if peer.agent.gathering_complete:
+        moved.add_remote_candidate(None)
 
 
 async def _run_timeline(lab: Lab, cell: Cell, server: LabServer, a: Connection, b: Connection,

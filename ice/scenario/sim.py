@@ -150,7 +150,8 @@ def run_bulk(pair: SimPair, phase: BulkPhase, path: str, settings: BulkSettings 
 
 class SimTimeline(TimelineNetwork):
     """The timeline's network actions in the simulation: blocks as drop rules at the peers' hosts, a NAT reboot
-    as a new model of that NAT, the data stream on a timer of the virtual clock."""
+    as a new model of that NAT, a renumber as the address moved in the network's fabric (:meth:`SimPair.renumber`),
+    the data stream on a timer of the virtual clock."""
 
     def __init__(self, pair: SimPair, restart_on_failure: bool = False) -> None:
         super().__init__(restart_on_failure=restart_on_failure)
@@ -219,6 +220,16 @@ class SimTimeline(TimelineNetwork):
 
     def restart_agents(self) -> None:
         self._sim().restart()
+
+    def renumber(self, side: str) -> str:
+        old, new = self._sim().renumber(side)
+        return f"{old} -> {new}"
+
+    def ufrags(self) -> tuple[str, str]:
+        return self._sim().a.ufrag, self._sim().b.ufrag
+
+    def network_restarts(self) -> int:
+        return sum(agent.stats["network-changes"] for agent in (self._sim().a, self._sim().b))
 
     def _agent(self, side: str) -> IceAgent:
         return self._sim().a if side == "a" else self._sim().b

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from ice.agent import AgentConfig, Candidate, CandidateType, IceAgent
 from ice.agent.agent import Pair
 from ice.agent.candidate import pair_text
-from ice.agent.events import CandidateGathered, DataReceived, Event, GatheringComplete
+from ice.agent.events import CandidateGathered, DataReceived, Event, GatheringComplete, NetworkChangeRestart
+from ice.agent.network import NetworkChange
 from ice.relayed import RelayedAgent
 from ice.sim.network import SimNetwork
 from ice.topology.spec import TopologySpec
@@ -119,6 +120,8 @@ class SimPair:
                 self.on_datagram(self.side_of(endpoint), ev.data)
             if self.on_data is not None:
                 self.on_data(self.side_of(endpoint))
+        elif isinstance(ev, NetworkChangeRestart):
+            self._answer_restart(self.a if peer is self.b else self.b, peer)
 
     def connect(self, timeout: float) -> SimResult:
         """Credentials at t = 0, gathering, checks; until both selected a pair or ``timeout``."""
@@ -150,6 +153,50 @@ class SimPair:
             for cand in x.local_candidates:
                 y.add_remote_candidate(now, cand)
             y.add_remote_candidate(now, None)
+
+    # ---------------------------------------------------------------------------------------- renumbering
+
+    def renumber(self, side: str) -> tuple[str, str]:
+        """Host ``side`` moves to another address of its subnet (:meth:`Fabric.spare_address`), as the kernel lab
+        does with ``ip addr``: packets to or from the old address vanish from then on. The agent hears of it at once
+        (as an application from its OS) and restarts ICE on sockets at the new address, gathering host, srflx and
+        relayed candidates again (RFC 8445 §9, :meth:`IceAgent.network_changed`); the peer answers through
+        signalling. Returns (old address, new address)."""
+        net = self.net
+        fabric = net.fabric
+        assert fabric is not None
+        endpoint = self.ea if side == "a" else self.eb
+        old = fabric.addresses(side)[0]
+        new = fabric.spare_address(old)
+        fabric.move_address(old, new)
+        ip = str(new.ip)
+        gone = tuple(addr for addr in net.agents if addr[0] == old)
+        for addr in gone:
+            del net.agents[addr]
+        relays = isinstance(endpoint, RelayedAgent) and any(r.local[0] == old for r in endpoint.relays)
+        turn = ((1, (ip, 5001)),) if relays else ()
+        net.add_endpoint(endpoint, (ip, 5000), *(local for _, local in turn))
+        change = NetworkChange(gone, ((1, (ip, 5000)),), turn, () if self.relay_only else (self.stun,),
+                               offer_hosts=not self.relay_only)
+        endpoint.network_changed(net.now, change)
+        return old, ip
+
+    def _answer_restart(self, moved: IceAgent, peer: IceAgent) -> None:
+        """What the application does when ``moved``'s new credentials arrive over signalling: a changed ufrag is
+        an ICE restart, so ``peer`` restarts too unless it already did (RFC 8839 §4.4.1.1.1), each side takes the
+        other's credentials and current candidates (peer-reflexive ones are never signalled, RFC 8445 §7.2.5.3.1),
+        and ``peer``'s end-of-candidates goes along; ``moved``'s follows when its gathering ends."""
+        now = self.net.now
+        if peer.remote_ufrag is not None:
+            peer.restart(now)
+        peer.set_remote_credentials(now, moved.ufrag, moved.pwd)
+        moved.set_remote_credentials(now, peer.ufrag, peer.pwd)
+        for x, y in ((moved, peer), (peer, moved)):
+            for cand in x.local_candidates:
+                if cand.type is not CandidateType.PEER_REFLEXIVE:
+                    y.add_remote_candidate(now, cand)
+        if peer.gathering_complete:
+            moved.add_remote_candidate(now, None)
 
 
 def run_pair(spec: TopologySpec, config: AgentConfig | None = None, seed: int = 0, latency: float = 0.001,
