@@ -238,8 +238,11 @@ def test_the_throughput_suite(backend: str, tmp_path: Path) -> None:
     out = tmp_path / backend
     p = subprocess.run([*ICELAB, "run", "--backend", backend, str(THROUGHPUT), "--out", str(out), "-q"],
                        capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-1000:]
-    cells = {c["scenario"]: c for c in json.loads((out / "results.json").read_text())["cells"]}
+    results = out / "results.json"
+    cells = {c["scenario"]: c for c in json.loads(results.read_text())["cells"]} if results.is_file() else {}
+    why = {name: (c["status"], c.get("reason"), c.get("bulk_error"), c.get("bulk")) for name, c in cells.items()
+           if c["status"] != "pass"}
+    assert p.returncode == 0, f"{why} {p.stdout[-2000:]} {p.stderr[-1000:]}"
     assert len(cells) == 4 and all(c["status"] == "pass" and c["pinned"] for c in cells.values())
     for name in ("bulk-10mbit-direct", "bulk-10mbit-relayed"):
         bulk = cells[name]["bulk"]
