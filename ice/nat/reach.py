@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ice.nat.behaviour import Filtering, Mapping, NatBehaviour, NatKind
+from ice.nat.behaviour import Filtering, Mapping, NatBehaviour, NatKind, SynAnswer
 
 
 def _eim(nat: NatBehaviour) -> bool:
@@ -91,3 +91,68 @@ def direct_possible_through(a: Sequence[NatBehaviour], b: Sequence[NatBehaviour]
     if any(n.kind is NatKind.UDP_BLOCKED for n in (*a, *b)):
         return False
     return admits_first_through(b, a) or admits_first_through(a, b)
+
+
+# ------------------------------------------------------------------------------------------------------- TCP
+
+
+def tcp_reachable(nat: NatBehaviour) -> bool:
+    """Does a SYN from an endpoint the host never contacted reach a host listening behind ``nat`` on the port its
+    server-reflexive TCP address maps (RFC 5382 §4.3)?
+
+    Only with no NAT or endpoint-independent filtering: the mapping the host's connection to the server made then
+    admits anyone. Address-dependent filtering would need the host to have sent to the peer's address first, and a
+    listener never sends (that case is a simultaneous open, :func:`tcp_simultaneous_open_possible`)."""
+    if nat.kind is NatKind.NONE:
+        return True
+    if nat.kind is NatKind.UDP_BLOCKED:
+        return False
+    return nat.tcp_filtering is Filtering.ENDPOINT_INDEPENDENT
+
+
+def _answers_early_syn(nat: NatBehaviour) -> bool:
+    """Is a peer's SYN that arrives before the host has sent anything towards the peer answered (so the peer's
+    connect() fails at once) rather than silently dropped? The NAT answers it itself (RST or ICMP, RFC 5382 REQ-4),
+    or lets it in to the host (no NAT, endpoint-independent filtering), whose stack answers RST because its own
+    connect() to the peer has not started yet."""
+    return tcp_reachable(nat) or nat.tcp.unsolicited_syn is not SynAnswer.DROP
+
+
+def tcp_simultaneous_open_possible(a: NatBehaviour, b: NatBehaviour) -> bool:
+    """Do two hosts that connect() at about the same time to each other's server-reflexive TCP address, from the
+    port their server connection used and with paced retries, get one connection (a TCP simultaneous open, RFC 793
+    §3.4, RFC 5382 REQ-2a)?
+
+    * Each SYN must leave from the server-reflexive port the other side targets: both TCP mappings endpoint-
+      independent (a destination-dependent one sends it from a new port, which the other NAT, or the other host's
+      socket connecting to another port, refuses).
+    * Each NAT must let in the SYN from the very endpoint its host just sent to (``simultaneous_open``).
+    * The SYN that arrives first, before the other host has sent, must not be answered: a SYN silently dropped is
+      simply retransmitted and gets in once the other side's SYN has opened the way, but an answered one (RST or
+      ICMP from the NAT, RST from a host its NAT let it through to) fails that connect() at once. When only one
+      side answers, a paced retry from the refused side gets in on the answering side's own SYN (measured: a
+      dropping NAT against a RST-answering one connected every time); when both answer, only SYNs that cross in
+      flight connect, which on a fast path is luck (measured: 1 in 10).
+
+    Examples: two port-restricted NATs that drop unsolicited SYNs connect; two Linux MASQUERADE boxes whose own
+    stack answers RST do not; a symmetric NAT never does."""
+    if NatKind.UDP_BLOCKED in (a.kind, b.kind):
+        return False
+    for nat in (a, b):
+        if nat.kind is not NatKind.NONE and (nat.tcp_mapping is not Mapping.ENDPOINT_INDEPENDENT
+                                             or not nat.tcp.simultaneous_open):
+            return False
+    return not (_answers_early_syn(a) and _answers_early_syn(b))
+
+
+def tcp_direct_possible(a: NatBehaviour, b: NatBehaviour) -> bool:
+    """Can A and B open a TCP connection to each other without a relay, each listening on the port of its
+    server-reflexive TCP address and connecting to the other's?
+
+    Yes when one side is reachable and the other connects to it (active -> passive: the active side's SYN leaves
+    through any mapping, and the answer comes back on that very flow), or by a simultaneous open
+    (:func:`tcp_simultaneous_open_possible`). A UDP-blocking firewall only lets TCP out to TURN ports, so never.
+    """
+    if NatKind.UDP_BLOCKED in (a.kind, b.kind):
+        return False
+    return tcp_reachable(a) or tcp_reachable(b) or tcp_simultaneous_open_possible(a, b)
