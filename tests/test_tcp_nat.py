@@ -3,12 +3,21 @@ connections, the nft rules that realise it and the simulation's TCP-aware NAT.""
 
 from __future__ import annotations
 
+import itertools
+from typing import cast
+
 import pytest
 from golden_nat import IFACES
 
 from ice.lab.nat import PRESETS, Filtering, Mapping, NatKind, compile_ruleset
 from ice.nat.behaviour import NatBehaviour, SynAnswer, TcpBehaviour
 from ice.nat.reach import tcp_direct_possible, tcp_reachable, tcp_simultaneous_open_possible
+from ice.sim.nat import SimNat, TcpVerdict
+from ice.sim.network import SimNetwork
+from ice.sim.scenario import TcpPairConfig, run_tcp_active_passive, run_tcp_pair
+from ice.sim.tcp import ACK, ICMP_UNREACHABLE, RST, SYN, SYN_ACK, TcpState
+from ice.topology.registry import topology
+from ice.topology.spec import TopologySpec
 
 EIM, APDM = Mapping.ENDPOINT_INDEPENDENT, Mapping.ADDRESS_AND_PORT_DEPENDENT
 EIF, ADF, APDF = Filtering.ENDPOINT_INDEPENDENT, Filtering.ADDRESS_DEPENDENT, Filtering.ADDRESS_AND_PORT_DEPENDENT
@@ -28,7 +37,7 @@ def test_tcp_section_defaults_to_the_udp_behaviour() -> None:
 
 def test_every_preset_states_its_tcp_behaviour() -> None:
     """What each box does to TCP, as `icelab nat list --json` reports it."""
-    said = {name: b.as_json()["tcp"] for name, b in PRESETS.items()}
+    said = {name: cast("dict[str, object]", b.as_json()["tcp"]) for name, b in PRESETS.items()}
     for name, tcp in said.items():
         assert isinstance(tcp, dict) and set(tcp) == {"mapping", "filtering", "port_preservation",
                                                         "unsolicited_syn", "simultaneous_open",
@@ -96,17 +105,19 @@ def test_direct_tcp_per_preset_pair(a: str, b: str, so: bool, direct: bool) -> N
 
 
 def test_tcp_reasoning_over_every_preset() -> None:
-    """Symmetric in its arguments; a destination-dependent TCP mapping never opens simultaneously; a NAT that
-    refuses simultaneous open needs the other side reachable; only EIF or no NAT is reachable."""
+    """Symmetric in its arguments; a destination-dependent TCP mapping never opens simultaneously; when neither
+    NAT lets a crossing SYN in, only a reachable side helps; only EIF or no NAT is reachable."""
     for a in PRESETS.values():
         assert tcp_reachable(a) is (a.kind is NatKind.NONE or a.tcp_filtering is EIF)
         for b in PRESETS.values():
             assert tcp_direct_possible(a, b) is tcp_direct_possible(b, a)
             if a.tcp_mapping is not None and a.tcp_mapping is not EIM:
                 assert not tcp_simultaneous_open_possible(a, b)
-            refusing = a.with_tcp(simultaneous_open=False) if a.kind is not NatKind.NONE else a
-            if refusing is not a and NatKind.UDP_BLOCKED not in (a.kind, b.kind):
-                assert tcp_direct_possible(refusing, b) is (tcp_reachable(a) or tcp_reachable(b))
+            if NatKind.NONE in (a.kind, b.kind) or NatKind.UDP_BLOCKED in (a.kind, b.kind):
+                continue
+            ra, rb = a.with_tcp(simultaneous_open=False), b.with_tcp(simultaneous_open=False)
+            assert not tcp_simultaneous_open_possible(ra, rb)
+            assert tcp_direct_possible(ra, rb) is (tcp_reachable(a) or tcp_reachable(b))
 
 
 # --------------------------------------------------------------------------------------------- the nft rules
@@ -133,3 +144,139 @@ def test_nft_rules_follow_the_tcp_section() -> None:
     assert 'iifname "nat-wan" ct direction reply tcp flags & (syn | ack) == syn drop' in icmp
     assert "nf_conntrack_tcp_timeout_established=432000" in _rules(PRESETS["linux-masquerade"])
     assert "nf_conntrack_tcp_timeout_established=7440" in cone
+
+
+# ---------------------------------------------------------------------------------------------- the simulation
+
+INSIDE, S1, S2 = ("10.0.0.2", 40000), ("198.51.100.1", 3478), ("198.51.100.2", 3478)
+
+
+def test_sim_nat_tracks_tcp_as_rfc5382_says() -> None:
+    """The model itself: a SYN makes a binding by the TCP mapping; the answer comes back on the flow; a stranger's
+    SYN meets the filter, then the unsolicited-SYN answer; a crossing SYN is let in or not; a RST ends the flow."""
+    nat = SimNat(PRESETS["linux-masquerade"], "203.0.113.1")
+    assert nat.tcp_outbound(0, INSIDE, S1, ACK) is None  # nothing to translate a mid-stream segment by
+    assert nat.tcp_outbound(0, INSIDE, S1, SYN) == ("203.0.113.1", 40000)  # port preserved
+    assert nat.tcp_outbound(0, INSIDE, S2, SYN) == ("203.0.113.1", 40000)  # endpoint-independent
+    assert nat.tcp_inbound(1, S1, 40000, SYN_ACK) == TcpVerdict(INSIDE)
+    assert nat.tcp_inbound(1, ("198.51.100.1", 9), 40000, SYN) == TcpVerdict(None)  # APDF, dropped silently
+    assert nat.tcp_inbound(1, S2, 40000, SYN) == TcpVerdict(INSIDE)  # the crossing SYN (REQ-2a)
+    assert nat.tcp_inbound(2, S2, 40000, RST) == TcpVerdict(INSIDE)
+    assert nat.tcp_inbound(3, S2, 40000, SYN) == TcpVerdict(None)  # the flow is gone with the RST
+    rst = SimNat(PRESETS["linux-masquerade-rst"], "203.0.113.1")
+    assert rst.tcp_inbound(0, S1, 5555, SYN) == TcpVerdict(None, RST)
+    assert rst.tcp_inbound(0, S1, 5555, ACK) == TcpVerdict(None)  # only SYNs are answered
+    icmp = SimNat(PRESETS["eim-apdf"].with_tcp(unsolicited_syn=SynAnswer.ICMP, simultaneous_open=False), "203.0.113.1")
+    assert icmp.tcp_inbound(0, S1, 5555, SYN) == TcpVerdict(None, ICMP_UNREACHABLE)
+    icmp.tcp_outbound(0, INSIDE, S1, SYN)
+    assert icmp.tcp_inbound(1, S1, 40000, SYN) == TcpVerdict(None)  # a crossing SYN refused: silence, not ICMP
+    assert icmp.tcp_inbound(1, S1, 40000, SYN_ACK) == TcpVerdict(INSIDE)
+    cone = SimNat(PRESETS["restricted-cone"], "203.0.113.1")
+    cone.tcp_outbound(0, INSIDE, S1, SYN)
+    assert cone.tcp_inbound(1, ("198.51.100.1", 9), 40000, SYN) == TcpVerdict(INSIDE)  # ADF: a known address
+    assert cone.tcp_inbound(1, S2, 40000, SYN) == TcpVerdict(None)
+    sym = SimNat(PRESETS["symmetric"].with_tcp(established_timeout=60), "203.0.113.1")
+    ports = {sym.tcp_outbound(0, INSIDE, s, SYN) for s in (S1, S2)}
+    assert len(ports) == 2 and ("203.0.113.1", 40000) in ports
+    assert sym.tcp_inbound(100, S1, 40000, SYN_ACK) == TcpVerdict(None)  # an unanswered SYN's flow has timed out
+    assert SimNat(PRESETS["udp-blocked"], "203.0.113.1").tcp_outbound(0, INSIDE, S1, SYN) is not None  # 3478
+    assert SimNat(PRESETS["udp-blocked"], "203.0.113.1").tcp_outbound(0, INSIDE, ("198.51.100.1", 80), SYN) is None
+
+
+def two(a: NatBehaviour | str, b: NatBehaviour | str) -> TopologySpec:
+    """The two_nats topology: host a behind NAT a, host b behind NAT b, the STUN host on the public segment."""
+    return topology("two_nats", nat_a=a, nat_b=b)
+
+
+@pytest.mark.sim
+def test_simultaneous_open_through_two_port_restricted_nats_that_drop() -> None:
+    """A's first SYN is dropped by B's NAT (B has not sent yet); B's SYN gets in on A's flow: one connection, no
+    refusal, in about the 50 ms B started later; data flows."""
+    r = run_tcp_pair(two("port-restricted-cone", "port-restricted-cone"))
+    assert r.connected and r.refusals == () and r.seconds < 0.06
+    assert r.srflx == (("203.0.113.1", 40000), ("203.0.113.2", 40000))  # port preserved
+    net = SimNetwork(two("linux-masquerade", "linux-masquerade"))
+    a, b = net.add_tcp("10.0.1.2"), net.add_tcp("10.0.2.2")
+    ca = a.connect(0, ("10.0.1.2", 40000), ("203.0.113.2", 40000))
+    cb = b.connect(0, ("10.0.2.2", 40000), ("203.0.113.1", 40000))  # both at once: the SYNs cross
+    net.run(1, stop=lambda: ca.established and cb.established)
+    assert ca.established and cb.established and not ca.passive and not cb.passive
+    a.send(ca, b"hello")
+    net.run(2, stop=lambda: bool(cb.received))
+    assert cb.received == b"hello"
+
+
+@pytest.mark.sim
+def test_rst_answering_nats_refuse_the_simultaneous_open() -> None:
+    """Two Linux boxes whose own stack answers RST: every SYN that arrives before the other side's has left is
+    reset, retry after retry (the simulation's NATs act when a packet is sent, so SYNs never cross in flight, as
+    on the lab's zero-delay links). One dropping side is enough to fix it."""
+    r = run_tcp_pair(two("linux-masquerade-rst", "linux-masquerade-rst"), TcpPairConfig(attempts=5))
+    assert not r.connected and r.refusals == ("rst",) * 10
+    mixed = run_tcp_pair(two("linux-masquerade", "linux-masquerade-rst"))
+    assert mixed.connected and mixed.refusals == ("rst",)  # A's first SYN reset, its paced retry got in
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("other", list(PRESETS))
+def test_a_symmetric_nat_never_opens_simultaneously(other: str) -> None:
+    for a, b in (("symmetric", other), (other, "symmetric")):
+        assert not run_tcp_pair(two(a, b), TcpPairConfig(attempts=3)).connected
+
+
+@pytest.mark.sim
+def test_sim_agrees_with_the_reasoning_on_every_preset_pair() -> None:
+    """Simultaneous open (either host first) and active -> passive (either way round), for every pairing of
+    presets: the simulation connects exactly when ice.nat.reach says it can."""
+    for a, b in itertools.combinations_with_replacement(PRESETS, 2):
+        na, nb = PRESETS[a], PRESETS[b]
+        so = run_tcp_pair(two(a, b)).connected and run_tcp_pair(two(b, a)).connected
+        assert so is tcp_simultaneous_open_possible(na, nb), (a, b)
+        to_b = run_tcp_active_passive(two(a, b), "b").connected
+        to_a = run_tcp_active_passive(two(a, b), "a").connected
+        assert to_b is (tcp_reachable(nb) and NatKind.UDP_BLOCKED not in (na.kind, nb.kind)), (a, b)
+        assert to_a is (tcp_reachable(na) and NatKind.UDP_BLOCKED not in (na.kind, nb.kind)), (a, b)
+        assert (so or to_a or to_b) is tcp_direct_possible(na, nb), (a, b)
+
+
+SPACE = {
+    f"{f.short}-{answer.value}-{'so' if so else 'noso'}": NatBehaviour(
+        EIM, f, tcp=TcpBehaviour(unsolicited_syn=answer, simultaneous_open=so))
+    for f, answer, so in itertools.product(Filtering, SynAnswer, (True, False))
+} | {"none": PRESETS["none"]}
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("config", [TcpPairConfig(), TcpPairConfig(start_b=0.3, latency=0.005, retry=0.25)],
+                         ids=["b-50ms-later", "b-300ms-later-5ms-links"])
+def test_sim_agrees_with_the_reasoning_over_every_tcp_behaviour(config: TcpPairConfig) -> None:
+    """Every pairing of TCP filtering x unsolicited-SYN answer x crossing-SYN admission (endpoint-independent
+    mappings; 190 pairs, each host first in turn): the simultaneous open connects exactly when the reasoning
+    says, whoever starts first."""
+    for a, b in itertools.combinations_with_replacement(SPACE, 2):
+        got = [run_tcp_pair(two(x, y), config).connected
+               for x, y in ((SPACE[a], SPACE[b]), (SPACE[b], SPACE[a]))]
+        assert all(got) is tcp_simultaneous_open_possible(SPACE[a], SPACE[b]), (a, b, got)
+
+
+def test_tcp_stack_refuses_and_retransmits() -> None:
+    """The host model: SYN retransmission doubles its wait and gives up; ICMP fails a connect; a SYN to nothing
+    is reset."""
+    behind = SimNetwork(two("linux-masquerade", "linux-masquerade"))
+    a = behind.add_tcp("10.0.1.2")
+    conn = a.connect(0, ("10.0.1.2", 5000), ("203.0.113.2", 80))  # B's NAT drops it: silence
+    behind.run(200)
+    assert conn.state is TcpState.CLOSED and conn.error == "timeout" and conn.retries == a.config.syn_retries
+    net = SimNetwork()
+    stack = net.add_tcp("198.51.100.1")
+    other = net.add_tcp("198.51.100.2")
+    c2 = stack.connect(net.now, ("198.51.100.1", 5001), ("198.51.100.2", 80))  # a host with nothing listening
+    net.run(net.now + 1)
+    assert c2.error == "rst"
+    other.listen(("198.51.100.2", 80))
+    c3 = stack.connect(net.now, ("198.51.100.1", 5002), ("198.51.100.2", 80))
+    net.run(net.now + 1)
+    assert c3.established and [c.passive for c in other.accepted()] == [True]
+    c4 = stack.connect(net.now, ("198.51.100.1", 5003), ("198.51.100.2", 81))
+    stack.handle_segment(net.now, ("198.51.100.1", 5003), ("198.51.100.2", 81), ICMP_UNREACHABLE)
+    assert c4.error == "icmp"

@@ -118,31 +118,71 @@ def _answers_early_syn(nat: NatBehaviour) -> bool:
     return tcp_reachable(nat) or nat.tcp.unsolicited_syn is not SynAnswer.DROP
 
 
+def _admits_crossing_syn(nat: NatBehaviour) -> bool:
+    """RFC 5382 REQ-2a: the peer's SYN crossing the host's own is let in (no NAT lets everything in)."""
+    return nat.kind is NatKind.NONE or nat.tcp.simultaneous_open
+
+
+def _answers_icmp(nat: NatBehaviour) -> bool:
+    """The NAT itself answers the peer's early SYN with ICMP (an endpoint-independent filter never gets to)."""
+    return not tcp_reachable(nat) and nat.tcp.unsolicited_syn is SynAnswer.ICMP
+
+
+def _tcp_filtering_is(nat: NatBehaviour, filtering: Filtering) -> bool:
+    return nat.kind is not NatKind.NONE and nat.tcp_filtering is filtering
+
+
 def tcp_simultaneous_open_possible(a: NatBehaviour, b: NatBehaviour) -> bool:
-    """Do two hosts that connect() at about the same time to each other's server-reflexive TCP address, from the
-    port their server connection used and with paced retries, get one connection (a TCP simultaneous open, RFC 793
-    §3.4, RFC 5382 REQ-2a)?
+    """Do two hosts that connect() to each other's server-reflexive TCP address, from the port their server
+    connection used, retrying a refused connect() after a pause, get one connection (a TCP simultaneous open, RFC
+    793 §3.4, RFC 5382 REQ-2a), whichever host's first SYN arrives first?
 
-    * Each SYN must leave from the server-reflexive port the other side targets: both TCP mappings endpoint-
-      independent (a destination-dependent one sends it from a new port, which the other NAT, or the other host's
-      socket connecting to another port, refuses).
-    * Each NAT must let in the SYN from the very endpoint its host just sent to (``simultaneous_open``).
-    * The SYN that arrives first, before the other host has sent, must not be answered: a SYN silently dropped is
-      simply retransmitted and gets in once the other side's SYN has opened the way, but an answered one (RST or
-      ICMP from the NAT, RST from a host its NAT let it through to) fails that connect() at once. When only one
-      side answers, a paced retry from the refused side gets in on the answering side's own SYN (measured: a
-      dropping NAT against a RST-answering one connected every time); when both answer, only SYNs that cross in
-      flight connect, which on a fast path is luck (measured: 1 in 10).
+    Each SYN must leave from the server-reflexive port the other side targets, so both TCP mappings must be
+    endpoint-independent (a destination-dependent one sends it from a new port, which the other NAT, or the other
+    host's socket connecting to another port, refuses). Then it works once one host's connect() waits (its SYN was
+    silently dropped) while the other's next SYN reaches it through a NAT that lets a crossing SYN in. What spoils
+    that is a SYN answered at once (RST or ICMP from the NAT, RST from a host its NAT let it through to), which
+    fails a connect() and makes the host try again, and a SYN that gets through to a host whose connect() has just
+    failed, whose stack then resets it. Case by case:
 
-    Examples: two port-restricted NATs that drop unsolicited SYNs connect; two Linux MASQUERADE boxes whose own
-    stack answers RST do not; a symmetric NAT never does."""
+    * At least one NAT must let the crossing SYN in.
+    * If both answer early SYNs, every first SYN is refused, and so is every retry: only SYNs that cross in flight
+      connect (measured with two RST-answering Linux boxes: 1 in 10).
+    * An answer also spoils it when the answered host's NAT then lets the other's SYN through to the failed
+      socket: after an ICMP answer (which leaves the host's own NAT tracking its connection) if that NAT lets a
+      crossing SYN in, unless the ICMP came from an address-dependent filter (which later lets SYNs through to its
+      own host, whose RST clears that state); after a RST (which clears it) if that NAT filters by address (the
+      host has sent to the peer's address, so the peer's SYN is let in).
+    * An ICMP answer rescues a pair whose other NAT refuses crossing SYNs: the answered host's NAT keeps its
+      connection and silently drops the answering host's SYNs on it, so that connect() waits, and the answered
+      host's retry gets in. Unless both keep answering with ICMP, or the ICMP came from an address-dependent filter
+      and the other side answers too.
+
+    The simulation's TCP model (``ice.sim``) is checked against this for every pairing of filtering, SYN answer
+    and crossing-SYN behaviour (tests/test_tcp_nat.py). Examples: two port-restricted NATs that drop unsolicited
+    SYNs connect (measured in the lab: 10 in 10); a dropping one and a RST-answering Linux box connect (measured:
+    every time); two RST-answering Linux boxes do not; a symmetric NAT never does."""
     if NatKind.UDP_BLOCKED in (a.kind, b.kind):
         return False
     for nat in (a, b):
-        if nat.kind is not NatKind.NONE and (nat.tcp_mapping is not Mapping.ENDPOINT_INDEPENDENT
-                                             or not nat.tcp.simultaneous_open):
+        if nat.kind is not NatKind.NONE and nat.tcp_mapping is not Mapping.ENDPOINT_INDEPENDENT:
             return False
-    return not (_answers_early_syn(a) and _answers_early_syn(b))
+    if not (_admits_crossing_syn(a) or _admits_crossing_syn(b)):
+        return False
+    adf, apdf = Filtering.ADDRESS_DEPENDENT, Filtering.ADDRESS_AND_PORT_DEPENDENT
+    for y, x in ((a, b), (b, a)):  # y answers x's early SYN with ICMP
+        if (_answers_icmp(y) and _admits_crossing_syn(y) and not _admits_crossing_syn(x)
+                and not (_answers_icmp(x) and _tcp_filtering_is(x, apdf))
+                and (_tcp_filtering_is(y, apdf) or not _answers_early_syn(x))):
+            return True
+    if _answers_early_syn(a) and _answers_early_syn(b):
+        return False
+    for y, x in ((a, b), (b, a)):  # y answers x's early SYN; does x's NAT then let y's SYN in to the failed socket?
+        if _answers_icmp(y) and _admits_crossing_syn(x) and not _tcp_filtering_is(y, adf):
+            return False
+        if _answers_early_syn(y) and _tcp_filtering_is(x, adf):
+            return False
+    return True
 
 
 def tcp_direct_possible(a: NatBehaviour, b: NatBehaviour) -> bool:
