@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import ICELAB, ROOT
 
-from ice.lab.nat import PRESETS, Filtering, NatKind
+from ice.lab.nat import PRESETS, Filtering, NatBehaviour, NatKind
 from ice.lab.userns import real_root
 
 pytestmark = [
@@ -577,3 +577,45 @@ def test_probe_text_output_reports_tcp() -> None:
     assert rows == {"tcp.mapping": ["endpoint-independent"] * 2, "tcp.port_preservation": ["True"] * 2,
                     "tcp.filtering": ["address-and-port-dependent"] * 2, "tcp.stranger_syn": ["rst"] * 2,
                     "tcp.unsolicited_syn": ["rst"] * 2, "tcp.simultaneous_open": ["True"] * 2}
+
+
+TCP_PAIRS = [
+    ("port-restricted-cone", "port-restricted-cone"),  # both drop: connects
+    ("linux-masquerade", "linux-masquerade"),
+    ("linux-masquerade-rst", "linux-masquerade-rst"),  # both reset early SYNs: never
+    ("linux-masquerade", "linux-masquerade-rst"),  # one resets: the refused side's paced retry gets in
+    ("symmetric", "port-restricted-cone"),
+    ("restricted-cone", "linux-masquerade-rst"),  # connects only when the RST side starts: not reliably
+    ("port-restricted-cone", {"unsolicited_syn": "icmp"}),  # ICMP leaves the refused side's conntrack entry open
+    ({"simultaneous_open": False}, "port-restricted-cone"),  # one NAT admitting the crossing SYN is enough
+]
+
+
+@pytest.mark.parametrize("pair", TCP_PAIRS, ids=lambda p: "x".join(
+    x if isinstance(x, str) else "prc+" + "+".join(f"{k}={v}" for k, v in x.items()) for x in p))
+def test_tcp_simultaneous_open_in_the_kernel_matches_the_reasoning(pair: tuple[object, object]) -> None:
+    """Kernel TCP through two kernel NATs, each host first in turn: a simultaneous open connects both ways round
+    exactly when ice.nat.reach.tcp_simultaneous_open_possible says so (the simulation is checked against the same
+    function, so the three agree)."""
+    from ice.lab.mn import Lab
+    from ice.lab.punch import tcp_punch
+    from ice.nat.behaviour import SynAnswer
+    from ice.nat.reach import tcp_simultaneous_open_possible
+    from ice.topology.registry import topology
+
+    def behaviour(x: object) -> NatBehaviour:
+        if isinstance(x, str):
+            return PRESETS[x]
+        changes = {k: SynAnswer(v) if k == "unsolicited_syn" else v for k, v in x.items()}  # type: ignore[attr-defined]
+        return PRESETS["port-restricted-cone"].with_tcp(**changes)
+
+    a, b = behaviour(pair[0]), behaviour(pair[1])
+    links_before = root_links()
+    got = []
+    with Lab(topology("two_nats")) as lab:
+        for i, (x, y) in enumerate(((a, b), (b, a))):
+            lab.set_nat("nat-a", x)
+            lab.set_nat("nat-b", y)
+            got.append(tcp_punch(lab, 43000 + i).connected)
+    assert root_links() == links_before
+    assert all(got) is tcp_simultaneous_open_possible(a, b), got

@@ -169,16 +169,11 @@ def tcp_simultaneous_open_possible(a: NatBehaviour, b: NatBehaviour) -> bool:
             return False
     if not (_admits_crossing_syn(a) or _admits_crossing_syn(b)):
         return False
-    adf, apdf = Filtering.ADDRESS_DEPENDENT, Filtering.ADDRESS_AND_PORT_DEPENDENT
-    for y, x in ((a, b), (b, a)):  # y answers x's early SYN with ICMP
-        if (_answers_icmp(y) and _admits_crossing_syn(y) and not _admits_crossing_syn(x)
-                and not (_answers_icmp(x) and _tcp_filtering_is(x, apdf))
-                and (_tcp_filtering_is(y, apdf) or not _answers_early_syn(x))):
-            return True
+    adf = Filtering.ADDRESS_DEPENDENT
     if _answers_early_syn(a) and _answers_early_syn(b):
         return False
     for y, x in ((a, b), (b, a)):  # y answers x's early SYN; does x's NAT then let y's SYN in to the failed socket?
-        if _answers_icmp(y) and _admits_crossing_syn(x) and not _tcp_filtering_is(y, adf):
+        if _answers_icmp(y) and not (_admits_crossing_syn(x) and _tcp_filtering_is(y, adf)):
             return False
         if _answers_early_syn(y) and _tcp_filtering_is(x, adf):
             return False

@@ -41,6 +41,10 @@ class _TcpFlow:
     refreshed: float
     replied: bool = False
     """A segment came back the other way (for an outbound flow: from the remote)."""
+    isn: int = 0
+    """The host's SYN's sequence space (:attr:`Segment.isn`)."""
+    crossed: bool = False
+    """The remote's SYN crossed the host's (conntrack's SYN_SENT2), let in or not."""
 
 
 @dataclass(frozen=True)
@@ -278,8 +282,10 @@ class SimNat:
         """The external source of a TCP segment from ``internal`` to ``remote``, or None if the NAT drops it.
 
         A bare SYN without a connection opens one (and, if needed, a binding); other segments need the connection
-        (conntrack has nothing to translate them by). A RST ends the connection. The UDP-blocking firewall lets
-        connections out only to its allowed ports."""
+        (conntrack has nothing to translate them by). A RST ends the connection. A new connect()'s SYN on a
+        connection the remote's SYN has crossed is not translated (measured in the lab: conntrack's SYN_SENT2 takes
+        no SYN of another sequence space). The UDP-blocking firewall lets connections out only to its allowed
+        ports."""
         flow = self._flow(now, internal, remote)
         if flow is None:
             if not seg.bare_syn:
@@ -287,10 +293,14 @@ class SimNat:
             if self.behaviour.kind is NatKind.UDP_BLOCKED and remote[1] not in self.behaviour.allowed_tcp_ports:
                 return None
             flow = _TcpFlow(self._tcp_binding(now, internal, remote), internal, remote, outbound=True,
-                            refreshed=now)
+                            refreshed=now, isn=seg.isn)
             self.tcp_flows[(internal, remote)] = flow
         elif not flow.outbound:
             flow.replied = True
+        elif seg.bare_syn and seg.isn != flow.isn:  # a new connect() while its last SYN is still tracked
+            if flow.crossed:
+                return None  # conntrack: a SYN of another sequence space in SYN_SENT2 is invalid, not translated
+            flow.isn = seg.isn
         b = flow.binding
         b.refreshed = flow.refreshed = now
         b.contacted[remote] = now
@@ -327,8 +337,10 @@ class SimNat:
         if seg.icmp:
             return TcpVerdict(flow.internal if flow is not None else None)
         if flow is not None:
-            if seg.bare_syn and flow.outbound and not flow.replied and not self.behaviour.tcp.simultaneous_open:
-                return TcpVerdict(None)
+            if seg.bare_syn and flow.outbound and not flow.replied:
+                flow.crossed = True
+                if not self.behaviour.tcp.simultaneous_open:
+                    return TcpVerdict(None)
             if flow.outbound:
                 flow.replied = True
             flow.refreshed = now

@@ -183,6 +183,9 @@ class TcpPairConfig:
     """A refused connect() is tried again this long after it started: paced, never a busy loop (an unpaced loop
     can brute-force a symmetric NAT's random port)."""
     attempts: int = 10
+    deadline: float = 10.0
+    """Give up this long after the first connect() to the peer (seconds; SYN retransmissions at 1, 3 and 7 s fit
+    in): a connection that only opens once the NATs' state for the failed attempts has expired does not count."""
     latency: float = 0.001
 
 
@@ -248,7 +251,7 @@ def run_tcp_pair(spec: TopologySpec, config: TcpPairConfig = TcpPairConfig()) ->
     start = net.now
     due = {"a": start, "b": start + config.start_b}
     conns: dict[str, list[TcpConnection]] = {peer: [] for peer in PEERS}
-    deadline = start + config.attempts * config.retry + 130  # past the last retry's SYN retransmissions
+    deadline = start + config.deadline
     while not peers.both_open() and net.now < deadline:
         for peer in PEERS:
             idle = not conns[peer] or conns[peer][-1].state is TcpState.CLOSED
@@ -278,5 +281,5 @@ def run_tcp_active_passive(spec: TopologySpec, passive: str = "b", config: TcpPa
     start = net.now
     local = (peers.hosts[active][0], config.port + 1)
     conn = peers.stacks[active].connect(net.now, local, peers.srflx[passive])
-    net.run(start + 130, stop=lambda: peers.both_open() or conn.state is TcpState.CLOSED)
+    net.run(start + config.deadline, stop=lambda: peers.both_open() or conn.state is TcpState.CLOSED)
     return peers.result(start, [conn])

@@ -29,6 +29,9 @@ class Segment:
 
     flags: TcpFlag
     data: bytes = b""
+    isn: int = 0
+    """The connection attempt it belongs to, as its initial sequence number names it: a new connect() is a new
+    sequence space (conntrack judges a SYN by it), a retransmitted SYN is the same."""
     icmp: bool = False
     """An ICMP Destination Unreachable, Port Unreachable (RFC 5382 REQ-4) about a SYN sent to this segment's source,
     not a TCP segment (its flags are NONE)."""
@@ -70,6 +73,8 @@ class TcpConnection:
     state: TcpState
     passive: bool
     """Accepted by a listener (the remote opened it)."""
+    isn: int = 0
+    """Our initial sequence number (abstractly: which attempt this is)."""
     error: str | None = None
     """Why it closed before or after opening: ``rst``, ``icmp`` or ``timeout``."""
     received: bytearray = field(default_factory=bytearray)
@@ -94,6 +99,7 @@ class TcpStack:
     listeners: set[Address] = field(default_factory=set)
     connections: dict[tuple[Address, Address], TcpConnection] = field(default_factory=dict)
     outbox: deque[tuple[Address, Address, Segment]] = field(default_factory=deque)
+    _isn: int = 0
 
     def listen(self, local: Address) -> None:
         self.listeners.add(local)
@@ -104,16 +110,23 @@ class TcpStack:
         old = self.connections.get((local, remote))
         if old is not None and old.state is not TcpState.CLOSED:
             return old
-        conn = TcpConnection(local, remote, TcpState.SYN_SENT, passive=False,
+        conn = TcpConnection(local, remote, TcpState.SYN_SENT, passive=False, isn=self._next_isn(),
                              retransmit_at=now + self.config.syn_rto)
         self.connections[(local, remote)] = conn
-        self.outbox.append((local, remote, SYN))
+        self._emit(conn, TcpFlag.SYN)
         return conn
+
+    def _next_isn(self) -> int:
+        self._isn += 1
+        return self._isn
+
+    def _emit(self, conn: TcpConnection, flags: TcpFlag, data: bytes = b"") -> None:
+        self.outbox.append((conn.local, conn.remote, Segment(flags, data, conn.isn)))
 
     def send(self, conn: TcpConnection, data: bytes) -> None:
         if not conn.established:
             raise ValueError(f"the connection {conn.local} -> {conn.remote} is {conn.state.value}, not established")
-        self.outbox.append((conn.local, conn.remote, Segment(TcpFlag.ACK, data)))
+        self._emit(conn, TcpFlag.ACK, data)
 
     def accepted(self) -> list[TcpConnection]:
         return [c for c in self.connections.values() if c.passive]
@@ -136,9 +149,9 @@ class TcpStack:
             if TcpFlag.RST in seg.flags:
                 return
             if seg.bare_syn and local in self.listeners:
-                conn = TcpConnection(local, remote, TcpState.SYN_RECEIVED, passive=True)
+                conn = TcpConnection(local, remote, TcpState.SYN_RECEIVED, passive=True, isn=self._next_isn())
                 self.connections[(local, remote)] = conn
-                self.outbox.append((local, remote, SYN_ACK))
+                self._emit(conn, TcpFlag.SYN | TcpFlag.ACK)
                 return
             self.outbox.append((local, remote, RST))
             return
@@ -148,20 +161,20 @@ class TcpStack:
         if conn.state is TcpState.SYN_SENT:
             if TcpFlag.SYN in seg.flags and TcpFlag.ACK in seg.flags:
                 conn.state, conn.retransmit_at = TcpState.ESTABLISHED, None
-                self.outbox.append((local, remote, ACK))
+                self._emit(conn, TcpFlag.ACK)
             elif seg.bare_syn:  # simultaneous open (RFC 793 §3.4, figure 8)
                 conn.state = TcpState.SYN_RECEIVED
-                self.outbox.append((local, remote, SYN_ACK))
+                self._emit(conn, TcpFlag.SYN | TcpFlag.ACK)
             return
         if conn.state is TcpState.SYN_RECEIVED:
             if TcpFlag.ACK in seg.flags:
                 conn.state, conn.retransmit_at = TcpState.ESTABLISHED, None
                 if TcpFlag.SYN in seg.flags:
-                    self.outbox.append((local, remote, ACK))
+                    self._emit(conn, TcpFlag.ACK)
                 conn.received += seg.data
             return
         if TcpFlag.SYN in seg.flags:  # a retransmitted SYN-ACK: our ACK was lost
-            self.outbox.append((local, remote, ACK))
+            self._emit(conn, TcpFlag.ACK)
         conn.received += seg.data
 
     def next_timeout(self) -> float | None:
@@ -181,4 +194,4 @@ class TcpStack:
                 continue
             conn.retries += 1
             conn.retransmit_at = now + self.config.syn_rto * 2 ** conn.retries
-            self.outbox.append((conn.local, conn.remote, SYN))
+            self._emit(conn, TcpFlag.SYN)
