@@ -306,8 +306,9 @@ def _tcp_lab(lab: Lab) -> Iterator[_TcpLab]:
 def measure_tcp(lab: Lab) -> TcpMeasured:
     """Measure the NAT's TCP behaviour (RFC 5382) with kernel TCP in the probe lab.
 
-    * Mapping (§4.1) and port preservation (§4.2): the client connects from one port to the server's first address
-      on two ports and then to its second address; the server sees where each connection comes from.
+    * Mapping (§4.1) and port preservation (RFC 4787 §4.2.1): the client connects from one port to the server's
+      first address on two ports and then to its second address; the server sees where each connection comes
+      from.
     * Filtering (§4.3): with the first two connections open (before the client has sent anything to the second
       address), SYNs to their mapping from another port of the first address and from the second address; a raw
       socket in the client sees whether they arrive.

@@ -55,7 +55,7 @@ class NatKind(enum.Enum):
 
 
 class SynAnswer(enum.Enum):
-    """What a NAT does with an unsolicited inbound TCP SYN, one no mapping or filter lets in (RFC 5382 §7.1, REQ-4).
+    """What a NAT does with an unsolicited inbound TCP SYN, one no mapping or filter lets in (RFC 5382 §4.3, REQ-4).
 
     RFC 5382 REQ-4 wants silence for at least 6 s and then, unless policy forbids it (REQ-4a), an ICMP Port
     Unreachable; real boxes mostly drop, and a Linux router without a WAN input filter hands the SYN to its own TCP
@@ -80,7 +80,7 @@ class TcpBehaviour:
     """RFC 5382 §4.3 (REQ-3: endpoint-independent or address-dependent recommended); which inbound SYNs an
     existing mapping admits. None: as for UDP."""
     port_preservation: bool | None = None
-    """RFC 5382 §4.2 (port assignment, as RFC 4787 §4.2.1); None: as for UDP."""
+    """Port preservation as RFC 4787 §4.2.1 defines it, for TCP; None: as for UDP."""
     unsolicited_syn: SynAnswer = SynAnswer.DROP
     """The answer to an inbound SYN that no mapping and no filter admits (RFC 5382 REQ-4)."""
     simultaneous_open: bool = True
@@ -205,7 +205,7 @@ class NatBehaviour:
 
     @property
     def tcp_port_preservation(self) -> bool:
-        """RFC 5382 §4.2 port preservation for TCP: the TCP section's, else the UDP one."""
+        """Port preservation (RFC 4787 §4.2.1) for TCP: the TCP section's, else the UDP one."""
         return self.port_preservation if self.tcp.port_preservation is None else self.tcp.port_preservation
 
     def as_json(self) -> dict[str, object]:

@@ -148,20 +148,20 @@ def tcp_simultaneous_open_possible(a: NatBehaviour, b: NatBehaviour) -> bool:
     * At least one NAT must let the crossing SYN in.
     * If both answer early SYNs, every first SYN is refused, and so is every retry: only SYNs that cross in flight
       connect (measured with two RST-answering Linux boxes: 1 in 10).
-    * An answer also spoils it when the answered host's NAT then lets the other's SYN through to the failed
-      socket: after an ICMP answer (which leaves the host's own NAT tracking its connection) if that NAT lets a
-      crossing SYN in, unless the ICMP came from an address-dependent filter (which later lets SYNs through to its
-      own host, whose RST clears that state); after a RST (which clears it) if that NAT filters by address (the
-      host has sent to the peer's address, so the peer's SYN is let in).
-    * An ICMP answer rescues a pair whose other NAT refuses crossing SYNs: the answered host's NAT keeps its
-      connection and silently drops the answering host's SYNs on it, so that connect() waits, and the answered
-      host's retry gets in. Unless both keep answering with ICMP, or the ICMP came from an address-dependent filter
-      and the other side answers too.
+    * A RST answer clears the answered host's state in its own NAT; it spoils the open when that NAT filters by
+      address, since the host has sent to the peer's address and the peer's next SYN is let in to the failed
+      socket.
+    * An ICMP answer leaves the answered host's connection tracked in its own NAT. If that NAT lets crossing SYNs
+      in, the answering host's SYN reaches the failed socket and is reset, over and over, unless the ICMP came
+      from an address-dependent filter (which then lets the retry in to its own host, whose RST clears that state).
+      If that NAT refuses crossing SYNs, the entry has seen the peer's SYN (conntrack's SYN_SENT2) and the
+      answered host's new connect() is not translated at all (measured in the lab).
 
     The simulation's TCP model (``ice.sim``) is checked against this for every pairing of filtering, SYN answer
-    and crossing-SYN behaviour (tests/test_tcp_nat.py). Examples: two port-restricted NATs that drop unsolicited
-    SYNs connect (measured in the lab: 10 in 10); a dropping one and a RST-answering Linux box connect (measured:
-    every time); two RST-answering Linux boxes do not; a symmetric NAT never does."""
+    and crossing-SYN behaviour, and the kernel lab for eight pairings (tests/test_tcp_nat.py, tests/test_lab.py).
+    Examples: two port-restricted NATs that drop unsolicited SYNs connect (measured in the lab: 10 in 10); a
+    dropping one and a RST-answering Linux box connect (measured: every time); two RST-answering Linux boxes do
+    not; a symmetric NAT never does."""
     if NatKind.UDP_BLOCKED in (a.kind, b.kind):
         return False
     for nat in (a, b):

@@ -256,7 +256,8 @@ class SimNat:
         return flow
 
     def _tcp_binding(self, now: float, internal: Address, remote: Address) -> _Binding:
-        """The binding a new outbound connection uses: the one its key names, else a new one (RFC 5382 §4.1-4.2)."""
+        """The binding a new outbound connection uses: the one its key names, else a new one (RFC 5382 §4.1; port
+        preservation as RFC 4787 §4.2.1)."""
         mapping = self.behaviour.tcp_mapping
         key: tuple[object, ...] = (internal,) if mapping is Mapping.ENDPOINT_INDEPENDENT else \
             (internal, remote[0]) if mapping is Mapping.ADDRESS_DEPENDENT else (internal, remote)
