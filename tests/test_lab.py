@@ -619,3 +619,41 @@ def test_tcp_simultaneous_open_in_the_kernel_matches_the_reasoning(pair: tuple[o
             got.append(tcp_punch(lab, 43000 + i).connected)
     assert root_links() == links_before
     assert all(got) is tcp_simultaneous_open_possible(a, b), got
+
+
+def test_engine_hairpins_tcp() -> None:
+    """Hairpinning (RFC 4787 §6, which RFC 5382 asks of TCP too) through the engine's TCP maps: host a connects to
+    host b's public TCP address on their shared full-cone NAT, and b's listener sees a at a's own public address
+    (port preserved)."""
+    import socket
+
+    from ice.lab.mn import Lab
+    from ice.topology.registry import topology
+
+    spec = topology("same_nat", "full-cone")
+    facts, server = spec.facts, spec.facts["stun_primary"].rsplit(":", 1)[0]
+    with Lab(spec) as lab:
+        socks: list[socket.socket] = []
+
+        def sock(node: str, local: tuple[str, int]) -> socket.socket:
+            with lab.inside(node):
+                s = socket.socket()
+            socks.append(s)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(local)
+            s.settimeout(2)
+            return s
+
+        try:
+            listener = sock("stun", (server, 5555))
+            listener.listen(2)
+            sock("b", (facts["b"], 45000)).connect((server, 5555))  # makes b's binding
+            mapped = listener.accept()[1]
+            b = sock("b", (facts["b"], 45000))
+            b.listen(2)
+            sock("a", (facts["a"], 46000)).connect(mapped)
+            assert mapped == (facts["nat_public"], 45000)
+            assert b.accept()[1] == (facts["nat_public"], 46000)
+        finally:
+            for s in socks:
+                s.close()
