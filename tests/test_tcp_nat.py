@@ -280,3 +280,24 @@ def test_tcp_stack_refuses_and_retransmits() -> None:
     c4 = stack.connect(net.now, ("198.51.100.1", 5003), ("198.51.100.2", 81))
     stack.handle_segment(net.now, ("198.51.100.1", 5003), ("198.51.100.2", 81), ICMP_UNREACHABLE)
     assert c4.error == "icmp"
+
+
+def test_a_scenario_cell_changes_the_tcp_section_by_name() -> None:
+    """``nats = { nat_a = { preset = "linux-masquerade", tcp = { unsolicited_syn = "rst" } } }``: the fields named
+    change, the others keep the preset's; mistakes are one sentence each."""
+    from ice.scenario.cell import NatChoice
+
+    choice = NatChoice.parse({"preset": "linux-masquerade", "tcp": {"unsolicited_syn": "rst"}})
+    b = choice.behaviour()
+    assert b.tcp.unsolicited_syn is SynAnswer.RST and b.tcp.established_timeout == 432000
+    assert choice.slug == "linux-masquerade+tcp=unsolicited_syn.rst"
+    assert choice.as_json() == {"preset": "linux-masquerade", "tcp": {"unsolicited_syn": "rst"}}
+    for table, message in [
+        ({"syn": "rst"}, "syn is not a TCP field; valid fields: mapping, filtering, port_preservation"),
+        ({"unsolicited_syn": "reset"}, "tcp unsolicited_syn is 'reset', not one of drop, rst, icmp"),
+        ({"simultaneous_open": "no"}, "tcp simultaneous_open is true or false, not 'no'"),
+        ({"filtering": "eif"}, "TCP through plain MASQUERADE with port preservation is eim-apdf"),
+        ("rst", "tcp is a table such as"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            NatChoice.parse({"preset": "linux-masquerade", "tcp": table})

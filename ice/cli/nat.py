@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 
 def cmd_nat_list(args: argparse.Namespace) -> int:
-    from ice.lab.nat import PRESETS
+    from ice.lab.nat import PRESETS, NatKind
 
     rows = [{"name": name, "rfc4787": b.name, **b.as_json()} for name, b in PRESETS.items()]
     if args.json:
@@ -25,6 +25,13 @@ def cmd_nat_list(args: argparse.Namespace) -> int:
         extra = [] if b.port_preservation else ["no port preservation"]
         if b.hairpinning:
             extra.append("hairpin")
+        m, f = b.tcp_mapping, b.tcp_filtering
+        if b.kind is not NatKind.NONE and m is not None and f is not None:  # RFC 5382: TCP (docs/tcp.md)
+            extra.append("TCP: " + ", ".join([
+                *([f"{m.short}-{f.short}"] if (m, f) != (b.mapping, b.filtering) else []),
+                f"unsolicited SYN {b.tcp.unsolicited_syn.value}",
+                *([] if b.tcp.simultaneous_open else ["no simultaneous open"]),
+            ]))
         print(f"{name:<{width}}  {b.name:<11}  {b.description}" + (f" [{', '.join(extra)}]" if extra else ""))
     return 0
 
