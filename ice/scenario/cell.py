@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ice.errors import UserError
-from ice.nat.behaviour import Filtering, NatBehaviour, NatKind, preset
+from ice.nat.behaviour import Filtering, NatBehaviour, NatKind, SynAnswer, TcpBehaviour, preset
 from ice.nat.behaviour import Mapping as MappingBehaviour
 
 if TYPE_CHECKING:
@@ -74,7 +74,52 @@ def _field_value(name: str, value: object) -> object:
         if not (isinstance(value, (list, tuple)) and all(isinstance(v, int) for v in value)):
             raise ValueError(f"allowed_tcp_ports is a list of port numbers, not {value!r}")
         return tuple(value)
+    if name == "tcp":
+        return _tcp_value(value)
     raise ValueError(f"{name} cannot be set from a scenario")  # pragma: no cover - NAT_FIELDS lists the names
+
+
+@dataclass(frozen=True)
+class TcpChanges:
+    """A cell's changes to its preset's TCP section (RFC 5382), e.g. ``tcp = { unsolicited_syn = "rst" }``: the
+    fields not named keep the preset's values."""
+
+    changes: tuple[tuple[str, Any], ...]
+
+    def as_json(self) -> dict[str, Any]:
+        return {k: _json_value(v) for k, v in self.changes}
+
+
+def _tcp_value(value: object) -> TcpChanges:
+    """A TOML/JSON table as changes to the TCP section (RFC 5382), e.g. ``{ unsolicited_syn = "rst" }``."""
+    if isinstance(value, TcpChanges):
+        return value
+    if not isinstance(value, Mapping):
+        raise ValueError(f"tcp is a table such as {{ unsolicited_syn = \"rst\" }}, not {value!r}")
+    fields = [f.name for f in dataclasses.fields(TcpBehaviour)]
+    unknown = sorted(set(value) - set(fields))
+    if unknown:
+        raise ValueError(f"{', '.join(unknown)} is not a TCP field; valid fields: {', '.join(fields)}")
+    changes: dict[str, object] = {}
+    for key, v in value.items():
+        if key in ("mapping", "filtering"):
+            changes[key] = _field_value(key, v)
+        elif key == "unsolicited_syn":
+            try:
+                changes[key] = SynAnswer(v)
+            except ValueError:
+                raise ValueError(f"tcp unsolicited_syn is {v!r}, not one of "
+                                 f"{', '.join(a.value for a in SynAnswer)}") from None
+        elif key in ("port_preservation", "simultaneous_open"):
+            if not isinstance(v, bool):
+                raise ValueError(f"tcp {key} is true or false, not {v!r}")
+            changes[key] = v
+        else:
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ValueError(f"tcp {key} is a whole number of seconds, not {v!r}")
+            changes[key] = v
+    TcpBehaviour(**changes)  # type: ignore[arg-type]  # a bad value fails here, with the reason
+    return TcpChanges(tuple(changes.items()))
 
 
 @dataclass(frozen=True)
@@ -113,8 +158,12 @@ class NatChoice:
             raise ValueError(str(exc)) from None
         if not self.overrides:
             return base
+        changes = dict(self.overrides)
+        tcp = changes.pop("tcp", None)
         try:
-            return base.with_(**dict(self.overrides))
+            if isinstance(tcp, TcpChanges):
+                base = base.with_tcp(**dict(tcp.changes))
+            return base.with_(**changes)
         except ValueError as exc:
             raise ValueError(f"{self.preset} with {self._text()}: {exc}") from None
 
@@ -139,12 +188,16 @@ class NatChoice:
 
 
 def _slug_value(name: str, v: object) -> str:
+    if isinstance(v, TcpChanges):
+        return ".".join(f"{k}.{str(x).lower()}" for k, x in v.as_json().items())
     if isinstance(v, tuple):
         return ("-" if name == "port_range" else ".").join(str(x) for x in v)
     return str(_json_value(v)).lower()
 
 
 def _json_value(v: object) -> Any:
+    if isinstance(v, TcpChanges):
+        return v.as_json()
     if isinstance(v, enum.Enum):
         return v.value
     if isinstance(v, tuple):

@@ -10,6 +10,11 @@ lab's token bucket filter as a model (:class:`~ice.topology.spec.TokenBucket`, o
 until the bucket holds its frame's length and is dropped when that wait means a queue longer than the filter's.
 Without a spec every address is directly reachable (the agent tests' flat network).
 
+TCP segments (:mod:`ice.sim.tcp`, abstract: flags, no byte stream) travel the same way through
+:meth:`SimNetwork.send_segment`: NATs translate them with their TCP model (RFC 5382) and may answer an unsolicited
+SYN with a RST or ICMP error of their own, and each host's :class:`TcpStack` (:meth:`SimNetwork.add_tcp`) takes what
+arrives; a host without one answers RST, as a kernel with nothing listening does.
+
 Agents and servers alike are driven through the endpoint contract (:mod:`ice.endpoint`): what arrives is fed with
 ``handle_datagram``, what they send is drained with ``poll_transmit``, and each timer runs at its
 ``next_timeout``.
@@ -26,6 +31,7 @@ from typing import Protocol
 from ice.agent.events import Event
 from ice.nat.behaviour import NatBehaviour
 from ice.sim.nat import SimNat
+from ice.sim.tcp import RST, Segment, TcpConfig, TcpFlag, TcpStack
 from ice.stun.attributes import Address
 from ice.stun.server import StunServer, StunServerConfig
 from ice.stun.transaction import Transmit
@@ -47,6 +53,12 @@ class Endpoint(Protocol):
     def poll_transmit(self) -> Transmit | None: ...
 
     def next_event(self) -> Event | None: ...
+
+
+class _Timed(Protocol):
+    def handle_timeout(self, now: float) -> None: ...
+
+    def next_timeout(self) -> float | None: ...
 
 
 class _Agent(Protocol):
@@ -117,10 +129,13 @@ class SimNetwork:
     """Link index -> loss on top of the link's own conditions (a timeline changes it mid-run)."""
     link_overrides: dict[int, LinkConditions] = field(default_factory=dict)
     """Link index -> conditions that replace the spec's (a timeline's ``link`` step sets them mid-run)."""
+    tcp: dict[str, TcpStack] = field(default_factory=dict)
+    """Host IP -> its TCP stack (:meth:`add_tcp`)."""
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
-        self._queue: list[tuple[float, int, Address, Address, bytes]] = []
+        self._queue: list[tuple[float, int, Address, Address, bytes | Segment]] = []
+        self._answers: list[tuple[Address, Address, Segment]] = []
         self._seq = 0
         self._nth: dict[tuple[int, str], int] = {}
         self._shapers: dict[tuple[int, str], _Shaper] = {}
@@ -178,6 +193,11 @@ class SimNetwork:
             del self.relays[relayed]
         return self.add_turn_server(listen, dict(old.config.users))
 
+    def add_tcp(self, ip: str, config: TcpConfig | None = None) -> TcpStack:
+        """A TCP stack for the host address ``ip`` (segments to that address go to it)."""
+        stack = self.tcp[ip] = TcpStack(ip, config or TcpConfig())
+        return stack
+
     def add_stun_server(self, primary: Address, alternate: Address | None = None) -> StunServer:
         server = StunServer(StunServerConfig(primary, alternate, software="icelab sim"))
         for local in server.config.local_addresses:
@@ -191,6 +211,17 @@ class SimNetwork:
         it (a NAT, a missing route, loss)."""
         packet = None if self.drop_if is not None and self.drop_if(src, dst, data) else \
             self._route(src, dst, len(data) + WIRE_OVERHEAD)
+        self._enqueue(src, dst, data, packet)
+
+    def send_segment(self, src: Address, dst: Address, seg: Segment) -> None:
+        """Route one TCP segment as :meth:`send` routes a datagram; a NAT's own answer to it (RST or ICMP for an
+        unsolicited SYN, RFC 5382 REQ-4) is sent back from the NAT's public address."""
+        self._enqueue(src, dst, seg, self._route(src, dst, WIRE_OVERHEAD + len(seg.data), seg))
+        answers, self._answers = self._answers, []
+        for frm, to, answer in answers:
+            self.send_segment(frm, to, answer)
+
+    def _enqueue(self, src: Address, dst: Address, data: bytes | Segment, packet: _Packet | None) -> None:
         lost = packet is None or packet.lost or (bool(self.loss) and self._rng.random() < self.loss)
         if packet is None or lost:
             self.dropped += 1
@@ -236,12 +267,14 @@ class SimNetwork:
         assert self.spec is not None
         return self.link_overrides.get(i) or self.spec.links[i].conditions
 
-    def _route(self, src: Address, dst: Address, size: int = 0) -> _Packet | None:
+    def _route(self, src: Address, dst: Address, size: int = 0, seg: Segment | None = None
+               ) -> _Packet | None:
         """Forward hop by hop from the node that owns ``src`` to the host that owns the (translated) destination:
-        the packet as it arrives there, or None if a NAT or a missing route drops it."""
+        the packet as it arrives there, or None if a NAT or a missing route drops it. ``seg``: the packet is that
+        TCP segment (NATs use their TCP model; a NAT's answer to it is left in ``_answers``)."""
         fabric = self.fabric
         if fabric is None:
-            return _Packet(src, dst) if self._bound(dst) else None
+            return _Packet(src, dst) if seg is not None or self._bound(dst) else None
         now = self.now
         packet = _Packet(src, dst, size=size)
         node = fabric.owner(src[0])
@@ -254,10 +287,19 @@ class SimNetwork:
             nat = self.nats.get(node)
             if fabric.owner(packet.dst[0]) == node:
                 if kind is NodeKind.HOST:
-                    return packet if self._bound(packet.dst) else None
+                    return packet if seg is not None or self._bound(packet.dst) else None
                 if nat is None or ingress is None or translated_in:
                     return None
-                if ingress.role == "wan":  # inbound to one of our bindings (RFC 4787 §5 filtering)
+                if seg is not None:  # TCP (RFC 5382): to a tracked connection, a binding's filter, or answered
+                    if ingress.role != "wan":
+                        return None  # TCP hairpinning is not modelled
+                    verdict = nat.tcp_inbound(now, packet.src, packet.dst[1], seg)
+                    if verdict.to is None:
+                        if verdict.answer is not None:
+                            self._answers.append((packet.dst, packet.src, verdict.answer))
+                        return None
+                    packet.dst = verdict.to
+                elif ingress.role == "wan":  # inbound to one of our bindings (RFC 4787 §5 filtering)
                     seen = nat.inbound_seen(now, packet.src, packet.dst[1])
                     if seen is None:
                         return None
@@ -275,7 +317,12 @@ class SimNetwork:
             if hop is None:
                 return None
             if nat is not None and ingress is not None and not translated_in:
-                if ingress.role == "lan" and hop.egress.role == "wan":
+                if ingress.role == "lan" and hop.egress.role == "wan" and seg is not None:
+                    ext = nat.tcp_outbound(now, packet.src, packet.dst, seg)
+                    if ext is None:
+                        return None
+                    packet.src = ext
+                elif ingress.role == "lan" and hop.egress.role == "wan":
                     routed = nat.outbound_to(now, packet.src, packet.dst)
                     if routed is None:
                         return None
@@ -317,6 +364,12 @@ class SimNetwork:
                 if self.sent is not None and agent:
                     self.sent.append((self.now, t.local, t.remote, t.data))
                 self.send(t.local, t.remote, t.data)
+        for stack in self.tcp.values():
+            while (segment := stack.poll_segment()) is not None:
+                local, remote, seg = segment
+                if self.trace is not None:
+                    self.trace.append((self.now, "sent", local, remote))
+                self.send_segment(local, remote, seg)
 
     def _unique_endpoints(self) -> list[Endpoint]:
         """The agents, then the servers (each once, whatever number of addresses it has)."""
@@ -331,7 +384,8 @@ class SimNetwork:
             if stop():
                 return
             endpoints = self._unique_endpoints()
-            times = [t for e in endpoints if (t := e.next_timeout()) is not None]
+            timed: list[_Timed] = [*endpoints, *self.tcp.values()]
+            times = [t for e in timed if (t := e.next_timeout()) is not None]
             if self._queue:
                 times.append(self._queue[0][0])
             if not times or min(times) > until:
@@ -343,10 +397,20 @@ class SimNetwork:
                 self.delivered += 1
                 if self.trace is not None:
                     self.trace.append((self.now, "delivered", src, dst))
+                if isinstance(data, Segment):
+                    self._deliver_segment(src, dst, data)
+                    continue
                 endpoint = self._endpoint_at(dst)
                 if endpoint is not None:
                     endpoint.handle_datagram(self.now, dst, src, data)
-            for e in endpoints:
+            for e in timed:
                 t = e.next_timeout()
                 if t is not None and t <= self.now:
                     e.handle_timeout(self.now)
+
+    def _deliver_segment(self, src: Address, dst: Address, seg: Segment) -> None:
+        stack = self.tcp.get(dst[0])
+        if stack is not None:
+            stack.handle_segment(self.now, dst, src, seg)
+        elif not seg.icmp and TcpFlag.RST not in seg.flags:
+            self.send_segment(dst, src, RST)  # the host's kernel: nothing listens there
