@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-import pytest
+import itertools
+import random
 
-from ice.agent import Candidate, CandidateType
+import pytest
+from tcp_net import TcpNet
+
+from ice.agent import AgentConfig, AgentState, Candidate, CandidateType, IceAgent
+from ice.agent.events import DataReceived, SelectedPairChanged
 from ice.agent.sdp import IceDescription
 from ice.agent.tcp import (
     DISCARD_PORT,
     Rfc4571Framer,
+    TcpClose,
     TcpConfig,
+    TcpConnect,
+    TcpConnected,
+    TcpSend,
     TcpType,
     frame,
     tcp_candidate,
@@ -158,3 +167,260 @@ def test_pairing_rules() -> None:
             assert tcp_pairable(a[mine], b[theirs]) == ((mine, theirs) in ok)
     udp = Candidate.from_sdp("1 1 udp 2130706431 10.0.0.2 6000 typ host")
     assert not any(tcp_pairable(c, udp) or tcp_pairable(udp, c) for c in a.values())
+
+
+# ============================================================= checks over TCP (RFC 6544 §7), virtual clock
+
+
+TCP_ON = AgentConfig(tcp=TcpConfig(enabled=True))
+IP_A, IP_B = "10.0.0.1", "10.0.0.2"
+
+
+def tcp_agents(cfg: AgentConfig = TCP_ON) -> tuple[IceAgent, IceAgent]:
+    return IceAgent(True, cfg, rng=random.Random(1)), IceAgent(False, cfg, rng=random.Random(2))
+
+
+def signal(net: TcpNet, a: IceAgent, b: IceAgent) -> None:
+    a.end_of_local_candidates()
+    b.end_of_local_candidates()
+    for x, y in ((a, b), (b, a)):
+        y.set_remote_credentials(net.now, x.ufrag, x.pwd)
+        for c in x.local_candidates:
+            y.add_remote_candidate(net.now, c)
+        y.add_remote_candidate(net.now, None)
+
+
+def up(*xs: IceAgent) -> bool:
+    return all(x.selected is not None and x.state in (AgentState.CONNECTED, AgentState.COMPLETED) for x in xs)
+
+
+def events(agent: IceAgent) -> list[object]:
+    out = []
+    while (e := agent.next_event()) is not None:
+        out.append(e)
+    return out
+
+
+def test_active_to_passive_connects_and_carries_data() -> None:
+    net = TcpNet(chunk=7)  # every frame split across several reads
+    a, b = tcp_agents()
+    net.attach(a)
+    net.attach(b)
+    a.add_tcp_host_candidate((IP_A, 0), TcpType.ACTIVE)
+    b.add_tcp_host_candidate((IP_B, 5000), TcpType.PASSIVE)
+    signal(net, a, b)
+    net.run(2.0, stop=lambda: up(a, b))
+    assert up(a, b)
+    assert a.selected is not None and b.selected is not None
+    assert (a.selected.local.tcptype, a.selected.remote.address) == ("active", (IP_B, 5000))
+    # The passive side learnt the active end as a peer-reflexive candidate with the connection's real port.
+    assert b.selected.remote.type is CandidateType.PEER_REFLEXIVE and b.selected.remote.tcptype == "active"
+    assert b.selected.remote.address == (IP_A, 40000) and b.stats["tcp-prflx-remote"] == 1
+    assert len(net.connects) == 1 and net.connects[0][1].local == (IP_A, 0) and not net.connects[0][1].simultaneous
+    assert a.stats["tcp-retransmit-suppressed"] == 0 and a.stats["tcp-connected"] == 1
+    events(a), events(b)
+    assert a.send(b"ping") and b.send(b"pong" * 100)
+    net.run(net.now + 0.1)
+    got_b = [e for e in events(b) if isinstance(e, DataReceived)]
+    got_a = [e for e in events(a) if isinstance(e, DataReceived)]
+    assert [e.data for e in got_b] == [b"ping"] and [e.data for e in got_a] == [b"pong" * 100]
+    assert got_a[0].remote == (IP_B, 5000)
+
+
+def test_simultaneous_open_so_to_so() -> None:
+    net = TcpNet()
+    a, b = tcp_agents()
+    net.attach(a)
+    net.attach(b)
+    a.add_tcp_host_candidate((IP_A, 7000), TcpType.SO)
+    b.add_tcp_host_candidate((IP_B, 7001), TcpType.SO)
+    signal(net, a, b)
+    net.run(2.0, stop=lambda: up(a, b))
+    assert up(a, b)
+    assert a.selected is not None and b.selected is not None
+    assert a.selected.remote.address == (IP_B, 7001) and b.selected.remote.address == (IP_A, 7000)
+    assert b.selected.remote.type is CandidateType.HOST  # the so pair itself, no prflx: the address is known
+    so_connects = [c for _, c in net.connects if c.simultaneous]
+    assert so_connects and all(c.local in ((IP_A, 7000), (IP_B, 7001)) for c in so_connects)
+    a.send(b"x")
+    net.run(net.now + 0.1)
+    assert [e.data for e in events(b) if isinstance(e, DataReceived)] == [b"x"]
+
+
+def test_udp_wins_when_both_succeed() -> None:
+    net = TcpNet()
+    a, b = tcp_agents()
+    net.attach(a, (IP_A, 1000))
+    net.attach(b, (IP_B, 2000))
+    for x, ip in ((a, IP_A), (b, IP_B)):
+        x.add_tcp_host_candidate((ip, 0), TcpType.ACTIVE)
+        x.add_tcp_host_candidate((ip, 6000), TcpType.PASSIVE)
+        x.add_tcp_host_candidate((ip, 6001), TcpType.SO)
+    signal(net, a, b)
+    net.run(5.0, stop=lambda: up(a, b) and a.state is AgentState.COMPLETED)
+    assert up(a, b)
+    assert a.selected is not None and a.selected.local.transport == "udp" and a.selected.remote.transport == "udp"
+    assert b.selected is not None and b.selected.local.transport == "udp"
+    tcp_pairs = [p for p in a.pairs if p.local.transport == "tcp"]
+    assert tcp_pairs and all(p.remote.transport == "tcp" for p in tcp_pairs)
+    assert max(p.priority for p in a.pairs if p.local.transport == "udp") > max(p.priority for p in tcp_pairs)
+    # Pairing per RFC 6544 §6.2: active-passive and so-so only; none from the local passive candidate.
+    kinds = {(p.local.tcptype, p.remote.tcptype) for p in tcp_pairs if p.remote.type is CandidateType.HOST}
+    assert kinds == {("active", "passive"), ("so", "so")}
+
+
+def test_tcp_is_off_by_default() -> None:
+    a = IceAgent(True, rng=random.Random(1))
+    a.add_host_candidate((IP_A, 1000))
+    a.set_remote_credentials(0.0, "abcd", "x" * 22)
+    a.add_remote_candidate(0.0, Candidate.from_sdp(RFC_LINES[1]))
+    assert not a.pairs and a.stats["remote-candidate-ignored"] == 1
+    b = IceAgent(True, TCP_ON, rng=random.Random(1))
+    b.add_host_candidate((IP_A, 1000))
+    b.add_tcp_host_candidate((IP_A, 0), TcpType.ACTIVE)
+    b.set_remote_credentials(0.0, "abcd", "x" * 22)
+    b.add_remote_candidate(0.0, Candidate.from_sdp("1 1 tcp 1 10.0.0.2 5000 typ host tcptype sideways"))
+    assert b.stats["remote-candidate-bad-tcptype"] == 1 and not b.pairs
+    b.add_remote_candidate(0.0, Candidate.from_sdp("1 1 udp 1 10.0.0.2 5000 typ host"))
+    assert [(p.local.transport, p.remote.transport) for p in b.pairs] == [("udp", "udp")]
+
+
+def test_reconnects_are_paced_then_the_pair_fails() -> None:
+    cfg = AgentConfig(tcp=TcpConfig(enabled=True, reconnect_interval=0.1, reconnect_max_interval=0.4,
+                                    max_connect_attempts=4))
+    net = TcpNet(refuse=lambda src, dst: True)  # every SYN answered with RST
+    a, b = tcp_agents(cfg)
+    net.attach(a)
+    net.attach(b)
+    a.add_tcp_host_candidate((IP_A, 0), TcpType.ACTIVE)
+    b.add_tcp_host_candidate((IP_B, 5000), TcpType.PASSIVE)
+    signal(net, a, b)
+    net.run(10.0, stop=lambda: a.state is AgentState.FAILED)
+    times = [t for t, _ in net.connects]
+    assert len(times) == 4 and a.stats["tcp-gave-up"] == 1
+    gaps = [round(t1 - t0, 3) for t0, t1 in itertools.pairwise(times)]
+    # Each retry waits the backoff after the RST (which takes one round trip, 2 x 5 ms): 0.1, 0.2, 0.4 s.
+    assert gaps == [0.11, 0.21, 0.41]
+    assert a.state is AgentState.FAILED and all(p.state.value == "failed" for p in a.pairs)
+
+
+def test_connect_timeout_abandons_the_attempt() -> None:
+    cfg = AgentConfig(tcp=TcpConfig(enabled=True, connect_timeout=0.5, max_connect_attempts=2))
+    net = TcpNet(blackhole=lambda src, dst: True)
+    a, b = tcp_agents(cfg)
+    net.attach(a)
+    net.attach(b)
+    a.add_tcp_host_candidate((IP_A, 0), TcpType.ACTIVE)
+    b.add_tcp_host_candidate((IP_B, 5000), TcpType.PASSIVE)
+    signal(net, a, b)
+    closes: list[float] = []
+    a_poll = a.poll_tcp
+
+    def spy() -> object:
+        i = a_poll()
+        if isinstance(i, TcpClose):
+            closes.append(net.now)
+        return i
+
+    a.poll_tcp = spy  # type: ignore[method-assign]
+    net.run(5.0, stop=lambda: a.state is AgentState.FAILED)
+    assert [round(t, 3) for t, _ in net.connects] == [0.0, 0.6]  # timeout 0.5 s, then the 0.1 s backoff
+    assert [round(t, 3) for t in closes] == [0.5, 1.1]
+    assert a.stats["tcp-connect-timeout"] == 2 and a.state is AgentState.FAILED
+
+
+def test_connect_pace_spaces_attempts_across_pairs() -> None:
+    cfg = AgentConfig(ta=0.0, tcp=TcpConfig(enabled=True, connect_pace=0.05))
+    a = IceAgent(True, cfg, rng=random.Random(1))
+    a.add_tcp_host_candidate((IP_A, 0), TcpType.ACTIVE)
+    a.set_remote_credentials(0.0, "abcd", "x" * 22)
+    for port in (5000, 5001, 5002):
+        a.add_remote_candidate(0.0, Candidate.from_sdp(f"{port} 1 tcp 2124414975 {IP_B} {port} typ host "
+                                                       f"tcptype passive"))
+    now = 0.0
+    seen: list[float] = []
+    while now < 1.0:
+        a.handle_timeout(now)
+        while (i := a.poll_tcp()) is not None:
+            if isinstance(i, TcpConnect):
+                seen.append(now)
+        t = a.next_timeout()
+        assert t is not None
+        now = max(t, now + 1e-6)
+    assert [round(t, 3) for t in seen[:3]] == [0.0, 0.05, 0.1]
+
+
+def test_garbage_on_a_connection_is_counted() -> None:
+    net = TcpNet()
+    a, b = tcp_agents()
+    net.attach(a)
+    net.attach(b)
+    a.add_tcp_host_candidate((IP_A, 0), TcpType.ACTIVE)
+    b.add_tcp_host_candidate((IP_B, 5000), TcpType.PASSIVE)
+    b.set_remote_credentials(0.0, a.ufrag, a.pwd)
+    conn = b.accept_tcp(0.0, (IP_B, 5000), (IP_A, 41000))
+    assert conn is not None
+    bad_stun = b"\x00\x01\x00\x08\x21\x12\xa4\x42" + b"t" * 12 + b"\x00\x06\x00\xff" + b"xxxx"
+    junk = frame(b"not stun, and before any check") + b"\x00\x00" + frame(bad_stun)
+    b.handle_tcp_data(0.0, conn, junk)
+    b.handle_tcp_data(0.0, 999, b"\x00\x05hello")
+    assert b.stats["tcp-data-before-check"] == 1 and b.stats["tcp-frame-empty"] == 1
+    assert b.stats["malformed"] == 1 and b.stats["tcp-data-unknown-connection"] == 1
+    assert b.accept_tcp(0.0, (IP_B, 5999), (IP_A, 41001)) is None and b.stats["tcp-accept-refused"] == 1
+    assert b.accept_tcp(0.0, (IP_A, 9), (IP_A, 41001)) is None
+
+
+def test_response_on_another_connection_fails_the_pair() -> None:
+    """RFC 6544 §7.1 / RFC 8445 §7.2.5.2.1: an answer counts only on the connection its check went on."""
+    net = TcpNet()
+    a, b = tcp_agents()
+    net.attach(a)
+    net.attach(b)
+    a.add_tcp_host_candidate((IP_A, 0), TcpType.ACTIVE)
+    b.add_tcp_host_candidate((IP_B, 5000), TcpType.PASSIVE)
+    signal(net, a, b)
+    connect = a.poll_tcp()
+    assert isinstance(connect, TcpConnect)
+    a.handle_tcp_event(0.01, TcpConnected(connect.conn))
+    send = a.poll_tcp()
+    assert isinstance(send, TcpSend)
+    # The peer's answer to this check, delivered as if it came as a UDP datagram: not the same path.
+    bc = b.accept_tcp(0.01, (IP_B, 5000), (IP_A, 40000))
+    assert bc is not None
+    b.handle_tcp_data(0.02, bc, send.data)
+    answer = next(i for i in iter(b.poll_tcp, None) if isinstance(i, TcpSend))
+    a.handle_datagram(0.03, (IP_A, 9), (IP_B, 5000), answer.data[2:])
+    assert a.stats["response-asymmetric"] == 1
+    events(a)
+    assert not any(p.valid for p in a.pairs)
+
+
+def test_selected_pair_event_names_tcp_candidates() -> None:
+    net = TcpNet()
+    a, b = tcp_agents()
+    net.attach(a)
+    net.attach(b)
+    a.add_tcp_host_candidate((IP_A, 0), TcpType.ACTIVE)
+    b.add_tcp_host_candidate((IP_B, 5000), TcpType.PASSIVE)
+    signal(net, a, b)
+    net.run(2.0, stop=lambda: up(a, b))
+    sel = [e for e in events(a) if isinstance(e, SelectedPairChanged)]
+    assert len(sel) == 1 and sel[0].local.tcptype == "active" and sel[0].base == (IP_A, 9)
+
+
+def test_random_bytes_never_raise() -> None:
+    net = TcpNet()
+    a, b = tcp_agents()
+    net.attach(a)
+    net.attach(b)
+    a.add_tcp_host_candidate((IP_A, 0), TcpType.ACTIVE)
+    b.add_tcp_host_candidate((IP_B, 5000), TcpType.PASSIVE)
+    signal(net, a, b)
+    net.run(2.0, stop=lambda: up(a, b))
+    conn = next(iter(b._tcp.conns))
+    rng = random.Random(7)
+    for _ in range(300):
+        n = rng.choice((1, 2, 3, 20, 100, 700))
+        b.handle_tcp_data(net.now, conn, bytes(rng.getrandbits(8) for _ in range(n)))
+    assert b.state in (AgentState.CONNECTED, AgentState.COMPLETED)
+    assert b._tcp.conns[conn].framer.buffered <= 65537

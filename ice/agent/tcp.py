@@ -83,6 +83,9 @@ class TcpConfig:
     """Connection attempts for one pair's checks; after the last one fails, the pair fails."""
     max_frame: int = MAX_FRAME
     """Frames longer than this are skipped (counted), never buffered; at most RFC 4571's 65535."""
+    stun_timeout: float = 2.0
+    """The asyncio driver's bound on one STUN Binding over TCP (connect and answer) when it gathers a TCP
+    server-reflexive candidate."""
 
     def __post_init__(self) -> None:
         if not all(0 <= d <= 7 for d in (*self.direction_host, *self.direction_nat)):
@@ -283,6 +286,8 @@ class TcpConn:
     framer: Rfc4571Framer
     state: ConnState = ConnState.CONNECTING
     started_at: float | None = None
+    """When the driver was asked for it (None: not yet, it waits for ``due_at`` and the pacing)."""
+    due_at: float = 0.0
     pending: list[bytes] = field(default_factory=list)
     """Frames waiting for the connection to come up."""
 
@@ -303,6 +308,10 @@ class TcpState(Generic[P]):
     retry_at: dict[P, float] = field(default_factory=dict)
     """Pair -> when its next (paced) connection attempt is due."""
     next_connect_at: float = 0.0
+    pruned: int = 0
+    """Pairs not formed because their local candidate is passive (RFC 6544 §6.2): while there are any, the peer
+    may still connect to us, so ICE does not fail for want of pairs (as an ICE-lite agent waits for checks); the
+    application's own deadline (``Connection.connect``'s timeout) bounds the wait."""
     next_id: int = 1
     out: deque[TcpIntent] = field(default_factory=deque)
     rx: TcpConn | None = None
