@@ -10,6 +10,7 @@ import asyncio
 import logging
 import socket
 from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import replace
 
 from ice.agent import AgentConfig, AgentState, Candidate, IceAgent
 from ice.agent.candidate import pair_text
@@ -22,7 +23,9 @@ from ice.agent.events import (
     StateChanged,
     StunServerUnreachable,
 )
+from ice.agent.tcp import TcpType
 from ice.aio.driver import Driver
+from ice.aio.tcp import TcpEndpoint, TcpPlumbing
 from ice.aio.turn_client import open_turn_stream
 from ice.endpoint import Endpoint
 from ice.errors import ConnectTimeout, GatheringFailed, IceFailed, NotConnected, TurnError
@@ -58,9 +61,16 @@ class Connection:
         relay_only: bool = False,
         make_stream_socket: Callable[[socket.AddressFamily], socket.socket] | None = None,
         queue_events: bool = True,
+        transports: str = "udp",
+        tcp_types: Iterable[TcpType] = (TcpType.ACTIVE, TcpType.PASSIVE, TcpType.SO),
     ) -> None:
         self._make_stream_socket = make_stream_socket or (lambda fam: socket.socket(fam, socket.SOCK_STREAM))
-        self.agent = IceAgent(controlling, config or AgentConfig())
+        config = self._with_transports(config or AgentConfig(), transports)
+        self.transports = transports
+        """``"udp"`` (the default), ``"tcp"`` or ``"both"``: the candidates gathered (ICE-TCP: RFC 6544)."""
+        self.tcp_types = tuple(tcp_types)
+        """The tcptypes of the TCP host candidates gathered per bind address (RFC 6544 §4.1)."""
+        self.agent = IceAgent(controlling, config)
         self.components = components
         self.turn = turn
         self.relay_only = relay_only
@@ -69,6 +79,11 @@ class Connection:
         self.relayed = RelayedAgent(self.agent, turn) if turn is not None else None
         """The ICE-over-TURN composition (RFC 8445 §5.1.1.2) when there is a TURN server."""
         self.endpoint: Endpoint[Event] = self.relayed if self.relayed is not None else self.agent
+        self.tcp: TcpPlumbing | None = None
+        """The listeners and connections of the TCP candidates (None: UDP only)."""
+        if transports != "udp":
+            self.tcp = TcpPlumbing(self.agent, lambda: self.driver.pump(), self._make_stream_socket)
+            self.endpoint = TcpEndpoint(self.endpoint, self.tcp)
         self._driver: Driver[Event] | None = None
         self._stream_tasks: set[asyncio.Task[None]] = set()
         self.bind = list(bind)
@@ -118,7 +133,7 @@ class Connection:
         server and the reason. Candidates trickle (``events()``, ``on_event``) as they are gathered."""
         driver = self.driver
         for component in range(1, self.components + 1):
-            for ip in self.bind:
+            for ip in self.bind if self.transports != "tcp" else ():
                 sock = self._make_socket(socket.AF_INET6 if ":" in ip else socket.AF_INET)
                 sock.bind((ip, 0))
                 local = driver.add_socket(sock, icmp_errors=True)
@@ -127,6 +142,8 @@ class Connection:
                     self.agent.add_host_candidate(local, component=component)
             if self.relayed is not None:
                 await self._open_relay(self.relayed, component)
+        if self.tcp is not None:
+            await self._gather_tcp(self.tcp)
         now = self._now()
         for local in self._hosts:
             for server in self.stun_servers if not self.relay_only else ():
@@ -142,6 +159,25 @@ class Connection:
             raise GatheringFailed("no local candidate: " + ("no relayed candidate (the TURN allocation failed)"
                                                           if self.relay_only else "no usable socket"))
         return self.local_candidates
+
+    @staticmethod
+    def _with_transports(config: AgentConfig, transports: str) -> AgentConfig:
+        if transports not in ("udp", "tcp", "both"):
+            raise ValueError(f"transports is 'udp', 'tcp' or 'both', not {transports!r}")
+        if transports != "udp" and not config.tcp.enabled:
+            return replace(config, tcp=replace(config.tcp, enabled=True))
+        return config
+
+    async def _gather_tcp(self, tcp: TcpPlumbing) -> None:
+        """TCP host candidates of ``tcp_types`` on every bind address (passive and so ones listen), then their
+        server-reflexive candidates from a STUN Binding over TCP to each STUN server (RFC 6544 §4.1)."""
+        for component in range(1, self.components + 1):
+            for ip in self.bind:
+                for tcptype in self.tcp_types:
+                    await tcp.add_candidate(ip, tcptype, component)
+        if not self.relay_only:
+            for server in self.stun_servers:
+                await tcp.gather_server_reflexive(server, self.agent.config.tcp.stun_timeout)
 
     async def _open_relay(self, relayed: RelayedAgent, component: int) -> None:
         """The socket (or TCP/TLS stream, RFC 8656 §3.1) a component's TURN allocation lives on."""
@@ -227,6 +263,8 @@ class Connection:
             self.relayed.close(self._now())  # deallocate (RFC 8656 §8): sent by the driver's last pump
         else:
             self.agent.close()
+        if self.tcp is not None:
+            self.tcp.close()
         if self._driver is not None:
             self._driver.close()
         for task in self._stream_tasks:
