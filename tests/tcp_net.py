@@ -28,6 +28,9 @@ class TcpNet:
     """(src, dst) -> refuse this SYN with a RST."""
     blackhole: Callable[[Address, Address], bool] | None = None
     """(src, dst) -> drop this SYN silently (the initiator's connect never completes)."""
+    separate: bool = False
+    """Crossing SYNs make two connections (each reaches the other's listener) instead of one simultaneous open:
+    what NATs that give each attempt its own port can do."""
     connects: list[tuple[float, TcpConnect]] = field(default_factory=list)
     _q: list[tuple[float, int, Callable[[], None]]] = field(default_factory=list)
     _seq: itertools.count[int] = field(default_factory=itertools.count)
@@ -89,7 +92,7 @@ class TcpNet:
             return  # already established by the other end's crossing SYN
         if self.blackhole is not None and self.blackhole(src, c.remote):
             return
-        crossing = self._syn_sent.pop((c.remote, src), None)
+        crossing = None if self.separate else self._syn_sent.pop((c.remote, src), None)
         if crossing is not None:  # simultaneous open: one connection, both ends "connected"
             del self._syn_sent[(src, c.remote)]
             self._links[(id(agent), c.conn)] = crossing
@@ -98,7 +101,7 @@ class TcpNet:
                 self._at(self.now + self.latency, lambda g=ag, k=cid: g.handle_tcp_event(self.now, TcpConnected(k)))
             return
         del self._syn_sent[(src, c.remote)]
-        if (src, c.remote) in self._tuples:  # the 4-tuple is taken (the other end's connection to us)
+        if (src, c.remote) in self._tuples and not self.separate:  # the 4-tuple is taken (the peer connected)
             self._at(self.now, lambda: agent.handle_tcp_event(self.now, TcpConnectFailed(c.conn, "in use")))
             return
         dst = self._listener(c.remote)

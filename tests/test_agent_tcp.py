@@ -15,6 +15,7 @@ from ice.agent.tcp import (
     DISCARD_PORT,
     Rfc4571Framer,
     TcpClose,
+    TcpClosed,
     TcpConfig,
     TcpConnect,
     TcpConnected,
@@ -370,8 +371,8 @@ def test_garbage_on_a_connection_is_counted() -> None:
     assert b.accept_tcp(0.0, (IP_A, 9), (IP_A, 41001)) is None
 
 
-def test_response_on_another_connection_fails_the_pair() -> None:
-    """RFC 6544 §7.1 / RFC 8445 §7.2.5.2.1: an answer counts only on the connection its check went on."""
+def test_answer_to_a_tcp_check_as_a_datagram_fails_the_pair() -> None:
+    """RFC 8445 §7.2.5.2.1 with RFC 6544 §7.1: a TCP check's answer counts only over TCP."""
     net = TcpNet()
     a, b = tcp_agents()
     net.attach(a)
@@ -424,3 +425,55 @@ def test_random_bytes_never_raise() -> None:
         b.handle_tcp_data(net.now, conn, bytes(rng.getrandbits(8) for _ in range(n)))
     assert b.state in (AgentState.CONNECTED, AgentState.COMPLETED)
     assert b._tcp.conns[conn].framer.buffered <= 65537
+
+
+def test_crossing_connections_settle_on_the_controlling_agents() -> None:
+    """Both so ends connect at once and each attempt reaches the other's listener as its own connection: both
+    agents keep the controlling agent's connection, the controlled one closes its own, data flows."""
+    net = TcpNet(separate=True)
+    a, b = tcp_agents()
+    net.attach(a)
+    net.attach(b)
+    a.add_tcp_host_candidate((IP_A, 7000), TcpType.SO)
+    b.add_tcp_host_candidate((IP_B, 7001), TcpType.SO)
+    b.set_remote_credentials(0.0, a.ufrag, a.pwd)
+    a.set_remote_credentials(0.0, b.ufrag, b.pwd)
+    b.add_remote_candidate(0.0, a.local_candidates[0])  # both check at t = 0: the SYNs cross
+    a.add_remote_candidate(0.0, b.local_candidates[0])
+    net.run(2.0, stop=lambda: up(a, b))
+    assert up(a, b)
+    assert len(net.connects) == 2 and b.stats["tcp-duplicate-connection"] == 1
+    assert a.selected is not None and b.selected is not None
+    a_conn, b_conn = a._tcp.pair_conn[a.selected], b._tcp.pair_conn[b.selected]
+    assert a_conn.outgoing and not b_conn.outgoing  # the controlling agent's connection, on both ends
+    events(a), events(b)
+    a.send(b"1")
+    b.send(b"2")
+    net.run(net.now + 0.1)
+    assert [e.data for e in events(b) if isinstance(e, DataReceived)] == [b"1"]
+    assert [e.data for e in events(a) if isinstance(e, DataReceived)] == [b"2"]
+
+
+def test_selected_so_pair_reconnects_after_the_connection_drops() -> None:
+    cfg = AgentConfig(tcp=TcpConfig(enabled=True, reconnect_interval=0.05))
+    net = TcpNet()
+    a, b = tcp_agents(cfg)
+    net.attach(a)
+    net.attach(b)
+    a.add_tcp_host_candidate((IP_A, 7000), TcpType.SO)
+    b.add_tcp_host_candidate((IP_B, 7001), TcpType.SO)
+    signal(net, a, b)
+    net.run(2.0, stop=lambda: up(a, b))
+    assert a.selected is not None and b.selected is not None
+    # The connection dies under both ends (a middlebox reset it).
+    for x in (a, b):
+        conn = x._tcp.pair_conn[x.selected]
+        x.handle_tcp_event(net.now, TcpClosed(conn.id))
+    net.run(net.now + 1.0, stop=lambda: a.selected is not None and a.selected in a._tcp.pair_conn
+            and a._tcp.pair_conn[a.selected].state.value == "up"
+            and b.selected is not None and b.selected in b._tcp.pair_conn)
+    events(a), events(b)
+    assert a.send(b"again")
+    net.run(net.now + 0.1)
+    assert [e.data for e in events(b) if isinstance(e, DataReceived)] == [b"again"]
+    assert a.stats["tcp-closed"] == 1 and a.stats["tcp-connects"] + b.stats["tcp-connects"] >= 3
