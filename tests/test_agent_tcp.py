@@ -477,3 +477,21 @@ def test_selected_so_pair_reconnects_after_the_connection_drops() -> None:
     net.run(net.now + 0.1)
     assert [e.data for e in events(b) if isinstance(e, DataReceived)] == [b"again"]
     assert a.stats["tcp-closed"] == 1 and a.stats["tcp-connects"] + b.stats["tcp-connects"] >= 3
+
+
+def test_check_on_a_connection_before_the_remote_credentials() -> None:
+    """RFC 8838 §11 over TCP: answered at once, learnt (prflx, pair, triggered check) when the credentials come."""
+    net = TcpNet()
+    a, b = tcp_agents()
+    net.attach(a)
+    net.attach(b)
+    a.add_tcp_host_candidate((IP_A, 0), TcpType.ACTIVE)
+    b.add_tcp_host_candidate((IP_B, 5000), TcpType.PASSIVE)
+    a.set_remote_credentials(0.0, b.ufrag, b.pwd)
+    a.add_remote_candidate(0.0, b.local_candidates[0])
+    net.run(0.2)
+    assert any(p.valid for p in a.pairs) and not b.pairs and len(b._tcp.early) == 1
+    b.set_remote_credentials(net.now, a.ufrag, a.pwd)
+    assert b.pairs and b.pairs[0].remote.tcptype == "active" and not b._tcp.early
+    net.run(2.0, stop=lambda: up(a, b))
+    assert up(a, b)

@@ -11,6 +11,10 @@ Driving it::
     while (t := agent.poll_transmit()): sock(t.local).sendto(t.data, t.remote)
     while (e := agent.next_event()): ...
 
+ICE-TCP (RFC 6544, with ``AgentConfig.tcp.enabled``): ``add_tcp_host_candidate``/``add_tcp_server_reflexive``
+add TCP candidates; the driver carries out ``poll_tcp()`` (connect, send an RFC 4571 frame, close), reports with
+``handle_tcp_event`` and ``accept_tcp`` and feeds ``handle_tcp_data`` (see the ICE-TCP section of the class).
+
 One data stream with any number of components (RTP/RTCP style: each component has its own sockets, pairs,
 nomination and selected pair). Bad input from the network is counted in ``stats`` or answered with a STUN error
 (400, 401, 420, 487); it never raises.
@@ -1381,7 +1385,7 @@ class IceAgent:
         return (self._tcp.rx is not None) == (pair.local.transport == "tcp")
 
     def _tcp_prflx_remote(self, local: Candidate, remote: Address, priority: int) -> Candidate:
-        """RFC 6544 §7.2.2: a check on a connection from an unknown address (an active candidate's connection
+        """RFC 6544 §7.2: a check on a connection from an unknown address (an active candidate's connection
         comes from a port nobody signalled) makes a peer-reflexive remote candidate of the opposite tcptype."""
         mine = TcpType.of(local)
         tcptype = mine.opposite if mine is not None else TcpType.ACTIVE

@@ -52,7 +52,7 @@ class TcpType(enum.Enum):
     @property
     def opposite(self) -> TcpType:
         """The tcptype this one pairs with (RFC 6544 §6.2), and that of a peer-reflexive remote candidate learnt
-        from a connection on a local candidate of this type (RFC 6544 §7.2.2)."""
+        from a connection on a local candidate of this type (RFC 6544 §7.2)."""
         return {TcpType.ACTIVE: TcpType.PASSIVE, TcpType.PASSIVE: TcpType.ACTIVE, TcpType.SO: TcpType.SO}[self]
 
 
