@@ -495,3 +495,26 @@ def test_check_on_a_connection_before_the_remote_credentials() -> None:
     assert b.pairs and b.pairs[0].remote.tcptype == "active" and not b._tcp.early
     net.run(2.0, stop=lambda: up(a, b))
     assert up(a, b)
+
+
+def test_ice_restart_keeps_using_the_so_connection() -> None:
+    """After an ICE restart the new generation's so pair takes the connection already up between its ends (a second
+    connect from the so port would clash on the four-tuple)."""
+    net = TcpNet()
+    a, b = tcp_agents()
+    net.attach(a)
+    net.attach(b)
+    a.add_tcp_host_candidate((IP_A, 7000), TcpType.SO)
+    b.add_tcp_host_candidate((IP_B, 7001), TcpType.SO)
+    signal(net, a, b)
+    net.run(2.0, stop=lambda: up(a, b))
+    connects = len(net.connects)
+    a.restart(net.now)
+    b.restart(net.now)
+    signal(net, a, b)
+    net.run(net.now + 2.0, stop=lambda: up(a, b) and a.state is AgentState.COMPLETED)
+    assert up(a, b) and len(net.connects) == connects
+    events(a), events(b)
+    a.send(b"after restart")
+    net.run(net.now + 0.1)
+    assert [e.data for e in events(b) if isinstance(e, DataReceived)] == [b"after restart"]

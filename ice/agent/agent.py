@@ -1515,6 +1515,13 @@ class IceAgent:
         ``TcpConfig.connect_pace``) and the frame waits for it. A passive candidate cannot connect: counted."""
         framed = frame(data)
         conn = self._tcp.pair_conn.get(pair)
+        if conn is None:
+            # A connection between the pair's ends already up (the same pair of a previous ICE generation, or one
+            # the peer opened): use it. Opening another from an so port would clash on the four-tuple.
+            conn = next((c for c in self._tcp.conns.values() if c.state is ConnState.UP
+                         and (c.base, c.remote) == (pair.base, pair.remote.address)), None)
+            if conn is not None:
+                self._tcp.pair_conn[pair] = conn
         if conn is not None and conn.state is ConnState.UP:
             self._tcp.out.append(TcpSend(conn.id, framed))
             return True
@@ -1621,7 +1628,6 @@ class IceAgent:
     def _tcp_close_all(self) -> None:
         for conn in list(self._tcp.conns.values()):
             self._tcp_drop(conn)
-        self._tcp.retry_at.clear()
 
 
 def _is_ip(host: str) -> bool:

@@ -305,8 +305,6 @@ class TcpState(Generic[P]):
     """Pair -> the connection its checks and data use (RFC 6544 §7.1: one connection per pair)."""
     attempts: dict[P, int] = field(default_factory=dict)
     """Pair -> connection attempts made for it."""
-    retry_at: dict[P, float] = field(default_factory=dict)
-    """Pair -> when its next (paced) connection attempt is due."""
     next_connect_at: float = 0.0
     pruned: int = 0
     """Pairs not formed because their local candidate is passive (RFC 6544 §6.2): while there are any, the peer
