@@ -123,3 +123,24 @@ def test_tcp_server_reflexive_without_a_tcp_server_fails_quietly() -> None:
             a.close()
 
     assert asyncio.run(main()) == (["host/so"], 1)
+
+
+def test_connections_disable_nagle() -> None:
+    """TCP_NODELAY on both ends (opened and accepted): with Nagle's algorithm a check written right after another
+    small write waits for the peer's delayed ACK (about 40 ms on Linux)."""
+    import socket
+
+    async def main() -> list[int]:
+        a = Connection(True, transports="tcp", tcp_types=[TcpType.SO])
+        b = Connection(False, transports="tcp", tcp_types=[TcpType.SO])
+        try:
+            await signal_both(a, b)
+            await asyncio.wait_for(asyncio.gather(a.connect(), b.connect()), 5)
+            writers = [*a.tcp._writers.values(), *b.tcp._writers.values()]  # type: ignore[union-attr]
+            return [w.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) for w in writers]
+        finally:
+            a.close()
+            b.close()
+
+    flags = asyncio.run(main())
+    assert len(flags) == 2 and all(flags)

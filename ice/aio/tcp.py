@@ -49,6 +49,18 @@ def _reuse(sock: socket.socket) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
 
 
+def _nodelay(sock: object) -> None:
+    """TCP_NODELAY: a check is one small write and its answer another; with Nagle's algorithm a second small write
+    waits for the ACK of the first, which the peer delays (about 40 ms on Linux). asyncio sets it itself only on
+    sockets created with proto=IPPROTO_TCP."""
+    setsockopt = getattr(sock, "setsockopt", None)  # a socket, or asyncio's TransportSocket wrapper of one
+    if setsockopt is not None:
+        try:
+            setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+
+
 async def tcp_stun_binding(local: Address, server: Address, timeout: float = 2.0,
                            make_socket: StreamSocketFactory | None = None) -> Address:
     """The mapped address of a TCP connection from ``local`` (its very port, shared with a listener through
@@ -189,6 +201,7 @@ class TcpPlumbing:
                 _reuse(sock)  # the so candidate's port, shared with its listener
             sock.bind(intent.local)
             sock.setblocking(False)
+            _nodelay(sock)
             await loop.sock_connect(sock, intent.remote)
             reader, writer = await asyncio.open_connection(sock=sock)
         except asyncio.CancelledError:
@@ -209,6 +222,7 @@ class TcpPlumbing:
 
     async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, local: Address) -> None:
         remote = _address(writer.get_extra_info("peername"))
+        _nodelay(writer.get_extra_info("socket"))
         conn = self.agent.accept_tcp(self._now(), local, remote) if not self.closed else None
         if conn is None:
             writer.close()
