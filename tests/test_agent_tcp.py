@@ -6,6 +6,8 @@ import itertools
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tcp_net import TcpNet
 
 from ice.agent import AgentConfig, AgentState, Candidate, CandidateType, IceAgent
@@ -139,6 +141,28 @@ def test_framer_partial_reads() -> None:
         out += f.feed(stream[i:i + 1])
     assert out == [b"hello", b"x" * 300, b"!"]
     assert f.buffered == 0 and f.stats["tcp-frames"] == 3
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(min_size=1, max_size=300), max_size=8), st.lists(st.integers(0, 3000), max_size=12))
+def test_framer_any_split_gives_the_frames(payloads: list[bytes], cuts: list[int]) -> None:
+    stream = b"".join(frame(p) for p in payloads)
+    points = sorted({min(c, len(stream)) for c in cuts} | {0, len(stream)})
+    f = Rfc4571Framer()
+    out: list[bytes] = []
+    for lo, hi in itertools.pairwise(points):
+        out += f.feed(stream[lo:hi])
+    assert out == payloads and f.buffered == 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=2000), st.integers(1, 700))
+def test_framer_never_raises_nor_hoards(data: bytes, max_frame: int) -> None:
+    f = Rfc4571Framer(max_frame=max_frame)
+    for k in range(0, len(data), 97):
+        for piece in f.feed(data[k:k + 97]):
+            assert 0 < len(piece) <= max_frame
+        assert f.buffered <= 2 + max_frame
 
 
 def test_framer_garbage_is_counted_not_raised() -> None:
