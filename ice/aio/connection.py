@@ -142,13 +142,17 @@ class Connection:
                     self.agent.add_host_candidate(local, component=component)
             if self.relayed is not None:
                 await self._open_relay(self.relayed, component)
-        if self.tcp is not None:
+        if self.tcp is not None and not self.relay_only:
             await self._gather_tcp(self.tcp)
         now = self._now()
         for local in self._hosts:
             for server in self.stun_servers if not self.relay_only else ():
                 if (":" in server[0]) == (":" in local[0]):
                     self.agent.gather_server_reflexive(now, local, server)
+        if self.tcp is not None and not self.relay_only and self.stun_servers:
+            driver.pump()  # the UDP requests go out while the TCP bindings run
+            timeout = self.agent.config.tcp.stun_timeout
+            await asyncio.gather(*(self.tcp.gather_server_reflexive(s, timeout) for s in self.stun_servers))
         if self.relayed is not None:
             self.relayed.start(now)  # end-of-candidates follows the allocations
         else:
@@ -169,15 +173,13 @@ class Connection:
         return config
 
     async def _gather_tcp(self, tcp: TcpPlumbing) -> None:
-        """TCP host candidates of ``tcp_types`` on every bind address (passive and so ones listen), then their
-        server-reflexive candidates from a STUN Binding over TCP to each STUN server (RFC 6544 §4.1)."""
+        """TCP host candidates of ``tcp_types`` on every bind address (passive and so ones listen); their
+        server-reflexive candidates follow from a STUN Binding over TCP to each STUN server (RFC 6544 §4.1),
+        alongside the UDP ones."""
         for component in range(1, self.components + 1):
             for ip in self.bind:
                 for tcptype in self.tcp_types:
                     await tcp.add_candidate(ip, tcptype, component)
-        if not self.relay_only:
-            for server in self.stun_servers:
-                await tcp.gather_server_reflexive(server, self.agent.config.tcp.stun_timeout)
 
     async def _open_relay(self, relayed: RelayedAgent, component: int) -> None:
         """The socket (or TCP/TLS stream, RFC 8656 §3.1) a component's TURN allocation lives on."""
