@@ -542,3 +542,18 @@ def test_ice_restart_keeps_using_the_so_connection() -> None:
     a.send(b"after restart")
     net.run(net.now + 0.1)
     assert [e.data for e in events(b) if isinstance(e, DataReceived)] == [b"after restart"]
+
+
+def test_so_syn_ttl_is_the_controlled_agents() -> None:
+    cfg = AgentConfig(tcp=TcpConfig(enabled=True, so_syn_ttl=3))
+    net = TcpNet()
+    a, b = tcp_agents(cfg)
+    net.attach(a)
+    net.attach(b)
+    a.add_tcp_host_candidate((IP_A, 7000), TcpType.SO)
+    b.add_tcp_host_candidate((IP_B, 7001), TcpType.SO)
+    signal(net, a, b)
+    net.run(2.0, stop=lambda: up(a, b))
+    assert up(a, b)
+    by_local = {c.local: c.syn_ttl for _, c in net.connects}
+    assert by_local[(IP_B, 7001)] == 3 and by_local[(IP_A, 7000)] is None

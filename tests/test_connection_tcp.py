@@ -144,3 +144,39 @@ def test_connections_disable_nagle() -> None:
 
     flags = asyncio.run(main())
     assert len(flags) == 2 and all(flags)
+
+
+def test_so_syn_ttl_only_for_the_syn() -> None:
+    """``TcpConfig.so_syn_ttl``: the controlled agent's simultaneous-open SYN leaves with that TTL (on loopback any
+    TTL arrives), and the connection carries on with the default TTL."""
+    import socket
+
+    async def main() -> tuple[int, int, bool]:
+        cfg = AgentConfig(tcp=TcpConfig(so_syn_ttl=1))
+        a = Connection(True, cfg, transports="tcp", tcp_types=[TcpType.SO])
+        b = Connection(False, cfg, transports="tcp", tcp_types=[TcpType.SO])
+        sent: list[object] = []
+        poll = b.agent.poll_tcp
+
+        def spy() -> object:
+            i = poll()
+            if i is not None:
+                sent.append(i)
+            return i
+
+        b.agent.poll_tcp = spy  # type: ignore[method-assign,assignment]
+        try:
+            await signal_both(a, b)
+            await asyncio.wait_for(asyncio.gather(a.connect(), b.connect()), 5)
+            b.send(b"x")
+            await asyncio.wait_for(a.recv(), 5)
+            ttls = {w.get_extra_info("socket").getsockopt(socket.IPPROTO_IP, socket.IP_TTL)
+                    for w in b.tcp._writers.values()}  # type: ignore[union-attr]
+            connects = [i for i in sent if type(i).__name__ == "TcpConnect"]
+            return len(ttls), ttls.pop(), all(getattr(i, "syn_ttl", None) == 1 for i in connects) and bool(connects)
+        finally:
+            a.close()
+            b.close()
+
+    n, ttl, marked = asyncio.run(main())
+    assert n == 1 and ttl > 1 and marked

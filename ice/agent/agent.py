@@ -1563,7 +1563,8 @@ class IceAgent:
         self._tcp.next_connect_at = now + self.config.tcp.connect_pace
         self.stats["tcp-connects"] += 1
         bind = conn.base if so else (conn.base[0], 0)
-        self._tcp.out.append(TcpConnect(conn.id, bind, conn.remote, simultaneous=so))
+        ttl = self.config.tcp.so_syn_ttl if so and not self.controlling else None
+        self._tcp.out.append(TcpConnect(conn.id, bind, conn.remote, simultaneous=so, syn_ttl=ttl))
 
     def _tcp_drop(self, conn: TcpConn) -> None:
         """Forget a connection and tell the driver to close it (if it was ever asked for)."""

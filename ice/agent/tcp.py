@@ -83,6 +83,12 @@ class TcpConfig:
     """Connection attempts for one pair's checks; after the last one fails, the pair fails."""
     max_frame: int = MAX_FRAME
     """Frames longer than this are skipped (counted), never buffered; at most RFC 4571's 65535."""
+    so_syn_ttl: int | None = None
+    """The controlled agent's simultaneous-open SYNs leave with this TTL (hops): enough to cross its own NAT and
+    open the mapping, too few to reach the peer's NAT, which would answer with a RST that ends the mapping
+    (STUNT's technique, for NATs that reset unsolicited SYNs). The peer's SYN then crosses the open mapping and
+    meets the so port's pending connection or its listener. None: the default TTL. Needs a router between the
+    NATs (a TTL that expires on one's own NAT opens nothing)."""
     stun_timeout: float = 2.0
     """The asyncio driver's bound on one STUN Binding over TCP (connect and answer) when it gathers a TCP
     server-reflexive candidate."""
@@ -220,6 +226,8 @@ class TcpConnect:
     local: Address
     remote: Address
     simultaneous: bool = False
+    syn_ttl: int | None = None
+    """Send the SYN with this IP TTL (hop limit), then restore the default (``TcpConfig.so_syn_ttl``)."""
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,8 @@ back on the stream, no RFC 4571 prefix) from the candidate's own port (:func:`tc
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 import secrets
 import socket
 from collections import Counter
@@ -59,6 +61,38 @@ def _nodelay(sock: object) -> None:
             setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass
+
+
+async def _connect_low_ttl(sock: socket.socket, remote: Address, ttl: int) -> None:
+    """connect() whose SYN leaves with IP TTL ``ttl``; the default TTL is back before anything else is sent (the
+    SYN-ACK of a simultaneous open, the data). Raises OSError like ``sock_connect``."""
+    loop = asyncio.get_running_loop()
+    level, name = ((socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS) if sock.family == socket.AF_INET6
+                   else (socket.IPPROTO_IP, socket.IP_TTL))
+    default = sock.getsockopt(level, name)
+    sock.setsockopt(level, name, ttl)
+    try:
+        err = sock.connect_ex(remote)  # non-blocking: the SYN is sent now
+    finally:
+        sock.setsockopt(level, name, default)
+    if err == 0:
+        return
+    if err not in (errno.EINPROGRESS, errno.EWOULDBLOCK):
+        raise OSError(err, os.strerror(err))
+    done: asyncio.Future[None] = loop.create_future()
+
+    def writable() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    loop.add_writer(sock.fileno(), writable)
+    try:
+        await done
+    finally:
+        loop.remove_writer(sock.fileno())
+    err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if err:
+        raise OSError(err, os.strerror(err))
 
 
 async def tcp_stun_binding(local: Address, server: Address, timeout: float = 2.0,
@@ -202,7 +236,10 @@ class TcpPlumbing:
             sock.bind(intent.local)
             sock.setblocking(False)
             _nodelay(sock)
-            await loop.sock_connect(sock, intent.remote)
+            if intent.syn_ttl is not None:
+                await _connect_low_ttl(sock, intent.remote, intent.syn_ttl)
+            else:
+                await loop.sock_connect(sock, intent.remote)
             reader, writer = await asyncio.open_connection(sock=sock)
         except asyncio.CancelledError:
             sock.close()
