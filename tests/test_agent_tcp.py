@@ -557,3 +557,17 @@ def test_so_syn_ttl_is_the_controlled_agents() -> None:
     assert up(a, b)
     by_local = {c.local: c.syn_ttl for _, c in net.connects}
     assert by_local[(IP_B, 7001)] == 3 and by_local[(IP_A, 7000)] is None
+
+
+def test_idle_accepted_connections_are_closed() -> None:
+    """A connection nobody checks on (not the peer, or a scanner) gives its accept slot back after accept_idle."""
+    cfg = AgentConfig(max_pairs=2, tcp=TcpConfig(enabled=True, accept_idle=5.0))
+    b = IceAgent(False, cfg, rng=random.Random(2))
+    b.add_tcp_host_candidate((IP_B, 5000), TcpType.PASSIVE)
+    first = b.accept_tcp(0.0, (IP_B, 5000), ("192.0.2.9", 1))
+    assert first is not None and b.accept_tcp(1.0, (IP_B, 5000), ("192.0.2.9", 2)) is not None
+    assert b.accept_tcp(2.0, (IP_B, 5000), ("192.0.2.9", 3)) is None and b.stats["tcp-accept-over-limit"] == 1
+    assert b.next_timeout() == 5.0
+    b.handle_timeout(5.0)
+    assert list(iter(b.poll_tcp, None)) == [TcpClose(first)] and b.stats["tcp-accepted-idle-closed"] == 1
+    assert b.accept_tcp(5.5, (IP_B, 5000), ("192.0.2.9", 4)) is not None

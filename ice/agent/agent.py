@@ -1345,7 +1345,8 @@ class IceAgent:
 
     def handle_tcp_data(self, now: float, conn_id: int, data: bytes) -> None:
         """Bytes read from connection ``conn_id``: RFC 4571 frames (any split across reads) carrying checks,
-        answers (matched to their checks by transaction and connection, RFC 6544 §7.1) or data."""
+        answers (matched to their checks by transaction ID; they count only over TCP between the pair's ends,
+        RFC 6544 §7.1) or data."""
         conn = self._tcp.conns.get(conn_id)
         if conn is None or conn.state is not ConnState.UP or self.state is AgentState.CLOSED:
             self.stats["tcp-data-unknown-connection"] += 1
@@ -1607,11 +1608,27 @@ class IceAgent:
         retry.pending = [frame(c.tx.request) for c in outstanding]
 
     def _tcp_deadlines(self) -> list[float]:
+        if not self._tcp.conns:
+            return []
         pace, timeout = self._tcp.next_connect_at, self.config.tcp.connect_timeout
-        return [max(c.due_at, pace) if c.started_at is None else c.started_at + timeout
-                for c in self._tcp.conns.values() if c.state is ConnState.CONNECTING and c.outgoing]
+        times = [max(c.due_at, pace) if c.started_at is None else c.started_at + timeout
+                 for c in self._tcp.conns.values() if c.state is ConnState.CONNECTING and c.outgoing]
+        times.extend(c.started_at + self.config.tcp.accept_idle for c in self._tcp_idle_candidates()
+                     if c.started_at is not None)
+        return times
+
+    def _tcp_idle_candidates(self) -> list[TcpConn]:
+        """Accepted connections no authenticated check has tied to a pair (yet): closed after ``accept_idle``."""
+        bound = {c.id for c in self._tcp.pair_conn.values()} | {conn_id for conn_id, *_ in self._tcp.early}
+        return [c for c in self._tcp.conns.values() if not c.outgoing and c.started_at is not None
+                and c.id not in bound]
 
     def _tcp_handle_timeout(self, now: float) -> None:
+        for conn in self._tcp_idle_candidates() if self._tcp.conns else ():
+            assert conn.started_at is not None
+            if now >= conn.started_at + self.config.tcp.accept_idle:
+                self.stats["tcp-accepted-idle-closed"] += 1
+                self._tcp_drop(conn)
         for conn in list(self._tcp.conns.values()):
             if conn.state is not ConnState.CONNECTING or not conn.outgoing:
                 continue

@@ -81,6 +81,9 @@ class TcpConfig:
     retries across many pairs do not turn into a burst of SYNs)."""
     max_connect_attempts: int = 5
     """Connection attempts for one pair's checks; after the last one fails, the pair fails."""
+    accept_idle: float = 10.0
+    """An accepted connection on which no authenticated check has arrived after this long is closed: whoever
+    opened it is not the peer (or gave up), and it holds one of ``AgentConfig.max_pairs`` accept slots."""
     max_frame: int = MAX_FRAME
     """Frames longer than this are skipped (counted), never buffered; at most RFC 4571's 65535."""
     so_syn_ttl: int | None = None
