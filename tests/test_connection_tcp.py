@@ -180,3 +180,14 @@ def test_so_syn_ttl_only_for_the_syn() -> None:
 
     n, ttl, marked = asyncio.run(main())
     assert n == 1 and ttl > 1 and marked
+
+
+def test_tcp_on_ipv6_loopback() -> None:
+    async def main() -> tuple[object, object, bytes, bytes]:
+        a = Connection(True, bind=["::1"], transports="tcp", tcp_types=[TcpType.SO, TcpType.ACTIVE])
+        b = Connection(False, bind=["::1"], transports="tcp", tcp_types=[TcpType.SO, TcpType.PASSIVE])
+        return await _connect(a, b)
+
+    sel_a, _, got_b, got_a = asyncio.run(main())
+    assert (got_b, got_a) == (b"ping", b"pong" * 1000)
+    assert sel_a.local.host == "::1" and sel_a.local.transport == "tcp"  # type: ignore[attr-defined]
