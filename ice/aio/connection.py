@@ -11,7 +11,7 @@ import errno
 import logging
 import socket
 from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ice.agent import AgentConfig, AgentState, Candidate, IceAgent
 from ice.agent.candidate import pair_text
@@ -25,7 +25,9 @@ from ice.agent.events import (
     StunServerUnreachable,
 )
 from ice.agent.network import NetworkChange
+from ice.agent.tcp import TcpType
 from ice.aio.driver import Driver
+from ice.aio.tcp import TcpEndpoint, TcpPlumbing
 from ice.aio.turn_client import open_turn_stream
 from ice.endpoint import Endpoint
 from ice.errors import ConnectTimeout, GatheringFailed, IceFailed, NotConnected, TurnError
@@ -80,9 +82,16 @@ class Connection:
         make_stream_socket: Callable[[socket.AddressFamily], socket.socket] | None = None,
         queue_events: bool = True,
         network: NetworkPolicy | None = None,
+        transports: str = "udp",
+        tcp_types: Iterable[TcpType] = (TcpType.ACTIVE, TcpType.PASSIVE, TcpType.SO),
     ) -> None:
         self._make_stream_socket = make_stream_socket or (lambda fam: socket.socket(fam, socket.SOCK_STREAM))
-        self.agent = IceAgent(controlling, config or AgentConfig())
+        config = self._with_transports(config or AgentConfig(), transports)
+        self.transports = transports
+        """``"udp"`` (the default), ``"tcp"`` or ``"both"``: the candidates gathered (ICE-TCP: RFC 6544)."""
+        self.tcp_types = tuple(tcp_types)
+        """The tcptypes of the TCP host candidates gathered per bind address (RFC 6544 §4.1)."""
+        self.agent = IceAgent(controlling, config)
         self.components = components
         self.turn = turn
         self.relay_only = relay_only
@@ -91,6 +100,11 @@ class Connection:
         self.relayed = RelayedAgent(self.agent, turn) if turn is not None else None
         """The ICE-over-TURN composition (RFC 8445 §5.1.1.2) when there is a TURN server."""
         self.endpoint: Endpoint[Event] = self.relayed if self.relayed is not None else self.agent
+        self.tcp: TcpPlumbing | None = None
+        """The listeners and connections of the TCP candidates (None: UDP only)."""
+        if transports != "udp":
+            self.tcp = TcpPlumbing(self.agent, lambda: self.driver.pump(), self._make_stream_socket)
+            self.endpoint = TcpEndpoint(self.endpoint, self.tcp)
         self._driver: Driver[Event] | None = None
         self._stream_tasks: set[asyncio.Task[None]] = set()
         self.bind = list(bind)
@@ -144,7 +158,7 @@ class Connection:
         server and the reason. Candidates trickle (``events()``, ``on_event``) as they are gathered."""
         driver = self.driver
         for component in range(1, self.components + 1):
-            for ip in self.bind:
+            for ip in self.bind if self.transports != "tcp" else ():
                 sock = self._make_socket(socket.AF_INET6 if ":" in ip else socket.AF_INET)
                 sock.bind((ip, 0))
                 local = driver.add_socket(sock, icmp_errors=True)
@@ -153,11 +167,17 @@ class Connection:
                     self.agent.add_host_candidate(local, component=component)
             if self.relayed is not None:
                 await self._open_relay(self.relayed, component)
+        if self.tcp is not None and not self.relay_only:
+            await self._gather_tcp(self.tcp)
         now = self._now()
         for local in self._hosts:
             for server in self.stun_servers if not self.relay_only else ():
                 if (":" in server[0]) == (":" in local[0]):
                     self.agent.gather_server_reflexive(now, local, server)
+        if self.tcp is not None and not self.relay_only and self.stun_servers:
+            driver.pump()  # the UDP requests go out while the TCP bindings run
+            timeout = self.agent.config.tcp.stun_timeout
+            await asyncio.gather(*(self.tcp.gather_server_reflexive(s, timeout) for s in self.stun_servers))
         if self.relayed is not None:
             self.relayed.start(now)  # end-of-candidates follows the allocations
         else:
@@ -168,6 +188,23 @@ class Connection:
             raise GatheringFailed("no local candidate: " + ("no relayed candidate (the TURN allocation failed)"
                                                           if self.relay_only else "no usable socket"))
         return self.local_candidates
+
+    @staticmethod
+    def _with_transports(config: AgentConfig, transports: str) -> AgentConfig:
+        if transports not in ("udp", "tcp", "both"):
+            raise ValueError(f"transports is 'udp', 'tcp' or 'both', not {transports!r}")
+        if transports != "udp" and not config.tcp.enabled:
+            return replace(config, tcp=replace(config.tcp, enabled=True))
+        return config
+
+    async def _gather_tcp(self, tcp: TcpPlumbing) -> None:
+        """TCP host candidates of ``tcp_types`` on every bind address (passive and so ones listen); their
+        server-reflexive candidates follow from a STUN Binding over TCP to each STUN server (RFC 6544 §4.1),
+        alongside the UDP ones."""
+        for component in range(1, self.components + 1):
+            for ip in self.bind:
+                for tcptype in self.tcp_types:
+                    await tcp.add_candidate(ip, tcptype, component)
 
     async def _open_relay(self, relayed: RelayedAgent, component: int) -> None:
         local = await self._open_relay_socket()
@@ -400,6 +437,8 @@ class Connection:
             self.relayed.close(self._now())  # deallocate (RFC 8656 §8): sent by the driver's last pump
         else:
             self.agent.close()
+        if self.tcp is not None:
+            self.tcp.close()
         if self._driver is not None:
             self._driver.close()
         for task in self._stream_tasks:
