@@ -412,7 +412,7 @@ class TurnServer:
         key = self._keys.get(name) if name is not None else None
         if name is None or key is None or realm.text != self.config.realm or not msg.check_integrity(key):
             return self._challenge(now, local, client, msg, 401, "Unauthorized")
-        if not self._nonce_fresh(nonce.text, now, client):
+        if not self._nonce_fresh(nonce.text, now, self._nonce_source(client)):
             return self._challenge(now, local, client, msg, 438, "Stale Nonce")
         return key, name
 
@@ -420,7 +420,14 @@ class TurnServer:
                    ) -> Transmit:
         """A 401 or 438 with the REALM and a fresh NONCE for this source (RFC 8489 §9.2.4), unsigned."""
         self.stats[f"auth-{code}"] += 1
-        return self._error(local, client, msg, code, reason, Realm(self.config.realm), Nonce(self._nonce(now, client)))
+        return self._error(local, client, msg, code, reason, Realm(self.config.realm),
+                           Nonce(self._nonce(now, self._nonce_source(client))))
+
+    def _nonce_source(self, client: Address) -> Address:
+        """What a nonce is bound to: the client's transport address, or over TCP/TLS its IP only, so the nonce of
+        the control connection also serves its data connections (RFC 6062 §4.4: same credentials), as clients
+        such as coturn's share one nonce between them."""
+        return (client[0], 0) if self._stream else client
 
     # ----------------------------------------------------------------------------------------- requests
 
