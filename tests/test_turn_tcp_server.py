@@ -408,3 +408,34 @@ def test_no_send_or_channels_on_a_tcp_allocation() -> None:
     ind = Message(Method.SEND, MessageClass.INDICATION, attributes=[XorPeerAddress(*PEER), Data(b"x")])
     srv.handle_datagram(0.0, LISTEN, CLIENT, ind.encode())
     assert drain(srv) == ([], []) and srv.stats["send-tcp-allocation"] == 1
+
+
+def test_a_control_connections_nonce_serves_its_data_connections_but_not_udp() -> None:
+    """RFC 6062 §4.4 (same credentials on data connections): a nonce issued over TCP is accepted on another TCP
+    connection from the same IP; nonces stay distinct per source (RFC 8489 §9.2.4) and UDP ones stay bound to
+    the port."""
+    srv = server()
+    _, cid = connected(srv)
+    srv.stream_opened(LISTEN, CLIENT)
+    srv.handle_datagram(0.0, LISTEN, CLIENT, Message(Method.REFRESH, MessageClass.REQUEST).encode())
+    control_nonce = parse(drain(srv)[0][0].data).get(Nonce)
+    srv.stream_opened(LISTEN, DATA_CONN)
+    srv.handle_datagram(0.0, LISTEN, DATA_CONN, Message(Method.REFRESH, MessageClass.REQUEST).encode())
+    data_nonce = parse(drain(srv)[0][0].data).get(Nonce)
+    assert control_nonce is not None and data_nonce is not None and control_nonce != data_nonce
+    bind = Message(Method.CONNECTION_BIND, MessageClass.REQUEST, attributes=[
+        ConnectionId(cid), Username("alice"), Realm("icelab"), control_nonce])
+    srv.handle_datagram(1.0, LISTEN, DATA_CONN, bind.encode(KEYS["alice"], fingerprint=True))
+    out, intents = drain(srv)
+    assert parse(out[0].data).message_class is MessageClass.SUCCESS and len(intents) == 1
+    udp_client = ("198.51.100.7", 40005)
+    refresh = Message(Method.REFRESH, MessageClass.REQUEST, attributes=[
+        Username("alice"), Realm("icelab"), control_nonce])
+    srv.handle_datagram(1.0, LISTEN, udp_client, refresh.encode(KEYS["alice"], fingerprint=True))
+    assert parse(drain(srv)[0][0].data).error.code == 438  # type: ignore[union-attr]
+    forged = Nonce(control_nonce.text[:-4] + f"{DATA_CONN[1]:04x}")  # another port: the HMAC does not match
+    srv.stream_opened(LISTEN, ("198.51.100.7", 40009))
+    bind2 = Message(Method.CONNECTION_BIND, MessageClass.REQUEST, attributes=[
+        ConnectionId(cid), Username("alice"), Realm("icelab"), forged])
+    srv.handle_datagram(1.0, LISTEN, ("198.51.100.7", 40009), bind2.encode(KEYS["alice"], fingerprint=True))
+    assert parse(drain(srv)[0][0].data).error.code == 438  # type: ignore[union-attr]

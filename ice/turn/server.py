@@ -313,10 +313,21 @@ class TurnServer:
         """A stateless nonce: issue time and an HMAC of it and of the client's address, so any server instance can
         check its age, and two sources never get the same nonce (RFC 8489 §9.2.4)."""
         t = int(now)
+        if self._stream:  # RFC 6062 hook: the port goes in the clear too, see _nonce_fresh
+            return f"{t:x}-{self._nonce_mac(t, client)}{client[1]:04x}"
         return f"{t:x}-{self._nonce_mac(t, client)}"
 
     def _nonce_fresh(self, nonce: str, now: float, client: Address) -> bool:
         t_hex, _, mac = nonce.partition("-")
+        if self._stream and len(mac) == 20 and mac.isascii():
+            # RFC 6062 hook: a nonce issued on one TCP/TLS connection serves the client's other connections from
+            # the same IP (a control connection's nonce on its data connections, RFC 6062 §4.4: coturn's client
+            # shares one nonce between them); it names the port it was issued to, so it stays source-specific.
+            try:
+                client = (client[0], int(mac[16:], 16))
+            except ValueError:
+                return False
+            mac = mac[:16]
         # The nonce is network input: anything that is not exactly what _nonce() made is simply stale.
         if len(t_hex) > 16 or len(mac) != 16 or not t_hex.isascii() or not mac.isascii():
             return False
@@ -412,7 +423,7 @@ class TurnServer:
         key = self._keys.get(name) if name is not None else None
         if name is None or key is None or realm.text != self.config.realm or not msg.check_integrity(key):
             return self._challenge(now, local, client, msg, 401, "Unauthorized")
-        if not self._nonce_fresh(nonce.text, now, self._nonce_source(client)):
+        if not self._nonce_fresh(nonce.text, now, client):
             return self._challenge(now, local, client, msg, 438, "Stale Nonce")
         return key, name
 
@@ -420,14 +431,7 @@ class TurnServer:
                    ) -> Transmit:
         """A 401 or 438 with the REALM and a fresh NONCE for this source (RFC 8489 §9.2.4), unsigned."""
         self.stats[f"auth-{code}"] += 1
-        return self._error(local, client, msg, code, reason, Realm(self.config.realm),
-                           Nonce(self._nonce(now, self._nonce_source(client))))
-
-    def _nonce_source(self, client: Address) -> Address:
-        """What a nonce is bound to: the client's transport address, or over TCP/TLS its IP only, so the nonce of
-        the control connection also serves its data connections (RFC 6062 §4.4: same credentials), as clients
-        such as coturn's share one nonce between them."""
-        return (client[0], 0) if self._stream else client
+        return self._error(local, client, msg, code, reason, Realm(self.config.realm), Nonce(self._nonce(now, client)))
 
     # ----------------------------------------------------------------------------------------- requests
 
