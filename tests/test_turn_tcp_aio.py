@@ -126,3 +126,47 @@ def test_a_tcp_client_needs_a_stream_to_the_server() -> None:
     with pytest.raises(TurnError, match="RFC 6062"):
         TurnTcpClient(cfg)
     assert dataclasses.replace(cfg, transport="tls").stream
+
+
+def test_garbage_on_the_listener_is_counted_and_bytes_right_after_the_bind_reach_the_peer() -> None:
+    """The server's TCP listener: garbage closes that connection (counted); a client that sends data in the same
+    segment as its ConnectionBind has it relayed (RFC 6062 §5.4: everything after the bind is the peer's)."""
+    from ice.turn.tcp_client import BindState, ConnectionBinder
+
+    async def main() -> None:
+        runner = await _server()
+        echo = await asyncio.start_server(_echo, "127.0.0.1", 0)
+        peer = echo.sockets[0].getsockname()[:2]
+        client = _client(runner)
+        try:
+            gr, gw = await asyncio.open_connection(*runner.address)
+            gw.write(b"\xff" * 64)
+            assert await asyncio.wait_for(gr.read(), 5) == b""
+            assert runner.driver.stats["stream-garbage"] == 1
+            await client.open()
+            captured: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+            async def capture(cid: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+                captured.set_result(cid)
+                raise TurnError("bound by the test")
+
+            client._bind = capture  # type: ignore[method-assign]
+            with pytest.raises(TurnError, match="bound by the test"):
+                await client.connect(peer)
+            creds = client.client.bind_credentials()
+            assert creds is not None
+            binder = ConnectionBinder("alice", "secret", captured.result(), *creds)
+            reader, writer = await asyncio.open_connection(*runner.address)
+            writer.write(binder.request() + b"right after the bind")
+            head = await asyncio.wait_for(reader.readexactly(20), 5)
+            body = await reader.readexactly(int.from_bytes(head[2:4], "big"))
+            assert binder.receive(head + body) is BindState.BOUND
+            assert await asyncio.wait_for(reader.readexactly(20), 5) == b"right after the bind"
+            writer.close()
+        finally:
+            client.close()
+            echo.close()
+            await asyncio.sleep(0.1)
+            runner.close()
+
+    asyncio.run(main())

@@ -439,3 +439,30 @@ def test_a_control_connections_nonce_serves_its_data_connections_but_not_udp() -
         ConnectionId(cid), Username("alice"), Realm("icelab"), forged])
     srv.handle_datagram(1.0, LISTEN, ("198.51.100.7", 40009), bind2.encode(KEYS["alice"], fingerprint=True))
     assert parse(drain(srv)[0][0].data).error.code == 438  # type: ignore[union-attr]
+
+
+def test_any_sequence_of_io_events_never_raises_and_keeps_the_tables_consistent() -> None:
+    """Whatever the I/O layer reports, in any order, about any pair: no exception, and the connection tables
+    agree (every connection is in ``by_pair`` under its own pair and belongs to a live allocation)."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    peers = st.sampled_from([PEER, (PEER[0], 50001), ("198.51.100.10", 7)])
+    kinds = st.sampled_from([PeerConnected, PeerConnectFailed, PeerAccepted, ConnectionClosed])
+
+    @settings(max_examples=60, deadline=None)
+    @given(st.lists(st.tuples(kinds, peers, st.booleans(), st.floats(0, 100)), max_size=25))
+    def run(steps: list[tuple[type, Address, bool, float]]) -> None:
+        srv = server()
+        relayed = tcp_allocation(srv)
+        permit(srv, 0.0, PEER)
+        request(srv, 0.0, Method.CONNECT, XorPeerAddress(*PEER))
+        for kind, peer, on_relay, at in sorted(steps, key=lambda s: s[3]):
+            srv.tcp.handle_event(at, kind(relayed if on_relay else ("203.0.113.10", 1), peer))
+            srv.handle_timeout(at)
+            drain(srv)
+            for cid, conn in srv.tcp.conns.items():
+                assert srv.tcp.by_pair[conn.pair] is conn and conn.cid == cid
+                assert conn.alloc in srv.allocations.values()
+
+    run()
