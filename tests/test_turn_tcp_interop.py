@@ -120,3 +120,38 @@ def test_our_tcp_client_through_coturn_and_our_server(which: str, coturn_turn: t
             ours.stop()
     assert round_trip and (early, back) == (b"early", b"back")
     assert refused.startswith("Connect refused: 447"), refused
+
+
+def test_our_tcp_client_over_tls_through_our_server(tmp_path: object) -> None:
+    """The control connection and every data connection over TLS (RFC 6062 §4.1, §4.4), certificate checked."""
+    import ssl
+
+    from ice.aio.turn_server import TurnServerRunner
+    from ice.turn.server import TurnServerConfig
+
+    ca, cert, key = _make_ca(tmp_path)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+
+    async def main() -> tuple[bytes, int]:
+        runner = await TurnServerRunner(TurnServerConfig(("127.0.0.1", 0), users={"alice": "secret"},
+                                                         allowed_peers=("127.0.0.0/8",)), "127.0.0.1").start(
+            tls=server_ctx, tls_listen=("127.0.0.1", 0))
+        assert runner.tls_address is not None
+        echo = await asyncio.start_server(_echo, "127.0.0.1", 0)
+        client = TurnTcpClient(TurnClientConfig(runner.tls_address, "alice", "secret", transport="tls"),
+                               bind=("127.0.0.1", 0), ssl_context=ssl.create_default_context(cafile=ca))
+        try:
+            await client.open()
+            reader, writer = await client.connect(echo.sockets[0].getsockname()[:2])
+            assert writer.get_extra_info("ssl_object") is not None
+            writer.write(b"over tls" * 1000)
+            return await asyncio.wait_for(reader.readexactly(8000), 10), runner.core.stats["tcp-bind"]
+        finally:
+            client.close()
+            echo.close()
+            await asyncio.sleep(0.1)
+            runner.close()
+
+    data, binds = asyncio.run(main())
+    assert data == b"over tls" * 1000 and binds == 1
