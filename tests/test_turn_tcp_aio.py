@@ -170,3 +170,40 @@ def test_garbage_on_the_listener_is_counted_and_bytes_right_after_the_bind_reach
             runner.close()
 
     asyncio.run(main())
+
+
+def test_a_half_close_is_passed_on_and_the_other_direction_goes_on() -> None:
+    """The client shuts down its sending side (FIN): the peer sees the end of the stream and can still answer
+    (RFC 6062 §5.5 relays TCP as is); once both directions ended the pair is closed. 8 MiB one way first."""
+    async def sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        n = 0
+        while data := await reader.read(65536):
+            n += len(data)
+        writer.write(str(n).encode())
+        await writer.drain()
+        writer.close()
+
+    async def main() -> None:
+        runner = await _server()
+        peer_server = await asyncio.start_server(sink, "127.0.0.1", 0)
+        client = _client(runner)
+        try:
+            await client.open()
+            reader, writer = await client.connect(peer_server.sockets[0].getsockname()[:2])
+            for _ in range(8):
+                writer.write(b"x" * (1 << 20))
+                await writer.drain()
+            writer.write_eof()
+            assert await asyncio.wait_for(reader.read(), 10) == str(8 << 20).encode()
+            for _ in range(100):
+                if not runner.tcp.links:
+                    break
+                await asyncio.sleep(0.02)
+            assert not runner.tcp.links and runner.core.stats["tcp-connection-closed"] == 1
+        finally:
+            client.close()
+            peer_server.close()
+            await asyncio.sleep(0.1)
+            runner.close()
+
+    asyncio.run(main())

@@ -10,7 +10,8 @@
 * the server's own TCP listener: every client connection is read as framed STUN/ChannelData (RFC 8656 §12.5, the
   same as the driver's streams) until the core answers a ConnectionBind with ``Splice``; from then on the
   connection and its peer connection are one byte pipe, copied both ways with backpressure (RFC 6062 §5.4);
-* teardown: either side of a pipe ending is reported (``ConnectionClosed``); ``CloseConnection`` closes both.
+* teardown: a FIN from either side is passed on to the other (a half-close); once both directions ended, or at
+  once on an error, the pair is reported (``ConnectionClosed``) and ``CloseConnection`` closes both.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ class _Link:
     """Connecting (outgoing) or wrapping the accepted socket in streams (incoming)."""
     ready: asyncio.Future[tuple[asyncio.StreamReader, asyncio.StreamWriter]] | None = None
     client_writer: asyncio.StreamWriter | None = None
-    pipes: list[asyncio.Task[None]] = field(default_factory=list)
+    pipes: list[asyncio.Task[bool]] = field(default_factory=list)
     closed: bool = False
 
 
@@ -290,7 +291,11 @@ class TcpRelayIO:
         link.pipes = [asyncio.ensure_future(_copy(peer_reader, writer, limit)),
                       asyncio.ensure_future(_copy(reader, peer_writer, limit))]
         with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait(link.pipes, return_when=asyncio.FIRST_COMPLETED)
+            pending = set(link.pipes)
+            while pending:  # a FIN is passed on and the other direction goes on; an error ends both at once
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                if any(t.cancelled() or not t.result() for t in done):
+                    break
         if not link.closed:
             self._report(ConnectionClosed(*pair))
             self._close(pair)  # the core said so already; in case it no longer knew the pair
@@ -303,13 +308,20 @@ class TcpRelayIO:
             self.release_tcp(relayed)
 
 
-async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, limit: int) -> None:
+async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, limit: int) -> bool:
     """As is, with backpressure: at most ``limit`` bytes read ahead, and no more read while the other side's
-    send buffer is full."""
-    with contextlib.suppress(ConnectionError, OSError):
+    send buffer is full. At the end of the stream its FIN is passed on (a half-close: the other direction may go
+    on). False: an error, or the other side cannot be half-closed (TLS); the caller closes both."""
+    try:
         while data := await reader.read(limit):
             writer.write(data)
             await writer.drain()
+        if not writer.can_write_eof():
+            return False
+        writer.write_eof()
+    except (ConnectionError, OSError, RuntimeError):
+        return False
+    return True
 
 
 __all__ = ["TcpRelayIO", "TcpServerEndpoint"]
