@@ -29,6 +29,7 @@ from ice.agent.events import (
 from ice.aio.connection import CONNECT_TIMEOUT, Connection, describe_pair
 from ice.aio.stun import BindingResult, stun_binding
 from ice.aio.turn_client import TurnEndpoint
+from ice.aio.turn_tcp_client import TurnTcpClient
 from ice.errors import (
     ConnectTimeout,
     GatheringFailed,
@@ -82,6 +83,7 @@ __all__ = [
     "TurnClientConfig",
     "TurnEndpoint",
     "TurnError",
+    "TurnTcpClient",
     "UserError",
     "__version__",
     "describe_pair",
