@@ -466,3 +466,45 @@ def test_any_sequence_of_io_events_never_raises_and_keeps_the_tables_consistent(
                 assert conn.alloc in srv.allocations.values()
 
     run()
+
+
+def test_any_tcp_allocation_request_is_answered_signed_or_deferred_never_raised() -> None:
+    """Allocate, Connect, ConnectionBind, Refresh, CreatePermission and ChannelBind with random attributes
+    (CONNECTION-ID too) on a TCP allocation's control connection or a new connection: a signed answer, or none
+    for a Connect in progress (then a ConnectPeer intent); never an exception."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from ice.stun.attributes import Lifetime, RequestedAddressFamily, UnknownAttribute
+
+    hosts = st.sampled_from(["198.51.100.9", "127.0.0.1", "::1", "2001::1", "0.0.0.0"])
+    attrs = st.one_of(
+        st.builds(ConnectionId, st.integers(0, 0xFFFFFFFF)),
+        st.builds(XorPeerAddress, hosts, st.integers(0, 0xFFFF)),
+        st.builds(RequestedTransport, st.sampled_from([6, 17, 132])),
+        st.builds(Lifetime, st.integers(0, 0xFFFFFFFF)),
+        st.builds(RequestedAddressFamily, st.integers(0, 3)),
+        st.builds(EvenPort, st.booleans()),
+        st.builds(DontFragment),
+        st.builds(ChannelNumber, st.integers(0x4000, 0x4FFF)),
+        st.builds(UnknownAttribute, st.sampled_from([0x002A, 0x0012, 0x0019]), st.binary(max_size=12)),
+    )
+    methods = st.sampled_from([Method.ALLOCATE, Method.CONNECT, Method.CONNECTION_BIND, Method.REFRESH,
+                               Method.CREATE_PERMISSION, Method.CHANNEL_BIND])
+
+    @settings(max_examples=200, deadline=None)
+    @given(methods, st.lists(attrs, max_size=5), st.sampled_from([CLIENT, DATA_CONN]), st.booleans())
+    def run(method: int, extra: list[Attribute], client: Address, stream: bool) -> None:
+        srv = server()
+        _, cid = connected(srv)
+        resp, intents = request(srv, 1.0, method, *extra, client=client, stream=stream)
+        if resp is None:
+            assert method == Method.CONNECT and len(intents) == 1 and isinstance(intents[0], ConnectPeer)
+        else:
+            assert resp.message_class in (MessageClass.SUCCESS, MessageClass.ERROR)
+            assert resp.check_integrity(KEYS["alice"])
+        srv.handle_timeout(10_000)
+        drain(srv)
+        assert not srv.tcp.conns and cid not in srv.tcp.conns
+
+    run()
