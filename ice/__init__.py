@@ -31,6 +31,7 @@ from ice.agent.network import NetworkChange
 from ice.aio.connection import CONNECT_TIMEOUT, Connection, NetworkPolicy, describe_pair
 from ice.aio.stun import BindingResult, stun_binding
 from ice.aio.turn_client import TurnEndpoint
+from ice.aio.turn_tcp_client import TurnTcpClient
 from ice.errors import (
     ConnectTimeout,
     GatheringFailed,
@@ -87,6 +88,7 @@ __all__ = [
     "TurnClientConfig",
     "TurnEndpoint",
     "TurnError",
+    "TurnTcpClient",
     "UserError",
     "__version__",
     "describe_pair",

@@ -183,6 +183,11 @@ class Driver(Generic[E]):
         """Transmits from ``local`` to ``remote`` go on this stream (framed by the endpoint)."""
         self._streams[(local, remote)] = writer
 
+    def remove_stream(self, local: Address, remote: Address) -> None:
+        """Forget a stream without closing it (e.g. a TURN client data connection that became a byte pipe, RFC
+        6062 §5.4)."""
+        self._streams.pop((local, remote), None)
+
     def start_stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, local: Address,
                      remote: Address) -> asyncio.Task[None]:
         """:meth:`run_stream` as a task; the stream takes transmits at once."""
