@@ -21,14 +21,17 @@ from ice.agent.events import (
     DataReceived,
     Event,
     GatheringComplete,
+    NetworkChangeRestart,
     PairStateChanged,
     SelectedPairChanged,
     StateChanged,
     StunServerUnreachable,
 )
-from ice.aio.connection import CONNECT_TIMEOUT, Connection, describe_pair
+from ice.agent.network import NetworkChange
+from ice.aio.connection import CONNECT_TIMEOUT, Connection, NetworkPolicy, describe_pair
 from ice.aio.stun import BindingResult, stun_binding
 from ice.aio.turn_client import TurnEndpoint
+from ice.aio.turn_tcp_client import TurnTcpClient
 from ice.errors import (
     ConnectTimeout,
     GatheringFailed,
@@ -67,6 +70,9 @@ __all__ = [
     "IceAgent",
     "IceError",
     "IceFailed",
+    "NetworkChange",
+    "NetworkChangeRestart",
+    "NetworkPolicy",
     "Nomination",
     "NotConnected",
     "PairState",
@@ -82,6 +88,7 @@ __all__ = [
     "TurnClientConfig",
     "TurnEndpoint",
     "TurnError",
+    "TurnTcpClient",
     "UserError",
     "__version__",
     "describe_pair",

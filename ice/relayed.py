@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from ice.agent import IceAgent
 from ice.agent.events import ConsentLost, Event, SelectedPairChanged
+from ice.agent.network import NetworkChange
 from ice.stun.attributes import Address
 from ice.stun.transaction import Transmit
 from ice.turn.client import (
@@ -127,6 +128,28 @@ class RelayedAgent:
         for relay in self.relays:
             relay.client.close(now)
         self.agent.close()
+
+    def network_changed(self, now: float, change: NetworkChange) -> None:
+        """The network changed (:meth:`IceAgent.network_changed`, RFC 8445 §9): an allocation made from a socket in
+        ``change.gone`` is dropped with its relayed candidate (the server's allocation cannot be reached from a
+        dead address; it expires there, RFC 8656 §7), a new one is made from each socket of ``change.turn``
+        (RFC 8656 §7.1), and end-of-candidates follows them as at first."""
+        self._now = now
+        dropped: list[Address] = []
+        for local in change.gone:
+            relay = self._by_local.pop(local, None)
+            if relay is None:
+                continue
+            self.relays.remove(relay)
+            if relay.relayed is not None:
+                self._by_relayed.pop(relay.relayed, None)
+                dropped.append(relay.relayed)
+        self.agent.network_changed(now, NetworkChange((*change.gone, *dropped), change.hosts, change.turn,
+                                                      change.stun_servers, change.offer_hosts), final=False)
+        for component, local in change.turn:
+            self.add_allocation(local, component)
+        self._ended = False
+        self.start(now)
 
     def _maybe_end(self) -> None:
         if not self._ended and all(r.done for r in self.relays):

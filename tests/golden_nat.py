@@ -9,7 +9,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ice.lab.nat import PRESETS, Mapping, NatBehaviour, NatInterfaces, compile_ruleset
+from ice.lab.nat import PRESETS, Filtering, Mapping, NatBehaviour, NatInterfaces, compile_ruleset
+from ice.nat.behaviour import SynAnswer
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "nat"
 IFACES = NatInterfaces("nat-wan", "nat-lan", "203.0.113.1", "10.0.0.0/24")
@@ -23,6 +24,18 @@ def cases() -> dict[str, NatBehaviour]:
         "adm-eif-nohairpin": PRESETS["adm-eif"].with_(hairpinning=False),
         "masq-random-range": PRESETS["linux-masquerade"].with_(
             port_preservation=False, mapping=Mapping.ADDRESS_AND_PORT_DEPENDENT, port_range=(40000, 40999)
+        ),
+        # TCP (RFC 5382) apart from UDP: an ICMP-answering NAT refusing simultaneous open; a full cone for UDP
+        # that treats TCP like a port-restricted cone without port preservation
+        "eim-apdf-tcp-icmp-nosimopen": PRESETS["eim-apdf"].with_tcp(
+            unsolicited_syn=SynAnswer.ICMP, simultaneous_open=False
+        ),
+        "eim-eif-tcp-apdm-apdf-pp0": PRESETS["eim-eif"].with_tcp(
+            mapping=Mapping.ADDRESS_AND_PORT_DEPENDENT, filtering=Filtering.ADDRESS_AND_PORT_DEPENDENT,
+            port_preservation=False,
+        ),
+        "masq-tcp-random": PRESETS["linux-masquerade"].with_tcp(
+            port_preservation=False, mapping=Mapping.ADDRESS_AND_PORT_DEPENDENT
         ),
     }
     return {**PRESETS, **variants}

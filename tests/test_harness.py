@@ -182,7 +182,7 @@ def test_the_cli_says_what_is_wrong_in_one_sentence(user_dir: Path) -> None:
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert p.stderr.strip() == ("icelab: typo.toml: cell x: NAT role nat_a: hairpin is not a NAT field; valid "
                                 "fields: mapping, filtering, kind, port_preservation, hairpinning, "
-                                "mapping_timeout, inbound_refresh, port_range, allowed_tcp_ports")
+                                "mapping_timeout, inbound_refresh, port_range, allowed_tcp_ports, tcp")
 
 
 def test_topo_list_shows_roles_and_outside_topologies(user_dir: Path) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import ICELAB, ROOT
 
-from ice.lab.nat import PRESETS
+from ice.lab.nat import PRESETS, Filtering, NatBehaviour, NatKind
 from ice.lab.userns import real_root
 
 pytestmark = [
@@ -56,6 +56,17 @@ def test_probe_measures_what_the_preset_declares(name: str) -> None:
         assert measured["udp"] is False
     if name == "none":
         assert measured["behind_nat"] is False
+    tcp = measured["tcp"]  # RFC 5382, measured with kernel TCP: what the model's TCP section says
+    if behaviour.kind is not NatKind.NONE:
+        assert tcp["mapping"] == behaviour.tcp_mapping.value  # type: ignore[union-attr]
+        assert tcp["filtering"] == behaviour.tcp_filtering.value  # type: ignore[union-attr]
+        assert tcp["port_preservation"] is behaviour.tcp_port_preservation
+        assert tcp["unsolicited_syn"] == behaviour.tcp.unsolicited_syn.value
+        assert tcp["stranger_syn"] == ("admitted" if behaviour.tcp_filtering is Filtering.ENDPOINT_INDEPENDENT
+                                       else behaviour.tcp.unsolicited_syn.value)
+    assert tcp["simultaneous_open"] is True  # every preset admits a simultaneous open (RFC 5382 REQ-2a)
+    if name == "linux-masquerade-rst":
+        assert tcp["unsolicited_syn"] == "rst"  # the box's own TCP stack answers: measured, not assumed
 
 
 @pytest.mark.parametrize(
@@ -63,16 +74,24 @@ def test_probe_measures_what_the_preset_declares(name: str) -> None:
     [
         (["eim-apdf", "--outbound-refresh"], {"inbound_refreshes": False, "expired_after_timeout": True}),
         (["adm-eif", "--no-hairpin", "--no-port-preservation", "--no-timeout-check"],
-         {"hairpinning": False, "port_preservation": False, "mapping": "address-dependent"}),
+         {"hairpinning": False, "port_preservation": False, "mapping": "address-dependent",
+          "tcp.port_preservation": False, "tcp.mapping": "address-dependent", "tcp.stranger_syn": "admitted"}),
+        (["port-restricted-cone", "--syn-answer", "icmp", "--no-simultaneous-open", "--no-timeout-check"],
+         {"tcp.unsolicited_syn": "icmp", "tcp.stranger_syn": "icmp", "tcp.simultaneous_open": False}),
+        (["linux-masquerade", "--syn-answer", "rst", "--no-timeout-check"],
+         {"tcp.unsolicited_syn": "rst", "tcp.stranger_syn": "rst", "tcp.simultaneous_open": True,
+          "filtering": "address-and-port-dependent"}),
     ],
 )
 def test_probe_variants(args: list[str], checks: dict[str, object]) -> None:
-    """Field overrides reach the kernel: RFC 4787 outbound-only refresh, no hairpin, random external ports."""
+    """Field overrides reach the kernel: RFC 4787 outbound-only refresh, no hairpin, random external ports; RFC 5382
+    ICMP or RST answers to unsolicited SYNs, a refused simultaneous open."""
     p = subprocess.run([*ICELAB, "nat", "probe", *args, "--json"], capture_output=True, text=True, timeout=60,
                        cwd=ROOT)
     doc = json.loads(p.stdout)
     assert p.returncode == 0 and doc["mismatches"] == [], (doc["mismatches"], p.stderr)
-    assert {k: doc["measured"][k] for k in checks} == checks
+    measured = {**doc["measured"], **{f"tcp.{k}": v for k, v in doc["measured"]["tcp"].items()}}
+    assert {k: measured[k] for k in checks} == checks
 
 
 def test_probe_refuses_an_impossible_variant() -> None:
@@ -545,3 +564,96 @@ def test_interrupting_a_parallel_run_at_random_instants_leaves_nothing_and_print
             assert root_links() == links_before and netns_list() == netns_before
         done = subprocess.run([*args, out], cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stdout[-1000:] + done.stderr[-1000:]
+
+
+def test_probe_text_output_reports_tcp() -> None:
+    """The text report has a TCP section with every RFC 5382 measurement next to what the preset declares."""
+    p = subprocess.run([*ICELAB, "nat", "probe", "linux-masquerade-rst", "--no-timeout-check"], capture_output=True,
+                       text=True, timeout=60, cwd=ROOT)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert "  TCP (RFC 5382):" in lines
+    rows = {line.split()[0]: line.split()[1:] for line in lines[lines.index("  TCP (RFC 5382):") + 1:]}
+    assert rows == {"tcp.mapping": ["endpoint-independent"] * 2, "tcp.port_preservation": ["True"] * 2,
+                    "tcp.filtering": ["address-and-port-dependent"] * 2, "tcp.stranger_syn": ["rst"] * 2,
+                    "tcp.unsolicited_syn": ["rst"] * 2, "tcp.simultaneous_open": ["True"] * 2}
+
+
+TCP_PAIRS = [
+    ("port-restricted-cone", "port-restricted-cone"),  # both drop: connects
+    ("linux-masquerade", "linux-masquerade"),
+    ("linux-masquerade-rst", "linux-masquerade-rst"),  # both reset early SYNs: never
+    ("linux-masquerade", "linux-masquerade-rst"),  # one resets: the refused side's paced retry gets in
+    ("symmetric", "port-restricted-cone"),
+    ("restricted-cone", "linux-masquerade-rst"),  # connects only when the RST side starts: not reliably
+    ("port-restricted-cone", {"unsolicited_syn": "icmp"}),  # ICMP leaves the refused side's conntrack entry open
+    ({"simultaneous_open": False}, "port-restricted-cone"),  # one NAT admitting the crossing SYN is enough
+]
+
+
+@pytest.mark.parametrize("pair", TCP_PAIRS, ids=lambda p: "x".join(
+    x if isinstance(x, str) else "prc+" + "+".join(f"{k}={v}" for k, v in x.items()) for x in p))
+def test_tcp_simultaneous_open_in_the_kernel_matches_the_reasoning(pair: tuple[object, object]) -> None:
+    """Kernel TCP through two kernel NATs, each host first in turn: a simultaneous open connects both ways round
+    exactly when ice.nat.reach.tcp_simultaneous_open_possible says so (the simulation is checked against the same
+    function, so the three agree)."""
+    from ice.lab.mn import Lab
+    from ice.lab.punch import tcp_punch
+    from ice.nat.behaviour import SynAnswer
+    from ice.nat.reach import tcp_simultaneous_open_possible
+    from ice.topology.registry import topology
+
+    def behaviour(x: object) -> NatBehaviour:
+        if isinstance(x, str):
+            return PRESETS[x]
+        changes = {k: SynAnswer(v) if k == "unsolicited_syn" else v for k, v in x.items()}  # type: ignore[attr-defined]
+        return PRESETS["port-restricted-cone"].with_tcp(**changes)
+
+    a, b = behaviour(pair[0]), behaviour(pair[1])
+    links_before = root_links()
+    got = []
+    with Lab(topology("two_nats")) as lab:
+        for i, (x, y) in enumerate(((a, b), (b, a))):
+            lab.set_nat("nat-a", x)
+            lab.set_nat("nat-b", y)
+            got.append(tcp_punch(lab, 43000 + i).connected)
+    assert root_links() == links_before
+    assert all(got) is tcp_simultaneous_open_possible(a, b), got
+
+
+def test_engine_hairpins_tcp() -> None:
+    """Hairpinning (RFC 4787 §6, which RFC 5382 asks of TCP too) through the engine's TCP maps: host a connects to
+    host b's public TCP address on their shared full-cone NAT, and b's listener sees a at a's own public address
+    (port preserved)."""
+    import socket
+
+    from ice.lab.mn import Lab
+    from ice.topology.registry import topology
+
+    spec = topology("same_nat", "full-cone")
+    facts, server = spec.facts, spec.facts["stun_primary"].rsplit(":", 1)[0]
+    with Lab(spec) as lab:
+        socks: list[socket.socket] = []
+
+        def sock(node: str, local: tuple[str, int]) -> socket.socket:
+            with lab.inside(node):
+                s = socket.socket()
+            socks.append(s)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(local)
+            s.settimeout(2)
+            return s
+
+        try:
+            listener = sock("stun", (server, 5555))
+            listener.listen(2)
+            sock("b", (facts["b"], 45000)).connect((server, 5555))  # makes b's binding
+            mapped = listener.accept()[1]
+            b = sock("b", (facts["b"], 45000))
+            b.listen(2)
+            sock("a", (facts["a"], 46000)).connect(mapped)
+            assert mapped == (facts["nat_public"], 45000)
+            assert b.accept()[1] == (facts["nat_public"], 46000)
+        finally:
+            for s in socks:
+                s.close()

@@ -44,6 +44,7 @@ STRATEGIES: dict[type[Attribute], st.SearchStrategy[Attribute]] = {
     a.IceControlling: st.builds(a.IceControlling, u64),
     a.Lifetime: st.builds(a.Lifetime, u32),
     a.ReservationToken: st.builds(a.ReservationToken, u64),
+    a.ConnectionId: st.builds(a.ConnectionId, u32),
     a.ChangeRequest: st.builds(a.ChangeRequest, st.booleans(), st.booleans()),
     a.ResponsePort: st.builds(a.ResponsePort, ports),
     a.ChannelNumber: st.builds(a.ChannelNumber, st.integers(0x4000, 0x4FFF)),

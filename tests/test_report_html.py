@@ -70,3 +70,49 @@ def test_grid_html_in_headless_chromium(tmp_path: Path, monkeypatch: pytest.Monk
     assert details["observed"] == "relay" and details["config"]["nats"]["nat_a"] == "apdm-apdf"
     assert f"{total - 1}/{total} cells as expected" in page.ids["summary"]
     assert "Legend" in page.ids["legend"] and broken in page.ids["failed"]
+
+
+class _Charts(HTMLParser):
+    """The bulk table's rows and the shapes of each inline chart."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.charts: dict[str, list[str]] = {}
+        self.links: list[str] = []
+        self._chart: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "svg" and "bulk-chart" in (a.get("class") or ""):
+            self._chart = str(a.get("data-cell"))
+            self.charts[self._chart] = []
+        elif self._chart is not None and tag in ("polyline", "rect"):
+            self.charts[self._chart].append(f"{tag}.{a.get('class') or ''}")
+        elif tag == "a" and (a.get("href") or "").startswith("#cell="):
+            self.links.append(str(a["href"]))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "svg":
+            self._chart = None
+
+
+def test_bulk_charts_in_headless_chromium(tmp_path: Path) -> None:
+    """A bulk phase per cell of scenarios/throughput.toml: a row with an inline SVG chart (the band shaded, the
+    measured series drawn), a link that opens the cell's record, and no script errors."""
+    root = Path(__file__).resolve().parents[1]
+    assert run_suite("sim", tmp_path / "out", files=[root / "scenarios" / "throughput.toml"], quiet=True) == 0
+    url = f"file://{tmp_path / 'out' / 'grid.html'}#cell=bulk-10mbit-lossy"
+    page, log = render(url, tmp_path)
+    assert "Uncaught" not in log, log[-1000:]
+    details = json.loads(page.ids["details"])
+    assert details["scenario"] == "bulk-10mbit-lossy" and details["bulk"]["loss_pct"] > 0
+    chromium = shutil.which("chromium")
+    assert chromium is not None
+    dom = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu",
+                          f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", url],
+                         capture_output=True, text=True, timeout=90).stdout
+    charts = _Charts()
+    charts.feed(dom)
+    assert set(charts.charts) == {"bulk-10mbit-direct", "bulk-10mbit-relayed", "bulk-10mbit-lossy", "bulk-10mbit-40ms"}
+    assert all(shapes == ["rect.", "rect.band", "polyline.measured"] for shapes in charts.charts.values())
+    assert "#cell=bulk-10mbit-40ms" in charts.links

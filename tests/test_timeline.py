@@ -27,6 +27,11 @@ def test_steps_parse_and_echo() -> None:
                                             {"expect": "relay", "within": 20.0}, {"restart": True},
                                             {"nat_reboot": "nat-a"}]
     assert steps[1].label == "expect relay within 20 s" and steps[0].label == "after 1 s: block direct (a-to-b)"
+    moved = parse_timeline([{"after": 1, "renumber": "a"}, {"expect": "direct", "within": 10, "restarted": True}])
+    assert moved == (Step("renumber", "a", 1.0), Step("expect", "direct", within=10.0, restarted=True))
+    assert [s.as_json() for s in moved] == [{"after": 1.0, "renumber": "a"},
+                                            {"expect": "direct", "within": 10.0, "restarted": True}]
+    assert moved[1].label == "expect direct after an ICE restart within 10 s"
 
 
 @pytest.mark.parametrize(("timeline", "says"), [
@@ -39,6 +44,9 @@ def test_steps_parse_and_echo() -> None:
     ([{"pause": 3}], "not pause"),
     ([{"stream": "paused"}], "stream is on or off, not 'paused'"),
     ([{"link_loss": 1.5}], "link_loss is a fraction in"),
+    ([{"renumber": "nat-a"}], "renumber names a peer, \"a\" or \"b\", not 'nat-a'"),
+    ([{"renumber": "a", "restarted": True}], "restarted = true goes with expect"),
+    ([{"expect": "direct", "within": 5, "restarted": 1}], "restarted = true goes with expect"),
 ])
 def test_a_bad_step_is_one_sentence_naming_the_cell_and_step(timeline: list[object], says: str) -> None:
     with pytest.raises(UserError, match="cell c: .*" + says.replace("(", r"\(").replace(")", r"\)")):
@@ -87,3 +95,19 @@ def test_the_faults_suite(backend: str, tmp_path: Path) -> None:
     lossy = cells["lossy-then-dead-then-clean"]
     assert [s.get("observed") for s in lossy["timeline"] if "observed" in s] == ["direct", "none", "direct"]
     assert lossy["timeline_data"]["restarts"] == 0 and lossy["timeline_data"]["lost"]["a-to-b"] > 0
+    changed = cells["link-slow-lossy-dead-clean"]
+    assert [s.get("observed") for s in changed["timeline"] if "observed" in s] == ["direct", "direct", "none", "direct"]
+    assert changed["timeline_data"]["restarts"] == 0 and changed["timeline_data"]["lost"]["a-to-b"] > 0
+    # A renumbered peer: back on the same kind of path after both sides restarted (the moved side on its own, the
+    # other when signalled; the harness's restart policy had nothing to do); the peer's datagrams to the old
+    # address were lost meanwhile.
+    for name, path in (("renumber-behind-nat", "direct"), ("renumber-public-peer", "direct"),
+                       ("renumber-while-relayed", "relay")):
+        cell = cells[name]
+        expects = [s for s in cell["timeline"] if "observed" in s]
+        assert [s["observed"] for s in expects] == [path] * len(expects) and all(s["restarted"] for s in expects)
+        assert cell["timeline_data"]["network_restarts"] == len(expects) and cell["timeline_data"]["restarts"] == 0
+        assert expects[0]["lost"]["b-to-a"] > 0 and expects[0]["took_s"] < 5
+    assert [s.get("detail") for s in cells["renumber-behind-nat"]["timeline"] if "detail" in s] == [
+        "10.0.1.2 -> 10.0.1.254", "10.0.2.2 -> 10.0.2.254"]
+    assert cells["renumber-public-peer"]["timeline"][0]["detail"] == "203.0.113.101 -> 203.0.113.254"

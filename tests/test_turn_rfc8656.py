@@ -863,6 +863,8 @@ def test_rfc8656_12_2_other_channel_numbers_are_400(number: int) -> None:
     assert code_of(resp) == 400 and resp.check_integrity(KEY)  # type: ignore[union-attr]
     (alloc,) = srv.allocations.values()
     assert alloc.channels == {} and alloc.permissions == {}
+    # the numbers RFC 5766 allowed are counted apart, so the operator can be told about --rfc5766-channels
+    assert srv.stats["channel-rfc5766-range"] == (1 if 0x5000 <= number <= 0x7FFF else 0)
 
 
 def test_rfc8656_12_rfc5766_channel_numbers_only_when_configured() -> None:

@@ -4,6 +4,7 @@ from ice.agent.agent import IceAgent
 from ice.agent.candidate import Candidate, CandidateType, candidate_priority, foundation, pair_priority
 from ice.agent.config import AgentConfig, Nomination
 from ice.agent.states import AgentState, PairState
+from ice.agent.tcp import TcpConfig, TcpType
 
 __all__ = [
     "AgentConfig",
@@ -13,6 +14,8 @@ __all__ = [
     "IceAgent",
     "Nomination",
     "PairState",
+    "TcpConfig",
+    "TcpType",
     "candidate_priority",
     "foundation",
     "pair_priority",

@@ -11,6 +11,10 @@ Driving it::
     while (t := agent.poll_transmit()): sock(t.local).sendto(t.data, t.remote)
     while (e := agent.next_event()): ...
 
+ICE-TCP (RFC 6544, with ``AgentConfig.tcp.enabled``): ``add_tcp_host_candidate``/``add_tcp_server_reflexive``
+add TCP candidates; the driver carries out ``poll_tcp()`` (connect, send an RFC 4571 frame, close), reports with
+``handle_tcp_event`` and ``accept_tcp`` and feeds ``handle_tcp_data`` (see the ICE-TCP section of the class).
+
 One data stream with any number of components (RTP/RTCP style: each component has its own sockets, pairs,
 nomination and selected pair). Bad input from the network is counted in ``stats`` or answered with a STUN error
 (400, 401, 420, 487); it never raises.
@@ -32,12 +36,32 @@ from ice.agent.events import (
     DataReceived,
     Event,
     GatheringComplete,
+    NetworkChangeRestart,
     PairStateChanged,
     SelectedPairChanged,
     StateChanged,
     StunServerUnreachable,
 )
+from ice.agent.network import NetworkChange
 from ice.agent.states import AGENT_TRANSITIONS, AgentState, PairState
+from ice.agent.tcp import (
+    DISCARD_PORT,
+    ConnState,
+    Rfc4571Framer,
+    TcpClose,
+    TcpConn,
+    TcpConnect,
+    TcpConnected,
+    TcpConnectFailed,
+    TcpEvent,
+    TcpIntent,
+    TcpSend,
+    TcpState,
+    TcpType,
+    frame,
+    tcp_candidate,
+    tcp_pairable,
+)
 from ice.errors import StunParseError
 from ice.stun.attributes import (
     Address,
@@ -212,6 +236,8 @@ class IceAgent:
         """When the peer's last authenticated check arrived (the controlled side's nomination deadline)."""
         self.failure_reason: str | None = None
         """Why the agent last went to FAILED (also in that StateChanged event); None while it has not."""
+        self._tcp: TcpState[Pair] = TcpState()
+        """ICE-TCP (RFC 6544): TCP bases, TCP pairs, connections (see the ICE-TCP section below)."""
 
     # ================================================================================================ setup
 
@@ -302,6 +328,7 @@ class IceAgent:
         early, self._early_checks = self._early_checks, []
         for local, remote, priority, use in early:
             self._learn_check(now, local, remote, priority, use)
+        self._tcp_replay_early(now)
         self._start_if_ready(now)
 
     def add_remote_candidate(self, now: float, candidate: Candidate | None) -> None:
@@ -310,7 +337,7 @@ class IceAgent:
             self.remote_end_of_candidates = True
             self._check_failed()
             return
-        if candidate.transport != "udp" or candidate.component not in self.components:
+        if not self._transport_allowed(candidate) or candidate.component not in self.components:
             self.stats["remote-candidate-ignored"] += 1
             return
         if not _is_ip(candidate.host):
@@ -318,14 +345,15 @@ class IceAgent:
             # application resolves it and adds the candidate with the address.
             self.stats["remote-candidate-not-an-ip"] += 1
             return
-        known = next((c for c in self.remote_candidates if c.address == candidate.address), None)
+        known = next((c for c in self.remote_candidates if c.address == candidate.address
+                      and c.transport == candidate.transport), None)
         if known is not None:
             if known.type is CandidateType.PEER_REFLEXIVE and candidate.type is not CandidateType.PEER_REFLEXIVE \
                     and known.component == candidate.component:
                 self._signalled_prflx(known, candidate)
             return
         self.remote_candidates.append(candidate)
-        for base, local in self._bases.items():
+        for base, local in [*self._bases.items(), *self._tcp.bases.items()]:
             self._add_pair(local, base, candidate)
         self._start_if_ready(now)
 
@@ -356,13 +384,19 @@ class IceAgent:
         self.local_candidates.append(cand)
         self._events.append(CandidateGathered(cand))
 
-    def _add_pair(self, local: Candidate, base: Address, remote: Candidate, state: PairState = PairState.FROZEN
-                  ) -> Pair | None:
+    def _add_pair(self, local: Candidate, base: Address, remote: Candidate, state: PairState = PairState.FROZEN,
+                  learned: bool = False) -> Pair | None:
         if (":" in base[0]) != (":" in remote.host) or local.component != remote.component:
             return None  # address families or components differ (RFC 8445 §6.1.2.2)
+        if not tcp_pairable(local, remote):
+            return None  # RFC 6544 §6.2: same transport, matching tcptypes
+        if not learned and TcpType.of(local) is TcpType.PASSIVE:
+            self._tcp.pruned += 1  # RFC 6544 §6.2: no checks from a passive candidate; the peer connects to it
+            return None
+        index = self._tcp.pairs if local.transport == "tcp" else self._pairs_by_key
         key = (base, remote.address)
-        if key in self._pairs_by_key:
-            return self._pairs_by_key[key]
+        if key in index:
+            return index[key]
         g, d = (local.priority, remote.priority) if self.controlling else (remote.priority, local.priority)
         priority = pair_priority(g, d)
         if len(self.pairs) >= self.config.max_pairs:
@@ -375,11 +409,11 @@ class IceAgent:
             if worst is None or worst.priority >= priority:
                 return None
             self.pairs.remove(worst)
-            self._pairs_by_key.pop(worst.key, None)
+            (self._tcp.pairs if worst.local.transport == "tcp" else self._pairs_by_key).pop(worst.key, None)
         pair = Pair(local, base, remote, priority, state)
         self.pairs.append(pair)
         self.pairs.sort(key=lambda p: -p.priority)
-        self._pairs_by_key[key] = pair
+        index[key] = pair
         return pair
 
     def _start_if_ready(self, now: float) -> None:
@@ -459,6 +493,9 @@ class IceAgent:
         transaction's first request goes out at once). ``check`` counts the sends."""
         if now is not None:
             tx.handle_timeout(now)
+        if check is not None and check.pair is not None and check.pair.local.transport == "tcp":
+            self._tcp_pump(tx, check, now)
+            return
         while (out := tx.poll_transmit()) is not None:
             self._transmits.append(Transmit(out.remote, out.data, local))
             if check is not None:
@@ -530,6 +567,7 @@ class IceAgent:
         nomination_deadline = self._nomination_deadline()
         if nomination_deadline is not None:
             times.append(nomination_deadline)
+        times.extend(self._tcp_deadlines())
         return min(times) if times else None
 
     def _nomination_deadline(self) -> float | None:
@@ -577,6 +615,7 @@ class IceAgent:
                 self.pacer.next_at = now + self.config.ta
         if self._consent_at is not None and now >= self._consent_at:
             self._consent_check(now)
+        self._tcp_handle_timeout(now)
         deadline = self._nomination_deadline()
         if deadline is not None and now >= deadline:
             self.stats["nomination-timeout"] += 1
@@ -615,7 +654,7 @@ class IceAgent:
         """RFC 8445 §8.1.2 with trickle ICE (RFC 8838 §8): ICE fails once no more candidates can come from either
         side (local gathering done, remote end-of-candidates) and every pair failed, or there are no pairs."""
         if (self.selected_pairs and not self._restarting) or not self.remote_end_of_candidates \
-                or not self._gathering_done_sent:
+                or not self._gathering_done_sent or self._tcp.pruned:
             return
         if self.state not in (AgentState.NEW, AgentState.CHECKING):
             return
@@ -728,7 +767,7 @@ class IceAgent:
     @property
     def components(self) -> list[int]:
         """The components this agent has candidates for."""
-        return sorted({c.component for c in self._bases.values()}) or [1]
+        return sorted({c.component for c in [*self._bases.values(), *self._tcp.bases.values()]}) or [1]
 
     @property
     def selected(self) -> Pair | None:
@@ -824,7 +863,7 @@ class IceAgent:
         """``sign=False`` for 400/401 to an unauthenticated request: no MESSAGE-INTEGRITY (RFC 8489 §9.1.3)."""
         resp = Message(Method.BINDING, cls, req.transaction_id, attrs)
         key = self._key if sign else None
-        self._transmits.append(Transmit(remote, resp.encode(key, fingerprint=True), local))
+        self._emit(Transmit(remote, resp.encode(key, fingerprint=True), local))
 
     def _on_request(self, now: float, local: Address, remote: Address, req: Message) -> None:
         # RFC 8445 §7.3: short-term credentials; USERNAME is "our ufrag:their ufrag".
@@ -839,7 +878,7 @@ class IceAgent:
             # the old password, and nothing more (pairs belong to the new generation).
             self.stats["check-previous-generation"] += 1
             resp = Message(Method.BINDING, MessageClass.SUCCESS, req.transaction_id, [XorMappedAddress(*remote)])
-            self._transmits.append(Transmit(remote, resp.encode(old.local_key, fingerprint=True), local))
+            self._emit(Transmit(remote, resp.encode(old.local_key, fingerprint=True), local))
             return
         if not user.text.startswith(self.ufrag + ":"):
             self.stats["check-wrong-username"] += 1
@@ -858,7 +897,7 @@ class IceAgent:
             self.stats["check-without-priority"] += 1
             self._respond(local, remote, req, [ErrorCode(400, "Bad Request: no PRIORITY")], MessageClass.ERROR)
             return
-        if local not in self._bases:
+        if local not in self._rx_bases():
             self.stats["check-on-unknown-base"] += 1
             return
         self._last_check_rx = now
@@ -879,6 +918,9 @@ class IceAgent:
         self._respond(local, remote, req, [XorMappedAddress(*remote)])
         prio = req.get(Priority)
         use = req.get(UseCandidate) is not None
+        if self.remote_ufrag is None and self._tcp.rx is not None:
+            self._tcp_early(local, remote, prio.number if prio else 0, use)
+            return
         if self.remote_ufrag is None:
             # Answered; the pair (and a nomination it carried) waits for the remote credentials (RFC 8838 §11).
             # One entry per path (retransmissions repeat it; a nomination sticks), and no more than a checklist.
@@ -896,15 +938,21 @@ class IceAgent:
 
     def _learn_check(self, now: float, local: Address, remote: Address, priority: int, use: bool) -> None:
         """What a valid incoming check teaches: a prflx remote candidate, a pair, a nomination, a triggered check."""
-        rcand = next((c for c in self.remote_candidates if c.address == remote), None)
-        if rcand is None:  # peer-reflexive remote candidate (RFC 8445 §7.3.1.3)
+        bases = self._rx_bases()
+        transport = "tcp" if self._tcp.rx is not None else "udp"
+        rcand = next((c for c in self.remote_candidates if c.address == remote and c.transport == transport), None)
+        if rcand is None and transport == "tcp":
+            rcand = self._tcp_prflx_remote(bases[local], remote, priority)
+        elif rcand is None:  # peer-reflexive remote candidate (RFC 8445 §7.3.1.3)
             rcand = Candidate(foundation(CandidateType.PEER_REFLEXIVE, remote[0]), self._bases[local].component, "udp",
                               priority, remote[0], remote[1], CandidateType.PEER_REFLEXIVE)
             self.remote_candidates.append(rcand)
-        pair = self._pairs_by_key.get((local, remote)) or self._add_pair(self._bases[local], local, rcand,
-                                                                          PairState.WAITING)
+        index = self._tcp.pairs if transport == "tcp" else self._pairs_by_key
+        pair = index.get((local, remote)) or self._add_pair(bases[local], local, rcand, PairState.WAITING,
+                                                            learned=True)
         if pair is None:
             return
+        self._tcp_bind(pair)
         if use and not self.controlling:
             pair.remote_nominated = True
             if pair.valid:
@@ -1012,7 +1060,7 @@ class IceAgent:
             self._check_failed()
             return
         # RFC 8445 §7.2.5.2.1: the response must come from where the request went, to where it came from.
-        if remote != pair.remote.address or local != pair.base:
+        if remote != pair.remote.address or local != pair.base or not self._tcp_same_path(pair):
             self._set_pair(pair, PairState.FAILED)
             self.stats["response-asymmetric"] += 1
             return
@@ -1039,7 +1087,7 @@ class IceAgent:
     def _valid_pair(self, pair: Pair, mapped: Address) -> Pair:
         """RFC 8445 §7.2.5.3.1: the valid pair of a check whose response maps it to ``mapped`` (not the base): its
         local candidate is the srflx or prflx candidate with that address, or a new prflx one (same base)."""
-        if pair.local.address == mapped or pair.local.type is CandidateType.RELAYED:
+        if pair.local.address == mapped or pair.local.type is CandidateType.RELAYED or pair.local.transport == "tcp":
             # Already a valid pair (a nomination or consent check repeats its check); or a relayed candidate,
             # whose path is the relay whatever the peer's NAT did to the relay's source port on the way (Linux
             # gives a packet a new source port when its conntrack tuple clashes with a flow going the other way).
@@ -1137,7 +1185,11 @@ class IceAgent:
         pair = self.selected if component is None else self.selected_pairs.get(component)
         if pair is None or self._consent_lost or self.state in (AgentState.CLOSED, AgentState.FAILED):
             return False
-        self._transmits.append(Transmit(pair.remote.address, data, pair.base))
+        if pair.local.transport == "tcp":
+            if not self._tcp_send_data(pair, data):
+                return True  # lost, as a datagram may be (counted): no connection right now, or too long
+        else:
+            self._transmits.append(Transmit(pair.remote.address, data, pair.base))
         self._count(pair, "data-sent")
         self._count(pair, "data-bytes-sent", len(data))
         return True
@@ -1158,6 +1210,9 @@ class IceAgent:
         self.remote_end_of_candidates = False
         self.pairs.clear()
         self._pairs_by_key.clear()
+        self._tcp.pairs.clear()
+        self._tcp.early.clear()
+        self._tcp.pruned = 0
         self._triggered.clear()
         self._deferred.clear()
         self._early_checks.clear()
@@ -1176,7 +1231,69 @@ class IceAgent:
         self._restarting = True
         self._set_state(AgentState.CHECKING)
 
+    # ====================================================================================== network change
+
+    def network_changed(self, now: float, change: NetworkChange, final: bool = True) -> None:
+        """The network changed under the agent (an address left the interface, another came): an ICE restart
+        (RFC 8445 §9) that also gathers again. New local credentials (a :class:`NetworkChangeRestart` event says
+        so: signal them to the peer); the candidates and pairs of ``change.gone`` are forgotten, with a selected
+        pair on them (nothing can be sent from a socket whose address is gone, so the old generation's consent
+        ends there too); each new host socket gets a host candidate and server-reflexive requests
+        (RFC 8445 §5.1.1); :class:`GatheringComplete` is reported again when they end. ``final=False``: more
+        candidates follow (a TURN allocation), the caller calls :meth:`end_of_local_candidates`."""
+        self.restart(now)
+        for local in change.gone:
+            self._forget_base(local)
+        if not self.selected_pairs:
+            self._previous = None
+            self._consent_at = None
+        self._gathering_final = False
+        self._gathering_done_sent = False
+        self.stats["network-changes"] += 1
+        self._events.append(NetworkChangeRestart(self.ufrag, tuple(change.gone),
+                                                 tuple(local for _, local in change.hosts)))
+        if change.offer_hosts:
+            for component, local in change.hosts:
+                self.add_host_candidate(local, component=component)
+            for _, local in change.hosts:
+                for server in change.stun_servers:
+                    if (":" in server[0]) == (":" in local[0]):
+                        self.gather_server_reflexive(now, local, server)
+        if final:
+            self.end_of_local_candidates()
+
+    def _forget_base(self, local: Address) -> None:
+        """Everything that lives on the local address ``local``: its candidate (host or relayed), the srflx and prflx
+        candidates based on it, its pairs, checks (a pending server-reflexive request ends without an event),
+        early checks and a selected pair on it."""
+        self._bases.pop(local, None)
+        self.local_candidates = [c for c in self.local_candidates if c.address != local and not (
+            c.type in (CandidateType.SERVER_REFLEXIVE, CandidateType.PEER_REFLEXIVE) and c.related == local)]
+        gone = [p for p in self.pairs if p.base == local]
+        if gone:
+            self.pairs = [p for p in self.pairs if p.base != local]
+            for p in gone:
+                if self._pairs_by_key.get(p.key) is p:
+                    del self._pairs_by_key[p.key]
+            self._triggered = deque(p for p in self._triggered if p.base != local)
+            self._deferred = {k: v for k, v in self._deferred.items() if v[0].base != local}
+        for tid, check in list(self._checks.items()):
+            if check.local == local:
+                del self._checks[tid]
+                if check.purpose == "gather":
+                    self._gathering -= 1
+        self._early_checks = [e for e in self._early_checks if e[0] != local]
+        for component, pair in list(self.selected_pairs.items()):
+            if pair.base == local:
+                del self.selected_pairs[component]
+
+    @property
+    def gathering_complete(self) -> bool:
+        """GatheringComplete was reported (for the current gathering: a network change starts another)."""
+        return self._gathering_done_sent
+
     def close(self) -> None:
+        self._tcp_close_all()
         self._checks.clear()
         self._consent_at = None
         self._start_pending = False
@@ -1184,6 +1301,414 @@ class IceAgent:
 
     def _tid(self) -> bytes:
         return self.rng.getrandbits(96).to_bytes(12, "big")
+
+    # ===================================================================================== ICE-TCP (RFC 6544)
+    #
+    # TCP pairs share the checklist with UDP ones; their checks, answers and data go on the pair's connection as
+    # RFC 4571 frames. The driver is asked for connections (poll_tcp), reports on them (handle_tcp_event), hands
+    # over accepted ones (accept_tcp) and the bytes it reads (handle_tcp_data).
+
+    def add_tcp_host_candidate(self, local: Address, tcptype: TcpType, other_preference: int | None = None,
+                               component: int = 1) -> Candidate:
+        """A TCP host candidate (RFC 6544 §4.1). ``local`` is a passive or so candidate's listening address (the
+        caller listens there; for so it also connects from that port); for an active candidate only its IP
+        matters: it is signalled with port 9 (RFC 6544 §4.5) and every connection gets its own port.
+        ``other_preference`` (0..8191, RFC 6544 §4.2) ranks interfaces; by default each further candidate of a
+        tcptype gets one less."""
+        addr = (local[0], DISCARD_PORT) if tcptype is TcpType.ACTIVE else local
+        known = self._tcp.bases.get(addr)
+        if known is not None:
+            if known.tcptype != tcptype.value or known.component != component:
+                raise ValueError(f"{addr} is already a {known.tcptype} TCP base of component {known.component}")
+            return known
+        same = sum(1 for c in self._tcp.bases.values() if c.component == component and c.tcptype == tcptype.value)
+        other = other_preference if other_preference is not None else max(0, 8191 - same)
+        cand = tcp_candidate(CandidateType.HOST, tcptype, addr, component, other, config=self.config.tcp)
+        self._tcp.bases[addr] = cand
+        self._add_local(cand)
+        self._pair_late_local(cand, addr)
+        return cand
+
+    def add_tcp_server_reflexive(self, base: Address, mapped: Address, server_ip: str | None = None
+                                 ) -> Candidate | None:
+        """A TCP server-reflexive candidate: ``mapped`` is what a STUN Binding sent over a TCP connection from the
+        passive or so candidate at ``base`` (from its very port) returned (RFC 6544 §4.1: learnt over TCP, not
+        copied from UDP). Paired through its base (RFC 8445 §6.1.2.4), so it only needs signalling. None (and
+        counted) when the base is unknown or active, or the mapping is the base itself or already a candidate."""
+        local = self._tcp.bases.get(base)
+        tcptype = TcpType.of(local) if local is not None else None
+        if local is None or tcptype is None or tcptype is TcpType.ACTIVE:
+            self.stats["tcp-srflx-bad-base"] += 1
+            return None
+        if mapped == base or any(c.transport == "tcp" and c.address == mapped for c in self.local_candidates):
+            self.stats["tcp-srflx-redundant"] += 1
+            return None
+        cand = tcp_candidate(CandidateType.SERVER_REFLEXIVE, tcptype, mapped, local.component,
+                             local.priority >> 8 & 0x1FFF, related=base, server_ip=server_ip, config=self.config.tcp)
+        self._add_local(cand)
+        return cand
+
+    @property
+    def tcp_bases(self) -> list[Address]:
+        """The bases of the local TCP candidates (an active one's is its IP with port 9)."""
+        return list(self._tcp.bases)
+
+    def poll_tcp(self) -> TcpIntent | None:
+        """The next thing the driver must do on TCP: connect, send a frame, close."""
+        return self._tcp.out.popleft() if self._tcp.out else None
+
+    def accept_tcp(self, now: float, local: Address, remote: Address) -> int | None:
+        """The driver accepted a connection from ``remote`` on the passive or so candidate listening at ``local``:
+        its id for :meth:`handle_tcp_data`, or None (counted) when the agent does not take it (close it). A
+        connection from a remote so candidate's address on a local so base is that pair's (the peer's half of a
+        simultaneous open won the race, RFC 6544 §7.1); any other waits for a check to tell its pair
+        (RFC 6544 §7.2)."""
+        base = self._tcp.bases.get(local)
+        if base is None or TcpType.of(base) in (None, TcpType.ACTIVE) or self.state is AgentState.CLOSED:
+            self.stats["tcp-accept-refused"] += 1
+            return None
+        unbound = sum(1 for c in self._tcp.conns.values() if not c.outgoing and self._tcp_pair_of(c) is None)
+        if unbound >= self.config.max_pairs:
+            self.stats["tcp-accept-over-limit"] += 1
+            return None
+        conn = self._tcp_new_conn(local, remote, outgoing=False)
+        conn.state = ConnState.UP
+        conn.started_at = now
+        self.stats["tcp-accepted"] += 1
+        pair = self._tcp.pairs.get((local, remote))
+        if pair is not None:
+            self._tcp_attach(pair, conn)
+        return conn.id
+
+    def handle_tcp_event(self, now: float, event: TcpEvent) -> None:
+        """What became of a connection the agent asked for (or of an established one)."""
+        conn = self._tcp.conns.get(event.conn)
+        if conn is None:
+            if isinstance(event, TcpConnected):
+                self._tcp.out.append(TcpClose(event.conn))  # abandoned meanwhile: close what came up
+            self.stats["tcp-event-unknown-connection"] += 1
+            return
+        if isinstance(event, TcpConnected):
+            if conn.state is not ConnState.CONNECTING:
+                return
+            pair = self._tcp_pair_of(conn) or self._tcp.pairs.get((conn.base, conn.remote))
+            if pair is None:
+                self._tcp_drop(conn)
+                return
+            conn.state = ConnState.UP
+            self.stats["tcp-connected"] += 1
+            self._tcp.attempts.pop(pair, None)
+            self._tcp_attach(pair, conn)
+        else:
+            if isinstance(event, TcpConnectFailed):
+                self.stats["tcp-connect-failed"] += 1
+            else:
+                self.stats["tcp-closed"] += 1
+            self._tcp_lost(now, conn)
+
+    def handle_tcp_data(self, now: float, conn_id: int, data: bytes) -> None:
+        """Bytes read from connection ``conn_id``: RFC 4571 frames (any split across reads) carrying checks,
+        answers (matched to their checks by transaction ID; they count only over TCP between the pair's ends,
+        RFC 6544 §7.1) or data."""
+        conn = self._tcp.conns.get(conn_id)
+        if conn is None or conn.state is not ConnState.UP or self.state is AgentState.CLOSED:
+            self.stats["tcp-data-unknown-connection"] += 1
+            return
+        for payload in conn.framer.feed(data):
+            self._tcp_frame(now, conn, payload)
+            if conn.state is not ConnState.UP:
+                break
+
+    # ---------------------------------------------------------------------------------------- ICE-TCP helpers
+
+    def _transport_allowed(self, candidate: Candidate) -> bool:
+        if candidate.transport == "udp":
+            return True
+        if candidate.transport != "tcp" or not self.config.tcp.enabled:
+            return False
+        if TcpType.of(candidate) is None:
+            self.stats["remote-candidate-bad-tcptype"] += 1
+            return False
+        return True
+
+    def _rx_bases(self) -> dict[Address, Candidate]:
+        """The bases of the transport the message being handled came on."""
+        return self._tcp.bases if self._tcp.rx is not None else self._bases
+
+    def _emit(self, t: Transmit) -> None:
+        """An answer goes back the way the request came: on its TCP connection, else as a datagram."""
+        rx = self._tcp.rx
+        if rx is None:
+            self._transmits.append(t)
+        elif rx.state is ConnState.UP:
+            self._tcp.out.append(TcpSend(rx.id, frame(t.data)))
+
+    def _tcp_same_path(self, pair: Pair) -> bool:
+        """RFC 8445 §7.2.5.2.1 for TCP: a TCP check's answer must come over TCP (on a connection between the
+        pair's ends: the caller compares the addresses), a UDP check's as a datagram."""
+        return (self._tcp.rx is not None) == (pair.local.transport == "tcp")
+
+    def _tcp_prflx_remote(self, local: Candidate, remote: Address, priority: int) -> Candidate:
+        """RFC 6544 §7.2: a check on a connection from an unknown address (an active candidate's connection
+        comes from a port nobody signalled) makes a peer-reflexive remote candidate of the opposite tcptype."""
+        mine = TcpType.of(local)
+        tcptype = mine.opposite if mine is not None else TcpType.ACTIVE
+        cand = Candidate(foundation(CandidateType.PEER_REFLEXIVE, remote[0], None, f"tcp-{tcptype.value}"),
+                         local.component, "tcp", priority, remote[0], remote[1], CandidateType.PEER_REFLEXIVE,
+                         tcptype=tcptype.value)
+        self.remote_candidates.append(cand)
+        self.stats["tcp-prflx-remote"] += 1
+        return cand
+
+    def _tcp_bind(self, pair: Pair) -> None:
+        """A check arrived for ``pair`` on the connection being handled: the pair uses that connection (its own
+        check, answer or triggered check go there, RFC 6544 §7.2) unless it has another one up."""
+        rx = self._tcp.rx
+        if rx is not None and pair.local.transport == "tcp":
+            self._tcp_attach(pair, rx)
+
+    def _tcp_attach(self, pair: Pair, conn: TcpConn) -> None:
+        """``conn`` (up) serves the pair from now on, unless the pair has another connection up: then
+        :meth:`_tcp_resolve` picks one. An attempt of ours still connecting is detached (its frames move over)
+        but left to finish: closing it could close the connection the peer is using."""
+        current = self._tcp.pair_conn.get(pair)
+        if current is not None and current is not conn and current.state is ConnState.UP:
+            self._tcp_resolve(pair, current, conn)
+            return
+        self._tcp.pair_conn[pair] = conn
+        if current is not None and current is not conn:
+            conn.pending += current.pending
+            current.pending.clear()
+        for data in conn.pending:
+            self._tcp.out.append(TcpSend(conn.id, data))
+        conn.pending.clear()
+
+    def _tcp_resolve(self, pair: Pair, current: TcpConn, other: TcpConn) -> None:
+        """Two connections up for one pair (both ends connected at once and each reached the other's listening so
+        port, e.g. through NATs that gave the attempts different ports). Both ends keep the one the controlling
+        agent opened (RFC 6544 §7.1 wants one connection per pair); the controlled agent closes its own, the
+        controlling agent leaves the other open for the peer to close (closing it could race the peer's choice)."""
+        ours = {c for c in (current, other) if c.outgoing}
+        if len(ours) != 1:
+            return  # two of the same kind: keep the current one
+        winner = next(iter(ours)) if self.controlling else next(c for c in (current, other) if not c.outgoing)
+        loser = other if winner is current else current
+        self._tcp.pair_conn[pair] = winner
+        self.stats["tcp-duplicate-connection"] += 1
+        for data in loser.pending:
+            self._tcp.out.append(TcpSend(winner.id, data))
+        loser.pending.clear()
+        if not self.controlling:
+            self._tcp_drop(loser)
+
+    def _tcp_early(self, local: Address, remote: Address, priority: int, use: bool) -> None:
+        """A check on a connection before the remote credentials: answered; learnt once they come (RFC 8838 §11)."""
+        rx = self._tcp.rx
+        assert rx is not None
+        for i, (c0, l0, r0, p0, u0) in enumerate(self._tcp.early):
+            if (c0, l0, r0) == (rx.id, local, remote):
+                self._tcp.early[i] = (c0, l0, r0, p0, u0 or use)
+                return
+        if len(self._tcp.early) < self.config.max_pairs:
+            self._tcp.early.append((rx.id, local, remote, priority, use))
+        else:
+            self.stats["early-checks-over-limit"] += 1
+
+    def _tcp_replay_early(self, now: float) -> None:
+        early, self._tcp.early = self._tcp.early, []
+        for conn_id, local, remote, priority, use in early:
+            conn = self._tcp.conns.get(conn_id)
+            if conn is None or conn.state is not ConnState.UP or local not in self._tcp.bases:
+                continue
+            prev, self._tcp.rx = self._tcp.rx, conn
+            try:
+                self._learn_check(now, local, remote, priority, use)
+            finally:
+                self._tcp.rx = prev
+
+    def _tcp_frame(self, now: float, conn: TcpConn, payload: bytes) -> None:
+        if is_stun(payload):
+            prev, self._tcp.rx = self._tcp.rx, conn
+            try:
+                self.handle_datagram(now, conn.base, conn.remote, payload)
+            finally:
+                self._tcp.rx = prev
+            return
+        pair = self._tcp_pair_of(conn)
+        if pair is None:  # a second connection between a valid pair's ends (attempts that crossed)
+            pair = self._tcp.pairs.get((conn.base, conn.remote))
+            pair = pair if pair is not None and pair.valid else None
+        if pair is None:
+            # Data on a connection no authenticated check has tied to a pair: not the peer's, as far as we know.
+            self.stats["tcp-data-before-check"] += 1
+            return
+        component = pair.local.component
+        self._events.append(DataReceived(payload, conn.base, conn.remote, component))
+        selected = self.selected_pairs.get(component)
+        counted = selected if selected is not None and self._tcp.pair_conn.get(selected) is conn else None
+        self._count(counted, "data-received")
+        self._count(counted, "data-bytes-received", len(payload))
+
+    def _tcp_pair_of(self, conn: TcpConn) -> Pair | None:
+        return next((p for p, c in self._tcp.pair_conn.items() if c is conn), None)
+
+    def _tcp_new_conn(self, base: Address, remote: Address, outgoing: bool) -> TcpConn:
+        conn = TcpConn(self._tcp.next_id, base, remote, outgoing, Rfc4571Framer(self.config.tcp.max_frame,
+                                                                                  stats=self.stats))
+        self._tcp.next_id += 1
+        self._tcp.conns[conn.id] = conn
+        return conn
+
+    def _tcp_pump(self, tx: ClientTransaction, check: _Check, now: float | None) -> None:
+        """A check (or consent check) on a TCP pair: sent once on the pair's connection, never retransmitted
+        (RFC 8489 §6.2.2: the transport is reliable; the transaction still times out on its schedule)."""
+        pair = check.pair
+        assert pair is not None
+        while (out := tx.poll_transmit()) is not None:
+            check.sends += 1
+            if check.sends > 1:
+                self.stats["tcp-retransmit-suppressed"] += 1
+                continue
+            self._count(pair, _SENT[check.purpose][0])
+            if check.nominating:
+                self._count(pair, "nominations-sent")
+            self._tcp_send_frame(pair, out.data, now)
+
+    def _tcp_send_frame(self, pair: Pair, data: bytes, now: float | None) -> bool:
+        """Frame ``data`` onto the pair's connection; without one, an active or so candidate asks for one (paced:
+        ``TcpConfig.connect_pace``) and the frame waits for it. A passive candidate cannot connect: counted."""
+        framed = frame(data)
+        conn = self._tcp.pair_conn.get(pair)
+        if conn is None:
+            # A connection between the pair's ends already up (the same pair of a previous ICE generation, or one
+            # the peer opened): use it. Opening another from an so port would clash on the four-tuple.
+            conn = next((c for c in self._tcp.conns.values() if c.state is ConnState.UP
+                         and (c.base, c.remote) == (pair.base, pair.remote.address)), None)
+            if conn is not None:
+                self._tcp.pair_conn[pair] = conn
+        if conn is not None and conn.state is ConnState.UP:
+            self._tcp.out.append(TcpSend(conn.id, framed))
+            return True
+        if conn is not None:
+            conn.pending.append(framed)
+            return True
+        if now is None or TcpType.of(pair.local) not in (TcpType.ACTIVE, TcpType.SO):
+            self.stats["tcp-check-no-connection"] += 1
+            return False
+        conn = self._tcp_open(now, pair, now)
+        conn.pending.append(framed)
+        return True
+
+    def _tcp_send_data(self, pair: Pair, data: bytes) -> bool:
+        conn = self._tcp.pair_conn.get(pair)
+        if len(data) > self.config.tcp.max_frame:
+            self.stats["tcp-data-too-long"] += 1
+            return False
+        if conn is None or conn.state is not ConnState.UP:
+            self.stats["tcp-data-no-connection"] += 1
+            return False
+        self._tcp.out.append(TcpSend(conn.id, frame(data)))
+        return True
+
+    def _tcp_open(self, now: float, pair: Pair, due: float) -> TcpConn:
+        """A connection for ``pair``, asked for at ``due`` or later (``connect_pace`` apart from the last one)."""
+        conn = self._tcp_new_conn(pair.base, pair.remote.address, outgoing=True)
+        conn.due_at = due
+        self._tcp.pair_conn[pair] = conn
+        if max(due, self._tcp.next_connect_at) <= now:
+            self._tcp_start(now, conn, pair)
+        return conn
+
+    def _tcp_start(self, now: float, conn: TcpConn, pair: Pair) -> None:
+        local = self._tcp.bases[conn.base]
+        so = TcpType.of(local) is TcpType.SO
+        self._tcp.attempts[pair] = self._tcp.attempts.get(pair, 0) + 1
+        conn.started_at = now
+        self._tcp.next_connect_at = now + self.config.tcp.connect_pace
+        self.stats["tcp-connects"] += 1
+        bind = conn.base if so else (conn.base[0], 0)
+        ttl = self.config.tcp.so_syn_ttl if so and not self.controlling else None
+        self._tcp.out.append(TcpConnect(conn.id, bind, conn.remote, simultaneous=so, syn_ttl=ttl))
+
+    def _tcp_drop(self, conn: TcpConn) -> None:
+        """Forget a connection and tell the driver to close it (if it was ever asked for)."""
+        self._tcp.conns.pop(conn.id, None)
+        if conn.started_at is not None and conn.state is not ConnState.CLOSED:
+            self._tcp.out.append(TcpClose(conn.id))
+        conn.state = ConnState.CLOSED
+        for p in [p for p, c in self._tcp.pair_conn.items() if c is conn]:
+            del self._tcp.pair_conn[p]
+
+    def _tcp_lost(self, now: float, conn: TcpConn) -> None:
+        """A connection failed or closed: its pair reconnects, paced (``TcpConfig.backoff``), while it still has
+        checks to send or is selected; after ``max_connect_attempts`` failed attempts the pair fails."""
+        pair = self._tcp_pair_of(conn)
+        self._tcp.conns.pop(conn.id, None)
+        conn.state = ConnState.CLOSED
+        if pair is None:
+            return
+        del self._tcp.pair_conn[pair]
+        spare = next((c for c in self._tcp.conns.values() if c.state is ConnState.UP
+                      and (c.base, c.remote) == (conn.base, conn.remote)), None)
+        if spare is not None:  # another connection between the same ends (one that crossed ours) takes over
+            self._tcp_attach(pair, spare)
+            return
+        if TcpType.of(pair.local) not in (TcpType.ACTIVE, TcpType.SO):
+            return  # a passive candidate waits for the peer to connect again
+        outstanding = [c for c in self._checks.values() if c.pair is pair and not c.cancelled
+                       and c.purpose in ("check", "consent")]
+        if not outstanding and pair not in self.selected_pairs.values():
+            return
+        attempts = self._tcp.attempts.get(pair, 0)
+        if attempts >= self.config.tcp.max_connect_attempts:
+            self.stats["tcp-gave-up"] += 1
+            self._checks = {t: c for t, c in self._checks.items() if not (c.pair is pair and c.purpose == "check")}
+            if not pair.valid:
+                self._set_pair(pair, PairState.FAILED)
+            self._check_failed()
+            return
+        retry = self._tcp_open(now, pair, now + self.config.tcp.backoff(attempts))
+        retry.pending = [frame(c.tx.request) for c in outstanding]
+
+    def _tcp_deadlines(self) -> list[float]:
+        if not self._tcp.conns:
+            return []
+        pace, timeout = self._tcp.next_connect_at, self.config.tcp.connect_timeout
+        times = [max(c.due_at, pace) if c.started_at is None else c.started_at + timeout
+                 for c in self._tcp.conns.values() if c.state is ConnState.CONNECTING and c.outgoing]
+        times.extend(c.started_at + self.config.tcp.accept_idle for c in self._tcp_idle_candidates()
+                     if c.started_at is not None)
+        return times
+
+    def _tcp_idle_candidates(self) -> list[TcpConn]:
+        """Accepted connections no authenticated check has tied to a pair (yet): closed after ``accept_idle``."""
+        bound = {c.id for c in self._tcp.pair_conn.values()} | {conn_id for conn_id, *_ in self._tcp.early}
+        return [c for c in self._tcp.conns.values() if not c.outgoing and c.started_at is not None
+                and c.id not in bound]
+
+    def _tcp_handle_timeout(self, now: float) -> None:
+        for conn in self._tcp_idle_candidates() if self._tcp.conns else ():
+            assert conn.started_at is not None
+            if now >= conn.started_at + self.config.tcp.accept_idle:
+                self.stats["tcp-accepted-idle-closed"] += 1
+                self._tcp_drop(conn)
+        for conn in list(self._tcp.conns.values()):
+            if conn.state is not ConnState.CONNECTING or not conn.outgoing:
+                continue
+            if conn.started_at is None:
+                pair = self._tcp_pair_of(conn)
+                if pair is None:
+                    self._tcp_drop(conn)
+                elif now >= max(conn.due_at, self._tcp.next_connect_at):
+                    self._tcp_start(now, conn, pair)
+            elif now >= conn.started_at + self.config.tcp.connect_timeout:
+                self.stats["tcp-connect-timeout"] += 1
+                self._tcp.out.append(TcpClose(conn.id))
+                self._tcp_lost(now, conn)
+
+    def _tcp_close_all(self) -> None:
+        for conn in list(self._tcp.conns.values()):
+            self._tcp_drop(conn)
 
 
 def _is_ip(host: str) -> bool:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+
+from ice.agent.tcp import TcpConfig
 
 
 class Nomination(enum.Enum):
@@ -81,6 +83,9 @@ class AgentConfig:
     §9.1.3). RFC 8489 §9.1.3.3 would discard such a response and let the transaction run out (39.5 s, then
     "integrity violated"); only an on-path attacker, who sees the 96-bit transaction ID and could drop the check
     anyway, can forge one. False: the RFC 8489 behaviour (the 401 is remembered for the failure's reason)."""
+    tcp: TcpConfig = field(default_factory=TcpConfig)
+    """ICE-TCP (RFC 6544): whether remote TCP candidates are paired, direction preferences, paced connection
+    attempts, frame limit (:class:`~ice.agent.tcp.TcpConfig`). Off by default: the agent stays UDP-only."""
     software: str | None = None
 
     def __post_init__(self) -> None:

@@ -71,5 +71,20 @@ class ConsentLost:
     remote: Address
 
 
+@dataclass(frozen=True)
+class NetworkChangeRestart:
+    """The agent restarted ICE because the network changed (RFC 8445 §9; ``IceAgent.network_changed``): its local
+    credentials are new (``ufrag``, and the agent's ``pwd``). Signal them to the peer, which restarts too when a
+    changed ufrag arrives (RFC 8839 §4.4.1.1.1), with the agent's current candidates; the new ones follow as
+    :class:`CandidateGathered`, then :class:`GatheringComplete`. A restart the application asks for itself
+    (``restart()``) emits nothing: the application signals it."""
+
+    ufrag: str
+    gone: tuple[Address, ...]
+    """The local addresses that left (their candidates and pairs are gone)."""
+    added: tuple[Address, ...]
+    """The new local sockets' addresses (host candidates unless relay-only)."""
+
+
 Event = (CandidateGathered | GatheringComplete | PairStateChanged | SelectedPairChanged | StateChanged
-         | DataReceived | ConsentLost | StunServerUnreachable)
+         | DataReceived | ConsentLost | StunServerUnreachable | NetworkChangeRestart)

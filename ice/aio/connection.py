@@ -7,9 +7,11 @@ No protocol logic here: with a TURN server the endpoint is the core's ICE-over-T
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import socket
 from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, replace
 
 from ice.agent import AgentConfig, AgentState, Candidate, IceAgent
 from ice.agent.candidate import pair_text
@@ -22,7 +24,10 @@ from ice.agent.events import (
     StateChanged,
     StunServerUnreachable,
 )
+from ice.agent.network import NetworkChange
+from ice.agent.tcp import TcpType
 from ice.aio.driver import Driver, DriverConfig
+from ice.aio.tcp import TcpEndpoint, TcpPlumbing
 from ice.aio.turn_client import open_turn_stream
 from ice.endpoint import Endpoint
 from ice.errors import ConnectTimeout, GatheringFailed, IceFailed, NotConnected, TurnError
@@ -37,6 +42,24 @@ CONNECT_TIMEOUT = 60.0
 (a check's whole schedule, 39.5 s; the controlled side's ``nomination_timeout``, 40 s after the peer's last check),
 so the agent's own reason (:class:`IceFailed`) normally comes first; :class:`ConnectTimeout` covers the rest (e.g.
 a peer that never signals end-of-candidates)."""
+
+
+LOCAL_GONE_ERRNOS = frozenset({errno.EADDRNOTAVAIL, errno.EINVAL, errno.ENETUNREACH})
+"""What a send from a socket whose local address left the interface fails with (Linux says ENETUNREACH; other
+systems EADDRNOTAVAIL or EINVAL). An unroutable destination gives ENETUNREACH too, so the address is probed."""
+
+
+@dataclass(frozen=True)
+class NetworkPolicy:
+    """How a :class:`Connection` follows changes of its host's addresses (see :meth:`Connection.network_changed`)."""
+
+    follow: bool = True
+    """Notice on its own that a local address is gone: a send fails with one of :data:`LOCAL_GONE_ERRNOS` and a
+    new socket can no longer bind that address (EADDRNOTAVAIL); then :meth:`Connection.network_changed` runs.
+    False: only the application's own call does."""
+    probe_interval: float = 1.0
+    """At most one bind probe per local address in this many seconds (sends to an unroutable candidate fail the
+    same way, as often as the agent checks it)."""
 
 
 class Connection:
@@ -58,9 +81,17 @@ class Connection:
         relay_only: bool = False,
         make_stream_socket: Callable[[socket.AddressFamily], socket.socket] | None = None,
         queue_events: bool = True,
+        network: NetworkPolicy | None = None,
+        transports: str = "udp",
+        tcp_types: Iterable[TcpType] = (TcpType.ACTIVE, TcpType.PASSIVE, TcpType.SO),
     ) -> None:
         self._make_stream_socket = make_stream_socket or (lambda fam: socket.socket(fam, socket.SOCK_STREAM))
-        self.agent = IceAgent(controlling, config or AgentConfig())
+        config = self._with_transports(config or AgentConfig(), transports)
+        self.transports = transports
+        """``"udp"`` (the default), ``"tcp"`` or ``"both"``: the candidates gathered (ICE-TCP: RFC 6544)."""
+        self.tcp_types = tuple(tcp_types)
+        """The tcptypes of the TCP host candidates gathered per bind address (RFC 6544 §4.1)."""
+        self.agent = IceAgent(controlling, config)
         self.components = components
         self.turn = turn
         self.relay_only = relay_only
@@ -69,6 +100,11 @@ class Connection:
         self.relayed = RelayedAgent(self.agent, turn) if turn is not None else None
         """The ICE-over-TURN composition (RFC 8445 §5.1.1.2) when there is a TURN server."""
         self.endpoint: Endpoint[Event] = self.relayed if self.relayed is not None else self.agent
+        self.tcp: TcpPlumbing | None = None
+        """The listeners and connections of the TCP candidates (None: UDP only)."""
+        if transports != "udp":
+            self.tcp = TcpPlumbing(self.agent, lambda: self.driver.pump(), self._make_stream_socket)
+            self.endpoint = TcpEndpoint(self.endpoint, self.tcp)
         self._driver: Driver[Event] | None = None
         self._stream_tasks: set[asyncio.Task[None]] = set()
         self.bind = list(bind)
@@ -83,6 +119,9 @@ class Connection:
         self.selected: SelectedPairChanged | None = None
         self.on_event: Callable[[Event], None] | None = None
         self._failure: str | None = None
+        self.network = network or NetworkPolicy()
+        self._probe_at: dict[str, float] = {}
+        self._changing: asyncio.Task[bool] | None = None
 
     @property
     def ufrag(self) -> str:
@@ -102,6 +141,7 @@ class Connection:
             self._driver = Driver(self.endpoint, self._on_event, stats=self.agent.stats,
                                   config=DriverConfig(batch=1))
             self._driver.on_unreachable = self._on_unreachable
+            self._driver.on_send_error = self._on_send_error
         return self._driver
 
     def _now(self) -> float:
@@ -119,7 +159,7 @@ class Connection:
         server and the reason. Candidates trickle (``events()``, ``on_event``) as they are gathered."""
         driver = self.driver
         for component in range(1, self.components + 1):
-            for ip in self.bind:
+            for ip in self.bind if self.transports != "tcp" else ():
                 sock = self._make_socket(socket.AF_INET6 if ":" in ip else socket.AF_INET)
                 sock.bind((ip, 0))
                 local = driver.add_socket(sock, icmp_errors=True)
@@ -128,11 +168,17 @@ class Connection:
                     self.agent.add_host_candidate(local, component=component)
             if self.relayed is not None:
                 await self._open_relay(self.relayed, component)
+        if self.tcp is not None and not self.relay_only:
+            await self._gather_tcp(self.tcp)
         now = self._now()
         for local in self._hosts:
             for server in self.stun_servers if not self.relay_only else ():
                 if (":" in server[0]) == (":" in local[0]):
                     self.agent.gather_server_reflexive(now, local, server)
+        if self.tcp is not None and not self.relay_only and self.stun_servers:
+            driver.pump()  # the UDP requests go out while the TCP bindings run
+            timeout = self.agent.config.tcp.stun_timeout
+            await asyncio.gather(*(self.tcp.gather_server_reflexive(s, timeout) for s in self.stun_servers))
         if self.relayed is not None:
             self.relayed.start(now)  # end-of-candidates follows the allocations
         else:
@@ -144,8 +190,31 @@ class Connection:
                                                           if self.relay_only else "no usable socket"))
         return self.local_candidates
 
+    @staticmethod
+    def _with_transports(config: AgentConfig, transports: str) -> AgentConfig:
+        if transports not in ("udp", "tcp", "both"):
+            raise ValueError(f"transports is 'udp', 'tcp' or 'both', not {transports!r}")
+        if transports != "udp" and not config.tcp.enabled:
+            return replace(config, tcp=replace(config.tcp, enabled=True))
+        return config
+
+    async def _gather_tcp(self, tcp: TcpPlumbing) -> None:
+        """TCP host candidates of ``tcp_types`` on every bind address (passive and so ones listen); their
+        server-reflexive candidates follow from a STUN Binding over TCP to each STUN server (RFC 6544 §4.1),
+        alongside the UDP ones."""
+        for component in range(1, self.components + 1):
+            for ip in self.bind:
+                for tcptype in self.tcp_types:
+                    await tcp.add_candidate(ip, tcptype, component)
+
     async def _open_relay(self, relayed: RelayedAgent, component: int) -> None:
-        """The socket (or TCP/TLS stream, RFC 8656 §3.1) a component's TURN allocation lives on."""
+        local = await self._open_relay_socket()
+        if local is not None:
+            relayed.add_allocation(local, component)
+
+    async def _open_relay_socket(self) -> Address | None:
+        """The socket (or TCP/TLS stream, RFC 8656 §3.1) a component's TURN allocation lives on, on the first bind
+        address (None: the stream could not be opened)."""
         assert self.turn is not None
         bind = (self.bind[0], 0)
         if self.turn.stream:
@@ -153,15 +222,18 @@ class Connection:
                 reader, writer, local = await open_turn_stream(self.turn, bind, self._make_stream_socket)
             except TurnError:
                 self.agent.stats["turn-connect-failed"] += 1
-                return
+                return None
             task = self.driver.start_stream(reader, writer, local, self.turn.server)
             self._stream_tasks.add(task)
             task.add_done_callback(self._stream_tasks.discard)
-        else:
-            sock = self._make_socket(socket.AF_INET6 if ":" in bind[0] else socket.AF_INET)
+            return local
+        sock = self._make_socket(socket.AF_INET6 if ":" in bind[0] else socket.AF_INET)
+        try:
             sock.bind(bind)
-            local = self.driver.add_socket(sock)
-        relayed.add_allocation(local, component)
+        except OSError:
+            sock.close()
+            raise
+        return self.driver.add_socket(sock)
 
     def set_remote_credentials(self, ufrag: str, pwd: str, lite: bool = False) -> None:
         self.agent.set_remote_credentials(self._now(), ufrag, pwd, lite)
@@ -223,11 +295,151 @@ class Connection:
         self._failure = None
         self.driver.pump()
 
+    async def network_changed(self, bind: Iterable[str] | None = None, regather: bool = False) -> bool:
+        """The host's addresses changed (an interface was renumbered, Wi-Fi became cellular): call this when the
+        OS says so (netlink, NetworkManager, a mobile platform's connectivity callback), with the addresses to use
+        now, or None to have them found: each bind address that still binds is kept, and one that does not is
+        replaced by the source address the OS picks towards the STUN/TURN servers (or the peer).
+
+        Sockets on addresses that left are closed, new ones opened (one per component), and the agent restarts
+        ICE (RFC 8445 §9) gathering host, server-reflexive and relayed candidates again on them
+        (:meth:`IceAgent.network_changed`; a TURN allocation made from a dead socket is made again, RFC 8656
+        §7.1). A :class:`~ice.agent.events.NetworkChangeRestart` event carries the new ufrag: signal it with
+        :attr:`pwd` and :attr:`local_candidates` to the peer, which restarts (:meth:`restart`) on a changed ufrag
+        (RFC 8839 §4.4.1.1.1) and answers with its own; the new candidates trickle as usual. :meth:`connect`
+        waits for the new pair. Returns False when nothing changed (the OS reports changes of other interfaces too).
+        ``regather=True`` replaces every socket and restarts even when the addresses are the same: the same
+        private address on another network has another NAT in front, so other server-reflexive and relayed
+        candidates.
+
+        With :attr:`NetworkPolicy.follow` (the default) the connection also calls this itself once a send fails
+        because its local address is gone (:data:`LOCAL_GONE_ERRNOS`, confirmed by a bind probe)."""
+        old = list(self.bind)
+        new = list(bind) if bind is not None else self._find_addresses(old)
+        if not self._hosts or self.agent.state is AgentState.CLOSED:
+            self.bind = new  # not gathered yet (or closed): gather() takes them
+            return False
+        gone_ips = set(old) if regather else {ip for ip in old if ip not in new}
+        added = list(new) if regather else [ip for ip in new if ip not in old]
+        if not gone_ips and not added:
+            return False
+        relays = self.relayed.relays if self.relayed is not None else []
+        gone = tuple(local for local in [*self._hosts, *(r.local for r in relays)] if local[0] in gone_ips)
+        self.bind = new
+        hosts: list[tuple[int, Address]] = []
+        for component in range(1, self.components + 1):
+            for ip in added:
+                try:
+                    sock = self._make_socket(socket.AF_INET6 if ":" in ip else socket.AF_INET)
+                except OSError as exc:
+                    log.warning("network change: no socket for %s: %s", ip, exc)
+                    continue
+                try:
+                    sock.bind((ip, 0))
+                except OSError as exc:
+                    sock.close()
+                    log.warning("network change: cannot bind %s: %s", ip, exc)
+                    continue
+                hosts.append((component, self.driver.add_socket(sock, icmp_errors=True)))
+        turn: list[tuple[int, Address]] = []
+        for relay in relays:
+            if relay.local in gone and self.bind:
+                try:
+                    local = await self._open_relay_socket()
+                except OSError as exc:
+                    log.warning("network change: no TURN socket on %s: %s", self.bind[0], exc)
+                    continue
+                if local is not None:
+                    turn.append((relay.component, local))
+        for local in gone:
+            self.driver.remove_socket(local)
+            self.driver.remove_streams(local)
+        self._hosts = [h for h in self._hosts if h not in gone] + [local for _, local in hosts]
+        self.selected = None
+        self._failure = None
+        change = NetworkChange(gone, tuple(hosts), tuple(turn),
+                               () if self.relay_only else tuple(self.stun_servers), not self.relay_only)
+        if self.relayed is not None:
+            self.relayed.network_changed(self._now(), change)
+        else:
+            self.agent.network_changed(self._now(), change)
+        self.driver.pump()
+        return True
+
+    def _find_addresses(self, old: list[str]) -> list[str]:
+        """The bind addresses after a change the OS did not describe: each old one that still binds, and for one
+        that does not, the source address the OS routes from towards the servers (or the peer)."""
+        keep = [ip for ip in old if self._address_available(ip)]
+        targets = [*([self.turn.server] if self.turn is not None else []), *self.stun_servers,
+                   *(c.address for c in self.agent.remote_candidates)]
+        for ip in old:
+            if ip in keep:
+                continue
+            family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+            for target in targets:
+                if (":" in target[0]) != (family == socket.AF_INET6):
+                    continue
+                try:
+                    sock = self._make_socket(family)
+                except OSError:
+                    break
+                try:
+                    sock.connect(target)  # UDP: no packet, only the route (and its source address)
+                    found = str(sock.getsockname()[0])
+                except OSError:
+                    continue
+                finally:
+                    sock.close()
+                if found not in keep:
+                    keep.append(found)
+                break
+        return keep
+
+    def _address_available(self, ip: str) -> bool:
+        """Can a new socket bind ``ip``? (EADDRNOTAVAIL: the address left the host; any other trouble, e.g. out of
+        descriptors, says nothing about the address.)"""
+        try:
+            sock = self._make_socket(socket.AF_INET6 if ":" in ip else socket.AF_INET)
+        except OSError:
+            return True
+        try:
+            sock.bind((ip, 0))
+        except OSError as exc:
+            return exc.errno != errno.EADDRNOTAVAIL
+        finally:
+            sock.close()
+        return True
+
+    def _on_send_error(self, local: Address, remote: Address, exc: OSError) -> None:
+        """A send failed: if it is because ``local``'s address left the host, follow the network change."""
+        if not self.network.follow or exc.errno not in LOCAL_GONE_ERRNOS or self._changing is not None \
+                or self.agent.state is AgentState.CLOSED or local[0] not in self.bind:
+            return
+        now = self._now()
+        if now < self._probe_at.get(local[0], float("-inf")):
+            return
+        self._probe_at[local[0]] = now + self.network.probe_interval
+        if self._address_available(local[0]):
+            return
+        self.agent.stats["local-address-gone"] += 1
+        log.info("local address %s is gone (%s): following the network change", local[0], exc.strerror or exc)
+        self._changing = asyncio.ensure_future(self.network_changed())
+        self._changing.add_done_callback(self._changed)
+
+    def _changed(self, task: asyncio.Task[bool]) -> None:
+        self._changing = None
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("following a network change failed: %r", task.exception())
+
     def close(self) -> None:
+        if self._changing is not None:
+            self._changing.cancel()
         if self.relayed is not None and self._driver is not None:
             self.relayed.close(self._now())  # deallocate (RFC 8656 §8): sent by the driver's last pump
         else:
             self.agent.close()
+        if self.tcp is not None:
+            self.tcp.close()
         if self._driver is not None:
             self._driver.close()
         for task in self._stream_tasks:

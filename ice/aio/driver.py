@@ -85,6 +85,9 @@ class Driver(Generic[E]):
         self.on_unreachable: Callable[[Address, Address, OSError], None] | None = None
         """Called for each ICMP error on a socket added with ``icmp_errors=True``: (local, the destination of the
         datagram that drew it, the error), e.g. ECONNREFUSED for port unreachable."""
+        self.on_send_error: Callable[[Address, Address, OSError], None] | None = None
+        """Called with (local, destination, the error) when a datagram could not be sent (not for a full buffer),
+        e.g. ENETUNREACH from a socket whose local address left the interface."""
         self._recverr: set[Address] = set()
         self._loop = loop
         self._socks: dict[Address, socket.socket] = {}
@@ -219,11 +222,21 @@ class Driver(Generic[E]):
         """Transmits from ``local`` to ``remote`` go on this stream (framed by the endpoint)."""
         self._streams[(local, remote)] = writer
 
+    def remove_stream(self, local: Address, remote: Address) -> None:
+        """Forget a stream without closing it (e.g. a TURN client data connection that became a byte pipe, RFC
+        6062 §5.4)."""
+        self._streams.pop((local, remote), None)
+
     def start_stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, local: Address,
                      remote: Address) -> asyncio.Task[None]:
         """:meth:`run_stream` as a task; the stream takes transmits at once."""
         self.add_stream(writer, local, remote)
         return asyncio.ensure_future(self.run_stream(reader, writer, local, remote))
+
+    def remove_streams(self, local: Address) -> None:
+        """Close the streams whose local end is ``local`` (its address left the host); their readers end."""
+        for key in [k for k in self._streams if k[0] == local]:
+            self._streams.pop(key).close()
 
     async def run_stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, local: Address,
                          remote: Address) -> None:
@@ -347,9 +360,11 @@ class Driver(Generic[E]):
                 sock.sendto(t.data, t.remote)
         except BlockingIOError:  # a full buffer: as if lost on the wire
             self.stats["send-failed"] += 1
-        except OSError:
+        except OSError as exc:
             if local not in self._recverr:  # an unreachable destination
                 self.stats["send-failed"] += 1
+                if local is not None:
+                    self._send_failed(local, t.remote, exc)
                 return
             # With IP_RECVERR the kernel also reports an ICMP error for an EARLIER datagram (to any destination)
             # as the socket's pending error, on the next call: this datagram was not sent. The call consumed the
@@ -357,8 +372,13 @@ class Driver(Generic[E]):
             self._drain_errors(sock, local)
             try:
                 sock.sendto(t.data, t.remote)
-            except OSError:
+            except OSError as again:
                 self.stats["send-failed"] += 1
+                self._send_failed(local, t.remote, again)
+
+    def _send_failed(self, local: Address, remote: Address, exc: OSError) -> None:
+        if self.on_send_error is not None:
+            self.on_send_error(local, remote, exc)
 
     # --------------------------------------------------------------------------------------------- timer
 

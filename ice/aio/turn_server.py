@@ -3,7 +3,8 @@
 The relay path is the hot one: a readable socket is drained (up to ``BATCH`` datagrams) in one callback, each
 datagram goes straight through the sans-IO core and its answers are sent when the batch is done, with no protocol
 objects in between. The runner itself only opens sockets: the listening ones and, as the core's
-:class:`~ice.turn.server.RelayPorts`, one per relayed address.
+:class:`~ice.turn.server.RelayPorts`, one per relayed address. TCP allocations (RFC 6062) are served by
+:class:`~ice.aio.turn_tcp.TcpRelayIO` on the same TCP/TLS listeners.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ import ssl
 from collections.abc import Callable
 
 from ice.aio.driver import Driver, DriverConfig
+from ice.aio.turn_tcp import TcpRelayIO, TcpServerEndpoint
 from ice.stun.attributes import Address
 from ice.turn.server import TurnServer, TurnServerConfig
+from ice.turn.tcp_allocation import TcpIntent
 
 
 def _family(host: str) -> socket.AddressFamily:
@@ -37,17 +40,20 @@ class TurnServerRunner:
         self.relay_ports = relay_ports
         self.log = log
         self.core = TurnServer(config, self)
-        self._driver: Driver[None] | None = None
+        self._driver: Driver[TcpIntent] | None = None
         self._tcp_server: asyncio.AbstractServer | None = None
         self._tls_server: asyncio.AbstractServer | None = None
         self.tls_address: Address | None = None
         self._listen: Address | None = None
         self._next_port = relay_ports[0] if relay_ports else 0
+        # -- RFC 6062: listening sockets for TCP relayed addresses, peer connections, client data connections
+        self.tcp = TcpRelayIO(lambda: self.relay_ip, relay_ports, lambda: self.core, lambda: self.driver)
 
     @property
-    def driver(self) -> Driver[None]:
+    def driver(self) -> Driver[TcpIntent]:
         if self._driver is None:
-            self._driver = Driver(self.core, stats=self.core.stats, config=self.driver_config)
+            self._driver = Driver(TcpServerEndpoint(self.core), self.tcp.execute, stats=self.core.stats,
+                                  config=self.driver_config)
         return self._driver
 
     @property
@@ -75,7 +81,7 @@ class TurnServerRunner:
         if self.config.listen[1] == 0:  # an ephemeral port: the core must know the real one
             self.config = TurnServerConfig(**{**self.config.__dict__, "listen": self._listen})
             self.core = TurnServer(self.config, self)
-            self.driver.endpoint = self.core
+            self.driver.endpoint = TcpServerEndpoint(self.core)
             self.driver.stats = self.core.stats
         if tcp:
             sock = self.make_stream_socket(_family(self._listen[0]))
@@ -110,7 +116,7 @@ class TurnServerRunner:
         client = (str(peer[0]), int(peer[1]))
         self.core.stream_opened(local, client)
         try:
-            await self.driver.run_stream(reader, writer, local, client)
+            await self.tcp.serve_stream(reader, writer, local, client)  # framed; a byte pipe after ConnectionBind
         finally:
             self.core.stream_closed(local, client)
             self.driver.pump()
@@ -150,8 +156,17 @@ class TurnServerRunner:
     def release(self, relayed: Address) -> None:
         self.driver.remove_socket(relayed)
 
+    # -- TcpRelayPorts (RFC 6062 §5.1) ----------------------------------------------------------------------
+
+    def reserve_tcp(self, family: int) -> Address | None:
+        return self.tcp.reserve_tcp(family)
+
+    def release_tcp(self, relayed: Address) -> None:
+        self.tcp.release_tcp(relayed)
+
     def close(self) -> None:
         for server in (self._tcp_server, self._tls_server):
             if server is not None:
                 server.close()
+        self.tcp.close()
         self.driver.close()

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 
 def cmd_nat_list(args: argparse.Namespace) -> int:
-    from ice.lab.nat import PRESETS
+    from ice.lab.nat import PRESETS, NatKind
 
     rows = [{"name": name, "rfc4787": b.name, **b.as_json()} for name, b in PRESETS.items()]
     if args.json:
@@ -25,6 +25,13 @@ def cmd_nat_list(args: argparse.Namespace) -> int:
         extra = [] if b.port_preservation else ["no port preservation"]
         if b.hairpinning:
             extra.append("hairpin")
+        m, f = b.tcp_mapping, b.tcp_filtering
+        if b.kind is not NatKind.NONE and m is not None and f is not None:  # RFC 5382: TCP (docs/tcp.md)
+            extra.append("TCP: " + ", ".join([
+                *([f"{m.short}-{f.short}"] if (m, f) != (b.mapping, b.filtering) else []),
+                f"unsolicited SYN {b.tcp.unsolicited_syn.value}",
+                *([] if b.tcp.simultaneous_open else ["no simultaneous open"]),
+            ]))
         print(f"{name:<{width}}  {b.name:<11}  {b.description}" + (f" [{', '.join(extra)}]" if extra else ""))
     return 0
 
@@ -45,6 +52,7 @@ def cmd_nat_probe(args: argparse.Namespace) -> int:
     from ice.lab.mn import require_lab
     from ice.lab.nat import preset
     from ice.lab.probe import probe
+    from ice.nat.behaviour import SynAnswer
 
     behaviour = preset(args.preset)
     changes: dict[str, object] = {}
@@ -54,9 +62,14 @@ def cmd_nat_probe(args: argparse.Namespace) -> int:
         changes["hairpinning"] = False
     if args.no_port_preservation:
         changes["port_preservation"] = False
-    if changes:
+    tcp: dict[str, object] = {}
+    if args.syn_answer:
+        tcp["unsolicited_syn"] = SynAnswer(args.syn_answer)
+    if args.no_simultaneous_open:
+        tcp["simultaneous_open"] = False
+    if changes or tcp:
         try:
-            behaviour = behaviour.with_(**changes)
+            behaviour = behaviour.with_(**changes).with_tcp(**tcp)
         except ValueError as exc:
             raise UserError(str(exc)) from None
     if args.timeout < 1:
@@ -67,13 +80,15 @@ def cmd_nat_probe(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result.as_json())
     else:
-        from dataclasses import asdict
+        from ice.lab.probe import flat
 
         print(f"{args.preset}: {'conforms' if result.ok else 'DOES NOT CONFORM'} "
               f"(lab built in {result.build_seconds * 1000:.0f} ms, probed in {result.probe_seconds:.2f} s)")
         print(f"  {'check':<22} {'measured':<28} expected from the declaration")
-        want = asdict(result.expected)
-        for key, got in asdict(result.measured).items():
+        want = flat(result.expected)
+        for key, got in flat(result.measured).items():
+            if key == "tcp.mapping":
+                print("  TCP (RFC 5382):")
             print(f"  {key:<22} {got!s:<28} {'(not checked)' if want[key] is None else want[key]}")
         for m in result.mismatches:
             print(f"  mismatch: {m}")
@@ -119,7 +134,8 @@ def add_parser(sub: Subparsers) -> None:
     nr.add_argument("--public", required=True, metavar="IP", help="the NAT's public IPv4 address (on --wan)")
     nr.add_argument("--lan-subnet", metavar="CIDR", help="translate only packets from this subnet")
     nr.set_defaults(func=cmd_nat_rules)
-    npr = ns.add_parser("probe", help="build a minimal lab around a preset and check it behaves as declared (root)")
+    npr = ns.add_parser("probe", help="build a minimal lab around a preset and check it behaves as declared, UDP "
+                                      "and TCP (root)")
     npr.add_argument("preset", help="a name from `icelab nat list`")
     npr.add_argument("--json", action="store_true")
     npr.add_argument("--no-timeout-check", action="store_true", help="skip the mapping-timeout check (saves ~6 s)")
@@ -127,6 +143,10 @@ def add_parser(sub: Subparsers) -> None:
     npr.add_argument("--outbound-refresh", action="store_true", help="variant: only outbound packets refresh")
     npr.add_argument("--no-hairpin", action="store_true", help="variant: no hairpinning")
     npr.add_argument("--no-port-preservation", action="store_true", help="variant: random external ports")
+    npr.add_argument("--syn-answer", choices=["drop", "rst", "icmp"],
+                     help="variant: what an unsolicited TCP SYN gets (RFC 5382 REQ-4)")
+    npr.add_argument("--no-simultaneous-open", action="store_true",
+                     help="variant: the NAT refuses a TCP simultaneous open (RFC 5382 REQ-2a)")
     npr.set_defaults(func=cmd_nat_probe)
 
     ng = ns.add_parser("grid", help="hole-punch every pairing of NAT presets in a two-NAT lab (root)")

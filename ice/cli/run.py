@@ -188,7 +188,7 @@ def _shell(backend: LabBackend, cell: Cell, spec: TopologySpec, r: CellResult) -
     it."""
     from ice.lab.netns import nsenter
 
-    lab = backend.lab_of(spec)
+    lab = backend.lab_of(spec, cell)
     if lab is None:
         print(f"\n--shell-on-failure: {cell.name} failed before its lab was up ({r.reason}); no shell to open.",
               file=sys.stderr)

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import signal
+import sys
 import time
 from typing import TYPE_CHECKING
 
@@ -15,6 +16,8 @@ from ice.cli.common import event_loop_policy, parse_address
 from ice.errors import UserError
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from ice.cli.common import Subparsers
 
 
@@ -61,6 +64,16 @@ def cmd_server_stun(args: argparse.Namespace) -> int:
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main())
     return 0
+
+
+async def _hint_rfc5766_clients(stats: Mapping[str, int], every: float = 1.0) -> None:
+    """Say once, on stderr, when a client asked for a channel RFC 5766 allowed and RFC 8656 §12 does not
+    (0x5000-0x7FFF): the server answered 400 as the RFC says, and the operator can serve such clients."""
+    while not stats.get("channel-rfc5766-range"):
+        await asyncio.sleep(every)
+    print("icelab server turn: refused a ChannelBind for a channel number above 0x4FFF (RFC 8656 §12 allows "
+          "0x4000-0x4FFF); restart with --rfc5766-channels to serve RFC 5766 clients such as coturn's "
+          "turnutils_uclient", file=sys.stderr, flush=True)
 
 
 def cmd_server_turn(args: argparse.Namespace) -> int:
@@ -121,9 +134,12 @@ def cmd_server_turn(args: argparse.Namespace) -> int:
         else:
             print(f"icelab TURN server on {where} (realm {args.realm}, relay {args.relay_ip or listen[0]})",
                   flush=True)
+        watch = None if args.rfc5766_channels else asyncio.create_task(_hint_rfc5766_clients(runner.core.stats))
         try:
             await until_signalled()
         finally:
+            if watch is not None:
+                watch.cancel()
             stats = dict(runner.core.stats)
             runner.close()
             if args.json_log:

@@ -26,7 +26,7 @@ from ice.errors import UserError
 from ice.lab import netns
 from ice.lab.nat.nft import NatInterfaces, compile_ruleset, sysctls
 from ice.nat.behaviour import NatBehaviour, NatKind
-from ice.topology.spec import NodeKind, TopologySpec
+from ice.topology.spec import LinkConditions, NodeKind, TopologySpec
 
 _counter = 0
 
@@ -88,6 +88,12 @@ class Lab:
     nat_overrides: dict[str, NatBehaviour] = field(default_factory=dict)
     wires: dict[int, Any] = field(default_factory=dict)
     """Link index -> the Mininet node that carries a delayed link's forwarder."""
+    forwarders: frozenset[int] = frozenset()
+    """Links that get the delay forwarder even without a delay in the spec (a timeline gives them one mid-run)."""
+    wire_procs: dict[int, subprocess.Popen[str]] = field(default_factory=dict)
+    """Link index -> its forwarder process (its standard input takes ``set`` lines: ice/lab/wire.py)."""
+    link_overrides: dict[int, LinkConditions] = field(default_factory=dict)
+    """Link index -> the conditions :meth:`set_link` gave it (the spec's until then)."""
 
     def __enter__(self) -> Lab:
         self.build()
@@ -114,7 +120,7 @@ class Lab:
             for i, link in enumerate(self.spec.links):
                 a, b = self.nodes[link.a.node], self.nodes[link.b.node]
                 ia, ib = self.interfaces[(i, link.a.node)], self.interfaces[(i, link.b.node)]
-                if link.conditions is not None and link.conditions.delay_ms > 0:
+                if (link.conditions is not None and link.conditions.delay_ms > 0) or i in self.forwarders:
                     wire = self.wires[i] = LabNode(f"{self.prefix}w{i}", inNamespace=True)
                     Link(a, wire, intfName1=ia, intfName2=f"{wire.name}-0")
                     Link(wire, b, intfName1=f"{wire.name}-1", intfName2=ib)
@@ -135,15 +141,48 @@ class Lab:
             self.load_nat(name)
 
     def _start_wire(self, i: int, wire: Any) -> None:
-        c = self.spec.links[i].conditions
-        assert c is not None
+        c = self.spec.links[i].conditions or LinkConditions()
         wire.cmd(f"ip link set lo up; ip link set {wire.name}-0 up; ip link set {wire.name}-1 up")
         proc = self.popen_node(wire, [sys.executable, "-m", "ice.lab.wire", f"{wire.name}-0", f"{wire.name}-1",
                                       "--delay-ms", str(c.delay_ms), "--jitter-ms", str(c.jitter_ms),
-                                      "--seed", str(c.seed)], stdout=subprocess.PIPE, text=True)
+                                      "--seed", str(c.seed), "--control"],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert proc.stdout is not None
         if proc.stdout.readline().strip() != "ready":
             raise RuntimeError(f"the delay forwarder on link {i} did not start")
+        self.wire_procs[i] = proc
+
+    # ------------------------------------------------------------------------------------ link conditions
+
+    def link_conditions(self, i: int) -> LinkConditions:
+        """The conditions link ``i`` has now (the spec's, unless :meth:`set_link` changed them)."""
+        return self.link_overrides.get(i) or self.spec.links[i].conditions or LinkConditions()
+
+    def set_link(self, i: int, conditions: LinkConditions) -> None:
+        """Give link ``i`` other conditions while the lab runs: its loss rules (nft, each end's ingress) and its
+        shaper (tbf, each end's egress) are replaced, and its forwarder takes the new delay (a link built without
+        one cannot get a delay: build the lab with the link in ``forwarders``)."""
+        before = self.link_conditions(i)
+        link = self.spec.links[i]
+        if (conditions.delay_ms, conditions.jitter_ms) != (before.delay_ms, before.jitter_ms):
+            proc = self.wire_procs.get(i)
+            if proc is None or proc.stdin is None or proc.stdout is None:
+                raise RuntimeError(f"link {i} has no delay forwarder, so its delay cannot change (the lab builds "
+                                   "one for links in Lab.forwarders)")
+            proc.stdin.write(f"set {conditions.delay_ms} {conditions.jitter_ms}\n")
+            proc.stdin.flush()
+            answer = proc.stdout.readline().strip()
+            if answer != "ok":
+                raise RuntimeError(f"the delay forwarder on link {i} answered {answer!r}")
+        for end in (link.a, link.b):
+            self.run(end.node, " && ".join(link_commands(self.interfaces[(i, end.node)], conditions, replace=True)))
+        self.link_overrides[i] = conditions
+
+    def reset_links(self) -> None:
+        """Every link changed by :meth:`set_link` back to its spec's conditions."""
+        for i in list(self.link_overrides):
+            self.set_link(i, self.spec.links[i].conditions or LinkConditions())
+            del self.link_overrides[i]
 
     def nat_interfaces(self, name: str) -> NatInterfaces:
         return nat_interfaces(self.spec, name, self.interfaces)
@@ -254,6 +293,7 @@ class Lab:
                 shell.wait()
         self.nodes.clear()
         self.wires.clear()
+        self.wire_procs.clear()
         self.teardown_seconds = time.perf_counter() - started
 
 
@@ -294,16 +334,38 @@ def node_commands(spec: TopologySpec, name: str, interfaces: dict[tuple[int, str
         cmds += [f"ip addr add {cidr} dev {intf}" for cidr in end.addresses]
         cmds.append(f"ip link set {intf} up")
         conditions = spec.links[i].conditions
-        rule = conditions.loss_rule() if conditions else None
-        if rule:  # loss at this end's ingress: both ends together impair both directions
-            chain = f"in_{intf.replace('-', '_')}"
-            cmds += ["nft add table netdev icelab_link",
-                     f"nft add chain netdev icelab_link {chain} "
-                     f"'{{ type filter hook ingress device \"{intf}\" priority 0; policy accept; }}'",
-                     f"nft add rule netdev icelab_link {chain} {shlex.quote(rule)}"]
+        if conditions is not None:
+            cmds += link_commands(intf, conditions)
     cmds += [f"ip route add {dest} via {via}" for dest, via in node.routes]
     if node.kind in (NodeKind.NAT, NodeKind.ROUTER):
         cmds.append("sysctl -qw net.ipv4.ip_forward=1")
+    return cmds
+
+
+LINK_TABLE = "icelab_link"
+"""The netdev table of the links' loss rules (a chain per interface, hooked at its ingress)."""
+
+
+def link_commands(intf: str, conditions: LinkConditions, replace: bool = False) -> list[str]:
+    """Shell commands (in the namespace holding ``intf``) that give one end of a link its conditions: loss at the
+    end's ingress (nft; both ends together impair both directions) and the shaper at its egress (a ``tbf`` qdisc
+    as the interface's root). With ``replace``, whatever an earlier call set is replaced (or removed)."""
+    cmds: list[str] = []
+    rule = conditions.loss_rule()
+    chain = f"in_{intf.replace('-', '_')}"
+    if rule or replace:
+        cmds += [f"nft add table netdev {LINK_TABLE}",
+                 f"nft add chain netdev {LINK_TABLE} {chain} "
+                 f"'{{ type filter hook ingress device \"{intf}\" priority 0; policy accept; }}'"]
+    if replace:
+        cmds.append(f"nft flush chain netdev {LINK_TABLE} {chain}")
+    if rule:
+        cmds.append(f"nft add rule netdev {LINK_TABLE} {chain} {shlex.quote(rule)}")
+    bucket = conditions.token_bucket()
+    if bucket is not None:
+        cmds.append(f"tc qdisc replace dev {intf} root tbf {bucket.tc_args()}")
+    elif replace:
+        cmds.append(f"{{ tc qdisc del dev {intf} root 2>/dev/null; true; }}")
     return cmds
 
 

@@ -1,4 +1,5 @@
 """UDP hole punching between two peers of a lab, with plain sockets (no ICE): the lab's own reachability check.
+TCP too: :func:`tcp_punch` tries a TCP simultaneous open (RFC 5382, docs/tcp.md).
 
 Both peers learn their server-reflexive address from the embedded STUN server, then send ``punch`` to each
 other's address every ``interval`` for ``rounds`` rounds (A first in each round) and answer whatever address
@@ -9,6 +10,11 @@ presets and compares with :mod:`ice.nat.reach` (docs/lab.md, "How the NATs are b
 from __future__ import annotations
 
 import asyncio
+import errno
+import select
+import socket
+import struct
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -110,3 +116,85 @@ def punch_grid(names: Sequence[str]) -> list[GridCell]:
                 got = asyncio.run(punch(lab, port=42000 + i * len(names) + j)).direct
                 cells.append(GridCell(ra, rb, got, direct_possible(a, b)))
     return cells
+
+
+# ------------------------------------------------------------------------------------------------------- TCP
+
+
+@dataclass(frozen=True)
+class TcpPunchResult:
+    connected: bool
+    """Both hosts ended up with a connected socket to each other (a TCP simultaneous open)."""
+    a_mapped: Address
+    b_mapped: Address
+    refusals: tuple[str, ...]
+    """How each failed attempt ended (``ECONNREFUSED``...), A's then B's."""
+    seconds: float
+
+
+def tcp_punch(lab: Lab, port: int, a: str = "a", b: str = "b", start_b: float = 0.05, retry: float = 0.2,
+              deadline: float = 4.0) -> TcpPunchResult:
+    """A TCP simultaneous open between hosts ``a`` and ``b`` with kernel sockets, as
+    :func:`ice.sim.scenario.run_tcp_pair` does it in the simulation.
+
+    Each host connects from ``port`` (SO_REUSEADDR) to a listener on the STUN host, which sees its
+    server-reflexive address, and keeps that connection open; then A connects from the same port to B's address,
+    B ``start_b`` later to A's; a refused connect() is tried again ``retry`` after it started (paced: an unpaced
+    loop could brute-force a symmetric NAT's random port). It succeeds when both sockets are connected."""
+    facts = lab.spec.facts
+    server = parse_hostport(facts["stun_primary"])
+    socks: list[socket.socket] = []
+
+    def sock(node: str, local: Address | None = None) -> socket.socket:
+        with lab.inside(node):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        socks.append(s)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close: no TIME_WAIT left
+        if local is not None:
+            s.bind(local)
+        return s
+
+    try:
+        listener = sock("stun", (server[0], port))
+        listener.listen(4)
+        listener.settimeout(2)
+        mapped: dict[str, Address] = {}
+        for peer in (a, b):
+            c = sock(peer, (facts[peer], port))
+            c.settimeout(2)
+            c.connect((server[0], port))
+            conn, mapped[peer] = listener.accept()
+            socks.append(conn)
+        other = {a: b, b: a}
+        start = time.monotonic()
+        due = {a: start, b: start + start_b}
+        pending: dict[str, socket.socket] = {}
+        connected: dict[str, socket.socket] = {}
+        refusals: list[tuple[str, str]] = []
+        while len(connected) < 2 and time.monotonic() < start + deadline:
+            now = time.monotonic()
+            for peer in (a, b):
+                if peer not in pending and peer not in connected and due[peer] <= now:
+                    s = sock(peer, (facts[peer], port))
+                    s.setblocking(False)
+                    s.connect_ex(mapped[other[peer]])
+                    pending[peer] = s
+                    due[peer] = now + retry
+            wake = [due[p] for p in (a, b) if p not in pending and p not in connected]
+            timeout = max(0.0, min([*wake, start + deadline]) - time.monotonic())
+            _, ready, _ = select.select([], list(pending.values()), [], timeout)
+            for peer, s in list(pending.items()):
+                if s in ready:
+                    del pending[peer]
+                    error = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                    if error == 0:
+                        connected[peer] = s
+                    else:
+                        refusals.append((peer, errno.errorcode.get(error, str(error))))
+                        s.close()
+        return TcpPunchResult(len(connected) == 2, mapped[a], mapped[b],
+                              tuple(r for p in (a, b) for q, r in refusals if q == p), time.monotonic() - start)
+    finally:
+        for s in socks:
+            s.close()

@@ -5,6 +5,10 @@ Runs in its own namespace, spliced into a link (docs/lab.md, 'How the NATs are b
 the delay without reordering (a later frame never overtakes an earlier one). Frames read from a veth may carry a
 partial L4 checksum (TX offload), so IPv4 UDP/TCP checksums are recomputed before forwarding; other frames pass
 unchanged. Prints ``ready`` once bound.
+
+The delay can change while it runs (a timeline's ``link`` step): a line ``set DELAY_MS JITTER_MS`` on its
+standard input applies to every frame read from then on and is answered ``ok`` (a bad line: ``error REASON``);
+frames already queued keep their times, and a shorter delay never lets a frame overtake an earlier one.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import argparse
 import array
 import heapq
+import os
 import random
 import select
 import signal
@@ -60,7 +65,22 @@ def fix_l4_checksum(frame: bytes) -> bytes:
     return frame[:l4_start] + bytes(seg) + frame[l4_end:]
 
 
-def run(if0: str, if1: str, delay: float, jitter: float, seed: int) -> None:
+def parse_set(line: str) -> tuple[float, float]:
+    """``set DELAY_MS JITTER_MS`` as (delay, jitter) in seconds; ValueError saying what is wrong."""
+    words = line.split()
+    if len(words) != 3 or words[0] != "set":
+        raise ValueError("a control line is 'set DELAY_MS JITTER_MS'")
+    try:
+        delay, jitter = float(words[1]), float(words[2])
+    except ValueError:
+        raise ValueError(f"delay and jitter are milliseconds, not {words[1]!r} {words[2]!r}") from None
+    if delay < 0 or jitter < 0 or jitter > delay:
+        raise ValueError("delay and jitter must be >= 0 and jitter <= delay")
+    return delay / 1000, jitter / 1000
+
+
+def run(if0: str, if1: str, delay: float, jitter: float, seed: int, control: int | None = None) -> None:
+    """Forward between the two interfaces until killed; ``control`` is a file descriptor of ``set`` lines."""
     rng = random.Random(seed)
     socks = []
     for name in (if0, if1):
@@ -72,6 +92,8 @@ def run(if0: str, if1: str, delay: float, jitter: float, seed: int) -> None:
     last_due = {socks[0]: 0.0, socks[1]: 0.0}
     queue: list[tuple[float, int, socket.socket, bytes]] = []
     seq = 0
+    pending = b""
+    watched: list[socket.socket | int] = [*socks, *([control] if control is not None else [])]
     print("ready", flush=True)
     while True:
         now = time.monotonic()
@@ -82,8 +104,24 @@ def run(if0: str, if1: str, delay: float, jitter: float, seed: int) -> None:
             except OSError:
                 pass  # a full or vanished interface drops the frame, as a wire would
         timeout = max(0.0, queue[0][0] - now) if queue else None
-        readable, _, _ = select.select(socks, [], [], timeout)
-        for s in readable:
+        readable, _, _ = select.select(watched, [], [], timeout)
+        for ready in readable:
+            if not isinstance(ready, socket.socket):  # the control pipe
+                chunk = os.read(ready, 4096)
+                if not chunk:  # nobody will change the delay any more
+                    watched.remove(ready)
+                    continue
+                pending += chunk
+                while b"\n" in pending:
+                    line, _, pending = pending.partition(b"\n")
+                    try:
+                        delay, jitter = parse_set(line.decode(errors="replace"))
+                    except ValueError as exc:
+                        print(f"error {exc}", flush=True)
+                    else:
+                        print("ok", flush=True)
+                continue
+            s = ready
             try:
                 frame, addr = s.recvfrom(65535)
             except BlockingIOError:
@@ -104,10 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--delay-ms", type=float, default=0.0)
     p.add_argument("--jitter-ms", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--control", action="store_true", help="read 'set DELAY_MS JITTER_MS' lines on standard input")
     a = p.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
-        run(a.if0, a.if1, a.delay_ms / 1000, a.jitter_ms / 1000, a.seed)
+        run(a.if0, a.if1, a.delay_ms / 1000, a.jitter_ms / 1000, a.seed, sys.stdin.fileno() if a.control else None)
     except KeyboardInterrupt:
         pass
     return 0

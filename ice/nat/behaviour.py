@@ -1,7 +1,8 @@
-"""NAT behaviour as one declarative value (RFC 4787), and the preset names users know.
+"""NAT behaviour as one declarative value (RFC 4787 for UDP, RFC 5382 for TCP), and the preset names users know.
 
 A :class:`NatBehaviour` says what a NAT does; :mod:`ice.lab.nat.nft` turns it into kernel rules, the in-memory
-simulation turns it into a model, and the conformance probe measures a built lab against it.
+simulation turns it into a model, and the conformance probe measures a built lab against it. Its TCP section
+(:class:`TcpBehaviour`) says what the NAT does to TCP: docs/tcp.md.
 """
 
 from __future__ import annotations
@@ -53,6 +54,60 @@ class NatKind(enum.Enum):
     """No NAT: the host has a public address (the box only routes)."""
 
 
+class SynAnswer(enum.Enum):
+    """What a NAT does with an unsolicited inbound TCP SYN, one no mapping or filter lets in (RFC 5382 §4.3, REQ-4).
+
+    RFC 5382 REQ-4 wants silence for at least 6 s and then, unless policy forbids it (REQ-4a), an ICMP Port
+    Unreachable; real boxes mostly drop, and a Linux router without a WAN input filter hands the SYN to its own TCP
+    stack, which answers RST at once."""
+
+    DROP = "drop"
+    """Silently dropped (REQ-4a; a WAN input filter)."""
+    RST = "rst"
+    """Answered with a TCP RST (the NAT box's own TCP stack: nothing listens on that port)."""
+    ICMP = "icmp"
+    """Answered with ICMP Destination Unreachable, Port Unreachable (type 3, code 3), at once."""
+
+
+@dataclass(frozen=True)
+class TcpBehaviour:
+    """What a NAT does to TCP, in RFC 5382 terms. Every field left None takes the NAT's UDP value
+    (:meth:`NatBehaviour.tcp_mapping` and friends resolve them)."""
+
+    mapping: Mapping | None = None
+    """RFC 5382 §4.1 (REQ-1 wants endpoint-independent); None: as for UDP."""
+    filtering: Filtering | None = None
+    """RFC 5382 §4.3 (REQ-3: endpoint-independent or address-dependent recommended); which inbound SYNs an
+    existing mapping admits. None: as for UDP."""
+    port_preservation: bool | None = None
+    """Port preservation as RFC 4787 §4.2.1 defines it, for TCP; None: as for UDP."""
+    unsolicited_syn: SynAnswer = SynAnswer.DROP
+    """The answer to an inbound SYN that no mapping and no filter admits (RFC 5382 REQ-4)."""
+    simultaneous_open: bool = True
+    """RFC 5382 REQ-2a: a SYN from the very endpoint the host just sent its SYN to (a TCP simultaneous open,
+    RFC 793 §3.4) is let in on the host's mapping."""
+    established_timeout: int = 7440
+    """Idle timeout of an established connection's mapping, seconds (RFC 5382 REQ-5: at least 2 h 4 min)."""
+
+    def __post_init__(self) -> None:
+        if self.established_timeout < 1:
+            raise ValueError("the TCP established_timeout must be at least 1 second")
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "mapping": self.mapping.value if self.mapping else None,
+            "filtering": self.filtering.value if self.filtering else None,
+            "port_preservation": self.port_preservation,
+            "unsolicited_syn": self.unsolicited_syn.value,
+            "simultaneous_open": self.simultaneous_open,
+            "established_timeout": self.established_timeout,
+        }
+
+
+LINUX_TCP_ESTABLISHED_TIMEOUT = 432000
+"""Linux conntrack's default idle timeout for an established TCP connection (5 days)."""
+
+
 @dataclass(frozen=True)
 class NatBehaviour:
     """What a NAT does, in RFC 4787 terms. Frozen: presets are shared values."""
@@ -74,6 +129,8 @@ class NatBehaviour:
     """External ports to use (None: the kernel's 1024-65535)."""
     allowed_tcp_ports: tuple[int, ...] = (443, 3478, 5349)
     """For the UDP-blocked firewall: the only TCP destination ports let out (TURN over TCP/TLS)."""
+    tcp: TcpBehaviour = TcpBehaviour()
+    """What the NAT does to TCP (RFC 5382); unset fields follow the UDP ones above."""
     description: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -95,6 +152,19 @@ class NatBehaviour:
                     f"plain MASQUERADE {'with' if self.port_preservation else 'without'} port preservation is "
                     f"{mapping.short}-apdf; declare that, or use an engine preset for other behaviours"
                 )
+        if self.kind in (NatKind.MASQUERADE, NatKind.UDP_BLOCKED):
+            # TCP goes through plain MASQUERADE there too: conntrack's EIM (or APDM with random ports), APDF
+            pp = self.tcp_port_preservation
+            mapping = Mapping.ENDPOINT_INDEPENDENT if pp else Mapping.ADDRESS_AND_PORT_DEPENDENT
+            if self.tcp.mapping not in (None, mapping) or self.tcp.filtering not in (
+                    None, Filtering.ADDRESS_AND_PORT_DEPENDENT) or (
+                    self.tcp.mapping is None and self.tcp_mapping is not mapping):
+                raise ValueError(
+                    f"TCP through plain MASQUERADE {'with' if pp else 'without'} port preservation is "
+                    f"{mapping.short}-apdf; declare that, or use an engine preset for other TCP behaviours"
+                )
+        if self.kind is NatKind.NONE and self.tcp != TcpBehaviour():
+            raise ValueError("a 'none' box does no NAT, so it has no TCP behaviour to declare")
 
     @property
     def name(self) -> str:
@@ -107,6 +177,37 @@ class NatBehaviour:
         """A copy with some fields changed (e.g. a short timeout for an expiry test)."""
         return replace(self, **changes)  # type: ignore[arg-type]
 
+    def with_tcp(self, **changes: object) -> NatBehaviour:
+        """A copy with some fields of the TCP section changed (e.g. ``unsolicited_syn=SynAnswer.RST``)."""
+        return replace(self, tcp=replace(self.tcp, **changes))  # type: ignore[arg-type]
+
+    @property
+    def tcp_mapping(self) -> Mapping | None:
+        """RFC 5382 §4.1 mapping for TCP: the TCP section's, else the UDP one (None: no NAT)."""
+        if self.kind is NatKind.NONE:
+            return None
+        if self.tcp.mapping is not None:
+            return self.tcp.mapping
+        if self.kind is NatKind.UDP_BLOCKED:  # no UDP behaviour to follow: its TCP is plain MASQUERADE
+            return Mapping.ENDPOINT_INDEPENDENT if self.tcp_port_preservation else Mapping.ADDRESS_AND_PORT_DEPENDENT
+        return self.mapping
+
+    @property
+    def tcp_filtering(self) -> Filtering | None:
+        """RFC 5382 §4.3 filtering for TCP: the TCP section's, else the UDP one (None: no NAT)."""
+        if self.kind is NatKind.NONE:
+            return None
+        if self.tcp.filtering is not None:
+            return self.tcp.filtering
+        if self.kind is NatKind.UDP_BLOCKED:
+            return Filtering.ADDRESS_AND_PORT_DEPENDENT
+        return self.filtering
+
+    @property
+    def tcp_port_preservation(self) -> bool:
+        """Port preservation (RFC 4787 §4.2.1) for TCP: the TCP section's, else the UDP one."""
+        return self.port_preservation if self.tcp.port_preservation is None else self.tcp.port_preservation
+
     def as_json(self) -> dict[str, object]:
         d = asdict(self)
         for key in ("mapping", "filtering", "kind"):
@@ -114,6 +215,10 @@ class NatBehaviour:
             d[key] = v.value if v is not None else None
         d["port_range"] = list(self.port_range) if self.port_range else None
         d["allowed_tcp_ports"] = list(self.allowed_tcp_ports)
+        tcp_mapping, tcp_filtering = self.tcp_mapping, self.tcp_filtering
+        d["tcp"] = {**self.tcp.as_json(), "mapping": tcp_mapping.value if tcp_mapping else None,
+                    "filtering": tcp_filtering.value if tcp_filtering else None,
+                    "port_preservation": self.tcp_port_preservation}
         return d
 
 
@@ -139,16 +244,29 @@ PRESETS: dict[str, NatBehaviour] = {
     **_COMBINATIONS,
     "linux-masquerade": NatBehaviour(
         _M.ENDPOINT_INDEPENDENT, _F.ADDRESS_AND_PORT_DEPENDENT, NatKind.MASQUERADE, hairpinning=False,
+        tcp=TcpBehaviour(unsolicited_syn=SynAnswer.DROP, established_timeout=LINUX_TCP_ESTABLISHED_TIMEOUT),
         description="plain Linux MASQUERADE plus the unsolicited-WAN-input drop (a Linux home router)",
+    ),
+    "linux-masquerade-rst": NatBehaviour(
+        _M.ENDPOINT_INDEPENDENT, _F.ADDRESS_AND_PORT_DEPENDENT, NatKind.MASQUERADE, hairpinning=False,
+        tcp=TcpBehaviour(unsolicited_syn=SynAnswer.RST, established_timeout=LINUX_TCP_ESTABLISHED_TIMEOUT),
+        description="plain Linux MASQUERADE whose own TCP stack answers unsolicited SYNs with RST "
+                    "(no WAN input drop for TCP)",
     ),
     "udp-blocked": NatBehaviour(
         None, None, NatKind.UDP_BLOCKED, hairpinning=False,
+        tcp=TcpBehaviour(unsolicited_syn=SynAnswer.DROP, established_timeout=LINUX_TCP_ESTABLISHED_TIMEOUT),
         description="firewall: all outbound UDP dropped, TCP only to TURN ports 443/3478/5349",
     ),
     "none": NatBehaviour(None, None, NatKind.NONE, port_preservation=True, hairpinning=False,
                          description="no NAT: a public address"),
 }
-"""Every preset by name. The nine RFC 4787 combinations are also there under their short names (``adm-apdf``)."""
+"""Every preset by name. The nine RFC 4787 combinations are also there under their short names (``adm-apdf``).
+
+TCP (RFC 5382): the engine presets treat TCP as they treat UDP (same mapping, filtering and port preservation),
+drop unsolicited SYNs and admit a simultaneous open. The Linux boxes do what conntrack does (EIM with port
+preservation, APDF, simultaneous open admitted); ``linux-masquerade`` drops unsolicited SYNs with its WAN input
+filter, ``linux-masquerade-rst`` lets them reach its own TCP stack, which answers RST (docs/tcp.md)."""
 
 ALIASES: dict[str, str] = {
     "full-cone": "eim-eif",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import html
 import json
 
+from ice.report.bulk import bulk_html
 from ice.report.text import place
 from ice.scenario.cell import PathKind
 from ice.scenario.result import CellResult, Status
@@ -55,6 +56,7 @@ td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:center}} td[data-cell]
 td small{{display:block;color:#555;font-size:.75em}}
 td.fail{{background:#ffebee;font-weight:bold}} td.pass{{background:#f1f8e9}} td.selected{{outline:3px solid #ff9800}}
 td.known{{background:#fff8e1}} td.xpass{{background:#e3f2fd}} td.skipped{{background:#eeeeee}}
+svg.bulk-chart{{display:block}} #bulk td small{{color:#b71c1c}}
 #details{{white-space:pre-wrap;font-family:monospace;background:#fafafa;border:1px solid #ddd;
 padding:1em;margin-top:1em}}
 </style></head><body>
@@ -71,6 +73,7 @@ columns: NAT of peer B. Click a cell for its record, artifacts and repro command
 {"".join(body)}
 </table>
 {others}
+{bulk_html(results)}
 <div id="details">Click a cell.</div>
 <script>
 const cells = {data};

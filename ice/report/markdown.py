@@ -3,6 +3,7 @@ into a CI step summary."""
 
 from __future__ import annotations
 
+from ice.report.bulk import bulk_markdown
 from ice.report.text import place, summary
 from ice.scenario.result import CellResult, Status
 
@@ -24,6 +25,7 @@ def markdown_grid(results: list[CellResult]) -> str:
     if rest:
         out += ["", "| scenario | group | expected | observed |", "|---|---|---|---|"]
         out += [f"| {r.cell.name} | {r.cell.group} | {r.expected.value} | {_md_mark(r)} |" for r in rest]
+    out += bulk_markdown(results)
     counts = summary(results)
     out.append(f"\n{sum(r.passed for r in results)}/{len(results)} cells as expected "
                f"({', '.join(f'{n} {k}' for k, n in counts.items() if n)}).")

@@ -67,6 +67,9 @@ def terminal_grid(results: list[CellResult]) -> str:
         w = max(len(r.cell.name) for r in rest)
         lines.append("")
         lines += [f"{r.cell.name.ljust(w)}  {_mark(r)}" for r in rest]
+    from ice.report.bulk import bulk_text
+
+    lines += bulk_text(results)
     lines.append(LEGEND)
     return "\n".join(lines)
 

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ice.errors import UserError
-from ice.nat.behaviour import Filtering, NatBehaviour, NatKind, preset
+from ice.nat.behaviour import Filtering, NatBehaviour, NatKind, SynAnswer, TcpBehaviour, preset
 from ice.nat.behaviour import Mapping as MappingBehaviour
 
 if TYPE_CHECKING:
+    from ice.scenario.bulk import BulkPhase
     from ice.scenario.timeline import Step
 
 GRID_GROUPS = ("rfc4787", "special")
@@ -73,7 +74,52 @@ def _field_value(name: str, value: object) -> object:
         if not (isinstance(value, (list, tuple)) and all(isinstance(v, int) for v in value)):
             raise ValueError(f"allowed_tcp_ports is a list of port numbers, not {value!r}")
         return tuple(value)
+    if name == "tcp":
+        return _tcp_value(value)
     raise ValueError(f"{name} cannot be set from a scenario")  # pragma: no cover - NAT_FIELDS lists the names
+
+
+@dataclass(frozen=True)
+class TcpChanges:
+    """A cell's changes to its preset's TCP section (RFC 5382), e.g. ``tcp = { unsolicited_syn = "rst" }``: the
+    fields not named keep the preset's values."""
+
+    changes: tuple[tuple[str, Any], ...]
+
+    def as_json(self) -> dict[str, Any]:
+        return {k: _json_value(v) for k, v in self.changes}
+
+
+def _tcp_value(value: object) -> TcpChanges:
+    """A TOML/JSON table as changes to the TCP section (RFC 5382), e.g. ``{ unsolicited_syn = "rst" }``."""
+    if isinstance(value, TcpChanges):
+        return value
+    if not isinstance(value, Mapping):
+        raise ValueError(f"tcp is a table such as {{ unsolicited_syn = \"rst\" }}, not {value!r}")
+    fields = [f.name for f in dataclasses.fields(TcpBehaviour)]
+    unknown = sorted(set(value) - set(fields))
+    if unknown:
+        raise ValueError(f"{', '.join(unknown)} is not a TCP field; valid fields: {', '.join(fields)}")
+    changes: dict[str, object] = {}
+    for key, v in value.items():
+        if key in ("mapping", "filtering"):
+            changes[key] = _field_value(key, v)
+        elif key == "unsolicited_syn":
+            try:
+                changes[key] = SynAnswer(v)
+            except ValueError:
+                raise ValueError(f"tcp unsolicited_syn is {v!r}, not one of "
+                                 f"{', '.join(a.value for a in SynAnswer)}") from None
+        elif key in ("port_preservation", "simultaneous_open"):
+            if not isinstance(v, bool):
+                raise ValueError(f"tcp {key} is true or false, not {v!r}")
+            changes[key] = v
+        else:
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ValueError(f"tcp {key} is a whole number of seconds, not {v!r}")
+            changes[key] = v
+    TcpBehaviour(**changes)  # type: ignore[arg-type]  # a bad value fails here, with the reason
+    return TcpChanges(tuple(changes.items()))
 
 
 @dataclass(frozen=True)
@@ -112,8 +158,12 @@ class NatChoice:
             raise ValueError(str(exc)) from None
         if not self.overrides:
             return base
+        changes = dict(self.overrides)
+        tcp = changes.pop("tcp", None)
         try:
-            return base.with_(**dict(self.overrides))
+            if isinstance(tcp, TcpChanges):
+                base = base.with_tcp(**dict(tcp.changes))
+            return base.with_(**changes)
         except ValueError as exc:
             raise ValueError(f"{self.preset} with {self._text()}: {exc}") from None
 
@@ -138,12 +188,16 @@ class NatChoice:
 
 
 def _slug_value(name: str, v: object) -> str:
+    if isinstance(v, TcpChanges):
+        return ".".join(f"{k}.{str(x).lower()}" for k, x in v.as_json().items())
     if isinstance(v, tuple):
         return ("-" if name == "port_range" else ".").join(str(x) for x in v)
     return str(_json_value(v)).lower()
 
 
 def _json_value(v: object) -> Any:
+    if isinstance(v, TcpChanges):
+        return v.as_json()
     if isinstance(v, enum.Enum):
         return v.value
     if isinstance(v, tuple):
@@ -157,7 +211,7 @@ a word of the repro command."""
 
 CELL_OPTIONS = ("turn", "relay_only", "nomination", "trickle", "controlling", "loss", "delay_ms", "group", "agent_a",
                 "agent_b", "lite", "kill", "consent_timeout", "restart", "server", "timeline", "restart_on_failure",
-                "keepalive")
+                "keepalive", "bandwidth_mbit", "bulk")
 """What a cell may set besides its name, topology and NATs."""
 
 BUILTIN_AGENTS = ("icelab", "aioice", "libnice", "pion")
@@ -248,6 +302,11 @@ class Cell:
     server: str = "icelab"
     """The STUN/TURN server on the public segment: icelab's own, or ``coturn`` (Debian's, a TURN server with
     long-term credentials; ``turn = false`` cells get srflx candidates from it too)."""
+    bandwidth_mbit: float = 0.0
+    """A's access link's rate each way in Mbit/s (a token bucket filter: ``tbf`` in the lab, its model in the sim;
+    0: not shaped)."""
+    bulk: BulkPhase | None = None
+    """After both selected a pair and passed data: N MB from A to B, measured (:mod:`ice.scenario.bulk`)."""
 
     def __post_init__(self) -> None:
         if not CELL_NAME.fullmatch(self.name) or self.name.startswith("."):
@@ -267,6 +326,11 @@ class Cell:
             raise ValueError("loss is a fraction in [0, 1)")
         if self.delay_ms < 0:
             raise ValueError("delay_ms must be >= 0")
+        if self.bandwidth_mbit < 0:
+            raise ValueError("bandwidth_mbit must be >= 0 (0: not shaped)")
+        if self.bulk is not None and self.in_processes:
+            raise ValueError("bulk runs between icelab's own agents in the harness (no foreign agent, lite, kill, "
+                             "restart or coturn)")
 
     @property
     def nomination_mode(self) -> str:
@@ -297,7 +361,8 @@ class Cell:
 
     def link(self) -> dict[str, float]:
         """The link conditions the topology builder gets (only those that are set)."""
-        return {k: v for k, v in (("loss", self.loss), ("delay_ms", self.delay_ms)) if v}
+        return {k: v for k, v in (("loss", self.loss), ("delay_ms", self.delay_ms),
+                                  ("bandwidth_mbit", self.bandwidth_mbit)) if v}
 
     @property
     def lossy(self) -> bool:
@@ -320,6 +385,10 @@ class Cell:
                 if not value:
                     continue  # no timeline: nothing to echo (an empty one is not a valid table)
                 value = [step.as_json() for step in value]
+            if key == "bulk":
+                if value is None:
+                    continue
+                value = value.as_json()
             doc[key] = value.as_json() if isinstance(value, AgentSide) else value
         return doc
 
@@ -349,7 +418,15 @@ class Cell:
                                               "nomination": (str,), "controlling": (str,), "group": (str,),
                                               "loss": (int, float), "delay_ms": (int, float), "lite": (str,),
                                               "kill": (str,), "consent_timeout": (int, float), "restart": (bool,),
-                                              "server": (str,), "restart_on_failure": (bool,), "keepalive": (bool,)}
+                                              "server": (str,), "restart_on_failure": (bool,), "keepalive": (bool,),
+                                              "bandwidth_mbit": (int, float)}
+        if "bulk" in table:
+            from ice.scenario.bulk import BulkPhase
+
+            try:
+                options["bulk"] = BulkPhase.parse(table["bulk"])
+            except ValueError as exc:
+                raise UserError(f"{here}{exc}") from None
         if "timeline" in table:
             from ice.scenario.timeline import parse_timeline
 
@@ -369,7 +446,7 @@ class Cell:
                 if not isinstance(raw, types[key]) or (isinstance(raw, bool) and bool not in types[key]):
                     raise UserError(f"{here}{key} is {raw!r}; expected a {types[key][0].__name__}")
                 options[key] = raw
-        for key in ("loss", "delay_ms", "consent_timeout"):
+        for key in ("loss", "delay_ms", "consent_timeout", "bandwidth_mbit"):
             if key in options:
                 options[key] = float(options[key])
         topology = table.get("topology")

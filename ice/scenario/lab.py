@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import ipaddress
 import json
 import os
 import shutil
@@ -20,23 +21,24 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ice.agent import AgentState, Candidate, CandidateType
 from ice.agent.candidate import pair_text
-from ice.agent.events import CandidateGathered, Event, GatheringComplete, SelectedPairChanged
+from ice.agent.events import CandidateGathered, Event, GatheringComplete, NetworkChangeRestart, SelectedPairChanged
 from ice.aio.connection import Connection
 from ice.errors import NotConnected, StunErrorResponse, StunTimeout
 from ice.lab.capture import Capture, start_captures
 from ice.lab.mn import Lab
 from ice.nat.behaviour import NatKind
+from ice.scenario.bulk import BULK, BulkSettings, BulkTransfer, is_bulk
 from ice.scenario.cell import Cell, PathKind
 from ice.scenario.expect import Expected
 from ice.scenario.result import CellResult, Status
-from ice.scenario.timeline import TICK, TimelineNetwork, run_timeline, timeline_verdict
+from ice.scenario.timeline import TICK, TimelineNetwork, changes_delay, run_timeline, timeline_verdict
 from ice.scenario.timers import TIMERS, MatrixTimers, agent_config
 from ice.topology.fabric import Fabric
 from ice.topology.spec import TopologySpec
@@ -44,9 +46,15 @@ from ice.topology.spec import TopologySpec
 LabKey = tuple[object, ...]
 
 
-def lab_key(spec: TopologySpec) -> LabKey:
-    """Cells whose specs have the same shape share one built lab (only the NAT behaviours change between them)."""
-    return spec.shape()
+def lab_key(spec: TopologySpec, forwarders: frozenset[int] = frozenset()) -> LabKey:
+    """Cells whose specs have the same shape share one built lab (only the NAT behaviours change between them);
+    a lab with delay forwarders on other links (``forwarders``, for a timeline that changes a delay) is another."""
+    return spec.shape() if not forwarders else (*spec.shape(), tuple(sorted(forwarders)))
+
+
+def forwarded_links(cell: Cell, spec: TopologySpec) -> frozenset[int]:
+    """The links whose delay the cell's timeline changes (host a's access links), which need a forwarder."""
+    return frozenset(i for i, _ in spec.ends("a")) if changes_delay(cell.timeline) else frozenset()
 
 
 def trace_header(peer: str, cell: Cell, wall: float) -> dict[str, object]:
@@ -144,9 +152,9 @@ class LabBackend:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def lab_of(self, spec: TopologySpec) -> Lab | None:
+    def lab_of(self, spec: TopologySpec, cell: Cell | None = None) -> Lab | None:
         """The built lab a cell with this spec ran in (None if it could not be built)."""
-        return self.labs.get(lab_key(spec))
+        return self.labs.get(lab_key(spec, forwarded_links(cell, spec) if cell is not None else frozenset()))
 
     def _capture_dir(self, lab: Lab) -> Path:
         """Whole-life captures live next to the artifacts (``<out>/.captures/<pid>/``, removed by :meth:`close`;
@@ -161,11 +169,11 @@ class LabBackend:
         where.mkdir(exist_ok=True)
         return where
 
-    def lab_for(self, spec: TopologySpec) -> Lab:
-        key = lab_key(spec)
+    def lab_for(self, spec: TopologySpec, forwarders: frozenset[int] = frozenset()) -> Lab:
+        key = lab_key(spec, forwarders)
         lab = self.labs.get(key)
         if lab is None:
-            lab = Lab(spec)
+            lab = Lab(spec, forwarders=forwarders)
             lab.build()
             self.labs[key] = lab
             if self.captures:
@@ -185,11 +193,12 @@ class LabBackend:
                                  unrunnable=Status.NOT_INSTALLED, pairs_known=False)
                 res.repro = self.repro(cell)
                 return res.expecting(expected)
+        forwarders = forwarded_links(cell, spec)
         try:
-            lab = self.lab_for(spec)
+            lab = self.lab_for(spec, forwarders)
         except Exception as exc:  # a lab that cannot be built fails its cells, not the whole run
-            broken = self.labs.pop(lab_key(spec), None)
-            self._caps.pop(lab_key(spec), None)
+            broken = self.labs.pop(lab_key(spec, forwarders), None)
+            self._caps.pop(lab_key(spec, forwarders), None)
             if broken is not None:
                 broken.stop()
             res = CellResult(cell, "lab", expected.path, PathKind.NONE, None, None,
@@ -236,7 +245,7 @@ class LabBackend:
             (d / f"{node}.conntrack").write_text(_run_quietly(lab, node, "conntrack -L -p udp 2>&1; "
                                                                           "conntrack -L -p tcp 2>&1"))
         time.sleep(self.timers.capture_flush)  # tcpdump writes the cell's last packets (failure path only)
-        caps = self._caps.get(lab_key(lab.spec), [])
+        caps = self._caps.get(lab_key(lab.spec, lab.forwarders), [])
         for cap in caps:
             cap.slice(wall0 - 0.01, wall1 + self.timers.capture_flush, d / cap.path.name)
         (d / "repro.txt").write_text(res.repro + "\n" if res.repro else "")
@@ -492,6 +501,8 @@ async def _connect(lab: Lab, spec: TopologySpec, cell: Cell, timers: MatrixTimer
                           make_stream_socket=lambda f: lab.socket(name, f, socket.SOCK_STREAM),
                           turn=turn, relay_only=cell.relay_only)
 
+    conns: dict[str, Connection] = {}
+
     def signalling(name: str, peer: Connection) -> Callable[[Event], None]:
         def on_event(ev: Event) -> None:
             traces[name].append({"t": round(loop.time() - t0, 6), **event_record(ev)})
@@ -504,6 +515,8 @@ async def _connect(lab: Lab, spec: TopologySpec, cell: Cell, timers: MatrixTimer
                 for cand in held[name]:
                     peer.add_remote_candidate(cand)
                 peer.add_remote_candidate(None)
+            elif isinstance(ev, NetworkChangeRestart):
+                answer_network_restart(conns[name], peer)
 
         return on_event
 
@@ -517,6 +530,7 @@ async def _connect(lab: Lab, spec: TopologySpec, cell: Cell, timers: MatrixTimer
         closing.append(b.close)
         a.on_event = signalling("a", b)
         b.on_event = signalling("b", a)
+        conns.update(a=a, b=b)
         t0, wall = loop.time(), time.time()
         for name in traces:
             traces[name].append(trace_header(name, cell, wall))
@@ -544,6 +558,8 @@ async def _connect(lab: Lab, spec: TopologySpec, cell: Cell, timers: MatrixTimer
             return out
         out.observed = path_of(sel_a, sel_b)
         await gathering
+        if cell.bulk is not None:
+            await _run_bulk(a, b, cell, out)
         if cell.timeline:
             await _run_timeline(lab, cell, server, a, b, out)
         return out
@@ -569,7 +585,8 @@ LINK_FAULT_TABLE = "icelab_fault_link"
 class LabTimeline(TimelineNetwork):
     """The timeline's network actions in the kernel lab: blocks as nftables rules inside the peers' hosts (output:
     what the host sends; input too for the server), a NAT reboot as the NAT's rules reloaded and its conntrack
-    flushed, the data stream on the real clock through both Connections."""
+    flushed, a renumber as ``ip addr`` inside the peer's host, the data stream on the real clock through both
+    Connections."""
 
     def __init__(self, lab: Lab, server: LabServer, conns: dict[str, Connection], restart_on_failure: bool) -> None:
         super().__init__(restart_on_failure=restart_on_failure)
@@ -578,11 +595,14 @@ class LabTimeline(TimelineNetwork):
         self._lossy_nodes: set[str] = set()
         self._loop = asyncio.get_running_loop()
         self._receivers = [asyncio.ensure_future(self._receive(side)) for side in conns]
+        self._fabric = Fabric(lab.spec)
+        """Where the hosts' addresses are now (a renumber moves one)."""
+        self._renumbered: list[tuple[str, str, ipaddress.IPv4Interface, ipaddress.IPv4Interface]] = []
 
     async def _receive(self, side: str) -> None:
         while True:
-            await self.conns[side].recv()
-            self.on_data(side)
+            if not is_bulk(await self.conns[side].recv()):  # a straggler of the bulk phase is not the stream's
+                self.on_data(side)
 
     def close(self) -> None:
         for task in self._receivers:
@@ -591,6 +611,14 @@ class LabTimeline(TimelineNetwork):
             self.lab.run(host, f"nft delete table inet {FAULT_TABLE} 2>/dev/null; true")
         if self._lossy_nodes:
             self.link_loss(0.0)
+        self.lab.reset_links()
+        self._restore_addresses()
+
+    def set_link(self, changes: Mapping[str, float]) -> None:
+        """Host a's access link(s) get these conditions: nft loss rules and tbf qdiscs replaced on both ends, the
+        delay forwarder told its new delay (the cell's lab has one there when a step changes the delay)."""
+        for i, _ in self.lab.spec.ends("a"):
+            self.lab.set_link(i, self.lab.link_conditions(i).changed(changes))
 
     def link_loss(self, loss: float) -> None:
         """nftables ingress rules on both ends of host a's access link(s), in a table of their own."""
@@ -661,12 +689,62 @@ class LabTimeline(TimelineNetwork):
             return False
         return True
 
+    def renumber(self, side: str) -> str:
+        """``ip addr`` in the peer's namespace: its address off the interface, a spare one of the subnet on
+        (:meth:`Fabric.spare_address`, as the sim picks it), the host's routes back (they left with the old
+        address). Sockets on the old address are dead from here; the peer's Connection notices on its next send
+        (:class:`~ice.aio.connection.NetworkPolicy`). :meth:`close` puts the old address back."""
+        fabric = self._fabric
+        old = fabric.addresses(side)[0]
+        _, iface = fabric.owners[old]
+        held = next(a for a in iface.addresses if str(a.ip) == old)
+        new = fabric.spare_address(old)
+        intf = self.lab.interfaces[(iface.link, side)]
+        self._renumbered.append((side, intf, held, new))
+        self._move_address(side, intf, held, new)
+        fabric.move_address(old, new)
+        return f"{old} -> {new.ip}"
+
+    def _move_address(self, host: str, intf: str, old: ipaddress.IPv4Interface, new: ipaddress.IPv4Interface) -> None:
+        routes = "".join(f" && ip route replace {dest} via {via}" for dest, via in self.lab.spec.node(host).routes)
+        self.lab.run(host, f"ip addr del {old} dev {intf} && ip addr add {new} dev {intf}{routes}")
+
+    def _restore_addresses(self) -> None:
+        """Every renumbered host back on its own address (the lab is reused by the next cell)."""
+        while self._renumbered:
+            host, intf, old, new = self._renumbered.pop()
+            self._move_address(host, intf, new, old)
+
+    def ufrags(self) -> tuple[str, str]:
+        return self.conns["a"].ufrag, self.conns["b"].ufrag
+
+    def network_restarts(self) -> int:
+        return sum(conn.agent.stats["network-changes"] for conn in self.conns.values())
+
     def relayed(self, side: str) -> bool:
         sel = self.conns[side].agent.selected
         return sel is not None and CandidateType.RELAYED in (sel.local.type, sel.remote.type)
 
     def failed(self, side: str) -> bool:
         return self.conns[side].agent.state is AgentState.FAILED
+
+
+def answer_network_restart(moved: Connection, peer: Connection) -> None:
+    """What the application does when ``moved``'s new credentials (it restarted ICE on a network change,
+    :meth:`Connection.network_changed`) arrive over signalling: a changed ufrag is an ICE restart, so ``peer``
+    restarts too unless it already did (RFC 8839 §4.4.1.1.1), each side takes the other's credentials and current
+    candidates (peer-reflexive ones are never signalled, RFC 8445 §7.2.5.3.1), and ``peer``'s end-of-candidates
+    goes along; ``moved``'s follows when its gathering ends. The sim's ``SimPair`` answers the same way."""
+    if peer.agent.remote_ufrag is not None:
+        peer.restart()
+    peer.set_remote_credentials(moved.ufrag, moved.pwd)
+    moved.set_remote_credentials(peer.ufrag, peer.pwd)
+    for x, y in ((moved, peer), (peer, moved)):
+        for cand in x.local_candidates:
+            if cand.type is not CandidateType.PEER_REFLEXIVE:
+                y.add_remote_candidate(cand)
+    if peer.agent.gathering_complete:
+        moved.add_remote_candidate(None)
 
 
 async def _run_timeline(lab: Lab, cell: Cell, server: LabServer, a: Connection, b: Connection,
@@ -683,6 +761,53 @@ async def _run_timeline(lab: Lab, cell: Cell, server: LabServer, a: Connection, 
     out.reason = timeline_verdict(steps, cell.timeline)
     if out.reason:
         out.extra["timeline_error"] = out.reason
+
+
+async def _run_bulk(a: Connection, b: Connection, cell: Cell, out: _Outcome, settings: BulkSettings = BULK) -> None:
+    """The cell's bulk phase in real time (:mod:`ice.scenario.bulk`): A sends over its selected pair as the
+    window allows, B counts and acknowledges; the figures go into the cell's record, a band missed into its
+    reason."""
+    assert cell.bulk is not None
+    loop = asyncio.get_running_loop()
+    transfer = BulkTransfer(cell.bulk.count(settings), loop.time(), settings)
+    room = asyncio.Event()
+
+    async def receive() -> None:
+        while True:
+            ack = transfer.on_receiver(loop.time(), await b.recv())
+            if ack is not None:
+                with contextlib.suppress(NotConnected):  # consent lost: A gives the datagram up in time
+                    b.send(ack)
+
+    async def acknowledged() -> None:
+        while True:
+            if transfer.on_sender(loop.time(), await a.recv()):
+                room.set()
+
+    tasks = [asyncio.ensure_future(receive()), asyncio.ensure_future(acknowledged())]
+    deadline = loop.time() + settings.deadline
+    try:
+        while not transfer.done and loop.time() < deadline:
+            transfer.on_timeout(loop.time())
+            batch = transfer.to_send(loop.time())
+            for i, data in enumerate(batch):
+                try:
+                    a.send(data)
+                except NotConnected:
+                    transfer.unsent(len(batch) - i)
+                    break
+            room.clear()
+            wake = min(deadline, transfer.next_timeout() or deadline)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(room.wait(), max(0.0, wake - loop.time()))
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    out.extra["bulk"] = figures = transfer.figures(out.observed.value, loop.time())
+    error = cell.bulk.verdict(figures)
+    if error:
+        out.extra["bulk_error"] = error
 
 
 async def _exchange_data(a: Connection, b: Connection, resend: float) -> list[bytes]:

@@ -78,6 +78,9 @@ class CellResult:
         timeline = self.extra.get("timeline_error")
         if timeline:
             return str(timeline)
+        bulk = self.extra.get("bulk_error")
+        if bulk:
+            return str(bulk)
         exp = self.expectation
         if exp is None:
             return ""

@@ -69,6 +69,11 @@ class Runner:
         """Run the same cell in the sim; a different path fails the cell and names both results."""
         sim = self.sim(res.cell)
         res.sim_observed = None if sim.skipped else sim.observed
+        if "bulk" in sim.extra:  # the sim's model figures beside the lab's, and its band check
+            res.extra["sim_bulk"] = sim.extra["bulk"]
+            if sim.extra.get("bulk_error") and not res.extra.get("bulk_error"):
+                res.extra["bulk_error"] = f"the sim's model: {sim.extra['bulk_error']}"
+                res.reason = res.reason or res.verdict()
         if res.sim_observed is not None and res.sim_observed is not res.observed:
             res.reason = res.verdict() + (f" ({res.reason})" if res.reason else "")
         elif not sim.skipped and timeline_paths(res) != timeline_paths(sim):

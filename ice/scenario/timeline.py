@@ -13,10 +13,22 @@ A timeline is a list of steps, run in order once the cell has connected and pass
 - ``restart = true``: both agents restart ICE (RFC 8445 §9), as an application does on a network change;
 - ``link_loss = FRACTION``: host ``a``'s access link loses this fraction of packets each way on top of its own
   conditions (0: back to them);
+- ``link = { loss = FRACTION, delay_ms = MS, jitter_ms = MS, bandwidth_mbit = MBIT }``: host ``a``'s access link
+  gets these conditions (those not named keep their value; the link starts with the spec's, normally none; a loss
+  of 1 is a dead link; a bandwidth of 0 unshaped); the lab replaces the link's nft loss rules and tbf qdiscs and
+  tells its delay forwarder, the sim replaces the link's conditions in its model;
+- ``renumber = "a"`` / ``"b"``: that peer's host interface gets another address of its subnet (the old one is
+  removed, the default route follows): its sockets on the old address are dead and packets to it vanish. The
+  peer's stack notices (icelab's ``Connection``: a send failing because its local address is gone), gathers
+  again on the new address and restarts ICE (RFC 8445 §9); the other side restarts when the new credentials
+  arrive through the cell's signalling (RFC 8839 §4.4.1.1.1);
 - ``stream = "off"`` / ``"on"``: the data stream stops (the pair goes idle: only the agents' own consent checks,
   if any, cross the NATs) or resumes;
 - ``expect = "direct" | "relay" | "none"`` with ``within = SECONDS``: wait until the data stream flows both ways on
-  that kind of path (``none``: one direction or both has been silent for a second) and record how long it took.
+  that kind of path (``none``: one direction or both has been silent for a second) and record how long it took,
+  how many datagrams were lost each way since the previous action and whether both sides restarted ICE since it;
+  ``restarted = true`` also requires that restart (a path that came back without one is not the recovery the
+  step expects).
 
 Throughout the timeline each side sends a small datagram every ``TICK`` on its selected pair; the counts say how
 many were lost. With the cell's ``restart_on_failure``, the application's policy is to restart ICE on both sides
@@ -41,9 +53,31 @@ FRESH = 1.0
 RESTART_HOLDOFF = 2.0
 """The restart-on-failure policy restarts ICE at most this often."""
 
-ACTIONS = ("block", "unblock", "nat_reboot", "turn_restart", "restart", "link_loss", "stream", "expect")
+ACTIONS = ("block", "unblock", "nat_reboot", "turn_restart", "restart", "link_loss", "stream", "expect", "link",
+           "renumber")
 BLOCKABLE = ("direct", "turn")
 DIRECTIONS = ("both", "a-to-b", "b-to-a")
+LINK_FIELDS = ("loss", "delay_ms", "jitter_ms", "bandwidth_mbit")
+"""What a ``link`` step may change (:class:`ice.topology.spec.LinkConditions` fields)."""
+
+
+def parse_link_change(value: object) -> tuple[tuple[str, float], ...]:
+    """A ``link`` step's table as (field, value) pairs in :data:`LINK_FIELDS` order; ValueError saying what is
+    wrong."""
+    if not isinstance(value, Mapping) or not value:
+        raise ValueError(f"link is a table of {', '.join(LINK_FIELDS)} (e.g. {{ delay_ms = 80, bandwidth_mbit = 2 "
+                         f"}}), not {value!r}")
+    unknown = sorted(set(value) - set(LINK_FIELDS))
+    if unknown:
+        raise ValueError(f"link changes {', '.join(LINK_FIELDS)}, not {', '.join(unknown)}")
+    for key, x in value.items():
+        if isinstance(x, bool) or not isinstance(x, (int, float)) or x < 0:
+            raise ValueError(f"link {key} is a number >= 0, not {x!r}")
+    if value.get("loss", 0) > 1:
+        raise ValueError(f"link loss is a fraction in [0, 1] (1: a dead link), not {value['loss']!r}")
+    if "jitter_ms" in value and ("delay_ms" not in value or value["jitter_ms"] > value["delay_ms"]):
+        raise ValueError("link jitter_ms goes with a delay_ms at least as large")
+    return tuple((k, float(value[k])) for k in LINK_FIELDS if k in value)
 
 
 @dataclass(frozen=True)
@@ -57,23 +91,32 @@ class Step:
     after: float = 0.0
     direction: str = "both"
     within: float = 0.0
+    link: tuple[tuple[str, float], ...] = ()
+    """The ``link`` step's changes: (field, value) pairs."""
+    restarted: bool = False
+    """expect: both sides must have restarted ICE since the previous action."""
 
     def as_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {}
         if self.after:
             doc["after"] = self.after
         doc[self.action] = True if self.action in ("restart", "turn_restart") else \
-            float(self.target) if self.action == "link_loss" else self.target
+            float(self.target) if self.action == "link_loss" else dict(self.link) if self.action == "link" else \
+            self.target
         if self.direction != "both":
             doc["direction"] = self.direction
         if self.action == "expect":
             doc["within"] = self.within
+            if self.restarted:
+                doc["restarted"] = True
         return doc
 
     @property
     def label(self) -> str:
         what = {"restart": "restart ICE", "turn_restart": "restart the TURN server",
-                "expect": f"expect {self.target} within {self.within:g} s"}.get(
+                "expect": f"expect {self.target}{' after an ICE restart' if self.restarted else ''} within "
+                          f"{self.within:g} s",
+                "link": "link " + " ".join(f"{k}={v:g}" for k, v in self.link)}.get(
             self.action, f"{self.action} {self.target}" + (f" ({self.direction})" if self.direction != "both"
                                                             else ""))
         return (f"after {self.after:g} s: " if self.after else "") + what
@@ -89,10 +132,12 @@ class Step:
             raise ValueError(f"after is a number of seconds >= 0, not {after!r}")
         direction = doc.pop("direction", "both")
         within = doc.pop("within", None)
+        restarted = doc.pop("restarted", False)
         actions = [k for k in doc if k in ACTIONS]
         unknown = sorted(set(doc) - set(ACTIONS))
         if unknown:
-            raise ValueError(f"a timeline step knows after, direction, within and one of {', '.join(ACTIONS)}; "
+            raise ValueError(f"a timeline step knows after, direction, within, restarted and one of "
+                             f"{', '.join(ACTIONS)}; "
                              f"not {', '.join(unknown)}")
         if len(actions) != 1:
             raise ValueError(f"a timeline step does exactly one of {', '.join(ACTIONS)} (got "
@@ -115,6 +160,7 @@ class Step:
         if action == "link_loss" and (isinstance(value, bool) or not isinstance(value, (int, float))
                                       or not 0 <= value < 1):
             raise ValueError(f"link_loss is a fraction in [0, 1), not {value!r}")
+        link = parse_link_change(value) if action == "link" else ()
         if action == "stream" and value not in ("on", "off"):
             raise ValueError(f"stream is on or off, not {value!r}")
         if action == "expect":
@@ -124,8 +170,17 @@ class Step:
                 raise ValueError("an expect step needs within = SECONDS (> 0)")
         elif within is not None:
             raise ValueError("within goes with expect")
-        return cls(action, "" if action in ("restart", "turn_restart") else str(value), float(after), str(direction),
-                   float(within or 0))
+        if restarted is not False and (action != "expect" or restarted is not True):
+            raise ValueError("restarted = true goes with expect")
+        if action == "renumber" and value not in ("a", "b"):
+            raise ValueError(f"renumber names a peer, \"a\" or \"b\", not {value!r}")
+        return cls(action, "" if action in ("restart", "turn_restart", "link") else str(value), float(after),
+                   str(direction), float(within or 0), link, bool(restarted))
+
+
+def changes_delay(steps: tuple[Step, ...]) -> bool:
+    """Does a ``link`` step change the delay (the lab then splices a delay forwarder into host a's link)?"""
+    return any(s.action == "link" and any(k in ("delay_ms", "jitter_ms") for k, _ in s.link) for s in steps)
 
 
 def parse_timeline(value: object) -> tuple[Step, ...]:
@@ -151,13 +206,35 @@ class StepResult:
     """expect: seconds from the previous action until the path was the expected one."""
     observed: str | None = None
     """expect: the path at the end of the step."""
+    detail: str | None = None
+    """renumber: the address change (``10.0.1.2 -> 10.0.1.254``)."""
+    lost: dict[str, int] | None = None
+    """expect: datagrams sent since the previous action that did not arrive, each way."""
+    restarted: bool | None = None
+    """expect: did both sides restart ICE (new local credentials) since the previous action?"""
 
     def as_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {"step": self.step.label, "at_s": round(self.at, 3), "ok": self.ok}
         if self.step.action == "expect":
             doc["observed"] = self.observed
             doc["took_s"] = None if self.took is None else round(self.took, 3)
+            if self.lost is not None:
+                doc["lost"] = self.lost
+            if self.restarted is not None:
+                doc["restarted"] = self.restarted
+        if self.detail is not None:
+            doc["detail"] = self.detail
         return doc
+
+
+@dataclass(frozen=True)
+class Mark:
+    """The stream's counts and both sides' local ufrags just before an action: what the expect steps after it
+    compare with (datagrams lost since, an ICE restart since)."""
+
+    sent: dict[str, int]
+    received: dict[str, int]
+    ufrags: tuple[str, str]
 
 
 @dataclass
@@ -195,12 +272,29 @@ class TimelineNetwork(abc.ABC):
         """Host ``a``'s access link loses ``loss`` of its packets each way, on top of its own conditions."""
 
     @abc.abstractmethod
+    def set_link(self, changes: Mapping[str, float]) -> None:
+        """Host ``a``'s access link gets these conditions (:data:`LINK_FIELDS`; the others keep their value)."""
+
+    @abc.abstractmethod
     async def turn_restart(self) -> None:
         """The TURN server loses every allocation (a new server on the same address)."""
 
     @abc.abstractmethod
     def restart_agents(self) -> None:
         """ICE restart on both sides, new credentials and candidates signalled to the other."""
+
+    @abc.abstractmethod
+    def renumber(self, side: str) -> str:
+        """Host ``side`` moves to a spare address of its subnet (``Fabric.spare_address``); returns ``"OLD -> NEW"``.
+        Its stack notices and restarts ICE; the other side answers through the cell's signalling."""
+
+    @abc.abstractmethod
+    def ufrags(self) -> tuple[str, str]:
+        """Both sides' current local ufrags (a new one means an ICE restart)."""
+
+    @abc.abstractmethod
+    def network_restarts(self) -> int:
+        """ICE restarts a side did on its own because its network changed (each answered by the other side)."""
 
     @abc.abstractmethod
     def send(self, side: str, data: bytes) -> bool:
@@ -252,7 +346,23 @@ class TimelineNetwork(abc.ABC):
         return {"sent": dict(self.sent), "received": {"a-to-b": self.received["b"], "b-to-a": self.received["a"]},
                 "lost": {"a-to-b": max(0, self.sent["a"] - self.received["b"]),
                          "b-to-a": max(0, self.sent["b"] - self.received["a"])},
-                "restarts": self.restarts}
+                "restarts": self.restarts, "network_restarts": self.network_restarts()}
+
+    def mark(self) -> Mark:
+        return Mark(dict(self.sent), dict(self.received), self.ufrags())
+
+    def since_mark(self, mark: Mark) -> tuple[dict[str, int], bool]:
+        """(datagrams lost each way, did both sides restart ICE) since ``mark``."""
+        lost = {"a-to-b": max(0, self.sent["a"] - mark.sent["a"] - (self.received["b"] - mark.received["b"])),
+                "b-to-a": max(0, self.sent["b"] - mark.sent["b"] - (self.received["a"] - mark.received["a"]))}
+        now = self.ufrags()
+        return lost, now[0] != mark.ufrags[0] and now[1] != mark.ufrags[1]
+
+
+def _met(net: TimelineNetwork, want: PathKind, mark: Mark | None) -> Callable[[], bool]:
+    """An expect step's stop condition: the path is ``want`` (and, given the mark of the previous action, both
+    sides restarted ICE since it)."""
+    return lambda: net.path() is want and (mark is None or net.since_mark(mark)[1])
 
 
 async def run_timeline(steps: tuple[Step, ...], net: TimelineNetwork) -> list[StepResult]:
@@ -260,19 +370,23 @@ async def run_timeline(steps: tuple[Step, ...], net: TimelineNetwork) -> list[St
     results: list[StepResult] = []
     start = net.now()
     last_action = net.since = start
+    mark = net.mark()
     for step in steps:
         if step.after:
             await net.run_for(step.after)
         if step.action == "expect":
             want = PathKind(step.target)
-            await net.run_for(step.within, stop=lambda want=want: net.path() is want)  # type: ignore[misc]
+            await net.run_for(step.within, stop=_met(net, want, mark if step.restarted else None))
             observed = net.path()
-            ok = observed is want
+            lost, restarted = net.since_mark(mark)
+            ok = observed is want and (restarted or not step.restarted)
             results.append(StepResult(step, net.now() - start, ok, net.now() - last_action if ok else None,
-                                      observed.value if observed is not None else "changing"))
+                                      observed.value if observed is not None else "changing", lost=lost,
+                                      restarted=restarted))
             if not ok:
                 break
             continue
+        mark = net.mark()  # before the action: a restart it causes counts as after it
         if step.action in ("block", "unblock"):
             net.block(step.target, step.direction, step.action == "block")
         elif step.action == "nat_reboot":
@@ -285,14 +399,19 @@ async def run_timeline(steps: tuple[Step, ...], net: TimelineNetwork) -> list[St
             net.streaming = step.target == "on"
         elif step.action == "link_loss":
             net.link_loss(float(step.target))
+        elif step.action == "link":
+            net.set_link(dict(step.link))
+        detail = net.renumber(step.target) if step.action == "renumber" else None
         last_action = net.since = net.now()
-        results.append(StepResult(step, last_action - start))
+        results.append(StepResult(step, last_action - start, detail=detail))
     return results
 
 
 def timeline_verdict(results: list[StepResult], steps: tuple[Step, ...]) -> str:
     """Why the timeline failed ("" when every step was met)."""
     for r in results:
+        if not r.ok and r.step.restarted and r.observed == r.step.target and not r.restarted:
+            return f"timeline: {r.step.label}: the path was {r.observed}, but not after an ICE restart on both sides"
         if not r.ok:
             return f"timeline: {r.step.label}: the path was {r.observed} after {r.step.within:g} s"
     if len(results) < len(steps):
@@ -300,5 +419,5 @@ def timeline_verdict(results: list[StepResult], steps: tuple[Step, ...]) -> str:
     return ""
 
 
-__all__ = ["FRESH", "RESTART_HOLDOFF", "TICK", "Step", "StepResult", "TimelineNetwork", "parse_timeline",
-           "run_timeline", "timeline_verdict"]
+__all__ = ["FRESH", "LINK_FIELDS", "RESTART_HOLDOFF", "TICK", "Step", "StepResult", "TimelineNetwork",
+           "changes_delay", "parse_link_change", "parse_timeline", "run_timeline", "timeline_verdict"]

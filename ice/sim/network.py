@@ -5,8 +5,15 @@ Given a spec, every datagram is forwarded hop by hop as the kernel lab forwards 
 Fabric`): a NAT node translates what it forwards from LAN to WAN and what arrives for its own WAN address
 (:class:`SimNat`, generated from the node's :class:`NatBehaviour`), hairpins what its LAN sends to its own WAN
 address when it hairpins (RFC 4787 §6), and drops the rest; hosts deliver to the endpoint bound at the destination
-address; each link's conditions (loss, delay, jitter) apply when the packet crosses it. Without a spec every
-address is directly reachable (the agent tests' flat network).
+address; each link's conditions (bandwidth, loss, delay, jitter) apply when the packet crosses it. Bandwidth is the
+lab's token bucket filter as a model (:class:`~ice.topology.spec.TokenBucket`, one per direction): a packet waits
+until the bucket holds its frame's length and is dropped when that wait means a queue longer than the filter's.
+Without a spec every address is directly reachable (the agent tests' flat network).
+
+TCP segments (:mod:`ice.sim.tcp`, abstract: flags, no byte stream) travel the same way through
+:meth:`SimNetwork.send_segment`: NATs translate them with their TCP model (RFC 5382) and may answer an unsolicited
+SYN with a RST or ICMP error of their own, and each host's :class:`TcpStack` (:meth:`SimNetwork.add_tcp`) takes what
+arrives; a host without one answers RST, as a kernel with nothing listening does.
 
 Agents and servers alike are driven through the endpoint contract (:mod:`ice.endpoint`): what arrives is fed with
 ``handle_datagram``, what they send is drained with ``poll_transmit``, and each timer runs at its
@@ -24,11 +31,12 @@ from typing import Protocol
 from ice.agent.events import Event
 from ice.nat.behaviour import NatBehaviour
 from ice.sim.nat import SimNat
+from ice.sim.tcp import RST, Segment, TcpConfig, TcpFlag, TcpStack
 from ice.stun.attributes import Address
 from ice.stun.server import StunServer, StunServerConfig
 from ice.stun.transaction import Transmit
 from ice.topology.fabric import MAX_HOPS, Fabric, Interface
-from ice.topology.spec import LinkConditions, LossMode, NodeKind, TopologySpec
+from ice.topology.spec import WIRE_OVERHEAD, LinkConditions, LossMode, NodeKind, TokenBucket, TopologySpec
 from ice.turn.server import TurnServer, TurnServerConfig
 
 
@@ -47,6 +55,12 @@ class Endpoint(Protocol):
     def next_event(self) -> Event | None: ...
 
 
+class _Timed(Protocol):
+    def handle_timeout(self, now: float) -> None: ...
+
+    def next_timeout(self) -> float | None: ...
+
+
 class _Agent(Protocol):
     def add_host_candidate(self, local: Address) -> object: ...
 
@@ -59,6 +73,29 @@ class _Packet:
     dst: Address
     delay: float = 0.0
     lost: bool = False
+    size: int = 0
+    """The frame's length on a link (payload, UDP, IPv4 and Ethernet headers): what a shaper counts."""
+
+
+@dataclass
+class _Shaper:
+    """One direction of a shaped link: the token bucket's content when the last frame left, and when that was."""
+
+    tokens: float
+    at: float = 0.0
+
+    def depart(self, bucket: TokenBucket, arrival: float, size: int) -> float | None:
+        """When a frame of ``size`` bytes arriving at ``arrival`` leaves (frames leave in order); None when the
+        filter's queue would hold more than its limit ahead of it (tbf drops it)."""
+        rate = bucket.rate_bytes_per_s
+        start = max(arrival, self.at)
+        tokens = min(float(bucket.burst_bytes), self.tokens + (start - self.at) * rate)
+        wait = max(0.0, (size - tokens) / rate)
+        leaves = start + wait
+        if (leaves - arrival) * rate > bucket.limit_bytes:
+            return None
+        self.tokens, self.at = tokens + wait * rate - size, leaves
+        return leaves
 
 
 @dataclass
@@ -90,12 +127,18 @@ class SimNetwork:
     """When a list, every datagram an agent sends is appended: (time, src, dst, data)."""
     extra_loss: dict[int, float] = field(default_factory=dict)
     """Link index -> loss on top of the link's own conditions (a timeline changes it mid-run)."""
+    link_overrides: dict[int, LinkConditions] = field(default_factory=dict)
+    """Link index -> conditions that replace the spec's (a timeline's ``link`` step sets them mid-run)."""
+    tcp: dict[str, TcpStack] = field(default_factory=dict)
+    """Host IP -> its TCP stack (:meth:`add_tcp`)."""
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
-        self._queue: list[tuple[float, int, Address, Address, bytes]] = []
+        self._queue: list[tuple[float, int, Address, Address, bytes | Segment]] = []
+        self._answers: list[tuple[Address, Address, Segment]] = []
         self._seq = 0
         self._nth: dict[tuple[int, str], int] = {}
+        self._shapers: dict[tuple[int, str], _Shaper] = {}
         self._relay_port = 49152
         self.fabric = Fabric(self.spec) if self.spec is not None else None
         if self.spec is not None:
@@ -150,6 +193,11 @@ class SimNetwork:
             del self.relays[relayed]
         return self.add_turn_server(listen, dict(old.config.users))
 
+    def add_tcp(self, ip: str, config: TcpConfig | None = None) -> TcpStack:
+        """A TCP stack for the host address ``ip`` (segments to that address go to it)."""
+        stack = self.tcp[ip] = TcpStack(ip, config or TcpConfig())
+        return stack
+
     def add_stun_server(self, primary: Address, alternate: Address | None = None) -> StunServer:
         server = StunServer(StunServerConfig(primary, alternate, software="icelab sim"))
         for local in server.config.local_addresses:
@@ -161,7 +209,19 @@ class SimNetwork:
     def send(self, src: Address, dst: Address, data: bytes) -> None:
         """Route one datagram; it arrives after the latency, its links' delays and jitter unless something drops
         it (a NAT, a missing route, loss)."""
-        packet = None if self.drop_if is not None and self.drop_if(src, dst, data) else self._route(src, dst)
+        packet = None if self.drop_if is not None and self.drop_if(src, dst, data) else \
+            self._route(src, dst, len(data) + WIRE_OVERHEAD)
+        self._enqueue(src, dst, data, packet)
+
+    def send_segment(self, src: Address, dst: Address, seg: Segment) -> None:
+        """Route one TCP segment as :meth:`send` routes a datagram; a NAT's own answer to it (RST or ICMP for an
+        unsolicited SYN, RFC 5382 REQ-4) is sent back from the NAT's public address."""
+        self._enqueue(src, dst, seg, self._route(src, dst, WIRE_OVERHEAD + len(seg.data), seg))
+        answers, self._answers = self._answers, []
+        for frm, to, answer in answers:
+            self.send_segment(frm, to, answer)
+
+    def _enqueue(self, src: Address, dst: Address, data: bytes | Segment, packet: _Packet | None) -> None:
         lost = packet is None or packet.lost or (bool(self.loss) and self._rng.random() < self.loss)
         if packet is None or lost:
             self.dropped += 1
@@ -179,9 +239,18 @@ class SimNetwork:
             extra = self.extra_loss.get(i)
             if extra:
                 packet.lost = packet.lost or self._rng.random() < extra
-            c: LinkConditions | None = self.spec.links[i].conditions
+            c: LinkConditions | None = self.link_conditions(i)
             if c is None:
                 continue
+            bucket = c.token_bucket()
+            if bucket is not None and not packet.lost:  # the sender's egress shapes it before the wire delays it
+                shaper = self._shapers.setdefault((i, into), _Shaper(float(bucket.burst_bytes), self.now))
+                arrival = self.now + packet.delay
+                leaves = shaper.depart(bucket, arrival, packet.size)
+                if leaves is None:
+                    packet.lost = True
+                else:
+                    packet.delay += leaves - arrival
             if c.delay_ms:
                 spread = self._rng.uniform(-c.jitter_ms, c.jitter_ms) if c.jitter_ms else 0.0
                 packet.delay += (c.delay_ms + spread) / 1000
@@ -193,14 +262,21 @@ class SimNetwork:
                 else:
                     packet.lost = packet.lost or self._rng.random() < c.loss
 
-    def _route(self, src: Address, dst: Address) -> _Packet | None:
+    def link_conditions(self, i: int) -> LinkConditions | None:
+        """Link ``i``'s conditions now: a timeline's override, else the spec's."""
+        assert self.spec is not None
+        return self.link_overrides.get(i) or self.spec.links[i].conditions
+
+    def _route(self, src: Address, dst: Address, size: int = 0, seg: Segment | None = None
+               ) -> _Packet | None:
         """Forward hop by hop from the node that owns ``src`` to the host that owns the (translated) destination:
-        the packet as it arrives there, or None if a NAT or a missing route drops it."""
+        the packet as it arrives there, or None if a NAT or a missing route drops it. ``seg``: the packet is that
+        TCP segment (NATs use their TCP model; a NAT's answer to it is left in ``_answers``)."""
         fabric = self.fabric
         if fabric is None:
-            return _Packet(src, dst) if self._bound(dst) else None
+            return _Packet(src, dst) if seg is not None or self._bound(dst) else None
         now = self.now
-        packet = _Packet(src, dst)
+        packet = _Packet(src, dst, size=size)
         node = fabric.owner(src[0])
         ingress: Interface | None = None
         translated_in = False
@@ -211,10 +287,19 @@ class SimNetwork:
             nat = self.nats.get(node)
             if fabric.owner(packet.dst[0]) == node:
                 if kind is NodeKind.HOST:
-                    return packet if self._bound(packet.dst) else None
+                    return packet if seg is not None or self._bound(packet.dst) else None
                 if nat is None or ingress is None or translated_in:
                     return None
-                if ingress.role == "wan":  # inbound to one of our bindings (RFC 4787 §5 filtering)
+                if seg is not None:  # TCP (RFC 5382): to a tracked connection, a binding's filter, or answered
+                    if ingress.role != "wan":
+                        return None  # TCP hairpinning is not modelled
+                    verdict = nat.tcp_inbound(now, packet.src, packet.dst[1], seg)
+                    if verdict.to is None:
+                        if verdict.answer is not None:
+                            self._answers.append((packet.dst, packet.src, verdict.answer))
+                        return None
+                    packet.dst = verdict.to
+                elif ingress.role == "wan":  # inbound to one of our bindings (RFC 4787 §5 filtering)
                     seen = nat.inbound_seen(now, packet.src, packet.dst[1])
                     if seen is None:
                         return None
@@ -232,7 +317,12 @@ class SimNetwork:
             if hop is None:
                 return None
             if nat is not None and ingress is not None and not translated_in:
-                if ingress.role == "lan" and hop.egress.role == "wan":
+                if ingress.role == "lan" and hop.egress.role == "wan" and seg is not None:
+                    ext = nat.tcp_outbound(now, packet.src, packet.dst, seg)
+                    if ext is None:
+                        return None
+                    packet.src = ext
+                elif ingress.role == "lan" and hop.egress.role == "wan":
                     routed = nat.outbound_to(now, packet.src, packet.dst)
                     if routed is None:
                         return None
@@ -274,6 +364,12 @@ class SimNetwork:
                 if self.sent is not None and agent:
                     self.sent.append((self.now, t.local, t.remote, t.data))
                 self.send(t.local, t.remote, t.data)
+        for stack in self.tcp.values():
+            while (segment := stack.poll_segment()) is not None:
+                local, remote, seg = segment
+                if self.trace is not None:
+                    self.trace.append((self.now, "sent", local, remote))
+                self.send_segment(local, remote, seg)
 
     def _unique_endpoints(self) -> list[Endpoint]:
         """The agents, then the servers (each once, whatever number of addresses it has)."""
@@ -288,7 +384,8 @@ class SimNetwork:
             if stop():
                 return
             endpoints = self._unique_endpoints()
-            times = [t for e in endpoints if (t := e.next_timeout()) is not None]
+            timed: list[_Timed] = [*endpoints, *self.tcp.values()]
+            times = [t for e in timed if (t := e.next_timeout()) is not None]
             if self._queue:
                 times.append(self._queue[0][0])
             if not times or min(times) > until:
@@ -300,10 +397,20 @@ class SimNetwork:
                 self.delivered += 1
                 if self.trace is not None:
                     self.trace.append((self.now, "delivered", src, dst))
+                if isinstance(data, Segment):
+                    self._deliver_segment(src, dst, data)
+                    continue
                 endpoint = self._endpoint_at(dst)
                 if endpoint is not None:
                     endpoint.handle_datagram(self.now, dst, src, data)
-            for e in endpoints:
+            for e in timed:
                 t = e.next_timeout()
                 if t is not None and t <= self.now:
                     e.handle_timeout(self.now)
+
+    def _deliver_segment(self, src: Address, dst: Address, seg: Segment) -> None:
+        stack = self.tcp.get(dst[0])
+        if stack is not None:
+            stack.handle_segment(self.now, dst, src, seg)
+        elif not seg.icmp and TcpFlag.RST not in seg.flags:
+            self.send_segment(dst, src, RST)  # the host's kernel: nothing listens there

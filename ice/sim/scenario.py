@@ -10,9 +10,12 @@ from dataclasses import dataclass
 from ice.agent import AgentConfig, Candidate, CandidateType, IceAgent
 from ice.agent.agent import Pair
 from ice.agent.candidate import pair_text
-from ice.agent.events import CandidateGathered, DataReceived, Event, GatheringComplete
+from ice.agent.events import CandidateGathered, DataReceived, Event, GatheringComplete, NetworkChangeRestart
+from ice.agent.network import NetworkChange
 from ice.relayed import RelayedAgent
 from ice.sim.network import SimNetwork
+from ice.sim.tcp import TcpConnection, TcpState
+from ice.stun.attributes import Address
 from ice.topology.spec import TopologySpec
 from ice.turn.client import TurnClientConfig
 
@@ -95,6 +98,8 @@ class SimPair:
         self._held: dict[int, list[Candidate]] = {id(self.a): [], id(self.b): []}
         self.on_data: Callable[[str], None] | None = None
         """Called with "a" or "b" when that agent receives application data."""
+        self.on_datagram: Callable[[str, bytes], None] | None = None
+        """Called with "a" or "b" and the datagram when that agent receives application data (the bulk phase)."""
         net.on_event = self._signal
 
     def side_of(self, endpoint: object) -> str:
@@ -112,8 +117,13 @@ class SimPair:
             for cand in self._held[id(me)]:
                 peer.add_remote_candidate(self.net.now, cand)
             peer.add_remote_candidate(self.net.now, None)
-        elif isinstance(ev, DataReceived) and self.on_data is not None:
-            self.on_data(self.side_of(endpoint))
+        elif isinstance(ev, DataReceived):
+            if self.on_datagram is not None:
+                self.on_datagram(self.side_of(endpoint), ev.data)
+            if self.on_data is not None:
+                self.on_data(self.side_of(endpoint))
+        elif isinstance(ev, NetworkChangeRestart):
+            self._answer_restart(self.a if peer is self.b else self.b, peer)
 
     def connect(self, timeout: float) -> SimResult:
         """Credentials at t = 0, gathering, checks; until both selected a pair or ``timeout``."""
@@ -146,6 +156,50 @@ class SimPair:
                 y.add_remote_candidate(now, cand)
             y.add_remote_candidate(now, None)
 
+    # ---------------------------------------------------------------------------------------- renumbering
+
+    def renumber(self, side: str) -> tuple[str, str]:
+        """Host ``side`` moves to another address of its subnet (:meth:`Fabric.spare_address`), as the kernel lab
+        does with ``ip addr``: packets to or from the old address vanish from then on. The agent hears of it at once
+        (as an application from its OS) and restarts ICE on sockets at the new address, gathering host, srflx and
+        relayed candidates again (RFC 8445 §9, :meth:`IceAgent.network_changed`); the peer answers through
+        signalling. Returns (old address, new address)."""
+        net = self.net
+        fabric = net.fabric
+        assert fabric is not None
+        endpoint = self.ea if side == "a" else self.eb
+        old = fabric.addresses(side)[0]
+        new = fabric.spare_address(old)
+        fabric.move_address(old, new)
+        ip = str(new.ip)
+        gone = tuple(addr for addr in net.agents if addr[0] == old)
+        for addr in gone:
+            del net.agents[addr]
+        relays = isinstance(endpoint, RelayedAgent) and any(r.local[0] == old for r in endpoint.relays)
+        turn = ((1, (ip, 5001)),) if relays else ()
+        net.add_endpoint(endpoint, (ip, 5000), *(local for _, local in turn))
+        change = NetworkChange(gone, ((1, (ip, 5000)),), turn, () if self.relay_only else (self.stun,),
+                               offer_hosts=not self.relay_only)
+        endpoint.network_changed(net.now, change)
+        return old, ip
+
+    def _answer_restart(self, moved: IceAgent, peer: IceAgent) -> None:
+        """What the application does when ``moved``'s new credentials arrive over signalling: a changed ufrag is
+        an ICE restart, so ``peer`` restarts too unless it already did (RFC 8839 §4.4.1.1.1), each side takes the
+        other's credentials and current candidates (peer-reflexive ones are never signalled, RFC 8445 §7.2.5.3.1),
+        and ``peer``'s end-of-candidates goes along; ``moved``'s follows when its gathering ends."""
+        now = self.net.now
+        if peer.remote_ufrag is not None:
+            peer.restart(now)
+        peer.set_remote_credentials(now, moved.ufrag, moved.pwd)
+        moved.set_remote_credentials(now, peer.ufrag, peer.pwd)
+        for x, y in ((moved, peer), (peer, moved)):
+            for cand in x.local_candidates:
+                if cand.type is not CandidateType.PEER_REFLEXIVE:
+                    y.add_remote_candidate(now, cand)
+        if peer.gathering_complete:
+            moved.add_remote_candidate(now, None)
+
 
 def run_pair(spec: TopologySpec, config: AgentConfig | None = None, seed: int = 0, latency: float = 0.001,
              loss: float = 0.0, jitter: float = 0.0, timeout: float = 10.0, turn: bool = False,
@@ -163,3 +217,121 @@ def run_pair(spec: TopologySpec, config: AgentConfig | None = None, seed: int = 
 
 def describe_pair(pair: Pair | None) -> str | None:
     return pair_text(pair.local, pair.remote) if pair is not None else None
+
+
+# ------------------------------------------------------------------------------------------------------- TCP
+
+
+@dataclass(frozen=True)
+class TcpPairConfig:
+    """How the two hosts of :func:`run_tcp_pair` try to connect (RFC 6544 will decide this for ICE-TCP)."""
+
+    port: int = 40000
+    """The port each host connects to the server from, and then to its peer from (or listens on)."""
+    server_port: int = 3478
+    start_b: float = 0.05
+    """B starts this long after A (seconds): on a fast path A's first SYN reaches B's NAT before B has sent."""
+    retry: float = 0.2
+    """A refused connect() is tried again this long after it started: paced, never a busy loop (an unpaced loop
+    can brute-force a symmetric NAT's random port)."""
+    attempts: int = 10
+    deadline: float = 10.0
+    """Give up this long after the first connect() to the peer (seconds; SYN retransmissions at 1, 3 and 7 s fit
+    in): a connection that only opens once the NATs' state for the failed attempts has expired does not count."""
+    latency: float = 0.001
+
+
+@dataclass(frozen=True)
+class TcpPairResult:
+    connected: bool
+    """Both hosts hold an open connection with each other."""
+    seconds: float
+    """Virtual time from the first connect() to the peer until both held the connection."""
+    srflx: tuple[Address, Address]
+    """Where the server saw each host's connection come from (its server-reflexive TCP address)."""
+    refusals: tuple[str, ...]
+    """How each failed attempt ended (``rst``, ``icmp``, ``timeout``), A's then B's."""
+
+
+class _TcpPeers:
+    """Hosts ``a`` and ``b`` of a spec with TCP stacks, each with an open connection to the STUN host (which keeps
+    its binding alive), and the server-reflexive addresses the server saw."""
+
+    def __init__(self, spec: TopologySpec, config: TcpPairConfig) -> None:
+        self.net = net = SimNetwork(spec, latency=config.latency)
+        assert net.fabric is not None
+        server_ip = spec.facts["stun_primary"].rsplit(":", 1)[0]
+        server = net.add_tcp(server_ip)
+        server_addr = (server_ip, config.server_port)
+        server.listen(server_addr)
+        self.hosts = {peer: (net.fabric.addresses(peer)[0], config.port) for peer in PEERS}
+        self.stacks = {peer: net.add_tcp(self.hosts[peer][0]) for peer in PEERS}
+        self.srflx: dict[str, Address] = {}
+        for peer in PEERS:
+            conn = self.stacks[peer].connect(net.now, self.hosts[peer], server_addr)
+
+            def accepted() -> list[Address]:
+                return [c.remote for c in server.accepted() if c.established and c.remote not in self.srflx.values()]
+
+            net.run(net.now + 1, stop=lambda: bool(accepted()))
+            if not conn.established or not accepted():
+                raise ValueError(f"host {peer} cannot open a TCP connection to the server")
+            self.srflx[peer] = accepted()[-1]
+
+    def open_with(self, peer: str, other: str) -> TcpConnection | None:
+        """``peer``'s open connection with ``other`` (by the other's public address), if any."""
+        ip = self.srflx[other][0]
+        return next((c for c in self.stacks[peer].connections.values() if c.established and c.remote[0] == ip),
+                    None)
+
+    def both_open(self) -> bool:
+        return self.open_with("a", "b") is not None and self.open_with("b", "a") is not None
+
+    def result(self, start: float, conns: list[TcpConnection]) -> TcpPairResult:
+        connected = self.both_open()
+        return TcpPairResult(connected, self.net.now - start if connected else 0.0,
+                             (self.srflx["a"], self.srflx["b"]), tuple(c.error for c in conns if c.error))
+
+
+def run_tcp_pair(spec: TopologySpec, config: TcpPairConfig = TcpPairConfig()) -> TcpPairResult:
+    """A TCP simultaneous open: hosts ``a`` and ``b`` of ``spec`` learn their server-reflexive TCP addresses from a
+    connection to the STUN host, then each connects from that same port to the other's, A first; a refused
+    connect() is tried again after ``retry``. Whether both end up holding one connection is what
+    :func:`ice.nat.reach.tcp_simultaneous_open_possible` predicts (for either host first)."""
+    peers = _TcpPeers(spec, config)
+    net, other = peers.net, {"a": "b", "b": "a"}
+    start = net.now
+    due = {"a": start, "b": start + config.start_b}
+    conns: dict[str, list[TcpConnection]] = {peer: [] for peer in PEERS}
+    deadline = start + config.deadline
+    while not peers.both_open() and net.now < deadline:
+        for peer in PEERS:
+            idle = not conns[peer] or conns[peer][-1].state is TcpState.CLOSED
+            if idle and due[peer] <= net.now and len(conns[peer]) < config.attempts:
+                conns[peer].append(peers.stacks[peer].connect(net.now, peers.hosts[peer],
+                                                              peers.srflx[other[peer]]))
+                due[peer] = net.now + config.retry
+        waiting = any(c.state is not TcpState.CLOSED for p in PEERS for c in conns[p])
+        retries = [due[p] for p in PEERS if len(conns[p]) < config.attempts and due[p] > net.now]
+        if not waiting and not retries:
+            break
+        net.run(min([*retries, deadline]), stop=lambda: peers.both_open() or any(
+            conns[p][-1].state is TcpState.CLOSED and due[p] <= net.now and len(conns[p]) < config.attempts
+            for p in PEERS if conns[p]))
+    return peers.result(start, [*conns["a"], *conns["b"]])
+
+
+def run_tcp_active_passive(spec: TopologySpec, passive: str = "b", config: TcpPairConfig = TcpPairConfig()
+                           ) -> TcpPairResult:
+    """Active -> passive: host ``passive`` listens on the port of its server-reflexive TCP address and the other
+    connects to that address from a fresh port (one attempt, with the SYN's own retransmissions). Whether it
+    opens is what :func:`ice.nat.reach.tcp_reachable` says of the passive side's NAT."""
+    peers = _TcpPeers(spec, config)
+    net = peers.net
+    active = "a" if passive == "b" else "b"
+    peers.stacks[passive].listen(peers.hosts[passive])
+    start = net.now
+    local = (peers.hosts[active][0], config.port + 1)
+    conn = peers.stacks[active].connect(net.now, local, peers.srflx[passive])
+    net.run(start + config.deadline, stop=lambda: peers.both_open() or conn.state is TcpState.CLOSED)
+    return peers.result(start, [conn])

@@ -73,6 +73,7 @@ class AttributeType(enum.IntEnum):
     USE_CANDIDATE = 0x0025
     PADDING = 0x0026
     RESPONSE_PORT = 0x0027
+    CONNECTION_ID = 0x002A
     ADDITIONAL_ADDRESS_FAMILY = 0x8000
     ADDRESS_ERROR_CODE = 0x8001
     PASSWORD_ALGORITHMS = 0x8002
@@ -384,6 +385,13 @@ class ReservationToken(_U64Attribute):
 
 
 @dataclass(slots=True)
+class ConnectionId(_U32Attribute):
+    """CONNECTION-ID (RFC 6062 §6.2.1): 4 bytes naming one peer data connection of a TCP allocation."""
+
+    TYPE: ClassVar[int] = AttributeType.CONNECTION_ID
+
+
+@dataclass(slots=True)
 class ChangeRequest(Attribute):
     """CHANGE-REQUEST (RFC 5780 §7.2): ask the server to answer from its other IP and/or port."""
 
@@ -438,7 +446,8 @@ class ChannelNumber(Attribute):
 
 @dataclass(slots=True)
 class RequestedTransport(Attribute):
-    """REQUESTED-TRANSPORT (RFC 8656 §18.8): an IANA protocol number (17 = UDP), then 3 reserved bytes (ignored)."""
+    """REQUESTED-TRANSPORT (RFC 8656 §18.8): an IANA protocol number (17 = UDP; 6 = TCP, RFC 6062 §6.2), then 3
+    reserved bytes (ignored)."""
 
     TYPE: ClassVar[int] = AttributeType.REQUESTED_TRANSPORT
     protocol: int = 17
@@ -854,6 +863,7 @@ ATTRIBUTES: dict[int, type[Attribute]] = {
         IceControlling,
         Lifetime,
         ReservationToken,
+        ConnectionId,
         ChangeRequest,
         ResponsePort,
         ChannelNumber,

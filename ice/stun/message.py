@@ -61,7 +61,7 @@ class MessageClass(enum.IntEnum):
 
 
 class Method(enum.IntEnum):
-    """STUN methods (RFC 8489 §18.2; TURN methods from RFC 8656 §17)."""
+    """STUN methods (RFC 8489 §18.2; TURN methods from RFC 8656 §17, TCP allocations' from RFC 6062 §6.1)."""
 
     BINDING = 0x001
     ALLOCATE = 0x003
@@ -70,6 +70,9 @@ class Method(enum.IntEnum):
     DATA = 0x007
     CREATE_PERMISSION = 0x008
     CHANNEL_BIND = 0x009
+    CONNECT = 0x00A
+    CONNECTION_BIND = 0x00B
+    CONNECTION_ATTEMPT = 0x00C
 
 
 class Integrity(enum.Enum):

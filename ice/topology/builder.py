@@ -29,12 +29,13 @@ def behaviour(nat: NatBehaviour | str) -> NatBehaviour:
 
 
 def conditions(delay_ms: float = 0, jitter_ms: float = 0, loss: float = 0, loss_mode: str = "random",
-               seed: int = 0) -> LinkConditions | None:
+               seed: int = 0, bandwidth_mbit: float = 0) -> LinkConditions | None:
     """Link impairments from topology-builder keyword arguments (None when there are none)."""
-    if not (delay_ms or jitter_ms or loss):
+    if not (delay_ms or jitter_ms or loss or bandwidth_mbit):
         return None
     try:
-        return LinkConditions(float(delay_ms), float(jitter_ms), float(loss), LossMode(loss_mode), int(seed))
+        return LinkConditions(float(delay_ms), float(jitter_ms), float(loss), LossMode(loss_mode), int(seed),
+                              float(bandwidth_mbit))
     except ValueError as exc:
         raise UserError(f"bad link conditions: {exc} (loss_mode is 'random' or 'nth')") from None
 

@@ -172,5 +172,34 @@ class Fabric:
             nodes.append(node)
         return Walk(None, tuple(translated), tuple(nodes))
 
+    def spare_address(self, ip: str) -> ipaddress.IPv4Interface:
+        """A free address in the subnet of ``ip`` (held by a node): the highest host address nobody holds, with
+        ``ip``'s prefix. A renumbered peer moves there (the lab and the sim pick the same one)."""
+        _, iface = self.owners[ip]
+        held = next(a for a in iface.addresses if str(a.ip) == ip)
+        for candidate in reversed(list(held.network.hosts())):
+            if str(candidate) not in self.owners:
+                return ipaddress.IPv4Interface(f"{candidate}/{held.network.prefixlen}")
+        raise ValueError(f"no free address left in {held.network}")
+
+    def move_address(self, old: str, new: ipaddress.IPv4Interface) -> None:
+        """The interface holding ``old`` holds ``new`` instead (a peer renumbered): forwarding and ownership follow
+        at once."""
+        node, iface = self.owners.pop(old)
+        moved = Interface(node, iface.link, tuple(new if str(a.ip) == old else a for a in iface.addresses),
+                          iface.role, iface.segment)
+        self.interfaces[node] = [moved if f is iface else f for f in self.interfaces[node]]
+        for ip, (holder, f) in list(self.owners.items()):
+            if f is iface:
+                self.owners[ip] = (holder, moved)
+        self.owners[str(new.ip)] = (node, moved)
+        members = self._members[iface.segment]
+        members.pop(old, None)
+        for ip, f in list(members.items()):
+            if f is iface:
+                members[ip] = moved
+        members[str(new.ip)] = moved
+        self._steps.clear()
+
     def hosts(self) -> list[str]:
         return [n.name for n in self.spec.nodes if n.kind is NodeKind.HOST]

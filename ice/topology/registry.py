@@ -2,7 +2,7 @@
 
 A topology is one Python module with a ``build(...) -> TopologySpec`` function. Its parameters name the
 topology's NAT roles (``nat_a``, ``nat_b``, ``inner``, ``outer``, ...), and a ``**link`` catch-all, when present,
-takes link conditions (``loss``, ``delay_ms``, ...). The rule for which parameters are NAT roles:
+takes link conditions (``loss``, ``delay_ms``, ``bandwidth_mbit``, ...). The rule for which parameters are NAT roles:
 
 - a parameter whose default is a preset name (a key of :data:`ice.nat.behaviour.PRESETS`, e.g.
   ``"port-restricted-cone"``) or a :class:`~ice.nat.behaviour.NatBehaviour` is a NAT role;
@@ -39,7 +39,7 @@ from ice.topology.spec import TopologySpec
 
 Builder = Callable[..., TopologySpec]
 ENTRY_POINT_GROUP = "icelab.topologies"
-LINK_KEYWORDS = ("delay_ms", "jitter_ms", "loss", "loss_mode", "seed")
+LINK_KEYWORDS = ("delay_ms", "jitter_ms", "loss", "loss_mode", "seed", "bandwidth_mbit")
 """What a builder's ``**link`` takes (see :func:`ice.topology.builder.conditions`)."""
 
 

@@ -10,8 +10,10 @@ bridge inside its own namespace, so nothing of a lab appears in the root namespa
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ice.nat.behaviour import NatBehaviour, NatKind
@@ -58,6 +60,42 @@ class LossMode(enum.Enum):
 
 
 @dataclass(frozen=True)
+class TokenBucket:
+    """How a link's bandwidth is shaped: a token bucket filter (the kernel's ``tbf`` qdisc in the lab, the same
+    model in the sim), one per direction. The bucket starts full; a frame leaves once the bucket holds its length
+    in bytes (Ethernet header included), and waits in a queue of ``limit_bytes`` until then (a fuller queue drops
+    it)."""
+
+    rate_bytes_per_s: float
+    burst_bytes: int
+    """The bucket's size: this many bytes may leave back to back at line rate."""
+    limit_bytes: int
+    """The queue of frames waiting for tokens."""
+
+    BURST_MIN = 16 * 1024
+    """The smallest bucket: a dozen full frames (tbf needs at least one MTU, and at least rate / HZ)."""
+    BURST_S = 0.01
+    """... or 10 ms worth of the rate when that is larger."""
+    LIMIT_MIN = 64 * 1024
+    """The smallest queue: more than a bulk phase's window (ice.scenario.bulk) ever has in flight."""
+    LIMIT_S = 0.1
+    """... or 100 ms worth of the rate when that is larger."""
+
+    @classmethod
+    def of(cls, mbit: float) -> TokenBucket:
+        rate = mbit * 1e6 / 8
+        return cls(rate, max(cls.BURST_MIN, round(rate * cls.BURST_S)), max(cls.LIMIT_MIN, round(rate * cls.LIMIT_S)))
+
+    def tc_args(self) -> str:
+        """The ``tc qdisc ... tbf`` arguments (rate in bit/s, burst and limit in bytes)."""
+        return f"rate {round(self.rate_bytes_per_s * 8)}bit burst {self.burst_bytes} limit {self.limit_bytes}"
+
+
+WIRE_OVERHEAD = 42
+"""Bytes a UDP datagram's frame adds to its payload (Ethernet 14, IPv4 20, UDP 8): what tbf counts on a veth."""
+
+
+@dataclass(frozen=True)
 class LinkConditions:
     """Impairments of one link, applied in both directions (no netem on this kernel: docs/lab.md)."""
 
@@ -70,17 +108,44 @@ class LinkConditions:
     loss_mode: LossMode = LossMode.RANDOM
     seed: int = 0
     """Seeds the forwarder's jitter."""
+    bandwidth_mbit: float = 0.0
+    """Each direction's rate in Mbit/s (frames with their Ethernet headers), by a ``tbf`` qdisc on each end's egress
+    (0: not shaped); see :class:`TokenBucket`."""
 
     def __post_init__(self) -> None:
         if self.delay_ms < 0 or self.jitter_ms < 0 or self.jitter_ms > self.delay_ms:
             raise ValueError("delay and jitter must be >= 0 and jitter <= delay")
-        if not 0 <= self.loss < 1:
-            raise ValueError("loss is a fraction in [0, 1)")
+        if not 0 <= self.loss <= 1:
+            raise ValueError("loss is a fraction in [0, 1]")
+        if self.bandwidth_mbit < 0:
+            raise ValueError("bandwidth_mbit must be >= 0 (0: not shaped)")
+
+    def token_bucket(self) -> TokenBucket | None:
+        """The shaper of each direction (None: not shaped)."""
+        return TokenBucket.of(self.bandwidth_mbit) if self.bandwidth_mbit > 0 else None
+
+    def changed(self, changes: Mapping[str, float]) -> LinkConditions:
+        """These conditions with some of ``loss``, ``delay_ms``, ``jitter_ms`` and ``bandwidth_mbit`` replaced
+        (ValueError for another name or an impossible combination)."""
+        unknown = sorted(set(changes) - {"loss", "delay_ms", "jitter_ms", "bandwidth_mbit"})
+        if unknown:
+            raise ValueError(f"a link's {', '.join(unknown)} cannot change")
+        return dataclasses.replace(self, loss=float(changes.get("loss", self.loss)),
+                                   delay_ms=float(changes.get("delay_ms", self.delay_ms)),
+                                   jitter_ms=float(changes.get("jitter_ms", self.jitter_ms)),
+                                   bandwidth_mbit=float(changes.get("bandwidth_mbit", self.bandwidth_mbit)))
+
+    @property
+    def any(self) -> bool:
+        """Does this impair the link at all?"""
+        return bool(self.delay_ms or self.jitter_ms or self.loss or self.bandwidth_mbit)
 
     def loss_rule(self) -> str | None:
         """The nft expression that drops this link's share of IPv4 packets (None: no loss)."""
         if self.loss <= 0:
             return None
+        if self.loss >= 1:  # a dead link
+            return "meta protocol ip drop"
         if self.loss_mode is LossMode.NTH:
             return f"meta protocol ip numgen inc mod {round(1 / self.loss)} 0 drop"
         return f"meta protocol ip numgen random mod 1000000 < {round(self.loss * 1_000_000)} drop"

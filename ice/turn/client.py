@@ -10,6 +10,11 @@ is bound, a Send indication before); data from peers comes out as :class:`PeerDa
 Long-term credentials with the 401 REALM/NONCE round trip and 438 Stale Nonce retry (RFC 8489 §9.2), Refresh
 before expiry and a new allocation after 437, CreatePermission and ChannelBind refreshed before they expire,
 stable channel numbers per peer, 300 ALTERNATE-SERVER followed once, deallocation on close.
+
+With ``relay_transport="tcp"`` (over a TCP/TLS control connection) the allocation is a TCP one (RFC 6062 §4.1):
+``connect(now, peer)`` sends Connect and reports :class:`PeerConnectionReady` or :class:`PeerConnectFailed`, a
+ConnectionAttempt indication is reported as :class:`ConnectionAttempt`; each data connection is then bound with
+:class:`~ice.turn.tcp_client.ConnectionBinder` on a new connection to the server.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from ice.stun.attributes import (
     AlternateServer,
     Attribute,
     ChannelNumber,
+    ConnectionId,
     Data,
     Lifetime,
     Nonce,
@@ -59,6 +65,9 @@ class TurnClientConfig:
     retransmission: RetransmissionConfig = field(default_factory=RetransmissionConfig)
     transport: str = "udp"
     """"udp", or "tcp"/"tls": a stream, so requests are sent once (RFC 8489 §6.2.2) and ChannelData is padded."""
+
+    relay_transport: str = "udp"
+    """"udp", or "tcp" for a TCP allocation (RFC 6062 §4.1: REQUESTED-TRANSPORT 6, over "tcp"/"tls" only)."""
 
     @property
     def stream(self) -> bool:
@@ -100,7 +109,34 @@ class ChannelBound:
     number: int
 
 
-TurnEvent = Allocated | AllocationFailed | PeerData | ChannelBound
+@dataclass(frozen=True)
+class PeerConnectionReady:
+    """RFC 6062 §4.3: the server connected to ``peer``; bind a new data connection with ``connection_id``."""
+
+    peer: Address
+    connection_id: int
+
+
+@dataclass(frozen=True)
+class PeerConnectFailed:
+    """RFC 6062 §4.3: the Connect to ``peer`` failed (447: the server could not connect; 446: one exists)."""
+
+    peer: Address
+    code: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class ConnectionAttempt:
+    """RFC 6062 §4.4: ``peer`` connected to the relayed address; bind a new data connection with
+    ``connection_id`` (within 30 s) to accept it."""
+
+    peer: Address
+    connection_id: int
+
+
+TurnEvent = (Allocated | AllocationFailed | PeerData | ChannelBound | PeerConnectionReady | PeerConnectFailed
+             | ConnectionAttempt)
 
 
 @dataclass
@@ -142,7 +178,8 @@ class TurnClient:
 
     def allocate(self, now: float) -> None:
         self.state = TurnState.ALLOCATING
-        self._request(now, Method.ALLOCATE, [RequestedTransport(17), Lifetime(self.config.lifetime)])
+        transport = 6 if self.config.relay_transport == "tcp" else 17  # RFC 6062 §4.1: TCP
+        self._request(now, Method.ALLOCATE, [RequestedTransport(transport), Lifetime(self.config.lifetime)])
 
     def _request(self, now: float, method: int, attrs: list[Attribute], attempts: int = 1) -> None:
         msg = Message(method, MessageClass.REQUEST, attributes=attrs)
@@ -187,6 +224,21 @@ class TurnClient:
         self.permissions[peer[0]] = now + self.config.permission_refresh  # ChannelBind installs it too
         self._request(now, Method.CHANNEL_BIND, [ChannelNumber(number), XorPeerAddress(*peer)])
         return number
+
+    def connect(self, now: float, peer: Address) -> bool:
+        """RFC 6062 §4.3: ask the server to connect to ``peer`` from the TCP relayed address (a permission for
+        its IP first, unless there is one). The answer is a :class:`PeerConnectionReady` or
+        :class:`PeerConnectFailed` event."""
+        if self.state is not TurnState.ALLOCATED:
+            return False
+        if peer[0] not in self.permissions:
+            self.create_permission(now, peer)
+        self._request(now, Method.CONNECT, [XorPeerAddress(*peer)])
+        return True
+
+    def bind_credentials(self) -> tuple[str, str] | None:
+        """(realm, nonce) for a data connection's ConnectionBind (RFC 6062 §4.4: the allocation's credentials)."""
+        return (self._realm, self._nonce) if self._realm is not None and self._nonce is not None else None
 
     def send(self, now: float, peer: Address, data: bytes) -> bool:
         """Relay ``data`` to ``peer``: ChannelData once its channel is confirmed, else a Send indication."""
@@ -234,6 +286,13 @@ class TurnClient:
                 source, payload = msg.get(XorPeerAddress), msg.get(Data)
                 if source is not None and payload is not None:
                     self._events.append(PeerData(source.address, payload.data))
+                return
+            if msg.message_class is MessageClass.INDICATION and msg.method == Method.CONNECTION_ATTEMPT:
+                source, cid = msg.get(XorPeerAddress), msg.get(ConnectionId)  # RFC 6062 §4.4
+                if source is not None and cid is not None:
+                    self._events.append(ConnectionAttempt(source.address, cid.number))
+                else:
+                    self.stats["connection-attempt-malformed"] += 1
                 return
             if msg.message_class in (MessageClass.SUCCESS, MessageClass.ERROR):
                 self._response(now, msg)
@@ -295,6 +354,10 @@ class TurnClient:
         if method == Method.ALLOCATE:
             self.state = TurnState.FAILED
             self._events.append(AllocationFailed(code, err.reason if err else ""))
+        if method == Method.CONNECT:  # RFC 6062 §4.3
+            peer = pending.message.get(XorPeerAddress)
+            if peer is not None:
+                self._events.append(PeerConnectFailed(peer.address, code, err.reason if err else ""))
         self.stats[f"error-{code}"] += 1
 
     def _success(self, now: float, method: int, request: Message, resp: Message) -> None:
@@ -319,6 +382,12 @@ class TurnClient:
             if lifetime is not None and lifetime.number > 0:
                 self._expires = now + lifetime.number
                 self._refresh_at = now + max(1.0, lifetime.number - self.config.refresh_margin)
+        elif method == Method.CONNECT:  # RFC 6062 §4.3: the CONNECTION-ID of the new peer connection
+            peer, cid = request.get(XorPeerAddress), resp.get(ConnectionId)
+            if peer is not None and cid is not None:
+                self._events.append(PeerConnectionReady(peer.address, cid.number))
+            elif peer is not None:
+                self._events.append(PeerConnectFailed(peer.address, 500, "no CONNECTION-ID in the Connect response"))
         elif method == Method.CHANNEL_BIND:
             peer = request.get(XorPeerAddress)
             if peer is not None:

@@ -7,7 +7,8 @@ peer; anything else: from a client) and queues the datagrams to send for :meth:`
 :class:`~ice.stun.transaction.Transmit` (``local`` = the address to send from). Nothing from the network raises: bad
 requests get the RFC's error code, everything else is a counted drop. A TCP/TLS client's connection is announced
 with :meth:`TurnServer.stream_opened` and :meth:`TurnServer.stream_closed` (RFC 8656 §3.1, §6: its allocation ends
-with the connection).
+with the connection). TCP allocations (RFC 6062) live in :mod:`ice.turn.tcp_allocation`; this module only routes
+to them.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from ice.stun.integrity import IntegrityKey, _speedups, long_term_key, userhash
 from ice.stun.message import Message, MessageClass, Method, parse
 from ice.stun.server import StunServer, StunServerConfig
 from ice.stun.transaction import Transmit
+from ice.turn.tcp_allocation import TCP, TcpAllocationConfig, TcpRelay
 
 _CHANNEL_HDR = Struct("!HH")
 RFC5766_CHANNELS = (0x4000, 0x7FFF)
@@ -104,8 +106,9 @@ DEFAULT_DENIED = ("0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "
 """Peers a relay refuses by default, as coturn does (RFC 8656 §21.2.3 asks operators to restrict them)."""
 
 
-_Handler = Callable[[float, Address, Address, Message, IntegrityKey, str], Transmit]
-"""A request's handler: (now, local, client, request, key, username) -> the response."""
+_Handler = Callable[[float, Address, Address, Message, IntegrityKey, str], Transmit | None]
+"""A request's handler: (now, local, client, request, key, username) -> the response (None: it comes later, e.g.
+RFC 6062's Connect)."""
 
 
 def _family(host: str) -> int:
@@ -164,6 +167,8 @@ class TurnServerConfig:
     denied_peers: tuple[str, ...] = DEFAULT_DENIED
     allowed_peers: tuple[str, ...] = ()
     """Exceptions to ``denied_peers`` (the lab allows its own subnets, e.g. 127.0.0.0/8 on loopback)."""
+    tcp: TcpAllocationConfig = field(default_factory=TcpAllocationConfig)
+    """TCP allocations (RFC 6062): timers, buffering and connection quotas."""
 
 
 @dataclass
@@ -190,6 +195,8 @@ class Allocation:
     """The RESERVATION-TOKEN of the port held after this one (EVEN-PORT with the R bit, RFC 8656 §7.2)."""
     stream: bool = False
     """The client reaches us over TCP/TLS: ChannelData to it is padded to four bytes (RFC 8656 §12.5)."""
+    tcp: bool = False
+    """A TCP allocation (RFC 6062): its relayed address listens on TCP; :class:`TcpRelay` has its connections."""
 
 
 class TurnServer:
@@ -242,6 +249,11 @@ class TurnServer:
             Method.CHANNEL_BIND: self._channel_bind,
         }
         """The requests a TURN server serves (RFC 8656 §17); Binding goes to the STUN server."""
+        # -- RFC 6062 hook: TCP allocations' requests and state
+        self.tcp = TcpRelay(self, config.tcp)
+        if hasattr(ports, "reserve_tcp"):  # relay ports that listen on TCP: Connect and ConnectionBind are served
+            self._handlers[Method.CONNECT] = self.tcp.connect
+            self._handlers[Method.CONNECTION_BIND] = self.tcp.connection_bind
 
     # ------------------------------------------------------------------------------------- endpoint contract
 
@@ -299,7 +311,8 @@ class TurnServer:
         return out
 
     def next_event(self) -> None:
-        """The server emits no events (its counters are in ``stats``)."""
+        """The server emits no events (its counters are in ``stats``; the intents of TCP allocations come out of
+        ``self.tcp.next_intent()``, RFC 6062)."""
         return None
 
     def stream_opened(self, local: Address, client: Address) -> None:
@@ -335,6 +348,8 @@ class TurnServer:
         channel number stays reserved for its peer ``channel_reserve`` past its expiry, then is freed) and
         EVEN-PORT reservations nobody claimed (§7.2)."""
         self._forget_routes()
+        if self.tcp.conns:  # RFC 6062 hook: connect and ConnectionBind timers
+            self.tcp.handle_timeout(now)
         for token, (relayed, until) in list(self._reservations.items()):
             if until <= now:
                 del self._reservations[token]
@@ -354,12 +369,16 @@ class TurnServer:
             pending = [t for a in self.allocations.values() for t in (
                 *a.permissions.values(), *(at + self.config.channel_reserve for _, at in a.channels.values()))]
             pending.extend(until for _, until in self._reservations.values())
+            pending.extend(self.tcp.deadlines())  # RFC 6062 hook
             self._sweep_at = min(pending, default=None)
 
     def _delete(self, key: tuple[Address, Address]) -> None:
         self._forget_routes()
         self._expiry_stale = True
         alloc = self.allocations.pop(key)
+        if alloc.tcp:  # RFC 6062 hook: its connections close, its listening socket too
+            self.tcp.deleted(alloc)
+            return
         self.by_relay.pop(alloc.relayed, None)
         self.ports.release(alloc.relayed)
 
@@ -373,10 +392,21 @@ class TurnServer:
         """A stateless nonce: issue time and an HMAC of it and of the client's address, so any server instance can
         check its age, and two sources never get the same nonce (RFC 8489 §9.2.4)."""
         t = int(now)
+        if self._stream:  # RFC 6062 hook: the port goes in the clear too, see _nonce_fresh
+            return f"{t:x}-{self._nonce_mac(t, client)}{client[1]:04x}"
         return f"{t:x}-{self._nonce_mac(t, client)}"
 
     def _nonce_fresh(self, nonce: str, now: float, client: Address) -> bool:
         t_hex, _, mac = nonce.partition("-")
+        if self._stream and len(mac) == 20 and mac.isascii():
+            # RFC 6062 hook: a nonce issued on one TCP/TLS connection serves the client's other connections from
+            # the same IP (a control connection's nonce on its data connections, RFC 6062 §4.4: coturn's client
+            # shares one nonce between them); it names the port it was issued to, so it stays source-specific.
+            try:
+                client = (client[0], int(mac[16:], 16))
+            except ValueError:
+                return False
+            mac = mac[:16]
         # The nonce is network input: anything that is not exactly what _nonce() made is simply stale.
         if len(t_hex) > 16 or len(mac) != 16 or not t_hex.isascii() or not mac.isascii():
             return False
@@ -450,7 +480,8 @@ class TurnServer:
                 self.stats["unknown-attribute"] += 1
                 return [self._error(local, client, msg, 420, "Unknown Attribute", UnknownAttributes(tuple(unknown)),
                                     key=key)]
-            return [handler(now, local, client, msg, key, username)]
+            out = handler(now, local, client, msg, key, username)
+            return [out] if out is not None else []
         except StunParseError:
             self.stats["bad-attribute"] += 1
             return [self._error(local, client, msg, 400, "Bad Request: malformed attribute", key=key)]
@@ -505,7 +536,12 @@ class TurnServer:
         transport = msg.get(RequestedTransport)
         if transport is None:  # step 3 (a malformed one is a 400 too, from the caller)
             return self._error(local, client, msg, 400, "Bad Request: no REQUESTED-TRANSPORT", key=key)
-        if transport.protocol != UDP:
+        tcp = transport.protocol == TCP
+        if tcp:  # RFC 6062 hook (§5.1): over TCP/TLS only, without DONT-FRAGMENT, EVEN-PORT, RESERVATION-TOKEN
+            refusal = self.tcp.allocate_refusal(msg, self._stream)
+            if refusal is not None:
+                return self._error(local, client, msg, *refusal, key=key)
+        elif transport.protocol != UDP:
             return self._error(local, client, msg, 442, "Unsupported Transport Protocol", key=key)
         if msg.has(AttributeType.DONT_FRAGMENT):  # step 4: the relay cannot set DF on what it sends
             self.stats["unknown-attribute"] += 1
@@ -535,7 +571,13 @@ class TurnServer:
             return self._error(local, client, msg, 486, "Allocation Quota Reached", key=key)  # step 10
         lifetime = self._lifetime(msg)  # a malformed LIFETIME is a 400 (from the caller) before anything is held
         want = 6 if family is not None and family.family == IPV6 else 4  # step 7: IPv4 unless asked
-        if token is not None:  # the reserved address, whatever the 5-tuple (RFC 8656 §7.2)
+        if tcp:  # RFC 6062 hook: a listening TCP socket
+            tcp_relayed = self.tcp.reserve(want)
+            if tcp_relayed is None:
+                return self._error(local, client, msg, 508, "Insufficient Capacity", key=key)
+            got = [tcp_relayed]
+            relayed = tcp_relayed
+        elif token is not None:  # the reserved address, whatever the 5-tuple (RFC 8656 §7.2)
             relayed = self._reservations.pop(token.number)[0]
             got = [relayed]
             want = _family(relayed[0])
@@ -550,7 +592,10 @@ class TurnServer:
             address_error = AddressErrorCode(missing, 440, "Address Family not Supported")
         elif _family(relayed[0]) != want:  # step 7: this family is not supported
             for a in got:
-                self.ports.release(a)
+                if tcp:
+                    self.tcp.release(a)
+                else:
+                    self.ports.release(a)
             return self._error(local, client, msg, 440, "Address Family not Supported", key=key)
         reservation = None
         if len(got) == 2:  # EVEN-PORT with the R bit: the next port is held for a later Allocate
@@ -559,9 +604,12 @@ class TurnServer:
             self._sweep_no_later_than(now + self.config.reservation_lifetime)
         alloc = Allocation(client, local, relayed, username, key, now + lifetime,
                            allocate_tid=msg.transaction_id, address_error=address_error, token=reservation,
-                           stream=self._stream)
+                           stream=self._stream, tcp=tcp)
         self.allocations[five] = alloc
-        self.by_relay[relayed] = alloc
+        if tcp:  # RFC 6062 hook: TCP relayed addresses are another port space
+            self.tcp.allocated(alloc)
+        else:
+            self.by_relay[relayed] = alloc
         self._expiry_stale = True
         self.stats["allocate"] += 1
         return self._allocated(now, local, client, msg, key, alloc)
@@ -717,9 +765,13 @@ class TurnServer:
         alloc = self._owned(now, local, client, msg, key, username)
         if isinstance(alloc, Transmit):
             return alloc
+        if alloc.tcp:  # RFC 6062 hook: no channels on a TCP allocation (data goes over data connections)
+            return self._error(local, client, msg, 400, "Bad Request: no channels on a TCP allocation", key=key)
         chan, peer = msg.get(ChannelNumber), msg.get(XorPeerAddress)
         low, high = self.config.channel_numbers
         if chan is None or peer is None or not low <= chan.number <= high:
+            if chan is not None and high < chan.number <= RFC5766_CHANNELS[1]:
+                self.stats["channel-rfc5766-range"] += 1
             return self._error(local, client, msg, 400, f"Bad Request: a channel {low:#06x}-{high:#06x} and a peer",
                                key=key)
         if (":" in peer.host) != (":" in alloc.relayed[0]):
@@ -753,6 +805,9 @@ class TurnServer:
         peer, data = msg.get(XorPeerAddress), msg.get(Data)
         if alloc is None or peer is None or data is None or alloc.expires <= now:
             self.stats["send-dropped"] += 1
+            return []
+        if alloc.tcp:  # RFC 6062 hook: a TCP allocation relays over its data connections only
+            self.stats["send-tcp-allocation"] += 1
             return []
         if msg.unknown_comprehension_required():
             self.stats["send-unknown-attribute"] += 1

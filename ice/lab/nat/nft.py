@@ -6,7 +6,11 @@ either inbound or outbound-only refresh. Every ruleset also drops unsolicited in
 it a peer's first packet confirms a conntrack entry in the NAT itself and port-preserving NATs silently turn
 symmetric.
 
-UDP is the protocol the behaviours describe; TCP is masqueraded (Linux EIM/APDF). IPv4 only.
+TCP follows the behaviour's TCP section (RFC 5382, docs/tcp.md): the engine gives TCP its own binding maps with the
+TCP mapping and filtering; plain MASQUERADE gives conntrack's EIM/APDF. The unsolicited-SYN answer decides what the
+WAN input chain does with TCP (drop it; accept it, so the box's own TCP stack answers RST; or reject it with ICMP
+port unreachable), and a NAT that refuses a simultaneous open drops a bare SYN coming back on an outbound flow.
+Other protocols are masqueraded. IPv4 only.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
-from ice.nat.behaviour import Filtering, Mapping, NatBehaviour, NatKind
+from ice.nat.behaviour import Filtering, Mapping, NatBehaviour, NatKind, SynAnswer
 
 TABLE = "icelab"
 _IFNAME = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")
@@ -50,12 +54,13 @@ class NatInterfaces:
 
 def sysctls(behaviour: NatBehaviour) -> dict[str, str]:
     """Per-namespace settings that go with the ruleset: both UDP conntrack timeouts, since a replied flow moves
-    from the unreplied timeout to the stream one."""
+    from the unreplied timeout to the stream one, and the established-TCP one (RFC 5382 REQ-5)."""
     t = str(behaviour.mapping_timeout)
     return {
         "net.ipv4.ip_forward": "1",
         "net.netfilter.nf_conntrack_udp_timeout": t,
         "net.netfilter.nf_conntrack_udp_timeout_stream": t,
+        "net.netfilter.nf_conntrack_tcp_timeout_established": str(behaviour.tcp.established_timeout),
     }
 
 
@@ -93,31 +98,91 @@ def _to(public_ip: str, port_range: tuple[int, int] | None) -> str:
     return f"{public_ip}:{port_range[0]}-{port_range[1]}" if port_range else public_ip
 
 
-def _input_chain(wan: str) -> list[str]:
+def _input_chain(wan: str, b: NatBehaviour) -> list[str]:
+    answer = b.tcp.unsolicited_syn
+    tcp = {
+        SynAnswer.DROP: [],
+        SynAnswer.RST: [
+            f"    iifname {_q(wan)} meta l4proto tcp accept  # our own TCP stack answers unsolicited SYNs: RST",
+        ],
+        SynAnswer.ICMP: [
+            f"    iifname {_q(wan)} meta l4proto tcp reject with icmp type port-unreachable  # RFC 5382 REQ-4",
+        ],
+    }[answer]
     return [
         "  # Never let unsolicited WAN packets confirm a conntrack entry in the NAT itself: that entry would hold",
         "  # the tuple a LAN flow's preserved port needs, and the flow would get a new port.",
         "  # See docs/lab.md, 'How the NATs are built'.",
+        *(["  # TCP is the exception this NAT declares (RFC 5382 REQ-4, docs/tcp.md)."] if tcp else []),
         "  chain input {",
         "    type filter hook input priority filter; policy accept;",
         f"    iifname {_q(wan)} ct state established,related accept",
+        *tcp,
         f"    iifname {_q(wan)} drop",
+        "  }",
+        *_simultaneous_open(wan, b),
+    ]
+
+
+def _simultaneous_open(wan: str, b: NatBehaviour) -> list[str]:
+    """A NAT that refuses a TCP simultaneous open (RFC 5382 REQ-2a not met): a bare SYN in the reply direction of
+    a flow can only be the remote's SYN crossing the host's, so drop it."""
+    if b.tcp.simultaneous_open:
+        return []
+    return [
+        "  chain simopen {",
+        "    type filter hook forward priority filter; policy accept;",
+        f"    iifname {_q(wan)} ct direction reply tcp flags & (syn | ack) == syn drop  # no simultaneous open",
         "  }",
     ]
 
 
+@dataclass(frozen=True)
+class _Proto:
+    """One transport protocol's settings in the engine: UDP with the RFC 4787 behaviour, TCP with the RFC 5382
+    one; the TCP maps carry a ``tcp_`` prefix (UDP's keep their historical names)."""
+
+    name: str
+    prefix: str
+    mapping: Mapping | None
+    filtering: Filtering | None
+    port_preservation: bool
+    timeout: int
+
+    def m(self, name: str) -> str:
+        return f"@{self.prefix}{name}"
+
+
+def _protos(b: NatBehaviour) -> tuple[_Proto, _Proto]:
+    return (_Proto("udp", "", b.mapping, b.filtering, b.port_preservation, b.mapping_timeout),
+            _Proto("tcp", "tcp_", b.tcp_mapping, b.tcp_filtering, b.tcp_port_preservation,
+                   b.tcp.established_timeout))
+
+
 def _engine(b: NatBehaviour, i: NatInterfaces) -> list[str]:
-    t = f"timeout {b.mapping_timeout}s;"
     wan, lan, pub, src = _q(i.wan), _q(i.lan), i.public_ip, _src(i)
-    lines = [
-        "  # Bindings, keyed as the mapping behaviour says (RFC 4787 section 4.1), learnt after source NAT.",
-        f"  map bind_eim {{ type ipv4_addr . inet_service : ipv4_addr . inet_service; flags dynamic,timeout; {t} }}",
-        "  map bind_adm { type ipv4_addr . inet_service . ipv4_addr : ipv4_addr . inet_service; "
-        f"flags dynamic,timeout; {t} }}",
-        "  # Inbound steering, keyed as the filtering behaviour says (RFC 4787 section 5).",
-        f"  map in_eif {{ type inet_service : ipv4_addr . inet_service; flags dynamic,timeout; {t} }}",
-        f"  map in_adf {{ type ipv4_addr . inet_service : ipv4_addr . inet_service; flags dynamic,timeout; {t} }}",
-        f"  set used {{ type inet_service; flags dynamic,timeout; {t} }}",
+    protos = _protos(b)
+    lines = []
+    for p in protos:
+        t = f"timeout {p.timeout}s;"
+        pre = p.prefix
+        lines += [
+            "  # TCP bindings, keyed as the mapping behaviour says (RFC 5382 section 4.1), learnt after source NAT."
+            if p.name == "tcp" else
+            "  # Bindings, keyed as the mapping behaviour says (RFC 4787 section 4.1), learnt after source NAT.",
+            f"  map {pre}bind_eim {{ type ipv4_addr . inet_service : ipv4_addr . inet_service; "
+            f"flags dynamic,timeout; {t} }}",
+            f"  map {pre}bind_adm {{ type ipv4_addr . inet_service . ipv4_addr : ipv4_addr . inet_service; "
+            f"flags dynamic,timeout; {t} }}",
+            "  # TCP inbound steering, keyed as the filtering behaviour says (RFC 5382 section 4.3)."
+            if p.name == "tcp" else
+            "  # Inbound steering, keyed as the filtering behaviour says (RFC 4787 section 5).",
+            f"  map {pre}in_eif {{ type inet_service : ipv4_addr . inet_service; flags dynamic,timeout; {t} }}",
+            f"  map {pre}in_adf {{ type ipv4_addr . inet_service : ipv4_addr . inet_service; "
+            f"flags dynamic,timeout; {t} }}",
+            f"  set {pre}used {{ type inet_service; flags dynamic,timeout; {t} }}",
+        ]
+    lines += [
         "  chain gate {",
         "    type filter hook prerouting priority mangle; policy accept;",
     ]
@@ -127,89 +192,102 @@ def _engine(b: NatBehaviour, i: NatInterfaces) -> list[str]:
         "  }",
         "  chain pre {",
         "    type nat hook prerouting priority dstnat; policy accept;",
-        "    meta l4proto != udp accept",
+        "    meta l4proto != { udp, tcp } accept",
     ]
-    if b.filtering is Filtering.ENDPOINT_INDEPENDENT:
-        lines.append(f"    iifname {wan} ip daddr {pub} dnat ip to udp dport map @in_eif")
-    elif b.filtering is Filtering.ADDRESS_DEPENDENT:
-        lines.append(f"    iifname {wan} ip daddr {pub} dnat ip to ip saddr . udp dport map @in_adf")
-    if b.hairpinning:
-        lines.append(f"    iifname {lan} ip daddr {pub} dnat ip to udp dport map @in_eif  # hairpin")
+    for p in protos:
+        if p.filtering is Filtering.ENDPOINT_INDEPENDENT:
+            lines.append(f"    iifname {wan} ip daddr {pub} dnat ip to {p.name} dport map {p.m('in_eif')}")
+        elif p.filtering is Filtering.ADDRESS_DEPENDENT:
+            lines.append(
+                f"    iifname {wan} ip daddr {pub} dnat ip to ip saddr . {p.name} dport map {p.m('in_adf')}")
+        if b.hairpinning:
+            lines.append(f"    iifname {lan} ip daddr {pub} dnat ip to {p.name} dport map {p.m('in_eif')}  # hairpin")
     lines += [
         "  }",
         "  chain post {",
         "    type nat hook postrouting priority srcnat; policy accept;",
-        f"    meta l4proto != udp oifname {wan} {src}masquerade",
-        "    meta l4proto != udp accept",
+        f"    meta l4proto != {{ udp, tcp }} oifname {wan} {src}masquerade",
+        "    meta l4proto != { udp, tcp } accept",
     ]
     if b.hairpinning:
         lines += [
-            f"    iifname {lan} oifname {lan} ct status dnat snat ip to ip saddr . udp sport map @bind_eim",
+            *(f"    iifname {lan} oifname {lan} ct status dnat snat ip to ip saddr . {p.name} sport map "
+              f"{p.m('bind_eim')}" for p in protos),
             f"    iifname {lan} oifname {lan} ct status dnat snat ip to {pub}",
         ]
-    if b.mapping is Mapping.ENDPOINT_INDEPENDENT:
-        lines.append(f"    oifname {wan} {src}snat ip to ip saddr . udp sport map @bind_eim")
-    elif b.mapping is Mapping.ADDRESS_DEPENDENT:
-        lines.append(f"    oifname {wan} {src}snat ip to ip saddr . udp sport . ip daddr map @bind_adm")
     to = _to(pub, b.port_range)
-    if b.port_preservation:
-        lines += [
-            f"    oifname {wan} {src}udp sport @used snat ip to {to} random  # preserved port taken",
-            f"    oifname {wan} {src}meta l4proto udp snat ip to {to}",
-        ]
-    else:
-        lines.append(f"    oifname {wan} {src}meta l4proto udp snat ip to {to} random")
+    for p in protos:
+        if p.mapping is Mapping.ENDPOINT_INDEPENDENT:
+            lines.append(f"    oifname {wan} {src}snat ip to ip saddr . {p.name} sport map {p.m('bind_eim')}")
+        elif p.mapping is Mapping.ADDRESS_DEPENDENT:
+            lines.append(
+                f"    oifname {wan} {src}snat ip to ip saddr . {p.name} sport . ip daddr map {p.m('bind_adm')}")
+        if p.port_preservation:
+            lines += [
+                f"    oifname {wan} {src}{p.name} sport {p.m('used')} snat ip to {to} random  # preserved port taken",
+                f"    oifname {wan} {src}meta l4proto {p.name} snat ip to {to}",
+            ]
+        else:
+            lines.append(f"    oifname {wan} {src}meta l4proto {p.name} snat ip to {to} random")
     lines += [
         "  }",
         "  # Runs after source NAT: ip saddr/udp sport are external, ct original still names the internal endpoint.",
         "  chain learn {",
         "    type filter hook postrouting priority srcnat + 10; policy accept;",
         f"    oifname != {wan} accept",
-        "    meta l4proto != udp accept",
+        "    meta l4proto != { udp, tcp } accept",
     ]
-    if b.mapping is Mapping.ENDPOINT_INDEPENDENT:
-        lines.append(
-            "    meta l4proto udp ct direction original update @bind_eim "
-            "{ ct original ip saddr . ct original proto-src : ip saddr . udp sport }"
-        )
-    elif b.mapping is Mapping.ADDRESS_DEPENDENT:
-        lines.append(
-            "    meta l4proto udp ct direction original update @bind_adm "
-            "{ ct original ip saddr . ct original proto-src . ip daddr : ip saddr . udp sport }"
-        )
-    lines += [
-        "    meta l4proto udp ct direction original update @used { udp sport }",
-        "    meta l4proto udp ct direction original update @in_eif "
-        "{ udp sport : ct original ip saddr . ct original proto-src }",
-        "    meta l4proto udp ct direction original update @in_adf "
-        "{ ip daddr . udp sport : ct original ip saddr . ct original proto-src }",
-        "    meta l4proto udp ct direction reply update @used { udp sport }",
-        "    meta l4proto udp ct direction reply update @bind_eim "
-        "{ ct reply ip saddr . ct reply proto-src : ip saddr . udp sport }",
-        "    meta l4proto udp ct direction reply update @in_eif { udp sport : ct reply ip saddr . ct reply proto-src }",
-        "    meta l4proto udp ct direction reply update @in_adf "
-        "{ ip daddr . udp sport : ct reply ip saddr . ct reply proto-src }",
-        "  }",
-    ]
-    return lines + _input_chain(i.wan)
+    for p in protos:
+        n = p.name
+        if p.mapping is Mapping.ENDPOINT_INDEPENDENT:
+            lines.append(
+                f"    meta l4proto {n} ct direction original update {p.m('bind_eim')} "
+                f"{{ ct original ip saddr . ct original proto-src : ip saddr . {n} sport }}"
+            )
+        elif p.mapping is Mapping.ADDRESS_DEPENDENT:
+            lines.append(
+                f"    meta l4proto {n} ct direction original update {p.m('bind_adm')} "
+                f"{{ ct original ip saddr . ct original proto-src . ip daddr : ip saddr . {n} sport }}"
+            )
+        lines += [
+            f"    meta l4proto {n} ct direction original update {p.m('used')} {{ {n} sport }}",
+            f"    meta l4proto {n} ct direction original update {p.m('in_eif')} "
+            f"{{ {n} sport : ct original ip saddr . ct original proto-src }}",
+            f"    meta l4proto {n} ct direction original update {p.m('in_adf')} "
+            f"{{ ip daddr . {n} sport : ct original ip saddr . ct original proto-src }}",
+            f"    meta l4proto {n} ct direction reply update {p.m('used')} {{ {n} sport }}",
+            f"    meta l4proto {n} ct direction reply update {p.m('bind_eim')} "
+            f"{{ ct reply ip saddr . ct reply proto-src : ip saddr . {n} sport }}",
+            f"    meta l4proto {n} ct direction reply update {p.m('in_eif')} "
+            f"{{ {n} sport : ct reply ip saddr . ct reply proto-src }}",
+            f"    meta l4proto {n} ct direction reply update {p.m('in_adf')} "
+            f"{{ ip daddr . {n} sport : ct reply ip saddr . ct reply proto-src }}",
+        ]
+    lines.append("  }")
+    return lines + _input_chain(i.wan, b)
 
 
 def _masquerade(b: NatBehaviour, i: NatInterfaces) -> list[str]:
-    options = []
-    if b.port_range:
-        options.append(f"to :{b.port_range[0]}-{b.port_range[1]}")
-    if not b.port_preservation:
-        options.append("random")
+    def options(port_preservation: bool) -> str:
+        opts = [f"to :{b.port_range[0]}-{b.port_range[1]}"] if b.port_range else []
+        return " ".join(opts + ([] if port_preservation else ["random"]))
+
     wan, src = _q(i.wan), _src(i)
     rules = [f"    oifname {wan} {src}masquerade"]
-    if options:  # port options need a transport match in the same rule
-        rules.insert(0, f"    oifname {wan} {src}meta l4proto {{ tcp, udp }} masquerade {' '.join(options)}")
+    udp, tcp = options(b.port_preservation), options(b.tcp_port_preservation)
+    # port options need a transport match in the same rule
+    if udp == tcp and udp:
+        rules.insert(0, f"    oifname {wan} {src}meta l4proto {{ tcp, udp }} masquerade {udp}")
+    elif udp != tcp:
+        for proto, opts in (("tcp", tcp), ("udp", udp)):
+            if opts:
+                rules.insert(-1, f"    oifname {wan} {src}meta l4proto {proto} masquerade {opts}")
     return [
         "  chain post {",
         "    type nat hook postrouting priority srcnat; policy accept;",
         *rules,
         "  }",
-        *_input_chain(i.wan),
+        *_input_chain(i.wan, b),
     ]
 
 
@@ -225,9 +303,10 @@ def _udp_blocked(b: NatBehaviour, i: NatInterfaces) -> list[str]:
         "  }",
         "  chain post {",
         "    type nat hook postrouting priority srcnat; policy accept;",
+        *([] if b.tcp_port_preservation else [f"    oifname {wan} {_src(i)}meta l4proto tcp masquerade random"]),
         f"    oifname {wan} {_src(i)}masquerade",
         "  }",
-        *_input_chain(i.wan),
+        *_input_chain(i.wan, b),
     ]
 
 

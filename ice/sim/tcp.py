@@ -1,0 +1,197 @@
+"""TCP for the in-memory network, abstractly: segments with flags instead of byte streams, and a host stack that
+does RFC 793 connection setup (three-way handshake and simultaneous open, §3.4), refusal by RST or ICMP, SYN
+retransmission and data delivery. No sequence numbers, windows or loss recovery beyond the SYN: enough to decide
+which TCP connections NATs let open (RFC 5382), which is what ICE-TCP (RFC 6544) needs of the simulation.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from dataclasses import dataclass, field
+
+from ice.stun.attributes import Address
+
+
+class TcpFlag(enum.Flag):
+    """The TCP header flags the model uses (RFC 793 §3.1)."""
+
+    NONE = 0
+    SYN = enum.auto()
+    ACK = enum.auto()
+    RST = enum.auto()
+    FIN = enum.auto()
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One TCP segment, or an ICMP error about one."""
+
+    flags: TcpFlag
+    data: bytes = b""
+    isn: int = 0
+    """The connection attempt it belongs to, as its initial sequence number names it: a new connect() is a new
+    sequence space (conntrack judges a SYN by it), a retransmitted SYN is the same."""
+    icmp: bool = False
+    """An ICMP Destination Unreachable, Port Unreachable (RFC 5382 REQ-4) about a SYN sent to this segment's source,
+    not a TCP segment (its flags are NONE)."""
+
+    @property
+    def bare_syn(self) -> bool:
+        """A SYN without ACK: a connection's first segment (or a simultaneous open's)."""
+        return not self.icmp and TcpFlag.SYN in self.flags and TcpFlag.ACK not in self.flags
+
+
+SYN = Segment(TcpFlag.SYN)
+SYN_ACK = Segment(TcpFlag.SYN | TcpFlag.ACK)
+ACK = Segment(TcpFlag.ACK)
+RST = Segment(TcpFlag.RST)
+ICMP_UNREACHABLE = Segment(TcpFlag.NONE, icmp=True)
+
+
+class TcpState(enum.Enum):
+    """RFC 793 §3.2 states the model uses."""
+
+    SYN_SENT = "syn-sent"
+    SYN_RECEIVED = "syn-received"
+    ESTABLISHED = "established"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True)
+class TcpConfig:
+    """A host stack's SYN retransmission (Linux: 1 s, doubling, 6 retries)."""
+
+    syn_rto: float = 1.0
+    syn_retries: int = 6
+
+
+@dataclass
+class TcpConnection:
+    local: Address
+    remote: Address
+    state: TcpState
+    passive: bool
+    """Accepted by a listener (the remote opened it)."""
+    isn: int = 0
+    """Our initial sequence number (abstractly: which attempt this is)."""
+    error: str | None = None
+    """Why it closed before or after opening: ``rst``, ``icmp`` or ``timeout``."""
+    received: bytearray = field(default_factory=bytearray)
+    retries: int = 0
+    retransmit_at: float | None = None
+
+    @property
+    def established(self) -> bool:
+        return self.state is TcpState.ESTABLISHED
+
+
+@dataclass
+class TcpStack:
+    """One host's TCP. Segments it sends queue in :meth:`poll_segment`; the network feeds what arrives to
+    :meth:`handle_segment` and runs :meth:`handle_timeout` at :meth:`next_timeout`.
+
+    A segment goes to the connection with its exact (local, remote) pair, else a bare SYN to a listener on its
+    local address opens a passive connection, else the stack answers RST (RFC 793 §3.4, "Reset Generation")."""
+
+    ip: str
+    config: TcpConfig = TcpConfig()
+    listeners: set[Address] = field(default_factory=set)
+    connections: dict[tuple[Address, Address], TcpConnection] = field(default_factory=dict)
+    outbox: deque[tuple[Address, Address, Segment]] = field(default_factory=deque)
+    _isn: int = 0
+
+    def listen(self, local: Address) -> None:
+        self.listeners.add(local)
+
+    def connect(self, now: float, local: Address, remote: Address) -> TcpConnection:
+        """Open a connection from ``local`` (reusing the port, like SO_REUSEADDR) to ``remote``: send a SYN. A
+        connection still open on that very pair is returned as it is (the kernel refuses a second one)."""
+        old = self.connections.get((local, remote))
+        if old is not None and old.state is not TcpState.CLOSED:
+            return old
+        conn = TcpConnection(local, remote, TcpState.SYN_SENT, passive=False, isn=self._next_isn(),
+                             retransmit_at=now + self.config.syn_rto)
+        self.connections[(local, remote)] = conn
+        self._emit(conn, TcpFlag.SYN)
+        return conn
+
+    def _next_isn(self) -> int:
+        self._isn += 1
+        return self._isn
+
+    def _emit(self, conn: TcpConnection, flags: TcpFlag, data: bytes = b"") -> None:
+        self.outbox.append((conn.local, conn.remote, Segment(flags, data, conn.isn)))
+
+    def send(self, conn: TcpConnection, data: bytes) -> None:
+        if not conn.established:
+            raise ValueError(f"the connection {conn.local} -> {conn.remote} is {conn.state.value}, not established")
+        self._emit(conn, TcpFlag.ACK, data)
+
+    def accepted(self) -> list[TcpConnection]:
+        return [c for c in self.connections.values() if c.passive]
+
+    def poll_segment(self) -> tuple[Address, Address, Segment] | None:
+        return self.outbox.popleft() if self.outbox else None
+
+    def _close(self, conn: TcpConnection, error: str | None) -> None:
+        conn.state, conn.error, conn.retransmit_at = TcpState.CLOSED, error, None
+
+    def handle_segment(self, now: float, local: Address, remote: Address, seg: Segment) -> None:
+        conn = self.connections.get((local, remote))
+        if conn is not None and conn.state is TcpState.CLOSED:
+            conn = None
+        if seg.icmp:  # a hard error while connecting (Linux: ECONNREFUSED); ignored once open
+            if conn is not None and conn.state is TcpState.SYN_SENT:
+                self._close(conn, "icmp")
+            return
+        if conn is None:
+            if TcpFlag.RST in seg.flags:
+                return
+            if seg.bare_syn and local in self.listeners:
+                conn = TcpConnection(local, remote, TcpState.SYN_RECEIVED, passive=True, isn=self._next_isn())
+                self.connections[(local, remote)] = conn
+                self._emit(conn, TcpFlag.SYN | TcpFlag.ACK)
+                return
+            self.outbox.append((local, remote, RST))
+            return
+        if TcpFlag.RST in seg.flags:
+            self._close(conn, "rst")
+            return
+        if conn.state is TcpState.SYN_SENT:
+            if TcpFlag.SYN in seg.flags and TcpFlag.ACK in seg.flags:
+                conn.state, conn.retransmit_at = TcpState.ESTABLISHED, None
+                self._emit(conn, TcpFlag.ACK)
+            elif seg.bare_syn:  # simultaneous open (RFC 793 §3.4, figure 8)
+                conn.state = TcpState.SYN_RECEIVED
+                self._emit(conn, TcpFlag.SYN | TcpFlag.ACK)
+            return
+        if conn.state is TcpState.SYN_RECEIVED:
+            if TcpFlag.ACK in seg.flags:
+                conn.state, conn.retransmit_at = TcpState.ESTABLISHED, None
+                if TcpFlag.SYN in seg.flags:
+                    self._emit(conn, TcpFlag.ACK)
+                conn.received += seg.data
+            return
+        if TcpFlag.SYN in seg.flags:  # a retransmitted SYN-ACK: our ACK was lost
+            self._emit(conn, TcpFlag.ACK)
+        conn.received += seg.data
+
+    def next_timeout(self) -> float | None:
+        times = [c.retransmit_at for c in self.connections.values() if c.retransmit_at is not None]
+        return min(times) if times else None
+
+    def handle_timeout(self, now: float) -> None:
+        """Retransmit a SYN whose time has come (doubling the wait), or give up after the configured retries."""
+        for conn in self.connections.values():
+            if conn.retransmit_at is None or conn.retransmit_at > now:
+                continue
+            if conn.state is not TcpState.SYN_SENT:  # a simultaneous open's SYN-ACK is not retransmitted here
+                conn.retransmit_at = None
+                continue
+            if conn.retries >= self.config.syn_retries:
+                self._close(conn, "timeout")
+                continue
+            conn.retries += 1
+            conn.retransmit_at = now + self.config.syn_rto * 2 ** conn.retries
+            self._emit(conn, TcpFlag.SYN)
