@@ -148,6 +148,10 @@ class Pacer:
     next_at: float | None = None
     checklists: list[IceAgent] = field(default_factory=list)
     """The agents (one checklist each) of the session, in checklist-set order; empty for a lone agent."""
+    changes: int = 0
+    """Bumped by every agent sharing this pacer on each call that can move a deadline (everything but ``send``,
+    ``poll_transmit``, ``next_event``): the key of the agents' cached ``next_timeout()``. Shared, because an
+    agent's deadline also depends on the other checklists of its session (the pacer, foundation freezing)."""
 
 
 @dataclass
@@ -212,6 +216,8 @@ class IceAgent:
         """When the peer's last authenticated check arrived (the controlled side's nomination deadline)."""
         self.failure_reason: str | None = None
         """Why the agent last went to FAILED (also in that StateChanged event); None while it has not."""
+        self._deadline: tuple[int, float | None] = (-1, None)
+        """``next_timeout()`` as computed when ``pacer.changes`` had this value (see :meth:`next_timeout`)."""
 
     # ================================================================================================ setup
 
@@ -219,6 +225,7 @@ class IceAgent:
                            ) -> Candidate:
         """A host candidate on a socket the caller owns (RFC 8445 §5.1.1.1), for ``component`` (1 = RTP, 2 = RTCP,
         ...). Distinct local preferences keep priorities unique on multi-homed hosts (§5.1.2.1)."""
+        self.pacer.changes += 1
         if local in self._bases:
             return self._bases[local]
         same = sum(1 for c in self._bases.values() if c.component == component)
@@ -245,6 +252,7 @@ class IceAgent:
         allocation (Send indication or ChannelData); what the relay delivers comes back through
         ``handle_datagram(now, relayed, peer, data)``. ``mapped`` (the allocation's XOR-MAPPED-ADDRESS) becomes
         raddr/rport."""
+        self.pacer.changes += 1
         if relayed in self._bases:
             return self._bases[relayed]
         same = sum(1 for c in self._bases.values() if c.component == component)
@@ -258,6 +266,7 @@ class IceAgent:
 
     def gather_server_reflexive(self, now: float, local: Address, server: Address) -> None:
         """Ask ``server`` for this base's mapping; a srflx candidate follows (RFC 8445 §5.1.1.2)."""
+        self.pacer.changes += 1
         msg = Message(Method.BINDING, MessageClass.REQUEST, self._tid())
         cfg = RetransmissionConfig(rto=self.config.gather_rto, rc=self.config.gather_max_sends,
                                    rm=2)
@@ -272,6 +281,7 @@ class IceAgent:
         """The caller learnt that ``server`` cannot be reached from ``local`` (an ICMP port or host unreachable
         on that socket): end its server-reflexive request now (reported as :class:`StunServerUnreachable`)
         instead of retransmitting for the whole schedule. False when no such request is pending."""
+        self.pacer.changes += 1
         for tid, check in list(self._checks.items()):
             if check.purpose == "gather" and check.local == local and check.server == server:
                 del self._checks[tid]
@@ -289,11 +299,13 @@ class IceAgent:
     def end_of_local_candidates(self) -> None:
         """The caller will add no more host candidates or servers: GatheringComplete follows once pending
         server-reflexive requests end."""
+        self.pacer.changes += 1
         self._gathering_final = True
         self._maybe_gathering_complete()
 
     def set_remote_credentials(self, now: float, ufrag: str, pwd: str, lite: bool = False) -> None:
         """The peer's ice-ufrag/ice-pwd (and whether it is ICE-lite); checks start once there are pairs."""
+        self.pacer.changes += 1
         self.remote_ufrag = ufrag
         self._remote_key = IntegrityKey(pwd.encode())
         self.remote_lite = lite
@@ -306,6 +318,7 @@ class IceAgent:
 
     def add_remote_candidate(self, now: float, candidate: Candidate | None) -> None:
         """A remote candidate (trickled or not); ``None`` signals end-of-candidates (RFC 8838 §11)."""
+        self.pacer.changes += 1
         if candidate is None:
             self.remote_end_of_candidates = True
             self._check_failed()
@@ -510,6 +523,17 @@ class IceAgent:
     # ========================================================================================= timers
 
     def next_timeout(self) -> float | None:
+        """When :meth:`handle_timeout` is due next (None: nothing is). Computed once per change: every call that
+        can move a deadline bumps ``pacer.changes``, and until then the last answer stands (a driver asks after
+        every datagram it sends, and ``send`` moves none)."""
+        changes, at = self._deadline
+        if changes == self.pacer.changes:
+            return at
+        at = self._next_timeout()
+        self._deadline = (self.pacer.changes, at)
+        return at
+
+    def _next_timeout(self) -> float | None:
         if self.state is AgentState.CLOSED:
             return None
         times = [t for c in self._checks.values() if (t := c.tx.next_timeout()) is not None]
@@ -541,6 +565,7 @@ class IceAgent:
         return max(self._first_valid_at, self._last_check_rx or 0.0) + timeout
 
     def handle_timeout(self, now: float) -> None:
+        self.pacer.changes += 1
         if self.state is AgentState.CLOSED:
             return
         if self._start_pending:
@@ -786,8 +811,9 @@ class IceAgent:
         if self.state is AgentState.CLOSED:
             return
         if not is_stun(data):
-            self._data(local, remote, data)
+            self._data(local, remote, data)  # moves no deadline
             return
+        self.pacer.changes += 1
         try:
             msg = parse(data)
         except StunParseError:
@@ -951,6 +977,7 @@ class IceAgent:
             self._start_if_ready(now)
 
     def _switch_role(self, controlling: bool) -> None:
+        self.pacer.changes += 1
         self.controlling = controlling
         self.stats["role-switch"] += 1
         for p in self.pairs:  # pair priorities depend on the role (RFC 8445 §6.1.2.3)
@@ -1146,6 +1173,7 @@ class IceAgent:
         """ICE restart (RFC 8445 §9): new local credentials, a fresh checklist, no remote credentials or candidates
         until the peer signals its new ones. Data keeps flowing on the old selected pair until a new pair is
         selected. Local candidates are kept (gather new server-reflexive ones if the network changed)."""
+        self.pacer.changes += 1
         if self.selected_pairs and not self._consent_lost and self.remote_ufrag is not None \
                 and self._remote_key is not None and not self._restarting:
             self._previous = _Generation(self.ufrag, self._key, self.remote_ufrag, self._remote_key)
@@ -1177,6 +1205,7 @@ class IceAgent:
         self._set_state(AgentState.CHECKING)
 
     def close(self) -> None:
+        self.pacer.changes += 1
         self._checks.clear()
         self._consent_at = None
         self._start_pending = False
