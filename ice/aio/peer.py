@@ -12,6 +12,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
+from typing import TextIO
 
 from ice.agent import AgentConfig, Candidate, Nomination
 from ice.agent.events import CandidateGathered, Event, GatheringComplete, SelectedPairChanged, StateChanged
@@ -90,9 +91,46 @@ class PeerSettings:
         return config if self.consent_timeout is None else config.with_consent_timeout(self.consent_timeout)
 
 
-def _out(line: str) -> None:
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
+class Reports:
+    """The report lines on standard output. A line waits for the end of the loop's current callback, and the lines
+    of one callback go out in one write: a datagram that changes the state twice costs one system call (and one
+    wake-up of the harness reading them), not two. ``urgent`` lines (``selected``, what a harness waits for) go at
+    once, with any before them. Order is kept; outside a running loop every line is written at once."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self._lines: list[str] = []
+        self._scheduled = False
+
+    def __call__(self, line: str, urgent: bool = False) -> None:
+        self._lines.append(line)
+        if urgent:
+            self.flush()
+            return
+        if self._scheduled:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        self._scheduled = True
+        loop.call_soon(self._end_of_callback)
+
+    def _end_of_callback(self) -> None:
+        self._scheduled = False
+        self.flush()
+
+    def flush(self) -> None:
+        if not self._lines:
+            return
+        text = "\n".join(self._lines) + "\n"
+        self._lines.clear()
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (BrokenPipeError, ConnectionError):  # the harness has gone: end of input follows
+            pass
 
 
 @dataclass
@@ -126,8 +164,9 @@ class BulkCounter:
 class _Peer:
     """The running agent: one Connection and the protocol around it."""
 
-    def __init__(self, settings: PeerSettings) -> None:
+    def __init__(self, settings: PeerSettings, out: Reports) -> None:
         self.settings = settings
+        self.out = out
         self.conn = Connection(settings.controlling, settings.config(), bind=settings.bind or ["127.0.0.1"],
                                stun_servers=settings.stun, turn=settings.turn, relay_only=settings.relay_only,
                                queue_events=False)
@@ -140,36 +179,36 @@ class _Peer:
     def on_event(self, ev: Event) -> None:
         if isinstance(ev, CandidateGathered):
             if self.settings.trickle:
-                _out("local-candidate " + ev.candidate.to_sdp())
+                self.out("local-candidate " + ev.candidate.to_sdp())
             else:
                 self.held.append(ev.candidate)
         elif isinstance(ev, GatheringComplete):
             for cand in self.held:
-                _out("local-candidate " + cand.to_sdp())
+                self.out("local-candidate " + cand.to_sdp())
             self.held.clear()
-            _out("local-end-of-candidates")
+            self.out("local-end-of-candidates")
         elif isinstance(ev, SelectedPairChanged):
-            _out(f"selected {ev.local.to_sdp()} | {ev.remote.to_sdp()}")
+            self.out(f"selected {ev.local.to_sdp()} | {ev.remote.to_sdp()}", urgent=True)
         elif isinstance(ev, StateChanged):
-            _out(f"state {ev.state.value}")
+            self.out(f"state {ev.state.value}")
         if self.conn.agent.controlling != self.role:
             self.role = self.conn.agent.controlling
-            _out("role " + ("controlling" if self.role else "controlled"))
+            self.out("role " + ("controlling" if self.role else "controlled"))
 
     async def gather(self) -> None:
-        _out(f"local-credentials {self.conn.ufrag} {self.conn.pwd}")
+        self.out(f"local-credentials {self.conn.ufrag} {self.conn.pwd}")
         try:
             await self.conn.gather()
         except (IceError, OSError) as exc:
-            _out(f"error gathering failed: {exc}")
-            _out("local-end-of-candidates")
+            self.out(f"error gathering failed: {exc}")
+            self.out("local-end-of-candidates")
 
     def restart(self) -> None:
         self.conn.restart()
-        _out(f"local-credentials {self.conn.ufrag} {self.conn.pwd}")
+        self.out(f"local-credentials {self.conn.ufrag} {self.conn.pwd}")
         for cand in self.conn.local_candidates:
-            _out("local-candidate " + cand.to_sdp())
-        _out("local-end-of-candidates")
+            self.out("local-candidate " + cand.to_sdp())
+        self.out("local-end-of-candidates")
 
     async def receive(self) -> None:
         while True:
@@ -177,7 +216,7 @@ class _Peer:
             if data[:4] == BULK_MAGIC and len(data) >= 8:
                 self.bulk_in.add(data, time.monotonic())
                 continue
-            _out("recv " + data.decode(errors="replace"))
+            self.out("recv " + data.decode(errors="replace"))
             if self.settings.echo:
                 self.conn.send(data)
 
@@ -195,8 +234,8 @@ class _Peer:
                 if sent % BULK_YIELD == 0:
                     await asyncio.sleep(0)
         except NotConnected:
-            _out(f"error bulk stopped after {sent} datagrams: no selected pair")
-        _out(f"bulk-sent {sent} {time.monotonic() - start:.6f}")
+            self.out(f"error bulk stopped after {sent} datagrams: no selected pair")
+        self.out(f"bulk-sent {sent} {time.monotonic() - start:.6f}")
 
     def start_bulk(self, arg: str) -> None:
         words = arg.split()
@@ -230,7 +269,7 @@ class _Peer:
         elif cmd == "bulk":
             self.start_bulk(arg)
         elif cmd == "bulk-report":
-            _out(self.bulk_in.line())
+            self.out(self.bulk_in.line())
             self.bulk_in = BulkCounter()
         else:
             raise ValueError(f"unknown command {cmd}")
@@ -238,8 +277,9 @@ class _Peer:
 
 async def run_peer(ta: float = 0.05) -> int:
     """Speak the protocol until ``quit`` or end of input."""
-    _out(f"hello {PROTOCOL} icelab {_version()}")
-    _out(f"features {FEATURES}")
+    out = Reports(sys.stdout)
+    out(f"hello {PROTOCOL} icelab {_version()}")
+    out(f"features {FEATURES}")
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
@@ -256,24 +296,24 @@ async def run_peer(ta: float = 0.05) -> int:
             if peer is None and cmd == "set":
                 name, *values = arg.split() or [""]
                 refused = settings.apply(name, values)
-                _out("ok" if refused is None else f"unsupported {refused}")
+                out("ok" if refused is None else f"unsupported {refused}")
             elif peer is None and cmd == "start":
                 try:
-                    peer = _Peer(settings)
+                    peer = _Peer(settings, out)
                 except ValueError as exc:
-                    _out(f"error {exc}")
+                    out(f"error {exc}")
                     return 2
                 tasks = [asyncio.ensure_future(peer.gather()), asyncio.ensure_future(peer.receive())]
             elif peer is None:
-                _out(f"error {cmd} before start" if cmd.startswith(("remote", "bulk")) or cmd in ("send", "restart")
-                     else f"error unknown command {cmd}")
+                out(f"error {cmd} before start" if cmd.startswith(("remote", "bulk")) or cmd in ("send", "restart")
+                    else f"error unknown command {cmd}")
             elif cmd in ("set", "start"):
-                _out(f"error {cmd} after start")
+                out(f"error {cmd} after start")
             else:
                 try:
                     peer.command(cmd, arg)
                 except ValueError as exc:
-                    _out(f"error {exc}")
+                    out(f"error {exc}")
     finally:
         if peer is not None and peer.bulk_out is not None:
             tasks.append(peer.bulk_out)
@@ -286,4 +326,5 @@ async def run_peer(ta: float = 0.05) -> int:
                 print(f"debug state={agent.state.value} stats={dict(agent.stats)} pairs={pairs}", file=sys.stderr)
             peer.conn.close()
             await asyncio.sleep(0)
+        out.flush()
     return 0
