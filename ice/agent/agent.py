@@ -458,8 +458,8 @@ class IceAgent:
         cfg = RetransmissionConfig(rto=rto, rc=self.config.check_max_sends, rm=16)
         tx = ClientTransaction(msg.encode(self._remote_key, fingerprint=True), msg.transaction_id,
                                pair.remote.address, now, cfg, key=self._remote_key)
-        check = _Check(pair, tx, pair.base, nominating or UseCandidate() in msg.attributes,
-                       controlling=self.controlling)
+        use = nominating or (self.controlling and self.config.nomination is Nomination.AGGRESSIVE)  # as _request
+        check = _Check(pair, tx, pair.base, use, controlling=self.controlling)
         self._checks[msg.transaction_id] = check
         if pair.first_check_at is None:
             pair.first_check_at = now
