@@ -1,4 +1,4 @@
-"""``icelab peer``'s report lines: one write per loop callback, ``selected`` at once, order kept."""
+"""``icelab peer``'s report lines: one write per loop callback, order kept."""
 
 from __future__ import annotations
 
@@ -31,23 +31,6 @@ def test_lines_of_one_callback_go_out_in_one_write_after_it() -> None:
         await asyncio.sleep(0)
         await asyncio.sleep(0)
         assert stream.getvalue().endswith("recv ping\n") and stream.writes == 2
-
-    asyncio.run(main())
-
-
-def test_an_urgent_line_goes_at_once_with_the_lines_before_it() -> None:
-    stream = CountingStream()
-    out = Reports(stream)
-
-    async def main() -> None:
-        out("state checking")
-        out("selected 1 1 udp 1 127.0.0.1 1 typ host | 2 1 udp 1 127.0.0.1 2 typ host", urgent=True)
-        assert stream.getvalue().splitlines() == ["state checking", stream.getvalue().splitlines()[1]]
-        assert stream.writes == 1
-        out("state connected")
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
-        assert stream.getvalue().splitlines()[-1] == "state connected" and stream.writes == 2
 
     asyncio.run(main())
 

@@ -93,20 +93,17 @@ class PeerSettings:
 
 class Reports:
     """The report lines on standard output. A line waits for the end of the loop's current callback, and the lines
-    of one callback go out in one write: a datagram that changes the state twice costs one system call (and one
-    wake-up of the harness reading them), not two. ``urgent`` lines (``selected``, what a harness waits for) go at
-    once, with any before them. Order is kept; outside a running loop every line is written at once."""
+    of one callback go out in one write: a datagram that selects a pair and changes the state twice costs one system
+    call (and one wake-up of the harness reading them), not three. Order is kept; outside a running loop every line
+    is written at once."""
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
         self._lines: list[str] = []
         self._scheduled = False
 
-    def __call__(self, line: str, urgent: bool = False) -> None:
+    def __call__(self, line: str) -> None:
         self._lines.append(line)
-        if urgent:
-            self.flush()
-            return
         if self._scheduled:
             return
         try:
@@ -188,7 +185,7 @@ class _Peer:
             self.held.clear()
             self.out("local-end-of-candidates")
         elif isinstance(ev, SelectedPairChanged):
-            self.out(f"selected {ev.local.to_sdp()} | {ev.remote.to_sdp()}", urgent=True)
+            self.out(f"selected {ev.local.to_sdp()} | {ev.remote.to_sdp()}")
         elif isinstance(ev, StateChanged):
             self.out(f"state {ev.state.value}")
         if self.conn.agent.controlling != self.role:
