@@ -258,3 +258,18 @@ def test_candidate_host_fast_path_agrees_with_ipaddress(text: str) -> None:
     except ValueError:
         got = None
     assert got == expected
+
+
+@given(st.one_of(st.ip_addresses().map(str), st.from_regex(r"[0-9]{1,4}(\.[0-9]{1,4}){0,4}", fullmatch=True),
+                 st.text(alphabet="0123456789.:abcdef%-x ", max_size=20)))
+def test_remote_candidate_ip_check_agrees_with_ipaddress(text: str) -> None:
+    import ipaddress
+
+    from ice.agent.agent import _is_ip
+
+    try:
+        ipaddress.ip_address(text)
+        expected = True
+    except ValueError:
+        expected = False
+    assert _is_ip(text) == expected

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ipaddress
 import random
+import socket
 from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -1216,6 +1217,11 @@ class IceAgent:
 
 
 def _is_ip(host: str) -> bool:
+    try:
+        socket.inet_pton(socket.AF_INET, host)  # the common case, without ipaddress's objects
+        return True
+    except OSError:
+        pass
     try:
         ipaddress.ip_address(host)
     except ValueError:
