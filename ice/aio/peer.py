@@ -10,6 +10,7 @@ import os
 import struct
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from typing import TextIO
@@ -272,46 +273,115 @@ class _Peer:
             raise ValueError(f"unknown command {cmd}")
 
 
+class _Lines(asyncio.Protocol):
+    """Standard input as command lines, each handed to ``handle`` in the read callback itself: a command that
+    starts the checks sends the first one without a task switch per line. ``done`` ends with the input, with
+    ``quit`` (``handle`` returns False), or with the exception a command raised."""
+
+    def __init__(self, handle: Callable[[str], bool], done: asyncio.Future[None], out: Reports,
+                 limit: int = 1 << 20) -> None:
+        self.handle = handle
+        self.done = done
+        self.out = out
+        self.limit = limit
+        """A longer line without its end is dropped (with an ``error`` report), not buffered for ever."""
+        self.buffer = bytearray()
+
+    def data_received(self, data: bytes) -> None:
+        if self.done.done():
+            return
+        self.buffer += data
+        while (end := self.buffer.find(b"\n")) >= 0:
+            line = self.buffer[:end + 1].decode(errors="replace")
+            del self.buffer[:end + 1]
+            if not self._handle(line):
+                return
+        if len(self.buffer) > self.limit:
+            self.buffer.clear()
+            self.out(f"error a line over {self.limit} bytes, dropped")
+
+    def _handle(self, line: str) -> bool:
+        try:
+            if self.handle(line):
+                return True
+        except BaseException as exc:  # a bug: run_peer raises it, as it would have from its own loop
+            self.done.set_exception(exc)
+            return False
+        self._finish()
+        return False
+
+    def eof_received(self) -> bool | None:
+        if self.buffer and not self.done.done():
+            line, self.buffer = self.buffer.decode(errors="replace"), bytearray()
+            if not self._handle(line):
+                return None
+        self._finish()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._finish()
+
+    def _finish(self) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+class _Commands:
+    """What each command line does (docs/agent-protocol.md): settings until ``start``, then the running peer."""
+
+    def __init__(self, settings: PeerSettings, out: Reports) -> None:
+        self.settings = settings
+        self.out = out
+        self.peer: _Peer | None = None
+        self.tasks: list[asyncio.Task[None]] = []
+        self.code = 0
+
+    def handle(self, line: str) -> bool:
+        """One line; False: stop reading (``quit``, or a peer that cannot start: ``code`` says which)."""
+        out, peer = self.out, self.peer
+        cmd, _, arg = line.strip().partition(" ")
+        if not cmd:
+            return True
+        if cmd == "quit":
+            return False
+        if peer is None and cmd == "set":
+            name, *values = arg.split() or [""]
+            refused = self.settings.apply(name, values)
+            out("ok" if refused is None else f"unsupported {refused}")
+        elif peer is None and cmd == "start":
+            try:
+                peer = self.peer = _Peer(self.settings, out)
+            except ValueError as exc:
+                out(f"error {exc}")
+                self.code = 2
+                return False
+            self.tasks = [asyncio.ensure_future(peer.gather()), asyncio.ensure_future(peer.receive())]
+        elif peer is None:
+            out(f"error {cmd} before start" if cmd.startswith(("remote", "bulk")) or cmd in ("send", "restart")
+                else f"error unknown command {cmd}")
+        elif cmd in ("set", "start"):
+            out(f"error {cmd} after start")
+        else:
+            try:
+                peer.command(cmd, arg)
+            except ValueError as exc:
+                out(f"error {exc}")
+        return True
+
+
 async def run_peer(ta: float = 0.05) -> int:
     """Speak the protocol until ``quit`` or end of input."""
     out = Reports(sys.stdout)
     out(f"hello {PROTOCOL} icelab {_version()}")
     out(f"features {FEATURES}")
     loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    settings = PeerSettings(ta=ta)
-    peer: _Peer | None = None
-    tasks: list[asyncio.Task[None]] = []
+    commands = _Commands(PeerSettings(ta=ta), out)
+    done: asyncio.Future[None] = loop.create_future()
+    await loop.connect_read_pipe(lambda: _Lines(commands.handle, done, out), sys.stdin)
     try:
-        while line := (await reader.readline()).decode(errors="replace"):
-            cmd, _, arg = line.strip().partition(" ")
-            if not cmd:
-                continue
-            if cmd == "quit":
-                break
-            if peer is None and cmd == "set":
-                name, *values = arg.split() or [""]
-                refused = settings.apply(name, values)
-                out("ok" if refused is None else f"unsupported {refused}")
-            elif peer is None and cmd == "start":
-                try:
-                    peer = _Peer(settings, out)
-                except ValueError as exc:
-                    out(f"error {exc}")
-                    return 2
-                tasks = [asyncio.ensure_future(peer.gather()), asyncio.ensure_future(peer.receive())]
-            elif peer is None:
-                out(f"error {cmd} before start" if cmd.startswith(("remote", "bulk")) or cmd in ("send", "restart")
-                    else f"error unknown command {cmd}")
-            elif cmd in ("set", "start"):
-                out(f"error {cmd} after start")
-            else:
-                try:
-                    peer.command(cmd, arg)
-                except ValueError as exc:
-                    out(f"error {exc}")
+        await done
     finally:
+        peer, tasks = commands.peer, commands.tasks
         if peer is not None and peer.bulk_out is not None:
             tasks.append(peer.bulk_out)
         for task in tasks:
@@ -324,4 +394,4 @@ async def run_peer(ta: float = 0.05) -> int:
             peer.conn.close()
             await asyncio.sleep(0)
         out.flush()
-    return 0
+    return commands.code
