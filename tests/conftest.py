@@ -146,3 +146,24 @@ async def signal_both(a: Any, b: Any) -> None:
             y.add_remote_candidate(c)
         y.add_remote_candidate(None)
         y.set_remote_credentials(x.ufrag, x.pwd)
+
+
+@pytest.fixture(autouse=True)
+def _agent_deadline_never_stale(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test that runs an agent in this process also checks the agent's cached ``next_timeout()`` against a
+    fresh computation, on every call: a code path that moves a deadline without bumping ``pacer.changes`` fails
+    whichever test reaches it (UDP, TCP, restarts, network changes, sessions). test_agent_deadline.py counts the
+    fresh computations itself, so it goes without."""
+    from ice.agent.agent import IceAgent
+
+    if request.module.__name__.endswith("test_agent_deadline"):
+        return
+
+    cached = IceAgent.next_timeout
+
+    def checked(self: IceAgent) -> float | None:
+        at = cached(self)
+        assert at == self._next_timeout(), "the agent's cached deadline went stale"
+        return at
+
+    monkeypatch.setattr(IceAgent, "next_timeout", checked)

@@ -231,3 +231,46 @@ def test_c_get_equals_python_decode(value: bytes, tid: bytes, data: st.DataObjec
     except StunParseError as exc:
         got = ("error", str(exc))
     assert got == expected and type(got) is type(expected)
+
+
+def _canonical_host_by_ipaddress(text: str) -> str:
+    """The candidate parser's host rule with ipaddress alone (what its dotted-quad fast path must agree with)."""
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        if text.endswith(".local") or text.replace("-", "").replace(".", "").isalnum():
+            return text
+        raise
+
+
+@given(st.one_of(st.ip_addresses().map(str), st.from_regex(r"[0-9]{1,4}(\.[0-9]{1,4}){0,4}", fullmatch=True),
+                 st.text(alphabet="0123456789.:abcdef%-", max_size=20)))
+def test_candidate_host_fast_path_agrees_with_ipaddress(text: str) -> None:
+    from ice.agent.candidate import _canonical_host
+
+    try:
+        expected: str | None = _canonical_host_by_ipaddress(text)
+    except ValueError:
+        expected = None
+    try:
+        got: str | None = _canonical_host(text)
+    except ValueError:
+        got = None
+    assert got == expected
+
+
+@given(st.one_of(st.ip_addresses().map(str), st.from_regex(r"[0-9]{1,4}(\.[0-9]{1,4}){0,4}", fullmatch=True),
+                 st.text(alphabet="0123456789.:abcdef%-x ", max_size=20)))
+def test_remote_candidate_ip_check_agrees_with_ipaddress(text: str) -> None:
+    import ipaddress
+
+    from ice.agent.agent import _is_ip
+
+    try:
+        ipaddress.ip_address(text)
+        expected = True
+    except ValueError:
+        expected = False
+    assert _is_ip(text) == expected

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ipaddress
 import random
+import socket
 from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -172,6 +173,10 @@ class Pacer:
     next_at: float | None = None
     checklists: list[IceAgent] = field(default_factory=list)
     """The agents (one checklist each) of the session, in checklist-set order; empty for a lone agent."""
+    changes: int = 0
+    """Bumped by every agent sharing this pacer on each call that can move a deadline (everything but ``send``,
+    ``poll_transmit``, ``next_event``): the key of the agents' cached ``next_timeout()``. Shared, because an
+    agent's deadline also depends on the other checklists of its session (the pacer, foundation freezing)."""
 
 
 @dataclass
@@ -238,6 +243,8 @@ class IceAgent:
         """Why the agent last went to FAILED (also in that StateChanged event); None while it has not."""
         self._tcp: TcpState[Pair] = TcpState()
         """ICE-TCP (RFC 6544): TCP bases, TCP pairs, connections (see the ICE-TCP section below)."""
+        self._deadline: tuple[int, float | None] = (-1, None)
+        """``next_timeout()`` as computed when ``pacer.changes`` had this value (see :meth:`next_timeout`)."""
 
     # ================================================================================================ setup
 
@@ -245,6 +252,7 @@ class IceAgent:
                            ) -> Candidate:
         """A host candidate on a socket the caller owns (RFC 8445 §5.1.1.1), for ``component`` (1 = RTP, 2 = RTCP,
         ...). Distinct local preferences keep priorities unique on multi-homed hosts (§5.1.2.1)."""
+        self.pacer.changes += 1
         if local in self._bases:
             return self._bases[local]
         same = sum(1 for c in self._bases.values() if c.component == component)
@@ -271,6 +279,7 @@ class IceAgent:
         allocation (Send indication or ChannelData); what the relay delivers comes back through
         ``handle_datagram(now, relayed, peer, data)``. ``mapped`` (the allocation's XOR-MAPPED-ADDRESS) becomes
         raddr/rport."""
+        self.pacer.changes += 1
         if relayed in self._bases:
             return self._bases[relayed]
         same = sum(1 for c in self._bases.values() if c.component == component)
@@ -284,6 +293,7 @@ class IceAgent:
 
     def gather_server_reflexive(self, now: float, local: Address, server: Address) -> None:
         """Ask ``server`` for this base's mapping; a srflx candidate follows (RFC 8445 §5.1.1.2)."""
+        self.pacer.changes += 1
         msg = Message(Method.BINDING, MessageClass.REQUEST, self._tid())
         cfg = RetransmissionConfig(rto=self.config.gather_rto, rc=self.config.gather_max_sends,
                                    rm=2)
@@ -298,6 +308,7 @@ class IceAgent:
         """The caller learnt that ``server`` cannot be reached from ``local`` (an ICMP port or host unreachable
         on that socket): end its server-reflexive request now (reported as :class:`StunServerUnreachable`)
         instead of retransmitting for the whole schedule. False when no such request is pending."""
+        self.pacer.changes += 1
         for tid, check in list(self._checks.items()):
             if check.purpose == "gather" and check.local == local and check.server == server:
                 del self._checks[tid]
@@ -315,11 +326,13 @@ class IceAgent:
     def end_of_local_candidates(self) -> None:
         """The caller will add no more host candidates or servers: GatheringComplete follows once pending
         server-reflexive requests end."""
+        self.pacer.changes += 1
         self._gathering_final = True
         self._maybe_gathering_complete()
 
     def set_remote_credentials(self, now: float, ufrag: str, pwd: str, lite: bool = False) -> None:
         """The peer's ice-ufrag/ice-pwd (and whether it is ICE-lite); checks start once there are pairs."""
+        self.pacer.changes += 1
         self.remote_ufrag = ufrag
         self._remote_key = IntegrityKey(pwd.encode())
         self.remote_lite = lite
@@ -333,6 +346,7 @@ class IceAgent:
 
     def add_remote_candidate(self, now: float, candidate: Candidate | None) -> None:
         """A remote candidate (trickled or not); ``None`` signals end-of-candidates (RFC 8838 §11)."""
+        self.pacer.changes += 1
         if candidate is None:
             self.remote_end_of_candidates = True
             self._check_failed()
@@ -479,8 +493,8 @@ class IceAgent:
         cfg = RetransmissionConfig(rto=rto, rc=self.config.check_max_sends, rm=16)
         tx = ClientTransaction(msg.encode(self._remote_key, fingerprint=True), msg.transaction_id,
                                pair.remote.address, now, cfg, key=self._remote_key)
-        check = _Check(pair, tx, pair.base, nominating or UseCandidate() in msg.attributes,
-                       controlling=self.controlling)
+        use = nominating or (self.controlling and self.config.nomination is Nomination.AGGRESSIVE)  # as _request
+        check = _Check(pair, tx, pair.base, use, controlling=self.controlling)
         self._checks[msg.transaction_id] = check
         if pair.first_check_at is None:
             pair.first_check_at = now
@@ -547,6 +561,17 @@ class IceAgent:
     # ========================================================================================= timers
 
     def next_timeout(self) -> float | None:
+        """When :meth:`handle_timeout` is due next (None: nothing is). Computed once per change: every call that
+        can move a deadline bumps ``pacer.changes``, and until then the last answer stands (a driver asks after
+        every datagram it sends, and ``send`` moves none)."""
+        changes, at = self._deadline
+        if changes == self.pacer.changes:
+            return at
+        at = self._next_timeout()
+        self._deadline = (self.pacer.changes, at)
+        return at
+
+    def _next_timeout(self) -> float | None:
         if self.state is AgentState.CLOSED:
             return None
         times = [t for c in self._checks.values() if (t := c.tx.next_timeout()) is not None]
@@ -579,6 +604,7 @@ class IceAgent:
         return max(self._first_valid_at, self._last_check_rx or 0.0) + timeout
 
     def handle_timeout(self, now: float) -> None:
+        self.pacer.changes += 1
         if self.state is AgentState.CLOSED:
             return
         if self._start_pending:
@@ -825,8 +851,9 @@ class IceAgent:
         if self.state is AgentState.CLOSED:
             return
         if not is_stun(data):
-            self._data(local, remote, data)
+            self._data(local, remote, data)  # moves no deadline
             return
+        self.pacer.changes += 1
         try:
             msg = parse(data)
         except StunParseError:
@@ -999,6 +1026,7 @@ class IceAgent:
             self._start_if_ready(now)
 
     def _switch_role(self, controlling: bool) -> None:
+        self.pacer.changes += 1
         self.controlling = controlling
         self.stats["role-switch"] += 1
         for p in self.pairs:  # pair priorities depend on the role (RFC 8445 §6.1.2.3)
@@ -1198,6 +1226,7 @@ class IceAgent:
         """ICE restart (RFC 8445 §9): new local credentials, a fresh checklist, no remote credentials or candidates
         until the peer signals its new ones. Data keeps flowing on the old selected pair until a new pair is
         selected. Local candidates are kept (gather new server-reflexive ones if the network changed)."""
+        self.pacer.changes += 1
         if self.selected_pairs and not self._consent_lost and self.remote_ufrag is not None \
                 and self._remote_key is not None and not self._restarting:
             self._previous = _Generation(self.ufrag, self._key, self.remote_ufrag, self._remote_key)
@@ -1294,6 +1323,7 @@ class IceAgent:
 
     def close(self) -> None:
         self._tcp_close_all()
+        self.pacer.changes += 1
         self._checks.clear()
         self._consent_at = None
         self._start_pending = False
@@ -1315,6 +1345,7 @@ class IceAgent:
         matters: it is signalled with port 9 (RFC 6544 §4.5) and every connection gets its own port.
         ``other_preference`` (0..8191, RFC 6544 §4.2) ranks interfaces; by default each further candidate of a
         tcptype gets one less."""
+        self.pacer.changes += 1  # may move a deadline: next_timeout() computes afresh
         addr = (local[0], DISCARD_PORT) if tcptype is TcpType.ACTIVE else local
         known = self._tcp.bases.get(addr)
         if known is not None:
@@ -1335,6 +1366,7 @@ class IceAgent:
         passive or so candidate at ``base`` (from its very port) returned (RFC 6544 §4.1: learnt over TCP, not
         copied from UDP). Paired through its base (RFC 8445 §6.1.2.4), so it only needs signalling. None (and
         counted) when the base is unknown or active, or the mapping is the base itself or already a candidate."""
+        self.pacer.changes += 1  # may move a deadline: next_timeout() computes afresh
         local = self._tcp.bases.get(base)
         tcptype = TcpType.of(local) if local is not None else None
         if local is None or tcptype is None or tcptype is TcpType.ACTIVE:
@@ -1363,6 +1395,7 @@ class IceAgent:
         connection from a remote so candidate's address on a local so base is that pair's (the peer's half of a
         simultaneous open won the race, RFC 6544 §7.1); any other waits for a check to tell its pair
         (RFC 6544 §7.2)."""
+        self.pacer.changes += 1  # may move a deadline: next_timeout() computes afresh
         base = self._tcp.bases.get(local)
         if base is None or TcpType.of(base) in (None, TcpType.ACTIVE) or self.state is AgentState.CLOSED:
             self.stats["tcp-accept-refused"] += 1
@@ -1382,6 +1415,7 @@ class IceAgent:
 
     def handle_tcp_event(self, now: float, event: TcpEvent) -> None:
         """What became of a connection the agent asked for (or of an established one)."""
+        self.pacer.changes += 1  # may move a deadline: next_timeout() computes afresh
         conn = self._tcp.conns.get(event.conn)
         if conn is None:
             if isinstance(event, TcpConnected):
@@ -1410,6 +1444,7 @@ class IceAgent:
         """Bytes read from connection ``conn_id``: RFC 4571 frames (any split across reads) carrying checks,
         answers (matched to their checks by transaction ID; they count only over TCP between the pair's ends,
         RFC 6544 §7.1) or data."""
+        self.pacer.changes += 1  # may move a deadline: next_timeout() computes afresh
         conn = self._tcp.conns.get(conn_id)
         if conn is None or conn.state is not ConnState.UP or self.state is AgentState.CLOSED:
             self.stats["tcp-data-unknown-connection"] += 1
@@ -1712,6 +1747,11 @@ class IceAgent:
 
 
 def _is_ip(host: str) -> bool:
+    try:
+        socket.inet_pton(socket.AF_INET, host)  # the common case, without ipaddress's objects
+        return True
+    except OSError:
+        pass
     try:
         ipaddress.ip_address(host)
     except ValueError:

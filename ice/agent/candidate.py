@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 import re
+import socket
 import zlib
 from dataclasses import dataclass, field, replace
 
@@ -153,6 +154,11 @@ def _number(text: str, limit: int) -> bool:
 
 
 def _canonical_host(text: str) -> str:
+    try:
+        if socket.inet_ntop(socket.AF_INET, socket.inet_pton(socket.AF_INET, text)) == text:
+            return text  # already a canonical dotted quad (the common case, without ipaddress's objects)
+    except OSError:
+        pass
     try:
         return str(ipaddress.ip_address(text))
     except ValueError:

@@ -10,8 +10,10 @@ import os
 import struct
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
+from typing import TextIO
 
 from ice.agent import AgentConfig, Candidate, Nomination
 from ice.agent.events import CandidateGathered, Event, GatheringComplete, SelectedPairChanged, StateChanged
@@ -90,9 +92,43 @@ class PeerSettings:
         return config if self.consent_timeout is None else config.with_consent_timeout(self.consent_timeout)
 
 
-def _out(line: str) -> None:
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
+class Reports:
+    """The report lines on standard output. A line waits for the end of the loop's current callback, and the lines
+    of one callback go out in one write: a datagram that selects a pair and changes the state twice costs one system
+    call (and one wake-up of the harness reading them), not three. Order is kept; outside a running loop every line
+    is written at once."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self._lines: list[str] = []
+        self._scheduled = False
+
+    def __call__(self, line: str) -> None:
+        self._lines.append(line)
+        if self._scheduled:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        self._scheduled = True
+        loop.call_soon(self._end_of_callback)
+
+    def _end_of_callback(self) -> None:
+        self._scheduled = False
+        self.flush()
+
+    def flush(self) -> None:
+        if not self._lines:
+            return
+        text = "\n".join(self._lines) + "\n"
+        self._lines.clear()
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (BrokenPipeError, ConnectionError):  # the harness has gone: end of input follows
+            pass
 
 
 @dataclass
@@ -126,8 +162,9 @@ class BulkCounter:
 class _Peer:
     """The running agent: one Connection and the protocol around it."""
 
-    def __init__(self, settings: PeerSettings) -> None:
+    def __init__(self, settings: PeerSettings, out: Reports) -> None:
         self.settings = settings
+        self.out = out
         self.conn = Connection(settings.controlling, settings.config(), bind=settings.bind or ["127.0.0.1"],
                                stun_servers=settings.stun, turn=settings.turn, relay_only=settings.relay_only,
                                queue_events=False)
@@ -140,36 +177,36 @@ class _Peer:
     def on_event(self, ev: Event) -> None:
         if isinstance(ev, CandidateGathered):
             if self.settings.trickle:
-                _out("local-candidate " + ev.candidate.to_sdp())
+                self.out("local-candidate " + ev.candidate.to_sdp())
             else:
                 self.held.append(ev.candidate)
         elif isinstance(ev, GatheringComplete):
             for cand in self.held:
-                _out("local-candidate " + cand.to_sdp())
+                self.out("local-candidate " + cand.to_sdp())
             self.held.clear()
-            _out("local-end-of-candidates")
+            self.out("local-end-of-candidates")
         elif isinstance(ev, SelectedPairChanged):
-            _out(f"selected {ev.local.to_sdp()} | {ev.remote.to_sdp()}")
+            self.out(f"selected {ev.local.to_sdp()} | {ev.remote.to_sdp()}")
         elif isinstance(ev, StateChanged):
-            _out(f"state {ev.state.value}")
+            self.out(f"state {ev.state.value}")
         if self.conn.agent.controlling != self.role:
             self.role = self.conn.agent.controlling
-            _out("role " + ("controlling" if self.role else "controlled"))
+            self.out("role " + ("controlling" if self.role else "controlled"))
 
     async def gather(self) -> None:
-        _out(f"local-credentials {self.conn.ufrag} {self.conn.pwd}")
+        self.out(f"local-credentials {self.conn.ufrag} {self.conn.pwd}")
         try:
             await self.conn.gather()
         except (IceError, OSError) as exc:
-            _out(f"error gathering failed: {exc}")
-            _out("local-end-of-candidates")
+            self.out(f"error gathering failed: {exc}")
+            self.out("local-end-of-candidates")
 
     def restart(self) -> None:
         self.conn.restart()
-        _out(f"local-credentials {self.conn.ufrag} {self.conn.pwd}")
+        self.out(f"local-credentials {self.conn.ufrag} {self.conn.pwd}")
         for cand in self.conn.local_candidates:
-            _out("local-candidate " + cand.to_sdp())
-        _out("local-end-of-candidates")
+            self.out("local-candidate " + cand.to_sdp())
+        self.out("local-end-of-candidates")
 
     async def receive(self) -> None:
         while True:
@@ -177,7 +214,7 @@ class _Peer:
             if data[:4] == BULK_MAGIC and len(data) >= 8:
                 self.bulk_in.add(data, time.monotonic())
                 continue
-            _out("recv " + data.decode(errors="replace"))
+            self.out("recv " + data.decode(errors="replace"))
             if self.settings.echo:
                 self.conn.send(data)
 
@@ -195,8 +232,8 @@ class _Peer:
                 if sent % BULK_YIELD == 0:
                     await asyncio.sleep(0)
         except NotConnected:
-            _out(f"error bulk stopped after {sent} datagrams: no selected pair")
-        _out(f"bulk-sent {sent} {time.monotonic() - start:.6f}")
+            self.out(f"error bulk stopped after {sent} datagrams: no selected pair")
+        self.out(f"bulk-sent {sent} {time.monotonic() - start:.6f}")
 
     def start_bulk(self, arg: str) -> None:
         words = arg.split()
@@ -230,51 +267,121 @@ class _Peer:
         elif cmd == "bulk":
             self.start_bulk(arg)
         elif cmd == "bulk-report":
-            _out(self.bulk_in.line())
+            self.out(self.bulk_in.line())
             self.bulk_in = BulkCounter()
         else:
             raise ValueError(f"unknown command {cmd}")
 
 
+class _Lines(asyncio.Protocol):
+    """Standard input as command lines, each handed to ``handle`` in the read callback itself: a command that
+    starts the checks sends the first one without a task switch per line. ``done`` ends with the input, with
+    ``quit`` (``handle`` returns False), or with the exception a command raised."""
+
+    def __init__(self, handle: Callable[[str], bool], done: asyncio.Future[None], out: Reports,
+                 limit: int = 1 << 20) -> None:
+        self.handle = handle
+        self.done = done
+        self.out = out
+        self.limit = limit
+        """A longer line without its end is dropped (with an ``error`` report), not buffered for ever."""
+        self.buffer = bytearray()
+
+    def data_received(self, data: bytes) -> None:
+        if self.done.done():
+            return
+        self.buffer += data
+        while (end := self.buffer.find(b"\n")) >= 0:
+            line = self.buffer[:end + 1].decode(errors="replace")
+            del self.buffer[:end + 1]
+            if not self._handle(line):
+                return
+        if len(self.buffer) > self.limit:
+            self.buffer.clear()
+            self.out(f"error a line over {self.limit} bytes, dropped")
+
+    def _handle(self, line: str) -> bool:
+        try:
+            if self.handle(line):
+                return True
+        except BaseException as exc:  # a bug: run_peer raises it, as it would have from its own loop
+            self.done.set_exception(exc)
+            return False
+        self._finish()
+        return False
+
+    def eof_received(self) -> bool | None:
+        if self.buffer and not self.done.done():
+            line, self.buffer = self.buffer.decode(errors="replace"), bytearray()
+            if not self._handle(line):
+                return None
+        self._finish()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._finish()
+
+    def _finish(self) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+class _Commands:
+    """What each command line does (docs/agent-protocol.md): settings until ``start``, then the running peer."""
+
+    def __init__(self, settings: PeerSettings, out: Reports) -> None:
+        self.settings = settings
+        self.out = out
+        self.peer: _Peer | None = None
+        self.tasks: list[asyncio.Task[None]] = []
+        self.code = 0
+
+    def handle(self, line: str) -> bool:
+        """One line; False: stop reading (``quit``, or a peer that cannot start: ``code`` says which)."""
+        out, peer = self.out, self.peer
+        cmd, _, arg = line.strip().partition(" ")
+        if not cmd:
+            return True
+        if cmd == "quit":
+            return False
+        if peer is None and cmd == "set":
+            name, *values = arg.split() or [""]
+            refused = self.settings.apply(name, values)
+            out("ok" if refused is None else f"unsupported {refused}")
+        elif peer is None and cmd == "start":
+            try:
+                peer = self.peer = _Peer(self.settings, out)
+            except ValueError as exc:
+                out(f"error {exc}")
+                self.code = 2
+                return False
+            self.tasks = [asyncio.ensure_future(peer.gather()), asyncio.ensure_future(peer.receive())]
+        elif peer is None:
+            out(f"error {cmd} before start" if cmd.startswith(("remote", "bulk")) or cmd in ("send", "restart")
+                else f"error unknown command {cmd}")
+        elif cmd in ("set", "start"):
+            out(f"error {cmd} after start")
+        else:
+            try:
+                peer.command(cmd, arg)
+            except ValueError as exc:
+                out(f"error {exc}")
+        return True
+
+
 async def run_peer(ta: float = 0.05) -> int:
     """Speak the protocol until ``quit`` or end of input."""
-    _out(f"hello {PROTOCOL} icelab {_version()}")
-    _out(f"features {FEATURES}")
+    out = Reports(sys.stdout)
+    out(f"hello {PROTOCOL} icelab {_version()}")
+    out(f"features {FEATURES}")
     loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    settings = PeerSettings(ta=ta)
-    peer: _Peer | None = None
-    tasks: list[asyncio.Task[None]] = []
+    commands = _Commands(PeerSettings(ta=ta), out)
+    done: asyncio.Future[None] = loop.create_future()
+    await loop.connect_read_pipe(lambda: _Lines(commands.handle, done, out), sys.stdin)
     try:
-        while line := (await reader.readline()).decode(errors="replace"):
-            cmd, _, arg = line.strip().partition(" ")
-            if not cmd:
-                continue
-            if cmd == "quit":
-                break
-            if peer is None and cmd == "set":
-                name, *values = arg.split() or [""]
-                refused = settings.apply(name, values)
-                _out("ok" if refused is None else f"unsupported {refused}")
-            elif peer is None and cmd == "start":
-                try:
-                    peer = _Peer(settings)
-                except ValueError as exc:
-                    _out(f"error {exc}")
-                    return 2
-                tasks = [asyncio.ensure_future(peer.gather()), asyncio.ensure_future(peer.receive())]
-            elif peer is None:
-                _out(f"error {cmd} before start" if cmd.startswith(("remote", "bulk")) or cmd in ("send", "restart")
-                     else f"error unknown command {cmd}")
-            elif cmd in ("set", "start"):
-                _out(f"error {cmd} after start")
-            else:
-                try:
-                    peer.command(cmd, arg)
-                except ValueError as exc:
-                    _out(f"error {exc}")
+        await done
     finally:
+        peer, tasks = commands.peer, commands.tasks
         if peer is not None and peer.bulk_out is not None:
             tasks.append(peer.bulk_out)
         for task in tasks:
@@ -286,4 +393,5 @@ async def run_peer(ta: float = 0.05) -> int:
                 print(f"debug state={agent.state.value} stats={dict(agent.stats)} pairs={pairs}", file=sys.stderr)
             peer.conn.close()
             await asyncio.sleep(0)
-    return 0
+        out.flush()
+    return commands.code

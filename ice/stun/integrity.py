@@ -1,8 +1,8 @@
 """Credentials and message integrity (RFC 8489 §9, §14.5-§14.7; RFC 8265 OpaqueString; RFC 4013 SASLprep).
 
-Keys are wrapped in :class:`IntegrityKey`, which prepares the HMAC inner and outer hash states once: an ICE
-agent or a TURN client signs and checks many messages with one key, and re-keying HMAC per message would cost
-more than the rest of the codec put together.
+Keys are wrapped in :class:`IntegrityKey`, which prepares the HMAC inner and outer hash states once (in the C
+accelerator when it is built, else on first use): an ICE agent or a TURN client signs and checks many messages with
+one key, and re-keying HMAC per message would cost more than the rest of the codec put together.
 """
 
 from __future__ import annotations
@@ -41,14 +41,7 @@ class IntegrityKey:
 
     def __init__(self, key: bytes) -> None:
         self.key = bytes(key)
-        k1 = hashlib.sha1(self.key).digest() if len(self.key) > 64 else self.key
-        k1 = k1.ljust(64, b"\x00")
-        k256 = hashlib.sha256(self.key).digest() if len(self.key) > 64 else self.key
-        k256 = k256.ljust(64, b"\x00")
-        self._i1: Any = hashlib.sha1(k1.translate(_IPAD))
-        self._o1: Any = hashlib.sha1(k1.translate(_OPAD))
-        self._i256: Any = hashlib.sha256(k256.translate(_IPAD))
-        self._o256: Any = hashlib.sha256(k256.translate(_OPAD))
+        self._i1: Any = None  # the pure-Python pad states, prepared on first use (never, with the C accelerator)
         if _speedups is not None:
             c = _speedups.HmacKey(self.key)
             self.sha1: Callable[[bytes], bytes] = c.sha1
@@ -61,8 +54,20 @@ class IntegrityKey:
         self.check_sha1 = self._check_sha1
         self.check_sha256 = self._check_sha256
 
+    def _prepare(self) -> None:
+        k1 = hashlib.sha1(self.key).digest() if len(self.key) > 64 else self.key
+        k1 = k1.ljust(64, b"\x00")
+        k256 = hashlib.sha256(self.key).digest() if len(self.key) > 64 else self.key
+        k256 = k256.ljust(64, b"\x00")
+        self._o1: Any = hashlib.sha1(k1.translate(_OPAD))
+        self._i256: Any = hashlib.sha256(k256.translate(_IPAD))
+        self._o256: Any = hashlib.sha256(k256.translate(_OPAD))
+        self._i1 = hashlib.sha1(k1.translate(_IPAD))
+
     def _sha1(self, data: bytes) -> bytes:
         """HMAC-SHA1 (RFC 2104)."""
+        if self._i1 is None:
+            self._prepare()
         inner = self._i1.copy()
         inner.update(data)
         outer = self._o1.copy()
@@ -71,6 +76,8 @@ class IntegrityKey:
 
     def _sha256(self, data: bytes) -> bytes:
         """HMAC-SHA256 (RFC 2104)."""
+        if self._i1 is None:
+            self._prepare()
         inner = self._i256.copy()
         inner.update(data)
         outer = self._o256.copy()
