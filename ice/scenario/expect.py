@@ -228,6 +228,18 @@ def tcp_direct_ways(cell: Cell, a: NatBehaviour, b: NatBehaviour) -> list[str]:
     return ways
 
 
+def tcp_text(nat: NatBehaviour) -> str:
+    """A NAT's TCP section in a few words (RFC 5382 terms): ``eim-apdf, early SYN dropped``."""
+    if nat.kind is NatKind.NONE:
+        return "no NAT"
+    if nat.kind is NatKind.UDP_BLOCKED:
+        return "a UDP-blocking firewall"
+    mapping, filtering = nat.tcp_mapping, nat.tcp_filtering
+    assert mapping is not None and filtering is not None
+    answer = {"drop": "dropped", "rst": "answered with RST", "icmp": "answered with ICMP"}[nat.tcp.unsolicited_syn.value]
+    return f"{mapping.short}-{filtering.short}, early SYN {answer}"
+
+
 def expect_tcp(cell: Cell, spec: TopologySpec) -> Expected:
     """What an ICE-TCP cell (``transports`` "tcp" or "both", or UDP blocked between the peers) should select.
 
@@ -254,16 +266,16 @@ def expect_tcp(cell: Cell, spec: TopologySpec) -> Expected:
     ways = [] if p.no_hairpin is not None or p.shared else tcp_direct_ways(cell, a, b)
     if cell.transports != "udp" and ways:
         remote = {"host" if b.kind is NatKind.NONE else "srflx", "prflx"}
-        why = (f"a direct TCP connection opens ({', '.join(ways)}; RFC 5382: {a.name} x {b.name})"
+        why = (f"a direct TCP connection opens ({', '.join(ways)}; RFC 5382: {tcp_text(a)} x {tcp_text(b)})"
                + ("" if udp else ", UDP between the peers being " + ("blocked" if cell.udp_blocked else "unused")))
         return Expected(PathKind.DIRECT, why, tuple(sorted(f"host-{r}" for r in remote)), never,
                         transport="tcp")
-    why = f"no direct TCP connection can open (RFC 5382: {a.name} x {b.name})"
+    why = f"no direct TCP connection can open (RFC 5382: {tcp_text(a)} x {tcp_text(b)})"
+    how = " (a UDP allocation; TURN TCP allocations, RFC 6062, are not in the stack yet)"
     if cell.transports == "udp":
-        why = "UDP between the peers is blocked and they gather no TCP candidates"
+        why, how = "UDP between the peers is blocked and they gather no TCP candidates", ""
     if cell.turn:
-        return Expected(PathKind.RELAY, f"{why}: relayed through TURN (a UDP allocation; TURN TCP allocations, "
-                        "RFC 6062, are not in the stack yet)", (), never)
+        return Expected(PathKind.RELAY, f"{why}: relayed through TURN{how}", (), never)
     return Expected(PathKind.NONE, f"{why} and there is no TURN server", (), never)
 
 
