@@ -236,7 +236,8 @@ def tcp_text(nat: NatBehaviour) -> str:
         return "a UDP-blocking firewall"
     mapping, filtering = nat.tcp_mapping, nat.tcp_filtering
     assert mapping is not None and filtering is not None
-    answer = {"drop": "dropped", "rst": "answered with RST", "icmp": "answered with ICMP"}[nat.tcp.unsolicited_syn.value]
+    answers = {"drop": "dropped", "rst": "answered with RST", "icmp": "answered with ICMP"}
+    answer = answers[nat.tcp.unsolicited_syn.value]
     return f"{mapping.short}-{filtering.short}, early SYN {answer}"
 
 
