@@ -28,9 +28,10 @@ def test_icelab_passes_its_own_conformance_check() -> None:
     doc = json.loads(p.stdout)
     verdicts = {s["step"]: s["verdict"] for s in doc["steps"]}
     assert doc["pass"] is True and set(verdicts.values()) == {"ok"}, verdicts
-    assert len(verdicts) == 13 and doc["features"] == sorted(
+    assert len(verdicts) == 14 and doc["features"] == sorted(
         ["trickle", "stun", "turn-udp", "turn-tcp", "relay-only", "aggressive", "lite", "restart", "consent-timeout",
-         "role-conflict", "bulk"])
+         "role-conflict", "bulk", "transports"])
+    assert verdicts["ICE-TCP only (set transports tcp)"] == "ok"
 
 
 def test_icelab_bulk_through_the_harness() -> None:

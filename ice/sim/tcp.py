@@ -140,6 +140,11 @@ class TcpStack:
             self._emit(conn, TcpFlag.FIN | TcpFlag.ACK)
         conn.state, conn.retransmit_at = TcpState.CLOSED, None
 
+    def abort(self, conn: TcpConnection, error: str = "rst") -> None:
+        """``conn`` ends under the host, as when a middlebox resets it: closed with ``error``, nothing sent."""
+        if conn.state is not TcpState.CLOSED:
+            self._close(conn, error)
+
     def _note(self, kind: str, conn: TcpConnection, data: bytes = b"") -> None:
         if self.events is not None:
             self.events.append((kind, conn, data))

@@ -49,8 +49,14 @@ class SimTcpDriver:
     :meth:`ice.sim.network.SimNetwork.add_tcp_driver` so that it runs whenever the network has delivered something or
     run a timer."""
 
-    def __init__(self, agent: IceAgent, stacks: dict[str, TcpStack]) -> None:
+    def __init__(self, agent: IceAgent, stacks: dict[str, TcpStack], chunk: int = 0,
+                 connects: list[tuple[float, TcpConnect]] | None = None) -> None:
         self.agent = agent
+        self.chunk = chunk
+        """Cut every write into pieces of this many bytes, each its own segment and read (0: whole): RFC 4571
+        framing across reads."""
+        self.connects = connects
+        """When a list, every :class:`TcpConnect` is appended with its time."""
         self.stacks = stacks
         """The host's stacks by IP (each with its ``events`` recorded)."""
         for stack in stacks.values():
@@ -81,6 +87,14 @@ class SimTcpDriver:
             self.stacks[ip].listen((ip, port))
             self.agent.add_tcp_host_candidate((ip, port), tcptype)
             port += 1
+
+    def listen_candidates(self) -> None:
+        """Listen on every passive and so host candidate's address the agent has on one of the stacks (candidates
+        added to the agent directly rather than by :meth:`add_candidates`)."""
+        for c in self.agent.local_candidates:
+            if c.transport == "tcp" and c.related is None and c.tcptype in ("passive", "so") \
+                    and c.host in self.stacks:
+                self.stacks[c.host].listen(c.address)
 
     def gather_server_reflexive(self, now: float, server: Address) -> None:
         """A STUN Binding over TCP from every passive and so base to ``server`` (RFC 6544 §4.1): each answer is a
@@ -174,7 +188,9 @@ class SimTcpDriver:
             if conn is None or not conn.established:
                 self.stats["tcp-send-no-connection"] += 1
             else:
-                self.stacks[conn.local[0]].send(conn, intent.data)
+                data, step = intent.data, self.chunk or len(intent.data) or 1
+                for k in range(0, len(data), step):
+                    self.stacks[conn.local[0]].send(conn, data[k:k + step])
         elif isinstance(intent, TcpClose):
             conn = self.conns.pop(intent.conn, None)
             if conn is not None:
@@ -184,6 +200,8 @@ class SimTcpDriver:
             self._connect(now, intent)
 
     def _connect(self, now: float, intent: TcpConnect) -> None:
+        if self.connects is not None:
+            self.connects.append((now, intent))
         stack = self.stacks.get(intent.local[0])
         if stack is None:
             self.agent.handle_tcp_event(now, TcpConnectFailed(intent.conn, "no such local address"))
