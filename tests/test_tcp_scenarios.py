@@ -85,14 +85,17 @@ def test_the_tcp_suite(backend: str, tmp_path: Path) -> None:
                        capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-1000:]
     cells = {c["scenario"]: c for c in json.loads((out / "results.json").read_text())["cells"]}
-    assert len(cells) >= 7 and all(c["status"] == "pass" and c["pinned"] for c in cells.values())
+    assert len(cells) >= 10 and all(c["status"] == "pass" and c["pinned"] for c in cells.values())
     observed = {name: c["observed"] for name, c in cells.items()}
     assert observed == {"so-so-port-restricted": "direct", "so-so-linux-masquerade": "direct",
-                        "active-passive-public": "direct", "rst-rst-relay": "relay", "symmetric-relay": "relay",
-                        "mixed-udp-wins": "direct", "mixed-udp-blocked-tcp-wins": "direct"}
-    for name in ("so-so-port-restricted", "so-so-linux-masquerade", "mixed-udp-blocked-tcp-wins"):
+                        "so-so-drop-x-rst": "direct", "active-passive-public": "direct", "rst-rst-relay": "relay",
+                        "rst-rst-no-turn": "none", "symmetric-relay": "relay", "mixed-udp-wins": "direct",
+                        "mixed-udp-blocked-tcp-wins": "direct", "udp-only-blocked-relays": "relay"}
+    for name in ("so-so-port-restricted", "so-so-linux-masquerade", "so-so-drop-x-rst", "mixed-udp-blocked-tcp-wins"):
         assert " tcp so " in cells[name]["selected"] and " tcp so " in cells[name]["selected_b"]
     assert "host tcp active" in cells["active-passive-public"]["selected"]
     assert " tcp " not in cells["mixed-udp-wins"]["selected"]
+    if backend == "lab":  # a TCP-only peer reaches its TURN server over TCP in the lab (the sim has no TURN over TCP)
+        assert cells["rst-rst-relay"]["selected"].endswith("(TURN over TCP)")
     if backend == "lab":
         assert all(c["sim_observed"] == c["observed"] for c in cells.values())
