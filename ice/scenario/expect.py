@@ -254,12 +254,14 @@ def expect_tcp(cell: Cell, spec: TopologySpec) -> Expected:
     the stack yet)."""
     p = PeerPaths.of(spec)
     udp = cell.transports != "tcp" and not cell.udp_blocked
-    if udp or cell.relay_only:
+    if cell.relay_only:
+        return _expect_udp(cell, spec)  # relayed candidates only: TCP changes nothing
+    if udp:
         base = _expect_udp(cell, spec)
-        if base.path is PathKind.DIRECT or cell.relay_only:
+        if base.path is PathKind.DIRECT:
             return Expected(base.path, f"{base.reason}; UDP wins over TCP (RFC 6544 §4.2 local preferences)",
                             base.selected, base.never, base.must_succeed,
-                            transport="udp" if base.path is PathKind.DIRECT else "")
+                            transport="udp")
     # A TCP pair is its own valid pair, so a host-host TCP pair can succeed through a NAT (A's active candidate to a
     # public B's passive one): "host-host" says nothing about translation here.
     never = () if p.host_reach or cell.transports != "udp" else ("host-host",)
