@@ -99,3 +99,29 @@ def test_the_tcp_suite(backend: str, tmp_path: Path) -> None:
         assert cells["rst-rst-relay"]["selected"].endswith("(TURN over TCP)")
     if backend == "lab":
         assert all(c["sim_observed"] == c["observed"] for c in cells.values())
+
+
+def _bench_tcp(where: str, tmp_path: Path) -> dict[str, object]:
+    p = subprocess.run([*ICELAB, "bench", "connect", "--tcp", "--json", "--runs", "3", "--where", where, "--peers",
+                        "aioice,pion"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    doc: dict[str, object] = json.loads(p.stdout)
+    assert set(doc["not_supported"]) == {"aioice", "pion"}  # type: ignore[arg-type]
+    assert "passive" in doc["not_supported"]["pion"]  # type: ignore[index]
+    return doc
+
+
+def test_bench_connect_tcp_on_loopback(tmp_path: Path) -> None:
+    """icelab against itself with TCP candidates only: a TCP pair, timed; the stacks without ICE-TCP listed with
+    the reason."""
+    doc = _bench_tcp("loopback", tmp_path)
+    icelab = doc["loopback"]["results"]["icelab"]  # type: ignore[index]
+    assert " tcp " in icelab["selected"] and 0 < icelab["median_ms"] <= icelab["p95_ms"] < 1000
+
+
+@pytest.mark.lab
+def test_bench_connect_tcp_through_two_port_restricted_nats(tmp_path: Path) -> None:
+    """Through two dropping port-restricted NATs with peer-to-peer UDP dropped: so to so over TCP within 200 ms."""
+    doc = _bench_tcp("nat", tmp_path)
+    icelab = doc["nat"]["results"]["icelab"]  # type: ignore[index]
+    assert "tcptype so" in icelab["selected"] and icelab["median_ms"] <= 200
