@@ -69,7 +69,9 @@ class SimTcpDriver:
         self._bindings: dict[int, _Binding] = {}
         """id(stack connection) -> the Binding it carries."""
         self._ports = itertools.count(EPHEMERAL_PORTS)
-        self.stats: Counter[str] = Counter()
+        self.stats: Counter[str] = agent.stats
+        """The agent's counters: the driver adds ``tcp-srflx-failed`` and ``tcp-send-no-connection`` as the asyncio
+        layer does."""
         self.on_gathered: Callable[[], None] | None = None
         """Called once when the last TCP Binding has ended (answered or failed)."""
         self._now = 0.0
