@@ -10,6 +10,12 @@ the earlier of the two). Process start-up and gathering are outside the measurem
 processes spent in between (user + system, from /proc).
 
 The ratio is icelab's median over the fastest foreign stack's median (lower is better).
+
+``--tcp`` measures ICE-TCP (RFC 6544) instead: each stack gathers TCP candidates only (``set transports tcp``), on
+loopback and through the same two NATs with UDP between the peers dropped (nftables rules inside the peers' hosts,
+as a ``udp_blocked`` scenario cell has them), the server-reflexive TCP candidates from icelab's TURN server (which
+answers Binding over TCP). A stack that cannot take part is listed under ``not_supported`` with the reason; one
+that fails is reported failed with the time it took to say so.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import platform
 import statistics
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from bench.stacks import choose, cpu_seconds, ratio
 from ice.agents.line import AgentError, AgentProcess
@@ -44,17 +51,26 @@ async def _gathered(agent: AgentProcess, timeout: float) -> tuple[str, list[str]
             return creds, cands
 
 
-async def _selected(agent: AgentProcess, timeout: float) -> float:
+class RunFailed(AgentError):
+    """A connection that did not complete, and how long after the start of checks that was known."""
+
+    def __init__(self, message: str, seconds: float) -> None:
+        super().__init__(message)
+        self.seconds = seconds
+
+
+async def _selected(agent: AgentProcess, timeout: float) -> tuple[float, str]:
+    """When the agent printed ``selected`` (and the pair it printed)."""
     while True:
         r = await agent.next(timeout, what="selected")
         if r.verb == "selected":
-            return r.at
+            return r.at, r.rest
         if r.verb == "state" and r.rest.strip() == "failed":
             raise AgentError(f"{agent.hello.stack} reported ICE failed")
 
 
 async def one_run(argv: Sequence[str], prefix_a: Sequence[str], prefix_b: Sequence[str],
-                  settings_a: list[tuple[str, ...]], settings_b: list[tuple[str, ...]]) -> dict[str, float]:
+                  settings_a: list[tuple[str, ...]], settings_b: list[tuple[str, ...]]) -> dict[str, Any]:
     a = await AgentProcess.spawn(argv, "a", prefix=prefix_a)
     try:
         b = await AgentProcess.spawn(argv, "b", prefix=prefix_b)
@@ -76,9 +92,12 @@ async def one_run(argv: Sequence[str], prefix_a: Sequence[str], prefix_b: Sequen
             for cand in cands:
                 me.write(f"remote-candidate {cand}")
             me.write("remote-end-of-candidates")
-        ta, tb = await asyncio.gather(_selected(a, CONNECT_TIMEOUT), _selected(b, CONNECT_TIMEOUT))
+        try:
+            (ta, pair), (tb, _) = await asyncio.gather(_selected(a, CONNECT_TIMEOUT), _selected(b, CONNECT_TIMEOUT))
+        except (AgentError, TimeoutError) as exc:
+            raise RunFailed(str(exc) or "no pair selected", asyncio.get_running_loop().time() - t0) from None
         cpu = cpu_seconds(a.proc.pid) + cpu_seconds(b.proc.pid) - cpu0
-        return {"first_usable": min(ta, tb) - t0, "completed": max(ta, tb) - t0, "cpu": cpu}
+        return {"first_usable": min(ta, tb) - t0, "completed": max(ta, tb) - t0, "cpu": cpu, "pair": pair}
     finally:
         await asyncio.gather(a.close(0), b.close(0))
 
@@ -93,9 +112,11 @@ def _stats(values: list[float]) -> dict[str, float]:
 async def measure(stacks: list[str], runs: int, quiet: bool, where: str, prefix: dict[str, list[str]],
                   settings: dict[str, list[tuple[str, ...]]], between: Callable[[], None] | None = None
                   ) -> dict[str, object]:
-    """Each stack against itself, ``runs`` times (after warm-up), interleaved so drift hits all alike."""
-    results: dict[str, list[dict[str, float]]] = {name: [] for name in stacks}
+    """Each stack against itself, ``runs`` times (after warm-up), interleaved so drift hits all alike. A stack's
+    first failure ends its runs; it is reported with the time the failure took."""
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in stacks}
     failures: dict[str, str] = {}
+    failed_after: dict[str, float] = {}
     for i in range(WARMUP + runs):
         for name in stacks:
             if name in failures:
@@ -104,6 +125,9 @@ async def measure(stacks: list[str], runs: int, quiet: bool, where: str, prefix:
                 between()  # fresh NAT state for every connection
             try:
                 r = await one_run(BUILTIN[name].argv(), prefix["a"], prefix["b"], settings["a"], settings["b"])
+            except RunFailed as exc:
+                failures[name], failed_after[name] = str(exc), exc.seconds
+                continue
             except (AgentError, TimeoutError) as exc:
                 failures[name] = str(exc)
                 continue
@@ -116,18 +140,21 @@ async def measure(stacks: list[str], runs: int, quiet: bool, where: str, prefix:
     for name, rs in results.items():
         if name in failures or not rs:
             out[name] = {"error": failures.get(name, "no runs")}
+            if name in failed_after:
+                out[name]["failed_after_ms"] = round(failed_after[name] * 1000, 1)  # type: ignore[index]
             continue
         out[name] = {"completed": _stats([r["completed"] for r in rs]),
                      "first_usable": _stats([r["first_usable"] for r in rs]),
                      "median_ms": _stats([r["completed"] for r in rs])["median_ms"],
                      "p95_ms": _stats([r["completed"] for r in rs])["p95_ms"],
-                     "cpu_ms_per_connection": round(statistics.median(r["cpu"] for r in rs) * 1000, 3)}
+                     "cpu_ms_per_connection": round(statistics.median(r["cpu"] for r in rs) * 1000, 3),
+                     "selected": rs[0]["pair"]}
     return out
 
 
 def _loopback(stacks: list[str], runs: int, quiet: bool) -> dict[str, object]:
-    settings = {"a": [("role", "controlling"), ("bind", "127.0.0.1")],
-                "b": [("role", "controlled"), ("bind", "127.0.0.1")]}
+    settings: dict[str, list[tuple[str, ...]]] = {"a": [("role", "controlling"), ("bind", "127.0.0.1")],
+                                                  "b": [("role", "controlled"), ("bind", "127.0.0.1")]}
     results = asyncio.run(measure(stacks, runs, quiet, "loopback", {"a": [], "b": []}, settings))
     return {"topology": "loopback, host candidates", "results": results, **ratio(results, "median_ms")}
 
@@ -156,10 +183,91 @@ def _nat(stacks: list[str], runs: int, quiet: bool) -> dict[str, object]:
                         "STUN server", "results": results, **ratio(results, "median_ms")}
 
 
+TCP_STACKS: dict[str, list[tuple[str, ...]]] = {"icelab": [("transports", "tcp")], "libnice": [("transports", "tcp")]}
+"""The stacks ``--tcp`` runs, with what they are told (libnice gathers active and passive TCP candidates)."""
+TCP_NOT_SUPPORTED = {
+    "aioice": "aioice has no ICE-TCP (RFC 6544): it gathers UDP candidates only",
+    "pion": "pion gathers passive TCP candidates only (its TCP mux), and a passive candidate pairs only with an "
+            "active one (RFC 6544 §6.2), so pion against itself never forms a TCP pair",
+}
+
+
+def _tcp_loopback(stacks: list[str], runs: int, quiet: bool) -> dict[str, object]:
+    settings: dict[str, list[tuple[str, ...]]] = {"a": [("role", "controlling"), ("bind", "127.0.0.1")],
+                                                  "b": [("role", "controlled"), ("bind", "127.0.0.1")]}
+    results: dict[str, object] = {}
+    for name in stacks:
+        extra = TCP_STACKS[name]
+        results.update(asyncio.run(measure([name], runs, quiet, "loopback", {"a": [], "b": []},
+                                           {s: [*settings[s], *extra] for s in "ab"})))
+    return {"topology": "loopback, TCP host candidates", "results": results, **ratio(results, "median_ms")}
+
+
+def _tcp_nat(stacks: list[str], runs: int, quiet: bool) -> dict[str, object]:
+    import subprocess
+
+    from ice.cli import isolate
+    from ice.lab.mn import Lab, require_lab
+    from ice.lab.netns import nsenter
+    from ice.scenario.lab import block_peer_udp
+    from ice.topology.registry import topology
+
+    require_lab()
+    isolate()
+    spec = topology("two_nats", "linux-masquerade", "linux-masquerade")
+    with Lab(spec) as lab:
+        stun = spec.facts["stun_primary"]
+        host, port = spec.address("stun_primary")
+        lab.popen("stun", [sys.executable, "-m", "ice.cli", "server", "turn", "--listen", stun, "--user",
+                           "alice:secret"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def between() -> None:
+            lab.reset()
+            block_peer_udp(lab, spec)
+
+        results: dict[str, object] = {}
+        for name in stacks:
+            settings: dict[str, list[tuple[str, ...]]] = {
+                side: [("role", "controlling" if side == "a" else "controlled"), ("bind", spec.facts[side]),
+                       ("stun", host, str(port)), *TCP_STACKS[name]] for side in "ab"}
+            results.update(asyncio.run(measure([name], runs, quiet, "nat", {s: nsenter(lab.pid(s)) for s in "ab"},
+                                               settings, between=between)))
+    return {"topology": "two linux-masquerade NATs (port-restricted, unsolicited SYNs dropped), UDP between the "
+                        "peers dropped, srflx TCP candidates from icelab's server (Binding over TCP)",
+            "results": results, **ratio(results, "median_ms")}
+
+
+def _main_tcp(args: argparse.Namespace, stacks: list[str], runs: int, where: str) -> int:
+    runnable = [s for s in stacks if s in TCP_STACKS]
+    doc: dict[str, object] = {
+        "benchmark": "connect --tcp",
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "runs": runs,
+        "measured": "ICE-TCP only (RFC 6544): start of checks (both sides given the other's credentials and "
+                    "candidates) to a selected pair on both sides",
+        "goal": "through the NATs: icelab connected over TCP in at most 200 ms median",
+    }
+    unsupported = {s: TCP_NOT_SUPPORTED[s] for s in stacks if s in TCP_NOT_SUPPORTED}
+    doc["not_supported"] = unsupported
+    if where in ("both", "loopback"):
+        doc["loopback"] = _tcp_loopback(runnable, runs, bool(args.json))
+    if where in ("both", "nat"):
+        doc["nat"] = _tcp_nat(runnable, runs, bool(args.json))
+    if args.json:
+        print(json.dumps(doc, indent=2))
+        return 0
+    _print(doc)
+    for name, why in unsupported.items():
+        print(f"  {name:<8} not supported: {why}")
+    return 0
+
+
 def main(args: argparse.Namespace) -> int:
     stacks = choose(getattr(args, "peers", None) or "all")
     runs = int(getattr(args, "runs", None) or RUNS)
     where = getattr(args, "where", None) or "both"
+    if getattr(args, "tcp", False):
+        return _main_tcp(args, stacks, runs, where)
     doc: dict[str, object] = {
         "benchmark": "connect",
         "python": f"{platform.python_implementation()} {platform.python_version()}",
@@ -176,6 +284,11 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(doc, indent=2))
         return 0
+    _print(doc)
+    return 0
+
+
+def _print(doc: dict[str, object]) -> None:
     for place in ("loopback", "nat"):
         part = doc.get(place)
         if not isinstance(part, dict):
@@ -183,10 +296,10 @@ def main(args: argparse.Namespace) -> int:
         print(f"{place}: {part['topology']}")
         for name, r in part["results"].items():
             if "error" in r:
-                print(f"  {name:<8} failed: {r['error']}")
+                after = f" after {r['failed_after_ms']:.0f} ms" if "failed_after_ms" in r else ""
+                print(f"  {name:<8} failed{after}: {r['error']}")
                 continue
             print(f"  {name:<8} median {r['median_ms']:9.3f} ms, p95 {r['p95_ms']:9.3f} ms; "
                   f"cpu {r['cpu_ms_per_connection']} ms per connection")
         if part["ratio"] is not None:
             print(f"  ratio icelab / {part['fastest_foreign']} (median, lower is better): {part['ratio']:.4f}")
-    return 0

@@ -28,9 +28,10 @@ def test_icelab_passes_its_own_conformance_check() -> None:
     doc = json.loads(p.stdout)
     verdicts = {s["step"]: s["verdict"] for s in doc["steps"]}
     assert doc["pass"] is True and set(verdicts.values()) == {"ok"}, verdicts
-    assert len(verdicts) == 13 and doc["features"] == sorted(
+    assert len(verdicts) == 14 and doc["features"] == sorted(
         ["trickle", "stun", "turn-udp", "turn-tcp", "relay-only", "aggressive", "lite", "restart", "consent-timeout",
-         "role-conflict", "bulk"])
+         "role-conflict", "bulk", "transports"])
+    assert verdicts["ICE-TCP only (set transports tcp)"] == "ok"
 
 
 def test_icelab_bulk_through_the_harness() -> None:
@@ -237,9 +238,9 @@ def test_every_builtin_foreign_agent_passes_the_conformance_check(agent: str) ->
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-1000:]
     doc = json.loads(p.stdout)
     unsupported = {s["step"].split(" (")[0].split(" through")[0] for s in doc["steps"] if s["verdict"] == "unsupported"}
-    assert doc["pass"] and len(doc["steps"]) == 13
-    assert unsupported == {"aioice": {"lite", "ICE restart"}, "libnice": set(),
-                           "pion": {"role conflict", "aggressive nomination"}}[agent]
+    assert doc["pass"] and len(doc["steps"]) == 14
+    assert unsupported == {"aioice": {"lite", "ICE restart", "ICE-TCP only"}, "libnice": set(),
+                           "pion": {"role conflict", "aggressive nomination", "ICE-TCP only"}}[agent]
 
 
 @pytest.mark.lab

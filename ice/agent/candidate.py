@@ -136,10 +136,12 @@ class Candidate:
 
 
 def pair_text(local: Candidate, remote: Candidate, separator: str = "->") -> str:
-    """``srflx 203.0.113.1:5000 -> prflx 203.0.113.2:6000``: a pair's candidate types and addresses, local first."""
+    """``srflx 203.0.113.1:5000 -> prflx 203.0.113.2:6000``: a pair's candidate types and addresses, local first.
+    A TCP candidate (RFC 6544) says so, with its tcptype: ``srflx tcp so 203.0.113.1:5004``."""
 
     def one(c: Candidate) -> str:
-        return f"{c.type.value} [{c.host}]:{c.port}" if ":" in c.host else f"{c.type.value} {c.host}:{c.port}"
+        kind = f"{c.type.value} tcp {c.tcptype or '?'}" if c.transport == "tcp" else c.type.value
+        return f"{kind} [{c.host}]:{c.port}" if ":" in c.host else f"{kind} {c.host}:{c.port}"
 
     return f"{one(local)} {separator} {one(remote)}"
 

@@ -112,7 +112,8 @@ class Checker:
                                     ("relay-only", "relay-only through icelab's TURN server", self._relay_only),
                                     ("trickle", "trickle off (candidates at the end)", self._no_trickle),
                                     ("restart", "ICE restart", self._restart),
-                                    ("bulk", "bulk data both ways", self._bulk)):
+                                    ("bulk", "bulk data both ways", self._bulk),
+                                    ("transports", "ICE-TCP only (set transports tcp)", self._tcp)):
             if feature in self.features:
                 await self.step(name, body)
             else:
@@ -229,6 +230,20 @@ class Checker:
                                     SideSetup("controlling", LOOPBACK))
         try:
             return why or await exchange(run, 5.0)
+        finally:
+            await close(run)
+
+    async def _tcp(self) -> str:
+        """Both sides gather TCP candidates only (RFC 6544): the selected pair is a TCP one, data flows on it."""
+        run, why = await self._pair(SideSetup("controlled", LOOPBACK, transports="tcp"),
+                                    SideSetup("controlling", LOOPBACK, transports="tcp"))
+        try:
+            if why:
+                return why
+            sel = run.a.selected
+            if sel is None or sel.local.transport != "tcp" or sel.remote.transport != "tcp":
+                return f"the selected pair is not a TCP one: {sel.text if sel else 'none'}"
+            return await exchange(run, 5.0)
         finally:
             await close(run)
 

@@ -13,7 +13,7 @@ PROTOCOL = "icelab-agent/1"
 """The protocol version the harness speaks (``hello icelab-agent/1 NAME VERSION``)."""
 
 FEATURES = ("trickle", "stun", "turn-udp", "turn-tcp", "relay-only", "aggressive", "lite", "restart",
-            "consent-timeout", "role-conflict", "bulk")
+            "consent-timeout", "role-conflict", "bulk", "transports")
 """The optional features an agent may list (docs/agent-protocol.md, Features)."""
 
 

@@ -40,6 +40,8 @@ class SideSetup:
     trickle: bool = True
     echo: bool = False
     consent_timeout: float | None = None
+    transports: str | None = None
+    """``udp``, ``tcp`` or ``both`` (``set transports``: ICE-TCP, RFC 6544)."""
 
     def settings(self) -> list[tuple[str, ...]]:
         out: list[tuple[str, ...]] = [("role", self.role)]
@@ -61,6 +63,8 @@ class SideSetup:
             out.append(("echo", "on"))
         if self.consent_timeout is not None:
             out.append(("consent-timeout", f"{self.consent_timeout:g}"))
+        if self.transports is not None:
+            out.append(("transports", self.transports))
         return out
 
 

@@ -17,13 +17,15 @@ from typing import TextIO
 
 from ice.agent import AgentConfig, Candidate, Nomination
 from ice.agent.events import CandidateGathered, Event, GatheringComplete, SelectedPairChanged, StateChanged
+from ice.agent.tcp import TcpType
 from ice.aio.connection import Connection
 from ice.errors import IceError, NotConnected
 from ice.stun.attributes import Address
 from ice.turn.client import TurnClientConfig
 
 PROTOCOL = "icelab-agent/1"
-FEATURES = "trickle stun turn-udp turn-tcp relay-only aggressive lite restart consent-timeout role-conflict bulk"
+FEATURES = ("trickle stun turn-udp turn-tcp relay-only aggressive lite restart consent-timeout role-conflict bulk "
+            "transports")
 
 BULK_MAGIC = b"\x7fblk"
 """The first four bytes of a bulk datagram (docs/agent-protocol.md, Bulk data); a sequence number follows."""
@@ -56,6 +58,9 @@ class PeerSettings:
     echo: bool = False
     consent_timeout: float | None = None
     ta: float = 0.05
+    transports: str = "udp"
+    """"udp", "tcp" or "both" (ICE-TCP, RFC 6544)."""
+    tcp_types: tuple[TcpType, ...] = (TcpType.ACTIVE, TcpType.PASSIVE, TcpType.SO)
 
     def apply(self, name: str, values: list[str]) -> str | None:
         """One ``set``: None when applied, else why not (the ``unsupported`` reason)."""
@@ -72,6 +77,10 @@ class PeerSettings:
             self.nomination = Nomination(one)
         elif name in ("lite", "relay-only", "trickle", "echo") and one in ("on", "off"):
             setattr(self, name.replace("-", "_"), one == "on")
+        elif name == "transports" and one in ("udp", "tcp", "both"):
+            self.transports = one
+        elif name == "tcp-types" and one and set(one.split(",")) <= {t.value for t in TcpType}:
+            self.tcp_types = tuple(TcpType(t) for t in dict.fromkeys(one.split(",")))
         elif name == "consent-timeout" and one is not None:
             try:
                 seconds = float(one)
@@ -81,7 +90,7 @@ class PeerSettings:
                 return "consent-timeout is 1 to 30 seconds (RFC 7675 §5.1 allows at most 30)"
             self.consent_timeout = seconds
         elif name in ("role", "bind", "stun", "turn", "nomination", "lite", "relay-only", "trickle", "echo",
-                      "consent-timeout"):
+                      "consent-timeout", "transports", "tcp-types"):
             return f"bad value {' '.join(values) or '(none)'} for {name} (docs/agent-protocol.md)"
         else:
             return f"icelab knows no setting {name}"
@@ -167,7 +176,7 @@ class _Peer:
         self.out = out
         self.conn = Connection(settings.controlling, settings.config(), bind=settings.bind or ["127.0.0.1"],
                                stun_servers=settings.stun, turn=settings.turn, relay_only=settings.relay_only,
-                               queue_events=False)
+                               queue_events=False, transports=settings.transports, tcp_types=settings.tcp_types)
         self.conn.on_event = self.on_event
         self.held: list[Candidate] = []
         self.role = settings.controlling

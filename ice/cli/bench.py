@@ -40,4 +40,6 @@ def add_parser(sub: Subparsers) -> None:
     b.add_argument("--where", choices=["both", "loopback", "nat"], default="both",
                    help="connect: on loopback, through two port-restricted NATs in the kernel lab, or both (default)")
     b.add_argument("--only", choices=["sim", "lab"], help="matrix: measure only this back-end")
+    b.add_argument("--tcp", action="store_true",
+                   help="connect: ICE-TCP only (RFC 6544), with UDP between the peers dropped in the lab")
     b.set_defaults(func=cmd_bench)

@@ -211,8 +211,11 @@ a word of the repro command."""
 
 CELL_OPTIONS = ("turn", "relay_only", "nomination", "trickle", "controlling", "loss", "delay_ms", "group", "agent_a",
                 "agent_b", "lite", "kill", "consent_timeout", "restart", "server", "timeline", "restart_on_failure",
-                "keepalive", "bandwidth_mbit", "bulk")
+                "keepalive", "bandwidth_mbit", "bulk", "transports", "udp_blocked", "tcp_types_a", "tcp_types_b")
 """What a cell may set besides its name, topology and NATs."""
+
+TCP_TYPES = ("active", "passive", "so")
+"""The tcptypes of RFC 6544 §4.1, each side's TCP host candidates by default."""
 
 BUILTIN_AGENTS = ("icelab", "aioice", "libnice", "pion")
 """The agents a cell side may name (ice/agents/registry.py starts them); any other program is a command."""
@@ -307,6 +310,15 @@ class Cell:
     0: not shaped)."""
     bulk: BulkPhase | None = None
     """After both selected a pair and passed data: N MB from A to B, measured (:mod:`ice.scenario.bulk`)."""
+    transports: str = "udp"
+    """The candidates icelab's agents gather: "udp" (the default), "tcp" (ICE-TCP only, RFC 6544: TCP host and
+    server-reflexive candidates, relayed ones through TURN) or "both"."""
+    udp_blocked: bool = False
+    """UDP between the peers' sides is dropped (rules in the peers' hosts: whatever a peer sends over UDP to
+    anything but the STUN/TURN server, and what it receives from anything else); the server stays reachable."""
+    tcp_types_a: tuple[str, ...] = TCP_TYPES
+    """The tcptypes of A's TCP host candidates (RFC 6544 §4.1): "active", "passive", "so"."""
+    tcp_types_b: tuple[str, ...] = TCP_TYPES
 
     def __post_init__(self) -> None:
         if not CELL_NAME.fullmatch(self.name) or self.name.startswith("."):
@@ -328,9 +340,23 @@ class Cell:
             raise ValueError("delay_ms must be >= 0")
         if self.bandwidth_mbit < 0:
             raise ValueError("bandwidth_mbit must be >= 0 (0: not shaped)")
+        if self.transports not in ("udp", "tcp", "both"):
+            raise ValueError(f"transports is 'udp', 'tcp' or 'both', not {self.transports!r}")
+        for key in ("tcp_types_a", "tcp_types_b"):
+            types = getattr(self, key)
+            if not types or not set(types) <= set(TCP_TYPES) or len(set(types)) != len(types):
+                raise ValueError(f"{key} lists tcptypes among {', '.join(TCP_TYPES)}, each once, not {list(types)!r}")
+        if self.transports != "udp" and self.in_processes:
+            raise ValueError("transports 'tcp' and 'both' run icelab's own agents in the harness (no foreign agent, "
+                             "lite, kill, restart or coturn)")
         if self.bulk is not None and self.in_processes:
             raise ValueError("bulk runs between icelab's own agents in the harness (no foreign agent, lite, kill, "
                              "restart or coturn)")
+
+    @property
+    def tcp(self) -> bool:
+        """Does the cell use ICE-TCP (or block UDP between the peers)?"""
+        return self.transports != "udp" or self.udp_blocked
 
     @property
     def nomination_mode(self) -> str:
@@ -389,6 +415,10 @@ class Cell:
                 if value is None:
                     continue
                 value = value.as_json()
+            if key in ("transports", "udp_blocked", "tcp_types_a", "tcp_types_b"):
+                if not self.tcp:
+                    continue  # a UDP-only cell echoes what it always did
+                value = list(value) if isinstance(value, tuple) else value
             doc[key] = value.as_json() if isinstance(value, AgentSide) else value
         return doc
 
@@ -419,7 +449,8 @@ class Cell:
                                               "loss": (int, float), "delay_ms": (int, float), "lite": (str,),
                                               "kill": (str,), "consent_timeout": (int, float), "restart": (bool,),
                                               "server": (str,), "restart_on_failure": (bool,), "keepalive": (bool,),
-                                              "bandwidth_mbit": (int, float)}
+                                              "bandwidth_mbit": (int, float), "transports": (str,),
+                                              "udp_blocked": (bool,)}
         if "bulk" in table:
             from ice.scenario.bulk import BulkPhase
 
@@ -434,6 +465,12 @@ class Cell:
                 options["timeline"] = parse_timeline(table["timeline"])
             except ValueError as exc:
                 raise UserError(f"{here}{exc}") from None
+        for key in ("tcp_types_a", "tcp_types_b"):
+            if key in table:
+                raw_types = table[key]
+                if not isinstance(raw_types, list) or not all(isinstance(t, str) for t in raw_types):
+                    raise UserError(f"{here}{key} is a list such as [\"active\", \"so\"], not {raw_types!r}")
+                options[key] = tuple(raw_types)
         for key in ("agent_a", "agent_b"):
             if key in table:
                 try:

@@ -22,7 +22,7 @@ import functools
 from dataclasses import dataclass
 
 from ice.nat.behaviour import Filtering, Mapping, NatBehaviour, NatKind, preset
-from ice.nat.reach import direct_possible_through
+from ice.nat.reach import direct_possible_through, tcp_reachable, tcp_simultaneous_open_possible
 from ice.scenario.cell import Cell, PathKind
 from ice.topology.fabric import Fabric
 from ice.topology.spec import TopologySpec
@@ -140,10 +140,14 @@ class Expected:
     intermittent: bool = False
     """Set by hand with ``known_failure``: the failure comes and goes (e.g. on which side's random tie-breaker is
     larger), so a run that meets the expectation is a plain pass, not an unexpected one."""
+    transport: str = ""
+    """"udp" or "tcp": the transport A's selected pair must have (ICE-TCP cells); empty: not judged."""
 
     def as_json(self) -> dict[str, object]:
         doc: dict[str, object] = {"path": self.path.value, "reason": self.reason, "selected": list(self.selected),
                                   "never": list(self.never), "must_succeed": list(self.must_succeed)}
+        if self.transport:
+            doc["transport"] = self.transport
         if self.known_failure is not None:
             doc["known_failure"] = self.known_failure
         if self.intermittent:
@@ -172,8 +176,11 @@ class Expected:
         intermittent = doc.get("intermittent", False)
         if not isinstance(intermittent, bool) or (intermittent and known is None):
             raise ValueError("'intermittent' is true or false, and goes with a 'known_failure'")
+        transport = doc.get("transport", "")
+        if transport not in ("", "udp", "tcp"):
+            raise ValueError(f"'transport' is \"udp\" or \"tcp\", not {transport!r}")
         return cls(path, str(doc.get("reason", "")), strings("selected"), strings("never"), strings("must_succeed"),
-                   known, intermittent)
+                   known, intermittent, str(transport))
 
 
 def candidate_types(nat: NatBehaviour, local: bool, lossy: bool = False, other: NatBehaviour | None = None
@@ -198,7 +205,84 @@ def candidate_types(nat: NatBehaviour, local: bool, lossy: bool = False, other: 
 
 
 def expect(cell: Cell, spec: TopologySpec) -> Expected:
-    """What RFC 4787 reasoning predicts for ``cell`` run in ``spec`` (its topology built with the cell's NATs)."""
+    """What RFC 4787 reasoning predicts for ``cell`` run in ``spec`` (its topology built with the cell's NATs); for
+    ICE-TCP cells RFC 5382's too (:func:`expect_tcp`)."""
+    if cell.tcp:
+        return expect_tcp(cell, spec)
+    return _expect_udp(cell, spec)
+
+
+def tcp_direct_ways(cell: Cell, a: NatBehaviour, b: NatBehaviour) -> list[str]:
+    """The ways ICE-TCP (RFC 6544) can connect A and B directly through their NATs ``a`` and ``b`` (RFC 5382, the
+    theory of :mod:`ice.nat.reach`), given each side's tcptypes: "so" (a simultaneous open between the so
+    candidates, or one so side connecting to the other's reachable so listener), "active->passive" (A connects
+    to B's reachable passive candidate), "passive<-active" (B connects to A's)."""
+    ways = []
+    if "so" in cell.tcp_types_a and "so" in cell.tcp_types_b and (
+            tcp_reachable(a) or tcp_reachable(b) or tcp_simultaneous_open_possible(a, b)):
+        ways.append("so")
+    if "active" in cell.tcp_types_a and "passive" in cell.tcp_types_b and tcp_reachable(b):
+        ways.append("active->passive")
+    if "active" in cell.tcp_types_b and "passive" in cell.tcp_types_a and tcp_reachable(a):
+        ways.append("passive<-active")
+    return ways
+
+
+def tcp_text(nat: NatBehaviour) -> str:
+    """A NAT's TCP section in a few words (RFC 5382 terms): ``eim-apdf, early SYN dropped``."""
+    if nat.kind is NatKind.NONE:
+        return "no NAT"
+    if nat.kind is NatKind.UDP_BLOCKED:
+        return "a UDP-blocking firewall"
+    mapping, filtering = nat.tcp_mapping, nat.tcp_filtering
+    assert mapping is not None and filtering is not None
+    answers = {"drop": "dropped", "rst": "answered with RST", "icmp": "answered with ICMP"}
+    answer = answers[nat.tcp.unsolicited_syn.value]
+    return f"{mapping.short}-{filtering.short}, early SYN {answer}"
+
+
+def expect_tcp(cell: Cell, spec: TopologySpec) -> Expected:
+    """What an ICE-TCP cell (``transports`` "tcp" or "both", or UDP blocked between the peers) should select.
+
+    UDP first: with UDP usable (``transports`` "both" and not ``udp_blocked``) a direct UDP pair wins whenever RFC
+    4787 reasoning says one works, because a UDP candidate's local preference is above every TCP one of its type
+    (RFC 6544 §4.2). Otherwise a direct TCP pair works when :func:`tcp_direct_ways` finds a way (one NAT per side:
+    the TCP sections of the NATs on each peer's way out, composed like the UDP ones); its local candidate is A's
+    host candidate (a TCP pair is its own valid pair, RFC 6544 §7.2.2), its remote one B's server-reflexive or host
+    candidate, or peer-reflexive when B's connection comes from a port B never signalled (an active candidate).
+    Else the relay: TURN as the stack has it today, a UDP allocation (TURN TCP allocations, RFC 6062, are not in
+    the stack yet)."""
+    p = PeerPaths.of(spec)
+    udp = cell.transports != "tcp" and not cell.udp_blocked
+    if cell.relay_only:
+        return _expect_udp(cell, spec)  # relayed candidates only: TCP changes nothing
+    if udp:
+        base = _expect_udp(cell, spec)
+        if base.path is PathKind.DIRECT:
+            return Expected(base.path, f"{base.reason}; UDP wins over TCP (RFC 6544 §4.2 local preferences)",
+                            base.selected, base.never, base.must_succeed,
+                            transport="udp")
+    # A TCP pair is its own valid pair, so a host-host TCP pair can succeed through a NAT (A's active candidate to a
+    # public B's passive one): "host-host" says nothing about translation here.
+    never = () if p.host_reach or cell.transports != "udp" else ("host-host",)
+    a, b = p.effective_a, p.effective_b
+    ways = [] if p.no_hairpin is not None or p.shared else tcp_direct_ways(cell, a, b)
+    if cell.transports != "udp" and ways:
+        remote = {"host" if b.kind is NatKind.NONE else "srflx", "prflx"}
+        why = (f"a direct TCP connection opens ({', '.join(ways)}; RFC 5382: {tcp_text(a)} x {tcp_text(b)})"
+               + ("" if udp else ", UDP between the peers being " + ("blocked" if cell.udp_blocked else "unused")))
+        return Expected(PathKind.DIRECT, why, tuple(sorted(f"host-{r}" for r in remote)), never,
+                        transport="tcp")
+    why = f"no direct TCP connection can open (RFC 5382: {tcp_text(a)} x {tcp_text(b)})"
+    how = " (a UDP allocation; TURN TCP allocations, RFC 6062, are not in the stack yet)"
+    if cell.transports == "udp":
+        why, how = "UDP between the peers is blocked and they gather no TCP candidates", ""
+    if cell.turn:
+        return Expected(PathKind.RELAY, f"{why}: relayed through TURN{how}", (), never)
+    return Expected(PathKind.NONE, f"{why} and there is no TURN server", (), never)
+
+
+def _expect_udp(cell: Cell, spec: TopologySpec) -> Expected:
     p = PeerPaths.of(spec)
     a, b = p.effective_a, p.effective_b
     # Private addresses are not routed between networks: a host-to-host pair (as A sees it: its host base, whose

@@ -29,6 +29,7 @@ from typing import Any
 from ice.agent import AgentState, Candidate, CandidateType
 from ice.agent.candidate import pair_text
 from ice.agent.events import CandidateGathered, Event, GatheringComplete, NetworkChangeRestart, SelectedPairChanged
+from ice.agent.tcp import TcpType
 from ice.aio.connection import Connection
 from ice.errors import NotConnected, StunErrorResponse, StunTimeout
 from ice.lab.capture import Capture, start_captures
@@ -354,6 +355,9 @@ class LabServer:
     turn: bool
     udp_blocked: dict[str, bool]
     """Per peer: is UDP blocked on its way out (so it reaches TURN over TCP)?"""
+    tcp: bool = False
+    """The server listens on TCP too (a peer's UDP is blocked, or the cell gathers TCP candidates: Binding over
+    TCP)."""
     runner: Any = None
     process: subprocess.Popen[bytes] | None = None
     """coturn, when the cell asks for it."""
@@ -373,7 +377,7 @@ class LabServer:
             TurnServerConfig(self.address, users={"alice": "secret"}, software="icelab lab"), self.address[0],
             make_socket=lambda f: lab.socket(host, f),
             make_stream_socket=lambda f: lab.socket(host, f, socket.SOCK_STREAM))
-        await self.runner.start(tcp=any(self.udp_blocked.values()))
+        await self.runner.start(tcp=self.tcp)
 
     async def restart_turn(self) -> None:
         """A new TURN server on the same address: every allocation is gone (its clients get 437)."""
@@ -428,7 +432,7 @@ async def _start_coturn(lab: Lab, host: str, server: LabServer) -> None:
         "--realm=icelab", "--user=alice:secret", "--fingerprint", f"--db={work}/turndb.sqlite",
         f"--pidfile={work}/turnserver.pid", "--log-file=stdout", "--simple-log", "--no-rfc5780",
         *[f"--denied-peer-ip={r}" for r in COTURN_DENIED_PEERS],
-        *(["--no-tcp"] if not any(server.udp_blocked.values()) else [])],
+        *(["--no-tcp"] if not server.tcp else [])],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     from ice.lab.stun import LabEndpoint
     from ice.stun.transaction import RetransmissionConfig
@@ -462,14 +466,39 @@ async def start_server(lab: Lab, spec: TopologySpec, cell: Cell) -> LabServer:
     nats = spec.nat_behaviours()
     udp_blocked = {peer: any(nats[n].kind is NatKind.UDP_BLOCKED
                              for n in fabric.walk(peer, turn_addr[0]).translated_by) for peer in "ab"}
-    server = LabServer(turn_addr, cell.turn, udp_blocked, lab=lab, host=server_host)
+    tcp = any(udp_blocked.values()) or cell.transports != "udp"
+    server = LabServer(turn_addr, cell.turn, udp_blocked, tcp, lab=lab, host=server_host)
     if cell.server == "coturn":
         await _start_coturn(lab, server_host, server)
-    elif cell.turn:
+    elif cell.turn or tcp:  # icelab's TURN server answers Binding (over TCP too) without any allocation
         await server.start_turn()
     else:
         server.runner = await start_stun_server(lab, server_host)
     return server
+
+
+UDP_BLOCK_TABLE = "icelab_udp_blocked"
+"""The nftables table of a ``udp_blocked`` cell, inside the peers' hosts (removed after the cell)."""
+
+
+def block_peer_udp(lab: Lab, spec: TopologySpec) -> Callable[[], None]:
+    """``udp_blocked``: in hosts a and b, drop UDP sent to anything but the STUN/TURN server and UDP received from
+    anything else (IPv6 UDP entirely: the servers are IPv4); returns what removes the rules."""
+    servers = sorted({spec.address(f)[0] for f in ("stun_primary", "stun_alternate", "turn") if f in spec.facts})
+    allowed = "{ " + ", ".join(servers) + " }"
+    rules = (f"table inet {UDP_BLOCK_TABLE} {{ "
+             f"chain out {{ type filter hook output priority 0; meta nfproto ipv4 meta l4proto udp ip daddr != "
+             f"{allowed} drop; meta nfproto ipv6 meta l4proto udp drop; }}; "
+             f"chain in {{ type filter hook input priority 0; meta nfproto ipv4 meta l4proto udp ip saddr != "
+             f"{allowed} drop; meta nfproto ipv6 meta l4proto udp drop; }}; }}")
+    for host in ("a", "b"):
+        lab.run(host, f"nft delete table inet {UDP_BLOCK_TABLE} 2>/dev/null; echo '{rules}' | nft -f -")
+
+    def remove() -> None:
+        for host in ("a", "b"):
+            _run_quietly(lab, host, f"nft delete table inet {UDP_BLOCK_TABLE} 2>/dev/null; true")
+
+    return remove
 
 
 async def _connect(lab: Lab, spec: TopologySpec, cell: Cell, timers: MatrixTimers = TIMERS) -> _Outcome:
@@ -492,14 +521,17 @@ async def _connect(lab: Lab, spec: TopologySpec, cell: Cell, timers: MatrixTimer
 
     def connection(name: str, controlling: bool) -> Connection:
         assert server is not None
-        tcp = server.udp_blocked[name]
+        blocked = server.udp_blocked[name]
+        tcp = blocked or cell.transports == "tcp"  # a TCP-only peer reaches its TURN server over TCP too
         turn = (TurnClientConfig(server.address, "alice", "secret", transport="tcp" if tcp else "udp")
                 if cell.turn else None)
+        types = cell.tcp_types_a if name == "a" else cell.tcp_types_b
         return Connection(controlling, config, bind=fabric.addresses(name),
-                          stun_servers=[] if tcp else [server.address],
+                          stun_servers=[] if blocked else [server.address],
                           make_socket=lambda f: lab.socket(name, f),
                           make_stream_socket=lambda f: lab.socket(name, f, socket.SOCK_STREAM),
-                          turn=turn, relay_only=cell.relay_only)
+                          turn=turn, relay_only=cell.relay_only, transports=cell.transports,
+                          tcp_types=[TcpType(t) for t in types])
 
     conns: dict[str, Connection] = {}
 
@@ -524,6 +556,8 @@ async def _connect(lab: Lab, spec: TopologySpec, cell: Cell, timers: MatrixTimer
     try:
         server = await start_server(lab, spec, cell)
         closing.append(server.close)
+        if cell.udp_blocked:
+            closing.append(block_peer_udp(lab, spec))
         a = connection("a", cell.controlling in ("a", "both"))
         closing.append(a.close)
         b = connection("b", cell.controlling in ("b", "both"))
@@ -547,6 +581,11 @@ async def _connect(lab: Lab, spec: TopologySpec, cell: Cell, timers: MatrixTimer
             return out
         out.seconds = loop.time() - t0
         out.selected, out.selected_b = pair_text(sel_a.local, sel_a.remote), pair_text(sel_b.local, sel_b.remote)
+        over_tcp = {side: cell.transports == "tcp" or server.udp_blocked[side] for side in "ab"}
+        if sel_a.local.type is CandidateType.RELAYED and over_tcp["a"]:
+            out.selected += " (TURN over TCP)"  # the relayed candidate is a UDP allocation reached over TCP
+        if sel_b.local.type is CandidateType.RELAYED and over_tcp["b"]:
+            out.selected_b += " (TURN over TCP)"
         out.selected_types = f"{sel_a.local.type.value}-{sel_a.remote.type.value}"
         try:
             got = await asyncio.wait_for(_exchange_data(a, b, timers.data_resend), timers.data_for(lossy))
@@ -564,7 +603,7 @@ async def _connect(lab: Lab, spec: TopologySpec, cell: Cell, timers: MatrixTimer
             await _run_timeline(lab, cell, server, a, b, out)
         return out
     finally:
-        if len(closing) >= 3:  # both connections exist: record what they saw, whatever happened
+        if len(closing) >= 3 + cell.udp_blocked:  # both connections exist: record what they saw, whatever happened
             out.succeeded = sorted(f"{x}-{y}" for x, y in a.agent.valid_pair_types())
             out.stats = {"a": dict(a.agent.stats), "b": dict(b.agent.stats),
                          "pairs": {"a": {k: dict(v) for k, v in a.agent.pair_stats.items()},

@@ -19,7 +19,7 @@ from ice.agents.registry import AgentSpec, resolve
 from ice.lab.mn import Lab
 from ice.lab.netns import nsenter
 from ice.scenario.cell import Cell, PathKind
-from ice.scenario.lab import LabServer, _Outcome, start_server
+from ice.scenario.lab import LabServer, _Outcome, block_peer_udp, start_server
 from ice.scenario.timers import TIMERS, MatrixTimers
 from ice.topology.fabric import Fabric
 from ice.topology.spec import TopologySpec
@@ -64,6 +64,7 @@ async def connect_processes(lab: Lab, spec: TopologySpec, cell: Cell, timers: Ma
     out = _Outcome(PathKind.NONE, pairs_known=False)
     specs = agent_specs(cell)
     server = await start_server(lab, spec, cell)
+    unblock = block_peer_udp(lab, spec) if cell.udp_blocked else None
     agents: list[AgentProcess] = []
     run: PairRun | None = None
     try:
@@ -113,6 +114,8 @@ async def connect_processes(lab: Lab, spec: TopologySpec, cell: Cell, timers: Ma
             out.files[f"agent-{side}.stderr"] = agent.stderr
         out.stats["server"] = server.stats()
         server.close()
+        if unblock is not None:
+            unblock()
         await asyncio.sleep(0)
 
 

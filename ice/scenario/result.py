@@ -25,6 +25,11 @@ class Status(enum.Enum):
     """An agent refused a setting the cell needs (``unsupported`` on the agent protocol), with its reason."""
 
 
+def selected_transport(pair: str) -> str:
+    """"tcp" when a pair's text (:func:`ice.agent.candidate.pair_text`) has a TCP candidate, else "udp"."""
+    return "tcp" if " tcp " in f" {pair} " else "udp"
+
+
 @dataclass
 class CellResult:
     cell: Cell
@@ -84,6 +89,9 @@ class CellResult:
         exp = self.expectation
         if exp is None:
             return ""
+        if self.observed is PathKind.DIRECT and exp.transport and self.selected is not None \
+                and selected_transport(self.selected) != exp.transport:
+            return f"selected a {selected_transport(self.selected)} pair ({self.selected}); expected {exp.transport}"
         judged = self.selected_types is not None or self.pairs_known  # process cells may have no RFC-exact side
         if self.observed is not PathKind.NONE and exp.selected and judged \
                 and not set(self.readings()) & set(exp.selected):

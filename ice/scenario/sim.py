@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ice.agent import AgentState, CandidateType, IceAgent
+from ice.agent.tcp import TcpType
 from ice.scenario.bulk import BULK, BulkPhase, BulkSettings, BulkTransfer, is_bulk
 from ice.scenario.cell import Cell, PathKind
 from ice.scenario.expect import Expected, PeerPaths
@@ -37,7 +38,9 @@ def run_sim(cell: Cell, spec: TopologySpec, expected: Expected, timers: MatrixTi
                           ).expecting(expected)
     config = agent_config(cell.nomination_mode, cell.consent_timeout, cell.keepalive)
     pair = SimPair(spec, config, latency=timers.sim_latency, turn=cell.turn, relay_only=cell.relay_only,
-                   trickle=cell.trickle, controlling=cell.controlling)
+                   trickle=cell.trickle, controlling=cell.controlling, transports=cell.transports,
+                   tcp_types=(tcp_types(cell.tcp_types_a), tcp_types(cell.tcp_types_b)),
+                   udp_blocked=cell.udp_blocked)
     r = pair.connect(timers.connect_for(cell.lossy))
     observed = PathKind.NONE if not r.connected else PathKind.RELAY if r.relayed else PathKind.DIRECT
     res = CellResult(cell, "sim", expected.path, observed, r.selected_pair, r.seconds if r.connected else None,
@@ -57,6 +60,11 @@ def run_sim(cell: Cell, spec: TopologySpec, expected: Expected, timers: MatrixTi
         if res.reason:
             res.extra["timeline_error"] = res.reason
     return res.expecting(expected)
+
+
+def tcp_types(names: tuple[str, ...]) -> tuple[TcpType, ...]:
+    """A cell's tcptype names as the agent's enum."""
+    return tuple(TcpType(n) for n in names)
 
 
 @dataclass
@@ -176,6 +184,8 @@ class SimTimeline(TimelineNetwork):
         assert fabric is not None
         owner = fabric.owner(src[0])
         if ("turn", "both") in self.blocks and self.server_ip in (src[0], dst[0]):
+            return True
+        if self._sim().drops_udp(src, dst, data):
             return True
         return owner in ("a", "b") and ("direct", owner) in self.blocks and dst[0] != self.server_ip
 

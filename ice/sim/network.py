@@ -61,6 +61,10 @@ class _Timed(Protocol):
     def next_timeout(self) -> float | None: ...
 
 
+class _Pumped(Protocol):
+    def pump(self, now: float) -> None: ...
+
+
 class _Agent(Protocol):
     def add_host_candidate(self, local: Address) -> object: ...
 
@@ -131,6 +135,11 @@ class SimNetwork:
     """Link index -> conditions that replace the spec's (a timeline's ``link`` step sets them mid-run)."""
     tcp: dict[str, TcpStack] = field(default_factory=dict)
     """Host IP -> its TCP stack (:meth:`add_tcp`)."""
+    segment_rule: Callable[[Address, Address, Segment], str | None] | None = None
+    """Extra rule for a bare SYN arriving at a host, (src, dst, segment) -> "drop" (silently: a blackhole) or "rst"
+    (refused: the host answers RST), None to deliver it."""
+    tcp_drivers: list[_Pumped] = field(default_factory=list)
+    """What runs the TCP stacks' applications (:mod:`ice.sim.tcp_driver`): pumped before the endpoints drain."""
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
@@ -351,6 +360,8 @@ class SimNetwork:
 
     def _collect(self) -> None:
         """Drain every endpoint: its events (the agents'), then what it sends."""
+        for driver in self.tcp_drivers:
+            driver.pump(self.now)
         agents = {id(a) for a in self.agents.values()}
         for endpoint in self._unique_endpoints():
             if self.on_event is not None:
@@ -409,6 +420,13 @@ class SimNetwork:
                     e.handle_timeout(self.now)
 
     def _deliver_segment(self, src: Address, dst: Address, seg: Segment) -> None:
+        rule = self.segment_rule(src, dst, seg) if self.segment_rule is not None and seg.bare_syn else None
+        if rule == "drop":
+            self.dropped += 1
+            return
+        if rule == "rst":
+            self.send_segment(dst, src, RST)
+            return
         stack = self.tcp.get(dst[0])
         if stack is not None:
             stack.handle_segment(self.now, dst, src, seg)

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ice.agent import AgentConfig, Candidate, CandidateType, IceAgent
 from ice.agent.agent import Pair
 from ice.agent.candidate import pair_text
 from ice.agent.events import CandidateGathered, DataReceived, Event, GatheringComplete, NetworkChangeRestart
 from ice.agent.network import NetworkChange
+from ice.agent.tcp import TcpType
 from ice.relayed import RelayedAgent
 from ice.sim.network import SimNetwork
 from ice.sim.tcp import TcpConnection, TcpState
+from ice.sim.tcp_driver import SimTcpDriver, SimTcpStunServer
 from ice.stun.attributes import Address
 from ice.topology.spec import TopologySpec
 from ice.turn.client import TurnClientConfig
@@ -49,24 +51,40 @@ PEERS = ("a", "b")
 """The hosts of a topology the two ICE agents run on."""
 
 
+TCP_PORT = 5002
+"""Where a host's passive and so TCP candidates listen (the next port for the second of them)."""
+
+ALL_TCP_TYPES = (TcpType.ACTIVE, TcpType.PASSIVE, TcpType.SO)
+
+
 def _peer(net: SimNetwork, host: str, agent: IceAgent, turn: TurnClientConfig | None,
-          relay_only: bool) -> IceAgent | RelayedAgent:
-    """Put ``agent`` on every address of ``host`` (port 5000); with ``turn``, wrap it with a TURN client on port
-    5001 of the host's first address (as a real TURN client has its own socket)."""
+          relay_only: bool, transports: str = "udp", tcp_types: tuple[TcpType, ...] = ALL_TCP_TYPES
+          ) -> tuple[IceAgent | RelayedAgent, SimTcpDriver | None]:
+    """Put ``agent`` on every address of ``host`` (port 5000; with ``transports`` "tcp" no UDP host candidate);
+    with ``turn``, wrap it with a TURN client on port 5001 of the host's first address (as a real TURN client has
+    its own socket). With TCP (``transports`` "tcp" or "both"), a TCP stack on each address with a host candidate
+    of each of ``tcp_types`` (passive and so ones listen from port 5002), driven by a :class:`SimTcpDriver`."""
     assert net.fabric is not None
     addresses = [(ip, 5000) for ip in net.fabric.addresses(host)]
     if not addresses:
         raise ValueError(f"topology {net.fabric.spec.name}: host {host} has no address")
-    if relay_only:
+    driver = None
+    if transports != "udp" and not relay_only:
+        stacks = {ip: net.tcp.get(ip) or net.add_tcp(ip) for ip, _ in addresses}
+        driver = SimTcpDriver(agent, stacks)
+        net.tcp_drivers.append(driver)
+        for ip, _ in addresses:
+            driver.add_candidates(ip, tcp_types, TCP_PORT)
+    if relay_only or transports == "tcp":
         net.add_endpoint(agent, *addresses)  # sockets, but no host candidates to offer
     else:
         net.add_agent(agent, *addresses)
     if turn is None:
-        return agent
+        return agent, driver
     turn_local = (addresses[0][0], 5001)
     relayed = RelayedAgent(agent, turn, turn_local)
     net.add_endpoint(relayed, *addresses, turn_local)
-    return relayed
+    return relayed, driver
 
 
 class SimPair:
@@ -75,8 +93,13 @@ class SimPair:
 
     def __init__(self, spec: TopologySpec, config: AgentConfig | None = None, seed: int = 0, latency: float = 0.001,
                  loss: float = 0.0, jitter: float = 0.0, turn: bool = False, relay_only: bool = False,
-                 trickle: bool = True, controlling: str = "a") -> None:
+                 trickle: bool = True, controlling: str = "a", transports: str = "udp",
+                 tcp_types: tuple[tuple[TcpType, ...], tuple[TcpType, ...]] = (ALL_TCP_TYPES, ALL_TCP_TYPES),
+                 udp_blocked: bool = False) -> None:
+        if transports not in ("udp", "tcp", "both"):
+            raise ValueError(f"transports is 'udp', 'tcp' or 'both', not {transports!r}")
         self.net = net = SimNetwork(spec, latency=latency, loss=loss, jitter=jitter, seed=seed)
+        self.transports = transports
         self.trickle = trickle
         self.relay_only = relay_only
         self.stun = spec.address("stun_primary")
@@ -90,10 +113,20 @@ class SimPair:
             self.server = self.stun
             net.add_stun_server(self.stun, spec.address("stun_alternate") if "stun_alternate" in spec.facts else None)
         cfg = config or AgentConfig()
+        if transports != "udp" and not cfg.tcp.enabled:
+            cfg = replace(cfg, tcp=replace(cfg.tcp, enabled=True))
         self.a = IceAgent(controlling in ("a", "both"), cfg, rng=random.Random(seed * 2 + 1))
         self.b = IceAgent(controlling in ("b", "both"), cfg, rng=random.Random(seed * 2 + 2))
-        self.ea = _peer(net, PEERS[0], self.a, turn_config, relay_only)
-        self.eb = _peer(net, PEERS[1], self.b, turn_config, relay_only)
+        self.ea, self.tcp_a = _peer(net, PEERS[0], self.a, turn_config, relay_only, transports, tcp_types[0])
+        self.eb, self.tcp_b = _peer(net, PEERS[1], self.b, turn_config, relay_only, transports, tcp_types[1])
+        if self.tcp_a is not None or self.tcp_b is not None:  # the server answers Binding over TCP too
+            stack = net.tcp.get(self.stun[0]) or net.add_tcp(self.stun[0])
+            net.tcp_drivers.append(SimTcpStunServer(stack, self.stun))
+        self.server_ips = {spec.address(f)[0] for f in ("stun_primary", "stun_alternate", "turn") if f in spec.facts}
+        """The STUN/TURN server's addresses (what ``udp_blocked`` leaves alone)."""
+        self.udp_blocked = udp_blocked
+        if udp_blocked:
+            net.drop_if = self.drops_udp
         self._peer_of = {id(self.a): self.b, id(self.b): self.a, id(self.ea): self.b, id(self.eb): self.a}
         self._held: dict[int, list[Candidate]] = {id(self.a): [], id(self.b): []}
         self.on_data: Callable[[str], None] | None = None
@@ -101,6 +134,15 @@ class SimPair:
         self.on_datagram: Callable[[str, bytes], None] | None = None
         """Called with "a" or "b" and the datagram when that agent receives application data (the bulk phase)."""
         net.on_event = self._signal
+
+    def drops_udp(self, src: Address, dst: Address, data: bytes) -> bool:
+        """With ``udp_blocked``: a datagram between the peers' sides (from host a or b to anything but the server;
+        the server's answers and relayed traffic pass) is dropped, as the lab's rules in the hosts drop it."""
+        if not self.udp_blocked:
+            return False
+        fabric = self.net.fabric
+        assert fabric is not None
+        return fabric.owner(src[0]) in PEERS and dst[0] not in self.server_ips
 
     def side_of(self, endpoint: object) -> str:
         return "a" if endpoint is self.a or endpoint is self.ea else "b"
@@ -130,14 +172,22 @@ class SimPair:
         a, b, net = self.a, self.b, self.net
         for x, y in ((a, b), (b, a)):
             y.set_remote_credentials(net.now, x.ufrag, x.pwd)
-        for agent, endpoint in ((a, self.ea), (b, self.eb)):
+        for agent, endpoint, tcp in ((a, self.ea, self.tcp_a), (b, self.eb, self.tcp_b)):
             if not self.relay_only:
                 for base in agent.bases:
                     agent.gather_server_reflexive(net.now, base, self.stun)
-            if isinstance(endpoint, RelayedAgent):
-                endpoint.start(net.now)  # end-of-candidates follows the allocation
+
+            def finish(agent: IceAgent = agent, endpoint: IceAgent | RelayedAgent = endpoint) -> None:
+                if isinstance(endpoint, RelayedAgent):
+                    endpoint.start(net.now)  # end-of-candidates follows the allocation
+                else:
+                    agent.end_of_local_candidates()
+
+            if tcp is not None:  # as the Connection does: the TCP bindings end before the allocation starts
+                tcp.on_gathered = finish
+                tcp.gather_server_reflexive(net.now, self.stun)
             else:
-                agent.end_of_local_candidates()
+                finish()
         net.run(timeout, stop=lambda: a.selected is not None and b.selected is not None)
         ok = a.selected is not None and b.selected is not None
         sel = (a.selected.local.type, a.selected.remote.type) if a.selected is not None else None
@@ -203,7 +253,8 @@ class SimPair:
 
 def run_pair(spec: TopologySpec, config: AgentConfig | None = None, seed: int = 0, latency: float = 0.001,
              loss: float = 0.0, jitter: float = 0.0, timeout: float = 10.0, turn: bool = False,
-             relay_only: bool = False, trickle: bool = True, controlling: str = "a") -> SimResult:
+             relay_only: bool = False, trickle: bool = True, controlling: str = "a", transports: str = "udp",
+             udp_blocked: bool = False) -> SimResult:
     """ICE between the agents on hosts ``a`` and ``b`` of ``spec``, with the spec's NATs, routes and link
     conditions: credentials at t = 0; with ``trickle`` every candidate is signalled as soon as it is gathered (host
     at once, srflx when the STUN server answers, relayed when the TURN allocation succeeds) and
@@ -211,8 +262,10 @@ def run_pair(spec: TopologySpec, config: AgentConfig | None = None, seed: int = 
     ``stun_primary``/``stun_alternate`` facts; with ``turn`` it is a TURN server (at ``turn``, answering Binding
     too) and both agents allocate on it. ``controlling`` says who starts controlling: "a", "b", "both" or
     "neither" (a role conflict). ``loss``/``latency``/``jitter`` apply to every packet, on top of the links' own
-    conditions. Results are A's view."""
-    return SimPair(spec, config, seed, latency, loss, jitter, turn, relay_only, trickle, controlling).connect(timeout)
+    conditions. ``transports`` "tcp" or "both" adds ICE-TCP (RFC 6544) candidates of every tcptype, "tcp" without
+    UDP host and srflx ones; ``udp_blocked`` drops UDP between the peers' sides. Results are A's view."""
+    return SimPair(spec, config, seed, latency, loss, jitter, turn, relay_only, trickle, controlling, transports,
+                   udp_blocked=udp_blocked).connect(timeout)
 
 
 def describe_pair(pair: Pair | None) -> str | None:

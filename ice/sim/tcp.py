@@ -78,6 +78,8 @@ class TcpConnection:
     error: str | None = None
     """Why it closed before or after opening: ``rst``, ``icmp`` or ``timeout``."""
     received: bytearray = field(default_factory=bytearray)
+    opened: bool = False
+    """It reached ESTABLISHED at some point (a later close is a close, not a failed connect)."""
     retries: int = 0
     retransmit_at: float | None = None
 
@@ -99,6 +101,9 @@ class TcpStack:
     listeners: set[Address] = field(default_factory=set)
     connections: dict[tuple[Address, Address], TcpConnection] = field(default_factory=dict)
     outbox: deque[tuple[Address, Address, Segment]] = field(default_factory=deque)
+    events: deque[tuple[str, TcpConnection, bytes]] | None = None
+    """When a deque, what happens to connections is appended for a driver (:mod:`ice.sim.tcp_driver`):
+    ("established", conn, b""), ("closed", conn, b"") and ("data", conn, bytes)."""
     _isn: int = 0
 
     def listen(self, local: Address) -> None:
@@ -128,6 +133,31 @@ class TcpStack:
             raise ValueError(f"the connection {conn.local} -> {conn.remote} is {conn.state.value}, not established")
         self._emit(conn, TcpFlag.ACK, data)
 
+    def close(self, conn: TcpConnection) -> None:
+        """The application closes ``conn``: a FIN if it was open or opening from the peer's side (the model keeps no
+        half-closed state: both ends are closed at once), nothing if it was still connecting (its SYN is forgotten)."""
+        if conn.state in (TcpState.ESTABLISHED, TcpState.SYN_RECEIVED):
+            self._emit(conn, TcpFlag.FIN | TcpFlag.ACK)
+        conn.state, conn.retransmit_at = TcpState.CLOSED, None
+
+    def abort(self, conn: TcpConnection, error: str = "rst") -> None:
+        """``conn`` ends under the host, as when a middlebox resets it: closed with ``error``, nothing sent."""
+        if conn.state is not TcpState.CLOSED:
+            self._close(conn, error)
+
+    def _note(self, kind: str, conn: TcpConnection, data: bytes = b"") -> None:
+        if self.events is not None:
+            self.events.append((kind, conn, data))
+
+    def _open(self, conn: TcpConnection) -> None:
+        conn.state, conn.retransmit_at, conn.opened = TcpState.ESTABLISHED, None, True
+        self._note("established", conn)
+
+    def _data(self, conn: TcpConnection, data: bytes) -> None:
+        if data:
+            conn.received += data
+            self._note("data", conn, data)
+
     def accepted(self) -> list[TcpConnection]:
         return [c for c in self.connections.values() if c.passive]
 
@@ -136,6 +166,7 @@ class TcpStack:
 
     def _close(self, conn: TcpConnection, error: str | None) -> None:
         conn.state, conn.error, conn.retransmit_at = TcpState.CLOSED, error, None
+        self._note("closed", conn)
 
     def handle_segment(self, now: float, local: Address, remote: Address, seg: Segment) -> None:
         conn = self.connections.get((local, remote))
@@ -158,9 +189,13 @@ class TcpStack:
         if TcpFlag.RST in seg.flags:
             self._close(conn, "rst")
             return
+        if TcpFlag.FIN in seg.flags and conn.state is not TcpState.SYN_SENT:
+            self._data(conn, seg.data)
+            self._close(conn, "fin")
+            return
         if conn.state is TcpState.SYN_SENT:
             if TcpFlag.SYN in seg.flags and TcpFlag.ACK in seg.flags:
-                conn.state, conn.retransmit_at = TcpState.ESTABLISHED, None
+                self._open(conn)
                 self._emit(conn, TcpFlag.ACK)
             elif seg.bare_syn:  # simultaneous open (RFC 793 §3.4, figure 8)
                 conn.state = TcpState.SYN_RECEIVED
@@ -168,14 +203,14 @@ class TcpStack:
             return
         if conn.state is TcpState.SYN_RECEIVED:
             if TcpFlag.ACK in seg.flags:
-                conn.state, conn.retransmit_at = TcpState.ESTABLISHED, None
+                self._open(conn)
                 if TcpFlag.SYN in seg.flags:
                     self._emit(conn, TcpFlag.ACK)
-                conn.received += seg.data
+                self._data(conn, seg.data)
             return
         if TcpFlag.SYN in seg.flags:  # a retransmitted SYN-ACK: our ACK was lost
             self._emit(conn, TcpFlag.ACK)
-        conn.received += seg.data
+        self._data(conn, seg.data)
 
     def next_timeout(self) -> float | None:
         times = [c.retransmit_at for c in self.connections.values() if c.retransmit_at is not None]

@@ -46,7 +46,7 @@ except (ImportError, ValueError, OSError) as exc:  # pragma: no cover - depends 
     print(f"error libnice is not usable here ({exc}): install python3-gi and gir1.2-nice-0.1", flush=True)
     sys.exit(2)
 
-FEATURES = "trickle stun turn-udp turn-tcp relay-only aggressive lite restart role-conflict bulk"
+FEATURES = "trickle stun turn-udp turn-tcp relay-only aggressive lite restart role-conflict bulk transports"
 COMPONENT = 1
 BULK_CHUNK = 64  # datagrams sent per turn of the main loop (consent checks and commands get theirs in between)
 
@@ -138,6 +138,7 @@ class Settings:
     relay_only: bool = False
     trickle: bool = True
     echo: bool = False
+    transports: str = "udp"
 
 
 class Adapter:
@@ -205,6 +206,13 @@ class Adapter:
                 s.trickle = on
             else:
                 s.echo = on
+        elif name == "transports":
+            if value not in ("udp", "tcp", "both"):
+                return "unsupported transports must be udp, tcp or both"
+            s.transports = value
+        elif name == "tcp-types":
+            if value is None or set(value.split(",")) - {"active", "passive"}:
+                return "unsupported libnice gathers active and passive TCP candidates only (no so)"
         elif name == "consent-timeout":
             return "unsupported libnice 0.1.21 has no consent timeout setting (its own is fixed, about 10 s)"
         else:
@@ -234,7 +242,8 @@ class Adapter:
         self.controlling = s.role == "controlling"
         agent.props.controlling_mode = self.controlling
         agent.props.upnp = False
-        agent.props.ice_tcp = False
+        agent.props.ice_tcp = s.transports != "udp"  # RFC 6544: libnice gathers active and passive candidates
+        agent.props.ice_udp = s.transports != "tcp"
         agent.props.force_relay = s.relay_only
         for ip in s.binds:
             address = Nice.Address.new()
