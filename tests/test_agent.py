@@ -599,6 +599,27 @@ def test_consent_lost_then_restart_recovers_and_no_data_on_the_dead_pair() -> No
     assert connected(a, b) and a.send(b"alive") and b.send(b"alive")
 
 
+def test_after_consent_loss_a_late_candidate_does_not_revive_the_controlling_agent_a_restart_does() -> None:
+    """The controlling agent nominated a pair and lost consent on it; the peer then trickles a new candidate (its
+    TURN allocation made again). Nominating another pair needs an ICE restart (RFC 8445 §8.1.1), so the agent stays
+    FAILED, which is what tells the application to restart, rather than checking pairs it can never nominate."""
+    net, a, b = connected_pair()
+    _outage(net, 40.0)
+    assert a.state is AgentState.FAILED and b.state is AgentState.FAILED
+    B2 = ("10.0.0.2", 2001)
+    net.attach(b, B2)
+    late = b.add_host_candidate(B2)
+    a.add_remote_candidate(net.now, late)
+    net.run(net.now + 5.0)
+    assert a.state is AgentState.FAILED and a.stats["late-pair-after-nomination"] >= 1
+    assert not any(p.state is PairState.IN_PROGRESS for p in a.pairs)
+    a.restart(net.now)
+    b.restart(net.now)
+    exchange(net, a, b)
+    net.run(net.now + 2.0, stop=lambda: connected(a, b))
+    assert connected(a, b) and a.send(b"alive")
+
+
 def test_mdns_remote_candidates_are_ignored_not_paired() -> None:
     a, _ = agents()
     a.add_host_candidate(A1)

@@ -433,6 +433,12 @@ class IceAgent:
     def _start_if_ready(self, now: float) -> None:
         if self._remote_key is None or not self.pairs or self.state is AgentState.CLOSED:
             return
+        if self.state is AgentState.FAILED and self.controlling and self._nominated and not self._restarting:
+            # Consent was lost on a pair this agent nominated: nominating another within the session is not allowed
+            # (RFC 8445 §8.1.1), so checks could never lead anywhere; only an ICE restart (§9) recovers. Staying
+            # FAILED says so, instead of checking pairs no nomination can follow.
+            self.stats["late-pair-after-nomination"] += 1
+            return
         if self.state in (AgentState.NEW, AgentState.FAILED):
             # FAILED is not a dead end: a peer-reflexive pair from the peer's check (RFC 8445 §7.3.1.4) or a
             # candidate gathered late (a TURN allocation) is checked again.
