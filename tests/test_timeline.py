@@ -32,6 +32,11 @@ def test_steps_parse_and_echo() -> None:
     assert [s.as_json() for s in moved] == [{"after": 1.0, "renumber": "a"},
                                             {"expect": "direct", "within": 10.0, "restarted": True}]
     assert moved[1].label == "expect direct after an ICE restart within 10 s"
+    waits = parse_timeline([{"on": "failed", "within": 8}, {"on": "connected", "within": 6, "side": "b"}])
+    assert waits == (Step("on", "failed", within=8.0), Step("on", "connected", within=6.0, side="b"))
+    assert [s.as_json() for s in waits] == [{"on": "failed", "within": 8.0},
+                                            {"on": "connected", "within": 6.0, "side": "b"}]
+    assert [s.label for s in waits] == ["on failed within 8 s", "on connected (b) within 6 s"]
 
 
 @pytest.mark.parametrize(("timeline", "says"), [
@@ -47,6 +52,11 @@ def test_steps_parse_and_echo() -> None:
     ([{"renumber": "nat-a"}], "renumber names a peer, \"a\" or \"b\", not 'nat-a'"),
     ([{"renumber": "a", "restarted": True}], "restarted = true goes with expect"),
     ([{"expect": "direct", "within": 5, "restarted": 1}], "restarted = true goes with expect"),
+    ([{"on": "failed"}], "an on step needs within = SECONDS"),
+    ([{"on": "gone", "within": 5}], "on is one of checking, connected, completed, disconnected, failed, selected"),
+    ([{"on": "failed", "within": 5, "side": "c"}], "side is a or b and goes with on, not 'c'"),
+    ([{"block": "direct", "side": "a"}], "side is a or b and goes with on, not 'a'"),
+    ([{"block": "direct", "within": 5}], "within goes with expect and on"),
 ])
 def test_a_bad_step_is_one_sentence_naming_the_cell_and_step(timeline: list[object], says: str) -> None:
     with pytest.raises(UserError, match="cell c: .*" + says.replace("(", r"\(").replace(")", r"\)")):
@@ -81,8 +91,15 @@ def test_the_faults_suite(backend: str, tmp_path: Path) -> None:
     assert len(cells) >= 11 and all(c["status"] == "pass" and c["pinned"] for c in cells.values())
     blocked = cells["direct-blocked-relay-then-direct"]
     assert [s.get("observed") for s in blocked["timeline"] if "observed" in s] == ["relay", "direct"]
-    relay_after = blocked["timeline"][1]["took_s"]
+    late, lost = (s for s in blocked["timeline"] if "seen_by" in s)
+    # the agents notice: consent late within a few seconds, lost within the 6 s consent timeout (RFC 7675 §5.1)
+    assert 1.0 <= late["took_s"] <= 6.0 and late["took_s"] < lost["took_s"] <= 6.0 + 0.5
+    relay_after = next(s for s in blocked["timeline"] if "observed" in s)["took_s"]
     assert 6.0 <= relay_after <= 6.0 + 3.0  # the 6 s consent timeout, then a restart that finds the relay
+    # unblocked as soon as an agent reported disconnected: consent recovers on the same pair, no restart
+    back = cells["direct-blocked-until-disconnected"]
+    assert [s.get("seen_by") is not None for s in back["timeline"] if "seen_by" in s] == [True, True]
+    assert back["timeline_data"]["restarts"] == 0 and back["timeline"][-1]["observed"] == "direct"
     assert blocked["timeline_data"]["restarts"] >= 2 and blocked["timeline_data"]["lost"]["a-to-b"] > 0
     assert cells["nat-a-reboot"]["timeline_data"]["restarts"] == 0
     assert cells["symmetric-nat-reboot"]["timeline_data"]["restarts"] == 1

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ice.agent import AgentState, Candidate, CandidateType
+from ice.agent import Candidate, CandidateType, IceAgent
 from ice.agent.candidate import pair_text
 from ice.agent.events import CandidateGathered, Event, GatheringComplete, NetworkChangeRestart, SelectedPairChanged
 from ice.agent.tcp import TcpType
@@ -764,8 +764,8 @@ class LabTimeline(TimelineNetwork):
         sel = self.conns[side].agent.selected
         return sel is not None and CandidateType.RELAYED in (sel.local.type, sel.remote.type)
 
-    def failed(self, side: str) -> bool:
-        return self.conns[side].agent.state is AgentState.FAILED
+    def agent(self, side: str) -> IceAgent:
+        return self.conns[side].agent
 
 
 def answer_network_restart(moved: Connection, peer: Connection) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ice.agent import AgentState, CandidateType, IceAgent
+from ice.agent import CandidateType, IceAgent
 from ice.agent.tcp import TcpType
 from ice.scenario.bulk import BULK, BulkPhase, BulkSettings, BulkTransfer, is_bulk
 from ice.scenario.cell import Cell, PathKind
@@ -251,5 +251,5 @@ class SimTimeline(TimelineNetwork):
         sel = self._agent(side).selected
         return sel is not None and CandidateType.RELAYED in (sel.local.type, sel.remote.type)
 
-    def failed(self, side: str) -> bool:
-        return self._agent(side).state is AgentState.FAILED
+    def agent(self, side: str) -> IceAgent:
+        return self._agent(side)

@@ -24,6 +24,12 @@ A timeline is a list of steps, run in order once the cell has connected and pass
   arrive through the cell's signalling (RFC 8839 §4.4.1.1.1);
 - ``stream = "off"`` / ``"on"``: the data stream stops (the pair goes idle: only the agents' own consent checks,
   if any, cross the NATs) or resumes;
+- ``on = "disconnected" | "failed" | "checking" | "connected" | "completed" | "selected"`` with ``within =
+  SECONDS`` (and ``side = "a"`` / ``"b"``; either by default): wait until an agent enters that ICE state
+  (RFC 8445 §6.1.3, ``disconnected`` and ``failed`` as consent freshness has them, RFC 7675 §5.1) or selects a new
+  pair after the previous action, and record how long after that action it came (the time to detect). The steps
+  after it run upon that event: ``{ on = "failed", within = 8 }, { unblock = "direct" }`` unblocks as soon as
+  consent is lost. The agents' states are looked at every ``TICK``, before the restart policy acts;
 - ``expect = "direct" | "relay" | "none"`` with ``within = SECONDS``: wait until the data stream flows both ways on
   that kind of path (``none``: one direction or both has been silent for a second) and record how long it took,
   how many datagrams were lost each way since the previous action and whether both sides restarted ICE since it;
@@ -44,6 +50,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ice.agent import AgentState, IceAgent
 from ice.scenario.cell import PathKind
 
 TICK = 0.05
@@ -54,7 +61,10 @@ RESTART_HOLDOFF = 2.0
 """The restart-on-failure policy restarts ICE at most this often."""
 
 ACTIONS = ("block", "unblock", "nat_reboot", "turn_restart", "restart", "link_loss", "stream", "expect", "link",
-           "renumber")
+           "renumber", "on")
+EVENTS = ("checking", "connected", "completed", "disconnected", "failed", "selected")
+"""What an ``on`` step waits for: an ICE state (:class:`ice.agent.AgentState` values) or a newly selected pair."""
+SIDES = ("either", "a", "b")
 BLOCKABLE = ("direct", "turn")
 DIRECTIONS = ("both", "a-to-b", "b-to-a")
 LINK_FIELDS = ("loss", "delay_ms", "jitter_ms", "bandwidth_mbit")
@@ -95,6 +105,8 @@ class Step:
     """The ``link`` step's changes: (field, value) pairs."""
     restarted: bool = False
     """expect: both sides must have restarted ICE since the previous action."""
+    side: str = "either"
+    """on: which agent must report the event."""
 
     def as_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {}
@@ -105,10 +117,12 @@ class Step:
             self.target
         if self.direction != "both":
             doc["direction"] = self.direction
-        if self.action == "expect":
+        if self.action in ("expect", "on"):
             doc["within"] = self.within
             if self.restarted:
                 doc["restarted"] = True
+        if self.side != "either":
+            doc["side"] = self.side
         return doc
 
     @property
@@ -116,7 +130,9 @@ class Step:
         what = {"restart": "restart ICE", "turn_restart": "restart the TURN server",
                 "expect": f"expect {self.target}{' after an ICE restart' if self.restarted else ''} within "
                           f"{self.within:g} s",
-                "link": "link " + " ".join(f"{k}={v:g}" for k, v in self.link)}.get(
+                "link": "link " + " ".join(f"{k}={v:g}" for k, v in self.link),
+                "on": f"on {self.target}" + (f" ({self.side})" if self.side != "either" else "") +
+                      f" within {self.within:g} s"}.get(
             self.action, f"{self.action} {self.target}" + (f" ({self.direction})" if self.direction != "both"
                                                             else ""))
         return (f"after {self.after:g} s: " if self.after else "") + what
@@ -133,10 +149,11 @@ class Step:
         direction = doc.pop("direction", "both")
         within = doc.pop("within", None)
         restarted = doc.pop("restarted", False)
+        side = doc.pop("side", "either")
         actions = [k for k in doc if k in ACTIONS]
         unknown = sorted(set(doc) - set(ACTIONS))
         if unknown:
-            raise ValueError(f"a timeline step knows after, direction, within, restarted and one of "
+            raise ValueError(f"a timeline step knows after, direction, within, restarted, side and one of "
                              f"{', '.join(ACTIONS)}; "
                              f"not {', '.join(unknown)}")
         if len(actions) != 1:
@@ -168,14 +185,21 @@ class Step:
                 raise ValueError(f"expect is direct, relay or none, not {value!r}")
             if isinstance(within, bool) or not isinstance(within, (int, float)) or within <= 0:
                 raise ValueError("an expect step needs within = SECONDS (> 0)")
+        elif action == "on":
+            if value not in EVENTS:
+                raise ValueError(f"on is one of {', '.join(EVENTS)}, not {value!r}")
+            if isinstance(within, bool) or not isinstance(within, (int, float)) or within <= 0:
+                raise ValueError("an on step needs within = SECONDS (> 0)")
         elif within is not None:
-            raise ValueError("within goes with expect")
+            raise ValueError("within goes with expect and on")
+        if side not in SIDES or (side != "either" and action != "on"):
+            raise ValueError(f"side is a or b and goes with on, not {side!r}")
         if restarted is not False and (action != "expect" or restarted is not True):
             raise ValueError("restarted = true goes with expect")
         if action == "renumber" and value not in ("a", "b"):
             raise ValueError(f"renumber names a peer, \"a\" or \"b\", not {value!r}")
         return cls(action, "" if action in ("restart", "turn_restart", "link") else str(value), float(after),
-                   str(direction), float(within or 0), link, bool(restarted))
+                   str(direction), float(within or 0), link, bool(restarted), str(side))
 
 
 def changes_delay(steps: tuple[Step, ...]) -> bool:
@@ -212,6 +236,8 @@ class StepResult:
     """expect: datagrams sent since the previous action that did not arrive, each way."""
     restarted: bool | None = None
     """expect: did both sides restart ICE (new local credentials) since the previous action?"""
+    seen_by: str | None = None
+    """on: the side(s) that reported the event (``a``, ``b``, ``a,b``)."""
 
     def as_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {"step": self.step.label, "at_s": round(self.at, 3), "ok": self.ok}
@@ -222,6 +248,9 @@ class StepResult:
                 doc["lost"] = self.lost
             if self.restarted is not None:
                 doc["restarted"] = self.restarted
+        if self.step.action == "on":
+            doc["took_s"] = None if self.took is None else round(self.took, 3)
+            doc["seen_by"] = self.seen_by
         if self.detail is not None:
             doc["detail"] = self.detail
         return doc
@@ -251,6 +280,11 @@ class TimelineNetwork(abc.ABC):
     since: float = 0.0
     """When the last action was done: only data received after it says where the path is now."""
     _last_restart: float = -1e9
+    seen: dict[str, set[str]] = field(default_factory=lambda: {"a": set(), "b": set()})
+    """The ICE states each side entered since the last action (looked at every tick), and ``selected`` once it
+    selected another pair than it had then: what ``on`` steps wait for."""
+    _state_then: dict[str, str] = field(default_factory=dict)
+    _selected_then: dict[str, object] = field(default_factory=dict)
 
     # ----------------------------------------------------------------------------- back-end primitives
 
@@ -305,7 +339,27 @@ class TimelineNetwork(abc.ABC):
         """Does ``side``'s selected pair have a relayed candidate?"""
 
     @abc.abstractmethod
-    def failed(self, side: str) -> bool: ...
+    def agent(self, side: str) -> IceAgent:
+        """``side``'s ICE agent."""
+
+    def failed(self, side: str) -> bool:
+        return self.agent(side).state is AgentState.FAILED
+
+    def observe(self) -> None:
+        """Note the states the agents entered since the last look (and a newly selected pair) for ``on`` steps."""
+        for side in "ab":
+            agent = self.agent(side)
+            if agent.state.value != self._state_then.get(side):
+                self._state_then[side] = agent.state.value
+                self.seen[side].add(agent.state.value)
+            if agent.selected is not None and agent.selected is not self._selected_then.get(side):
+                self.seen[side].add("selected")
+
+    def watch(self) -> None:
+        """An action is about to happen: ``on`` steps after it see only what comes next."""
+        self.seen = {"a": set(), "b": set()}
+        self._state_then = {side: self.agent(side).state.value for side in "ab"}
+        self._selected_then = {side: self.agent(side).selected for side in "ab"}
 
     # ----------------------------------------------------------------------------- shared behaviour
 
@@ -316,6 +370,7 @@ class TimelineNetwork(abc.ABC):
 
     def tick(self) -> None:
         """Every :data:`TICK`: each side sends its next datagram; the restart policy looks at the agents."""
+        self.observe()
         for side in "ab":
             if self.streaming and self.send(side, b"t"):
                 self.sent[side] += 1
@@ -365,15 +420,33 @@ def _met(net: TimelineNetwork, want: PathKind, mark: Mark | None) -> Callable[[]
     return lambda: net.path() is want and (mark is None or net.since_mark(mark)[1])
 
 
+def _seen_by(net: TimelineNetwork, step: Step) -> str:
+    """The sides (``a``, ``b``, ``a,b``) that showed an on step's event since the last action ("": none yet)."""
+    return ",".join(s for s in ("ab" if step.side == "either" else step.side) if step.target in net.seen[s])
+
+
 async def run_timeline(steps: tuple[Step, ...], net: TimelineNetwork) -> list[StepResult]:
     """Run the steps in order; an expect step that is not met within its time ends the timeline."""
     results: list[StepResult] = []
     start = net.now()
     last_action = net.since = start
     mark = net.mark()
+    net.watch()
     for step in steps:
         if step.after:
             await net.run_for(step.after)
+        if step.action == "on":
+            def event_seen(step: Step = step) -> bool:
+                return bool(_seen_by(net, step))
+
+            await net.run_for(step.within, stop=event_seen)
+            net.observe()
+            by = _seen_by(net, step)
+            results.append(StepResult(step, net.now() - start, bool(by), net.now() - last_action if by else None,
+                                      seen_by=by or None))
+            if not by:
+                break
+            continue
         if step.action == "expect":
             want = PathKind(step.target)
             await net.run_for(step.within, stop=_met(net, want, mark if step.restarted else None))
@@ -387,6 +460,7 @@ async def run_timeline(steps: tuple[Step, ...], net: TimelineNetwork) -> list[St
                 break
             continue
         mark = net.mark()  # before the action: a restart it causes counts as after it
+        net.watch()
         if step.action in ("block", "unblock"):
             net.block(step.target, step.direction, step.action == "block")
         elif step.action == "nat_reboot":
@@ -410,6 +484,8 @@ async def run_timeline(steps: tuple[Step, ...], net: TimelineNetwork) -> list[St
 def timeline_verdict(results: list[StepResult], steps: tuple[Step, ...]) -> str:
     """Why the timeline failed ("" when every step was met)."""
     for r in results:
+        if not r.ok and r.step.action == "on":
+            return f"timeline: {r.step.label}: no agent reported it"
         if not r.ok and r.step.restarted and r.observed == r.step.target and not r.restarted:
             return f"timeline: {r.step.label}: the path was {r.observed}, but not after an ICE restart on both sides"
         if not r.ok:
@@ -419,5 +495,5 @@ def timeline_verdict(results: list[StepResult], steps: tuple[Step, ...]) -> str:
     return ""
 
 
-__all__ = ["FRESH", "LINK_FIELDS", "RESTART_HOLDOFF", "TICK", "Step", "StepResult", "TimelineNetwork",
+__all__ = ["EVENTS", "FRESH", "LINK_FIELDS", "RESTART_HOLDOFF", "TICK", "Step", "StepResult", "TimelineNetwork",
            "changes_delay", "parse_link_change", "parse_timeline", "run_timeline", "timeline_verdict"]
