@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -259,3 +260,79 @@ def test_the_interop_suite_passes_in_the_kernel_lab(tmp_path: Path) -> None:
         assert {side for c in mine for side in "ab" if c[f"agent_{side}"] == stack} == {"a", "b"}, stack
     known = {c["scenario"]: c["known_failure"] for c in cells if c["known_failure"]}
     assert all("pion 2.3.1" in why for name, why in known.items() if "pion" in name)
+
+
+LIBNICE_TCP = ("icelab-libnice.tcp-none-none", "libnice-icelab.tcp-none-none", "icelab-libnice.tcp-active-passive",
+               "icelab-libnice.tcp-passive-active", "libnice-libnice.tcp-none-none",
+               "icelab-libnice.tcp-eim-apdf-eim-apdf", "libnice-libnice.tcp-eim-apdf-eim-apdf")
+"""scenarios/interop.toml's ICE-TCP cells (docs/tcp.md, "Interop with libnice")."""
+
+
+def test_tcp_process_cells_tell_each_agent_its_transports_and_tcptypes() -> None:
+    """A foreign agent in an ICE-TCP cell gets `set transports`, and `set tcp-types` only when the cell names fewer
+    than all three tcptypes (otherwise it gathers what it gathers); a UDP cell gets neither, as before."""
+    from types import SimpleNamespace
+
+    from ice.scenario.processes import _setup
+
+    fabric = SimpleNamespace(addresses=lambda side: ["10.0.1.2"])
+    server = SimpleNamespace(udp_blocked={"a": False, "b": False}, address=("203.0.113.10", 3478))
+    cell = Cell.from_table({"name": "c", "topology": "two_nats", "agent_b": "libnice", "transports": "tcp",
+                            "udp_blocked": True, "tcp_types_a": ["active"], "tcp_types_b": ["passive", "active"]})
+    a = _setup(cell, "a", fabric, server).settings()  # type: ignore[arg-type]
+    b = _setup(cell, "b", fabric, server).settings()  # type: ignore[arg-type]
+    assert ("transports", "tcp") in a and ("tcp-types", "active") in a
+    assert ("transports", "tcp") in b and ("tcp-types", "passive,active") in b
+    every = Cell.from_table({"name": "c", "topology": "two_nats", "agent_b": "libnice", "transports": "tcp"})
+    assert not [s for s in _setup(every, "b", fabric, server).settings() if s[0] == "tcp-types"]  # type: ignore[arg-type]
+    udp = Cell.from_table({"name": "c", "topology": "two_nats", "agent_b": "libnice"})
+    assert not [s for s in _setup(udp, "b", fabric, server).settings()  # type: ignore[arg-type]
+                if s[0] in ("transports", "tcp-types")]
+
+
+def test_the_sim_skips_the_libnice_tcp_cells(tmp_path: Path) -> None:
+    p = subprocess.run([*ICELAB, "run", "--backend", "sim", str(ROOT / "scenarios" / "interop.toml"),
+                        *[w for n in LIBNICE_TCP for w in ("--scenario", n)], "--out", str(tmp_path / "sim"), "-q"],
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-1000:]
+    cells = json.loads((tmp_path / "sim" / "results.json").read_text())["cells"]
+    assert sorted(c["scenario"] for c in cells) == sorted(LIBNICE_TCP)
+    assert all(c["status"] == "skipped" and "run in the kernel lab only" in c["reason"] for c in cells)
+
+
+@pytest.mark.lab
+def test_icelab_ice_tcp_against_libnice_in_the_kernel_lab(tmp_path: Path) -> None:
+    """ICE-TCP (RFC 6544) against libnice, UDP between the peers blocked, no TURN: both public, each stack in each
+    role; icelab behind a port-restricted NAT (its active candidate to libnice's passive one); libnice behind it
+    (libnice's active candidate to icelab's passive one, learnt as peer-reflexive); libnice against itself. Every
+    selected pair is TCP, active with passive. Through two port-restricted NATs libnice fails (it has no so
+    candidates), pinned as a known failure that its control shares."""
+    out = tmp_path / "tcp"
+    p = subprocess.run([*ICELAB, "run", "--backend", "lab", str(ROOT / "scenarios" / "interop.toml"),
+                        *[w for n in LIBNICE_TCP for w in ("--scenario", n)], "--out", str(out), "-q"],
+                       capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-1000:]
+    cells = {c["scenario"]: c for c in json.loads((out / "results.json").read_text())["cells"]}
+    assert {n: (c["status"], c["observed"]) for n, c in cells.items()} == {
+        "icelab-libnice.tcp-none-none": ("pass", "direct"), "libnice-icelab.tcp-none-none": ("pass", "direct"),
+        "icelab-libnice.tcp-active-passive": ("pass", "direct"),
+        "icelab-libnice.tcp-passive-active": ("pass", "direct"),
+        "libnice-libnice.tcp-none-none": ("pass", "direct"),
+        "icelab-libnice.tcp-eim-apdf-eim-apdf": ("known-failure", "none"),
+        "libnice-libnice.tcp-eim-apdf-eim-apdf": ("known-failure", "none")}
+    tcptype = re.compile(r"^(\w+) tcp (active|passive) \S+ -> (\w+) tcp (active|passive) \S+$")
+    for name, c in cells.items():
+        if c["observed"] != "direct":
+            continue
+        for side in ("selected", "selected_b"):
+            m = tcptype.match(c[side])
+            assert m is not None and {m.group(2), m.group(4)} == {"active", "passive"}, (name, side, c[side])
+    assert cells["icelab-libnice.tcp-active-passive"]["selected"].startswith("host tcp active 10.0.1.2:9 -> host tcp "
+                                                                             "passive 203.0.113.")
+    assert cells["icelab-libnice.tcp-active-passive"]["selected_types"] == "host-host"
+    assert re.match(r"host tcp passive 203\.0\.113\.\d+:\d+ -> prflx tcp active 203\.0\.113\.\d+:\d+$",
+                    cells["icelab-libnice.tcp-passive-active"]["selected"])
+    assert cells["icelab-libnice.tcp-passive-active"]["selected_types"] == "host-prflx"
+    failed = cells["icelab-libnice.tcp-eim-apdf-eim-apdf"]
+    assert "so" in failed["known_failure"] and failed["agent_states"]["b"][-1] == "failed"
+    assert failed["control"] == {"cell": "libnice-libnice.tcp-eim-apdf-eim-apdf", "status": "known-failure"}

@@ -39,7 +39,7 @@ def test_tcp_cell_options_parse_and_a_udp_cell_echoes_as_before() -> None:
     ({"tcp_types_a": ["so", "so"]}, "tcp_types_a lists tcptypes among active, passive, so, each once"),
     ({"tcp_types_b": "so"}, "tcp_types_b is a list such as"),
     ({"udp_blocked": "yes"}, "udp_blocked is 'yes'; expected a bool"),
-    ({"transports": "tcp", "agent_b": "pion"}, "transports 'tcp' and 'both' run icelab's own agents"),
+    ({"transports": "tcp", "lite": "b"}, "transports 'tcp' and 'both' go with no lite, kill, restart or coturn"),
 ])
 def test_a_bad_tcp_option_is_one_sentence(table: dict[str, object], says: str) -> None:
     with pytest.raises(UserError, match="cell c: " + says.replace("(", r"\(").replace("[", r"\[")):

@@ -42,6 +42,8 @@ class SideSetup:
     consent_timeout: float | None = None
     transports: str | None = None
     """``udp``, ``tcp`` or ``both`` (``set transports``: ICE-TCP, RFC 6544)."""
+    tcp_types: tuple[str, ...] = ()
+    """The tcptypes of the TCP host candidates (``set tcp-types``, RFC 6544 §4.1); empty: the stack's own set."""
 
     def settings(self) -> list[tuple[str, ...]]:
         out: list[tuple[str, ...]] = [("role", self.role)]
@@ -65,6 +67,8 @@ class SideSetup:
             out.append(("consent-timeout", f"{self.consent_timeout:g}"))
         if self.transports is not None:
             out.append(("transports", self.transports))
+        if self.tcp_types:
+            out.append(("tcp-types", ",".join(self.tcp_types)))
         return out
 
 

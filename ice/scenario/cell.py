@@ -317,7 +317,9 @@ class Cell:
     """UDP between the peers' sides is dropped (rules in the peers' hosts: whatever a peer sends over UDP to
     anything but the STUN/TURN server, and what it receives from anything else); the server stays reachable."""
     tcp_types_a: tuple[str, ...] = TCP_TYPES
-    """The tcptypes of A's TCP host candidates (RFC 6544 §4.1): "active", "passive", "so"."""
+    """The tcptypes of A's TCP host candidates (RFC 6544 §4.1): "active", "passive", "so". A foreign agent is told
+    them (``set tcp-types``) only when they are not all three; otherwise it gathers what it gathers (libnice: active
+    and passive), and the reasoning still counts all three, so a stack without one shows as a known failure."""
     tcp_types_b: tuple[str, ...] = TCP_TYPES
 
     def __post_init__(self) -> None:
@@ -346,9 +348,9 @@ class Cell:
             types = getattr(self, key)
             if not types or not set(types) <= set(TCP_TYPES) or len(set(types)) != len(types):
                 raise ValueError(f"{key} lists tcptypes among {', '.join(TCP_TYPES)}, each once, not {list(types)!r}")
-        if self.transports != "udp" and self.in_processes:
-            raise ValueError("transports 'tcp' and 'both' run icelab's own agents in the harness (no foreign agent, "
-                             "lite, kill, restart or coturn)")
+        if self.transports != "udp" and (self.lite or self.kill or self.restart or self.server != "icelab"):
+            raise ValueError("transports 'tcp' and 'both' go with no lite, kill, restart or coturn (a foreign agent "
+                             "is told `set transports`, and refuses it if it has no ICE-TCP)")
         if self.bulk is not None and self.in_processes:
             raise ValueError("bulk runs between icelab's own agents in the harness (no foreign agent, lite, kill, "
                              "restart or coturn)")

@@ -2,10 +2,10 @@
 agent on either side, or a step only that path has (a lite side, a side killed to test consent, an ICE restart).
 
 Each agent starts in its host's network namespace (``nsenter``), gets the cell's settings (role, the host's
-addresses, the lab's STUN/TURN server, nomination, lite, relay-only, trickle), and the harness is the signalling
-channel between the two. The path is read from the agents' own ``selected`` reports and judged by the same
-reasoning as every cell; the agents' valid pairs are not part of the protocol, so only the path and the selected
-pair's types are judged.
+addresses, the lab's STUN/TURN server, nomination, lite, relay-only, trickle, ICE-TCP transports and tcptypes), and
+the harness is the signalling channel between the two. The path is read from the agents' own ``selected`` reports
+and judged by the same reasoning as every cell; the agents' valid pairs are not part of the protocol, so only the
+path and the selected pair's types (and for ICE-TCP cells its transport) are judged.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from ice.agents.pair import PairRun, SideSetup, TurnSetting, connect, exchange, 
 from ice.agents.registry import AgentSpec, resolve
 from ice.lab.mn import Lab
 from ice.lab.netns import nsenter
-from ice.scenario.cell import Cell, PathKind
+from ice.scenario.cell import TCP_TYPES, Cell, PathKind
 from ice.scenario.lab import LabServer, _Outcome, block_peer_udp, start_server
 from ice.scenario.timers import TIMERS, MatrixTimers
 from ice.topology.fabric import Fabric
@@ -45,6 +45,7 @@ def _setup(cell: Cell, side: str, fabric: Fabric, server: LabServer) -> SideSetu
         if cell.turn else None
     survivor = cell.kill and side != cell.kill
     role = "controlling" if cell.controlling in (side, "both") else "controlled"
+    types = cell.tcp_types_a if side == "a" else cell.tcp_types_b
     return SideSetup(
         role=role,
         bind=tuple(fabric.addresses(side)),
@@ -55,6 +56,8 @@ def _setup(cell: Cell, side: str, fabric: Fabric, server: LabServer) -> SideSetu
         relay_only=cell.relay_only,
         trickle=cell.trickle,
         consent_timeout=cell.consent_timeout if survivor and cell.consent_timeout else None,
+        transports=cell.transports if cell.transports != "udp" else None,
+        tcp_types=types if cell.transports != "udp" and set(types) != set(TCP_TYPES) else (),
     )
 
 

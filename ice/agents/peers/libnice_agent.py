@@ -211,8 +211,9 @@ class Adapter:
                 return "unsupported transports must be udp, tcp or both"
             s.transports = value
         elif name == "tcp-types":
-            if value is None or set(value.split(",")) - {"active", "passive"}:
-                return "unsupported libnice gathers active and passive TCP candidates only (no so)"
+            if value is None or sorted(value.split(",")) != ["active", "passive"]:
+                return ("unsupported libnice gathers one active and one passive TCP candidate per address, never so, "
+                        "and cannot leave either out")
         elif name == "consent-timeout":
             return "unsupported libnice 0.1.21 has no consent timeout setting (its own is fixed, about 10 s)"
         else:
