@@ -92,8 +92,11 @@ def test_the_faults_suite(backend: str, tmp_path: Path) -> None:
     blocked = cells["direct-blocked-relay-then-direct"]
     assert [s.get("observed") for s in blocked["timeline"] if "observed" in s] == ["relay", "direct"]
     late, lost = (s for s in blocked["timeline"] if "seen_by" in s)
-    # the agents notice: consent late within a few seconds, lost within the 6 s consent timeout (RFC 7675 §5.1)
-    assert 1.0 <= late["took_s"] <= 6.0 and late["took_s"] < lost["took_s"] <= 6.0 + 0.5
+    # The agents notice at their consent checks (every 2 s +/- 20 % with a 6 s consent timeout): disconnected once
+    # 3 s passed without a success, failed once 6 s did (RFC 7675 §5.1). The last success came up to one interval
+    # before the block, and a check up to one interval after the threshold; a second for a loaded machine.
+    interval = 2.0 * 1.2
+    assert late["took_s"] <= 3.0 + interval + 1.0 and late["took_s"] < lost["took_s"] <= 6.0 + interval + 1.0
     relay_after = next(s for s in blocked["timeline"] if "observed" in s)["took_s"]
     assert 6.0 <= relay_after <= 6.0 + 3.0  # the 6 s consent timeout, then a restart that finds the relay
     # unblocked as soon as an agent reported disconnected: consent recovers on the same pair, no restart
