@@ -211,11 +211,33 @@ def stun_server(data: bytes) -> None:
     if pad >= 0xF000:  # PADDING near STUN's size limit (RFC 5780 §7.6), out of reach of byte-level mutation
         size = min((pad - 0xF000) * 16, 0xFFFF - 4 - len(body)) & ~3
         body += b"\x00\x26" + size.to_bytes(2, "big") + bytes(size)
-    for datagram in (body, b"\x00\x01" + len(body).to_bytes(2, "big")[-2:] + b"\x21\x12\xa4\x42" + bytes(12) + body):
+    wrapped = b"\x00\x01" + len(body).to_bytes(2, "big")[-2:] + b"\x21\x12\xa4\x42" + bytes(12) + body
+    for datagram in (body, wrapped):
         server.handle_datagram(T0, local, remote, datagram)
         while (t := server.poll_transmit()) is not None:
             sendable(t)
             own_stun(t.data)
+    # The batch path (the driver's recvmmsg batches, docs/stun.md): bare Binding requests answered in one pass by
+    # the C accelerator's binding_answers, anything else through handle_datagram, in order. It must answer
+    # exactly as one datagram at a time does, and the bare answer must be the general path's, byte for byte.
+    bare = b"\x00\x01\x00\x00\x21\x12\xa4\x42" + body[:12].ljust(12, b"\x00")
+    other = ("2001:db8::2", 40001) if ":" in remote[0] else ("198.51.100.9", 1)
+    batch = [(remote, bare), (remote, body), (remote, bare), (other, bare), (remote, wrapped), (remote, bare),
+             (other, body), (remote, bare)]
+    config = server.config
+    one, many = StunServer(config), StunServer(config)
+    for source, datagram in batch:
+        one.handle_datagram(T0, local, source, datagram)
+    single = one.poll_transmits()
+    many.handle_datagrams(T0, local, batch)
+    batched = many.poll_transmits()
+    expect(batched == single, "handle_datagrams answers otherwise than one datagram at a time")
+    expect(many.stats == one.stats, f"handle_datagrams counts otherwise: {many.stats} != {one.stats}")
+    for t in batched:
+        sendable(t)
+        own_stun(t.data)
+    general = StunServer(config).handle_general(local, remote, bare)
+    expect(general == one.handle(local, remote, bare), "the bare Binding answer is not the general path's")
 
 
 # ============================================================================================= TURN server
