@@ -204,7 +204,47 @@ def turn_server_seeds(cap: Capture) -> list[bytes]:
         w = Writer().u8(0x01)
         _turn_request(w, 0, Method.REFRESH, [lambda w: _turn_attr_lifetime(w, 600)], b"auth", auth=auth)
         seeds.append(w.data())
+    return seeds + turn_server_tcp_seeds() + turn_server_batch_seeds()
+
+
+def turn_server_tcp_seeds() -> list[bytes]:
+    """TCP allocations (RFC 6062): Connect and the peer's connection coming up, ConnectionBind on a data
+    connection, a peer connecting in (ConnectionAttempt) and bound, a connection closing, a Connect timing out,
+    and a control connection closing with its connections; without TCP relay ports, 442."""
+    seeds = []
+    for flags in (0x03, 0x23):  # 0x20: Connect needs no permission
+        w = Writer().u8(flags)
+        w.u8(9).u8(1).u8(0).u8(1).u8(1).u8(0)  # CLIENTS[1], "user": TCP allocation, permissions for PEERS[0], [1]
+        w.u8(10).u8(0).u8(1).u8(1).u8(0).u8(0)  # Connect from CLIENTS[1] to PEERS[0]
+        w.u8(11).u8(0).u8(0)  # the I/O layer: connected
+        w.u8(10).u8(5).u8(1).u8(0).u8(1).u8(0)  # ConnectionBind from CLIENTS[1]'s IP, port 41000: spliced
+        w.u8(11).u8(3).u8(0).u8(0).u8(1)  # PEERS[1] connects to the relayed address: ConnectionAttempt
+        w.u8(10).u8(5).u8(1).u8(1).u8(1).u8(1)  # ConnectionBind for it from port 41001
+        w.u8(11).u8(2).u8(0)  # a connection ends
+        w.u8(10).u8(0).u8(1).u8(1).u8(0).u8(0 if flags == 0x03 else 4)  # Connect again (0x23: to an unpermitted
+        # peer); no answer from the I/O layer:
+        w.u8(4).u8(1).u8(t.DTS.index(60.0))  # connect timeout: 447
+        w.u8(5).u8(1).u8(0)  # the control connection closes: the allocation and its connections go
+        seeds.append(w.data())
+    seeds.append(Writer().u8(0x80).u8(9).u8(0).u8(0).u8(1).u8(0).u8(0).data())  # no TCP relay ports: 442
     return seeds
+
+
+def turn_server_batch_seeds() -> list[bytes]:
+    """Batches through handle_datagrams, compared with one datagram at a time: ChannelData from the client on
+    its channel (the first relayed by the general path, the rest on its route), then the peer's datagrams."""
+    w = Writer().u8(0x03)
+    w.u8(12).u8(0).u8(5)  # six datagrams on the listening address
+    w.u8(1).u8(0).blob(b"first").u8(1)
+    for i in range(3):
+        w.u8(1).u8(0).blob(b"on the route %d" % i).u8(1)
+    w.u8(3).u8(0).blob(b"\x00\x01\x00\x00not stun")
+    w.u8(0)
+    w.u8(12).u8(1).u8(0).u8(4)  # five datagrams from peers on the relayed address
+    for i in range(4):
+        w.u8(1).u8(0).blob(b"to the client %d" % i)
+    w.u8(3).u8(3).raw(bytes([203, 0, 113, 9])).u16(5000).blob(b"unpermitted")
+    return [w.data()]
 
 
 def _client_success(w: Writer, pending: int, relayed: bool, lifetime: int | None) -> None:

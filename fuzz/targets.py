@@ -21,6 +21,7 @@ Adding a target is one entry in :data:`TARGETS` (and a corpus directory ``fuzz/c
 from __future__ import annotations
 
 import asyncio
+import copy
 import ipaddress
 import random
 from collections.abc import Callable
@@ -43,6 +44,18 @@ from ice.stun.transaction import Transmit
 from ice.turn.client import TurnClient, TurnClientConfig
 from ice.turn.framing import split_frames
 from ice.turn.server import TurnServer, TurnServerConfig
+from ice.turn.tcp_allocation import (
+    CloseConnection,
+    ConnectionClosed,
+    ConnectPeer,
+    ConnState,
+    PeerAccepted,
+    PeerConnected,
+    PeerConnectFailed,
+    Splice,
+    TcpAllocationConfig,
+    TcpEvent,
+)
 
 MAX_OPS = 32
 """Operations one input may run (bounds the time of one execution)."""
@@ -252,7 +265,8 @@ USERS = {"user": "pass", "other": "word"}
 _LONG_KEYS = {u: long_term_key(u, REALM, p) for u, p in USERS.items()}
 _WRONG_KEY = long_term_key("user", REALM, "not-the-password")
 _METHODS = (Method.ALLOCATE, Method.REFRESH, Method.CREATE_PERMISSION, Method.CHANNEL_BIND, Method.SEND,
-            Method.BINDING, Method.DATA)
+            Method.BINDING, Method.DATA, Method.CONNECT, Method.CONNECTION_BIND, Method.CONNECTION_ATTEMPT)
+"""Appended to, never reordered: a seed names a method by its index."""
 _CLASSES = (MessageClass.REQUEST, MessageClass.REQUEST, MessageClass.REQUEST, MessageClass.INDICATION,
             MessageClass.SUCCESS, MessageClass.ERROR)
 _CHANNELS = (0x4000, 0x4001, 0x4FFF, 0x5000, 0x7FFF, 0x8000, 0x3FFF, 0xFFFF)
@@ -290,9 +304,37 @@ class _Ports:
         self.live.discard(relayed)
 
 
+class _TcpPorts(_Ports):
+    """Relay ports that also listen on TCP (RFC 6062 §5.1: the server serves TCP allocations), another port
+    space: the listening sockets are counted apart and must be closed exactly once too."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.next_tcp = 60000
+        self.live_tcp: set[a.Address] = set()
+
+    def reserve_tcp(self, family: int) -> a.Address | None:
+        if len(self.live_tcp) >= self.limit:
+            return None
+        addr = ("2001:db8::1" if family == 6 else "192.0.2.1", self.next_tcp)
+        self.next_tcp += 1
+        self.live_tcp.add(addr)
+        return addr
+
+    def release_tcp(self, relayed: a.Address) -> None:
+        expect(relayed in self.live_tcp, f"TCP relay address {relayed} released but not reserved (or twice)")
+        self.live_tcp.discard(relayed)
+
+
+CIDS: list[int] = []
+"""The CONNECTION-IDs the TURN server of the input being run has given out (RFC 6062 §6.2.1; they are random)."""
+
+
 def turn_attribute(r: Reader) -> a.Attribute:
     """One attribute for a TURN request: a well-formed one with a fuzzed value, or raw bytes under any code."""
     kind = r.u8() % 16
+    if kind == 14:
+        return a.ConnectionId(CIDS[r.u8() % len(CIDS)] if CIDS and r.flag() else r.u32())
     if kind == 0:
         return a.Lifetime(r.pick(_LIFETIMES) if r.flag() else r.u32())
     if kind == 1:
@@ -358,15 +400,89 @@ def turn_request(r: Reader, server: TurnServer, now: float, tids: list[bytes], c
 
 
 def _turn_invariants(server: TurnServer, ports: _Ports) -> None:
-    relays = {alloc.relayed for alloc in server.allocations.values()}
+    relays = {alloc.relayed for alloc in server.allocations.values() if not alloc.tcp}  # TCP ones: _tcp_invariants
     expect(relays == set(server.by_relay), "by_relay and allocations disagree")
     reserved = {relayed for relayed, _ in server._reservations.values()}  # EVEN-PORT's next port (RFC 8656 §7.2)
     expect(relays | reserved == ports.live, "relay addresses held and allocations (or reservations) disagree")
     for alloc in server.allocations.values():
+        if alloc.tcp:
+            continue
         expect(server.by_relay[alloc.relayed] is alloc, "by_relay points at another allocation")
         expect(len(alloc.channels) == len(alloc.by_peer), "channels and by_peer differ in size")
         for number, (peer, _) in alloc.channels.items():
             expect(alloc.by_peer.get(peer) == number, "a channel's peer maps to another channel")
+
+
+class _TcpIo:
+    """What the I/O layer of RFC 6062 holds (ice/aio/turn_tcp.py): the peer data connections it was asked to open
+    or reported accepting, until the core says CloseConnection (or the I/O reported the connect failed)."""
+
+    def __init__(self) -> None:
+        self.links: set[tuple[a.Address, a.Address]] = set()
+        self.connecting: set[tuple[a.Address, a.Address]] = set()
+        self.exact = True
+        """False once the input fed an event no I/O layer would report (the model no longer applies)."""
+
+    def intent(self, server: TurnServer, intent: ConnectPeer | Splice | CloseConnection) -> None:
+        pair = (intent.relayed, intent.peer)
+        if isinstance(intent, ConnectPeer):
+            expect(intent.relayed in server.tcp.by_relay, "ConnectPeer from a relayed address that is not a TCP "
+                                                          "allocation's")
+            expect(not self.exact or pair not in self.links, "ConnectPeer for a connection the I/O layer holds")
+            self.links.add(pair)
+            self.connecting.add(pair)
+        elif isinstance(intent, Splice):
+            conn = server.tcp.by_pair.get(pair)
+            expect(conn is not None and conn.state is ConnState.BOUND, "Splice of a connection that is not bound")
+            expect(not self.exact or pair in self.links, "Splice of a connection the I/O layer does not hold")
+            expect((intent.local, intent.client) in server._stream_clients, "Splice to a client that is not a "
+                                                                            "connected stream")
+        else:
+            self.links.discard(pair)
+            self.connecting.discard(pair)
+
+    def reported(self, event: TcpEvent) -> None:
+        """The I/O layer reported ``event``: a failed connect is gone from it; the rest it holds until closed."""
+        pair = (event.relayed, event.peer)
+        if isinstance(event, PeerConnectFailed):
+            self.links.discard(pair)
+            self.connecting.discard(pair)
+        elif isinstance(event, PeerConnected):
+            self.connecting.discard(pair)
+        elif isinstance(event, PeerAccepted):
+            self.links.add(pair)
+
+
+def _tcp_invariants(server: TurnServer, ports: _Ports, io: _TcpIo) -> None:
+    """RFC 6062: TCP allocations, their listening sockets, their connections and what the I/O layer holds agree;
+    no connection outlives its allocation; each waiting connection's deadline is on the server's timer."""
+    tcp = server.tcp
+    tcp_allocs = {alloc.relayed: alloc for alloc in server.allocations.values() if alloc.tcp}
+    expect(set(tcp.by_relay) == set(tcp_allocs), "TCP allocations and tcp.by_relay disagree")
+    if isinstance(ports, _TcpPorts):
+        expect(ports.live_tcp == set(tcp_allocs), "listening TCP relay addresses and TCP allocations disagree")
+    expect(not set(tcp_allocs) & set(server.by_relay), "a TCP allocation in the UDP relays' table")
+    expect(len(tcp.by_pair) == len(tcp.conns), "tcp.conns and tcp.by_pair differ in size")
+    per_alloc: dict[int, int] = {}
+    per_user: dict[str, int] = {}
+    for cid, conn in tcp.conns.items():
+        expect(conn.cid == cid and tcp.by_pair.get(conn.pair) is conn, "a connection under another id or pair")
+        expect(tcp_allocs.get(conn.alloc.relayed) is conn.alloc, "a peer data connection outlived its allocation")
+        expect((conn.deadline is None) == (conn.state is ConnState.BOUND), f"a {conn.state} connection's deadline")
+        expect(conn.request is None or conn.state is ConnState.CONNECTING, "a Connect unanswered past connecting")
+        per_alloc[id(conn.alloc)] = per_alloc.get(id(conn.alloc), 0) + 1
+        per_user[conn.alloc.username] = per_user.get(conn.alloc.username, 0) + 1
+    expect(max(per_alloc.values(), default=0) <= server.config.tcp.max_connections, "connections over quota")
+    expect(max(per_user.values(), default=0) <= server.config.tcp.user_connections, "user connections over quota")
+    deadlines = tcp.deadlines()
+    if deadlines:
+        at = server.next_timeout()
+        expect(at is not None and at <= min(deadlines), "a connection's deadline is not on the server's timer")
+    if io.exact:
+        expect(io.links == set(tcp.by_pair), f"the I/O layer holds {sorted(io.links)}, the core "
+                                             f"{sorted(tcp.by_pair)}")
+        expect(io.connecting == {c.pair for c in tcp.conns.values() if c.state is ConnState.CONNECTING},
+               "connections being opened disagree")
 
 
 def _signed_allocate(server: TurnServer, now: float, client: a.Address, user: str, tids: list[bytes]) -> bytes:
@@ -385,6 +501,56 @@ def _signed(server: TurnServer, now: float, method: int, attrs: list[a.Attribute
     msg = Message(method, MessageClass.REQUEST, tid,
                   [*attrs, a.Username("user"), a.Realm(REALM), a.Nonce(server._nonce(now, CLIENTS[0]))])
     return msg.encode(_LONG_KEYS["user"], fingerprint=True)
+
+
+def _same(t: Transmit) -> tuple[a.Address, a.Address | None, bytes]:
+    """A transmit as two runs of the same input give it: an indication's transaction ID is random (RFC 8489 §6),
+    and so its FINGERPRINT."""
+    data = t.data
+    to_client = t.local is not None and t.local[1] in (3478, 3479)  # (from a relayed address: a peer's payload)
+    if to_client and own_stun(data) is not None and data[0] & 0x01 == 0 and data[1] & 0x10:  # an indication
+        data = data[:8] + data[20:-8]
+    return t.remote, t.local, data
+
+
+def _signed_as(server: TurnServer, now: float, client: a.Address, user: str, method: int, attrs: list[a.Attribute],
+               tids: list[bytes], key: IntegrityKey | None = None) -> bytes:
+    """A request of ``client``'s as ``user``, signed with a nonce the server made for that source (``key``: another
+    key than the user's)."""
+    tid = bytes([0xB0 + len(tids) % 16, *client[1].to_bytes(2, "big")]) * 4
+    tids.append(tid)
+    del tids[:-8]
+    msg = Message(method, MessageClass.REQUEST, tid,
+                  [*attrs, a.Username(user), a.Realm(REALM), a.Nonce(server._nonce(now, client))])
+    return msg.encode(key or _LONG_KEYS[user], fingerprint=True)
+
+
+_DATA_PORTS = (41000, 41001, 41002)
+"""Ports of the clients' data connections (RFC 6062 §4.4: a new TCP connection to the server per peer)."""
+
+
+def _tcp_event(r: Reader, server: TurnServer, io: _TcpIo) -> TcpEvent:
+    """What the I/O layer reports: a connection asked for came up or failed, a peer connected to a relayed
+    address, a connection ended; or (rarely) an event no I/O layer would report, for the core's robustness."""
+    kind = r.u8() % 8
+    connecting, links = sorted(io.connecting), sorted(io.links - io.connecting)
+    if kind in (0, 1) and connecting:
+        pair = connecting[r.u8() % len(connecting)]
+        return PeerConnected(*pair) if kind == 0 else PeerConnectFailed(*pair, "refused")
+    if kind == 2 and links:
+        return ConnectionClosed(*links[r.u8() % len(links)])
+    if kind < 7:  # a peer connects to a relayed TCP address (a permitted one, mostly)
+        relays = [*server.tcp.by_relay, ("192.0.2.1", 60999)]
+        relayed = relays[r.u8() % len(relays)]
+        peer = _address(r, PEERS)
+        if (relayed, peer) in io.links:  # a TCP 4-tuple is one connection
+            peer = (peer[0], (peer[1] + 1) % 0x10000)
+        if (relayed, peer) not in io.links:
+            return PeerAccepted(relayed, peer)
+    io.exact = False
+    pairs = [*server.tcp.by_pair, (("192.0.2.1", 60999), PEERS[0])]
+    pair = pairs[r.u8() % len(pairs)]
+    return r.pick((PeerConnected, PeerConnectFailed, PeerAccepted, ConnectionClosed))(*pair)
 
 
 def _big(r: Reader, server: TurnServer, now: float, deliver: Callable[[a.Address, a.Address, bytes], None]) -> None:
@@ -410,24 +576,58 @@ def turn_server(data: bytes) -> None:
     a channel first, so the operations after them reach the authenticated handlers and the relay paths."""
     r = Reader(data)
     flags = r.u8()
-    ports = _Ports(limit=1 + flags % 4)
+    ports = _Ports(limit=1 + flags % 4) if flags & 0x80 else _TcpPorts(limit=1 + flags % 4)
     allowed = ("127.0.0.0/8",) if flags & 0x40 else ()
+    tcp = TcpAllocationConfig(max_connections=3, user_connections=4, connect_needs_permission=not flags & 0x20)
     server = TurnServer(TurnServerConfig(LISTEN, realm=REALM, users=dict(USERS), user_quota=2,
-                                         allowed_peers=allowed), ports, secret=b"fuzz-secret-0123")
+                                         allowed_peers=allowed, tcp=tcp), ports, secret=b"fuzz-secret-0123")
     LAST["turn-server"] = server
     now = T0
     tids: list[bytes] = []
+    io = _TcpIo()
+    CIDS.clear()
 
-    def drain() -> None:
-        while (t := server.poll_transmit()) is not None:
+    def check(out: list[Transmit]) -> None:
+        for t in out:
             sendable(t)
             if t.local not in ports.live:  # to a client (what goes from a relay address is the peers' payload)
-                own_stun(t.data)
+                m = own_stun(t.data)
+                if m is not None and m.method in (Method.CONNECT, Method.CONNECTION_ATTEMPT):
+                    cid = m.get(a.ConnectionId)
+                    if cid is not None:
+                        CIDS.append(cid.number)
+                        del CIDS[:-8]
+
+    def drain() -> None:
+        check(server.poll_transmits())
+        while (intent := server.tcp.next_intent()) is not None:
+            io.intent(server, intent)
+
+    def invariants() -> None:
+        _turn_invariants(server, ports)
+        _tcp_invariants(server, ports, io)
 
     def deliver(local: a.Address, remote: a.Address, datagram: bytes) -> None:
         server.handle_datagram(now, local, remote, datagram)
         drain()
-        _turn_invariants(server, ports)
+        invariants()
+
+    def batch(local: a.Address, datagrams: list[tuple[a.Address, bytes]]) -> None:
+        """handle_datagrams (the relay's fast path for routes the general path has decided, in C) must do what
+        handle_datagram does one datagram at a time: the same transmits, counters, intents and tables."""
+        twin = copy.deepcopy(server)
+        server.handle_datagrams(now, local, datagrams)
+        for remote, datagram in datagrams:
+            twin.handle_datagram(now, local, remote, datagram)
+        out, want = server.poll_transmits(), twin.poll_transmits()
+        expect([_same(t) for t in out] == [_same(t) for t in want],
+               f"handle_datagrams sent {len(out)} datagrams, one at a time {len(want)}, or others")
+        expect(server.stats == twin.stats, f"handle_datagrams counts otherwise: {server.stats} != {twin.stats}")
+        expect(list(server.tcp.intents) == list(twin.tcp.intents), "handle_datagrams' intents differ")
+        expect(set(server.allocations) == set(twin.allocations), "handle_datagrams' allocations differ")
+        check(out)
+        drain()
+        invariants()
 
     if flags & 0x04:
         server.stream_opened(LISTEN, CLIENTS[0])
@@ -446,7 +646,7 @@ def turn_server(data: bytes) -> None:
     for _ in range(MAX_OPS):
         if not r.remaining():
             break
-        op = r.u8() % 9
+        op = r.u8() % 13
         if op == 0:
             deliver(r.pick((LISTEN, LISTEN, LISTEN, ("192.0.2.1", 3479))), r.pick(CLIENTS), r.blob())
         elif op == 1:
@@ -464,14 +664,15 @@ def turn_server(data: bytes) -> None:
         elif op == 4:
             now += r.pick(DTS) if r.u8() % 8 else r.u32() / 1000
             run_timers(server, now, drain)
-            _turn_invariants(server, ports)
+            invariants()
         elif op == 5:
             client = r.pick(CLIENTS)
             if r.flag():
                 server.stream_opened(LISTEN, client)
             else:
                 server.stream_closed(LISTEN, client)
-            _turn_invariants(server, ports)
+            drain()
+            invariants()
         elif op == 6:
             client = r.pick(CLIENTS)
             server.stream_opened(LISTEN, client)
@@ -485,9 +686,68 @@ def turn_server(data: bytes) -> None:
         elif op == 7:
             server.handle_timeout(now)  # an early call: a no-op for whatever is not due
             drain()
-            _turn_invariants(server, ports)
-        else:
+            invariants()
+        elif op == 8:
             _big(r, server, now, deliver)
+        elif op == 9:  # a TCP allocation on a control connection, with permissions (RFC 6062 §4.1)
+            client, user = r.pick(CLIENTS), r.pick(("user", "user", "other"))
+            server.stream_opened(LISTEN, client)
+            deliver(LISTEN, client, _signed_as(server, now, client, user, Method.ALLOCATE,
+                                                [a.RequestedTransport(6), a.Lifetime(600)], tids))
+            peers = [PEERS[i] for i in range(3) if r.flag()]
+            if peers:
+                deliver(LISTEN, client, _signed_as(server, now, client, user, Method.CREATE_PERMISSION,
+                                                    [a.XorPeerAddress(*p) for p in peers], tids))
+        elif op == 10:  # Connect on a control connection, or ConnectionBind on a data connection (RFC 6062 §4.3-4)
+            sel = r.u8()
+            host = r.pick(CLIENTS)[0]
+            client = (host, r.pick(_DATA_PORTS)) if sel & 1 else r.pick(CLIENTS)
+            if sel & 2 == 0:
+                server.stream_opened(LISTEN, client)
+            if sel & 4 == 0:
+                attrs: list[a.Attribute] = [a.XorPeerAddress(*_address(r, PEERS))]
+                method = Method.CONNECT
+            else:
+                cid = CIDS[r.u8() % len(CIDS)] if CIDS and r.u8() % 8 else r.u32()
+                attrs, method = [a.ConnectionId(cid)], Method.CONNECTION_BIND
+            if sel & 8:
+                attrs.append(turn_attribute(r))
+            user = ("user", "user", "other", "user")[sel >> 4 & 3]
+            key = _WRONG_KEY if sel >> 6 == 3 else None
+            deliver(LISTEN, client, _signed_as(server, now, client, user, method, attrs, tids, key))
+            if sel & 0x20 and client[1] in _DATA_PORTS:
+                server.stream_closed(LISTEN, client)  # the data connection ends
+                drain()
+                invariants()
+        elif op == 11:
+            event = _tcp_event(r, server, io)
+            io.reported(event)
+            server.tcp.handle_event(now, event)
+            drain()
+            invariants()
+        else:  # a batch on one address: ChannelData and its relayed answers, mostly on routes already decided
+            relays = [*server.by_relay]
+            to_client = bool(relays) and r.flag()
+            local = relays[r.u8() % len(relays)] if to_client else LISTEN
+            alloc = server.by_relay[local] if to_client else None
+            datagrams: list[tuple[a.Address, bytes]] = []
+            for _ in range(1 + r.u8() % 12):
+                kind = r.u8() % 4
+                if kind == 0 and datagrams:
+                    datagrams.append(datagrams[-1])
+                elif alloc is not None:
+                    peers = [*alloc.by_peer, *PEERS[:2]]
+                    datagrams.append((peers[r.u8() % len(peers)] if kind < 3 else _address(r, PEERS), r.blob(300)))
+                elif kind < 3:
+                    owners = [(al.client, n) for al in server.allocations.values() for n in al.channels]
+                    client, number = (owners[r.u8() % len(owners)] if owners and kind < 2
+                                      else (r.pick(CLIENTS), r.pick(_CHANNELS[:5])))
+                    payload = r.blob(300)
+                    length = len(payload) if r.u8() % 8 else r.u16() % 400
+                    datagrams.append((client, number.to_bytes(2, "big") + length.to_bytes(2, "big") + payload))
+                else:
+                    datagrams.append((r.pick(CLIENTS), r.blob(300)))
+            batch(local, datagrams)
         server.next_timeout()
 
 
