@@ -13,6 +13,7 @@ from ice.agent.states import AgentState
 from ice.stun.attributes import (
     Data,
     ErrorCode,
+    Lifetime,
     Nonce,
     Padding,
     Realm,
@@ -22,12 +23,14 @@ from ice.stun.attributes import (
     Username,
     XorMappedAddress,
     XorPeerAddress,
+    XorRelayedAddress,
 )
 from ice.stun.integrity import long_term_key
-from ice.stun.message import Message, MessageClass, parse
+from ice.stun.message import Message, MessageClass, Method, parse
 from ice.stun.server import StunServer, StunServerConfig
 from ice.turn.client import AllocationFailed, TurnClient, TurnClientConfig, TurnState
 from ice.turn.server import Allocation, TurnServer, TurnServerConfig
+from ice.turn.tcp_client import BindState, ConnectionBinder
 
 SERVER = ("192.0.2.1", 3478)
 LOCAL = ("198.51.100.1", 40000)
@@ -205,3 +208,37 @@ def test_turn_server_allocate_with_a_malformed_lifetime_holds_no_relay_address()
         error = parse(answer.data).error
         assert error is not None and error.code == 400
     assert ports.live == set() and server.allocations == {}
+
+
+@pytest.mark.parametrize("realm", ["", "ice\x00lab", "\x07"])
+def test_connection_bind_fails_on_a_401_whose_realm_has_no_key(realm: str) -> None:
+    """RFC 6062 §4.4, RFC 8489 §9.2.2: a ConnectionBind answered with 401 (or 438) and a REALM that has no
+    OpaqueString cannot be sent again; the bind fails with the error instead of ``request()`` raising ValueError
+    (the asyncio client's ``_bind`` let it out as ValueError, not TurnError)."""
+    binder = ConnectionBinder("user", "pass", 0x1234, "icelab", "n0nce")
+    request = parse(binder.request())
+    answer = Message(Method.CONNECTION_BIND, MessageClass.ERROR, request.transaction_id,
+                     [ErrorCode(401, "Unauthorized"), Realm(realm), Nonce("n1")])
+    assert binder.receive(answer.encode(fingerprint=True)) is BindState.FAILED
+    assert binder.state is BindState.FAILED and binder.error == (401, "Unauthorized (unusable REALM)")
+    assert (binder.realm, binder.nonce) == ("icelab", "n0nce")  # the usable credentials are kept
+
+
+def test_connect_on_a_udp_allocation_sends_nothing() -> None:
+    """RFC 6062 §4.3: Connect is for TCP allocations; on a UDP one the client sent a request the server can only
+    refuse (400). Now ``connect`` says False and sends nothing."""
+    client = TurnClient(TurnClientConfig(SERVER, "user", "pass"), LOCAL)
+    client.allocate(0.0)
+    first = client.poll_transmit()
+    assert first is not None
+    challenge = Message(Method.ALLOCATE, MessageClass.ERROR, parse(first.data).transaction_id,
+                        [ErrorCode(401, "Unauthorized"), Realm("icelab"), Nonce("n")])
+    client.handle_datagram(0.1, LOCAL, SERVER, challenge.encode(fingerprint=True))
+    second = client.poll_transmit()
+    assert second is not None
+    ok = Message(Method.ALLOCATE, MessageClass.SUCCESS, parse(second.data).transaction_id,
+                 [XorRelayedAddress("192.0.2.1", 50000), XorMappedAddress(*LOCAL), Lifetime(600)])
+    client.handle_datagram(0.2, LOCAL, SERVER, ok.encode(long_term_key("user", "icelab", "pass"), fingerprint=True))
+    assert client.state is TurnState.ALLOCATED
+    assert client.connect(0.3, ("203.0.113.5", 5000)) is False
+    assert client.poll_transmit() is None
