@@ -298,7 +298,26 @@ def turn_client_seeds(cap: Capture) -> list[bytes]:
     _client_error(w, 0, 401, realm=True)
     _client_error(w, 0, 486, realm=False)
     seeds.append(w.data())
-    return seeds
+    return seeds + turn_client_tcp_seeds()
+
+
+def turn_client_tcp_seeds() -> list[bytes]:
+    """A TCP allocation (RFC 6062): Connect and its CONNECTION-ID, a data connection's ConnectionBind through a
+    401 with a new nonce, a peer's ConnectionAttempt and its bind refused (438 without a nonce), a Connect that
+    fails (447)."""
+    w = Writer().u8(0x11)  # allocated through 401, REQUESTED-TRANSPORT TCP over TCP
+    w.u8(6).u8(6).u8(0).u8(0)  # connect(PEERS[0]): CreatePermission and Connect
+    _client_success(w, 0, relayed=False, lifetime=None)  # the permission
+    w.u8(1).u8(1).u8(1).u8(1).u8(0).u8(0).u8(0).u8(0).u8(1).u32(0x1234).u8(0).u8(2).u8(1)  # Connect: CONNECTION-ID
+    w.u8(9).u8(1).u8(0).u8(1)  # ConnectionBind for it with the allocation's credentials
+    w.u8(1).u8(1).u8(1).u8(0).text("again").u8(1).u8(1).text("nonce-3").u8(1).u8(0).u8(1)  # 401, new nonce
+    w.u8(1).u8(0).u8(1).u8(1).u8(2).u8(1)  # success: bound
+    w.u8(8).u8(1).u8(0).u8(1).u8(1).u32(0x5678).u8(0).raw(b"attempt-tid.").u8(1)  # ConnectionAttempt, PEERS[1]
+    w.u8(9).u8(1).u8(1).u8(1)  # its ConnectionBind
+    w.u8(1).u8(1).u8(1).u8(1).text("stale").u8(0).u8(1).u8(0).u8(1)  # 438 without REALM and NONCE: failed
+    w.u8(6).u8(6).u8(0).u8(2)  # connect(PEERS[2])
+    _client_error(w, 3, 447, realm=False)
+    return [w.data()]
 
 
 def _agent_check(w: Writer, remote: int, use: bool = False, role: int = 2, tid: bytes = b"check",

@@ -41,7 +41,13 @@ from ice.stun.integrity import IntegrityKey, long_term_key, short_term_key
 from ice.stun.message import Integrity, Message, MessageClass, Method, is_stun, parse
 from ice.stun.server import StunServer, StunServerConfig
 from ice.stun.transaction import Transmit
-from ice.turn.client import TurnClient, TurnClientConfig
+from ice.turn.client import (
+    ConnectionAttempt,
+    PeerConnectionReady,
+    TurnClient,
+    TurnClientConfig,
+)
+from ice.turn.client import PeerConnectFailed as ClientConnectFailed
 from ice.turn.framing import split_frames
 from ice.turn.server import TurnServer, TurnServerConfig
 from ice.turn.tcp_allocation import (
@@ -56,6 +62,7 @@ from ice.turn.tcp_allocation import (
     TcpAllocationConfig,
     TcpEvent,
 )
+from ice.turn.tcp_client import BindState, ConnectionBinder
 
 MAX_OPS = 32
 """Operations one input may run (bounds the time of one execution)."""
@@ -757,7 +764,8 @@ def turn_server(data: bytes) -> None:
 SERVER = ("192.0.2.1", 3478)
 ALTERNATE = ("192.0.2.2", 3478)
 CLIENT_LOCAL = ("198.51.100.1", 40000)
-_ERRORS = (300, 400, 401, 403, 420, 437, 438, 440, 441, 442, 486, 500, 508)
+_ERRORS = (300, 400, 401, 403, 420, 437, 438, 440, 441, 442, 486, 500, 508, 446, 447)
+"""Appended to, never reordered: a seed names a code by its index."""
 
 
 def _requests(out: list[bytes], pending: list[tuple[bytes, int]]) -> None:
@@ -788,6 +796,8 @@ def client_response(r: Reader, tid: bytes, method: int, key: IntegrityKey | None
             attrs.append(a.XorMappedAddress(*_address(r, (CLIENT_LOCAL,))))
         if r.flag():
             attrs.append(a.Lifetime(r.pick(_LIFETIMES) if r.flag() else r.u32()))
+        if method == Method.CONNECT and r.u8() % 4:  # RFC 6062 §4.3: the new connection's CONNECTION-ID
+            attrs.append(a.ConnectionId(r.u32()))
     for _ in range(r.u8() % 3):
         attrs.append(turn_attribute(r))
     msg = Message(method, MessageClass.ERROR if error else MessageClass.SUCCESS, tid, attrs)
@@ -803,11 +813,16 @@ def turn_client(data: bytes) -> None:
     lifetimes), Data indications, ChannelData, raw datagrams, its API and the clock."""
     r = Reader(data)
     flags = r.u8()
-    transport = "tcp" if flags & 0x08 else "udp"
-    client = TurnClient(TurnClientConfig(SERVER, "user", "pass", transport=transport), CLIENT_LOCAL)
+    transport = "tcp" if flags & 0x18 else "udp"
+    relay = "tcp" if flags & 0x10 else "udp"  # a TCP allocation (RFC 6062 §4.1)
+    client = TurnClient(TurnClientConfig(SERVER, "user", "pass", transport=transport, relay_transport=relay),
+                        CLIENT_LOCAL)
     LAST["turn-client"] = client
+    CIDS.clear()
     now = T0
     pending: list[tuple[bytes, int]] = []
+    connects: set[a.Address] = set()
+    """Peers the client sent a Connect for (RFC 6062 §4.3)."""
 
     def drain() -> None:
         out = []
@@ -815,9 +830,56 @@ def turn_client(data: bytes) -> None:
             sendable(t)
             expect(t.remote == client.server, "the client sends somewhere else than its server")
             out.append(t.data)
+            m = own_stun(t.data)
+            if m is not None and m.method == Method.CONNECT:
+                expect(relay == "tcp", "a Connect from a client without a TCP allocation")
+                peer = m.get(a.XorPeerAddress)
+                if peer is not None:
+                    connects.add(peer.address)
         _requests(out, pending)
-        while client.next_event() is not None:
-            pass
+        while (event := client.next_event()) is not None:
+            if isinstance(event, (PeerConnectionReady, ClientConnectFailed)):
+                expect(event.peer in connects, f"{type(event).__name__} for a peer the client never connected to")
+            elif isinstance(event, ConnectionAttempt):
+                CIDS.append(event.connection_id)
+                del CIDS[:-8]
+            if isinstance(event, PeerConnectionReady):
+                CIDS.append(event.connection_id)
+                del CIDS[:-8]
+
+    def bind(r: Reader) -> None:
+        """A client data connection's ConnectionBind (RFC 6062 §4.4) with the allocation's credentials, and the
+        server's answers: success, or 401/438 with a new nonce (sent again), or another error."""
+        creds = client.bind_credentials()
+        cid = CIDS[r.u8() % len(CIDS)] if CIDS and r.u8() % 8 else r.u32()
+        binder = ConnectionBinder("user", "pass", cid, *(creds if creds and r.u8() % 4 else (None, None)))
+        sent = 1
+        request = own_stun(binder.request())
+        expect(request is not None and request.method == Method.CONNECTION_BIND, "ConnectionBind is not one")
+        for _ in range(3):
+            assert request is not None
+            if r.u8() % 8 == 0:
+                answer = r.blob()
+            else:
+                error = r.u8() % 3
+                tid = request.transaction_id if r.u8() % 8 else _tid(r)
+                attrs: list[a.Attribute] = []
+                if error:
+                    attrs.append(a.ErrorCode(r.pick((401, 438, 400, 441, 500)), r.text(20)))
+                    if r.u8() % 4:
+                        attrs += [a.Realm(REALM if r.flag() else r.text(40)), a.Nonce(r.text(40) or "n")]
+                msg = Message(Method.CONNECTION_BIND if r.u8() % 8 else r.u16() & 0xFFF,
+                              MessageClass.ERROR if error else MessageClass.SUCCESS, tid, attrs)
+                key = (None, _WRONG_KEY, _LONG_KEYS["user"], _LONG_KEYS["user"])[r.u8() % 4]
+                answer = msg.encode(key, fingerprint=r.flag())
+            state = binder.receive(answer)
+            if state is not BindState.SENT:
+                expect((state is BindState.FAILED) == (binder.error is not None), "a bind's state and error")
+                return
+            sent += 1
+            expect(sent <= 3, "ConnectionBind sent more often than its attempts allow")
+            request = own_stun(binder.request())
+            expect(request is not None and request.has(a.AttributeType.CONNECTION_ID), "a ConnectionBind again")
 
     def deliver(datagram: bytes) -> None:
         client.handle_datagram(now, CLIENT_LOCAL, client.server, datagram)
@@ -848,7 +910,7 @@ def turn_client(data: bytes) -> None:
     for _ in range(MAX_OPS):
         if not r.remaining():
             break
-        op = r.u8() % 8
+        op = r.u8() % 10
         if op == 0:
             deliver(r.blob())
         elif op in (1, 2):
@@ -873,10 +935,24 @@ def turn_client(data: bytes) -> None:
         elif op == 5:
             now += r.pick(DTS) if r.u8() % 8 else r.u32() / 1000
             run_timers(client, now, drain)
+        elif op == 8:  # a peer connected to the TCP relayed address (RFC 6062 §4.4)
+            attrs = []
+            if r.u8() % 8:
+                attrs.append(a.XorPeerAddress(*_address(r, PEERS)))
+            if r.u8() % 8:
+                attrs.append(a.ConnectionId(r.u32()))
+            for _ in range(r.u8() % 2):
+                attrs.append(turn_attribute(r))
+            deliver(Message(Method.CONNECTION_ATTEMPT, MessageClass.INDICATION, _tid(r), attrs).encode(
+                fingerprint=r.flag()))
+        elif op == 9:
+            bind(r)
         else:
-            call = r.u8() % 6
+            call = r.u8() % 7
             peer = _address(r, PEERS)
-            if call == 0:
+            if call == 6:
+                client.connect(now, peer)
+            elif call == 0:
                 client.create_permission(now, peer)
             elif call == 1:
                 if len(client.channels) < 16:
