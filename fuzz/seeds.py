@@ -370,6 +370,50 @@ def agent_seeds(cap: Capture) -> list[bytes]:
     w.u8(6).u8(2).u8(1).text("candidate:7 1 udp 1694498815 198.51.100.30 7002 typ srflx raddr 10.0.0.1 rport 9")
     w.u8(6).u8(3)
     seeds.append(w.data())
+    return seeds + agent_tcp_seeds()
+
+
+def _tcp_answer(w: Writer, check: int) -> None:
+    """Operation 10 of the agent target: the peer answers our TCP check number ``check`` on the first connection
+    up, in one frame cut in two reads."""
+    w.u8(10).u8(1).u8(0).u8(1).u8(1).u8(check).u8(1).u8(1).u8(0).u8(0).u8(1).u8(0).u8(7)
+
+
+def agent_tcp_seeds() -> list[bytes]:
+    """ICE-TCP (RFC 6544): an active candidate connects to the peer's passive one, its checks and the nomination
+    answered in RFC 4571 frames, data, the connection closing and a reconnect; a passive candidate accepting the
+    peer's connection, a check on it (a peer-reflexive active candidate), data; a so pair."""
+    seeds = []
+    for flags in (0x01, 0x41):
+        w = Writer().u8(flags).u64(0x1234)
+        w.u8(8).u8(0x05).u8(1).u16(100).u8(0).u8(0).u8(0).u8(1).u16(5)  # active + passive; the peer's passive
+        w.u8(5).u8(1).u8(t.DTS.index(0.05))  # the check is due: TcpConnect
+        w.u8(9).u8(0).u8(0)  # connected: the check goes out in a frame
+        _tcp_answer(w, 0)
+        w.u8(5).u8(1).u8(t.DTS.index(0.05))
+        _tcp_answer(w, 1)  # the nomination
+        w.u8(10).u8(1).u8(0).u8(2).blob(b"application data").u8(1).u8(5)  # two data frames
+        w.u8(9).u8(2).u8(0)  # the connection closes
+        w.u8(5).u8(1).u8(t.DTS.index(1.0))  # reconnect
+        w.u8(9).u8(1).u8(0)  # refused
+        w.u8(5).u8(1).u8(t.DTS.index(5.0))
+        seeds.append(w.data())
+    w = Writer().u8(0x00).u64(0x99)  # controlled, a passive candidate: the peer connects to it
+    w.u8(8).u8(0x01).u8(0).u8(1).u16(200).u8(0).u8(0).u8(0)  # the peer's active candidate
+    w.u8(9).u8(3).u8(3).raw(bytes([198, 51, 100, 20])).u16(50123).u8(0)  # accepted from an ephemeral port
+    w.u8(10).u8(1).u8(0).u8(0).u32(0x6E7F1EFF).u8(0).u64(7).u8(1).u8(0).u8(1).raw(b"tcp-check-01").u8(0).u8(0)
+    w.u8(10).u8(1).u8(0).u8(2).blob(b"data after the check").u8(0).u8(3)
+    w.u8(5).u8(1).u8(t.DTS.index(30.0))  # consent over TCP
+    w.u8(9).u8(3).u8(0).u8(0).u8(0)  # a second connection on the passive base; left idle
+    w.u8(5).u8(1).u8(t.DTS.index(30.0))
+    seeds.append(w.data())
+    w = Writer().u8(0x01).u64(0x77)  # so with so
+    w.u8(8).u8(0x02).u8(0).u8(0).u8(1).u16(300).u8(0).u8(0)
+    w.u8(5).u8(1).u8(t.DTS.index(0.05))
+    w.u8(9).u8(0).u8(0)
+    _tcp_answer(w, 0)
+    w.u8(6).u8(5)  # close: every connection closed
+    seeds.append(w.data())
     return seeds
 
 

@@ -32,6 +32,18 @@ from ice.agent.agent import IceAgent
 from ice.agent.candidate import Candidate, CandidateType, candidate_priority
 from ice.agent.config import AgentConfig, Nomination
 from ice.agent.sdp import IceDescription
+from ice.agent.tcp import ConnState as TcpConnState
+from ice.agent.tcp import (
+    TcpClose,
+    TcpClosed,
+    TcpConfig,
+    TcpConnect,
+    TcpConnected,
+    TcpConnectFailed,
+    TcpSend,
+    TcpType,
+)
+from ice.agent.tcp import frame as rfc4571_frame
 from ice.agents.pair import parse_selected
 from ice.aio.driver import Driver
 from ice.errors import StunParseError
@@ -1004,6 +1016,57 @@ def agent_attribute(r: Reader) -> a.Attribute:
     return _raw_attribute(r)
 
 
+TCP_BASES: tuple[tuple[a.Address, TcpType], ...] = (
+    (("192.0.2.10", 5100), TcpType.PASSIVE), (("192.0.2.10", 5101), TcpType.SO), (("192.0.2.10", 0), TcpType.ACTIVE),
+    (("2001:db8::10", 5100), TcpType.PASSIVE), (("2001:db8::10", 0), TcpType.ACTIVE))
+"""Local ICE-TCP candidates (RFC 6544 §4.1): an active one is signalled with port 9 whatever its port."""
+TCP_REMOTES: tuple[tuple[a.Address, str], ...] = (
+    (("198.51.100.20", 7100), "passive"), (("198.51.100.20", 9), "active"), (("198.51.100.21", 7101), "so"),
+    (("2001:db8::20", 7100), "passive"), (("198.51.100.20", 7102), "bogus"))
+
+
+class _TcpDriver:
+    """What the asyncio driver holds for the agent's ICE-TCP connections (ice/aio/tcp.py): the ids it was asked to
+    connect (until it reports them up or failed) and the ones up (connected or accepted), until closed."""
+
+    def __init__(self) -> None:
+        self.conns: dict[int, str] = {}
+        """Connection id -> "connecting" or "up"."""
+        self.checks: list[tuple[bytes, int]] = []
+        """The agent's checks sent on connections: (transaction ID, connection id)."""
+        self.exact = True
+
+    def intent(self, ice: IceAgent, intent: TcpConnect | TcpSend | TcpClose) -> None:
+        if isinstance(intent, TcpConnect):
+            expect(intent.conn not in self.conns, "TcpConnect with the id of a connection the driver holds")
+            expect(intent.local in ice.tcp_bases or intent.local[1] == 0, f"TcpConnect from {intent.local}")
+            sendable(Transmit(intent.remote, b"", intent.local))
+            self.conns[intent.conn] = "connecting"
+        elif isinstance(intent, TcpSend):
+            expect(not self.exact or self.conns.get(intent.conn) == "up", "TcpSend on a connection that is not up")
+            data = intent.data
+            expect(2 < len(data) <= 0x10001 and int.from_bytes(data[:2], "big") == len(data) - 2,
+                   "TcpSend of something that is not one RFC 4571 frame")
+            m = own_stun(data[2:])
+            if m is not None and m.message_class is MessageClass.REQUEST:
+                self.checks.append((m.transaction_id, intent.conn))
+                del self.checks[:-16]
+        else:
+            expect(not self.exact or intent.conn in self.conns, "TcpClose of a connection the driver does not hold")
+            self.conns.pop(intent.conn, None)
+
+    def invariants(self, ice: IceAgent) -> None:
+        if not self.exact:
+            return
+        asked = {c.id: c for c in ice._tcp.conns.values() if c.started_at is not None}
+        expect(set(self.conns) == set(asked), f"the driver holds connections {sorted(self.conns)}, the agent "
+                                              f"{sorted(asked)}: one would never be closed")
+        for conn_id, state in self.conns.items():
+            expect((state == "up") == (asked[conn_id].state is TcpConnState.UP), "a connection's state differs")
+        expect(all(c in ice._tcp.conns.values() for c in ice._tcp.pair_conn.values()), "a pair on a forgotten "
+                                                                                       "connection")
+
+
 def _candidate(r: Reader) -> Candidate | None:
     if r.flag():
         try:
@@ -1026,7 +1089,8 @@ def agent(data: bytes) -> None:
     flags = r.u8()
     config = AgentConfig(lite=bool(flags & 0x10),
                          nomination=Nomination.AGGRESSIVE if flags & 0x20 else Nomination.REGULAR,
-                         triggered_grace=0.0 if flags & 0x40 else 0.005, pace_triggered=bool(flags & 0x80))
+                         triggered_grace=0.0 if flags & 0x40 else 0.005, pace_triggered=bool(flags & 0x80),
+                         tcp=TcpConfig(enabled=True))
     ice = IceAgent(controlling=bool(flags & 1), config=config, ufrag="LOCL", pwd=LOCAL_PWD,
                    tie_breaker=r.u64() or 1, rng=random.Random(7))
     LAST["agent"] = ice
@@ -1034,6 +1098,8 @@ def agent(data: bytes) -> None:
     old_keys: list[IntegrityKey] = []
     remote_pwd = REMOTE_PWD
     pending: list[tuple[bytes, a.Address | None, a.Address]] = []
+
+    driver = _TcpDriver()
 
     def drain() -> None:
         while (t := ice.poll_transmit()) is not None:
@@ -1044,6 +1110,87 @@ def agent(data: bytes) -> None:
         del pending[:-16]
         while ice.next_event() is not None:
             pass
+        while (intent := ice.poll_tcp()) is not None:
+            driver.intent(ice, intent)
+        driver.invariants(ice)
+
+    def check(r: Reader) -> bytes:
+        """A check from the peer (RFC 8445 §7.2.2), signed with the agent's password unless the input says not."""
+        attrs: list[a.Attribute] = [a.Username(f"{ice.ufrag}:{ice.remote_ufrag or 'RMTE'}"), a.Priority(r.u32())]
+        role = r.u8() % 3
+        if role < 2:
+            attrs.append(a.IceControlling(r.u64()) if role == 0 else a.IceControlled(r.u64()))
+        if r.flag():
+            attrs.append(a.UseCandidate())
+        for _ in range(r.u8() % 2):
+            attrs.append(agent_attribute(r))
+        key = IntegrityKey(ice.pwd.encode()) if r.u8() % 8 else _WRONG_SHORT
+        return Message(Method.BINDING, MessageClass.REQUEST, _tid(r), attrs).encode(key, fingerprint=True)
+
+    def tcp_op(r: Reader, op: int) -> None:
+        """ICE-TCP (RFC 6544): candidates, the driver's reports on connections, RFC 4571 frames read from them."""
+        if op == 8:  # local and remote TCP candidates
+            sel = r.u8()
+            for i, (addr, tcptype) in enumerate(TCP_BASES):
+                if sel >> i & 1:
+                    ice.add_tcp_host_candidate(addr, tcptype)
+            for i, ((host, port), tcptype) in enumerate(TCP_REMOTES):
+                if r.u8() & 1:
+                    ice.add_remote_candidate(now, Candidate(f"t{i}", 1, "tcp", candidate_priority(
+                        CandidateType.HOST, r.u16()), host, port, CandidateType.HOST, tcptype=tcptype))
+        elif op == 9:  # the driver: a connection came up, failed, closed; or one was accepted
+            kind = r.u8() % 8
+            connecting = sorted(i for i, st in driver.conns.items() if st == "connecting")
+            up = sorted(i for i, st in driver.conns.items() if st == "up")
+            if kind in (0, 1) and connecting:
+                conn = connecting[r.u8() % len(connecting)]
+                if kind == 0:
+                    driver.conns[conn] = "up"
+                    ice.handle_tcp_event(now, TcpConnected(conn))
+                else:
+                    del driver.conns[conn]
+                    ice.handle_tcp_event(now, TcpConnectFailed(conn, "refused"))
+            elif kind == 2 and up:
+                conn = up[r.u8() % len(up)]
+                del driver.conns[conn]
+                ice.handle_tcp_event(now, TcpClosed(conn))
+            elif kind < 7:
+                bases = [*ice.tcp_bases, ("192.0.2.99", 1)]
+                remote = _address(r, tuple(addr for addr, _ in TCP_REMOTES))
+                got = ice.accept_tcp(now, bases[r.u8() % len(bases)], remote)
+                if got is not None:
+                    expect(got not in driver.conns, "accept_tcp gave the id of a connection the driver holds")
+                    driver.conns[got] = "up"
+            else:  # an event about a connection the driver does not report on that way
+                driver.exact = False
+                event = r.pick((TcpConnected, TcpClosed, TcpConnected))(r.u8() % 8)
+                ice.handle_tcp_event(now, event)
+        else:  # bytes read from a connection: frames with checks, answers, data, or garbage, cut anywhere
+            up = sorted(i for i, st in driver.conns.items() if st == "up")
+            conn = up[r.u8() % len(up)] if up and r.u8() % 8 else r.u8() % 8
+            kind = r.u8() % 4
+            if kind == 0:
+                data = rfc4571_frame(check(r))
+            elif kind == 1:
+                tid = driver.checks[r.u8() % len(driver.checks)][0] if driver.checks and r.u8() % 8 else _tid(r)
+                error = r.u8() % 4 == 0
+                attrs: list[a.Attribute] = [a.ErrorCode(r.pick(_AGENT_ERRORS), "x")] if error else []
+                if r.u8() % 8:
+                    attrs.append(a.XorMappedAddress(*_address(r, (("192.0.2.10", 40000), ("203.0.113.77", 4000)))))
+                key = _REMOTE_KEYS.get(remote_pwd) if r.u8() % 8 else _WRONG_SHORT
+                answer = Message(Method.BINDING, MessageClass.ERROR if error else MessageClass.SUCCESS, tid, attrs)
+                data = rfc4571_frame(answer.encode(key, fingerprint=True))
+            elif kind == 2:
+                data = rfc4571_frame(b"\x80" + r.blob())
+            else:
+                data = r.blob()
+            if r.flag():
+                data += data
+            cut = r.u8() % (len(data) + 1)
+            ice.handle_tcp_data(now, conn, data[:cut])
+            drain()
+            ice.handle_tcp_data(now, conn, data[cut:])
+        drain()
 
     def deliver(local: a.Address, remote: a.Address, datagram: bytes) -> None:
         ice.handle_datagram(now, local, remote, datagram)
@@ -1067,8 +1214,11 @@ def agent(data: bytes) -> None:
     for _ in range(MAX_OPS):
         if not r.remaining():
             break
-        op = r.u8() % 8
-        if op == 0:
+        op = r.u8() % 11
+        if op >= 8:
+            tcp_op(r, op)
+            run_timers(ice, now, drain)
+        elif op == 0:
             deliver(r.pick((*BASES, RELAYED, ("192.0.2.99", 1))), _address(r, REMOTES), r.blob())
         elif op in (1, 2):  # a check from the peer
             user_kind = r.u8() % 6
