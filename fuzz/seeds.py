@@ -472,7 +472,21 @@ def sdp_seeds(cap: Capture) -> list[bytes]:
     seeds = [b"\x00" + line.encode() for line in lines]
     seeds += [b"\x01" + SDP_BLOB.encode(), b"\x03" + SDP_LINES[1].encode(),
               b"\x02" + f"{SDP_LINES[0][12:]} | {SDP_LINES[2]}".encode()]
-    return seeds
+    return seeds + sdp_tcp_seeds()
+
+
+SDP_TCP_LINES = [  # RFC 6544 §4.5: tcptype, an active candidate's port 9
+    "candidate:tcp1 1 tcp 1518280447 192.0.2.20 9 typ host tcptype active",
+    "candidate:tcp2 1 tcp 1518214911 192.0.2.20 7100 typ host tcptype passive",
+    "candidate:tcp3 1 tcp 1518149375 2001:db8::20 7101 typ host tcptype so",
+    "candidate:tcp4 1 tcp 1845501695 203.0.113.7 7102 typ srflx raddr 192.0.2.20 rport 7100 tcptype so",
+]
+
+
+def sdp_tcp_seeds() -> list[bytes]:
+    blob = "a=ice-ufrag:RMTE\na=ice-pwd:remotepassword012345678\n" + "".join(f"a={line}\n" for line in SDP_TCP_LINES)
+    return [b"\x00" + "\n".join(SDP_TCP_LINES).encode(), b"\x03" + SDP_TCP_LINES[1].encode(),
+            b"\x03" + SDP_TCP_LINES[2].encode(), b"\x01" + blob.encode()]
 
 
 def stream_seeds(cap: Capture) -> list[bytes]:

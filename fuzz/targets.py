@@ -1507,13 +1507,25 @@ def sdp(data: bytes) -> None:
 
 
 def _use_candidate(cand: Candidate) -> None:
-    ice = IceAgent(controlling=True, ufrag="LOCL", pwd=LOCAL_PWD, tie_breaker=5, rng=random.Random(1))
-    ice.add_host_candidate(("2001:db8::10", 5000) if ":" in cand.host else ("192.0.2.10", 5000))
+    """An agent with a UDP host candidate and ICE-TCP ones of every tcptype (RFC 6544 §4.1) is given ``cand``:
+    what it sends, or connects to, must be reachable by a socket."""
+    ice = IceAgent(controlling=True, ufrag="LOCL", pwd=LOCAL_PWD, tie_breaker=5, rng=random.Random(1),
+                   config=AgentConfig(tcp=TcpConfig(enabled=True)))
+    host = "2001:db8::10" if ":" in cand.host else "192.0.2.10"
+    ice.add_host_candidate((host, 5000))
+    for port, tcptype in ((0, TcpType.ACTIVE), (5100, TcpType.PASSIVE), (5101, TcpType.SO)):
+        ice.add_tcp_host_candidate((host, port), tcptype)
     ice.set_remote_credentials(T0, "RMTE", REMOTE_PWD)
     ice.add_remote_candidate(T0, cand)
-    ice.handle_timeout(T0)
-    while (t := ice.poll_transmit()) is not None:
-        sendable(t)
+    for now in (T0, T0 + 0.05):
+        ice.handle_timeout(now)
+        while (t := ice.poll_transmit()) is not None:
+            sendable(t)
+        while (intent := ice.poll_tcp()) is not None:
+            if isinstance(intent, TcpConnect):
+                expect(cand.transport == "tcp" and cand.tcptype in ("passive", "so"),
+                       f"a TCP connection to a {cand.transport} {cand.tcptype} candidate")
+                sendable(Transmit(intent.remote, b"", intent.local))
 
 
 # ================================================================================================= stream
