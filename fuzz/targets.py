@@ -24,6 +24,7 @@ import asyncio
 import copy
 import ipaddress
 import random
+from collections import Counter
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -84,6 +85,9 @@ T0 = 1_000_000.0
 
 LAST: dict[str, Any] = {}
 """The machine each structured target drove last (tests read its counters to see how deep the corpus reaches)."""
+
+REACHED: Counter[str] = Counter()
+"""Paths of the harness itself the inputs reached (batches compared, binds done), for the same tests."""
 
 DTS = (0.0, 0.001, 0.05, 0.5, 1.0, 5.0, 30.0, 60.0, 240.0, 299.0, 301.0, 540.0, 599.0, 601.0, 3600.0, 7200.0)
 """Clock steps that cross the timers that matter (pacing, retransmission, consent, refresh, expiry)."""
@@ -635,6 +639,7 @@ def turn_server(data: bytes) -> None:
         """handle_datagrams (the relay's fast path for routes the general path has decided, in C) must do what
         handle_datagram does one datagram at a time: the same transmits, counters, intents and tables."""
         twin = copy.deepcopy(server)
+        REACHED["turn-server-batch"] += 1
         server.handle_datagrams(now, local, datagrams)
         for remote, datagram in datagrams:
             twin.handle_datagram(now, local, remote, datagram)
@@ -885,6 +890,7 @@ def turn_client(data: bytes) -> None:
                 key = (None, _WRONG_KEY, _LONG_KEYS["user"], _LONG_KEYS["user"])[r.u8() % 4]
                 answer = msg.encode(key, fingerprint=r.flag())
             state = binder.receive(answer)
+            REACHED[f"turn-client-bind-{state.value}"] += 1
             if state is not BindState.SENT:
                 expect((state is BindState.FAILED) == (binder.error is not None), "a bind's state and error")
                 return
