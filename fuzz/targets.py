@@ -1340,6 +1340,7 @@ def relayed(data: bytes) -> None:
     composed = RelayedAgent(ice, TurnClientConfig(SERVER, "user", "pass"), TURN_LOCAL,
                             bind_channels=not flags & 0x40)
     LAST["relayed"] = ice
+    CIDS.clear()  # turn_attribute's CONNECTION-IDs: none here
     client = composed.client
     now = T0
     turn_pending: list[tuple[bytes, int]] = []
