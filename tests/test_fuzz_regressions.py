@@ -9,7 +9,9 @@ import pytest
 
 from ice.agent.agent import IceAgent
 from ice.agent.candidate import Candidate, CandidateType, candidate_priority
+from ice.agent.config import AgentConfig
 from ice.agent.states import AgentState
+from ice.agent.tcp import TcpClosed, TcpConfig, TcpConnect, TcpConnected, TcpSend, TcpType
 from ice.stun.attributes import (
     Data,
     ErrorCode,
@@ -242,3 +244,37 @@ def test_connect_on_a_udp_allocation_sends_nothing() -> None:
     assert client.state is TurnState.ALLOCATED
     assert client.connect(0.3, ("203.0.113.5", 5000)) is False
     assert client.poll_transmit() is None
+
+
+def test_ice_tcp_connection_shared_across_a_restart_is_reconnected_for_both_generations() -> None:
+    """RFC 6544 §7.1, RFC 8445 §9: after an ICE restart the new generation's pair between the same ends uses the
+    TCP connection still up; when it closed, only the old generation's pair was detached from it, so the new pair
+    kept queueing its checks on a closed connection and never reconnected. Now every pair the connection served is
+    detached, and the new pair connects again."""
+    ice = IceAgent(controlling=True, ufrag="LOCL", pwd="localpassword0123456789", tie_breaker=5,
+                   rng=random.Random(1), config=AgentConfig(tcp=TcpConfig(enabled=True)))
+    ice.add_tcp_host_candidate(("192.0.2.10", 5101), TcpType.SO)
+    ice.set_remote_credentials(0.0, "RMTE", "remotepassword012345678")
+    remote = Candidate("t", 1, "tcp", 2114006271, "198.51.100.21", 7101, CandidateType.HOST, tcptype="so")
+    ice.add_remote_candidate(0.0, remote)
+    ice.handle_timeout(0.05)
+    first = ice.poll_tcp()
+    assert isinstance(first, TcpConnect)
+    ice.handle_tcp_event(0.06, TcpConnected(first.conn))
+    ice.restart(0.1)
+    ice.set_remote_credentials(0.1, "RMT2", "secondremotepassword0123")
+    ice.add_remote_candidate(0.1, remote)  # the peer's candidate again: a new pair between the same ends
+    for now in (0.1, 0.2, 0.3):
+        ice.handle_timeout(now)
+    sent = []
+    while (intent := ice.poll_tcp()) is not None:
+        sent.append(intent)
+    assert any(isinstance(i, TcpSend) and i.conn == first.conn for i in sent)  # the new check on the old connection
+    ice.handle_tcp_event(0.4, TcpClosed(first.conn))
+    assert all(c.id != first.conn for c in ice._tcp.pair_conn.values())
+    again = []
+    for now in (0.5, 1.0, 2.0):
+        ice.handle_timeout(now)
+        while (intent := ice.poll_tcp()) is not None:
+            again.append(intent)
+    assert any(isinstance(i, TcpConnect) and i.remote == ("198.51.100.21", 7101) for i in again)
