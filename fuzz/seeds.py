@@ -204,7 +204,47 @@ def turn_server_seeds(cap: Capture) -> list[bytes]:
         w = Writer().u8(0x01)
         _turn_request(w, 0, Method.REFRESH, [lambda w: _turn_attr_lifetime(w, 600)], b"auth", auth=auth)
         seeds.append(w.data())
+    return seeds + turn_server_tcp_seeds() + turn_server_batch_seeds()
+
+
+def turn_server_tcp_seeds() -> list[bytes]:
+    """TCP allocations (RFC 6062): Connect and the peer's connection coming up, ConnectionBind on a data
+    connection, a peer connecting in (ConnectionAttempt) and bound, a connection closing, a Connect timing out,
+    and a control connection closing with its connections; without TCP relay ports, 442."""
+    seeds = []
+    for flags in (0x03, 0x23):  # 0x20: Connect needs no permission
+        w = Writer().u8(flags)
+        w.u8(9).u8(1).u8(0).u8(1).u8(1).u8(0)  # CLIENTS[1], "user": TCP allocation, permissions for PEERS[0], [1]
+        w.u8(10).u8(0).u8(1).u8(1).u8(0).u8(0)  # Connect from CLIENTS[1] to PEERS[0]
+        w.u8(11).u8(0).u8(0)  # the I/O layer: connected
+        w.u8(10).u8(5).u8(1).u8(0).u8(1).u8(0)  # ConnectionBind from CLIENTS[1]'s IP, port 41000: spliced
+        w.u8(11).u8(3).u8(0).u8(0).u8(1)  # PEERS[1] connects to the relayed address: ConnectionAttempt
+        w.u8(10).u8(5).u8(1).u8(1).u8(1).u8(1)  # ConnectionBind for it from port 41001
+        w.u8(11).u8(2).u8(0)  # a connection ends
+        w.u8(10).u8(0).u8(1).u8(1).u8(0).u8(0 if flags == 0x03 else 4)  # Connect again (0x23: to an unpermitted
+        # peer); no answer from the I/O layer:
+        w.u8(4).u8(1).u8(t.DTS.index(60.0))  # connect timeout: 447
+        w.u8(5).u8(1).u8(0)  # the control connection closes: the allocation and its connections go
+        seeds.append(w.data())
+    seeds.append(Writer().u8(0x80).u8(9).u8(0).u8(0).u8(1).u8(0).u8(0).data())  # no TCP relay ports: 442
     return seeds
+
+
+def turn_server_batch_seeds() -> list[bytes]:
+    """Batches through handle_datagrams, compared with one datagram at a time: ChannelData from the client on
+    its channel (the first relayed by the general path, the rest on its route), then the peer's datagrams."""
+    w = Writer().u8(0x03)
+    w.u8(12).u8(0).u8(5)  # six datagrams on the listening address
+    w.u8(1).u8(0).blob(b"first").u8(1)
+    for i in range(3):
+        w.u8(1).u8(0).blob(b"on the route %d" % i).u8(1)
+    w.u8(3).u8(0).blob(b"\x00\x01\x00\x00not stun")
+    w.u8(0)
+    w.u8(12).u8(1).u8(0).u8(4)  # five datagrams from peers on the relayed address
+    for i in range(4):
+        w.u8(1).u8(0).blob(b"to the client %d" % i)
+    w.u8(3).u8(3).raw(bytes([203, 0, 113, 9])).u16(5000).blob(b"unpermitted")
+    return [w.data()]
 
 
 def _client_success(w: Writer, pending: int, relayed: bool, lifetime: int | None) -> None:
@@ -258,7 +298,26 @@ def turn_client_seeds(cap: Capture) -> list[bytes]:
     _client_error(w, 0, 401, realm=True)
     _client_error(w, 0, 486, realm=False)
     seeds.append(w.data())
-    return seeds
+    return seeds + turn_client_tcp_seeds()
+
+
+def turn_client_tcp_seeds() -> list[bytes]:
+    """A TCP allocation (RFC 6062): Connect and its CONNECTION-ID, a data connection's ConnectionBind through a
+    401 with a new nonce, a peer's ConnectionAttempt and its bind refused (438 without a nonce), a Connect that
+    fails (447)."""
+    w = Writer().u8(0x11)  # allocated through 401, REQUESTED-TRANSPORT TCP over TCP
+    w.u8(6).u8(6).u8(0).u8(0)  # connect(PEERS[0]): CreatePermission and Connect
+    _client_success(w, 0, relayed=False, lifetime=None)  # the permission
+    w.u8(1).u8(1).u8(1).u8(1).u8(0).u8(0).u8(0).u8(0).u8(1).u32(0x1234).u8(0).u8(2).u8(1)  # Connect: CONNECTION-ID
+    w.u8(9).u8(1).u8(0).u8(1)  # ConnectionBind for it with the allocation's credentials
+    w.u8(1).u8(1).u8(1).u8(0).text("again").u8(1).u8(1).text("nonce-3").u8(1).u8(0).u8(1)  # 401, new nonce
+    w.u8(1).u8(0).u8(1).u8(1).u8(2).u8(1)  # success: bound
+    w.u8(8).u8(1).u8(0).u8(1).u8(1).u32(0x5678).u8(0).raw(b"attempt-tid.").u8(1)  # ConnectionAttempt, PEERS[1]
+    w.u8(9).u8(1).u8(1).u8(1)  # its ConnectionBind
+    w.u8(1).u8(1).u8(1).u8(1).text("stale").u8(0).u8(1).u8(0).u8(1)  # 438 without REALM and NONCE: failed
+    w.u8(6).u8(6).u8(0).u8(2)  # connect(PEERS[2])
+    _client_error(w, 3, 447, realm=False)
+    return [w.data()]
 
 
 def _agent_check(w: Writer, remote: int, use: bool = False, role: int = 2, tid: bytes = b"check",
@@ -310,6 +369,50 @@ def agent_seeds(cap: Capture) -> list[bytes]:
     _agent_answer(w, 0, mapped_other=True)
     w.u8(6).u8(2).u8(1).text("candidate:7 1 udp 1694498815 198.51.100.30 7002 typ srflx raddr 10.0.0.1 rport 9")
     w.u8(6).u8(3)
+    seeds.append(w.data())
+    return seeds + agent_tcp_seeds()
+
+
+def _tcp_answer(w: Writer, check: int) -> None:
+    """Operation 10 of the agent target: the peer answers our TCP check number ``check`` on the first connection
+    up, in one frame cut in two reads."""
+    w.u8(10).u8(1).u8(0).u8(1).u8(1).u8(check).u8(1).u8(1).u8(0).u8(0).u8(1).u8(0).u8(7)
+
+
+def agent_tcp_seeds() -> list[bytes]:
+    """ICE-TCP (RFC 6544): an active candidate connects to the peer's passive one, its checks and the nomination
+    answered in RFC 4571 frames, data, the connection closing and a reconnect; a passive candidate accepting the
+    peer's connection, a check on it (a peer-reflexive active candidate), data; a so pair."""
+    seeds = []
+    for flags in (0x01, 0x41):
+        w = Writer().u8(flags).u64(0x1234)
+        w.u8(8).u8(0x05).u8(1).u16(100).u8(0).u8(0).u8(0).u8(1).u16(5)  # active + passive; the peer's passive
+        w.u8(5).u8(1).u8(t.DTS.index(0.05))  # the check is due: TcpConnect
+        w.u8(9).u8(0).u8(0)  # connected: the check goes out in a frame
+        _tcp_answer(w, 0)
+        w.u8(5).u8(1).u8(t.DTS.index(0.05))
+        _tcp_answer(w, 1)  # the nomination
+        w.u8(10).u8(1).u8(0).u8(2).blob(b"application data").u8(1).u8(5)  # two data frames
+        w.u8(9).u8(2).u8(0)  # the connection closes
+        w.u8(5).u8(1).u8(t.DTS.index(1.0))  # reconnect
+        w.u8(9).u8(1).u8(0)  # refused
+        w.u8(5).u8(1).u8(t.DTS.index(5.0))
+        seeds.append(w.data())
+    w = Writer().u8(0x00).u64(0x99)  # controlled, a passive candidate: the peer connects to it
+    w.u8(8).u8(0x01).u8(0).u8(1).u16(200).u8(0).u8(0).u8(0)  # the peer's active candidate
+    w.u8(9).u8(3).u8(3).raw(bytes([198, 51, 100, 20])).u16(50123).u8(0)  # accepted from an ephemeral port
+    w.u8(10).u8(1).u8(0).u8(0).u32(0x6E7F1EFF).u8(0).u64(7).u8(1).u8(0).u8(1).raw(b"tcp-check-01").u8(0).u8(0)
+    w.u8(10).u8(1).u8(0).u8(2).blob(b"data after the check").u8(0).u8(3)
+    w.u8(5).u8(1).u8(t.DTS.index(30.0))  # consent over TCP
+    w.u8(9).u8(3).u8(0).u8(0).u8(0)  # a second connection on the passive base; left idle
+    w.u8(5).u8(1).u8(t.DTS.index(30.0))
+    seeds.append(w.data())
+    w = Writer().u8(0x01).u64(0x77)  # so with so
+    w.u8(8).u8(0x02).u8(0).u8(0).u8(1).u16(300).u8(0).u8(0)
+    w.u8(5).u8(1).u8(t.DTS.index(0.05))
+    w.u8(9).u8(0).u8(0)
+    _tcp_answer(w, 0)
+    w.u8(6).u8(5)  # close: every connection closed
     seeds.append(w.data())
     return seeds
 
@@ -369,7 +472,21 @@ def sdp_seeds(cap: Capture) -> list[bytes]:
     seeds = [b"\x00" + line.encode() for line in lines]
     seeds += [b"\x01" + SDP_BLOB.encode(), b"\x03" + SDP_LINES[1].encode(),
               b"\x02" + f"{SDP_LINES[0][12:]} | {SDP_LINES[2]}".encode()]
-    return seeds
+    return seeds + sdp_tcp_seeds()
+
+
+SDP_TCP_LINES = [  # RFC 6544 §4.5: tcptype, an active candidate's port 9
+    "candidate:tcp1 1 tcp 1518280447 192.0.2.20 9 typ host tcptype active",
+    "candidate:tcp2 1 tcp 1518214911 192.0.2.20 7100 typ host tcptype passive",
+    "candidate:tcp3 1 tcp 1518149375 2001:db8::20 7101 typ host tcptype so",
+    "candidate:tcp4 1 tcp 1845501695 203.0.113.7 7102 typ srflx raddr 192.0.2.20 rport 7100 tcptype so",
+]
+
+
+def sdp_tcp_seeds() -> list[bytes]:
+    blob = "a=ice-ufrag:RMTE\na=ice-pwd:remotepassword012345678\n" + "".join(f"a={line}\n" for line in SDP_TCP_LINES)
+    return [b"\x00" + "\n".join(SDP_TCP_LINES).encode(), b"\x03" + SDP_TCP_LINES[1].encode(),
+            b"\x03" + SDP_TCP_LINES[2].encode(), b"\x01" + blob.encode()]
 
 
 def stream_seeds(cap: Capture) -> list[bytes]:

@@ -21,8 +21,10 @@ Adding a target is one entry in :data:`TARGETS` (and a corpus directory ``fuzz/c
 from __future__ import annotations
 
 import asyncio
+import copy
 import ipaddress
 import random
+from collections import Counter
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -31,6 +33,18 @@ from ice.agent.agent import IceAgent
 from ice.agent.candidate import Candidate, CandidateType, candidate_priority
 from ice.agent.config import AgentConfig, Nomination
 from ice.agent.sdp import IceDescription
+from ice.agent.tcp import ConnState as TcpConnState
+from ice.agent.tcp import (
+    TcpClose,
+    TcpClosed,
+    TcpConfig,
+    TcpConnect,
+    TcpConnected,
+    TcpConnectFailed,
+    TcpSend,
+    TcpType,
+)
+from ice.agent.tcp import frame as rfc4571_frame
 from ice.agents.pair import parse_selected
 from ice.aio.driver import Driver
 from ice.errors import StunParseError
@@ -40,9 +54,28 @@ from ice.stun.integrity import IntegrityKey, long_term_key, short_term_key
 from ice.stun.message import Integrity, Message, MessageClass, Method, is_stun, parse
 from ice.stun.server import StunServer, StunServerConfig
 from ice.stun.transaction import Transmit
-from ice.turn.client import TurnClient, TurnClientConfig
+from ice.turn.client import (
+    ConnectionAttempt,
+    PeerConnectionReady,
+    TurnClient,
+    TurnClientConfig,
+)
+from ice.turn.client import PeerConnectFailed as ClientConnectFailed
 from ice.turn.framing import split_frames
 from ice.turn.server import TurnServer, TurnServerConfig
+from ice.turn.tcp_allocation import (
+    CloseConnection,
+    ConnectionClosed,
+    ConnectPeer,
+    ConnState,
+    PeerAccepted,
+    PeerConnected,
+    PeerConnectFailed,
+    Splice,
+    TcpAllocationConfig,
+    TcpEvent,
+)
+from ice.turn.tcp_client import BindState, ConnectionBinder
 
 MAX_OPS = 32
 """Operations one input may run (bounds the time of one execution)."""
@@ -52,6 +85,9 @@ T0 = 1_000_000.0
 
 LAST: dict[str, Any] = {}
 """The machine each structured target drove last (tests read its counters to see how deep the corpus reaches)."""
+
+REACHED: Counter[str] = Counter()
+"""Paths of the harness itself the inputs reached (batches compared, binds done), for the same tests."""
 
 DTS = (0.0, 0.001, 0.05, 0.5, 1.0, 5.0, 30.0, 60.0, 240.0, 299.0, 301.0, 540.0, 599.0, 601.0, 3600.0, 7200.0)
 """Clock steps that cross the timers that matter (pacing, retransmission, consent, refresh, expiry)."""
@@ -211,11 +247,33 @@ def stun_server(data: bytes) -> None:
     if pad >= 0xF000:  # PADDING near STUN's size limit (RFC 5780 §7.6), out of reach of byte-level mutation
         size = min((pad - 0xF000) * 16, 0xFFFF - 4 - len(body)) & ~3
         body += b"\x00\x26" + size.to_bytes(2, "big") + bytes(size)
-    for datagram in (body, b"\x00\x01" + len(body).to_bytes(2, "big")[-2:] + b"\x21\x12\xa4\x42" + bytes(12) + body):
+    wrapped = b"\x00\x01" + len(body).to_bytes(2, "big")[-2:] + b"\x21\x12\xa4\x42" + bytes(12) + body
+    for datagram in (body, wrapped):
         server.handle_datagram(T0, local, remote, datagram)
         while (t := server.poll_transmit()) is not None:
             sendable(t)
             own_stun(t.data)
+    # The batch path (the driver's recvmmsg batches, docs/stun.md): bare Binding requests answered in one pass by
+    # the C accelerator's binding_answers, anything else through handle_datagram, in order. It must answer
+    # exactly as one datagram at a time does, and the bare answer must be the general path's, byte for byte.
+    bare = b"\x00\x01\x00\x00\x21\x12\xa4\x42" + body[:12].ljust(12, b"\x00")
+    other = ("2001:db8::2", 40001) if ":" in remote[0] else ("198.51.100.9", 1)
+    batch = [(remote, bare), (remote, body), (remote, bare), (other, bare), (remote, wrapped), (remote, bare),
+             (other, body), (remote, bare)]
+    config = server.config
+    one, many = StunServer(config), StunServer(config)
+    for source, datagram in batch:
+        one.handle_datagram(T0, local, source, datagram)
+    single = one.poll_transmits()
+    many.handle_datagrams(T0, local, batch)
+    batched = many.poll_transmits()
+    expect(batched == single, "handle_datagrams answers otherwise than one datagram at a time")
+    expect(many.stats == one.stats, f"handle_datagrams counts otherwise: {many.stats} != {one.stats}")
+    for t in batched:
+        sendable(t)
+        own_stun(t.data)
+    general = StunServer(config).handle_general(local, remote, bare)
+    expect(general == one.handle(local, remote, bare), "the bare Binding answer is not the general path's")
 
 
 # ============================================================================================= TURN server
@@ -230,7 +288,8 @@ USERS = {"user": "pass", "other": "word"}
 _LONG_KEYS = {u: long_term_key(u, REALM, p) for u, p in USERS.items()}
 _WRONG_KEY = long_term_key("user", REALM, "not-the-password")
 _METHODS = (Method.ALLOCATE, Method.REFRESH, Method.CREATE_PERMISSION, Method.CHANNEL_BIND, Method.SEND,
-            Method.BINDING, Method.DATA)
+            Method.BINDING, Method.DATA, Method.CONNECT, Method.CONNECTION_BIND, Method.CONNECTION_ATTEMPT)
+"""Appended to, never reordered: a seed names a method by its index."""
 _CLASSES = (MessageClass.REQUEST, MessageClass.REQUEST, MessageClass.REQUEST, MessageClass.INDICATION,
             MessageClass.SUCCESS, MessageClass.ERROR)
 _CHANNELS = (0x4000, 0x4001, 0x4FFF, 0x5000, 0x7FFF, 0x8000, 0x3FFF, 0xFFFF)
@@ -268,9 +327,37 @@ class _Ports:
         self.live.discard(relayed)
 
 
+class _TcpPorts(_Ports):
+    """Relay ports that also listen on TCP (RFC 6062 §5.1: the server serves TCP allocations), another port
+    space: the listening sockets are counted apart and must be closed exactly once too."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.next_tcp = 60000
+        self.live_tcp: set[a.Address] = set()
+
+    def reserve_tcp(self, family: int) -> a.Address | None:
+        if len(self.live_tcp) >= self.limit:
+            return None
+        addr = ("2001:db8::1" if family == 6 else "192.0.2.1", self.next_tcp)
+        self.next_tcp += 1
+        self.live_tcp.add(addr)
+        return addr
+
+    def release_tcp(self, relayed: a.Address) -> None:
+        expect(relayed in self.live_tcp, f"TCP relay address {relayed} released but not reserved (or twice)")
+        self.live_tcp.discard(relayed)
+
+
+CIDS: list[int] = []
+"""The CONNECTION-IDs the TURN server of the input being run has given out (RFC 6062 §6.2.1; they are random)."""
+
+
 def turn_attribute(r: Reader) -> a.Attribute:
     """One attribute for a TURN request: a well-formed one with a fuzzed value, or raw bytes under any code."""
     kind = r.u8() % 16
+    if kind == 14:
+        return a.ConnectionId(CIDS[r.u8() % len(CIDS)] if CIDS and r.flag() else r.u32())
     if kind == 0:
         return a.Lifetime(r.pick(_LIFETIMES) if r.flag() else r.u32())
     if kind == 1:
@@ -336,15 +423,89 @@ def turn_request(r: Reader, server: TurnServer, now: float, tids: list[bytes], c
 
 
 def _turn_invariants(server: TurnServer, ports: _Ports) -> None:
-    relays = {alloc.relayed for alloc in server.allocations.values()}
+    relays = {alloc.relayed for alloc in server.allocations.values() if not alloc.tcp}  # TCP ones: _tcp_invariants
     expect(relays == set(server.by_relay), "by_relay and allocations disagree")
     reserved = {relayed for relayed, _ in server._reservations.values()}  # EVEN-PORT's next port (RFC 8656 §7.2)
     expect(relays | reserved == ports.live, "relay addresses held and allocations (or reservations) disagree")
     for alloc in server.allocations.values():
+        if alloc.tcp:
+            continue
         expect(server.by_relay[alloc.relayed] is alloc, "by_relay points at another allocation")
         expect(len(alloc.channels) == len(alloc.by_peer), "channels and by_peer differ in size")
         for number, (peer, _) in alloc.channels.items():
             expect(alloc.by_peer.get(peer) == number, "a channel's peer maps to another channel")
+
+
+class _TcpIo:
+    """What the I/O layer of RFC 6062 holds (ice/aio/turn_tcp.py): the peer data connections it was asked to open
+    or reported accepting, until the core says CloseConnection (or the I/O reported the connect failed)."""
+
+    def __init__(self) -> None:
+        self.links: set[tuple[a.Address, a.Address]] = set()
+        self.connecting: set[tuple[a.Address, a.Address]] = set()
+        self.exact = True
+        """False once the input fed an event no I/O layer would report (the model no longer applies)."""
+
+    def intent(self, server: TurnServer, intent: ConnectPeer | Splice | CloseConnection) -> None:
+        pair = (intent.relayed, intent.peer)
+        if isinstance(intent, ConnectPeer):
+            expect(intent.relayed in server.tcp.by_relay, "ConnectPeer from a relayed address that is not a TCP "
+                                                          "allocation's")
+            expect(not self.exact or pair not in self.links, "ConnectPeer for a connection the I/O layer holds")
+            self.links.add(pair)
+            self.connecting.add(pair)
+        elif isinstance(intent, Splice):
+            conn = server.tcp.by_pair.get(pair)
+            expect(conn is not None and conn.state is ConnState.BOUND, "Splice of a connection that is not bound")
+            expect(not self.exact or pair in self.links, "Splice of a connection the I/O layer does not hold")
+            expect((intent.local, intent.client) in server._stream_clients, "Splice to a client that is not a "
+                                                                            "connected stream")
+        else:
+            self.links.discard(pair)
+            self.connecting.discard(pair)
+
+    def reported(self, event: TcpEvent) -> None:
+        """The I/O layer reported ``event``: a failed connect is gone from it; the rest it holds until closed."""
+        pair = (event.relayed, event.peer)
+        if isinstance(event, PeerConnectFailed):
+            self.links.discard(pair)
+            self.connecting.discard(pair)
+        elif isinstance(event, PeerConnected):
+            self.connecting.discard(pair)
+        elif isinstance(event, PeerAccepted):
+            self.links.add(pair)
+
+
+def _tcp_invariants(server: TurnServer, ports: _Ports, io: _TcpIo) -> None:
+    """RFC 6062: TCP allocations, their listening sockets, their connections and what the I/O layer holds agree;
+    no connection outlives its allocation; each waiting connection's deadline is on the server's timer."""
+    tcp = server.tcp
+    tcp_allocs = {alloc.relayed: alloc for alloc in server.allocations.values() if alloc.tcp}
+    expect(set(tcp.by_relay) == set(tcp_allocs), "TCP allocations and tcp.by_relay disagree")
+    if isinstance(ports, _TcpPorts):
+        expect(ports.live_tcp == set(tcp_allocs), "listening TCP relay addresses and TCP allocations disagree")
+    expect(not set(tcp_allocs) & set(server.by_relay), "a TCP allocation in the UDP relays' table")
+    expect(len(tcp.by_pair) == len(tcp.conns), "tcp.conns and tcp.by_pair differ in size")
+    per_alloc: dict[int, int] = {}
+    per_user: dict[str, int] = {}
+    for cid, conn in tcp.conns.items():
+        expect(conn.cid == cid and tcp.by_pair.get(conn.pair) is conn, "a connection under another id or pair")
+        expect(tcp_allocs.get(conn.alloc.relayed) is conn.alloc, "a peer data connection outlived its allocation")
+        expect((conn.deadline is None) == (conn.state is ConnState.BOUND), f"a {conn.state} connection's deadline")
+        expect(conn.request is None or conn.state is ConnState.CONNECTING, "a Connect unanswered past connecting")
+        per_alloc[id(conn.alloc)] = per_alloc.get(id(conn.alloc), 0) + 1
+        per_user[conn.alloc.username] = per_user.get(conn.alloc.username, 0) + 1
+    expect(max(per_alloc.values(), default=0) <= server.config.tcp.max_connections, "connections over quota")
+    expect(max(per_user.values(), default=0) <= server.config.tcp.user_connections, "user connections over quota")
+    deadlines = tcp.deadlines()
+    if deadlines:
+        at = server.next_timeout()
+        expect(at is not None and at <= min(deadlines), "a connection's deadline is not on the server's timer")
+    if io.exact:
+        expect(io.links == set(tcp.by_pair), f"the I/O layer holds {sorted(io.links)}, the core "
+                                             f"{sorted(tcp.by_pair)}")
+        expect(io.connecting == {c.pair for c in tcp.conns.values() if c.state is ConnState.CONNECTING},
+               "connections being opened disagree")
 
 
 def _signed_allocate(server: TurnServer, now: float, client: a.Address, user: str, tids: list[bytes]) -> bytes:
@@ -363,6 +524,56 @@ def _signed(server: TurnServer, now: float, method: int, attrs: list[a.Attribute
     msg = Message(method, MessageClass.REQUEST, tid,
                   [*attrs, a.Username("user"), a.Realm(REALM), a.Nonce(server._nonce(now, CLIENTS[0]))])
     return msg.encode(_LONG_KEYS["user"], fingerprint=True)
+
+
+def _same(t: Transmit) -> tuple[a.Address, a.Address | None, bytes]:
+    """A transmit as two runs of the same input give it: an indication's transaction ID is random (RFC 8489 §6),
+    and so its FINGERPRINT."""
+    data = t.data
+    to_client = t.local is not None and t.local[1] in (3478, 3479)  # (from a relayed address: a peer's payload)
+    if to_client and own_stun(data) is not None and data[0] & 0x01 == 0 and data[1] & 0x10:  # an indication
+        data = data[:8] + data[20:-8]
+    return t.remote, t.local, data
+
+
+def _signed_as(server: TurnServer, now: float, client: a.Address, user: str, method: int, attrs: list[a.Attribute],
+               tids: list[bytes], key: IntegrityKey | None = None) -> bytes:
+    """A request of ``client``'s as ``user``, signed with a nonce the server made for that source (``key``: another
+    key than the user's)."""
+    tid = bytes([0xB0 + len(tids) % 16, *client[1].to_bytes(2, "big")]) * 4
+    tids.append(tid)
+    del tids[:-8]
+    msg = Message(method, MessageClass.REQUEST, tid,
+                  [*attrs, a.Username(user), a.Realm(REALM), a.Nonce(server._nonce(now, client))])
+    return msg.encode(key or _LONG_KEYS[user], fingerprint=True)
+
+
+_DATA_PORTS = (41000, 41001, 41002)
+"""Ports of the clients' data connections (RFC 6062 §4.4: a new TCP connection to the server per peer)."""
+
+
+def _tcp_event(r: Reader, server: TurnServer, io: _TcpIo) -> TcpEvent:
+    """What the I/O layer reports: a connection asked for came up or failed, a peer connected to a relayed
+    address, a connection ended; or (rarely) an event no I/O layer would report, for the core's robustness."""
+    kind = r.u8() % 8
+    connecting, links = sorted(io.connecting), sorted(io.links - io.connecting)
+    if kind in (0, 1) and connecting:
+        pair = connecting[r.u8() % len(connecting)]
+        return PeerConnected(*pair) if kind == 0 else PeerConnectFailed(*pair, "refused")
+    if kind == 2 and links:
+        return ConnectionClosed(*links[r.u8() % len(links)])
+    if kind < 7:  # a peer connects to a relayed TCP address (a permitted one, mostly)
+        relays = [*server.tcp.by_relay, ("192.0.2.1", 60999)]
+        relayed = relays[r.u8() % len(relays)]
+        peer = _address(r, PEERS)
+        if (relayed, peer) in io.links:  # a TCP 4-tuple is one connection
+            peer = (peer[0], (peer[1] + 1) % 0x10000)
+        if (relayed, peer) not in io.links:
+            return PeerAccepted(relayed, peer)
+    io.exact = False
+    pairs = [*server.tcp.by_pair, (("192.0.2.1", 60999), PEERS[0])]
+    pair = pairs[r.u8() % len(pairs)]
+    return r.pick((PeerConnected, PeerConnectFailed, PeerAccepted, ConnectionClosed))(*pair)
 
 
 def _big(r: Reader, server: TurnServer, now: float, deliver: Callable[[a.Address, a.Address, bytes], None]) -> None:
@@ -388,24 +599,59 @@ def turn_server(data: bytes) -> None:
     a channel first, so the operations after them reach the authenticated handlers and the relay paths."""
     r = Reader(data)
     flags = r.u8()
-    ports = _Ports(limit=1 + flags % 4)
+    ports = _Ports(limit=1 + flags % 4) if flags & 0x80 else _TcpPorts(limit=1 + flags % 4)
     allowed = ("127.0.0.0/8",) if flags & 0x40 else ()
+    tcp = TcpAllocationConfig(max_connections=3, user_connections=4, connect_needs_permission=not flags & 0x20)
     server = TurnServer(TurnServerConfig(LISTEN, realm=REALM, users=dict(USERS), user_quota=2,
-                                         allowed_peers=allowed), ports, secret=b"fuzz-secret-0123")
+                                         allowed_peers=allowed, tcp=tcp), ports, secret=b"fuzz-secret-0123")
     LAST["turn-server"] = server
     now = T0
     tids: list[bytes] = []
+    io = _TcpIo()
+    CIDS.clear()
 
-    def drain() -> None:
-        while (t := server.poll_transmit()) is not None:
+    def check(out: list[Transmit]) -> None:
+        for t in out:
             sendable(t)
             if t.local not in ports.live:  # to a client (what goes from a relay address is the peers' payload)
-                own_stun(t.data)
+                m = own_stun(t.data)
+                if m is not None and m.method in (Method.CONNECT, Method.CONNECTION_ATTEMPT):
+                    cid = m.get(a.ConnectionId)
+                    if cid is not None:
+                        CIDS.append(cid.number)
+                        del CIDS[:-8]
+
+    def drain() -> None:
+        check(server.poll_transmits())
+        while (intent := server.tcp.next_intent()) is not None:
+            io.intent(server, intent)
+
+    def invariants() -> None:
+        _turn_invariants(server, ports)
+        _tcp_invariants(server, ports, io)
 
     def deliver(local: a.Address, remote: a.Address, datagram: bytes) -> None:
         server.handle_datagram(now, local, remote, datagram)
         drain()
-        _turn_invariants(server, ports)
+        invariants()
+
+    def batch(local: a.Address, datagrams: list[tuple[a.Address, bytes]]) -> None:
+        """handle_datagrams (the relay's fast path for routes the general path has decided, in C) must do what
+        handle_datagram does one datagram at a time: the same transmits, counters, intents and tables."""
+        twin = copy.deepcopy(server)
+        REACHED["turn-server-batch"] += 1
+        server.handle_datagrams(now, local, datagrams)
+        for remote, datagram in datagrams:
+            twin.handle_datagram(now, local, remote, datagram)
+        out, want = server.poll_transmits(), twin.poll_transmits()
+        expect([_same(t) for t in out] == [_same(t) for t in want],
+               f"handle_datagrams sent {len(out)} datagrams, one at a time {len(want)}, or others")
+        expect(server.stats == twin.stats, f"handle_datagrams counts otherwise: {server.stats} != {twin.stats}")
+        expect(list(server.tcp.intents) == list(twin.tcp.intents), "handle_datagrams' intents differ")
+        expect(set(server.allocations) == set(twin.allocations), "handle_datagrams' allocations differ")
+        check(out)
+        drain()
+        invariants()
 
     if flags & 0x04:
         server.stream_opened(LISTEN, CLIENTS[0])
@@ -424,7 +670,7 @@ def turn_server(data: bytes) -> None:
     for _ in range(MAX_OPS):
         if not r.remaining():
             break
-        op = r.u8() % 9
+        op = r.u8() % 13
         if op == 0:
             deliver(r.pick((LISTEN, LISTEN, LISTEN, ("192.0.2.1", 3479))), r.pick(CLIENTS), r.blob())
         elif op == 1:
@@ -442,14 +688,15 @@ def turn_server(data: bytes) -> None:
         elif op == 4:
             now += r.pick(DTS) if r.u8() % 8 else r.u32() / 1000
             run_timers(server, now, drain)
-            _turn_invariants(server, ports)
+            invariants()
         elif op == 5:
             client = r.pick(CLIENTS)
             if r.flag():
                 server.stream_opened(LISTEN, client)
             else:
                 server.stream_closed(LISTEN, client)
-            _turn_invariants(server, ports)
+            drain()
+            invariants()
         elif op == 6:
             client = r.pick(CLIENTS)
             server.stream_opened(LISTEN, client)
@@ -463,9 +710,68 @@ def turn_server(data: bytes) -> None:
         elif op == 7:
             server.handle_timeout(now)  # an early call: a no-op for whatever is not due
             drain()
-            _turn_invariants(server, ports)
-        else:
+            invariants()
+        elif op == 8:
             _big(r, server, now, deliver)
+        elif op == 9:  # a TCP allocation on a control connection, with permissions (RFC 6062 §4.1)
+            client, user = r.pick(CLIENTS), r.pick(("user", "user", "other"))
+            server.stream_opened(LISTEN, client)
+            deliver(LISTEN, client, _signed_as(server, now, client, user, Method.ALLOCATE,
+                                                [a.RequestedTransport(6), a.Lifetime(600)], tids))
+            peers = [PEERS[i] for i in range(3) if r.flag()]
+            if peers:
+                deliver(LISTEN, client, _signed_as(server, now, client, user, Method.CREATE_PERMISSION,
+                                                    [a.XorPeerAddress(*p) for p in peers], tids))
+        elif op == 10:  # Connect on a control connection, or ConnectionBind on a data connection (RFC 6062 §4.3-4)
+            sel = r.u8()
+            host = r.pick(CLIENTS)[0]
+            client = (host, r.pick(_DATA_PORTS)) if sel & 1 else r.pick(CLIENTS)
+            if sel & 2 == 0:
+                server.stream_opened(LISTEN, client)
+            if sel & 4 == 0:
+                attrs: list[a.Attribute] = [a.XorPeerAddress(*_address(r, PEERS))]
+                method = Method.CONNECT
+            else:
+                cid = CIDS[r.u8() % len(CIDS)] if CIDS and r.u8() % 8 else r.u32()
+                attrs, method = [a.ConnectionId(cid)], Method.CONNECTION_BIND
+            if sel & 8:
+                attrs.append(turn_attribute(r))
+            user = ("user", "user", "other", "user")[sel >> 4 & 3]
+            key = _WRONG_KEY if sel >> 6 == 3 else None
+            deliver(LISTEN, client, _signed_as(server, now, client, user, method, attrs, tids, key))
+            if sel & 0x20 and client[1] in _DATA_PORTS:
+                server.stream_closed(LISTEN, client)  # the data connection ends
+                drain()
+                invariants()
+        elif op == 11:
+            event = _tcp_event(r, server, io)
+            io.reported(event)
+            server.tcp.handle_event(now, event)
+            drain()
+            invariants()
+        else:  # a batch on one address: ChannelData and its relayed answers, mostly on routes already decided
+            relays = [*server.by_relay]
+            to_client = bool(relays) and r.flag()
+            local = relays[r.u8() % len(relays)] if to_client else LISTEN
+            alloc = server.by_relay[local] if to_client else None
+            datagrams: list[tuple[a.Address, bytes]] = []
+            for _ in range(1 + r.u8() % 12):
+                kind = r.u8() % 4
+                if kind == 0 and datagrams:
+                    datagrams.append(datagrams[-1])
+                elif alloc is not None:
+                    peers = [*alloc.by_peer, *PEERS[:2]]
+                    datagrams.append((peers[r.u8() % len(peers)] if kind < 3 else _address(r, PEERS), r.blob(300)))
+                elif kind < 3:
+                    owners = [(al.client, n) for al in server.allocations.values() for n in al.channels]
+                    client, number = (owners[r.u8() % len(owners)] if owners and kind < 2
+                                      else (r.pick(CLIENTS), r.pick(_CHANNELS[:5])))
+                    payload = r.blob(300)
+                    length = len(payload) if r.u8() % 8 else r.u16() % 400
+                    datagrams.append((client, number.to_bytes(2, "big") + length.to_bytes(2, "big") + payload))
+                else:
+                    datagrams.append((r.pick(CLIENTS), r.blob(300)))
+            batch(local, datagrams)
         server.next_timeout()
 
 
@@ -475,7 +781,8 @@ def turn_server(data: bytes) -> None:
 SERVER = ("192.0.2.1", 3478)
 ALTERNATE = ("192.0.2.2", 3478)
 CLIENT_LOCAL = ("198.51.100.1", 40000)
-_ERRORS = (300, 400, 401, 403, 420, 437, 438, 440, 441, 442, 486, 500, 508)
+_ERRORS = (300, 400, 401, 403, 420, 437, 438, 440, 441, 442, 486, 500, 508, 446, 447)
+"""Appended to, never reordered: a seed names a code by its index."""
 
 
 def _requests(out: list[bytes], pending: list[tuple[bytes, int]]) -> None:
@@ -506,6 +813,8 @@ def client_response(r: Reader, tid: bytes, method: int, key: IntegrityKey | None
             attrs.append(a.XorMappedAddress(*_address(r, (CLIENT_LOCAL,))))
         if r.flag():
             attrs.append(a.Lifetime(r.pick(_LIFETIMES) if r.flag() else r.u32()))
+        if method == Method.CONNECT and r.u8() % 4:  # RFC 6062 §4.3: the new connection's CONNECTION-ID
+            attrs.append(a.ConnectionId(r.u32()))
     for _ in range(r.u8() % 3):
         attrs.append(turn_attribute(r))
     msg = Message(method, MessageClass.ERROR if error else MessageClass.SUCCESS, tid, attrs)
@@ -521,11 +830,16 @@ def turn_client(data: bytes) -> None:
     lifetimes), Data indications, ChannelData, raw datagrams, its API and the clock."""
     r = Reader(data)
     flags = r.u8()
-    transport = "tcp" if flags & 0x08 else "udp"
-    client = TurnClient(TurnClientConfig(SERVER, "user", "pass", transport=transport), CLIENT_LOCAL)
+    transport = "tcp" if flags & 0x18 else "udp"
+    relay = "tcp" if flags & 0x10 else "udp"  # a TCP allocation (RFC 6062 §4.1)
+    client = TurnClient(TurnClientConfig(SERVER, "user", "pass", transport=transport, relay_transport=relay),
+                        CLIENT_LOCAL)
     LAST["turn-client"] = client
+    CIDS.clear()
     now = T0
     pending: list[tuple[bytes, int]] = []
+    connects: set[a.Address] = set()
+    """Peers the client sent a Connect for (RFC 6062 §4.3)."""
 
     def drain() -> None:
         out = []
@@ -533,9 +847,57 @@ def turn_client(data: bytes) -> None:
             sendable(t)
             expect(t.remote == client.server, "the client sends somewhere else than its server")
             out.append(t.data)
+            m = own_stun(t.data)
+            if m is not None and m.method == Method.CONNECT:
+                expect(relay == "tcp", "a Connect from a client without a TCP allocation")
+                peer = m.get(a.XorPeerAddress)
+                if peer is not None:
+                    connects.add(peer.address)
         _requests(out, pending)
-        while client.next_event() is not None:
-            pass
+        while (event := client.next_event()) is not None:
+            if isinstance(event, (PeerConnectionReady, ClientConnectFailed)):
+                expect(event.peer in connects, f"{type(event).__name__} for a peer the client never connected to")
+            elif isinstance(event, ConnectionAttempt):
+                CIDS.append(event.connection_id)
+                del CIDS[:-8]
+            if isinstance(event, PeerConnectionReady):
+                CIDS.append(event.connection_id)
+                del CIDS[:-8]
+
+    def bind(r: Reader) -> None:
+        """A client data connection's ConnectionBind (RFC 6062 §4.4) with the allocation's credentials, and the
+        server's answers: success, or 401/438 with a new nonce (sent again), or another error."""
+        creds = client.bind_credentials()
+        cid = CIDS[r.u8() % len(CIDS)] if CIDS and r.u8() % 8 else r.u32()
+        binder = ConnectionBinder("user", "pass", cid, *(creds if creds and r.u8() % 4 else (None, None)))
+        sent = 1
+        request = own_stun(binder.request())
+        expect(request is not None and request.method == Method.CONNECTION_BIND, "ConnectionBind is not one")
+        for _ in range(3):
+            assert request is not None
+            if r.u8() % 8 == 0:
+                answer = r.blob()
+            else:
+                error = r.u8() % 3
+                tid = request.transaction_id if r.u8() % 8 else _tid(r)
+                attrs: list[a.Attribute] = []
+                if error:
+                    attrs.append(a.ErrorCode(r.pick((401, 438, 400, 441, 500)), r.text(20)))
+                    if r.u8() % 4:
+                        attrs += [a.Realm(REALM if r.flag() else r.text(40)), a.Nonce(r.text(40) or "n")]
+                msg = Message(Method.CONNECTION_BIND if r.u8() % 8 else r.u16() & 0xFFF,
+                              MessageClass.ERROR if error else MessageClass.SUCCESS, tid, attrs)
+                key = (None, _WRONG_KEY, _LONG_KEYS["user"], _LONG_KEYS["user"])[r.u8() % 4]
+                answer = msg.encode(key, fingerprint=r.flag())
+            state = binder.receive(answer)
+            REACHED[f"turn-client-bind-{state.value}"] += 1
+            if state is not BindState.SENT:
+                expect((state is BindState.FAILED) == (binder.error is not None), "a bind's state and error")
+                return
+            sent += 1
+            expect(sent <= 3, "ConnectionBind sent more often than its attempts allow")
+            request = own_stun(binder.request())
+            expect(request is not None and request.has(a.AttributeType.CONNECTION_ID), "a ConnectionBind again")
 
     def deliver(datagram: bytes) -> None:
         client.handle_datagram(now, CLIENT_LOCAL, client.server, datagram)
@@ -566,7 +928,7 @@ def turn_client(data: bytes) -> None:
     for _ in range(MAX_OPS):
         if not r.remaining():
             break
-        op = r.u8() % 8
+        op = r.u8() % 10
         if op == 0:
             deliver(r.blob())
         elif op in (1, 2):
@@ -591,10 +953,24 @@ def turn_client(data: bytes) -> None:
         elif op == 5:
             now += r.pick(DTS) if r.u8() % 8 else r.u32() / 1000
             run_timers(client, now, drain)
+        elif op == 8:  # a peer connected to the TCP relayed address (RFC 6062 §4.4)
+            attrs = []
+            if r.u8() % 8:
+                attrs.append(a.XorPeerAddress(*_address(r, PEERS)))
+            if r.u8() % 8:
+                attrs.append(a.ConnectionId(r.u32()))
+            for _ in range(r.u8() % 2):
+                attrs.append(turn_attribute(r))
+            deliver(Message(Method.CONNECTION_ATTEMPT, MessageClass.INDICATION, _tid(r), attrs).encode(
+                fingerprint=r.flag()))
+        elif op == 9:
+            bind(r)
         else:
-            call = r.u8() % 6
+            call = r.u8() % 7
             peer = _address(r, PEERS)
-            if call == 0:
+            if call == 6:
+                client.connect(now, peer)
+            elif call == 0:
                 client.create_permission(now, peer)
             elif call == 1:
                 if len(client.channels) < 16:
@@ -646,6 +1022,57 @@ def agent_attribute(r: Reader) -> a.Attribute:
     return _raw_attribute(r)
 
 
+TCP_BASES: tuple[tuple[a.Address, TcpType], ...] = (
+    (("192.0.2.10", 5100), TcpType.PASSIVE), (("192.0.2.10", 5101), TcpType.SO), (("192.0.2.10", 0), TcpType.ACTIVE),
+    (("2001:db8::10", 5100), TcpType.PASSIVE), (("2001:db8::10", 0), TcpType.ACTIVE))
+"""Local ICE-TCP candidates (RFC 6544 §4.1): an active one is signalled with port 9 whatever its port."""
+TCP_REMOTES: tuple[tuple[a.Address, str], ...] = (
+    (("198.51.100.20", 7100), "passive"), (("198.51.100.20", 9), "active"), (("198.51.100.21", 7101), "so"),
+    (("2001:db8::20", 7100), "passive"), (("198.51.100.20", 7102), "bogus"))
+
+
+class _TcpDriver:
+    """What the asyncio driver holds for the agent's ICE-TCP connections (ice/aio/tcp.py): the ids it was asked to
+    connect (until it reports them up or failed) and the ones up (connected or accepted), until closed."""
+
+    def __init__(self) -> None:
+        self.conns: dict[int, str] = {}
+        """Connection id -> "connecting" or "up"."""
+        self.checks: list[tuple[bytes, int]] = []
+        """The agent's checks sent on connections: (transaction ID, connection id)."""
+        self.exact = True
+
+    def intent(self, ice: IceAgent, intent: TcpConnect | TcpSend | TcpClose) -> None:
+        if isinstance(intent, TcpConnect):
+            expect(intent.conn not in self.conns, "TcpConnect with the id of a connection the driver holds")
+            expect(intent.local in ice.tcp_bases or intent.local[1] == 0, f"TcpConnect from {intent.local}")
+            sendable(Transmit(intent.remote, b"", intent.local))
+            self.conns[intent.conn] = "connecting"
+        elif isinstance(intent, TcpSend):
+            expect(not self.exact or self.conns.get(intent.conn) == "up", "TcpSend on a connection that is not up")
+            data = intent.data
+            expect(2 < len(data) <= 0x10001 and int.from_bytes(data[:2], "big") == len(data) - 2,
+                   "TcpSend of something that is not one RFC 4571 frame")
+            m = own_stun(data[2:])
+            if m is not None and m.message_class is MessageClass.REQUEST:
+                self.checks.append((m.transaction_id, intent.conn))
+                del self.checks[:-16]
+        else:
+            expect(not self.exact or intent.conn in self.conns, "TcpClose of a connection the driver does not hold")
+            self.conns.pop(intent.conn, None)
+
+    def invariants(self, ice: IceAgent) -> None:
+        if not self.exact:
+            return
+        asked = {c.id: c for c in ice._tcp.conns.values() if c.started_at is not None}
+        expect(set(self.conns) == set(asked), f"the driver holds connections {sorted(self.conns)}, the agent "
+                                              f"{sorted(asked)}: one would never be closed")
+        for conn_id, state in self.conns.items():
+            expect((state == "up") == (asked[conn_id].state is TcpConnState.UP), "a connection's state differs")
+        expect(all(c in ice._tcp.conns.values() for c in ice._tcp.pair_conn.values()), "a pair on a forgotten "
+                                                                                       "connection")
+
+
 def _candidate(r: Reader) -> Candidate | None:
     if r.flag():
         try:
@@ -668,7 +1095,8 @@ def agent(data: bytes) -> None:
     flags = r.u8()
     config = AgentConfig(lite=bool(flags & 0x10),
                          nomination=Nomination.AGGRESSIVE if flags & 0x20 else Nomination.REGULAR,
-                         triggered_grace=0.0 if flags & 0x40 else 0.005, pace_triggered=bool(flags & 0x80))
+                         triggered_grace=0.0 if flags & 0x40 else 0.005, pace_triggered=bool(flags & 0x80),
+                         tcp=TcpConfig(enabled=True))
     ice = IceAgent(controlling=bool(flags & 1), config=config, ufrag="LOCL", pwd=LOCAL_PWD,
                    tie_breaker=r.u64() or 1, rng=random.Random(7))
     LAST["agent"] = ice
@@ -676,6 +1104,8 @@ def agent(data: bytes) -> None:
     old_keys: list[IntegrityKey] = []
     remote_pwd = REMOTE_PWD
     pending: list[tuple[bytes, a.Address | None, a.Address]] = []
+
+    driver = _TcpDriver()
 
     def drain() -> None:
         while (t := ice.poll_transmit()) is not None:
@@ -686,6 +1116,87 @@ def agent(data: bytes) -> None:
         del pending[:-16]
         while ice.next_event() is not None:
             pass
+        while (intent := ice.poll_tcp()) is not None:
+            driver.intent(ice, intent)
+        driver.invariants(ice)
+
+    def check(r: Reader) -> bytes:
+        """A check from the peer (RFC 8445 §7.2.2), signed with the agent's password unless the input says not."""
+        attrs: list[a.Attribute] = [a.Username(f"{ice.ufrag}:{ice.remote_ufrag or 'RMTE'}"), a.Priority(r.u32())]
+        role = r.u8() % 3
+        if role < 2:
+            attrs.append(a.IceControlling(r.u64()) if role == 0 else a.IceControlled(r.u64()))
+        if r.flag():
+            attrs.append(a.UseCandidate())
+        for _ in range(r.u8() % 2):
+            attrs.append(agent_attribute(r))
+        key = IntegrityKey(ice.pwd.encode()) if r.u8() % 8 else _WRONG_SHORT
+        return Message(Method.BINDING, MessageClass.REQUEST, _tid(r), attrs).encode(key, fingerprint=True)
+
+    def tcp_op(r: Reader, op: int) -> None:
+        """ICE-TCP (RFC 6544): candidates, the driver's reports on connections, RFC 4571 frames read from them."""
+        if op == 8:  # local and remote TCP candidates
+            sel = r.u8()
+            for i, (addr, tcptype) in enumerate(TCP_BASES):
+                if sel >> i & 1:
+                    ice.add_tcp_host_candidate(addr, tcptype)
+            for i, ((host, port), tcptype) in enumerate(TCP_REMOTES):
+                if r.u8() & 1:
+                    ice.add_remote_candidate(now, Candidate(f"t{i}", 1, "tcp", candidate_priority(
+                        CandidateType.HOST, r.u16()), host, port, CandidateType.HOST, tcptype=tcptype))
+        elif op == 9:  # the driver: a connection came up, failed, closed; or one was accepted
+            kind = r.u8() % 8
+            connecting = sorted(i for i, st in driver.conns.items() if st == "connecting")
+            up = sorted(i for i, st in driver.conns.items() if st == "up")
+            if kind in (0, 1) and connecting:
+                conn = connecting[r.u8() % len(connecting)]
+                if kind == 0:
+                    driver.conns[conn] = "up"
+                    ice.handle_tcp_event(now, TcpConnected(conn))
+                else:
+                    del driver.conns[conn]
+                    ice.handle_tcp_event(now, TcpConnectFailed(conn, "refused"))
+            elif kind == 2 and up:
+                conn = up[r.u8() % len(up)]
+                del driver.conns[conn]
+                ice.handle_tcp_event(now, TcpClosed(conn))
+            elif kind < 7:
+                bases = [*ice.tcp_bases, ("192.0.2.99", 1)]
+                remote = _address(r, tuple(addr for addr, _ in TCP_REMOTES))
+                got = ice.accept_tcp(now, bases[r.u8() % len(bases)], remote)
+                if got is not None:
+                    expect(got not in driver.conns, "accept_tcp gave the id of a connection the driver holds")
+                    driver.conns[got] = "up"
+            else:  # an event about a connection the driver does not report on that way
+                driver.exact = False
+                event = r.pick((TcpConnected, TcpClosed, TcpConnected))(r.u8() % 8)
+                ice.handle_tcp_event(now, event)
+        else:  # bytes read from a connection: frames with checks, answers, data, or garbage, cut anywhere
+            up = sorted(i for i, st in driver.conns.items() if st == "up")
+            conn = up[r.u8() % len(up)] if up and r.u8() % 8 else r.u8() % 8
+            kind = r.u8() % 4
+            if kind == 0:
+                data = rfc4571_frame(check(r))
+            elif kind == 1:
+                tid = driver.checks[r.u8() % len(driver.checks)][0] if driver.checks and r.u8() % 8 else _tid(r)
+                error = r.u8() % 4 == 0
+                attrs: list[a.Attribute] = [a.ErrorCode(r.pick(_AGENT_ERRORS), "x")] if error else []
+                if r.u8() % 8:
+                    attrs.append(a.XorMappedAddress(*_address(r, (("192.0.2.10", 40000), ("203.0.113.77", 4000)))))
+                key = _REMOTE_KEYS.get(remote_pwd) if r.u8() % 8 else _WRONG_SHORT
+                answer = Message(Method.BINDING, MessageClass.ERROR if error else MessageClass.SUCCESS, tid, attrs)
+                data = rfc4571_frame(answer.encode(key, fingerprint=True))
+            elif kind == 2:
+                data = rfc4571_frame(b"\x80" + r.blob())
+            else:
+                data = r.blob()
+            if r.flag():
+                data += data
+            cut = r.u8() % (len(data) + 1)
+            ice.handle_tcp_data(now, conn, data[:cut])
+            drain()
+            ice.handle_tcp_data(now, conn, data[cut:])
+        drain()
 
     def deliver(local: a.Address, remote: a.Address, datagram: bytes) -> None:
         ice.handle_datagram(now, local, remote, datagram)
@@ -709,8 +1220,11 @@ def agent(data: bytes) -> None:
     for _ in range(MAX_OPS):
         if not r.remaining():
             break
-        op = r.u8() % 8
-        if op == 0:
+        op = r.u8() % 11
+        if op >= 8:
+            tcp_op(r, op)
+            run_timers(ice, now, drain)
+        elif op == 0:
             deliver(r.pick((*BASES, RELAYED, ("192.0.2.99", 1))), _address(r, REMOTES), r.blob())
         elif op in (1, 2):  # a check from the peer
             user_kind = r.u8() % 6
@@ -826,6 +1340,7 @@ def relayed(data: bytes) -> None:
     composed = RelayedAgent(ice, TurnClientConfig(SERVER, "user", "pass"), TURN_LOCAL,
                             bind_channels=not flags & 0x40)
     LAST["relayed"] = ice
+    CIDS.clear()  # turn_attribute's CONNECTION-IDs: none here
     client = composed.client
     now = T0
     turn_pending: list[tuple[bytes, int]] = []
@@ -999,13 +1514,25 @@ def sdp(data: bytes) -> None:
 
 
 def _use_candidate(cand: Candidate) -> None:
-    ice = IceAgent(controlling=True, ufrag="LOCL", pwd=LOCAL_PWD, tie_breaker=5, rng=random.Random(1))
-    ice.add_host_candidate(("2001:db8::10", 5000) if ":" in cand.host else ("192.0.2.10", 5000))
+    """An agent with a UDP host candidate and ICE-TCP ones of every tcptype (RFC 6544 §4.1) is given ``cand``:
+    what it sends, or connects to, must be reachable by a socket."""
+    ice = IceAgent(controlling=True, ufrag="LOCL", pwd=LOCAL_PWD, tie_breaker=5, rng=random.Random(1),
+                   config=AgentConfig(tcp=TcpConfig(enabled=True)))
+    host = "2001:db8::10" if ":" in cand.host else "192.0.2.10"
+    ice.add_host_candidate((host, 5000))
+    for port, tcptype in ((0, TcpType.ACTIVE), (5100, TcpType.PASSIVE), (5101, TcpType.SO)):
+        ice.add_tcp_host_candidate((host, port), tcptype)
     ice.set_remote_credentials(T0, "RMTE", REMOTE_PWD)
     ice.add_remote_candidate(T0, cand)
-    ice.handle_timeout(T0)
-    while (t := ice.poll_transmit()) is not None:
-        sendable(t)
+    for now in (T0, T0 + 0.05):
+        ice.handle_timeout(now)
+        while (t := ice.poll_transmit()) is not None:
+            sendable(t)
+        while (intent := ice.poll_tcp()) is not None:
+            if isinstance(intent, TcpConnect):
+                expect(cand.transport == "tcp" and cand.tcptype in ("passive", "so"),
+                       f"a TCP connection to a {cand.transport} {cand.tcptype} candidate")
+                sendable(Transmit(intent.remote, b"", intent.local))
 
 
 # ================================================================================================= stream

@@ -54,6 +54,23 @@ def test_turn_server_corpus_reaches_every_request_and_both_relay_directions() ->
         assert stats[counter] > 0, counter
 
 
+def test_corpora_reach_tcp_allocations_ice_tcp_and_the_batch_paths() -> None:
+    """The paths added after the first campaign: RFC 6062 on both TURN sides, RFC 6544 in the agent, the servers'
+    batches (the STUN server's batch is in every input of its target)."""
+    t.REACHED.clear()
+    stats, _ = _stats("turn-server")
+    for counter in ("tcp-allocate", "tcp-connect", "tcp-peer-connected", "tcp-bind", "tcp-peer-accepted",
+                    "tcp-connection-closed", "tcp-connect-timeout", "relayed-to-peer", "relayed-to-client"):
+        assert stats[counter] > 0, counter
+    assert t.REACHED["turn-server-batch"] > 0
+    _stats("turn-client")
+    assert t.REACHED["turn-client-bind-sent"] > 0 and t.REACHED["turn-client-bind-bound"] > 0
+    assert t.REACHED["turn-client-bind-failed"] > 0
+    stats, _ = _stats("agent")
+    for counter in ("tcp-connects", "tcp-connected", "tcp-accepted", "tcp-frames", "tcp-closed", "tcp-prflx-remote"):
+        assert stats[counter] > 0, counter
+
+
 def test_turn_client_agent_and_relayed_corpora_reach_their_working_states() -> None:
     _, states = _stats("turn-client")
     assert states[TurnState.ALLOCATED] > 0

@@ -9,10 +9,13 @@ import pytest
 
 from ice.agent.agent import IceAgent
 from ice.agent.candidate import Candidate, CandidateType, candidate_priority
+from ice.agent.config import AgentConfig
 from ice.agent.states import AgentState
+from ice.agent.tcp import TcpClosed, TcpConfig, TcpConnect, TcpConnected, TcpSend, TcpType
 from ice.stun.attributes import (
     Data,
     ErrorCode,
+    Lifetime,
     Nonce,
     Padding,
     Realm,
@@ -22,12 +25,14 @@ from ice.stun.attributes import (
     Username,
     XorMappedAddress,
     XorPeerAddress,
+    XorRelayedAddress,
 )
 from ice.stun.integrity import long_term_key
-from ice.stun.message import Message, MessageClass, parse
+from ice.stun.message import Message, MessageClass, Method, parse
 from ice.stun.server import StunServer, StunServerConfig
 from ice.turn.client import AllocationFailed, TurnClient, TurnClientConfig, TurnState
 from ice.turn.server import Allocation, TurnServer, TurnServerConfig
+from ice.turn.tcp_client import BindState, ConnectionBinder
 
 SERVER = ("192.0.2.1", 3478)
 LOCAL = ("198.51.100.1", 40000)
@@ -205,3 +210,71 @@ def test_turn_server_allocate_with_a_malformed_lifetime_holds_no_relay_address()
         error = parse(answer.data).error
         assert error is not None and error.code == 400
     assert ports.live == set() and server.allocations == {}
+
+
+@pytest.mark.parametrize("realm", ["", "ice\x00lab", "\x07"])
+def test_connection_bind_fails_on_a_401_whose_realm_has_no_key(realm: str) -> None:
+    """RFC 6062 §4.4, RFC 8489 §9.2.2: a ConnectionBind answered with 401 (or 438) and a REALM that has no
+    OpaqueString cannot be sent again; the bind fails with the error instead of ``request()`` raising ValueError
+    (the asyncio client's ``_bind`` let it out as ValueError, not TurnError)."""
+    binder = ConnectionBinder("user", "pass", 0x1234, "icelab", "n0nce")
+    request = parse(binder.request())
+    answer = Message(Method.CONNECTION_BIND, MessageClass.ERROR, request.transaction_id,
+                     [ErrorCode(401, "Unauthorized"), Realm(realm), Nonce("n1")])
+    assert binder.receive(answer.encode(fingerprint=True)) is BindState.FAILED
+    assert binder.state is BindState.FAILED and binder.error == (401, "Unauthorized (unusable REALM)")
+    assert (binder.realm, binder.nonce) == ("icelab", "n0nce")  # the usable credentials are kept
+
+
+def test_connect_on_a_udp_allocation_sends_nothing() -> None:
+    """RFC 6062 §4.3: Connect is for TCP allocations; on a UDP one the client sent a request the server can only
+    refuse (400). Now ``connect`` says False and sends nothing."""
+    client = TurnClient(TurnClientConfig(SERVER, "user", "pass"), LOCAL)
+    client.allocate(0.0)
+    first = client.poll_transmit()
+    assert first is not None
+    challenge = Message(Method.ALLOCATE, MessageClass.ERROR, parse(first.data).transaction_id,
+                        [ErrorCode(401, "Unauthorized"), Realm("icelab"), Nonce("n")])
+    client.handle_datagram(0.1, LOCAL, SERVER, challenge.encode(fingerprint=True))
+    second = client.poll_transmit()
+    assert second is not None
+    ok = Message(Method.ALLOCATE, MessageClass.SUCCESS, parse(second.data).transaction_id,
+                 [XorRelayedAddress("192.0.2.1", 50000), XorMappedAddress(*LOCAL), Lifetime(600)])
+    client.handle_datagram(0.2, LOCAL, SERVER, ok.encode(long_term_key("user", "icelab", "pass"), fingerprint=True))
+    assert client.state is TurnState.ALLOCATED
+    assert client.connect(0.3, ("203.0.113.5", 5000)) is False
+    assert client.poll_transmit() is None
+
+
+def test_ice_tcp_connection_shared_across_a_restart_is_reconnected_for_both_generations() -> None:
+    """RFC 6544 §7.1, RFC 8445 §9: after an ICE restart the new generation's pair between the same ends uses the
+    TCP connection still up; when it closed, only the old generation's pair was detached from it, so the new pair
+    kept queueing its checks on a closed connection and never reconnected. Now every pair the connection served is
+    detached, and the new pair connects again."""
+    ice = IceAgent(controlling=True, ufrag="LOCL", pwd="localpassword0123456789", tie_breaker=5,
+                   rng=random.Random(1), config=AgentConfig(tcp=TcpConfig(enabled=True)))
+    ice.add_tcp_host_candidate(("192.0.2.10", 5101), TcpType.SO)
+    ice.set_remote_credentials(0.0, "RMTE", "remotepassword012345678")
+    remote = Candidate("t", 1, "tcp", 2114006271, "198.51.100.21", 7101, CandidateType.HOST, tcptype="so")
+    ice.add_remote_candidate(0.0, remote)
+    ice.handle_timeout(0.05)
+    first = ice.poll_tcp()
+    assert isinstance(first, TcpConnect)
+    ice.handle_tcp_event(0.06, TcpConnected(first.conn))
+    ice.restart(0.1)
+    ice.set_remote_credentials(0.1, "RMT2", "secondremotepassword0123")
+    ice.add_remote_candidate(0.1, remote)  # the peer's candidate again: a new pair between the same ends
+    for now in (0.1, 0.2, 0.3):
+        ice.handle_timeout(now)
+    sent = []
+    while (intent := ice.poll_tcp()) is not None:
+        sent.append(intent)
+    assert any(isinstance(i, TcpSend) and i.conn == first.conn for i in sent)  # the new check on the old connection
+    ice.handle_tcp_event(0.4, TcpClosed(first.conn))
+    assert all(c.id != first.conn for c in ice._tcp.pair_conn.values())
+    again = []
+    for now in (0.5, 1.0, 2.0):
+        ice.handle_timeout(now)
+        while (intent := ice.poll_tcp()) is not None:
+            again.append(intent)
+    assert any(isinstance(i, TcpConnect) and i.remote == ("198.51.100.21", 7101) for i in again)

@@ -1681,16 +1681,21 @@ class IceAgent:
             del self._tcp.pair_conn[p]
 
     def _tcp_lost(self, now: float, conn: TcpConn) -> None:
-        """A connection failed or closed: its pair reconnects, paced (``TcpConfig.backoff``), while it still has
+        """A connection failed or closed: each pair it served (a pair and its successor of the next ICE generation
+        can share one, see :meth:`_tcp_send_frame`) reconnects, paced (``TcpConfig.backoff``), while it still has
         checks to send or is selected; after ``max_connect_attempts`` failed attempts the pair fails."""
-        pair = self._tcp_pair_of(conn)
+        pairs = [p for p, c in self._tcp.pair_conn.items() if c is conn]
         self._tcp.conns.pop(conn.id, None)
         conn.state = ConnState.CLOSED
-        if pair is None:
-            return
-        del self._tcp.pair_conn[pair]
+        for pair in pairs:
+            del self._tcp.pair_conn[pair]
+        for pair in pairs:
+            self._tcp_pair_lost(now, pair, conn)
+
+    def _tcp_pair_lost(self, now: float, pair: Pair, conn: TcpConn) -> None:
+        ends = (conn.base, conn.remote)
         spare = next((c for c in self._tcp.conns.values() if c.state is ConnState.UP
-                      and (c.base, c.remote) == (conn.base, conn.remote)), None)
+                      and (c.base, c.remote) == ends), None)
         if spare is not None:  # another connection between the same ends (one that crossed ours) takes over
             self._tcp_attach(pair, spare)
             return
@@ -1699,6 +1704,12 @@ class IceAgent:
         outstanding = [c for c in self._checks.values() if c.pair is pair and not c.cancelled
                        and c.purpose in ("check", "consent")]
         if not outstanding and pair not in self.selected_pairs.values():
+            return
+        again = next((c for c in self._tcp.conns.values() if c.state is ConnState.CONNECTING and c.outgoing
+                      and (c.base, c.remote) == ends), None)
+        if again is not None:  # another pair on the same ends reconnects already: one connection serves both
+            self._tcp.pair_conn[pair] = again
+            again.pending += [frame(c.tx.request) for c in outstanding]
             return
         attempts = self._tcp.attempts.get(pair, 0)
         if attempts >= self.config.tcp.max_connect_attempts:

@@ -228,8 +228,9 @@ class TurnClient:
     def connect(self, now: float, peer: Address) -> bool:
         """RFC 6062 §4.3: ask the server to connect to ``peer`` from the TCP relayed address (a permission for
         its IP first, unless there is one). The answer is a :class:`PeerConnectionReady` or
-        :class:`PeerConnectFailed` event."""
-        if self.state is not TurnState.ALLOCATED:
+        :class:`PeerConnectFailed` event. False (nothing sent) unless a TCP allocation is up: on a UDP one the
+        server could only refuse it (400)."""
+        if self.state is not TurnState.ALLOCATED or self.config.relay_transport != "tcp":
             return False
         if peer[0] not in self.permissions:
             self.create_permission(now, peer)

@@ -70,6 +70,12 @@ class ConnectionBinder:
             code, reason = (err.code, err.reason) if err is not None else (500, "")
             realm, nonce = msg.get(Realm), msg.get(Nonce)
             if code in (401, 438) and realm is not None and nonce is not None and self.attempts > 0:
+                try:
+                    long_term_key(self.username, realm.text, self.password)
+                except ValueError:
+                    # RFC 8489 §9.2.2: no key without OpaqueString(realm); an empty REALM or one with control
+                    # characters cannot be answered, so the error response stands (request() would raise).
+                    return self._fail(code, f"{reason} (unusable REALM)".lstrip())
                 self.realm, self.nonce = realm.text, nonce.text
                 return BindState.SENT
             return self._fail(code, reason)
