@@ -152,10 +152,13 @@ async def measure(stacks: list[str], runs: int, quiet: bool, where: str, prefix:
     return out
 
 
+LOOPBACK_SETTINGS: dict[str, list[tuple[str, ...]]] = {"a": [("role", "controlling"), ("bind", "127.0.0.1")],
+                                                       "b": [("role", "controlled"), ("bind", "127.0.0.1")]}
+"""What each side of a loopback measurement is told."""
+
+
 def _loopback(stacks: list[str], runs: int, quiet: bool) -> dict[str, object]:
-    settings: dict[str, list[tuple[str, ...]]] = {"a": [("role", "controlling"), ("bind", "127.0.0.1")],
-                                                  "b": [("role", "controlled"), ("bind", "127.0.0.1")]}
-    results = asyncio.run(measure(stacks, runs, quiet, "loopback", {"a": [], "b": []}, settings))
+    results = asyncio.run(measure(stacks, runs, quiet, "loopback", {"a": [], "b": []}, LOOPBACK_SETTINGS))
     return {"topology": "loopback, host candidates", "results": results, **ratio(results, "median_ms")}
 
 
@@ -193,13 +196,11 @@ TCP_NOT_SUPPORTED = {
 
 
 def _tcp_loopback(stacks: list[str], runs: int, quiet: bool) -> dict[str, object]:
-    settings: dict[str, list[tuple[str, ...]]] = {"a": [("role", "controlling"), ("bind", "127.0.0.1")],
-                                                  "b": [("role", "controlled"), ("bind", "127.0.0.1")]}
     results: dict[str, object] = {}
     for name in stacks:
         extra = TCP_STACKS[name]
         results.update(asyncio.run(measure([name], runs, quiet, "loopback", {"a": [], "b": []},
-                                           {s: [*settings[s], *extra] for s in "ab"})))
+                                           {s: [*LOOPBACK_SETTINGS[s], *extra] for s in "ab"})))
     return {"topology": "loopback, TCP host candidates", "results": results, **ratio(results, "median_ms")}
 
 
