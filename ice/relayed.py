@@ -13,7 +13,12 @@ on its own local address, and meets the endpoint contract (:mod:`ice.endpoint`) 
 * when a pair on a relayed candidate is selected, a channel is bound to its remote (data will flow: ChannelData
   saves 32 bytes per packet, RFC 8656 §12), unless ``bind_channels`` is off;
 * end-of-candidates (RFC 8838 §8.2) is signalled to the agent once every allocation has succeeded or failed, so a
-  refused or unanswered Allocate still ends gathering.
+  refused or unanswered Allocate still ends gathering;
+* a TCP allocation (RFC 6062, ``add_allocation(..., tcp=True)``, over a TCP or TLS connection to the server) gives
+  relayed TCP candidates instead (RFC 6544 §5.3): :class:`~ice.relayed_tcp.TcpRelaying` turns the agent's
+  connections through it into Connect requests and the server's ConnectionAttempts into accepted connections,
+  over data connections the driver opens like any other; so the composition is the driver's TCP side too
+  (:meth:`poll_tcp`, :meth:`handle_tcp_event`, :meth:`handle_tcp_data`, :meth:`accept_tcp`).
 
 The simulation and the asyncio :class:`~ice.aio.connection.Connection` run this same composition.
 """
@@ -21,11 +26,13 @@ The simulation and the asyncio :class:`~ice.aio.connection.Connection` run this 
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ice.agent import IceAgent
 from ice.agent.events import ConsentLost, Event, SelectedPairChanged
 from ice.agent.network import NetworkChange
+from ice.agent.tcp import DISCARD_PORT, TcpEvent, TcpIntent
+from ice.relayed_tcp import TcpRelaying
 from ice.stun.attributes import Address
 from ice.stun.transaction import Transmit
 from ice.turn.client import (
@@ -54,6 +61,11 @@ class Relay:
         return self.client.local
 
     @property
+    def tcp(self) -> bool:
+        """A TCP allocation (RFC 6062): relayed TCP candidates."""
+        return self.client.config.relay_transport == "tcp"
+
+    @property
     def done(self) -> bool:
         """The allocation succeeded or failed (its gathering is over)."""
         return self.relayed is not None or self.failed
@@ -72,6 +84,9 @@ class RelayedAgent:
         self.relays: list[Relay] = []
         self._by_local: dict[Address, Relay] = {}
         self._by_relayed: dict[Address, Relay] = {}
+        self._by_tcp_relayed: dict[Address, Relay] = {}
+        self.tcp = TcpRelaying(agent, self._by_tcp_relayed.get)
+        """The TCP allocations' connections (RFC 6062)."""
         self._events: deque[Event] = deque()
         self._ended = False
         self._now = 0.0
@@ -81,9 +96,14 @@ class RelayedAgent:
 
     # --------------------------------------------------------------------------------------------- setup
 
-    def add_allocation(self, local: Address, component: int = 1) -> Relay:
-        """A TURN client for ``component`` on the local address ``local`` (a socket the driver owns)."""
-        relay = Relay(component, TurnClient(self.turn, local))
+    def add_allocation(self, local: Address, component: int = 1, tcp: bool = False) -> Relay:
+        """A TURN client for ``component`` on the local address ``local`` (a socket or stream the driver owns);
+        ``tcp``: a TCP allocation (RFC 6062), whose control connection must be a TCP or TLS stream."""
+        if tcp and not self.turn.stream:
+            raise ValueError("a TURN TCP allocation needs a TCP or TLS connection to the server (RFC 6062 §4.1)")
+        config = self.turn if self.turn.relay_transport == ("tcp" if tcp else "udp") \
+            else replace(self.turn, relay_transport="tcp" if tcp else "udp")
+        relay = Relay(component, TurnClient(config, local))
         self.relays.append(relay)
         self._by_local[local] = relay
         return relay
@@ -143,7 +163,10 @@ class RelayedAgent:
             self.relays.remove(relay)
             if relay.relayed is not None:
                 self._by_relayed.pop(relay.relayed, None)
+                self._by_tcp_relayed.pop(relay.relayed, None)
                 dropped.append(relay.relayed)
+                if relay.tcp:
+                    dropped.append((relay.relayed[0], DISCARD_PORT))
         self.agent.network_changed(now, NetworkChange((*change.gone, *dropped), change.hosts, change.turn,
                                                       change.stun_servers, change.offer_hosts), final=False)
         for component, local in change.turn:
@@ -190,6 +213,8 @@ class RelayedAgent:
                 return t
             if not relay.client.send(self._now, t.remote, t.data):  # RFC 8656 §11.2: Send, or ChannelData
                 self.agent.stats["relay-not-allocated"] += 1
+        if self._by_tcp_relayed:
+            self.tcp.permit(self._now, self._by_tcp_relayed.values())
         for relay in self.relays:
             out = relay.client.poll_transmit()
             if out is not None:
@@ -200,29 +225,58 @@ class RelayedAgent:
         self._pull(self._now)
         return self._events.popleft() if self._events else None
 
+    # ------------------------------------------------------------------------------- the driver's TCP side
+
+    def poll_tcp(self) -> TcpIntent | None:
+        """The next TCP intent for the driver (:meth:`IceAgent.poll_tcp`, plus the TCP allocations' data
+        connections)."""
+        return self.tcp.poll_tcp(self._now)
+
+    def handle_tcp_event(self, now: float, event: TcpEvent) -> None:
+        self._now = now
+        if not self.tcp.handle_tcp_event(now, event):
+            self.agent.handle_tcp_event(now, event)
+        self._pull(now)
+
+    def handle_tcp_data(self, now: float, conn_id: int, data: bytes) -> None:
+        self._now = now
+        if not self.tcp.handle_tcp_data(now, conn_id, data):
+            self.agent.handle_tcp_data(now, conn_id, data)
+        self._pull(now)
+
+    def accept_tcp(self, now: float, local: Address, remote: Address) -> int | None:
+        self._now = now
+        return self.agent.accept_tcp(now, local, remote)
+
     # ------------------------------------------------------------------------------------------ plumbing
 
     def _pump_relay(self, now: float, relay: Relay) -> None:
         while (ev := relay.client.next_event()) is not None:
             if isinstance(ev, Allocated):
+                by_relayed = self._by_tcp_relayed if relay.tcp else self._by_relayed
                 if relay.relayed is not None:
-                    self._by_relayed.pop(relay.relayed, None)  # a new allocation after 437 (RFC 8656 §8)
+                    by_relayed.pop(relay.relayed, None)  # a new allocation after 437 (RFC 8656 §8)
                 relay.relayed = ev.relayed
                 relay.failed = False
-                self._by_relayed[ev.relayed] = relay
-                self.agent.add_relayed_candidate(ev.relayed, ev.mapped, relay.client.server[0], relay.component)
+                by_relayed[ev.relayed] = relay
+                if relay.tcp:
+                    self.tcp.allocated(relay)
+                else:
+                    self.agent.add_relayed_candidate(ev.relayed, ev.mapped, relay.client.server[0], relay.component)
                 self._maybe_end()
             elif isinstance(ev, AllocationFailed):
                 relay.failed = True
                 self._maybe_end()
             elif isinstance(ev, PeerData) and relay.relayed is not None:
                 self.agent.handle_datagram(now, relay.relayed, ev.peer, ev.data)
+            else:
+                self.tcp.turn_event(now, relay, ev)
 
     def _pull(self, now: float) -> None:
         """Take the agent's events as they happen: a selected relayed pair gets a channel at that time."""
         while (ev := self.agent.next_event()) is not None:
             if isinstance(ev, ConsentLost):
-                relay = self._by_relayed.get(ev.local)
+                relay = self._by_relayed.get(ev.local) or self._by_tcp_relayed.get(ev.local)
                 if relay is not None:
                     relay.client.refresh(now)  # is the allocation still there? (a 437 allocates again)
             if isinstance(ev, SelectedPairChanged) and self.bind_channels:

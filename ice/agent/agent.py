@@ -973,8 +973,12 @@ class IceAgent:
         """What a valid incoming check teaches: a prflx remote candidate, a pair, a nomination, a triggered check."""
         bases = self._rx_bases()
         transport = "tcp" if self._tcp.rx is not None else "udp"
-        rcand = next((c for c in self.remote_candidates if c.address == remote and c.transport == transport), None)
+        rcand = next((c for c in self.remote_candidates if c.address == remote and c.transport == transport
+                      and (transport == "udp" or tcp_pairable(bases[local], c))), None)
         if rcand is None and transport == "tcp":
+            # RFC 6544 §7.2: a connection from an unknown address, or from a known one whose tcptype could not
+            # have opened it (a TURN server connects to us from its relayed address, which the peer also
+            # signalled as a passive relayed candidate, RFC 6062 §5.2), makes a peer-reflexive candidate.
             rcand = self._tcp_prflx_remote(bases[local], remote, priority)
         elif rcand is None:  # peer-reflexive remote candidate (RFC 8445 §7.3.1.3)
             rcand = Candidate(foundation(CandidateType.PEER_REFLEXIVE, remote[0]), self._bases[local].component, "udp",
@@ -1386,21 +1390,63 @@ class IceAgent:
         self._add_local(cand)
         return cand
 
+    def add_tcp_relayed_candidates(self, relayed: Address, mapped: Address | None = None,
+                                   server_ip: str | None = None, component: int = 1) -> list[Candidate]:
+        """The relayed TCP candidates of a TURN TCP allocation (RFC 6544 §5.3, RFC 6062), the hook for the
+        ICE-over-TURN composition: a passive one at ``relayed`` (peers connect to the relayed address; the TURN
+        server announces each connection with a ConnectionAttempt and the composition hands it over with
+        :meth:`accept_tcp`) and an active one signalled with port 9 (its connections are made by the server, on a
+        Connect: :class:`TcpConnect` with ``relayed`` set). The active one is left out when a host active
+        candidate already has that address (the TURN server runs on this host): the same transport address and
+        base, a redundant candidate (RFC 8445 §5.1.3), counted as ``tcp-relayed-redundant``. ``mapped`` (the
+        allocation's XOR-MAPPED-ADDRESS) becomes raddr/rport."""
+        self.pacer.changes += 1  # may move a deadline: next_timeout() computes afresh
+        made: list[Candidate] = []
+        for tcptype in (TcpType.PASSIVE, TcpType.ACTIVE):
+            addr = (relayed[0], DISCARD_PORT) if tcptype is TcpType.ACTIVE else relayed
+            known = self._tcp.bases.get(addr)
+            if known is not None:
+                if known.type is not CandidateType.RELAYED:
+                    self.stats["tcp-relayed-redundant"] += 1
+                else:
+                    made.append(known)
+                continue
+            same = sum(1 for c in self._tcp.bases.values() if c.component == component
+                       and c.tcptype == tcptype.value and c.type is CandidateType.RELAYED)
+            cand = tcp_candidate(CandidateType.RELAYED, tcptype, addr, component, max(0, 8191 - same),
+                                 related=mapped, server_ip=server_ip or relayed[0], config=self.config.tcp)
+            if tcptype is TcpType.ACTIVE:
+                self._tcp.relay_of[addr] = relayed
+            self._tcp.bases[addr] = cand
+            self._add_local(cand)
+            self._pair_late_local(cand, addr)
+            made.append(cand)
+        return made
+
     @property
     def tcp_bases(self) -> list[Address]:
-        """The bases of the local TCP candidates (an active one's is its IP with port 9)."""
-        return list(self._tcp.bases)
+        """The bases of the local TCP host candidates (an active one's is its IP with port 9); relayed ones are
+        the TURN server's."""
+        return [b for b, c in self._tcp.bases.items() if c.type is not CandidateType.RELAYED]
+
+    def new_tcp_connection_id(self) -> int:
+        """A connection id the agent will not give out itself: for a connection made on its behalf (a TURN data
+        connection the composition binds before handing it over with :meth:`accept_tcp`)."""
+        conn_id = self._tcp.next_id
+        self._tcp.next_id += 1
+        return conn_id
 
     def poll_tcp(self) -> TcpIntent | None:
         """The next thing the driver must do on TCP: connect, send a frame, close."""
         return self._tcp.out.popleft() if self._tcp.out else None
 
-    def accept_tcp(self, now: float, local: Address, remote: Address) -> int | None:
+    def accept_tcp(self, now: float, local: Address, remote: Address, conn_id: int | None = None) -> int | None:
         """The driver accepted a connection from ``remote`` on the passive or so candidate listening at ``local``:
         its id for :meth:`handle_tcp_data`, or None (counted) when the agent does not take it (close it). A
         connection from a remote so candidate's address on a local so base is that pair's (the peer's half of a
         simultaneous open won the race, RFC 6544 §7.1); any other waits for a check to tell its pair
-        (RFC 6544 §7.2)."""
+        (RFC 6544 §7.2). ``conn_id``: the id to use, from :meth:`new_tcp_connection_id` (a connection the caller
+        already knows by it)."""
         self.pacer.changes += 1  # may move a deadline: next_timeout() computes afresh
         base = self._tcp.bases.get(local)
         if base is None or TcpType.of(base) in (None, TcpType.ACTIVE) or self.state is AgentState.CLOSED:
@@ -1410,7 +1456,7 @@ class IceAgent:
         if unbound >= self.config.max_pairs:
             self.stats["tcp-accept-over-limit"] += 1
             return None
-        conn = self._tcp_new_conn(local, remote, outgoing=False)
+        conn = self._tcp_new_conn(local, remote, outgoing=False, conn_id=conn_id)
         conn.state = ConnState.UP
         conn.started_at = now
         self.stats["tcp-accepted"] += 1
@@ -1593,10 +1639,9 @@ class IceAgent:
     def _tcp_pair_of(self, conn: TcpConn) -> Pair | None:
         return next((p for p, c in self._tcp.pair_conn.items() if c is conn), None)
 
-    def _tcp_new_conn(self, base: Address, remote: Address, outgoing: bool) -> TcpConn:
-        conn = TcpConn(self._tcp.next_id, base, remote, outgoing, Rfc4571Framer(self.config.tcp.max_frame,
-                                                                                  stats=self.stats))
-        self._tcp.next_id += 1
+    def _tcp_new_conn(self, base: Address, remote: Address, outgoing: bool, conn_id: int | None = None) -> TcpConn:
+        conn = TcpConn(self.new_tcp_connection_id() if conn_id is None else conn_id, base, remote, outgoing,
+                       Rfc4571Framer(self.config.tcp.max_frame, stats=self.stats))
         self._tcp.conns[conn.id] = conn
         return conn
 
@@ -1669,7 +1714,8 @@ class IceAgent:
         self.stats["tcp-connects"] += 1
         bind = conn.base if so else (conn.base[0], 0)
         ttl = self.config.tcp.so_syn_ttl if so and not self.controlling else None
-        self._tcp.out.append(TcpConnect(conn.id, bind, conn.remote, simultaneous=so, syn_ttl=ttl))
+        self._tcp.out.append(TcpConnect(conn.id, bind, conn.remote, simultaneous=so, syn_ttl=ttl,
+                                        relayed=self._tcp.relay_of.get(conn.base)))
 
     def _tcp_drop(self, conn: TcpConn) -> None:
         """Forget a connection and tell the driver to close it (if it was ever asked for)."""

@@ -14,7 +14,7 @@ import enum
 import struct
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from ice.agent.candidate import TYPE_PREFERENCE, Candidate, CandidateType, foundation
 from ice.stun.attributes import Address
@@ -231,6 +231,10 @@ class TcpConnect:
     simultaneous: bool = False
     syn_ttl: int | None = None
     """Send the SYN with this IP TTL (hop limit), then restore the default (``TcpConfig.so_syn_ttl``)."""
+    relayed: Address | None = None
+    """Not for a socket: connect through the TURN TCP allocation whose relayed transport address this is (an active
+    relayed candidate, RFC 6544 §5.3 with RFC 6062 §4.3). The ICE-over-TURN composition
+    (:class:`~ice.relayed.RelayedAgent`) carries it out; a driver never sees one."""
 
 
 @dataclass(frozen=True)
@@ -274,6 +278,19 @@ class TcpClosed:
 
 
 TcpEvent = TcpConnected | TcpConnectFailed | TcpClosed
+
+
+class TcpDriven(Protocol):
+    """What a TCP driver calls: the agent itself, or the ICE-over-TURN composition
+    (:class:`~ice.relayed.RelayedAgent`), which also has the TURN TCP allocations' data connections."""
+
+    def poll_tcp(self) -> TcpIntent | None: ...
+
+    def handle_tcp_event(self, now: float, event: TcpEvent) -> None: ...
+
+    def handle_tcp_data(self, now: float, conn_id: int, data: bytes) -> None: ...
+
+    def accept_tcp(self, now: float, local: Address, remote: Address) -> int | None: ...
 
 
 # ========================================================================================== agent-side state
@@ -327,6 +344,8 @@ class TcpState(Generic[P]):
     """The connection whose frame the agent is handling (answers and triggered checks go back on it)."""
     early: list[tuple[int, Address, Address, int, bool]] = field(default_factory=list)
     """Checks that arrived on a connection before the remote credentials: (conn, local, remote, priority, use)."""
+    relay_of: dict[Address, Address] = field(default_factory=dict)
+    """An active relayed candidate's base (the relayed IP with port 9) -> its allocation's relayed address."""
 
 
 def tcp_foundation_transport(tcptype: TcpType) -> str:

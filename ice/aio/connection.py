@@ -103,7 +103,8 @@ class Connection:
         self.tcp: TcpPlumbing | None = None
         """The listeners and connections of the TCP candidates (None: UDP only)."""
         if transports != "udp":
-            self.tcp = TcpPlumbing(self.agent, lambda: self.driver.pump(), self._make_stream_socket)
+            self.tcp = TcpPlumbing(self.agent, lambda: self.driver.pump(), self._make_stream_socket,
+                                   driven=self.relayed)
             self.endpoint = TcpEndpoint(self.endpoint, self.tcp)
         self._driver: Driver[Event] | None = None
         self._stream_tasks: set[asyncio.Task[None]] = set()
@@ -207,10 +208,24 @@ class Connection:
                 for tcptype in self.tcp_types:
                     await tcp.add_candidate(ip, tcptype, component)
 
+    @property
+    def relay_kinds(self) -> tuple[bool, ...]:
+        """The allocations made per component, True for a TURN TCP allocation (RFC 6062: relayed TCP candidates,
+        RFC 6544 §5.3): with ``transports`` "tcp" a TCP one, with "both" a UDP and a TCP one, with "udp" a UDP
+        one. A TCP allocation needs the TURN server reached over TCP or TLS (``turn.transport``); without that
+        a TCP-only connection relays through a UDP allocation."""
+        if self.turn is None:
+            return ()
+        tcp = self.turn.stream and self.transports != "udp"
+        if self.transports == "tcp":
+            return (tcp,)
+        return (False, True) if tcp else (False,)
+
     async def _open_relay(self, relayed: RelayedAgent, component: int) -> None:
-        local = await self._open_relay_socket()
-        if local is not None:
-            relayed.add_allocation(local, component)
+        for tcp in self.relay_kinds:
+            local = await self._open_relay_socket()
+            if local is not None:
+                relayed.add_allocation(local, component, tcp=tcp)
 
     async def _open_relay_socket(self) -> Address | None:
         """The socket (or TCP/TLS stream, RFC 8656 §3.1) a component's TURN allocation lives on, on the first bind

@@ -23,7 +23,16 @@ from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from ice.agent import IceAgent
-from ice.agent.tcp import TcpClose, TcpClosed, TcpConnect, TcpConnected, TcpConnectFailed, TcpSend, TcpType
+from ice.agent.tcp import (
+    TcpClose,
+    TcpClosed,
+    TcpConnect,
+    TcpConnected,
+    TcpConnectFailed,
+    TcpDriven,
+    TcpSend,
+    TcpType,
+)
 from ice.endpoint import Endpoint
 from ice.stun.attributes import Address, XorMappedAddress
 from ice.stun.message import Message, MessageClass, Method, parse
@@ -146,8 +155,11 @@ class TcpPlumbing:
     input to the agent (the Connection's ``driver.pump``)."""
 
     def __init__(self, agent: IceAgent, wake: Callable[[], None],
-                 make_socket: StreamSocketFactory | None = None) -> None:
+                 make_socket: StreamSocketFactory | None = None, driven: TcpDriven | None = None) -> None:
         self.agent = agent
+        self.driven: TcpDriven = driven or agent
+        """Whose intents are carried out and who hears of the connections: the agent, or the ICE-over-TURN
+        composition around it (its TURN TCP allocations' data connections too)."""
         self.wake = wake
         self.make_socket = make_socket or (lambda fam: socket.socket(fam, socket.SOCK_STREAM))
         self.stats: Counter[str] = agent.stats
@@ -203,7 +215,7 @@ class TcpPlumbing:
 
     def drain(self) -> None:
         """Carry out what the agent asked for on TCP (called from every pump)."""
-        while (intent := self.agent.poll_tcp()) is not None:
+        while (intent := self.driven.poll_tcp()) is not None:
             if isinstance(intent, TcpSend):
                 writer = self._writers.get(intent.conn)
                 if writer is None or writer.is_closing():
@@ -249,18 +261,18 @@ class TcpPlumbing:
             self.stats["tcp-connect-error"] += 1
             self._tasks.pop(intent.conn, None)
             if intent.conn not in self._closing:
-                self.agent.handle_tcp_event(self._now(), TcpConnectFailed(intent.conn, exc.strerror or str(exc)))
+                self.driven.handle_tcp_event(self._now(), TcpConnectFailed(intent.conn, exc.strerror or str(exc)))
                 self.wake()
             return
         self._writers[intent.conn] = writer
-        self.agent.handle_tcp_event(self._now(), TcpConnected(intent.conn))
+        self.driven.handle_tcp_event(self._now(), TcpConnected(intent.conn))
         self.wake()
         await self._read(intent.conn, reader, writer)
 
     async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, local: Address) -> None:
         remote = _address(writer.get_extra_info("peername"))
         _nodelay(writer.get_extra_info("socket"))
-        conn = self.agent.accept_tcp(self._now(), local, remote) if not self.closed else None
+        conn = self.driven.accept_tcp(self._now(), local, remote) if not self.closed else None
         if conn is None:
             writer.close()
             self.wake()
@@ -275,7 +287,7 @@ class TcpPlumbing:
     async def _read(self, conn: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while data := await reader.read(65536):
-                self.agent.handle_tcp_data(self._now(), conn, data)
+                self.driven.handle_tcp_data(self._now(), conn, data)
                 self.wake()
         except OSError:
             self.stats["tcp-read-error"] += 1
@@ -284,7 +296,7 @@ class TcpPlumbing:
             self._writers.pop(conn, None)
             self._tasks.pop(conn, None)
             if conn not in self._closing and not self.closed:
-                self.agent.handle_tcp_event(self._now(), TcpClosed(conn))
+                self.driven.handle_tcp_event(self._now(), TcpClosed(conn))
                 self.wake()
 
     def close(self) -> None:

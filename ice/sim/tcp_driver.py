@@ -23,7 +23,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ice.agent import IceAgent
-from ice.agent.tcp import TcpClose, TcpClosed, TcpConnect, TcpConnected, TcpConnectFailed, TcpSend, TcpType
+from ice.agent.tcp import (
+    TcpClose,
+    TcpClosed,
+    TcpConnect,
+    TcpConnected,
+    TcpConnectFailed,
+    TcpDriven,
+    TcpSend,
+    TcpType,
+)
 from ice.sim.tcp import TcpConnection, TcpStack, TcpState
 from ice.stun.attributes import Address, XorMappedAddress
 from ice.stun.message import Message, MessageClass, Method, parse
@@ -50,8 +59,11 @@ class SimTcpDriver:
     run a timer."""
 
     def __init__(self, agent: IceAgent, stacks: dict[str, TcpStack], chunk: int = 0,
-                 connects: list[tuple[float, TcpConnect]] | None = None) -> None:
+                 connects: list[tuple[float, TcpConnect]] | None = None, driven: TcpDriven | None = None) -> None:
         self.agent = agent
+        self.driven: TcpDriven = driven or agent
+        """Whose intents are carried out and who hears of the connections: the agent, or the ICE-over-TURN
+        composition around it (its TURN TCP allocations' data connections too)."""
         self.chunk = chunk
         """Cut every write into pieces of this many bytes, each its own segment and read (0: whole): RFC 4571
         framing across reads."""
@@ -130,7 +142,7 @@ class SimTcpDriver:
                     busy = True
                     kind, conn, data = stack.events.popleft()
                     self._stack_event(now, stack, kind, conn, data)
-            while (intent := self.agent.poll_tcp()) is not None:
+            while (intent := self.driven.poll_tcp()) is not None:
                 busy = True
                 self._intent(now, intent)
 
@@ -142,9 +154,9 @@ class SimTcpDriver:
         cid = self._ids.get(id(conn))
         if kind == "established":
             if cid is not None:
-                self.agent.handle_tcp_event(now, TcpConnected(cid))
+                self.driven.handle_tcp_event(now, TcpConnected(cid))
             elif conn.passive:
-                accepted = self.agent.accept_tcp(now, conn.local, conn.remote)
+                accepted = self.driven.accept_tcp(now, conn.local, conn.remote)
                 if accepted is None:
                     stack.close(conn)
                 else:
@@ -154,9 +166,9 @@ class SimTcpDriver:
             del self._ids[id(conn)]
             self.conns.pop(cid, None)
             event = TcpClosed(cid) if conn.opened else TcpConnectFailed(cid, conn.error or "closed")
-            self.agent.handle_tcp_event(now, event)
+            self.driven.handle_tcp_event(now, event)
         elif kind == "data" and cid is not None:
-            self.agent.handle_tcp_data(now, cid, data)
+            self.driven.handle_tcp_data(now, cid, data)
 
     def _binding_event(self, stack: TcpStack, kind: str, conn: TcpConnection, data: bytes,
                        binding: _Binding) -> None:
@@ -206,12 +218,12 @@ class SimTcpDriver:
             self.connects.append((now, intent))
         stack = self.stacks.get(intent.local[0])
         if stack is None:
-            self.agent.handle_tcp_event(now, TcpConnectFailed(intent.conn, "no such local address"))
+            self.driven.handle_tcp_event(now, TcpConnectFailed(intent.conn, "no such local address"))
             return
         local = intent.local if intent.local[1] else (intent.local[0], next(self._ports))
         old = stack.connections.get((local, intent.remote))
         if old is not None and old.state is not TcpState.CLOSED:  # the kernel: this four-tuple is taken
-            self.agent.handle_tcp_event(now, TcpConnectFailed(intent.conn, "address in use"))
+            self.driven.handle_tcp_event(now, TcpConnectFailed(intent.conn, "address in use"))
             return
         conn = stack.connect(now, local, intent.remote)
         self.conns[intent.conn] = conn
