@@ -265,7 +265,7 @@ def test_the_interop_suite_passes_in_the_kernel_lab(tmp_path: Path) -> None:
 LIBNICE_TCP = ("icelab-libnice.tcp-none-none", "libnice-icelab.tcp-none-none", "icelab-libnice.tcp-active-passive",
                "icelab-libnice.tcp-passive-active", "libnice-libnice.tcp-none-none",
                "icelab-libnice.tcp-eim-apdf-eim-apdf", "libnice-libnice.tcp-eim-apdf-eim-apdf",
-               "icelab-libnice.tcp-eim-apdf-eim-apdf.turn")
+               "icelab-libnice.tcp-eim-apdf-eim-apdf.turn", "libnice-icelab.tcp-eim-apdf-eim-apdf.turn")
 """scenarios/interop.toml's ICE-TCP cells (docs/tcp.md, "Interop with libnice")."""
 
 
@@ -307,8 +307,8 @@ def test_icelab_ice_tcp_against_libnice_in_the_kernel_lab(tmp_path: Path) -> Non
     role; icelab behind a port-restricted NAT (its active candidate to libnice's passive one); libnice behind it
     (libnice's active candidate to icelab's passive one, learnt as peer-reflexive); libnice against itself. Every
     selected pair is TCP, active with passive. Through two port-restricted NATs libnice fails (it has no so
-    candidates), pinned as a known failure that its control shares, and a TURN server does not change that (libnice
-    with UDP off has no relayed candidate, nor a UDP one to pair with icelab's)."""
+    candidates), pinned as a known failure that its control shares; with a TURN server libnice's active candidate
+    connects to icelab's passive relayed TCP candidate (a TURN TCP allocation), in either role."""
     out = tmp_path / "tcp"
     p = subprocess.run([*ICELAB, "run", "--backend", "lab", str(ROOT / "scenarios" / "interop.toml"),
                         *[w for n in LIBNICE_TCP for w in ("--scenario", n)], "--out", str(out), "-q"],
@@ -322,7 +322,8 @@ def test_icelab_ice_tcp_against_libnice_in_the_kernel_lab(tmp_path: Path) -> Non
         "libnice-libnice.tcp-none-none": ("pass", "direct"),
         "icelab-libnice.tcp-eim-apdf-eim-apdf": ("known-failure", "none"),
         "libnice-libnice.tcp-eim-apdf-eim-apdf": ("known-failure", "none"),
-        "icelab-libnice.tcp-eim-apdf-eim-apdf.turn": ("known-failure", "none")}
+        "icelab-libnice.tcp-eim-apdf-eim-apdf.turn": ("pass", "relay"),
+        "libnice-icelab.tcp-eim-apdf-eim-apdf.turn": ("pass", "relay")}
     tcptype = re.compile(r"^(\w+) tcp (active|passive) \S+ -> (\w+) tcp (active|passive) \S+$")
     for name, c in cells.items():
         if c["observed"] != "direct":
@@ -336,6 +337,11 @@ def test_icelab_ice_tcp_against_libnice_in_the_kernel_lab(tmp_path: Path) -> Non
     assert re.match(r"host tcp passive 203\.0\.113\.\d+:\d+ -> prflx tcp active 203\.0\.113\.\d+:\d+$",
                     cells["icelab-libnice.tcp-passive-active"]["selected"])
     assert cells["icelab-libnice.tcp-passive-active"]["selected_types"] == "host-prflx"
+    # libnice's active candidate (from its NAT: peer-reflexive to icelab) to icelab's passive relayed one.
+    assert re.match(r"relay tcp passive 203\.0\.113\.10:\d+ -> prflx tcp active 203\.0\.113\.2:\d+$",
+                    cells["icelab-libnice.tcp-eim-apdf-eim-apdf.turn"]["selected"])
+    assert re.match(r"prflx tcp active 203\.0\.113\.1:\d+ -> relay tcp passive 203\.0\.113\.10:\d+$",
+                    cells["libnice-icelab.tcp-eim-apdf-eim-apdf.turn"]["selected"])
     failed = cells["icelab-libnice.tcp-eim-apdf-eim-apdf"]
     assert "so" in failed["known_failure"] and failed["agent_states"]["b"][-1] == "failed"
     assert failed["control"] == {"cell": "libnice-libnice.tcp-eim-apdf-eim-apdf", "status": "known-failure"}

@@ -47,7 +47,8 @@ class TurnServerRunner:
         self._listen: Address | None = None
         self._next_port = relay_ports[0] if relay_ports else 0
         # -- RFC 6062: listening sockets for TCP relayed addresses, peer connections, client data connections
-        self.tcp = TcpRelayIO(lambda: self.relay_ip, relay_ports, lambda: self.core, lambda: self.driver)
+        self.tcp = TcpRelayIO(lambda: self.relay_ip, relay_ports, lambda: self.core, lambda: self.driver,
+                              self.make_stream_socket)
 
     @property
     def driver(self) -> Driver[TcpIntent]:

@@ -91,7 +91,11 @@ class TcpRelayIO:
     """The TCP relay of one :class:`~ice.aio.turn_server.TurnServerRunner`."""
 
     def __init__(self, relay_ip: Callable[[], str], relay_ports: tuple[int, int] | None,
-                 core: Callable[[], TurnServer], driver: Callable[[], Driver[TcpIntent]]) -> None:
+                 core: Callable[[], TurnServer], driver: Callable[[], Driver[TcpIntent]],
+                 make_socket: Callable[[socket.AddressFamily], socket.socket] | None = None) -> None:
+        self.make_socket = make_socket or (lambda family: socket.socket(family, socket.SOCK_STREAM))
+        """Where the relayed addresses' listeners and the connections to peers are made (the runner's stream
+        sockets: in the lab, inside the server host's namespace)."""
         self._relay_ip = relay_ip
         self.relay_ports = relay_ports
         self._core = core
@@ -129,7 +133,10 @@ class TcpRelayIO:
         for port in candidates:
             if port and (ip, port) in self.listeners:
                 continue
-            sock = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                sock = self.make_socket(socket.AF_INET6 if ":" in ip else socket.AF_INET)
+            except OSError:
+                return None
             try:
                 _reuse(sock)
                 sock.bind((ip, port))
@@ -165,7 +172,12 @@ class TcpRelayIO:
 
     async def _connect(self, link: _Link) -> None:
         """RFC 6062 §5.2: from the relayed address to the peer; the core's timer bounds how long this may take."""
-        sock = socket.socket(socket.AF_INET6 if ":" in link.relayed[0] else socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock = self.make_socket(socket.AF_INET6 if ":" in link.relayed[0] else socket.AF_INET)
+        except OSError as exc:
+            self.links.pop((link.relayed, link.peer), None)
+            self._report(PeerConnectFailed(link.relayed, link.peer, exc.strerror or str(exc)))
+            return
         link.sock = sock
         try:
             _reuse(sock)

@@ -250,8 +250,8 @@ def expect_tcp(cell: Cell, spec: TopologySpec) -> Expected:
     the TCP sections of the NATs on each peer's way out, composed like the UDP ones); its local candidate is A's
     host candidate (a TCP pair is its own valid pair, RFC 6544 §7.2.2), its remote one B's server-reflexive or host
     candidate, or peer-reflexive when B's connection comes from a port B never signalled (an active candidate).
-    Else the relay: TURN as the stack has it today, a UDP allocation (TURN TCP allocations, RFC 6062, are not in
-    the stack yet)."""
+    Else the relay: with TCP candidates only, through a TURN TCP allocation (RFC 6062; the selected pair is a TCP
+    one, relayed on at least one side, RFC 6544 §5.3)."""
     p = PeerPaths.of(spec)
     udp = cell.transports != "tcp" and not cell.udp_blocked
     if cell.relay_only:
@@ -274,11 +274,13 @@ def expect_tcp(cell: Cell, spec: TopologySpec) -> Expected:
         return Expected(PathKind.DIRECT, why, tuple(sorted(f"host-{r}" for r in remote)), never,
                         transport="tcp")
     why = f"no direct TCP connection can open (RFC 5382: {tcp_text(a)} x {tcp_text(b)})"
-    how = " (a UDP allocation; TURN TCP allocations, RFC 6062, are not in the stack yet)"
+    how, transport = "", ""
+    if cell.transports == "tcp":  # relayed TCP candidates (RFC 6544 §5.3): a peer connects to the other's relayed one
+        how, transport = " over a TCP allocation (RFC 6062)", "tcp"
     if cell.transports == "udp":
-        why, how = "UDP between the peers is blocked and they gather no TCP candidates", ""
+        why = "UDP between the peers is blocked and they gather no TCP candidates"
     if cell.turn:
-        return Expected(PathKind.RELAY, f"{why}: relayed through TURN{how}", (), never)
+        return Expected(PathKind.RELAY, f"{why}: relayed through TURN{how}", (), never, transport=transport)
     return Expected(PathKind.NONE, f"{why} and there is no TURN server", (), never)
 
 

@@ -41,7 +41,8 @@ def not_installed(cell: Cell) -> str:
 
 def _setup(cell: Cell, side: str, fabric: Fabric, server: LabServer) -> SideSetup:
     blocked = server.udp_blocked[side]
-    turn = TurnSetting(server.address[0], server.address[1], "alice", "secret", "tcp" if blocked else "udp") \
+    tcp = blocked or cell.transports == "tcp"  # as in-process: a TCP-only peer reaches its TURN server over TCP too
+    turn = TurnSetting(server.address[0], server.address[1], "alice", "secret", "tcp" if tcp else "udp") \
         if cell.turn else None
     survivor = cell.kill and side != cell.kill
     role = "controlling" if cell.controlling in (side, "both") else "controlled"

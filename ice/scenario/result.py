@@ -89,7 +89,7 @@ class CellResult:
         exp = self.expectation
         if exp is None:
             return ""
-        if self.observed is PathKind.DIRECT and exp.transport and self.selected is not None \
+        if self.observed is not PathKind.NONE and exp.transport and self.selected is not None \
                 and selected_transport(self.selected) != exp.transport:
             return f"selected a {selected_transport(self.selected)} pair ({self.selected}); expected {exp.transport}"
         judged = self.selected_types is not None or self.pairs_known  # process cells may have no RFC-exact side
