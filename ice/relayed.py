@@ -89,6 +89,8 @@ class RelayedAgent:
         """The TCP allocations' connections (RFC 6062)."""
         self._events: deque[Event] = deque()
         self._ended = False
+        self._held = False
+        """End-of-candidates waits for the caller too (:meth:`end_of_local_candidates`)."""
         self._now = 0.0
         """The latest time seen; poll_transmit() and next_event() follow a call at that time."""
         if turn_local is not None:
@@ -149,11 +151,13 @@ class RelayedAgent:
             relay.client.close(now)
         self.agent.close()
 
-    def network_changed(self, now: float, change: NetworkChange) -> None:
+    def network_changed(self, now: float, change: NetworkChange, final: bool = True) -> None:
         """The network changed (:meth:`IceAgent.network_changed`, RFC 8445 §9): an allocation made from a socket in
         ``change.gone`` is dropped with its relayed candidate (the server's allocation cannot be reached from a
         dead address; it expires there, RFC 8656 §7), a new one is made from each socket of ``change.turn``
-        (RFC 8656 §7.1), and end-of-candidates follows them as at first."""
+        (RFC 8656 §7.1; a TCP allocation from each connection of ``change.turn_tcp``), and end-of-candidates follows
+        them as at first. ``final=False``: more candidates follow (the caller's Bindings over TCP); the caller calls
+        :meth:`end_of_local_candidates` when they have, and end-of-candidates waits for that too."""
         self._now = now
         dropped: list[Address] = []
         for local in change.gone:
@@ -167,15 +171,23 @@ class RelayedAgent:
                 dropped.append(relay.relayed)
                 if relay.tcp:
                     dropped.append((relay.relayed[0], DISCARD_PORT))
-        self.agent.network_changed(now, NetworkChange((*change.gone, *dropped), change.hosts, change.turn,
-                                                      change.stun_servers, change.offer_hosts), final=False)
+        self.agent.network_changed(now, replace(change, gone=(*change.gone, *dropped)), final=False)
         for component, local in change.turn:
             self.add_allocation(local, component)
+        for component, local in change.turn_tcp:
+            self.add_allocation(local, component, tcp=True)
         self._ended = False
+        self._held = not final
         self.start(now)
 
+    def end_of_local_candidates(self) -> None:
+        """The caller's own candidates after a ``network_changed(..., final=False)`` are in: end-of-candidates
+        follows once the allocations are done too."""
+        self._held = False
+        self._maybe_end()
+
     def _maybe_end(self) -> None:
-        if not self._ended and all(r.done for r in self.relays):
+        if not self._ended and not self._held and all(r.done for r in self.relays):
             self._ended = True
             self.agent.end_of_local_candidates()
 

@@ -281,3 +281,37 @@ def test_connection_notices_its_address_is_gone_and_follows() -> None:
         for p in procs:
             p.kill()
             p.wait()
+
+
+def test_a_tcp_only_connection_moves_its_tcp_candidates_to_the_new_address() -> None:
+    """ICE-TCP (RFC 6544) on a network change: the old address's listeners and connections close, TCP host
+    candidates of every tcptype are made on the new address, and both sides restart onto a TCP pair there."""
+
+    async def main() -> None:
+        a, b = Connection(True, transports="tcp"), Connection(False, transports="tcp")
+        try:
+            await signal_both(a, b)
+            _signalling(a, b)
+            await asyncio.wait_for(asyncio.gather(a.connect(), b.connect()), 5)
+            ufrags = a.ufrag, b.ufrag
+            assert await a.network_changed(["127.0.0.2"])
+            assert a.bind == ["127.0.0.2"] and {b[0] for b in a.agent.tcp_bases} == {"127.0.0.2"}
+            assert sorted(c.tcptype or "" for c in a.local_candidates if c.transport == "tcp") == \
+                ["active", "passive", "so"]
+            assert not [c for c in a.local_candidates if c.transport == "udp"]  # still TCP only
+
+            async def moved() -> SelectedPairChanged:
+                async for ev in a.events():
+                    if isinstance(ev, SelectedPairChanged) and ev.base[0] == "127.0.0.2":
+                        return ev
+                raise AssertionError("unreachable")
+
+            sel = await asyncio.wait_for(moved(), 5)
+            assert sel.local.transport == "tcp" and (a.ufrag, b.ufrag) != ufrags
+            assert await asyncio.wait_for(_ping(a, b, b"over tcp"), 5) == b"over tcp"
+            assert await asyncio.wait_for(_ping(b, a, b"and back"), 5) == b"and back"
+        finally:
+            a.close()
+            b.close()
+
+    asyncio.run(main())

@@ -1294,6 +1294,8 @@ class IceAgent:
         if change.offer_hosts:
             for component, local in change.hosts:
                 self.add_host_candidate(local, component=component)
+            for component, local, tcptype in change.tcp_hosts:
+                self.add_tcp_host_candidate(local, tcptype, component=component)
             for _, local in change.hosts:
                 for server in change.stun_servers:
                     if (":" in server[0]) == (":" in local[0]):
@@ -1325,6 +1327,12 @@ class IceAgent:
         for component, pair in list(self.selected_pairs.items()):
             if pair.base == local:
                 del self.selected_pairs[component]
+        if self._tcp.bases.pop(local, None) is not None:  # a TCP base: its connections end with it
+            self._tcp.relay_of.pop(local, None)
+            self._tcp.pairs = {k: p for k, p in self._tcp.pairs.items() if k[0] != local}
+            for conn in [c for c in self._tcp.conns.values() if c.base == local]:
+                self._tcp_drop(conn)
+            self._tcp.early = [e for e in self._tcp.early if e[1] != local]
 
     @property
     def gathering_complete(self) -> bool:

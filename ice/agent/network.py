@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ice.agent.tcp import TcpType
 from ice.stun.attributes import Address
 
 
@@ -27,6 +28,13 @@ class NetworkChange:
     stun_servers: tuple[Address, ...] = ()
     offer_hosts: bool = True
     """False for a relay-only agent: the new sockets carry no host or server-reflexive candidates."""
+    tcp_hosts: tuple[tuple[int, Address, TcpType], ...] = ()
+    """(component, address, tcptype) of each new TCP host candidate (RFC 6544 §4.1): a passive or so one's
+    listening socket, an active one's IP with port 0. Their server-reflexive TCP candidates come from Bindings
+    over TCP the caller makes (``add_tcp_server_reflexive``); ``gone`` may list TCP bases too."""
+    turn_tcp: tuple[tuple[int, Address], ...] = ()
+    """(component, local address) of each new TCP or TLS connection a TURN TCP allocation (RFC 6062) is made on
+    (``RelayedAgent`` only)."""
 
 
 __all__ = ["NetworkChange"]

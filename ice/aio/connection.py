@@ -112,6 +112,7 @@ class Connection:
         self.stun_servers = list(stun_servers)
         self._make_socket = make_socket or (lambda family: socket.socket(family, socket.SOCK_DGRAM))
         self._hosts: list[Address] = []
+        self._gather_started = False
         self._recv: asyncio.Queue[bytes] = asyncio.Queue()
         self._events: asyncio.Queue[Event] = asyncio.Queue()
         self._queue_events = queue_events
@@ -159,6 +160,7 @@ class Connection:
         :class:`StunServerUnreachable` event and a ``logging`` warning (logger ``ice.aio.connection``) name the
         server and the reason. Candidates trickle (``events()``, ``on_event``) as they are gathered."""
         driver = self.driver
+        self._gather_started = True
         for component in range(1, self.components + 1):
             for ip in self.bind if self.transports != "tcp" else ():
                 sock = self._make_socket(socket.AF_INET6 if ":" in ip else socket.AF_INET)
@@ -331,7 +333,7 @@ class Connection:
         because its local address is gone (:data:`LOCAL_GONE_ERRNOS`, confirmed by a bind probe)."""
         old = list(self.bind)
         new = list(bind) if bind is not None else self._find_addresses(old)
-        if not self._hosts or self.agent.state is AgentState.CLOSED:
+        if not self._gather_started or self.agent.state is AgentState.CLOSED:
             self.bind = new  # not gathered yet (or closed): gather() takes them
             return False
         gone_ips = set(old) if regather else {ip for ip in old if ip not in new}
@@ -342,8 +344,10 @@ class Connection:
         gone = tuple(local for local in [*self._hosts, *(r.local for r in relays)] if local[0] in gone_ips)
         self.bind = new
         hosts: list[tuple[int, Address]] = []
+        tcp_gone = tuple(b for b in self.agent.tcp_bases if b[0] in gone_ips)
+        tcp_hosts = await self._open_tcp_hosts(added)
         for component in range(1, self.components + 1):
-            for ip in added:
+            for ip in added if self.transports != "tcp" else ():
                 try:
                     sock = self._make_socket(socket.AF_INET6 if ":" in ip else socket.AF_INET)
                 except OSError as exc:
@@ -357,6 +361,7 @@ class Connection:
                     continue
                 hosts.append((component, self.driver.add_socket(sock, icmp_errors=True)))
         turn: list[tuple[int, Address]] = []
+        turn_tcp: list[tuple[int, Address]] = []
         for relay in relays:
             if relay.local in gone and self.bind:
                 try:
@@ -365,21 +370,47 @@ class Connection:
                     log.warning("network change: no TURN socket on %s: %s", self.bind[0], exc)
                     continue
                 if local is not None:
-                    turn.append((relay.component, local))
+                    (turn_tcp if relay.tcp else turn).append((relay.component, local))
         for local in gone:
             self.driver.remove_socket(local)
             self.driver.remove_streams(local)
+        if self.tcp is not None:
+            for ip in gone_ips:
+                self.tcp.forget(ip)
         self._hosts = [h for h in self._hosts if h not in gone] + [local for _, local in hosts]
         self.selected = None
         self._failure = None
-        change = NetworkChange(gone, tuple(hosts), tuple(turn),
-                               () if self.relay_only else tuple(self.stun_servers), not self.relay_only)
+        change = NetworkChange((*gone, *tcp_gone), tuple(hosts), tuple(turn),
+                               () if self.relay_only else tuple(self.stun_servers), not self.relay_only,
+                               tuple(tcp_hosts), tuple(turn_tcp))
+        # RFC 6544 §4.1: the new TCP candidates' server-reflexive ones come from Bindings over TCP, before
+        # end-of-candidates (RFC 8838 §8.2).
+        srflx = {local for _, local, t in tcp_hosts if t is not TcpType.ACTIVE} if self.stun_servers else set()
         if self.relayed is not None:
-            self.relayed.network_changed(self._now(), change)
+            self.relayed.network_changed(self._now(), change, final=not srflx)
         else:
-            self.agent.network_changed(self._now(), change)
+            self.agent.network_changed(self._now(), change, final=not srflx)
         self.driver.pump()
+        if srflx and self.tcp is not None:
+            timeout = self.agent.config.tcp.stun_timeout
+            await asyncio.gather(*(self.tcp.gather_server_reflexive(s, timeout, srflx) for s in self.stun_servers))
+            (self.relayed or self.agent).end_of_local_candidates()
+            self.driver.pump()
         return True
+
+    async def _open_tcp_hosts(self, ips: list[str]) -> list[tuple[int, Address, TcpType]]:
+        """The sockets of the TCP host candidates on new addresses (a network change), one per tcptype."""
+        out: list[tuple[int, Address, TcpType]] = []
+        if self.tcp is None or self.relay_only:
+            return out
+        for component in range(1, self.components + 1):
+            for ip in ips:
+                for tcptype in self.tcp_types:
+                    try:
+                        out.append((component, await self.tcp.open(ip, tcptype), tcptype))
+                    except OSError as exc:
+                        log.warning("network change: no TCP %s socket on %s: %s", tcptype.value, ip, exc)
+        return out
 
     def _find_addresses(self, old: list[str]) -> list[str]:
         """The bind addresses after a change the OS did not describe: each old one that still binds, and for one

@@ -163,7 +163,7 @@ class TcpPlumbing:
         self.wake = wake
         self.make_socket = make_socket or (lambda fam: socket.socket(fam, socket.SOCK_STREAM))
         self.stats: Counter[str] = agent.stats
-        self._servers: list[asyncio.AbstractServer] = []
+        self._servers: dict[Address, asyncio.AbstractServer] = {}
         self._writers: dict[int, asyncio.StreamWriter] = {}
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._closing: set[int] = set()
@@ -179,8 +179,14 @@ class TcpPlumbing:
     async def add_candidate(self, ip: str, tcptype: TcpType, component: int = 1) -> Address:
         """A TCP host candidate on ``ip``: passive and so ones listen on a fresh port (so with SO_REUSEPORT, its
         outgoing connections bind the same port); an active one needs no socket until it connects."""
+        local = await self.open(ip, tcptype)
+        return self.agent.add_tcp_host_candidate(local, tcptype, component=component).address
+
+    async def open(self, ip: str, tcptype: TcpType) -> Address:
+        """The socket of a TCP host candidate on ``ip``, not yet told to the agent: a passive or so one's listener
+        (its address), an active one's IP with port 0 (it needs no socket until it connects)."""
         if tcptype is TcpType.ACTIVE:
-            return self.agent.add_tcp_host_candidate((ip, 0), tcptype, component=component).address
+            return (ip, 0)
         sock = self.make_socket(_family(ip))
         try:
             _reuse(sock)  # so: its connections bind this port; both: the TCP STUN binding does
@@ -192,13 +198,18 @@ class TcpPlumbing:
         except BaseException:
             sock.close()
             raise
-        self._servers.append(server)
-        self.agent.add_tcp_host_candidate(local, tcptype, component=component)
+        self._servers[local] = server
         return local
 
-    async def gather_server_reflexive(self, server: Address, timeout: float = 2.0) -> None:
-        """A TCP STUN Binding from every passive and so base to ``server``: their server-reflexive candidates
-        (RFC 6544 §4.1), each learnt over TCP from the candidate's own port."""
+    def forget(self, ip: str) -> None:
+        """``ip`` left the interface: close its candidates' listeners (the agent closes their connections)."""
+        for local in [a for a in self._servers if a[0] == ip]:
+            self._servers.pop(local).close()
+
+    async def gather_server_reflexive(self, server: Address, timeout: float = 2.0,
+                                      only: set[Address] | None = None) -> None:
+        """A TCP STUN Binding from every passive and so base (or those of ``only``) to ``server``: their
+        server-reflexive candidates (RFC 6544 §4.1), each learnt over TCP from the candidate's own port."""
 
         async def one(base: Address) -> None:
             try:
@@ -208,7 +219,8 @@ class TcpPlumbing:
                 return
             self.agent.add_tcp_server_reflexive(base, mapped, server[0])
 
-        bases = [b for b in self.agent.tcp_bases if b[1] != 9 and (":" in b[0]) == (":" in server[0])]
+        bases = [b for b in self.agent.tcp_bases if b[1] != 9 and (":" in b[0]) == (":" in server[0])
+                 and (only is None or b in only)]
         await asyncio.gather(*(one(b) for b in bases))
 
     # ---------------------------------------------------------------------------------------- the intents
@@ -301,7 +313,7 @@ class TcpPlumbing:
 
     def close(self) -> None:
         self.closed = True
-        for server in self._servers:
+        for server in self._servers.values():
             server.close()
         for conn in list(self._writers):
             self._close(conn)
