@@ -14,6 +14,7 @@ from ice.stun.transaction import Transmit
 from ice.topology.registry import topology
 from ice.turn.client import (
     Allocated,
+    ChannelBound,
     ConnectionAttempt,
     PeerConnectFailed,
     PeerConnectionReady,
@@ -117,7 +118,7 @@ class Setup:
         self.client = TurnClient(config, self.local)
         self.events: list[object] = []
         self.net.on_event = lambda endpoint, ev: self.events.append(ev)
-        self.net.add_endpoint(self.client, self.local)
+        self.net.add_endpoint(self.client, self.local)  # type: ignore[arg-type]  # its events are not an agent's
         self.control = self.net.add_stream(self.local, server)
         self.client.allocate(self.net.now)
         allocated = self.wait(lambda: any(isinstance(e, Allocated) for e in self.events))
@@ -159,7 +160,13 @@ def test_udp_allocation_over_a_tcp_control_connection_relays_a_datagram() -> Non
     peer.send(s.relayed, b"pong")
     data = s.event(PeerData)
     assert data == PeerData(peer.address, b"pong")
-    assert s.core.stats["relayed-to-client"] == 1 and not s.net.stream_stats
+    s.client.bind_channel(s.net.now, peer.address)  # ChannelData, padded on the stream (RFC 8656 §12.5)
+    s.event(ChannelBound)
+    s.client.send(s.net.now, peer.address, b"abc")
+    peer.send(s.relayed, b"xy")
+    s.run(lambda: len(peer.received) == 2 and PeerData(peer.address, b"xy") in s.events)
+    assert peer.received[1] == (s.relayed, b"abc") and PeerData(peer.address, b"xy") in s.events
+    assert s.core.stats["relayed-to-client"] == 2 and not s.net.stream_stats
 
 
 def test_a_closed_control_connection_ends_the_allocation() -> None:
@@ -168,6 +175,31 @@ def test_a_closed_control_connection_ends_the_allocation() -> None:
     s.client_stack.close(s.control)
     s.run(lambda: not s.core.allocations)
     assert not s.core.allocations and not s.io.clients and s.relayed not in s.net.relays
+
+
+def test_a_restarted_server_closes_its_connections_and_listens_again() -> None:
+    """The client's stream is closed by the old server and forgotten; the new server listens on TCP again."""
+    s = Setup()
+    s.net.restart_turn_server(SERVER)
+    s.run(lambda: not s.net.streams)
+    assert s.control.state is TcpState.CLOSED and s.net.stream_stats["stream-closed"] == 1
+    local = (CLIENT_IP, 50002)
+    other = TurnClient(TurnClientConfig(SERVER, "alice", "secret", transport="tcp"), local)
+    s.net.add_endpoint(other, local)  # type: ignore[arg-type]
+    s.net.add_stream(local, SERVER)
+    other.allocate(s.net.now)
+    s.run(lambda: other.relayed is not None)
+    assert other.relayed is not None and s.net.turn_servers[SERVER].allocations
+
+
+def test_garbage_on_the_stream_closes_it() -> None:
+    """Neither STUN nor ChannelData on a connection to the server: it is closed (as the asyncio server does)."""
+    s = Setup()
+    conn = s.client_stack.connect(s.net.now, (CLIENT_IP, 50003), SERVER)
+    s.run(lambda: conn.established)
+    s.client_stack.send(conn, b"\xff" * 8)
+    s.run(lambda: conn.state is TcpState.CLOSED)
+    assert conn.error == "fin" and s.core.stats["stream-garbage"] == 1 and len(s.io.clients) == 1
 
 
 def test_connect_to_a_listening_peer_then_bind_a_data_connection() -> None:

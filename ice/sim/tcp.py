@@ -2,6 +2,10 @@
 does RFC 793 connection setup (three-way handshake and simultaneous open, §3.4), refusal by RST or ICMP, SYN
 retransmission and data delivery. No sequence numbers, windows or loss recovery beyond the SYN: enough to decide
 which TCP connections NATs let open (RFC 5382), which is what ICE-TCP (RFC 6544) needs of the simulation.
+
+Several consumers may share one host's stack: a connection with a handler (given to :meth:`TcpStack.connect`, or
+inherited from the listener that accepted it, :meth:`TcpStack.listen`) reports to it; the others to the stack's
+``events``.
 """
 
 from __future__ import annotations
