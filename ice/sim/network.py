@@ -33,12 +33,13 @@ import random
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from ice.agent.events import Event
 from ice.nat.behaviour import NatBehaviour
 from ice.sim.nat import SimNat
 from ice.sim.tcp import RST, Segment, TcpConfig, TcpConnection, TcpFlag, TcpStack, TcpState
+from ice.sim.turn_tcp import SimTcpTurnServer
 from ice.stun.attributes import Address
 from ice.stun.server import StunServer, StunServerConfig
 from ice.stun.transaction import Transmit
@@ -46,9 +47,6 @@ from ice.topology.fabric import MAX_HOPS, Fabric, Interface
 from ice.topology.spec import WIRE_OVERHEAD, LinkConditions, LossMode, NodeKind, TokenBucket, TopologySpec
 from ice.turn.framing import frame_length
 from ice.turn.server import TurnServer, TurnServerConfig
-
-if TYPE_CHECKING:
-    from ice.sim.turn_tcp import SimTcpTurnServer
 
 
 class Endpoint(Protocol):
@@ -240,8 +238,6 @@ class SimNetwork:
                             TcpPorts() if tcp else Ports())
         self.turn_servers[listen] = server
         if tcp:
-            from ice.sim.turn_tcp import SimTcpTurnServer
-
             io = SimTcpTurnServer(self, server, self.tcp.get(listen[0]) or self.add_tcp(listen[0]), listen)
             self.turn_tcp[listen] = io
             self.tcp_drivers.append(io)
@@ -278,6 +274,9 @@ class SimNetwork:
         opens waits; each frame read from it is delivered with ``handle_datagram(now, local, remote, frame)``. It
         is forgotten when it closes (``stream-closed``)."""
         stack = self.tcp.get(local[0]) or self.add_tcp(local[0])
+        old = stack.connections.get((local, remote))
+        if old is not None and old.state is not TcpState.CLOSED:
+            raise ValueError(f"a connection {local} -> {remote} is open already")
         conn = stack.connect(self.now, local, remote, handler=self._stream_event)
         self.streams[(local, remote)] = SimStream(stack, conn)
         return conn
