@@ -15,6 +15,12 @@ TCP segments (:mod:`ice.sim.tcp`, abstract: flags, no byte stream) travel the sa
 SYN with a RST or ICMP error of their own, and each host's :class:`TcpStack` (:meth:`SimNetwork.add_tcp`) takes what
 arrives; a host without one answers RST, as a kernel with nothing listening does.
 
+A *stream* (:meth:`SimNetwork.add_stream`) carries an endpoint's datagrams over one of those TCP connections, as
+the asyncio driver's streams do (RFC 8489 §6.2.2, RFC 8656 §12.5: STUN and padded ChannelData back to back): a
+transmit from the stream's local address to its remote one is written to the connection, and what is read from it
+is cut into frames, each delivered to the endpoint at the local address. A TURN server's TCP side
+(:mod:`ice.sim.turn_tcp`, :meth:`SimNetwork.add_turn_server` with ``tcp``) writes its answers the same way.
+
 Agents and servers alike are driven through the endpoint contract (:mod:`ice.endpoint`): what arrives is fed with
 ``handle_datagram``, what they send is drained with ``poll_transmit``, and each timer runs at its
 ``next_timeout``.
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import heapq
 import random
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -31,12 +38,14 @@ from typing import Protocol
 from ice.agent.events import Event
 from ice.nat.behaviour import NatBehaviour
 from ice.sim.nat import SimNat
-from ice.sim.tcp import RST, Segment, TcpConfig, TcpFlag, TcpStack
+from ice.sim.tcp import RST, Segment, TcpConfig, TcpConnection, TcpFlag, TcpStack, TcpState
+from ice.sim.turn_tcp import SimTcpTurnServer
 from ice.stun.attributes import Address
 from ice.stun.server import StunServer, StunServerConfig
 from ice.stun.transaction import Transmit
 from ice.topology.fabric import MAX_HOPS, Fabric, Interface
 from ice.topology.spec import WIRE_OVERHEAD, LinkConditions, LossMode, NodeKind, TokenBucket, TopologySpec
+from ice.turn.framing import frame_length
 from ice.turn.server import TurnServer, TurnServerConfig
 
 
@@ -103,6 +112,21 @@ class _Shaper:
 
 
 @dataclass
+class SimStream:
+    """A TCP connection that carries an endpoint's datagrams (see the module docstring)."""
+
+    stack: TcpStack
+    conn: TcpConnection
+    read: bool = True
+    """The network reads it and delivers its frames; False: its owner reads it (a server's accepted connection:
+    only the transmits are routed onto it)."""
+    queued: list[bytes] = field(default_factory=list)
+    """Written before the connection was established."""
+    buffer: bytearray = field(default_factory=bytearray)
+    """Read and not yet a whole frame."""
+
+
+@dataclass
 class SimNetwork:
     spec: TopologySpec | None = None
     """The topology to realise (None: a flat network where every address reaches every other)."""
@@ -140,6 +164,13 @@ class SimNetwork:
     (refused: the host answers RST), None to deliver it."""
     tcp_drivers: list[_Pumped] = field(default_factory=list)
     """What runs the TCP stacks' applications (:mod:`ice.sim.tcp_driver`): pumped before the endpoints drain."""
+    streams: dict[tuple[Address, Address], SimStream] = field(default_factory=dict)
+    """(local, remote) -> the TCP connection that carries an endpoint's transmits between them (:meth:`add_stream`)."""
+    stream_stats: Counter[str] = field(default_factory=Counter)
+    """``stream-closed`` (a stream ended and was forgotten), ``stream-garbage`` (neither STUN nor ChannelData was
+    read: the stream is closed), ``stream-dropped`` (a transmit to a stream that had closed)."""
+    turn_tcp: dict[Address, SimTcpTurnServer] = field(default_factory=dict)
+    """A TURN server's listening address -> its TCP side (:meth:`add_turn_server` with ``tcp``)."""
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
@@ -176,8 +207,11 @@ class SimNetwork:
         for a in addresses:
             self.agents[a] = endpoint
 
-    def add_turn_server(self, listen: Address, users: dict[str, str]) -> TurnServer:
-        """A TURN server (which answers Binding too); relayed addresses share its IP."""
+    def add_turn_server(self, listen: Address, users: dict[str, str], tcp: bool = False) -> TurnServer:
+        """A TURN server (which answers Binding too); relayed addresses share its IP. With ``tcp`` it also listens
+        on TCP at ``listen`` (RFC 8656 §3.1) on the host's stack, and serves TCP allocations (RFC 6062): its relay
+        ports listen on TCP too (:class:`~ice.turn.tcp_allocation.TcpRelayPorts`), and a
+        :class:`~ice.sim.turn_tcp.SimTcpTurnServer` in :attr:`tcp_drivers` does the I/O."""
         network = self
 
         class Ports:
@@ -190,17 +224,36 @@ class SimNetwork:
             def release(self, relayed: Address) -> None:
                 network.relays.pop(relayed, None)
 
-        server = TurnServer(TurnServerConfig(listen, users=users, software="icelab sim"), Ports())
+        class TcpPorts(Ports):
+            def reserve_tcp(self, family: int) -> Address | None:
+                network._relay_port += 1
+                relayed = (listen[0], network._relay_port)
+                io.open_relayed(relayed)
+                return relayed
+
+            def release_tcp(self, relayed: Address) -> None:
+                io.close_relayed(relayed)
+
+        server = TurnServer(TurnServerConfig(listen, users=users, software="icelab sim"),
+                            TcpPorts() if tcp else Ports())
         self.turn_servers[listen] = server
+        if tcp:
+            io = SimTcpTurnServer(self, server, self.tcp.get(listen[0]) or self.add_tcp(listen[0]), listen)
+            self.turn_tcp[listen] = io
+            self.tcp_drivers.append(io)
         return server
 
     def restart_turn_server(self, listen: Address) -> TurnServer:
-        """The TURN server at ``listen`` restarts: a new one, without the old one's allocations or relayed
-        addresses."""
+        """The TURN server at ``listen`` restarts: a new one, without the old one's allocations, relayed addresses
+        or TCP connections."""
         old = self.turn_servers[listen]
         for relayed in [r for r, server in self.relays.items() if server is old]:
             del self.relays[relayed]
-        return self.add_turn_server(listen, dict(old.config.users))
+        io = self.turn_tcp.pop(listen, None)
+        if io is not None:
+            io.close()
+            self.tcp_drivers.remove(io)
+        return self.add_turn_server(listen, dict(old.config.users), tcp=io is not None)
 
     def add_tcp(self, ip: str, config: TcpConfig | None = None) -> TcpStack:
         """A TCP stack for the host address ``ip`` (segments to that address go to it)."""
@@ -212,6 +265,81 @@ class SimNetwork:
         for local in server.config.local_addresses:
             self.servers[local] = server
         return server
+
+    # ------------------------------------------------------------------------------------------- streams
+
+    def add_stream(self, local: Address, remote: Address) -> TcpConnection:
+        """Carry the transmits of the endpoint at ``local`` (registered with :meth:`add_endpoint`) to ``remote`` on
+        a new TCP connection from ``local`` (on the stack of its IP, made if missing): what is written before it
+        opens waits; each frame read from it is delivered with ``handle_datagram(now, local, remote, frame)``. It
+        is forgotten when it closes (``stream-closed``)."""
+        stack = self.tcp.get(local[0]) or self.add_tcp(local[0])
+        old = stack.connections.get((local, remote))
+        if old is not None and old.state is not TcpState.CLOSED:
+            raise ValueError(f"a connection {local} -> {remote} is open already")
+        conn = stack.connect(self.now, local, remote, handler=self._stream_event)
+        self.streams[(local, remote)] = SimStream(stack, conn)
+        return conn
+
+    def attach_stream(self, stack: TcpStack, conn: TcpConnection) -> None:
+        """Route the transmits from ``conn.local`` to ``conn.remote`` onto ``conn`` (of ``stack``), which its
+        owner reads (a server's accepted connection); :meth:`remove_stream` when it ends."""
+        self.streams[(conn.local, conn.remote)] = SimStream(stack, conn, read=False)
+
+    def remove_stream(self, local: Address, remote: Address) -> None:
+        """Forget a stream without closing its connection (transmits between them are datagrams again)."""
+        self.streams.pop((local, remote), None)
+
+    def transmit(self, t: Transmit) -> None:
+        """Send what an endpoint polled: on its stream if ``(t.local, t.remote)`` is one, else as a datagram."""
+        assert t.local is not None, "every endpoint in the simulation names its local address"
+        stream = self.streams.get((t.local, t.remote)) if self.streams else None
+        if stream is None:
+            if self.trace is not None:
+                self.trace.append((self.now, "sent", t.local, t.remote))
+            self.send(t.local, t.remote, t.data)
+        elif stream.conn.established:
+            stream.stack.send(stream.conn, t.data)
+        elif stream.conn.state is TcpState.CLOSED:
+            self.stream_stats["stream-dropped"] += 1
+            self._forget_stream(stream)
+        else:
+            stream.queued.append(t.data)
+
+    def _forget_stream(self, stream: SimStream) -> None:
+        key = (stream.conn.local, stream.conn.remote)
+        if self.streams.get(key) is stream:
+            del self.streams[key]
+            self.stream_stats["stream-closed"] += 1
+
+    def _stream_event(self, kind: str, conn: TcpConnection, data: bytes) -> None:
+        """The handler of the connections :meth:`add_stream` opened."""
+        stream = self.streams.get((conn.local, conn.remote))
+        if stream is None or stream.conn is not conn:
+            return  # forgotten
+        if kind == "established":
+            for queued in stream.queued:
+                stream.stack.send(conn, queued)
+            stream.queued.clear()
+        elif kind == "data":
+            stream.buffer += data
+            endpoint = self._endpoint_at(conn.local)
+            while True:
+                try:
+                    n = frame_length(stream.buffer)
+                except ValueError:
+                    self.stream_stats["stream-garbage"] += 1
+                    stream.stack.close(conn)
+                    self._forget_stream(stream)
+                    return
+                if n is None or n > len(stream.buffer):
+                    return
+                frame = bytes(stream.buffer[:n])
+                del stream.buffer[:n]
+                if endpoint is not None:
+                    endpoint.handle_datagram(self.now, conn.local, conn.remote, frame)
+        else:
+            self._forget_stream(stream)
 
     # ------------------------------------------------------------------------------------------- routing
 
@@ -370,11 +498,9 @@ class SimNetwork:
             agent = id(endpoint) in agents
             while (t := endpoint.poll_transmit()) is not None:
                 assert t.local is not None, "every endpoint in the simulation names its local address"
-                if self.trace is not None:
-                    self.trace.append((self.now, "sent", t.local, t.remote))
                 if self.sent is not None and agent:
                     self.sent.append((self.now, t.local, t.remote, t.data))
-                self.send(t.local, t.remote, t.data)
+                self.transmit(t)
         for stack in self.tcp.values():
             while (segment := stack.poll_segment()) is not None:
                 local, remote, seg = segment

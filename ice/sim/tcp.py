@@ -2,12 +2,17 @@
 does RFC 793 connection setup (three-way handshake and simultaneous open, §3.4), refusal by RST or ICMP, SYN
 retransmission and data delivery. No sequence numbers, windows or loss recovery beyond the SYN: enough to decide
 which TCP connections NATs let open (RFC 5382), which is what ICE-TCP (RFC 6544) needs of the simulation.
+
+Several consumers may share one host's stack: a connection with a handler (given to :meth:`TcpStack.connect`, or
+inherited from the listener that accepted it, :meth:`TcpStack.listen`) reports to it; the others to the stack's
+``events``.
 """
 
 from __future__ import annotations
 
 import enum
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ice.stun.attributes import Address
@@ -66,6 +71,12 @@ class TcpConfig:
     syn_retries: int = 6
 
 
+TcpHandler = Callable[[str, "TcpConnection", bytes], None]
+"""What one consumer of a stack is told about a connection, as the stack's ``events`` would record it: (kind,
+connection, data) with kind ``established``, ``closed`` or ``data``. It runs at once, inside the stack's handling
+of a segment or timer; it may send, connect and close."""
+
+
 @dataclass
 class TcpConnection:
     local: Address
@@ -82,6 +93,8 @@ class TcpConnection:
     """It reached ESTABLISHED at some point (a later close is a close, not a failed connect)."""
     retries: int = 0
     retransmit_at: float | None = None
+    handler: TcpHandler | None = field(default=None, repr=False, compare=False)
+    """Told what happens to this connection instead of the stack's ``events`` (its owner may replace it)."""
 
     @property
     def established(self) -> bool:
@@ -102,21 +115,34 @@ class TcpStack:
     connections: dict[tuple[Address, Address], TcpConnection] = field(default_factory=dict)
     outbox: deque[tuple[Address, Address, Segment]] = field(default_factory=deque)
     events: deque[tuple[str, TcpConnection, bytes]] | None = None
-    """When a deque, what happens to connections is appended for a driver (:mod:`ice.sim.tcp_driver`):
-    ("established", conn, b""), ("closed", conn, b"") and ("data", conn, bytes)."""
+    """When a deque, what happens to connections without a handler is appended for a driver
+    (:mod:`ice.sim.tcp_driver`): ("established", conn, b""), ("closed", conn, b"") and ("data", conn, bytes)."""
+    accept_handlers: dict[Address, TcpHandler] = field(default_factory=dict)
+    """Listening address -> the handler of every connection accepted there (set on it when its SYN arrives), so
+    that several consumers can share one stack; listeners without one report through ``events``."""
     _isn: int = 0
 
-    def listen(self, local: Address) -> None:
+    def listen(self, local: Address, on_accept: TcpHandler | None = None) -> None:
+        """Accept connections on ``local``; with ``on_accept``, what happens to them goes to it."""
         self.listeners.add(local)
+        if on_accept is not None:
+            self.accept_handlers[local] = on_accept
 
-    def connect(self, now: float, local: Address, remote: Address) -> TcpConnection:
+    def unlisten(self, local: Address) -> None:
+        """Stop accepting on ``local`` (the connections accepted there stay)."""
+        self.listeners.discard(local)
+        self.accept_handlers.pop(local, None)
+
+    def connect(self, now: float, local: Address, remote: Address, handler: TcpHandler | None = None
+                ) -> TcpConnection:
         """Open a connection from ``local`` (reusing the port, like SO_REUSEADDR) to ``remote``: send a SYN. A
-        connection still open on that very pair is returned as it is (the kernel refuses a second one)."""
+        connection still open on that very pair is returned as it is (the kernel refuses a second one; its
+        handler is left as it was). ``handler``: see :attr:`TcpConnection.handler`."""
         old = self.connections.get((local, remote))
         if old is not None and old.state is not TcpState.CLOSED:
             return old
         conn = TcpConnection(local, remote, TcpState.SYN_SENT, passive=False, isn=self._next_isn(),
-                             retransmit_at=now + self.config.syn_rto)
+                             retransmit_at=now + self.config.syn_rto, handler=handler)
         self.connections[(local, remote)] = conn
         self._emit(conn, TcpFlag.SYN)
         return conn
@@ -146,7 +172,9 @@ class TcpStack:
             self._close(conn, error)
 
     def _note(self, kind: str, conn: TcpConnection, data: bytes = b"") -> None:
-        if self.events is not None:
+        if conn.handler is not None:
+            conn.handler(kind, conn, data)
+        elif self.events is not None:
             self.events.append((kind, conn, data))
 
     def _open(self, conn: TcpConnection) -> None:
@@ -180,7 +208,8 @@ class TcpStack:
             if TcpFlag.RST in seg.flags:
                 return
             if seg.bare_syn and local in self.listeners:
-                conn = TcpConnection(local, remote, TcpState.SYN_RECEIVED, passive=True, isn=self._next_isn())
+                conn = TcpConnection(local, remote, TcpState.SYN_RECEIVED, passive=True, isn=self._next_isn(),
+                                     handler=self.accept_handlers.get(local))
                 self.connections[(local, remote)] = conn
                 self._emit(conn, TcpFlag.SYN | TcpFlag.ACK)
                 return
@@ -218,7 +247,7 @@ class TcpStack:
 
     def handle_timeout(self, now: float) -> None:
         """Retransmit a SYN whose time has come (doubling the wait), or give up after the configured retries."""
-        for conn in self.connections.values():
+        for conn in list(self.connections.values()):  # a handler told of a timeout may connect
             if conn.retransmit_at is None or conn.retransmit_at > now:
                 continue
             if conn.state is not TcpState.SYN_SENT:  # a simultaneous open's SYN-ACK is not retransmitted here
