@@ -82,7 +82,16 @@ def _peer(net: SimNetwork, host: str, agent: IceAgent, turn: TurnClientConfig | 
     if turn is None:
         return agent, driver
     turn_local = (addresses[0][0], 5001)
-    relayed = RelayedAgent(agent, turn, turn_local)
+    if transports == "tcp" and not relay_only:
+        # As the lab's Connection does: a TCP-only peer reaches TURN over TCP (RFC 8656 §3.1) and allocates a TCP
+        # relayed address (RFC 6062): relayed TCP candidates (RFC 6544 §5.3), its data connections on the stack.
+        relayed = RelayedAgent(agent, replace(turn, transport="tcp"))
+        relayed.add_allocation(turn_local, tcp=True)
+        net.add_stream(turn_local, turn.server)
+        assert driver is not None
+        driver.driven = relayed
+    else:
+        relayed = RelayedAgent(agent, turn, turn_local)
     net.add_endpoint(relayed, *addresses, turn_local)
     return relayed, driver
 
@@ -106,7 +115,7 @@ class SimPair:
         turn_config = None
         if turn:
             self.server = spec.address("turn" if "turn" in spec.facts else "stun_primary")
-            net.add_turn_server(self.server, {"alice": "secret"})
+            net.add_turn_server(self.server, {"alice": "secret"}, tcp=transports != "udp")
             turn_config = TurnClientConfig(self.server, "alice", "secret")
             self.stun = self.server
         else:
@@ -119,8 +128,8 @@ class SimPair:
         self.b = IceAgent(controlling in ("b", "both"), cfg, rng=random.Random(seed * 2 + 2))
         self.ea, self.tcp_a = _peer(net, PEERS[0], self.a, turn_config, relay_only, transports, tcp_types[0])
         self.eb, self.tcp_b = _peer(net, PEERS[1], self.b, turn_config, relay_only, transports, tcp_types[1])
-        if self.tcp_a is not None or self.tcp_b is not None:  # the server answers Binding over TCP too
-            stack = net.tcp.get(self.stun[0]) or net.add_tcp(self.stun[0])
+        if (self.tcp_a is not None or self.tcp_b is not None) and self.stun not in net.turn_tcp:
+            stack = net.tcp.get(self.stun[0]) or net.add_tcp(self.stun[0])  # the server answers Binding over TCP
             net.tcp_drivers.append(SimTcpStunServer(stack, self.stun))
         self.server_ips = {spec.address(f)[0] for f in ("stun_primary", "stun_alternate", "turn") if f in spec.facts}
         """The STUN/TURN server's addresses (what ``udp_blocked`` leaves alone)."""

@@ -55,7 +55,7 @@ class _Binding:
 
 class SimTcpDriver:
     """One agent's TCP on the simulated network (see the module docstring). Register it with
-    :meth:`ice.sim.network.SimNetwork.add_tcp_driver` so that it runs whenever the network has delivered something or
+    ``SimNetwork.tcp_drivers`` so that it runs whenever the network has delivered something or
     run a timer."""
 
     def __init__(self, agent: IceAgent, stacks: dict[str, TcpStack], chunk: int = 0,
