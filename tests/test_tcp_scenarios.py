@@ -4,6 +4,7 @@ scenarios/tcp.toml in both back-ends (the lab's run is checked against the sim's
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -64,9 +65,22 @@ def test_sim_so_to_so_through_two_dropping_port_restricted_nats() -> None:
 
 
 def test_sim_rst_answering_nats_leave_only_the_relay_and_without_turn_nothing() -> None:
+    """The relay is a TURN TCP allocation (RFC 6062) reached over TCP: A's active host candidate connects to B's
+    passive relayed TCP candidate on the server (RFC 6544 §5.3)."""
     nats = {"nat_a": "linux-masquerade-rst", "nat_b": "linux-masquerade-rst"}
-    assert _sim(_cell(transports="tcp", udp_blocked=True, nats=nats))[0] == "relay"
+    observed, selected, problems = _sim(_cell(transports="tcp", udp_blocked=True, nats=nats))
+    assert (observed, problems) == ("relay", [])
+    assert selected is not None and re.match(r"host tcp active 10\.0\.1\.2:9 -> relay tcp passive 203\.0\.113\.10:\d+$",
+                                             selected)
     assert _sim(_cell(transports="tcp", udp_blocked=True, turn=False, nats=nats)) == ("none", None, [])
+
+
+def test_sim_a_peer_behind_the_udp_blocking_firewall_relays_through_turn_over_tcp() -> None:
+    """Its UDP to the server is dropped: it reaches TURN over a simulated TCP connection (the firewall lets port
+    3478 out), allocates a UDP relayed address and the relayed pair is selected, as in the lab."""
+    observed, selected, problems = _sim(_cell(nats={"nat_a": "udp-blocked", "nat_b": "eim-apdf"}))
+    assert (observed, problems) == ("relay", [])
+    assert selected is not None and selected.startswith("relay 203.0.113.10:") and " tcp " not in selected
 
 
 def test_sim_udp_blocked_without_tcp_relays() -> None:
@@ -95,8 +109,9 @@ def test_the_tcp_suite(backend: str, tmp_path: Path) -> None:
         assert " tcp so " in cells[name]["selected"] and " tcp so " in cells[name]["selected_b"]
     assert "host tcp active" in cells["active-passive-public"]["selected"]
     assert " tcp " not in cells["mixed-udp-wins"]["selected"]
-    if backend == "lab":  # a TCP-only peer reaches its TURN server over TCP in the lab (the sim has no TURN over TCP)
-        assert cells["rst-rst-relay"]["selected"].endswith("(TURN over TCP)")
+    for name in ("rst-rst-relay", "symmetric-relay"):  # a TURN TCP allocation's passive relayed candidate
+        assert re.match(r"host tcp active 10\.0\.1\.2:9 -> relay tcp passive 203\.0\.113\.10:\d+$",
+                        cells[name]["selected"]), cells[name]["selected"]
     if backend == "lab":
         assert all(c["sim_observed"] == c["observed"] for c in cells.values())
 

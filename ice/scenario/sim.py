@@ -11,7 +11,7 @@ from ice.agent import CandidateType, IceAgent
 from ice.agent.tcp import TcpType
 from ice.scenario.bulk import BULK, BulkPhase, BulkSettings, BulkTransfer, is_bulk
 from ice.scenario.cell import Cell, PathKind
-from ice.scenario.expect import Expected, PeerPaths
+from ice.scenario.expect import Expected
 from ice.scenario.result import CellResult
 from ice.scenario.timeline import TICK, TimelineNetwork, run_timeline, timeline_verdict
 from ice.scenario.timers import TIMERS, MatrixTimers, agent_config
@@ -23,18 +23,14 @@ from ice.topology.spec import LinkConditions, TopologySpec
 
 def run_sim(cell: Cell, spec: TopologySpec, expected: Expected, timers: MatrixTimers = TIMERS) -> CellResult:
     """Run ``cell`` in the simulation of ``spec`` (deterministic, virtual time; the spec's NATs, routes and link
-    conditions as the lab has them) and judge it against ``expected``. Cells whose peers need TURN over TCP
-    (a UDP-blocking box on the way out) are skipped: the sim has no TCP; so are cells whose agents run as
-    processes (a foreign agent, lite, kill, restart, coturn: the kernel lab runs them)."""
+    conditions as the lab has them) and judge it against ``expected``. A peer behind a UDP-blocking box reaches
+    TURN over TCP, as in the lab. Cells whose agents run as processes (a foreign agent, lite, kill, restart,
+    coturn) are skipped: the kernel lab runs them."""
     if cell.in_processes:
         return CellResult(cell, "sim", expected.path, PathKind.NONE, None, None, skipped=True,
                           reason="skipped: agents that run as processes (" + " and ".join(
                               sorted({s.label for s in cell.agents.values()})) + ")"
                           + (" and coturn" if cell.server == "coturn" else "") + " run in the kernel lab only"
-                          ).expecting(expected)
-    if PeerPaths.of(spec).blocked:
-        return CellResult(cell, "sim", expected.path, PathKind.NONE, None, None, skipped=True,
-                          reason="skipped: TURN over TCP is not simulated (the lab runs this cell)"
                           ).expecting(expected)
     config = agent_config(cell.nomination_mode, cell.consent_timeout, cell.keepalive)
     pair = SimPair(spec, config, latency=timers.sim_latency, turn=cell.turn, relay_only=cell.relay_only,

@@ -13,6 +13,7 @@ from ice.agent.candidate import pair_text
 from ice.agent.events import CandidateGathered, DataReceived, Event, GatheringComplete, NetworkChangeRestart
 from ice.agent.network import NetworkChange
 from ice.agent.tcp import TcpType
+from ice.nat.behaviour import NatKind
 from ice.relayed import RelayedAgent
 from ice.sim.network import SimNetwork
 from ice.sim.tcp import TcpConnection, TcpState
@@ -58,12 +59,15 @@ ALL_TCP_TYPES = (TcpType.ACTIVE, TcpType.PASSIVE, TcpType.SO)
 
 
 def _peer(net: SimNetwork, host: str, agent: IceAgent, turn: TurnClientConfig | None,
-          relay_only: bool, transports: str = "udp", tcp_types: tuple[TcpType, ...] = ALL_TCP_TYPES
-          ) -> tuple[IceAgent | RelayedAgent, SimTcpDriver | None]:
+          relay_only: bool, transports: str = "udp", tcp_types: tuple[TcpType, ...] = ALL_TCP_TYPES,
+          turn_over_tcp: bool = False) -> tuple[IceAgent | RelayedAgent, SimTcpDriver | None]:
     """Put ``agent`` on every address of ``host`` (port 5000; with ``transports`` "tcp" no UDP host candidate);
     with ``turn``, wrap it with a TURN client on port 5001 of the host's first address (as a real TURN client has
     its own socket). With TCP (``transports`` "tcp" or "both"), a TCP stack on each address with a host candidate
-    of each of ``tcp_types`` (passive and so ones listen from port 5002), driven by a :class:`SimTcpDriver`."""
+    of each of ``tcp_types`` (passive and so ones listen from port 5002), driven by a :class:`SimTcpDriver`. As
+    the lab's Connection does, a TCP-only peer, or one whose UDP to the server is blocked (``turn_over_tcp``),
+    reaches TURN over TCP (RFC 8656 §3.1); a TCP-only one allocates a TCP relayed address (RFC 6062), so its
+    relayed candidates are TCP ones (RFC 6544 §5.3) and its data connections go on its stack."""
     assert net.fabric is not None
     addresses = [(ip, 5000) for ip in net.fabric.addresses(host)]
     if not addresses:
@@ -82,14 +86,12 @@ def _peer(net: SimNetwork, host: str, agent: IceAgent, turn: TurnClientConfig | 
     if turn is None:
         return agent, driver
     turn_local = (addresses[0][0], 5001)
-    if transports == "tcp" and not relay_only:
-        # As the lab's Connection does: a TCP-only peer reaches TURN over TCP (RFC 8656 §3.1) and allocates a TCP
-        # relayed address (RFC 6062): relayed TCP candidates (RFC 6544 §5.3), its data connections on the stack.
+    if transports == "tcp" or turn_over_tcp:
         relayed = RelayedAgent(agent, replace(turn, transport="tcp"))
-        relayed.add_allocation(turn_local, tcp=True)
+        relayed.add_allocation(turn_local, tcp=transports == "tcp" and driver is not None)
         net.add_stream(turn_local, turn.server)
-        assert driver is not None
-        driver.driven = relayed
+        if driver is not None:
+            driver.driven = relayed
     else:
         relayed = RelayedAgent(agent, turn, turn_local)
     net.add_endpoint(relayed, *addresses, turn_local)
@@ -113,9 +115,16 @@ class SimPair:
         self.relay_only = relay_only
         self.stun = spec.address("stun_primary")
         turn_config = None
+        server = spec.address("turn" if "turn" in spec.facts else "stun_primary")
+        nats, fabric = spec.nat_behaviours(), net.fabric
+        assert fabric is not None
+        self.blocked = {peer: any(nats[n].kind is NatKind.UDP_BLOCKED
+                                  for n in fabric.walk(peer, server[0]).translated_by) for peer in PEERS}
+        """Peers whose UDP to the server a UDP-blocking box drops: they reach TURN over TCP and ask no STUN."""
         if turn:
-            self.server = spec.address("turn" if "turn" in spec.facts else "stun_primary")
-            net.add_turn_server(self.server, {"alice": "secret"}, tcp=transports != "udp")
+            self.server = server
+            net.add_turn_server(self.server, {"alice": "secret"},
+                                tcp=transports != "udp" or any(self.blocked.values()))
             turn_config = TurnClientConfig(self.server, "alice", "secret")
             self.stun = self.server
         else:
@@ -126,8 +135,10 @@ class SimPair:
             cfg = replace(cfg, tcp=replace(cfg.tcp, enabled=True))
         self.a = IceAgent(controlling in ("a", "both"), cfg, rng=random.Random(seed * 2 + 1))
         self.b = IceAgent(controlling in ("b", "both"), cfg, rng=random.Random(seed * 2 + 2))
-        self.ea, self.tcp_a = _peer(net, PEERS[0], self.a, turn_config, relay_only, transports, tcp_types[0])
-        self.eb, self.tcp_b = _peer(net, PEERS[1], self.b, turn_config, relay_only, transports, tcp_types[1])
+        self.ea, self.tcp_a = _peer(net, PEERS[0], self.a, turn_config, relay_only, transports, tcp_types[0],
+                                    self.blocked["a"])
+        self.eb, self.tcp_b = _peer(net, PEERS[1], self.b, turn_config, relay_only, transports, tcp_types[1],
+                                    self.blocked["b"])
         if (self.tcp_a is not None or self.tcp_b is not None) and self.stun not in net.turn_tcp:
             stack = net.tcp.get(self.stun[0]) or net.add_tcp(self.stun[0])  # the server answers Binding over TCP
             net.tcp_drivers.append(SimTcpStunServer(stack, self.stun))
@@ -181,8 +192,8 @@ class SimPair:
         a, b, net = self.a, self.b, self.net
         for x, y in ((a, b), (b, a)):
             y.set_remote_credentials(net.now, x.ufrag, x.pwd)
-        for agent, endpoint, tcp in ((a, self.ea, self.tcp_a), (b, self.eb, self.tcp_b)):
-            if not self.relay_only:
+        for agent, endpoint, tcp, side in ((a, self.ea, self.tcp_a, "a"), (b, self.eb, self.tcp_b, "b")):
+            if not self.relay_only and not self.blocked[side]:
                 for base in agent.bases:
                     agent.gather_server_reflexive(net.now, base, self.stun)
 
@@ -192,7 +203,7 @@ class SimPair:
                 else:
                     agent.end_of_local_candidates()
 
-            if tcp is not None:  # as the Connection does: the TCP bindings end before the allocation starts
+            if tcp is not None and not self.blocked[side]:  # as the Connection does: the TCP bindings end first
                 tcp.on_gathered = finish
                 tcp.gather_server_reflexive(net.now, self.stun)
             else:
