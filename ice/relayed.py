@@ -170,6 +170,7 @@ class RelayedAgent:
                 self._by_tcp_relayed.pop(relay.relayed, None)
                 dropped.append(relay.relayed)
                 if relay.tcp:
+                    self.tcp.dropped(relay)
                     dropped.append((relay.relayed[0], DISCARD_PORT))
         self.agent.network_changed(now, replace(change, gone=(*change.gone, *dropped)), final=False)
         for component, local in change.turn:
@@ -206,6 +207,8 @@ class RelayedAgent:
     def handle_timeout(self, now: float) -> None:
         self._now = now
         self.agent.handle_timeout(now)
+        if self._by_tcp_relayed:
+            self.tcp.handle_timeout(now)
         for relay in self.relays:
             at = relay.client.next_timeout()
             if at is not None and at <= now:
@@ -214,8 +217,8 @@ class RelayedAgent:
         self._pull(now)
 
     def next_timeout(self) -> float | None:
-        times = [t for t in (self.agent.next_timeout(), *(r.client.next_timeout() for r in self.relays))
-                 if t is not None]
+        times = [t for t in (self.agent.next_timeout(), self.tcp.next_timeout(),
+                             *(r.client.next_timeout() for r in self.relays)) if t is not None]
         return min(times) if times else None
 
     def poll_transmit(self) -> Transmit | None:
@@ -268,6 +271,8 @@ class RelayedAgent:
                 by_relayed = self._by_tcp_relayed if relay.tcp else self._by_relayed
                 if relay.relayed is not None:
                     by_relayed.pop(relay.relayed, None)  # a new allocation after 437 (RFC 8656 §8)
+                    if relay.tcp:
+                        self.tcp.dropped(relay)
                 relay.relayed = ev.relayed
                 relay.failed = False
                 by_relayed[ev.relayed] = relay

@@ -53,6 +53,8 @@ class DataConnection:
     """None while the Connect is unanswered (nothing asked of the driver yet)."""
     buffer: bytearray = field(default_factory=bytearray)
     bound: bool = False
+    deadline: float | None = None
+    """An incoming one not bound by then is closed (the agent's own connect timeout bounds an outgoing one)."""
 
 
 class TcpRelaying:
@@ -68,8 +70,6 @@ class TcpRelaying:
         self.connecting: dict[tuple[Address, Address], list[int]] = {}
         """(relayed, peer) -> the agent's connection ids waiting for that Connect's answer (a reconnect while one
         is pending waits for it rather than sending another, which the server would refuse with 446)."""
-        self._permitted = 0
-        """How many remote candidates :meth:`permit` has seen (it looks at the new ones only)."""
 
     # -------------------------------------------------------------------------------- the TURN client's side
 
@@ -77,11 +77,21 @@ class TcpRelaying:
         assert relay.relayed is not None
         self.agent.add_tcp_relayed_candidates(relay.relayed, relay.client.mapped, relay.client.server[0],
                                               relay.component)
-        self._permitted = 0  # the new allocation needs permissions for every remote candidate so far
+
+    def dropped(self, relay: Relay) -> None:
+        """``relay``'s allocation is gone (its socket's address left, or it was made again): its Connects and its
+        data connections not yet handed to the agent end with it."""
+        self.connecting = {k: v for k, v in self.connecting.items() if k[0] != relay.relayed}
+        for d in [d for d in self.data.values() if d.relay is relay and not d.bound]:
+            del self.data[d.conn]
+            if d.binder is not None:
+                self.out.append(TcpClose(d.conn))
 
     def turn_event(self, now: float, relay: Relay, ev: TurnEvent) -> bool:
         """An RFC 6062 event of ``relay``'s TURN client; False when it is none of them."""
-        if isinstance(ev, PeerConnectionReady):
+        if isinstance(ev, PeerConnectionReady | PeerConnectFailed) and relay.relayed is None:
+            self.agent.stats["tcp-relay-connect-unused"] += 1  # no allocation (any more): nothing waits for it
+        elif isinstance(ev, PeerConnectionReady):
             assert relay.relayed is not None
             waiting = [c for c in self.connecting.pop((relay.relayed, ev.peer), []) if c in self.data]
             if not waiting:
@@ -89,8 +99,7 @@ class TcpRelaying:
                 return True
             for older in waiting[:-1]:
                 self._fail(now, self.data.pop(older), "superseded")
-            d = self.data[waiting[-1]]
-            self._open(d, ev.connection_id)
+            self._open(now, self.data[waiting[-1]], ev.connection_id)
         elif isinstance(ev, PeerConnectFailed):
             assert relay.relayed is not None
             for conn in self.connecting.pop((relay.relayed, ev.peer), []):
@@ -98,9 +107,18 @@ class TcpRelaying:
                 if refused is not None:
                     self._fail(now, refused, f"TURN Connect refused: {ev.code} {ev.reason}".strip())
         elif isinstance(ev, ConnectionAttempt):
-            d = DataConnection(self.agent.new_tcp_connection_id(), relay, ev.peer, incoming=True)
-            self.data[d.conn] = d
-            self._open(d, ev.connection_id)
+            # Unauthenticated (an indication): only on a TCP allocation that is up, and no more unbound ones than
+            # the agent takes accepted connections (AgentConfig.max_pairs).
+            unbound = sum(1 for d in self.data.values() if d.incoming and not d.bound)
+            if not relay.tcp or relay.relayed is None or relay.client.state is not TurnState.ALLOCATED:
+                self.agent.stats["tcp-relay-attempt-ignored"] += 1
+            elif unbound >= self.agent.config.max_pairs:
+                self.agent.stats["tcp-relay-attempt-over-limit"] += 1
+            else:
+                d = DataConnection(self.agent.new_tcp_connection_id(), relay, ev.peer, incoming=True,
+                                   deadline=now + self.agent.config.tcp.accept_idle)
+                self.data[d.conn] = d
+                self._open(now, d, ev.connection_id)
         else:
             return False
         return True
@@ -108,17 +126,25 @@ class TcpRelaying:
     def permit(self, now: float, relays: Iterable[Relay]) -> None:
         """A permission for every remote candidate's IP on each allocated TCP relay (RFC 6062 §5.3: the server
         closes connections from peers without one; RFC 8656 §9 for the peers the agent connects to)."""
-        remotes = self.agent.remote_candidates
-        if len(remotes) == self._permitted:
-            return
-        self._permitted = len(remotes)
+        ips = {c.host for c in self.agent.remote_candidates}
         for relay in relays:
             if relay.relayed is None or relay.client.state is not TurnState.ALLOCATED:
                 continue
             v6 = ":" in relay.relayed[0]
-            for ip in {c.host for c in remotes}:
-                if (":" in ip) == v6 and ip not in relay.client.permissions and _is_ip(ip):
+            for ip in ips.difference(relay.client.permissions):
+                if (":" in ip) == v6 and _is_ip(ip):
                     relay.client.create_permission(now, (ip, 0))
+
+    def next_timeout(self) -> float | None:
+        times = [d.deadline for d in self.data.values() if d.deadline is not None and not d.bound]
+        return min(times) if times else None
+
+    def handle_timeout(self, now: float) -> None:
+        """Incoming data connections the server has not bound in time are closed (their peer may try again)."""
+        for d in [d for d in self.data.values() if not d.bound and d.deadline is not None and d.deadline <= now]:
+            del self.data[d.conn]
+            self.out.append(TcpClose(d.conn))
+            self.agent.stats["tcp-relay-bind-timeout"] += 1
 
     # ----------------------------------------------------------------------------------- the driver's side
 
@@ -181,8 +207,8 @@ class TcpRelaying:
             d.bound = True
             self.agent.stats["tcp-relay-bound"] += 1
             if d.incoming:
-                assert d.relay.relayed is not None
-                if self.agent.accept_tcp(now, d.relay.relayed, d.peer, conn_id=conn) is None:
+                relayed = d.relay.relayed
+                if relayed is None or self.agent.accept_tcp(now, relayed, d.peer, conn_id=conn) is None:
                     del self.data[conn]
                     self.out.append(TcpClose(conn))
                     return True
@@ -212,7 +238,7 @@ class TcpRelaying:
             return
         self.connecting[key] = [intent.conn]
 
-    def _open(self, d: DataConnection, connection_id: int) -> None:
+    def _open(self, now: float, d: DataConnection, connection_id: int) -> None:
         """A data connection to the server for CONNECTION-ID ``connection_id`` (RFC 6062 §4.4), from the control
         connection's IP; its ConnectionBind goes once it is up."""
         client = d.relay.client

@@ -27,7 +27,7 @@ from ice.aio.turn_server import TurnServerRunner
 from ice.relayed import RelayedAgent
 from ice.stun.attributes import Address, ConnectionId
 from ice.stun.message import Message, MessageClass, Method, parse
-from ice.turn.client import TurnClientConfig
+from ice.turn.client import ConnectionAttempt, TurnClientConfig
 from ice.turn.server import TurnServer, TurnServerConfig
 from ice.turn.tcp_allocation import ConnectPeer, PeerAccepted, PeerConnected, PeerConnectFailed, Splice
 
@@ -90,7 +90,7 @@ class _World:
                 self.intents.append(i)
 
     def server_intents(self) -> list[object]:
-        out = []
+        out: list[object] = []
         while (i := self.server.tcp.next_intent()) is not None:
             out.append(i)
         return out
@@ -142,9 +142,10 @@ def test_an_active_relayed_connection_is_a_connect_then_a_bound_data_connection(
     w.pump()
     # No socket for the driver yet: the server is asked to connect (a permission for the peer first).
     assert not [i for i in w.intents if isinstance(i, TcpConnect)]
+    assert w.relay.relayed is not None
     assert [i for i in w.server_intents() if isinstance(i, ConnectPeer)] == [ConnectPeer(w.relay.relayed, PEER)]
     assert PEER[0] in w.relay.client.permissions
-    w.server.tcp.handle_event(w.now, PeerConnected(w.relay.relayed, PEER))  # type: ignore[arg-type]
+    w.server.tcp.handle_event(w.now, PeerConnected(w.relay.relayed, PEER))
     w.pump()
     connects = [i for i in w.intents if isinstance(i, TcpConnect)]
     assert len(connects) == 1 and connects[0].remote == SERVER and connects[0].local == (CONTROL[0], 0)
@@ -294,3 +295,66 @@ def test_two_passive_only_peers_connect_through_relayed_tcp_candidates_on_loopba
         assert any(c.type is CandidateType.RELAYED for c in ends) or \
             any(c.type is CandidateType.PEER_REFLEXIVE and c.host == "127.0.0.1" for c in ends)
     assert server["tcp-allocate"] == 2 and server["tcp-bind"] >= 1
+
+
+def test_an_unanswered_connect_is_reported_and_forgotten() -> None:
+    # RFC 6062 §4.3: the Connect's outcome is always reported, a timeout too (408), so the next attempt to that
+    # peer sends a new Connect rather than waiting for one that will never be answered.
+    w = _World()
+    w.remote(PEER, TcpType.PASSIVE)
+    w.now = 1.0
+    w.relayed.handle_timeout(w.now)
+    w.pump()
+    assert list(w.relayed.tcp.connecting) == [(w.relay.relayed, PEER)]
+    while (at := w.relayed.next_timeout()) is not None and at < 60.0:
+        w.now = at
+        w.relayed.handle_timeout(w.now)
+        w.pump()
+        w.server.poll_transmit()
+    assert w.relay.client.stats["error-408"] == 0  # counted as a timeout, not an error response
+    assert not w.relayed.tcp.connecting and not w.relayed.tcp.data
+
+
+def test_allocating_again_moves_the_active_relayed_candidate_to_the_new_address() -> None:
+    agent = IceAgent(True, CONFIG)
+    agent.add_tcp_relayed_candidates(("192.0.2.1", 50001), None, "192.0.2.1")
+    agent.add_tcp_relayed_candidates(("192.0.2.1", 50002), None, "192.0.2.1")  # after a 437 (RFC 8656 §8)
+    assert agent._tcp.relay_of == {("192.0.2.1", DISCARD_PORT): ("192.0.2.1", 50002)}
+
+
+def test_a_connection_attempt_before_the_allocation_is_up_is_ignored() -> None:
+    agent = IceAgent(False, CONFIG)
+    relayed = RelayedAgent(agent, TurnClientConfig(SERVER, "alice", "secret", transport="tcp"))
+    relay = relayed.add_allocation(CONTROL, tcp=True)
+    assert relayed.tcp.turn_event(0.0, relay, ConnectionAttempt(PEER, 7))  # unauthenticated, and no allocation
+    assert relayed.poll_tcp() is None and not relayed.tcp.data
+    assert agent.stats["tcp-relay-attempt-ignored"] == 1
+
+
+def test_permissions_follow_the_remote_candidates_across_a_restart() -> None:
+    w = _World(controlling=False)
+    w.remote(PEER, TcpType.ACTIVE)
+    w.pump()
+    w.agent.restart(w.now)
+    w.agent.add_remote_candidate(w.now, tcp_candidate(CandidateType.HOST, TcpType.ACTIVE, ("198.51.100.99", 0)))
+    w.pump()  # as many remote candidates as before, another IP: it needs a permission too (RFC 6062 §5.3)
+    assert "198.51.100.99" in w.relay.client.permissions
+
+
+def test_an_incoming_data_connection_never_bound_is_closed() -> None:
+    w = _World(controlling=False)
+    w.remote(PEER, TcpType.ACTIVE)
+    w.pump()
+    assert w.relay.relayed is not None
+    w.server.tcp.handle_event(w.now, PeerAccepted(w.relay.relayed, PEER))
+    w.pump()
+    conn = next(i for i in w.intents if isinstance(i, TcpConnect)).conn
+    w.relayed.handle_tcp_event(w.now, TcpConnected(conn))  # the ConnectionBind goes; no answer ever comes
+    w.intents.clear()
+    at = w.relayed.tcp.next_timeout()
+    assert at == w.now + CONFIG.tcp.accept_idle
+    w.now = at
+    w.relayed.handle_timeout(w.now)
+    w.pump()
+    assert TcpClose(conn) in w.intents and not w.relayed.tcp.data
+    assert w.agent.stats["tcp-relay-bind-timeout"] == 1

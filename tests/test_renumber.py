@@ -129,6 +129,32 @@ def test_sim_renumber_finds_a_new_direct_pair_after_both_restart(nat_a: str, mov
     assert all(c.address[0] != old and (c.related is None or c.related[0] != old) for c in agent.local_candidates)
 
 
+@pytest.mark.parametrize("nats", [("eim-apdf", "eim-apdf"), ("linux-masquerade-rst", "linux-masquerade-rst")])
+def test_sim_renumber_of_a_tcp_only_peer_moves_its_tcp_candidates_and_its_tcp_allocation(
+        nats: tuple[str, str]) -> None:
+    """ICE-TCP on a network change in the sim, as the asyncio Connection does it: the TCP host candidates (and
+    their srflx ones, before end-of-candidates) on the new address, the TURN control connection and TCP allocation
+    made again from it; through dropping NATs a new so pair, through RST-answering ones a new relayed TCP pair."""
+    spec = topology("two_nats", nat_a=nats[0], nat_b=nats[1])
+    pair = SimPair(spec, AgentConfig(consent_timeout=6), turn=True, transports="tcp", udp_blocked=True)
+    assert pair.connect(10).connected
+    old, new = pair.renumber("a")
+    pair.net.run(pair.net.now + 10, stop=lambda: pair.a.selected is not None and pair.b.selected is not None
+                 and pair.a.selected.base[0] in (new, "203.0.113.10"))
+    a = pair.a
+    assert a.stats["network-changes"] == 1 and a.selected is not None
+    assert a.selected.local.transport == a.selected.remote.transport == "tcp"
+    assert {b[0] for b in a.tcp_bases} == {new}
+    assert not [c for c in a.local_candidates if c.transport == "udp"]
+    ea = pair.ea
+    assert isinstance(ea, RelayedAgent) and [(r.local, r.tcp) for r in ea.relays] == [((new, 5001), True)]
+    if nats[0] == "eim-apdf":
+        assert a.selected.local.tcptype == "so" and a.selected.base[0] == new
+    else:
+        assert CandidateType.RELAYED in (a.selected.local.type, a.selected.remote.type)
+    assert all(c.address[0] != old and (c.related is None or c.related[0] != old) for c in a.local_candidates)
+
+
 def test_fabric_spare_address_and_move() -> None:
     fabric = Fabric(topology("two_nats", nat_a="eim-apdf", nat_b="eim-apdf"))
     spare = fabric.spare_address("10.0.1.2")

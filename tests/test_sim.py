@@ -94,17 +94,17 @@ def test_sim_nat_follows_rfc4787() -> None:
 @pytest.mark.sim
 @pytest.mark.parametrize("a", NAMES)
 def test_every_preset_pairing_with_a_turn_server(a: str) -> None:
-    """With a TURN server on the public segment every pairing connects (but the UDP-blocked one: TCP is not
-    simulated), through a direct pair exactly when RFC 4787 reasoning allows one and a relayed pair otherwise."""
+    """With a TURN server on the public segment every pairing connects (a peer behind the UDP-blocking firewall
+    reaches TURN over TCP and relays), through a direct pair exactly when RFC 4787 reasoning allows one and a
+    relayed pair otherwise."""
     for b in NAMES:
         na, nb = PRESETS[a], PRESETS[b]
         r = two_nats(na, nb, turn=True)
-        blocked = NatKind.UDP_BLOCKED in (na.kind, nb.kind)
-        assert r.connected is not blocked, (a, b)
-        if r.connected:
-            assert r.selected is not None
-            # either side's selected pair may show the relay (a peer's relay can reach A disguised as prflx)
-            assert r.relayed is not direct_possible(na, nb), (a, b, r.selected_name)
+        assert r.connected and r.selected is not None, (a, b)
+        # either side's selected pair may show the relay (a peer's relay can reach A disguised as prflx)
+        assert r.relayed is not direct_possible(na, nb), (a, b, r.selected_name)
+        if NatKind.UDP_BLOCKED in (na.kind, nb.kind):
+            assert r.relayed, (a, b, r.selected_name)
 
 
 def test_sim_nat_forgets_expired_bindings_and_reuses_their_ports() -> None:

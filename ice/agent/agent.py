@@ -1414,9 +1414,11 @@ class IceAgent:
             addr = (relayed[0], DISCARD_PORT) if tcptype is TcpType.ACTIVE else relayed
             known = self._tcp.bases.get(addr)
             if known is not None:
-                if known.type is not CandidateType.RELAYED:
-                    self.stats["tcp-relayed-redundant"] += 1
+                if known.type is not CandidateType.RELAYED or known.component != component:
+                    self.stats["tcp-relayed-redundant"] += 1  # a host one there, or another component's
                 else:
+                    if tcptype is TcpType.ACTIVE:
+                        self._tcp.relay_of[addr] = relayed  # allocated again (RFC 8656 §8): a new relayed port
                     made.append(known)
                 continue
             same = sum(1 for c in self._tcp.bases.values() if c.component == component

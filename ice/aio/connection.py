@@ -214,11 +214,12 @@ class Connection:
     def relay_kinds(self) -> tuple[bool, ...]:
         """The allocations made per component, True for a TURN TCP allocation (RFC 6062: relayed TCP candidates,
         RFC 6544 §5.3): with ``transports`` "tcp" a TCP one, with "both" a UDP and a TCP one, with "udp" a UDP
-        one. A TCP allocation needs the TURN server reached over TCP or TLS (``turn.transport``); without that
-        a TCP-only connection relays through a UDP allocation."""
+        one. A TCP allocation needs the TURN server reached over TCP (``turn.transport`` "tcp"; its data
+        connections are plain TCP: over TLS they would need TLS too, which the ICE-TCP driver does not do); without
+        that a TCP-only connection relays through a UDP allocation."""
         if self.turn is None:
             return ()
-        tcp = self.turn.stream and self.transports != "udp"
+        tcp = self.turn.transport == "tcp" and self.transports != "udp"
         if self.transports == "tcp":
             return (tcp,)
         return (False, True) if tcp else (False,)

@@ -4,6 +4,7 @@ of a scenario cell runs."""
 from __future__ import annotations
 
 import random
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -135,6 +136,7 @@ class SimPair:
             cfg = replace(cfg, tcp=replace(cfg.tcp, enabled=True))
         self.a = IceAgent(controlling in ("a", "both"), cfg, rng=random.Random(seed * 2 + 1))
         self.b = IceAgent(controlling in ("b", "both"), cfg, rng=random.Random(seed * 2 + 2))
+        self.tcp_types = {"a": tcp_types[0], "b": tcp_types[1]}
         self.ea, self.tcp_a = _peer(net, PEERS[0], self.a, turn_config, relay_only, transports, tcp_types[0],
                                     self.blocked["a"])
         self.eb, self.tcp_b = _peer(net, PEERS[1], self.b, turn_config, relay_only, transports, tcp_types[1],
@@ -238,6 +240,8 @@ class SimPair:
         fabric = net.fabric
         assert fabric is not None
         endpoint = self.ea if side == "a" else self.eb
+        agent = self.a if side == "a" else self.b
+        driver = self.tcp_a if side == "a" else self.tcp_b
         old = fabric.addresses(side)[0]
         new = fabric.spare_address(old)
         fabric.move_address(old, new)
@@ -245,12 +249,29 @@ class SimPair:
         gone = tuple(addr for addr in net.agents if addr[0] == old)
         for addr in gone:
             del net.agents[addr]
-        relays = isinstance(endpoint, RelayedAgent) and any(r.local[0] == old for r in endpoint.relays)
-        turn = ((1, (ip, 5001)),) if relays else ()
-        net.add_endpoint(endpoint, (ip, 5000), *(local for _, local in turn))
-        change = NetworkChange(gone, ((1, (ip, 5000)),), turn, () if self.relay_only else (self.stun,),
-                               offer_hosts=not self.relay_only)
-        endpoint.network_changed(net.now, change)
+        moved = [r for r in endpoint.relays if r.local[0] == old] if isinstance(endpoint, RelayedAgent) else []
+        turn = tuple((r.component, (ip, 5001)) for r in moved if not r.tcp)
+        turn_tcp = tuple((r.component, (ip, 5001)) for r in moved if r.tcp)
+        net.add_endpoint(endpoint, (ip, 5000), *(local for _, local in (*turn, *turn_tcp)))
+        for r in moved:
+            if (r.local, r.client.server) in net.streams:  # TURN over TCP: a new control connection
+                net.remove_stream(r.local, r.client.server)
+                net.add_stream((ip, 5001), r.client.server)
+        hosts = ((1, (ip, 5000)),) if self.transports != "tcp" else ()
+        tcp_hosts: tuple[tuple[int, Address, TcpType], ...] = ()
+        if driver is not None and not self.relay_only:  # ICE-TCP: listeners on the new address (RFC 6544 §4.1)
+            stack = driver.stacks[ip] = net.tcp.get(ip) or net.add_tcp(ip)
+            if stack.events is None:
+                stack.events = deque()
+            tcp_hosts = tuple((1, local, t) for local, t in driver.open(ip, self.tcp_types[side], TCP_PORT))
+        tcp_gone = tuple(b for b in agent.tcp_bases if b[0] == old)
+        change = NetworkChange((*gone, *tcp_gone), hosts, turn, () if self.relay_only else (self.stun,),
+                               not self.relay_only, tcp_hosts, turn_tcp)
+        srflx = bool(tcp_hosts) and not self.blocked[side]
+        endpoint.network_changed(net.now, change, final=not srflx)
+        if srflx and driver is not None:  # their server-reflexive TCP candidates, then end-of-candidates
+            driver.on_gathered = endpoint.end_of_local_candidates
+            driver.gather_server_reflexive(net.now, self.stun)
         return old, ip
 
     def _answer_restart(self, moved: IceAgent, peer: IceAgent) -> None:

@@ -93,14 +93,23 @@ class SimTcpDriver:
 
     def add_candidates(self, ip: str, tcptypes: tuple[TcpType, ...], first_port: int) -> None:
         """A TCP host candidate of each type on ``ip``: passive and so ones listen on ports from ``first_port``."""
+        for local, tcptype in self.open(ip, tcptypes, first_port):
+            self.agent.add_tcp_host_candidate(local, tcptype)
+
+    def open(self, ip: str, tcptypes: tuple[TcpType, ...], first_port: int) -> list[tuple[Address, TcpType]]:
+        """The sockets of TCP host candidates of each type on ``ip`` (passive and so ones listen on ports from
+        ``first_port``; an active one is the IP with port 0), not yet told to the agent (a network change tells
+        it, :class:`~ice.agent.network.NetworkChange`'s ``tcp_hosts``)."""
+        out: list[tuple[Address, TcpType]] = []
         port = first_port
         for tcptype in tcptypes:
             if tcptype is TcpType.ACTIVE:
-                self.agent.add_tcp_host_candidate((ip, 0), tcptype)
+                out.append(((ip, 0), tcptype))
                 continue
             self.stacks[ip].listen((ip, port))
-            self.agent.add_tcp_host_candidate((ip, port), tcptype)
+            out.append(((ip, port), tcptype))
             port += 1
+        return out
 
     def listen_candidates(self) -> None:
         """Listen on every passive and so host candidate's address the agent has on one of the stacks (candidates

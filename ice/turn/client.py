@@ -428,6 +428,10 @@ class TurnClient:
                     self._events.append(AllocationFailed(408, "the TURN server did not answer"))
                 elif pending.message.method == Method.REFRESH:
                     self._refresh_failed(now, 408, "the TURN server did not answer")
+                elif pending.message.method == Method.CONNECT:  # RFC 6062 §4.3: its outcome is always reported
+                    target = pending.message.get(XorPeerAddress)
+                    if target is not None:
+                        self._events.append(PeerConnectFailed(target.address, 408, "the TURN server did not answer"))
         if self.state is not TurnState.ALLOCATED:
             return
         if self._refresh_at is not None and now >= self._refresh_at:
