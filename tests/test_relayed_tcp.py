@@ -25,7 +25,7 @@ from ice.agent.tcp import (
 from ice.aio.connection import Connection
 from ice.aio.turn_server import TurnServerRunner
 from ice.relayed import RelayedAgent
-from ice.stun.attributes import Address, ConnectionId
+from ice.stun.attributes import Address, ConnectionId, ErrorCode
 from ice.stun.message import Message, MessageClass, Method, parse
 from ice.turn.client import ConnectionAttempt, TurnClientConfig
 from ice.turn.server import TurnServer, TurnServerConfig
@@ -95,6 +95,30 @@ class _World:
             out.append(i)
         return out
 
+    @property
+    def address(self) -> Address:
+        """The allocation's relayed address."""
+        assert self.relay.relayed is not None
+        return self.relay.relayed
+
+    def checks_start(self) -> list[object]:
+        """A passive remote candidate; the first check is due: the server's intents it caused."""
+        self.remote(PEER, TcpType.PASSIVE)
+        self.now = 1.0
+        self.relayed.handle_timeout(self.now)
+        self.pump()
+        return self.server_intents()
+
+    def peer_connects(self) -> int:
+        """An active remote candidate connects to the relayed address: the data connection opened for it."""
+        self.remote(PEER, TcpType.ACTIVE)
+        self.pump()
+        self.server.tcp.handle_event(self.now, PeerAccepted(self.address, PEER))
+        self.pump()
+        connects = [i for i in self.intents if isinstance(i, TcpConnect)]
+        assert len(connects) == 1 and connects[0].remote == SERVER
+        return connects[0].conn
+
     def remote(self, address: Address, tcptype: TcpType) -> Candidate:
         cand = tcp_candidate(CandidateType.HOST, tcptype, address)
         self.agent.set_remote_credentials(self.now, "ufrag", "passwordpasswordpassword")
@@ -136,16 +160,12 @@ def test_a_tcp_allocation_gives_a_passive_and_an_active_relayed_candidate() -> N
 
 def test_an_active_relayed_connection_is_a_connect_then_a_bound_data_connection() -> None:
     w = _World()
-    w.remote(PEER, TcpType.PASSIVE)
-    w.now = 1.0
-    w.relayed.handle_timeout(w.now)
-    w.pump()
+    intents = w.checks_start()
     # No socket for the driver yet: the server is asked to connect (a permission for the peer first).
     assert not [i for i in w.intents if isinstance(i, TcpConnect)]
-    assert w.relay.relayed is not None
-    assert [i for i in w.server_intents() if isinstance(i, ConnectPeer)] == [ConnectPeer(w.relay.relayed, PEER)]
+    assert [i for i in intents if isinstance(i, ConnectPeer)] == [ConnectPeer(w.address, PEER)]
     assert PEER[0] in w.relay.client.permissions
-    w.server.tcp.handle_event(w.now, PeerConnected(w.relay.relayed, PEER))
+    w.server.tcp.handle_event(w.now, PeerConnected(w.address, PEER))
     w.pump()
     connects = [i for i in w.intents if isinstance(i, TcpConnect)]
     assert len(connects) == 1 and connects[0].remote == SERVER and connects[0].local == (CONTROL[0], 0)
@@ -164,12 +184,8 @@ def test_an_active_relayed_connection_is_a_connect_then_a_bound_data_connection(
 
 def test_a_refused_connect_fails_the_connection_attempt() -> None:
     w = _World()
-    w.remote(PEER, TcpType.PASSIVE)
-    w.now = 1.0
-    w.relayed.handle_timeout(w.now)
-    w.pump()
-    w.server_intents()
-    w.server.tcp.handle_event(w.now, PeerConnectFailed(w.relay.relayed, PEER, "refused"))  # type: ignore[arg-type]
+    w.checks_start()
+    w.server.tcp.handle_event(w.now, PeerConnectFailed(w.address, PEER, "refused"))
     w.pump()
     assert w.agent.stats["tcp-connect-failed"] == 1
     assert w.relay.client.stats["error-447"] == 1
@@ -178,35 +194,25 @@ def test_a_refused_connect_fails_the_connection_attempt() -> None:
 
 def test_a_peer_connecting_to_the_relayed_address_is_accepted_after_connectionbind() -> None:
     w = _World(controlling=False)
-    w.remote(PEER, TcpType.ACTIVE)
-    w.pump()
+    conn = w.peer_connects()
     assert PEER[0] in w.relay.client.permissions  # RFC 6062 §5.3: needed before the peer may connect
-    w.server.tcp.handle_event(w.now, PeerAccepted(w.relay.relayed, PEER))  # type: ignore[arg-type]
-    w.pump()
-    connects = [i for i in w.intents if isinstance(i, TcpConnect)]
-    assert len(connects) == 1 and connects[0].remote == SERVER
-    answer = w.bind(connects[0].conn, (CONTROL[0], 40002))
+    answer = w.bind(conn, (CONTROL[0], 40002))
     assert w.agent.stats["tcp-accepted"] == 0
     # The peer's first frame came right behind the ConnectionBind response, in the same read.
     check = Message(Method.BINDING, MessageClass.REQUEST).encode(fingerprint=True)
-    w.relayed.handle_tcp_data(w.now, connects[0].conn, answer + frame(check))
+    w.relayed.handle_tcp_data(w.now, conn, answer + frame(check))
     assert w.agent.stats["tcp-accepted"] == 1 and w.agent.stats["tcp-relay-bound"] == 1
     assert w.agent.stats["tcp-frames"] == 1  # the frame reached the agent (unauthenticated: answered 400)
 
 
 def test_a_refused_connectionbind_closes_the_data_connection() -> None:
     w = _World(controlling=False)
-    w.remote(PEER, TcpType.ACTIVE)
-    w.pump()
-    w.server.tcp.handle_event(w.now, PeerAccepted(w.relay.relayed, PEER))  # type: ignore[arg-type]
-    w.pump()
-    conn = next(i for i in w.intents if isinstance(i, TcpConnect)).conn
+    conn = w.peer_connects()
     w.relayed.handle_tcp_event(w.now, TcpConnected(conn))
     w.intents.clear()
     w.pump()
     request = parse(next(i for i in w.intents if isinstance(i, TcpSend)).data)
     refusal = Message(Method.CONNECTION_BIND, MessageClass.ERROR, request.transaction_id)
-    from ice.stun.attributes import ErrorCode
     refusal.attributes.append(ErrorCode(400, "Bad Request"))
     w.intents.clear()
     w.relayed.handle_tcp_data(w.now, conn, refusal.encode(fingerprint=True))
@@ -217,12 +223,8 @@ def test_a_refused_connectionbind_closes_the_data_connection() -> None:
 
 def test_a_data_connection_that_fails_before_its_bind_fails_the_agents_attempt() -> None:
     w = _World()
-    w.remote(PEER, TcpType.PASSIVE)
-    w.now = 1.0
-    w.relayed.handle_timeout(w.now)
-    w.pump()
-    w.server_intents()
-    w.server.tcp.handle_event(w.now, PeerConnected(w.relay.relayed, PEER))  # type: ignore[arg-type]
+    w.checks_start()
+    w.server.tcp.handle_event(w.now, PeerConnected(w.address, PEER))
     w.pump()
     conn = next(i for i in w.intents if isinstance(i, TcpConnect)).conn
     w.relayed.handle_tcp_event(w.now, TcpConnectFailed(conn, "refused"))
@@ -301,11 +303,8 @@ def test_an_unanswered_connect_is_reported_and_forgotten() -> None:
     # RFC 6062 §4.3: the Connect's outcome is always reported, a timeout too (408), so the next attempt to that
     # peer sends a new Connect rather than waiting for one that will never be answered.
     w = _World()
-    w.remote(PEER, TcpType.PASSIVE)
-    w.now = 1.0
-    w.relayed.handle_timeout(w.now)
-    w.pump()
-    assert list(w.relayed.tcp.connecting) == [(w.relay.relayed, PEER)]
+    w.checks_start()
+    assert list(w.relayed.tcp.connecting) == [(w.address, PEER)]
     while (at := w.relayed.next_timeout()) is not None and at < 60.0:
         w.now = at
         w.relayed.handle_timeout(w.now)
@@ -343,12 +342,7 @@ def test_permissions_follow_the_remote_candidates_across_a_restart() -> None:
 
 def test_an_incoming_data_connection_never_bound_is_closed() -> None:
     w = _World(controlling=False)
-    w.remote(PEER, TcpType.ACTIVE)
-    w.pump()
-    assert w.relay.relayed is not None
-    w.server.tcp.handle_event(w.now, PeerAccepted(w.relay.relayed, PEER))
-    w.pump()
-    conn = next(i for i in w.intents if isinstance(i, TcpConnect)).conn
+    conn = w.peer_connects()
     w.relayed.handle_tcp_event(w.now, TcpConnected(conn))  # the ConnectionBind goes; no answer ever comes
     w.intents.clear()
     at = w.relayed.tcp.next_timeout()
