@@ -70,6 +70,10 @@ class TcpRelaying:
         self.connecting: dict[tuple[Address, Address], list[int]] = {}
         """(relayed, peer) -> the agent's connection ids waiting for that Connect's answer (a reconnect while one
         is pending waits for it rather than sending another, which the server would refuse with 446)."""
+        self._seen: tuple[int, str, str | None] | None = None
+        """(count, local ufrag, remote ufrag) when :meth:`permit` last went through the remote candidates: it runs
+        on every poll and does nothing until they change. Within an ICE generation the list only grows (a
+        peer-reflexive candidate replaced by its signalled self keeps its address); a restart starts another."""
 
     # -------------------------------------------------------------------------------- the TURN client's side
 
@@ -77,6 +81,7 @@ class TcpRelaying:
         assert relay.relayed is not None
         self.agent.add_tcp_relayed_candidates(relay.relayed, relay.client.mapped, relay.client.server[0],
                                               relay.component)
+        self._seen = None  # the new allocation needs permissions for the remote candidates so far
 
     def dropped(self, relay: Relay) -> None:
         """``relay``'s allocation is gone (its socket's address left, or it was made again): its Connects and its
@@ -126,7 +131,12 @@ class TcpRelaying:
     def permit(self, now: float, relays: Iterable[Relay]) -> None:
         """A permission for every remote candidate's IP on each allocated TCP relay (RFC 6062 §5.3: the server
         closes connections from peers without one; RFC 8656 §9 for the peers the agent connects to)."""
-        ips = {c.host for c in self.agent.remote_candidates}
+        remotes = self.agent.remote_candidates
+        seen = (len(remotes), self.agent.ufrag, self.agent.remote_ufrag)
+        if seen == self._seen:
+            return
+        self._seen = seen
+        ips = {c.host for c in remotes}
         for relay in relays:
             if relay.relayed is None or relay.client.state is not TurnState.ALLOCATED:
                 continue
