@@ -207,7 +207,7 @@ class RelayedAgent:
     def handle_timeout(self, now: float) -> None:
         self._now = now
         self.agent.handle_timeout(now)
-        if self._by_tcp_relayed:
+        if self.tcp.data:
             self.tcp.handle_timeout(now)
         for relay in self.relays:
             at = relay.client.next_timeout()
@@ -217,7 +217,7 @@ class RelayedAgent:
         self._pull(now)
 
     def next_timeout(self) -> float | None:
-        times = [t for t in (self.agent.next_timeout(), self.tcp.next_timeout(),
+        times = [t for t in (self.agent.next_timeout(), self.tcp.next_timeout() if self.tcp.data else None,
                              *(r.client.next_timeout() for r in self.relays)) if t is not None]
         return min(times) if times else None
 
