@@ -453,6 +453,122 @@ def relayed_seeds(cap: Capture) -> list[bytes]:
     return seeds
 
 
+def _rt_op(w: Writer, code: int, which: int = 0) -> Writer:
+    """An operation of the relayed-tcp target on the newest connection the driver was asked to open (``which``
+    counts back from it)."""
+    return w.u8(code).u8(1).u8(which)
+
+
+def _rt_answer(w: Writer, index: int = 0, cid: int = 0x1234, error: bool = False) -> None:
+    """Operation 1: the server answers the newest TURN request (``index`` back); a Connect with its CONNECTION-ID,
+    or, with ``error``, an error response (447)."""
+    _rt_op(w, 1).u8(1).u8(index)
+    if error:
+        # not a success with its id: client_response's fields (no other method, an error, 447, no REALM, no
+        # ALTERNATE-SERVER, no extra attribute, signed, with FINGERPRINT)
+        w.u8(0).u8(1).u8(1).u8(1).u8(t._ERRORS.index(447)).blob(b"x").u8(0).u8(0).u8(0).u8(1).u8(1)
+    else:
+        w.u8(1).u32(cid).u8(1)
+
+
+def _rt_bind(w: Writer, code: int | None = None, extra: bytes = b"", split: int | None = None) -> None:
+    """Operation 4: the ConnectionBind answer on the newest connection (success, or the error ``code``), perhaps
+    with the peer's first bytes behind it, perhaps read in two parts."""
+    _rt_op(w, 4)
+    if code is None:
+        w.u8(1)
+    else:
+        w.u8(0).u8((401, 438, 400, 403).index(code)).u8(1)
+    w.u8(1)
+    if extra:
+        w.u8(0).blob(extra)
+    else:
+        w.u8(1)
+    if split is None:
+        w.u8(1)
+    else:
+        w.u8(0).u8(split)
+
+
+def _rt_answer_check(w: Writer, index: int = 0) -> None:
+    """Operation 5: the peer answers our check (``index`` back from the newest), success, signed."""
+    _rt_op(w, 5).u8(1).u8(1).u8(index).u8(1).u8(0).u8(0).u8(1)
+
+
+def _rt_peer_check(w: Writer, use: bool, role: int = 0) -> None:
+    """Operation 5: the peer's check on the newest connection, signed with our password."""
+    _rt_op(w, 5).u8(0).u32(0x6E7F1EFF).u8(role)
+    if role < 2:
+        w.u64(0x99)
+    w.u8(1 if use else 0).u8(1).raw(b"peer-check01")
+
+
+def _rt_later(w: Writer, dt: float) -> None:
+    _rt_op(w, 6).u8(1).u8(t.DTS.index(dt))
+
+
+def _rt_attempt(w: Writer, remote: int = 1, cid: int = 0x777) -> None:
+    """Operation 2: a ConnectionAttempt indication, the peer at REMOTES[remote]."""
+    _rt_op(w, 2).u32(cid).u8(0).u8(remote).u8(1).raw(b"attempt-0001")
+
+
+def relayed_tcp_seeds(cap: Capture) -> list[bytes]:
+    seeds = [Writer().u8(0x05).u64(5).u8(0).u8(0).u8(0).blob(d).data()
+             for d in _unique([d for _, _, d in cap["client-stream"]], 6)]
+    for flags in (0x05, 0x07, 0x25, 0x35):  # controlling: the active relayed candidate connects (a Connect)
+        w = Writer().u8(flags).u64(0x77)
+        _rt_answer(w)
+        _rt_op(w, 3).u8(0)  # the data connection is up: its ConnectionBind goes
+        _rt_bind(w)
+        _rt_answer_check(w)
+        _rt_answer_check(w)  # the nomination
+        _rt_later(w, 5.0)
+        _rt_later(w, 30.0)
+        _rt_op(w, 7).u8(2)  # close: deallocate
+        seeds.append(w.data())
+    for flags in (0x14, 0x34):  # controlled: the peer connects to the passive relayed candidate
+        w = Writer().u8(flags).u64(0x99)
+        _rt_attempt(w)
+        _rt_op(w, 3).u8(0)
+        _rt_bind(w, extra=b"\x00\x04data")
+        _rt_peer_check(w, use=True)
+        _rt_later(w, 0.05)
+        _rt_answer_check(w)
+        _rt_later(w, 30.0)
+        seeds.append(w.data())
+    w = Writer().u8(0x14).u64(0x98)  # a ConnectionBind answered 401 first, then bound; read in two parts
+    _rt_attempt(w)
+    _rt_op(w, 3).u8(0)
+    _rt_bind(w, code=401)
+    _rt_bind(w, split=7)
+    _rt_peer_check(w, use=False, role=0)
+    seeds.append(w.data())
+    w = Writer().u8(0x05).u64(0x76)  # the Connect refused, the data connection refused, a timeout
+    _rt_answer(w, error=True)
+    _rt_later(w, 0.5)
+    _rt_answer(w)
+    _rt_op(w, 3).u8(1)
+    _rt_later(w, 5.0)
+    _rt_later(w, 60.0)
+    seeds.append(w.data())
+    w = Writer().u8(0x05).u64(0x75)  # connected, then the network changes and an ICE restart follows
+    _rt_answer(w)
+    _rt_op(w, 3).u8(0)
+    _rt_bind(w)
+    _rt_answer_check(w)
+    _rt_answer_check(w)
+    _rt_op(w, 7).u8(4)
+    _rt_later(w, 1.0)
+    _rt_op(w, 7).u8(0)
+    _rt_later(w, 1.0)
+    seeds.append(w.data())
+    w = Writer().u8(0x10).u64(0x74)  # no allocation yet: a ConnectionAttempt is ignored
+    _rt_attempt(w)
+    _rt_later(w, 5.0)
+    seeds.append(w.data())
+    return seeds
+
+
 SDP_LINES = [
     "a=candidate:1 1 udp 2130706431 192.0.2.1 54400 typ host",
     "candidate:2 1 UDP 1694498815 203.0.113.7 61000 typ srflx raddr 192.0.2.1 rport 54400 generation 0",
@@ -523,6 +639,7 @@ SEEDS: dict[str, Callable[[Capture], list[bytes]]] = {
     "turn-client": turn_client_seeds,
     "agent": agent_seeds,
     "relayed": relayed_seeds,
+    "relayed-tcp": relayed_tcp_seeds,
     "sdp": sdp_seeds,
     "stream": stream_seeds,
 }

@@ -32,6 +32,7 @@ from fuzz.reader import Reader
 from ice.agent.agent import IceAgent
 from ice.agent.candidate import Candidate, CandidateType, candidate_priority
 from ice.agent.config import AgentConfig, Nomination
+from ice.agent.network import NetworkChange
 from ice.agent.sdp import IceDescription
 from ice.agent.tcp import ConnState as TcpConnState
 from ice.agent.tcp import (
@@ -43,6 +44,7 @@ from ice.agent.tcp import (
     TcpConnectFailed,
     TcpSend,
     TcpType,
+    tcp_candidate,
 )
 from ice.agent.tcp import frame as rfc4571_frame
 from ice.agents.pair import parse_selected
@@ -1312,6 +1314,8 @@ def agent(data: bytes) -> None:
 
 
 TURN_LOCAL = ("198.51.100.1", 40000)
+TURN_LOCAL2 = ("198.51.100.2", 40000)
+"""The TURN client's socket after a network change."""
 """The relayed agent's socket to the TURN server (its host candidate is BASES[0])."""
 
 
@@ -1464,6 +1468,240 @@ def relayed(data: bytes) -> None:
             drain()
             run_timers(composed, now, drain)
         composed.next_timeout()
+
+
+def relayed_tcp(data: bytes) -> None:
+    """Relayed TCP candidates (RFC 6544 §5.3) over a TURN TCP allocation (RFC 6062): the ICE-over-TURN composition's
+    :class:`~ice.relayed_tcp.TcpRelaying`. The input plays the TURN server on the control connection (answers to
+    the client's requests, Connect answers with or without a CONNECTION-ID, ConnectionAttempt indications, raw
+    bytes), the driver (data connections up, refused or closed; what is read on them: ConnectionBind answers, the
+    peer's RFC 4571 frames, garbage, in any split), the peer (checks signed with the agent's password, answers to
+    its checks) and time. Checked besides "nothing raises": no intent for the driver goes through an allocation
+    (``TcpConnect.relayed`` is the composition's), every TcpSend and TcpClose names a connection the driver was
+    asked to open (or one it reported), a data connection's first message is its ConnectionBind, the composition's
+    pending Connects and data connections belong to an allocation it has, and its timer makes progress."""
+    from ice.relayed import RelayedAgent
+
+    r = Reader(data)
+    flags = r.u8()
+    ice = IceAgent(controlling=bool(flags & 1), config=AgentConfig(tcp=TcpConfig(enabled=True)), ufrag="LOCL",
+                   pwd=LOCAL_PWD, tie_breaker=r.u64() or 1, rng=random.Random(7))
+    composed = RelayedAgent(ice, TurnClientConfig(SERVER, "user", "pass", transport="tcp"))
+    relay = composed.add_allocation(TURN_LOCAL, tcp=True)
+    LAST["relayed-tcp"] = ice
+    client = relay.client
+    CIDS.clear()
+    now = T0
+    turn_pending: list[tuple[bytes, int]] = []
+    opened: list[int] = []
+    """Connections the driver was asked to open, oldest first (the harness is the driver)."""
+    known: set[int] = set()
+    """Every connection the driver was asked to open or reported on (an intent may name only these)."""
+    binds: dict[int, bytes] = {}
+    """Data connection -> the transaction ID of its ConnectionBind."""
+    checks: list[tuple[int, bytes]] = []
+    """(connection, transaction ID) of the agent's checks sent on TCP."""
+
+    def drain() -> None:
+        for _ in range(100):  # a TCP intent can make a TURN request (a Connect) and the other way round
+            if not drain_once():
+                break
+        else:
+            raise FuzzFailure("the composition keeps producing output with no input")
+        del turn_pending[:-16]
+        del checks[:-16]
+        del opened[:-32]
+        while composed.next_event() is not None:
+            pass
+        for (relayed, _), waiting in composed.tcp.connecting.items():
+            expect(relayed == relay.relayed and bool(waiting), "a pending Connect of no allocation (or unwaited)")
+        for d in composed.tcp.data.values():  # a bound one is the agent's: it ends when the server closes it
+            expect(d.bound or d.relay in composed.relays, "a pending data connection of an allocation that is gone")
+
+    def drain_once() -> bool:
+        moved = False
+        while (t := composed.poll_transmit()) is not None:
+            moved = True
+            sendable(t)
+            expect(t.local in (TURN_LOCAL, TURN_LOCAL2) and t.remote == client.server,  # ALTERNATE-SERVER moves it
+                   f"a datagram that is not the TURN client's: {t.local} -> {t.remote}")
+            m = own_stun(t.data)
+            if m is not None and m.message_class is MessageClass.REQUEST:
+                turn_pending.append((m.transaction_id, m.method))
+        while (i := composed.poll_tcp()) is not None:
+            moved = True
+            if isinstance(i, TcpConnect):
+                expect(i.relayed is None, "a connection through the allocation reached the driver")
+                opened.append(i.conn)
+                known.add(i.conn)
+            elif isinstance(i, TcpSend):
+                expect(i.conn in known, f"a write on connection {i.conn}, never opened")
+                pending = composed.tcp.data.get(i.conn)
+                if pending is not None and not pending.bound:  # RFC 6062 §4.4: ConnectionBind, not framed
+                    m = own_stun(i.data)
+                    expect(m is not None and m.method == Method.CONNECTION_BIND, "a data connection's first "
+                           "message is not its ConnectionBind")
+                    assert m is not None
+                    binds[i.conn] = m.transaction_id
+                    REACHED["relayed-tcp-bind-sent"] += 1
+                    continue
+                for payload in split_rfc4571(i.data):
+                    m = own_stun(payload)
+                    if m is not None and m.message_class is MessageClass.REQUEST:
+                        checks.append((i.conn, m.transaction_id))
+            else:
+                expect(i.conn in known, f"a close of connection {i.conn}, never opened")
+                if i.conn in opened:
+                    opened.remove(i.conn)
+        return moved
+
+    def from_server(datagram: bytes) -> None:
+        composed.handle_datagram(now, relay.local, client.server, datagram)
+        drain()
+
+    if flags & 0x02:
+        ice.add_tcp_host_candidate(("198.51.100.1", 0), TcpType.ACTIVE)
+    composed.start(now)
+    drain()
+    if flags & 0x04 and turn_pending:  # the allocation through the 401 round trip
+        tid, method = turn_pending.pop()
+        from_server(Message(method, MessageClass.ERROR, tid, [a.ErrorCode(401, "Unauthorized"), a.Realm(REALM),
+                                                              a.Nonce("n0nce")]).encode(fingerprint=True))
+        if turn_pending:
+            tid, method = turn_pending.pop()
+            from_server(Message(method, MessageClass.SUCCESS, tid,
+                                [a.XorRelayedAddress("192.0.2.1", 50000), a.XorMappedAddress(*TURN_LOCAL),
+                                 a.Lifetime(600)]).encode(_LONG_KEYS["user"], fingerprint=True))
+    if not flags & 0x08:
+        ice.set_remote_credentials(now, "RMTE", REMOTE_PWD)
+    for i, (host, port) in enumerate(REMOTES[: 1 + (flags >> 4) % 4]):
+        tcptype = (TcpType.PASSIVE, TcpType.ACTIVE, TcpType.PASSIVE, TcpType.SO)[i]
+        kind = (CandidateType.HOST, CandidateType.SERVER_REFLEXIVE, CandidateType.RELAYED, CandidateType.HOST)[i]
+        ice.add_remote_candidate(now, tcp_candidate(kind, tcptype, (host, port)))
+    ice.add_remote_candidate(now, None)
+    drain()
+    run_timers(composed, now, drain)
+
+    for _ in range(MAX_OPS):
+        if not r.remaining():
+            break
+        op, known_one, which = r.u8() % 8, r.u8() % 8, r.u8()
+        conn = opened[-1 - which % len(opened)] if opened and known_one else which  # 0: the newest
+        if op == 0:  # raw bytes on the control connection
+            from_server(r.blob())
+        elif op == 1:  # the server answers one of the client's requests (Connect: with its CONNECTION-ID)
+            newest, index = r.u8() % 8, r.u8()
+            if turn_pending and newest:
+                tid, method = turn_pending[-1 - index % len(turn_pending)]
+            else:
+                tid, method = _tid(r), r.pick(_METHODS)
+            if method == Method.CONNECT and r.u8() % 4:
+                cid = r.u32()
+                CIDS.append(cid)
+                del CIDS[:-8]
+                from_server(Message(method, MessageClass.SUCCESS, tid, [a.ConnectionId(cid)]).encode(
+                    _LONG_KEYS["user"] if r.u8() % 8 else None, fingerprint=True))
+            else:
+                from_server(client_response(r, tid, method, client._key))
+        elif op == 2:  # a peer connected to the relayed address: ConnectionAttempt (RFC 6062 §4.4)
+            cid = CIDS[r.u8() % len(CIDS)] if CIDS and r.flag() else r.u32()
+            attrs: list[a.Attribute] = [a.ConnectionId(cid), a.XorPeerAddress(*_address(r, REMOTES))]
+            if r.u8() % 8 == 0:
+                attrs = attrs[r.u8() % 2:]
+            from_server(Message(Method.CONNECTION_ATTEMPT, MessageClass.INDICATION, _tid(r), attrs).encode(
+                fingerprint=True))
+        elif op == 3:  # the driver reports on a connection
+            event = r.u8() % 3
+            ev = TcpConnected(conn) if event == 0 else TcpConnectFailed(conn, "refused") if event == 1 \
+                else TcpClosed(conn)
+            if event and conn in opened:
+                opened.remove(conn)
+            known.add(conn)
+            composed.handle_tcp_event(now, ev)
+            drain()
+        elif op == 4:  # the server answers a ConnectionBind, perhaps with the peer's first bytes behind it
+            tid = binds.get(conn) or _tid(r)
+            answer = r.u8() % 4
+            if answer == 0:
+                msg = Message(Method.CONNECTION_BIND, MessageClass.ERROR, tid, [
+                    a.ErrorCode(r.pick((401, 438, 400, 403)), "x"), a.Realm(REALM if r.flag() else r.text(20)),
+                    a.Nonce("n0nce2")])
+            else:
+                msg = Message(Method.CONNECTION_BIND, MessageClass.SUCCESS, tid)
+            raw = msg.encode(_LONG_KEYS["user"] if r.flag() else None, fingerprint=True)
+            raw += r.blob(200) if r.u8() % 4 == 0 else b""
+            cut = r.u8() % (len(raw) + 1) if r.u8() % 4 == 0 else len(raw)
+            known.add(conn)
+            composed.handle_tcp_data(now, conn, raw[:cut])
+            drain()
+            if cut < len(raw):
+                composed.handle_tcp_data(now, conn, raw[cut:])
+                drain()
+        elif op == 5:  # the peer over a connection: a check, an answer to one of ours, or bytes
+            what = r.u8() % 3
+            if what == 0:
+                attrs = [a.Username(f"{ice.ufrag}:{ice.remote_ufrag or 'RMTE'}"), a.Priority(r.u32())]
+                role = r.u8() % 3
+                if role < 2:
+                    attrs.append(a.IceControlling(r.u64()) if role == 0 else a.IceControlled(r.u64()))
+                if r.flag():
+                    attrs.append(a.UseCandidate())
+                key = IntegrityKey(ice.pwd.encode()) if r.u8() % 8 else _WRONG_SHORT
+                payload = rfc4571_frame(Message(Method.BINDING, MessageClass.REQUEST, _tid(r), attrs).encode(
+                    key, fingerprint=True))
+            elif what == 1:
+                newest, index = r.u8() % 8, r.u8()
+                if checks and newest:
+                    conn, tid = checks[-1 - index % len(checks)]
+                else:
+                    tid = _tid(r)
+                error = r.u8() % 4 == 0
+                answer_attrs: list[a.Attribute] = [a.ErrorCode(r.pick(_AGENT_ERRORS), "x")] if error else []
+                answer_attrs.append(a.XorMappedAddress(*_address(r, REMOTES)))
+                reply = Message(Method.BINDING, MessageClass.ERROR if error else MessageClass.SUCCESS, tid,
+                                answer_attrs)
+                payload = rfc4571_frame(reply.encode(_REMOTE_KEYS[REMOTE_PWD] if r.u8() % 8 else None,
+                                                     fingerprint=True))
+            else:
+                payload = r.blob()
+            known.add(conn)
+            composed.handle_tcp_data(now, conn, payload)
+            drain()
+        elif op == 6:
+            now += r.pick(DTS) if r.u8() % 8 else r.u32() / 1000
+            run_timers(composed, now, drain)
+        else:
+            call = r.u8() % 5
+            if call == 0:
+                ice.restart(now)
+                ice.set_remote_credentials(now, "RMTE", REMOTE_PWD)
+            elif call == 1:
+                ice.send(b"\xff" + r.blob())
+            elif call == 2:
+                composed.close(now)
+            elif call == 3:
+                host, port = _address(r, REMOTES)
+                ice.add_remote_candidate(now, tcp_candidate(r.pick(list(CandidateType)), r.pick(list(TcpType)),
+                                                            (host, port)))
+            else:  # the control connection's address left: the allocation goes, another is made (RFC 8445 §9)
+                composed.network_changed(now, NetworkChange(gone=(relay.local,), turn_tcp=((1, TURN_LOCAL2),)))
+                relay = composed.relays[-1]
+                client = relay.client
+            drain()
+            run_timers(composed, now, drain)
+        composed.next_timeout()
+
+
+def split_rfc4571(data: bytes) -> list[bytes]:
+    """The frames of one write (RFC 4571 §2); what the agent writes is whole frames."""
+    out = []
+    while len(data) >= 2:
+        n = int.from_bytes(data[:2], "big")
+        expect(len(data) >= 2 + n, "a write with a partial RFC 4571 frame")
+        out.append(data[2:2 + n])
+        data = data[2 + n:]
+    expect(not data, "a write with a stray byte after its frames")
+    return out
 
 
 # ==================================================================================================== SDP
@@ -1633,6 +1871,7 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
     "turn-client": turn_client,
     "agent": agent,
     "relayed": relayed,
+    "relayed-tcp": relayed_tcp,
     "sdp": sdp,
     "stream": stream,
 }

@@ -70,6 +70,9 @@ class TcpRelaying:
         self.connecting: dict[tuple[Address, Address], list[int]] = {}
         """(relayed, peer) -> the agent's connection ids waiting for that Connect's answer (a reconnect while one
         is pending waits for it rather than sending another, which the server would refuse with 446)."""
+        self.unopened: set[int] = set()
+        """The agent's connections whose Connect ended with their allocation before the driver heard of them: the
+        agent's close of one is not passed on."""
         self._seen: tuple[int, str, str | None] | None = None
         """(count, local ufrag, remote ufrag) when :meth:`permit` last went through the remote candidates: it runs
         on every poll and does nothing until they change. Within an ICE generation the list only grows (a
@@ -91,6 +94,8 @@ class TcpRelaying:
             del self.data[d.conn]
             if d.binder is not None:
                 self.out.append(TcpClose(d.conn))
+            elif not d.incoming:
+                self.unopened.add(d.conn)  # the agent will close it; the driver never heard of it
 
     def turn_event(self, now: float, relay: Relay, ev: TurnEvent) -> bool:
         """An RFC 6062 event of ``relay``'s TURN client; False when it is none of them."""
@@ -103,14 +108,14 @@ class TcpRelaying:
                 self.agent.stats["tcp-relay-connect-unused"] += 1  # the agent gave up meanwhile
                 return True
             for older in waiting[:-1]:
-                self._fail(now, self.data.pop(older), "superseded")
+                self._end(now, self.data.pop(older), "superseded")
             self._open(now, self.data[waiting[-1]], ev.connection_id)
         elif isinstance(ev, PeerConnectFailed):
             assert relay.relayed is not None
             for conn in self.connecting.pop((relay.relayed, ev.peer), []):
                 refused = self.data.pop(conn, None)
                 if refused is not None:
-                    self._fail(now, refused, f"TURN Connect refused: {ev.code} {ev.reason}".strip())
+                    self._end(now, refused, f"TURN Connect refused: {ev.code} {ev.reason}".strip())
         elif isinstance(ev, ConnectionAttempt):
             # Unauthenticated (an indication): only on a TCP allocation that is up, and no more unbound ones than
             # the agent takes accepted connections (AgentConfig.max_pairs).
@@ -168,6 +173,9 @@ class TcpRelaying:
             if isinstance(intent, TcpConnect) and intent.relayed is not None:
                 self._connect(now, intent)
                 continue
+            if isinstance(intent, TcpClose) and intent.conn in self.unopened:
+                self.unopened.discard(intent.conn)
+                continue
             if isinstance(intent, TcpClose) and intent.conn in self.data:
                 d = self.data.pop(intent.conn)
                 if d.binder is None:
@@ -181,8 +189,10 @@ class TcpRelaying:
             if d is not None and not isinstance(ev, TcpConnected):
                 del self.data[ev.conn]
             return False
+        if d.binder is None:  # its Connect is unanswered: the driver was never asked for it
+            self.agent.stats["tcp-relay-event-unexpected"] += 1
+            return True
         if isinstance(ev, TcpConnected):
-            assert d.binder is not None
             self.out.append(TcpSend(d.conn, d.binder.request()))  # RFC 6062 §4.4: the first and only STUN message
             return True
         del self.data[d.conn]
@@ -196,7 +206,9 @@ class TcpRelaying:
         d = self.data.get(conn)
         if d is None or d.bound:
             return False
-        assert d.binder is not None
+        if d.binder is None:  # its Connect is unanswered: nothing can have been read on it
+            self.agent.stats["tcp-relay-data-unexpected"] += 1
+            return True
         d.buffer += data
         if len(d.buffer) < STUN_HEADER:
             return True
@@ -256,6 +268,14 @@ class TcpRelaying:
         d.binder = ConnectionBinder(client.config.username, client.config.password, connection_id,
                                     *(credentials or (None, None)))
         self.out.append(TcpConnect(d.conn, (d.relay.local[0], 0), client.server))
+
+    def _end(self, now: float, d: DataConnection, reason: str) -> None:
+        """A Connect that never reached the driver ended: the agent hears of it, unless it gave up on the
+        connection already (its close, queued, must then not reach the driver, which never heard of it)."""
+        if self.agent.has_tcp_connection(d.conn):
+            self._fail(now, d, reason)
+        else:
+            self.unopened.add(d.conn)
 
     def _fail(self, now: float, d: DataConnection, reason: str) -> None:
         if d.incoming:

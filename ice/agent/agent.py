@@ -1439,6 +1439,11 @@ class IceAgent:
         the TURN server's."""
         return [b for b, c in self._tcp.bases.items() if c.type is not CandidateType.RELAYED]
 
+    def has_tcp_connection(self, conn_id: int) -> bool:
+        """Whether connection ``conn_id`` is one the agent still has (connecting or up); one it closed itself has
+        its :class:`TcpClose` queued for the driver."""
+        return conn_id in self._tcp.conns
+
     def new_tcp_connection_id(self) -> int:
         """A connection id the agent will not give out itself: for a connection made on its behalf (a TURN data
         connection the composition binds before handing it over with :meth:`accept_tcp`)."""
