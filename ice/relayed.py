@@ -284,6 +284,8 @@ class RelayedAgent:
             elif isinstance(ev, AllocationFailed):
                 relay.failed = True
                 self._maybe_end()
+            elif isinstance(ev, PeerData) and relay.tcp:  # RFC 6062 §5.1: a TCP allocation has no Data indications
+                self.agent.stats["relay-tcp-peer-data-dropped"] += 1
             elif isinstance(ev, PeerData) and relay.relayed is not None:
                 self.agent.handle_datagram(now, relay.relayed, ev.peer, ev.data)
             else:

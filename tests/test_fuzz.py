@@ -18,7 +18,7 @@ from ice.turn.client import TurnState
 
 CORPUS = ROOT / "fuzz" / "corpus"
 SECONDS = 2.0
-"""Per target in the bounded run: eight targets, about 30 s of CPU in all with the child processes' start."""
+"""Per target in the bounded run: nine targets, about 35 s of CPU in all with the child processes' start."""
 
 
 def _corpus(name: str) -> list[Path]:
@@ -81,6 +81,18 @@ def test_turn_client_agent_and_relayed_corpora_reach_their_working_states() -> N
     stats, states = _stats("relayed")  # the agent, through the TURN allocation
     assert states[AgentState.COMPLETED] + states[AgentState.CONNECTED] > 0
     assert stats["check-responses-success"] > 0 and stats["nominations-sent"] > 0
+
+
+def test_relayed_tcp_corpus_connects_both_ways_through_the_tcp_allocation() -> None:
+    """Relayed TCP candidates (RFC 6544 §5.3, RFC 6062): a Connect bound and nominated, a ConnectionAttempt bound and
+    accepted, a ConnectionBind retried after 401, an attempt ignored without an allocation."""
+    t.REACHED.clear()
+    stats, states = _stats("relayed-tcp")
+    assert states[AgentState.COMPLETED] + states[AgentState.CLOSED] > 0
+    for counter in ("tcp-relay-bound", "tcp-connected", "tcp-accepted", "nominations-sent", "tcp-prflx-remote",
+                    "tcp-relay-attempt-ignored", "tcp-connect-failed"):
+        assert stats[counter] > 0, counter
+    assert t.REACHED["relayed-tcp-bind-sent"] > 0
 
 
 @pytest.mark.parametrize("name", list(t.TARGETS))
