@@ -25,9 +25,10 @@ from ice.agent.tcp import (
 from ice.aio.connection import Connection
 from ice.aio.turn_server import TurnServerRunner
 from ice.relayed import RelayedAgent
-from ice.stun.attributes import Address, ConnectionId, ErrorCode
+from ice.stun.attributes import Address, ConnectionId, Data, ErrorCode, XorPeerAddress
 from ice.stun.message import Message, MessageClass, Method, parse
 from ice.turn.client import ConnectionAttempt, TurnClientConfig
+from ice.turn.client import PeerConnectFailed as ClientConnectFailed
 from ice.turn.server import TurnServer, TurnServerConfig
 from ice.turn.tcp_allocation import ConnectPeer, PeerAccepted, PeerConnected, PeerConnectFailed, Splice
 
@@ -352,3 +353,43 @@ def test_an_incoming_data_connection_never_bound_is_closed() -> None:
     w.pump()
     assert TcpClose(conn) in w.intents and not w.relayed.tcp.data
     assert w.agent.stats["tcp-relay-bind-timeout"] == 1
+
+
+# Found by fuzzing (fuzz/targets.py, relayed-tcp; docs/robustness.md, "What fuzzing found").
+
+
+def test_a_close_of_a_connect_the_agent_gave_up_on_first_does_not_reach_the_driver() -> None:
+    w = _World()
+    w.checks_start()
+    conn = next(iter(w.relayed.tcp.data))
+    w.agent.handle_timeout(w.now + CONFIG.tcp.connect_timeout)  # the agent gives up: its close is queued
+    assert not w.agent.has_tcp_connection(conn)
+    w.relayed.tcp.turn_event(w.now, w.relay, ClientConnectFailed(PEER, 408, "the TURN server did not answer"))
+    w.intents.clear()
+    w.pump()
+    assert not [i for i in w.intents if isinstance(i, (TcpConnect, TcpClose)) and i.conn == conn]
+    assert w.agent.stats["tcp-connect-failed"] == 0  # the agent closed it itself: no failure to report
+
+
+def test_the_driver_naming_a_connection_whose_connect_is_unanswered_is_ignored() -> None:
+    w = _World()
+    w.checks_start()
+    conn = next(iter(w.relayed.tcp.data))
+    w.relayed.handle_tcp_event(w.now, TcpConnected(conn))
+    w.relayed.handle_tcp_data(w.now, conn, b"\x00\x04junk")
+    assert w.agent.stats["tcp-relay-event-unexpected"] == 1 and w.agent.stats["tcp-relay-data-unexpected"] == 1
+    assert w.agent.stats["tcp-connected"] == 0
+
+
+def test_a_data_indication_on_a_tcp_allocation_is_dropped() -> None:
+    w = _World(controlling=False)
+    w.remote(PEER, TcpType.ACTIVE)
+    w.pump()
+    check = Message(Method.BINDING, MessageClass.REQUEST).encode(fingerprint=True)
+    ind = Message(Method.DATA, MessageClass.INDICATION, attributes=[XorPeerAddress(*PEER), Data(check)])
+    w.relayed.handle_datagram(w.now, CONTROL, SERVER, ind.encode(fingerprint=True))
+    sent = []
+    while (t := w.relayed.poll_transmit()) is not None:
+        sent.append(t)
+    assert all(t.local == CONTROL for t in sent)  # nothing from the relayed address as if it were a UDP socket
+    assert w.agent.stats["relay-tcp-peer-data-dropped"] == 1
