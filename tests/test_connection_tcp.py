@@ -191,3 +191,18 @@ def test_tcp_on_ipv6_loopback() -> None:
     sel_a, _, got_b, got_a = asyncio.run(main())
     assert (got_b, got_a) == (b"ping", b"pong" * 1000)
     assert sel_a.local.host == "::1" and sel_a.local.transport == "tcp"  # type: ignore[attr-defined]
+
+
+def test_closed_connections_leave_nothing_behind_in_the_plumbing() -> None:
+    """Every connection the agent closed is forgotten once its task ends (no per-connection bookkeeping grows
+    over a long session's reconnects)."""
+
+    async def main() -> tuple[int, int, int]:
+        a = Connection(True, transports="tcp", tcp_types=[TcpType.SO])
+        b = Connection(False, transports="tcp", tcp_types=[TcpType.SO])
+        await _connect(a, b)  # closes both at the end
+        await asyncio.sleep(0.05)
+        assert a.tcp is not None and b.tcp is not None
+        return len(a.tcp._closing) + len(b.tcp._closing), len(a.tcp._tasks), len(b.tcp._tasks)
+
+    assert asyncio.run(main()) == (0, 0, 0)

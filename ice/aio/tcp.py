@@ -243,7 +243,8 @@ class TcpPlumbing:
                 self._close(intent.conn)
 
     def _close(self, conn: int) -> None:
-        self._closing.add(conn)
+        if conn in self._writers or conn in self._tasks:  # what comes of it is not reported (the agent closed it)
+            self._closing.add(conn)
         writer = self._writers.pop(conn, None)
         if writer is not None:
             writer.close()
@@ -267,12 +268,15 @@ class TcpPlumbing:
             reader, writer = await asyncio.open_connection(sock=sock)
         except asyncio.CancelledError:
             sock.close()
+            self._closing.discard(intent.conn)
             raise
         except OSError as exc:
             sock.close()
             self.stats["tcp-connect-error"] += 1
             self._tasks.pop(intent.conn, None)
-            if intent.conn not in self._closing:
+            if intent.conn in self._closing:
+                self._closing.discard(intent.conn)
+            else:
                 self.driven.handle_tcp_event(self._now(), TcpConnectFailed(intent.conn, exc.strerror or str(exc)))
                 self.wake()
             return
@@ -307,7 +311,9 @@ class TcpPlumbing:
             writer.close()
             self._writers.pop(conn, None)
             self._tasks.pop(conn, None)
-            if conn not in self._closing and not self.closed:
+            if conn in self._closing:
+                self._closing.discard(conn)
+            elif not self.closed:
                 self.driven.handle_tcp_event(self._now(), TcpClosed(conn))
                 self.wake()
 
