@@ -40,7 +40,7 @@ def test_tcp_cell_options_parse_and_a_udp_cell_echoes_as_before() -> None:
     ({"tcp_types_a": ["so", "so"]}, "tcp_types_a lists tcptypes among active, passive, so, each once"),
     ({"tcp_types_b": "so"}, "tcp_types_b is a list such as"),
     ({"udp_blocked": "yes"}, "udp_blocked is 'yes'; expected a bool"),
-    ({"transports": "tcp", "lite": "b"}, "transports 'tcp' and 'both' go with no lite, kill, restart or coturn"),
+    ({"transports": "tcp", "lite": "b"}, "transports 'tcp' and 'both' go with no lite, kill or restart"),
 ])
 def test_a_bad_tcp_option_is_one_sentence(table: dict[str, object], says: str) -> None:
     with pytest.raises(UserError, match="cell c: " + says.replace("(", r"\(").replace("[", r"\[")):
@@ -92,13 +92,20 @@ def test_sim_udp_blocked_without_tcp_relays() -> None:
 @pytest.mark.parametrize("backend", ["sim", pytest.param("lab", marks=pytest.mark.lab)])
 def test_the_tcp_suite(backend: str, tmp_path: Path) -> None:
     """so <-> so direct through dropping NATs, active -> passive to a public peer, RST-answering and symmetric NATs
-    relayed, UDP winning when both transports work and TCP beating the relay when UDP is blocked; on the lab every
-    cell agrees with the sim."""
+    relayed through a TURN TCP allocation (icelab's server, and coturn's in the lab), UDP winning when both
+    transports work and TCP beating the relay when UDP is blocked; on the lab every cell agrees with the sim."""
     out = tmp_path / backend
     p = subprocess.run([*ICELAB, "run", "--backend", backend, str(TCP), "--out", str(out), "-q"],
                        capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-1000:]
     cells = {c["scenario"]: c for c in json.loads((out / "results.json").read_text())["cells"]}
+    coturn = cells.pop("rst-rst-relay-coturn")  # icelab's agents as processes, relaying on coturn: lab only
+    if backend == "sim":
+        assert coturn["status"] == "skipped" and "run in the kernel lab only" in coturn["reason"]
+    else:
+        assert (coturn["status"], coturn["observed"]) == ("pass", "relay")
+        assert re.match(r"host tcp active 10\.0\.1\.2:9 -> relay tcp passive 203\.0\.113\.10:\d+$",
+                        coturn["selected"]), coturn["selected"]
     assert len(cells) >= 10 and all(c["status"] == "pass" and c["pinned"] for c in cells.values())
     observed = {name: c["observed"] for name, c in cells.items()}
     assert observed == {"so-so-port-restricted": "direct", "so-so-linux-masquerade": "direct",

@@ -348,8 +348,8 @@ class Cell:
             types = getattr(self, key)
             if not types or not set(types) <= set(TCP_TYPES) or len(set(types)) != len(types):
                 raise ValueError(f"{key} lists tcptypes among {', '.join(TCP_TYPES)}, each once, not {list(types)!r}")
-        if self.transports != "udp" and (self.lite or self.kill or self.restart or self.server != "icelab"):
-            raise ValueError("transports 'tcp' and 'both' go with no lite, kill, restart or coturn (a foreign agent "
+        if self.transports != "udp" and (self.lite or self.kill or self.restart):
+            raise ValueError("transports 'tcp' and 'both' go with no lite, kill or restart (a foreign agent "
                              "is told `set transports`, and refuses it if it has no ICE-TCP)")
         if self.bulk is not None and self.in_processes:
             raise ValueError("bulk runs between icelab's own agents in the harness (no foreign agent, lite, kill, "
