@@ -22,16 +22,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import platform
 import statistics
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from bench.stacks import choose, cpu_seconds, ratio
 from ice.agents.line import AgentError, AgentProcess
 from ice.agents.registry import BUILTIN
+
+if TYPE_CHECKING:
+    from ice.lab.mn import Lab
+    from ice.topology.spec import TopologySpec
 
 RUNS = 30
 WARMUP = 2
@@ -162,7 +167,11 @@ def _loopback(stacks: list[str], runs: int, quiet: bool) -> dict[str, object]:
     return {"topology": "loopback, host candidates", "results": results, **ratio(results, "median_ms")}
 
 
-def _nat(stacks: list[str], runs: int, quiet: bool) -> dict[str, object]:
+@contextlib.contextmanager
+def _two_nats(server: list[str]) -> Iterator[tuple[Lab, TopologySpec, dict[str, list[str]]]]:
+    """The kernel lab of both NAT measurements: two ``linux-masquerade`` NATs, ``server`` (the arguments of an
+    ``icelab server`` command) on the public segment's STUN address. Yields the lab, its spec and each side's
+    prefix that runs a command in its host."""
     import subprocess
 
     from ice.cli import isolate
@@ -174,14 +183,21 @@ def _nat(stacks: list[str], runs: int, quiet: bool) -> dict[str, object]:
     isolate()
     spec = topology("two_nats", "linux-masquerade", "linux-masquerade")
     with Lab(spec) as lab:
-        stun = spec.facts["stun_primary"]
-        host, port = spec.address("stun_primary")
-        lab.popen("stun", [sys.executable, "-m", "ice.cli", "server", "stun", "--listen", stun],
+        lab.popen("stun", [sys.executable, "-m", "ice.cli", "server", *server, "--listen", spec.facts["stun_primary"]],
                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        settings = {side: [("role", "controlling" if side == "a" else "controlled"), ("bind", spec.facts[side]),
-                           ("stun", host, str(port))] for side in "ab"}
-        results = asyncio.run(measure(stacks, runs, quiet, "nat", {s: nsenter(lab.pid(s)) for s in "ab"},
-                                      settings, between=lab.reset))
+        yield lab, spec, {s: nsenter(lab.pid(s)) for s in "ab"}
+
+
+def _nat_settings(spec: TopologySpec, extra: Sequence[tuple[str, ...]] = ()) -> dict[str, list[tuple[str, ...]]]:
+    """What each side is told through the NATs: its role, its address, the STUN server (and ``extra``)."""
+    host, port = spec.address("stun_primary")
+    return {side: [("role", "controlling" if side == "a" else "controlled"), ("bind", spec.facts[side]),
+                   ("stun", host, str(port)), *extra] for side in "ab"}
+
+
+def _nat(stacks: list[str], runs: int, quiet: bool) -> dict[str, object]:
+    with _two_nats(["stun"]) as (lab, spec, prefix):
+        results = asyncio.run(measure(stacks, runs, quiet, "nat", prefix, _nat_settings(spec), between=lab.reset))
     return {"topology": "two linux-masquerade NATs (port-restricted, WAN input dropped), srflx from icelab's "
                         "STUN server", "results": results, **ratio(results, "median_ms")}
 
@@ -205,22 +221,9 @@ def _tcp_loopback(stacks: list[str], runs: int, quiet: bool) -> dict[str, object
 
 
 def _tcp_nat(stacks: list[str], runs: int, quiet: bool) -> dict[str, object]:
-    import subprocess
-
-    from ice.cli import isolate
-    from ice.lab.mn import Lab, require_lab
-    from ice.lab.netns import nsenter
     from ice.scenario.lab import block_peer_udp
-    from ice.topology.registry import topology
 
-    require_lab()
-    isolate()
-    spec = topology("two_nats", "linux-masquerade", "linux-masquerade")
-    with Lab(spec) as lab:
-        stun = spec.facts["stun_primary"]
-        host, port = spec.address("stun_primary")
-        lab.popen("stun", [sys.executable, "-m", "ice.cli", "server", "turn", "--listen", stun, "--user",
-                           "alice:secret"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with _two_nats(["turn", "--user", "alice:secret"]) as (lab, spec, prefix):
 
         def between() -> None:
             lab.reset()
@@ -228,11 +231,8 @@ def _tcp_nat(stacks: list[str], runs: int, quiet: bool) -> dict[str, object]:
 
         results: dict[str, object] = {}
         for name in stacks:
-            settings: dict[str, list[tuple[str, ...]]] = {
-                side: [("role", "controlling" if side == "a" else "controlled"), ("bind", spec.facts[side]),
-                       ("stun", host, str(port)), *TCP_STACKS[name]] for side in "ab"}
-            results.update(asyncio.run(measure([name], runs, quiet, "nat", {s: nsenter(lab.pid(s)) for s in "ab"},
-                                               settings, between=between)))
+            results.update(asyncio.run(measure([name], runs, quiet, "nat", prefix,
+                                               _nat_settings(spec, TCP_STACKS[name]), between=between)))
     return {"topology": "two linux-masquerade NATs (port-restricted, unsolicited SYNs dropped), UDP between the "
                         "peers dropped, srflx TCP candidates from icelab's server (Binding over TCP)",
             "results": results, **ratio(results, "median_ms")}
