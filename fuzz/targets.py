@@ -1329,6 +1329,21 @@ def _wrapped(r: Reader, client: TurnClient, peer: a.Address, inner: bytes) -> by
     return ind.encode(fingerprint=True)
 
 
+def _allocated(turn_pending: list[tuple[bytes, int]], from_server: Callable[[bytes], None]) -> None:
+    """The server's side of an allocation through the 401 round trip (RFC 8656 §7.1): the newest pending request
+    (the Allocate) refused for its REALM and NONCE, then the retried one allocated 192.0.2.1:50000."""
+    if not turn_pending:
+        return
+    tid, method = turn_pending.pop()
+    from_server(Message(method, MessageClass.ERROR, tid, [a.ErrorCode(401, "Unauthorized"), a.Realm(REALM),
+                                                          a.Nonce("n0nce")]).encode(fingerprint=True))
+    if turn_pending:
+        tid, method = turn_pending.pop()
+        from_server(Message(method, MessageClass.SUCCESS, tid,
+                            [a.XorRelayedAddress("192.0.2.1", 50000), a.XorMappedAddress(*TURN_LOCAL),
+                             a.Lifetime(600)]).encode(_LONG_KEYS["user"], fingerprint=True))
+
+
 def relayed(data: bytes) -> None:
     """ICE over TURN (RFC 8445 §5.1.1.2): :class:`~ice.relayed.RelayedAgent`, an agent whose relayed candidate comes
     from a TURN allocation. The input plays the TURN server (responses to the client's requests, fuzzed as in
@@ -1387,15 +1402,8 @@ def relayed(data: bytes) -> None:
         ice.add_host_candidate(BASES[0])
     composed.start(now)
     drain()
-    if flags & 0x04 and turn_pending:  # the allocation through the 401 round trip
-        tid, method = turn_pending.pop()
-        from_server(Message(method, MessageClass.ERROR, tid, [a.ErrorCode(401, "Unauthorized"), a.Realm(REALM),
-                                                              a.Nonce("n0nce")]).encode(fingerprint=True))
-        if turn_pending:
-            tid, method = turn_pending.pop()
-            from_server(Message(method, MessageClass.SUCCESS, tid,
-                                [a.XorRelayedAddress("192.0.2.1", 50000), a.XorMappedAddress(*TURN_LOCAL),
-                                 a.Lifetime(600)]).encode(_LONG_KEYS["user"], fingerprint=True))
+    if flags & 0x04:
+        _allocated(turn_pending, from_server)
     if not flags & 0x08:
         ice.set_remote_credentials(now, "RMTE", REMOTE_PWD)
     for i, (host, port) in enumerate(REMOTES[: 1 + (flags >> 5) % 4]):
@@ -1563,15 +1571,8 @@ def relayed_tcp(data: bytes) -> None:
         ice.add_tcp_host_candidate(("198.51.100.1", 0), TcpType.ACTIVE)
     composed.start(now)
     drain()
-    if flags & 0x04 and turn_pending:  # the allocation through the 401 round trip
-        tid, method = turn_pending.pop()
-        from_server(Message(method, MessageClass.ERROR, tid, [a.ErrorCode(401, "Unauthorized"), a.Realm(REALM),
-                                                              a.Nonce("n0nce")]).encode(fingerprint=True))
-        if turn_pending:
-            tid, method = turn_pending.pop()
-            from_server(Message(method, MessageClass.SUCCESS, tid,
-                                [a.XorRelayedAddress("192.0.2.1", 50000), a.XorMappedAddress(*TURN_LOCAL),
-                                 a.Lifetime(600)]).encode(_LONG_KEYS["user"], fingerprint=True))
+    if flags & 0x04:
+        _allocated(turn_pending, from_server)
     if not flags & 0x08:
         ice.set_remote_credentials(now, "RMTE", REMOTE_PWD)
     for i, (host, port) in enumerate(REMOTES[: 1 + (flags >> 4) % 4]):
