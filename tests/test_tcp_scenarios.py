@@ -99,7 +99,7 @@ def test_the_tcp_suite(backend: str, tmp_path: Path) -> None:
                        capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-1000:]
     cells = {c["scenario"]: c for c in json.loads((out / "results.json").read_text())["cells"]}
-    coturn = cells.pop("rst-rst-relay-coturn")  # icelab's agents as processes, relaying on coturn: lab only
+    coturn = cells.pop("symmetric-relay-coturn")  # icelab's agents as processes, relaying on coturn: lab only
     if backend == "sim":
         assert coturn["status"] == "skipped" and "run in the kernel lab only" in coturn["reason"]
     else:
