@@ -1075,6 +1075,21 @@ class _TcpDriver:
                                                                                        "connection")
 
 
+def peer_check(r: Reader, ice: IceAgent, extra: bool = True) -> bytes:
+    """A check from the peer (RFC 8445 §7.2.2): PRIORITY, a role (or none), USE-CANDIDATE or not, with ``extra``
+    up to one fuzzed attribute more, signed with the agent's password unless the input says not."""
+    attrs: list[a.Attribute] = [a.Username(f"{ice.ufrag}:{ice.remote_ufrag or 'RMTE'}"), a.Priority(r.u32())]
+    role = r.u8() % 3
+    if role < 2:
+        attrs.append(a.IceControlling(r.u64()) if role == 0 else a.IceControlled(r.u64()))
+    if r.flag():
+        attrs.append(a.UseCandidate())
+    for _ in range(r.u8() % 2 if extra else 0):
+        attrs.append(agent_attribute(r))
+    key = IntegrityKey(ice.pwd.encode()) if r.u8() % 8 else _WRONG_SHORT
+    return Message(Method.BINDING, MessageClass.REQUEST, _tid(r), attrs).encode(key, fingerprint=True)
+
+
 def _candidate(r: Reader) -> Candidate | None:
     if r.flag():
         try:
@@ -1123,17 +1138,7 @@ def agent(data: bytes) -> None:
         driver.invariants(ice)
 
     def check(r: Reader) -> bytes:
-        """A check from the peer (RFC 8445 §7.2.2), signed with the agent's password unless the input says not."""
-        attrs: list[a.Attribute] = [a.Username(f"{ice.ufrag}:{ice.remote_ufrag or 'RMTE'}"), a.Priority(r.u32())]
-        role = r.u8() % 3
-        if role < 2:
-            attrs.append(a.IceControlling(r.u64()) if role == 0 else a.IceControlled(r.u64()))
-        if r.flag():
-            attrs.append(a.UseCandidate())
-        for _ in range(r.u8() % 2):
-            attrs.append(agent_attribute(r))
-        key = IntegrityKey(ice.pwd.encode()) if r.u8() % 8 else _WRONG_SHORT
-        return Message(Method.BINDING, MessageClass.REQUEST, _tid(r), attrs).encode(key, fingerprint=True)
+        return peer_check(r, ice)
 
     def tcp_op(r: Reader, op: int) -> None:
         """ICE-TCP (RFC 6544): candidates, the driver's reports on connections, RFC 4571 frames read from them."""
@@ -1431,17 +1436,7 @@ def relayed(data: bytes) -> None:
             from_server(client_response(r, tid, method, client._key))
         elif op == 2:  # a check from the remote agent, through the relay
             peer = _address(r, REMOTES)
-            attrs: list[a.Attribute] = [a.Username(f"{ice.ufrag}:{ice.remote_ufrag or 'RMTE'}"),
-                                        a.Priority(r.u32())]
-            role = r.u8() % 3
-            if role < 2:
-                attrs.append(a.IceControlling(r.u64()) if role == 0 else a.IceControlled(r.u64()))
-            if r.flag():
-                attrs.append(a.UseCandidate())
-            for _ in range(r.u8() % 2):
-                attrs.append(agent_attribute(r))
-            key = IntegrityKey(ice.pwd.encode()) if r.u8() % 8 else _WRONG_SHORT
-            check = Message(Method.BINDING, MessageClass.REQUEST, _tid(r), attrs).encode(key, fingerprint=True)
+            check = peer_check(r, ice)
             from_server(_wrapped(r, client, peer, check))
         elif op == 3:  # the remote agent answers one of our relayed checks
             if checks and r.u8() % 8:
@@ -1449,7 +1444,7 @@ def relayed(data: bytes) -> None:
             else:
                 tid, peer = _tid(r), _address(r, REMOTES)
             error = r.u8() % 4 == 0
-            attrs = [a.ErrorCode(r.pick(_AGENT_ERRORS), "x")] if error else []
+            attrs: list[a.Attribute] = [a.ErrorCode(r.pick(_AGENT_ERRORS), "x")] if error else []
             if r.u8() % 8:
                 attrs.append(a.XorMappedAddress(*_address(r, (("192.0.2.1", 50000), ("203.0.113.77", 4000)))))
             key = _REMOTE_KEYS[REMOTE_PWD] if r.u8() % 8 else None
@@ -1641,15 +1636,7 @@ def relayed_tcp(data: bytes) -> None:
         elif op == 5:  # the peer over a connection: a check, an answer to one of ours, or bytes
             what = r.u8() % 3
             if what == 0:
-                attrs = [a.Username(f"{ice.ufrag}:{ice.remote_ufrag or 'RMTE'}"), a.Priority(r.u32())]
-                role = r.u8() % 3
-                if role < 2:
-                    attrs.append(a.IceControlling(r.u64()) if role == 0 else a.IceControlled(r.u64()))
-                if r.flag():
-                    attrs.append(a.UseCandidate())
-                key = IntegrityKey(ice.pwd.encode()) if r.u8() % 8 else _WRONG_SHORT
-                payload = rfc4571_frame(Message(Method.BINDING, MessageClass.REQUEST, _tid(r), attrs).encode(
-                    key, fingerprint=True))
+                payload = rfc4571_frame(peer_check(r, ice, extra=False))
             elif what == 1:
                 newest, index = r.u8() % 8, r.u8()
                 if checks and newest:
