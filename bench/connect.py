@@ -93,10 +93,8 @@ async def one_run(argv: Sequence[str], prefix_a: Sequence[str], prefix_b: Sequen
         cpu0 = cpu_seconds(a.proc.pid) + cpu_seconds(b.proc.pid)
         t0 = asyncio.get_running_loop().time()
         for me, creds, cands in ((a, cb, lb), (b, ca, la)):
-            me.write(f"remote-credentials {creds}")
-            for cand in cands:
-                me.write(f"remote-candidate {cand}")
-            me.write("remote-end-of-candidates")
+            me.write_lines([f"remote-credentials {creds}", *(f"remote-candidate {c}" for c in cands),
+                            "remote-end-of-candidates"])
         try:
             (ta, pair), (tb, _) = await asyncio.gather(_selected(a, CONNECT_TIMEOUT), _selected(b, CONNECT_TIMEOUT))
         except (AgentError, TimeoutError) as exc:

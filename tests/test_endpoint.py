@@ -381,6 +381,25 @@ def test_a_datagram_delivered_during_a_pump_is_handled_after_it_in_order() -> No
     assert sent == [b"reply"]
 
 
+def test_calls_inside_held_pump_once_when_the_block_ends() -> None:
+    """``Driver.held``: what the endpoint queues inside the block is sent when it ends, in one pump (one re-arm);
+    a datagram delivered inside waits in the inbox and is handled by that pump; nested, it changes nothing."""
+    loop = FakeLoop()
+    ep = Scripted(deadline=5.0)
+    sent: list[bytes] = []
+    driver: Driver[str] = Driver(ep, loop=loop)  # type: ignore[arg-type]
+    driver.send = lambda t: sent.append(t.data)  # type: ignore[method-assign]
+    with driver.held():
+        ep.out.append(Transmit(("10.0.0.2", 2), b"check", ("10.0.0.1", 1)))
+        driver.pump()
+        driver.datagram_received(("10.0.0.1", 1), ("10.0.0.2", 2), b"early")
+        with driver.held():
+            ep.out.append(Transmit(("10.0.0.2", 2), b"second", ("10.0.0.1", 1)))
+        assert sent == [] and ep.log == [] and loop.armed == []
+    assert sent == [b"check", b"second"] and ep.log == [("datagram", b"early")]
+    assert [t.when for t in loop.armed] == [5.0]
+
+
 # ------------------------------------------------------------------------------------------------- layering
 
 

@@ -159,6 +159,15 @@ class AgentProcess:
         with contextlib.suppress(ConnectionError, RuntimeError):
             self.proc.stdin.write((line + "\n").encode())
 
+    def write_lines(self, lines: Sequence[str]) -> None:
+        """Send several command lines in one write: the agent reads them together, in one wake-up."""
+        if self.proc.stdin is None or self.proc.stdin.is_closing() or not lines:
+            return
+        stamp = self._stamp()
+        self.transcript.extend(f"{stamp} > {line}" for line in lines)
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            self.proc.stdin.write("".join(line + "\n" for line in lines).encode())
+
     async def set(self, name: str, *values: str, timeout: float = 5.0) -> str | None:
         """``set NAME VALUES``: None when the agent answers ``ok``, the reason when ``unsupported``."""
         self.write(" ".join(("set", name, *values)))

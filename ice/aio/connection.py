@@ -7,6 +7,7 @@ No protocol logic here: with a TURN server the endpoint is the core's ICE-over-T
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import socket
@@ -252,6 +253,12 @@ class Connection:
             sock.close()
             raise
         return self.driver.add_socket(sock)
+
+    def held(self) -> contextlib.AbstractContextManager[None]:
+        """``with conn.held(): ...``: the calls inside (``set_remote_credentials``, ``add_remote_candidate``, ...)
+        send what they queued once, when the block ends, instead of each at once: for applying one signalling
+        message (credentials, several candidates, end-of-candidates) in one go."""
+        return self.driver.held()
 
     def set_remote_credentials(self, ufrag: str, pwd: str, lite: bool = False) -> None:
         self.agent.set_remote_credentials(self._now(), ufrag, pwd, lite)

@@ -20,6 +20,7 @@ A :class:`Driver` owns the UDP sockets (and TCP/TLS streams) of one endpoint and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import socket
@@ -27,7 +28,7 @@ import ssl
 import struct
 import sys
 from collections import Counter, deque
-from collections.abc import Callable, KeysView
+from collections.abc import Callable, Iterator, KeysView
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -270,6 +271,22 @@ class Driver(Generic[E]):
             return
         self.endpoint.handle_datagram(self.loop.time(), local, remote, data)
         self.pump()
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Calls into the endpoint inside the block pump once, when it ends: several inputs of one callback (the
+        remote credentials, candidates and end-of-candidates of one signalling message) cost one pump -- one
+        round of polls, events and timer re-arming -- not one each. Inside a pump it changes nothing (that pump
+        runs afterwards anyway)."""
+        if self._pumping:
+            yield
+            return
+        self._pumping = True
+        try:
+            yield
+        finally:
+            self._pumping = False
+            self.pump()
 
     def pump(self) -> None:
         """Send what the endpoint queued, deliver its events, re-arm the timer; again while callbacks add work."""

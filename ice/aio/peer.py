@@ -6,6 +6,7 @@ It is the reference implementation of the protocol: every feature, every report.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import struct
 import sys
@@ -288,8 +289,12 @@ class _Lines(asyncio.Protocol):
     ``quit`` (``handle`` returns False), or with the exception a command raised."""
 
     def __init__(self, handle: Callable[[str], bool], done: asyncio.Future[None], out: Reports,
+                 batch: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext,
                  limit: int = 1 << 20) -> None:
         self.handle = handle
+        self.batch = batch
+        """The lines of one read are applied inside ``batch()``: the running peer's :meth:`Connection.held`, so
+        one read's credentials and candidates pump the agent once."""
         self.done = done
         self.out = out
         self.limit = limit
@@ -300,11 +305,12 @@ class _Lines(asyncio.Protocol):
         if self.done.done():
             return
         self.buffer += data
-        while (end := self.buffer.find(b"\n")) >= 0:
-            line = self.buffer[:end + 1].decode(errors="replace")
-            del self.buffer[:end + 1]
-            if not self._handle(line):
-                return
+        with self.batch():
+            while (end := self.buffer.find(b"\n")) >= 0:
+                line = self.buffer[:end + 1].decode(errors="replace")
+                del self.buffer[:end + 1]
+                if not self._handle(line):
+                    return
         if len(self.buffer) > self.limit:
             self.buffer.clear()
             self.out(f"error a line over {self.limit} bytes, dropped")
@@ -344,6 +350,10 @@ class _Commands:
         self.peer: _Peer | None = None
         self.tasks: list[asyncio.Task[None]] = []
         self.code = 0
+
+    def batch(self) -> contextlib.AbstractContextManager[None]:
+        """Where the lines of one read are applied: inside the running peer's :meth:`Connection.held`."""
+        return self.peer.conn.held() if self.peer is not None else contextlib.nullcontext()
 
     def handle(self, line: str) -> bool:
         """One line; False: stop reading (``quit``, or a peer that cannot start: ``code`` says which)."""
@@ -386,7 +396,7 @@ async def run_peer(ta: float = 0.05) -> int:
     loop = asyncio.get_running_loop()
     commands = _Commands(PeerSettings(ta=ta), out)
     done: asyncio.Future[None] = loop.create_future()
-    await loop.connect_read_pipe(lambda: _Lines(commands.handle, done, out), sys.stdin)
+    await loop.connect_read_pipe(lambda: _Lines(commands.handle, done, out, commands.batch), sys.stdin)
     try:
         await done
     finally:

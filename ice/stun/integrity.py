@@ -37,13 +37,15 @@ _OPAD = bytes(x ^ 0x5C for x in range(256))
 class IntegrityKey:
     """An HMAC key for MESSAGE-INTEGRITY (SHA-1) and MESSAGE-INTEGRITY-SHA256 with precomputed pad states."""
 
-    __slots__ = ("_i1", "_i256", "_o1", "_o256", "check_sha1", "check_sha256", "key", "sha1", "sha256")
+    __slots__ = ("_i1", "_i256", "_o1", "_o256", "c", "check_sha1", "check_sha256", "key", "sha1", "sha256")
 
     def __init__(self, key: bytes) -> None:
         self.key = bytes(key)
         self._i1: Any = None  # the pure-Python pad states, prepared on first use (never, with the C accelerator)
+        self.c: Any = None
+        """The C accelerator's key (``_speedups.HmacKey``), None without the accelerator."""
         if _speedups is not None:
-            c = _speedups.HmacKey(self.key)
+            c = self.c = _speedups.HmacKey(self.key)
             self.sha1: Callable[[bytes], bytes] = c.sha1
             self.sha256: Callable[[bytes], bytes] = c.sha256
             self.check_sha1: Callable[[bytes, int], bool] = c.check_sha1

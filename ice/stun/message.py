@@ -262,6 +262,9 @@ class Message:
         mtype = _CLASS_BITS[self.message_class] | mbits
         if key is None and not fingerprint and len(tid) == 12:
             return _HDR.pack(mtype, length, MAGIC_COOKIE) + tid + body
+        if _seal is not None and integrity is Integrity.SHA1 and len(tid) == 12:
+            sealer = None if key is None else key.c if isinstance(key, IntegrityKey) else as_key(key).c
+            return _seal(mtype, tid, body, sealer, fingerprint)  # type: ignore[no-any-return]
         if key is not None:
             k = key if isinstance(key, IntegrityKey) else as_key(key)
             if integrity is not Integrity.SHA256:
@@ -398,7 +401,11 @@ def _scan_py(data: bytes, legacy: bool) -> _Scan:
 
 _scan = _scan_py
 _c_get: Any = None
+_seal: Any = None
+"""The C accelerator's ``seal`` (header, MESSAGE-INTEGRITY and FINGERPRINT in one call; Message.encode's
+common case), None without it."""
 if _speedups is not None:
+    _seal = _speedups.seal
     _speedups.set_error(StunParseError)
     register_speedups(_speedups)
     _scan = _speedups.scan
