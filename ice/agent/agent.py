@@ -78,7 +78,7 @@ from ice.stun.attributes import (
     XorMappedAddress,
 )
 from ice.stun.integrity import IntegrityKey
-from ice.stun.message import Message, MessageClass, Method, is_stun, parse
+from ice.stun.message import Message, MessageClass, Method, encode_parts, is_stun, parse
 from ice.stun.transaction import ClientTransaction, RetransmissionConfig, Transmit
 
 COUNTERS = {
@@ -203,6 +203,7 @@ class IceAgent:
         self.pwd = self.pwd or _token(self.rng, 24)
         self.tie_breaker = self.tie_breaker or self.rng.getrandbits(64)
         self._key = IntegrityKey(self.pwd.encode())
+        self._encoded_checks: dict[tuple[str, int, bool, int, bool], bytes] = {}
         self.remote_ufrag: str | None = None
         self._remote_key: IntegrityKey | None = None
         self.remote_lite = False
@@ -477,31 +478,49 @@ class IceAgent:
             self.failure_reason = reason
         self._events.append(StateChanged(state, reason))
 
-    def _request(self, pair: Pair, nominating: bool, generation: _Generation | None = None) -> Message:
-        remote_ufrag, ufrag = ((generation.remote_ufrag, generation.local_ufrag) if generation is not None
-                               else (self.remote_ufrag, self.ufrag))
-        assert remote_ufrag is not None
+    def _request(self, pair: Pair, nominating: bool, generation: _Generation | None = None) -> tuple[bytes, bytes]:
+        """A check on ``pair`` (RFC 8445 §7.1.1 PRIORITY, §7.1.2 USE-CANDIDATE, §7.1.3 the role, §7.2.2 short-term
+        credentials), signed with the remote password and fingerprinted: its transaction ID and its bytes."""
+        remote_ufrag, ufrag, key = ((generation.remote_ufrag, generation.local_ufrag, generation.remote_key)
+                                    if generation is not None else (self.remote_ufrag, self.ufrag, self._remote_key))
+        assert remote_ufrag is not None and key is not None
         local_prflx = candidate_priority(CandidateType.PEER_REFLEXIVE, pair.local.priority >> 8 & 0xFFFF,
                                          pair.local.component)
-        attrs: list[Attribute] = [Username(f"{remote_ufrag}:{ufrag}"), Priority(local_prflx)]
-        attrs.append(IceControlling(self.tie_breaker) if self.controlling else IceControlled(self.tie_breaker))
-        if self.controlling and (nominating or self.config.nomination is Nomination.AGGRESSIVE):
-            attrs.append(UseCandidate())
-        if self.config.software:
-            attrs.append(Software(self.config.software))
-        return Message(Method.BINDING, MessageClass.REQUEST, self._tid(), attrs)
+        use = self.controlling and (nominating or self.config.nomination is Nomination.AGGRESSIVE)
+        tid = self._tid()
+        body = self._check_attributes(f"{remote_ufrag}:{ufrag}", local_prflx, use)
+        return tid, encode_parts(Method.BINDING, MessageClass.REQUEST, tid, body, key, fingerprint=True)
+
+    def _check_attributes(self, username: str, priority: int, use: bool) -> bytes:
+        """A check's attributes, encoded (none depends on the transaction ID): USERNAME, PRIORITY, the role with
+        the tie-breaker, USE-CANDIDATE when nominating, SOFTWARE. An agent sends the same few sets again and again
+        (checks, retransmissions, nominations, consent), so each is encoded once."""
+        key = (username, priority, self.controlling, self.tie_breaker, use)
+        body = self._encoded_checks.get(key)
+        if body is None:
+            attrs: list[Attribute] = [Username(username), Priority(priority),
+                                      IceControlling(self.tie_breaker) if self.controlling
+                                      else IceControlled(self.tie_breaker)]
+            if use:
+                attrs.append(UseCandidate())
+            if self.config.software:
+                attrs.append(Software(self.config.software))
+            body = b"".join([a.tlv(b"") for a in attrs])
+            if len(self._encoded_checks) >= self.config.max_pairs:
+                self._encoded_checks.clear()  # credentials or candidates changed many times: start afresh
+            self._encoded_checks[key] = body
+        return body
 
     def _send_check(self, now: float, pair: Pair, nominating: bool = False) -> None:
         assert self._remote_key is not None
-        msg = self._request(pair, nominating)
+        tid, data = self._request(pair, nominating)
         n = max(1, sum(1 for p in self.pairs if p.state in (PairState.WAITING, PairState.IN_PROGRESS)))
         rto = max(self.config.check_rto, n * self.config.ta)  # RFC 8445 §14.3
         cfg = RetransmissionConfig(rto=rto, rc=self.config.check_max_sends, rm=16)
-        tx = ClientTransaction(msg.encode(self._remote_key, fingerprint=True), msg.transaction_id,
-                               pair.remote.address, now, cfg, key=self._remote_key)
+        tx = ClientTransaction(data, tid, pair.remote.address, now, cfg, key=self._remote_key)
         use = nominating or (self.controlling and self.config.nomination is Nomination.AGGRESSIVE)  # as _request
         check = _Check(pair, tx, pair.base, use, controlling=self.controlling)
-        self._checks[msg.transaction_id] = check
+        self._checks[tid] = check
         if pair.first_check_at is None:
             pair.first_check_at = now
         self._set_pair(pair, PairState.IN_PROGRESS)
@@ -894,9 +913,10 @@ class IceAgent:
     def _respond(self, local: Address, remote: Address, req: Message, attrs: list[Attribute],
                  cls: MessageClass = MessageClass.SUCCESS, sign: bool = True) -> None:
         """``sign=False`` for 400/401 to an unauthenticated request: no MESSAGE-INTEGRITY (RFC 8489 §9.1.3)."""
-        resp = Message(Method.BINDING, cls, req.transaction_id, attrs)
-        key = self._key if sign else None
-        self._emit(Transmit(remote, resp.encode(key, fingerprint=True), local))
+        tid = req.transaction_id
+        body = b"".join([a.tlv(tid) for a in attrs])
+        data = encode_parts(Method.BINDING, cls, tid, body, self._key if sign else None, fingerprint=True)
+        self._emit(Transmit(remote, data, local))
 
     def _on_request(self, now: float, local: Address, remote: Address, req: Message) -> None:
         # RFC 8445 §7.3: short-term credentials; USERNAME is "our ufrag:their ufrag".
@@ -1201,11 +1221,10 @@ class IceAgent:
             return
         for pair in self.selected_pairs.values():
             nominate = self.controlling and self.remote_lite and self.config.lite_consent_use_candidate
-            msg = self._request(pair, nominating=nominate, generation=generation)
+            tid, data = self._request(pair, nominating=nominate, generation=generation)
             cfg = RetransmissionConfig(rto=self.config.consent_rto, rc=3, rm=2)
-            tx = ClientTransaction(msg.encode(remote_key, fingerprint=True), msg.transaction_id,
-                                   pair.remote.address, now, cfg, key=remote_key)
-            check = self._checks[msg.transaction_id] = _Check(pair, tx, pair.base, purpose="consent")
+            tx = ClientTransaction(data, tid, pair.remote.address, now, cfg, key=remote_key)
+            check = self._checks[tid] = _Check(pair, tx, pair.base, purpose="consent")
             self._pump(tx, pair.base, now, check)
         self._schedule_consent(now)
 

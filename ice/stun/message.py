@@ -255,28 +255,10 @@ class Message:
         else:
             pads = (b"", padding * 3, padding * 2, padding)
             body = b"".join([a.tlv(tid, pads) for a in attrs])
-        length = len(body)
         mbits = _METHOD_BITS.get(self.method)
         if mbits is None:
             mbits = message_type(self.method, 0)
-        mtype = _CLASS_BITS[self.message_class] | mbits
-        if key is None and not fingerprint and len(tid) == 12:
-            return _HDR.pack(mtype, length, MAGIC_COOKIE) + tid + body
-        if _seal is not None and integrity is Integrity.SHA1 and len(tid) == 12:
-            sealer = None if key is None else key.c if isinstance(key, IntegrityKey) else as_key(key).c
-            return _seal(mtype, tid, body, sealer, fingerprint)  # type: ignore[no-any-return]
-        if key is not None:
-            k = key if isinstance(key, IntegrityKey) else as_key(key)
-            if integrity is not Integrity.SHA256:
-                length += 24
-                body += _MI_TL + k.sha1(_head(mtype, length, tid) + body)
-            if integrity is not Integrity.SHA1:
-                length += 36
-                body += _MI256_TL + k.sha256(_head(mtype, length, tid) + body)
-        if fingerprint:
-            msg = _head(mtype, length + 8, tid) + body
-            return msg + _FP_TL + _U32.pack(zlib.crc32(msg) ^ FINGERPRINT_XOR)
-        return _head(mtype, length, tid) + body
+        return _finish(_CLASS_BITS[self.message_class] | mbits, tid, body, key, integrity, fingerprint)
 
     # ------------------------------------------------------------------------------------------------- misc
 
@@ -299,6 +281,41 @@ class Message:
         )
 
     __hash__ = None  # type: ignore[assignment]
+
+
+def encode_parts(method: int, message_class: MessageClass, transaction_id: bytes, body: bytes,
+                 key: bytes | IntegrityKey | None = None, *, fingerprint: bool = False) -> bytes:
+    """A message from attributes already encoded (``body``: their ``tlv`` bytes, in order), with
+    MESSAGE-INTEGRITY under ``key`` and FINGERPRINT: the bytes :meth:`Message.encode` gives for the same
+    attributes. For a sender that sends the same attributes again and again under new transaction IDs (an ICE
+    agent's checks, RFC 8445 §7.1) and encodes them once."""
+    mbits = _METHOD_BITS.get(method)
+    if mbits is None:
+        mbits = message_type(method, 0)
+    return _finish(_CLASS_BITS[message_class] | mbits, transaction_id, body, key, Integrity.SHA1, fingerprint)
+
+
+def _finish(mtype: int, tid: bytes, body: bytes, key: bytes | IntegrityKey | None, integrity: Integrity,
+            fingerprint: bool) -> bytes:
+    """Header, body, MESSAGE-INTEGRITY(-SHA256) under ``key`` (RFC 8489 §14.5, §14.6), FINGERPRINT (§14.7)."""
+    length = len(body)
+    if key is None and not fingerprint and len(tid) == 12:
+        return _HDR.pack(mtype, length, MAGIC_COOKIE) + tid + body
+    if _seal is not None and integrity is Integrity.SHA1 and len(tid) == 12:
+        sealer = None if key is None else key.c if isinstance(key, IntegrityKey) else as_key(key).c
+        return _seal(mtype, tid, body, sealer, fingerprint)  # type: ignore[no-any-return]
+    if key is not None:
+        k = key if isinstance(key, IntegrityKey) else as_key(key)
+        if integrity is not Integrity.SHA256:
+            length += 24
+            body += _MI_TL + k.sha1(_head(mtype, length, tid) + body)
+        if integrity is not Integrity.SHA1:
+            length += 36
+            body += _MI256_TL + k.sha256(_head(mtype, length, tid) + body)
+    if fingerprint:
+        msg = _head(mtype, length + 8, tid) + body
+        return msg + _FP_TL + _U32.pack(zlib.crc32(msg) ^ FINGERPRINT_XOR)
+    return _head(mtype, length, tid) + body
 
 
 def _head(mtype: int, length: int, tid: bytes) -> bytes:
