@@ -389,7 +389,15 @@ static PyObject *HmacKey_check_sha256(HmacKey *self, PyObject *const *args, Py_s
     return HmacKey_check(self, args, nargs, 1);
 }
 
+/* The pad states never change after __init__: a copy (copy.copy, copy.deepcopy) is the key itself. */
+static PyObject *HmacKey_copy(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    Py_INCREF(self);
+    return self;
+}
+
 static PyMethodDef HmacKey_methods[] = {
+    {"__copy__", (PyCFunction)(void (*)(void))HmacKey_copy, METH_FASTCALL, "The key itself (it is immutable)."},
+    {"__deepcopy__", (PyCFunction)(void (*)(void))HmacKey_copy, METH_FASTCALL, "The key itself (it is immutable)."},
     {"check_sha1", (PyCFunction)(void (*)(void))HmacKey_check_sha1, METH_FASTCALL,
      "Verify the MESSAGE-INTEGRITY attribute at offset pos of a STUN message."},
     {"check_sha256", (PyCFunction)(void (*)(void))HmacKey_check_sha256, METH_FASTCALL,
