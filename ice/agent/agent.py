@@ -204,6 +204,7 @@ class IceAgent:
         self.tie_breaker = self.tie_breaker or self.rng.getrandbits(64)
         self._key = IntegrityKey(self.pwd.encode())
         self._encoded_checks: dict[tuple[str, int, bool, int, bool], bytes] = {}
+        self._check_timers: dict[float, RetransmissionConfig] = {}
         self.remote_ufrag: str | None = None
         self._remote_key: IntegrityKey | None = None
         self.remote_lite = False
@@ -516,7 +517,9 @@ class IceAgent:
         tid, data = self._request(pair, nominating)
         n = max(1, sum(1 for p in self.pairs if p.state in (PairState.WAITING, PairState.IN_PROGRESS)))
         rto = max(self.config.check_rto, n * self.config.ta)  # RFC 8445 §14.3
-        cfg = RetransmissionConfig(rto=rto, rc=self.config.check_max_sends, rm=16)
+        cfg = self._check_timers.get(rto)
+        if cfg is None:  # one per distinct RTO (it follows the number of pairs in the checklist)
+            cfg = self._check_timers[rto] = RetransmissionConfig(rto=rto, rc=self.config.check_max_sends, rm=16)
         tx = ClientTransaction(data, tid, pair.remote.address, now, cfg, key=self._remote_key)
         use = nominating or (self.controlling and self.config.nomination is Nomination.AGGRESSIVE)  # as _request
         check = _Check(pair, tx, pair.base, use, controlling=self.controlling)

@@ -102,6 +102,19 @@ class Driver(Generic[E]):
         self.closed = False
 
     @property
+    def endpoint(self) -> Endpoint[E]:
+        """The endpoint driven (a server may swap in a wrapper); its optional batch entry points
+        (``handle_datagrams``, ``poll_transmits``) are looked up once, when it is set."""
+        return self._endpoint
+
+    @endpoint.setter
+    def endpoint(self, endpoint: Endpoint[E]) -> None:
+        self._endpoint = endpoint
+        self._handle_many: Callable[[float, Address, list[tuple[Address, bytes]]], None] | None = \
+            getattr(endpoint, "handle_datagrams", None)
+        self._poll_many: Callable[[], list[Transmit]] | None = getattr(endpoint, "poll_transmits", None)
+
+    @property
     def loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
@@ -184,7 +197,7 @@ class Driver(Generic[E]):
                 self.pump()
             return
         now = self.loop.time()
-        handle_many = getattr(self.endpoint, "handle_datagrams", None)
+        handle_many = self._handle_many
         if handle_many is not None:
             handle_many(now, local, batch)
         else:
@@ -295,7 +308,7 @@ class Driver(Generic[E]):
         self._pumping = True
         endpoint = self.endpoint
         poll = endpoint.poll_transmit
-        polls: Callable[[], list[Transmit]] | None = getattr(endpoint, "poll_transmits", None)
+        polls = self._poll_many
         try:
             while True:
                 while self._inbox:
