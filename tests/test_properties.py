@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ice.errors import StunParseError
-from ice.stun import ATTRIBUTES, Attribute, Integrity, Message, MessageClass, parse, short_term_key
+from ice.stun import ATTRIBUTES, Attribute, Integrity, Message, MessageClass, Method, parse, short_term_key
 from ice.stun import attributes as a
 from ice.stun.server import StunServer, StunServerConfig
 
@@ -216,6 +216,63 @@ def test_c_seal_equals_python_encode(msg: Message, signed: bool, fingerprint: bo
         assert sealed == msg.encode(key, fingerprint=fingerprint, padding=padding)
     finally:
         message._seal = seal
+
+
+@st.composite
+def _checks(draw: st.DrawFn) -> tuple[bytes, bool]:
+    """An ICE check as peers send them (and some as they should not): bytes, and whether it is the plain case."""
+    ufrag = draw(st.sampled_from(["ab12", "zz99", "ab1", "ab12é"]))
+    attrs: list[Attribute] = [a.Username(f"{ufrag}:{draw(st.text('xyz', max_size=6))}")]
+    plain = ufrag == "ab12"
+    if draw(st.booleans()):
+        attrs.append(a.Priority(draw(st.integers(0, 2**32 - 1))))
+    else:
+        plain = False
+    role = draw(st.sampled_from(["controlling", "controlled", "both", "none"]))
+    if role in ("controlling", "both"):
+        attrs.append(a.IceControlling(draw(st.integers(0, 2**64 - 1))))
+    if role in ("controlled", "both"):
+        attrs.append(a.IceControlled(draw(st.integers(0, 2**64 - 1))))
+    if draw(st.booleans()):
+        attrs.append(a.UseCandidate())
+    if draw(st.booleans()):
+        attrs.append(a.Software("peer"))
+    if draw(st.booleans()):
+        attrs.append(a.UnknownAttribute(draw(st.sampled_from([0x0030, 0x7F00, 0xC0DE])), b"\x01\x02"))
+        plain = plain and attrs[-1].code >= 0x8000
+    draw(st.randoms()).shuffle(attrs)
+    key = draw(st.sampled_from([KEY, short_term_key("other")]))
+    plain = plain and key is KEY
+    raw = bytearray(Message(Method.BINDING, MessageClass.REQUEST, os.urandom(12), attrs)
+                    .encode(key, fingerprint=draw(st.booleans())))
+    for _ in range(draw(st.integers(0, 2))):
+        raw[draw(st.integers(0, len(raw) - 1))] = draw(st.integers(0, 255))
+        plain = False
+    return bytes(raw), plain
+
+
+@settings(max_examples=600)
+@given(_checks())
+def test_c_ice_check_accepts_only_what_the_general_path_accepts_alike(check: tuple[bytes, bool]) -> None:
+    """What ``ice_check`` reads from a check is what parse() and the attribute decoders read, and the general path
+    would have accepted it too (user, integrity, no 420, PRIORITY); the plain case is never left to the general
+    path."""
+    from ice.stun.message import ice_check
+
+    raw, plain = check
+    if message._ice_check is None:
+        return
+    fields = ice_check(raw, b"ab12:", KEY.c)
+    assert (fields is not None) >= plain
+    if fields is None:
+        return
+    msg = parse(raw)
+    user, prio = msg.get(a.Username), msg.get(a.Priority)
+    controlling, controlled = msg.get(a.IceControlling), msg.get(a.IceControlled)
+    assert user is not None and user.text.startswith("ab12:") and prio is not None
+    assert msg.check_integrity(KEY) and not msg.unknown_comprehension_required()
+    assert fields == (msg.transaction_id, prio.number, controlling.number if controlling else None,
+                      controlled.number if controlled else None, msg.get(a.UseCandidate) is not None)
 
 
 @settings(max_examples=200)

@@ -8,7 +8,9 @@
  *   HmacKey(key).sha1(data) / .sha256(data)
  *       HMAC (RFC 2104) with the ipad/opad states computed once per key, on OpenSSL's SHA-1/SHA-256;
  *   seal(mtype, transaction_id, body, key, fingerprint)
- *       header, MESSAGE-INTEGRITY and FINGERPRINT around encoded attributes, as Message.encode adds them.
+ *       header, MESSAGE-INTEGRITY and FINGERPRINT around encoded attributes, as Message.encode adds them;
+ *   ice_check(data, prefix, key)
+ *       an ICE agent's plain incoming check, verified and read in one pass (None: the general path decides).
  *
  * Errors raise the exception class registered with set_error() (StunParseError), with the same messages as
  * the Python implementation. The pure-Python code stays the reference; ICELAB_PURE_PYTHON=1 disables this.
@@ -478,6 +480,105 @@ static PyObject *seal(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     m[2] = (unsigned char)((at - 20) >> 8);
     m[3] = (unsigned char)(at - 20);
     return msg;
+}
+
+/* ice_check(data, prefix, key) -> (transaction_id, priority, controlling, controlled, use_candidate) | None
+ *     An ICE connectivity check (RFC 8445 section 7.1) as the agent accepts it, in one pass: a Binding request
+ *     whose attributes are only USERNAME (starting with prefix, "ufrag:", ASCII), PRIORITY, ICE-CONTROLLING or
+ *     ICE-CONTROLLED, USE-CANDIDATE and comprehension-optional ones, then MESSAGE-INTEGRITY that verifies under
+ *     key (an HmacKey) and optionally a matching FINGERPRINT last. controlling/controlled are the tie-breakers
+ *     (None when absent). None for anything else -- a wrong password, a missing PRIORITY, an attribute the agent
+ *     must answer 420 for, malformed framing -- which the agent then handles on its general path (parse() and
+ *     its error answers), so this only ever decides the common case, never a different outcome. */
+#define T_USERNAME 0x0006
+#define T_PRIORITY 0x0024
+#define T_USE_CANDIDATE 0x0025
+#define T_ICE_CONTROLLED 0x8029
+#define T_ICE_CONTROLLING 0x802A
+
+static uint64_t rd64(const unsigned char *p) { return ((uint64_t)rd32(p) << 32) | rd32(p + 4); }
+
+static PyObject *ice_check(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3 || !PyBytes_Check(args[0]) || !PyBytes_Check(args[1])
+            || !PyObject_TypeCheck(args[2], &HmacKeyType)) {
+        PyErr_SetString(PyExc_TypeError, "ice_check(data: bytes, prefix: bytes, key: HmacKey)");
+        return NULL;
+    }
+    const unsigned char *d = (const unsigned char *)PyBytes_AS_STRING(args[0]);
+    Py_ssize_t n = PyBytes_GET_SIZE(args[0]);
+    const char *prefix = PyBytes_AS_STRING(args[1]);
+    Py_ssize_t plen = PyBytes_GET_SIZE(args[1]);
+    if (n < 20 || rd16(d) != 0x0001 || rd32(d + 4) != 0x2112A442u || rd16(d + 2) + 20 != n || (n & 3))
+        Py_RETURN_NONE;
+    Py_ssize_t pos = 20, user = -1, ulen = 0, prio = -1, cing = -1, ced = -1, mi = -1;
+    int use = 0;
+    while (pos + 4 <= n) {
+        unsigned t = rd16(d + pos), alen = rd16(d + pos + 2);
+        if (pos + 4 + (Py_ssize_t)alen > n) Py_RETURN_NONE;
+        if (t == T_MI) {
+            if (alen != 20) Py_RETURN_NONE;
+            mi = pos;
+            pos += 24;
+            break;
+        }
+        switch (t) {
+        case T_USERNAME:
+            if (user < 0) { user = pos + 4; ulen = alen; }
+            break;
+        case T_PRIORITY:
+            if (alen != 4) Py_RETURN_NONE;
+            if (prio < 0) prio = pos + 4;
+            break;
+        case T_USE_CANDIDATE:
+            if (alen != 0) Py_RETURN_NONE;
+            use = 1;
+            break;
+        case T_ICE_CONTROLLING:
+            if (alen != 8) Py_RETURN_NONE;
+            if (cing < 0) cing = pos + 4;
+            break;
+        case T_ICE_CONTROLLED:
+            if (alen != 8) Py_RETURN_NONE;
+            if (ced < 0) ced = pos + 4;
+            break;
+        default:
+            if (t < 0x8000 || t == T_FP || t == T_MI256) Py_RETURN_NONE;  /* the general path decides */
+        }
+        pos += 4 + alen + ((4 - (alen & 3)) & 3);
+    }
+    if (mi < 0 || user < 0 || prio < 0 || ulen < plen || ulen > 509 || memcmp(d + user, prefix, (size_t)plen) != 0)
+        Py_RETURN_NONE;
+    for (Py_ssize_t i = 0; i < ulen; i++) {
+        if (d[user + i] & 0x80) Py_RETURN_NONE;  /* not ASCII: the general path decodes (or rejects) it */
+    }
+    if (pos != n) {  /* after MESSAGE-INTEGRITY only a FINGERPRINT, which must match (RFC 8489 section 14.7) */
+        if (pos + 8 != n || rd16(d + pos) != T_FP || rd16(d + pos + 2) != 4
+                || (crc32_ieee(d, pos) ^ 0x5354554Eu) != rd32(d + pos + 4))
+            Py_RETURN_NONE;
+    }
+    HmacKey *key = (HmacKey *)args[2];
+    unsigned adj = (unsigned)(mi + 24 - 20);
+    unsigned char hdr[4] = {d[0], d[1], (unsigned char)(adj >> 8), (unsigned char)adj};
+    unsigned char inner[SHA_DIGEST_LENGTH], out[SHA_DIGEST_LENGTH];
+    SHA_CTX c = key->i1;
+    SHA1_Update(&c, hdr, 4);
+    SHA1_Update(&c, d + 4, (size_t)(mi - 4));
+    SHA1_Final(inner, &c);
+    c = key->o1;
+    SHA1_Update(&c, inner, sizeof inner);
+    SHA1_Final(out, &c);
+    unsigned char diff = 0;  /* constant time */
+    for (int i = 0; i < SHA_DIGEST_LENGTH; i++) diff |= out[i] ^ d[mi + 4 + i];
+    if (diff) Py_RETURN_NONE;
+    PyObject *controlling = cing >= 0 ? PyLong_FromUnsignedLongLong(rd64(d + cing)) : Py_NewRef(Py_None);
+    PyObject *controlled = ced >= 0 ? PyLong_FromUnsignedLongLong(rd64(d + ced)) : Py_NewRef(Py_None);
+    PyObject *result = NULL;
+    if (controlling && controlled)
+        result = Py_BuildValue("(y#kOOO)", (const char *)d + 8, (Py_ssize_t)12, (unsigned long)rd32(d + prio),
+                               controlling, controlled, use ? Py_True : Py_False);
+    Py_XDECREF(controlling);
+    Py_XDECREF(controlled);
+    return result;
 }
 
 /* ------------------------------------------------------------------------------------- batched UDP I/O */
@@ -972,6 +1073,8 @@ static PyMethodDef methods[] = {
     {"register", register_kind, METH_VARARGS, "Register a class's value kind and slot names for get()."},
     {"set_error", set_error, METH_O, "Register the exception class raised for malformed input."},
     {"set_transmit", set_transmit, METH_O, "Register the Transmit class the server fast paths emit."},
+    {"ice_check", (PyCFunction)(void (*)(void))ice_check, METH_FASTCALL,
+     "An ICE check's transaction ID, PRIORITY, tie-breakers and USE-CANDIDATE, verified; None: not the plain case."},
     {"seal", (PyCFunction)(void (*)(void))seal, METH_FASTCALL,
      "A STUN message from type, transaction ID and attributes, with MESSAGE-INTEGRITY and FINGERPRINT."},
     {"binding_answers", (PyCFunction)(void (*)(void))binding_answers, METH_FASTCALL,

@@ -318,6 +318,18 @@ def _finish(mtype: int, tid: bytes, body: bytes, key: bytes | IntegrityKey | Non
     return _head(mtype, length, tid) + body
 
 
+def ice_check(data: bytes, prefix: bytes, key: Any) -> tuple[bytes, int, int | None, int | None, bool] | None:
+    """An ICE connectivity check read and verified in one pass by the C accelerator (``_speedups.ice_check``; its
+    comment lists exactly what it accepts): (transaction ID, PRIORITY, the ICE-CONTROLLING tie-breaker, the
+    ICE-CONTROLLED one, USE-CANDIDATE) when ``data`` is a plain Binding request whose USERNAME starts with
+    ``prefix`` and whose MESSAGE-INTEGRITY verifies under ``key`` (an :attr:`IntegrityKey.c`); None for
+    anything else, and always None without the accelerator: the caller's general path (:func:`parse`) decides
+    those, with the same outcome for what this accepts (a property test compares the two)."""
+    if _ice_check is None or key is None:
+        return None
+    return _ice_check(data, prefix, key)  # type: ignore[no-any-return]
+
+
 def _head(mtype: int, length: int, tid: bytes) -> bytes:
     if len(tid) == 12:
         return _HDR.pack(mtype, length, MAGIC_COOKIE) + tid
@@ -418,11 +430,13 @@ def _scan_py(data: bytes, legacy: bool) -> _Scan:
 
 _scan = _scan_py
 _c_get: Any = None
+_ice_check: Any = None
 _seal: Any = None
 """The C accelerator's ``seal`` (header, MESSAGE-INTEGRITY and FINGERPRINT in one call; Message.encode's
 common case), None without it."""
 if _speedups is not None:
     _seal = _speedups.seal
+    _ice_check = _speedups.ice_check
     _speedups.set_error(StunParseError)
     register_speedups(_speedups)
     _scan = _speedups.scan
