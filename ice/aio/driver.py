@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator, KeysView
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from ice.aio.udp import recv_batch, send_batch
+from ice.aio.udp import recv_batch, recv_reserve, send_batch
 from ice.endpoint import Endpoint
 from ice.stun.attributes import Address
 from ice.stun.transaction import Transmit
@@ -159,6 +159,7 @@ class Driver(Generic[E]):
         except OSError:
             pass
         self._socks[local] = sock
+        recv_reserve(self.config.batch, self.config.datagram_size)  # the receive buffer before the first datagram
         if default or self._default is None:
             self._default = local
         self.loop.add_reader(sock.fileno(), self._on_readable, sock, local)

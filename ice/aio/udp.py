@@ -10,6 +10,8 @@ them; nothing here knows a protocol.
   bytes, as ``recvfrom(size)`` cuts it) queued on a non-blocking socket; ``[]`` when none is. An error on the first
   read raises ``OSError``; an error after some datagrams ends the batch and is raised by the next call (what
   ``recvmmsg`` does). Addresses are 2-tuples in both families (an IPv6 host keeps its ``%scope``).
+* ``recv_reserve(max, size)``: get ``recv_batch``'s buffer for ``max`` datagrams of ``size`` bytes ready now (its
+  memory mapped when a socket is added, not while the first datagram waits); nothing to do in pure Python.
 * ``send_batch(sock, items, start, gso=True)`` -> the index after the last datagram sent: ``items[i][0]`` is the
   destination ``(host, port)`` (numeric; None: a connected socket's peer), ``items[i][1]`` the bytes -- a
   :class:`~ice.stun.transaction.Transmit` fits as it is.
@@ -79,10 +81,16 @@ def send_batch_py(sock: socket.socket, items: list[Any], start: int, gso: bool =
     return len(items)
 
 
+def recv_reserve_py(max: int, size: int) -> None:
+    """Nothing: ``recvfrom`` needs no buffer of ours."""
+
+
 recv_batch: Callable[[socket.socket, int, int], list[tuple[Address, bytes]]] = recv_batch_py
+recv_reserve: Callable[[int, int], None] = recv_reserve_py
 send_batch: Callable[[socket.socket, list[Any], int, bool], int] = send_batch_py
 if _speedups is not None and hasattr(_speedups, "recv_batch"):
     recv_batch = _speedups.recv_batch
+    recv_reserve = _speedups.recv_reserve
     send_batch = _speedups.send_batch
 
 
@@ -91,4 +99,4 @@ def accelerated() -> bool:
     return recv_batch is not recv_batch_py
 
 
-__all__ = ["accelerated", "recv_batch", "recv_batch_py", "send_batch", "send_batch_py"]
+__all__ = ["accelerated", "recv_batch", "recv_batch_py", "recv_reserve", "send_batch", "send_batch_py"]

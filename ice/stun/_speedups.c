@@ -662,6 +662,37 @@ static PyObject *addr_tuple(const struct sockaddr_storage *sa) {
 }
 
 /* recv_batch(sock, max, size) -> [((host, port), data), ...]: see the module comment. */
+/* The receive buffer, grown to max datagrams of size bytes and written through once, so the pages are mapped
+ * before a datagram has to wait for them (the first read after a socket is added, not a page fault). */
+static int reserve(Py_ssize_t max, Py_ssize_t size) {
+    if ((size_t)(max * size) <= io_cap) return 0;
+    unsigned char *grown = PyMem_RawRealloc(io_buf, (size_t)(max * size));
+    if (!grown) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    memset(grown + io_cap, 0, (size_t)(max * size) - io_cap);
+    io_buf = grown;
+    io_cap = (size_t)(max * size);
+    return 0;
+}
+
+/* recv_reserve(max, size): make recv_batch's buffer ready for max datagrams of size bytes now. */
+static PyObject *recv_reserve(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "recv_reserve(max: int, size: int)");
+        return NULL;
+    }
+    Py_ssize_t max = PyLong_AsSsize_t(args[0]), size = PyLong_AsSsize_t(args[1]);
+    if (PyErr_Occurred()) return NULL;
+    if (max < 1 || max > IO_MAX || size < 1 || size > 65536) {
+        PyErr_SetString(PyExc_ValueError, "recv_reserve: max must be 1..1024 and size 1..65536");
+        return NULL;
+    }
+    if (reserve(max, size) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyObject *recv_batch(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 3) {
         PyErr_SetString(PyExc_TypeError, "recv_batch(sock, max: int, size: int)");
@@ -675,12 +706,7 @@ static PyObject *recv_batch(PyObject *self, PyObject *const *args, Py_ssize_t na
         PyErr_SetString(PyExc_ValueError, "recv_batch: max must be 1..1024 and size 1..65536");
         return NULL;
     }
-    if ((size_t)(max * size) > io_cap) {
-        unsigned char *grown = PyMem_RawRealloc(io_buf, (size_t)(max * size));
-        if (!grown) return PyErr_NoMemory();
-        io_buf = grown;
-        io_cap = (size_t)(max * size);
-    }
+    if (reserve(max, size) < 0) return NULL;
     for (Py_ssize_t i = 0; i < max; i++) {
         io_iov[i].iov_base = io_buf + i * size;
         io_iov[i].iov_len = (size_t)size;
@@ -1084,6 +1110,8 @@ static PyMethodDef methods[] = {
 #ifdef __linux__
     {"recv_batch", (PyCFunction)(void (*)(void))recv_batch, METH_FASTCALL,
      "Up to max datagrams from a non-blocking UDP socket in one recvmmsg: [((host, port), data), ...]."},
+    {"recv_reserve", (PyCFunction)(void (*)(void))recv_reserve, METH_FASTCALL,
+     "Make recv_batch's buffer ready for max datagrams of size bytes (mapped now, not on the first read)."},
     {"send_batch", (PyCFunction)(void (*)(void))send_batch, METH_FASTCALL,
      "Send items[start:] ((host, port), data, ...) with sendmmsg (and GSO); the index after the last one sent."},
 #endif
