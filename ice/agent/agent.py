@@ -28,6 +28,7 @@ import socket
 from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from ice.agent.candidate import Candidate, CandidateType, candidate_priority, foundation, pair_priority, pair_text
 from ice.agent.config import AgentConfig, Nomination
@@ -103,6 +104,23 @@ COUNTERS = {
 _SENT = {"check": ("checks-sent", "checks-retransmitted"), "consent": ("consent-sent", "consent-retransmitted"),
          "gather": ("gather-sent", "gather-retransmitted")}
 """Purpose -> (counter of first transmissions, counter of retransmissions)."""
+
+
+_K = TypeVar("_K")
+
+
+def _prflx_priority(local: Candidate) -> int:
+    """The PRIORITY a check from ``local`` carries: what a peer-reflexive candidate learned from it would get
+    (RFC 8445 §7.1.1), with the local candidate's local preference and component."""
+    return candidate_priority(CandidateType.PEER_REFLEXIVE, local.priority >> 8 & 0xFFFF, local.component)
+
+
+def _bounded(cache: dict[_K, bytes], value: bytes, limit: int = 256) -> bytes:
+    """``value``, after emptying ``cache`` if it holds ``limit`` entries (credentials or candidates that changed
+    many times): the caches of encoded attributes stay small whatever the peer does."""
+    if len(cache) >= limit:
+        cache.clear()
+    return value
 
 
 @dataclass(eq=False)
@@ -203,7 +221,8 @@ class IceAgent:
         self.pwd = self.pwd or _token(self.rng, 24)
         self.tie_breaker = self.tie_breaker or self.rng.getrandbits(64)
         self._key = IntegrityKey(self.pwd.encode())
-        self._encoded_checks: dict[tuple[str, int, bool, int, bool], bytes] = {}
+        self._encoded_checks: dict[tuple[int, bool, int, bool], bytes] = {}
+        self._encoded_users: dict[str, bytes] = {}
         self._check_timers: dict[float, RetransmissionConfig] = {}
         self.remote_ufrag: str | None = None
         self._remote_key: IntegrityKey | None = None
@@ -399,6 +418,9 @@ class IceAgent:
     def _add_local(self, cand: Candidate) -> None:
         self.local_candidates.append(cand)
         self._events.append(CandidateGathered(cand))
+        if not self.config.lite:  # its checks' attributes, ready before the peer's candidates arrive
+            for use in (False, True) if self.controlling else (False,):
+                self._check_attributes(_prflx_priority(cand), use)
 
     def _add_pair(self, local: Candidate, base: Address, remote: Candidate, state: PairState = PairState.FROZEN,
                   learned: bool = False) -> Pair | None:
@@ -485,31 +507,30 @@ class IceAgent:
         remote_ufrag, ufrag, key = ((generation.remote_ufrag, generation.local_ufrag, generation.remote_key)
                                     if generation is not None else (self.remote_ufrag, self.ufrag, self._remote_key))
         assert remote_ufrag is not None and key is not None
-        local_prflx = candidate_priority(CandidateType.PEER_REFLEXIVE, pair.local.priority >> 8 & 0xFFFF,
-                                         pair.local.component)
         use = self.controlling and (nominating or self.config.nomination is Nomination.AGGRESSIVE)
+        username = f"{remote_ufrag}:{ufrag}"
+        user = self._encoded_users.get(username)
+        if user is None:
+            user = self._encoded_users[username] = _bounded(self._encoded_users, Username(username).tlv(b""))
         tid = self._tid()
-        body = self._check_attributes(f"{remote_ufrag}:{ufrag}", local_prflx, use)
+        body = user + self._check_attributes(_prflx_priority(pair.local), use)
         return tid, encode_parts(Method.BINDING, MessageClass.REQUEST, tid, body, key, fingerprint=True)
 
-    def _check_attributes(self, username: str, priority: int, use: bool) -> bytes:
-        """A check's attributes, encoded (none depends on the transaction ID): USERNAME, PRIORITY, the role with
-        the tie-breaker, USE-CANDIDATE when nominating, SOFTWARE. An agent sends the same few sets again and again
-        (checks, retransmissions, nominations, consent), so each is encoded once."""
-        key = (username, priority, self.controlling, self.tie_breaker, use)
+    def _check_attributes(self, priority: int, use: bool) -> bytes:
+        """A check's attributes after USERNAME, encoded (none depends on the transaction ID): PRIORITY, the role
+        with the tie-breaker, USE-CANDIDATE when nominating, SOFTWARE. An agent sends the same few sets again and
+        again (checks, retransmissions, nominations, consent): each is encoded once, those of a local candidate
+        when it is gathered (:meth:`_add_local`), before any check waits for them."""
+        key = (priority, self.controlling, self.tie_breaker, use)
         body = self._encoded_checks.get(key)
         if body is None:
-            attrs: list[Attribute] = [Username(username), Priority(priority),
-                                      IceControlling(self.tie_breaker) if self.controlling
+            attrs: list[Attribute] = [Priority(priority), IceControlling(self.tie_breaker) if self.controlling
                                       else IceControlled(self.tie_breaker)]
             if use:
                 attrs.append(UseCandidate())
             if self.config.software:
                 attrs.append(Software(self.config.software))
-            body = b"".join([a.tlv(b"") for a in attrs])
-            if len(self._encoded_checks) >= self.config.max_pairs:
-                self._encoded_checks.clear()  # credentials or candidates changed many times: start afresh
-            self._encoded_checks[key] = body
+            body = self._encoded_checks[key] = _bounded(self._encoded_checks, b"".join([a.tlv(b"") for a in attrs]))
         return body
 
     def _send_check(self, now: float, pair: Pair, nominating: bool = False) -> None:
@@ -1180,8 +1201,7 @@ class IceAgent:
                       and c.related == pair.base), None)
         if local is None:
             local = Candidate(foundation(CandidateType.PEER_REFLEXIVE, pair.base[0]), pair.local.component, "udp",
-                              candidate_priority(CandidateType.PEER_REFLEXIVE, pair.local.priority >> 8 & 0xFFFF,
-                                                 pair.local.component),
+                              _prflx_priority(pair.local),
                               mapped[0], mapped[1], CandidateType.PEER_REFLEXIVE, related=pair.base)
             self.local_candidates.append(local)
         # It keeps the checked pair's priority (not one computed from the srflx/prflx candidate): the checklist's
