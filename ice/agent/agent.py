@@ -221,6 +221,7 @@ class IceAgent:
         self.pwd = self.pwd or _token(self.rng, 24)
         self.tie_breaker = self.tie_breaker or self.rng.getrandbits(64)
         self._key = IntegrityKey(self.pwd.encode())
+        self._random_pool = bytearray(self.rng.randbytes(384))
         self._encoded_checks: dict[tuple[int, bool, int, bool], bytes] = {}
         self._encoded_users: dict[str, bytes] = {}
         self._check_timers: dict[float, RetransmissionConfig] = {}
@@ -480,7 +481,7 @@ class IceAgent:
             self._started = True
             if self.pacer.next_at is None or self.pacer.next_at < now:
                 self.pacer.next_at = now  # the first check goes at once (unless another stream just sent one)
-            self.handle_timeout(now)
+            self._paced_check(now)  # the rest of handle_timeout's work is due at its own deadlines
 
     def _set_pair(self, pair: Pair, state: PairState) -> None:
         if pair.state is not state:
@@ -680,14 +681,7 @@ class IceAgent:
                 self._deferred.pop(id(waiting), None)
                 if waiting.state is PairState.IN_PROGRESS and any(p is waiting for p in self.pairs):
                     self._trigger(now, waiting)  # its own check is still unanswered: trigger now
-        at = self.pacer.next_at
-        if (self._started and at is not None and now >= at and not self.config.lite
-                and self.state in (AgentState.CHECKING, AgentState.CONNECTED, AgentState.COMPLETED)):
-            pair = self._next_ordinary()
-            if pair is not None:
-                # A nomination queued with pace_triggered keeps its USE-CANDIDATE (RFC 8445 §8.1.1).
-                self._send_check(now, pair, nominating=self.controlling and pair.nominated)
-                self.pacer.next_at = now + self.config.ta
+        self._paced_check(now)
         if self._consent_at is not None and now >= self._consent_at:
             self._consent_check(now)
         self._tcp_handle_timeout(now)
@@ -700,6 +694,17 @@ class IceAgent:
                 f"its error says why (is our password right on its side?)"))
         self._maybe_nominate(now)
         self._maybe_completed()
+
+    def _paced_check(self, now: float) -> None:
+        """The next ordinary check, when one Ta has passed since the last (RFC 8445 §6.1.4.2, §14.2)."""
+        at = self.pacer.next_at
+        if (self._started and at is not None and now >= at and not self.config.lite
+                and self.state in (AgentState.CHECKING, AgentState.CONNECTED, AgentState.COMPLETED)):
+            pair = self._next_ordinary()
+            if pair is not None:
+                # A nomination queued with pace_triggered keeps its USE-CANDIDATE (RFC 8445 §8.1.1).
+                self._send_check(now, pair, nominating=self.controlling and pair.nominated)
+                self.pacer.next_at = now + self.config.ta
 
     def _check_timed_out(self, now: float, check: _Check) -> None:
         if check.purpose == "gather":
@@ -1238,7 +1243,7 @@ class IceAgent:
         if not self.config.keepalive:
             self._consent_at = None  # AgentConfig.keepalive = False: a test of an agent that stays quiet
             return
-        jitter = self.rng.uniform(0.8, 1.2)  # RFC 7675 §5.1: randomised 4-6 s around 5 s
+        jitter = 0.8 + 0.4 * int.from_bytes(self._random(4), "big") / (1 << 32)  # RFC 7675 §5.1: 4-6 s around 5 s
         self._consent_at = now + self.config.consent_interval * jitter
 
     def _consent_check(self, now: float) -> None:
@@ -1408,7 +1413,18 @@ class IceAgent:
         self._set_state(AgentState.CLOSED)
 
     def _tid(self) -> bytes:
-        return self.rng.getrandbits(96).to_bytes(12, "big")
+        """A transaction ID (RFC 8489 §6: uniformly random, 96 bits) from :meth:`_random`."""
+        return self._random(12)
+
+    def _random(self, n: int) -> bytes:
+        """``n`` random bytes from ``rng``, drawn 384 at a time (one system call for 32 transaction IDs with the
+        default CSPRNG; the first batch when the agent is made, before checks wait for it)."""
+        pool = self._random_pool
+        if len(pool) < n:
+            pool += self.rng.randbytes(384)
+        out = bytes(pool[:n])
+        del pool[:n]
+        return out
 
     # ===================================================================================== ICE-TCP (RFC 6544)
     #
