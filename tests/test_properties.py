@@ -254,25 +254,31 @@ def _checks(draw: st.DrawFn) -> tuple[bytes, bool]:
 @settings(max_examples=600)
 @given(_checks())
 def test_c_ice_check_accepts_only_what_the_general_path_accepts_alike(check: tuple[bytes, bool]) -> None:
-    """What ``ice_check`` reads from a check is what parse() and the attribute decoders read, and the general path
-    would have accepted it too (user, integrity, no 420, PRIORITY); the plain case is never left to the general
-    path."""
+    """What ``ice_check`` reads from a check is what parse() and the attribute decoders read, the general path
+    would have accepted it too (user, integrity, no 420, PRIORITY), and its answer is the bytes the general path
+    sends; the plain case is never left to the general path."""
     from ice.stun.message import ice_check
 
     raw, plain = check
     if message._ice_check is None:
         return
-    fields = ice_check(raw, b"ab12:", KEY.c)
+    remote = ("192.0.2.7", 40123)
+    fields = ice_check(raw, b"ab12:", KEY.c, remote)
     assert (fields is not None) >= plain
     if fields is None:
         return
+    answer = message.encode_parts(Method.BINDING, MessageClass.SUCCESS, fields[0],
+                                  a.XorMappedAddress(*remote).tlv(fields[0]), KEY, fingerprint=True)
+    assert fields[5] == answer  # what the general path sends back
+    six = ice_check(raw, b"ab12:", KEY.c, ("2001:db8::7", 40123))
+    assert six is not None and six[:5] == fields[:5] and six[5] is None  # IPv6: the general path answers
     msg = parse(raw)
     user, prio = msg.get(a.Username), msg.get(a.Priority)
     controlling, controlled = msg.get(a.IceControlling), msg.get(a.IceControlled)
     assert user is not None and user.text.startswith("ab12:") and prio is not None
     assert msg.check_integrity(KEY) and not msg.unknown_comprehension_required()
-    assert fields == (msg.transaction_id, prio.number, controlling.number if controlling else None,
-                      controlled.number if controlled else None, msg.get(a.UseCandidate) is not None)
+    assert fields[:5] == (msg.transaction_id, prio.number, controlling.number if controlling else None,
+                          controlled.number if controlled else None, msg.get(a.UseCandidate) is not None)
 
 
 @settings(max_examples=200)

@@ -912,7 +912,7 @@ class IceAgent:
                 and self._tcp.rx is None:
             # A Binding request: the common check is verified and read in one pass (ice_check); anything else
             # (a wrong password, an unknown attribute, malformed framing) goes the general way below.
-            fields = ice_check(data, f"{self.ufrag}:".encode(), self._key.c)
+            fields = ice_check(data, f"{self.ufrag}:".encode(), self._key.c, remote)
             if fields is not None:
                 self._on_check(now, local, remote, *fields)
                 self._maybe_nominate(now)
@@ -997,10 +997,11 @@ class IceAgent:
                        controlled.number if controlled is not None else None, req.get(UseCandidate) is not None)
 
     def _on_check(self, now: float, local: Address, remote: Address, tid: bytes, priority: int,
-                  controlling: int | None, controlled: int | None, use: bool) -> None:
+                  controlling: int | None, controlled: int | None, use: bool, answer: bytes | None = None) -> None:
         """An authenticated check (RFC 8445 §7.3) with its PRIORITY, the peer's tie-breaker in ICE-CONTROLLING or
         ICE-CONTROLLED, and USE-CANDIDATE: the role conflict, the answer, what it teaches. Checks reach it from
-        :meth:`_on_request` or, in the common case, straight from the C accelerator's single pass."""
+        :meth:`_on_request` or, in the common case, straight from the C accelerator's single pass, with the
+        success response already built (``answer``)."""
         if local not in self._rx_bases():
             self.stats["check-on-unknown-base"] += 1
             return
@@ -1017,7 +1018,10 @@ class IceAgent:
             else:
                 self._respond(local, remote, tid, [ErrorCode(487, "Role Conflict")], MessageClass.ERROR)
                 return
-        self._respond(local, remote, tid, [XorMappedAddress(*remote)])
+        if answer is not None:
+            self._emit(Transmit(remote, answer, local))
+        else:
+            self._respond(local, remote, tid, [XorMappedAddress(*remote)])
         if self.remote_ufrag is None and self._tcp.rx is not None:
             self._tcp_early(local, remote, priority, use)
             return

@@ -9,8 +9,9 @@
  *       HMAC (RFC 2104) with the ipad/opad states computed once per key, on OpenSSL's SHA-1/SHA-256;
  *   seal(mtype, transaction_id, body, key, fingerprint)
  *       header, MESSAGE-INTEGRITY and FINGERPRINT around encoded attributes, as Message.encode adds them;
- *   ice_check(data, prefix, key)
- *       an ICE agent's plain incoming check, verified and read in one pass (None: the general path decides).
+ *   ice_check(data, prefix, key, remote)
+ *       an ICE agent's plain incoming check, verified and read in one pass, and its answer (None: the general
+ *       path decides).
  *
  * Errors raise the exception class registered with set_error() (StunParseError), with the same messages as
  * the Python implementation. The pure-Python code stays the reference; ICELAB_PURE_PYTHON=1 disables this.
@@ -482,14 +483,17 @@ static PyObject *seal(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     return msg;
 }
 
-/* ice_check(data, prefix, key) -> (transaction_id, priority, controlling, controlled, use_candidate) | None
+/* ice_check(data, prefix, key, remote) -> (transaction_id, priority, controlling, controlled, use_candidate,
+ *                                          answer) | None
  *     An ICE connectivity check (RFC 8445 section 7.1) as the agent accepts it, in one pass: a Binding request
  *     whose attributes are only USERNAME (starting with prefix, "ufrag:", ASCII), PRIORITY, ICE-CONTROLLING or
  *     ICE-CONTROLLED, USE-CANDIDATE and comprehension-optional ones, then MESSAGE-INTEGRITY that verifies under
  *     key (an HmacKey) and optionally a matching FINGERPRINT last. controlling/controlled are the tie-breakers
- *     (None when absent). None for anything else -- a wrong password, a missing PRIORITY, an attribute the agent
- *     must answer 420 for, malformed framing -- which the agent then handles on its general path (parse() and
- *     its error answers), so this only ever decides the common case, never a different outcome. */
+ *     (None when absent); answer is the success response for remote, the (host, port) it came from (RFC 8445
+ *     section 7.3.1: XOR-MAPPED-ADDRESS, MESSAGE-INTEGRITY under the same key, FINGERPRINT), None for an IPv6
+ *     remote. None for anything else -- a wrong password, a missing PRIORITY, an attribute the agent must answer
+ *     420 for, malformed framing -- which the agent then handles on its general path (parse() and its error
+ *     answers), so this only ever decides the common case, never a different outcome. */
 #define T_USERNAME 0x0006
 #define T_PRIORITY 0x0024
 #define T_USE_CANDIDATE 0x0025
@@ -498,10 +502,48 @@ static PyObject *seal(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
 
 static uint64_t rd64(const unsigned char *p) { return ((uint64_t)rd32(p) << 32) | rd32(p + 4); }
 
+/* A Binding success response to transaction tid for an IPv4 (host, port): XOR-MAPPED-ADDRESS (RFC 8489 section
+ * 14.2), MESSAGE-INTEGRITY under key, FINGERPRINT; None (a new reference) when host is not an IPv4 address. */
+static PyObject *success_answer(const unsigned char *tid, PyObject *host, PyObject *pnum, HmacKey *key) {
+    struct in_addr ip;
+    const char *text = PyUnicode_Check(host) ? PyUnicode_AsUTF8(host) : NULL;
+    long port = PyLong_Check(pnum) ? PyLong_AsLong(pnum) : -1;
+    if (!text || inet_pton(AF_INET, text, &ip) != 1 || port < 0 || port > 0xFFFF) {
+        PyErr_Clear();
+        return Py_NewRef(Py_None);
+    }
+    PyObject *msg = PyBytes_FromStringAndSize(NULL, 64);
+    if (!msg) return NULL;
+    unsigned char *m = (unsigned char *)PyBytes_AS_STRING(msg);
+    uint32_t xa = ntohl(ip.s_addr) ^ 0x2112A442u;
+    unsigned xport = (unsigned)port ^ 0x2112;
+    const unsigned char head[32] = {0x01, 0x01, 0x00, 0x24, 0x21, 0x12, 0xA4, 0x42, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                    0, 0, 0x00, 0x20, 0x00, 0x08, 0x00, 0x01, (unsigned char)(xport >> 8),
+                                    (unsigned char)xport, (unsigned char)(xa >> 24), (unsigned char)(xa >> 16),
+                                    (unsigned char)(xa >> 8), (unsigned char)xa};
+    memcpy(m, head, 32);
+    memcpy(m + 8, tid, 12);
+    unsigned char inner[SHA_DIGEST_LENGTH];  /* the length counts up to MESSAGE-INTEGRITY's end: 36 */
+    SHA_CTX c = key->i1;
+    SHA1_Update(&c, m, 32);
+    SHA1_Final(inner, &c);
+    c = key->o1;
+    SHA1_Update(&c, inner, sizeof inner);
+    static const unsigned char mi[4] = {0x00, 0x08, 0x00, 0x14};
+    memcpy(m + 32, mi, 4);
+    SHA1_Final(m + 36, &c);
+    m[3] = 0x2C;  /* and FINGERPRINT's: 44 */
+    uint32_t fp = crc32_ieee(m, 56) ^ 0x5354554Eu;
+    const unsigned char tlv[8] = {0x80, 0x28, 0x00, 0x04, (unsigned char)(fp >> 24), (unsigned char)(fp >> 16),
+                                  (unsigned char)(fp >> 8), (unsigned char)fp};
+    memcpy(m + 56, tlv, 8);
+    return msg;
+}
+
 static PyObject *ice_check(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 3 || !PyBytes_Check(args[0]) || !PyBytes_Check(args[1])
-            || !PyObject_TypeCheck(args[2], &HmacKeyType)) {
-        PyErr_SetString(PyExc_TypeError, "ice_check(data: bytes, prefix: bytes, key: HmacKey)");
+    if (nargs != 4 || !PyBytes_Check(args[0]) || !PyBytes_Check(args[1])
+            || !PyObject_TypeCheck(args[2], &HmacKeyType) || !PyTuple_Check(args[3]) || PyTuple_GET_SIZE(args[3]) < 2) {
+        PyErr_SetString(PyExc_TypeError, "ice_check(data: bytes, prefix: bytes, key: HmacKey, remote: (host, port))");
         return NULL;
     }
     const unsigned char *d = (const unsigned char *)PyBytes_AS_STRING(args[0]);
@@ -570,14 +612,17 @@ static PyObject *ice_check(PyObject *self, PyObject *const *args, Py_ssize_t nar
     unsigned char diff = 0;  /* constant time */
     for (int i = 0; i < SHA_DIGEST_LENGTH; i++) diff |= out[i] ^ d[mi + 4 + i];
     if (diff) Py_RETURN_NONE;
+    PyObject *answer = success_answer(d + 8, PyTuple_GET_ITEM(args[3], 0), PyTuple_GET_ITEM(args[3], 1), key);
+    if (!answer) return NULL;
     PyObject *controlling = cing >= 0 ? PyLong_FromUnsignedLongLong(rd64(d + cing)) : Py_NewRef(Py_None);
     PyObject *controlled = ced >= 0 ? PyLong_FromUnsignedLongLong(rd64(d + ced)) : Py_NewRef(Py_None);
     PyObject *result = NULL;
     if (controlling && controlled)
-        result = Py_BuildValue("(y#kOOO)", (const char *)d + 8, (Py_ssize_t)12, (unsigned long)rd32(d + prio),
-                               controlling, controlled, use ? Py_True : Py_False);
+        result = Py_BuildValue("(y#kOOOO)", (const char *)d + 8, (Py_ssize_t)12, (unsigned long)rd32(d + prio),
+                               controlling, controlled, use ? Py_True : Py_False, answer);
     Py_XDECREF(controlling);
     Py_XDECREF(controlled);
+    Py_DECREF(answer);
     return result;
 }
 
@@ -1100,7 +1145,7 @@ static PyMethodDef methods[] = {
     {"set_error", set_error, METH_O, "Register the exception class raised for malformed input."},
     {"set_transmit", set_transmit, METH_O, "Register the Transmit class the server fast paths emit."},
     {"ice_check", (PyCFunction)(void (*)(void))ice_check, METH_FASTCALL,
-     "An ICE check's transaction ID, PRIORITY, tie-breakers and USE-CANDIDATE, verified; None: not the plain case."},
+     "An ICE check's transaction ID, PRIORITY, tie-breakers, USE-CANDIDATE and answer; None: not the plain case."},
     {"seal", (PyCFunction)(void (*)(void))seal, METH_FASTCALL,
      "A STUN message from type, transaction ID and attributes, with MESSAGE-INTEGRITY and FINGERPRINT."},
     {"binding_answers", (PyCFunction)(void (*)(void))binding_answers, METH_FASTCALL,

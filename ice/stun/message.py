@@ -23,6 +23,7 @@ from ice.errors import StunParseError
 from ice.stun.attributes import (
     ATTRIBUTES,
     MAGIC_COOKIE,
+    Address,
     Attribute,
     AttributeType,
     ErrorCode,
@@ -318,16 +319,19 @@ def _finish(mtype: int, tid: bytes, body: bytes, key: bytes | IntegrityKey | Non
     return _head(mtype, length, tid) + body
 
 
-def ice_check(data: bytes, prefix: bytes, key: Any) -> tuple[bytes, int, int | None, int | None, bool] | None:
+def ice_check(data: bytes, prefix: bytes, key: Any, remote: Address
+              ) -> tuple[bytes, int, int | None, int | None, bool, bytes | None] | None:
     """An ICE connectivity check read and verified in one pass by the C accelerator (``_speedups.ice_check``; its
     comment lists exactly what it accepts): (transaction ID, PRIORITY, the ICE-CONTROLLING tie-breaker, the
-    ICE-CONTROLLED one, USE-CANDIDATE) when ``data`` is a plain Binding request whose USERNAME starts with
-    ``prefix`` and whose MESSAGE-INTEGRITY verifies under ``key`` (an :attr:`IntegrityKey.c`); None for
-    anything else, and always None without the accelerator: the caller's general path (:func:`parse`) decides
-    those, with the same outcome for what this accepts (a property test compares the two)."""
+    ICE-CONTROLLED one, USE-CANDIDATE, the success response to ``remote``) when ``data`` is a plain Binding
+    request whose USERNAME starts with ``prefix`` and whose MESSAGE-INTEGRITY verifies under ``key`` (an
+    :attr:`IntegrityKey.c`). The response (XOR-MAPPED-ADDRESS, signed with ``key``, fingerprinted) is None for
+    an IPv6 ``remote``. None for anything else, and always None without the accelerator: the caller's general
+    path (:func:`parse`) decides those, with the same outcome for what this accepts (property tests compare the
+    two)."""
     if _ice_check is None or key is None:
         return None
-    return _ice_check(data, prefix, key)  # type: ignore[no-any-return]
+    return _ice_check(data, prefix, key, remote)  # type: ignore[no-any-return]
 
 
 def _head(mtype: int, length: int, tid: bytes) -> bytes:
