@@ -1042,24 +1042,25 @@ class IceAgent:
 
     def _learn_check(self, now: float, local: Address, remote: Address, priority: int, use: bool) -> None:
         """What a valid incoming check teaches: a prflx remote candidate, a pair, a nomination, a triggered check."""
-        bases = self._rx_bases()
         transport = "tcp" if self._tcp.rx is not None else "udp"
-        rcand = next((c for c in self.remote_candidates if c.address == remote and c.transport == transport
-                      and (transport == "udp" or tcp_pairable(bases[local], c))), None)
-        if rcand is None and transport == "tcp":
-            # RFC 6544 §7.2: a connection from an unknown address, or from a known one whose tcptype could not
-            # have opened it (a TURN server connects to us from its relayed address, which the peer also
-            # signalled as a passive relayed candidate, RFC 6062 §5.2), makes a peer-reflexive candidate.
-            rcand = self._tcp_prflx_remote(bases[local], remote, priority)
-        elif rcand is None:  # peer-reflexive remote candidate (RFC 8445 §7.3.1.3)
-            rcand = Candidate(foundation(CandidateType.PEER_REFLEXIVE, remote[0]), self._bases[local].component, "udp",
-                              priority, remote[0], remote[1], CandidateType.PEER_REFLEXIVE)
-            self.remote_candidates.append(rcand)
         index = self._tcp.pairs if transport == "tcp" else self._pairs_by_key
-        pair = index.get((local, remote)) or self._add_pair(bases[local], local, rcand, PairState.WAITING,
-                                                            learned=True)
-        if pair is None:
-            return
+        pair = index.get((local, remote))
+        if pair is None:  # the path is new: its remote candidate is known, or learned now
+            bases = self._rx_bases()
+            rcand = next((c for c in self.remote_candidates if c.address == remote and c.transport == transport
+                          and (transport == "udp" or tcp_pairable(bases[local], c))), None)
+            if rcand is None and transport == "tcp":
+                # RFC 6544 §7.2: a connection from an unknown address, or from a known one whose tcptype could not
+                # have opened it (a TURN server connects to us from its relayed address, which the peer also
+                # signalled as a passive relayed candidate, RFC 6062 §5.2), makes a peer-reflexive candidate.
+                rcand = self._tcp_prflx_remote(bases[local], remote, priority)
+            elif rcand is None:  # peer-reflexive remote candidate (RFC 8445 §7.3.1.3)
+                rcand = Candidate(foundation(CandidateType.PEER_REFLEXIVE, remote[0]), self._bases[local].component,
+                                  "udp", priority, remote[0], remote[1], CandidateType.PEER_REFLEXIVE)
+                self.remote_candidates.append(rcand)
+            pair = self._add_pair(bases[local], local, rcand, PairState.WAITING, learned=True)
+            if pair is None:
+                return
         self._tcp_bind(pair)
         if use and not self.controlling:
             pair.remote_nominated = True
