@@ -202,7 +202,7 @@ class Driver(Generic[E]):
         if handle_many is not None:
             handle_many(now, local, batch)
         else:
-            handle = self.endpoint.handle_datagram
+            handle = self._endpoint.handle_datagram
             for remote, data in batch:
                 handle(now, local, remote, data)
         self.pump()
@@ -283,7 +283,7 @@ class Driver(Generic[E]):
         if self._pumping:
             self._inbox.append((local, remote, data))
             return
-        self.endpoint.handle_datagram(self.loop.time(), local, remote, data)
+        self._endpoint.handle_datagram(self.loop.time(), local, remote, data)
         self.pump()
 
     @contextlib.contextmanager
@@ -307,7 +307,7 @@ class Driver(Generic[E]):
         if self._pumping or self.closed:
             return
         self._pumping = True
-        endpoint = self.endpoint
+        endpoint = self._endpoint
         poll = endpoint.poll_transmit
         polls = self._poll_many
         try:
@@ -414,7 +414,7 @@ class Driver(Generic[E]):
     # --------------------------------------------------------------------------------------------- timer
 
     def _rearm(self) -> None:
-        at = self.endpoint.next_timeout()
+        at = self._endpoint.next_timeout()
         if at == self._timer_at:
             return
         if self._timer is not None:
@@ -425,7 +425,7 @@ class Driver(Generic[E]):
     def _on_timer(self) -> None:
         at = self._timer_at if self._timer_at is not None else 0.0
         self._timer = self._timer_at = None
-        self.endpoint.handle_timeout(max(at, self.loop.time()))  # never early, whatever the loop's resolution
+        self._endpoint.handle_timeout(max(at, self.loop.time()))  # never early, whatever the loop's resolution
         self.pump()
 
     def close(self) -> None:
