@@ -313,17 +313,26 @@ static int HmacKey_init(HmacKey *self, PyObject *args, PyObject *kw) {
     return 0;
 }
 
+/* HMAC-SHA1 under key of a then b (b may be empty): the two halves of a STUN message whose length field the
+ * caller rewrote (a: the header's first four bytes, b: the rest) or one buffer (b_len 0). */
+static void hmac_sha1(const HmacKey *key, const void *a, size_t a_len, const void *b, size_t b_len,
+                      unsigned char out[SHA_DIGEST_LENGTH]) {
+    unsigned char inner[SHA_DIGEST_LENGTH];
+    SHA_CTX c = key->i1;
+    SHA1_Update(&c, a, a_len);
+    if (b_len) SHA1_Update(&c, b, b_len);
+    SHA1_Final(inner, &c);
+    c = key->o1;
+    SHA1_Update(&c, inner, sizeof inner);
+    SHA1_Final(out, &c);
+}
+
 static PyObject *HmacKey_sha1(HmacKey *self, PyObject *arg) {
     Py_buffer b;
     if (PyObject_GetBuffer(arg, &b, PyBUF_SIMPLE) < 0) return NULL;
-    unsigned char inner[SHA_DIGEST_LENGTH], out[SHA_DIGEST_LENGTH];
-    SHA_CTX c = self->i1;
-    SHA1_Update(&c, b.buf, b.len);
+    unsigned char out[SHA_DIGEST_LENGTH];
+    hmac_sha1(self, b.buf, (size_t)b.len, NULL, 0, out);
     PyBuffer_Release(&b);
-    SHA1_Final(inner, &c);
-    c = self->o1;
-    SHA1_Update(&c, inner, sizeof inner);
-    SHA1_Final(out, &c);
     return PyBytes_FromStringAndSize((const char *)out, sizeof out);
 }
 
@@ -341,6 +350,17 @@ static PyObject *HmacKey_sha256(HmacKey *self, PyObject *arg) {
     return PyBytes_FromStringAndSize((const char *)out, sizeof out);
 }
 
+/* Does the 20-byte MESSAGE-INTEGRITY at pos of message d verify under key (RFC 8489 section 14.5: the HMAC covers
+ * the message up to the attribute, with the length field counting to its end)? Constant-time comparison. */
+static int sha1_integrity_ok(const HmacKey *key, const unsigned char *d, Py_ssize_t pos) {
+    unsigned adj = (unsigned)(pos + 24 - 20);
+    unsigned char hdr[4] = {d[0], d[1], (unsigned char)(adj >> 8), (unsigned char)adj};
+    unsigned char out[SHA_DIGEST_LENGTH], diff = 0;
+    hmac_sha1(key, hdr, 4, d + 4, (size_t)(pos - 4), out);
+    for (int i = 0; i < SHA_DIGEST_LENGTH; i++) diff |= out[i] ^ d[pos + 4 + i];
+    return diff == 0;
+}
+
 /* check_sha1(raw, pos): MESSAGE-INTEGRITY at pos verifies? (length field adjusted to end at the attribute) */
 static PyObject *HmacKey_check(HmacKey *self, PyObject *const *args, Py_ssize_t nargs, int sha256) {
     if (nargs != 2 || !PyBytes_Check(args[0])) {
@@ -354,11 +374,12 @@ static PyObject *HmacKey_check(HmacKey *self, PyObject *const *args, Py_ssize_t 
     if (pos < 20 || pos + 4 > n) Py_RETURN_FALSE;
     Py_ssize_t alen = rd16(d + pos + 2);
     if (pos + 4 + alen > n) Py_RETURN_FALSE;
+    if (!sha256) return PyBool_FromLong(alen == 20 && sha1_integrity_ok(self, d, pos));
     unsigned adj = (unsigned)(pos + 4 + alen - 20);
     unsigned char hdr[4] = {d[0], d[1], (unsigned char)(adj >> 8), (unsigned char)adj};
     unsigned char inner[32], out[32];
     unsigned dlen;
-    if (sha256) {
+    {
         SHA256_CTX c = self->i256;
         SHA256_Update(&c, hdr, 4);
         SHA256_Update(&c, d + 4, pos - 4);
@@ -368,16 +389,6 @@ static PyObject *HmacKey_check(HmacKey *self, PyObject *const *args, Py_ssize_t 
         SHA256_Final(out, &c);
         dlen = (unsigned)alen;
         if (dlen > 32) Py_RETURN_FALSE;
-    } else {
-        SHA_CTX c = self->i1;
-        SHA1_Update(&c, hdr, 4);
-        SHA1_Update(&c, d + 4, pos - 4);
-        SHA1_Final(inner, &c);
-        c = self->o1;
-        SHA1_Update(&c, inner, 20);
-        SHA1_Final(out, &c);
-        dlen = 20;
-        if (alen != 20) Py_RETURN_FALSE;
     }
     unsigned char diff = 0;  /* constant time */
     for (unsigned i = 0; i < dlen; i++) diff |= out[i] ^ d[pos + 4 + i];
@@ -457,15 +468,9 @@ static PyObject *seal(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
         unsigned len = (unsigned)(at + 24 - 20);
         m[2] = (unsigned char)(len >> 8);
         m[3] = (unsigned char)len;
-        unsigned char inner[SHA_DIGEST_LENGTH];
-        SHA_CTX c = key->i1;
-        SHA1_Update(&c, m, (size_t)at);
-        SHA1_Final(inner, &c);
-        c = key->o1;
-        SHA1_Update(&c, inner, sizeof inner);
         static const unsigned char mi[4] = {0x00, 0x08, 0x00, 0x14};
+        hmac_sha1(key, m, (size_t)at, NULL, 0, m + at + 4);
         memcpy(m + at, mi, 4);
-        SHA1_Final(m + at + 4, &c);
         at += 24;
     }
     if (fingerprint) {  /* the length counts FINGERPRINT too (section 14.7) */
@@ -523,15 +528,9 @@ static PyObject *success_answer(const unsigned char *tid, PyObject *host, PyObje
                                     (unsigned char)(xa >> 8), (unsigned char)xa};
     memcpy(m, head, 32);
     memcpy(m + 8, tid, 12);
-    unsigned char inner[SHA_DIGEST_LENGTH];  /* the length counts up to MESSAGE-INTEGRITY's end: 36 */
-    SHA_CTX c = key->i1;
-    SHA1_Update(&c, m, 32);
-    SHA1_Final(inner, &c);
-    c = key->o1;
-    SHA1_Update(&c, inner, sizeof inner);
     static const unsigned char mi[4] = {0x00, 0x08, 0x00, 0x14};
+    hmac_sha1(key, m, 32, NULL, 0, m + 36);  /* the length counts up to MESSAGE-INTEGRITY's end: 36 */
     memcpy(m + 32, mi, 4);
-    SHA1_Final(m + 36, &c);
     m[3] = 0x2C;  /* and FINGERPRINT's: 44 */
     uint32_t fp = crc32_ieee(m, 56) ^ 0x5354554Eu;
     const unsigned char tlv[8] = {0x80, 0x28, 0x00, 0x04, (unsigned char)(fp >> 24), (unsigned char)(fp >> 16),
@@ -599,19 +598,7 @@ static PyObject *ice_check(PyObject *self, PyObject *const *args, Py_ssize_t nar
             Py_RETURN_NONE;
     }
     HmacKey *key = (HmacKey *)args[2];
-    unsigned adj = (unsigned)(mi + 24 - 20);
-    unsigned char hdr[4] = {d[0], d[1], (unsigned char)(adj >> 8), (unsigned char)adj};
-    unsigned char inner[SHA_DIGEST_LENGTH], out[SHA_DIGEST_LENGTH];
-    SHA_CTX c = key->i1;
-    SHA1_Update(&c, hdr, 4);
-    SHA1_Update(&c, d + 4, (size_t)(mi - 4));
-    SHA1_Final(inner, &c);
-    c = key->o1;
-    SHA1_Update(&c, inner, sizeof inner);
-    SHA1_Final(out, &c);
-    unsigned char diff = 0;  /* constant time */
-    for (int i = 0; i < SHA_DIGEST_LENGTH; i++) diff |= out[i] ^ d[mi + 4 + i];
-    if (diff) Py_RETURN_NONE;
+    if (!sha1_integrity_ok(key, d, mi)) Py_RETURN_NONE;
     PyObject *answer = success_answer(d + 8, PyTuple_GET_ITEM(args[3], 0), PyTuple_GET_ITEM(args[3], 1), key);
     if (!answer) return NULL;
     PyObject *controlling = cing >= 0 ? PyLong_FromUnsignedLongLong(rd64(d + cing)) : Py_NewRef(Py_None);
