@@ -10,7 +10,7 @@ from agent_net import Net, exchange
 
 from ice.agent import AgentConfig, AgentState, Candidate, CandidateType, IceAgent, Nomination, PairState
 from ice.agent.candidate import candidate_priority, pair_priority
-from ice.agent.events import ConsentLost, SelectedPairChanged
+from ice.agent.events import ConsentLost, RoleChanged, SelectedPairChanged
 from ice.agent.session import IceSession
 from ice.stun import Message, MessageClass, Method, parse, short_term_key
 from ice.stun.attributes import (
@@ -165,6 +165,8 @@ def test_triggered_check_answers_at_once_through_nats() -> None:
 def test_role_conflict_both_controlling_resolves() -> None:
     net = Net()
     a, b = agents(controlling_b=True)
+    roles: list[tuple[IceAgent, bool]] = []
+    net.on_event = lambda agent, ev: roles.append((agent, ev.controlling)) if isinstance(ev, RoleChanged) else None
     net.attach(a, A1)
     net.attach(b, B1)
     exchange(net, a, b)
@@ -172,8 +174,10 @@ def test_role_conflict_both_controlling_resolves() -> None:
     assert connected(a, b)
     assert a.controlling != b.controlling  # the larger tie-breaker stays controlling (RFC 8445 §7.3.1.1)
     winner = a if a.tie_breaker > b.tie_breaker else b
+    loser = b if winner is a else a
     assert winner.controlling
     assert a.stats["role-switch"] + b.stats["role-switch"] >= 1
+    assert roles == [(loser, False)]  # one RoleChanged, from the agent that switched, with its new role
 
 
 def test_role_conflict_both_controlled_resolves() -> None:

@@ -40,6 +40,7 @@ from ice.agent.events import (
     GatheringComplete,
     NetworkChangeRestart,
     PairStateChanged,
+    RoleChanged,
     SelectedPairChanged,
     StateChanged,
     StunServerUnreachable,
@@ -1111,6 +1112,7 @@ class IceAgent:
         self.pacer.changes += 1
         self.controlling = controlling
         self.stats["role-switch"] += 1
+        self._events.append(RoleChanged(controlling))
         for p in self.pairs:  # pair priorities depend on the role (RFC 8445 §6.1.2.3)
             g, d = (p.local.priority, p.remote.priority) if controlling else (p.remote.priority, p.local.priority)
             p.priority = pair_priority(g, d)

@@ -72,6 +72,14 @@ class ConsentLost:
 
 
 @dataclass(frozen=True)
+class RoleChanged:
+    """The agent took the other role: resolving a role conflict (RFC 8445 §7.3.1.1: a 487 answer, or a check from
+    a peer in the same role whose tie-breaker loses to ours), or facing an ICE-lite peer (§6.1.1)."""
+
+    controlling: bool
+
+
+@dataclass(frozen=True)
 class NetworkChangeRestart:
     """The agent restarted ICE because the network changed (RFC 8445 §9; ``IceAgent.network_changed``): its local
     credentials are new (``ufrag``, and the agent's ``pwd``). Signal them to the peer, which restarts too when a
@@ -87,4 +95,4 @@ class NetworkChangeRestart:
 
 
 Event = (CandidateGathered | GatheringComplete | PairStateChanged | SelectedPairChanged | StateChanged
-         | DataReceived | ConsentLost | StunServerUnreachable | NetworkChangeRestart)
+         | DataReceived | ConsentLost | StunServerUnreachable | NetworkChangeRestart | RoleChanged)

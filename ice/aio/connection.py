@@ -13,6 +13,7 @@ import logging
 import socket
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, replace
+from typing import Any
 
 from ice.agent import AgentConfig, AgentState, Candidate, IceAgent
 from ice.agent.candidate import pair_text
@@ -509,22 +510,45 @@ class Connection:
             self.driver.pump()
 
     def _on_event(self, ev: Event) -> None:
-        if isinstance(ev, StateChanged) and ev.state is AgentState.FAILED:
-            self._failure = ev.reason or "ICE failed"
-        elif isinstance(ev, StunServerUnreachable):
-            log.warning("STUN server %s unreachable from %s: %s", _fmt(ev.server), _fmt(ev.local), ev.reason)
-        if isinstance(ev, DataReceived):
-            self._recv.put_nowait(ev.data)
-        elif isinstance(ev, SelectedPairChanged):
-            self.selected = ev
-        elif isinstance(ev, GatheringComplete):
-            self._gathered.set()
-        if isinstance(ev, (StateChanged, SelectedPairChanged, ConsentLost)):
-            self._state_changed.set()
+        react = _REACTIONS.get(type(ev))  # most events (pair states) need nothing of the connection itself
+        if react is not None:
+            react(self, ev)
         if self._queue_events:
             self._events.put_nowait(ev)
         if self.on_event is not None:
             self.on_event(ev)
+
+    def _on_state(self, ev: StateChanged) -> None:
+        if ev.state is AgentState.FAILED:
+            self._failure = ev.reason or "ICE failed"
+        self._state_changed.set()
+
+    def _on_selected(self, ev: SelectedPairChanged) -> None:
+        self.selected = ev
+        self._state_changed.set()
+
+    def _on_consent_lost(self, ev: ConsentLost) -> None:
+        self._state_changed.set()
+
+    def _on_data(self, ev: DataReceived) -> None:
+        self._recv.put_nowait(ev.data)
+
+    def _on_gathered(self, ev: GatheringComplete) -> None:
+        self._gathered.set()
+
+    def _on_server_unreachable(self, ev: StunServerUnreachable) -> None:
+        log.warning("STUN server %s unreachable from %s: %s", _fmt(ev.server), _fmt(ev.local), ev.reason)
+
+
+_REACTIONS: dict[type, Callable[[Connection, Any], None]] = {
+    StateChanged: Connection._on_state,
+    SelectedPairChanged: Connection._on_selected,
+    ConsentLost: Connection._on_consent_lost,
+    DataReceived: Connection._on_data,
+    GatheringComplete: Connection._on_gathered,
+    StunServerUnreachable: Connection._on_server_unreachable,
+}
+"""What the connection itself does with an event, by its type, before queueing it or handing it to ``on_event``."""
 
 
 def _fmt(addr: Address) -> str:

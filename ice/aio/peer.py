@@ -14,10 +14,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
-from typing import TextIO
+from typing import Any, TextIO
 
 from ice.agent import AgentConfig, Candidate, Nomination
-from ice.agent.events import CandidateGathered, Event, GatheringComplete, SelectedPairChanged, StateChanged
+from ice.agent.events import CandidateGathered, Event, GatheringComplete, RoleChanged, SelectedPairChanged, StateChanged
 from ice.agent.tcp import TcpType
 from ice.aio.connection import Connection
 from ice.errors import IceError, NotConnected
@@ -180,28 +180,36 @@ class _Peer:
                                queue_events=False, transports=settings.transports, tcp_types=settings.tcp_types)
         self.conn.on_event = self.on_event
         self.held: list[Candidate] = []
-        self.role = settings.controlling
+        if self.conn.agent.controlling != settings.controlling:  # a lite agent is always controlled (RFC 8445 §6.1.1)
+            out("role " + ("controlling" if self.conn.agent.controlling else "controlled"))
         self.bulk_in = BulkCounter()
         self.bulk_out: asyncio.Task[None] | None = None
 
     def on_event(self, ev: Event) -> None:
-        if isinstance(ev, CandidateGathered):
-            if self.settings.trickle:
-                self.out("local-candidate " + ev.candidate.to_sdp())
-            else:
-                self.held.append(ev.candidate)
-        elif isinstance(ev, GatheringComplete):
-            for cand in self.held:
-                self.out("local-candidate " + cand.to_sdp())
-            self.held.clear()
-            self.out("local-end-of-candidates")
-        elif isinstance(ev, SelectedPairChanged):
-            self.out(f"selected {ev.local.to_sdp()} | {ev.remote.to_sdp()}")
-        elif isinstance(ev, StateChanged):
-            self.out(f"state {ev.state.value}")
-        if self.conn.agent.controlling != self.role:
-            self.role = self.conn.agent.controlling
-            self.out("role " + ("controlling" if self.role else "controlled"))
+        report = _REPORTS.get(type(ev))  # pair states and the rest have no line of their own
+        if report is not None:
+            report(self, ev)
+
+    def _gathered(self, ev: CandidateGathered) -> None:
+        if self.settings.trickle:
+            self.out("local-candidate " + ev.candidate.to_sdp())
+        else:
+            self.held.append(ev.candidate)
+
+    def _gathering_complete(self, ev: GatheringComplete) -> None:
+        for cand in self.held:
+            self.out("local-candidate " + cand.to_sdp())
+        self.held.clear()
+        self.out("local-end-of-candidates")
+
+    def _selected(self, ev: SelectedPairChanged) -> None:
+        self.out(f"selected {ev.local.to_sdp()} | {ev.remote.to_sdp()}")
+
+    def _state(self, ev: StateChanged) -> None:
+        self.out(f"state {ev.state.value}")
+
+    def _role(self, ev: RoleChanged) -> None:
+        self.out("role " + ("controlling" if ev.controlling else "controlled"))
 
     async def gather(self) -> None:
         self.out(f"local-credentials {self.conn.ufrag} {self.conn.pwd}")
@@ -281,6 +289,16 @@ class _Peer:
             self.bulk_in = BulkCounter()
         else:
             raise ValueError(f"unknown command {cmd}")
+
+
+_REPORTS: dict[type, Callable[[_Peer, Any], None]] = {
+    CandidateGathered: _Peer._gathered,
+    GatheringComplete: _Peer._gathering_complete,
+    SelectedPairChanged: _Peer._selected,
+    StateChanged: _Peer._state,
+    RoleChanged: _Peer._role,
+}
+"""The report line (docs/agent-protocol.md, Reports) each kind of event makes, by its type."""
 
 
 class _Lines(asyncio.Protocol):
