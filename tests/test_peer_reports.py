@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import io
+from types import SimpleNamespace
 
-from ice.aio.peer import Reports, _Lines
+from ice.agent import Candidate, CandidateType
+from ice.agent.events import SelectedPairChanged
+from ice.aio.peer import Reports, _Lines, _Peer
 
 
 class CountingStream(io.StringIO):
@@ -31,6 +34,28 @@ def test_lines_of_one_callback_go_out_in_one_write_after_it() -> None:
         await asyncio.sleep(0)
         await asyncio.sleep(0)
         assert stream.getvalue().endswith("recv ping\n") and stream.writes == 2
+
+    asyncio.run(main())
+
+
+def test_the_peer_writes_selected_at_once_after_what_waited_before_it() -> None:
+    """``selected`` is what the harness times: it leaves in the callback that selected the pair, with the lines
+    before it; the state lines after it wait for the end of the callback as usual."""
+    stream = CountingStream()
+    out = Reports(stream)
+    peer = SimpleNamespace(out=out)
+    a = Candidate("1", 1, "udp", 2130706431, "127.0.0.1", 5000, CandidateType.HOST)
+    b = Candidate("2", 1, "udp", 2130706431, "127.0.0.1", 6000, CandidateType.HOST)
+
+    async def main() -> None:
+        out("state checking")
+        _Peer._selected(peer, SelectedPairChanged(a, b, a.address))  # type: ignore[arg-type]
+        assert stream.getvalue() == f"state checking\nselected {a.to_sdp()} | {b.to_sdp()}\n"
+        assert stream.writes == 1
+        out("state connected")
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert stream.getvalue().endswith("\nstate connected\n") and stream.writes == 2
 
     asyncio.run(main())
 

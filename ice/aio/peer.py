@@ -104,9 +104,9 @@ class PeerSettings:
 
 class Reports:
     """The report lines on standard output. A line waits for the end of the loop's current callback, and the lines
-    of one callback go out in one write: a datagram that selects a pair and changes the state twice costs one system
-    call (and one wake-up of the harness reading them), not three. Order is kept; outside a running loop every line
-    is written at once."""
+    of one callback go out in one write: a datagram that changes the state twice costs one system call (and one
+    wake-up of the harness reading them), not two. :meth:`flush` writes what waits at once (the peer does so for
+    ``selected``: the harness times it). Order is kept; outside a running loop every line is written at once."""
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
@@ -204,6 +204,7 @@ class _Peer:
 
     def _selected(self, ev: SelectedPairChanged) -> None:
         self.out(f"selected {ev.local.to_sdp()} | {ev.remote.to_sdp()}")
+        self.out.flush()  # the moment a pair is selected, not after the rest of the callback (the state lines follow)
 
     def _state(self, ev: StateChanged) -> None:
         self.out(f"state {ev.state.value}")
