@@ -281,6 +281,55 @@ def test_c_ice_check_accepts_only_what_the_general_path_accepts_alike(check: tup
                           controlled.number if controlled else None, msg.get(a.UseCandidate) is not None)
 
 
+@st.composite
+def _answers(draw: st.DrawFn) -> tuple[bytes, bool]:
+    """Success responses to a check as peers send them (and some as they should not), and whether it is plain."""
+    tid = os.urandom(12)
+    plain = True
+    attrs: list[Attribute] = []
+    if draw(st.booleans()):
+        attrs.append(a.Software("peer"))
+    family = draw(st.sampled_from(["ipv4", "ipv6", "none"]))
+    if family == "ipv4":
+        attrs.append(a.XorMappedAddress(draw(st.sampled_from(["192.0.2.7", "10.0.0.1"])), draw(st.integers(0, 65535))))
+    elif family == "ipv6":
+        attrs.append(a.XorMappedAddress("2001:db8::7", 40123))
+    plain = family == "ipv4"
+    if draw(st.booleans()):
+        attrs.append(a.MappedAddress("192.0.2.99", 1))  # comprehension-required: left to the general path
+        plain = False
+    draw(st.randoms()).shuffle(attrs)
+    key = draw(st.sampled_from([KEY, short_term_key("other")]))
+    plain = plain and key is KEY
+    cls = draw(st.sampled_from([MessageClass.SUCCESS, MessageClass.SUCCESS, MessageClass.ERROR]))
+    plain = plain and cls is MessageClass.SUCCESS
+    raw = bytearray(Message(Method.BINDING, cls, tid, attrs).encode(key, fingerprint=draw(st.booleans())))
+    for _ in range(draw(st.integers(0, 2))):
+        raw[draw(st.integers(0, len(raw) - 1))] = draw(st.integers(0, 255))
+        plain = False
+    return bytes(raw), plain
+
+
+@settings(max_examples=600)
+@given(_answers())
+def test_c_ice_answer_reads_what_the_general_path_reads(answer: tuple[bytes, bool]) -> None:
+    """What ``ice_answer`` accepts, parse() accepts too, with a verifying MESSAGE-INTEGRITY and the same mapped
+    address; the plain case is never left to the general path."""
+    from ice.stun.message import ice_answer
+
+    raw, plain = answer
+    if message._ice_answer is None:
+        return
+    mapped = ice_answer(raw, KEY.c)
+    assert (mapped is not None) >= plain
+    if mapped is None:
+        return
+    msg = parse(raw)
+    xma = msg.get(a.XorMappedAddress)
+    assert msg.message_class is MessageClass.SUCCESS and msg.check_integrity(KEY) and xma is not None
+    assert xma.address == mapped
+
+
 @settings(max_examples=200)
 @given(st.binary(max_size=100), st.binary(max_size=300), st.integers(0, 400))
 def test_c_hmac_equals_python_hmac(key: bytes, data: bytes, pos: int) -> None:

@@ -80,7 +80,7 @@ from ice.stun.attributes import (
     XorMappedAddress,
 )
 from ice.stun.integrity import IntegrityKey
-from ice.stun.message import Message, MessageClass, Method, encode_parts, ice_check, is_stun, parse
+from ice.stun.message import Message, MessageClass, Method, encode_parts, ice_answer, ice_check, is_stun, parse
 from ice.stun.transaction import ClientTransaction, RetransmissionConfig, Transmit
 
 COUNTERS = {
@@ -919,6 +919,18 @@ class IceAgent:
                 self._maybe_nominate(now)
                 self._maybe_completed()
                 return
+        elif data[1] == 1 and data[0] == 1 and self._remote_key is not None and self._tcp.rx is None:
+            # A success response: to one of our checks, the common one is verified and read in one pass too.
+            tid = data[8:20]
+            check = self._checks.get(tid)
+            if check is not None and check.purpose == "check" and check.pair is not None:
+                mapped = ice_answer(data, self._remote_key.c)
+                if mapped is not None:
+                    del self._checks[tid]
+                    self._check_succeeded(now, local, remote, check, check.pair, mapped)
+                    self._maybe_nominate(now)
+                    self._maybe_completed()
+                    return
         try:
             msg = parse(data)
         except StunParseError:
@@ -1171,6 +1183,15 @@ class IceAgent:
             self._set_pair(pair, PairState.FAILED)
             self._check_failed()
             return
+        xma = resp.get(XorMappedAddress)
+        self._check_succeeded(now, local, remote, check, pair, xma.address if xma is not None else None)
+
+    def _check_succeeded(self, now: float, local: Address, remote: Address, check: _Check, pair: Pair,
+                         mapped: Address | None) -> None:
+        """A check's authenticated success response, mapping it to ``mapped`` (XOR-MAPPED-ADDRESS): RFC 8445
+        §7.2.5.2.1 symmetry, §7.2.5.3 the valid pair, the unfreezing and the selection it leads to. Responses
+        reach it from :meth:`_on_response` or, in the common case, straight from the C accelerator's single
+        pass."""
         # RFC 8445 §7.2.5.2.1: the response must come from where the request went, to where it came from.
         if remote != pair.remote.address or local != pair.base or not self._tcp_same_path(pair):
             self._set_pair(pair, PairState.FAILED)
@@ -1179,8 +1200,7 @@ class IceAgent:
         self._count(pair, "check-responses-success")
         pair.rtt = now - (check.tx.sent_at[-1] if check.tx.sent_at else now)
         self._set_pair(pair, PairState.SUCCEEDED)
-        xma = resp.get(XorMappedAddress)
-        valid = self._valid_pair(pair, xma.address) if xma is not None and xma.address != pair.base else pair
+        valid = self._valid_pair(pair, mapped) if mapped is not None and mapped != pair.base else pair
         valid.valid = True
         pair.valid = True
         if self._first_valid_at is None:
