@@ -19,6 +19,9 @@ class CandidateType(enum.Enum):
     RELAYED = "relay"
 
 
+_TYPES = {t.value: t for t in CandidateType}
+"""A candidate type by its SDP name (RFC 8839 §5.1 cand-type), looked up without the Enum call's machinery."""
+
 TYPE_PREFERENCE = {
     CandidateType.HOST: 126,
     CandidateType.PEER_REFLEXIVE: 110,
@@ -101,10 +104,9 @@ class Candidate:
         if len(bits) < 8 or bits[6] != "typ":
             raise ValueError(f"not an ICE candidate (RFC 8839 section 5.1): {text!r}")
         found, comp, transport, prio, host, port = bits[:6]
-        try:
-            kind = CandidateType(bits[7])
-        except ValueError:
-            raise ValueError(f"unknown candidate type {bits[7]!r}") from None
+        kind = _TYPES.get(bits[7])
+        if kind is None:
+            raise ValueError(f"unknown candidate type {bits[7]!r}")
         if not (_number(comp, 256) and _number(prio, 0xFFFFFFFF) and _number(port, 0xFFFF)) or int(comp) < 1:
             raise ValueError(f"malformed component, priority or port in {text!r}")
         if not _FOUNDATION.fullmatch(found):
