@@ -240,15 +240,20 @@ def _checks(draw: st.DrawFn) -> tuple[bytes, bool]:
     if draw(st.booleans()):
         attrs.append(a.UnknownAttribute(draw(st.sampled_from([0x0030, 0x7F00, 0xC0DE])), b"\x01\x02"))
         plain = plain and attrs[-1].code >= 0x8000
+    return _signed_and_mutated(draw, MessageClass.REQUEST, attrs, plain)
+
+
+def _signed_and_mutated(draw: st.DrawFn, cls: MessageClass, attrs: list[Attribute], plain: bool
+                        ) -> tuple[bytes, bool]:
+    """A Binding message of ``attrs`` in a drawn order, signed with KEY or another key, maybe fingerprinted, maybe
+    with bytes changed; still plain if ``plain`` and signed with KEY and unchanged."""
     draw(st.randoms()).shuffle(attrs)
     key = draw(st.sampled_from([KEY, short_term_key("other")]))
-    plain = plain and key is KEY
-    raw = bytearray(Message(Method.BINDING, MessageClass.REQUEST, os.urandom(12), attrs)
-                    .encode(key, fingerprint=draw(st.booleans())))
-    for _ in range(draw(st.integers(0, 2))):
+    raw = bytearray(Message(Method.BINDING, cls, os.urandom(12), attrs).encode(key, fingerprint=draw(st.booleans())))
+    changes = draw(st.integers(0, 2))
+    for _ in range(changes):
         raw[draw(st.integers(0, len(raw) - 1))] = draw(st.integers(0, 255))
-        plain = False
-    return bytes(raw), plain
+    return bytes(raw), plain and key is KEY and not changes
 
 
 @settings(max_examples=600)
@@ -284,8 +289,6 @@ def test_c_ice_check_accepts_only_what_the_general_path_accepts_alike(check: tup
 @st.composite
 def _answers(draw: st.DrawFn) -> tuple[bytes, bool]:
     """Success responses to a check as peers send them (and some as they should not), and whether it is plain."""
-    tid = os.urandom(12)
-    plain = True
     attrs: list[Attribute] = []
     if draw(st.booleans()):
         attrs.append(a.Software("peer"))
@@ -298,16 +301,8 @@ def _answers(draw: st.DrawFn) -> tuple[bytes, bool]:
     if draw(st.booleans()):
         attrs.append(a.MappedAddress("192.0.2.99", 1))  # comprehension-required: left to the general path
         plain = False
-    draw(st.randoms()).shuffle(attrs)
-    key = draw(st.sampled_from([KEY, short_term_key("other")]))
-    plain = plain and key is KEY
     cls = draw(st.sampled_from([MessageClass.SUCCESS, MessageClass.SUCCESS, MessageClass.ERROR]))
-    plain = plain and cls is MessageClass.SUCCESS
-    raw = bytearray(Message(Method.BINDING, cls, tid, attrs).encode(key, fingerprint=draw(st.booleans())))
-    for _ in range(draw(st.integers(0, 2))):
-        raw[draw(st.integers(0, len(raw) - 1))] = draw(st.integers(0, 255))
-        plain = False
-    return bytes(raw), plain
+    return _signed_and_mutated(draw, cls, attrs, plain and cls is MessageClass.SUCCESS)
 
 
 @settings(max_examples=600)

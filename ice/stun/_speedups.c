@@ -506,6 +506,7 @@ static PyObject *seal(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
 #define T_USE_CANDIDATE 0x0025
 #define T_ICE_CONTROLLED 0x8029
 #define T_ICE_CONTROLLING 0x802A
+#define T_XOR_MAPPED_ADDRESS 0x0020
 
 static uint64_t rd64(const unsigned char *p) { return ((uint64_t)rd32(p) << 32) | rd32(p + 4); }
 
@@ -541,6 +542,67 @@ static PyObject *success_answer(const unsigned char *tid, PyObject *host, PyObje
     return msg;
 }
 
+/* The attributes before MESSAGE-INTEGRITY, by type, of a message plain_message() accepts: at most one position
+ * (the value's offset, the first of each type counts) per type an agent reads. */
+typedef struct {
+    Py_ssize_t user, ulen, prio, cing, ced, xma;
+    int use;
+} Plain;
+
+/* Is d (n bytes) a plain message of type mtype for an ICE agent's fast paths: the magic cookie; attributes the
+ * agent reads (USERNAME, PRIORITY, USE-CANDIDATE, ICE-CONTROLLING, ICE-CONTROLLED with their sizes, an IPv4
+ * XOR-MAPPED-ADDRESS) or comprehension-optional ones; MESSAGE-INTEGRITY verifying under key (RFC 8489 section
+ * 14.5); at most a matching FINGERPRINT after it (section 14.7)? Fills p; 0 for anything else (the general path). */
+static int plain_message(const unsigned char *d, Py_ssize_t n, unsigned mtype, const HmacKey *key, Plain *p) {
+    *p = (Plain){-1, 0, -1, -1, -1, -1, 0};
+    if (n < 20 || rd16(d) != mtype || rd32(d + 4) != 0x2112A442u || rd16(d + 2) + 20 != n || (n & 3)) return 0;
+    Py_ssize_t pos = 20, mi = -1;
+    while (pos + 4 <= n) {
+        unsigned t = rd16(d + pos), alen = rd16(d + pos + 2);
+        Py_ssize_t at = pos + 4;
+        if (at + (Py_ssize_t)alen > n) return 0;
+        if (t == T_MI) {
+            if (alen != 20) return 0;
+            mi = pos;
+            pos += 24;
+            break;
+        }
+        switch (t) {
+        case T_USERNAME:
+            if (p->user < 0) { p->user = at; p->ulen = alen; }
+            break;
+        case T_PRIORITY:
+            if (alen != 4) return 0;
+            if (p->prio < 0) p->prio = at;
+            break;
+        case T_USE_CANDIDATE:
+            if (alen != 0) return 0;
+            p->use = 1;
+            break;
+        case T_ICE_CONTROLLING:
+            if (alen != 8) return 0;
+            if (p->cing < 0) p->cing = at;
+            break;
+        case T_ICE_CONTROLLED:
+            if (alen != 8) return 0;
+            if (p->ced < 0) p->ced = at;
+            break;
+        case T_XOR_MAPPED_ADDRESS:
+            if (alen != 8 || d[at + 1] != 1) return 0;  /* IPv6 (or malformed): the general path */
+            if (p->xma < 0) p->xma = at;
+            break;
+        default:
+            if (t < 0x8000 || t == T_FP || t == T_MI256) return 0;  /* the general path decides */
+        }
+        pos = at + alen + ((4 - (alen & 3)) & 3);
+    }
+    if (mi < 0) return 0;
+    if (pos != n && (pos + 8 != n || rd16(d + pos) != T_FP || rd16(d + pos + 2) != 4
+                     || (crc32_ieee(d, pos) ^ 0x5354554Eu) != rd32(d + pos + 4)))
+        return 0;
+    return sha1_integrity_ok(key, d, mi);
+}
+
 static PyObject *ice_check(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 4 || !PyBytes_Check(args[0]) || !PyBytes_Check(args[1])
             || !PyObject_TypeCheck(args[2], &HmacKeyType) || !PyTuple_Check(args[3]) || PyTuple_GET_SIZE(args[3]) < 2) {
@@ -548,67 +610,24 @@ static PyObject *ice_check(PyObject *self, PyObject *const *args, Py_ssize_t nar
         return NULL;
     }
     const unsigned char *d = (const unsigned char *)PyBytes_AS_STRING(args[0]);
-    Py_ssize_t n = PyBytes_GET_SIZE(args[0]);
     const char *prefix = PyBytes_AS_STRING(args[1]);
     Py_ssize_t plen = PyBytes_GET_SIZE(args[1]);
-    if (n < 20 || rd16(d) != 0x0001 || rd32(d + 4) != 0x2112A442u || rd16(d + 2) + 20 != n || (n & 3))
-        Py_RETURN_NONE;
-    Py_ssize_t pos = 20, user = -1, ulen = 0, prio = -1, cing = -1, ced = -1, mi = -1;
-    int use = 0;
-    while (pos + 4 <= n) {
-        unsigned t = rd16(d + pos), alen = rd16(d + pos + 2);
-        if (pos + 4 + (Py_ssize_t)alen > n) Py_RETURN_NONE;
-        if (t == T_MI) {
-            if (alen != 20) Py_RETURN_NONE;
-            mi = pos;
-            pos += 24;
-            break;
-        }
-        switch (t) {
-        case T_USERNAME:
-            if (user < 0) { user = pos + 4; ulen = alen; }
-            break;
-        case T_PRIORITY:
-            if (alen != 4) Py_RETURN_NONE;
-            if (prio < 0) prio = pos + 4;
-            break;
-        case T_USE_CANDIDATE:
-            if (alen != 0) Py_RETURN_NONE;
-            use = 1;
-            break;
-        case T_ICE_CONTROLLING:
-            if (alen != 8) Py_RETURN_NONE;
-            if (cing < 0) cing = pos + 4;
-            break;
-        case T_ICE_CONTROLLED:
-            if (alen != 8) Py_RETURN_NONE;
-            if (ced < 0) ced = pos + 4;
-            break;
-        default:
-            if (t < 0x8000 || t == T_FP || t == T_MI256) Py_RETURN_NONE;  /* the general path decides */
-        }
-        pos += 4 + alen + ((4 - (alen & 3)) & 3);
-    }
-    if (mi < 0 || user < 0 || prio < 0 || ulen < plen || ulen > 509 || memcmp(d + user, prefix, (size_t)plen) != 0)
-        Py_RETURN_NONE;
-    for (Py_ssize_t i = 0; i < ulen; i++) {
-        if (d[user + i] & 0x80) Py_RETURN_NONE;  /* not ASCII: the general path decodes (or rejects) it */
-    }
-    if (pos != n) {  /* after MESSAGE-INTEGRITY only a FINGERPRINT, which must match (RFC 8489 section 14.7) */
-        if (pos + 8 != n || rd16(d + pos) != T_FP || rd16(d + pos + 2) != 4
-                || (crc32_ieee(d, pos) ^ 0x5354554Eu) != rd32(d + pos + 4))
-            Py_RETURN_NONE;
-    }
     HmacKey *key = (HmacKey *)args[2];
-    if (!sha1_integrity_ok(key, d, mi)) Py_RETURN_NONE;
+    Plain p;
+    if (!plain_message(d, PyBytes_GET_SIZE(args[0]), 0x0001, key, &p) || p.xma >= 0 || p.user < 0 || p.prio < 0
+            || p.ulen < plen || p.ulen > 509 || memcmp(d + p.user, prefix, (size_t)plen) != 0)
+        Py_RETURN_NONE;
+    for (Py_ssize_t i = 0; i < p.ulen; i++) {
+        if (d[p.user + i] & 0x80) Py_RETURN_NONE;  /* not ASCII: the general path decodes (or rejects) it */
+    }
     PyObject *answer = success_answer(d + 8, PyTuple_GET_ITEM(args[3], 0), PyTuple_GET_ITEM(args[3], 1), key);
     if (!answer) return NULL;
-    PyObject *controlling = cing >= 0 ? PyLong_FromUnsignedLongLong(rd64(d + cing)) : Py_NewRef(Py_None);
-    PyObject *controlled = ced >= 0 ? PyLong_FromUnsignedLongLong(rd64(d + ced)) : Py_NewRef(Py_None);
+    PyObject *controlling = p.cing >= 0 ? PyLong_FromUnsignedLongLong(rd64(d + p.cing)) : Py_NewRef(Py_None);
+    PyObject *controlled = p.ced >= 0 ? PyLong_FromUnsignedLongLong(rd64(d + p.ced)) : Py_NewRef(Py_None);
     PyObject *result = NULL;
     if (controlling && controlled)
-        result = Py_BuildValue("(y#kOOOO)", (const char *)d + 8, (Py_ssize_t)12, (unsigned long)rd32(d + prio),
-                               controlling, controlled, use ? Py_True : Py_False, answer);
+        result = Py_BuildValue("(y#kOOOO)", (const char *)d + 8, (Py_ssize_t)12, (unsigned long)rd32(d + p.prio),
+                               controlling, controlled, p.use ? Py_True : Py_False, answer);
     Py_XDECREF(controlling);
     Py_XDECREF(controlled);
     Py_DECREF(answer);
@@ -628,38 +647,14 @@ static PyObject *ice_answer(PyObject *self, PyObject *const *args, Py_ssize_t na
         return NULL;
     }
     const unsigned char *d = (const unsigned char *)PyBytes_AS_STRING(args[0]);
-    Py_ssize_t n = PyBytes_GET_SIZE(args[0]);
-    if (n < 20 || rd16(d) != 0x0101 || rd32(d + 4) != 0x2112A442u || rd16(d + 2) + 20 != n || (n & 3))
-        Py_RETURN_NONE;
-    Py_ssize_t pos = 20, xma = -1, mi = -1;
-    while (pos + 4 <= n) {
-        unsigned t = rd16(d + pos), alen = rd16(d + pos + 2);
-        if (pos + 4 + (Py_ssize_t)alen > n) Py_RETURN_NONE;
-        if (t == T_MI) {
-            if (alen != 20) Py_RETURN_NONE;
-            mi = pos;
-            pos += 24;
-            break;
-        }
-        if (t == 0x0020) {  /* XOR-MAPPED-ADDRESS */
-            if (alen != 8 || d[pos + 5] != 1) Py_RETURN_NONE;  /* IPv6 (or malformed): the general path */
-            if (xma < 0) xma = pos + 4;
-        } else if (t < 0x8000 || t == T_FP || t == T_MI256) {
-            Py_RETURN_NONE;
-        }
-        pos += 4 + alen + ((4 - (alen & 3)) & 3);
-    }
-    if (mi < 0 || xma < 0) Py_RETURN_NONE;
-    if (pos != n) {
-        if (pos + 8 != n || rd16(d + pos) != T_FP || rd16(d + pos + 2) != 4
-                || (crc32_ieee(d, pos) ^ 0x5354554Eu) != rd32(d + pos + 4))
-            Py_RETURN_NONE;
-    }
-    if (!sha1_integrity_ok((HmacKey *)args[1], d, mi)) Py_RETURN_NONE;
-    uint32_t ip = rd32(d + xma + 4) ^ 0x2112A442u;
+    Plain p;
+    if (!plain_message(d, PyBytes_GET_SIZE(args[0]), 0x0101, (HmacKey *)args[1], &p) || p.xma < 0 || p.user >= 0
+            || p.prio >= 0 || p.use || p.cing >= 0 || p.ced >= 0)
+        Py_RETURN_NONE;  /* a check's attributes in a response: not the plain case */
+    uint32_t ip = rd32(d + p.xma + 4) ^ 0x2112A442u;
     return Py_BuildValue("(Nl)", PyUnicode_FromFormat("%u.%u.%u.%u", (ip >> 24) & 0xFF, (ip >> 16) & 0xFF,
                                                       (ip >> 8) & 0xFF, ip & 0xFF),
-                         (long)(rd16(d + xma + 2) ^ 0x2112));
+                         (long)(rd16(d + p.xma + 2) ^ 0x2112));
 }
 
 /* ------------------------------------------------------------------------------------- batched UDP I/O */
