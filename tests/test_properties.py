@@ -218,6 +218,21 @@ def test_c_seal_equals_python_encode(msg: Message, signed: bool, fingerprint: bo
         message._seal = seal
 
 
+def test_a_key_made_without_the_accelerator_still_signs() -> None:
+    """A key built while the C accelerator was off has no C key: Message.encode signs it in Python, never sends
+    the message unsigned."""
+    if integrity._speedups is None:
+        return
+    saved, integrity._speedups = integrity._speedups, None
+    try:
+        key = integrity.IntegrityKey(b"secret")
+    finally:
+        integrity._speedups = saved
+    assert key.c is None
+    raw = Message(Method.BINDING, MessageClass.REQUEST, b"x" * 12).encode(key, fingerprint=True)
+    assert parse(raw).check_integrity(integrity.IntegrityKey(b"secret"))
+
+
 @st.composite
 def _checks(draw: st.DrawFn) -> tuple[bytes, bool]:
     """An ICE check as peers send them (and some as they should not): bytes, and whether it is the plain case."""

@@ -10,8 +10,9 @@ them; nothing here knows a protocol.
   bytes, as ``recvfrom(size)`` cuts it) queued on a non-blocking socket; ``[]`` when none is. An error on the first
   read raises ``OSError``; an error after some datagrams ends the batch and is raised by the next call (what
   ``recvmmsg`` does). Addresses are 2-tuples in both families (an IPv6 host keeps its ``%scope``).
-* ``recv_reserve(max, size)``: get ``recv_batch``'s buffer for ``max`` datagrams of ``size`` bytes ready now (its
-  memory mapped when a socket is added, not while the first datagram waits); nothing to do in pure Python.
+* ``recv_reserve(max, size)``: get ``recv_batch``'s buffer for ``max`` datagrams of ``size`` bytes ready now (the
+  page each slot's datagram starts in mapped when a socket is added, not while the first datagram waits); nothing
+  to do in pure Python.
 * ``send_batch(sock, items, start, gso=True)`` -> the index after the last datagram sent: ``items[i][0]`` is the
   destination ``(host, port)`` (numeric; None: a connected socket's peer), ``items[i][1]`` the bytes -- a
   :class:`~ice.stun.transaction.Transmit` fits as it is.

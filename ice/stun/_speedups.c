@@ -738,8 +738,9 @@ static PyObject *addr_tuple(const struct sockaddr_storage *sa) {
 }
 
 /* recv_batch(sock, max, size) -> [((host, port), data), ...]: see the module comment. */
-/* The receive buffer, grown to max datagrams of size bytes and written through once, so the pages are mapped
- * before a datagram has to wait for them (the first read after a socket is added, not a page fault). */
+/* The receive buffer, grown to max datagrams of size bytes, with the first page of every slot written once, so
+ * the page a small datagram lands in is mapped before one has to wait for it (the first read after a socket is
+ * added, not a page fault), and the rest of a 64 KiB slot only when a datagram that large arrives. */
 static int reserve(Py_ssize_t max, Py_ssize_t size) {
     if ((size_t)(max * size) <= io_cap) return 0;
     unsigned char *grown = PyMem_RawRealloc(io_buf, (size_t)(max * size));
@@ -747,7 +748,7 @@ static int reserve(Py_ssize_t max, Py_ssize_t size) {
         PyErr_NoMemory();
         return -1;
     }
-    memset(grown + io_cap, 0, (size_t)(max * size) - io_cap);
+    for (Py_ssize_t i = 0; i < max; i++) memset(grown + i * size, 0, (size_t)(size < 4096 ? size : 4096));
     io_buf = grown;
     io_cap = (size_t)(max * size);
     return 0;

@@ -304,7 +304,8 @@ def _finish(mtype: int, tid: bytes, body: bytes, key: bytes | IntegrityKey | Non
         return _HDR.pack(mtype, length, MAGIC_COOKIE) + tid + body
     if _seal is not None and integrity is Integrity.SHA1 and len(tid) == 12:
         sealer = None if key is None else key.c if isinstance(key, IntegrityKey) else as_key(key).c
-        return _seal(mtype, tid, body, sealer, fingerprint)  # type: ignore[no-any-return]
+        if sealer is not None or key is None:  # a key made without the accelerator signs below, never not at all
+            return _seal(mtype, tid, body, sealer, fingerprint)  # type: ignore[no-any-return]
     if key is not None:
         k = key if isinstance(key, IntegrityKey) else as_key(key)
         if integrity is not Integrity.SHA256:
