@@ -16,7 +16,7 @@ An endpoint may also offer ``handle_datagrams(now, local, batch)``: the ``(remot
 received on ``local``, fed in order -- exactly as many ``handle_datagram`` calls would, and one input for the
 driver, which calls it for a batch read at once; and ``poll_transmits()``: every queued transmit at once, in the
 order ``poll_transmit`` would give them. The servers have both (their per-datagram fast paths run over the whole
-batch).
+batch); the ICE agent has ``poll_transmits``.
 
 ``now`` is seconds on any monotonic origin, the same for every call into one endpoint. Methods specific to a
 machine (``IceAgent.send``, ``TurnClient.allocate``, ...) also take ``now`` where they need it; after calling one

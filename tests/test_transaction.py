@@ -53,7 +53,7 @@ def test_reliable_transport_sends_once_and_waits_39_5_s() -> None:
 
 def test_custom_config_schedule() -> None:
     cfg = RetransmissionConfig(rto=0.1, rc=3, rm=4)
-    assert cfg.schedule() == ([0.0, 0.1, 0.30000000000000004], pytest.approx(0.7))
+    assert cfg.schedule() == ((0.0, 0.1, 0.30000000000000004), pytest.approx(0.7))
     with pytest.raises(ValueError):
         RetransmissionConfig(rto=0)
 

@@ -231,6 +231,8 @@ class IceAgent:
         self.remote_lite = False
         self.local_candidates: list[Candidate] = []
         self._bases: dict[Address, Candidate] = {}
+        self._components: list[int] | None = None
+        """:attr:`components`, worked out again after a base is added or removed (None: not yet)."""
         self.remote_candidates: list[Candidate] = []
         self.remote_end_of_candidates = False
         self.pairs: list[Pair] = []
@@ -284,6 +286,7 @@ class IceAgent:
                          candidate_priority(CandidateType.HOST, pref, component), local[0], local[1],
                          CandidateType.HOST)
         self._bases[local] = cand
+        self._components = None
         self._add_local(cand)
         self._pair_late_local(cand, local)
         return cand
@@ -310,6 +313,7 @@ class IceAgent:
                          candidate_priority(CandidateType.RELAYED, 65535 - same, component), relayed[0], relayed[1],
                          CandidateType.RELAYED, related=mapped)
         self._bases[relayed] = cand
+        self._components = None
         self._add_local(cand)
         self._pair_late_local(cand, relayed)
         return cand
@@ -538,7 +542,8 @@ class IceAgent:
     def _send_check(self, now: float, pair: Pair, nominating: bool = False) -> None:
         assert self._remote_key is not None
         tid, data = self._request(pair, nominating)
-        n = max(1, sum(1 for p in self.pairs if p.state in (PairState.WAITING, PairState.IN_PROGRESS)))
+        n = 1 if len(self.pairs) == 1 else \
+            max(1, sum(1 for p in self.pairs if p.state in (PairState.WAITING, PairState.IN_PROGRESS)))
         rto = max(self.config.check_rto, n * self.config.ta)  # RFC 8445 §14.3
         cfg = self._check_timers.get(rto)
         if cfg is None:  # one per distinct RTO (it follows the number of pairs in the checklist)
@@ -571,13 +576,15 @@ class IceAgent:
                     self._count(check.pair, "nominations-sent")
 
     def _count(self, pair: Pair | None, what: str, n: int = 1) -> None:
-        """Count ``what`` for the agent and, given a pair, for that pair too."""
-        self.stats[what] += n
+        """Count ``what`` for the agent and, given a pair, for that pair too (``get``: a Counter's missing key is
+        a Python-level call, and most counts here are a key's first)."""
+        stats = self.stats
+        stats[what] = stats.get(what, 0) + n
         if pair is not None:
             counters = pair.counters
             if counters is None:
                 counters = pair.counters = self.pair_stats.setdefault(pair_text(pair.local, pair.remote), Counter())
-            counters[what] += n
+            counters[what] = counters.get(what, 0) + n
 
     def _checklist_set(self) -> Iterator[Pair]:
         for agent in self.pacer.checklists or [self]:
@@ -625,7 +632,13 @@ class IceAgent:
     def _next_timeout(self) -> float | None:
         if self.state is AgentState.CLOSED:
             return None
-        times = [t for c in self._checks.values() if (t := c.tx.next_timeout()) is not None]
+        times: list[float] = []
+        for c in self._checks.values():  # a loop, not generators: this runs after every change
+            t = c.tx.next_timeout()
+            if t is not None:
+                times.append(t)
+            if c.deadline is not None:
+                times.append(c.deadline)
         at = self.pacer.next_at
         if (self._started and at is not None and not self.config.lite
                 and self.state in (AgentState.CHECKING, AgentState.CONNECTED, AgentState.COMPLETED)
@@ -633,17 +646,18 @@ class IceAgent:
             times.append(at)  # the same gate as handle_timeout, or the caller would spin on a past deadline
         if self._consent_at is not None:
             times.append(self._consent_at)
-        times.extend(due for _, due in self._deferred.values())
+        for _, due in self._deferred.values():
+            times.append(due)
         if self._start_pending:
             times.append(0.0)  # due at once: pairs made by a late local candidate wait to be unfrozen
         nominate_at = self._nomination_at()
         if nominate_at is not None:
             times.append(nominate_at)
-        times.extend(c.deadline for c in self._checks.values() if c.deadline is not None)
         nomination_deadline = self._nomination_deadline()
         if nomination_deadline is not None:
             times.append(nomination_deadline)
-        times.extend(self._tcp_deadlines())
+        if self._tcp.conns:
+            times.extend(self._tcp_deadlines())
         return min(times) if times else None
 
     def _nomination_deadline(self) -> float | None:
@@ -768,8 +782,8 @@ class IceAgent:
     def _maybe_nominate(self, now: float) -> None:
         """RFC 8445 §8.1.1, regular nomination, per component: nominate the best valid pair once no better pair can
         still be expected to succeed (better pairs not yet checked, or checked less than ``nomination_wait`` ago)."""
-        if not self.controlling or self.config.nomination is Nomination.AGGRESSIVE:
-            return
+        if not self.controlling or self.config.nomination is Nomination.AGGRESSIVE or self._first_valid_at is None:
+            return  # (no valid pair yet: nothing to nominate)
         for component, pairs, best in self._to_nominate():
             if any(self._may_still_win(now, p, best) for p in self._contenders(pairs, best)):
                 continue
@@ -827,8 +841,9 @@ class IceAgent:
         """When regular nomination becomes due on its own: the moment the last better pair still in progress has
         waited ``nomination_wait`` (or ``relay_nomination_wait``). None when nothing waits on a clock (no valid
         pair yet, or a better pair not yet checked, whose check is itself a paced event)."""
-        if not self.controlling or self.config.nomination is Nomination.AGGRESSIVE or self.config.lite:
-            return None
+        if not self.controlling or self.config.nomination is Nomination.AGGRESSIVE or self.config.lite \
+                or self._first_valid_at is None:
+            return None  # (no valid pair yet: nothing to wait for)
         due: float | None = None
         for _, pairs, best in self._to_nominate():
             better = self._contenders(pairs, best)
@@ -847,8 +862,11 @@ class IceAgent:
 
     @property
     def components(self) -> list[int]:
-        """The components this agent has candidates for."""
-        return sorted({c.component for c in [*self._bases.values(), *self._tcp.bases.values()]}) or [1]
+        """The components this agent has candidates for (a list the agent keeps: read it, do not change it)."""
+        if self._components is None:
+            self._components = sorted({c.component for c in [*self._bases.values(), *self._tcp.bases.values()]}) \
+                or [1]
+        return self._components
 
     @property
     def selected(self) -> Pair | None:
@@ -870,9 +888,13 @@ class IceAgent:
         if self.controlling and len(self._nominated) < len(self.components) and \
                 self.config.nomination is Nomination.REGULAR:
             return
-        checking = any(c.purpose == "check" for c in self._checks.values())
-        if not checking and not any(p.state in busy for p in self.pairs):
-            self._set_state(AgentState.COMPLETED)
+        for c in self._checks.values():  # loops, not generators: this runs after every datagram once connected
+            if c.purpose == "check":
+                return
+        for p in self.pairs:
+            if p.state in busy:
+                return
+        self._set_state(AgentState.COMPLETED)
 
     def _select(self, now: float, pair: Pair) -> None:
         component = pair.local.component
@@ -1306,6 +1328,14 @@ class IceAgent:
     def poll_transmit(self) -> Transmit | None:
         return self._transmits.popleft() if self._transmits else None
 
+    def poll_transmits(self) -> list[Transmit]:
+        """Everything :meth:`poll_transmit` would give, in order, at once (the driver's one call per pump)."""
+        if not self._transmits:
+            return []
+        out = list(self._transmits)
+        self._transmits.clear()
+        return out
+
     def next_event(self) -> Event | None:
         return self._events.popleft() if self._events else None
 
@@ -1400,6 +1430,7 @@ class IceAgent:
         candidates based on it, its pairs, checks (a pending server-reflexive request ends without an event),
         early checks and a selected pair on it."""
         self._bases.pop(local, None)
+        self._components = None
         self.local_candidates = [c for c in self.local_candidates if c.address != local and not (
             c.type in (CandidateType.SERVER_REFLEXIVE, CandidateType.PEER_REFLEXIVE) and c.related == local)]
         gone = [p for p in self.pairs if p.base == local]
@@ -1477,6 +1508,7 @@ class IceAgent:
         other = other_preference if other_preference is not None else max(0, 8191 - same)
         cand = tcp_candidate(CandidateType.HOST, tcptype, addr, component, other, config=self.config.tcp)
         self._tcp.bases[addr] = cand
+        self._components = None
         self._add_local(cand)
         self._pair_late_local(cand, addr)
         return cand
@@ -1531,6 +1563,7 @@ class IceAgent:
             if tcptype is TcpType.ACTIVE:
                 self._tcp.relay_of[addr] = relayed
             self._tcp.bases[addr] = cand
+            self._components = None
             self._add_local(cand)
             self._pair_late_local(cand, addr)
             made.append(cand)

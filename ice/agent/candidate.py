@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-import re
 import socket
+import string
 import zlib
 from dataclasses import dataclass, field, replace
 
@@ -13,6 +13,8 @@ from ice.stun.attributes import Address
 
 
 class CandidateType(enum.Enum):
+    __hash__ = object.__hash__  # members are singletons: the identity hash, not Enum's Python-level one (a hot path)
+
     HOST = "host"
     SERVER_REFLEXIVE = "srflx"
     PEER_REFLEXIVE = "prflx"
@@ -82,7 +84,7 @@ class Candidate:
     def to_sdp(self) -> str:
         """The attribute value of ``a=candidate`` (RFC 8839 §5.1), without ``a=`` and ``candidate:``."""
         parts = [self.foundation, str(self.component), self.transport, str(self.priority), self.host,
-                 str(self.port), "typ", self.type.value]
+                 str(self.port), "typ", self.type._value_]
         if self.related is not None:
             parts += ["raddr", self.related[0], "rport", str(self.related[1])]
         if self.tcptype is not None:
@@ -107,9 +109,15 @@ class Candidate:
         kind = _TYPES.get(bits[7])
         if kind is None:
             raise ValueError(f"unknown candidate type {bits[7]!r}")
-        if not (_number(comp, 256) and _number(prio, 0xFFFFFFFF) and _number(port, 0xFFFF)) or int(comp) < 1:
+        # str methods and a set, not a regex or helper calls: a peer's candidates are parsed on the way to its
+        # first check (ASCII digits only: str.isdigit alone takes any Unicode digit).
+        if not (comp.isdigit() and prio.isdigit() and port.isdigit() and (comp + prio + port).isascii()
+                and len(comp) <= 10 and len(prio) <= 10 and len(port) <= 10):
             raise ValueError(f"malformed component, priority or port in {text!r}")
-        if not _FOUNDATION.fullmatch(found):
+        component, priority, number = int(comp), int(prio), int(port)
+        if not (1 <= component <= 256 and priority <= 0xFFFFFFFF and number <= 0xFFFF):
+            raise ValueError(f"malformed component, priority or port in {text!r}")
+        if len(found) > 32 or not _ICE_CHARS.issuperset(found):
             raise ValueError("a foundation is 1 to 32 ice-chars (ALPHA / DIGIT / + / /)")
         host = _canonical_host(host)
         rest = bits[8:]
@@ -133,7 +141,7 @@ class Candidate:
             else:
                 extensions.append((name, value))
         related = (raddr, rport) if raddr is not None and rport is not None else None
-        return cls(found, int(comp), transport.lower(), int(prio), host, int(port), kind, related, tcptype,
+        return cls(found, component, transport.lower(), priority, host, number, kind, related, tcptype,
                    generation, tuple(extensions))
 
 
@@ -142,14 +150,14 @@ def pair_text(local: Candidate, remote: Candidate, separator: str = "->") -> str
     A TCP candidate (RFC 6544) says so, with its tcptype: ``srflx tcp so 203.0.113.1:5004``."""
 
     def one(c: Candidate) -> str:
-        kind = f"{c.type.value} tcp {c.tcptype or '?'}" if c.transport == "tcp" else c.type.value
+        kind = f"{c.type._value_} tcp {c.tcptype or '?'}" if c.transport == "tcp" else c.type._value_
         return f"{kind} [{c.host}]:{c.port}" if ":" in c.host else f"{kind} {c.host}:{c.port}"
 
     return f"{one(local)} {separator} {one(remote)}"
 
 
-_FOUNDATION = re.compile(r"[A-Za-z0-9+/]{1,32}")
-"""RFC 8839 §5.1: foundation = 1*32ice-char."""
+_ICE_CHARS = frozenset(string.ascii_letters + string.digits + "+/")
+"""RFC 8839 §5.1: foundation = 1*32ice-char; ice-char = ALPHA / DIGIT / "+" / "/"."""
 
 
 def _number(text: str, limit: int) -> bool:

@@ -6,6 +6,8 @@ import enum
 
 
 class PairState(enum.Enum):
+    __hash__ = object.__hash__  # members are singletons: the identity hash, not Enum's Python-level one (a hot path)
+
     FROZEN = "frozen"
     WAITING = "waiting"
     IN_PROGRESS = "in-progress"
@@ -24,6 +26,8 @@ PAIR_TRANSITIONS: dict[PairState, frozenset[PairState]] = {
 
 
 class AgentState(enum.Enum):
+    __hash__ = object.__hash__  # as PairState's
+
     NEW = "new"
     CHECKING = "checking"
     CONNECTED = "connected"

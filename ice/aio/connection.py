@@ -263,11 +263,11 @@ class Connection:
 
     def set_remote_credentials(self, ufrag: str, pwd: str, lite: bool = False) -> None:
         self.agent.set_remote_credentials(self._now(), ufrag, pwd, lite)
-        self.driver.pump()
+        (self._driver or self.driver).pump()
 
     def add_remote_candidate(self, candidate: Candidate | None) -> None:
         self.agent.add_remote_candidate(self._now(), candidate)
-        self.driver.pump()
+        (self._driver or self.driver).pump()
 
     async def connect(self, timeout: float | None = CONNECT_TIMEOUT) -> SelectedPairChanged:
         """Wait until a pair is selected. Raises :class:`IceFailed` when ICE fails (its ``reason`` says why, e.g.

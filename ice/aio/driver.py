@@ -197,7 +197,7 @@ class Driver(Generic[E]):
                 self._drain_errors(sock, local)  # woken by a queued ICMP error alone (EPOLLERR)
                 self.pump()
             return
-        now = self.loop.time()
+        now = (self._loop or self.loop).time()
         handle_many = self._handle_many
         if handle_many is not None:
             handle_many(now, local, batch)
@@ -314,7 +314,7 @@ class Driver(Generic[E]):
             while True:
                 while self._inbox:
                     local, remote, data = self._inbox.popleft()
-                    endpoint.handle_datagram(self.loop.time(), local, remote, data)
+                    endpoint.handle_datagram((self._loop or self.loop).time(), local, remote, data)
                 if polls is not None:
                     if out := polls():
                         self.send_all(out)
@@ -419,13 +419,14 @@ class Driver(Generic[E]):
             return
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = self.loop.call_at(at, self._on_timer) if at is not None else None
+        self._timer = (self._loop or self.loop).call_at(at, self._on_timer) if at is not None else None
         self._timer_at = at
 
     def _on_timer(self) -> None:
         at = self._timer_at if self._timer_at is not None else 0.0
         self._timer = self._timer_at = None
-        self._endpoint.handle_timeout(max(at, self.loop.time()))  # never early, whatever the loop's resolution
+        # never early, whatever the loop's resolution
+        self._endpoint.handle_timeout(max(at, (self._loop or self.loop).time()))
         self.pump()
 
     def close(self) -> None:

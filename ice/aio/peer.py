@@ -207,7 +207,7 @@ class _Peer:
         self.out.flush()  # the moment a pair is selected, not after the rest of the callback (the state lines follow)
 
     def _state(self, ev: StateChanged) -> None:
-        self.out(f"state {ev.state.value}")
+        self.out(f"state {ev.state._value_}")
 
     def _role(self, ev: RoleChanged) -> None:
         self.out("role " + ("controlling" if ev.controlling else "controlled"))
