@@ -29,8 +29,6 @@ class RetransmissionConfig:
     """After the last request, wait ``rm * rto`` for a response before giving up (Rm)."""
     reliable_timeout: float = 39.5
     """Over TCP/TLS the request is sent once and the transaction fails after this many seconds (Ti)."""
-    _unreliable: tuple[tuple[float, ...], float] | None = field(default=None, init=False, repr=False, compare=False)
-    """:meth:`schedule` over UDP, worked out on its first call (a transaction is made for every check)."""
 
     def __post_init__(self) -> None:
         if self.rto <= 0 or self.rc < 1 or self.rm < 1 or self.reliable_timeout <= 0:
@@ -40,11 +38,8 @@ class RetransmissionConfig:
         """Send offsets and the final timeout offset from the first send: ((0, .5, 1.5, ... 31.5), 39.5)."""
         if reliable:
             return (0.0,), self.reliable_timeout
-        if self._unreliable is None:
-            sends = tuple(self.rto * ((1 << k) - 1) for k in range(self.rc))
-            object.__setattr__(self, "_unreliable", (sends, sends[-1] + self.rm * self.rto))
-        assert self._unreliable is not None
-        return self._unreliable
+        sends = tuple([self.rto * ((1 << k) - 1) for k in range(self.rc)])
+        return sends, sends[-1] + self.rm * self.rto
 
 
 class TransactionState(enum.Enum):
