@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from bench.stacks import choose, cpu_seconds, ratio
 from ice.agents.line import AgentError, AgentProcess
 from ice.agents.registry import BUILTIN
+from ice.native import build_in_use
 
 if TYPE_CHECKING:
     from ice.lab.mn import Lab
@@ -270,6 +271,7 @@ def main(args: argparse.Namespace) -> int:
     doc: dict[str, object] = {
         "benchmark": "connect",
         "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "icelab_build": build_in_use(),
         "runs": runs,
         "measured": "start of checks (both sides given the other's credentials and candidates) to a selected pair "
                     "on both sides",
@@ -288,6 +290,8 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _print(doc: dict[str, object]) -> None:
+    if "icelab_build" in doc:
+        print(f"icelab runs {doc['icelab_build']}")
     for place in ("loopback", "nat"):
         part = doc.get(place)
         if not isinstance(part, dict):

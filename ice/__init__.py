@@ -14,6 +14,7 @@ The sans-IO core (:class:`IceAgent`, no sockets, no clocks) sits under it, for c
 Versions follow semantic versioning; CHANGELOG.md lists the changes.
 """
 
+from ice import native  # noqa: F401  (first: its guard keeps a stale compiled build from loading, ice/native.py)
 from ice.agent import AgentConfig, AgentState, Candidate, CandidateType, IceAgent, Nomination, PairState
 from ice.agent.events import (
     CandidateGathered,

@@ -83,6 +83,10 @@ if ! { "$VENV/bin/python" -m pip install --upgrade pip setuptools wheel &&
   die "pip install failed (full log: $log)."
 fi
 "$VENV/bin/python" -c "import mininet.net" || die "Debian's mininet does not import inside the venv."
+# The compiled core (mypyc, ice/native.py): agents, servers and benchmarks run it; tests run the sources. A failed
+# build leaves icelab running from source (tests/test_native.py then fails, saying so).
+say "compiling the core with mypyc (scripts/build-native)"
+bash "$ROOT/scripts/build-native" >/dev/null || say "WARNING: the compiled core did not build; icelab runs from source"
 
 # Go programs, built offline in GOPATH mode from Debian's sources: the interop peers (pion/turn server and client)
 # and the built-in pion agent (ice/agents/peers/pion, docs/agents.md), which reports the packaged pion/ice version.

@@ -75,7 +75,8 @@ def run_campaign(root: Path, name: str, seconds: float, runs: int, work: Path, m
            f"-max_len={max_len}", f"-timeout={timeout}", f"-rss_limit_mb={rss_limit_mb}",
            f"-artifact_prefix={crashes}{os.sep}", f"-max_total_time={int(seconds) + 120}",
            "-print_final_stats=0", "-print_pcs=0"]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]).rstrip(":")}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]).rstrip(":"),
+           "ICELAB_NATIVE": "0"}  # the sources: atheris guides itself by bytecode coverage (ice/native.py)
     log_path = work / "fuzz.log"
     started = time.monotonic()
     with open(log_path, "w") as log:
