@@ -1,19 +1,21 @@
 """The modules that may run compiled, and the guard that never lets a stale compiled build load.
 
 ``scripts/build-native`` compiles the modules of :data:`COMPILED` with mypyc (they pass ``mypy --strict``) into
-extension modules beside their sources -- one group, whose modules call each other directly in C -- and writes
-:data:`MANIFEST`: each source's SHA-256 at build time. The Python sources stay the reference; a build is optional
-(docs/agents.md, "Compiling the core", has what it gains and what it does not cover yet).
+extension modules beside their sources -- one group, whose modules call each other directly in C and share one
+runtime library beside the package -- and writes :data:`MANIFEST`. The Python sources stay the reference; a build
+is optional (docs/agents.md, "Compiling the core", has what it gains and what it does not cover yet).
 
-An extension module shadows its ``.py`` on import, so a build must never outlive an edit of its sources.
-:func:`install` (run by ``ice/__init__.py`` before anything else of the package is imported) puts
-:class:`SourceGuard` ahead of the path finders: when any module of the group has changed since the build, when the
-manifest is missing or unreadable, when ``ICELAB_NATIVE=0`` is set, or when ``ICELAB_PURE_PYTHON`` is set (which
-also turns off the C accelerator, docs/stun.md), every module of the group is loaded from its ``.py``. The decision
-is taken once per process, for the whole group. Without a build the guard changes nothing. ``icelab test`` runs the
-sources (``ICELAB_NATIVE=0``): some tests replace methods, which a compiled class does not allow.
-
-Importing this module installs the guard (``ice/__init__.py`` imports it before anything else of the package).
+An extension module shadows its ``.py`` on import, so a build must never outlive an edit. :func:`install` (run when
+this module is imported, which ``ice/__init__.py`` does before anything else of the package) puts
+:class:`SourceGuard` ahead of the path finders. It loads the compiled group only when the build is fresh: the
+manifest names the runtime library and records the size and modification time of every ``.py`` of the package as
+they were when the build started (mypyc compiles against the types and constants of the modules the group imports,
+so any edit counts), and every module of the group has its extension for this interpreter. Otherwise -- and with
+``ICELAB_NATIVE=0``, with ``ICELAB_PURE_PYTHON`` set (which also turns off the C accelerator, docs/stun.md), or in a
+pytest process unless ``ICELAB_NATIVE=1`` (some tests replace methods, which a compiled class does not allow) --
+every mypyc extension module found in the package, in the group or left over from an older build, loads from its
+``.py``. The decision is taken once per process, for the whole group; without any such extension module the guard
+changes nothing.
 
 Adding a module to the build is one entry in :data:`COMPILED` (it must compile with mypyc; docs/agents.md lists the
 modules that do not yet, and why).
@@ -21,7 +23,6 @@ modules that do not yet, and why).
 
 from __future__ import annotations
 
-import hashlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
@@ -32,7 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).absolute().parent.parent
 """The directory that holds the ``ice`` package."""
 
 COMPILED: tuple[str, ...] = (
@@ -49,9 +50,12 @@ COMPILED: tuple[str, ...] = (
 """The modules ``scripts/build-native`` compiles, as one group."""
 
 MANIFEST = ROOT / "ice" / "native-build.json"
-"""Written by ``scripts/build-native`` after a successful build: ``{"sources": {module: sha256}, "runtime": file}``,
-``file`` being the group's shared library beside the package (``<hash>__mypyc.cpython-*.so``, a top-level module
-that the guard itself finds: it is not on ``sys.path`` from any other directory)."""
+"""Written by ``scripts/build-native`` after a successful build: ``{"runtime": file, "sources": {path: [size,
+mtime_ns]}}``, ``file`` being the group's runtime library beside the package (``<hash>__mypyc.cpython-*.so``, a
+top-level module the guard serves itself: it is on ``sys.path`` only from the repository's root)."""
+
+NOT_MYPYC = frozenset({"ice.stun._speedups"})
+"""Extension modules of the package that are not mypyc's (the C accelerator, docs/stun.md)."""
 
 
 def source_of(module: str, root: Path = ROOT) -> Path:
@@ -59,21 +63,39 @@ def source_of(module: str, root: Path = ROOT) -> Path:
     return root.joinpath(*module.split(".")).with_suffix(".py")
 
 
-def digests(modules: Sequence[str] = COMPILED, root: Path = ROOT) -> dict[str, str]:
-    """Each module's source SHA-256 (what the manifest records)."""
-    return {m: hashlib.sha256(source_of(m, root).read_bytes()).hexdigest() for m in modules}
+def fingerprint(root: Path = ROOT) -> dict[str, list[int]]:
+    """Size and modification time of every ``.py`` of the package under ``root`` (what the manifest records)."""
+    out: dict[str, list[int]] = {}
+    for path in sorted((root / "ice").rglob("*.py")):
+        st = path.stat()
+        out[str(path.relative_to(root))] = [st.st_size, st.st_mtime_ns]
+    return out
+
+
+def extension_modules(root: Path = ROOT) -> set[str]:
+    """The package's extension modules that have a ``.py`` beside them, except :data:`NOT_MYPYC`: what a build
+    (this one or an older one) left."""
+    found = set()
+    for path in (root / "ice").rglob("*.so"):
+        stem = path.name.split(".")[0]
+        if path.with_name(stem + ".py").is_file():
+            module = ".".join((*path.relative_to(root).parent.parts, stem))
+            if module not in NOT_MYPYC:
+                found.add(module)
+    return found
 
 
 def fresh_runtime(manifest: Path = MANIFEST, modules: Sequence[str] = COMPILED, root: Path = ROOT) -> Path | None:
-    """The group's shared library when the manifest records exactly the current sources of every module of the group
-    and that library is there (a copy of the package without it, e.g. into another site-packages, runs the sources);
-    else None."""
+    """The group's runtime library when the build is fresh (see the module); else None."""
+    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
     try:
         built = json.loads(manifest.read_text())
         runtime = root / str(built["runtime"])
-        if runtime.parent != root or not runtime.name.endswith(".so") or not runtime.is_file():
+        if runtime.parent != root or not runtime.name.endswith(suffix) or not runtime.is_file():
             return None
-        return runtime if built["sources"] == digests(modules, root) else None
+        if not all(source_of(m, root).with_suffix(suffix).is_file() for m in modules):
+            return None
+        return runtime if built["sources"] == fingerprint(root) else None
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -83,8 +105,18 @@ def build_is_fresh(manifest: Path = MANIFEST, modules: Sequence[str] = COMPILED,
     return fresh_runtime(manifest, modules, root) is not None
 
 
+def wanted() -> bool:
+    """Whether this process may run a build at all: not with ``ICELAB_NATIVE=0`` or ``ICELAB_PURE_PYTHON``, and in a
+    pytest process only with ``ICELAB_NATIVE=1``."""
+    setting = os.environ.get("ICELAB_NATIVE")
+    if setting == "0" or os.environ.get("ICELAB_PURE_PYTHON"):
+        return False
+    return setting == "1" or "_pytest" not in sys.modules
+
+
 class SourceGuard(importlib.abc.MetaPathFinder):
-    """Loads the modules of the group from their sources unless the compiled build is fresh (see the module)."""
+    """Loads mypyc extension modules of the package from their sources unless the group's build is fresh and wanted
+    (see the module)."""
 
     def __init__(self, modules: Sequence[str] = COMPILED, root: Path = ROOT, manifest: Path = MANIFEST) -> None:
         self.modules = frozenset(modules)
@@ -92,36 +124,40 @@ class SourceGuard(importlib.abc.MetaPathFinder):
         self.manifest = manifest
         self._decided = False
         self._runtime: Path | None = None
+        self._extensions: set[str] | None = None
 
     @property
     def use_build(self) -> bool:
-        """Whether the compiled build loads (decided on first use, for the whole group)."""
+        """Whether the compiled group loads (decided on first use, for the whole group)."""
         if not self._decided:
             self._decided = True
-            if not os.environ.get("ICELAB_PURE_PYTHON") and os.environ.get("ICELAB_NATIVE") != "0":
+            if wanted():
                 self._runtime = fresh_runtime(self.manifest, sorted(self.modules), self.root)
         return self._runtime is not None
 
     def find_spec(self, fullname: str, path: Sequence[str] | None = None,
                   target: ModuleType | None = None) -> importlib.machinery.ModuleSpec | None:
-        if fullname in self.modules:
-            if self.use_build:
-                return None  # the path finder's answer: the extension module beside the source
-            return importlib.util.spec_from_file_location(fullname, source_of(fullname, self.root))
-        if fullname.endswith("__mypyc") and self.use_build and self._runtime is not None \
-                and self._runtime.name.split(".")[0] == fullname:
-            return importlib.util.spec_from_file_location(fullname, self._runtime)  # the group's shared library
-        return None
+        if fullname.endswith("__mypyc") and "." not in fullname:
+            if self.use_build and self._runtime is not None and self._runtime.name.split(".")[0] == fullname:
+                return importlib.util.spec_from_file_location(fullname, self._runtime)
+            return None
+        if not fullname.startswith("ice."):
+            return None
+        if self._extensions is None:
+            self._extensions = extension_modules(self.root)
+        if fullname not in self._extensions or (fullname in self.modules and self.use_build):
+            return None  # the path finder's answer: the source, or the fresh build's extension module
+        return importlib.util.spec_from_file_location(fullname, source_of(fullname, self.root))
 
 
 def build_in_use() -> str:
-    """What the group runs from in this process and the ones it starts with its environment: ``"compiled (mypyc)"``
-    or ``"source"``, with why not compiled (for benchmarks' records)."""
+    """What the group runs from in this process: ``"compiled (mypyc)"`` or ``"source"``, with why not compiled (for
+    benchmarks' records; the processes they start decide the same way unless their environment differs)."""
     guard = next((f for f in sys.meta_path if isinstance(f, SourceGuard)), None)
     if guard is not None and guard.use_build:
         return "compiled (mypyc)"
-    if os.environ.get("ICELAB_PURE_PYTHON") or os.environ.get("ICELAB_NATIVE") == "0":
-        return "source (ICELAB_NATIVE=0 or ICELAB_PURE_PYTHON set)"
+    if not wanted():
+        return "source (ICELAB_NATIVE=0, ICELAB_PURE_PYTHON, or a pytest process)"
     return "source (no fresh build: scripts/build-native)"
 
 
