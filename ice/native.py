@@ -43,6 +43,7 @@ COMPILED: tuple[str, ...] = (
     "ice.agent.events",
     "ice.agent.config",
     "ice.stun.transaction",
+    "ice.stun.message",
     "ice.stun.integrity",
     "ice.aio.driver",
     "ice.aio.peer",

@@ -371,7 +371,9 @@ def parse(data: bytes, *, legacy: bool = False) -> Message:
     if split is None:
         method, cls = split_message_type(mtype)
         split = _SPLIT[mtype] = (method, cls)
-    msg = _new_message(Message)
+    # A parsed message skips __init__ (its checks and defaults); a class compiled by mypyc (ice/native.py) can only
+    # be made through it.
+    msg = Message(split[0], split[1], tid) if _COMPILED else _new_message(Message)
     msg.method, msg.message_class = split
     msg.transaction_id = tid
     msg._attrs = None
@@ -469,6 +471,8 @@ and the first entry of each type (what :meth:`Message.get` returns, RFC 8489 §5
 
 
 _new_message = object.__new__
+_COMPILED = not hasattr(Message.__init__, "__code__")
+"""Whether this module runs compiled (ice/native.py): its functions are then not Python functions."""
 _SPLIT: dict[int, tuple[int, MessageClass]] = {}
 _METHOD_BITS = {int(m): message_type(m, 0) for m in Method}
 _CLASS_BITS = [message_type(0, c) for c in MessageClass]
