@@ -542,8 +542,7 @@ class IceAgent:
     def _send_check(self, now: float, pair: Pair, nominating: bool = False) -> None:
         assert self._remote_key is not None
         tid, data = self._request(pair, nominating)
-        n = 1 if len(self.pairs) == 1 else \
-            max(1, sum(1 for p in self.pairs if p.state in (PairState.WAITING, PairState.IN_PROGRESS)))
+        n = max(1, sum(1 for p in self.pairs if p.state in (PairState.WAITING, PairState.IN_PROGRESS)))
         rto = max(self.config.check_rto, n * self.config.ta)  # RFC 8445 §14.3
         cfg = self._check_timers.get(rto)
         if cfg is None:  # one per distinct RTO (it follows the number of pairs in the checklist)
